@@ -1,0 +1,163 @@
+//! The `rowshift` command line. The only place that prints, draws progress bars or
+//! decides exit codes.
+//!
+//! Exit codes: 0 success; 1 a check failed or rows were rejected; 2 an error (bad
+//! pipeline file, unreachable source or target, I/O).
+
+mod progress;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Pipeline;
+use crate::plan::Plan;
+use crate::run::{self, RunOptions, Summary};
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 a check failed or rows were rejected, 2 error.";
+
+/// Move large tables between schema versions: chunked, parallel, checked.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rowshift",
+    version,
+    after_help = "Example:\n  rowshift validate pipelines/quickstart.toml\n  rowshift run pipelines/quickstart.toml\n\nExit codes: 0 success, 1 a check failed or rows were rejected, 2 error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline: plan chunks, transform and write them in parallel, check each.
+    #[command(
+        after_help = "Example:\n  rowshift run pipelines/quickstart.toml --json\n\nExit codes: 0 success, 1 a check failed or rows were rejected, 2 error."
+    )]
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Chunks in flight at once (overrides [chunks] parallel).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        parallel: Option<u64>,
+        /// Rows per chunk (overrides [chunks] rows).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        chunk_rows: Option<u64>,
+        /// Stop starting new chunks after the first failure.
+        #[arg(long)]
+        fail_fast: bool,
+        /// No progress output, only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a pipeline file: every error at once, each with its line. Reads the source's
+    /// schema, writes nothing.
+    #[command(
+        after_help = "Example:\n  rowshift validate pipelines/quickstart.toml\n\nExit codes: 0 valid, 2 invalid."
+    )]
+    Validate {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+}
+
+/// Parses the arguments, runs the command, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", crate::config::redact(&format!("{e:#}")));
+            2
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Validate { pipeline } => {
+            let plan = load(&pipeline)?;
+            let sink = plan.open_sink()?;
+            println!(
+                "ok: {} reads {} and writes {} ({} columns)",
+                pipeline.display(),
+                plan.source.describe(),
+                sink.describe(),
+                plan.transform.output_schema().fields().len()
+            );
+            Ok(0)
+        }
+        Command::Run {
+            pipeline,
+            json,
+            parallel,
+            chunk_rows,
+            fail_fast,
+            quiet,
+        } => {
+            let plan = load(&pipeline)?;
+            let sink = plan.open_sink()?;
+            let opts = RunOptions {
+                parallel: parallel.map(|p| p as usize),
+                chunk_rows,
+                fail_fast,
+            };
+            let observer: Box<dyn run::Observer> = if quiet {
+                Box::new(run::NoopObserver)
+            } else if std::io::stderr().is_terminal() {
+                Box::new(progress::Bars::new())
+            } else {
+                Box::new(progress::Lines)
+            };
+            let summary = run::run(&plan, sink.as_ref(), observer.as_ref(), &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print_summary(&summary, sink.describe());
+            }
+            Ok(summary.exit_code())
+        }
+    }
+}
+
+fn load(path: &Path) -> crate::Result<Plan> {
+    Plan::build(Pipeline::load(path)?)
+}
+
+fn print_summary(s: &Summary, target: String) {
+    let status = if s.failures.is_empty() {
+        "done"
+    } else {
+        "FAILED"
+    };
+    println!("rowshift: {} {status} -> {target}", s.pipeline);
+    println!(
+        "  chunks  {} done, {} failed, {} planned",
+        s.chunks_done, s.chunks_failed, s.chunks_total
+    );
+    println!(
+        "  rows    {} read, {} written, {} filtered, {} rejected",
+        s.rows.read, s.rows.written, s.rows.filtered, s.rows.rejected
+    );
+    println!(
+        "  time    {:.2}s, {:.0} rows/s",
+        s.seconds, s.rows_per_second
+    );
+    for f in &s.failures {
+        println!("  failed  {}: {}", f.range, f.error);
+    }
+    if !s.failures.is_empty() {
+        println!("{EXIT_CODES}");
+    }
+}

@@ -1,0 +1,91 @@
+//! Progress output: bars on a terminal, plain log lines otherwise.
+
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::run::{Event, Observer, fmt_duration};
+
+/// Plain log lines on stderr, for CI logs and pipes.
+pub struct Lines;
+
+impl Observer for Lines {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::Planned { chunks, rows } => match rows {
+                Some(rows) => eprintln!("planned {chunks} chunks, {rows} rows"),
+                None => eprintln!("planned {chunks} chunks"),
+            },
+            Event::ChunkDone {
+                chunk,
+                counts,
+                elapsed,
+            } => eprintln!(
+                "chunk {chunk} done: {} read, {} written, {} filtered in {}",
+                counts.read,
+                counts.written,
+                counts.filtered,
+                fmt_duration(*elapsed)
+            ),
+            Event::ChunkFailed { chunk, error } => eprintln!("chunk {chunk} FAILED: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// An indicatif bar: chunks done of total, rows/s, ETA.
+pub struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
+    rows: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Bars {
+    /// A bar that appears once the plan is known.
+    pub fn new() -> Self {
+        Bars {
+            bar: Mutex::new(None),
+            rows: 0.into(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Observer for Bars {
+    fn on_event(&self, event: &Event) {
+        let mut guard = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Event::Planned { chunks, .. } => {
+                let bar = ProgressBar::new(*chunks as u64);
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} chunks  {msg}  ETA {eta}")
+                        .expect("valid template"),
+                );
+                *guard = Some(bar);
+            }
+            Event::ChunkDone { counts, .. } => {
+                let rows = self
+                    .rows
+                    .fetch_add(counts.read, std::sync::atomic::Ordering::Relaxed)
+                    + counts.read;
+                if let Some(bar) = guard.as_ref() {
+                    let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!("{rows} rows, {rate:.0} rows/s"));
+                    bar.inc(1);
+                }
+            }
+            Event::ChunkFailed { chunk, error } => {
+                if let Some(bar) = guard.as_ref() {
+                    bar.println(format!("chunk {chunk} FAILED: {error}"));
+                    bar.inc(1);
+                }
+            }
+            Event::Finished(_) => {
+                if let Some(bar) = guard.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+    }
+}

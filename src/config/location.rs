@@ -1,0 +1,199 @@
+//! Where data lives: the `url` of a source or target, resolved and redacted.
+
+use std::path::{Path, PathBuf};
+
+/// A file format for file sources and targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Comma (or other) separated values.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl FileFormat {
+    /// The format a file name's extension implies.
+    pub fn from_extension(path: &str) -> Option<Self> {
+        let lower = path.trim_end_matches(['/', '\\']).to_ascii_lowercase();
+        if lower.ends_with(".csv") || lower.ends_with(".tsv") {
+            Some(FileFormat::Csv)
+        } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Some(FileFormat::Parquet)
+        } else {
+            None
+        }
+    }
+
+    /// The extension part files get.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// A resolved `url` from a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite database file.
+    Sqlite {
+        /// Absolute path of the database file.
+        path: PathBuf,
+    },
+    /// Files: a file or glob for a source, a directory of part files for a target.
+    Files {
+        /// Absolute path or glob pattern.
+        path: PathBuf,
+        /// The files' format.
+        format: FileFormat,
+    },
+}
+
+impl Location {
+    /// Parses `url` (after `${VAR}` expansion); relative paths are taken from `base`.
+    ///
+    /// `format` is the explicit `format` key, if the pipeline set one.
+    pub fn parse(url: &str, base: &Path, format: Option<FileFormat>) -> Result<Self, String> {
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            normalize(&if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            })
+        };
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let rest = rest.split('?').next().unwrap_or(rest);
+            if rest.is_empty() || rest == ":memory:" {
+                return Err("a sqlite url needs a file path, e.g. sqlite://data/shop.db".into());
+            }
+            return Ok(Location::Sqlite {
+                path: resolve(rest),
+            });
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            let known = match scheme {
+                "postgres" | "postgresql" => "PostgreSQL",
+                "mysql" | "mariadb" => "MySQL/MariaDB",
+                _ => {
+                    return Err(format!(
+                        "unknown url scheme `{scheme}`; expected sqlite://PATH or a CSV/Parquet path"
+                    ));
+                }
+            };
+            return Err(format!(
+                "{known} urls are not supported by this build of rowshift"
+            ));
+        }
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        let format = format
+            .or_else(|| FileFormat::from_extension(path))
+            .ok_or_else(|| {
+                format!(
+                    "cannot tell the file format of `{path}`; set format = \"csv\" or \"parquet\""
+                )
+            })?;
+        Ok(Location::Files {
+            path: resolve(path),
+            format,
+        })
+    }
+}
+
+/// Removes `.` and `..` components without touching the file system (the file may not
+/// exist yet), so messages show `samples/x.csv` rather than `pipelines/../samples/x.csv`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Hides the password in every `scheme://user:password@host` found in `text`.
+///
+/// Every message and log line that can hold a URL passes through this.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(['/', '?', '#', ' ', '\n', '"', '\''])
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_anywhere_in_text() {
+        assert_eq!(
+            redact("cannot connect to postgres://app:s3cr:et@db:5432/x?sslmode=require"),
+            "cannot connect to postgres://app:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            redact("mysql://root@localhost/test"),
+            "mysql://root@localhost/test"
+        );
+        assert_eq!(
+            redact("a://u:p@h and b://v:q@i"),
+            "a://u:***@h and b://v:***@i"
+        );
+    }
+
+    #[test]
+    fn resolves_relative_paths_against_the_pipeline_folder() {
+        let base = Path::new("/pipes");
+        assert_eq!(
+            Location::parse("sqlite://../data/shop.db", base, None).unwrap(),
+            Location::Sqlite {
+                path: "/data/shop.db".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("/abs/x.csv", base, None).unwrap(),
+            Location::Files {
+                path: "/abs/x.csv".into(),
+                format: FileFormat::Csv
+            }
+        );
+        assert_eq!(
+            Location::parse("out/dir", base, None).unwrap_err(),
+            "cannot tell the file format of `out/dir`; set format = \"csv\" or \"parquet\""
+        );
+    }
+}
+
+/// A path as messages show it: relative to the working directory when it is below it.
+pub fn show_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let rel = cwd.as_deref().and_then(|cwd| path.strip_prefix(cwd).ok());
+    rel.unwrap_or(path).display().to_string()
+}

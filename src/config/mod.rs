@@ -1,0 +1,800 @@
+//! The pipeline file: parsing, `${VAR}` expansion, and validation with line numbers.
+//!
+//! The file is parsed into a spanned TOML document and walked by hand rather than through
+//! serde, so that *every* problem is collected in one pass and each points at its own line.
+
+mod diag;
+mod location;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml_edit::{Item, TableLike};
+
+pub use diag::{Diagnostic, Diagnostics, suggest};
+pub use location::{FileFormat, Location, redact, show_path};
+
+use crate::types::ColumnType;
+use crate::{Error, Result};
+
+/// A value from the pipeline file and the byte range it came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written; `None` for defaults.
+    pub span: Option<Range<usize>>,
+}
+
+// Spans stay out of Debug so that the fingerprint ignores layout and comments.
+impl<T: std::fmt::Debug> std::fmt::Debug for Spanned<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value.fmt(f)
+    }
+}
+
+/// A parsed, syntactically valid pipeline file.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline's name, used for state and history.
+    pub name: String,
+    /// The pipeline file as the user named it.
+    pub file: PathBuf,
+    /// The folder relative paths are resolved against: the file's own folder.
+    pub base_dir: PathBuf,
+    /// What to read.
+    pub source: SourceConfig,
+    /// What to write.
+    pub target: TargetConfig,
+    /// SQL predicate over source columns; rows where it is not true are filtered out.
+    pub filter: Option<Spanned<String>>,
+    /// How to split and parallelise the work.
+    pub chunks: ChunkConfig,
+    text: Arc<str>,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The url as written, with `${VAR}`s expanded and passwords redacted.
+    pub url: Spanned<String>,
+    /// The resolved location.
+    pub location: Location,
+    /// Table name, for database sources.
+    pub table: Option<Spanned<String>>,
+    /// Column whose ranges make the chunks (databases), and that names rows in messages.
+    pub key: Option<Spanned<String>>,
+    /// CSV reading options.
+    pub csv: CsvOptions,
+    /// Declared source column types (`[source.types]`), overriding what the source says.
+    pub types: Vec<(Spanned<String>, Spanned<ColumnType>)>,
+}
+
+/// CSV options, for both reading and writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Whether the first line holds column names. Default: true.
+    pub header: bool,
+    /// Field separator. Default: `,`.
+    pub delimiter: u8,
+    /// Quote character. Default: `"`.
+    pub quote: u8,
+    /// Escape character inside quotes; `None` means quotes are doubled. Default: none.
+    pub escape: Option<u8>,
+    /// Field texts read as NULL (written as the first one). Default: `[""]`.
+    pub null: Vec<String>,
+    /// Column names when there is no header.
+    pub columns: Option<Vec<String>>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            null: vec![String::new()],
+            columns: None,
+        }
+    }
+}
+
+/// What to do when the target already holds data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    /// Stop with an error (the default): never mix two runs' rows by accident.
+    Fail,
+    /// Drop the table, or delete the part files, then write.
+    Replace,
+    /// Add rows to an existing table (database targets only).
+    Append,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// The url as written, expanded and redacted.
+    pub url: Spanned<String>,
+    /// The resolved location.
+    pub location: Location,
+    /// Table name, for database targets.
+    pub table: Option<Spanned<String>>,
+    /// What to do with existing data.
+    pub if_exists: IfExists,
+    /// The target columns, in file order.
+    pub columns: Vec<TargetColumn>,
+    /// CSV writing options.
+    pub csv: CsvOptions,
+    /// Parquet writing options.
+    pub parquet: ParquetOptions,
+}
+
+/// One entry of `[target.columns]`.
+#[derive(Debug, Clone)]
+pub struct TargetColumn {
+    /// Column name in the target.
+    pub name: Spanned<String>,
+    /// Declared type; values are cast into it without loss or the row fails.
+    pub ty: Spanned<ColumnType>,
+    /// SQL expression over source columns.
+    pub expr: Spanned<String>,
+    /// Part of the target's primary key.
+    pub primary_key: bool,
+    /// Whether NULL is allowed. Default: true, false for primary key columns.
+    pub nullable: bool,
+}
+
+/// `[target.parquet]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetOptions {
+    /// Compression codec. Default: snappy.
+    pub compression: parquet::basic::Compression,
+    /// Maximum rows per row group. Default: 1,048,576.
+    pub row_group_rows: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            compression: parquet::basic::Compression::SNAPPY,
+            row_group_rows: 1 << 20,
+        }
+    }
+}
+
+/// `[chunks]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkConfig {
+    /// Target rows per chunk. Default: 100,000.
+    pub rows: u64,
+    /// Chunks in flight at once. Default: the number of CPUs.
+    pub parallel: usize,
+    /// Rows per Arrow batch inside a chunk. Default: 8,192.
+    pub batch_rows: usize,
+}
+
+impl Default for ChunkConfig {
+    fn default() -> Self {
+        ChunkConfig {
+            rows: 100_000,
+            parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch_rows: 8192,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Reads and parses a pipeline file, expanding `${VAR}` from the process environment.
+    pub fn load(file: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        Pipeline::parse(file, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses pipeline text; `env` looks up variables for `${VAR}`.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Pipeline> {
+        let text: Arc<str> = text.into();
+        let mut diags = Diagnostics::new(file.to_path_buf(), text.clone());
+        let base_dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let base_dir = std::path::absolute(&base_dir).map_err(|e| Error::io(&base_dir, e))?;
+        let doc = match toml_edit::Document::parse(text.to_string()) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let msg = e.message().to_string();
+                diags.push(Diagnostic::at(e.span(), format!("invalid TOML: {msg}")));
+                diags.into_result()?;
+                unreachable!("a diagnostic was pushed")
+            }
+        };
+        let mut w = Walker {
+            diags: &mut diags,
+            env,
+            base_dir: &base_dir,
+        };
+        let root = Section {
+            table: doc.as_table(),
+            path: String::new(),
+            span: Some(0..0),
+        };
+        w.check_keys(&root, &["name", "source", "target", "filter", "chunks"]);
+        let name = w.string(&root, "name", true).map(|s| s.value);
+        let source = w.section(&root, "source", true).and_then(|s| w.source(&s));
+        let target = w.section(&root, "target", true).and_then(|s| w.target(&s));
+        let filter = w.section(&root, "filter", false).and_then(|s| {
+            w.check_keys(&s, &["where"]);
+            w.string(&s, "where", true)
+        });
+        let chunks = match w.section(&root, "chunks", false) {
+            Some(s) => w.chunks(&s),
+            None => ChunkConfig::default(),
+        };
+        if let Some(name) = &name {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            {
+                let span = root.table.get("name").and_then(Item::span);
+                w.diags.push(
+                    Diagnostic::at(span, format!("invalid name `{name}`"))
+                        .with_help("use letters, digits, `_`, `-` and `.`: the name labels state files and history"),
+                );
+            }
+        }
+        diags.into_result()?;
+        match (name, source, target) {
+            (Some(name), Some(source), Some(target)) => Ok(Pipeline {
+                name,
+                file: file.to_path_buf(),
+                base_dir,
+                source,
+                target,
+                filter,
+                chunks,
+                text,
+            }),
+            _ => Err(Error::Internal("a missing section was not reported".into())),
+        }
+    }
+
+    /// A fresh diagnostics list for this file, for checks after parsing (expressions, types).
+    pub fn diagnostics(&self) -> Diagnostics {
+        Diagnostics::new(self.file.clone(), self.text.clone())
+    }
+
+    /// A hash of everything that decides what gets written: sources, target, expressions,
+    /// filter and chunk size. Layout, comments and `parallel` do not count.
+    pub fn fingerprint(&self) -> String {
+        let normalized = format!(
+            "{:?}\n{:?}\n{:?}\n{}\n{}",
+            self.source, self.target, self.filter, self.chunks.rows, self.chunks.batch_rows
+        );
+        blake3::hash(normalized.as_bytes()).to_hex()[..16].to_string()
+    }
+}
+
+/// A table of the document being walked, with its dotted path for messages.
+struct Section<'t> {
+    table: &'t dyn TableLike,
+    path: String,
+    span: Option<Range<usize>>,
+}
+
+impl Section<'_> {
+    fn label(&self) -> String {
+        if self.path.is_empty() {
+            "the top level".into()
+        } else {
+            format!("[{}]", self.path)
+        }
+    }
+
+    fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        self.table
+            .get_key_value(key)
+            .and_then(|(k, v)| k.span().or_else(|| v.span()))
+            .or(self.span.clone())
+    }
+}
+
+struct Walker<'a> {
+    diags: &'a mut Diagnostics,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+}
+
+impl<'a> Walker<'a> {
+    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        self.diags.push(Diagnostic::at(span, message));
+    }
+
+    fn check_keys(&mut self, s: &Section<'_>, allowed: &[&str]) {
+        for (key, _) in s.table.iter() {
+            if !allowed.contains(&key) {
+                let mut d = Diagnostic::at(
+                    s.key_span(key),
+                    format!("unknown key `{key}` in {}", s.label()),
+                );
+                d = match suggest(key, allowed.iter().copied()) {
+                    Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                    None => d.with_help(format!("valid keys are: {}", allowed.join(", "))),
+                };
+                self.diags.push(d);
+            }
+        }
+    }
+
+    fn missing(&mut self, s: &Section<'_>, key: &str) {
+        let span = s.span.clone();
+        self.error(span, format!("missing `{key}` in {}", s.label()));
+    }
+
+    fn section<'t>(&mut self, s: &Section<'t>, key: &str, required: bool) -> Option<Section<'t>> {
+        match s.table.get(key) {
+            None => {
+                if required {
+                    let span = s.span.clone();
+                    self.error(
+                        span,
+                        format!("missing [{}] section", join_path(&s.path, key)),
+                    );
+                }
+                None
+            }
+            Some(item) => match item.as_table_like() {
+                Some(table) => Some(Section {
+                    table,
+                    path: join_path(&s.path, key),
+                    span: item.span().or(s.key_span(key)),
+                }),
+                None => {
+                    let span = item.span();
+                    self.error(
+                        span,
+                        format!(
+                            "`{}` must be a table, not {}",
+                            join_path(&s.path, key),
+                            item.type_name()
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn string(&mut self, s: &Section<'_>, key: &str, required: bool) -> Option<Spanned<String>> {
+        match s.table.get(key) {
+            None => {
+                if required {
+                    self.missing(s, key);
+                }
+                None
+            }
+            Some(item) => match item.as_str() {
+                Some(v) => Some(Spanned {
+                    value: v.to_string(),
+                    span: item.span(),
+                }),
+                None => {
+                    let span = item.span();
+                    self.error(
+                        span,
+                        format!(
+                            "`{}` must be a string, not {}",
+                            join_path(&s.path, key),
+                            item.type_name()
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn bool(&mut self, s: &Section<'_>, key: &str, default: bool) -> bool {
+        match s.table.get(key) {
+            None => default,
+            Some(item) => item.as_bool().unwrap_or_else(|| {
+                let span = item.span();
+                self.error(
+                    span,
+                    format!(
+                        "`{}` must be true or false, not {}",
+                        join_path(&s.path, key),
+                        item.type_name()
+                    ),
+                );
+                default
+            }),
+        }
+    }
+
+    fn integer(&mut self, s: &Section<'_>, key: &str, min: i64, default: i64) -> i64 {
+        match s.table.get(key) {
+            None => default,
+            Some(item) => match item.as_integer() {
+                Some(v) if v >= min => v,
+                _ => {
+                    let span = item.span();
+                    self.error(
+                        span,
+                        format!(
+                            "`{}` must be an integer of at least {min}",
+                            join_path(&s.path, key)
+                        ),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn char(&mut self, s: &Section<'_>, key: &str, default: Option<u8>) -> Option<u8> {
+        let v = self.string(s, key, false)?;
+        match v.value.as_bytes() {
+            [b] if b.is_ascii() => Some(*b),
+            [] if key == "escape" => None,
+            _ => {
+                let path = join_path(&s.path, key);
+                self.error(
+                    v.span,
+                    format!(
+                        "`{path}` must be a single ASCII character, not \"{}\"",
+                        v.value
+                    ),
+                );
+                default
+            }
+        }
+        .or(default)
+    }
+
+    fn string_list(&mut self, s: &Section<'_>, key: &str) -> Option<Vec<String>> {
+        let item = s.table.get(key)?;
+        if let Some(v) = item.as_str() {
+            return Some(vec![v.to_string()]);
+        }
+        let list = item
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect());
+        if list.is_none() {
+            let span = item.span();
+            self.error(
+                span,
+                format!(
+                    "`{}` must be a string or a list of strings",
+                    join_path(&s.path, key)
+                ),
+            );
+        }
+        list
+    }
+
+    /// Expands `${VAR}` in a url, then resolves it.
+    fn url(
+        &mut self,
+        s: &Section<'_>,
+        format: Option<FileFormat>,
+    ) -> Option<(Spanned<String>, Location)> {
+        let raw = self.string(s, "url", true)?;
+        let expanded = match expand_env(&raw.value, self.env) {
+            Ok(v) => v,
+            Err(msg) => {
+                self.error(raw.span, msg);
+                return None;
+            }
+        };
+        let shown = Spanned {
+            value: redact(&expanded),
+            span: raw.span.clone(),
+        };
+        match Location::parse(&expanded, self.base_dir, format) {
+            Ok(location) => Some((shown, location)),
+            Err(msg) => {
+                self.error(raw.span, redact(&msg));
+                None
+            }
+        }
+    }
+
+    fn format(&mut self, s: &Section<'_>) -> Option<FileFormat> {
+        let v = self.string(s, "format", false)?;
+        match v.value.as_str() {
+            "csv" => Some(FileFormat::Csv),
+            "parquet" => Some(FileFormat::Parquet),
+            other => {
+                self.error(
+                    v.span,
+                    format!("unknown format `{other}`; expected \"csv\" or \"parquet\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn csv(&mut self, parent: &Section<'_>, reading: bool) -> CsvOptions {
+        let mut o = CsvOptions::default();
+        let Some(s) = self.section(parent, "csv", false) else {
+            return o;
+        };
+        let allowed: &[&str] = if reading {
+            &["header", "delimiter", "quote", "escape", "null", "columns"]
+        } else {
+            &["header", "delimiter", "quote", "null"]
+        };
+        self.check_keys(&s, allowed);
+        o.header = self.bool(&s, "header", true);
+        o.delimiter = self.char(&s, "delimiter", Some(b',')).unwrap_or(b',');
+        o.quote = self.char(&s, "quote", Some(b'"')).unwrap_or(b'"');
+        o.escape = self.char(&s, "escape", None);
+        if let Some(null) = self.string_list(&s, "null") {
+            o.null = null;
+        }
+        o.columns = self.string_list(&s, "columns");
+        if !o.header && o.columns.is_none() && reading {
+            let span = s.span.clone();
+            self.error(
+                span,
+                "with header = false, list the column names: columns = [\"a\", \"b\"]",
+            );
+        }
+        o
+    }
+
+    fn source(&mut self, s: &Section<'_>) -> Option<SourceConfig> {
+        self.check_keys(s, &["url", "table", "key", "format", "csv", "types"]);
+        let format = self.format(s);
+        let url = self.url(s, format);
+        let table = self.string(s, "table", false);
+        let key = self.string(s, "key", false);
+        let csv = self.csv(s, true);
+        let mut types = Vec::new();
+        if let Some(t) = self.section(s, "types", false) {
+            for (name, item) in t.table.iter() {
+                let span = item.span();
+                match item.as_str().map(str::parse::<ColumnType>) {
+                    Some(Ok(ty)) => types.push((
+                        Spanned {
+                            value: name.to_string(),
+                            span: t.key_span(name),
+                        },
+                        Spanned { value: ty, span },
+                    )),
+                    Some(Err(msg)) => self.error(span, msg),
+                    None => self.error(
+                        span,
+                        format!("`source.types.{name}` must be a type name string"),
+                    ),
+                }
+            }
+        }
+        let (url, location) = url?;
+        if matches!(location, Location::Sqlite { .. }) {
+            if table.is_none() {
+                self.missing(s, "table");
+            }
+            if key.is_none() {
+                let span = s.span.clone();
+                self.diags.push(
+                    Diagnostic::at(span, "missing `key` in [source]")
+                        .with_help("name a unique, non-null column (usually the primary key): chunks are ranges of it"),
+                );
+            }
+        }
+        Some(SourceConfig {
+            url,
+            location,
+            table,
+            key,
+            csv,
+            types,
+        })
+    }
+
+    fn target(&mut self, s: &Section<'_>) -> Option<TargetConfig> {
+        self.check_keys(
+            s,
+            &[
+                "url",
+                "table",
+                "format",
+                "if_exists",
+                "columns",
+                "csv",
+                "parquet",
+            ],
+        );
+        let format = self.format(s);
+        let url = self.url(s, format);
+        let table = self.string(s, "table", false);
+        let if_exists = match self.string(s, "if_exists", false) {
+            None => IfExists::Fail,
+            Some(v) => match v.value.as_str() {
+                "fail" => IfExists::Fail,
+                "replace" => IfExists::Replace,
+                "append" => IfExists::Append,
+                other => {
+                    self.error(v.span, format!("unknown if_exists `{other}`; expected \"fail\", \"replace\" or \"append\""));
+                    IfExists::Fail
+                }
+            },
+        };
+        let csv = self.csv(s, false);
+        let parquet = self.parquet(s);
+        let columns = match self.section(s, "columns", true) {
+            Some(c) => self.columns(&c),
+            None => Vec::new(),
+        };
+        let (url, location) = url?;
+        match &location {
+            Location::Sqlite { .. } if table.is_none() => self.missing(s, "table"),
+            Location::Files { .. } if if_exists == IfExists::Append => {
+                let span = s.table.get("if_exists").and_then(Item::span);
+                self.error(span, "if_exists = \"append\" works for database targets only; a file target is written whole");
+            }
+            _ => {}
+        }
+        Some(TargetConfig {
+            url,
+            location,
+            table,
+            if_exists,
+            columns,
+            csv,
+            parquet,
+        })
+    }
+
+    fn parquet(&mut self, parent: &Section<'_>) -> ParquetOptions {
+        let mut o = ParquetOptions::default();
+        let Some(s) = self.section(parent, "parquet", false) else {
+            return o;
+        };
+        self.check_keys(&s, &["compression", "row_group_rows"]);
+        if let Some(v) = self.string(&s, "compression", false) {
+            match parse_compression(&v.value) {
+                Ok(c) => o.compression = c,
+                Err(msg) => self.error(v.span, msg),
+            }
+        }
+        o.row_group_rows = self.integer(&s, "row_group_rows", 1, o.row_group_rows as i64) as usize;
+        o
+    }
+
+    fn columns(&mut self, s: &Section<'_>) -> Vec<TargetColumn> {
+        let mut out = Vec::new();
+        for (name, item) in s.table.iter() {
+            let Some(table) = item.as_table_like() else {
+                let span = item.span();
+                self.diags.push(
+                    Diagnostic::at(span, format!("column `{name}` must be a table"))
+                        .with_help(format!("{name} = {{ type = \"text\", expr = \"{name}\" }}")),
+                );
+                continue;
+            };
+            let c = Section {
+                table,
+                path: format!("{}.{name}", s.path),
+                span: item.span().or(s.key_span(name)),
+            };
+            self.check_keys(&c, &["type", "expr", "primary_key", "nullable"]);
+            let ty =
+                self.string(&c, "type", true)
+                    .and_then(|t| match t.value.parse::<ColumnType>() {
+                        Ok(ty) => Some(Spanned {
+                            value: ty,
+                            span: t.span,
+                        }),
+                        Err(msg) => {
+                            self.error(t.span, msg);
+                            None
+                        }
+                    });
+            let expr = self.string(&c, "expr", true);
+            let primary_key = self.bool(&c, "primary_key", false);
+            let nullable = self.bool(&c, "nullable", !primary_key);
+            if primary_key && nullable {
+                let span = c.table.get("nullable").and_then(Item::span);
+                self.error(
+                    span,
+                    format!("primary key column `{name}` cannot be nullable"),
+                );
+            }
+            if let (Some(ty), Some(expr)) = (ty, expr) {
+                out.push(TargetColumn {
+                    name: Spanned {
+                        value: name.to_string(),
+                        span: s.key_span(name),
+                    },
+                    ty,
+                    expr,
+                    primary_key,
+                    nullable,
+                });
+            }
+        }
+        if out.is_empty() && s.table.is_empty() {
+            let span = s.span.clone();
+            self.error(span, "[target.columns] lists no columns");
+        }
+        out
+    }
+
+    fn chunks(&mut self, s: &Section<'_>) -> ChunkConfig {
+        self.check_keys(s, &["rows", "parallel", "batch_rows"]);
+        let d = ChunkConfig::default();
+        ChunkConfig {
+            rows: self.integer(s, "rows", 1, d.rows as i64) as u64,
+            parallel: self.integer(s, "parallel", 1, d.parallel as i64) as usize,
+            batch_rows: self.integer(s, "batch_rows", 1, d.batch_rows as i64) as usize,
+        }
+    }
+}
+
+fn join_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Replaces each `${NAME}` with the variable's value; an unset variable is an error.
+pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in \"{}\"", redact(text)))?;
+        let name = &after[..end];
+        let value = env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses a Parquet compression name: `snappy`, `zstd`, `zstd(3)`, `lz4`, `gzip`, `gzip(6)`, `none`.
+pub fn parse_compression(name: &str) -> Result<parquet::basic::Compression, String> {
+    use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+    let lower = name.to_ascii_lowercase();
+    let (base, level) = match lower.split_once('(') {
+        Some((b, l)) => (
+            b.to_string(),
+            l.strip_suffix(')')
+                .and_then(|l| l.trim().parse::<u32>().ok()),
+        ),
+        None => (lower.clone(), None),
+    };
+    let bad = || {
+        format!(
+            "unknown compression `{name}`; expected snappy, zstd, zstd(1-22), lz4, gzip, gzip(0-9) or none"
+        )
+    };
+    Ok(match (base.as_str(), level) {
+        ("snappy", None) => Compression::SNAPPY,
+        ("lz4", None) => Compression::LZ4_RAW,
+        ("none" | "uncompressed", None) => Compression::UNCOMPRESSED,
+        ("zstd", None) => Compression::ZSTD(ZstdLevel::default()),
+        ("zstd", Some(l)) => Compression::ZSTD(ZstdLevel::try_new(l as i32).map_err(|_| bad())?),
+        ("gzip", None) => Compression::GZIP(GzipLevel::default()),
+        ("gzip", Some(l)) => Compression::GZIP(GzipLevel::try_new(l).map_err(|_| bad())?),
+        _ => return Err(bad()),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+//! Plumbing shared by the database sources and sinks: identifier quoting and the async
+//! runtime that database I/O runs on.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::sync::Arc;
+
+/// Quotes an identifier from a pipeline file for SQL: `a"b` becomes `"a""b"`.
+///
+/// Every table and column name that reaches a statement goes through this, so names with
+/// spaces, quotes, mixed case or reserved words work and cannot inject SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The tokio runtime database I/O runs on.
+///
+/// Chunk workers are plain threads, never rayon workers, so blocking one of them on a
+/// database future cannot starve the CPU pool.
+#[derive(Clone)]
+pub struct IoRuntime(Arc<tokio::runtime::Runtime>);
+
+impl IoRuntime {
+    /// A runtime with two I/O threads.
+    pub fn new() -> crate::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rowshift-io")
+            .enable_all()
+            .build()
+            .map_err(|e| crate::Error::Internal(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(IoRuntime(Arc::new(rt)))
+    }
+
+    /// Runs `fut` to completion from a non-async thread.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.0.block_on(fut)
+    }
+
+    /// Starts `fut` on the runtime.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.0.spawn(fut);
+    }
+}
+
+impl std::fmt::Debug for IoRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IoRuntime")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(super::quote_ident("order"), "\"order\"");
+        assert_eq!(super::quote_ident("we\"ird name"), "\"we\"\"ird name\"");
+    }
+}
+
+/// Marks a statement built by rowshift as audited for sqlx: every identifier in it went
+/// through [`quote_ident`] and every value is a bound parameter.
+pub fn stmt(sql: impl Into<String>) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.into())
+}

@@ -1,0 +1,91 @@
+//! Opening SQLite databases and reading their catalog.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{IoRuntime, quote_ident};
+use crate::{Error, Result};
+
+/// A column as `PRAGMA table_info` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableColumn {
+    /// Column name.
+    pub name: String,
+    /// Declared type, as written in `CREATE TABLE` (may be empty).
+    pub decl: String,
+    /// Whether the column is declared `NOT NULL`.
+    pub not_null: bool,
+    /// Position in the primary key (1-based), or 0.
+    pub pk: i64,
+}
+
+/// Opens a pool on `path`. A read pool never creates the file; a write pool does.
+pub fn connect(io: &IoRuntime, path: &Path, write: bool, max: u32) -> Result<SqlitePool> {
+    let shown = format!("sqlite://{}", path.display());
+    if !write && !path.exists() {
+        return Err(Error::data(shown, "database file does not exist"));
+    }
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|e| Error::db(&shown, e))?
+        .filename(path)
+        .create_if_missing(write)
+        .read_only(!write)
+        .busy_timeout(Duration::from_secs(60))
+        .journal_mode(if write {
+            SqliteJournalMode::Wal
+        } else {
+            SqliteJournalMode::Delete
+        })
+        .synchronous(SqliteSynchronous::Normal);
+    if let Some(dir) = path.parent().filter(|_| write) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    io.block_on(
+        SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts),
+    )
+    .map_err(|e| Error::db(shown, e))
+}
+
+/// The columns of `table`, or an error listing the tables that do exist.
+pub async fn table_columns(
+    pool: &SqlitePool,
+    table: &str,
+    shown: &str,
+) -> Result<Option<Vec<TableColumn>>> {
+    let sql = format!("PRAGMA table_info({})", quote_ident(table));
+    let rows = sqlx::query(super::stmt(sql))
+        .fetch_all(pool)
+        .await
+        .map_err(|e| Error::db(shown, e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows.iter()
+        .map(|r| {
+            Ok(TableColumn {
+                name: r.try_get("name")?,
+                decl: r.try_get("type")?,
+                not_null: r.try_get::<i64, _>("notnull")? != 0,
+                pk: r.try_get("pk")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map(Some)
+        .map_err(|e| Error::db(shown, e))
+}
+
+/// Names of the user tables in the database, for "did you mean" messages.
+pub async fn table_names(pool: &SqlitePool, shown: &str) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table','view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(|e| Error::db(shown, e))
+}

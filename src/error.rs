@@ -1,0 +1,129 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+use crate::config::Diagnostics;
+
+/// A `Result` with rowshift's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One row that could not be moved: where it is, which column, which value, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFailure {
+    /// Where the row lives in the source: a key (`id=42`) or a file position.
+    pub location: String,
+    /// The target column whose value failed, when the failure belongs to one.
+    pub column: Option<String>,
+    /// The offending value as text, when there is one.
+    pub value: Option<String>,
+    /// What was expected and what went wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RowFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.location)?;
+        if let Some(column) = &self.column {
+            write!(f, ", column {column}")?;
+        }
+        if let Some(value) = &self.value {
+            write!(f, ", value {}", crate::types::quote_value(value))?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Everything that can go wrong in rowshift.
+///
+/// Messages are lowercase, name the place (file, line, row key, column) and say what was
+/// expected. They never contain a password: URLs are redacted before they get here.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pipeline file is invalid; holds every problem found, each with its line.
+    #[error("{0}")]
+    Config(Diagnostics),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database call failed.
+    #[error("{location}: {source}")]
+    Database {
+        /// The redacted URL and table, or the statement's purpose.
+        location: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Arrow or Parquet failed to read or write data.
+    #[error("{location}: {message}")]
+    Data {
+        /// The file, table or chunk.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A row could not be converted without loss; the chunk stops.
+    #[error("row rejected at {0}")]
+    Row(RowFailure),
+    /// A chunk failed; wraps the cause.
+    #[error("chunk {chunk}: {source}")]
+    Chunk {
+        /// The chunk's id in the plan.
+        chunk: usize,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An integrity check did not hold.
+    #[error("check failed: {0}")]
+    Check(String),
+    /// The source or target cannot be used as asked.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A bug in rowshift: an invariant the code relies on did not hold.
+    #[error("internal error (this is a bug in rowshift): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A database error at `location` (already redacted).
+    pub fn db(location: impl Into<String>, source: sqlx::Error) -> Self {
+        Error::Database {
+            location: location.into(),
+            source,
+        }
+    }
+
+    /// A data error at `location`.
+    pub fn data(location: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Data {
+            location: location.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Whether this error (or the one it wraps) is about the data rather than the
+    /// environment: a rejected row or a failed check. The CLI maps these to exit code 1.
+    pub fn is_data_failure(&self) -> bool {
+        match self {
+            Error::Row(_) | Error::Check(_) => true,
+            Error::Chunk { source, .. } => source.is_data_failure(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! rowshift moves large tables between schema versions.
+//!
+//! A pipeline file (TOML) names a source, a target and, per target column, a SQL
+//! expression over the source columns. rowshift plans the source as a list of
+//! [`plan::Chunk`]s up front, runs them in parallel, checks each one, and writes
+//! the result to the target.
+//!
+//! The flow, and the module that owns each step:
+//!
+//! | step | module |
+//! |---|---|
+//! | parse and validate the pipeline file | [`config`] |
+//! | compile expressions, plan chunks | [`plan`] |
+//! | read one chunk as Arrow batches | [`source`] |
+//! | evaluate expressions, lossless casts | [`transform`] |
+//! | write one chunk, commit it atomically | [`sink`] |
+//! | per-chunk invariants | [`check`] |
+//! | the parallel executor, progress events | [`run`] |
+//! | the `rowshift` command line | [`cli`] |
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod db;
+mod error;
+pub mod plan;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod transform;
+pub mod types;
+
+pub use error::{Error, Result, RowFailure};

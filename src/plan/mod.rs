@@ -1,0 +1,159 @@
+//! The validated pipeline and its chunk plan.
+//!
+//! [`Plan::build`] turns a parsed [`Pipeline`] into everything a run needs: an open source
+//! with its schema, and compiled transforms. Problems that need the source to find (an
+//! expression naming a missing column, a type that cannot be cast) are reported here, with
+//! the line of the pipeline file, before any row moves.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Pipeline;
+use crate::db::IoRuntime;
+use crate::sink::{self, Sink};
+use crate::source::{self, Source};
+use crate::transform::Transform;
+use crate::{Error, Result};
+
+/// A value of the chunking key, as stored in chunk boundaries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyValue {
+    /// An integer key.
+    Int(i64),
+    /// A text key.
+    Text(String),
+}
+
+impl fmt::Display for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyValue::Int(v) => write!(f, "{v}"),
+            KeyValue::Text(v) => write!(f, "'{}'", v.replace('\'', "''")),
+        }
+    }
+}
+
+/// What part of the source a chunk covers. Fixed at plan time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkRange {
+    /// Rows with `lo < key <= hi` (an open end is unbounded).
+    Keys {
+        /// Exclusive lower bound; `None` for the first chunk.
+        lo: Option<KeyValue>,
+        /// Inclusive upper bound; `None` for the last chunk, so rows added after planning
+        /// are not lost.
+        hi: Option<KeyValue>,
+    },
+    /// Whole records between two byte offsets of a CSV file.
+    Bytes {
+        /// Index into the source's file list.
+        file: usize,
+        /// First byte of the first record.
+        start: u64,
+        /// One past the last byte of the last record.
+        end: u64,
+        /// 1-based line number of the first record.
+        first_line: u64,
+    },
+    /// Consecutive row groups of a Parquet file.
+    RowGroups {
+        /// Index into the source's file list.
+        file: usize,
+        /// First row group.
+        first: usize,
+        /// One past the last row group.
+        end: usize,
+        /// Row number (0-based, within the file) of the chunk's first row.
+        first_row: u64,
+    },
+}
+
+/// One unit of work: read, transform, check and commit as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Position in the plan, from 0.
+    pub id: usize,
+    /// What it covers.
+    pub range: ChunkRange,
+    /// Rows in the chunk when known exactly at plan time (files, key ranges).
+    pub rows: Option<u64>,
+}
+
+impl fmt::Display for Chunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.range {
+            ChunkRange::Keys { lo, hi } => match (lo, hi) {
+                (None, None) => write!(f, "chunk {} (all keys)", self.id),
+                (Some(lo), None) => write!(f, "chunk {} (key > {lo})", self.id),
+                (None, Some(hi)) => write!(f, "chunk {} (key <= {hi})", self.id),
+                (Some(lo), Some(hi)) => write!(f, "chunk {} ({lo} < key <= {hi})", self.id),
+            },
+            ChunkRange::Bytes { start, end, .. } => {
+                write!(f, "chunk {} (bytes {start}..{end})", self.id)
+            }
+            ChunkRange::RowGroups { first, end, .. } => {
+                write!(f, "chunk {} (row groups {first}..{end})", self.id)
+            }
+        }
+    }
+}
+
+/// A validated pipeline, ready to run.
+pub struct Plan {
+    /// The pipeline file's content.
+    pub pipeline: Pipeline,
+    /// The open source.
+    pub source: Arc<dyn Source>,
+    /// The compiled transform.
+    pub transform: Arc<Transform>,
+    /// The runtime database I/O runs on.
+    pub io: IoRuntime,
+}
+
+impl Plan {
+    /// Opens the source and compiles every expression, reporting all problems at once.
+    pub fn build(pipeline: Pipeline) -> Result<Plan> {
+        let io = IoRuntime::new()?;
+        let source = source::open(&pipeline.source, &io).map_err(|e| at_url(&pipeline, e, true))?;
+        let transform = Transform::compile(&pipeline, source.schema())?;
+        Ok(Plan {
+            pipeline,
+            source,
+            transform: Arc::new(transform),
+            io,
+        })
+    }
+
+    /// Opens the target. Touches nothing until [`Sink::prepare`] is called.
+    pub fn open_sink(&self) -> Result<Arc<dyn Sink>> {
+        sink::open(
+            &self.pipeline.target,
+            self.transform.output_schema(),
+            &self.io,
+        )
+        .map_err(|e| at_url(&self.pipeline, e, false))
+    }
+
+    /// The folder run state lives in: `.rowshift/` beside the pipeline file.
+    pub fn state_dir(&self) -> PathBuf {
+        self.pipeline.base_dir.join(".rowshift")
+    }
+}
+
+/// Points an error about opening the source or target at the `url` line.
+fn at_url(p: &Pipeline, e: Error, source: bool) -> Error {
+    match e {
+        Error::Config(_) | Error::Internal(_) => e,
+        other => {
+            let span = if source {
+                p.source.url.span.clone()
+            } else {
+                p.target.url.span.clone()
+            };
+            let mut d = p.diagnostics();
+            d.push(crate::config::Diagnostic::at(span, other.to_string()));
+            Error::Config(d)
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Progress events. The library only emits them; the command line draws them.
+
+use std::time::Duration;
+
+use super::Summary;
+use crate::check::ChunkCounts;
+
+/// Something that happened during a run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The source was split into chunks.
+    Planned {
+        /// How many.
+        chunks: usize,
+        /// Total rows, when every chunk's count is known.
+        rows: Option<u64>,
+    },
+    /// A worker started a chunk.
+    ChunkStarted {
+        /// The chunk's id.
+        chunk: usize,
+    },
+    /// A chunk was committed.
+    ChunkDone {
+        /// The chunk's id.
+        chunk: usize,
+        /// Its row counts.
+        counts: ChunkCounts,
+        /// Time from start to commit.
+        elapsed: Duration,
+    },
+    /// A chunk failed; nothing of it was committed.
+    ChunkFailed {
+        /// The chunk's id.
+        chunk: usize,
+        /// Why, redacted.
+        error: String,
+    },
+    /// The run ended.
+    Finished(Summary),
+}
+
+/// Receives progress events from any worker thread.
+pub trait Observer: Send + Sync {
+    /// Called for each event, in the order they happen on each thread.
+    fn on_event(&self, event: &Event);
+}
+
+/// Ignores every event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopObserver;
+
+impl Observer for NoopObserver {
+    fn on_event(&self, _: &Event) {}
+}

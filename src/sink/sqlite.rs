@@ -1,0 +1,318 @@
+//! A SQLite table. Each chunk is inserted in one transaction, so it lands whole or not at all.
+
+use std::path::Path;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, SchemaRef,
+};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use sqlx::Arguments;
+use sqlx::sqlite::{SqliteArguments, SqlitePool};
+
+use super::{ChunkWriter, Sink};
+use crate::config::{IfExists, TargetConfig, show_path};
+use crate::db::sqlite::{connect, table_columns};
+use crate::db::{IoRuntime, quote_ident, stmt};
+use crate::plan::Chunk;
+use crate::types::ColumnType;
+use crate::{Error, Result};
+
+/// SQLite allows up to 32,766 bound parameters per statement.
+const MAX_PARAMS: usize = 32_766;
+
+/// Writes into one SQLite table.
+pub struct SqliteSink {
+    pool: SqlitePool,
+    io: IoRuntime,
+    shown: String,
+    table: String,
+    columns: Vec<(String, ColumnType, bool, bool)>,
+    schema: SchemaRef,
+    if_exists: IfExists,
+}
+
+impl SqliteSink {
+    /// Opens (creating if needed) the database file. The table is left alone until
+    /// [`Sink::prepare`].
+    pub fn open(
+        config: &TargetConfig,
+        path: &Path,
+        schema: SchemaRef,
+        io: &IoRuntime,
+    ) -> Result<Self> {
+        let shown = format!("sqlite://{}", show_path(path));
+        // One connection: SQLite has a single writer, and chunks queue for it.
+        let pool = connect(io, path, true, 1)?;
+        let columns = config
+            .columns
+            .iter()
+            .map(|c| (c.name.value.clone(), c.ty.value, c.nullable, c.primary_key))
+            .collect();
+        Ok(SqliteSink {
+            pool,
+            io: io.clone(),
+            shown,
+            table: config
+                .table
+                .as_ref()
+                .map(|t| t.value.clone())
+                .unwrap_or_default(),
+            columns,
+            schema,
+            if_exists: config.if_exists,
+        })
+    }
+
+    /// The `CREATE TABLE` statement for the declared columns.
+    pub fn create_table_sql(&self) -> String {
+        let mut defs: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(name, ty, nullable, _)| {
+                format!(
+                    "{} {}{}",
+                    quote_ident(name),
+                    ty.sqlite_decl(),
+                    if *nullable { "" } else { " NOT NULL" }
+                )
+            })
+            .collect();
+        let pk: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| c.3)
+            .map(|c| quote_ident(&c.0))
+            .collect();
+        if !pk.is_empty() {
+            defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+        }
+        format!(
+            "CREATE TABLE {} (\n  {}\n)",
+            quote_ident(&self.table),
+            defs.join(",\n  ")
+        )
+    }
+
+    fn here(&self) -> String {
+        format!("{} table {}", self.shown, self.table)
+    }
+}
+
+impl Sink for SqliteSink {
+    fn describe(&self) -> String {
+        self.here()
+    }
+
+    fn prepare(&self) -> Result<()> {
+        let here = self.here();
+        let t = quote_ident(&self.table);
+        self.io.block_on(async {
+            let existing = table_columns(&self.pool, &self.table, &here).await?;
+            if let Some(existing) = existing {
+                let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}")))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                match self.if_exists {
+                    IfExists::Replace => {
+                        sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(&self.pool).await.map_err(|e| Error::db(&here, e))?;
+                    }
+                    IfExists::Fail if rows > 0 => {
+                        return Err(Error::data(
+                            &here,
+                            format!("the target table already holds {rows} rows; set if_exists = \"replace\" or \"append\" in [target]"),
+                        ));
+                    }
+                    IfExists::Fail | IfExists::Append => {
+                        let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
+                        let missing: Vec<&str> =
+                            self.columns.iter().map(|c| c.0.as_str()).filter(|c| !have.contains(c)).collect();
+                        if !missing.is_empty() {
+                            return Err(Error::data(
+                                &here,
+                                format!("the existing table lacks column(s) {}; it has: {}", missing.join(", "), have.join(", ")),
+                            ));
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            sqlx::query(stmt(self.create_table_sql())).execute(&self.pool).await.map_err(|e| Error::db(&here, e))?;
+            Ok(())
+        })
+    }
+
+    fn open_chunk(&self, _chunk: &Chunk) -> Result<Box<dyn ChunkWriter>> {
+        Ok(Box::new(SqliteChunk {
+            pool: self.pool.clone(),
+            io: self.io.clone(),
+            here: self.here(),
+            insert_head: format!(
+                "INSERT INTO {} ({}) VALUES ",
+                quote_ident(&self.table),
+                self.columns
+                    .iter()
+                    .map(|c| quote_ident(&c.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            width: self.schema.fields().len(),
+            batches: Vec::new(),
+        }))
+    }
+}
+
+/// Buffers a chunk's batches (bounded by the chunk size) and inserts them in one
+/// transaction at commit, so writers queue for SQLite's single write lock only briefly.
+struct SqliteChunk {
+    pool: SqlitePool,
+    io: IoRuntime,
+    here: String,
+    insert_head: String,
+    width: usize,
+    batches: Vec<RecordBatch>,
+}
+
+impl ChunkWriter for SqliteChunk {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() > 0 {
+            self.batches.push(batch.clone());
+        }
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<u64> {
+        let rows_per_stmt = (MAX_PARAMS / self.width.max(1)).clamp(1, 500);
+        let row_sql = format!("({})", vec!["?"; self.width].join(", "));
+        let statement = |rows: usize| {
+            format!(
+                "{}{}",
+                self.insert_head,
+                vec![row_sql.as_str(); rows].join(", ")
+            )
+        };
+        let full = statement(rows_per_stmt);
+        let here = self.here.clone();
+        self.io.block_on(async {
+            let mut tx = self.pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut written = 0u64;
+            for batch in &self.batches {
+                let cells = Cells::new(batch, &here)?;
+                let mut start = 0;
+                while start < batch.num_rows() {
+                    let n = rows_per_stmt.min(batch.num_rows() - start);
+                    let mut args = SqliteArguments::default();
+                    for row in start..start + n {
+                        cells.bind_row(row, &mut args)?;
+                    }
+                    let sql = if n == rows_per_stmt {
+                        full.clone()
+                    } else {
+                        statement(n)
+                    };
+                    let done = sqlx::query_with(stmt(sql), args)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| Error::db(&here, e))?;
+                    written += done.rows_affected();
+                    start += n;
+                }
+            }
+            tx.commit().await.map_err(|e| Error::db(&here, e))?;
+            Ok(written)
+        })
+    }
+}
+
+/// How each column's values are bound as SQLite values.
+struct Cells<'a> {
+    columns: Vec<(&'a ArrayRef, Option<ArrayFormatter<'a>>)>,
+    names: Vec<&'a str>,
+    here: &'a str,
+}
+
+const FORMAT: FormatOptions<'static> = FormatOptions::new()
+    .with_date_format(Some("%Y-%m-%d"))
+    .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
+    .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
+
+impl<'a> Cells<'a> {
+    fn new(batch: &'a RecordBatch, here: &'a str) -> Result<Self> {
+        let schema = batch.schema_ref();
+        let names = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|a| {
+                let text = matches!(
+                    a.data_type(),
+                    DataType::Decimal128(..)
+                        | DataType::Date32
+                        | DataType::Time64(_)
+                        | DataType::Timestamp(..)
+                );
+                let f = if text {
+                    ArrayFormatter::try_new(a.as_ref(), &FORMAT).ok()
+                } else {
+                    None
+                };
+                (a, f)
+            })
+            .collect();
+        Ok(Cells {
+            columns,
+            names,
+            here,
+        })
+    }
+
+    fn bind_row(&self, row: usize, args: &mut SqliteArguments) -> Result<()> {
+        for (i, (array, fmt)) in self.columns.iter().enumerate() {
+            let r = if array.is_null(row) {
+                args.add(Option::<i64>::None)
+            } else if let Some(f) = fmt {
+                args.add(f.value(row).to_string())
+            } else {
+                match array.data_type() {
+                    DataType::Int16 => {
+                        args.add(array.as_primitive::<Int16Type>().value(row) as i64)
+                    }
+                    DataType::Int32 => {
+                        args.add(array.as_primitive::<Int32Type>().value(row) as i64)
+                    }
+                    DataType::Int64 => args.add(array.as_primitive::<Int64Type>().value(row)),
+                    DataType::Boolean => args.add(array.as_boolean().value(row) as i64),
+                    DataType::Float32 | DataType::Float64 => {
+                        let v = if array.data_type() == &DataType::Float32 {
+                            array.as_primitive::<Float32Type>().value(row) as f64
+                        } else {
+                            array.as_primitive::<Float64Type>().value(row)
+                        };
+                        if v.is_nan() {
+                            return Err(Error::Row(crate::RowFailure {
+                                location: self.here.to_string(),
+                                column: Some(self.names[i].to_string()),
+                                value: Some("NaN".into()),
+                                reason: "SQLite stores NaN as NULL, which would change the value"
+                                    .into(),
+                            }));
+                        }
+                        args.add(v)
+                    }
+                    DataType::Utf8 => args.add(array.as_string::<i32>().value(row).to_string()),
+                    DataType::Binary => args.add(array.as_binary::<i32>().value(row).to_vec()),
+                    other => {
+                        return Err(Error::Unsupported(format!(
+                            "column {}: cannot write {other} to SQLite",
+                            self.names[i]
+                        )));
+                    }
+                }
+            };
+            r.map_err(|e| Error::data(self.here, e))?;
+        }
+        Ok(())
+    }
+}

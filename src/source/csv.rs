@@ -1,0 +1,537 @@
+//! CSV files, split into chunks at record boundaries.
+//!
+//! Planning scans each file once with `csv-core`, the same state machine the Arrow reader
+//! uses, so a newline inside a quoted field never starts a chunk. The scan also yields the
+//! exact record count and first line number of every chunk.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder as CoreBuilder};
+
+use super::{BatchIter, Source, check_key};
+use crate::config::{CsvOptions, SourceConfig, show_path};
+use crate::plan::{Chunk, ChunkRange};
+use crate::transform::cast::cast_lossless;
+use crate::{Error, Result, RowFailure};
+
+/// One or more CSV files with the same columns.
+pub struct CsvSource {
+    files: Vec<PathBuf>,
+    opts: CsvOptions,
+    /// Every column as text, the way the reader parses them.
+    raw_schema: SchemaRef,
+    /// After `[source.types]` casts.
+    schema: SchemaRef,
+    key: Option<String>,
+    null_regex: regex::Regex,
+}
+
+/// Where a record starts and how many fields it has, from a `csv-core` scan.
+struct RecordInfo {
+    line: u64,
+    fields: usize,
+}
+
+impl CsvSource {
+    /// Opens the files and reads the first file's header.
+    pub fn open(config: &SourceConfig, files: Vec<PathBuf>) -> Result<Self> {
+        let opts = config.csv.clone();
+        let names = match &opts.columns {
+            Some(names) => names.clone(),
+            None => {
+                let mut header = None;
+                scan(&files[0], &opts, 0, |fields, _, _| {
+                    header = Some(
+                        fields
+                            .iter()
+                            .map(|f| f.to_string())
+                            .collect::<Vec<String>>(),
+                    );
+                    false
+                })?;
+                header.ok_or_else(|| {
+                    Error::data(show_path(&files[0]), "the file is empty: no header line")
+                })?
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        for n in &names {
+            if !seen.insert(n.as_str()) {
+                return Err(Error::data(
+                    show_path(&files[0]),
+                    format!("column `{n}` appears twice in the header"),
+                ));
+            }
+        }
+        let raw_schema = Arc::new(Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut fields: Vec<Field> = raw_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for (name, ty) in &config.types {
+            match fields.iter_mut().find(|f| f.name() == &name.value) {
+                Some(f) => *f = Field::new(&name.value, ty.value.arrow_type(), true),
+                None => {
+                    return Err(Error::data(
+                        show_path(&files[0]),
+                        format!(
+                            "[source.types] names column `{}`, which the file does not have; columns are: {}",
+                            name.value,
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let describe = show_path(&files[0]);
+        let key = check_key(config, &schema, &describe)?;
+        let null_regex = null_regex(&opts.null);
+        Ok(CsvSource {
+            files,
+            opts,
+            raw_schema,
+            schema,
+            key,
+            null_regex,
+        })
+    }
+
+    fn cast_declared(&self, batch: RecordBatch, chunk: &Chunk, offset: u64) -> Result<RecordBatch> {
+        if self.schema == self.raw_schema {
+            return Ok(batch);
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let col = batch.column(i);
+            let (cast, failures) = cast_lossless(col, field.data_type())
+                .map_err(|e| Error::data(self.describe(), e))?;
+            if let Some(f) = failures.first() {
+                return Err(Error::Row(RowFailure {
+                    location: self.locate(chunk, offset + f.row as u64),
+                    column: Some(field.name().clone()),
+                    value: f.value.clone(),
+                    reason: f.reason.clone(),
+                }));
+            }
+            columns.push(cast);
+        }
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Finds the first record of `chunk` whose field count is wrong, for a precise message.
+    fn find_ragged(&self, chunk: &Chunk) -> Result<Option<(u64, usize)>> {
+        let ChunkRange::Bytes {
+            file,
+            start,
+            end,
+            first_line,
+        } = &chunk.range
+        else {
+            return Ok(None);
+        };
+        let want = self.raw_schema.fields().len();
+        let mut found = None;
+        scan_range(
+            &self.files[*file],
+            &self.opts,
+            *start,
+            *end,
+            *first_line,
+            |_, info: RecordInfo| {
+                if info.fields != want {
+                    found = Some((info.line, info.fields));
+                    return false;
+                }
+                true
+            },
+        )?;
+        Ok(found)
+    }
+}
+
+impl Source for CsvSource {
+    fn describe(&self) -> String {
+        if self.files.len() == 1 {
+            show_path(&self.files[0])
+        } else {
+            format!(
+                "{} CSV files ({} ...)",
+                self.files.len(),
+                show_path(&self.files[0])
+            )
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
+        let mut chunks = Vec::new();
+        for (file_index, path) in self.files.iter().enumerate() {
+            let skip = usize::from(self.opts.header);
+            let mut header_checked = !self.opts.header;
+            let mut chunk_start: Option<(u64, u64)> = None;
+            let mut rows = 0u64;
+            let mut last_end = 0u64;
+            let expected: Vec<&str> = self
+                .raw_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            let mut header_error = None;
+            scan(path, &self.opts, 0, |fields, end, line| {
+                if !header_checked {
+                    header_checked = true;
+                    if fields != expected.as_slice() {
+                        header_error = Some(format!(
+                            "header differs from the first file's: expected {}, found {}",
+                            expected.join(","),
+                            fields.join(",")
+                        ));
+                        return false;
+                    }
+                    last_end = end;
+                    return true;
+                }
+                let _ = skip;
+                if chunk_start.is_none() {
+                    chunk_start = Some((last_end, line));
+                }
+                rows += 1;
+                last_end = end;
+                if rows == rows_per_chunk {
+                    let (start, first_line) = chunk_start.take().expect("set above");
+                    chunks.push(Chunk {
+                        id: chunks.len(),
+                        range: ChunkRange::Bytes {
+                            file: file_index,
+                            start,
+                            end,
+                            first_line,
+                        },
+                        rows: Some(rows),
+                    });
+                    rows = 0;
+                }
+                true
+            })?;
+            if let Some(msg) = header_error {
+                return Err(Error::data(show_path(path), msg));
+            }
+            if let Some((start, first_line)) = chunk_start {
+                chunks.push(Chunk {
+                    id: chunks.len(),
+                    range: ChunkRange::Bytes {
+                        file: file_index,
+                        start,
+                        end: last_end,
+                        first_line,
+                    },
+                    rows: Some(rows),
+                });
+            }
+        }
+        Ok(chunks)
+    }
+
+    fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter> {
+        let ChunkRange::Bytes {
+            file, start, end, ..
+        } = &chunk.range
+        else {
+            return Err(Error::Internal(format!("{chunk} is not a CSV chunk")));
+        };
+        let path = &self.files[*file];
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        f.seek(SeekFrom::Start(*start))
+            .map_err(|e| Error::io(path, e))?;
+        let mut builder = arrow::csv::ReaderBuilder::new(self.raw_schema.clone())
+            .with_header(false)
+            .with_delimiter(self.opts.delimiter)
+            .with_quote(self.opts.quote)
+            .with_null_regex(self.null_regex.clone())
+            .with_batch_size(batch_rows);
+        if let Some(e) = self.opts.escape {
+            builder = builder.with_escape(e);
+        }
+        let reader = builder
+            .build(BufReader::with_capacity(1 << 20, f.take(end - start)))
+            .map_err(|e| Error::data(show_path(path), e))?;
+        let this = CsvChunkReader {
+            source: self.clone_handle(),
+            chunk: chunk.clone(),
+            reader,
+            offset: 0,
+            failed: false,
+        };
+        Ok(Box::new(this))
+    }
+
+    fn locate(&self, chunk: &Chunk, row: u64) -> String {
+        let ChunkRange::Bytes {
+            file,
+            start,
+            end,
+            first_line,
+        } = &chunk.range
+        else {
+            return format!("{chunk} row {row}");
+        };
+        let path = &self.files[*file];
+        let mut n = 0u64;
+        let mut line = None;
+        let _ = scan_range(path, &self.opts, *start, *end, *first_line, |_, info| {
+            if n == row {
+                line = Some(info.line);
+                return false;
+            }
+            n += 1;
+            true
+        });
+        match line {
+            Some(line) => format!("{} line {line}", show_path(path)),
+            None => format!("{} record {} of {chunk}", show_path(path), row + 1),
+        }
+    }
+}
+
+impl CsvSource {
+    fn clone_handle(&self) -> Arc<CsvSource> {
+        Arc::new(CsvSource {
+            files: self.files.clone(),
+            opts: self.opts.clone(),
+            raw_schema: self.raw_schema.clone(),
+            schema: self.schema.clone(),
+            key: self.key.clone(),
+            null_regex: self.null_regex.clone(),
+        })
+    }
+}
+
+struct CsvChunkReader {
+    source: Arc<CsvSource>,
+    chunk: Chunk,
+    reader: arrow::csv::Reader<BufReader<std::io::Take<File>>>,
+    offset: u64,
+    failed: bool,
+}
+
+impl Iterator for CsvChunkReader {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let batch = match self.reader.next()? {
+            Ok(b) => b,
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(self.parse_error(e)));
+            }
+        };
+        let offset = self.offset;
+        self.offset += batch.num_rows() as u64;
+        let out = self.source.cast_declared(batch, &self.chunk, offset);
+        self.failed = out.is_err();
+        Some(out)
+    }
+}
+
+impl CsvChunkReader {
+    fn parse_error(&self, e: arrow::error::ArrowError) -> Error {
+        let ChunkRange::Bytes {
+            file, first_line, ..
+        } = &self.chunk.range
+        else {
+            return Error::Internal("csv chunk without byte range".into());
+        };
+        let path = show_path(&self.source.files[*file]);
+        match self.source.find_ragged(&self.chunk) {
+            Ok(Some((line, found))) => Error::Row(RowFailure {
+                location: format!("{path} line {line}"),
+                column: None,
+                value: None,
+                reason: format!(
+                    "expected {} fields, found {found}",
+                    self.source.raw_schema.fields().len()
+                ),
+            }),
+            _ => Error::data(format!("{path} (chunk starting at line {first_line})"), e),
+        }
+    }
+}
+
+/// A regex matching exactly the configured null markers (and nothing if there are none).
+fn null_regex(markers: &[String]) -> regex::Regex {
+    let pattern = if markers.is_empty() {
+        r"[^\s\S]".to_string()
+    } else {
+        let alts: Vec<String> = markers.iter().map(|m| regex::escape(m)).collect();
+        format!("^(?:{})$", alts.join("|"))
+    };
+    regex::Regex::new(&pattern).expect("escaped markers form a valid regex")
+}
+
+fn core_reader(opts: &CsvOptions) -> CoreReader {
+    let mut b = CoreBuilder::new();
+    b.delimiter(opts.delimiter).quote(opts.quote);
+    if let Some(e) = opts.escape {
+        b.escape(Some(e)).double_quote(false);
+    }
+    b.build()
+}
+
+/// Scans a whole file from `start`, calling `on_record(fields, end_offset, first_line)` for
+/// every record until it returns false. Fields are decoded only for the first record of a
+/// file (the header); later calls get an empty slice.
+fn scan(
+    path: &Path,
+    opts: &CsvOptions,
+    start: u64,
+    mut on_record: impl FnMut(&[&str], u64, u64) -> bool,
+) -> Result<()> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    let mut first = true;
+    let mut header: Vec<String> = Vec::new();
+    scan_inner(path, opts, start, len, 1, true, |raw_fields, end, info| {
+        if first {
+            first = false;
+            header = raw_fields
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            let refs: Vec<&str> = header.iter().map(String::as_str).collect();
+            return on_record(&refs, end, info.line);
+        }
+        on_record(&[], end, info.line)
+    })
+}
+
+/// Scans records in `start..end`, whose first record starts on `first_line`.
+fn scan_range(
+    path: &Path,
+    opts: &CsvOptions,
+    start: u64,
+    end: u64,
+    first_line: u64,
+    mut on_record: impl FnMut(u64, RecordInfo) -> bool,
+) -> Result<()> {
+    scan_inner(path, opts, start, end, first_line, false, |_, end, info| {
+        on_record(end, info)
+    })
+}
+
+fn scan_inner(
+    path: &Path,
+    opts: &CsvOptions,
+    start: u64,
+    end: u64,
+    first_line: u64,
+    decode_first: bool,
+    mut on_record: impl FnMut(&[Vec<u8>], u64, RecordInfo) -> bool,
+) -> Result<()> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io(path, e))?;
+    let mut input = file.take(end - start);
+    let mut rdr = core_reader(opts);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = vec![0u8; 1 << 16];
+    let mut ends = vec![0usize; 1024];
+    let mut pos = start;
+    let mut line = first_line;
+    let mut record_line = first_line;
+    let mut record_started = false;
+    let mut fields = 0usize;
+    let mut decode = decode_first;
+    let mut field_bytes: Vec<u8> = Vec::new();
+    let mut field_ends: Vec<usize> = Vec::new();
+    let mut eof = false;
+    while !eof {
+        let n = input.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        eof = n == 0;
+        let mut data = &buf[..n];
+        loop {
+            // Blank lines before a record belong to no record; its line is the first
+            // non-newline byte's.
+            if !record_started {
+                let skip = data
+                    .iter()
+                    .take_while(|&&b| b == b'\n' || b == b'\r')
+                    .count();
+                line += data[..skip].iter().filter(|&&b| b == b'\n').count() as u64;
+                pos += skip as u64;
+                data = &data[skip..];
+                if data.is_empty() && !eof {
+                    break;
+                }
+                record_line = line;
+                record_started = true;
+            }
+            let (res, nin, nout, nend) = rdr.read_record(data, &mut out, &mut ends);
+            line += data[..nin].iter().filter(|&&b| b == b'\n').count() as u64;
+            pos += nin as u64;
+            data = &data[nin..];
+            fields += nend;
+            if decode {
+                field_bytes.extend_from_slice(&out[..nout]);
+                let base = field_ends.last().copied().unwrap_or(0);
+                field_ends.extend(ends[..nend].iter().map(|e| e + base));
+            }
+            match res {
+                ReadRecordResult::InputEmpty => break,
+                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {}
+                ReadRecordResult::Record => {
+                    let decoded: Vec<Vec<u8>> = if decode {
+                        let mut prev = 0;
+                        field_ends
+                            .iter()
+                            .map(|&e| {
+                                let f = field_bytes[prev..e].to_vec();
+                                prev = e;
+                                f
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    decode = false;
+                    let info = RecordInfo {
+                        line: record_line,
+                        fields,
+                    };
+                    fields = 0;
+                    record_started = false;
+                    if !on_record(&decoded, pos, info) {
+                        return Ok(());
+                    }
+                }
+                ReadRecordResult::End => return Ok(()),
+            }
+        }
+    }
+    Ok(())
+}

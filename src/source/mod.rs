@@ -1,0 +1,105 @@
+//! Sources: something that declares a schema, plans itself into chunks, and reads one
+//! chunk as Arrow batches.
+
+mod csv;
+mod parquet;
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+pub use self::csv::CsvSource;
+pub use self::parquet::ParquetSource;
+pub use self::sqlite::SqliteSource;
+use crate::config::{FileFormat, Location, SourceConfig};
+use crate::db::IoRuntime;
+use crate::plan::Chunk;
+use crate::{Error, Result};
+
+/// The batches of one chunk, in source order.
+pub type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+/// A table or set of files to read.
+///
+/// Implementations are synchronous and shared between chunk workers; a database source
+/// runs its queries on the [`IoRuntime`] and hands batches over a channel.
+pub trait Source: Send + Sync {
+    /// Where the data comes from, redacted, for messages: `sqlite://shop.db table users`.
+    fn describe(&self) -> String;
+
+    /// The schema every batch has.
+    fn schema(&self) -> SchemaRef;
+
+    /// Splits the source into chunks of about `rows_per_chunk` rows. The chunks cover every
+    /// row exactly once.
+    fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>>;
+
+    /// Reads one chunk in batches of at most `batch_rows` rows.
+    fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter>;
+
+    /// Names row `row` (0-based within `chunk`) for messages, e.g. `orders.csv line 17`.
+    fn locate(&self, chunk: &Chunk, row: u64) -> String;
+
+    /// The column that identifies rows, if any.
+    fn key(&self) -> Option<&str>;
+}
+
+/// Opens the source a pipeline names.
+pub fn open(config: &SourceConfig, io: &IoRuntime) -> Result<Arc<dyn Source>> {
+    Ok(match &config.location {
+        Location::Sqlite { path } => Arc::new(SqliteSource::open(config, path, io)?),
+        Location::Files { path, format } => {
+            let files = expand_glob(path)?;
+            match format {
+                FileFormat::Csv => Arc::new(CsvSource::open(config, files)?),
+                FileFormat::Parquet => Arc::new(ParquetSource::open(config, files)?),
+            }
+        }
+    })
+}
+
+/// The files a path or glob names, sorted so the plan is the same on every run.
+fn expand_glob(pattern: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let text = pattern.to_string_lossy();
+    if !text.contains(['*', '?', '[']) {
+        if !pattern.is_file() {
+            return Err(Error::io(
+                pattern,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ));
+        }
+        return Ok(vec![pattern.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = glob::glob(&text)
+        .map_err(|e| Error::data(text.to_string(), format!("invalid glob: {e}")))?
+        .filter_map(|p| p.ok())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::data(text.to_string(), "the glob matches no file"));
+    }
+    Ok(files)
+}
+
+/// Checks that a declared key column exists in `schema`.
+fn check_key(config: &SourceConfig, schema: &SchemaRef, describe: &str) -> Result<Option<String>> {
+    let Some(key) = &config.key else {
+        return Ok(None);
+    };
+    if schema.field_with_name(&key.value).is_err() {
+        let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        return Err(Error::data(
+            describe,
+            format!(
+                "key column `{}` does not exist; columns are: {}",
+                key.value,
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(key.value.clone()))
+}

@@ -1,0 +1,166 @@
+//! Parquet files, split into chunks of whole row groups.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+
+use super::{BatchIter, Source, check_key};
+use crate::config::{SourceConfig, show_path};
+use crate::plan::{Chunk, ChunkRange};
+use crate::{Error, Result};
+
+/// One or more Parquet files with the same schema.
+pub struct ParquetSource {
+    files: Vec<PathBuf>,
+    metas: Vec<ArrowReaderMetadata>,
+    schema: SchemaRef,
+    key: Option<String>,
+}
+
+impl ParquetSource {
+    /// Reads every file's footer and checks the schemas agree.
+    pub fn open(config: &SourceConfig, files: Vec<PathBuf>) -> Result<Self> {
+        if let Some((name, _)) = config.types.first() {
+            return Err(Error::Unsupported(format!(
+                "[source.types] cannot retype Parquet columns (`{}`): Parquet files carry their own types; cast in the column's expr instead",
+                name.value
+            )));
+        }
+        let mut metas = Vec::with_capacity(files.len());
+        for path in &files {
+            let f = File::open(path).map_err(|e| Error::io(path, e))?;
+            let meta = ArrowReaderMetadata::load(&f, ArrowReaderOptions::new())
+                .map_err(|e| Error::data(show_path(path), e))?;
+            metas.push(meta);
+        }
+        let schema = strip_metadata(metas[0].schema());
+        for (path, meta) in files.iter().zip(&metas).skip(1) {
+            let other = strip_metadata(meta.schema());
+            if other != schema {
+                return Err(Error::data(
+                    show_path(path),
+                    format!(
+                        "schema differs from {}'s:\n  {}\nvs\n  {}",
+                        show_path(&files[0]),
+                        fmt_schema(&schema),
+                        fmt_schema(&other)
+                    ),
+                ));
+            }
+        }
+        let key = check_key(config, &schema, &show_path(&files[0]))?;
+        Ok(ParquetSource {
+            files,
+            metas,
+            schema,
+            key,
+        })
+    }
+}
+
+fn strip_metadata(schema: &SchemaRef) -> SchemaRef {
+    std::sync::Arc::new(arrow::datatypes::Schema::new(schema.fields().clone()))
+}
+
+fn fmt_schema(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Source for ParquetSource {
+    fn describe(&self) -> String {
+        if self.files.len() == 1 {
+            show_path(&self.files[0])
+        } else {
+            format!(
+                "{} Parquet files ({} ...)",
+                self.files.len(),
+                show_path(&self.files[0])
+            )
+        }
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
+        let mut chunks = Vec::new();
+        for (file, meta) in self.metas.iter().enumerate() {
+            let groups = meta.metadata().row_groups();
+            let (mut first, mut rows, mut first_row, mut file_row) = (0usize, 0u64, 0u64, 0u64);
+            for (i, rg) in groups.iter().enumerate() {
+                rows += rg.num_rows() as u64;
+                file_row += rg.num_rows() as u64;
+                if rows >= rows_per_chunk || i + 1 == groups.len() {
+                    chunks.push(Chunk {
+                        id: chunks.len(),
+                        range: ChunkRange::RowGroups {
+                            file,
+                            first,
+                            end: i + 1,
+                            first_row,
+                        },
+                        rows: Some(rows),
+                    });
+                    first = i + 1;
+                    first_row = file_row;
+                    rows = 0;
+                }
+            }
+        }
+        Ok(chunks)
+    }
+
+    fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter> {
+        let ChunkRange::RowGroups {
+            file, first, end, ..
+        } = &chunk.range
+        else {
+            return Err(Error::Internal(format!("{chunk} is not a Parquet chunk")));
+        };
+        let path = &self.files[*file];
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(f, self.metas[*file].clone())
+                .with_row_groups((*first..*end).collect())
+                .with_batch_size(batch_rows)
+                .build()
+                .map_err(|e| Error::data(show_path(path), e))?;
+        let shown = show_path(path);
+        let schema = self.schema.clone();
+        Ok(Box::new(reader.map(move |b| {
+            let b = b.map_err(|e| Error::data(&shown, e))?;
+            // Field metadata may differ per file; the plan's schema is the contract.
+            arrow::record_batch::RecordBatch::try_new(schema.clone(), b.columns().to_vec())
+                .map_err(|e| Error::data(&shown, e))
+        })))
+    }
+
+    fn locate(&self, chunk: &Chunk, row: u64) -> String {
+        match &chunk.range {
+            ChunkRange::RowGroups {
+                file, first_row, ..
+            } => {
+                format!(
+                    "{} row {}",
+                    show_path(&self.files[*file]),
+                    first_row + row + 1
+                )
+            }
+            _ => format!("{chunk} row {}", row + 1),
+        }
+    }
+}
