@@ -96,7 +96,8 @@ impl std::fmt::Display for Diagnostics {
                 Some(span) => {
                     let (line, col) = self.line_col(span.start);
                     write!(f, "\n{}:{line}:{col}: {}", self.file.display(), d.message)?;
-                    let text = self.text.lines().nth(line - 1).unwrap_or("");
+                    // The quoted line may hold a URL with a password.
+                    let text = super::redact(self.text.lines().nth(line - 1).unwrap_or(""));
                     write!(f, "\n    {text}\n    {:>width$}^", "", width = col - 1)?;
                 }
                 None => write!(f, "\n{}: {}", self.file.display(), d.message)?,
@@ -111,11 +112,17 @@ impl std::fmt::Display for Diagnostics {
 
 /// The closest of `candidates` to `name`, if any is close enough to be a likely typo.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|c| {
+            (
+                strsim::osa_distance(&name.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
 }
 

@@ -94,12 +94,12 @@ fn applies_the_quickstart_transforms_and_filter() {
     assert_eq!(
         pretty_format_batches(&[out.batch]).unwrap().to_string(),
         "\
-+----+-------------------+------------+-----------+------------+
-| id | email             | first_name | last_name | signup_on  |
-+----+-------------------+------------+-----------+------------+
-| 1  | jose@example.com  | José       | Álvarez   | 2021-03-04 |
-| 3  | li@x.cn           | 李         | 小龙      | 2019-12-31 |
-+----+-------------------+------------+-----------+------------+"
++----+------------------+------------+-----------+------------+
+| id | email            | first_name | last_name | signup_on  |
++----+------------------+------------+-----------+------------+
+| 1  | jose@example.com | José       | Álvarez   | 2021-03-04 |
+| 3  | li@x.cn          | 李         | 小龙      | 2019-12-31 |
++----+------------------+------------+-----------+------------+"
     );
 }
 
@@ -179,10 +179,10 @@ c = { type = "text", expr = "random()" }"#;
         Ok(_) => panic!("compiled"),
     };
     assert!(err.starts_with("/p/t.toml has 4 errors\n"), "{err}");
-    assert!(err.contains("/p/t.toml:8:30: expression for column `a` names column `emial`, which the source does not have"), "{err}");
+    assert!(err.contains("/p/t.toml:8:29: expression for column `a` names column `emial`, which the source does not have"), "{err}");
     assert!(err.contains("help: did you mean `email`?"), "{err}");
     assert!(
-        err.contains("/p/t.toml:9:30: expression for column `b`:"),
+        err.contains("/p/t.toml:9:29: expression for column `b`:"),
         "{err}"
     );
     assert!(err.contains("calls a volatile function"), "{err}");
