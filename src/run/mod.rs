@@ -64,6 +64,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Rows read per second of wall time.
     pub rows_per_second: f64,
+    /// Peak resident memory of the process so far, bytes (Linux only).
+    pub peak_rss_bytes: Option<u64>,
     /// Each failed chunk.
     pub failures: Vec<ChunkFailure>,
 }
@@ -248,6 +250,14 @@ fn run_chunk(
         ))));
     }
     Ok(counts)
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (`VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Formats a duration as `1.23s` or `2m03s`.
