@@ -182,6 +182,7 @@ pub fn run(
         } else {
             0.0
         },
+        peak_rss_bytes: peak_rss_bytes(),
         failures,
     };
     observer.on_event(&Event::Finished(summary.clone()));
