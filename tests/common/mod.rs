@@ -1,0 +1,144 @@
+//! Test helpers: a scratch copy of the repository's samples and pipelines, running the
+//! binary, and reading targets back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// A temporary folder holding copies of `samples/` and `pipelines/`, so every test writes
+/// its own `out/` and tests can run in parallel.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+/// What a run of the binary printed and returned.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for sub in ["samples", "pipelines"] {
+            copy_dir(&root.join(sub), &dir.path().join(sub));
+        }
+        Workspace { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file and returns its path relative to the workspace.
+    pub fn write(&self, rel: &str, text: &str) -> String {
+        std::fs::write(self.path(rel), text).unwrap();
+        rel.to_string()
+    }
+
+    pub fn rowshift(&self, args: &[&str]) -> Output {
+        self.rowshift_full(".", args, &[])
+    }
+
+    pub fn rowshift_in(&self, cwd: &str, args: &[&str]) -> Output {
+        self.rowshift_full(cwd, args, &[])
+    }
+
+    pub fn rowshift_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.rowshift_full(".", args, env)
+    }
+
+    fn rowshift_full(&self, cwd: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_rowshift"))
+            .args(args)
+            .current_dir(self.path(cwd))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every row of a query, each value as text (`NULL` for NULL).
+pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
+    use sqlx::{Row, TypeInfo, ValueRef};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&pool).await.unwrap();
+        rows.iter()
+            .map(|r| {
+                (0..r.columns().len())
+                    .map(|i| {
+                        let raw = r.try_get_raw(i).unwrap();
+                        if raw.is_null() {
+                            return "NULL".to_string();
+                        }
+                        match raw.type_info().name() {
+                            "INTEGER" => r.get::<i64, _>(i).to_string(),
+                            "REAL" => r.get::<f64, _>(i).to_string(),
+                            _ => r.get::<String, _>(i),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// Every row of a Parquet file or a directory of part files, keyed by the first column,
+/// each row as `a|b|c` text.
+pub fn parquet_rows(path: &Path) -> BTreeMap<String, String> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut f: Vec<_> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        f.sort();
+        f
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = BTreeMap::new();
+    for f in files {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        for batch in reader {
+            for (key, row) in batch_rows(&batch.unwrap()) {
+                assert!(out.insert(key.clone(), row).is_none(), "duplicate row {key} in {}", f.display());
+            }
+        }
+    }
+    out
+}
+
+fn batch_rows(batch: &RecordBatch) -> Vec<(String, String)> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let fmts: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+    (0..batch.num_rows())
+        .map(|i| {
+            let cells: Vec<String> = fmts.iter().map(|f| f.value(i).to_string()).collect();
+            (cells[0].clone(), cells.join("|"))
+        })
+        .collect()
+}
