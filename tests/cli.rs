@@ -19,7 +19,8 @@ fn every_pipeline_in_pipelines_validates() {
     for entry in std::fs::read_dir(ws.path("pipelines")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let plan = Plan::build(Pipeline::load(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let plan = Plan::build(Pipeline::load(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             plan.open_sink().unwrap();
             seen += 1;
         }
@@ -32,11 +33,32 @@ fn reference_pipeline_sets_every_option() {
     let ws = Workspace::new();
     let text = std::fs::read_to_string(ws.path("pipelines/reference.toml")).unwrap();
     for key in [
-        "name", "url", "table", "key", "header", "delimiter", "quote", "escape", "null", "[source.types]", "format",
-        "if_exists", "[target.csv]", "compression", "row_group_rows", "primary_key", "nullable", "where", "rows",
-        "parallel", "batch_rows",
+        "name",
+        "url",
+        "table",
+        "key",
+        "header",
+        "delimiter",
+        "quote",
+        "escape",
+        "null",
+        "[source.types]",
+        "format",
+        "if_exists",
+        "[target.csv]",
+        "compression",
+        "row_group_rows",
+        "primary_key",
+        "nullable",
+        "where",
+        "rows",
+        "parallel",
+        "batch_rows",
     ] {
-        assert!(text.contains(key), "reference.toml does not mention `{key}`");
+        assert!(
+            text.contains(key),
+            "reference.toml does not mention `{key}`"
+        );
     }
 }
 
@@ -52,9 +74,24 @@ fn expected_users_v2(ws: &Workspace) -> BTreeMap<i64, String> {
             let mut names = r[2].split(' ');
             let first = names.next().unwrap_or("").to_string();
             let last = names.next().unwrap_or("").to_string();
-            let country = if r[4].is_empty() || r[4] == "NULL" { "NULL".to_string() } else { r[4].to_uppercase() };
-            let score = if r[5] == "NULL" { "NULL".to_string() } else { format!("{:.2}", r[5].parse::<f64>().unwrap()) };
-            (id, format!("{id}|{}|{first}|{last}|{}|{country}|{score}", r[1].trim().to_lowercase(), &r[3][..10]))
+            let country = if r[4].is_empty() || r[4] == "NULL" {
+                "NULL".to_string()
+            } else {
+                r[4].to_uppercase()
+            };
+            let score = if r[5] == "NULL" {
+                "NULL".to_string()
+            } else {
+                format!("{:.2}", r[5].parse::<f64>().unwrap())
+            };
+            (
+                id,
+                format!(
+                    "{id}|{}|{first}|{last}|{}|{country}|{score}",
+                    r[1].trim().to_lowercase(),
+                    &r[3][..10]
+                ),
+            )
         })
         .collect()
 }
@@ -86,7 +123,12 @@ fn a_pipeline_runs_the_same_from_any_working_directory() {
     let ws = Workspace::new();
     let out = ws.rowshift_in("pipelines", &["run", "quickstart.toml", "--quiet"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("1000 read, 903 written, 97 filtered, 0 rejected"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("1000 read, 903 written, 97 filtered, 0 rejected"),
+        "{}",
+        out.stdout
+    );
     assert!(ws.path("out/shop_v2.db").exists());
 }
 
@@ -102,18 +144,41 @@ fn csv_to_parquet_keeps_quoted_newlines_and_reads_three_date_formats() {
 
     let rows = parquet_rows(&ws.path("out/orders_parquet"));
     assert_eq!(rows.len(), 443);
-    assert!(!rows.contains_key("2"), "order 2 is cancelled and must be filtered out");
+    assert!(
+        !rows.contains_key("2"),
+        "order 2 is cancelled and must be filtered out"
+    );
     // Row 1: a note with an embedded newline, a timestamp-formatted date.
-    assert_eq!(rows["1"], "1|uma.dubois@mail.example.org|118.59|GBP|2024-12-17|line one\nline two|false");
-    let parts: Vec<_> = std::fs::read_dir(ws.path("out/orders_parquet")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(parts.len(), 5, "one part file per chunk, no temporary files: {parts:?}");
-    assert!(parts.iter().all(|p| p.to_string_lossy().starts_with("part-")));
+    assert_eq!(
+        rows["1"],
+        "1|uma.dubois@mail.example.org|118.59|GBP|2024-12-17|line one\nline two|false"
+    );
+    let parts: Vec<_> = std::fs::read_dir(ws.path("out/orders_parquet"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        parts.len(),
+        5,
+        "one part file per chunk, no temporary files: {parts:?}"
+    );
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.to_string_lossy().starts_with("part-"))
+    );
 }
 
 #[test]
 fn parquet_to_sqlite_splits_by_row_group_and_derives_columns() {
     let ws = Workspace::new();
-    let out = ws.rowshift(&["run", "pipelines/events_parquet_to_sqlite.toml", "--json", "--chunk-rows", "1"]);
+    let out = ws.rowshift(&[
+        "run",
+        "pipelines/events_parquet_to_sqlite.toml",
+        "--json",
+        "--chunk-rows",
+        "1",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(summary["chunks_total"], 4, "4 row groups make 4 chunks");
@@ -123,7 +188,10 @@ fn parquet_to_sqlite_splits_by_row_group_and_derives_columns() {
         "SELECT count(*), sum(is_purchase), count(amount), count(DISTINCT payload_md5) FROM events",
     );
     let source = parquet_rows(&ws.path("samples/events.parquet"));
-    let purchases = source.values().filter(|r| r.split('|').nth(2) == Some("purchase")).count();
+    let purchases = source
+        .values()
+        .filter(|r| r.split('|').nth(2) == Some("purchase"))
+        .count();
     assert_eq!(counts[0][0], "2000");
     assert_eq!(counts[0][1], purchases.to_string());
 }
@@ -132,12 +200,36 @@ fn parquet_to_sqlite_splits_by_row_group_and_derives_columns() {
 fn a_rejected_row_fails_its_chunk_with_file_line_column_value_and_type() {
     let ws = Workspace::new();
     let cases = [
-        ("int_overflow.csv", "bigint", "samples/invalid/int_overflow.csv line 3 (id=2), column amount, value '99999999999999999999': value cannot be read as bigint"),
-        ("float_to_int_fraction.csv", "bigint", "samples/invalid/float_to_int_fraction.csv line 4 (id=3), column amount, value '12.5': value cannot be read as bigint"),
-        ("decimal_scale.csv", "numeric(10,2)", "samples/invalid/decimal_scale.csv line 4 (id=3), column amount, value '1.005': value has more than 2 digits after the point, which numeric(10,2) would round"),
-        ("bad_date.csv", "bigint", "samples/invalid/bad_date.csv line 3 (id=2), column born_on, value '2023-02-30': value cannot be read as date"),
-        ("null_in_not_null.csv", "bigint", "samples/invalid/null_in_not_null.csv line 4 (id=3), column name: is NULL, but the column is declared nullable = false (varchar(255))"),
-        ("ragged_row.csv", "bigint", "samples/invalid/ragged_row.csv line 3: expected 4 fields, found 5"),
+        (
+            "int_overflow.csv",
+            "bigint",
+            "samples/invalid/int_overflow.csv line 3 (id=2), column amount, value '99999999999999999999': value cannot be read as bigint",
+        ),
+        (
+            "float_to_int_fraction.csv",
+            "bigint",
+            "samples/invalid/float_to_int_fraction.csv line 4 (id=3), column amount, value '12.5': value cannot be read as bigint",
+        ),
+        (
+            "decimal_scale.csv",
+            "numeric(10,2)",
+            "samples/invalid/decimal_scale.csv line 4 (id=3), column amount, value '1.005': value has more than 2 digits after the point, which numeric(10,2) would round",
+        ),
+        (
+            "bad_date.csv",
+            "bigint",
+            "samples/invalid/bad_date.csv line 3 (id=2), column born_on, value '2023-02-30': value cannot be read as date",
+        ),
+        (
+            "null_in_not_null.csv",
+            "bigint",
+            "samples/invalid/null_in_not_null.csv line 4 (id=3), column name: is NULL, but the column is declared nullable = false (varchar(255))",
+        ),
+        (
+            "ragged_row.csv",
+            "bigint",
+            "samples/invalid/ragged_row.csv line 3: expected 4 fields, found 5",
+        ),
     ];
     for (file, amount_type, expected) in cases {
         let pipeline = ws.write(
@@ -160,9 +252,18 @@ born_on = {{ type = "date", expr = "born_on" }}
         );
         let out = ws.rowshift(&["run", &pipeline, "--quiet"]);
         assert_eq!(out.code, 1, "{file}: {}{}", out.stdout, out.stderr);
-        assert!(out.stdout.contains(&format!("row rejected at {expected}")), "{file}:\n{}", out.stdout);
-        let parts = std::fs::read_dir(ws.path(&format!("out/invalid_{file}"))).unwrap().count();
-        assert_eq!(parts, 0, "{file}: a failed chunk leaves no part file behind");
+        assert!(
+            out.stdout.contains(&format!("row rejected at {expected}")),
+            "{file}:\n{}",
+            out.stdout
+        );
+        let parts = std::fs::read_dir(ws.path(&format!("out/invalid_{file}")))
+            .unwrap()
+            .count();
+        assert_eq!(
+            parts, 0,
+            "{file}: a failed chunk leaves no part file behind"
+        );
     }
 }
 
@@ -193,8 +294,14 @@ where = "country"
     assert!(err.contains("has 3 errors"), "{err}");
     assert!(err.contains("broken.toml:11:32: expression for column `mail` names column `emial`, which the source does not have"), "{err}");
     assert!(err.contains("help: did you mean `email`?"), "{err}");
-    assert!(err.contains("broken.toml:12:32: expression for column `when`"), "{err}");
-    assert!(err.contains("broken.toml:14:9: filter must be true or false for each row, but gives text"), "{err}");
+    assert!(
+        err.contains("broken.toml:12:32: expression for column `when`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("broken.toml:14:9: filter must be true or false for each row, but gives text"),
+        "{err}"
+    );
     assert!(!ws.path("out/x.db").exists(), "validate writes nothing");
 }
 
@@ -203,7 +310,13 @@ fn validate_accepts_a_good_pipeline() {
     let ws = Workspace::new();
     let out = ws.rowshift(&["validate", "pipelines/quickstart.toml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.starts_with("ok: pipelines/quickstart.toml reads sqlite://samples/shop.db table users_v1"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with(
+            "ok: pipelines/quickstart.toml reads sqlite://samples/shop.db table users_v1"
+        ),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -213,16 +326,30 @@ fn passwords_never_appear_in_messages() {
         "pipelines/secret.toml",
         "name = \"s\"\n[source]\nurl = \"${SECRET_URL}\"\ntable = \"t\"\nkey = \"id\"\n[target]\nurl = \"out/x\"\nformat = \"csv\"\n[target.columns]\nid = { type = \"bigint\", expr = \"id\" }\n",
     );
-    let out = ws.rowshift_env(&["validate", &pipeline], &[("SECRET_URL", "postgres://app:hunter2@127.0.0.1:1/db")]);
+    let out = ws.rowshift_env(
+        &["validate", &pipeline],
+        &[("SECRET_URL", "postgres://app:hunter2@127.0.0.1:1/db")],
+    );
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("postgres://app:***@127.0.0.1:1/db") || out.stderr.contains("PostgreSQL"), "{}", out.stderr);
-    assert!(!out.stderr.contains("hunter2") && !out.stdout.contains("hunter2"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("postgres://app:***@127.0.0.1:1/db")
+            || out.stderr.contains("PostgreSQL"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("hunter2") && !out.stdout.contains("hunter2"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn an_existing_target_is_never_mixed_into_by_default() {
     let ws = Workspace::new();
-    let text = std::fs::read_to_string(ws.path("pipelines/quickstart.toml")).unwrap().replace("if_exists = \"replace\"", "");
+    let text = std::fs::read_to_string(ws.path("pipelines/quickstart.toml"))
+        .unwrap()
+        .replace("if_exists = \"replace\"", "");
     let pipeline = ws.write("pipelines/no_replace.toml", &text);
     assert_eq!(ws.rowshift(&["run", &pipeline, "--quiet"]).code, 0);
     let again = ws.rowshift(&["run", &pipeline, "--quiet"]);
@@ -243,18 +370,29 @@ fn help_shows_examples_and_exit_codes() {
         let out = ws.rowshift(args);
         assert_eq!(out.code, 0);
         assert!(out.stdout.contains("Example:"), "{args:?}: {}", out.stdout);
-        assert!(out.stdout.contains("Exit codes: 0"), "{args:?}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("Exit codes: 0"),
+            "{args:?}: {}",
+            out.stdout
+        );
     }
     let out = ws.rowshift(&["run", "pipelines/quickstart.toml", "--no-such-flag"]);
     assert_eq!(out.code, 2);
-    assert!(!ws.path("out/shop_v2.db").exists(), "an unknown flag never runs anything");
+    assert!(
+        !ws.path("out/shop_v2.db").exists(),
+        "an unknown flag never runs anything"
+    );
 }
 
 /// Runs a pipeline through the library with a given chunk size and parallelism.
 fn run_with(path: &Path, chunk_rows: u64, parallel: usize) {
     let plan = Plan::build(Pipeline::load(path).unwrap()).unwrap();
     let sink = plan.open_sink().unwrap();
-    let opts = RunOptions { parallel: Some(parallel), chunk_rows: Some(chunk_rows), fail_fast: false };
+    let opts = RunOptions {
+        parallel: Some(parallel),
+        chunk_rows: Some(chunk_rows),
+        fail_fast: false,
+    };
     let summary = run(&plan, sink.as_ref(), &NoopObserver, &opts).unwrap();
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
 }

@@ -31,18 +31,18 @@ pub fn connect(io: &IoRuntime, path: &Path, write: bool, max: u32) -> Result<Sql
     if !write && !path.exists() {
         return Err(Error::data(shown, "database file does not exist"));
     }
-    let opts = SqliteConnectOptions::from_str("sqlite://")
+    let mut opts = SqliteConnectOptions::from_str("sqlite://")
         .map_err(|e| Error::db(&shown, e))?
         .filename(path)
         .create_if_missing(write)
         .read_only(!write)
-        .busy_timeout(Duration::from_secs(60))
-        .journal_mode(if write {
-            SqliteJournalMode::Wal
-        } else {
-            SqliteJournalMode::Delete
-        })
-        .synchronous(SqliteSynchronous::Normal);
+        .busy_timeout(Duration::from_secs(60));
+    // A reader sets no pragma that could change the file (journal_mode would).
+    if write {
+        opts = opts
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+    }
     if let Some(dir) = path.parent().filter(|_| write) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

@@ -73,6 +73,29 @@ impl Sink for FileSink {
         )
     }
 
+    fn planned_ddl(&self) -> Result<Vec<String>> {
+        let parts = self.existing_parts()?;
+        let mut out = Vec::new();
+        if !self.dir.exists() {
+            out.push(format!("create directory {}", show_path(&self.dir)));
+        }
+        match (parts.len(), self.if_exists) {
+            (0, _) => {}
+            (n, IfExists::Replace) => out.push(format!("delete {n} part files left by an earlier run")),
+            (n, _) => out.push(format!("-- none: the directory holds {n} part files and if_exists = \"fail\"; run would stop")),
+        }
+        let codec = match self.format {
+            FileFormat::Parquet => format!(", compression {}", self.parquet.compression),
+            FileFormat::Csv => String::new(),
+        };
+        out.push(format!(
+            "write one part-NNNNN.{} file per chunk into {}{codec}",
+            self.format.extension(),
+            show_path(&self.dir)
+        ));
+        Ok(out)
+    }
+
     fn prepare(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let parts = self.existing_parts()?;

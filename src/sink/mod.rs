@@ -20,6 +20,10 @@ pub trait Sink: Send + Sync {
     /// Where the data goes, redacted, for messages.
     fn describe(&self) -> String;
 
+    /// What [`Sink::prepare`] would execute (DDL, or the files it would write), found
+    /// without changing anything. Dry runs print it.
+    fn planned_ddl(&self) -> Result<Vec<String>>;
+
     /// Creates the target (table or directory) and applies `if_exists`. Called once,
     /// before any chunk is opened.
     fn prepare(&self) -> Result<()>;
@@ -40,7 +44,7 @@ pub trait ChunkWriter: Send {
     fn commit(self: Box<Self>) -> Result<u64>;
 }
 
-/// Opens the target a pipeline names, for batches of `schema`.
+/// Opens the target a pipeline names, for batches of `schema`. Touches nothing.
 pub fn open(config: &TargetConfig, schema: SchemaRef, io: &IoRuntime) -> Result<Arc<dyn Sink>> {
     Ok(match &config.location {
         Location::Sqlite { path } => Arc::new(SqliteSink::open(config, path, schema, io)?),

@@ -24,7 +24,8 @@ const MAX_PARAMS: usize = 32_766;
 
 /// Writes into one SQLite table.
 pub struct SqliteSink {
-    pool: SqlitePool,
+    path: std::path::PathBuf,
+    pool: std::sync::OnceLock<SqlitePool>,
     io: IoRuntime,
     shown: String,
     table: String,
@@ -34,8 +35,7 @@ pub struct SqliteSink {
 }
 
 impl SqliteSink {
-    /// Opens (creating if needed) the database file. The table is left alone until
-    /// [`Sink::prepare`].
+    /// A sink for `path`. Touches nothing (not even the file) until [`Sink::prepare`].
     pub fn open(
         config: &TargetConfig,
         path: &Path,
@@ -43,15 +43,15 @@ impl SqliteSink {
         io: &IoRuntime,
     ) -> Result<Self> {
         let shown = format!("sqlite://{}", show_path(path));
-        // One connection: SQLite has a single writer, and chunks queue for it.
-        let pool = connect(io, path, true, 1)?;
+
         let columns = config
             .columns
             .iter()
             .map(|c| (c.name.value.clone(), c.ty.value, c.nullable, c.primary_key))
             .collect();
         Ok(SqliteSink {
-            pool,
+            path: path.to_path_buf(),
+            pool: std::sync::OnceLock::new(),
             io: io.clone(),
             shown,
             table: config
@@ -98,6 +98,38 @@ impl SqliteSink {
     fn here(&self) -> String {
         format!("{} table {}", self.shown, self.table)
     }
+
+    /// The write pool, created (with the file) on first use. One connection: SQLite has a
+    /// single writer, and chunks queue for it.
+    fn pool(&self) -> Result<&SqlitePool> {
+        if let Some(p) = self.pool.get() {
+            return Ok(p);
+        }
+        let pool = connect(&self.io, &self.path, true, 1)?;
+        Ok(self.pool.get_or_init(|| pool))
+    }
+
+    /// The table's row count if it exists, looked up without creating or changing the file.
+    fn existing_rows(&self) -> Result<Option<i64>> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let here = self.here();
+        let pool = connect(&self.io, &self.path, false, 1)?;
+        let t = quote_ident(&self.table);
+        let rows = self.io.block_on(async {
+            if table_columns(&pool, &self.table, &here).await?.is_none() {
+                return Ok(None);
+            }
+            let n: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}")))
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+            Ok::<_, Error>(Some(n))
+        });
+        self.io.block_on(pool.close());
+        rows
+    }
 }
 
 impl Sink for SqliteSink {
@@ -105,19 +137,36 @@ impl Sink for SqliteSink {
         self.here()
     }
 
+    fn planned_ddl(&self) -> Result<Vec<String>> {
+        let t = quote_ident(&self.table);
+        Ok(match (self.existing_rows()?, self.if_exists) {
+            (None, _) => vec![self.create_table_sql()],
+            (Some(_), IfExists::Replace) => {
+                vec![format!("DROP TABLE {t}"), self.create_table_sql()]
+            }
+            (Some(rows), IfExists::Fail) if rows > 0 => {
+                vec![format!(
+                    "-- none: the table already holds {rows} rows and if_exists = \"fail\"; run would stop"
+                )]
+            }
+            (Some(_), _) => vec![format!("-- none: table {t} exists and is written into")],
+        })
+    }
+
     fn prepare(&self) -> Result<()> {
         let here = self.here();
         let t = quote_ident(&self.table);
+        let pool = self.pool()?;
         self.io.block_on(async {
-            let existing = table_columns(&self.pool, &self.table, &here).await?;
+            let existing = table_columns(pool, &self.table, &here).await?;
             if let Some(existing) = existing {
                 let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}")))
-                    .fetch_one(&self.pool)
+                    .fetch_one(pool)
                     .await
                     .map_err(|e| Error::db(&here, e))?;
                 match self.if_exists {
                     IfExists::Replace => {
-                        sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(&self.pool).await.map_err(|e| Error::db(&here, e))?;
+                        sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(pool).await.map_err(|e| Error::db(&here, e))?;
                     }
                     IfExists::Fail if rows > 0 => {
                         return Err(Error::data(
@@ -139,14 +188,14 @@ impl Sink for SqliteSink {
                     }
                 }
             }
-            sqlx::query(stmt(self.create_table_sql())).execute(&self.pool).await.map_err(|e| Error::db(&here, e))?;
+            sqlx::query(stmt(self.create_table_sql())).execute(pool).await.map_err(|e| Error::db(&here, e))?;
             Ok(())
         })
     }
 
     fn open_chunk(&self, _chunk: &Chunk) -> Result<Box<dyn ChunkWriter>> {
         Ok(Box::new(SqliteChunk {
-            pool: self.pool.clone(),
+            pool: self.pool()?.clone(),
             io: self.io.clone(),
             here: self.here(),
             insert_head: format!(

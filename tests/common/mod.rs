@@ -84,11 +84,19 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Every row of a query, each value as text (`NULL` for NULL).
 pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
     use sqlx::{Row, TypeInfo, ValueRef};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true);
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true);
         let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
         rows.iter()
             .map(|r| {
                 (0..r.columns().len())
@@ -113,7 +121,10 @@ pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
 /// each row as `a|b|c` text.
 pub fn parquet_rows(path: &Path) -> BTreeMap<String, String> {
     let files: Vec<PathBuf> = if path.is_dir() {
-        let mut f: Vec<_> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut f: Vec<_> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         f.sort();
         f
     } else {
@@ -122,10 +133,17 @@ pub fn parquet_rows(path: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for f in files {
         let file = std::fs::File::open(&f).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             for (key, row) in batch_rows(&batch.unwrap()) {
-                assert!(out.insert(key.clone(), row).is_none(), "duplicate row {key} in {}", f.display());
+                assert!(
+                    out.insert(key.clone(), row).is_none(),
+                    "duplicate row {key} in {}",
+                    f.display()
+                );
             }
         }
     }
@@ -134,7 +152,11 @@ pub fn parquet_rows(path: &Path) -> BTreeMap<String, String> {
 
 fn batch_rows(batch: &RecordBatch) -> Vec<(String, String)> {
     let opts = FormatOptions::default().with_null("NULL");
-    let fmts: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+    let fmts: Vec<_> = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+        .collect();
     (0..batch.num_rows())
         .map(|i| {
             let cells: Vec<String> = fmts.iter().map(|f| f.value(i).to_string()).collect();
