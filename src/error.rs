@@ -8,7 +8,7 @@ use crate::config::Diagnostics;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One row that could not be moved: where it is, which column, which value, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RowFailure {
     /// Where the row lives in the source: a key (`id=42`) or a file position.
     pub location: String,

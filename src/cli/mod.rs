@@ -5,6 +5,7 @@
 //! pipeline file, unreachable source or target, I/O).
 
 mod progress;
+mod report;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,33 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run the transforms and checks on a sample of the source and show what would be
+    /// written, rejected and executed. Writes nothing: no table, file or state.
+    #[command(
+        after_help = "Example:\n  rowshift dry-run pipelines/quickstart.toml --sample 200 --random\n  rowshift dry-run pipelines/orders_csv_to_parquet.toml --sample-file my_sample.csv --json\n\nExit codes: 0 the sample passes, 1 the sample has rejected rows (run would fail), 2 error."
+    )]
+    DryRun {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Rows in the sample.
+        #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        sample: u64,
+        /// Take a uniform random sample of the whole source instead of the first rows.
+        #[arg(long, conflicts_with = "sample_file")]
+        random: bool,
+        /// Seed for --random (default: from the clock).
+        #[arg(long, requires = "random")]
+        seed: Option<u64>,
+        /// Use the rows of this local CSV or Parquet file instead of the source.
+        #[arg(long, value_name = "FILE")]
+        sample_file: Option<PathBuf>,
+        /// Rows to show before and after.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        preview: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a pipeline file: every error at once, each with its line. Reads the source's
     /// schema, writes nothing.
     #[command(
@@ -98,6 +126,33 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Command::DryRun {
+            pipeline,
+            sample,
+            random,
+            seed,
+            sample_file,
+            preview,
+            json,
+        } => {
+            let mode = match (sample_file, random) {
+                (Some(f), _) => run::SampleMode::File(f),
+                (None, true) => run::SampleMode::Random(seed.unwrap_or_else(clock_seed)),
+                (None, false) => run::SampleMode::First,
+            };
+            let opts = run::DryRunOptions {
+                sample: sample as usize,
+                mode,
+                preview,
+            };
+            let report = run::dry_run(Pipeline::load(&pipeline)?, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report::dry_run_text(&report));
+            }
+            Ok(if report.would_fail { 1 } else { 0 })
+        }
         Command::Run {
             pipeline,
             json,
@@ -129,6 +184,12 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             Ok(summary.exit_code())
         }
     }
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 fn load(path: &Path) -> crate::Result<Plan> {

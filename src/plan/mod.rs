@@ -125,6 +125,17 @@ impl Plan {
         })
     }
 
+    /// A plan that reads `source` instead of the pipeline's own (a dry run's sample file).
+    pub fn with_source(pipeline: Pipeline, source: Arc<dyn Source>, io: IoRuntime) -> Result<Plan> {
+        let transform = Transform::compile(&pipeline, source.schema())?;
+        Ok(Plan {
+            pipeline,
+            source,
+            transform: Arc::new(transform),
+            io,
+        })
+    }
+
     /// Opens the target. Touches nothing until [`Sink::prepare`] is called.
     pub fn open_sink(&self) -> Result<Arc<dyn Sink>> {
         sink::open(

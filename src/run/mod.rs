@@ -7,6 +7,7 @@
 //! writing of one chunk overlap with transforming another, and memory is bounded by
 //! `parallel` chunks in flight, whatever the table's size.
 
+mod dry_run;
 mod observer;
 
 use std::sync::Mutex;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub use self::dry_run::{DryRunOptions, DryRunReport, RejectGroup, SampleMode, dry_run};
 pub use self::observer::{Event, NoopObserver, Observer};
 use crate::check::{ChunkCounts, conservation};
 use crate::plan::{Chunk, Plan};
@@ -204,42 +206,23 @@ fn run_chunk(
     let mut writer = sink.open_chunk(chunk).map_err(wrap)?;
     let mut counts = ChunkCounts::default();
     let mut offset = 0u64;
-    let key_index = source.key().and_then(|k| source.schema().index_of(k).ok());
     for batch in source
         .read(chunk, plan.pipeline.chunks.batch_rows)
         .map_err(wrap)?
     {
         let batch = batch.map_err(wrap)?;
-        let out = pool
-            .install(|| plan.transform.apply(&batch))
-            .map_err(wrap)?;
-        counts.read += batch.num_rows() as u64;
-        counts.filtered += out.filtered as u64;
-        if let Some(r) = out.rejects.first() {
-            let key = key_index.and_then(|k| {
-                Some(format!(
-                    "{}={}",
-                    source.key()?,
-                    cell_text(&batch, k, r.row)?
-                ))
-            });
-            let location = match key {
-                Some(k) if source.describe().starts_with("sqlite:") => {
-                    format!("{}, {k}", source.describe())
-                }
-                Some(k) => format!("{} ({k})", source.locate(chunk, offset + r.row as u64)),
-                None => source.locate(chunk, offset + r.row as u64),
-            };
-            let failure = RowFailure {
-                location,
-                column: r.column.clone(),
-                value: r.value.clone(),
-                reason: r.reason.clone(),
-            };
+        let base = offset;
+        let p = process_batch(plan, pool, &batch, &|row| {
+            source.locate(chunk, base + row as u64)
+        })
+        .map_err(wrap)?;
+        counts += p.counts;
+        // Until rejected rows have a quarantine to go to, one stops its chunk: a row is
+        // never dropped silently.
+        if let Some(failure) = p.rejects.into_iter().next() {
             return Err(wrap(Error::Row(failure)));
         }
-        counts.written += out.batch.num_rows() as u64;
-        writer.write(&out.batch).map_err(wrap)?;
+        writer.write(&p.out.batch).map_err(wrap)?;
         offset += batch.num_rows() as u64;
     }
     conservation(chunk, &counts).map_err(wrap)?;
@@ -251,6 +234,68 @@ fn run_chunk(
         ))));
     }
     Ok(counts)
+}
+
+/// One source batch after the transform: what would be written, and every rejected row
+/// with its location. `run` and `dry-run` both go through here.
+pub(crate) struct Processed {
+    /// The transform's output.
+    pub out: crate::transform::Transformed,
+    /// Counts for this batch (written = rows that passed).
+    pub counts: ChunkCounts,
+    /// Rejected rows, located in the source.
+    pub rejects: Vec<RowFailure>,
+}
+
+/// Transforms `batch` on the CPU pool and locates its rejects. `locate` names a row of the
+/// batch (by its index) in the source.
+pub(crate) fn process_batch(
+    plan: &Plan,
+    pool: &rayon::ThreadPool,
+    batch: &arrow::record_batch::RecordBatch,
+    locate: &dyn Fn(usize) -> String,
+) -> Result<Processed> {
+    let source = plan.source.as_ref();
+    let out = pool.install(|| plan.transform.apply(batch))?;
+    let rejects = out
+        .rejects
+        .iter()
+        .map(|r| RowFailure {
+            location: locate_row(source, batch, r.row, locate),
+            column: r.column.clone(),
+            value: r.value.clone(),
+            reason: r.reason.clone(),
+        })
+        .collect::<Vec<_>>();
+    let counts = ChunkCounts {
+        read: batch.num_rows() as u64,
+        written: out.batch.num_rows() as u64,
+        filtered: out.filtered as u64,
+        rejected: rejects.len() as u64,
+    };
+    Ok(Processed {
+        out,
+        counts,
+        rejects,
+    })
+}
+
+/// Names a row of `batch` for messages: by key for databases (`sqlite://x table t, id=42`),
+/// by position plus key for files (`orders.csv line 17 (order_id=16)`).
+pub(crate) fn locate_row(
+    source: &dyn crate::source::Source,
+    batch: &arrow::record_batch::RecordBatch,
+    row: usize,
+    locate: &dyn Fn(usize) -> String,
+) -> String {
+    let key_index = source.key().and_then(|k| batch.schema().index_of(k).ok());
+    let key =
+        key_index.and_then(|k| Some(format!("{}={}", source.key()?, cell_text(batch, k, row)?)));
+    match key {
+        Some(k) if source.names_rows_by_key() => format!("{}, {k}", source.describe()),
+        Some(k) => format!("{} ({k})", locate(row)),
+        None => locate(row),
+    }
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (`VmHWM`).

@@ -45,6 +45,12 @@ pub trait Source: Send + Sync {
 
     /// The column that identifies rows, if any.
     fn key(&self) -> Option<&str>;
+
+    /// Whether messages name a row by its key alone (databases) rather than by its
+    /// position in a file.
+    fn names_rows_by_key(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the source a pipeline names.

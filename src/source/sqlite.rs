@@ -222,6 +222,10 @@ impl Source for SqliteSource {
         Some(&self.key)
     }
 
+    fn names_rows_by_key(&self) -> bool {
+        true
+    }
+
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
         let k = quote_ident(&self.key);
         let t = quote_ident(&self.table);

@@ -45,8 +45,11 @@ pub struct Transformed {
     pub batch: RecordBatch,
     /// How many input rows the filter dropped.
     pub filtered: usize,
-    /// Rows that failed, with why. They are not in `batch`.
+    /// Rows that failed, with why; one entry per row, the first failure found. They are
+    /// not in `batch`.
     pub rejects: Vec<Reject>,
+    /// For each row of `batch`, its index in the input; `None` when every input row passed.
+    pub rows: Option<Vec<usize>>,
 }
 
 /// One input row that could not be transformed.
@@ -220,17 +223,30 @@ impl Transform {
         }
         let out = RecordBatch::try_new(self.output.clone(), arrays)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let out = if bad.iter().any(|b| *b) {
+        let any_bad = bad.iter().any(|b| *b);
+        let out = if any_bad {
             let keep = BooleanArray::from(bad.iter().map(|b| !b).collect::<Vec<_>>());
             filter_record_batch(&out, &keep).map_err(|e| Error::Internal(e.to_string()))?
         } else {
             out
         };
+        let rows = match (kept, any_bad) {
+            (None, false) => None,
+            (kept, _) => Some(
+                (0..bad.len())
+                    .filter(|&i| !bad[i])
+                    .map(|i| kept.as_ref().map_or(i, |k| k[i]))
+                    .collect(),
+            ),
+        };
+        // A row that fails in several columns is one rejected row.
         rejects.sort_by_key(|r| r.row);
+        rejects.dedup_by_key(|r| r.row);
         Ok(Transformed {
             batch: out,
             filtered,
             rejects,
+            rows,
         })
     }
 

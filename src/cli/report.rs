@@ -1,0 +1,123 @@
+//! Text rendering of dry-run reports for a terminal.
+
+use std::fmt::Write;
+
+use crate::run::{DryRunReport, fmt_duration};
+
+fn cell(value: &Option<String>) -> String {
+    match value {
+        None => "NULL".into(),
+        Some(v) => {
+            let flat = v.replace('\n', "\\n");
+            let n = flat.chars().count();
+            if n > 40 {
+                format!("'{}…'", flat.chars().take(40).collect::<String>())
+            } else {
+                format!("'{flat}'")
+            }
+        }
+    }
+}
+
+fn row(cells: &[(String, Option<String>)]) -> String {
+    cells
+        .iter()
+        .map(|(k, v)| format!("{k}={}", cell(v)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Renders a dry-run report as readable text.
+pub fn dry_run_text(r: &DryRunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "dry run of {} on a {} sample of {} (nothing is written)",
+        r.pipeline, r.sample_mode, r.source
+    );
+    let _ = writeln!(s, "\ntarget: {}", r.target);
+    let width = r.columns.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for c in &r.columns {
+        let _ = writeln!(
+            s,
+            "  {:width$}  {:14} {}{}",
+            c.name,
+            c.r#type,
+            if c.nullable { "null" } else { "not null" },
+            if c.primary_key { "  primary key" } else { "" }
+        );
+    }
+    let _ = writeln!(s, "\nrun would execute:");
+    for d in &r.ddl {
+        for line in d.lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\npreview ({} of the rows that would be written):",
+        r.preview.len()
+    );
+    for p in &r.preview {
+        let _ = writeln!(
+            s,
+            "  {}\n    before: {}\n    after:  {}",
+            p.location,
+            row(&p.source),
+            row(&p.target)
+        );
+    }
+    let c = &r.rows;
+    let _ = writeln!(
+        s,
+        "\nsample: {} rows read, {} would be written, {} filtered out, {} rejected",
+        c.read, c.written, c.filtered, c.rejected
+    );
+    if !r.rejects.is_empty() {
+        let _ = writeln!(s, "\nrejected rows by reason:");
+        for g in &r.rejects {
+            let _ = writeln!(s, "  {} × {}", g.count, g.reason);
+            for e in &g.examples {
+                let _ = writeln!(s, "      {e}");
+            }
+        }
+    }
+    if !r.filtered.is_empty() {
+        let _ = writeln!(s, "\nrows the filter drops (first {}):", r.filtered.len());
+        for f in &r.filtered {
+            let _ = writeln!(s, "  {}: {}", f.location, row(&f.source));
+        }
+    }
+    match (&r.plan, &r.plan_error) {
+        (Some(p), _) => {
+            let total = p
+                .total_rows
+                .map_or("an unknown number of".to_string(), |t| t.to_string());
+            let _ = write!(
+                s,
+                "\nplan for the full source: {} chunks of up to {} rows, {total} rows in all",
+                p.chunks, p.rows_per_chunk
+            );
+            if let Some(secs) = p.estimated_seconds {
+                let _ = write!(
+                    s,
+                    "; about {} with {} in parallel at the sample's read+transform speed (writes not included)",
+                    fmt_duration(std::time::Duration::from_secs_f64(secs)),
+                    p.parallel
+                );
+            }
+            let _ = writeln!(s);
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(s, "\nplan for the full source: unavailable ({e})");
+        }
+        (None, None) => {}
+    }
+    if r.would_fail {
+        let _ = writeln!(
+            s,
+            "\nrun would FAIL: it stops a chunk at its first rejected row (exit code 1)"
+        );
+    }
+    s
+}
