@@ -417,3 +417,321 @@ proptest! {
         prop_assert_eq!(sqlite_rows(&ws.path("out/shop_v2.db"), "SELECT * FROM users_v2 ORDER BY id"), db_baseline);
     }
 }
+
+/// Every file under the workspace with its bytes.
+fn snapshot(ws: &Workspace) -> BTreeMap<String, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.insert(
+                    format!("{}/", p.strip_prefix(root).unwrap().display()),
+                    Vec::new(),
+                );
+                walk(&p, root, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&ws.path(""), &ws.path(""), &mut out);
+    out
+}
+
+#[test]
+fn dry_run_writes_nothing_not_even_on_error() {
+    let ws = Workspace::new();
+    // A finished target exists for one pipeline; the other has never run.
+    assert_eq!(
+        ws.rowshift(&["run", "pipelines/quickstart.toml", "--quiet"])
+            .code,
+        0
+    );
+    let broken = ws.write(
+        "pipelines/broken_dry.toml",
+        &std::fs::read_to_string(ws.path("pipelines/quickstart.toml"))
+            .unwrap()
+            .replace("lower(trim(email))", "lower(emial)"),
+    );
+    let before = snapshot(&ws);
+    let runs: [(&[&str], i32); 6] = [
+        (&["dry-run", "pipelines/quickstart.toml"], 0),
+        (
+            &[
+                "dry-run",
+                "pipelines/quickstart.toml",
+                "--random",
+                "--seed",
+                "3",
+                "--sample",
+                "50",
+                "--json",
+            ],
+            0,
+        ),
+        (&["dry-run", "pipelines/orders_csv_to_parquet.toml"], 0),
+        (
+            &[
+                "dry-run",
+                "pipelines/events_parquet_to_sqlite.toml",
+                "--sample",
+                "10",
+            ],
+            0,
+        ),
+        (&["dry-run", &broken], 2),
+        (&["dry-run", "pipelines/quickstart.toml", "--bogus-flag"], 2),
+    ];
+    for (args, code) in runs {
+        let out = ws.rowshift(args);
+        assert_eq!(out.code, code, "{args:?}: {}{}", out.stdout, out.stderr);
+    }
+    assert_eq!(snapshot(&ws), before, "a dry run changed the workspace");
+    assert!(!ws.path("out/orders_parquet").exists());
+    assert!(!ws.path("out/events.db").exists());
+    assert!(!ws.path("pipelines/.rowshift").exists());
+}
+
+#[test]
+fn dry_run_reports_schema_ddl_preview_and_plan() {
+    let ws = Workspace::new();
+    let out = ws.rowshift(&["dry-run", "pipelines/quickstart.toml", "--preview", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.stdout;
+    assert!(
+        text.contains(
+            "dry run of users_v1_to_v2 on a first sample of sqlite://samples/shop.db table users_v1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  email       varchar(254)   not null\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CREATE TABLE \"users_v2\" (\n    \"id\" INTEGER NOT NULL,"),
+        "{text}"
+    );
+    assert!(text.contains("  sqlite://samples/shop.db table users_v1, id=1\n    before: id='1'  full_name='Kofi Kim'"), "{text}");
+    assert!(text.contains("    after:  id='1'  email='kofi.kim@mail.example.org'  first_name='Kofi'  last_name='Kim'  signup_on='2019-03-06'"), "{text}");
+    assert!(
+        text.contains("sample: 1000 rows read, 903 would be written, 97 filtered out, 0 rejected"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "rows the filter drops (first 5):\n  sqlite://samples/shop.db table users_v1, id=11:"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("plan for the full source: 5 chunks of up to 200 rows, 1000 rows in all"),
+        "{text}"
+    );
+
+    let json = ws.rowshift(&[
+        "dry-run",
+        "pipelines/quickstart.toml",
+        "--sample",
+        "100",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["rows"]["read"], 100);
+    assert_eq!(
+        v["rows"]["written"].as_u64().unwrap() + v["rows"]["filtered"].as_u64().unwrap(),
+        100
+    );
+    assert_eq!(v["plan"]["chunks"], 5);
+    assert_eq!(v["plan"]["total_rows"], 1000);
+    assert_eq!(v["columns"][0]["name"], "id");
+    assert_eq!(v["would_fail"], false);
+}
+
+#[test]
+fn random_dry_run_is_a_seeded_uniform_sample_of_the_requested_size() {
+    let ws = Workspace::new();
+    let ids = |seed: &str| -> Vec<String> {
+        let out = ws.rowshift(&[
+            "dry-run",
+            "pipelines/events_parquet_to_sqlite.toml",
+            "--random",
+            "--seed",
+            seed,
+            "--sample",
+            "40",
+            "--preview",
+            "40",
+            "--json",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["rows"]["read"], 40);
+        v["preview"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["target"][0][1].as_str().unwrap().to_string())
+            .collect()
+    };
+    let a = ids("11");
+    assert_eq!(a, ids("11"), "the same seed gives the same sample");
+    assert_ne!(a, ids("12"));
+    // The file has 2000 rows; a uniform sample of 40 is very unlikely to stay in the first 1000.
+    assert!(
+        a.iter().any(|id| id.parse::<i64>().unwrap() > 1000),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn dry_run_groups_rejects_by_reason_and_exits_1() {
+    let ws = Workspace::new();
+    let pipeline = ws.write(
+        "pipelines/people.toml",
+        r#"name = "people"
+[source]
+url = "../samples/invalid/bad_date.csv"
+key = "id"
+[target]
+url = "../out/people"
+format = "parquet"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+name = { type = "varchar(255)", expr = "name", nullable = false }
+born_on = { type = "date", expr = "born_on" }
+"#,
+    );
+    // Its own source has one bad date; a sample file with more of them groups them.
+    let out = ws.rowshift(&["dry-run", &pipeline]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stdout.contains("rejected rows by reason:\n  1 × column born_on: value cannot be read as date\n      samples/invalid/bad_date.csv line 3 (id=2), column born_on, value '2023-02-30': value cannot be read as date"), "{}", out.stdout);
+    assert!(out.stdout.contains("run would FAIL"), "{}", out.stdout);
+
+    ws.write("sample.csv", "id,name,amount,born_on\n1,Ann,1,2024-13-01\n2,,2,2024-01-01\n3,Bob,3,2024-02-31\n4,Cy,4,2024-02-28\n");
+    let out = ws.rowshift(&[
+        "dry-run",
+        &pipeline,
+        "--sample-file",
+        "sample.csv",
+        "--json",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["sample_mode"], "file");
+    assert_eq!(v["rows"]["rejected"], 3);
+    assert_eq!(v["rows"]["written"], 1);
+    assert_eq!(
+        v["rejects"][0]["reason"],
+        "column born_on: value cannot be read as date"
+    );
+    assert_eq!(v["rejects"][0]["count"], 2);
+    assert_eq!(
+        v["rejects"][0]["examples"][0]["location"],
+        "sample.csv line 2 (id=1)"
+    );
+    assert_eq!(
+        v["rejects"][1]["reason"],
+        "column name: is NULL, but the column is declared nullable = false (varchar(255))"
+    );
+    assert_eq!(v["plan"]["total_rows"], 3, "the plan is the real source's");
+    assert!(!ws.path("out/people").exists());
+}
+
+#[test]
+fn init_writes_a_starter_pipeline_that_validates_and_runs() {
+    let ws = Workspace::new();
+    let out = ws.rowshift(&[
+        "init",
+        "--from",
+        "samples/orders.csv",
+        "--output",
+        "pipelines/orders_init.toml",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(ws.path("pipelines/orders_init.toml")).unwrap();
+    assert!(
+        text.contains("url = \"../samples/orders.csv\"\nkey = \"order_id\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("order_id = { type = \"bigint\", expr = \"order_id\", primary_key = true }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("amount = { type = \"numeric(18,2)\", expr = \"amount\" }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ordered_at = { type = \"text\", expr = \"ordered_at\" }"),
+        "three date formats stay text: {text}"
+    );
+
+    let run = ws.rowshift(&["run", "pipelines/orders_init.toml", "--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let rows = parquet_rows(&ws.path("pipelines/out/orders"));
+    assert_eq!(rows.len(), 500);
+    assert_eq!(
+        rows["2"],
+        "2|lena.andersson@example.com|367.60|GBP|2024-04-05|ring bell, then knock|cancelled"
+    );
+
+    let out = ws.rowshift(&[
+        "init",
+        "--from",
+        "sqlite://samples/shop.db",
+        "--table",
+        "users_v1",
+        "--output",
+        "pipelines/users_init.toml",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(ws.path("pipelines/users_init.toml")).unwrap();
+    assert!(
+        text.contains("table = \"users_v1\"\nkey = \"id\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "created_at = { type = \"timestamp\", expr = \"created_at\", nullable = false }"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        ws.rowshift(&["run", "pipelines/users_init.toml", "--quiet"])
+            .code,
+        0
+    );
+    assert_eq!(parquet_rows(&ws.path("pipelines/out/users_v1")).len(), 1000);
+}
+
+#[test]
+fn init_says_when_no_key_was_found_and_what_to_do() {
+    let ws = Workspace::new();
+    let db = ws.path("nokey.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::query("CREATE TABLE logs (at TEXT, line TEXT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let out = ws.rowshift(&["init", "--from", "sqlite://nokey.db", "--table", "logs"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: no key found: table `logs` has no primary key. rowshift splits a table into ranges of one unique, non-null column; pass --key COLUMN to name it"
+    );
+}

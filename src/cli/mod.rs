@@ -82,6 +82,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a starter pipeline from an existing table, CSV or Parquet file: one identity
+    /// expression per column, with the types found.
+    #[command(
+        after_help = "Example:\n  rowshift init --from sqlite://samples/shop.db --table users_v1 --output pipelines/users.toml\n  rowshift init --from samples/orders.csv\n\nExit codes: 0 written, 2 error (for example, no key found)."
+    )]
+    Init {
+        /// The source: sqlite://PATH, or a .csv or .parquet file.
+        #[arg(long, value_name = "URL|FILE")]
+        from: String,
+        /// The table, for a database source.
+        #[arg(long)]
+        table: Option<String>,
+        /// The key column to chunk by, overriding the one init finds.
+        #[arg(long)]
+        key: Option<String>,
+        /// The pipeline's name (default: the table or file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The target url (default: a Parquet directory out/<name> beside the pipeline).
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
+        /// Write the pipeline to this file (default: print it).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite --output if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check a pipeline file: every error at once, each with its line. Reads the source's
     /// schema, writes nothing.
     #[command(
@@ -123,6 +151,50 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 plan.source.describe(),
                 sink.describe(),
                 plan.transform.output_schema().fields().len()
+            );
+            Ok(0)
+        }
+        Command::Init {
+            from,
+            table,
+            key,
+            name,
+            target,
+            output,
+            force,
+        } => {
+            let pipeline_dir = match output.as_ref().and_then(|o| o.parent()) {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let opts = crate::config::init::InitOptions {
+                from,
+                table,
+                key,
+                name,
+                target,
+                pipeline_dir,
+            };
+            let text = crate::config::init::starter_pipeline(&opts)?;
+            let Some(out) = output else {
+                print!("{text}");
+                return Ok(0);
+            };
+            if out.exists() && !force {
+                anyhow::bail!(
+                    "{} already exists; pass --force to overwrite it",
+                    out.display()
+                );
+            }
+            // What init writes must validate as written.
+            let check_path = out.with_extension("toml.check");
+            Pipeline::parse(&check_path, &text, &|n| std::env::var(n).ok())
+                .and_then(Plan::build)?;
+            std::fs::write(&out, &text).map_err(|e| crate::Error::io(&out, e))?;
+            println!(
+                "wrote {}; next: rowshift dry-run {}",
+                out.display(),
+                out.display()
             );
             Ok(0)
         }

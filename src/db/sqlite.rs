@@ -25,8 +25,21 @@ pub struct TableColumn {
     pub pk: i64,
 }
 
-/// Opens a pool on `path`. A read pool never creates the file; a write pool does.
-pub fn connect(io: &IoRuntime, path: &Path, write: bool, max: u32) -> Result<SqlitePool> {
+/// How a pool opens its database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only; never creates the file.
+    Read,
+    /// Read-only and treating the file as unchanging, so not even lock or `-shm` files
+    /// appear next to it. For a dry run's look at the target.
+    Inspect,
+    /// Read-write; creates the file and its folder.
+    Write,
+}
+
+/// Opens a pool on `path`.
+pub fn connect(io: &IoRuntime, path: &Path, access: Access, max: u32) -> Result<SqlitePool> {
+    let write = access == Access::Write;
     let shown = format!("sqlite://{}", path.display());
     if !write && !path.exists() {
         return Err(Error::data(shown, "database file does not exist"));
@@ -36,7 +49,8 @@ pub fn connect(io: &IoRuntime, path: &Path, write: bool, max: u32) -> Result<Sql
         .filename(path)
         .create_if_missing(write)
         .read_only(!write)
-        .busy_timeout(Duration::from_secs(60));
+        .busy_timeout(Duration::from_secs(60))
+        .immutable(access == Access::Inspect);
     // A reader sets no pragma that could change the file (journal_mode would).
     if write {
         opts = opts

@@ -187,6 +187,7 @@ pub fn run(
         peak_rss_bytes: peak_rss_bytes(),
         failures,
     };
+    sink.finish()?;
     observer.on_event(&Event::Finished(summary.clone()));
     Ok(summary)
 }

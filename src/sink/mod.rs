@@ -28,6 +28,11 @@ pub trait Sink: Send + Sync {
     /// before any chunk is opened.
     fn prepare(&self) -> Result<()>;
 
+    /// Called once after the last chunk: release connections, flush what needs it.
+    fn finish(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Starts writing one chunk. Nothing becomes visible until [`ChunkWriter::commit`].
     fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>>;
 }

@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteArguments, SqlitePool};
 
 use super::{ChunkWriter, Sink};
 use crate::config::{IfExists, TargetConfig, show_path};
-use crate::db::sqlite::{connect, table_columns};
+use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::Chunk;
 use crate::types::ColumnType;
@@ -105,7 +105,7 @@ impl SqliteSink {
         if let Some(p) = self.pool.get() {
             return Ok(p);
         }
-        let pool = connect(&self.io, &self.path, true, 1)?;
+        let pool = connect(&self.io, &self.path, Access::Write, 1)?;
         Ok(self.pool.get_or_init(|| pool))
     }
 
@@ -115,7 +115,7 @@ impl SqliteSink {
             return Ok(None);
         }
         let here = self.here();
-        let pool = connect(&self.io, &self.path, false, 1)?;
+        let pool = connect(&self.io, &self.path, Access::Inspect, 1)?;
         let t = quote_ident(&self.table);
         let rows = self.io.block_on(async {
             if table_columns(&pool, &self.table, &here).await?.is_none() {
@@ -191,6 +191,15 @@ impl Sink for SqliteSink {
             sqlx::query(stmt(self.create_table_sql())).execute(pool).await.map_err(|e| Error::db(&here, e))?;
             Ok(())
         })
+    }
+
+    fn finish(&self) -> Result<()> {
+        // Closing the last connection checkpoints the WAL into the database file, so the
+        // file alone holds every committed row.
+        if let Some(pool) = self.pool.get() {
+            self.io.block_on(pool.close());
+        }
+        Ok(())
     }
 
     fn open_chunk(&self, _chunk: &Chunk) -> Result<Box<dyn ChunkWriter>> {

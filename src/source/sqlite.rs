@@ -15,7 +15,7 @@ use sqlx::{Decode, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::{BatchIter, Source};
 use crate::config::{SourceConfig, show_path};
-use crate::db::sqlite::{connect, table_columns, table_names};
+use crate::db::sqlite::{Access, connect, table_columns, table_names};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange, KeyValue};
 use crate::transform::cast::cast_lossless;
@@ -89,7 +89,7 @@ impl SqliteSource {
             .map(|k| k.value.clone())
             .unwrap_or_default();
         let shown = format!("sqlite://{}", show_path(path));
-        let pool = connect(io, path, false, 4)?;
+        let pool = connect(io, path, Access::Read, 4)?;
         let columns = io.block_on(table_columns(&pool, &table, &shown))?;
         let Some(columns) = columns else {
             let names = io.block_on(table_names(&pool, &shown))?;

@@ -1,0 +1,558 @@
+//! `rowshift init`: a starter pipeline from an existing table or file.
+//!
+//! It introspects the source (columns, types, nullability, primary key; for text columns a
+//! sample of values), and writes one identity expression per column with the inferred
+//! target type. The result validates and runs as written.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, TimeUnit};
+
+use super::{CsvOptions, FileFormat, Location, SourceConfig, Spanned, show_path};
+use crate::db::IoRuntime;
+use crate::db::sqlite::{Access, connect, table_columns, table_names};
+use crate::source::{self, Source};
+use crate::types::ColumnType;
+use crate::{Error, Result};
+
+/// What `rowshift init` was asked for.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The source: `sqlite://PATH`, or a CSV or Parquet file.
+    pub from: String,
+    /// The table, for database sources.
+    pub table: Option<String>,
+    /// The key column, overriding what init would pick.
+    pub key: Option<String>,
+    /// The pipeline's name; default from the table or file name.
+    pub name: Option<String>,
+    /// The target url; default a Parquet directory `out/<name>` beside the pipeline.
+    pub target: Option<String>,
+    /// The folder the pipeline file will live in: relative paths are written against it.
+    pub pipeline_dir: PathBuf,
+}
+
+/// One source column and what init made of it.
+struct Column {
+    name: String,
+    ty: ColumnType,
+    nullable: bool,
+}
+
+/// Introspects the source and returns the text of a starter pipeline file.
+pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    let location = Location::parse(&opts.from, &cwd, None).map_err(Error::Unsupported)?;
+    let io = IoRuntime::new()?;
+    let (columns, key, source_url, table, notes) = match &location {
+        Location::Sqlite { path } => sqlite_columns(opts, path, &io)?,
+        Location::Files { path, format } => file_columns(opts, path, *format, &io)?,
+    };
+    let name = opts.name.clone().unwrap_or_else(|| {
+        let base = table.clone().unwrap_or_else(|| {
+            Path::new(&opts.from)
+                .file_stem()
+                .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
+        });
+        base.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    });
+
+    let mut t = String::new();
+    t.push_str(&format!(
+        "# Starter pipeline made by `rowshift init --from {}`.\n",
+        crate::config::redact(&opts.from)
+    ));
+    t.push_str("# Each column is copied as it is; edit the expressions and types to shape the new schema,\n");
+    t.push_str("# then try it with `rowshift dry-run` before `rowshift run`.\n");
+    for n in &notes {
+        t.push_str(&format!("# note: {n}\n"));
+    }
+    t.push_str(&format!(
+        "name = {}\n\n[source]\nurl = {}\n",
+        toml_str(&name),
+        toml_str(&source_url)
+    ));
+    if let Some(table) = &table {
+        t.push_str(&format!("table = {}\n", toml_str(table)));
+    }
+    if let Some(key) = &key {
+        t.push_str(&format!("key = {}\n", toml_str(key)));
+    }
+    t.push_str("\n[target]\n");
+    match &opts.target {
+        Some(url) if url.starts_with("sqlite:") => {
+            t.push_str(&format!(
+                "url = {}\ntable = {}\n",
+                toml_str(url),
+                toml_str(&format!("{name}_v2"))
+            ));
+        }
+        Some(url) => t.push_str(&format!("url = {}\nformat = \"parquet\"\n", toml_str(url))),
+        None => t.push_str(&format!(
+            "url = {}\nformat = \"parquet\"\n",
+            toml_str(&format!("out/{name}"))
+        )),
+    }
+    t.push_str("\n[target.columns]\n");
+    for c in &columns {
+        let pk = key.as_deref() == Some(c.name.as_str());
+        let mut fields = vec![
+            format!("type = {}", toml_str(&c.ty.to_string())),
+            format!("expr = {}", toml_str(&sql_ident(&c.name))),
+        ];
+        if pk {
+            fields.push("primary_key = true".into());
+        } else if !c.nullable {
+            fields.push("nullable = false".into());
+        }
+        t.push_str(&format!(
+            "{} = {{ {} }}\n",
+            toml_key(&c.name),
+            fields.join(", ")
+        ));
+    }
+    t.push_str("\n[chunks]\nrows = 100000\n");
+    Ok(t)
+}
+
+type Introspected = (
+    Vec<Column>,
+    Option<String>,
+    String,
+    Option<String>,
+    Vec<String>,
+);
+
+fn sqlite_columns(opts: &InitOptions, path: &Path, io: &IoRuntime) -> Result<Introspected> {
+    let shown = format!("sqlite://{}", show_path(path));
+    let pool = connect(io, path, Access::Read, 1)?;
+    let Some(table) = opts.table.clone() else {
+        let names = io.block_on(table_names(&pool, &shown))?;
+        return Err(Error::Unsupported(format!(
+            "name the table with --table; {shown} has: {}",
+            names.join(", ")
+        )));
+    };
+    let Some(cols) = io.block_on(table_columns(&pool, &table, &shown))? else {
+        let names = io.block_on(table_names(&pool, &shown))?;
+        return Err(Error::data(
+            &shown,
+            format!(
+                "table `{table}` does not exist; tables are: {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    let pks: Vec<&str> = cols
+        .iter()
+        .filter(|c| c.pk > 0)
+        .map(|c| c.name.as_str())
+        .collect();
+    let key = match (&opts.key, pks.as_slice()) {
+        (Some(k), _) => k.clone(),
+        (None, [one]) => one.to_string(),
+        (None, _) => {
+            let why = if pks.is_empty() {
+                "has no primary key".to_string()
+            } else {
+                format!("has a composite primary key ({})", pks.join(", "))
+            };
+            return Err(Error::Unsupported(format!(
+                "no key found: table `{table}` {why}. rowshift splits a table into ranges of one unique, non-null column; pass --key COLUMN to name it"
+            )));
+        }
+    };
+    let url = format!(
+        "sqlite://{}",
+        relative_to(path, &opts.pipeline_dir).display()
+    );
+    let config = source_config(
+        &location_text(&url),
+        Location::Sqlite {
+            path: path.to_path_buf(),
+        },
+        Some(&table),
+        Some(&key),
+    );
+    let source = source::open(&config, io)?;
+    let sample = sample_batch(source.as_ref())?;
+    let mut columns = Vec::new();
+    for (i, c) in cols.iter().enumerate() {
+        let ty = infer(
+            sample.as_ref().map(|b| b.column(i).clone()),
+            source.schema().field(i).data_type(),
+            &c.name,
+        )?;
+        columns.push(Column {
+            name: c.name.clone(),
+            ty,
+            nullable: !c.not_null && c.pk == 0,
+        });
+    }
+    Ok((columns, Some(key), url, Some(table), Vec::new()))
+}
+
+fn file_columns(
+    opts: &InitOptions,
+    path: &Path,
+    format: FileFormat,
+    io: &IoRuntime,
+) -> Result<Introspected> {
+    let url = relative_to(path, &opts.pipeline_dir).display().to_string();
+    let config = source_config(
+        &url,
+        Location::Files {
+            path: path.to_path_buf(),
+            format,
+        },
+        None,
+        None,
+    );
+    let source = source::open(&config, io)?;
+    let schema = source.schema();
+    let sample = sample_batch(source.as_ref())?;
+    let mut columns = Vec::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        let ty = infer(
+            sample.as_ref().map(|b| b.column(i).clone()),
+            f.data_type(),
+            f.name(),
+        )?;
+        // CSV says nothing about NULLs; a sample cannot prove a column never holds one.
+        let nullable = format == FileFormat::Csv || f.is_nullable();
+        columns.push(Column {
+            name: f.name().clone(),
+            ty,
+            nullable,
+        });
+    }
+    let mut notes = Vec::new();
+    let key = match &opts.key {
+        Some(k) => Some(k.clone()),
+        None => {
+            let found = guess_key(&columns, sample.as_ref());
+            if found.is_none() {
+                notes.push("no key column found (a unique, non-null `id` or `*_id`); rows are named by line in messages. Set key = \"COLUMN\" in [source] if there is one".into());
+            }
+            found
+        }
+    };
+    if let Some(k) = &key {
+        if let Some(c) = columns.iter_mut().find(|c| &c.name == k) {
+            c.nullable = false;
+        }
+    }
+    Ok((columns, key, url, None, notes))
+}
+
+fn source_config(
+    url: &str,
+    location: Location,
+    table: Option<&str>,
+    key: Option<&str>,
+) -> SourceConfig {
+    let spanned = |v: &str| Spanned {
+        value: v.to_string(),
+        span: None,
+    };
+    SourceConfig {
+        url: spanned(url),
+        location,
+        table: table.map(spanned),
+        key: key.map(spanned),
+        csv: CsvOptions::default(),
+        types: Vec::new(),
+    }
+}
+
+fn location_text(url: &str) -> String {
+    url.to_string()
+}
+
+/// Up to 1,000 rows from the start of the source.
+fn sample_batch(source: &dyn Source) -> Result<Option<arrow::record_batch::RecordBatch>> {
+    let chunks = source.plan(1000)?;
+    let Some(first) = chunks.first() else {
+        return Ok(None);
+    };
+    source.read(first, 1000)?.next().transpose()
+}
+
+/// The column type for a source column: from its Arrow type, or for text, from the values.
+fn infer(sample: Option<Arc<dyn Array>>, t: &DataType, name: &str) -> Result<ColumnType> {
+    Ok(match t {
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => ColumnType::SmallInt,
+        DataType::Int32 | DataType::UInt16 => ColumnType::Int,
+        DataType::Int64 | DataType::UInt32 => ColumnType::BigInt,
+        DataType::UInt64 => ColumnType::Decimal {
+            precision: 20,
+            scale: 0,
+        },
+        DataType::Float32 => ColumnType::Real,
+        DataType::Float64 => ColumnType::Double,
+        DataType::Decimal128(p, s) if *s >= 0 => ColumnType::Decimal {
+            precision: *p,
+            scale: *s,
+        },
+        DataType::Boolean => ColumnType::Boolean,
+        DataType::Date32 | DataType::Date64 => ColumnType::Date,
+        DataType::Time32(_) | DataType::Time64(_) => ColumnType::Time,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            return Err(Error::Unsupported(format!(
+                "column `{name}` holds nanosecond timestamps; rowshift's timestamp types keep microseconds, so a copy would round"
+            )));
+        }
+        DataType::Timestamp(_, None) => ColumnType::Timestamp,
+        DataType::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
+        DataType::Binary | DataType::LargeBinary => ColumnType::Bytes,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let values: Vec<String> = match &sample {
+                Some(a) => {
+                    let a = arrow::compute::cast(a, &DataType::Utf8)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    let s = a.as_string::<i32>();
+                    (0..s.len())
+                        .filter(|i| s.is_valid(*i))
+                        .map(|i| s.value(i).to_string())
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            infer_text(&values)
+        }
+        other => {
+            return Err(Error::Unsupported(format!(
+                "column `{name}` has type {other}, which init cannot map yet; list it by hand"
+            )));
+        }
+    })
+}
+
+/// The narrowest type every sampled text value reads as without loss.
+pub fn infer_text(values: &[String]) -> ColumnType {
+    if values.is_empty() {
+        return ColumnType::Text;
+    }
+    let all = |f: &dyn Fn(&str) -> bool| values.iter().all(|v| f(v.as_str()));
+    let int = |v: &str| {
+        let d = v.strip_prefix('-').unwrap_or(v);
+        !d.is_empty()
+            && d.len() <= 18
+            && d.bytes().all(|b| b.is_ascii_digit())
+            && !(d.len() > 1 && d.starts_with('0'))
+    };
+    if all(&int) {
+        return ColumnType::BigInt;
+    }
+    let decimal = |v: &str| {
+        let d = v.strip_prefix('-').unwrap_or(v);
+        match d.split_once('.') {
+            Some((i, f)) => {
+                !i.is_empty()
+                    && !f.is_empty()
+                    && i.bytes().all(|b| b.is_ascii_digit())
+                    && f.bytes().all(|b| b.is_ascii_digit())
+            }
+            None => int(v),
+        }
+    };
+    if all(&decimal) {
+        let scale = values
+            .iter()
+            .map(|v| v.split_once('.').map_or(0, |(_, f)| f.len()))
+            .max()
+            .unwrap_or(0);
+        let digits = values
+            .iter()
+            .map(|v| {
+                v.trim_start_matches('-')
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .len()
+            })
+            .max()
+            .unwrap_or(1);
+        let precision = (digits + scale).max(18).min(38);
+        return ColumnType::Decimal {
+            precision: precision as u8,
+            scale: scale.min(precision) as i8,
+        };
+    }
+    let date = |v: &str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok() && v.len() == 10;
+    if all(&date) {
+        return ColumnType::Date;
+    }
+    let timestamp = |v: &str| {
+        ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+            .iter()
+            .any(|f| chrono::NaiveDateTime::parse_from_str(v, f).is_ok())
+    };
+    if all(&timestamp) {
+        return ColumnType::Timestamp;
+    }
+    if all(&|v| matches!(v, "true" | "false")) {
+        return ColumnType::Boolean;
+    }
+    ColumnType::Text
+}
+
+/// A unique, non-null `id` or `*_id` column of the sample, first one wins.
+fn guess_key(
+    columns: &[Column],
+    sample: Option<&arrow::record_batch::RecordBatch>,
+) -> Option<String> {
+    let sample = sample?;
+    columns.iter().enumerate().find_map(|(i, c)| {
+        let named = c.name == "id" || c.name.ends_with("_id");
+        let integer = matches!(
+            c.ty,
+            ColumnType::BigInt | ColumnType::Int | ColumnType::SmallInt
+        );
+        if !named || !integer {
+            return None;
+        }
+        let col = arrow::compute::cast(sample.column(i), &DataType::Utf8).ok()?;
+        let s = col.as_string::<i32>();
+        if s.null_count() > 0 {
+            return None;
+        }
+        let distinct: std::collections::HashSet<&str> = (0..s.len()).map(|r| s.value(r)).collect();
+        (distinct.len() == s.len()).then(|| c.name.clone())
+    })
+}
+
+/// `name` as a SQL expression: bare when DataFusion would read it back unchanged.
+fn sql_ident(name: &str) -> String {
+    let simple = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if simple {
+        name.to_string()
+    } else {
+        crate::db::quote_ident(name)
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_key(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        s.to_string()
+    } else {
+        toml_str(s)
+    }
+}
+
+/// `path` relative to `base` when that is shorter to read; both are made absolute.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let (Ok(path), Ok(base)) = (std::path::absolute(path), std::path::absolute(base)) else {
+        return path.to_path_buf();
+    };
+    let p: Vec<Component> = path.components().collect();
+    let b: Vec<Component> = base.components().collect();
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common <= 1 {
+        return path;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(values: &[&str]) -> Vec<String> {
+        values.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn infers_the_narrowest_lossless_type() {
+        assert_eq!(infer_text(&v(&["1", "-20", "300"])), ColumnType::BigInt);
+        assert_eq!(
+            infer_text(&v(&["007"])),
+            ColumnType::Text,
+            "leading zeros would be lost"
+        );
+        assert_eq!(
+            infer_text(&v(&["1.5", "20", "3.25"])),
+            ColumnType::Decimal {
+                precision: 18,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            infer_text(&v(&["2024-02-29", "2023-01-01"])),
+            ColumnType::Date
+        );
+        assert_eq!(infer_text(&v(&["2024-02-30"])), ColumnType::Text);
+        assert_eq!(
+            infer_text(&v(&["2024-02-01 10:00:00", "2024-02-01T10:00:00.5"])),
+            ColumnType::Timestamp
+        );
+        assert_eq!(infer_text(&v(&["true", "false"])), ColumnType::Boolean);
+        assert_eq!(
+            infer_text(&v(&["05/03/2024", "2024-03-05"])),
+            ColumnType::Text
+        );
+    }
+
+    #[test]
+    fn quotes_names_that_sql_would_change() {
+        assert_eq!(sql_ident("order_id"), "order_id");
+        assert_eq!(sql_ident("FullName"), "\"FullName\"");
+        assert_eq!(sql_ident("first name"), "\"first name\"");
+    }
+
+    #[test]
+    fn writes_paths_relative_to_the_pipeline_folder() {
+        assert_eq!(
+            relative_to(Path::new("/a/samples/x.csv"), Path::new("/a/pipelines")),
+            PathBuf::from("../samples/x.csv")
+        );
+        assert_eq!(
+            relative_to(Path::new("/a/x.csv"), Path::new("/a")),
+            PathBuf::from("x.csv")
+        );
+    }
+}
