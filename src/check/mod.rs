@@ -1,12 +1,12 @@
 //! Invariants checked on every chunk before it is committed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::{Chunk, ChunkRange};
 use crate::{Error, Result};
 
 /// Row counts of one chunk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkCounts {
     /// Rows read from the source.
     pub read: u64,

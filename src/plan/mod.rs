@@ -17,7 +17,9 @@ use crate::transform::Transform;
 use crate::{Error, Result};
 
 /// A value of the chunking key, as stored in chunk boundaries.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum KeyValue {
     /// An integer key.
     Int(i64),
@@ -35,7 +37,7 @@ impl fmt::Display for KeyValue {
 }
 
 /// What part of the source a chunk covers. Fixed at plan time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChunkRange {
     /// Rows with `lo < key <= hi` (an open end is unbounded).
     Keys {
@@ -70,7 +72,7 @@ pub enum ChunkRange {
 }
 
 /// One unit of work: read, transform, check and commit as a whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Chunk {
     /// Position in the plan, from 0.
     pub id: usize,
