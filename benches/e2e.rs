@@ -1,1 +1,1224 @@
-fn main() {}
+//! End-to-end benchmark: the release `rowshift` binary on generated users tables, timed
+//! from the outside, next to DuckDB doing the same CSV -> Parquet job.
+//!
+//! Run with `cargo bench --bench e2e`. Knobs (environment variables):
+//!
+//! - `ROWSHIFT_BENCH_ROWS`: rows per table, default `1000000`; a comma list such as
+//!   `1000000,10000000` runs every size and compares peak memory across them.
+//! - `ROWSHIFT_BENCH_SCENARIOS`: a comma list out of `csv_parquet,sqlite_sqlite`
+//!   (default: both). The DuckDB peer runs with `csv_parquet`.
+//! - `ROWSHIFT_BENCH_THREADS`: `[chunks] parallel` for rowshift and `PRAGMA threads` for
+//!   DuckDB, default 2.
+//!
+//! Data lives in `target/bench-data/` (or `$CARGO_TARGET_DIR/bench-data/`). The CSV of a
+//! given size is generated once, deterministically, and reused while its `.meta` file
+//! matches; so is the SQLite copy built from it. Each measured run starts in an empty
+//! directory of its own under `bench-data/runs/`. See `benches/README.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bump when the generated data changes, so stale files are regenerated.
+const GENERATOR_VERSION: u32 = 1;
+const DEFAULT_ROWS: u64 = 1_000_000;
+const DEFAULT_THREADS: usize = 2;
+/// `[chunks] rows` for every rowshift pipeline.
+const CHUNK_ROWS: u64 = 100_000;
+/// Target: rowshift rows/s ÷ DuckDB rows/s.
+const TARGET_RATIO: f64 = 1.0;
+/// Target: peak RSS at the largest size ÷ at the smallest.
+const TARGET_MEMORY_GROWTH: f64 = 1.10;
+
+const ROWSHIFT: &str = env!("CARGO_BIN_EXE_rowshift");
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+const HEADER: &str = "id,full_name,email,created_at,deleted_at,country,score,note";
+
+/// The five target columns and the filter both measured scenarios apply (and the DuckDB
+/// peer mirrors in `benches/duckdb_peer.py`).
+const TRANSFORMS: &str = r#"[target.columns]
+id         = { type = "bigint", expr = "CAST(id AS BIGINT)", primary_key = true }
+email      = { type = "text",   expr = "lower(trim(email))", nullable = false }
+first_name = { type = "text",   expr = "split_part(full_name, ' ', 1)" }
+last_name  = { type = "text",   expr = "split_part(full_name, ' ', 2)" }
+signup_on  = { type = "date",   expr = "CAST(created_at AS DATE)" }
+
+[filter]
+where = "deleted_at IS NULL"
+"#;
+
+/// Identity columns for building the SQLite source from the CSV (setup, not measured).
+const IDENTITY: &str = r#"[target.columns]
+id         = { type = "bigint", expr = "CAST(id AS BIGINT)", primary_key = true }
+full_name  = { type = "text",   expr = "full_name" }
+email      = { type = "text",   expr = "email" }
+created_at = { type = "text",   expr = "created_at" }
+deleted_at = { type = "text",   expr = "deleted_at" }
+country    = { type = "text",   expr = "country" }
+score      = { type = "double", expr = "CAST(score AS DOUBLE)" }
+note       = { type = "text",   expr = "note" }
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Scenario {
+    CsvParquet,
+    SqliteSqlite,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 2] = [Scenario::CsvParquet, Scenario::SqliteSqlite];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::CsvParquet => "csv_parquet",
+            Scenario::SqliteSqlite => "sqlite_sqlite",
+        }
+    }
+}
+
+struct Config {
+    sizes: Vec<u64>,
+    scenarios: Vec<Scenario>,
+    threads: usize,
+    data_dir: PathBuf,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not. A test run must not
+    // start a minutes-long benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("e2e: skipped outside `cargo bench` (run: cargo bench --bench e2e)");
+        return;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("e2e: {msg}");
+            std::process::exit(2);
+        }
+    };
+    match run_all(&config) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(msg) => {
+            eprintln!("e2e: error: {msg}");
+            std::process::exit(2);
+        }
+    }
+}
+
+impl Config {
+    fn from_env() -> Result<Config, String> {
+        let sizes = match std::env::var("ROWSHIFT_BENCH_ROWS") {
+            Ok(v) if !v.trim().is_empty() => {
+                let mut sizes = Vec::new();
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let n: u64 = part.replace('_', "").parse().map_err(|_| {
+                        format!("ROWSHIFT_BENCH_ROWS: `{part}` is not a row count (e.g. 1000000,10000000)")
+                    })?;
+                    if n == 0 {
+                        return Err("ROWSHIFT_BENCH_ROWS: row counts must be at least 1".into());
+                    }
+                    sizes.push(n);
+                }
+                sizes.sort_unstable();
+                sizes.dedup();
+                sizes
+            }
+            _ => vec![DEFAULT_ROWS],
+        };
+        let scenarios = match std::env::var("ROWSHIFT_BENCH_SCENARIOS") {
+            Ok(v) if !v.trim().is_empty() => {
+                let mut chosen = Vec::new();
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let s = Scenario::ALL
+                        .into_iter()
+                        .find(|s| s.name() == part)
+                        .ok_or_else(|| {
+                            format!(
+                                "ROWSHIFT_BENCH_SCENARIOS: unknown scenario `{part}`; choose from {}",
+                                Scenario::ALL.map(Scenario::name).join(", ")
+                            )
+                        })?;
+                    chosen.push(s);
+                }
+                chosen.sort();
+                chosen.dedup();
+                chosen
+            }
+            _ => Scenario::ALL.to_vec(),
+        };
+        let threads = match std::env::var("ROWSHIFT_BENCH_THREADS") {
+            Ok(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(format!(
+                        "ROWSHIFT_BENCH_THREADS: `{v}` is not a positive number"
+                    ));
+                }
+            },
+            _ => DEFAULT_THREADS,
+        };
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(MANIFEST_DIR).join("target"));
+        let target = if target.is_relative() {
+            Path::new(MANIFEST_DIR).join(target)
+        } else {
+            target
+        };
+        Ok(Config {
+            sizes,
+            scenarios,
+            threads,
+            data_dir: target.join("bench-data"),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Results
+
+/// One measured process run, as a table row.
+struct Measurement {
+    label: String,
+    rows: u64,
+    wall: f64,
+    /// rowshift: the summary's `seconds` (plan + run, in-process). DuckDB: the COPY only.
+    inner: Option<f64>,
+    peak_rss: Option<u64>,
+    cpu: Option<f64>,
+    written: Option<u64>,
+    /// Share of the machine's CPU time used by *other* processes during the run.
+    noise: Option<f64>,
+    /// rowshift rows/s ÷ DuckDB rows/s, process wall time for both.
+    ratio_wall: Option<f64>,
+    /// rowshift rows/s from its in-process seconds ÷ DuckDB rows/s from COPY seconds.
+    ratio_inner: Option<f64>,
+}
+
+impl Measurement {
+    fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.wall.max(1e-9)
+    }
+}
+
+fn run_all(config: &Config) -> Result<bool, String> {
+    fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("rowshift e2e benchmark");
+    println!("  binary     {ROWSHIFT}");
+    println!("  data       {}", config.data_dir.display());
+    println!(
+        "  sizes      {}",
+        config
+            .sizes
+            .iter()
+            .map(|n| fmt_int(*n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  scenarios  {}",
+        config
+            .scenarios
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  threads    {} (rowshift [chunks] parallel, DuckDB PRAGMA threads); {cores} cores",
+        config.threads
+    );
+    if let Some(load) = load_average() {
+        println!("  load avg   {load:.2} (1 min)");
+        if load > 0.5 {
+            println!("  WARNING    the machine is busy; timings will be noisy");
+        }
+    }
+    println!();
+
+    let mut results: Vec<Measurement> = Vec::new();
+    let mut ok = true;
+    for &rows in &config.sizes {
+        println!("== {} rows ==", fmt_int(rows));
+        let data = ensure_csv(&config.data_dir, rows)?;
+        for &scenario in &config.scenarios {
+            let outcome = match scenario {
+                Scenario::CsvParquet => bench_csv_parquet(config, &data),
+                Scenario::SqliteSqlite => bench_sqlite_sqlite(config, &data),
+            };
+            match outcome {
+                Ok((list, fine)) => {
+                    ok &= fine;
+                    results.extend(list);
+                }
+                Err(msg) => {
+                    ok = false;
+                    println!("  {} FAILED: {msg}", scenario.name());
+                }
+            }
+        }
+        println!();
+    }
+
+    print_table(&results);
+    print_memory_growth(config, &results);
+    Ok(ok)
+}
+
+fn print_table(results: &[Measurement]) {
+    println!("Results");
+    let header = format!(
+        "{:<22} {:>12} {:>8} {:>12} {:>9} {:>8} {:>10} {:>12} {:>6} {:>9} {:>9}",
+        "scenario",
+        "rows",
+        "wall s",
+        "rows/s",
+        "peak MiB",
+        "CPU s",
+        "in-proc s",
+        "written",
+        "noise",
+        "vs DuckDB",
+        "(in-proc)"
+    );
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    for m in results {
+        println!(
+            "{:<22} {:>12} {:>8.2} {:>12} {:>9} {:>8} {:>10} {:>12} {:>6} {:>9} {:>9}",
+            m.label,
+            fmt_int(m.rows),
+            m.wall,
+            fmt_int(m.rows_per_second().round() as u64),
+            opt(m.peak_rss.map(mib), 1),
+            opt(m.cpu, 2),
+            opt(m.inner, 2),
+            m.written.map_or("-".to_string(), fmt_int),
+            m.noise
+                .map_or("-".to_string(), |n| format!("{:.0}%", n * 100.0)),
+            opt(m.ratio_wall, 2),
+            opt(m.ratio_inner, 2),
+        );
+    }
+    println!();
+    println!("  rows        input rows (the CSV's records); rows/s = rows ÷ wall s");
+    println!("  wall s      wall clock around the whole child process (start, plan, run, exit)");
+    println!("  peak MiB    peak resident memory of the process (rowshift: its summary's");
+    println!("              peak_rss_bytes; DuckDB: the python process's max RSS from wait4)");
+    println!(
+        "  CPU s       user + system CPU time of the process; CPU s ÷ wall s = cores kept busy"
+    );
+    println!("  in-proc s   rowshift: the summary's `seconds` (plan + run, no process start-up);");
+    println!("              DuckDB: the COPY statement alone, as duckdb_peer.py times it");
+    println!(
+        "  written     rows in the output (rowshift: its summary; DuckDB: count(*) of the file)"
+    );
+    println!("  noise       CPU used by other processes during the run, share of all cores");
+    println!(
+        "  vs DuckDB   rowshift rows/s ÷ DuckDB rows/s, PROCESS WALL TIME for both; target >= {TARGET_RATIO:.2}"
+    );
+    println!("  (in-proc)   the same ratio from rowshift's in-proc s and DuckDB's COPY seconds");
+    println!();
+}
+
+fn print_memory_growth(config: &Config, results: &[Measurement]) {
+    if config.sizes.len() < 2 {
+        return;
+    }
+    let (small, large) = (config.sizes[0], *config.sizes.last().expect("two sizes"));
+    println!(
+        "Peak memory growth ({} rows vs {} rows; target <= {TARGET_MEMORY_GROWTH:.2} for rowshift)",
+        fmt_int(large),
+        fmt_int(small)
+    );
+    let mut labels: Vec<&str> = Vec::new();
+    for m in results {
+        if !labels.contains(&m.label.as_str()) {
+            labels.push(&m.label);
+        }
+    }
+    for label in labels {
+        let peak = |rows: u64| {
+            results
+                .iter()
+                .find(|m| m.label == label && m.rows == rows)
+                .and_then(|m| m.peak_rss)
+        };
+        match (peak(small), peak(large)) {
+            (Some(a), Some(b)) => {
+                let ratio = b as f64 / a as f64;
+                let is_rowshift = !label.starts_with("duckdb");
+                let verdict = if !is_rowshift {
+                    "(peer, for reference)"
+                } else if ratio <= TARGET_MEMORY_GROWTH {
+                    "ok"
+                } else {
+                    "ABOVE TARGET"
+                };
+                println!(
+                    "  {label:<22} {:>9.1} MiB -> {:>9.1} MiB   x{ratio:.2}  {verdict}",
+                    mib(a),
+                    mib(b)
+                );
+            }
+            _ => println!("  {label:<22} -          (not measured at both sizes)"),
+        }
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+fn bench_csv_parquet(config: &Config, data: &Dataset) -> Result<(Vec<Measurement>, bool), String> {
+    let dir = fresh_run_dir(&config.data_dir, &format!("csv_parquet_{}", data.rows))?;
+    let out = dir.join("out_parquet");
+    let pipeline = format!(
+        "name = \"bench_csv_parquet\"\n\n[source]\nurl = {}\nkey = \"id\"\n\n[target]\nurl = {}\nformat = \"parquet\"\nif_exists = \"replace\"\n\n{TRANSFORMS}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+        toml_string(&data.csv.to_string_lossy()),
+        toml_string(&out.to_string_lossy()),
+        config.threads,
+    );
+    let file = dir.join("pipeline.toml");
+    write_file(&file, &pipeline)?;
+    warm_cache(&data.csv)?;
+
+    let mut fine = true;
+    let summary = run_rowshift(&file)?;
+    let mut m = summary.measurement("csv_parquet", data.rows);
+    fine &= summary.check("csv_parquet", data);
+    let on_disk = parquet_rows(&out)?;
+    if on_disk != summary.written {
+        println!(
+            "  !!! MISMATCH: csv_parquet summary says {} rows written, the part files hold {}",
+            fmt_int(summary.written),
+            fmt_int(on_disk)
+        );
+        fine = false;
+    }
+    m.written = Some(on_disk);
+    report_line(&m);
+
+    let mut list = Vec::new();
+    match run_duckdb(config, data)? {
+        Peer::Skipped(why) => {
+            println!("  peer skipped: {why}");
+            list.push(m);
+        }
+        Peer::Failed(why) => {
+            println!("  peer FAILED: {why}");
+            list.push(m);
+        }
+        Peer::Done(d) => {
+            if d.written != Some(on_disk) {
+                println!(
+                    "  !!! MISMATCH !!! rows written differ: rowshift {} vs DuckDB {} (expected {} from the generator)",
+                    fmt_int(on_disk),
+                    d.written.map_or("?".into(), fmt_int),
+                    fmt_int(data.kept)
+                );
+                println!(
+                    "  !!! the ratio below compares jobs that did not produce the same output"
+                );
+                fine = false;
+            }
+            m.ratio_wall = Some(m.rows_per_second() / d.rows_per_second());
+            if let (Some(r), Some(p)) = (m.inner, d.inner) {
+                m.ratio_inner = Some((data.rows as f64 / r) / (data.rows as f64 / p));
+            }
+            report_line(&d);
+            println!(
+                "  rowshift vs DuckDB: x{:.2} by process wall time ({:.2}s vs {:.2}s), x{:.2} in-process ({:.2}s run vs {:.2}s COPY){}",
+                m.ratio_wall.unwrap_or(f64::NAN),
+                m.wall,
+                d.wall,
+                m.ratio_inner.unwrap_or(f64::NAN),
+                m.inner.unwrap_or(f64::NAN),
+                d.inner.unwrap_or(f64::NAN),
+                if m.ratio_wall.unwrap_or(0.0) >= TARGET_RATIO {
+                    ""
+                } else {
+                    "  (below target 1.00)"
+                }
+            );
+            list.push(m);
+            list.push(d);
+        }
+    }
+    Ok((list, fine))
+}
+
+fn bench_sqlite_sqlite(
+    config: &Config,
+    data: &Dataset,
+) -> Result<(Vec<Measurement>, bool), String> {
+    let source = ensure_sqlite(config, data)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("sqlite_sqlite_{}", data.rows))?;
+    let out = dir.join("out.sqlite");
+    let pipeline = format!(
+        "name = \"bench_sqlite_sqlite\"\n\n[source]\nurl = {}\ntable = \"users\"\nkey = \"id\"\n\n[target]\nurl = {}\ntable = \"users_v2\"\nif_exists = \"replace\"\n\n{TRANSFORMS}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+        toml_string(&format!("sqlite://{}", source.display())),
+        toml_string(&format!("sqlite://{}", out.display())),
+        config.threads,
+    );
+    let file = dir.join("pipeline.toml");
+    write_file(&file, &pipeline)?;
+    warm_cache(&source)?;
+
+    let summary = run_rowshift(&file)?;
+    let mut m = summary.measurement("sqlite_sqlite", data.rows);
+    let mut fine = summary.check("sqlite_sqlite", data);
+    let in_table = sqlite_count(&out, "users_v2")?;
+    if in_table != summary.written {
+        println!(
+            "  !!! MISMATCH: sqlite_sqlite summary says {} rows written, users_v2 holds {}",
+            fmt_int(summary.written),
+            fmt_int(in_table)
+        );
+        fine = false;
+    }
+    m.written = Some(in_table);
+    report_line(&m);
+    Ok((vec![m], fine))
+}
+
+fn report_line(m: &Measurement) {
+    println!(
+        "  {:<22} {:>8.2}s wall  {:>12} rows/s  peak {:>7} MiB  CPU {:>6}s  noise {}",
+        m.label,
+        m.wall,
+        fmt_int(m.rows_per_second().round() as u64),
+        m.peak_rss.map_or("?".into(), |b| format!("{:.1}", mib(b))),
+        m.cpu.map_or("?".into(), |c| format!("{c:.2}")),
+        m.noise.map_or("?".into(), |n| format!("{:.0}%", n * 100.0)),
+    );
+    if m.noise.is_some_and(|n| n > 0.10) {
+        println!(
+            "  WARNING: other processes used {:.0}% of the CPU during this run; its time is not trustworthy",
+            m.noise.unwrap_or(0.0) * 100.0
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running rowshift and the peer
+
+/// What a `rowshift run --json` reported, plus how the process ran.
+struct RunSummary {
+    run: Measured,
+    read: u64,
+    written: u64,
+    filtered: u64,
+    rejected: u64,
+    seconds: Option<f64>,
+    peak_rss: Option<u64>,
+    chunks_failed: u64,
+}
+
+impl RunSummary {
+    fn measurement(&self, label: &str, rows: u64) -> Measurement {
+        Measurement {
+            label: label.to_string(),
+            rows,
+            wall: self.run.wall.as_secs_f64(),
+            inner: self.seconds,
+            peak_rss: self.peak_rss.or(self.run.usage.map(|u| u.max_rss)),
+            cpu: self.run.usage.map(|u| u.cpu.as_secs_f64()),
+            written: Some(self.written),
+            noise: self.run.noise,
+            ratio_wall: None,
+            ratio_inner: None,
+        }
+    }
+
+    /// Compares the counts with what the generator knows; prints and returns false on a
+    /// difference.
+    fn check(&self, label: &str, data: &Dataset) -> bool {
+        let mut fine = true;
+        let mut complain = |what: String| {
+            println!("  !!! {label}: {what}");
+            fine = false;
+        };
+        if self.read != data.rows {
+            complain(format!(
+                "read {} rows, the CSV has {}",
+                fmt_int(self.read),
+                fmt_int(data.rows)
+            ));
+        }
+        if self.written != data.kept {
+            complain(format!(
+                "wrote {} rows, expected {} (rows with an empty deleted_at)",
+                fmt_int(self.written),
+                fmt_int(data.kept)
+            ));
+        }
+        if self.filtered != data.rows - data.kept {
+            complain(format!(
+                "filtered {} rows, expected {}",
+                fmt_int(self.filtered),
+                fmt_int(data.rows - data.kept)
+            ));
+        }
+        if self.rejected != 0 || self.chunks_failed != 0 {
+            complain(format!(
+                "{} rows rejected, {} chunks failed",
+                self.rejected, self.chunks_failed
+            ));
+        }
+        fine
+    }
+}
+
+fn run_rowshift(pipeline: &Path) -> Result<RunSummary, String> {
+    let mut cmd = Command::new(ROWSHIFT);
+    cmd.arg("run").arg(pipeline).arg("--json").arg("--quiet");
+    let run = run_measured(&mut cmd).map_err(|e| format!("cannot start {ROWSHIFT}: {e}"))?;
+    let json: serde_json::Value = match serde_json::from_str(run.stdout.trim()) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(format!(
+                "rowshift exited with {} and no JSON summary ({e})\nstdout: {}\nstderr: {}",
+                run.status,
+                run.stdout.trim(),
+                run.stderr.trim()
+            ));
+        }
+    };
+    if !run.status.success() {
+        println!(
+            "  !!! rowshift exited with {}: {}",
+            run.status,
+            json.get("failures")
+                .map_or(String::new(), |f| f.to_string())
+        );
+    }
+    let count = |key: &str| json["rows"][key].as_u64().unwrap_or(0);
+    Ok(RunSummary {
+        read: count("read"),
+        written: count("written"),
+        filtered: count("filtered"),
+        rejected: count("rejected"),
+        seconds: json["seconds"].as_f64(),
+        peak_rss: json["peak_rss_bytes"].as_u64(),
+        chunks_failed: json["chunks_failed"].as_u64().unwrap_or(0),
+        run,
+    })
+}
+
+enum Peer {
+    Done(Measurement),
+    Skipped(String),
+    Failed(String),
+}
+
+fn run_duckdb(config: &Config, data: &Dataset) -> Result<Peer, String> {
+    let dir = fresh_run_dir(&config.data_dir, &format!("duckdb_{}", data.rows))?;
+    let out = dir.join("out.parquet");
+    let script = Path::new(MANIFEST_DIR)
+        .join("benches")
+        .join("duckdb_peer.py");
+    warm_cache(&data.csv)?;
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(&data.csv)
+        .arg(&out)
+        .arg(config.threads.to_string());
+    let run = match run_measured(&mut cmd) {
+        Ok(r) => r,
+        Err(e) => return Ok(Peer::Skipped(format!("cannot run python3 ({e})"))),
+    };
+    if run.status.code() == Some(3) {
+        return Ok(Peer::Skipped("pip install duckdb".into()));
+    }
+    if !run.status.success() {
+        return Ok(Peer::Failed(format!(
+            "duckdb_peer.py exited with {}: {}",
+            run.status,
+            run.stderr.trim()
+        )));
+    }
+    let line = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let json: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| format!("duckdb_peer.py printed `{line}`, not JSON: {e}"))?;
+    Ok(Peer::Done(Measurement {
+        label: "duckdb csv_parquet".into(),
+        rows: data.rows,
+        wall: run.wall.as_secs_f64(),
+        inner: json["seconds"].as_f64(),
+        peak_rss: run.usage.map(|u| u.max_rss),
+        cpu: run.usage.map(|u| u.cpu.as_secs_f64()),
+        written: json["rows_written"].as_u64(),
+        noise: run.noise,
+        ratio_wall: None,
+        ratio_inner: None,
+    }))
+}
+
+/// A finished child process.
+struct Measured {
+    status: ExitStatus,
+    wall: Duration,
+    stdout: String,
+    stderr: String,
+    usage: Option<Usage>,
+    noise: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    max_rss: u64,
+    cpu: Duration,
+}
+
+/// Runs `cmd` to the end, timing the wall clock from just before spawn to just after reap.
+fn run_measured(cmd: &mut Command) -> std::io::Result<Measured> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let cpu_before = machine_cpu();
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut out_pipe = child.stdout.take().expect("piped");
+    let mut err_pipe = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let (status, usage) = reap(&mut child)?;
+    let wall = start.elapsed();
+    let cpu_after = machine_cpu();
+    let noise = match (cpu_before, cpu_after, usage) {
+        (Some(a), Some(b), Some(u)) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let others = (b - a) - u.cpu.as_secs_f64();
+            Some((others / (wall.as_secs_f64() * cores)).max(0.0))
+        }
+        _ => None,
+    };
+    Ok(Measured {
+        status,
+        wall,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        usage,
+        noise,
+    })
+}
+
+/// Waits for `child` with `wait4`, which also returns the child's own peak RSS and CPU time.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn reap(child: &mut Child) -> std::io::Result<(ExitStatus, Option<Usage>)> {
+    use std::os::unix::process::ExitStatusExt;
+
+    /// `struct rusage` on 64-bit Linux: two `struct timeval` then fourteen `long`s.
+    #[repr(C)]
+    struct RUsage {
+        utime: [i64; 2],
+        stime: [i64; 2],
+        maxrss_kib: i64,
+        rest: [i64; 13],
+    }
+    unsafe extern "C" {
+        fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut RUsage) -> i32;
+    }
+    let pid = child.id() as i32;
+    loop {
+        let mut status = 0i32;
+        let mut ru = RUsage {
+            utime: [0; 2],
+            stime: [0; 2],
+            maxrss_kib: 0,
+            rest: [0; 13],
+        };
+        // SAFETY: `pid` is our own unreaped child; both pointers are to live locals of the
+        // layout the kernel writes. The `Child` is never waited on afterwards.
+        let r = unsafe { wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            let tv =
+                |t: [i64; 2]| Duration::from_secs(t[0] as u64) + Duration::from_micros(t[1] as u64);
+            let usage = Usage {
+                max_rss: ru.maxrss_kib as u64 * 1024,
+                cpu: tv(ru.utime) + tv(ru.stime),
+            };
+            return Ok((ExitStatus::from_raw(status), Some(usage)));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn reap(child: &mut Child) -> std::io::Result<(ExitStatus, Option<Usage>)> {
+    Ok((child.wait()?, None))
+}
+
+/// Busy CPU seconds of the whole machine so far, from `/proc/stat` (Linux only).
+fn machine_cpu() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...; idle and iowait are not busy.
+    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(busy as f64 / 100.0) // USER_HZ is 100 on Linux
+}
+
+fn load_average() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Data
+
+/// A generated users CSV.
+struct Dataset {
+    rows: u64,
+    /// Rows with an empty `deleted_at`: what the filter keeps.
+    kept: u64,
+    bytes: u64,
+    csv: PathBuf,
+}
+
+/// Returns the CSV for `rows`, generating it unless a matching one exists.
+fn ensure_csv(dir: &Path, rows: u64) -> Result<Dataset, String> {
+    let csv = dir.join(format!("users_{rows}.csv"));
+    let meta_path = dir.join(format!("users_{rows}.csv.meta"));
+    if let Some(meta) = read_meta(&meta_path) {
+        let size = fs::metadata(&csv).map(|m| m.len()).ok();
+        if meta.get("generator") == Some(&GENERATOR_VERSION.to_string())
+            && meta.get("rows") == Some(&rows.to_string())
+            && size.map(|s| s.to_string()).as_ref() == meta.get("bytes")
+            && let Some(kept) = meta.get("kept").and_then(|k| k.parse().ok())
+        {
+            let bytes = size.unwrap_or(0);
+            println!(
+                "  data: reusing {} ({:.1} MiB, {:.0} bytes/row)",
+                csv.display(),
+                mib(bytes),
+                bytes as f64 / rows as f64
+            );
+            return Ok(Dataset {
+                rows,
+                kept,
+                bytes,
+                csv,
+            });
+        }
+    }
+    let _ = fs::remove_file(&meta_path);
+    let t0 = Instant::now();
+    let tmp = dir.join(format!(".users_{rows}.csv.tmp"));
+    let kept = generate_csv(&tmp, rows).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, &csv).map_err(|e| format!("renaming to {}: {e}", csv.display()))?;
+    let bytes = fs::metadata(&csv).map_err(|e| e.to_string())?.len();
+    write_file(
+        &meta_path,
+        &format!("generator={GENERATOR_VERSION}\nrows={rows}\nkept={kept}\nbytes={bytes}\n"),
+    )?;
+    println!(
+        "  data: generated {} in {:.1}s ({:.1} MiB, {:.0} bytes/row, {} rows kept by the filter)",
+        csv.display(),
+        t0.elapsed().as_secs_f64(),
+        mib(bytes),
+        bytes as f64 / rows as f64,
+        fmt_int(kept)
+    );
+    Ok(Dataset {
+        rows,
+        kept,
+        bytes,
+        csv,
+    })
+}
+
+/// Returns the SQLite copy of the dataset (table `users`), building it with rowshift from
+/// the CSV unless a matching one exists. Setup: not measured.
+fn ensure_sqlite(config: &Config, data: &Dataset) -> Result<PathBuf, String> {
+    let db = config.data_dir.join(format!("users_{}.sqlite", data.rows));
+    let meta_path = config
+        .data_dir
+        .join(format!("users_{}.sqlite.meta", data.rows));
+    let want = format!(
+        "generator={GENERATOR_VERSION}\nrows={}\ncsv_bytes={}\n",
+        data.rows, data.bytes
+    );
+    if db.is_file() && fs::read_to_string(&meta_path).ok().as_deref() == Some(want.as_str()) {
+        println!("  data: reusing {}", db.display());
+        return Ok(db);
+    }
+    let _ = fs::remove_file(&meta_path);
+    remove_sqlite(&db)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("setup_sqlite_{}", data.rows))?;
+    let pipeline = format!(
+        "name = \"bench_setup_sqlite\"\n\n[source]\nurl = {}\nkey = \"id\"\n\n[target]\nurl = {}\ntable = \"users\"\nif_exists = \"replace\"\n\n{IDENTITY}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+        toml_string(&data.csv.to_string_lossy()),
+        toml_string(&format!("sqlite://{}", db.display())),
+        config.threads,
+    );
+    let file = dir.join("pipeline.toml");
+    write_file(&file, &pipeline)?;
+    let summary = run_rowshift(&file)?;
+    let in_table = sqlite_count(&db, "users")?;
+    if !summary.run.status.success() || summary.written != data.rows || in_table != data.rows {
+        return Err(format!(
+            "building the SQLite source failed: rowshift exited with {}, wrote {} rows, the table holds {}, expected {}\nstderr: {}",
+            summary.run.status,
+            summary.written,
+            in_table,
+            data.rows,
+            summary.run.stderr.trim()
+        ));
+    }
+    write_file(&meta_path, &want)?;
+    println!(
+        "  data: built {} with rowshift in {:.1}s (setup, not measured)",
+        db.display(),
+        summary.run.wall.as_secs_f64()
+    );
+    Ok(db)
+}
+
+/// Word lists: display form and the ASCII form used in e-mail addresses.
+const FIRST: &[(&str, &str)] = &[
+    ("Anna", "anna"),
+    ("José", "jose"),
+    ("Zoë", "zoe"),
+    ("Łukasz", "lukasz"),
+    ("Søren", "soren"),
+    ("Mia", "mia"),
+    ("Noah", "noah"),
+    ("Émile", "emile"),
+    ("Ava", "ava"),
+    ("Liam", "liam"),
+    ("Chloé", "chloe"),
+    ("Björn", "bjorn"),
+    ("Oliver", "oliver"),
+    ("Sofía", "sofia"),
+    ("Mateo", "mateo"),
+    ("Yuki", "yuki"),
+];
+const LAST: &[(&str, &str)] = &[
+    ("Smith", "smith"),
+    ("Müller", "muller"),
+    ("Núñez", "nunez"),
+    ("García", "garcia"),
+    ("O'Neil", "oneil"),
+    ("Kowalski", "kowalski"),
+    ("Dubois", "dubois"),
+    ("Jensen", "jensen"),
+    ("Brown", "brown"),
+    ("Rossi", "rossi"),
+    ("Çelik", "celik"),
+    ("Novák", "novak"),
+    ("Tanaka", "tanaka"),
+    ("Andersson", "andersson"),
+];
+const DOMAINS: &[&str] = &[
+    "example.com",
+    "mail.test",
+    "corp.example.org",
+    "inbox.example.net",
+    "post.test",
+];
+const COUNTRIES: &[&str] = &[
+    "US", "DE", "FR", "PL", "DK", "ES", "GB", "IT", "SE", "CZ", "JP", "NL", "BR", "CA", "TR",
+];
+/// Notes; some need quoting (a comma, a double quote).
+const NOTES: &[&str] = &[
+    "prefers email only",
+    "called twice in May",
+    "VIP since the launch",
+    "asked for an invoice",
+    "no marketing, please",
+    "moved to Berlin 2021",
+    "référé par un ami",
+    "said \"call me later\"",
+    "pays by card, always",
+    "weekend shopper only",
+    "needs a callback soon",
+    "gift card never used",
+];
+
+/// xorshift64*: tiny, deterministic, plenty for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Writes the users CSV; returns how many rows have an empty `deleted_at`.
+fn generate_csv(path: &Path, rows: u64) -> std::io::Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    writeln!(out, "{HEADER}")?;
+    let mut rng = Rng(0x5EED_2026_BE9C_0001);
+    let mut line = String::with_capacity(256);
+    let mut field = String::with_capacity(64);
+    let mut kept = 0u64;
+    for id in 1..=rows {
+        line.clear();
+        let (first, first_ascii) = rng.pick(FIRST);
+        let (last, last_ascii) = rng.pick(LAST);
+        // id, full_name ("First Last"; O'Neil needs no quoting in CSV)
+        let _ = write!(line, "{id},{first} {last},");
+        // email: mixed case, sometimes a number, sometimes surrounding spaces (quoted)
+        field.clear();
+        let style = rng.below(4);
+        mixed_case(&mut field, first_ascii, style, &mut rng);
+        field.push('.');
+        mixed_case(&mut field, last_ascii, style, &mut rng);
+        if rng.below(2) == 0 {
+            let _ = write!(field, "{}", rng.below(1000));
+        }
+        field.push('@');
+        mixed_case(&mut field, rng.pick(DOMAINS), style, &mut rng);
+        if rng.below(20) == 0 {
+            let _ = write!(line, "\"  {field} \",");
+        } else {
+            let _ = write!(line, "{field},");
+        }
+        // created_at
+        let year = timestamp(&mut line, &mut rng, 2015, 10);
+        line.push(',');
+        // deleted_at: empty (NULL) for ~90%
+        if rng.below(10) == 0 {
+            timestamp(&mut line, &mut rng, year, 2026 - year);
+        } else {
+            kept += 1;
+        }
+        // country, score, note
+        let _ = write!(
+            line,
+            ",{},{}.{:02},",
+            rng.pick(COUNTRIES),
+            rng.below(1000),
+            rng.below(100)
+        );
+        if rng.below(30) != 0 {
+            let note = rng.pick(NOTES);
+            if note.contains([',', '"']) {
+                let _ = write!(line, "\"{}\"", note.replace('"', "\"\""));
+            } else {
+                line.push_str(note);
+            }
+        }
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(kept)
+}
+
+/// Appends `s` (ASCII) in one of four case styles: lower, Capitalised, UPPER, rAnDoM.
+fn mixed_case(out: &mut String, s: &str, style: u64, rng: &mut Rng) {
+    for (i, c) in s.chars().enumerate() {
+        let upper = match style {
+            0 => false,
+            1 => i == 0,
+            2 => true,
+            _ => rng.below(2) == 0,
+        };
+        out.push(if upper { c.to_ascii_uppercase() } else { c });
+    }
+}
+
+/// Appends `YYYY-MM-DD HH:MM:SS` in years `from..from + span`; returns the year.
+fn timestamp(out: &mut String, rng: &mut Rng, from: u64, span: u64) -> u64 {
+    let year = from + rng.below(span.max(1));
+    let month = 1 + rng.below(12);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    let _ = write!(
+        out,
+        "{year}-{month:02}-{:02} {:02}:{:02}:{:02}",
+        1 + rng.below(days),
+        rng.below(24),
+        rng.below(60),
+        rng.below(60)
+    );
+    year
+}
+
+// ---------------------------------------------------------------------------------------
+// Checking outputs
+
+/// Rows in the `part-*.parquet` files of `dir`, from their footers.
+fn parquet_rows(dir: &Path) -> Result<u64, String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut total = 0u64;
+    let entries = fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !(name.starts_with("part-") && name.ends_with(".parquet")) {
+            continue;
+        }
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let reader =
+            SerializedFileReader::new(file).map_err(|e| format!("{}: {e}", path.display()))?;
+        total += reader.metadata().file_metadata().num_rows() as u64;
+    }
+    Ok(total)
+}
+
+/// `SELECT count(*)` of a table in a SQLite file, opened read-only.
+fn sqlite_count(db: &Path, table: &str) -> Result<u64, String> {
+    use sqlx::ConnectOptions;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true)
+            .connect()
+            .await
+            .map_err(|e| format!("opening {}: {e}", db.display()))?;
+        let sql = format!("SELECT count(*) FROM {}", rowshift::db::quote_ident(table));
+        let n: i64 = sqlx::query_scalar(rowshift::db::stmt(sql))
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| format!("counting {table} in {}: {e}", db.display()))?;
+        Ok(n as u64)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+/// An empty directory `bench-data/runs/<name>`, so no output or `.rowshift/` state of an
+/// earlier run can change what is measured.
+fn fresh_run_dir(data_dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let dir = data_dir.join("runs").join(name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn remove_sqlite(db: &Path) -> Result<(), String> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", Path::new(&p).display())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a file once so every contender starts with it in the page cache.
+fn warm_cache(path: &Path) -> Result<(), String> {
+    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    while f
+        .read(&mut buf)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        > 0
+    {}
+    Ok(())
+}
+
+fn read_meta(path: &Path) -> Option<BTreeMap<String, String>> {
+    let text = fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
+    )
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `1234567` as `1,234,567`.
+fn fmt_int(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -81,6 +81,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// More rows were rejected than `max_rejects` allows; the run stops.
+    #[error("reject limit: {0}")]
+    RejectLimit(String),
     /// An integrity check did not hold.
     #[error("check failed: {0}")]
     Check(String),
@@ -117,11 +120,31 @@ impl Error {
         }
     }
 
+    /// Whether retrying may succeed: a dropped connection, a busy or locked database, a
+    /// deadlock, a serialization failure, a pool timeout. Constraint violations and bad
+    /// data are permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Chunk { source, .. } => source.is_transient(),
+            Error::Database { source, .. } => match source {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+                sqlx::Error::Database(db) => matches!(
+                    db.code().as_deref(),
+                    // SQLite busy/locked; PostgreSQL serialization, deadlock, lock timeout;
+                    // MySQL deadlock, lock wait timeout.
+                    Some("5" | "6" | "517" | "40001" | "40P01" | "55P03" | "1213" | "1205")
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether this error (or the one it wraps) is about the data rather than the
     /// environment: a rejected row or a failed check. The CLI maps these to exit code 1.
     pub fn is_data_failure(&self) -> bool {
         match self {
-            Error::Row(_) | Error::Check(_) => true,
+            Error::Row(_) | Error::Check(_) | Error::RejectLimit(_) => true,
             Error::Chunk { source, .. } => source.is_data_failure(),
             _ => false,
         }

@@ -54,6 +54,8 @@ fn reference_pipeline_sets_every_option() {
         "rows",
         "parallel",
         "batch_rows",
+        "max_rejects",
+        "max_reject_ratio",
     ] {
         assert!(
             text.contains(key),
@@ -197,45 +199,111 @@ fn parquet_to_sqlite_splits_by_row_group_and_derives_columns() {
 }
 
 #[test]
-fn a_rejected_row_fails_its_chunk_with_file_line_column_value_and_type() {
+fn a_rejected_row_goes_to_the_quarantine_with_file_line_column_value_and_type() {
     let ws = Workspace::new();
     let cases = [
         (
             "int_overflow.csv",
             "bigint",
+            "column amount: value cannot be read as bigint",
             "samples/invalid/int_overflow.csv line 3 (id=2), column amount, value '99999999999999999999': value cannot be read as bigint",
         ),
         (
             "float_to_int_fraction.csv",
             "bigint",
+            "column amount: value cannot be read as bigint",
             "samples/invalid/float_to_int_fraction.csv line 4 (id=3), column amount, value '12.5': value cannot be read as bigint",
         ),
         (
             "decimal_scale.csv",
             "numeric(10,2)",
+            "column amount: value has more than 2 digits after the point, which numeric(10,2) would round",
             "samples/invalid/decimal_scale.csv line 4 (id=3), column amount, value '1.005': value has more than 2 digits after the point, which numeric(10,2) would round",
         ),
         (
             "bad_date.csv",
             "bigint",
+            "column born_on: value cannot be read as date",
             "samples/invalid/bad_date.csv line 3 (id=2), column born_on, value '2023-02-30': value cannot be read as date",
         ),
         (
             "null_in_not_null.csv",
             "bigint",
+            "column name: is NULL, but the column is declared nullable = false (varchar(255))",
             "samples/invalid/null_in_not_null.csv line 4 (id=3), column name: is NULL, but the column is declared nullable = false (varchar(255))",
         ),
         (
-            "ragged_row.csv",
+            "too_long.csv",
             "bigint",
-            "samples/invalid/ragged_row.csv line 3: expected 4 fields, found 5",
+            "column name: has 300 characters, more than varchar(255) holds",
+            "column name, value '",
         ),
     ];
-    for (file, amount_type, expected) in cases {
-        let pipeline = ws.write(
-            &format!("pipelines/invalid_{file}.toml"),
-            &format!(
-                r#"name = "invalid"
+    for (file, amount_type, reason, example) in cases {
+        let pipeline = invalid_pipeline(&ws, file, amount_type);
+        let out = ws.rowshift(&["run", &pipeline, "--quiet"]);
+        assert_eq!(out.code, 1, "{file}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout
+                .contains(&format!("rejected 1 × {reason}\n      e.g. ")),
+            "{file}:\n{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains(example), "{file}:\n{}", out.stdout);
+        // The rejected row is kept whole in the quarantine; the others are written.
+        let quarantine = std::fs::read_to_string(
+            ws.path(&format!("out/invalid_{file}/_rejects/part-00000.ndjson")),
+        )
+        .unwrap();
+        let lines: Vec<serde_json::Value> = quarantine
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{file}: {quarantine}");
+        assert_eq!(
+            lines[0]["row"]["id"],
+            lines[0]["key"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .map(|_| lines[0]["row"]["id"].clone())
+                .unwrap()
+        );
+        let source_rows = std::fs::read_to_string(ws.path(&format!("samples/invalid/{file}")))
+            .unwrap()
+            .lines()
+            .count()
+            - 1;
+        let written =
+            std::fs::read_to_string(ws.path(&format!("out/invalid_{file}/part-00000.csv")))
+                .unwrap()
+                .lines()
+                .count()
+                - 1;
+        assert_eq!(written, source_rows - 1, "{file}");
+    }
+    // A ragged line cannot be read at all: its chunk fails, loudly, and writes nothing.
+    let pipeline = invalid_pipeline(&ws, "ragged_row.csv", "bigint");
+    let out = ws.rowshift(&["run", &pipeline, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "row rejected at samples/invalid/ragged_row.csv line 3: expected 4 fields, found 5"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !ws.path("out/invalid_ragged_row.csv/part-00000.csv")
+            .exists()
+    );
+}
+
+fn invalid_pipeline(ws: &Workspace, file: &str, amount_type: &str) -> String {
+    ws.write(
+        &format!("pipelines/invalid_{file}.toml"),
+        &format!(
+            r#"name = "invalid_{}"
 [source]
 url = "../samples/invalid/{file}"
 key = "id"
@@ -247,24 +315,10 @@ id = {{ type = "bigint", expr = "id", primary_key = true }}
 name = {{ type = "varchar(255)", expr = "name", nullable = false }}
 amount = {{ type = "{amount_type}", expr = "amount" }}
 born_on = {{ type = "date", expr = "born_on" }}
-"#
-            ),
-        );
-        let out = ws.rowshift(&["run", &pipeline, "--quiet"]);
-        assert_eq!(out.code, 1, "{file}: {}{}", out.stdout, out.stderr);
-        assert!(
-            out.stdout.contains(&format!("row rejected at {expected}")),
-            "{file}:\n{}",
-            out.stdout
-        );
-        let parts = std::fs::read_dir(ws.path(&format!("out/invalid_{file}")))
-            .unwrap()
-            .count();
-        assert_eq!(
-            parts, 0,
-            "{file}: a failed chunk leaves no part file behind"
-        );
-    }
+"#,
+            file.replace('.', "_")
+        ),
+    )
 }
 
 #[test]
@@ -352,7 +406,22 @@ fn an_existing_target_is_never_mixed_into_by_default() {
         .replace("if_exists = \"replace\"", "");
     let pipeline = ws.write("pipelines/no_replace.toml", &text);
     assert_eq!(ws.rowshift(&["run", &pipeline, "--quiet"]).code, 0);
-    let again = ws.rowshift(&["run", &pipeline, "--quiet"]);
+    // The same pipeline resumes its finished checkpoint: nothing to do, nothing written.
+    let resumed = ws.rowshift(&["run", &pipeline, "--quiet"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(
+        resumed
+            .stdout
+            .contains("0 done, 0 failed, 0 pending, 5 skipped as done by an earlier run"),
+        "{}",
+        resumed.stdout
+    );
+    // Another pipeline writing into the same table is refused.
+    let other = ws.write(
+        "pipelines/other.toml",
+        &text.replace("users_v1_to_v2", "another_move"),
+    );
+    let again = ws.rowshift(&["run", &other, "--quiet"]);
     assert_eq!(again.code, 2);
     assert!(
         again.stderr.contains("table users_v2: the target table already holds 903 rows; set if_exists = \"replace\" or \"append\" in [target]"),
@@ -391,7 +460,8 @@ fn run_with(path: &Path, chunk_rows: u64, parallel: usize) {
     let opts = RunOptions {
         parallel: Some(parallel),
         chunk_rows: Some(chunk_rows),
-        fail_fast: false,
+        restart: true,
+        ..RunOptions::default()
     };
     let summary = run(&plan, sink.as_ref(), &NoopObserver, &opts).unwrap();
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
@@ -735,3 +805,6 @@ fn init_says_when_no_key_was_found_and_what_to_do() {
         "error: no key found: table `logs` has no primary key. rowshift splits a table into ranges of one unique, non-null column; pass --key COLUMN to name it"
     );
 }
+
+#[path = "suite/checkpoints.rs"]
+mod checkpoints;

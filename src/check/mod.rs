@@ -1,5 +1,7 @@
 //! Invariants checked on every chunk before it is committed.
 
+pub mod quarantine;
+
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{Chunk, ChunkRange};

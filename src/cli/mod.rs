@@ -9,6 +9,8 @@ mod report;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -54,6 +56,43 @@ enum Command {
         /// No progress output, only the summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Discard the checkpoint and what the earlier run wrote, and start over.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Run the failed chunks again (or the ones named with --chunk), or with --rejects,
+    /// the quarantined rows.
+    #[command(
+        after_help = "Example:\n  rowshift retry pipelines/quickstart.toml\n  rowshift retry pipelines/quickstart.toml --chunk 3 --chunk 7\n  rowshift retry pipelines/quickstart.toml --rejects\n\nExit codes: 0 success, 1 rows still rejected or a check failed, 2 error."
+    )]
+    Retry {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Run this chunk (repeatable); it must not be done.
+        #[arg(long, value_name = "ID", conflicts_with = "rejects")]
+        chunk: Vec<usize>,
+        /// Re-process the quarantined rows: those that now pass are written and leave the
+        /// quarantine, the rest stay with their new reason.
+        #[arg(long)]
+        rejects: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress output, only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show a pipeline's progress: chunk states, row counts, last errors, rejects by
+    /// reason. Reads the checkpoint and the quarantine; changes nothing.
+    #[command(
+        after_help = "Example:\n  rowshift status pipelines/quickstart.toml --json\n\nExit codes: 0 shown, 2 error."
+    )]
+    Status {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the transforms and checks on a sample of the source and show what would be
     /// written, rejected and executed. Writes nothing: no table, file or state.
@@ -232,30 +271,100 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             chunk_rows,
             fail_fast,
             quiet,
+            restart,
         } => {
-            let plan = load(&pipeline)?;
-            let sink = plan.open_sink()?;
             let opts = RunOptions {
                 parallel: parallel.map(|p| p as usize),
                 chunk_rows,
                 fail_fast,
+                restart,
+                ..RunOptions::default()
             };
-            let observer: Box<dyn run::Observer> = if quiet {
-                Box::new(run::NoopObserver)
-            } else if std::io::stderr().is_terminal() {
-                Box::new(progress::Bars::new())
-            } else {
-                Box::new(progress::Lines)
-            };
-            let summary = run::run(&plan, sink.as_ref(), observer.as_ref(), &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                print_summary(&summary, sink.describe());
+            run_command(&pipeline, json, quiet, opts)
+        }
+        Command::Retry {
+            pipeline,
+            chunk,
+            rejects,
+            json,
+            quiet,
+        } => {
+            if rejects {
+                let plan = load(&pipeline)?;
+                let sink = plan.open_sink()?;
+                let report = run::requeue_rejects(&plan, sink.as_ref())?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    println!(
+                        "rowshift: {} quarantined rows retried -> {}\n  written  {}\n  filtered {}\n  still rejected {} (kept with their new reason)\n  gone from the source {}",
+                        report.rows,
+                        sink.quarantine(),
+                        report.written,
+                        report.filtered,
+                        report.still_rejected,
+                        report.gone
+                    );
+                }
+                return Ok(if report.still_rejected > 0 { 1 } else { 0 });
             }
-            Ok(summary.exit_code())
+            let opts = RunOptions {
+                only: (!chunk.is_empty()).then_some(chunk),
+                failed_only: true,
+                ..RunOptions::default()
+            };
+            run_command(&pipeline, json, quiet, opts)
+        }
+        Command::Status { pipeline, json } => {
+            let report = run::status(&Pipeline::load(&pipeline)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report::status_text(&report));
+            }
+            Ok(0)
         }
     }
+}
+
+fn run_command(
+    pipeline: &Path,
+    json: bool,
+    quiet: bool,
+    mut opts: RunOptions,
+) -> anyhow::Result<i32> {
+    let plan = load(pipeline)?;
+    let sink = plan.open_sink()?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    opts.cancel = Some(cancel.clone());
+    // First Ctrl-C: start no new chunk, let those in flight commit. Second: stop at once;
+    // uncommitted chunks roll back and are redone on resume.
+    let presses = Arc::new(AtomicUsize::new(0));
+    let _ = ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+            cancel.store(true, Ordering::SeqCst);
+            eprintln!(
+                "stopping: chunks in flight will finish (Ctrl-C again to abort at once; the run can be resumed)"
+            );
+        } else {
+            eprintln!("aborted; run again to resume");
+            std::process::exit(130);
+        }
+    });
+    let observer: Box<dyn run::Observer> = if quiet {
+        Box::new(run::NoopObserver)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(progress::Bars::new())
+    } else {
+        Box::new(progress::Lines)
+    };
+    let summary = run::run(&plan, sink.as_ref(), observer.as_ref(), &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary, sink.describe());
+    }
+    Ok(summary.exit_code())
 }
 
 fn clock_seed() -> u64 {
@@ -269,15 +378,16 @@ fn load(path: &Path) -> crate::Result<Plan> {
 }
 
 fn print_summary(s: &Summary, target: String) {
-    let status = if s.failures.is_empty() {
-        "done"
-    } else {
-        "FAILED"
+    let status = match (s.interrupted, s.failures.is_empty(), s.rows.rejected) {
+        (true, _, _) => "INTERRUPTED",
+        (_, false, _) => "FAILED",
+        (_, true, 0) => "done",
+        _ => "done with rejected rows",
     };
     println!("rowshift: {} {status} -> {target}", s.pipeline);
     println!(
-        "  chunks  {} done, {} failed, {} planned",
-        s.chunks_done, s.chunks_failed, s.chunks_total
+        "  chunks  {} done, {} failed, {} pending, {} skipped as done by an earlier run, {} planned",
+        s.chunks_done, s.chunks_failed, s.chunks_pending, s.chunks_skipped, s.chunks_total
     );
     println!(
         "  rows    {} read, {} written, {} filtered, {} rejected",
@@ -287,8 +397,28 @@ fn print_summary(s: &Summary, target: String) {
         "  time    {:.2}s, {:.0} rows/s",
         s.seconds, s.rows_per_second
     );
+    if let Some(rss) = s.peak_rss_bytes {
+        println!("  memory  {:.1} MiB peak", rss as f64 / (1024.0 * 1024.0));
+    }
+    for r in &s.rejects {
+        println!(
+            "  rejected {} × {}\n      e.g. {}",
+            r.count, r.reason, r.example
+        );
+    }
+    if !s.rejects.is_empty() {
+        println!(
+            "  rejected rows are kept in {}; fix and run `rowshift retry --rejects`",
+            s.quarantine
+        );
+    }
     for f in &s.failures {
         println!("  failed  {}: {}", f.range, f.error);
+    }
+    if s.chunks_pending > 0 || !s.failures.is_empty() {
+        println!(
+            "  run the same command again to resume, or `rowshift retry` for the failed chunks"
+        );
     }
     if !s.failures.is_empty() {
         println!("{EXIT_CODES}");

@@ -12,10 +12,19 @@ pub struct Lines;
 impl Observer for Lines {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::Planned { chunks, rows } => match rows {
-                Some(rows) => eprintln!("planned {chunks} chunks, {rows} rows"),
-                None => eprintln!("planned {chunks} chunks"),
-            },
+            Event::Planned {
+                chunks,
+                rows,
+                skipped,
+            } => {
+                let rows = rows.map(|r| format!(", {r} rows")).unwrap_or_default();
+                let resumed = if *skipped > 0 {
+                    format!(" ({skipped} done by an earlier run)")
+                } else {
+                    String::new()
+                };
+                eprintln!("{chunks} chunks to run{rows}{resumed}");
+            }
             Event::ChunkDone {
                 chunk,
                 counts,

@@ -27,6 +27,65 @@ fn row(cells: &[(String, Option<String>)]) -> String {
         .join("  ")
 }
 
+/// Renders a status report as readable text.
+pub fn status_text(r: &crate::run::StatusReport) -> String {
+    let mut s = String::new();
+    if !r.recorded {
+        let _ = writeln!(s, "{}: no run recorded in {}", r.pipeline, r.checkpoint);
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{}: planned {} ({})",
+        r.pipeline,
+        r.created_at.as_deref().unwrap_or("?"),
+        r.checkpoint
+    );
+    let states: Vec<String> = r.chunks.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let _ = writeln!(
+        s,
+        "  chunks   {} of {} done ({:.1}%): {}",
+        r.chunks["done"],
+        r.chunks_total,
+        r.progress_percent,
+        states.join(", ")
+    );
+    let c = &r.rows;
+    let _ = writeln!(
+        s,
+        "  rows     {} read, {} written, {} filtered, {} rejected (done chunks)",
+        c.read, c.written, c.filtered, c.rejected
+    );
+    for f in &r.failed {
+        let _ = writeln!(
+            s,
+            "  failed   {} after {} attempts: {}",
+            f.range, f.attempts, f.error
+        );
+    }
+    if r.rejects.is_empty() {
+        let _ = writeln!(s, "  rejects  none in {}", r.quarantine);
+    } else {
+        let total: u64 = r.rejects.iter().map(|g| g.count).sum();
+        let _ = writeln!(s, "  rejects  {total} in {}", r.quarantine);
+        for g in &r.rejects {
+            let _ = writeln!(
+                s,
+                "    {} × {}\n        e.g. {}",
+                g.count, g.reason, g.example
+            );
+        }
+    }
+    if !r.changes.is_empty() {
+        let _ = writeln!(
+            s,
+            "  the pipeline file changed since the plan:\n    {}",
+            r.changes.join("\n    ")
+        );
+    }
+    s
+}
+
 /// Renders a dry-run report as readable text.
 pub fn dry_run_text(r: &DryRunReport) -> String {
     let mut s = String::new();

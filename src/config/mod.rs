@@ -52,6 +52,8 @@ pub struct Pipeline {
     pub filter: Option<Spanned<String>>,
     /// How to split and parallelise the work.
     pub chunks: ChunkConfig,
+    /// When rejected rows stop a chunk or the run.
+    pub limits: Limits,
     text: Arc<str>,
 }
 
@@ -132,6 +134,28 @@ pub struct TargetConfig {
     pub parquet: ParquetOptions,
 }
 
+impl TargetConfig {
+    /// The file format of a file target; `None` for a database.
+    pub fn location_format(&self) -> Option<FileFormat> {
+        match &self.location {
+            Location::Files { format, .. } => Some(*format),
+            Location::Sqlite { .. } => None,
+        }
+    }
+
+    /// The schema the declared columns make: what transformed batches look like.
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        Arc::new(arrow::datatypes::Schema::new(
+            self.columns
+                .iter()
+                .map(|c| {
+                    arrow::datatypes::Field::new(&c.name.value, c.ty.value.arrow_type(), c.nullable)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
 /// One entry of `[target.columns]`.
 #[derive(Debug, Clone)]
 pub struct TargetColumn {
@@ -163,6 +187,16 @@ impl Default for ParquetOptions {
             row_group_rows: 1 << 20,
         }
     }
+}
+
+/// `[limits]`: how many rejected rows are too many. Rejected rows always go to the
+/// quarantine; these stop the work when there are too many of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// Rejected rows in the whole run above which the run stops. Default: no limit.
+    pub max_rejects: Option<u64>,
+    /// Share of a chunk's rows (0 to 1) above which that chunk fails. Default: no limit.
+    pub max_reject_ratio: Option<f64>,
 }
 
 /// `[chunks]`.
@@ -225,7 +259,10 @@ impl Pipeline {
             path: String::new(),
             span: Some(0..0),
         };
-        w.check_keys(&root, &["name", "source", "target", "filter", "chunks"]);
+        w.check_keys(
+            &root,
+            &["name", "source", "target", "filter", "chunks", "limits"],
+        );
         let name = w.string(&root, "name", true).map(|s| s.value);
         let source = w.section(&root, "source", true).and_then(|s| w.source(&s));
         let target = w.section(&root, "target", true).and_then(|s| w.target(&s));
@@ -236,6 +273,10 @@ impl Pipeline {
         let chunks = match w.section(&root, "chunks", false) {
             Some(s) => w.chunks(&s),
             None => ChunkConfig::default(),
+        };
+        let limits = match w.section(&root, "limits", false) {
+            Some(s) => w.limits(&s),
+            None => Limits::default(),
         };
         if let Some(name) = &name {
             if name.is_empty()
@@ -260,6 +301,7 @@ impl Pipeline {
                 target,
                 filter,
                 chunks,
+                limits,
                 text,
             }),
             _ => Err(Error::Internal("a missing section was not reported".into())),
@@ -271,14 +313,56 @@ impl Pipeline {
         Diagnostics::new(self.file.clone(), self.text.clone())
     }
 
-    /// A hash of everything that decides what gets written: sources, target, expressions,
-    /// filter and chunk size. Layout, comments and `parallel` do not count.
+    /// Everything that decides which rows are written where, as `(setting, value)` pairs:
+    /// source, target location and columns, filter, chunk size. Layout, comments,
+    /// `parallel`, `if_exists` and file encoding options do not count.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut s = vec![
+            ("source.url".to_string(), self.source.url.value.clone()),
+            (
+                "source.table".to_string(),
+                format!("{:?}", self.source.table),
+            ),
+            ("source.key".to_string(), format!("{:?}", self.source.key)),
+            ("source.csv".to_string(), format!("{:?}", self.source.csv)),
+            (
+                "target.url".to_string(),
+                format!(
+                    "{} ({:?})",
+                    self.target.url.value,
+                    self.target.location_format()
+                ),
+            ),
+            (
+                "target.table".to_string(),
+                format!("{:?}", self.target.table),
+            ),
+            ("filter".to_string(), format!("{:?}", self.filter)),
+            ("chunks.rows".to_string(), self.chunks.rows.to_string()),
+        ];
+        for (name, ty) in &self.source.types {
+            s.push((format!("source.types.{}", name.value), ty.value.to_string()));
+        }
+        for (i, c) in self.target.columns.iter().enumerate() {
+            let p = format!("target.columns.{}", c.name.value);
+            s.push((format!("{p}.position"), i.to_string()));
+            s.push((format!("{p}.type"), c.ty.value.to_string()));
+            s.push((format!("{p}.expr"), format!("{:?}", c.expr.value)));
+            s.push((format!("{p}.nullable"), c.nullable.to_string()));
+            s.push((format!("{p}.primary_key"), c.primary_key.to_string()));
+        }
+        s
+    }
+
+    /// A hash of [`Pipeline::settings`]: a checkpoint made under another fingerprint is not
+    /// resumed.
     pub fn fingerprint(&self) -> String {
-        let normalized = format!(
-            "{:?}\n{:?}\n{:?}\n{}\n{}",
-            self.source, self.target, self.filter, self.chunks.rows, self.chunks.batch_rows
-        );
-        blake3::hash(normalized.as_bytes()).to_hex()[..16].to_string()
+        let text: String = self
+            .settings()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
     }
 }
 
@@ -728,6 +812,33 @@ impl<'a> Walker<'a> {
             self.error(span, "[target.columns] lists no columns");
         }
         out
+    }
+
+    fn limits(&mut self, s: &Section<'_>) -> Limits {
+        self.check_keys(s, &["max_rejects", "max_reject_ratio"]);
+        let max_rejects = s
+            .table
+            .contains_key("max_rejects")
+            .then(|| self.integer(s, "max_rejects", 0, 0) as u64);
+        let max_reject_ratio = s.table.get("max_reject_ratio").and_then(|item| {
+            let v = item
+                .as_float()
+                .or_else(|| item.as_integer().map(|i| i as f64));
+            match v {
+                Some(v) if (0.0..=1.0).contains(&v) => Some(v),
+                _ => {
+                    self.error(
+                        item.span(),
+                        "`limits.max_reject_ratio` must be a number from 0 to 1",
+                    );
+                    None
+                }
+            }
+        });
+        Limits {
+            max_rejects,
+            max_reject_ratio,
+        }
     }
 
     fn chunks(&mut self, s: &Section<'_>) -> ChunkConfig {

@@ -9,18 +9,24 @@
 
 mod dry_run;
 mod observer;
+mod requeue;
+mod status;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 pub use self::dry_run::{DryRunOptions, DryRunReport, RejectGroup, SampleMode, dry_run};
 pub use self::observer::{Event, NoopObserver, Observer};
+pub use self::requeue::{RequeueReport, requeue_rejects};
+pub use self::status::{FailedChunk, StatusReport, status};
+use crate::check::quarantine::QuarantineEntry;
 use crate::check::{ChunkCounts, conservation};
+use crate::checkpoint::{CheckpointStore, ChunkState, DoneMark, SqliteStore, diff_settings};
 use crate::plan::{Chunk, Plan};
-use crate::sink::Sink;
+use crate::sink::{Committed, Prepare, Sink};
 use crate::transform::cell_text;
 use crate::{Error, Result, RowFailure};
 
@@ -29,11 +35,22 @@ use crate::{Error, Result, RowFailure};
 pub struct RunOptions {
     /// Chunks in flight; overrides `[chunks] parallel`.
     pub parallel: Option<usize>,
-    /// Rows per chunk; overrides `[chunks] rows`.
+    /// Rows per chunk; overrides `[chunks] rows` (only when a new plan is made).
     pub chunk_rows: Option<u64>,
     /// Stop starting new chunks after the first failure.
     pub fail_fast: bool,
+    /// Discard the checkpoint and what the earlier run wrote, then start over.
+    pub restart: bool,
+    /// Run only these chunks (`retry --chunk`); they must not be done.
+    pub only: Option<Vec<usize>>,
+    /// Run only the failed chunks (`retry`).
+    pub failed_only: bool,
+    /// Set to stop starting new chunks (Ctrl-C); chunks in flight finish.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
+
+/// Attempts per chunk for transient errors (connection reset, busy, deadlock).
+const MAX_ATTEMPTS: u32 = 4;
 
 /// A chunk that failed, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -49,43 +66,90 @@ pub struct ChunkFailure {
     pub data: bool,
 }
 
+/// Rejected rows of a run that share a reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectSummary {
+    /// Column and reason, with values left out.
+    pub reason: String,
+    /// How many rows.
+    pub count: u64,
+    /// One of them.
+    pub example: RowFailure,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     /// The pipeline's name.
     pub pipeline: String,
+    /// Whether an earlier run's checkpoint was resumed.
+    pub resumed: bool,
     /// Chunks in the plan.
     pub chunks_total: usize,
-    /// Chunks committed.
+    /// Chunks committed by this run.
     pub chunks_done: usize,
+    /// Chunks skipped because an earlier run had committed them.
+    pub chunks_skipped: usize,
     /// Chunks that failed.
     pub chunks_failed: usize,
-    /// Row counts over all committed chunks.
+    /// Chunks left pending (the run was interrupted or stopped early).
+    pub chunks_pending: usize,
+    /// Row counts over the chunks this run committed.
     pub rows: ChunkCounts,
+    /// Rejected rows by reason, largest first; the rows are in the quarantine.
+    pub rejects: Vec<RejectSummary>,
+    /// Where rejected rows are kept.
+    pub quarantine: String,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Rows read per second of wall time.
     pub rows_per_second: f64,
     /// Peak resident memory of the process so far, bytes (Linux only).
     pub peak_rss_bytes: Option<u64>,
+    /// Whether Ctrl-C stopped the run early.
+    pub interrupted: bool,
     /// Each failed chunk.
     pub failures: Vec<ChunkFailure>,
 }
 
 impl Summary {
-    /// 0 when every chunk committed, 1 when only data checks failed, 2 otherwise.
+    /// 0 when every chunk committed and no row was rejected; 1 when rows were rejected or
+    /// only data checks failed; 2 otherwise (including an interrupted run).
     pub fn exit_code(&self) -> i32 {
-        if self.failures.is_empty() {
-            0
-        } else if self.failures.iter().all(|f| f.data) {
+        if self.interrupted || self.failures.iter().any(|f| !f.data) {
+            2
+        } else if !self.failures.is_empty() || self.rows.rejected > 0 {
             1
         } else {
-            2
+            0
         }
     }
 }
 
-/// Runs a pipeline to the end: plans, prepares the target, runs every chunk.
+/// The checkpoint store for a plan: in the target when the sink offers one, otherwise in
+/// the state directory beside the pipeline file.
+pub fn checkpoint_store(plan: &Plan, sink: &dyn Sink) -> Arc<dyn CheckpointStore> {
+    let name = &plan.pipeline.name;
+    sink.checkpoint_store(name).unwrap_or_else(|| {
+        Arc::new(SqliteStore::new(
+            &plan.state_dir().join(format!("{name}.checkpoint.db")),
+            name,
+            &plan.io,
+        ))
+    })
+}
+
+/// Everything the workers share.
+struct Shared<'a> {
+    plan: &'a Plan,
+    sink: &'a dyn Sink,
+    store: &'a dyn CheckpointStore,
+    pool: rayon::ThreadPool,
+    rejected_total: AtomicU64,
+}
+
+/// Runs a pipeline: resumes its checkpoint if there is one, or plans it, then runs every
+/// chunk not yet done.
 pub fn run(
     plan: &Plan,
     sink: &dyn Sink,
@@ -94,54 +158,133 @@ pub fn run(
 ) -> Result<Summary> {
     let started = Instant::now();
     let cfg = &plan.pipeline.chunks;
-    let chunks = plan.source.plan(opts.chunk_rows.unwrap_or(cfg.rows))?;
+    let store = checkpoint_store(plan, sink);
+    let fingerprint = plan.pipeline.fingerprint();
+    let settings = plan.pipeline.settings();
+    let existing = store.load()?;
+    let (records, how) = match existing {
+        Some(_) if opts.restart => {
+            // Forget the checkpoint before cleaning the target: a crash in between leaves
+            // old rows and no checkpoint, which a fresh run refuses loudly, never a
+            // checkpoint claiming rows that are gone.
+            store.discard()?;
+            (None, Prepare::Restart)
+        }
+        Some(c) if c.fingerprint != fingerprint => {
+            let diff = diff_settings(&c.settings, &settings);
+            return Err(Error::Unsupported(format!(
+                "the pipeline changed since its checkpoint of {} ({}):\n  {}\nrun with --restart to start over; it removes what the earlier run wrote",
+                c.created_at,
+                store.describe(),
+                diff.join("\n  ")
+            )));
+        }
+        Some(c) => (Some(c), Prepare::Resume),
+        None if opts.restart => (None, Prepare::Restart),
+        None => (None, Prepare::Fresh),
+    };
+    if records.is_none() && (opts.only.is_some() || opts.failed_only) {
+        return Err(Error::Unsupported(format!(
+            "no checkpoint for pipeline {} in {}; there is nothing to retry",
+            plan.pipeline.name,
+            store.describe()
+        )));
+    }
+    sink.prepare(how)?;
+    let (chunks, states): (Vec<Chunk>, Vec<ChunkState>) = match &records {
+        Some(c) => c.chunks.iter().map(|r| (r.chunk.clone(), r.state)).unzip(),
+        None => {
+            let chunks = plan.source.plan(opts.chunk_rows.unwrap_or(cfg.rows))?;
+            store.create(&fingerprint, &settings, &chunks)?;
+            let n = chunks.len();
+            (chunks, vec![ChunkState::Pending; n])
+        }
+    };
+    let todo: Vec<usize> = match &opts.only {
+        Some(ids) => {
+            for &id in ids {
+                match states.get(id) {
+                    None => {
+                        return Err(Error::Unsupported(format!(
+                            "there is no chunk {id}; the plan has {} chunks",
+                            chunks.len()
+                        )));
+                    }
+                    Some(ChunkState::Done) => {
+                        return Err(Error::Unsupported(format!(
+                            "chunk {id} is done; only pending, running or failed chunks can be retried"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            ids.clone()
+        }
+        None if opts.failed_only => (0..chunks.len())
+            .filter(|&i| states[i] == ChunkState::Failed)
+            .collect(),
+        None => (0..chunks.len())
+            .filter(|&i| states[i] != ChunkState::Done)
+            .collect(),
+    };
+    let skipped = states.iter().filter(|s| **s == ChunkState::Done).count();
     let parallel = opts
         .parallel
         .unwrap_or(cfg.parallel)
-        .clamp(1, chunks.len().max(1));
+        .clamp(1, todo.len().max(1));
     observer.on_event(&Event::Planned {
-        chunks: chunks.len(),
-        rows: chunks.iter().map(|c| c.rows).sum(),
+        chunks: todo.len(),
+        rows: todo.iter().map(|&i| chunks[i].rows).sum(),
+        skipped,
     });
-    sink.prepare()?;
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(parallel)
-        .thread_name(|i| format!("rowshift-cpu-{i}"))
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the CPU pool: {e}")))?;
+    let shared = Shared {
+        plan,
+        sink,
+        store: store.as_ref(),
+        pool: rayon::ThreadPoolBuilder::new()
+            .num_threads(parallel)
+            .thread_name(|i| format!("rowshift-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the CPU pool: {e}")))?,
+        rejected_total: AtomicU64::new(0),
+    };
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let totals = Mutex::new((ChunkCounts::default(), 0usize, Vec::<ChunkFailure>::new()));
+    let results = Mutex::new(Totals::default());
+    let cancelled = || {
+        opts.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    };
 
     std::thread::scope(|s| {
         for w in 0..parallel {
-            let (next, stop, totals, chunks, pool) = (&next, &stop, &totals, &chunks, &pool);
+            let (next, stop, results, todo, chunks, shared) =
+                (&next, &stop, &results, &todo, &chunks, &shared);
+            let cancelled = &cancelled;
             std::thread::Builder::new()
                 .name(format!("rowshift-chunk-{w}"))
                 .spawn_scoped(s, move || {
                     loop {
-                        if stop.load(Ordering::Relaxed) {
+                        if stop.load(Ordering::SeqCst) || cancelled() {
                             break;
                         }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else { break };
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(&id) = todo.get(i) else { break };
+                        let chunk = &chunks[id];
                         observer.on_event(&Event::ChunkStarted { chunk: chunk.id });
                         let t0 = Instant::now();
-                        let result = run_chunk(plan, sink, pool, chunk);
-                        let mut guard = totals.lock().unwrap_or_else(|p| p.into_inner());
-                        match result {
-                            Ok(counts) => {
-                                guard.0 += counts;
-                                guard.1 += 1;
-                                drop(guard);
+                        match run_with_retries(shared, chunk) {
+                            Ok(done) => {
                                 observer.on_event(&Event::ChunkDone {
                                     chunk: chunk.id,
-                                    counts,
+                                    counts: done.counts,
                                     elapsed: t0.elapsed(),
                                 });
+                                results.lock().unwrap_or_else(|p| p.into_inner()).add(done);
                             }
-                            Err(e) => {
+                            Err((e, stop_run)) => {
                                 let cause = match &e {
                                     Error::Chunk { source, .. } => source.to_string(),
                                     other => other.to_string(),
@@ -152,14 +295,20 @@ pub fn run(
                                     error: crate::config::redact(&cause),
                                     data: e.is_data_failure(),
                                 };
-                                guard.2.push(failure.clone());
-                                drop(guard);
+                                // If even the failure cannot be recorded, the chunk stays
+                                // running and a later run redoes it.
+                                let _ = shared.store.fail(chunk.id, &failure.error);
                                 observer.on_event(&Event::ChunkFailed {
                                     chunk: chunk.id,
-                                    error: failure.error,
+                                    error: failure.error.clone(),
                                 });
-                                if opts.fail_fast {
-                                    stop.store(true, Ordering::Relaxed);
+                                results
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .failures
+                                    .push(failure);
+                                if opts.fail_fast || stop_run {
+                                    stop.store(true, Ordering::SeqCst);
                                 }
                             }
                         }
@@ -169,22 +318,32 @@ pub fn run(
         }
     });
 
-    let (rows, done, mut failures) = totals.into_inner().unwrap_or_else(|p| p.into_inner());
+    let totals = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut failures = totals.failures;
     failures.sort_by_key(|f| f.chunk);
+    let attempted = totals.done + failures.len();
     let seconds = started.elapsed().as_secs_f64();
+    let mut rejects: Vec<RejectSummary> = totals.rejects.into_values().collect();
+    rejects.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     let summary = Summary {
         pipeline: plan.pipeline.name.clone(),
+        resumed: how == Prepare::Resume,
         chunks_total: chunks.len(),
-        chunks_done: done,
+        chunks_done: totals.done,
+        chunks_skipped: skipped,
         chunks_failed: failures.len(),
-        rows,
+        chunks_pending: todo.len() - attempted,
+        rows: totals.rows,
+        rejects,
+        quarantine: sink.quarantine(),
         seconds,
         rows_per_second: if seconds > 0.0 {
-            rows.read as f64 / seconds
+            totals.rows.read as f64 / seconds
         } else {
             0.0
         },
         peak_rss_bytes: peak_rss_bytes(),
+        interrupted: cancelled() && todo.len() > attempted,
         failures,
     };
     sink.finish()?;
@@ -192,49 +351,188 @@ pub fn run(
     Ok(summary)
 }
 
+#[derive(Default)]
+struct Totals {
+    rows: ChunkCounts,
+    done: usize,
+    failures: Vec<ChunkFailure>,
+    rejects: std::collections::BTreeMap<String, RejectSummary>,
+}
+
+impl Totals {
+    fn add(&mut self, done: ChunkDone) {
+        self.rows += done.counts;
+        self.done += 1;
+        for (reason, count, example) in done.rejects {
+            let e = self.rejects.entry(reason.clone()).or_insert(RejectSummary {
+                reason,
+                count: 0,
+                example,
+            });
+            e.count += count;
+        }
+    }
+}
+
+/// A committed chunk's counts and its rejects by reason (count and first example).
+struct ChunkDone {
+    counts: ChunkCounts,
+    rejects: Vec<(String, u64, RowFailure)>,
+}
+
+/// Runs a chunk, retrying transient errors with exponential backoff. On failure, says
+/// whether the whole run must stop (the run-wide reject limit was passed).
+fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<ChunkDone, (Error, bool)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        shared.store.claim(chunk.id).map_err(|e| (e, false))?;
+        let t0 = Instant::now();
+        match run_chunk(shared, chunk, attempt) {
+            Ok((done, committed)) => {
+                if !committed.marked {
+                    let mark = DoneMark {
+                        chunk: chunk.id,
+                        counts: done.counts,
+                        seconds: t0.elapsed().as_secs_f64(),
+                    };
+                    shared.store.finish(&mark).map_err(|e| (e, false))?;
+                }
+                return Ok(done);
+            }
+            Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+            Err(e) => {
+                let stop = matches!(&e, Error::Chunk { source, .. } if matches!(**source, Error::RejectLimit(_)));
+                return Err((e, stop));
+            }
+        }
+    }
+}
+
 /// Reads, transforms, checks and commits one chunk.
-fn run_chunk(
-    plan: &Plan,
-    sink: &dyn Sink,
-    pool: &rayon::ThreadPool,
-    chunk: &Chunk,
-) -> Result<ChunkCounts> {
+fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkDone, Committed)> {
     let wrap = |e: Error| Error::Chunk {
         chunk: chunk.id,
         source: Box::new(e),
     };
+    let plan = shared.plan;
+    let limits = &plan.pipeline.limits;
     let source = plan.source.as_ref();
-    let mut writer = sink.open_chunk(chunk).map_err(wrap)?;
+    let t0 = Instant::now();
+    let mut writer = shared.sink.open_chunk(chunk).map_err(wrap)?;
     let mut counts = ChunkCounts::default();
     let mut offset = 0u64;
+    let mut by_reason: std::collections::BTreeMap<String, (u64, RowFailure)> = Default::default();
     for batch in source
         .read(chunk, plan.pipeline.chunks.batch_rows)
         .map_err(wrap)?
     {
         let batch = batch.map_err(wrap)?;
         let base = offset;
-        let p = process_batch(plan, pool, &batch, &|row| {
+        let p = process_batch(plan, &shared.pool, &batch, &|row| {
             source.locate(chunk, base + row as u64)
         })
         .map_err(wrap)?;
         counts += p.counts;
-        // Until rejected rows have a quarantine to go to, one stops its chunk: a row is
-        // never dropped silently.
-        if let Some(failure) = p.rejects.into_iter().next() {
-            return Err(wrap(Error::Row(failure)));
+        if !p.rejects.is_empty() {
+            let mut entries = Vec::with_capacity(p.rejects.len());
+            for (r, failure) in p.out.rejects.iter().zip(p.rejects) {
+                let entry = QuarantineEntry::new(chunk.id, &batch, r.row, source.key(), &failure);
+                let slot = by_reason
+                    .entry(entry.grouped_reason())
+                    .or_insert((0, failure));
+                slot.0 += 1;
+                entries.push(entry);
+            }
+            writer.reject(entries).map_err(wrap)?;
         }
         writer.write(&p.out.batch).map_err(wrap)?;
         offset += batch.num_rows() as u64;
     }
     conservation(chunk, &counts).map_err(wrap)?;
-    let committed = writer.commit().map_err(wrap)?;
-    if committed != counts.written {
+    if let Some(max) = limits.max_reject_ratio
+        && counts.read > 0
+        && counts.rejected as f64 / counts.read as f64 > max
+    {
         return Err(wrap(Error::Check(format!(
-            "{chunk}: {} rows were sent to the target but it reports {committed} written",
-            counts.written
+            "{chunk}: {} of {} rows rejected, more than max_reject_ratio = {max}",
+            counts.rejected, counts.read
         ))));
     }
-    Ok(counts)
+    let total = shared
+        .rejected_total
+        .fetch_add(counts.rejected, Ordering::SeqCst)
+        + counts.rejected;
+    if let Some(max) = limits.max_rejects
+        && total > max
+    {
+        shared
+            .rejected_total
+            .fetch_sub(counts.rejected, Ordering::SeqCst);
+        return Err(wrap(Error::RejectLimit(format!(
+            "{total} rows rejected so far, more than max_rejects = {max}; the run stops"
+        ))));
+    }
+    let result = inject_fault(chunk.id, attempt).and_then(|()| {
+        writer.commit(&DoneMark {
+            chunk: chunk.id,
+            counts,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    });
+    let committed = match result {
+        Ok(c) => c,
+        Err(e) => {
+            shared
+                .rejected_total
+                .fetch_sub(counts.rejected, Ordering::SeqCst);
+            return Err(wrap(e));
+        }
+    };
+    if committed.rows != counts.written {
+        return Err(wrap(Error::Check(format!(
+            "{chunk}: {} rows were sent to the target but it reports {} written",
+            counts.written, committed.rows
+        ))));
+    }
+    let rejects = by_reason
+        .into_iter()
+        .map(|(reason, (n, example))| (reason, n, example))
+        .collect();
+    Ok((ChunkDone { counts, rejects }, committed))
+}
+
+/// A fault for tests, from `ROWSHIFT_FAULT`: `chunk=3` fails chunk 3 permanently;
+/// `chunk=3,transient=2` fails its first two attempts with a transient error.
+fn inject_fault(chunk: usize, attempt: u32) -> Result<()> {
+    let Ok(spec) = std::env::var("ROWSHIFT_FAULT") else {
+        return Ok(());
+    };
+    let mut target = None;
+    let mut transient = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("chunk", v)) => target = v.parse::<usize>().ok(),
+            Some(("transient", v)) => transient = v.parse::<u32>().ok(),
+            _ => {}
+        }
+    }
+    match (target == Some(chunk), transient) {
+        (false, _) => Ok(()),
+        (true, None) => Err(Error::Unsupported(format!(
+            "injected fault in the sink for chunk {chunk} (ROWSHIFT_FAULT)"
+        ))),
+        (true, Some(n)) if attempt <= n => Err(Error::db(
+            "injected fault (ROWSHIFT_FAULT)",
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset",
+            )),
+        )),
+        (true, Some(_)) => Ok(()),
+    }
 }
 
 /// One source batch after the transform: what would be written, and every rejected row

@@ -9,12 +9,14 @@ use crate::check::ChunkCounts;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
-    /// The source was split into chunks.
+    /// The chunks to run are known (planned now, or read from a checkpoint).
     Planned {
         /// How many.
         chunks: usize,
         /// Total rows, when every chunk's count is known.
         rows: Option<u64>,
+        /// Chunks an earlier run already committed.
+        skipped: usize,
     },
     /// A worker started a chunk.
     ChunkStarted {

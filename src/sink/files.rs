@@ -1,8 +1,10 @@
 //! A directory of part files, one per chunk, each written under a temporary name and
 //! renamed into place once complete, so a half-written file never looks finished.
+//! Rejected rows go to `_rejects/part-NNNNN.ndjson` in the same directory (readers of
+//! the data set skip folders whose name starts with `_`).
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use arrow::datatypes::SchemaRef;
@@ -10,7 +12,9 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use super::{ChunkWriter, Sink};
+use super::{ChunkWriter, Committed, Prepare, Sink};
+use crate::check::quarantine::QuarantineEntry;
+use crate::checkpoint::DoneMark;
 use crate::config::{CsvOptions, FileFormat, IfExists, ParquetOptions, TargetConfig, show_path};
 use crate::plan::Chunk;
 use crate::{Error, Result};
@@ -44,24 +48,116 @@ impl FileSink {
             .join(format!("part-{chunk_id:05}.{}", self.format.extension()))
     }
 
-    /// Part files and leftover temporary files already in the directory.
-    fn existing_parts(&self) -> Result<Vec<PathBuf>> {
-        let mut found = Vec::new();
-        let entries = match std::fs::read_dir(&self.dir) {
+    fn rejects_dir(&self) -> PathBuf {
+        self.dir.join("_rejects")
+    }
+
+    fn rejects_path(&self, chunk_id: usize) -> PathBuf {
+        self.rejects_dir()
+            .join(format!("part-{chunk_id:05}.ndjson"))
+    }
+
+    /// Files in `dir` whose names satisfy `keep`.
+    fn list(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
+        let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-            Err(e) => return Err(Error::io(&self.dir, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(dir, e)),
         };
+        let mut found = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("part-") || (name.starts_with(".part-") && name.ends_with(".tmp")) {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            if keep(&entry.file_name().to_string_lossy()) {
                 found.push(entry.path());
             }
         }
         found.sort();
         Ok(found)
     }
+
+    fn parts(&self) -> Result<Vec<PathBuf>> {
+        Self::list(&self.dir, |n| n.starts_with("part-"))
+    }
+
+    fn remove(paths: &[PathBuf]) -> Result<()> {
+        for p in paths {
+            std::fs::remove_file(p).map_err(|e| Error::io(p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes temporary files an interrupted run left behind.
+    fn remove_temporaries(&self) -> Result<()> {
+        let tmp = |n: &str| n.starts_with(".part-") && n.ends_with(".tmp");
+        Self::remove(&Self::list(&self.dir, tmp)?)?;
+        Self::remove(&Self::list(&self.rejects_dir(), tmp)?)
+    }
+
+    fn remove_all(&self) -> Result<()> {
+        Self::remove(&self.parts()?)?;
+        Self::remove(&Self::list(&self.rejects_dir(), |n| {
+            n.starts_with("part-")
+        })?)?;
+        self.remove_temporaries()
+    }
+
+    fn new_writer(&self, out: BufWriter<File>, shown: &str) -> Result<Format> {
+        Ok(match self.format {
+            FileFormat::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(self.parquet.compression)
+                    .set_max_row_group_row_count(Some(self.parquet.row_group_rows))
+                    .build();
+                Format::Parquet(
+                    ArrowWriter::try_new(out, self.schema.clone(), Some(props))
+                        .map_err(|e| Error::data(shown, e))?,
+                )
+            }
+            FileFormat::Csv => {
+                let mut b = arrow::csv::WriterBuilder::new()
+                    .with_header(self.csv.header)
+                    .with_delimiter(self.csv.delimiter)
+                    .with_quote(self.csv.quote);
+                if let Some(null) = self.csv.null.first() {
+                    b = b.with_null(null.clone());
+                }
+                Format::Csv(b.build(out))
+            }
+        })
+    }
+
+    /// Writes `batches` to `path` atomically: a temporary file, fsync, rename.
+    fn write_part(&self, path: &Path, batches: &[RecordBatch]) -> Result<u64> {
+        let mut w = PartWriter::create(self, path)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.finish()
+    }
+}
+
+/// Writes `text` to `path` atomically.
+fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(text).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn ndjson(entries: &[QuarantineEntry]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in entries {
+        serde_json::to_writer(&mut out, e).map_err(|e| Error::Internal(e.to_string()))?;
+        out.push(b'\n');
+    }
+    Ok(out)
 }
 
 impl Sink for FileSink {
@@ -74,7 +170,7 @@ impl Sink for FileSink {
     }
 
     fn planned_ddl(&self) -> Result<Vec<String>> {
-        let parts = self.existing_parts()?;
+        let parts = self.parts()?;
         let mut out = Vec::new();
         if !self.dir.exists() {
             out.push(format!("create directory {}", show_path(&self.dir)));
@@ -96,66 +192,93 @@ impl Sink for FileSink {
         Ok(out)
     }
 
-    fn prepare(&self) -> Result<()> {
+    fn prepare(&self, how: Prepare) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let parts = self.existing_parts()?;
-        if parts.is_empty() {
-            return Ok(());
-        }
-        match self.if_exists {
-            IfExists::Replace => {
-                for p in parts {
-                    std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        match how {
+            Prepare::Resume => self.remove_temporaries(),
+            Prepare::Restart => self.remove_all(),
+            Prepare::Fresh => {
+                let parts = self.parts()?;
+                match (parts.len(), self.if_exists) {
+                    (0, _) => self.remove_all(),
+                    (_, IfExists::Replace) => self.remove_all(),
+                    (n, _) => Err(Error::data(
+                        show_path(&self.dir),
+                        format!(
+                            "the target directory already holds {n} part files from an earlier run; set if_exists = \"replace\" in [target] to overwrite them"
+                        ),
+                    )),
                 }
-                Ok(())
             }
-            _ => Err(Error::data(
-                show_path(&self.dir),
-                format!(
-                    "the target directory already holds {} part files from an earlier run; set if_exists = \"replace\" in [target] to overwrite them",
-                    parts.len()
-                ),
-            )),
         }
     }
 
-    fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>> {
-        let path = self.part_path(chunk.id);
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let out = BufWriter::with_capacity(1 << 20, file);
-        let writer = match self.format {
-            FileFormat::Parquet => {
-                let props = WriterProperties::builder()
-                    .set_compression(self.parquet.compression)
-                    .set_max_row_group_row_count(Some(self.parquet.row_group_rows))
-                    .build();
-                let w = ArrowWriter::try_new(out, self.schema.clone(), Some(props))
-                    .map_err(|e| Error::data(show_path(&tmp), e))?;
-                Format::Parquet(w)
-            }
-            FileFormat::Csv => {
-                let mut b = arrow::csv::WriterBuilder::new()
-                    .with_header(self.csv.header)
-                    .with_delimiter(self.csv.delimiter)
-                    .with_quote(self.csv.quote);
-                if let Some(null) = self.csv.null.first() {
-                    b = b.with_null(null.clone());
-                }
-                Format::Csv(b.build(out))
-            }
-        };
-        Ok(Box::new(PartWriter {
-            tmp,
-            path,
-            writer: Some(writer),
-            rows: 0,
-            schema: self.schema.clone(),
+    fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {
+        let part = PartWriter::create(self, &self.part_path(chunk.id))?;
+        Ok(Box::new(FileChunk {
+            part,
+            rejects: Vec::new(),
+            rejects_path: self.rejects_path(chunk.id),
         }))
+    }
+
+    fn quarantine(&self) -> String {
+        show_path(&self.rejects_dir())
+    }
+
+    fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
+        let mut out = Vec::new();
+        for path in Self::list(&self.rejects_dir(), |n| {
+            n.starts_with("part-") && n.ends_with(".ndjson")
+        })? {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+                out.push(
+                    serde_json::from_str(line).map_err(|e| {
+                        Error::data(format!("{} line {}", show_path(&path), i + 1), e)
+                    })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn requeue(
+        &self,
+        chunk: usize,
+        passing: &[RecordBatch],
+        remaining: &[QuarantineEntry],
+    ) -> Result<u64> {
+        let rows: usize = passing.iter().map(RecordBatch::num_rows).sum();
+        let mut written = 0;
+        if rows > 0 {
+            // Named after its content, so a repeat after a crash rewrites the same file.
+            let mut hasher = blake3::Hasher::new();
+            for b in passing {
+                for r in 0..b.num_rows() {
+                    hasher.update(
+                        crate::check::quarantine::row_json(b, r)
+                            .to_string()
+                            .as_bytes(),
+                    );
+                }
+            }
+            let tag = &hasher.finalize().to_hex()[..12];
+            let path = self.dir.join(format!(
+                "part-{chunk:05}-r{tag}.{}",
+                self.format.extension()
+            ));
+            written = self.write_part(&path, passing)?;
+        }
+        let path = self.rejects_path(chunk);
+        if remaining.is_empty() {
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        } else {
+            write_atomic(&path, &ndjson(remaining)?)?;
+        }
+        Ok(written)
     }
 }
 
@@ -164,6 +287,7 @@ enum Format {
     Csv(arrow::csv::Writer<BufWriter<File>>),
 }
 
+/// One part file being written under a temporary name.
 struct PartWriter {
     tmp: PathBuf,
     path: PathBuf,
@@ -172,7 +296,24 @@ struct PartWriter {
     schema: SchemaRef,
 }
 
-impl ChunkWriter for PartWriter {
+impl PartWriter {
+    fn create(sink: &FileSink, path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = sink.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let writer = sink.new_writer(BufWriter::with_capacity(1 << 20, file), &show_path(&tmp))?;
+        Ok(PartWriter {
+            tmp,
+            path: path.to_path_buf(),
+            writer: Some(writer),
+            rows: 0,
+            schema: sink.schema.clone(),
+        })
+    }
+
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let shown = show_path(&self.tmp);
         match self.writer.as_mut() {
@@ -184,12 +325,12 @@ impl ChunkWriter for PartWriter {
         Ok(())
     }
 
-    fn commit(mut self: Box<Self>) -> Result<u64> {
+    /// Closes, syncs and renames the file into place.
+    fn finish(mut self) -> Result<u64> {
         let shown = show_path(&self.tmp);
         let file = match self.writer.take() {
             Some(Format::Parquet(w)) => w.into_inner().map_err(|e| Error::data(&shown, e))?,
-            Some(Format::Csv(w)) => {
-                let mut w = w;
+            Some(Format::Csv(mut w)) => {
                 if self.rows == 0 {
                     // arrow writes the header with the first batch; an empty part still gets one.
                     w.write(&RecordBatch::new_empty(self.schema.clone()))
@@ -213,5 +354,40 @@ impl Drop for PartWriter {
         if self.writer.is_some() {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+struct FileChunk {
+    part: PartWriter,
+    rejects: Vec<QuarantineEntry>,
+    rejects_path: PathBuf,
+}
+
+impl ChunkWriter for FileChunk {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.part.write(batch)
+    }
+
+    fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()> {
+        self.rejects.extend(entries);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, _mark: &DoneMark) -> Result<Committed> {
+        // Rejects first: a crash between the two renames redoes the chunk, which rewrites
+        // both files under the same names.
+        if self.rejects.is_empty() {
+            if self.rejects_path.exists() {
+                std::fs::remove_file(&self.rejects_path)
+                    .map_err(|e| Error::io(&self.rejects_path, e))?;
+            }
+        } else {
+            write_atomic(&self.rejects_path, &ndjson(&self.rejects)?)?;
+        }
+        let rows = self.part.finish()?;
+        Ok(Committed {
+            rows,
+            marked: false,
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! Sinks: something that prepares a target once, then commits chunks atomically.
+//! Sinks: something that prepares a target once, then commits chunks atomically, and
+//! keeps the quarantine of rejected rows next to the target.
 
 mod files;
 mod sqlite;
@@ -11,9 +12,33 @@ use arrow::record_batch::RecordBatch;
 pub use self::files::FileSink;
 pub use self::sqlite::SqliteSink;
 use crate::Result;
+use crate::check::quarantine::QuarantineEntry;
+use crate::checkpoint::{CheckpointStore, DoneMark};
 use crate::config::{Location, TargetConfig};
 use crate::db::IoRuntime;
 use crate::plan::Chunk;
+
+/// How [`Sink::prepare`] treats what the target already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepare {
+    /// A new run: apply `if_exists` to existing data.
+    Fresh,
+    /// Resuming a checkpointed run: keep everything, make sure the target exists, and
+    /// clear temporary files an interrupted run left.
+    Resume,
+    /// `--restart`: remove what an earlier run of this pipeline wrote, then start over.
+    Restart,
+}
+
+/// What a chunk's commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Rows written to the target.
+    pub rows: u64,
+    /// Whether the chunk's done mark was committed with the rows (the store lives in
+    /// the target). If not, the caller marks it after the commit.
+    pub marked: bool,
+}
 
 /// A table or directory to write.
 pub trait Sink: Send + Sync {
@@ -24,9 +49,9 @@ pub trait Sink: Send + Sync {
     /// without changing anything. Dry runs print it.
     fn planned_ddl(&self) -> Result<Vec<String>>;
 
-    /// Creates the target (table or directory) and applies `if_exists`. Called once,
-    /// before any chunk is opened.
-    fn prepare(&self) -> Result<()>;
+    /// Creates the target (table or directory) and its quarantine. Called once, before
+    /// any chunk is opened.
+    fn prepare(&self, how: Prepare) -> Result<()>;
 
     /// Called once after the last chunk: release connections, flush what needs it.
     fn finish(&self) -> Result<()> {
@@ -34,19 +59,44 @@ pub trait Sink: Send + Sync {
     }
 
     /// Starts writing one chunk. Nothing becomes visible until [`ChunkWriter::commit`].
-    fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>>;
+    fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>>;
+
+    /// The checkpoint store that commits together with this sink's chunks, if the target
+    /// can hold one (a database). `None` means the state directory holds it.
+    fn checkpoint_store(&self, _pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
+        None
+    }
+
+    /// Where rejected rows are kept, for messages.
+    fn quarantine(&self) -> String;
+
+    /// Every quarantined row.
+    fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>>;
+
+    /// Atomically writes `passing` (rows from `chunk`'s quarantine that now transform
+    /// cleanly, in the target schema) and replaces `chunk`'s quarantine with `remaining`.
+    /// Returns the rows written. Safe to repeat after a crash.
+    fn requeue(
+        &self,
+        chunk: usize,
+        passing: &[RecordBatch],
+        remaining: &[QuarantineEntry],
+    ) -> Result<u64>;
 }
 
 /// The writer of one chunk.
 ///
-/// Contract: `commit` makes all of the chunk's rows visible at once, or none of them.
-/// Dropping a writer without committing discards what it was given.
+/// Contract: `commit` makes all of the chunk's rows and rejects visible at once, or none
+/// of them. Dropping a writer without committing discards what it was given.
 pub trait ChunkWriter: Send {
     /// Adds a batch in the target schema.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
 
-    /// Makes the chunk durable and visible; returns the rows written.
-    fn commit(self: Box<Self>) -> Result<u64>;
+    /// Adds rejected rows for the quarantine.
+    fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()>;
+
+    /// Makes the chunk durable and visible.
+    fn commit(self: Box<Self>, mark: &DoneMark) -> Result<Committed>;
 }
 
 /// Opens the target a pipeline names, for batches of `schema`. Touches nothing.

@@ -1,6 +1,8 @@
-//! A SQLite table. Each chunk is inserted in one transaction, so it lands whole or not at all.
+//! A SQLite table. Each chunk's rows, its rejected rows (in `<table>_rejects`) and its
+//! checkpoint mark commit in one transaction, so a chunk lands whole or not at all.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
@@ -8,10 +10,12 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use sqlx::Arguments;
-use sqlx::sqlite::{SqliteArguments, SqlitePool};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool};
+use sqlx::{Arguments, Row};
 
-use super::{ChunkWriter, Sink};
+use super::{ChunkWriter, Committed, Prepare, Sink};
+use crate::check::quarantine::QuarantineEntry;
+use crate::checkpoint::{CheckpointStore, DoneMark, SqliteStore, mark_done};
 use crate::config::{IfExists, TargetConfig, show_path};
 use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
@@ -24,14 +28,15 @@ const MAX_PARAMS: usize = 32_766;
 
 /// Writes into one SQLite table.
 pub struct SqliteSink {
-    path: std::path::PathBuf,
-    pool: std::sync::OnceLock<SqlitePool>,
+    path: PathBuf,
+    pool: OnceLock<SqlitePool>,
     io: IoRuntime,
     shown: String,
     table: String,
     columns: Vec<(String, ColumnType, bool, bool)>,
     schema: SchemaRef,
     if_exists: IfExists,
+    pipeline: OnceLock<String>,
 }
 
 impl SqliteSink {
@@ -42,8 +47,6 @@ impl SqliteSink {
         schema: SchemaRef,
         io: &IoRuntime,
     ) -> Result<Self> {
-        let shown = format!("sqlite://{}", show_path(path));
-
         let columns = config
             .columns
             .iter()
@@ -51,9 +54,9 @@ impl SqliteSink {
             .collect();
         Ok(SqliteSink {
             path: path.to_path_buf(),
-            pool: std::sync::OnceLock::new(),
+            pool: OnceLock::new(),
             io: io.clone(),
-            shown,
+            shown: format!("sqlite://{}", show_path(path)),
             table: config
                 .table
                 .as_ref()
@@ -62,6 +65,7 @@ impl SqliteSink {
             columns,
             schema,
             if_exists: config.if_exists,
+            pipeline: OnceLock::new(),
         })
     }
 
@@ -92,6 +96,17 @@ impl SqliteSink {
             "CREATE TABLE {} (\n  {}\n)",
             quote_ident(&self.table),
             defs.join(",\n  ")
+        )
+    }
+
+    fn rejects_table(&self) -> String {
+        format!("{}_rejects", self.table)
+    }
+
+    fn create_rejects_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  id INTEGER PRIMARY KEY,\n  chunk INTEGER NOT NULL,\n  row_key TEXT,\n  location TEXT NOT NULL,\n  column_name TEXT,\n  value TEXT,\n  reason TEXT NOT NULL,\n  source_row TEXT NOT NULL,\n  rejected_at TEXT NOT NULL\n)",
+            quote_ident(&self.rejects_table())
         )
     }
 
@@ -130,6 +145,81 @@ impl SqliteSink {
         self.io.block_on(pool.close());
         rows
     }
+
+    async fn insert_rejects(
+        &self,
+        conn: &mut SqliteConnection,
+        chunk: usize,
+        entries: &[QuarantineEntry],
+    ) -> Result<()> {
+        let here = self.here();
+        let sql = format!(
+            "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            quote_ident(&self.rejects_table())
+        );
+        let now = chrono::Utc::now().to_rfc3339();
+        for e in entries {
+            sqlx::query(stmt(sql.clone()))
+                .bind(chunk as i64)
+                .bind(e.key.clone())
+                .bind(e.location.clone())
+                .bind(e.column.clone())
+                .bind(e.value.clone())
+                .bind(e.reason.clone())
+                .bind(e.row.to_string())
+                .bind(now.clone())
+                .execute(&mut *conn)
+                .await
+                .map_err(|err| Error::db(&here, err))?;
+        }
+        Ok(())
+    }
+
+    async fn insert_rows(
+        &self,
+        conn: &mut SqliteConnection,
+        batches: &[RecordBatch],
+    ) -> Result<u64> {
+        let here = self.here();
+        let width = self.schema.fields().len();
+        let head = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            quote_ident(&self.table),
+            self.columns
+                .iter()
+                .map(|c| quote_ident(&c.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows_per_stmt = (MAX_PARAMS / width.max(1)).clamp(1, 500);
+        let row_sql = format!("({})", vec!["?"; width].join(", "));
+        let statement = |rows: usize| format!("{head}{}", vec![row_sql.as_str(); rows].join(", "));
+        let full = statement(rows_per_stmt);
+        let mut written = 0u64;
+        for batch in batches {
+            let cells = Cells::new(batch, &here)?;
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let n = rows_per_stmt.min(batch.num_rows() - start);
+                let mut args = SqliteArguments::default();
+                for row in start..start + n {
+                    cells.bind_row(row, &mut args)?;
+                }
+                let sql = if n == rows_per_stmt {
+                    full.clone()
+                } else {
+                    statement(n)
+                };
+                let done = sqlx::query_with(stmt(sql), args)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                written += done.rows_affected();
+                start += n;
+            }
+        }
+        Ok(written)
+    }
 }
 
 impl Sink for SqliteSink {
@@ -139,7 +229,7 @@ impl Sink for SqliteSink {
 
     fn planned_ddl(&self) -> Result<Vec<String>> {
         let t = quote_ident(&self.table);
-        Ok(match (self.existing_rows()?, self.if_exists) {
+        let mut out = match (self.existing_rows()?, self.if_exists) {
             (None, _) => vec![self.create_table_sql()],
             (Some(_), IfExists::Replace) => {
                 vec![format!("DROP TABLE {t}"), self.create_table_sql()]
@@ -150,45 +240,53 @@ impl Sink for SqliteSink {
                 )]
             }
             (Some(_), _) => vec![format!("-- none: table {t} exists and is written into")],
-        })
+        };
+        out.push(self.create_rejects_sql());
+        Ok(out)
     }
 
-    fn prepare(&self) -> Result<()> {
+    fn prepare(&self, how: Prepare) -> Result<()> {
         let here = self.here();
         let t = quote_ident(&self.table);
+        let r = quote_ident(&self.rejects_table());
+        if how == Prepare::Restart && self.if_exists == IfExists::Append {
+            return Err(Error::Unsupported(format!(
+                "{here}: --restart cannot clean an if_exists = \"append\" target: rowshift cannot tell the rows it wrote from those already there"
+            )));
+        }
         let pool = self.pool()?;
         self.io.block_on(async {
-            let existing = table_columns(pool, &self.table, &here).await?;
-            if let Some(existing) = existing {
-                let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}")))
-                    .fetch_one(pool)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
-                match self.if_exists {
-                    IfExists::Replace => {
-                        sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(pool).await.map_err(|e| Error::db(&here, e))?;
-                    }
-                    IfExists::Fail if rows > 0 => {
+            let db = |e| Error::db(&here, e);
+            if let Some(existing) = table_columns(pool, &self.table, &here).await? {
+                let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}"))).fetch_one(pool).await.map_err(db)?;
+                let drop = match (how, self.if_exists) {
+                    (Prepare::Restart, _) | (Prepare::Fresh, IfExists::Replace) => true,
+                    (Prepare::Fresh, IfExists::Fail) if rows > 0 => {
                         return Err(Error::data(
                             &here,
                             format!("the target table already holds {rows} rows; set if_exists = \"replace\" or \"append\" in [target]"),
                         ));
                     }
-                    IfExists::Fail | IfExists::Append => {
-                        let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
-                        let missing: Vec<&str> =
-                            self.columns.iter().map(|c| c.0.as_str()).filter(|c| !have.contains(c)).collect();
-                        if !missing.is_empty() {
-                            return Err(Error::data(
-                                &here,
-                                format!("the existing table lacks column(s) {}; it has: {}", missing.join(", "), have.join(", ")),
-                            ));
-                        }
-                        return Ok(());
+                    _ => false,
+                };
+                if drop {
+                    sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(pool).await.map_err(db)?;
+                    sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}"))).execute(pool).await.map_err(db)?;
+                } else {
+                    let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
+                    let missing: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).filter(|c| !have.contains(c)).collect();
+                    if !missing.is_empty() {
+                        return Err(Error::data(
+                            &here,
+                            format!("the existing table lacks column(s) {}; it has: {}", missing.join(", "), have.join(", ")),
+                        ));
                     }
                 }
             }
-            sqlx::query(stmt(self.create_table_sql())).execute(pool).await.map_err(|e| Error::db(&here, e))?;
+            if table_columns(pool, &self.table, &here).await?.is_none() {
+                sqlx::query(stmt(self.create_table_sql())).execute(pool).await.map_err(db)?;
+            }
+            sqlx::query(stmt(self.create_rejects_sql())).execute(pool).await.map_err(db)?;
             Ok(())
         })
     }
@@ -202,38 +300,103 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
-    fn open_chunk(&self, _chunk: &Chunk) -> Result<Box<dyn ChunkWriter>> {
+    fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {
         Ok(Box::new(SqliteChunk {
-            pool: self.pool()?.clone(),
-            io: self.io.clone(),
-            here: self.here(),
-            insert_head: format!(
-                "INSERT INTO {} ({}) VALUES ",
-                quote_ident(&self.table),
-                self.columns
-                    .iter()
-                    .map(|c| quote_ident(&c.0))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            width: self.schema.fields().len(),
+            sink: self,
+            chunk: chunk.id,
             batches: Vec::new(),
+            rejects: Vec::new(),
         }))
+    }
+
+    fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
+        let _ = self.pipeline.set(pipeline.to_string());
+        Some(Arc::new(SqliteStore::new(&self.path, pipeline, &self.io)))
+    }
+
+    fn quarantine(&self) -> String {
+        format!("{} table {}", self.shown, self.rejects_table())
+    }
+
+    fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let here = self.quarantine();
+        let pool = connect(&self.io, &self.path, Access::Read, 1)?;
+        let sql = format!(
+            "SELECT chunk, row_key, location, column_name, value, reason, source_row FROM {} ORDER BY id",
+            quote_ident(&self.rejects_table())
+        );
+        let out = self.io.block_on(async {
+            let exists: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = ?")
+                    .bind(self.rejects_table())
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            let rows = sqlx::query(stmt(sql))
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(QuarantineEntry {
+                        chunk: r.get::<i64, _>(0) as usize,
+                        key: r.get(1),
+                        location: r.get(2),
+                        column: r.get(3),
+                        value: r.get(4),
+                        reason: r.get(5),
+                        row: serde_json::from_str(r.get::<&str, _>(6))
+                            .map_err(|e| Error::data(&here, e))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+        self.io.block_on(pool.close());
+        out
+    }
+
+    fn requeue(
+        &self,
+        chunk: usize,
+        passing: &[RecordBatch],
+        remaining: &[QuarantineEntry],
+    ) -> Result<u64> {
+        let here = self.here();
+        let pool = self.pool()?;
+        self.io.block_on(async {
+            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let written = self.insert_rows(&mut tx, passing).await?;
+            sqlx::query(stmt(format!(
+                "DELETE FROM {} WHERE chunk = ?",
+                quote_ident(&self.rejects_table())
+            )))
+            .bind(chunk as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::db(&here, e))?;
+            self.insert_rejects(&mut tx, chunk, remaining).await?;
+            tx.commit().await.map_err(|e| Error::db(&here, e))?;
+            Ok(written)
+        })
     }
 }
 
 /// Buffers a chunk's batches (bounded by the chunk size) and inserts them in one
 /// transaction at commit, so writers queue for SQLite's single write lock only briefly.
-struct SqliteChunk {
-    pool: SqlitePool,
-    io: IoRuntime,
-    here: String,
-    insert_head: String,
-    width: usize,
+struct SqliteChunk<'a> {
+    sink: &'a SqliteSink,
+    chunk: usize,
     batches: Vec<RecordBatch>,
+    rejects: Vec<QuarantineEntry>,
 }
 
-impl ChunkWriter for SqliteChunk {
+impl ChunkWriter for SqliteChunk<'_> {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() > 0 {
             self.batches.push(batch.clone());
@@ -241,45 +404,45 @@ impl ChunkWriter for SqliteChunk {
         Ok(())
     }
 
-    fn commit(self: Box<Self>) -> Result<u64> {
-        let rows_per_stmt = (MAX_PARAMS / self.width.max(1)).clamp(1, 500);
-        let row_sql = format!("({})", vec!["?"; self.width].join(", "));
-        let statement = |rows: usize| {
-            format!(
-                "{}{}",
-                self.insert_head,
-                vec![row_sql.as_str(); rows].join(", ")
-            )
-        };
-        let full = statement(rows_per_stmt);
-        let here = self.here.clone();
-        self.io.block_on(async {
-            let mut tx = self.pool.begin().await.map_err(|e| Error::db(&here, e))?;
-            let mut written = 0u64;
-            for batch in &self.batches {
-                let cells = Cells::new(batch, &here)?;
-                let mut start = 0;
-                while start < batch.num_rows() {
-                    let n = rows_per_stmt.min(batch.num_rows() - start);
-                    let mut args = SqliteArguments::default();
-                    for row in start..start + n {
-                        cells.bind_row(row, &mut args)?;
+    fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()> {
+        self.rejects.extend(entries);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, mark: &DoneMark) -> Result<Committed> {
+        let sink = self.sink;
+        let here = sink.here();
+        let pool = sink.pool()?;
+        sink.io.block_on(async {
+            let db = |e| Error::db(&here, e);
+            let mut tx = pool.begin().await.map_err(db)?;
+            // A chunk redone after a crash never committed, so it has no rows here yet;
+            // its quarantine is replaced all the same, to be safe against a repair.
+            sqlx::query(stmt(format!(
+                "DELETE FROM {} WHERE chunk = ?",
+                quote_ident(&sink.rejects_table())
+            )))
+            .bind(self.chunk as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sink.insert_rejects(&mut tx, self.chunk, &self.rejects)
+                .await?;
+            let rows = sink.insert_rows(&mut tx, &self.batches).await?;
+            let marked = match sink.pipeline.get() {
+                Some(p) => {
+                    if mark_done(&mut tx, p, mark).await.map_err(db)? != 1 {
+                        return Err(Error::Internal(format!(
+                            "chunk {} is not in the checkpoint",
+                            self.chunk
+                        )));
                     }
-                    let sql = if n == rows_per_stmt {
-                        full.clone()
-                    } else {
-                        statement(n)
-                    };
-                    let done = sqlx::query_with(stmt(sql), args)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| Error::db(&here, e))?;
-                    written += done.rows_affected();
-                    start += n;
+                    true
                 }
-            }
-            tx.commit().await.map_err(|e| Error::db(&here, e))?;
-            Ok(written)
+                None => false,
+            };
+            tx.commit().await.map_err(db)?;
+            Ok(Committed { rows, marked })
         })
     }
 }

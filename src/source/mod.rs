@@ -46,6 +46,13 @@ pub trait Source: Send + Sync {
     /// The column that identifies rows, if any.
     fn key(&self) -> Option<&str>;
 
+    /// Reads the rows with these key values again (keys as text; `None` entries are
+    /// skipped), for `retry --rejects`. Returns the rows found and, for each, the index
+    /// of the key it matched. `None` when the source cannot look rows up by key.
+    fn read_keys(&self, _keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
+        Ok(None)
+    }
+
     /// Whether messages name a row by its key alone (databases) rather than by its
     /// position in a file.
     fn names_rows_by_key(&self) -> bool {

@@ -226,6 +226,68 @@ impl Source for SqliteSource {
         true
     }
 
+    fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
+        let key_index = self
+            .raw_schema
+            .index_of(&self.key)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let int_key = self.kinds[key_index] == Kind::Int;
+        let wanted: std::collections::HashMap<&str, usize> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((k.as_deref()?, i)))
+            .collect();
+        let here = self.describe();
+        let mut builder = BatchBuilder::new(&self.kinds, wanted.len().max(1));
+        let mut origin = Vec::new();
+        let list: Vec<&str> = wanted.keys().copied().collect();
+        self.io.block_on(async {
+            for part in list.chunks(500) {
+                let marks = vec!["?"; part.len()].join(", ");
+                let sql = format!(
+                    "{} WHERE {} IN ({marks}) ORDER BY {}",
+                    self.select,
+                    quote_ident(&self.key),
+                    quote_ident(&self.key)
+                );
+                let mut q = sqlx::query(stmt(sql));
+                for k in part {
+                    q = match (int_key, k.parse::<i64>()) {
+                        (true, Ok(i)) => q.bind(i),
+                        _ => q.bind(k.to_string()),
+                    };
+                }
+                let rows = q
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                for row in &rows {
+                    builder
+                        .push(row, &self.raw_schema, key_index, &self.key, &here)
+                        .map_err(Error::Row)?;
+                    let k = key_value(
+                        row.try_get_raw(key_index)
+                            .map_err(|e| Error::db(&here, e))?,
+                    )
+                    .map_err(|m| Error::data(&here, m))?
+                    .map(|k| match k {
+                        KeyValue::Int(i) => i.to_string(),
+                        KeyValue::Text(t) => t,
+                    })
+                    .unwrap_or_default();
+                    origin.push(
+                        *wanted
+                            .get(k.as_str())
+                            .ok_or_else(|| Error::Internal(format!("unexpected key {k}")))?,
+                    );
+                }
+            }
+            Ok::<_, Error>(())
+        })?;
+        let batch = builder.finish(&self.raw_schema, &self.schema, &here)?;
+        Ok(Some((batch, origin)))
+    }
+
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
         let k = quote_ident(&self.key);
         let t = quote_ident(&self.table);

@@ -84,7 +84,7 @@ pub fn cast_lossless(
                     row,
                     value: value_text(array.as_ref(), row),
                     reason: format!(
-                        "would change to {} in {}",
+                        "would change to '{}' in {}",
                         value_text(cast.as_ref(), row).unwrap_or_default(),
                         type_name(to)
                     ),
@@ -186,7 +186,7 @@ mod tests {
         let a: ArrayRef = Arc::new(Float64Array::from(vec![2.0, 2.5]));
         assert_eq!(
             fail(a, DataType::Int64),
-            [(1, "2.5 would change to 2 in bigint".to_string())]
+            [(1, "2.5 would change to '2' in bigint".to_string())]
         );
     }
 

@@ -1,0 +1,76 @@
+//! `rowshift retry --rejects`: runs quarantined rows through the (fixed) transform again.
+//! Rows that now pass are written and leave the quarantine; the rest stay with their new
+//! reason.
+
+use std::collections::BTreeMap;
+
+use arrow::record_batch::RecordBatch;
+use serde::Serialize;
+
+use super::{locate_row, process_batch};
+use crate::check::quarantine::{QuarantineEntry, rows_from_json};
+use crate::plan::Plan;
+use crate::sink::Sink;
+use crate::{Error, Result};
+
+/// What `retry --rejects` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequeueReport {
+    /// Quarantined rows looked at.
+    pub rows: u64,
+    /// Rows that now pass and were written.
+    pub written: u64,
+    /// Rows the filter now drops; they leave the quarantine.
+    pub filtered: u64,
+    /// Rows that still fail, kept with their new reason.
+    pub still_rejected: u64,
+    /// Rows whose key is no longer in the source; they leave the quarantine.
+    pub gone: u64,
+}
+
+/// Re-processes every quarantined row. A database source is read again by key, so rows
+/// fixed in the source are picked up; file sources use the row as it was stored.
+pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(plan.pipeline.chunks.parallel.max(1))
+        .build()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut by_chunk: BTreeMap<usize, Vec<QuarantineEntry>> = BTreeMap::new();
+    for e in sink.read_quarantine()? {
+        by_chunk.entry(e.chunk).or_default().push(e);
+    }
+    let source = plan.source.as_ref();
+    let schema = source.schema();
+    let mut report = RequeueReport::default();
+    for (chunk, entries) in by_chunk {
+        report.rows += entries.len() as u64;
+        let stored: Vec<serde_json::Value> = entries.iter().map(|e| e.row.clone()).collect();
+        let (batch, origin): (RecordBatch, Vec<usize>) =
+            match source.read_keys(&entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>())? {
+                Some((batch, origin)) => (batch, origin),
+                None => (
+                    rows_from_json(&schema, &stored)?,
+                    (0..entries.len()).collect(),
+                ),
+            };
+        report.gone += (entries.len() - batch.num_rows()) as u64;
+        let locate = |row: usize| entries[origin[row]].location.clone();
+        let p = process_batch(plan, &pool, &batch, &locate)?;
+        let remaining: Vec<QuarantineEntry> = p
+            .out
+            .rejects
+            .iter()
+            .zip(&p.rejects)
+            .map(|(r, failure)| {
+                let mut e = QuarantineEntry::new(chunk, &batch, r.row, source.key(), failure);
+                e.location = locate_row(source, &batch, r.row, &locate);
+                e
+            })
+            .collect();
+        report.filtered += p.counts.filtered;
+        report.still_rejected += remaining.len() as u64;
+        report.written += sink.requeue(chunk, std::slice::from_ref(&p.out.batch), &remaining)?;
+    }
+    sink.finish()?;
+    Ok(report)
+}

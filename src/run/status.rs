@@ -1,0 +1,143 @@
+//! `rowshift status`: a run's progress from its checkpoint and quarantine. Reads only.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::RejectSummary;
+use crate::check::ChunkCounts;
+use crate::checkpoint::{CheckpointStore, ChunkState, SqliteStore, diff_settings};
+use crate::config::Pipeline;
+use crate::db::IoRuntime;
+use crate::sink::Sink;
+use crate::{Result, RowFailure, sink};
+
+/// A failed chunk in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedChunk {
+    /// Its id.
+    pub chunk: usize,
+    /// Its range.
+    pub range: String,
+    /// How many times it was tried.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Where the checkpoint is.
+    pub checkpoint: String,
+    /// Whether a run was recorded at all.
+    pub recorded: bool,
+    /// When the plan was made.
+    pub created_at: Option<String>,
+    /// What changed in the pipeline file since (empty when nothing did).
+    pub changes: Vec<String>,
+    /// Chunks in the plan.
+    pub chunks_total: usize,
+    /// Chunks by state.
+    pub chunks: BTreeMap<String, usize>,
+    /// Counts over done chunks.
+    pub rows: ChunkCounts,
+    /// Done chunks' share of the plan, in percent.
+    pub progress_percent: f64,
+    /// Failed chunks with their last errors.
+    pub failed: Vec<FailedChunk>,
+    /// Quarantined rows by reason, with one example each.
+    pub rejects: Vec<RejectSummary>,
+    /// Where the quarantine is.
+    pub quarantine: String,
+}
+
+/// Reads the checkpoint and quarantine of `pipeline`'s target. Opens neither the source
+/// nor anything for writing.
+pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
+    let io = IoRuntime::new()?;
+    let sink: std::sync::Arc<dyn Sink> =
+        sink::open(&pipeline.target, pipeline.target.schema(), &io)?;
+    let store: std::sync::Arc<dyn CheckpointStore> =
+        sink.checkpoint_store(&pipeline.name).unwrap_or_else(|| {
+            std::sync::Arc::new(SqliteStore::new(
+                &pipeline
+                    .base_dir
+                    .join(".rowshift")
+                    .join(format!("{}.checkpoint.db", pipeline.name)),
+                &pipeline.name,
+                &io,
+            ))
+        });
+    let checkpoint = store.load()?;
+    let mut chunks: BTreeMap<String, usize> = [
+        ChunkState::Pending,
+        ChunkState::Running,
+        ChunkState::Done,
+        ChunkState::Failed,
+    ]
+    .iter()
+    .map(|s| (s.as_str().to_string(), 0))
+    .collect();
+    let mut rows = ChunkCounts::default();
+    let mut failed = Vec::new();
+    let (mut total, mut created_at, mut changes) = (0, None, Vec::new());
+    if let Some(c) = &checkpoint {
+        total = c.chunks.len();
+        created_at = Some(c.created_at.clone());
+        changes = diff_settings(&c.settings, &pipeline.settings());
+        for r in &c.chunks {
+            *chunks.entry(r.state.as_str().to_string()).or_default() += 1;
+            match r.state {
+                ChunkState::Done => rows += r.counts,
+                ChunkState::Failed => failed.push(FailedChunk {
+                    chunk: r.chunk.id,
+                    range: r.chunk.to_string(),
+                    attempts: r.attempts,
+                    error: r.last_error.clone().unwrap_or_default(),
+                }),
+                _ => {}
+            }
+        }
+    }
+    let mut groups: BTreeMap<String, RejectSummary> = BTreeMap::new();
+    for e in sink.read_quarantine()? {
+        let reason = e.grouped_reason();
+        let g = groups
+            .entry(reason.clone())
+            .or_insert_with(|| RejectSummary {
+                reason,
+                count: 0,
+                example: RowFailure {
+                    location: e.location.clone(),
+                    column: e.column.clone(),
+                    value: e.value.clone(),
+                    reason: e.reason.clone(),
+                },
+            });
+        g.count += 1;
+    }
+    let mut rejects: Vec<RejectSummary> = groups.into_values().collect();
+    rejects.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    let done = chunks["done"];
+    Ok(StatusReport {
+        pipeline: pipeline.name.clone(),
+        checkpoint: store.describe(),
+        recorded: checkpoint.is_some(),
+        created_at,
+        changes,
+        chunks_total: total,
+        chunks,
+        rows,
+        progress_percent: if total == 0 {
+            0.0
+        } else {
+            100.0 * done as f64 / total as f64
+        },
+        failed,
+        rejects,
+        quarantine: sink.quarantine(),
+    })
+}

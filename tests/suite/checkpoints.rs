@@ -1,0 +1,400 @@
+//! Checkpoints: resume after SIGKILL and Ctrl-C, failed chunks and retry, transient
+//! faults, a changed pipeline, and re-processing the quarantine.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{Workspace, parquet_rows, sqlite_rows};
+
+const ROWS: usize = 200_000;
+
+/// Writes a 200,000-row CSV and loads it into `samples/big.db` table `people` with rowshift.
+fn big_source(ws: &Workspace) {
+    let mut csv = String::with_capacity(ROWS * 80);
+    csv.push_str("id,name,email,created_at,score\n");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for id in 1..=ROWS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let first = ["Ana", "Bo", "Zoë", "Li", "Sam"][(x % 5) as usize];
+        let last = ["Smith", "Øvergård", "Nguyen", "Okafor"][(x / 5 % 4) as usize];
+        csv.push_str(&format!(
+            "{id},{first} {last},{first}.{last}{}@Example.com,20{:02}-{:02}-{:02} 10:00:00,{}.{:02}\n",
+            x % 1000,
+            10 + x % 14,
+            1 + x / 7 % 12,
+            1 + x / 11 % 28,
+            x % 500,
+            x / 3 % 100
+        ));
+    }
+    ws.write("samples/big.csv", &csv);
+    ws.write(
+        "pipelines/load_big.toml",
+        r#"name = "load_big"
+[source]
+url = "../samples/big.csv"
+key = "id"
+[target]
+url = "sqlite://../samples/big.db"
+table = "people"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+name = { type = "text", expr = "name" }
+email = { type = "text", expr = "email" }
+created_at = { type = "text", expr = "created_at" }
+score = { type = "double", expr = "score" }
+"#,
+    );
+    let out = ws.rowshift(&["run", "pipelines/load_big.toml", "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+fn move_pipeline(ws: &Workspace, name: &str, target: &str) -> String {
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            r#"name = "{name}"
+[source]
+url = "sqlite://../samples/big.db"
+table = "people"
+key = "id"
+[target]
+{target}
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+email = {{ type = "text", expr = "lower(email)", nullable = false }}
+first_name = {{ type = "text", expr = "split_part(name, ' ', 1)" }}
+last_name = {{ type = "text", expr = "split_part(name, ' ', 2)" }}
+signup_on = {{ type = "date", expr = "CAST(created_at AS DATE)" }}
+score = {{ type = "numeric(8,2)", expr = "score" }}
+[filter]
+where = "id % 10 <> 3"
+[chunks]
+rows = 5000
+parallel = 2
+"#
+        ),
+    )
+}
+
+fn spawn(ws: &Workspace, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rowshift"))
+        .args(args)
+        .current_dir(ws.path("."))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills `rowshift run` with SIGKILL at pseudo-random moments 20 times, resuming each
+/// time, then lets it finish, and returns how many chunks were done before the last run.
+fn crash_and_resume(ws: &Workspace, pipeline: &str) {
+    let mut x: u64 = 42;
+    for _ in 0..20 {
+        let mut child = spawn(ws, &["run", pipeline, "--quiet"]);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(40 + (x >> 33) % 400));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let out = ws.rowshift(&["run", pipeline, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(summary["chunks_total"], 40);
+    assert_eq!(summary["chunks_failed"], 0);
+    let skipped = summary["chunks_skipped"].as_u64().unwrap();
+    assert!(
+        (1..40).contains(&skipped),
+        "the killed runs should have committed some chunks, not all: {skipped}"
+    );
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_writes_exactly_the_uninterrupted_result() {
+    let ws = Workspace::new();
+    big_source(&ws);
+
+    // SQLite target: rows and the done mark commit in one transaction.
+    let reference = move_pipeline(
+        &ws,
+        "reference",
+        "url = \"sqlite://../out/reference.db\"\ntable = \"people_v2\"",
+    );
+    assert_eq!(ws.rowshift(&["run", &reference, "--quiet"]).code, 0);
+    let crashed = move_pipeline(
+        &ws,
+        "crashed",
+        "url = \"sqlite://../out/crashed.db\"\ntable = \"people_v2\"",
+    );
+    crash_and_resume(&ws, &crashed);
+    let expected = sqlite_rows(
+        &ws.path("out/reference.db"),
+        "SELECT * FROM people_v2 ORDER BY id",
+    );
+    assert_eq!(expected.len(), ROWS - ROWS / 10);
+    let got = sqlite_rows(
+        &ws.path("out/crashed.db"),
+        "SELECT * FROM people_v2 ORDER BY id",
+    );
+    assert_eq!(got.len(), expected.len(), "no row lost or written twice");
+    assert!(
+        got == expected,
+        "the resumed target differs from the uninterrupted one"
+    );
+
+    // Parquet target: part files renamed into place, the mark in the state directory.
+    let reference = move_pipeline(
+        &ws,
+        "reference_files",
+        "url = \"../out/reference_parquet\"\nformat = \"parquet\"",
+    );
+    assert_eq!(ws.rowshift(&["run", &reference, "--quiet"]).code, 0);
+    let crashed = move_pipeline(
+        &ws,
+        "crashed_files",
+        "url = \"../out/crashed_parquet\"\nformat = \"parquet\"",
+    );
+    crash_and_resume(&ws, &crashed);
+    let expected = parquet_rows(&ws.path("out/reference_parquet"));
+    let got = parquet_rows(&ws.path("out/crashed_parquet")); // panics on a duplicate key
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the resumed part files differ from the uninterrupted ones"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(ws.path("out/crashed_parquet"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn ctrl_c_finishes_chunks_in_flight_and_the_run_resumes() {
+    let ws = Workspace::new();
+    big_source(&ws);
+    let pipeline = move_pipeline(
+        &ws,
+        "interrupted",
+        "url = \"sqlite://../out/interrupted.db\"\ntable = \"people_v2\"",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rowshift"))
+        .args(["run", &pipeline, "--json"])
+        .current_dir(ws.path("."))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    assert_eq!(summary["interrupted"], true, "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("stopping: chunks in flight will finish"),
+        "{stderr}"
+    );
+    assert!(summary["chunks_pending"].as_u64().unwrap() > 0);
+    let status = ws.rowshift(&["status", &pipeline, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(
+        status["chunks"]["running"], 0,
+        "Ctrl-C lets chunks in flight commit"
+    );
+    let done_before = status["chunks"]["done"].as_u64().unwrap();
+
+    let out = ws.rowshift(&["run", &pipeline, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(summary["chunks_skipped"].as_u64().unwrap(), done_before);
+    assert_eq!(summary["chunks_done"].as_u64().unwrap() + done_before, 40);
+    let n = sqlite_rows(
+        &ws.path("out/interrupted.db"),
+        "SELECT count(*), count(DISTINCT id) FROM people_v2",
+    );
+    assert_eq!(
+        n[0],
+        vec![
+            (ROWS - ROWS / 10).to_string(),
+            (ROWS - ROWS / 10).to_string()
+        ]
+    );
+}
+
+#[test]
+fn a_chunk_that_fails_permanently_is_shown_by_status_and_finished_by_retry() {
+    let ws = Workspace::new();
+    let out = ws.rowshift_env(
+        &["run", "pipelines/quickstart.toml", "--quiet"],
+        &[("ROWSHIFT_FAULT", "chunk=2")],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("chunks  4 done, 1 failed, 0 pending"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("failed  chunk 2 (401 < key <= 606): injected fault in the sink for chunk 2 (ROWSHIFT_FAULT)"), "{}", out.stdout);
+
+    let status = ws.rowshift(&["status", "pipelines/quickstart.toml"]);
+    assert_eq!(status.code, 0);
+    assert!(
+        status
+            .stdout
+            .contains("chunks   4 of 5 done (80.0%): 4 done, 1 failed, 0 pending, 0 running"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("failed   chunk 2 (401 < key <= 606) after 1 attempts: injected fault in the sink for chunk 2"), "{}", status.stdout);
+
+    // The fault is fixed (the variable is gone); retry runs only the failed chunk.
+    let retry = ws.rowshift(&["retry", "pipelines/quickstart.toml", "--json"]);
+    assert_eq!(retry.code, 0, "{}{}", retry.stdout, retry.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&retry.stdout).unwrap();
+    assert_eq!(summary["chunks_done"], 1);
+    assert_eq!(summary["chunks_skipped"], 4);
+    let rows = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT count(*), count(DISTINCT id) FROM users_v2",
+    );
+    assert_eq!(rows[0], ["903", "903"]);
+    let again = ws.rowshift(&["retry", "pipelines/quickstart.toml", "--chunk", "2"]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again
+            .stderr
+            .contains("chunk 2 is done; only pending, running or failed chunks can be retried"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn transient_errors_are_retried_with_backoff() {
+    let ws = Workspace::new();
+    let out = ws.rowshift_env(
+        &["run", "pipelines/quickstart.toml", "--quiet"],
+        &[("ROWSHIFT_FAULT", "chunk=1,transient=2")],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let attempts = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT id, attempts, state FROM _rowshift_chunks ORDER BY id",
+    );
+    assert_eq!(attempts[1], ["1", "3", "done"]);
+    assert_eq!(attempts[0], ["0", "1", "done"]);
+}
+
+#[test]
+fn a_changed_pipeline_is_refused_until_restart() {
+    let ws = Workspace::new();
+    assert_eq!(
+        ws.rowshift(&["run", "pipelines/quickstart.toml", "--quiet"])
+            .code,
+        0
+    );
+    let text = std::fs::read_to_string(ws.path("pipelines/quickstart.toml")).unwrap();
+    ws.write(
+        "pipelines/quickstart.toml",
+        &text.replace("lower(trim(email))", "upper(trim(email))"),
+    );
+    let out = ws.rowshift(&["run", "pipelines/quickstart.toml", "--quiet"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("the pipeline changed since its checkpoint"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "target.columns.email.expr: \"lower(trim(email))\" -> \"upper(trim(email))\""
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("run with --restart to start over"),
+        "{}",
+        out.stderr
+    );
+    let out = ws.rowshift(&["run", "pipelines/quickstart.toml", "--quiet", "--restart"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT count(*), sum(email = upper(email)) FROM users_v2",
+    );
+    assert_eq!(rows[0], ["903", "903"]);
+}
+
+#[test]
+fn retry_rejects_writes_rows_that_now_pass_and_keeps_the_rest_with_their_new_reason() {
+    let ws = Workspace::new();
+    // score REAL has two decimals; numeric(4,1) rejects every score with a second decimal.
+    let text = std::fs::read_to_string(ws.path("pipelines/quickstart.toml")).unwrap();
+    ws.write(
+        "pipelines/scores.toml",
+        &text.replace(
+            "\"numeric(6,2)\", expr = \"score\"",
+            "\"numeric(4,1)\", expr = \"score\"",
+        ),
+    );
+    let out = ws.rowshift(&["run", "pipelines/scores.toml", "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let rejected = summary["rows"]["rejected"].as_u64().unwrap();
+    assert!(rejected > 100, "{summary}");
+    assert_eq!(summary["rows"]["written"].as_u64().unwrap() + rejected, 903);
+    assert_eq!(
+        summary["rejects"][0]["reason"],
+        "column score: value would change to '…' in numeric(4,1)"
+    );
+    let q = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT count(*) FROM users_v2_rejects",
+    );
+    assert_eq!(q[0][0], rejected.to_string());
+
+    // Fix the transform for most rows: scores at or above 90 still do not fit numeric(4,1)
+    // once doubled.
+    let fixed = text.replace("\"numeric(6,2)\", expr = \"score\"", "\"numeric(4,1)\", expr = \"CASE WHEN score >= 90 THEN score * 20 ELSE round(score, 1) END\"");
+    ws.write("pipelines/scores.toml", &fixed);
+    let out = ws.rowshift(&["retry", "pipelines/scores.toml", "--rejects", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let still = report["still_rejected"].as_u64().unwrap();
+    assert_eq!(report["rows"].as_u64().unwrap(), rejected);
+    assert_eq!(report["written"].as_u64().unwrap() + still, rejected);
+    assert!(still > 0 && out.code == 1, "{report}");
+    let counts = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT (SELECT count(*) FROM users_v2), (SELECT count(*) FROM users_v2_rejects), (SELECT count(DISTINCT id) FROM users_v2)",
+    );
+    assert_eq!(counts[0][0], (903 - still).to_string());
+    assert_eq!(counts[0][1], still.to_string());
+    assert_eq!(counts[0][2], counts[0][0], "no row written twice");
+    let reasons = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT DISTINCT reason FROM users_v2_rejects",
+    );
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0][0].contains("does not fit in numeric(4,1)"),
+        "{reasons:?}"
+    );
+}
