@@ -90,28 +90,55 @@ fn spawn(ws: &Workspace, args: &[&str]) -> std::process::Child {
 }
 
 /// Kills `rowshift run` with SIGKILL at pseudo-random moments 20 times, resuming each
-/// time, then lets it finish, and returns how many chunks were done before the last run.
-fn crash_and_resume(ws: &Workspace, pipeline: &str) {
+/// time, then lets it finish. `full` is how long an uninterrupted run takes and `startup`
+/// how long one with nothing to do takes, so the kills land while chunks are in flight.
+fn crash_and_resume(ws: &Workspace, pipeline: &str, full: Duration, startup: Duration) {
     let mut x: u64 = 42;
+    let mut done_before = 0;
+    let mut mid_work = 0;
     for _ in 0..20 {
         let mut child = spawn(ws, &["run", pipeline, "--quiet"]);
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(40 + (x >> 33) % 400));
+        let window = (full.as_millis() as u64 / 15).max(1);
+        std::thread::sleep(startup.mul_f64(0.8) + Duration::from_millis((x >> 33) % window));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        let status = ws.rowshift(&["status", pipeline, "--json"]);
+        let done =
+            serde_json::from_str::<serde_json::Value>(&status.stdout).unwrap()["chunks"]["done"]
+                .as_u64()
+                .unwrap_or(0);
+        assert!(
+            done >= done_before,
+            "a committed chunk was lost: {done} < {done_before}"
+        );
+        if done < 40 {
+            mid_work += 1;
+        }
+        done_before = done;
     }
+    assert!(
+        mid_work >= 10,
+        "only {mid_work} of 20 kills hit a run with work left"
+    );
     let out = ws.rowshift(&["run", pipeline, "--json"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(summary["chunks_total"], 40);
     assert_eq!(summary["chunks_failed"], 0);
-    let skipped = summary["chunks_skipped"].as_u64().unwrap();
-    assert!(
-        (1..40).contains(&skipped),
-        "the killed runs should have committed some chunks, not all: {skipped}"
-    );
+    assert_eq!(summary["chunks_skipped"].as_u64().unwrap(), done_before);
+}
+
+/// Runs `pipeline` to the end and again (nothing left), returning both wall times.
+fn timed_reference(ws: &Workspace, pipeline: &str) -> (Duration, Duration) {
+    let t0 = std::time::Instant::now();
+    assert_eq!(ws.rowshift(&["run", pipeline, "--quiet"]).code, 0);
+    let full = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    assert_eq!(ws.rowshift(&["run", pipeline, "--quiet"]).code, 0);
+    (full, t1.elapsed())
 }
 
 #[test]
@@ -125,13 +152,13 @@ fn sigkill_at_random_moments_then_resume_writes_exactly_the_uninterrupted_result
         "reference",
         "url = \"sqlite://../out/reference.db\"\ntable = \"people_v2\"",
     );
-    assert_eq!(ws.rowshift(&["run", &reference, "--quiet"]).code, 0);
+    let (full, startup) = timed_reference(&ws, &reference);
     let crashed = move_pipeline(
         &ws,
         "crashed",
         "url = \"sqlite://../out/crashed.db\"\ntable = \"people_v2\"",
     );
-    crash_and_resume(&ws, &crashed);
+    crash_and_resume(&ws, &crashed, full, startup);
     let expected = sqlite_rows(
         &ws.path("out/reference.db"),
         "SELECT * FROM people_v2 ORDER BY id",
@@ -153,13 +180,13 @@ fn sigkill_at_random_moments_then_resume_writes_exactly_the_uninterrupted_result
         "reference_files",
         "url = \"../out/reference_parquet\"\nformat = \"parquet\"",
     );
-    assert_eq!(ws.rowshift(&["run", &reference, "--quiet"]).code, 0);
+    let (full, startup) = timed_reference(&ws, &reference);
     let crashed = move_pipeline(
         &ws,
         "crashed_files",
         "url = \"../out/crashed_parquet\"\nformat = \"parquet\"",
     );
-    crash_and_resume(&ws, &crashed);
+    crash_and_resume(&ws, &crashed, full, startup);
     let expected = parquet_rows(&ws.path("out/reference_parquet"));
     let got = parquet_rows(&ws.path("out/crashed_parquet")); // panics on a duplicate key
     assert_eq!(got.len(), expected.len());
