@@ -582,7 +582,11 @@ impl RunSummary {
 
 fn run_rowshift(pipeline: &Path) -> Result<RunSummary, String> {
     let mut cmd = Command::new(ROWSHIFT);
-    cmd.arg("run").arg(pipeline).arg("--json").arg("--quiet").arg("--restart");
+    cmd.arg("run")
+        .arg(pipeline)
+        .arg("--json")
+        .arg("--quiet")
+        .arg("--restart");
     let run = run_measured(&mut cmd).map_err(|e| format!("cannot start {ROWSHIFT}: {e}"))?;
     let json: serde_json::Value = match serde_json::from_str(run.stdout.trim()) {
         Ok(v) => v,

@@ -102,6 +102,9 @@ pub struct Summary {
     pub quarantine: String,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// Seconds workers spent in checkpoint bookkeeping (claim, finish, fail), summed over
+    /// workers. A mark committed inside the target's own transaction is not included.
+    pub checkpoint_seconds: f64,
     /// Rows read per second of wall time.
     pub rows_per_second: f64,
     /// Peak resident memory of the process so far, bytes (Linux only).
@@ -146,6 +149,19 @@ struct Shared<'a> {
     store: &'a dyn CheckpointStore,
     pool: rayon::ThreadPool,
     rejected_total: AtomicU64,
+    /// Nanoseconds spent in checkpoint calls, to report bookkeeping's cost.
+    checkpoint_nanos: AtomicU64,
+}
+
+impl Shared<'_> {
+    /// Runs a checkpoint call and counts its time.
+    fn timed<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t0 = Instant::now();
+        let out = f();
+        self.checkpoint_nanos
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
 }
 
 /// Runs a pipeline: resumes its checkpoint if there is one, or plans it, then runs every
@@ -248,6 +264,7 @@ pub fn run(
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the CPU pool: {e}")))?,
         rejected_total: AtomicU64::new(0),
+        checkpoint_nanos: AtomicU64::new(0),
     };
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -297,7 +314,8 @@ pub fn run(
                                 };
                                 // If even the failure cannot be recorded, the chunk stays
                                 // running and a later run redoes it.
-                                let _ = shared.store.fail(chunk.id, &failure.error);
+                                let _ =
+                                    shared.timed(|| shared.store.fail(chunk.id, &failure.error));
                                 observer.on_event(&Event::ChunkFailed {
                                     chunk: chunk.id,
                                     error: failure.error.clone(),
@@ -337,6 +355,7 @@ pub fn run(
         rejects,
         quarantine: sink.quarantine(),
         seconds,
+        checkpoint_seconds: shared.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         rows_per_second: if seconds > 0.0 {
             totals.rows.read as f64 / seconds
         } else {
@@ -386,7 +405,9 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<ChunkDone, (Er
     let mut attempt = 0;
     loop {
         attempt += 1;
-        shared.store.claim(chunk.id).map_err(|e| (e, false))?;
+        shared
+            .timed(|| shared.store.claim(chunk.id))
+            .map_err(|e| (e, false))?;
         let t0 = Instant::now();
         match run_chunk(shared, chunk, attempt) {
             Ok((done, committed)) => {
@@ -396,7 +417,9 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<ChunkDone, (Er
                         counts: done.counts,
                         seconds: t0.elapsed().as_secs_f64(),
                     };
-                    shared.store.finish(&mark).map_err(|e| (e, false))?;
+                    shared
+                        .timed(|| shared.store.finish(&mark))
+                        .map_err(|e| (e, false))?;
                 }
                 return Ok(done);
             }
