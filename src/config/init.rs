@@ -247,10 +247,10 @@ fn file_columns(
             found
         }
     };
-    if let Some(k) = &key {
-        if let Some(c) = columns.iter_mut().find(|c| &c.name == k) {
-            c.nullable = false;
-        }
+    if let Some(k) = &key
+        && let Some(c) = columns.iter_mut().find(|c| &c.name == k)
+    {
+        c.nullable = false;
     }
     Ok((columns, key, url, None, notes))
 }
@@ -383,7 +383,7 @@ pub fn infer_text(values: &[String]) -> ColumnType {
             })
             .max()
             .unwrap_or(1);
-        let precision = (digits + scale).max(18).min(38);
+        let precision = (digits + scale).clamp(18, 38);
         return ColumnType::Decimal {
             precision: precision as u8,
             scale: scale.min(precision) as i8,

@@ -148,6 +148,13 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// A path as messages show it: relative to the working directory when it is below it.
+pub fn show_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let rel = cwd.as_deref().and_then(|cwd| path.strip_prefix(cwd).ok());
+    rel.unwrap_or(path).display().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,11 +196,4 @@ mod tests {
             "cannot tell the file format of `out/dir`; set format = \"csv\" or \"parquet\""
         );
     }
-}
-
-/// A path as messages show it: relative to the working directory when it is below it.
-pub fn show_path(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    let rel = cwd.as_deref().and_then(|cwd| path.strip_prefix(cwd).ok());
-    rel.unwrap_or(path).display().to_string()
 }

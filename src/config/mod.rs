@@ -278,18 +278,17 @@ impl Pipeline {
             Some(s) => w.limits(&s),
             None => Limits::default(),
         };
-        if let Some(name) = &name {
-            if name.is_empty()
+        if let Some(name) = &name
+            && (name.is_empty()
                 || !name
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-            {
-                let span = root.table.get("name").and_then(Item::span);
-                w.diags.push(
-                    Diagnostic::at(span, format!("invalid name `{name}`"))
-                        .with_help("use letters, digits, `_`, `-` and `.`: the name labels state files and history"),
-                );
-            }
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+        {
+            let span = root.table.get("name").and_then(Item::span);
+            w.diags.push(
+                Diagnostic::at(span, format!("invalid name `{name}`"))
+                    .with_help("use letters, digits, `_`, `-` and `.`: the name labels state files and history"),
+            );
         }
         diags.into_result()?;
         match (name, source, target) {

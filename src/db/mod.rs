@@ -53,6 +53,12 @@ impl std::fmt::Debug for IoRuntime {
     }
 }
 
+/// Marks a statement built by rowshift as audited for sqlx: every identifier in it went
+/// through [`quote_ident`] and every value is a bound parameter.
+pub fn stmt(sql: impl Into<String>) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.into())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -60,10 +66,4 @@ mod tests {
         assert_eq!(super::quote_ident("order"), "\"order\"");
         assert_eq!(super::quote_ident("we\"ird name"), "\"we\"\"ird name\"");
     }
-}
-
-/// Marks a statement built by rowshift as audited for sqlx: every identifier in it went
-/// through [`quote_ident`] and every value is a bound parameter.
-pub fn stmt(sql: impl Into<String>) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(sql.into())
 }

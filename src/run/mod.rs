@@ -243,7 +243,11 @@ pub fn run(
             .filter(|&i| states[i] != ChunkState::Done)
             .collect(),
     };
-    let skipped = states.iter().filter(|s| **s == ChunkState::Done).count();
+    let done: Vec<usize> = (0..chunks.len())
+        .filter(|&i| states[i] == ChunkState::Done)
+        .collect();
+    sink.check_done(&done)?;
+    let skipped = done.len();
     let parallel = opts
         .parallel
         .unwrap_or(cfg.parallel)

@@ -213,6 +213,34 @@ impl Sink for FileSink {
         }
     }
 
+    fn check_done(&self, chunks: &[usize]) -> Result<()> {
+        let missing: Vec<String> = chunks
+            .iter()
+            .map(|&c| self.part_path(c))
+            .filter(|p| !p.exists())
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Check(format!(
+            "{}: the checkpoint says {} chunks are done but their part files are missing ({}{}); run with --restart to write everything again",
+            show_path(&self.dir),
+            missing.len(),
+            missing
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if missing.len() > 3 { ", ..." } else { "" }
+        )))
+    }
+
     fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {
         let part = PartWriter::create(self, &self.part_path(chunk.id))?;
         Ok(Box::new(FileChunk {

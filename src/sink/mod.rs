@@ -53,6 +53,12 @@ pub trait Sink: Send + Sync {
     /// any chunk is opened.
     fn prepare(&self, how: Prepare) -> Result<()>;
 
+    /// On resume: checks that the chunks the checkpoint calls done are still in the target,
+    /// so a deleted output is never silently skipped.
+    fn check_done(&self, _chunks: &[usize]) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once after the last chunk: release connections, flush what needs it.
     fn finish(&self) -> Result<()> {
         Ok(())

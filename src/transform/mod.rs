@@ -118,24 +118,24 @@ impl Transform {
             });
         }
         let mut filter = None;
-        if let Some(f) = &pipeline.filter {
-            if let Some(expr) = compile_expr(
+        if let Some(f) = &pipeline.filter
+            && let Some(expr) = compile_expr(
                 &ctx, &df_schema, &input, &f.value, &f.span, "filter", &mut diags,
-            ) {
-                match expr.data_type(&input) {
-                    Ok(DataType::Boolean) => filter = Some(expr),
-                    Ok(other) => diags.push(Diagnostic::at(
-                        f.span.clone(),
-                        format!(
-                            "filter must be true or false for each row, but gives {}",
-                            type_name(&other)
-                        ),
-                    )),
-                    Err(e) => diags.push(Diagnostic::at(
-                        f.span.clone(),
-                        format!("filter: {}", df_message(&e)),
-                    )),
-                }
+            )
+        {
+            match expr.data_type(&input) {
+                Ok(DataType::Boolean) => filter = Some(expr),
+                Ok(other) => diags.push(Diagnostic::at(
+                    f.span.clone(),
+                    format!(
+                        "filter must be true or false for each row, but gives {}",
+                        type_name(&other)
+                    ),
+                )),
+                Err(e) => diags.push(Diagnostic::at(
+                    f.span.clone(),
+                    format!("filter: {}", df_message(&e)),
+                )),
             }
         }
         diags.into_result()?;

@@ -27,7 +27,16 @@ fn pipeline(columns: &str, filter: Option<&str>) -> Pipeline {
     Pipeline::parse(Path::new("/p/t.toml"), &text, &|_| None).unwrap()
 }
 
-fn batch(rows: Vec<(i64, Option<&str>, Option<&str>, Option<&str>, Option<&str>)>) -> RecordBatch {
+/// id, full_name, email, created_at, deleted_at.
+type Row<'a> = (
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn batch(rows: Vec<Row<'_>>) -> RecordBatch {
     RecordBatch::try_new(
         source_schema(),
         vec![

@@ -194,6 +194,16 @@ fn sigkill_at_random_moments_then_resume_writes_exactly_the_uninterrupted_result
         got == expected,
         "the resumed part files differ from the uninterrupted ones"
     );
+    // A deleted part file is never silently skipped on resume.
+    std::fs::remove_file(ws.path("out/crashed_parquet/part-00007.parquet")).unwrap();
+    let out = ws.rowshift(&["run", &crashed, "--quiet"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("the checkpoint says 1 chunks are done but their part files are missing (part-00007.parquet); run with --restart"), "{}", out.stderr);
+    assert_eq!(
+        ws.rowshift(&["run", &crashed, "--quiet", "--restart"]).code,
+        0
+    );
+    assert!(parquet_rows(&ws.path("out/crashed_parquet")) == expected);
     let leftovers: Vec<_> = std::fs::read_dir(ws.path("out/crashed_parquet"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -211,7 +221,7 @@ fn ctrl_c_finishes_chunks_in_flight_and_the_run_resumes() {
         "interrupted",
         "url = \"sqlite://../out/interrupted.db\"\ntable = \"people_v2\"",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rowshift"))
+    let child = Command::new(env!("CARGO_BIN_EXE_rowshift"))
         .args(["run", &pipeline, "--json"])
         .current_dir(ws.path("."))
         .stdout(Stdio::piped())
