@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::{Processed, locate_row, process_batch};
 use crate::check::ChunkCounts;
+use crate::check::quarantine::strip_quoted;
 use crate::config::{FileFormat, Location, Pipeline};
 use crate::db::IoRuntime;
 use crate::plan::{Chunk, Plan};
@@ -464,22 +465,6 @@ fn group_rejects(rejects: Vec<RowFailure>) -> Vec<RejectGroup> {
     }
     let mut out: Vec<RejectGroup> = groups.into_values().collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
-    out
-}
-
-fn strip_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        if c == '\'' {
-            if !inside {
-                out.push_str("'…'");
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
-    }
     out
 }
 
