@@ -454,7 +454,7 @@ fn help_shows_examples_and_exit_codes() {
 }
 
 /// Runs a pipeline through the library with a given chunk size and parallelism.
-fn run_with(path: &Path, chunk_rows: u64, parallel: usize) {
+fn run_with(path: &Path, chunk_rows: u64, parallel: usize) -> String {
     let plan = Plan::build(Pipeline::load(path).unwrap()).unwrap();
     let sink = plan.open_sink().unwrap();
     let opts = RunOptions {
@@ -465,6 +465,7 @@ fn run_with(path: &Path, chunk_rows: u64, parallel: usize) {
     };
     let summary = run(&plan, sink.as_ref(), &NoopObserver, &opts).unwrap();
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    summary.checksum
 }
 
 proptest! {
@@ -476,14 +477,14 @@ proptest! {
         let ws = Workspace::new();
         let csv = ws.path("pipelines/orders_csv_to_parquet.toml");
         let db = ws.path("pipelines/quickstart.toml");
-        run_with(&csv, 100_000, 1);
+        let csv_sum = run_with(&csv, 100_000, 1);
         let csv_baseline = parquet_rows(&ws.path("out/orders_parquet"));
-        run_with(&db, 100_000, 1);
+        let db_sum = run_with(&db, 100_000, 1);
         let db_baseline = sqlite_rows(&ws.path("out/shop_v2.db"), "SELECT * FROM users_v2 ORDER BY id");
 
-        run_with(&csv, chunk_rows, parallel);
+        prop_assert_eq!(run_with(&csv, chunk_rows, parallel), csv_sum);
         prop_assert_eq!(parquet_rows(&ws.path("out/orders_parquet")), csv_baseline);
-        run_with(&db, chunk_rows, parallel);
+        prop_assert_eq!(run_with(&db, chunk_rows, parallel), db_sum);
         prop_assert_eq!(sqlite_rows(&ws.path("out/shop_v2.db"), "SELECT * FROM users_v2 ORDER BY id"), db_baseline);
     }
 }
@@ -680,7 +681,12 @@ born_on = { type = "date", expr = "born_on" }
     let out = ws.rowshift(&["dry-run", &pipeline]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stdout.contains("rejected rows by reason:\n  1 × column born_on: value cannot be read as date\n      samples/invalid/bad_date.csv line 3 (id=2), column born_on, value '2023-02-30': value cannot be read as date"), "{}", out.stdout);
-    assert!(out.stdout.contains("run would FAIL"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("rejected rows exceed the pipeline's [limits]"),
+        "{}",
+        out.stdout
+    );
 
     ws.write("sample.csv", "id,name,amount,born_on\n1,Ann,1,2024-13-01\n2,,2,2024-01-01\n3,Bob,3,2024-02-31\n4,Cy,4,2024-02-28\n");
     let out = ws.rowshift(&[

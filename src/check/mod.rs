@@ -29,6 +29,24 @@ impl std::ops::AddAssign for ChunkCounts {
     }
 }
 
+/// An order-independent checksum of a batch's rows: the wrapping sum of a fixed-seed hash
+/// of each row. Chunk size, batch size and thread count cannot change it; it is stable
+/// for a given rowshift version.
+pub fn checksum(batch: &arrow::record_batch::RecordBatch) -> Result<u64> {
+    use datafusion::common::hash_utils::{RandomState, create_hashes};
+    if batch.num_rows() == 0 {
+        return Ok(0);
+    }
+    let mut hashes = vec![0u64; batch.num_rows()];
+    create_hashes(
+        batch.columns(),
+        &RandomState::with_seed(0x726f_7773_6869_6674),
+        &mut hashes,
+    )
+    .map_err(|e| Error::Internal(format!("checksum: {e}")))?;
+    Ok(hashes.iter().fold(0u64, |acc, h| acc.wrapping_add(*h)))
+}
+
 /// Conservation: every row read is written, filtered or rejected, exactly once. For file
 /// chunks, whose row count is fixed when planned, the rows read must also match the plan.
 pub fn conservation(chunk: &Chunk, c: &ChunkCounts) -> Result<()> {

@@ -64,6 +64,8 @@ pub struct ChunkRecord {
     pub counts: ChunkCounts,
     /// Seconds the committed attempt took.
     pub seconds: f64,
+    /// Order-independent checksum of the rows written ([`crate::check::checksum`]).
+    pub checksum: u64,
     /// The last error, if it failed.
     pub last_error: Option<String>,
 }
@@ -90,6 +92,8 @@ pub struct DoneMark {
     pub counts: ChunkCounts,
     /// Seconds it took.
     pub seconds: f64,
+    /// Checksum of the rows written.
+    pub checksum: u64,
 }
 
 /// Durable chunk bookkeeping. Every method is atomic: after a crash the store holds either

@@ -30,7 +30,8 @@ const SCHEMA: &[&str] = &[
         rows_written INTEGER NOT NULL DEFAULT 0,
         rows_filtered INTEGER NOT NULL DEFAULT 0,
         rows_rejected INTEGER NOT NULL DEFAULT 0,
-        seconds REAL NOT NULL DEFAULT 0,
+                seconds REAL NOT NULL DEFAULT 0,
+        checksum TEXT,
         last_error TEXT,
         PRIMARY KEY (pipeline, id))",
 ];
@@ -110,13 +111,14 @@ pub async fn mark_done(
     let c = &mark.counts;
     sqlx::query(
         "UPDATE \"_rowshift_chunks\" SET state = 'done', rows_read = ?, rows_written = ?, rows_filtered = ?, \
-         rows_rejected = ?, seconds = ?, last_error = NULL WHERE pipeline = ? AND id = ?",
+         rows_rejected = ?, seconds = ?, checksum = ?, last_error = NULL WHERE pipeline = ? AND id = ?",
     )
     .bind(c.read as i64)
     .bind(c.written as i64)
     .bind(c.filtered as i64)
     .bind(c.rejected as i64)
-    .bind(mark.seconds)
+        .bind(mark.seconds)
+    .bind(format!("{:016x}", mark.checksum))
     .bind(pipeline.to_string())
     .bind(mark.chunk as i64)
     .execute(conn)
@@ -156,7 +158,7 @@ impl CheckpointStore for SqliteStore {
             };
             let settings: String = run.get(1);
             let rows = sqlx::query(
-                "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error \
+                                "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error, checksum \
                  FROM \"_rowshift_chunks\" WHERE pipeline = ? ORDER BY id",
             )
             .bind(self.pipeline.clone())
@@ -174,8 +176,9 @@ impl CheckpointStore for SqliteStore {
                     state,
                     attempts: r.get::<i64, _>(2) as u32,
                     counts: ChunkCounts { read: n(3), written: n(4), filtered: n(5), rejected: n(6) },
-                    seconds: r.get(7),
+                                        seconds: r.get(7),
                     last_error: r.get(8),
+                    checksum: r.get::<Option<&str>, _>(9).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0),
                 });
             }
             Ok(Some(Checkpoint {

@@ -73,7 +73,7 @@ proptest! {
                 }
                 Op::Finish(c, rows) => {
                     let counts = ChunkCounts { read: rows, written: rows, filtered: 0, rejected: 0 };
-                    store.finish(&DoneMark { chunk: c, counts, seconds: 0.5 }).unwrap();
+                    store.finish(&DoneMark { chunk: c, counts, seconds: 0.5, checksum: rows * 7 }).unwrap();
                     let m = model.get_mut(&c).unwrap();
                     m.state = ChunkState::Done;
                     m.written = rows;
@@ -109,8 +109,9 @@ proptest! {
                 prop_assert_eq!(r.state, m.state);
                 prop_assert_eq!(r.attempts, m.attempts);
                 prop_assert_eq!(&r.last_error, &m.error);
-                if m.state == ChunkState::Done {
+                                if m.state == ChunkState::Done {
                     prop_assert_eq!(r.counts.written, m.written);
+                    prop_assert_eq!(r.checksum, m.written * 7);
                 }
             }
         }

@@ -175,7 +175,7 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
     if r.would_fail {
         let _ = writeln!(
             s,
-            "\nrun would FAIL: it stops a chunk at its first rejected row (exit code 1)"
+            "\nthe sample's rejected rows exceed the pipeline's [limits] (none set: any rejected row counts); exit code 1"
         );
     }
     s

@@ -299,7 +299,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
             })
             .collect(),
         ddl,
-        would_fail: !p.rejects.is_empty(),
+        would_fail: beyond_limits(&plan.pipeline.limits, &p.counts),
         rows: p.counts,
         preview,
         rejects: group_rejects(p.rejects),
@@ -307,6 +307,22 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         plan: plan_estimate,
         plan_error,
     })
+}
+
+/// Whether the sample's rejects pass the pipeline's limits; with no limit set, any
+/// rejected row does (the run would exit 1).
+fn beyond_limits(limits: &crate::config::Limits, c: &ChunkCounts) -> bool {
+    let ratio = if c.read == 0 {
+        0.0
+    } else {
+        c.rejected as f64 / c.read as f64
+    };
+    match (limits.max_rejects, limits.max_reject_ratio) {
+        (None, None) => c.rejected > 0,
+        (max, ratio_limit) => {
+            max.is_some_and(|m| c.rejected > m) || ratio_limit.is_some_and(|r| ratio > r)
+        }
+    }
 }
 
 fn open_sample_file(

@@ -107,6 +107,9 @@ pub struct Summary {
     pub checkpoint_seconds: f64,
     /// Rows read per second of wall time.
     pub rows_per_second: f64,
+    /// Order-independent checksum of the rows this run wrote (hex); the same rows give the
+    /// same checksum whatever the chunk size or thread count.
+    pub checksum: String,
     /// Peak resident memory of the process so far, bytes (Linux only).
     pub peak_rss_bytes: Option<u64>,
     /// Whether Ctrl-C stopped the run early.
@@ -360,6 +363,7 @@ pub fn run(
         quarantine: sink.quarantine(),
         seconds,
         checkpoint_seconds: shared.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        checksum: format!("{:016x}", totals.checksum),
         rows_per_second: if seconds > 0.0 {
             totals.rows.read as f64 / seconds
         } else {
@@ -377,6 +381,7 @@ pub fn run(
 #[derive(Default)]
 struct Totals {
     rows: ChunkCounts,
+    checksum: u64,
     done: usize,
     failures: Vec<ChunkFailure>,
     rejects: std::collections::BTreeMap<String, RejectSummary>,
@@ -385,6 +390,7 @@ struct Totals {
 impl Totals {
     fn add(&mut self, done: ChunkDone) {
         self.rows += done.counts;
+        self.checksum = self.checksum.wrapping_add(done.checksum);
         self.done += 1;
         for (reason, count, example) in done.rejects {
             let e = self.rejects.entry(reason.clone()).or_insert(RejectSummary {
@@ -400,6 +406,7 @@ impl Totals {
 /// A committed chunk's counts and its rejects by reason (count and first example).
 struct ChunkDone {
     counts: ChunkCounts,
+    checksum: u64,
     rejects: Vec<(String, u64, RowFailure)>,
 }
 
@@ -420,6 +427,7 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<ChunkDone, (Er
                         chunk: chunk.id,
                         counts: done.counts,
                         seconds: t0.elapsed().as_secs_f64(),
+                        checksum: done.checksum,
                     };
                     shared
                         .timed(|| shared.store.finish(&mark))
@@ -452,6 +460,7 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
     let mut counts = ChunkCounts::default();
     let mut offset = 0u64;
     let mut by_reason: std::collections::BTreeMap<String, (u64, RowFailure)> = Default::default();
+    let mut sum = 0u64;
     for batch in source
         .read(chunk, plan.pipeline.chunks.batch_rows)
         .map_err(wrap)?
@@ -475,6 +484,7 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
             }
             writer.reject(entries).map_err(wrap)?;
         }
+        sum = sum.wrapping_add(crate::check::checksum(&p.out.batch).map_err(wrap)?);
         writer.write(&p.out.batch).map_err(wrap)?;
         offset += batch.num_rows() as u64;
     }
@@ -507,6 +517,7 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
             chunk: chunk.id,
             counts,
             seconds: t0.elapsed().as_secs_f64(),
+            checksum: sum,
         })
     });
     let committed = match result {
@@ -528,7 +539,14 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
         .into_iter()
         .map(|(reason, (n, example))| (reason, n, example))
         .collect();
-    Ok((ChunkDone { counts, rejects }, committed))
+    Ok((
+        ChunkDone {
+            counts,
+            rejects,
+            checksum: sum,
+        },
+        committed,
+    ))
 }
 
 /// A fault for tests, from `ROWSHIFT_FAULT`: `chunk=3` fails chunk 3 permanently;
