@@ -408,6 +408,7 @@ fn bench_csv_parquet(config: &Config, data: &Dataset) -> Result<(Vec<Measurement
     }
     m.written = Some(on_disk);
     report_line(&m);
+    checkpoint_costs(&file, &summary, config.threads)?;
 
     let mut list = Vec::new();
     match run_duckdb(config, data)? {
@@ -523,6 +524,7 @@ struct RunSummary {
     seconds: Option<f64>,
     peak_rss: Option<u64>,
     chunks_failed: u64,
+    checkpoint_seconds: f64,
 }
 
 impl RunSummary {
@@ -616,8 +618,55 @@ fn run_rowshift(pipeline: &Path) -> Result<RunSummary, String> {
         seconds: json["seconds"].as_f64(),
         peak_rss: json["peak_rss_bytes"].as_u64(),
         chunks_failed: json["chunks_failed"].as_u64().unwrap_or(0),
+        checkpoint_seconds: json["checkpoint_seconds"].as_f64().unwrap_or(0.0),
         run,
     })
+}
+
+/// Checkpoint costs, from the run just measured and one more: the share of worker time
+/// spent in bookkeeping (target <= 2%), and an interrupted-then-resumed run against the
+/// uninterrupted one (target <= 5% plus the chunks in flight when it was killed).
+fn checkpoint_costs(pipeline: &Path, full: &RunSummary, threads: usize) -> Result<(), String> {
+    let wall = full.run.wall.as_secs_f64();
+    if let Some(secs) = full.seconds {
+        let share = full.checkpoint_seconds / (secs * threads as f64);
+        println!(
+            "  checkpoint bookkeeping {:.3}s of {:.2}s x {threads} workers = {:.2}% (target <= 2%)",
+            full.checkpoint_seconds,
+            secs,
+            100.0 * share
+        );
+    }
+    let kill_after = Duration::from_secs_f64(wall * 0.45);
+    let mut child = Command::new(ROWSHIFT)
+        .arg("run")
+        .arg(pipeline)
+        .arg("--quiet")
+        .arg("--restart")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {ROWSHIFT}: {e}"))?;
+    std::thread::sleep(kill_after);
+    child.kill().map_err(|e| e.to_string())?; // SIGKILL
+    child.wait().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(ROWSHIFT);
+    cmd.arg("run").arg(pipeline).arg("--json").arg("--quiet");
+    let resumed = run_measured(&mut cmd).map_err(|e| format!("cannot start {ROWSHIFT}: {e}"))?;
+    let json: serde_json::Value = serde_json::from_str(resumed.stdout.trim())
+        .map_err(|e| format!("resume printed no summary: {e}"))?;
+    let total = kill_after.as_secs_f64() + resumed.wall.as_secs_f64();
+    let chunks = json["chunks_total"].as_u64().unwrap_or(1).max(1) as f64;
+    println!(
+        "  resume: killed at {:.2}s ({} chunks done), resumed in {:.2}s; {:.2}s in all vs {wall:.2}s uninterrupted = {:+.1}% (one chunk is {:.1}% of the run; {threads} were in flight)",
+        kill_after.as_secs_f64(),
+        json["chunks_skipped"],
+        resumed.wall.as_secs_f64(),
+        total,
+        100.0 * (total - wall) / wall,
+        100.0 / chunks
+    );
+    Ok(())
 }
 
 enum Peer {
@@ -1074,7 +1123,7 @@ fn mixed_case(out: &mut String, s: &str, style: u64, rng: &mut Rng) {
 fn timestamp(out: &mut String, rng: &mut Rng, from: u64, span: u64) -> u64 {
     let year = from + rng.below(span.max(1));
     let month = 1 + rng.below(12);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let days = match month {
         2 if leap => 29,
         2 => 28,
@@ -1219,7 +1268,7 @@ fn fmt_int(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
