@@ -333,8 +333,6 @@ fn run_command(
     quiet: bool,
     mut opts: RunOptions,
 ) -> anyhow::Result<i32> {
-    let plan = load(pipeline)?;
-    let sink = plan.open_sink()?;
     let cancel = Arc::new(AtomicBool::new(false));
     opts.cancel = Some(cancel.clone());
     // First Ctrl-C: start no new chunk, let those in flight commit. Second: stop at once;
@@ -351,6 +349,8 @@ fn run_command(
             std::process::exit(130);
         }
     });
+    let plan = load(pipeline)?;
+    let sink = plan.open_sink()?;
     let observer: Box<dyn run::Observer> = if quiet {
         Box::new(run::NoopObserver)
     } else if std::io::stderr().is_terminal() {

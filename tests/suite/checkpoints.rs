@@ -228,7 +228,17 @@ fn ctrl_c_finishes_chunks_in_flight_and_the_run_resumes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Interrupt once the run has committed its first chunk, so it is surely under way.
+    for _ in 0..400 {
+        let status = ws.rowshift(&["status", &pipeline, "--json"]);
+        let done = serde_json::from_str::<serde_json::Value>(&status.stdout)
+            .ok()
+            .and_then(|v| v["chunks"]["done"].as_u64());
+        if done.unwrap_or(0) >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
