@@ -35,6 +35,9 @@ pub struct CsvSource {
     fast_scan: bool,
 }
 
+/// A planned byte range: start, end, first line, rows.
+type Part = (u64, u64, u64, u64);
+
 /// Where a record starts and how many fields it has, from a `csv-core` scan.
 struct RecordInfo {
     line: u64,
@@ -344,11 +347,7 @@ impl CsvSource {
     /// for plain RFC 4180 files. Returns `None`, and the caller falls back to the csv-core
     /// scan, at the first thing the fast scan cannot be sure about: an escape character,
     /// a carriage return, a blank line, or a quote that does not open or close a field.
-    fn fast_plan(
-        &self,
-        path: &Path,
-        rows_per_chunk: u64,
-    ) -> Result<Option<Vec<(u64, u64, u64, u64)>>> {
+    fn fast_plan(&self, path: &Path, rows_per_chunk: u64) -> Result<Option<Vec<Part>>> {
         if self.opts.escape.is_some() {
             return Ok(None);
         }
@@ -724,7 +723,7 @@ mod tests {
     }
 
     /// The slow, csv-core plan of one file, as the fast scan reports it.
-    fn slow_plan(s: &CsvSource, rows: u64) -> Vec<(u64, u64, u64, u64)> {
+    fn slow_plan(s: &CsvSource, rows: u64) -> Vec<Part> {
         let slow = CsvSource {
             fast_scan: false,
             ..s.clone_plain()
