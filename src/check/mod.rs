@@ -1,6 +1,8 @@
 //! Invariants checked on every chunk before it is committed.
 
 pub mod quarantine;
+pub mod readback;
+pub mod rules;
 
 use serde::{Deserialize, Serialize};
 

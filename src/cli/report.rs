@@ -180,3 +180,67 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
     }
     s
 }
+
+/// Renders a verify report as readable text.
+pub fn verify_text(r: &crate::run::VerifyReport, target: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "rowshift verify: {} against {} ({})",
+        r.pipeline,
+        target,
+        fmt_duration(std::time::Duration::from_secs_f64(r.seconds))
+    );
+    let _ = writeln!(
+        s,
+        "  chunks   {} compared, {} differ{}",
+        r.chunks_checked,
+        r.differences.len(),
+        if r.chunks_not_done > 0 {
+            format!(", {} not done (not compared)", r.chunks_not_done)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  rows     {} expected from the source, {} found in the target",
+        r.rows_expected, r.rows_found
+    );
+    for d in &r.differences {
+        let _ = writeln!(
+            s,
+            "  differs  {}: {} rows expected, {} found; first difference: {}",
+            d.range, d.expected_rows, d.found_rows, d.detail
+        );
+    }
+    match &r.repair {
+        Some(sum) => {
+            let _ = writeln!(
+                s,
+                "  repaired {} of {} chunks ({} rows written){}",
+                sum.chunks_done,
+                r.differences.len(),
+                sum.rows.written,
+                if sum.chunks_failed > 0 {
+                    format!(
+                        "; {} failed: {}",
+                        sum.chunks_failed,
+                        sum.failures
+                            .iter()
+                            .map(|f| f.error.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        None if !r.differences.is_empty() => {
+            let _ = writeln!(s, "  rewrite them with: rowshift verify --repair");
+        }
+        None => {}
+    }
+    s
+}

@@ -54,7 +54,77 @@ pub struct Pipeline {
     pub chunks: ChunkConfig,
     /// When rejected rows stop a chunk or the run.
     pub limits: Limits,
+    /// Declared checks (`[[checks]]`), in file order.
+    pub checks: Vec<CheckConfig>,
+    /// Whether each chunk is read back from the target and compared with what was sent.
+    pub verify: Verify,
     text: Arc<str>,
+}
+
+/// `verify`: whether each committed chunk is read back from the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Read the chunk back and compare its row count and checksum with what was sent
+    /// (the default).
+    ReadBack,
+    /// Trust the target's word. Faster; conservation is still checked.
+    Off,
+}
+
+/// What happens to a row that fails a declared check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// The row goes to the quarantine with the check's reason (the default).
+    Reject,
+    /// The chunk fails and nothing of it is written.
+    Fail,
+    /// The row is written; the run summary counts it under the check.
+    Warn,
+}
+
+/// The rule of one declared check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// The column holds no NULL.
+    NotNull,
+    /// No value of the column appears twice in the whole run (NULLs are not compared).
+    Unique,
+    /// `min <= value <= max`, either bound optional; bounds are SQL literals.
+    Range {
+        /// Lowest allowed value, as a SQL literal.
+        min: Option<String>,
+        /// Highest allowed value, as a SQL literal.
+        max: Option<String>,
+    },
+    /// The text matches this regular expression (anywhere, unless anchored).
+    Regex(String),
+    /// The value is one of these SQL literals.
+    Accepted(Vec<String>),
+    /// The value exists in `table.column` of the target database (or, for a file target,
+    /// of the source database).
+    References {
+        /// The referenced table.
+        table: String,
+        /// The referenced column.
+        column: String,
+    },
+    /// A SQL boolean expression over the target columns. Like a SQL CHECK constraint, a
+    /// NULL result passes.
+    Expr(String),
+}
+
+/// One `[[checks]]` entry.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// The check's name in messages and the summary; by default the column and rule.
+    pub name: String,
+    /// The target column checked; `None` for a row check (`expr`).
+    pub column: Option<Spanned<String>>,
+    /// The rule, spanned at its key.
+    pub kind: Spanned<CheckKind>,
+    /// What a failure does.
+    pub policy: Policy,
 }
 
 /// `[source]`.
@@ -169,6 +239,9 @@ pub struct TargetColumn {
     pub primary_key: bool,
     /// Whether NULL is allowed. Default: true, false for primary key columns.
     pub nullable: bool,
+    /// For `timestamptz` columns: the zone of values that carry none. Without it, a
+    /// value without a zone is rejected rather than guessed to be UTC.
+    pub timezone: Option<Spanned<String>>,
 }
 
 /// `[target.parquet]`.
@@ -261,7 +334,9 @@ impl Pipeline {
         };
         w.check_keys(
             &root,
-            &["name", "source", "target", "filter", "chunks", "limits"],
+            &[
+                "name", "verify", "source", "target", "filter", "chunks", "limits", "checks",
+            ],
         );
         let name = w.string(&root, "name", true).map(|s| s.value);
         let source = w.section(&root, "source", true).and_then(|s| w.source(&s));
@@ -278,6 +353,21 @@ impl Pipeline {
             Some(s) => w.limits(&s),
             None => Limits::default(),
         };
+        let verify = match w.string(&root, "verify", false) {
+            None => Verify::ReadBack,
+            Some(v) => match v.value.as_str() {
+                "on" | "read-back" => Verify::ReadBack,
+                "off" => Verify::Off,
+                other => {
+                    w.error(
+                        v.span,
+                        format!("unknown verify `{other}`; expected \"on\" or \"off\""),
+                    );
+                    Verify::ReadBack
+                }
+            },
+        };
+        let checks = w.checks(&root, target.as_ref());
         if let Some(name) = &name
             && (name.is_empty()
                 || !name
@@ -301,6 +391,8 @@ impl Pipeline {
                 filter,
                 chunks,
                 limits,
+                checks,
+                verify,
                 text,
             }),
             _ => Err(Error::Internal("a missing section was not reported".into())),
@@ -342,6 +434,12 @@ impl Pipeline {
         for (name, ty) in &self.source.types {
             s.push((format!("source.types.{}", name.value), ty.value.to_string()));
         }
+        for c in &self.checks {
+            s.push((
+                format!("checks.{}", c.name),
+                format!("{:?} {:?} {:?}", c.column, c.kind.value, c.policy),
+            ));
+        }
         for (i, c) in self.target.columns.iter().enumerate() {
             let p = format!("target.columns.{}", c.name.value);
             s.push((format!("{p}.position"), i.to_string()));
@@ -349,6 +447,9 @@ impl Pipeline {
             s.push((format!("{p}.expr"), format!("{:?}", c.expr.value)));
             s.push((format!("{p}.nullable"), c.nullable.to_string()));
             s.push((format!("{p}.primary_key"), c.primary_key.to_string()));
+            if let Some(tz) = &c.timezone {
+                s.push((format!("{p}.timezone"), tz.value.clone()));
+            }
         }
         s
     }
@@ -770,7 +871,7 @@ impl<'a> Walker<'a> {
                 path: format!("{}.{name}", s.path),
                 span: item.span().or(s.key_span(name)),
             };
-            self.check_keys(&c, &["type", "expr", "primary_key", "nullable"]);
+            self.check_keys(&c, &["type", "expr", "primary_key", "nullable", "timezone"]);
             let ty =
                 self.string(&c, "type", true)
                     .and_then(|t| match t.value.parse::<ColumnType>() {
@@ -793,6 +894,22 @@ impl<'a> Walker<'a> {
                     format!("primary key column `{name}` cannot be nullable"),
                 );
             }
+            let timezone = self.string(&c, "timezone", false);
+            if let Some(tz) = &timezone {
+                let zoned = ty
+                    .as_ref()
+                    .is_some_and(|t| t.value == ColumnType::TimestampTz);
+                if !zoned {
+                    self.error(
+                        tz.span.clone(),
+                        format!(
+                            "`timezone` applies to timestamptz columns only; `{name}` is not one"
+                        ),
+                    );
+                } else if let Err(msg) = crate::transform::cast::check_zone(&tz.value) {
+                    self.error(tz.span.clone(), msg);
+                }
+            }
             if let (Some(ty), Some(expr)) = (ty, expr) {
                 out.push(TargetColumn {
                     name: Spanned {
@@ -803,6 +920,7 @@ impl<'a> Walker<'a> {
                     expr,
                     primary_key,
                     nullable,
+                    timezone,
                 });
             }
         }
@@ -840,6 +958,225 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// `[[checks]]`: each entry names one rule, optionally a column and a policy.
+    fn checks(&mut self, root: &Section<'_>, target: Option<&TargetConfig>) -> Vec<CheckConfig> {
+        const RULES: [&str; 9] = [
+            "not_null",
+            "unique",
+            "min",
+            "max",
+            "regex",
+            "accepted",
+            "references",
+            "expr",
+            "range",
+        ];
+        let Some(item) = root.table.get("checks") else {
+            return Vec::new();
+        };
+        let Some(array) = item.as_array_of_tables() else {
+            let span = item.span().or(root.key_span("checks"));
+            self.diags.push(
+                Diagnostic::at(span, "`checks` must be an array of tables")
+                    .with_help("write each check as [[checks]] followed by its keys"),
+            );
+            return Vec::new();
+        };
+        let columns: Vec<&str> = target
+            .map(|t| t.columns.iter().map(|c| c.name.value.as_str()).collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, table) in array.iter().enumerate() {
+            let s = Section {
+                table,
+                path: format!("checks.{i}"),
+                span: table.span().or(root.key_span("checks")),
+            };
+            let mut allowed = vec!["name", "column", "policy"];
+            allowed.extend(RULES.iter().filter(|r| **r != "range"));
+            self.check_keys(&s, &allowed);
+            let column = self.string(&s, "column", false);
+            if let Some(c) = &column
+                && target.is_some()
+                && !columns.contains(&c.value.as_str())
+            {
+                let d = Diagnostic::at(
+                    c.span.clone(),
+                    format!(
+                        "check names column `{}`, which [target.columns] does not declare",
+                        c.value
+                    ),
+                );
+                self.diags
+                    .push(match suggest(&c.value, columns.iter().copied()) {
+                        Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                        None => d.with_help(format!("target columns are: {}", columns.join(", "))),
+                    });
+            }
+            let policy = match self.string(&s, "policy", false) {
+                None => Policy::Reject,
+                Some(v) => match v.value.as_str() {
+                    "reject" => Policy::Reject,
+                    "fail" => Policy::Fail,
+                    "warn" => Policy::Warn,
+                    other => {
+                        self.error(
+                            v.span,
+                            format!("unknown policy `{other}`; expected \"reject\", \"fail\" or \"warn\""),
+                        );
+                        Policy::Reject
+                    }
+                },
+            };
+            let present: Vec<&str> = RULES
+                .iter()
+                .copied()
+                .filter(|r| s.table.contains_key(r))
+                .collect();
+            let kind_span = present
+                .first()
+                .and_then(|k| s.key_span(k))
+                .or(s.span.clone());
+            let is_range = present.iter().all(|k| *k == "min" || *k == "max");
+            if present.is_empty() || (present.len() > 1 && !is_range) {
+                self.diags.push(
+                    Diagnostic::at(
+                        kind_span,
+                        if present.is_empty() {
+                            "a check needs one rule".to_string()
+                        } else {
+                            format!("a check has one rule, this one has {}", present.join(", "))
+                        },
+                    )
+                    .with_help("rules: not_null = true, unique = true, min/max, regex, accepted = [...], references = \"table.column\", expr = \"SQL\""),
+                );
+                continue;
+            }
+            let needs_column = present[0] != "expr";
+            if needs_column && column.is_none() {
+                let span = s.span.clone();
+                self.error(span, format!("a `{}` check needs `column`", present[0]));
+                continue;
+            }
+            if !needs_column && column.is_some() {
+                let span = column.as_ref().and_then(|c| c.span.clone());
+                self.diags.push(
+                    Diagnostic::at(
+                        span,
+                        "an `expr` check is over the whole row; it takes no `column`",
+                    )
+                    .with_help("name the columns in the expression"),
+                );
+                continue;
+            }
+            let kind = match present[0] {
+                "not_null" | "unique" => {
+                    let key = present[0];
+                    if !self.bool(&s, key, false) {
+                        let span = s.key_span(key);
+                        self.error(
+                            span,
+                            format!("`{key}` can only be true; remove the check instead"),
+                        );
+                        continue;
+                    }
+                    if key == "not_null" {
+                        CheckKind::NotNull
+                    } else {
+                        CheckKind::Unique
+                    }
+                }
+                "min" | "max" => CheckKind::Range {
+                    min: self.literal(&s, "min"),
+                    max: self.literal(&s, "max"),
+                },
+                "regex" => {
+                    let Some(v) = self.string(&s, "regex", true) else {
+                        continue;
+                    };
+                    if let Err(e) = regex::Regex::new(&v.value) {
+                        self.error(v.span, format!("invalid regex: {e}"));
+                        continue;
+                    }
+                    CheckKind::Regex(v.value)
+                }
+                "accepted" => {
+                    let item = s.table.get("accepted").expect("present");
+                    let values: Option<Vec<String>> = item
+                        .as_array()
+                        .and_then(|a| a.iter().map(literal_sql).collect());
+                    match values {
+                        Some(v) if !v.is_empty() => CheckKind::Accepted(v),
+                        _ => {
+                            self.error(
+                                item.span(),
+                                "`accepted` must be a non-empty list of strings or numbers",
+                            );
+                            continue;
+                        }
+                    }
+                }
+                "references" => {
+                    let Some(v) = self.string(&s, "references", true) else {
+                        continue;
+                    };
+                    match v.value.rsplit_once('.') {
+                        Some((t, c)) if !t.is_empty() && !c.is_empty() => CheckKind::References {
+                            table: t.to_string(),
+                            column: c.to_string(),
+                        },
+                        _ => {
+                            self.error(
+                                v.span,
+                                format!(
+                                    "`references` must be \"table.column\", not \"{}\"",
+                                    v.value
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    let Some(v) = self.string(&s, "expr", true) else {
+                        continue;
+                    };
+                    CheckKind::Expr(v.value)
+                }
+            };
+            let default_name = match (&column, &kind) {
+                (Some(c), k) => format!("{} {}", c.value, kind_label(k)),
+                (None, _) => format!("check {}", i + 1),
+            };
+            let name = self
+                .string(&s, "name", false)
+                .map_or(default_name, |n| n.value);
+            out.push(CheckConfig {
+                name,
+                column,
+                kind: Spanned {
+                    value: kind,
+                    span: kind_span,
+                },
+                policy,
+            });
+        }
+        out
+    }
+
+    /// A `min`/`max` bound as a SQL literal.
+    fn literal(&mut self, s: &Section<'_>, key: &str) -> Option<String> {
+        let item = s.table.get(key)?;
+        let v = item.as_value().and_then(literal_sql);
+        if v.is_none() {
+            self.error(
+                item.span(),
+                format!("`{key}` must be a number or a string (dates as \"2024-01-31\")"),
+            );
+        }
+        v
+    }
+
     fn chunks(&mut self, s: &Section<'_>) -> ChunkConfig {
         self.check_keys(s, &["rows", "parallel", "batch_rows"]);
         let d = ChunkConfig::default();
@@ -848,6 +1185,29 @@ impl<'a> Walker<'a> {
             parallel: self.integer(s, "parallel", 1, d.parallel as i64) as usize,
             batch_rows: self.integer(s, "batch_rows", 1, d.batch_rows as i64) as usize,
         }
+    }
+}
+
+/// A TOML number or string as a SQL literal.
+fn literal_sql(v: &toml_edit::Value) -> Option<String> {
+    match v {
+        toml_edit::Value::Integer(i) => Some(i.value().to_string()),
+        toml_edit::Value::Float(f) if f.value().is_finite() => Some(format!("{:?}", f.value())),
+        toml_edit::Value::String(s) => Some(format!("'{}'", s.value().replace('\'', "''"))),
+        _ => None,
+    }
+}
+
+/// How a rule reads in a default check name.
+fn kind_label(k: &CheckKind) -> &'static str {
+    match k {
+        CheckKind::NotNull => "not_null",
+        CheckKind::Unique => "unique",
+        CheckKind::Range { .. } => "range",
+        CheckKind::Regex(_) => "regex",
+        CheckKind::Accepted(_) => "accepted",
+        CheckKind::References { .. } => "references",
+        CheckKind::Expr(_) => "expr",
     }
 }
 

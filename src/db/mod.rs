@@ -1,6 +1,7 @@
 //! Plumbing shared by the database sources and sinks: identifier quoting and the async
 //! runtime that database I/O runs on.
 
+pub(crate) mod decode;
 pub mod sqlite;
 
 use std::future::Future;

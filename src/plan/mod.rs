@@ -9,7 +9,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::Pipeline;
+use arrow::record_batch::RecordBatch;
+
+use crate::check::readback::Selection;
+use crate::check::rules::Checks;
+use crate::config::{Location, Pipeline, Verify};
 use crate::db::IoRuntime;
 use crate::sink::{self, Sink};
 use crate::source::{self, Source};
@@ -109,6 +113,8 @@ pub struct Plan {
     pub source: Arc<dyn Source>,
     /// The compiled transform.
     pub transform: Arc<Transform>,
+    /// The compiled `[[checks]]`.
+    pub checks: Arc<Checks>,
     /// The runtime database I/O runs on.
     pub io: IoRuntime,
 }
@@ -118,22 +124,45 @@ impl Plan {
     pub fn build(pipeline: Pipeline) -> Result<Plan> {
         let io = IoRuntime::new()?;
         let source = source::open(&pipeline.source, &io).map_err(|e| at_url(&pipeline, e, true))?;
-        let transform = Transform::compile(&pipeline, source.schema())?;
-        Ok(Plan {
-            pipeline,
-            source,
-            transform: Arc::new(transform),
-            io,
-        })
+        Plan::with_source(pipeline, source, io)
     }
 
     /// A plan that reads `source` instead of the pipeline's own (a dry run's sample file).
     pub fn with_source(pipeline: Pipeline, source: Arc<dyn Source>, io: IoRuntime) -> Result<Plan> {
         let transform = Transform::compile(&pipeline, source.schema())?;
+        let checks = Checks::compile(&pipeline, &transform.output_schema(), &io)?;
+        let database_target = !matches!(pipeline.target.location, Location::Files { .. });
+        if pipeline.verify == Verify::ReadBack && database_target {
+            let missing = match source.key() {
+                None => Some("[source] names no `key`".to_string()),
+                Some(k) if target_key(&pipeline, k).is_none() => {
+                    Some(format!("no target column holds the source key `{k}`"))
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = missing {
+                let mut d = pipeline.diagnostics();
+                let span = pipeline
+                    .target
+                    .table
+                    .as_ref()
+                    .and_then(|t| t.span.clone())
+                    .or(pipeline.target.url.span.clone());
+                d.push(
+                    crate::config::Diagnostic::at(
+                        span,
+                        format!("read-back verification cannot find a chunk's rows in the target table: {why}"),
+                    )
+                    .with_help("add a target column whose expr is the source key (e.g. id = { type = \"bigint\", expr = \"id\" }), or set verify = \"off\" at the top of the file"),
+                );
+                return Err(Error::Config(d));
+            }
+        }
         Ok(Plan {
             pipeline,
             source,
             transform: Arc::new(transform),
+            checks: Arc::new(checks),
             io,
         })
     }
@@ -148,10 +177,89 @@ impl Plan {
         .map_err(|e| at_url(&self.pipeline, e, false))
     }
 
+    /// The target column that holds the source key, and whether it holds it unchanged
+    /// (its expression is the key column itself) rather than converted (`CAST(key AS
+    /// ...)`). Read-back and `verify` find a chunk's rows in a table by it.
+    pub fn target_key(&self) -> Option<(&str, bool)> {
+        target_key(&self.pipeline, self.source.key()?)
+    }
+
+    /// Which target rows are `chunk`'s, given the rows it wrote (`sent`).
+    pub fn selection(&self, chunk: &Chunk, sent: &[RecordBatch]) -> Result<Selection> {
+        if matches!(self.pipeline.target.location, Location::Files { .. }) {
+            return Ok(Selection::Files);
+        }
+        let Some((column, unchanged)) = self.target_key() else {
+            return Err(Error::Unsupported(format!(
+                "cannot find chunk {}'s rows in the target: no target column holds the source key",
+                chunk.id
+            )));
+        };
+        if let (true, ChunkRange::Keys { lo, hi }) = (unchanged, &chunk.range) {
+            return Ok(Selection::Range {
+                column: column.to_string(),
+                lo: lo.clone(),
+                hi: hi.clone(),
+            });
+        }
+        let index = self
+            .transform
+            .output_schema()
+            .index_of(column)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let arrays: Vec<&dyn arrow::array::Array> =
+            sent.iter().map(|b| b.column(index).as_ref()).collect();
+        let keys = if arrays.is_empty() {
+            arrow::array::new_empty_array(self.transform.output_schema().field(index).data_type())
+        } else {
+            arrow::compute::concat(&arrays).map_err(|e| Error::Internal(e.to_string()))?
+        };
+        Ok(Selection::Keys {
+            column: column.to_string(),
+            keys,
+        })
+    }
+
     /// The folder run state lives in: `.rowshift/` beside the pipeline file.
     pub fn state_dir(&self) -> PathBuf {
         self.pipeline.base_dir.join(".rowshift")
     }
+}
+
+/// The target column whose expression is the source key `key`, plainly or cast; a plain
+/// one is preferred.
+fn target_key<'p>(p: &'p Pipeline, key: &str) -> Option<(&'p str, bool)> {
+    let unquoted = |e: &str| {
+        let e = e.trim();
+        e == key || e.strip_prefix('"').and_then(|r| r.strip_suffix('"')) == Some(key)
+    };
+    let cast = |e: &str| {
+        let e = e.trim();
+        let lower = e.to_ascii_lowercase();
+        let inner = lower
+            .strip_prefix("try_cast")
+            .or_else(|| lower.strip_prefix("cast"))
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix('('))
+            .and_then(|r| r.strip_suffix(')'));
+        inner.is_some_and(|inner| {
+            let start = e.len() - inner.len() - 1;
+            let original = &e[start..e.len() - 1];
+            original
+                .to_ascii_lowercase()
+                .rfind(" as ")
+                .is_some_and(|at| unquoted(&original[..at]))
+        })
+    };
+    let cols = &p.target.columns;
+    cols.iter()
+        .find(|c| unquoted(&c.expr.value))
+        .map(|c| (c.name.value.as_str(), true))
+        .or_else(|| {
+            cols.iter()
+                .find(|c| cast(&c.expr.value))
+                .map(|c| (c.name.value.as_str(), false))
+        })
 }
 
 /// Points an error about opening the source or target at the `url` line.

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{Processed, locate_row, process_batch};
 use crate::check::ChunkCounts;
 use crate::check::quarantine::strip_quoted;
+use crate::check::rules::Claims;
 use crate::config::{FileFormat, Location, Pipeline};
 use crate::db::IoRuntime;
 use crate::plan::{Chunk, Plan};
@@ -205,7 +206,9 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         }
     };
     let positional = |row: usize| locations[row].clone();
-    let p: Processed = process_batch(&plan, &pool, &batch, &positional)?;
+    // Claims are dropped with the process: a dry run leaves no state behind.
+    let mut claims = Claims::default();
+    let p: Processed = process_batch(&plan, &pool, &batch, &positional, 0, &mut claims)?;
     let location = |row: usize| locate_row(plan.source.as_ref(), &batch, row, &positional);
     let elapsed = sample_started.elapsed().as_secs_f64();
     let rate = if elapsed > 0.0 {

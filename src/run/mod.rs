@@ -11,6 +11,7 @@ mod dry_run;
 mod observer;
 mod requeue;
 mod status;
+mod verify;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,13 @@ pub use self::dry_run::{DryRunOptions, DryRunReport, RejectGroup, SampleMode, dr
 pub use self::observer::{Event, NoopObserver, Observer};
 pub use self::requeue::{RequeueReport, requeue_rejects};
 pub use self::status::{FailedChunk, StatusReport, status};
+pub use self::verify::{ChunkDifference, VerifyReport, verify};
 use crate::check::quarantine::QuarantineEntry;
+use crate::check::readback::ReadBack;
+use crate::check::rules::{Claims, Violation};
 use crate::check::{ChunkCounts, conservation};
 use crate::checkpoint::{CheckpointStore, ChunkState, DoneMark, SqliteStore, diff_settings};
+use crate::config::{Policy, Verify};
 use crate::plan::{Chunk, Plan};
 use crate::sink::{Committed, Prepare, Sink};
 use crate::transform::cell_text;
@@ -98,6 +103,12 @@ pub struct Summary {
     pub rows: ChunkCounts,
     /// Rejected rows by reason, largest first; the rows are in the quarantine.
     pub rejects: Vec<RejectSummary>,
+    /// Rows written although a `warn` check failed, by check, largest first.
+    pub warnings: Vec<RejectSummary>,
+    /// Whether each chunk was read back from the target (`verify`).
+    pub verified: bool,
+    /// Seconds workers spent reading chunks back and comparing, summed over workers.
+    pub verify_seconds: f64,
     /// Where rejected rows are kept.
     pub quarantine: String,
     /// Wall time, seconds.
@@ -154,6 +165,8 @@ struct Shared<'a> {
     rejected_total: AtomicU64,
     /// Nanoseconds spent in checkpoint calls, to report bookkeeping's cost.
     checkpoint_nanos: AtomicU64,
+    /// Nanoseconds spent reading chunks back, to report verification's cost.
+    verify_nanos: AtomicU64,
 }
 
 impl Shared<'_> {
@@ -250,6 +263,10 @@ pub fn run(
         .filter(|&i| states[i] == ChunkState::Done)
         .collect();
     sink.check_done(&done)?;
+    if !done.is_empty() && plan.checks.has_unique() {
+        // `unique` spans the run: values the earlier run wrote count.
+        sink.scan(&mut |b| plan.checks.seed(&b))?;
+    }
     let skipped = done.len();
     let parallel = opts
         .parallel
@@ -272,6 +289,7 @@ pub fn run(
             .map_err(|e| Error::Internal(format!("cannot start the CPU pool: {e}")))?,
         rejected_total: AtomicU64::new(0),
         checkpoint_nanos: AtomicU64::new(0),
+        verify_nanos: AtomicU64::new(0),
     };
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -348,8 +366,12 @@ pub fn run(
     failures.sort_by_key(|f| f.chunk);
     let attempted = totals.done + failures.len();
     let seconds = started.elapsed().as_secs_f64();
-    let mut rejects: Vec<RejectSummary> = totals.rejects.into_values().collect();
-    rejects.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    let by_count = |mut v: Vec<RejectSummary>| {
+        v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        v
+    };
+    let rejects = by_count(totals.rejects.into_values().collect());
+    let warnings = by_count(totals.warnings.into_values().collect());
     let summary = Summary {
         pipeline: plan.pipeline.name.clone(),
         resumed: how == Prepare::Resume,
@@ -360,6 +382,9 @@ pub fn run(
         chunks_pending: todo.len() - attempted,
         rows: totals.rows,
         rejects,
+        warnings,
+        verified: plan.pipeline.verify == Verify::ReadBack,
+        verify_seconds: shared.verify_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         quarantine: sink.quarantine(),
         seconds,
         checkpoint_seconds: shared.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e9,
@@ -374,7 +399,7 @@ pub fn run(
         failures,
     };
     sink.finish()?;
-    observer.on_event(&Event::Finished(summary.clone()));
+    observer.on_event(&Event::Finished(Box::new(summary.clone())));
     Ok(summary)
 }
 
@@ -385,6 +410,7 @@ struct Totals {
     done: usize,
     failures: Vec<ChunkFailure>,
     rejects: std::collections::BTreeMap<String, RejectSummary>,
+    warnings: std::collections::BTreeMap<String, RejectSummary>,
 }
 
 impl Totals {
@@ -392,22 +418,29 @@ impl Totals {
         self.rows += done.counts;
         self.checksum = self.checksum.wrapping_add(done.checksum);
         self.done += 1;
-        for (reason, count, example) in done.rejects {
-            let e = self.rejects.entry(reason.clone()).or_insert(RejectSummary {
-                reason,
-                count: 0,
-                example,
-            });
-            e.count += count;
+        for (into, list) in [
+            (&mut self.rejects, done.rejects),
+            (&mut self.warnings, done.warnings),
+        ] {
+            for (reason, count, example) in list {
+                let e = into.entry(reason.clone()).or_insert(RejectSummary {
+                    reason,
+                    count: 0,
+                    example,
+                });
+                e.count += count;
+            }
         }
     }
 }
 
-/// A committed chunk's counts and its rejects by reason (count and first example).
+/// A committed chunk's counts, and its rejects by reason and `warn` check failures by
+/// check (count and first example).
 struct ChunkDone {
     counts: ChunkCounts,
     checksum: u64,
     rejects: Vec<(String, u64, RowFailure)>,
+    warnings: Vec<(String, u64, RowFailure)>,
 }
 
 /// Runs a chunk, retrying transient errors with exponential backoff. On failure, says
@@ -446,8 +479,23 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<ChunkDone, (Er
     }
 }
 
-/// Reads, transforms, checks and commits one chunk.
+/// Reads, transforms, checks and commits one chunk. `unique` values it claims are given
+/// back if it does not commit.
 fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkDone, Committed)> {
+    let mut claims = Claims::default();
+    let out = run_chunk_claiming(shared, chunk, attempt, &mut claims);
+    if out.is_err() {
+        shared.plan.checks.release(claims);
+    }
+    out
+}
+
+fn run_chunk_claiming(
+    shared: &Shared<'_>,
+    chunk: &Chunk,
+    attempt: u32,
+    claims: &mut Claims,
+) -> Result<(ChunkDone, Committed)> {
     let wrap = |e: Error| Error::Chunk {
         chunk: chunk.id,
         source: Box::new(e),
@@ -455,21 +503,30 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
     let plan = shared.plan;
     let limits = &plan.pipeline.limits;
     let source = plan.source.as_ref();
+    let verify = plan.pipeline.verify == Verify::ReadBack;
     let t0 = Instant::now();
     let mut writer = shared.sink.open_chunk(chunk).map_err(wrap)?;
     let mut counts = ChunkCounts::default();
     let mut offset = 0u64;
     let mut by_reason: std::collections::BTreeMap<String, (u64, RowFailure)> = Default::default();
+    let mut by_check: std::collections::BTreeMap<String, (u64, RowFailure)> = Default::default();
     let mut sum = 0u64;
+    // What was sent, kept for read-back (batches share their buffers; nothing is copied).
+    let mut sent = Vec::new();
     for batch in source
         .read(chunk, plan.pipeline.chunks.batch_rows)
         .map_err(wrap)?
     {
         let batch = batch.map_err(wrap)?;
         let base = offset;
-        let p = process_batch(plan, &shared.pool, &batch, &|row| {
-            source.locate(chunk, base + row as u64)
-        })
+        let p = process_batch(
+            plan,
+            &shared.pool,
+            &batch,
+            &|row| source.locate(chunk, base + row as u64),
+            chunk.id,
+            claims,
+        )
         .map_err(wrap)?;
         counts += p.counts;
         if !p.rejects.is_empty() {
@@ -484,8 +541,14 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
             }
             writer.reject(entries).map_err(wrap)?;
         }
+        for (check, failure) in p.warnings {
+            by_check.entry(check).or_insert((0, failure)).0 += 1;
+        }
         sum = sum.wrapping_add(crate::check::checksum(&p.out.batch).map_err(wrap)?);
         writer.write(&p.out.batch).map_err(wrap)?;
+        if verify && p.out.batch.num_rows() > 0 {
+            sent.push(p.out.batch);
+        }
         offset += batch.num_rows() as u64;
     }
     conservation(chunk, &counts).map_err(wrap)?;
@@ -512,13 +575,29 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
             "{total} rows rejected so far, more than max_rejects = {max}; the run stops"
         ))));
     }
-    let result = inject_fault(chunk.id, attempt).and_then(|()| {
-        writer.commit(&DoneMark {
-            chunk: chunk.id,
-            counts,
-            seconds: t0.elapsed().as_secs_f64(),
+    let readback = if verify {
+        Some(ReadBack {
+            chunk,
+            rows: counts.written,
             checksum: sum,
+            sent: &sent,
+            key: plan.target_key().map(|k| k.0),
+            selection: plan.selection(chunk, &sent).map_err(wrap)?,
+            nanos: &shared.verify_nanos,
         })
+    } else {
+        None
+    };
+    let result = inject_fault(chunk.id, attempt).and_then(|()| {
+        writer.commit(
+            &DoneMark {
+                chunk: chunk.id,
+                counts,
+                seconds: t0.elapsed().as_secs_f64(),
+                checksum: sum,
+            },
+            readback.as_ref(),
+        )
     });
     let committed = match result {
         Ok(c) => c,
@@ -535,14 +614,16 @@ fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkD
             counts.written, committed.rows
         ))));
     }
-    let rejects = by_reason
-        .into_iter()
-        .map(|(reason, (n, example))| (reason, n, example))
-        .collect();
+    let flatten = |m: std::collections::BTreeMap<String, (u64, RowFailure)>| {
+        m.into_iter()
+            .map(|(reason, (n, example))| (reason, n, example))
+            .collect()
+    };
     Ok((
         ChunkDone {
             counts,
-            rejects,
+            rejects: flatten(by_reason),
+            warnings: flatten(by_check),
             checksum: sum,
         },
         committed,
@@ -580,27 +661,79 @@ fn inject_fault(chunk: usize, attempt: u32) -> Result<()> {
     }
 }
 
-/// One source batch after the transform: what would be written, and every rejected row
-/// with its location. `run` and `dry-run` both go through here.
+/// One source batch after the transform and the declared checks: what would be written,
+/// and every rejected row with its location. `run` and `dry-run` both go through here.
 pub(crate) struct Processed {
-    /// The transform's output.
+    /// The transform's output, less the rows a check rejected.
     pub out: crate::transform::Transformed,
     /// Counts for this batch (written = rows that passed).
     pub counts: ChunkCounts,
     /// Rejected rows, located in the source.
     pub rejects: Vec<RowFailure>,
+    /// Rows written although a `warn` check failed, with the check's name.
+    pub warnings: Vec<(String, RowFailure)>,
 }
 
-/// Transforms `batch` on the CPU pool and locates its rejects. `locate` names a row of the
-/// batch (by its index) in the source.
+/// Transforms `batch` on the CPU pool, applies the declared checks, and locates the
+/// rejects. `locate` names a row of the batch (by its index) in the source; `unique`
+/// values are claimed for `chunk` in `claims`.
 pub(crate) fn process_batch(
     plan: &Plan,
     pool: &rayon::ThreadPool,
     batch: &arrow::record_batch::RecordBatch,
     locate: &dyn Fn(usize) -> String,
+    chunk: usize,
+    claims: &mut Claims,
 ) -> Result<Processed> {
     let source = plan.source.as_ref();
-    let out = pool.install(|| plan.transform.apply(batch))?;
+    let mut out = pool.install(|| plan.transform.apply(batch))?;
+    let mut warnings = Vec::new();
+    if !plan.checks.is_empty() {
+        let violations = pool.install(|| plan.checks.apply(&out.batch, chunk, claims))?;
+        if !violations.is_empty() {
+            let input_row = |row: usize| out.rows.as_ref().map_or(row, |r| r[row]);
+            let failure = |v: &Violation| RowFailure {
+                location: locate_row(source, batch, input_row(v.row), locate),
+                column: v.column.clone(),
+                value: v.value.clone(),
+                reason: v.reason.clone(),
+            };
+            if let Some(v) = violations.iter().find(|v| v.policy == Policy::Fail) {
+                return Err(Error::Check(format!(
+                    "{} (policy = \"fail\" stops the chunk)",
+                    failure(v)
+                )));
+            }
+            let mut drop = vec![false; out.batch.num_rows()];
+            for v in &violations {
+                match v.policy {
+                    Policy::Warn => warnings.push((v.check.clone(), failure(v))),
+                    _ if drop[v.row] => {}
+                    _ => {
+                        drop[v.row] = true;
+                        out.rejects.push(crate::transform::Reject {
+                            row: input_row(v.row),
+                            column: v.column.clone(),
+                            value: v.value.clone(),
+                            reason: v.reason.clone(),
+                        });
+                    }
+                }
+            }
+            if drop.iter().any(|d| *d) {
+                let keep =
+                    arrow::array::BooleanArray::from(drop.iter().map(|d| !d).collect::<Vec<_>>());
+                let rows: Vec<usize> = (0..drop.len())
+                    .filter(|&i| !drop[i])
+                    .map(input_row)
+                    .collect();
+                out.batch = arrow::compute::filter_record_batch(&out.batch, &keep)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                out.rows = Some(rows);
+                out.rejects.sort_by_key(|r| r.row);
+            }
+        }
+    }
     let rejects = out
         .rejects
         .iter()
@@ -621,6 +754,7 @@ pub(crate) fn process_batch(
         out,
         counts,
         rejects,
+        warnings,
     })
 }
 

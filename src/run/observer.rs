@@ -40,7 +40,7 @@ pub enum Event {
         error: String,
     },
     /// The run ended.
-    Finished(Summary),
+    Finished(Box<Summary>),
 }
 
 /// Receives progress events from any worker thread.

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{locate_row, process_batch};
 use crate::check::quarantine::{QuarantineEntry, rows_from_json};
+use crate::check::rules::Claims;
 use crate::plan::Plan;
 use crate::sink::Sink;
 use crate::{Error, Result};
@@ -42,6 +43,10 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
     let source = plan.source.as_ref();
     let schema = source.schema();
     let mut report = RequeueReport::default();
+    if !by_chunk.is_empty() && plan.checks.has_unique() {
+        // A requeued row must be unique against everything already written.
+        sink.scan(&mut |b| plan.checks.seed(&b))?;
+    }
     for (chunk, entries) in by_chunk {
         report.rows += entries.len() as u64;
         let stored: Vec<serde_json::Value> = entries.iter().map(|e| e.row.clone()).collect();
@@ -55,7 +60,8 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
             };
         report.gone += (entries.len() - batch.num_rows()) as u64;
         let locate = |row: usize| entries[origin[row]].location.clone();
-        let p = process_batch(plan, &pool, &batch, &locate)?;
+        let mut claims = Claims::default();
+        let p = process_batch(plan, &pool, &batch, &locate, chunk, &mut claims)?;
         let remaining: Vec<QuarantineEntry> = p
             .out
             .rejects

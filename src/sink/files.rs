@@ -12,8 +12,11 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
+use std::time::Instant;
+
 use super::{ChunkWriter, Committed, Prepare, Sink};
 use crate::check::quarantine::QuarantineEntry;
+use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::DoneMark;
 use crate::config::{CsvOptions, FileFormat, IfExists, ParquetOptions, TargetConfig, show_path};
 use crate::plan::Chunk;
@@ -123,6 +126,56 @@ impl FileSink {
                 }
                 Format::Csv(b.build(out))
             }
+        })
+    }
+
+    /// Reads a part file back into the target schema.
+    fn read_part(&self, path: &Path) -> Result<Vec<RecordBatch>> {
+        let shown = show_path(path);
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let batches: std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> =
+            match self.format {
+                FileFormat::Parquet => {
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .and_then(|b| b.with_batch_size(8192).build())
+                        .map_err(|e| Error::data(&shown, format!("cannot be read back: {e}")))?
+                        .collect()
+                }
+                FileFormat::Csv => {
+                    let null = self.csv.null.first().cloned().unwrap_or_default();
+                    let null = regex::Regex::new(&format!("^{}$", regex::escape(&null)))
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    arrow::csv::ReaderBuilder::new(self.schema.clone())
+                        .with_header(self.csv.header)
+                        .with_delimiter(self.csv.delimiter)
+                        .with_quote(self.csv.quote)
+                        .with_null_regex(null)
+                        .with_batch_size(8192)
+                        .build(std::io::BufReader::new(file))
+                        .map_err(|e| Error::data(&shown, e))?
+                        .collect()
+                }
+            };
+        let batches =
+            batches.map_err(|e| Error::data(&shown, format!("cannot be read back: {e}")))?;
+        // Parquet keeps the schema it was written with, field metadata included; compare
+        // values under the target schema.
+        batches
+            .into_iter()
+            .map(|b| {
+                RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()).map_err(|e| {
+                    Error::data(&shown, format!("reads back with another schema: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// A chunk's part files: its own, and those `retry --rejects` added.
+    fn chunk_parts(&self, chunk: usize) -> Result<Vec<PathBuf>> {
+        let own = format!("part-{chunk:05}.");
+        let requeued = format!("part-{chunk:05}-r");
+        Self::list(&self.dir, |n| {
+            n.starts_with(&own) || n.starts_with(&requeued)
         })
     }
 
@@ -244,10 +297,37 @@ impl Sink for FileSink {
     fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {
         let part = PartWriter::create(self, &self.part_path(chunk.id))?;
         Ok(Box::new(FileChunk {
+            sink: self,
             part,
             rejects: Vec::new(),
             rejects_path: self.rejects_path(chunk.id),
         }))
+    }
+
+    fn read_rows(
+        &self,
+        chunk: usize,
+        _selection: &Selection,
+        _key: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for p in self.chunk_parts(chunk)? {
+            out.extend(self.read_part(&p)?);
+        }
+        Ok(out)
+    }
+
+    fn remove_rows(&self, chunk: usize, _selection: &Selection) -> Result<()> {
+        Self::remove(&self.chunk_parts(chunk)?)
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        for p in self.parts()? {
+            for b in self.read_part(&p)? {
+                f(b)?;
+            }
+        }
+        Ok(())
     }
 
     fn quarantine(&self) -> String {
@@ -354,7 +434,13 @@ impl PartWriter {
     }
 
     /// Closes, syncs and renames the file into place.
-    fn finish(mut self) -> Result<u64> {
+    fn finish(self) -> Result<u64> {
+        self.finish_checked(|_| Ok(()))
+    }
+
+    /// Closes and syncs the file, lets `check` read the temporary file, then renames it
+    /// into place. If `check` fails, the temporary file is removed.
+    fn finish_checked(mut self, check: impl FnOnce(&Path) -> Result<()>) -> Result<u64> {
         let shown = show_path(&self.tmp);
         let file = match self.writer.take() {
             Some(Format::Parquet(w)) => w.into_inner().map_err(|e| Error::data(&shown, e))?,
@@ -372,6 +458,11 @@ impl PartWriter {
             .into_inner()
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(file);
+        if let Err(e) = check(&self.tmp) {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
+        }
         std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         Ok(self.rows)
     }
@@ -385,13 +476,14 @@ impl Drop for PartWriter {
     }
 }
 
-struct FileChunk {
+struct FileChunk<'a> {
+    sink: &'a FileSink,
     part: PartWriter,
     rejects: Vec<QuarantineEntry>,
     rejects_path: PathBuf,
 }
 
-impl ChunkWriter for FileChunk {
+impl ChunkWriter for FileChunk<'_> {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.part.write(batch)
     }
@@ -401,7 +493,7 @@ impl ChunkWriter for FileChunk {
         Ok(())
     }
 
-    fn commit(self: Box<Self>, _mark: &DoneMark) -> Result<Committed> {
+    fn commit(self: Box<Self>, _mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed> {
         // Rejects first: a crash between the two renames redoes the chunk, which rewrites
         // both files under the same names.
         if self.rejects.is_empty() {
@@ -412,7 +504,16 @@ impl ChunkWriter for FileChunk {
         } else {
             write_atomic(&self.rejects_path, &ndjson(&self.rejects)?)?;
         }
-        let rows = self.part.finish()?;
+        let sink = self.sink;
+        let rows = self.part.finish_checked(|tmp| match verify {
+            // Read the finished file back before it takes its final name.
+            Some(v) => {
+                let t0 = Instant::now();
+                let back = sink.read_part(tmp)?;
+                v.verify(&back, t0)
+            }
+            None => Ok(()),
+        })?;
         Ok(Committed {
             rows,
             marked: false,

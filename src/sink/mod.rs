@@ -13,6 +13,7 @@ pub use self::files::FileSink;
 pub use self::sqlite::SqliteSink;
 use crate::Result;
 use crate::check::quarantine::QuarantineEntry;
+use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark};
 use crate::config::{Location, TargetConfig};
 use crate::db::IoRuntime;
@@ -73,6 +74,23 @@ pub trait Sink: Send + Sync {
         None
     }
 
+    /// The committed rows of `chunk` that `selection` names (a file target reads the
+    /// chunk's part files), decoded into the target schema the way they were written.
+    /// `key` names rows in messages. For `rowshift verify`.
+    fn read_rows(
+        &self,
+        chunk: usize,
+        selection: &Selection,
+        key: Option<&str>,
+    ) -> Result<Vec<RecordBatch>>;
+
+    /// Deletes the committed rows of `chunk` that `selection` names, so the chunk can be
+    /// written again (`verify --repair`).
+    fn remove_rows(&self, chunk: usize, selection: &Selection) -> Result<()>;
+
+    /// Every committed row, batch by batch (a resumed run seeds `unique` checks with it).
+    fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()>;
+
     /// Where rejected rows are kept, for messages.
     fn quarantine(&self) -> String;
 
@@ -101,8 +119,10 @@ pub trait ChunkWriter: Send {
     /// Adds rejected rows for the quarantine.
     fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()>;
 
-    /// Makes the chunk durable and visible.
-    fn commit(self: Box<Self>, mark: &DoneMark) -> Result<Committed>;
+    /// Makes the chunk durable and visible. With `verify`, first reads back what was
+    /// stored (inside the transaction, or the finished temporary file) and fails, leaving
+    /// nothing visible, if it is not what was sent.
+    fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed>;
 }
 
 /// Opens the target a pipeline names, for batches of `schema`. Touches nothing.

@@ -13,13 +13,20 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool};
 use sqlx::{Arguments, Row};
 
+use std::time::Instant;
+
+use futures::TryStreamExt;
+
 use super::{ChunkWriter, Committed, Prepare, Sink};
 use crate::check::quarantine::QuarantineEntry;
+use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, SqliteStore, mark_done};
 use crate::config::{IfExists, TargetConfig, show_path};
+use crate::db::decode::{BatchBuilder, Kind, bind_key};
 use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::Chunk;
+use crate::plan::KeyValue;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -37,6 +44,8 @@ pub struct SqliteSink {
     schema: SchemaRef,
     if_exists: IfExists,
     pipeline: OnceLock<String>,
+    /// How each column is read back.
+    kinds: Vec<Kind>,
 }
 
 impl SqliteSink {
@@ -66,6 +75,11 @@ impl SqliteSink {
             schema,
             if_exists: config.if_exists,
             pipeline: OnceLock::new(),
+            kinds: config
+                .columns
+                .iter()
+                .map(|c| Kind::for_type(c.ty.value))
+                .collect(),
         })
     }
 
@@ -220,6 +234,122 @@ impl SqliteSink {
         }
         Ok(written)
     }
+
+    /// `head` (a SELECT or DELETE) restricted to `selection`: one statement, or several
+    /// for a long key list, each with its bound values.
+    fn filtered(&self, head: &str, selection: &Selection) -> Result<Vec<(String, Vec<KeyValue>)>> {
+        let mut queries: Vec<(String, Vec<KeyValue>)> = Vec::new();
+        match selection {
+            Selection::Range { column, lo, hi } => {
+                let c = quote_ident(column);
+                let mut conds = vec![format!("{c} IS NOT NULL")];
+                let mut binds = Vec::new();
+                if let Some(lo) = lo {
+                    conds.push(format!("{c} > ?"));
+                    binds.push(lo.clone());
+                }
+                if let Some(hi) = hi {
+                    conds.push(format!("{c} <= ?"));
+                    binds.push(hi.clone());
+                }
+                queries.push((format!("{head} WHERE {}", conds.join(" AND ")), binds));
+            }
+            Selection::Keys { column, keys } => {
+                let values: Vec<KeyValue> =
+                    (0..keys.len()).filter_map(|r| key_of(keys, r)).collect();
+                for group in values.chunks(KEYS_PER_QUERY) {
+                    queries.push((
+                        format!(
+                            "{head} WHERE {} IN ({})",
+                            quote_ident(column),
+                            vec!["?"; group.len()].join(", ")
+                        ),
+                        group.to_vec(),
+                    ));
+                }
+            }
+            Selection::All => queries.push((head.to_string(), Vec::new())),
+            Selection::Files => {
+                return Err(Error::Internal("a table has no part files".into()));
+            }
+        }
+        Ok(queries)
+    }
+
+    /// Reads the rows `selection` names, decoded into the target schema the way they were
+    /// bound, so that a value the database changed reads back different.
+    async fn select_rows(
+        &self,
+        conn: &mut SqliteConnection,
+        selection: &Selection,
+        key: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        let here = self.here();
+        let head = format!(
+            "SELECT {} FROM {}",
+            self.columns
+                .iter()
+                .map(|c| quote_ident(&c.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quote_ident(&self.table)
+        );
+        let queries = self.filtered(&head, selection)?;
+        let raw_schema = Arc::new(arrow::datatypes::Schema::new(
+            self.columns
+                .iter()
+                .zip(&self.kinds)
+                .map(|(c, k)| arrow::datatypes::Field::new(&c.0, k.arrow_type(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let key_index = key
+            .and_then(|k| self.columns.iter().position(|c| c.0 == k))
+            .unwrap_or(0);
+        let key_name = self.columns.get(key_index).map_or("", |c| c.0.as_str());
+        let mut out = Vec::new();
+        let mut builder = BatchBuilder::new(&self.kinds, READ_BATCH);
+        for (sql, binds) in queries {
+            let mut q = sqlx::query(stmt(sql));
+            for b in &binds {
+                q = bind_key(q, b);
+            }
+            let mut rows = q.fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
+                builder
+                    .push(&row, &raw_schema, key_index, key_name, &here)
+                    .map_err(Error::Row)?;
+                if builder.len == READ_BATCH {
+                    out.push(builder.finish(&raw_schema, &self.schema, &here)?);
+                }
+            }
+        }
+        if builder.len > 0 {
+            out.push(builder.finish(&raw_schema, &self.schema, &here)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Rows per batch when reading rows back.
+const READ_BATCH: usize = 8192;
+
+/// The key at `row` of `keys`, as a value to bind.
+fn key_of(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
+    if keys.is_null(row) {
+        return None;
+    }
+    Some(match keys.data_type() {
+        DataType::Int16 => KeyValue::Int(keys.as_primitive::<Int16Type>().value(row) as i64),
+        DataType::Int32 => KeyValue::Int(keys.as_primitive::<Int32Type>().value(row) as i64),
+        DataType::Int64 => KeyValue::Int(keys.as_primitive::<Int64Type>().value(row)),
+        // Other types are stored as text (see `Cells`), so they are looked up as text.
+        _ => KeyValue::Text(
+            ArrayFormatter::try_new(keys.as_ref(), &FORMAT)
+                .ok()?
+                .value(row)
+                .to_string(),
+        ),
+    })
 }
 
 impl Sink for SqliteSink {
@@ -307,6 +437,50 @@ impl Sink for SqliteSink {
             batches: Vec::new(),
             rejects: Vec::new(),
         }))
+    }
+
+    fn read_rows(
+        &self,
+        _chunk: usize,
+        selection: &Selection,
+        key: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        let pool = connect(&self.io, &self.path, Access::Read, 1)?;
+        let here = self.here();
+        let out = self.io.block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            self.select_rows(&mut conn, selection, key).await
+        });
+        self.io.block_on(pool.close());
+        out
+    }
+
+    fn remove_rows(&self, _chunk: usize, selection: &Selection) -> Result<()> {
+        let here = self.here();
+        let head = format!("DELETE FROM {}", quote_ident(&self.table));
+        let statements = self.filtered(&head, selection)?;
+        let pool = self.pool()?;
+        self.io.block_on(async {
+            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            for (sql, binds) in statements {
+                let mut q = sqlx::query(stmt(sql));
+                for b in &binds {
+                    q = bind_key(q, b);
+                }
+                q.execute(&mut *tx).await.map_err(|e| Error::db(&here, e))?;
+            }
+            tx.commit().await.map_err(|e| Error::db(&here, e))
+        })
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        if self.existing_rows()?.is_none() {
+            return Ok(());
+        }
+        for b in self.read_rows(0, &Selection::All, None)? {
+            f(b)?;
+        }
+        Ok(())
     }
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
@@ -409,7 +583,7 @@ impl ChunkWriter for SqliteChunk<'_> {
         Ok(())
     }
 
-    fn commit(self: Box<Self>, mark: &DoneMark) -> Result<Committed> {
+    fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed> {
         let sink = self.sink;
         let here = sink.here();
         let pool = sink.pool()?;
@@ -429,6 +603,13 @@ impl ChunkWriter for SqliteChunk<'_> {
             sink.insert_rejects(&mut tx, self.chunk, &self.rejects)
                 .await?;
             let rows = sink.insert_rows(&mut tx, &self.batches).await?;
+            // Read back inside the transaction: what the database stored, before anything
+            // of the chunk is visible, so a mismatch rolls the whole chunk back.
+            if let Some(v) = verify {
+                let t0 = Instant::now();
+                let back = sink.select_rows(&mut tx, &v.selection, v.key).await?;
+                v.verify(&back, t0)?;
+            }
             let marked = match sink.pipeline.get() {
                 Some(p) => {
                     if mark_done(&mut tx, p, mark).await.map_err(db)? != 1 {

@@ -4,9 +4,12 @@
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::kernels::cast::{CastOptions, can_cast_types, cast_with_options};
 use arrow::compute::kernels::cmp::neq;
-use arrow::datatypes::DataType;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{LocalResult, TimeZone};
 
 /// One value that could not be cast.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +118,157 @@ pub fn cast_lossless(
     Ok((cast, failures))
 }
 
+/// Checks that `zone` names a time zone: `UTC`, an offset such as `+02:00`, or an IANA
+/// name such as `Europe/Paris`.
+pub fn check_zone(zone: &str) -> Result<(), String> {
+    zone.parse::<arrow::array::timezone::Tz>()
+        .map(|_| ())
+        .map_err(|_| {
+            format!("unknown time zone `{zone}`; expected UTC, an offset such as +02:00, or a name such as Europe/Paris")
+        })
+}
+
+/// Whether a timestamp text names its zone: ends in `Z` or a `+hh[:mm]`/`-hh[:mm]` offset
+/// after the time of day.
+fn names_zone(text: &str) -> bool {
+    let t = text.trim();
+    if t.ends_with(['Z', 'z']) {
+        return true;
+    }
+    // The offset follows the time, so look only after the last ':'-bearing time part.
+    let Some(time_at) = t.find(['T', 't', ' ']) else {
+        return false;
+    };
+    let time = &t[time_at + 1..];
+    match time.rfind(['+', '-']) {
+        Some(i) => {
+            let off = &time[i + 1..];
+            let digits: String = off.chars().filter(|c| *c != ':').collect();
+            (digits.len() == 2 || digits.len() == 4) && digits.chars().all(|c| c.is_ascii_digit())
+        }
+        None => time.trim_end().ends_with("UTC"),
+    }
+}
+
+/// Casts values into a `timestamptz` column. A value that says its zone keeps it; a value
+/// without one is read in `zone` when the column declares one, and otherwise fails: taking
+/// it to be UTC would silently shift it by the writer's offset.
+pub fn cast_zoned(
+    array: &ArrayRef,
+    to: &DataType,
+    zone: Option<&str>,
+) -> Result<(ArrayRef, Vec<CastFailure>), ArrowError> {
+    let DataType::Timestamp(unit, Some(_)) = to else {
+        return cast_lossless(array, to);
+    };
+    let no_zone = |row| {
+        CastFailure {
+        row,
+        value: value_text(array.as_ref(), row),
+        reason: "has no time zone, and the timestamptz column declares none to read it in; set timezone = \"...\" on the column".into(),
+    }
+    };
+    match (array.data_type(), zone) {
+        (DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64, None) => {
+            let failures = (0..array.len())
+                .filter(|&r| array.is_valid(r))
+                .map(no_zone)
+                .collect();
+            Ok((arrow::array::new_null_array(to, array.len()), failures))
+        }
+        (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, None) => {
+            let text = arrow::compute::cast(array, &DataType::Utf8)?;
+            let strings = text.as_string::<i32>();
+            let bad: Vec<usize> = (0..strings.len())
+                .filter(|&r| strings.is_valid(r) && !names_zone(strings.value(r)))
+                .collect();
+            if bad.is_empty() {
+                return cast_lossless(array, to);
+            }
+            let keep = arrow::array::BooleanArray::from(
+                (0..strings.len())
+                    .map(|r| !bad.contains(&r))
+                    .collect::<Vec<_>>(),
+            );
+            let masked = arrow::compute::nullif(&text, &arrow::compute::not(&keep)?)?;
+            let (cast, mut failures) = cast_lossless(&masked, to)?;
+            failures.extend(bad.into_iter().map(no_zone));
+            failures.sort_by_key(|f| f.row);
+            Ok((cast, failures))
+        }
+        (_, Some(z)) if !matches!(array.data_type(), DataType::Timestamp(_, Some(_))) => {
+            // Values that name their zone keep it; the others are wall-clock times in `z`.
+            let text = matches!(
+                array.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+            let (zoned_rows, naive_input) = if text {
+                let strings = arrow::compute::cast(array, &DataType::Utf8)?;
+                let s = strings.as_string::<i32>();
+                let zoned: Vec<bool> = (0..s.len())
+                    .map(|r| s.is_valid(r) && names_zone(s.value(r)))
+                    .collect();
+                (zoned, strings)
+            } else {
+                (vec![false; array.len()], array.clone())
+            };
+            let naive_type = DataType::Timestamp(*unit, None);
+            let only = |keep: bool| -> Result<ArrayRef, ArrowError> {
+                let mask = arrow::array::BooleanArray::from(
+                    zoned_rows.iter().map(|z| *z != keep).collect::<Vec<_>>(),
+                );
+                arrow::compute::nullif(&naive_input, &mask)
+            };
+            let (zoned, mut failures) = cast_lossless(&only(true)?, to)?;
+            let (naive, naive_failures) = cast_lossless(&only(false)?, &naive_type)?;
+            failures.extend(naive_failures);
+            let tz: arrow::array::timezone::Tz = z
+                .parse()
+                .map_err(|_| ArrowError::CastError(format!("unknown time zone {z}")))?;
+            let naive =
+                arrow::compute::cast(&naive, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let naive = naive.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let mut micros: Vec<Option<i64>> = Vec::with_capacity(array.len());
+            for (row, &zoned) in zoned_rows.iter().enumerate() {
+                if zoned || naive.is_null(row) {
+                    micros.push(None);
+                    continue;
+                }
+                let local = chrono::DateTime::from_timestamp_micros(naive.value(row))
+                    .map(|d| d.naive_utc());
+                match local.map(|l| tz.from_local_datetime(&l)) {
+                    Some(LocalResult::Single(t)) => micros.push(Some(t.timestamp_micros())),
+                    other => {
+                        let why = if matches!(other, Some(LocalResult::Ambiguous(..))) {
+                            "happens twice"
+                        } else {
+                            "does not exist"
+                        };
+                        failures.push(CastFailure {
+                            row,
+                            value: value_text(array.as_ref(), row),
+                            reason: format!(
+                                "{why} in time zone {z} (a daylight-saving change); give its offset"
+                            ),
+                        });
+                        micros.push(None);
+                    }
+                }
+            }
+            let local: ArrayRef = Arc::new(
+                arrow::array::TimestampMicrosecondArray::from(micros).with_timezone("UTC"),
+            );
+            let local = arrow::compute::cast(&local, to)?;
+            let pick = arrow::array::BooleanArray::from(zoned_rows.clone());
+            let merged = arrow::compute::kernels::zip::zip(&pick, &zoned, &local)?;
+            failures.sort_by_key(|f| f.row);
+            failures.dedup_by_key(|f| f.row);
+            Ok((merged, failures))
+        }
+        _ => cast_lossless(array, to),
+    }
+}
+
 /// Whether casting `to` and back `from` must give the original value when nothing was lost.
 fn round_trips(from: &DataType, to: &DataType) -> bool {
     let numeric = |t: &DataType| t.is_numeric() || matches!(t, DataType::Boolean);
@@ -154,8 +308,6 @@ pub fn type_name(t: &DataType) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::array::{Float64Array, Int64Array, StringArray};
 
     use super::*;
@@ -212,6 +364,70 @@ mod tests {
         assert_eq!(
             fail(a, DataType::Date32),
             [(1, "2023-02-30 cannot be read as date".to_string())]
+        );
+    }
+
+    #[test]
+    fn zone_less_timestamps_fail_unless_the_column_declares_a_zone() {
+        let to = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+        let a: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2024-03-01 10:00:00+02:00"),
+            Some("2024-03-01 10:00:00"),
+            None,
+            Some("2024-03-01T08:00:00Z"),
+        ]));
+        let (cast, f) = cast_zoned(&a, &to, None).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].row, 1);
+        assert!(
+            f[0].reason.starts_with("has no time zone"),
+            "{}",
+            f[0].reason
+        );
+        assert_eq!(
+            value_text(cast.as_ref(), 0).unwrap(),
+            "2024-03-01T08:00:00Z"
+        );
+        assert_eq!(
+            value_text(cast.as_ref(), 3).unwrap(),
+            "2024-03-01T08:00:00Z"
+        );
+
+        let (cast, f) = cast_zoned(&a, &to, Some("Europe/Paris")).unwrap();
+        assert!(f.is_empty(), "{f:?}");
+        // 10:00 in Paris in March (UTC+1) is 09:00 UTC; a value with an offset keeps it.
+        assert_eq!(
+            value_text(cast.as_ref(), 1).unwrap(),
+            "2024-03-01T09:00:00Z"
+        );
+        assert_eq!(
+            value_text(cast.as_ref(), 0).unwrap(),
+            "2024-03-01T08:00:00Z"
+        );
+        assert!(cast.is_null(2));
+    }
+
+    #[test]
+    fn naive_timestamps_are_read_in_the_declared_zone() {
+        use arrow::array::TimestampMicrosecondArray;
+        let to = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+        // 2024-07-01 12:00:00 as a naive timestamp.
+        let a: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_719_835_200_000_000]));
+        let (_, f) = cast_zoned(&a, &to, None).unwrap();
+        assert_eq!(f.len(), 1);
+        let (cast, f) = cast_zoned(&a, &to, Some("+02:00")).unwrap();
+        assert!(f.is_empty());
+        assert_eq!(
+            value_text(cast.as_ref(), 0).unwrap(),
+            "2024-07-01T10:00:00Z"
+        );
+        assert_eq!(
+            check_zone("Mars/Olympus")
+                .unwrap_err()
+                .split(';')
+                .next()
+                .unwrap(),
+            "unknown time zone `Mars/Olympus`"
         );
     }
 

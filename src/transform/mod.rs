@@ -18,7 +18,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use rayon::prelude::*;
 
-use self::cast::{cast_lossless, type_name, value_text};
+use self::cast::{cast_zoned, type_name, value_text};
 use crate::config::{Diagnostic, Diagnostics, Pipeline, suggest};
 use crate::types::ColumnType;
 use crate::{Error, Result};
@@ -36,6 +36,8 @@ struct OutputColumn {
     expr: Arc<dyn PhysicalExpr>,
     ty: ColumnType,
     nullable: bool,
+    /// For timestamptz: the zone of values that carry none.
+    zone: Option<String>,
 }
 
 /// The result of transforming one batch.
@@ -115,6 +117,7 @@ impl Transform {
                 expr,
                 ty,
                 nullable: c.nullable,
+                zone: c.timezone.as_ref().map(|z| z.value.clone()),
             });
         }
         let mut filter = None;
@@ -263,7 +266,7 @@ impl Transform {
             .map(|(row, reason)| reject(row, None, reason))
             .collect();
         let target = c.ty.arrow_type();
-        let (mut cast, cast_failures) = cast_lossless(&values, &target)
+        let (mut cast, cast_failures) = cast_zoned(&values, &target, c.zone.as_deref())
             .map_err(|e| Error::Internal(format!("column {}: {e}", c.name)))?;
         rejects.extend(
             cast_failures
@@ -323,7 +326,7 @@ fn fill_nulls(array: &ArrayRef) -> Result<ArrayRef> {
     Ok(arrow::array::make_array(data))
 }
 
-fn compile_expr(
+pub(crate) fn compile_expr(
     ctx: &SessionContext,
     df_schema: &DFSchema,
     input: &SchemaRef,
@@ -431,7 +434,7 @@ fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef, D
 
 /// Evaluates `expr`; if the batch fails as a whole, bisects it to find the rows that fail
 /// and why. Those rows are NULL in the result.
-fn eval_lenient(
+pub(crate) fn eval_lenient(
     expr: &Arc<dyn PhysicalExpr>,
     batch: &RecordBatch,
 ) -> Result<(ArrayRef, Vec<(usize, String)>)> {

@@ -1,0 +1,509 @@
+//! Declared checks (`[[checks]]`): rules over the transformed rows, each with a policy.
+//!
+//! Stateless rules (not null, range, regex, accepted values, SQL expressions) compile to
+//! DataFusion predicates over the target schema and run vectorised. `unique` keeps a
+//! run-wide set of 128-bit value hashes; `references` looks values up in another table,
+//! caching the ones found.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, BooleanArray};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
+use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use sqlx::sqlite::SqlitePool;
+
+use crate::config::{CheckKind, Diagnostic, Location, Pipeline, Policy};
+use crate::db::sqlite::{Access, connect, table_columns};
+use crate::db::{IoRuntime, quote_ident, stmt};
+use crate::transform::cast::value_text;
+use crate::transform::{compile_expr, eval_lenient};
+use crate::{Error, Result};
+
+/// The compiled `[[checks]]` of a pipeline. Shared by every worker of a run.
+pub struct Checks {
+    rules: Vec<Rule>,
+}
+
+struct Rule {
+    name: String,
+    /// The checked column and its index in the target schema.
+    column: Option<(String, usize)>,
+    policy: Policy,
+    kind: RuleKind,
+}
+
+enum RuleKind {
+    /// Fails where the predicate is false (or NULL, when `null_fails`).
+    Predicate {
+        expr: Arc<dyn PhysicalExpr>,
+        null_fails: bool,
+        reason: String,
+    },
+    /// Value hash -> the chunk that wrote it.
+    Unique(Mutex<HashMap<u128, usize>>),
+    References(Lookup),
+}
+
+/// One row that failed a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Row index in the checked batch.
+    pub row: usize,
+    /// The check's name.
+    pub check: String,
+    /// The column checked, if the check has one.
+    pub column: Option<String>,
+    /// The value, as text.
+    pub value: Option<String>,
+    /// Why, starting with the check's name.
+    pub reason: String,
+    /// What the failure does.
+    pub policy: Policy,
+}
+
+/// The `unique` values a chunk claimed, so they can be given back if it fails.
+#[derive(Debug, Default)]
+pub struct Claims(Vec<(usize, u128)>);
+
+impl Checks {
+    /// No checks.
+    pub fn none() -> Checks {
+        Checks { rules: Vec::new() }
+    }
+
+    /// Compiles the pipeline's checks against the target schema. Every problem is reported
+    /// at once, at the check's line. Referenced tables are looked up now.
+    pub fn compile(pipeline: &Pipeline, output: &SchemaRef, io: &IoRuntime) -> Result<Checks> {
+        let ctx = SessionContext::new();
+        let df_schema = DFSchema::try_from(output.as_ref().clone())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut diags = pipeline.diagnostics();
+        let mut rules = Vec::new();
+        for c in &pipeline.checks {
+            let column = c
+                .column
+                .as_ref()
+                .and_then(|col| Some((col.value.clone(), output.index_of(&col.value).ok()?)));
+            if c.column.is_some() && column.is_none() {
+                // The column failed its own type or expression check; reported there.
+                continue;
+            }
+            let col_sql = column
+                .as_ref()
+                .map(|(n, _)| sql_ident(n))
+                .unwrap_or_default();
+            let predicate =
+                |sql: String, null_fails: bool, reason: String| (sql, null_fails, reason);
+            let pred = match &c.kind.value {
+                CheckKind::NotNull => Some(predicate(
+                    format!("{col_sql} IS NOT NULL"),
+                    true,
+                    "is NULL".into(),
+                )),
+                CheckKind::Range { min, max } => {
+                    let mut parts = Vec::new();
+                    if let Some(m) = min {
+                        parts.push(format!("{col_sql} >= {m}"));
+                    }
+                    if let Some(m) = max {
+                        parts.push(format!("{col_sql} <= {m}"));
+                    }
+                    let bounds = match (min, max) {
+                        (Some(a), Some(b)) => format!("from {a} to {b}"),
+                        (Some(a), None) => format!("at least {a}"),
+                        (None, Some(b)) => format!("at most {b}"),
+                        (None, None) => unreachable!("a range has a bound"),
+                    };
+                    Some(predicate(
+                        parts.join(" AND "),
+                        false,
+                        format!("is out of range: expected {bounds}"),
+                    ))
+                }
+                CheckKind::Regex(re) => Some(predicate(
+                    format!("regexp_like({col_sql}, {})", sql_string(re)),
+                    false,
+                    format!("does not match regex {}", sql_string(re)),
+                )),
+                CheckKind::Accepted(values) => Some(predicate(
+                    format!("{col_sql} IN ({})", values.join(", ")),
+                    false,
+                    format!("is not one of the accepted values: {}", values.join(", ")),
+                )),
+                CheckKind::Expr(sql) => {
+                    Some(predicate(sql.clone(), false, format!("row fails {sql}")))
+                }
+                CheckKind::Unique | CheckKind::References { .. } => None,
+            };
+            let kind = match (pred, &c.kind.value) {
+                (Some((sql, null_fails, reason)), _) => {
+                    let what = format!("check `{}`", c.name);
+                    let Some(expr) = compile_expr(
+                        &ctx,
+                        &df_schema,
+                        output,
+                        &sql,
+                        &c.kind.span,
+                        &what,
+                        &mut diags,
+                    ) else {
+                        continue;
+                    };
+                    match expr.data_type(output) {
+                        Ok(DataType::Boolean) => {}
+                        Ok(other) => {
+                            diags.push(Diagnostic::at(
+                                c.kind.span.clone(),
+                                format!(
+                                    "{what} must be true or false for each row, but gives {other}"
+                                ),
+                            ));
+                            continue;
+                        }
+                        Err(e) => {
+                            diags.push(Diagnostic::at(c.kind.span.clone(), format!("{what}: {e}")));
+                            continue;
+                        }
+                    }
+                    RuleKind::Predicate {
+                        expr,
+                        null_fails,
+                        reason,
+                    }
+                }
+                (None, CheckKind::Unique) => RuleKind::Unique(Mutex::new(HashMap::new())),
+                (
+                    None,
+                    CheckKind::References {
+                        table,
+                        column: rcol,
+                    },
+                ) => match Lookup::open(pipeline, table, rcol, io) {
+                    Ok(l) => RuleKind::References(l),
+                    Err(msg) => {
+                        diags.push(Diagnostic::at(c.kind.span.clone(), msg));
+                        continue;
+                    }
+                },
+                (None, _) => unreachable!("every other rule is a predicate"),
+            };
+            rules.push(Rule {
+                name: c.name.clone(),
+                column,
+                policy: c.policy,
+                kind,
+            });
+        }
+        diags.into_result()?;
+        Ok(Checks { rules })
+    }
+
+    /// Whether there is nothing to check.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether a rule keeps state across chunks (`unique`), which a resumed run must seed
+    /// from what the target already holds.
+    pub fn has_unique(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.kind, RuleKind::Unique(_)))
+    }
+
+    /// Checks every row of `batch` (in the target schema) for `chunk`. Returns one
+    /// violation per failing row and rule. Values that `unique` accepts are recorded in
+    /// `claims`; rows another rule rejects or fails claim nothing.
+    pub fn apply(
+        &self,
+        batch: &RecordBatch,
+        chunk: usize,
+        claims: &mut Claims,
+    ) -> Result<Vec<Violation>> {
+        let n = batch.num_rows();
+        let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
+        let violation = |rule: &Rule, row: usize, reason: String| Violation {
+            row,
+            check: rule.name.clone(),
+            column: rule.column.as_ref().map(|c| c.0.clone()),
+            value: rule
+                .column
+                .as_ref()
+                .and_then(|(_, i)| value_text(batch.column(*i).as_ref(), row)),
+            reason: format!("check `{}`: {reason}", rule.name),
+            policy: rule.policy,
+        };
+        for rule in &self.rules {
+            match &rule.kind {
+                RuleKind::Predicate {
+                    expr,
+                    null_fails,
+                    reason,
+                } => {
+                    let (mask, errors) = eval_lenient(expr, batch)?;
+                    let mask = mask
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| Error::Internal("check is not boolean".into()))?;
+                    let errored: HashSet<usize> = errors.iter().map(|(r, _)| *r).collect();
+                    for (row, e) in errors {
+                        out.push(violation(rule, row, format!("cannot be evaluated: {e}")));
+                    }
+                    for row in 0..n {
+                        let failed = if mask.is_null(row) {
+                            *null_fails && !errored.contains(&row)
+                        } else {
+                            !mask.value(row)
+                        };
+                        if failed {
+                            out.push(violation(rule, row, reason.clone()));
+                        }
+                    }
+                }
+                RuleKind::References(lookup) => {
+                    let (_, i) = rule.column.as_ref().expect("references has a column");
+                    for row in lookup.missing(batch.column(*i))? {
+                        out.push(violation(
+                            rule,
+                            row,
+                            format!("has no match in {}.{}", lookup.table, lookup.column),
+                        ));
+                    }
+                }
+                RuleKind::Unique(_) => {}
+            }
+        }
+        // Unique last: a row that another rule keeps out of the target must not take the
+        // value from a later row that is written.
+        let blocked: HashSet<usize> = out
+            .iter()
+            .filter(|v| v.policy != Policy::Warn)
+            .map(|v| v.row)
+            .collect();
+        for (r, rule) in self.rules.iter().enumerate() {
+            let RuleKind::Unique(seen) = &rule.kind else {
+                continue;
+            };
+            let (_, i) = rule.column.as_ref().expect("unique has a column");
+            let hashes = value_hashes(batch.column(*i))?;
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            for (row, hash) in hashes.into_iter().enumerate() {
+                if blocked.contains(&row) || batch.column(*i).is_null(row) {
+                    continue;
+                }
+                match seen.get(&hash) {
+                    Some(&owner) => {
+                        let whose = if owner == chunk {
+                            "an earlier row of this chunk".to_string()
+                        } else if owner == usize::MAX {
+                            "a row the target already holds".to_string()
+                        } else {
+                            format!("a row of chunk {owner}")
+                        };
+                        out.push(violation(
+                            rule,
+                            row,
+                            format!("is not unique: {whose} has the same value"),
+                        ));
+                    }
+                    None => {
+                        seen.insert(hash, chunk);
+                        claims.0.push((r, hash));
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|v| v.row);
+        Ok(out)
+    }
+
+    /// Gives back the values a chunk claimed: it failed, so they were not written.
+    pub fn release(&self, claims: Claims) {
+        for (r, h) in claims.0 {
+            if let RuleKind::Unique(seen) = &self.rules[r].kind {
+                seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&h);
+            }
+        }
+    }
+
+    /// Records the values of target rows written by an earlier run, so `unique` sees them.
+    pub fn seed(&self, batch: &RecordBatch) -> Result<()> {
+        for rule in &self.rules {
+            let RuleKind::Unique(seen) = &rule.kind else {
+                continue;
+            };
+            let name = &rule.column.as_ref().expect("unique has a column").0;
+            let Ok(i) = batch.schema().index_of(name) else {
+                continue;
+            };
+            let column = batch.column(i);
+            let hashes = value_hashes(column)?;
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            for (row, h) in hashes.into_iter().enumerate() {
+                if column.is_valid(row) {
+                    seen.insert(h, usize::MAX);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Two independent 64-bit hashes per value: 128 bits make a false "not unique" as likely
+/// as a disk returning a wrong bit unnoticed.
+fn value_hashes(column: &ArrayRef) -> Result<Vec<u128>> {
+    let n = column.len();
+    let mut a = vec![0u64; n];
+    let mut b = vec![0u64; n];
+    let cols = std::slice::from_ref(column);
+    create_hashes(cols, &RandomState::with_seed(0x756e_6971_7565_0001), &mut a)
+        .and_then(|_| create_hashes(cols, &RandomState::with_seed(0x756e_6971_7565_0002), &mut b))
+        .map_err(|e| Error::Internal(format!("unique: {e}")))?;
+    Ok(a.into_iter()
+        .zip(b)
+        .map(|(x, y)| (u128::from(x) << 64) | u128::from(y))
+        .collect())
+}
+
+/// `references`: values looked up in a table of a SQLite database.
+struct Lookup {
+    pool: SqlitePool,
+    io: IoRuntime,
+    table: String,
+    column: String,
+    shown: String,
+    /// Values known to exist, as text.
+    found: Mutex<HashSet<String>>,
+}
+
+/// Values per lookup query, well under SQLite's bound-parameter limit.
+const LOOKUP_BATCH: usize = 1000;
+/// Found values kept; the cache is cleared when it grows past this.
+const CACHE_MAX: usize = 1 << 20;
+
+impl Lookup {
+    fn open(
+        pipeline: &Pipeline,
+        table: &str,
+        column: &str,
+        io: &IoRuntime,
+    ) -> Result<Lookup, String> {
+        let path = match (&pipeline.target.location, &pipeline.source.location) {
+            (Location::Sqlite { path }, _) | (_, Location::Sqlite { path }) => path.clone(),
+            _ => {
+                return Err(
+                    "`references` looks values up in the target database, or the source database for a file target; this pipeline has neither"
+                        .into(),
+                );
+            }
+        };
+        let shown = format!("sqlite://{}", crate::config::show_path(&path));
+        if !path.exists() {
+            return Err(format!(
+                "{shown} does not exist, so table `{table}` cannot be looked up"
+            ));
+        }
+        let pool = connect(io, &path, Access::Read, 1).map_err(|e| e.to_string())?;
+        let columns = io
+            .block_on(table_columns(&pool, table, &shown))
+            .map_err(|e| e.to_string())?;
+        match columns {
+            None => Err(format!(
+                "referenced table `{table}` does not exist in {shown}"
+            )),
+            Some(cols) if !cols.iter().any(|c| c.name == column) => {
+                let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+                Err(format!(
+                    "referenced table `{table}` has no column `{column}`; it has: {}",
+                    names.join(", ")
+                ))
+            }
+            Some(_) => Ok(Lookup {
+                pool,
+                io: io.clone(),
+                table: table.to_string(),
+                column: column.to_string(),
+                shown,
+                found: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Rows of `values` whose (non-NULL) value the referenced column does not hold.
+    fn missing(&self, values: &ArrayRef) -> Result<Vec<usize>> {
+        let texts: Vec<Option<String>> = (0..values.len())
+            .map(|r| value_text(values.as_ref(), r))
+            .collect();
+        let unknown: Vec<String> = {
+            let found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+            let mut u: Vec<String> = texts
+                .iter()
+                .flatten()
+                .filter(|t| !found.contains(*t))
+                .cloned()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            u.sort();
+            u
+        };
+        let integers = values.data_type().is_integer();
+        let mut present = HashSet::new();
+        let sql_head = format!(
+            "SELECT CAST({c} AS TEXT) FROM {t} WHERE {c} IN ",
+            c = quote_ident(&self.column),
+            t = quote_ident(&self.table)
+        );
+        for group in unknown.chunks(LOOKUP_BATCH) {
+            let sql = format!("{sql_head}({})", vec!["?"; group.len()].join(", "));
+            let rows: Vec<Option<String>> = self.io.block_on(async {
+                let mut q = sqlx::query_scalar(stmt(sql));
+                for v in group {
+                    // Integers bind as integers so an INTEGER column's index is used.
+                    q = match (integers, v.parse::<i64>()) {
+                        (true, Ok(i)) => q.bind(i),
+                        _ => q.bind(v.clone()),
+                    };
+                }
+                q.fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| Error::db(format!("{} table {}", self.shown, self.table), e))
+            })?;
+            present.extend(rows.into_iter().flatten());
+        }
+        let unknown: HashSet<String> = unknown.into_iter().collect();
+        let missing = texts
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                t.as_ref()
+                    .is_some_and(|t| unknown.contains(t) && !present.contains(t))
+            })
+            .map(|(r, _)| r)
+            .collect();
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        if found.len() + present.len() > CACHE_MAX {
+            found.clear();
+        }
+        found.extend(present);
+        Ok(missing)
+    }
+}
+
+/// A SQL identifier for DataFusion, quoted so any name works.
+fn sql_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A SQL string literal.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
