@@ -56,6 +56,18 @@ fn reference_pipeline_sets_every_option() {
         "batch_rows",
         "max_rejects",
         "max_reject_ratio",
+        "verify",
+        "[[checks]]",
+        "not_null",
+        "unique",
+        "min",
+        "max",
+        "regex",
+        "accepted",
+        "references",
+        "expr",
+        "policy",
+        "timezone",
     ] {
         assert!(
             text.contains(key),
@@ -814,3 +826,6 @@ fn init_says_when_no_key_was_found_and_what_to_do() {
 
 #[path = "suite/checkpoints.rs"]
 mod checkpoints;
+
+#[path = "suite/integrity.rs"]
+mod integrity;

@@ -113,7 +113,7 @@ impl Checks {
                     if let Some(m) = max {
                         parts.push(format!("{col_sql} <= {m}"));
                     }
-                    let bounds = match (min, max) {
+                    let bounds = match (min.as_deref().map(shown), max.as_deref().map(shown)) {
                         (Some(a), Some(b)) => format!("from {a} to {b}"),
                         (Some(a), None) => format!("at least {a}"),
                         (None, Some(b)) => format!("at most {b}"),
@@ -128,12 +128,19 @@ impl Checks {
                 CheckKind::Regex(re) => Some(predicate(
                     format!("regexp_like({col_sql}, {})", sql_string(re)),
                     false,
-                    format!("does not match regex {}", sql_string(re)),
+                    format!("does not match regex `{re}`"),
                 )),
                 CheckKind::Accepted(values) => Some(predicate(
                     format!("{col_sql} IN ({})", values.join(", ")),
                     false,
-                    format!("is not one of the accepted values: {}", values.join(", ")),
+                    format!(
+                        "is not one of the accepted values: {}",
+                        values
+                            .iter()
+                            .map(|v| shown(v))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 )),
                 CheckKind::Expr(sql) => {
                     Some(predicate(sql.clone(), false, format!("row fails {sql}")))
@@ -390,51 +397,62 @@ const LOOKUP_BATCH: usize = 1000;
 const CACHE_MAX: usize = 1 << 20;
 
 impl Lookup {
+    /// Opens the database that holds `table`: the target's if it has it, else the
+    /// source's.
     fn open(
         pipeline: &Pipeline,
         table: &str,
         column: &str,
         io: &IoRuntime,
     ) -> Result<Lookup, String> {
-        let path = match (&pipeline.target.location, &pipeline.source.location) {
-            (Location::Sqlite { path }, _) | (_, Location::Sqlite { path }) => path.clone(),
-            _ => {
-                return Err(
-                    "`references` looks values up in the target database, or the source database for a file target; this pipeline has neither"
-                        .into(),
-                );
-            }
-        };
-        let shown = format!("sqlite://{}", crate::config::show_path(&path));
-        if !path.exists() {
+        let candidates: Vec<&std::path::Path> =
+            [&pipeline.target.location, &pipeline.source.location]
+                .into_iter()
+                .filter_map(|l| match l {
+                    Location::Sqlite { path } if path.exists() => Some(path.as_path()),
+                    _ => None,
+                })
+                .collect();
+        if candidates.is_empty() {
             return Err(format!(
-                "{shown} does not exist, so table `{table}` cannot be looked up"
+                "`references` looks `{table}` up in the target or source database, and this pipeline has no database that exists yet"
             ));
         }
-        let pool = connect(io, &path, Access::Read, 1).map_err(|e| e.to_string())?;
-        let columns = io
-            .block_on(table_columns(&pool, table, &shown))
-            .map_err(|e| e.to_string())?;
-        match columns {
-            None => Err(format!(
-                "referenced table `{table}` does not exist in {shown}"
-            )),
-            Some(cols) if !cols.iter().any(|c| c.name == column) => {
-                let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-                Err(format!(
-                    "referenced table `{table}` has no column `{column}`; it has: {}",
-                    names.join(", ")
-                ))
+        let mut searched = Vec::new();
+        for path in candidates {
+            let shown = format!("sqlite://{}", crate::config::show_path(path));
+            let pool = connect(io, path, Access::Read, 1).map_err(|e| e.to_string())?;
+            let columns = io
+                .block_on(table_columns(&pool, table, &shown))
+                .map_err(|e| e.to_string())?;
+            match columns {
+                None => {
+                    io.block_on(pool.close());
+                    searched.push(shown);
+                }
+                Some(cols) if !cols.iter().any(|c| c.name == column) => {
+                    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+                    return Err(format!(
+                        "referenced table `{table}` in {shown} has no column `{column}`; it has: {}",
+                        names.join(", ")
+                    ));
+                }
+                Some(_) => {
+                    return Ok(Lookup {
+                        pool,
+                        io: io.clone(),
+                        table: table.to_string(),
+                        column: column.to_string(),
+                        shown,
+                        found: Mutex::new(HashSet::new()),
+                    });
+                }
             }
-            Some(_) => Ok(Lookup {
-                pool,
-                io: io.clone(),
-                table: table.to_string(),
-                column: column.to_string(),
-                shown,
-                found: Mutex::new(HashSet::new()),
-            }),
         }
+        Err(format!(
+            "referenced table `{table}` does not exist in {}",
+            searched.join(" or ")
+        ))
     }
 
     /// Rows of `values` whose (non-NULL) value the referenced column does not hold.
@@ -501,6 +519,15 @@ impl Lookup {
 /// A SQL identifier for DataFusion, quoted so any name works.
 fn sql_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A SQL literal as a reason shows it: strings without their quotes, so summaries that
+/// group reasons by their quoted values keep them.
+fn shown(literal: &str) -> String {
+    literal
+        .strip_prefix('\'')
+        .and_then(|l| l.strip_suffix('\''))
+        .map_or_else(|| literal.to_string(), |l| l.replace("''", "'"))
 }
 
 /// A SQL string literal.

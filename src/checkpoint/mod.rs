@@ -125,6 +125,10 @@ pub trait CheckpointStore: Send + Sync {
     /// Marks chunks pending again (for `retry`).
     fn reset(&self, chunks: &[usize]) -> Result<()>;
 
+    /// Marks done chunks pending again: `verify --repair` found their rows wrong and
+    /// removes them next. Chunks that are not done are left as they are.
+    fn redo(&self, chunks: &[usize]) -> Result<()>;
+
     /// Forgets the run.
     fn discard(&self) -> Result<()>;
 }

@@ -268,6 +268,16 @@ impl CheckpointStore for SqliteStore {
         Ok(())
     }
 
+    fn redo(&self, chunks: &[usize]) -> Result<()> {
+        for &c in chunks {
+            self.exec(
+                "UPDATE \"_rowshift_chunks\" SET state = 'pending' WHERE pipeline = ? AND id = ? AND state = 'done'",
+                &[Bind::Text(&self.pipeline), Bind::Int(c as i64)],
+            )?;
+        }
+        Ok(())
+    }
+
     fn discard(&self) -> Result<()> {
         if !self.path.exists() {
             return Ok(());

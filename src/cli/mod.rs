@@ -431,6 +431,23 @@ fn print_summary(s: &Summary, target: String) {
     if let Some(rss) = s.peak_rss_bytes {
         println!("  memory  {:.1} MiB peak", rss as f64 / (1024.0 * 1024.0));
     }
+    if s.verified {
+        println!(
+            "  checks  conservation on every chunk; read-back of every chunk took {:.2}s of worker time (checksum {})",
+            s.verify_seconds, s.checksum
+        );
+    } else {
+        println!(
+            "  checks  conservation on every chunk; read-back off (verify = \"off\") (checksum {})",
+            s.checksum
+        );
+    }
+    for w in &s.warnings {
+        println!(
+            "  warning {} × {} (written anyway: policy = \"warn\")\n      e.g. {}",
+            w.count, w.reason, w.example
+        );
+    }
     for r in &s.rejects {
         println!(
             "  rejected {} × {}\n      e.g. {}",

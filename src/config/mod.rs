@@ -101,8 +101,8 @@ pub enum CheckKind {
     Regex(String),
     /// The value is one of these SQL literals.
     Accepted(Vec<String>),
-    /// The value exists in `table.column` of the target database (or, for a file target,
-    /// of the source database).
+    /// The value exists in `table.column` of the target database, or of the source
+    /// database when the target has no such table.
     References {
         /// The referenced table.
         table: String,

@@ -24,7 +24,7 @@ pub use self::observer::{Event, NoopObserver, Observer};
 pub use self::requeue::{RequeueReport, requeue_rejects};
 pub use self::status::{FailedChunk, StatusReport, status};
 pub use self::verify::{ChunkDifference, VerifyReport, verify};
-use crate::check::quarantine::QuarantineEntry;
+use crate::check::quarantine::{QuarantineEntry, strip_quoted};
 use crate::check::readback::ReadBack;
 use crate::check::rules::{Claims, Violation};
 use crate::check::{ChunkCounts, conservation};
@@ -670,7 +670,7 @@ pub(crate) struct Processed {
     pub counts: ChunkCounts,
     /// Rejected rows, located in the source.
     pub rejects: Vec<RowFailure>,
-    /// Rows written although a `warn` check failed, with the check's name.
+    /// Rows written although a `warn` check failed, with the reason as summaries group it.
     pub warnings: Vec<(String, RowFailure)>,
 }
 
@@ -705,19 +705,25 @@ pub(crate) fn process_batch(
                 )));
             }
             let mut drop = vec![false; out.batch.num_rows()];
-            for v in &violations {
-                match v.policy {
-                    Policy::Warn => warnings.push((v.check.clone(), failure(v))),
-                    _ if drop[v.row] => {}
-                    _ => {
-                        drop[v.row] = true;
-                        out.rejects.push(crate::transform::Reject {
-                            row: input_row(v.row),
-                            column: v.column.clone(),
-                            value: v.value.clone(),
-                            reason: v.reason.clone(),
-                        });
-                    }
+            for v in violations.iter().filter(|v| v.policy != Policy::Warn) {
+                if !drop[v.row] {
+                    drop[v.row] = true;
+                    out.rejects.push(crate::transform::Reject {
+                        row: input_row(v.row),
+                        column: v.column.clone(),
+                        value: v.value.clone(),
+                        reason: v.reason.clone(),
+                    });
+                }
+            }
+            // Warnings count rows that are written, once per check.
+            for v in violations.iter().filter(|v| v.policy == Policy::Warn) {
+                if !drop[v.row] {
+                    let grouped = match &v.column {
+                        Some(c) => format!("column {c}: {}", strip_quoted(&v.reason)),
+                        None => strip_quoted(&v.reason),
+                    };
+                    warnings.push((grouped, failure(v)));
                 }
             }
             if drop.iter().any(|d| *d) {

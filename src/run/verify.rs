@@ -132,7 +132,7 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
         let ids: Vec<usize> = report.differences.iter().map(|d| d.chunk).collect();
         // Pending first, then remove: a crash in between leaves a pending chunk whose
         // rows a later run writes, never a done chunk with rows missing.
-        store.reset(&ids)?;
+        store.redo(&ids)?;
         for (id, selection) in &selections {
             sink.remove_rows(*id, selection)?;
         }

@@ -167,3 +167,22 @@ fn batch_rows(batch: &RecordBatch) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Executes statements on a SQLite database (tests that tamper with a target).
+pub fn sqlite_exec(db: &Path, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    })
+}
