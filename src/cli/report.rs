@@ -141,6 +141,15 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
             }
         }
     }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(s, "\nrows written with a warning (policy = \"warn\"):");
+        for g in &r.warnings {
+            let _ = writeln!(s, "  {} × {}", g.count, g.reason);
+            for e in &g.examples {
+                let _ = writeln!(s, "      {e}");
+            }
+        }
+    }
     if !r.filtered.is_empty() {
         let _ = writeln!(s, "\nrows the filter drops (first {}):", r.filtered.len());
         for f in &r.filtered {

@@ -134,6 +134,8 @@ pub struct DryRunReport {
     pub preview: Vec<PreviewRow>,
     /// Rejected rows grouped by reason, largest group first.
     pub rejects: Vec<RejectGroup>,
+    /// Rows that would be written although a `warn` check fails, grouped the same way.
+    pub warnings: Vec<RejectGroup>,
     /// A few of the rows the filter would drop.
     pub filtered: Vec<FilteredRow>,
     /// The full source's chunk plan, when the source could be planned.
@@ -306,6 +308,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         rows: p.counts,
         preview,
         rejects: group_rejects(p.rejects),
+        warnings: group_rejects(p.warnings.into_iter().map(|(_, f)| f).collect()),
         filtered,
         plan: plan_estimate,
         plan_error,
