@@ -36,6 +36,19 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (pipeline, id))",
 ];
 
+/// Columns added to `_rowshift_chunks` after its first release, with their declarations.
+/// A store opened for writing adds the ones it lacks; one read as it is reads NULL for them.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("checksum", "TEXT")];
+
+/// The columns `_rowshift_chunks` has.
+async fn chunk_columns(pool: &SqlitePool, here: &str) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT name FROM pragma_table_info('_rowshift_chunks')")
+        .fetch_all(pool)
+        .await
+        .map_err(|e| Error::db(here, e))?;
+    Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+}
+
 /// A checkpoint store in a SQLite file: the state directory's, or the target database.
 pub struct SqliteStore {
     path: PathBuf,
@@ -71,6 +84,18 @@ impl SqliteStore {
                     .execute(&pool)
                     .await
                     .map_err(|e| Error::db(&here, e))?;
+            }
+            // A store written by an older rowshift: add what it lacks, keep its rows.
+            let have = chunk_columns(&pool, &here).await?;
+            for (name, decl) in ADDED_COLUMNS {
+                if !have.iter().any(|h| h == name) {
+                    sqlx::query(crate::db::stmt(format!(
+                        "ALTER TABLE \"_rowshift_chunks\" ADD COLUMN {name} {decl}"
+                    )))
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                }
             }
             Ok::<_, Error>(())
         })?;
@@ -157,10 +182,12 @@ impl CheckpointStore for SqliteStore {
                 return Ok(None);
             };
             let settings: String = run.get(1);
-            let rows = sqlx::query(
-                                "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error, checksum \
-                 FROM \"_rowshift_chunks\" WHERE pipeline = ? ORDER BY id",
-            )
+            let have = chunk_columns(&pool, &here).await?;
+            let checksum = if have.iter().any(|c| c == "checksum") { "checksum" } else { "NULL" };
+            let rows = sqlx::query(crate::db::stmt(format!(
+                "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error, {checksum} \
+                 FROM \"_rowshift_chunks\" WHERE pipeline = ? ORDER BY id"
+            )))
             .bind(self.pipeline.clone())
             .fetch_all(&pool)
             .await

@@ -153,3 +153,44 @@ fn says_what_changed() {
         ]
     );
 }
+
+#[test]
+fn a_store_from_before_the_checksum_column_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let io = IoRuntime::new().unwrap();
+    // The first released layout, without `checksum`, holding one done chunk.
+    let pool = crate::db::sqlite::connect(&io, &path, crate::db::sqlite::Access::Write, 1).unwrap();
+    let chunk = serde_json::to_string(&chunks(1)[0]).unwrap();
+    io.block_on(async {
+        for sql in [
+            "CREATE TABLE \"_rowshift_runs\" (pipeline TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, settings TEXT NOT NULL, created_at TEXT NOT NULL)".to_string(),
+            "CREATE TABLE \"_rowshift_chunks\" (pipeline TEXT NOT NULL, id INTEGER NOT NULL, chunk TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, rows_read INTEGER NOT NULL DEFAULT 0, rows_written INTEGER NOT NULL DEFAULT 0, rows_filtered INTEGER NOT NULL DEFAULT 0, rows_rejected INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0, last_error TEXT, PRIMARY KEY (pipeline, id))".to_string(),
+            "INSERT INTO \"_rowshift_runs\" VALUES ('p', 'fp', '[]', '2026-11-01T00:00:00Z')".to_string(),
+            format!("INSERT INTO \"_rowshift_chunks\" (pipeline, id, chunk, state, rows_read, rows_written) VALUES ('p', 0, '{chunk}', 'done', 5, 5)"),
+        ] {
+            sqlx::query(crate::db::stmt(sql)).execute(&pool).await.unwrap();
+        }
+    });
+    io.block_on(pool.close());
+    let store = SqliteStore::new(&path, "p", &io);
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.chunks[0].state, ChunkState::Done);
+    assert_eq!(loaded.chunks[0].counts.written, 5);
+    assert_eq!(loaded.chunks[0].checksum, 0);
+    // Writing adds the column and keeps the rows.
+    store
+        .finish(&DoneMark {
+            chunk: 0,
+            counts: ChunkCounts {
+                read: 5,
+                written: 5,
+                filtered: 0,
+                rejected: 0,
+            },
+            seconds: 0.1,
+            checksum: 0xabc,
+        })
+        .unwrap();
+    assert_eq!(store.load().unwrap().unwrap().chunks[0].checksum, 0xabc);
+}
