@@ -423,6 +423,21 @@ INVALID_FILES = {
         2, "name is 300 characters, longer than VARCHAR(255)",
         "name VARCHAR(255)",
     ),
+    # "\udcff" is written as the single byte 0xFF (surrogateescape): not UTF-8.
+    "invalid_utf8.csv": (
+        ["1,Alice,10,1990-01-01",
+         "2,B\udcffob,20,1985-06-15",
+         "3,Carol,30,1979-12-31"],
+        2, "name holds the byte 0xFF, which is not UTF-8",
+        "name VARCHAR(255)",
+    ),
+    "timestamp_without_zone.csv": (
+        ["1,Alice,10,1990-01-01T08:00:00Z",
+         "2,Bob,20,1985-06-15 09:30:00",
+         "3,Carol,30,1979-12-31 23:00:00+01:00"],
+        2, "born_on 1985-06-15 09:30:00 has no time zone, and the column declares none",
+        "born_on TIMESTAMPTZ",
+    ),
     "decimal_scale.csv": (
         ["1,Alice,10.50,1990-01-01",
          "2,Bob,20.25,1985-06-15",
@@ -446,13 +461,14 @@ def make_invalid(dirpath):
         "exactly one bad row; every other row is valid for the target schema",
         "",
         "    id BIGINT NOT NULL, name VARCHAR(255) NOT NULL,",
-        "    amount BIGINT (or DECIMAL(10,2) for decimal_scale.csv), born_on DATE",
+        "    amount BIGINT (or DECIMAL(10,2) for decimal_scale.csv),",
+        "    born_on DATE (TIMESTAMPTZ for timestamp_without_zone.csv)",
         "",
         "| file | bad row id | column that fails | failure |",
         "| --- | --- | --- | --- |",
     ]
     for name, (lines, bad_id, failure, col) in INVALID_FILES.items():
-        with open(os.path.join(dirpath, name), "w", encoding="utf-8", newline="") as f:
+        with open(os.path.join(dirpath, name), "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             f.write(INVALID_HEADER + "\n")
             for line in lines:
                 f.write(line + "\n")

@@ -309,6 +309,51 @@ fn a_rejected_row_goes_to_the_quarantine_with_file_line_column_value_and_type() 
         !ws.path("out/invalid_ragged_row.csv/part-00000.csv")
             .exists()
     );
+    // Bytes that are not UTF-8 cannot become text either; the chunk fails naming the
+    // file's line and the column.
+    let pipeline = invalid_pipeline(&ws, "invalid_utf8.csv", "bigint");
+    let out = ws.rowshift(&["run", &pipeline, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "row rejected at samples/invalid/invalid_utf8.csv line 3, column name: is not valid UTF-8 text"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !ws.path("out/invalid_invalid_utf8.csv/part-00000.csv")
+            .exists()
+    );
+}
+
+#[test]
+fn a_timestamp_without_zone_into_timestamptz_is_quarantined_with_its_reason() {
+    let ws = Workspace::new();
+    let file = "timestamp_without_zone.csv";
+    let pipeline = invalid_pipeline(&ws, file, "bigint");
+    let text = std::fs::read_to_string(ws.path(&pipeline))
+        .unwrap()
+        .replace(
+            r#"born_on = { type = "date""#,
+            r#"born_on = { type = "timestamptz""#,
+        );
+    ws.write(&pipeline, &text);
+    let out = ws.rowshift(&["run", &pipeline, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "rejected 1 × column born_on: value has no time zone, and the timestamptz column declares none to read it in; set timezone = \"...\" on the column\n      e.g. samples/invalid/timestamp_without_zone.csv line 3 (id=2), column born_on, value '1985-06-15 09:30:00': value has no time zone"
+        ),
+        "{}",
+        out.stdout
+    );
+    let written =
+        std::fs::read_to_string(ws.path(&format!("out/invalid_{file}/part-00000.csv"))).unwrap();
+    assert_eq!(
+        written,
+        "id,name,amount,born_on\n1,Alice,10,1990-01-01T08:00:00Z\n3,Carol,30,1979-12-31T22:00:00Z\n"
+    );
 }
 
 fn invalid_pipeline(ws: &Workspace, file: &str, amount_type: &str) -> String {

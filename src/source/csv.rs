@@ -539,9 +539,31 @@ impl CsvChunkReader {
                     self.source.raw_schema.fields().len()
                 ),
             }),
-            _ => Error::data(format!("{path} (chunk starting at line {first_line})"), e),
+            _ => match invalid_utf8(&e.to_string()) {
+                // arrow counts records from the chunk's start and fields from 1.
+                Some((record, field)) => Error::Row(RowFailure {
+                    location: self.source.locate(&self.chunk, record.saturating_sub(1)),
+                    column: self
+                        .source
+                        .raw_schema
+                        .fields()
+                        .get(field.saturating_sub(1))
+                        .map(|f| f.name().clone()),
+                    value: None,
+                    reason: "is not valid UTF-8 text".into(),
+                }),
+                None => Error::data(format!("{path} (chunk starting at line {first_line})"), e),
+            },
         }
     }
+}
+
+/// The record (from 1, within the chunk) and field (from 1) of arrow's invalid UTF-8 error.
+fn invalid_utf8(message: &str) -> Option<(u64, usize)> {
+    let rest = message.split("invalid UTF-8 data for line ").nth(1)?;
+    let (record, rest) = rest.split_once(" and field ")?;
+    let field: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((record.trim().parse().ok()?, field.parse().ok()?))
 }
 
 /// A regex matching exactly the configured null markers (and nothing if there are none).
