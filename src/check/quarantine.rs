@@ -49,6 +49,26 @@ impl QuarantineEntry {
         }
     }
 
+    /// A source record that could not be read into a row: kept as its raw text under
+    /// `_unreadable`, since it has no columns to name.
+    pub fn unreadable(chunk: usize, u: crate::source::Unreadable) -> Self {
+        QuarantineEntry {
+            chunk,
+            key: None,
+            location: u.location,
+            column: u.column,
+            value: Some(u.raw.clone()),
+            reason: u.reason,
+            row: serde_json::json!({ UNREADABLE: u.raw }),
+        }
+    }
+
+    /// Whether this entry is a record that could not be read (see [`Self::unreadable`]):
+    /// only fixing the file makes it readable, so `retry --rejects` keeps it.
+    pub fn is_unreadable(&self) -> bool {
+        self.row.get(UNREADABLE).is_some()
+    }
+
     /// The reason with the column, the way summaries group them.
     pub fn grouped_reason(&self) -> String {
         match &self.column {
@@ -57,6 +77,9 @@ impl QuarantineEntry {
         }
     }
 }
+
+/// The key under which an unreadable record's raw text is kept.
+pub const UNREADABLE: &str = "_unreadable";
 
 /// A row as a JSON object: numbers and booleans as JSON, everything else as text, so it
 /// reads back exactly ([`rows_from_json`]).

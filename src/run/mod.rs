@@ -551,6 +551,29 @@ fn run_chunk_claiming(
         }
         offset += batch.num_rows() as u64;
     }
+    let unreadable = source.unreadable(chunk);
+    if !unreadable.is_empty() {
+        let entries: Vec<QuarantineEntry> = unreadable
+            .into_iter()
+            .map(|u| {
+                let entry = QuarantineEntry::unreadable(chunk.id, u);
+                let failure = RowFailure {
+                    location: entry.location.clone(),
+                    column: entry.column.clone(),
+                    value: entry.value.clone(),
+                    reason: entry.reason.clone(),
+                };
+                by_reason
+                    .entry(entry.grouped_reason())
+                    .or_insert((0, failure))
+                    .0 += 1;
+                entry
+            })
+            .collect();
+        counts.read += entries.len() as u64;
+        counts.rejected += entries.len() as u64;
+        writer.reject(entries).map_err(wrap)?;
+    }
     conservation(chunk, &counts).map_err(wrap)?;
     if let Some(max) = limits.max_reject_ratio
         && counts.read > 0

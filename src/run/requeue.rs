@@ -47,8 +47,15 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
         // A requeued row must be unique against everything already written.
         sink.scan(&mut |b| plan.checks.seed(&b))?;
     }
-    for (chunk, entries) in by_chunk {
-        report.rows += entries.len() as u64;
+    for (chunk, all) in by_chunk {
+        report.rows += all.len() as u64;
+        // A record that could not be read stays until the file is fixed and re-run.
+        let (kept, entries): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) =
+            all.into_iter().partition(QuarantineEntry::is_unreadable);
+        report.still_rejected += kept.len() as u64;
+        if entries.is_empty() {
+            continue;
+        }
         let stored: Vec<serde_json::Value> = entries.iter().map(|e| e.row.clone()).collect();
         let (batch, origin): (RecordBatch, Vec<usize>) =
             match source.read_keys(&entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>())? {
@@ -62,19 +69,17 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
         let locate = |row: usize| entries[origin[row]].location.clone();
         let mut claims = Claims::default();
         let p = process_batch(plan, &pool, &batch, &locate, chunk, &mut claims)?;
-        let remaining: Vec<QuarantineEntry> = p
-            .out
-            .rejects
-            .iter()
-            .zip(&p.rejects)
-            .map(|(r, failure)| {
+        let kept_count = kept.len();
+        let remaining: Vec<QuarantineEntry> = kept
+            .into_iter()
+            .chain(p.out.rejects.iter().zip(&p.rejects).map(|(r, failure)| {
                 let mut e = QuarantineEntry::new(chunk, &batch, r.row, source.key(), failure);
                 e.location = locate_row(source, &batch, r.row, &locate);
                 e
-            })
+            }))
             .collect();
         report.filtered += p.counts.filtered;
-        report.still_rejected += remaining.len() as u64;
+        report.still_rejected += (remaining.len() - kept_count) as u64;
         report.written += sink.requeue(chunk, std::slice::from_ref(&p.out.batch), &remaining)?;
     }
     sink.finish()?;

@@ -14,7 +14,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder as CoreBuilder};
 
-use super::{BatchIter, Source, check_key};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{BatchIter, Source, Unreadable, check_key};
 use crate::config::{CsvOptions, SourceConfig, show_path};
 use crate::plan::{Chunk, ChunkRange};
 use crate::transform::cast::cast_lossless;
@@ -33,6 +36,9 @@ pub struct CsvSource {
     /// Plan with the fast byte scan where it is sure; off only in tests that compare it
     /// with the csv-core scan.
     fast_scan: bool,
+    /// Records that could not be read, by chunk id: shared with the chunk readers, which
+    /// find them, and read by `locate`, which must not count them.
+    unreadable: Arc<Mutex<HashMap<usize, Vec<Unreadable>>>>,
 }
 
 /// A planned byte range: start, end, first line, rows.
@@ -113,6 +119,7 @@ impl CsvSource {
             key,
             null_regex,
             fast_scan: true,
+            unreadable: Arc::default(),
         })
     }
 
@@ -289,29 +296,37 @@ impl Source for CsvSource {
             return Err(Error::Internal(format!("{chunk} is not a CSV chunk")));
         };
         let path = &self.files[*file];
+        // A redone chunk finds its unreadable records again.
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&chunk.id);
         let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
         f.seek(SeekFrom::Start(*start))
             .map_err(|e| Error::io(path, e))?;
-        let mut builder = arrow::csv::ReaderBuilder::new(self.raw_schema.clone())
-            .with_header(false)
-            .with_delimiter(self.opts.delimiter)
-            .with_quote(self.opts.quote)
-            .with_null_regex(self.null_regex.clone())
-            .with_batch_size(batch_rows);
-        if let Some(e) = self.opts.escape {
-            builder = builder.with_escape(e);
-        }
-        let reader = builder
+        let reader = self
+            .arrow_reader(batch_rows)
             .build(BufReader::with_capacity(1 << 20, f.take(end - start)))
             .map_err(|e| Error::data(show_path(path), e))?;
         let this = CsvChunkReader {
             source: self.clone_handle(),
             chunk: chunk.clone(),
-            reader,
+            reader: Box::new(reader),
             offset: 0,
             failed: false,
+            salvaged: false,
+            batch_rows,
         };
         Ok(Box::new(this))
+    }
+
+    fn unreadable(&self, chunk: &Chunk) -> Vec<Unreadable> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk.id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn locate(&self, chunk: &Chunk, row: u64) -> String {
@@ -325,9 +340,19 @@ impl Source for CsvSource {
             return format!("{chunk} row {row}");
         };
         let path = &self.files[*file];
+        let skipped: std::collections::HashSet<u64> = self
+            .unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk.id)
+            .map(|u| u.iter().map(|u| u.line).collect())
+            .unwrap_or_default();
         let mut n = 0u64;
         let mut line = None;
         let _ = scan_range(path, &self.opts, *start, *end, *first_line, |_, info| {
+            if skipped.contains(&info.line) {
+                return true;
+            }
             if n == row {
                 line = Some(info.line);
                 return false;
@@ -482,20 +507,144 @@ impl CsvSource {
             key: self.key.clone(),
             null_regex: self.null_regex.clone(),
             fast_scan: self.fast_scan,
+            unreadable: self.unreadable.clone(),
         }
     }
 
     fn clone_handle(&self) -> Arc<CsvSource> {
         Arc::new(self.clone_plain())
     }
+
+    fn arrow_reader(&self, batch_rows: usize) -> arrow::csv::ReaderBuilder {
+        let mut builder = arrow::csv::ReaderBuilder::new(self.raw_schema.clone())
+            .with_header(false)
+            .with_delimiter(self.opts.delimiter)
+            .with_quote(self.opts.quote)
+            .with_null_regex(self.null_regex.clone())
+            .with_batch_size(batch_rows);
+        if let Some(e) = self.opts.escape {
+            builder = builder.with_escape(e);
+        }
+        builder
+    }
+
+    /// Reads `chunk`'s byte range record by record with csv-core and splits it into the
+    /// records after the first `skip` readable ones (returned, one per line, for the
+    /// arrow reader) and the records that cannot be read: a wrong number of fields, or
+    /// bytes that are not UTF-8. Those are recorded for the quarantine.
+    fn salvage(&self, chunk: &Chunk, skip: u64) -> Result<(Vec<u8>, usize)> {
+        let ChunkRange::Bytes {
+            file,
+            start,
+            end,
+            first_line,
+        } = &chunk.range
+        else {
+            return Err(Error::Internal(format!("{chunk} is not a CSV chunk")));
+        };
+        let path = &self.files[*file];
+        let mut bytes = Vec::with_capacity((end - start) as usize);
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        f.seek(SeekFrom::Start(*start))
+            .map_err(|e| Error::io(path, e))?;
+        f.take(end - start)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+        let want = self.raw_schema.fields().len();
+        let mut rdr = core_reader(&self.opts);
+        let mut out = vec![0u8; bytes.len() + 1];
+        let mut ends = vec![0usize; want + 16];
+        let (mut pos, mut line, mut skip) = (0usize, *first_line, skip);
+        let mut good = Vec::with_capacity(bytes.len());
+        let mut bad = Vec::new();
+        while pos < bytes.len() {
+            // Blank lines between records belong to no record.
+            if bytes[pos] == b'\n' || bytes[pos] == b'\r' {
+                line += u64::from(bytes[pos] == b'\n');
+                pos += 1;
+                continue;
+            }
+            let (record_start, record_line) = (pos, line);
+            let (mut nout, mut nend) = (0usize, 0usize);
+            loop {
+                let input = &bytes[pos..];
+                let (res, nin, o, e) = rdr.read_record(input, &mut out[nout..], &mut ends[nend..]);
+                pos += nin;
+                nout += o;
+                nend += e;
+                match res {
+                    ReadRecordResult::Record => break,
+                    ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+                    ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+                    // The input ended inside the record: one call with no input ends it.
+                    ReadRecordResult::InputEmpty if input.is_empty() || pos >= bytes.len() => {
+                        let (res, _, o, e) =
+                            rdr.read_record(&[], &mut out[nout..], &mut ends[nend..]);
+                        nout += o;
+                        nend += e;
+                        if matches!(res, ReadRecordResult::Record | ReadRecordResult::End) {
+                            break;
+                        }
+                    }
+                    ReadRecordResult::InputEmpty | ReadRecordResult::End => break,
+                }
+            }
+            let raw = &bytes[record_start..pos];
+            line += raw.iter().filter(|&&b| b == b'\n').count() as u64;
+            let mut field_start = 0;
+            let bad_utf8 = ends[..nend].iter().position(|&e| {
+                let ok = std::str::from_utf8(&out[field_start..e]).is_ok();
+                field_start = e;
+                !ok
+            });
+            let text = String::from_utf8_lossy(raw)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            let problem = if nend != want {
+                Some((None, format!("expected {want} fields, found {nend}")))
+            } else {
+                bad_utf8.map(|i| {
+                    (
+                        Some(self.raw_schema.field(i).name().clone()),
+                        "is not valid UTF-8 text".to_string(),
+                    )
+                })
+            };
+            match problem {
+                Some((column, reason)) => bad.push(Unreadable {
+                    location: format!("{} line {record_line}", show_path(path)),
+                    line: record_line,
+                    column,
+                    reason,
+                    raw: text,
+                }),
+                None if skip > 0 => skip -= 1,
+                None => {
+                    good.extend_from_slice(raw);
+                    if !raw.ends_with(b"\n") {
+                        good.push(b'\n');
+                    }
+                }
+            }
+        }
+        let found = bad.len();
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(chunk.id, bad);
+        Ok((good, found))
+    }
 }
 
 struct CsvChunkReader {
     source: Arc<CsvSource>,
     chunk: Chunk,
-    reader: arrow::csv::Reader<BufReader<std::io::Take<File>>>,
+    reader: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>,
     offset: u64,
     failed: bool,
+    /// Whether the rest of the chunk is read from the records `salvage` kept.
+    salvaged: bool,
+    batch_rows: usize,
 }
 
 impl Iterator for CsvChunkReader {
@@ -507,6 +656,35 @@ impl Iterator for CsvChunkReader {
         }
         let batch = match self.reader.next()? {
             Ok(b) => b,
+            Err(e) if !self.salvaged => {
+                // A record arrow cannot read: set the unreadable ones aside for the
+                // quarantine and read the rest of the chunk without them.
+                match self.source.salvage(&self.chunk, self.offset) {
+                    Ok((good, found)) if found > 0 => {
+                        self.salvaged = true;
+                        match self
+                            .source
+                            .arrow_reader(self.batch_rows)
+                            .build(std::io::Cursor::new(good))
+                        {
+                            Ok(r) => self.reader = Box::new(r),
+                            Err(e) => {
+                                self.failed = true;
+                                return Some(Err(Error::Internal(e.to_string())));
+                            }
+                        }
+                        return self.next();
+                    }
+                    Ok(_) => {
+                        self.failed = true;
+                        return Some(Err(self.parse_error(e)));
+                    }
+                    Err(err) => {
+                        self.failed = true;
+                        return Some(Err(err));
+                    }
+                }
+            }
             Err(e) => {
                 self.failed = true;
                 return Some(Err(self.parse_error(e)));
@@ -748,6 +926,7 @@ mod tests {
     fn slow_plan(s: &CsvSource, rows: u64) -> Vec<Part> {
         let slow = CsvSource {
             fast_scan: false,
+            unreadable: Arc::default(),
             ..s.clone_plain()
         };
         slow.plan(rows)

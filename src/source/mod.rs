@@ -22,6 +22,23 @@ use crate::{Error, Result};
 /// The batches of one chunk, in source order.
 pub type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
+/// A source record that could not be read into a row at all: a CSV line with the wrong
+/// number of fields, or bytes that are not UTF-8. It is counted as read and rejected, and
+/// kept whole in the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Where it is: `orders.csv line 17`.
+    pub location: String,
+    /// Its first line in the file.
+    pub line: u64,
+    /// The column whose value is at fault, when one is.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+    /// The record as it is in the file (invalid bytes replaced by U+FFFD).
+    pub raw: String,
+}
+
 /// A table or set of files to read.
 ///
 /// Implementations are synchronous and shared between chunk workers; a database source
@@ -39,6 +56,12 @@ pub trait Source: Send + Sync {
 
     /// Reads one chunk in batches of at most `batch_rows` rows.
     fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter>;
+
+    /// The records of `chunk` that could not be read into rows, found while its batches
+    /// were read; they are in no batch. Call after the chunk's batches are read.
+    fn unreadable(&self, _chunk: &Chunk) -> Vec<Unreadable> {
+        Vec::new()
+    }
 
     /// Names row `row` (0-based within `chunk`) for messages, e.g. `orders.csv line 17`.
     fn locate(&self, chunk: &Chunk, row: u64) -> String;
