@@ -882,21 +882,7 @@ fn init_writes_a_starter_pipeline_that_validates_and_runs() {
 fn init_says_when_no_key_was_found_and_what_to_do() {
     let ws = Workspace::new();
     let db = ws.path("nokey.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        sqlx::query("CREATE TABLE logs (at TEXT, line TEXT)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    });
+    common::sqlite_exec(&db, "CREATE TABLE logs (at TEXT, line TEXT)");
     let out = ws.rowshift(&["init", "--from", "sqlite://nokey.db", "--table", "logs"]);
     assert_eq!(out.code, 2);
     assert_eq!(

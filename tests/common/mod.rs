@@ -87,11 +87,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Every row of a query, each value as text (`NULL` for NULL).
 pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
     use sqlx::{Row, TypeInfo, ValueRef};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let opts = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(db)
             .read_only(true);
@@ -170,11 +166,7 @@ fn batch_rows(batch: &RecordBatch) -> Vec<(String, String)> {
 
 /// Executes statements on a SQLite database (tests that tamper with a target).
 pub fn sqlite_exec(db: &Path, sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let opts = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(db)
             .create_if_missing(true);
@@ -185,4 +177,13 @@ pub fn sqlite_exec(db: &Path, sql: &str) {
             .unwrap();
         pool.close().await;
     })
+}
+
+/// Runs a future to completion on a fresh single-threaded runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
