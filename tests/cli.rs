@@ -309,6 +309,14 @@ fn a_rejected_row_goes_to_the_quarantine_with_file_line_column_value_and_type() 
         ),
     ] {
         let pipeline = invalid_pipeline(&ws, file, "bigint");
+        let dry = ws.rowshift(&["dry-run", &pipeline]);
+        assert_eq!(dry.code, 1, "{}{}", dry.stdout, dry.stderr);
+        assert!(
+            dry.stdout
+                .contains(&format!("  1 × {reason}\n      {example}\n")),
+            "{file}: {}",
+            dry.stdout
+        );
         let out = ws.rowshift(&["run", &pipeline, "--quiet"]);
         assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
         assert!(

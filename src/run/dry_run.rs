@@ -210,7 +210,25 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
     let positional = |row: usize| locations[row].clone();
     // Claims are dropped with the process: a dry run leaves no state behind.
     let mut claims = Claims::default();
-    let p: Processed = process_batch(&plan, &pool, &batch, &positional, 0, &mut claims)?;
+    let mut p: Processed = process_batch(&plan, &pool, &batch, &positional, 0, &mut claims)?;
+    // Records the sampler could not read into rows (in the chunks it read) would be
+    // rejected by a run too.
+    let sampled_chunks = match &opts.mode {
+        SampleMode::File(_) => Vec::new(),
+        _ => chunks.clone().unwrap_or_default(),
+    };
+    for chunk in &sampled_chunks {
+        for u in plan.source.unreadable(chunk) {
+            p.counts.read += 1;
+            p.counts.rejected += 1;
+            p.rejects.push(RowFailure {
+                location: u.location,
+                column: u.column,
+                value: Some(u.raw),
+                reason: u.reason,
+            });
+        }
+    }
     let location = |row: usize| locate_row(plan.source.as_ref(), &batch, row, &positional);
     let elapsed = sample_started.elapsed().as_secs_f64();
     let rate = if elapsed > 0.0 {
