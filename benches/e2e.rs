@@ -409,6 +409,7 @@ fn bench_csv_parquet(config: &Config, data: &Dataset) -> Result<(Vec<Measurement
     m.written = Some(on_disk);
     report_line(&m);
     checkpoint_costs(&file, &summary, config.threads)?;
+    verify_cost(&file, &pipeline, &summary)?;
 
     let mut list = Vec::new();
     match run_duckdb(config, data)? {
@@ -490,6 +491,7 @@ fn bench_sqlite_sqlite(
     }
     m.written = Some(in_table);
     report_line(&m);
+    verify_cost(&file, &pipeline, &summary)?;
     Ok((vec![m], fine))
 }
 
@@ -525,6 +527,7 @@ struct RunSummary {
     peak_rss: Option<u64>,
     chunks_failed: u64,
     checkpoint_seconds: f64,
+    verify_seconds: f64,
 }
 
 impl RunSummary {
@@ -619,6 +622,7 @@ fn run_rowshift(pipeline: &Path) -> Result<RunSummary, String> {
         peak_rss: json["peak_rss_bytes"].as_u64(),
         chunks_failed: json["chunks_failed"].as_u64().unwrap_or(0),
         checkpoint_seconds: json["checkpoint_seconds"].as_f64().unwrap_or(0.0),
+        verify_seconds: json["verify_seconds"].as_f64().unwrap_or(0.0),
         run,
     })
 }
@@ -665,6 +669,26 @@ fn checkpoint_costs(pipeline: &Path, full: &RunSummary, threads: usize) -> Resul
         total,
         100.0 * (total - wall) / wall,
         100.0 / chunks
+    );
+    Ok(())
+}
+
+/// The default checks' cost: the run just measured (read-back on, the default) against
+/// the same pipeline with `verify = "off"`, in the same process of measurement. Target:
+/// read-back and conservation cost at most 15% of throughput.
+fn verify_cost(file: &Path, pipeline: &str, on: &RunSummary) -> Result<(), String> {
+    let off_file = file.with_file_name("pipeline_verify_off.toml");
+    write_file(&off_file, &format!("verify = \"off\"\n{pipeline}"))?;
+    let off = run_rowshift(&off_file)?;
+    let (t_on, t_off) = (on.run.wall.as_secs_f64(), off.run.wall.as_secs_f64());
+    let cost = 1.0 - t_off / t_on;
+    println!(
+        "  read-back: {:.2}s with verify on vs {:.2}s off = {:.1}% of throughput ({:.2}s of worker time reading back; target <= 15%){}",
+        t_on,
+        t_off,
+        100.0 * cost,
+        on.verify_seconds,
+        if cost <= 0.15 { "" } else { "  (above target)" }
     );
     Ok(())
 }
