@@ -718,6 +718,7 @@ mod tests {
             key: None,
             csv: CsvOptions::default(),
             types: Vec::new(),
+            db: Default::default(),
         };
         CsvSource::open(&config, vec![path]).unwrap()
     }
@@ -780,6 +781,7 @@ mod tests {
                 key: None,
                 csv: CsvOptions::default(),
                 types: Vec::new(),
+                db: Default::default(),
             };
             let s = CsvSource::open(&config, vec![path.clone()]).unwrap();
             assert_eq!(s.fast_plan(&path, 10).unwrap(), None, "{name}");
