@@ -838,3 +838,196 @@ fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once() {
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn rejected_rows_are_kept_in_the_rejects_table_and_retry_reads_them_again_by_key() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_rejects_src");
+    let dst = PgSchema::new("rs_rejects_dst");
+    make_items(&src, 300);
+    let pipeline = |factor: i64| {
+        format!(
+            r#"name = "rejects"
+[source]
+url = "{url}"
+schema = {src}
+table = "items"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "items"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+small = {{ type = "smallint", expr = "qty * {factor}" }}
+[chunks]
+rows = 40
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        )
+    };
+    // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint.
+    let p = ws.write("pipelines/rejects.toml", &pipeline(3000));
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let bad: i64 = src.rows(&format!(
+        "SELECT count(*)::text FROM {}.items WHERE qty >= 11",
+        src.q()
+    ))[0][0]
+        .parse()
+        .unwrap();
+    assert!(bad > 20, "{bad}");
+    assert_eq!(dst.count("items_rejects"), bad);
+    assert_eq!(dst.count("items"), 300 - bad);
+    let keys = dst.rows(&format!(
+        "SELECT string_agg(row_key, ',' ORDER BY row_key::int) FROM {}.items_rejects",
+        dst.q()
+    ));
+    let want = src.rows(&format!(
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM {}.items WHERE qty >= 11",
+        src.q()
+    ));
+    assert_eq!(keys, want);
+
+    // Fixed: the quarantined rows are read again from the source by key and written.
+    ws.write(&p, &pipeline(2000));
+    let out = ws.rowshift(&["retry", &p, "--rejects", "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(dst.count("items_rejects"), 0);
+    let got = dst.rows(&format!(
+        "SELECT string_agg(id::text || ':' || coalesce(small::text, 'NULL'), ',' ORDER BY id) FROM {}.items WHERE id IN (SELECT id FROM {}.items WHERE qty >= 11)",
+        dst.q(),
+        src.q()
+    ));
+    let want = src.rows(&format!(
+        "SELECT string_agg(id::text || ':' || (qty * 2000)::text, ',' ORDER BY id) FROM {}.items WHERE qty >= 11",
+        src.q()
+    ));
+    assert_eq!(got, want);
+}
+
+#[test]
+fn text_keys_are_planned_and_read_back_in_byte_order() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_textkey_src");
+    let dst = PgSchema::new("rs_textkey_dst");
+    // Mixed case, accents and symbols: byte order differs from most collations.
+    src.exec(&format!(
+        "CREATE TABLE {s}.words (w varchar(40) PRIMARY KEY, n int);
+         INSERT INTO {s}.words SELECT w, row_number() OVER () FROM unnest(ARRAY[
+           'apple','Apple','APPLE','éclair','Eclair','zebra','Zebra','_under','~tilde','a b','a-b','ab',
+           'ß','ss','Ö','o','Ø','日本','中文','😀','0','10','9','It''s','\"quoted\"']) AS w",
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/words.toml",
+        &format!(
+            r#"name = "words"
+[source]
+url = "{url}"
+schema = {src}
+table = "words"
+key = "w"
+[target]
+url = "{url}"
+schema = {dst}
+table = "words"
+write_mode = "replace-chunk"
+[target.columns]
+w = {{ type = "varchar(40)", expr = "w", primary_key = true }}
+n = {{ type = "integer", expr = "n" }}
+[chunks]
+rows = 4
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let q = |pg: &PgSchema| {
+        pg.rows(&format!(
+            "SELECT w::text, n::text FROM {}.words x ORDER BY x.w COLLATE \"C\"",
+            pg.q()
+        ))
+    };
+    assert_eq!(q(&src).len(), 25);
+    assert_eq!(q(&dst), q(&src));
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT count(*)::text FROM {}._rowshift_chunks WHERE state = 'done'",
+            dst.q()
+        ))[0][0],
+        "7"
+    );
+    // The chunks' ranges cover the keys in byte order without gaps or overlaps: `verify`
+    // finds every chunk's rows by its range.
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn read_back_catches_a_trigger_that_rewrites_values_and_the_chunk_leaves_nothing() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_trigger_src");
+    let dst = PgSchema::new("rs_trigger_dst");
+    make_items(&src, 100);
+    dst.exec(&format!(
+        "CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text, qty integer);
+         CREATE FUNCTION {d}.shout() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.id = 42 THEN NEW.name := upper(NEW.name); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER shout BEFORE INSERT ON {d}.items FOR EACH ROW EXECUTE FUNCTION {d}.shout()",
+        d = dst.q()
+    ));
+    let p = mode_pipeline(&ws, "trigger", &src, &dst, "if_exists = \"append\"");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("the target does not hold what was written: 50 rows sent")
+            && out
+                .stdout
+                .contains("first difference: id=42, column name: sent 'item 42 ünï', the target holds 'ITEM 42 ÜNÏ'"),
+        "{}",
+        out.stdout
+    );
+    // Chunk 0 (keys up to 50) rolled back whole; chunk 1 landed.
+    let got = dst.rows(&format!(
+        "SELECT min(id)::text, max(id)::text, count(*)::text FROM {}.items",
+        dst.q()
+    ));
+    assert_eq!(got, vec![vec!["51".to_string(), "100".into(), "50".into()]]);
+}
+
+#[test]
+fn connection_options_are_for_postgresql_urls_only() {
+    let ws = Workspace::new();
+    let p = ws.write(
+        "pipelines/opts.toml",
+        r#"name = "opts"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+schema = "public"
+[target]
+url = "../out/x"
+format = "parquet"
+pool_size = 4
+write_mode = "upsert"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+"#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    for want in [
+        "`schema` applies to PostgreSQL urls only; [source] is not one",
+        "`pool_size` applies to PostgreSQL urls only; [target] is not one",
+        "write_mode = \"upsert\" works for PostgreSQL targets only",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}
