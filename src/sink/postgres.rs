@@ -424,7 +424,8 @@ fn same_type(ty: ColumnType, type_name: &str) -> bool {
         ColumnType::Double => &["float8"],
         ColumnType::Decimal { .. } => &["numeric"],
         ColumnType::Boolean => &["bool"],
-        ColumnType::Text | ColumnType::Varchar(_) => &["text", "varchar", "bpchar"],
+        // `json`'s binary form is its text.
+        ColumnType::Text | ColumnType::Varchar(_) => &["text", "varchar", "bpchar", "json"],
         ColumnType::Date => &["date"],
         ColumnType::Time => &["time"],
         ColumnType::Timestamp => &["timestamp"],

@@ -385,6 +385,15 @@ rows = 128
             schema = pg.toml()
         ),
     );
+    // A dry run reads a sample and writes nothing.
+    for args in [
+        vec!["dry-run", p.as_str()],
+        vec!["dry-run", p.as_str(), "--random", "--seed", "7"],
+    ] {
+        let out = ws.rowshift(&args);
+        assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
+    }
+    assert!(!ws.path("out/items").exists());
     run_ok(&ws, &p);
     let got = parquet_rows(&ws.path("out/items"));
     let expected: BTreeMap<String, String> = pg
@@ -1030,4 +1039,45 @@ id = { type = "bigint", expr = "id", primary_key = true }
     ] {
         assert!(text.contains(want), "{want}: {text}");
     }
+}
+
+#[test]
+fn lock_timeout_ms_stops_a_run_that_waits_for_a_lock() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_lock_src");
+    let dst = PgSchema::new("rs_lock_dst");
+    make_items(&src, 10);
+    dst.exec(&format!(
+        "CREATE TABLE {}.items (id bigint PRIMARY KEY, name text, qty integer)",
+        dst.q()
+    ));
+    let p = mode_pipeline(
+        &ws,
+        "locked",
+        &src,
+        &dst,
+        "if_exists = \"append\"\nlock_timeout_ms = 300\nstatement_timeout_ms = 20000",
+    );
+    // Another session holds the table while the run starts.
+    let mut holder = dst.rt.block_on(dst.pool.begin()).unwrap();
+    dst.rt
+        .block_on(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "LOCK TABLE {}.items IN ACCESS EXCLUSIVE MODE",
+                dst.q()
+            )))
+            .execute(&mut *holder),
+        )
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    let waited = t0.elapsed();
+    dst.rt.block_on(holder.rollback()).unwrap();
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("lock timeout"), "{text}");
+    assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
+    // Released, the same run goes through.
+    run_ok(&ws, &p);
+    assert_eq!(items(&dst), items(&src));
 }
