@@ -306,9 +306,12 @@ impl PostgresSink {
         if self.write_mode != WriteMode::Upsert {
             return self.copy_in(conn, &self.t(), batches).await;
         }
+        // Only the written columns, with the table's types and no constraints: another
+        // NOT NULL column of the table, filled by its default, does not get in the way.
         let stage = quote_ident("_rowshift_stage");
         sqlx::query(stmt(format!(
-            "CREATE TEMP TABLE {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+            self.column_list(),
             self.t()
         )))
         .execute(&mut *conn)
