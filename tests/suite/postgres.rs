@@ -1081,3 +1081,47 @@ fn lock_timeout_ms_stops_a_run_that_waits_for_a_lock() {
     run_ok(&ws, &p);
     assert_eq!(items(&dst), items(&src));
 }
+
+#[test]
+fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_verify_src");
+    let dst = PgSchema::new("rs_verify_dst");
+    make_items(&src, 400);
+    let p = mode_pipeline(&ws, "recon", &src, &dst, "");
+    run_ok(&ws, &p);
+    let clean = ws.rowshift(&["verify", &p]);
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    assert!(
+        clean.stdout.contains("8 compared, 0 differ"),
+        "{}",
+        clean.stdout
+    );
+    // A changed value in chunk 1, a deleted row in chunk 4, an extra row in chunk 6 (no
+    // primary key stops it once dropped).
+    dst.exec(&format!(
+        "UPDATE {d}.items SET name = 'changed' WHERE id = 75;
+         DELETE FROM {d}.items WHERE id = 220;
+         ALTER TABLE {d}.items DROP CONSTRAINT items_pkey;
+         INSERT INTO {d}.items SELECT * FROM {d}.items WHERE id = 333",
+        d = dst.q()
+    ));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("8 compared, 3 differ"),
+        "{}",
+        out.stdout
+    );
+    let out = ws.rowshift(&["verify", &p, "--repair"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("repaired 3 of 3 chunks (150 rows written)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(items(&dst), items(&src));
+    let again = ws.rowshift(&["verify", &p]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+}
