@@ -149,7 +149,7 @@ pub struct SourceConfig {
 /// Connection settings of a database server source or target (PostgreSQL).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DbOptions {
-    /// Connections in the pool (`pool_size`). Default: `[chunks] parallel` plus one.
+    /// Connections in the pool (`pool_size`). Default: 8. Each chunk in flight holds one.
     pub pool_size: Option<u32>,
     /// Longest a statement may run, in milliseconds (`statement_timeout_ms`). Default:
     /// the server's.
