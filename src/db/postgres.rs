@@ -1107,6 +1107,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_decimal_round_trips_and_reads_as_arrow_prints_it(
+            v in -99_999_999_999_999_999_999_999_999_999_999_999_999i128..=99_999_999_999_999_999_999_999_999_999_999_999_999,
+            scale in 0i8..=38,
+        ) {
+            let bytes = encode_numeric(v, scale);
+            proptest::prop_assert_eq!(decode_numeric(&bytes, scale).unwrap(), v);
+            let arrow = arrow::array::Decimal128Array::from(vec![v])
+                .with_precision_and_scale(38, scale)
+                .unwrap();
+            proptest::prop_assert_eq!(
+                numeric_text(&bytes).unwrap(),
+                crate::transform::cast::value_text(&arrow, 0).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn numerics_round_trip_at_their_scale() {
         for (v, scale, text) in [
