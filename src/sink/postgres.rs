@@ -8,6 +8,7 @@
 //!   key) DO UPDATE`.
 //! - `replace-chunk`: delete the chunk's key range (or keys) from the table, then `COPY`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -50,6 +51,9 @@ pub struct PostgresSink {
     /// The target column that holds the source key, and whether unchanged.
     key: Option<(String, bool)>,
     pipeline: OnceLock<String>,
+    /// Set when `prepare` had to create the table on resume: the chunks an earlier run
+    /// committed are gone.
+    created_on_resume: AtomicBool,
 }
 
 impl PostgresSink {
@@ -85,6 +89,7 @@ impl PostgresSink {
             write_mode: config.write_mode,
             key: key.map(|(k, unchanged)| (k.to_string(), unchanged)),
             pipeline: OnceLock::new(),
+            created_on_resume: AtomicBool::new(false),
         })
     }
 
@@ -552,11 +557,25 @@ impl Sink for PostgresSink {
                     }
                 }
             } else {
+                self.created_on_resume.store(how == Prepare::Resume, Ordering::SeqCst);
                 sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
             }
             sqlx::query(stmt(self.create_rejects_sql())).execute(&mut *tx).await.map_err(db)?;
             tx.commit().await.map_err(db)
         })
+    }
+
+    fn check_done(&self, chunks: &[usize]) -> Result<()> {
+        if !chunks.is_empty() && self.created_on_resume.load(Ordering::SeqCst) {
+            return Err(Error::data(
+                self.here(),
+                format!(
+                    "the table is gone, but the checkpoint says {} chunks were committed to it; run with --restart to start over",
+                    chunks.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {

@@ -846,6 +846,27 @@ fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once() {
     // `verify` reads every chunk back and finds it right.
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // A table dropped behind the checkpoint's back is not silently refilled in part.
+    let p2 = mode_pipeline(&ws, "resume2", &src, &dst, "if_exists = \"replace\"");
+    let text = std::fs::read_to_string(ws.path(&p2)).unwrap().replace(
+        "table = \"items\"\nif_exists",
+        "table = \"items2\"\nif_exists",
+    );
+    ws.write(&p2, &text);
+    let out = ws.rowshift_env(&["run", &p2, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=5")]);
+    assert_ne!(out.code, 0);
+    dst.exec(&format!("DROP TABLE {}.items2", dst.q()));
+    let out = ws.rowshift(&["run", &p2, "--quiet"]);
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("the table is gone, but the checkpoint says 7 chunks were committed to it; run with --restart"),
+        "{text}"
+    );
+    let out = ws.rowshift(&["run", &p2, "--quiet", "--restart"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(dst.count("items2"), 400);
 }
 
 #[test]
@@ -1124,4 +1145,54 @@ fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them(
     assert_eq!(items(&dst), items(&src));
     let again = ws.rowshift(&["verify", &p]);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+}
+
+#[test]
+fn a_view_is_read_like_a_table() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_view");
+    make_items(&pg, 300);
+    pg.exec(&format!(
+        "CREATE VIEW {s}.\"Cheap Items\" AS SELECT id, name, price FROM {s}.items WHERE price < 100",
+        s = pg.q()
+    ));
+    let p = ws.write(
+        "pipelines/view.toml",
+        &format!(
+            r#"name = "view"
+[source]
+url = "{url}"
+schema = {schema}
+table = "Cheap Items"
+key = "id"
+[target]
+url = "../out/cheap"
+format = "csv"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+price = {{ type = "numeric(12,2)", expr = "price" }}
+[chunks]
+rows = 25
+"#,
+            url = pg_url(),
+            schema = pg.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let mut got: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(ws.path("out/cheap")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        got.extend(text.lines().skip(1).map(str::to_string));
+    }
+    got.sort_by_key(|l| l.split(',').next().unwrap().parse::<i64>().unwrap());
+    let want: Vec<String> = pg
+        .rows(&format!(
+            "SELECT id::text || ',' || price::text FROM {}.items i WHERE price < 100 ORDER BY i.id",
+            pg.q()
+        ))
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(want.len(), 79);
+    assert_eq!(got, want);
 }
