@@ -160,6 +160,26 @@ parallel = 3
             schema = pg.toml()
         ),
     );
+    // A dry run shows the DDL with PostgreSQL types and creates nothing.
+    let out = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let table = format!("{}.\"users\"", quote(&pg.name));
+    for want in [
+        format!("CREATE TABLE {table} ("),
+        "\"id\" bigint NOT NULL".to_string(),
+        "\"email\" varchar(200) NOT NULL".to_string(),
+        "\"score\" double precision".to_string(),
+        "PRIMARY KEY (\"id\")".to_string(),
+    ] {
+        assert!(out.stdout.contains(&want), "{want}: {}", out.stdout);
+    }
+    assert!(
+        pg.rows(&format!(
+            "SELECT to_regclass('{}')::text",
+            table.replace('\'', "''")
+        ))[0][0]
+            == "NULL"
+    );
     run_ok(&ws, &p);
     let mut expected = BTreeMap::new();
     for r in sqlite_rows(
