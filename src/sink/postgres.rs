@@ -186,6 +186,16 @@ impl PostgresSink {
             Some(ColumnType::Text | ColumnType::Varchar(_)) => " COLLATE \"C\"",
             _ => "",
         };
+        if !self.range_fits(selection) {
+            return Err(Error::Unsupported(format!(
+                "{}: a chunk's key range cannot be compared with target column {} of another type",
+                self.here(),
+                match selection {
+                    Selection::Range { column, .. } => column.as_str(),
+                    _ => "",
+                }
+            )));
+        }
         Ok(match selection {
             Selection::Range { column, lo, hi } => {
                 let c = format!("{}{}", quote_ident(column), collate(column));
@@ -412,13 +422,52 @@ impl PostgresSink {
             )));
         };
         if let (true, ChunkRange::Keys { lo, hi }) = (*unchanged, &chunk.range) {
-            return Ok(Selection::Range {
+            let range = Selection::Range {
                 column: column.clone(),
                 lo: lo.clone(),
                 hi: hi.clone(),
-            });
+            };
+            if self.range_fits(&range) {
+                return Ok(range);
+            }
         }
         keys_selection(column, batches)
+    }
+
+    /// Whether a key range can be compared with its target column in PostgreSQL: integer
+    /// bounds on an integer column, text bounds on a text column. Otherwise (a source key
+    /// written into a column of another type) the range means something else there, and
+    /// the chunk's rows are found by their keys instead.
+    fn range_fits(&self, selection: &Selection) -> bool {
+        let Selection::Range { column, lo, hi } = selection else {
+            return true;
+        };
+        let ty = self.column_type(column);
+        [lo, hi].into_iter().flatten().all(|b| match b {
+            KeyValue::Int(_) => matches!(
+                ty,
+                Some(ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt)
+            ),
+            KeyValue::Text(_) => matches!(ty, Some(ColumnType::Text | ColumnType::Varchar(_))),
+        })
+    }
+
+    /// The rows of a chunk that wrote `batches` for read-back: `selection`, or the
+    /// chunk's keys when the range does not fit the column.
+    fn readback_selection(
+        &self,
+        selection: &Selection,
+        key: Option<&str>,
+        batches: &[RecordBatch],
+    ) -> Result<Selection> {
+        match key {
+            // An upsert may update rows that were there before, in the chunk's key range
+            // or not: read back exactly the keys it sent.
+            Some(k) if self.write_mode == WriteMode::Upsert || !self.range_fits(selection) => {
+                keys_selection(k, batches)
+            }
+            _ => Ok(selection.clone()),
+        }
     }
 }
 
@@ -726,16 +775,9 @@ impl ChunkWriter for PgChunk<'_> {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,
         };
-        // An upsert may update rows that were there before, in the chunk's key range or
-        // not: read back exactly the keys it sent.
-        let readback = match (verify, sink.write_mode) {
-            (Some(v), WriteMode::Upsert) => match v.key {
-                Some(k) => Some(keys_selection(k, &self.batches)?),
-                None => Some(v.selection.clone()),
-            },
-            (Some(v), _) => Some(v.selection.clone()),
-            (None, _) => None,
-        };
+        let readback = verify
+            .map(|v| sink.readback_selection(&v.selection, v.key, &self.batches))
+            .transpose()?;
         sink.client.io().block_on(async {
             let db = |e| Error::db(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;

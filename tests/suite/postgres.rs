@@ -1216,3 +1216,36 @@ rows = 25
     assert_eq!(want.len(), 79);
     assert_eq!(got, want);
 }
+
+#[test]
+fn an_integer_key_written_as_text_is_read_back_by_its_keys() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_textid");
+    for mode in ["insert", "replace-chunk"] {
+        let p = ws.write(
+            "pipelines/textid.toml",
+            &format!(
+                r#"name = "textid_{mode}"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{url}"
+schema = {schema}
+table = "users_{mode}"
+write_mode = "{mode}"
+[target.columns]
+id = {{ type = "text", expr = "id", primary_key = true }}
+country = {{ type = "text", expr = "country" }}
+[chunks]
+rows = 300
+"#,
+                url = pg_url(),
+                schema = pg.toml()
+            ),
+        );
+        run_ok(&ws, &p);
+        assert_eq!(pg.count(&format!("users_{mode}")), 1000, "{mode}");
+    }
+}
