@@ -133,6 +133,9 @@ impl Error {
                     // SQLite busy/locked; PostgreSQL serialization, deadlock, lock timeout;
                     // MySQL deadlock, lock wait timeout.
                     Some("5" | "6" | "517" | "40001" | "40P01" | "55P03" | "1213" | "1205")
+                    // PostgreSQL: the connection failed, or the server is shutting down
+                    // or starting up.
+                    | Some("08000" | "08003" | "08006" | "57P01" | "57P02" | "57P03")
                 ),
                 _ => false,
             },

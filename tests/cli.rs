@@ -68,6 +68,11 @@ fn reference_pipeline_sets_every_option() {
         "expr",
         "policy",
         "timezone",
+        "schema",
+        "write_mode",
+        "pool_size",
+        "statement_timeout_ms",
+        "lock_timeout_ms",
     ] {
         assert!(
             text.contains(key),
@@ -904,3 +909,6 @@ mod checkpoints;
 
 #[path = "suite/integrity.rs"]
 mod integrity;
+
+#[path = "suite/postgres.rs"]
+mod postgres;

@@ -49,6 +49,11 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
     let (columns, key, source_url, table, notes) = match &location {
         Location::Sqlite { path } => sqlite_columns(opts, path, &io)?,
         Location::Files { path, format } => file_columns(opts, path, *format, &io)?,
+        Location::Postgres { .. } => {
+            return Err(Error::Unsupported(
+                "rowshift init cannot read a PostgreSQL table yet; start from pipelines/reference.toml".into(),
+            ));
+        }
     };
     let name = opts.name.clone().unwrap_or_else(|| {
         let base = table.clone().unwrap_or_else(|| {
@@ -272,6 +277,7 @@ fn source_config(
         key: key.map(spanned),
         csv: CsvOptions::default(),
         types: Vec::new(),
+        db: Default::default(),
     }
 }
 

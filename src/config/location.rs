@@ -41,6 +41,14 @@ pub enum Location {
         /// Absolute path of the database file.
         path: PathBuf,
     },
+    /// A PostgreSQL database.
+    Postgres {
+        /// The connection URL, password included; it prints redacted.
+        url: SecretUrl,
+        /// The schema the table lives in (`schema` in [source] or [target]). Default:
+        /// `public`.
+        schema: String,
+    },
     /// Files: a file or glob for a source, a directory of part files for a target.
     Files {
         /// Absolute path or glob pattern.
@@ -75,11 +83,16 @@ impl Location {
         }
         if let Some((scheme, _)) = url.split_once("://") {
             let known = match scheme {
-                "postgres" | "postgresql" => "PostgreSQL",
+                "postgres" | "postgresql" => {
+                    return check_postgres_url(url).map(|()| Location::Postgres {
+                        url: SecretUrl(url.to_string()),
+                        schema: "public".to_string(),
+                    });
+                }
                 "mysql" | "mariadb" => "MySQL/MariaDB",
                 _ => {
                     return Err(format!(
-                        "unknown url scheme `{scheme}`; expected sqlite://PATH or a CSV/Parquet path"
+                        "unknown url scheme `{scheme}`; expected sqlite://PATH, postgres://USER@HOST/DB or a CSV/Parquet path"
                     ));
                 }
             };
@@ -100,6 +113,48 @@ impl Location {
             format,
         })
     }
+}
+
+/// A connection URL that may hold a password. `Debug` and [`SecretUrl::shown`] redact it;
+/// only [`SecretUrl::expose`] gives the password, to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL with its password, for the driver only: never put it in a message.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password hidden, for messages.
+    pub fn shown(&self) -> String {
+        redact(&self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
+/// Checks a PostgreSQL URL without connecting: it parses, and names a database.
+fn check_postgres_url(url: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    let opts = sqlx::postgres::PgConnectOptions::from_str(url).map_err(|e| {
+        format!(
+            "invalid PostgreSQL url `{}`: {}",
+            redact(url),
+            redact(&e.to_string())
+        )
+    })?;
+    if opts.get_database().is_none() {
+        return Err(format!(
+            "the PostgreSQL url `{}` names no database; add it: postgres://USER@HOST:PORT/DATABASE",
+            redact(url)
+        ));
+    }
+    Ok(())
 }
 
 /// Removes `.` and `..` components without touching the file system (the file may not
@@ -173,6 +228,28 @@ mod tests {
             redact("a://u:p@h and b://v:q@i"),
             "a://u:***@h and b://v:***@i"
         );
+    }
+
+    #[test]
+    fn postgres_urls_parse_and_never_show_their_password() {
+        let l =
+            Location::parse("postgres://app:s3cret@db:5432/shop", Path::new("/"), None).unwrap();
+        let Location::Postgres { url, schema } = &l else {
+            panic!("{l:?}");
+        };
+        assert_eq!(schema, "public");
+        assert_eq!(url.expose(), "postgres://app:s3cret@db:5432/shop");
+        assert!(!format!("{l:?}").contains("s3cret"), "{l:?}");
+        assert_eq!(url.shown(), "postgres://app:***@db:5432/shop");
+        let e =
+            Location::parse("postgresql://app:s3cret@db:5432", Path::new("/"), None).unwrap_err();
+        assert_eq!(
+            e,
+            "the PostgreSQL url `postgresql://app:***@db:5432` names no database; add it: postgres://USER@HOST:PORT/DATABASE"
+        );
+        let e = Location::parse("postgres://app:s3cret@db:notaport/x", Path::new("/"), None)
+            .unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use toml_edit::{Item, TableLike};
 
 pub use diag::{Diagnostic, Diagnostics, suggest};
-pub use location::{FileFormat, Location, redact, show_path};
+pub use location::{FileFormat, Location, SecretUrl, redact, show_path};
 
 use crate::types::ColumnType;
 use crate::{Error, Result};
@@ -142,6 +142,32 @@ pub struct SourceConfig {
     pub csv: CsvOptions,
     /// Declared source column types (`[source.types]`), overriding what the source says.
     pub types: Vec<(Spanned<String>, Spanned<ColumnType>)>,
+    /// Connection settings, for database servers.
+    pub db: DbOptions,
+}
+
+/// Connection settings of a database server source or target (PostgreSQL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbOptions {
+    /// Connections in the pool (`pool_size`). Default: 8. Each chunk in flight holds one.
+    pub pool_size: Option<u32>,
+    /// Longest a statement may run, in milliseconds (`statement_timeout_ms`). Default:
+    /// the server's.
+    pub statement_timeout_ms: Option<u64>,
+    /// Longest a statement waits for a lock, in milliseconds (`lock_timeout_ms`).
+    /// Default: the server's. A lock timeout is retried like a deadlock.
+    pub lock_timeout_ms: Option<u64>,
+}
+
+/// How a database target writes a chunk's rows (`write_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Plain inserts (the default); a duplicate primary key fails the chunk.
+    Insert,
+    /// Insert, or update the row with the same primary key.
+    Upsert,
+    /// Delete the chunk's key range from the target, then insert, in one transaction.
+    ReplaceChunk,
 }
 
 /// CSV options, for both reading and writing.
@@ -202,6 +228,10 @@ pub struct TargetConfig {
     pub csv: CsvOptions,
     /// Parquet writing options.
     pub parquet: ParquetOptions,
+    /// How rows are written (database server targets).
+    pub write_mode: WriteMode,
+    /// Connection settings, for database servers.
+    pub db: DbOptions,
 }
 
 impl TargetConfig {
@@ -209,7 +239,7 @@ impl TargetConfig {
     pub fn location_format(&self) -> Option<FileFormat> {
         match &self.location {
             Location::Files { format, .. } => Some(*format),
-            Location::Sqlite { .. } => None,
+            Location::Sqlite { .. } | Location::Postgres { .. } => None,
         }
     }
 
@@ -431,6 +461,20 @@ impl Pipeline {
             ("filter".to_string(), format!("{:?}", self.filter)),
             ("chunks.rows".to_string(), self.chunks.rows.to_string()),
         ];
+        for (side, location) in [
+            ("source", &self.source.location),
+            ("target", &self.target.location),
+        ] {
+            if let Location::Postgres { schema, .. } = location {
+                s.push((format!("{side}.schema"), schema.clone()));
+            }
+        }
+        if self.target.write_mode != WriteMode::Insert {
+            s.push((
+                "target.write_mode".to_string(),
+                format!("{:?}", self.target.write_mode),
+            ));
+        }
         for (name, ty) in &self.source.types {
             s.push((format!("source.types.{}", name.value), ty.value.to_string()));
         }
@@ -736,9 +780,25 @@ impl<'a> Walker<'a> {
     }
 
     fn source(&mut self, s: &Section<'_>) -> Option<SourceConfig> {
-        self.check_keys(s, &["url", "table", "key", "format", "csv", "types"]);
+        self.check_keys(
+            s,
+            &[
+                "url",
+                "table",
+                "key",
+                "format",
+                "csv",
+                "types",
+                "schema",
+                "pool_size",
+                "statement_timeout_ms",
+                "lock_timeout_ms",
+            ],
+        );
         let format = self.format(s);
         let url = self.url(s, format);
+        let schema = self.string(s, "schema", false);
+        let db = self.db_options(s);
         let table = self.string(s, "table", false);
         let key = self.string(s, "key", false);
         let csv = self.csv(s, true);
@@ -762,8 +822,12 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        let (url, location) = url?;
-        if matches!(location, Location::Sqlite { .. }) {
+        let (url, mut location) = url?;
+        self.set_schema(s, &mut location, schema);
+        if matches!(
+            location,
+            Location::Sqlite { .. } | Location::Postgres { .. }
+        ) {
             if table.is_none() {
                 self.missing(s, "table");
             }
@@ -782,7 +846,60 @@ impl<'a> Walker<'a> {
             key,
             csv,
             types,
+            db,
         })
+    }
+
+    /// `pool_size`, `statement_timeout_ms` and `lock_timeout_ms`.
+    fn db_options(&mut self, s: &Section<'_>) -> DbOptions {
+        let opt = |w: &mut Self, key: &str, min: i64| {
+            s.table
+                .contains_key(key)
+                .then(|| w.integer(s, key, min, min))
+        };
+        DbOptions {
+            pool_size: opt(self, "pool_size", 1).map(|v| v.min(u32::MAX as i64) as u32),
+            statement_timeout_ms: opt(self, "statement_timeout_ms", 0).map(|v| v as u64),
+            lock_timeout_ms: opt(self, "lock_timeout_ms", 0).map(|v| v as u64),
+        }
+    }
+
+    /// Puts `schema` into a PostgreSQL location; refuses it and the connection settings
+    /// anywhere else.
+    fn set_schema(
+        &mut self,
+        s: &Section<'_>,
+        location: &mut Location,
+        schema: Option<Spanned<String>>,
+    ) {
+        if let Location::Postgres { schema: into, .. } = location {
+            if let Some(v) = schema {
+                if v.value.is_empty() {
+                    self.error(v.span, "`schema` is empty; leave it out for `public`");
+                } else {
+                    *into = v.value;
+                }
+            }
+            return;
+        }
+        let keys = [
+            "schema",
+            "pool_size",
+            "statement_timeout_ms",
+            "lock_timeout_ms",
+        ];
+        for key in keys {
+            if let Some(item) = s.table.get(key) {
+                let span = item.span();
+                self.error(
+                    span,
+                    format!(
+                        "`{key}` applies to PostgreSQL urls only; {} is not one",
+                        s.label()
+                    ),
+                );
+            }
+        }
     }
 
     fn target(&mut self, s: &Section<'_>) -> Option<TargetConfig> {
@@ -796,11 +913,31 @@ impl<'a> Walker<'a> {
                 "columns",
                 "csv",
                 "parquet",
+                "write_mode",
+                "schema",
+                "pool_size",
+                "statement_timeout_ms",
+                "lock_timeout_ms",
             ],
         );
         let format = self.format(s);
         let url = self.url(s, format);
         let table = self.string(s, "table", false);
+        let schema = self.string(s, "schema", false);
+        let db = self.db_options(s);
+        let write_mode_item = self.string(s, "write_mode", false);
+        let write_mode = match &write_mode_item {
+            None => WriteMode::Insert,
+            Some(v) => match v.value.as_str() {
+                "insert" => WriteMode::Insert,
+                "upsert" => WriteMode::Upsert,
+                "replace-chunk" => WriteMode::ReplaceChunk,
+                other => {
+                    self.error(v.span.clone(), format!("unknown write_mode `{other}`; expected \"insert\", \"upsert\" or \"replace-chunk\""));
+                    WriteMode::Insert
+                }
+            },
+        };
         let if_exists = match self.string(s, "if_exists", false) {
             None => IfExists::Fail,
             Some(v) => match v.value.as_str() {
@@ -819,9 +956,26 @@ impl<'a> Walker<'a> {
             Some(c) => self.columns(&c),
             None => Vec::new(),
         };
-        let (url, location) = url?;
+        let (url, mut location) = url?;
+        self.set_schema(s, &mut location, schema);
+        if let Some(v) = &write_mode_item {
+            if write_mode != WriteMode::Insert && !matches!(location, Location::Postgres { .. }) {
+                self.error(
+                    v.span.clone(),
+                    format!(
+                        "write_mode = \"{}\" works for PostgreSQL targets only",
+                        v.value
+                    ),
+                );
+            }
+            if write_mode == WriteMode::Upsert && !columns.iter().any(|c| c.primary_key) {
+                self.error(v.span.clone(), "write_mode = \"upsert\" needs a primary key: set primary_key = true on the key column(s) in [target.columns]");
+            }
+        }
         match &location {
-            Location::Sqlite { .. } if table.is_none() => self.missing(s, "table"),
+            Location::Sqlite { .. } | Location::Postgres { .. } if table.is_none() => {
+                self.missing(s, "table")
+            }
             Location::Files { .. } if if_exists == IfExists::Append => {
                 let span = s.table.get("if_exists").and_then(Item::span);
                 self.error(span, "if_exists = \"append\" works for database targets only; a file target is written whole");
@@ -836,6 +990,8 @@ impl<'a> Walker<'a> {
             columns,
             csv,
             parquet,
+            write_mode,
+            db,
         })
     }
 

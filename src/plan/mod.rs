@@ -172,6 +172,7 @@ impl Plan {
         sink::open(
             &self.pipeline.target,
             self.transform.output_schema(),
+            self.target_key(),
             &self.io,
         )
         .map_err(|e| at_url(&self.pipeline, e, false))

@@ -59,7 +59,7 @@ pub struct StatusReport {
 pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
     let io = IoRuntime::new()?;
     let sink: std::sync::Arc<dyn Sink> =
-        sink::open(&pipeline.target, pipeline.target.schema(), &io)?;
+        sink::open(&pipeline.target, pipeline.target.schema(), None, &io)?;
     let store: std::sync::Arc<dyn CheckpointStore> =
         sink.checkpoint_store(&pipeline.name).unwrap_or_else(|| {
             std::sync::Arc::new(SqliteStore::new(

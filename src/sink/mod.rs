@@ -2,6 +2,7 @@
 //! keeps the quarantine of rejected rows next to the target.
 
 mod files;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 pub use self::files::FileSink;
+pub use self::postgres::PostgresSink;
 pub use self::sqlite::SqliteSink;
 use crate::Result;
 use crate::check::quarantine::QuarantineEntry;
@@ -126,9 +128,21 @@ pub trait ChunkWriter: Send {
 }
 
 /// Opens the target a pipeline names, for batches of `schema`. Touches nothing.
-pub fn open(config: &TargetConfig, schema: SchemaRef, io: &IoRuntime) -> Result<Arc<dyn Sink>> {
+///
+/// `key` is the target column that holds the source key and whether it holds it
+/// unchanged (see [`crate::plan::Plan::target_key`]); `write_mode = "replace-chunk"`
+/// finds a chunk's rows by it.
+pub fn open(
+    config: &TargetConfig,
+    schema: SchemaRef,
+    key: Option<(&str, bool)>,
+    io: &IoRuntime,
+) -> Result<Arc<dyn Sink>> {
     Ok(match &config.location {
         Location::Sqlite { path } => Arc::new(SqliteSink::open(config, path, schema, io)?),
+        Location::Postgres { url, schema: pg } => {
+            Arc::new(PostgresSink::open(config, url, pg, schema, key, io)?)
+        }
         Location::Files { path, format } => Arc::new(FileSink::new(config, path, *format, schema)),
     })
 }

@@ -918,6 +918,7 @@ mod tests {
             key: None,
             csv: CsvOptions::default(),
             types: Vec::new(),
+            db: Default::default(),
         };
         CsvSource::open(&config, vec![path]).unwrap()
     }
@@ -981,6 +982,7 @@ mod tests {
                 key: None,
                 csv: CsvOptions::default(),
                 types: Vec::new(),
+                db: Default::default(),
             };
             let s = CsvSource::open(&config, vec![path.clone()]).unwrap();
             assert_eq!(s.fast_plan(&path, 10).unwrap(), None, "{name}");

@@ -3,6 +3,7 @@
 
 mod csv;
 mod parquet;
+mod postgres;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use arrow::record_batch::RecordBatch;
 
 pub use self::csv::CsvSource;
 pub use self::parquet::ParquetSource;
+pub use self::postgres::PostgresSource;
 pub use self::sqlite::SqliteSource;
 use crate::config::{FileFormat, Location, SourceConfig};
 use crate::db::IoRuntime;
@@ -87,6 +89,9 @@ pub trait Source: Send + Sync {
 pub fn open(config: &SourceConfig, io: &IoRuntime) -> Result<Arc<dyn Source>> {
     Ok(match &config.location {
         Location::Sqlite { path } => Arc::new(SqliteSource::open(config, path, io)?),
+        Location::Postgres { url, schema } => {
+            Arc::new(PostgresSource::open(config, url, schema, io)?)
+        }
         Location::Files { path, format } => {
             let files = expand_glob(path)?;
             match format {

@@ -1,0 +1,816 @@
+//! A PostgreSQL table, written with binary `COPY FROM STDIN`. Each chunk's rows, its
+//! rejected rows (in `<table>_rejects`) and its checkpoint mark commit in one transaction,
+//! so a chunk lands whole or not at all, and a chunk redone after a crash never doubles.
+//!
+//! `write_mode`:
+//! - `insert`: `COPY` into the table.
+//! - `upsert`: `COPY` into a temporary staging table, then `INSERT ... ON CONFLICT (primary
+//!   key) DO UPDATE`.
+//! - `replace-chunk`: delete the chunk's key range (or keys) from the table, then `COPY`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use sqlx::Row;
+use sqlx::postgres::PgConnection;
+
+use super::{ChunkWriter, Committed, Prepare, Sink};
+use crate::check::quarantine::QuarantineEntry;
+use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
+use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
+use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
+use crate::db::postgres::{
+    Decoder, Encoder, PgClient, PgKind, literal, pg_decl, qualified, table_columns,
+};
+use crate::db::{IoRuntime, quote_ident, stmt};
+use crate::plan::{Chunk, ChunkRange, KeyValue};
+use crate::types::ColumnType;
+use crate::{Error, Result};
+
+/// Rows per batch when reading rows back.
+const READ_BATCH: usize = 8192;
+
+/// Bytes of `COPY` data buffered before they are sent.
+const SEND_BYTES: usize = 1 << 20;
+
+/// Writes into one PostgreSQL table.
+pub struct PostgresSink {
+    client: Arc<PgClient>,
+    schema: String,
+    table: String,
+    columns: Vec<(String, ColumnType, bool, bool)>,
+    kinds: Vec<PgKind>,
+    arrow_schema: SchemaRef,
+    if_exists: IfExists,
+    write_mode: WriteMode,
+    /// The target column that holds the source key, and whether unchanged.
+    key: Option<(String, bool)>,
+    pipeline: OnceLock<String>,
+    /// Set when `prepare` had to create the table on resume: the chunks an earlier run
+    /// committed are gone.
+    created_on_resume: AtomicBool,
+}
+
+impl PostgresSink {
+    /// A sink for `schema.table` on `url`. Connects on first use.
+    ///
+    /// `key` is the target column holding the source key and whether it holds it
+    /// unchanged; `replace-chunk` finds a chunk's rows by it.
+    pub fn open(
+        config: &TargetConfig,
+        url: &SecretUrl,
+        schema: &str,
+        arrow_schema: SchemaRef,
+        key: Option<(&str, bool)>,
+        io: &IoRuntime,
+    ) -> Result<Self> {
+        let columns: Vec<_> = config
+            .columns
+            .iter()
+            .map(|c| (c.name.value.clone(), c.ty.value, c.nullable, c.primary_key))
+            .collect();
+        Ok(PostgresSink {
+            client: Arc::new(PgClient::new(url, &config.db, io)),
+            schema: schema.to_string(),
+            table: config
+                .table
+                .as_ref()
+                .map(|t| t.value.clone())
+                .unwrap_or_default(),
+            kinds: columns.iter().map(|c| PgKind::for_type(c.1)).collect(),
+            columns,
+            arrow_schema,
+            if_exists: config.if_exists,
+            write_mode: config.write_mode,
+            key: key.map(|(k, unchanged)| (k.to_string(), unchanged)),
+            pipeline: OnceLock::new(),
+            created_on_resume: AtomicBool::new(false),
+        })
+    }
+
+    fn here(&self) -> String {
+        format!("{} table {}.{}", self.client.shown, self.schema, self.table)
+    }
+
+    fn t(&self) -> String {
+        qualified(&self.schema, &self.table)
+    }
+
+    fn rejects_table(&self) -> String {
+        format!("{}_rejects", self.table)
+    }
+
+    fn r(&self) -> String {
+        qualified(&self.schema, &self.rejects_table())
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote_ident(&c.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The `CREATE TABLE` statement for the declared columns, with PostgreSQL types.
+    pub fn create_table_sql(&self) -> String {
+        let mut defs: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(name, ty, nullable, _)| {
+                format!(
+                    "{} {}{}",
+                    quote_ident(name),
+                    pg_decl(*ty),
+                    if *nullable { "" } else { " NOT NULL" }
+                )
+            })
+            .collect();
+        let pk: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| c.3)
+            .map(|c| quote_ident(&c.0))
+            .collect();
+        if !pk.is_empty() {
+            defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+        }
+        format!("CREATE TABLE {} (\n  {}\n)", self.t(), defs.join(",\n  "))
+    }
+
+    fn create_schema_sql(&self) -> String {
+        format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.schema))
+    }
+
+    fn create_rejects_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  id bigserial PRIMARY KEY,\n  chunk bigint NOT NULL,\n  row_key text,\n  location text NOT NULL,\n  column_name text,\n  value text,\n  reason text NOT NULL,\n  source_row text NOT NULL,\n  rejected_at timestamptz NOT NULL DEFAULT now()\n)",
+            self.r()
+        )
+    }
+
+    /// The table's row count if it exists.
+    fn existing_rows(&self) -> Result<Option<i64>> {
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            if table_columns(pool, &self.schema, &self.table, &here)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let n: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {}", self.t())))
+                .fetch_one(pool)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+            Ok(Some(n))
+        })
+    }
+
+    /// The column type of target column `name`.
+    fn column_type(&self, name: &str) -> Option<ColumnType> {
+        self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
+    }
+
+    /// `WHERE` clauses (several for a long key list) restricting to `selection`, with
+    /// key values as literals: `COPY` takes no parameters.
+    fn conditions(&self, selection: &Selection) -> Result<Vec<String>> {
+        let collate = |column: &str| match self.column_type(column) {
+            // Key ranges are planned in byte order, whatever the database's collation.
+            Some(ColumnType::Text | ColumnType::Varchar(_)) => " COLLATE \"C\"",
+            _ => "",
+        };
+        if !self.range_fits(selection) {
+            return Err(Error::Unsupported(format!(
+                "{}: a chunk's key range cannot be compared with target column {} of another type",
+                self.here(),
+                match selection {
+                    Selection::Range { column, .. } => column.as_str(),
+                    _ => "",
+                }
+            )));
+        }
+        Ok(match selection {
+            Selection::Range { column, lo, hi } => {
+                let c = format!("{}{}", quote_ident(column), collate(column));
+                let mut conds = vec![format!("{} IS NOT NULL", quote_ident(column))];
+                if let Some(lo) = lo {
+                    conds.push(format!("{c} > {}", literal(lo)?));
+                }
+                if let Some(hi) = hi {
+                    conds.push(format!("{c} <= {}", literal(hi)?));
+                }
+                vec![format!(" WHERE {}", conds.join(" AND "))]
+            }
+            Selection::Keys { column, keys } => {
+                let values = (0..keys.len())
+                    .filter_map(|r| key_of(keys, r))
+                    .map(|k| literal(&k))
+                    .collect::<Result<Vec<_>>>()?;
+                values
+                    .chunks(KEYS_PER_QUERY)
+                    .map(|group| {
+                        format!(" WHERE {} IN ({})", quote_ident(column), group.join(", "))
+                    })
+                    .collect()
+            }
+            Selection::All => vec![String::new()],
+            Selection::Files => {
+                return Err(Error::Internal("a table has no part files".into()));
+            }
+        })
+    }
+
+    /// Reads the rows `selection` names with binary `COPY`, decoded into the target
+    /// schema, so that a value the database changed reads back different.
+    async fn select_rows(
+        &self,
+        conn: &mut PgConnection,
+        selection: &Selection,
+    ) -> Result<Vec<RecordBatch>> {
+        let here = self.here();
+        let mut out = Vec::new();
+        for cond in self.conditions(selection)? {
+            let mut decoder = Decoder::new(&self.kinds, self.arrow_schema.clone(), READ_BATCH);
+            let sql = format!(
+                "COPY (SELECT {} FROM {}{cond}) TO STDOUT (FORMAT binary)",
+                self.column_list(),
+                self.t()
+            );
+            let mut stream = conn
+                .copy_out_raw(&sql)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+            while let Some(data) = stream.try_next().await.map_err(|e| Error::db(&here, e))? {
+                decoder
+                    .feed(&data, &mut |b| {
+                        out.push(b);
+                        Ok(())
+                    })
+                    .map_err(|(col, reason)| {
+                        let col = col
+                            .map_or(String::new(), |i| format!(", column {}", self.columns[i].0));
+                        Error::data(&here, format!("reading rows back{col}: {reason}"))
+                    })?;
+            }
+            drop(stream);
+            if decoder.len > 0 {
+                out.push(decoder.finish()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends `batches` with binary `COPY` into `table` (quoted); returns the rows copied.
+    async fn copy_in(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        batches: &[RecordBatch],
+    ) -> Result<u64> {
+        let here = self.here();
+        let db = |e| Error::db(&here, e);
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            self.column_list()
+        );
+        let mut copy = conn.copy_in_raw(&sql).await.map_err(db)?;
+        let mut enc = Encoder::new();
+        let key = self.key.as_ref().map(|k| k.0.as_str());
+        for b in batches {
+            if let Err(e) = enc.rows(b, &self.kinds, &here, key) {
+                let _ = copy.abort("rowshift: a row could not be encoded").await;
+                return Err(e);
+            }
+            if enc.buf.len() >= SEND_BYTES {
+                copy.send(std::mem::take(&mut enc.buf)).await.map_err(db)?;
+            }
+        }
+        enc.finish();
+        copy.send(std::mem::take(&mut enc.buf)).await.map_err(db)?;
+        copy.finish().await.map_err(db)
+    }
+
+    /// Writes `batches` by the write mode, inside the caller's transaction. `replace`
+    /// is the selection `replace-chunk` deletes first.
+    async fn write_rows(
+        &self,
+        conn: &mut PgConnection,
+        batches: &[RecordBatch],
+        replace: Option<&Selection>,
+    ) -> Result<u64> {
+        let here = self.here();
+        let db = |e| Error::db(&here, e);
+        if let Some(sel) = replace {
+            for cond in self.conditions(sel)? {
+                sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(0);
+        }
+        if self.write_mode != WriteMode::Upsert {
+            return self.copy_in(conn, &self.t(), batches).await;
+        }
+        // Only the written columns, with the table's types and no constraints: another
+        // NOT NULL column of the table, filled by its default, does not get in the way.
+        let stage = quote_ident("_rowshift_stage");
+        sqlx::query(stmt(format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA",
+            self.column_list(),
+            self.t()
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        self.copy_in(conn, &format!("pg_temp.{stage}"), batches)
+            .await?;
+        let pk: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| c.3)
+            .map(|c| quote_ident(&c.0))
+            .collect();
+        let set: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| !c.3)
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.0)))
+            .collect();
+        let action = if set.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", set.join(", "))
+        };
+        let cols = self.column_list();
+        let done = sqlx::query(stmt(format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM pg_temp.{stage} ON CONFLICT ({}) {action}",
+            self.t(),
+            pk.join(", ")
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        let rows = done.rows_affected();
+        sqlx::query(stmt(format!("DROP TABLE pg_temp.{stage}")))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        Ok(rows)
+    }
+
+    async fn insert_rejects(
+        &self,
+        conn: &mut PgConnection,
+        chunk: usize,
+        entries: &[QuarantineEntry],
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let here = self.here();
+        let col = |f: &dyn Fn(&QuarantineEntry) -> Option<String>| -> Vec<Option<String>> {
+            entries.iter().map(f).collect()
+        };
+        sqlx::query(stmt(format!(
+            "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row) \
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+            self.r()
+        )))
+        .bind(chunk as i64)
+        .bind(col(&|e| e.key.clone()))
+        .bind(col(&|e| Some(e.location.clone())))
+        .bind(col(&|e| e.column.clone()))
+        .bind(col(&|e| e.value.clone()))
+        .bind(col(&|e| Some(e.reason.clone())))
+        .bind(col(&|e| Some(e.row.to_string())))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::db(&here, e))?;
+        Ok(())
+    }
+
+    async fn replace_rejects(
+        &self,
+        conn: &mut PgConnection,
+        chunk: usize,
+        entries: &[QuarantineEntry],
+    ) -> Result<()> {
+        sqlx::query(stmt(format!("DELETE FROM {} WHERE chunk = $1", self.r())))
+            .bind(chunk as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::db(self.here(), e))?;
+        self.insert_rejects(conn, chunk, entries).await
+    }
+
+    /// Which target rows are the chunk's, for `replace-chunk`.
+    fn chunk_selection(&self, chunk: &Chunk, batches: &[RecordBatch]) -> Result<Selection> {
+        let Some((column, unchanged)) = &self.key else {
+            return Err(Error::Unsupported(format!(
+                "{}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key",
+                self.here()
+            )));
+        };
+        if let (true, ChunkRange::Keys { lo, hi }) = (*unchanged, &chunk.range) {
+            let range = Selection::Range {
+                column: column.clone(),
+                lo: lo.clone(),
+                hi: hi.clone(),
+            };
+            if self.range_fits(&range) {
+                return Ok(range);
+            }
+        }
+        keys_selection(column, batches)
+    }
+
+    /// Whether a key range can be compared with its target column in PostgreSQL: integer
+    /// bounds on an integer column, text bounds on a text column. Otherwise (a source key
+    /// written into a column of another type) the range means something else there, and
+    /// the chunk's rows are found by their keys instead.
+    fn range_fits(&self, selection: &Selection) -> bool {
+        let Selection::Range { column, lo, hi } = selection else {
+            return true;
+        };
+        let ty = self.column_type(column);
+        [lo, hi].into_iter().flatten().all(|b| match b {
+            KeyValue::Int(_) => matches!(
+                ty,
+                Some(ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt)
+            ),
+            KeyValue::Text(_) => matches!(ty, Some(ColumnType::Text | ColumnType::Varchar(_))),
+        })
+    }
+
+    /// The rows of a chunk that wrote `batches` for read-back: `selection`, or the
+    /// chunk's keys when the range does not fit the column.
+    fn readback_selection(
+        &self,
+        selection: &Selection,
+        key: Option<&str>,
+        batches: &[RecordBatch],
+    ) -> Result<Selection> {
+        match key {
+            // An upsert may update rows that were there before, in the chunk's key range
+            // or not: read back exactly the keys it sent.
+            Some(k) if self.write_mode == WriteMode::Upsert || !self.range_fits(selection) => {
+                keys_selection(k, batches)
+            }
+            _ => Ok(selection.clone()),
+        }
+    }
+}
+
+/// Whether a column of PostgreSQL type `type_name` takes `ty`'s binary layout.
+fn same_type(ty: ColumnType, type_name: &str) -> bool {
+    let want: &[&str] = match ty {
+        ColumnType::SmallInt => &["int2"],
+        ColumnType::Int => &["int4"],
+        ColumnType::BigInt => &["int8"],
+        ColumnType::Real => &["float4"],
+        ColumnType::Double => &["float8"],
+        ColumnType::Decimal { .. } => &["numeric"],
+        ColumnType::Boolean => &["bool"],
+        // `json`'s binary form is its text.
+        ColumnType::Text | ColumnType::Varchar(_) => &["text", "varchar", "bpchar", "json"],
+        ColumnType::Date => &["date"],
+        ColumnType::Time => &["time"],
+        ColumnType::Timestamp => &["timestamp"],
+        ColumnType::TimestampTz => &["timestamptz"],
+        ColumnType::Bytes => &["bytea"],
+    };
+    want.contains(&type_name)
+}
+
+/// A selection of the rows whose `column` holds the keys in `batches`.
+fn keys_selection(column: &str, batches: &[RecordBatch]) -> Result<Selection> {
+    let arrays: Vec<&dyn Array> = batches
+        .iter()
+        .filter_map(|b| b.column_by_name(column).map(|c| c.as_ref()))
+        .collect();
+    let keys = if arrays.is_empty() {
+        arrow::array::new_null_array(&DataType::Int64, 0)
+    } else {
+        arrow::compute::concat(&arrays).map_err(|e| Error::Internal(e.to_string()))?
+    };
+    Ok(Selection::Keys {
+        column: column.to_string(),
+        keys,
+    })
+}
+
+/// The key at `row` of `keys`, as a value for a literal.
+fn key_of(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
+    if keys.is_null(row) {
+        return None;
+    }
+    Some(match keys.data_type() {
+        DataType::Int16 => KeyValue::Int(keys.as_primitive::<Int16Type>().value(row) as i64),
+        DataType::Int32 => KeyValue::Int(keys.as_primitive::<Int32Type>().value(row) as i64),
+        DataType::Int64 => KeyValue::Int(keys.as_primitive::<Int64Type>().value(row)),
+        _ => KeyValue::Text(crate::transform::cast::value_text(keys.as_ref(), row)?),
+    })
+}
+
+impl Sink for PostgresSink {
+    fn describe(&self) -> String {
+        self.here()
+    }
+
+    fn planned_ddl(&self) -> Result<Vec<String>> {
+        let t = self.t();
+        let mut out = vec![];
+        if self.schema != "public" {
+            out.push(self.create_schema_sql());
+        }
+        out.extend(match (self.existing_rows()?, self.if_exists) {
+            (None, _) => vec![self.create_table_sql()],
+            (Some(_), IfExists::Replace) => {
+                vec![format!("DROP TABLE {t}"), self.create_table_sql()]
+            }
+            (Some(rows), IfExists::Fail) if rows > 0 => {
+                vec![format!(
+                    "-- none: the table already holds {rows} rows and if_exists = \"fail\"; run would stop"
+                )]
+            }
+            (Some(_), _) => vec![format!("-- none: table {t} exists and is written into")],
+        });
+        out.push(self.create_rejects_sql());
+        Ok(out)
+    }
+
+    fn prepare(&self, how: Prepare) -> Result<()> {
+        let here = self.here();
+        let t = self.t();
+        let r = self.r();
+        if how == Prepare::Restart && self.if_exists == IfExists::Append {
+            return Err(Error::Unsupported(format!(
+                "{here}: --restart cannot clean an if_exists = \"append\" target: rowshift cannot tell the rows it wrote from those already there"
+            )));
+        }
+        if self.write_mode == WriteMode::ReplaceChunk && self.key.is_none() {
+            return Err(Error::Unsupported(format!(
+                "{here}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key"
+            )));
+        }
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let db = |e| Error::db(&here, e);
+            let mut tx = pool.begin().await.map_err(db)?;
+            sqlx::query(stmt(self.create_schema_sql())).execute(&mut *tx).await.map_err(db)?;
+            if let Some(existing) = table_columns(pool, &self.schema, &self.table, &here).await? {
+                let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}"))).fetch_one(&mut *tx).await.map_err(db)?;
+                let drop = match (how, self.if_exists) {
+                    (Prepare::Restart, _) | (Prepare::Fresh, IfExists::Replace) => true,
+                    (Prepare::Fresh, IfExists::Fail) if rows > 0 => {
+                        return Err(Error::data(
+                            &here,
+                            format!("the target table already holds {rows} rows; set if_exists = \"replace\" or \"append\" in [target]"),
+                        ));
+                    }
+                    _ => false,
+                };
+                if drop {
+                    sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(&mut *tx).await.map_err(db)?;
+                    sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}"))).execute(&mut *tx).await.map_err(db)?;
+                    sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
+                } else {
+                    let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
+                    let missing: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).filter(|c| !have.contains(c)).collect();
+                    if !missing.is_empty() {
+                        return Err(Error::data(
+                            &here,
+                            format!("the existing table lacks column(s) {}; it has: {}", missing.join(", "), have.join(", ")),
+                        ));
+                    }
+                    // Binary COPY sends each value in the declared type's layout, so the
+                    // table's columns must have those types.
+                    for (name, ty, ..) in &self.columns {
+                        let found = existing.iter().find(|c| &c.name == name).expect("checked above");
+                        if !same_type(*ty, &found.type_name) {
+                            return Err(Error::data(
+                                &here,
+                                format!("column {name} is {} in the existing table but declared {ty}; declare type = \"{}\" or let rowshift create the table", found.shown_type, found.shown_type),
+                            ));
+                        }
+                    }
+                }
+            } else {
+                self.created_on_resume.store(how == Prepare::Resume, Ordering::SeqCst);
+                sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
+            }
+            sqlx::query(stmt(self.create_rejects_sql())).execute(&mut *tx).await.map_err(db)?;
+            tx.commit().await.map_err(db)
+        })
+    }
+
+    fn check_done(&self, chunks: &[usize]) -> Result<()> {
+        if !chunks.is_empty() && self.created_on_resume.load(Ordering::SeqCst) {
+            return Err(Error::data(
+                self.here(),
+                format!(
+                    "the table is gone, but the checkpoint says {} chunks were committed to it; run with --restart to start over",
+                    chunks.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {
+        Ok(Box::new(PgChunk {
+            sink: self,
+            chunk: chunk.clone(),
+            batches: Vec::new(),
+            rejects: Vec::new(),
+        }))
+    }
+
+    fn read_rows(
+        &self,
+        _chunk: usize,
+        selection: &Selection,
+        _key: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            self.select_rows(&mut conn, selection).await
+        })
+    }
+
+    fn remove_rows(&self, _chunk: usize, selection: &Selection) -> Result<()> {
+        let here = self.here();
+        let conds = self.conditions(selection)?;
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            for cond in conds {
+                sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+            }
+            tx.commit().await.map_err(|e| Error::db(&here, e))
+        })
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        for b in self.read_rows(0, &Selection::All, None)? {
+            f(b)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
+        let _ = self.pipeline.set(pipeline.to_string());
+        Some(Arc::new(PgStore::new(
+            self.client.clone(),
+            &self.schema,
+            pipeline,
+        )))
+    }
+
+    fn quarantine(&self) -> String {
+        format!(
+            "{} table {}.{}",
+            self.client.shown,
+            self.schema,
+            self.rejects_table()
+        )
+    }
+
+    fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
+        let here = self.quarantine();
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                .bind(self.r())
+                .fetch_one(pool)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+            if exists.is_none() {
+                return Ok(Vec::new());
+            }
+            let rows = sqlx::query(stmt(format!(
+                "SELECT chunk, row_key, location, column_name, value, reason, source_row FROM {} ORDER BY id",
+                self.r()
+            )))
+            .fetch_all(pool)
+            .await
+            .map_err(|e| Error::db(&here, e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(QuarantineEntry {
+                        chunk: r.get::<i64, _>(0) as usize,
+                        key: r.get(1),
+                        location: r.get(2),
+                        column: r.get(3),
+                        value: r.get(4),
+                        reason: r.get(5),
+                        row: serde_json::from_str(r.get::<&str, _>(6))
+                            .map_err(|e| Error::data(&here, e))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+    }
+
+    fn requeue(
+        &self,
+        chunk: usize,
+        passing: &[RecordBatch],
+        remaining: &[QuarantineEntry],
+    ) -> Result<u64> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let written = self.write_rows(&mut tx, passing, None).await?;
+            self.replace_rejects(&mut tx, chunk, remaining).await?;
+            tx.commit().await.map_err(|e| Error::db(&here, e))?;
+            Ok(written)
+        })
+    }
+}
+
+/// Buffers a chunk's batches (bounded by the chunk size) and copies them in one
+/// transaction at commit.
+struct PgChunk<'a> {
+    sink: &'a PostgresSink,
+    chunk: Chunk,
+    batches: Vec<RecordBatch>,
+    rejects: Vec<QuarantineEntry>,
+}
+
+impl ChunkWriter for PgChunk<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() > 0 {
+            self.batches.push(batch.clone());
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()> {
+        self.rejects.extend(entries);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed> {
+        let sink = self.sink;
+        let here = sink.here();
+        let pool = sink.client.pool()?;
+        let replace = match sink.write_mode {
+            WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
+            _ => None,
+        };
+        let readback = verify
+            .map(|v| sink.readback_selection(&v.selection, v.key, &self.batches))
+            .transpose()?;
+        sink.client.io().block_on(async {
+            let db = |e| Error::db(&here, e);
+            let mut tx = pool.begin().await.map_err(db)?;
+            sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
+                .await?;
+            let rows = sink
+                .write_rows(&mut tx, &self.batches, replace.as_ref())
+                .await?;
+            // Read back inside the transaction: what the database stored, before anything
+            // of the chunk is visible, so a mismatch rolls the whole chunk back.
+            if let (Some(v), Some(sel)) = (verify, &readback) {
+                let t0 = Instant::now();
+                let back = sink.select_rows(&mut tx, sel).await?;
+                v.verify(&back, t0)?;
+            }
+            let marked = match sink.pipeline.get() {
+                Some(p) => {
+                    if pg_mark_done(&mut tx, &sink.schema, p, mark)
+                        .await
+                        .map_err(db)?
+                        != 1
+                    {
+                        return Err(Error::Internal(format!(
+                            "chunk {} is not in the checkpoint",
+                            self.chunk.id
+                        )));
+                    }
+                    true
+                }
+                None => false,
+            };
+            tx.commit().await.map_err(db)?;
+            Ok(Committed { rows, marked })
+        })
+    }
+}

@@ -1,0 +1,531 @@
+//! PostgreSQL tables and views, split into key ranges with keyset queries and read with
+//! binary `COPY (SELECT ...) TO STDOUT`, each chunk in its own read-only
+//! `REPEATABLE READ` transaction.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool};
+
+use super::{BatchIter, Source};
+use crate::config::{SecretUrl, SourceConfig};
+use crate::db::postgres::{
+    Decoder, PgColumn, PgKind, connect, literal, qualified, table_columns, table_names,
+};
+use crate::db::{IoRuntime, quote_ident, stmt};
+use crate::plan::{Chunk, ChunkRange, KeyValue};
+use crate::transform::cast::cast_lossless;
+use crate::types::ColumnType;
+use crate::{Error, Result, RowFailure};
+
+/// How a chunk's transaction starts: one consistent snapshot, no writes.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// A table or view in a PostgreSQL database.
+pub struct PostgresSource {
+    pool: PgPool,
+    io: IoRuntime,
+    shown: String,
+    schema_name: String,
+    table: String,
+    key: String,
+    /// Whether the key is an integer (else text, compared in byte order).
+    int_key: bool,
+    kinds: Vec<PgKind>,
+    raw_schema: SchemaRef,
+    schema: SchemaRef,
+    /// `SELECT <columns> FROM <table>`.
+    select: String,
+}
+
+impl PostgresSource {
+    /// Connects and reads the table's columns; a column whose type cannot be read
+    /// without loss is an error naming it.
+    pub fn open(
+        config: &SourceConfig,
+        url: &SecretUrl,
+        schema_name: &str,
+        io: &IoRuntime,
+    ) -> Result<Self> {
+        let table = config
+            .table
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default();
+        let key = config
+            .key
+            .as_ref()
+            .map(|k| k.value.clone())
+            .unwrap_or_default();
+        let shown = url.shown();
+        let here = format!("{shown} table {schema_name}.{table}");
+        let pool = connect(io, url, &config.db)?;
+        let columns = io.block_on(table_columns(&pool, schema_name, &table, &shown))?;
+        let Some(columns) = columns else {
+            let names = io.block_on(table_names(&pool, schema_name, &shown))?;
+            let hint = match crate::config::suggest(&table, names.iter().map(String::as_str)) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None if names.is_empty() => format!("schema `{schema_name}` has no tables"),
+                None => format!("tables are: {}", names.join(", ")),
+            };
+            return Err(Error::data(
+                &shown,
+                format!("table `{schema_name}.{table}` does not exist; {hint}"),
+            ));
+        };
+        let declared = |name: &str| {
+            config
+                .types
+                .iter()
+                .find(|(n, _)| n.value == name)
+                .map(|(_, t)| t.value)
+        };
+        let mut kinds = Vec::new();
+        let mut exprs = Vec::new();
+        let mut problems = Vec::new();
+        for c in &columns {
+            let as_text = matches!(
+                declared(&c.name),
+                Some(ColumnType::Text | ColumnType::Varchar(_))
+            );
+            let q = quote_ident(&c.name);
+            if as_text {
+                // Every type has a text form; declared text reads it.
+                kinds.push(PgKind::Text);
+                exprs.push(format!("{q}::text"));
+                continue;
+            }
+            match PgKind::for_column(c) {
+                Ok((kind, text)) => {
+                    kinds.push(kind);
+                    exprs.push(if text { format!("{q}::text") } else { q });
+                }
+                Err(why) => problems.push(format!(
+                    "column `{}`: {why}; declare [source.types] {} = \"text\" to read its text form",
+                    c.name, c.name
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::data(&here, problems.join("; ")));
+        }
+        let raw_fields: Vec<Field> = columns
+            .iter()
+            .zip(&kinds)
+            .map(|(c, k)| Field::new(&c.name, k.arrow_type(), !c.not_null))
+            .collect();
+        let raw_schema = Arc::new(Schema::new(raw_fields.clone()));
+        let mut fields = raw_fields;
+        for (name, ty) in &config.types {
+            match fields.iter_mut().find(|f| f.name() == &name.value) {
+                Some(f) => *f = Field::new(&name.value, ty.value.arrow_type(), f.is_nullable()),
+                None => {
+                    return Err(Error::data(
+                        &here,
+                        format!(
+                            "[source.types] names column `{}`, which the table does not have",
+                            name.value
+                        ),
+                    ));
+                }
+            }
+        }
+        let Some(key_index) = columns.iter().position(|c| c.name == key) else {
+            let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::data(
+                &here,
+                format!(
+                    "key column `{key}` does not exist; columns are: {}",
+                    names.join(", ")
+                ),
+            ));
+        };
+        let int_key = match kinds[key_index] {
+            PgKind::Int2 | PgKind::Int4 | PgKind::Int8 => true,
+            PgKind::Text if is_plain_text(&columns[key_index]) => false,
+            _ => {
+                return Err(Error::data(
+                    &here,
+                    format!(
+                        "key column `{key}` is {}; chunks are ranges of an integer or text key",
+                        columns[key_index].shown_type
+                    ),
+                ));
+            }
+        };
+        let select = format!(
+            "SELECT {} FROM {}",
+            exprs.join(", "),
+            qualified(schema_name, &table)
+        );
+        Ok(PostgresSource {
+            pool,
+            io: io.clone(),
+            shown,
+            schema_name: schema_name.to_string(),
+            table,
+            key,
+            int_key,
+            kinds,
+            raw_schema,
+            schema: Arc::new(Schema::new(fields)),
+            select,
+        })
+    }
+
+    fn t(&self) -> String {
+        qualified(&self.schema_name, &self.table)
+    }
+
+    /// The key as compared: text keys in byte order, the same order as every other
+    /// source and target, whatever the database's collation.
+    fn k(&self) -> String {
+        if self.int_key {
+            quote_ident(&self.key)
+        } else {
+            format!("{} COLLATE \"C\"", quote_ident(&self.key))
+        }
+    }
+
+    fn where_clause(&self, chunk: &Chunk) -> Result<String> {
+        let ChunkRange::Keys { lo, hi } = &chunk.range else {
+            return Err(Error::Internal(format!("{chunk} is not a key-range chunk")));
+        };
+        let k = self.k();
+        let mut conds = vec![format!("{} IS NOT NULL", quote_ident(&self.key))];
+        if let Some(lo) = lo {
+            conds.push(format!("{k} > {}", literal(lo)?));
+        }
+        if let Some(hi) = hi {
+            conds.push(format!("{k} <= {}", literal(hi)?));
+        }
+        Ok(format!("WHERE {}", conds.join(" AND ")))
+    }
+
+    fn cast(&self) -> SchemaCast {
+        SchemaCast {
+            raw: self.raw_schema.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+}
+
+fn is_plain_text(c: &PgColumn) -> bool {
+    matches!(c.type_name.as_str(), "text" | "varchar" | "bpchar" | "name")
+}
+
+/// Streams `COPY (sql) TO STDOUT` on `conn` through a decoder; `emit` gets each batch.
+async fn copy_out(
+    conn: &mut PgConnection,
+    sql: &str,
+    decoder: &mut Decoder,
+    names: &SchemaRef,
+    here: &str,
+    emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let copy = format!("COPY ({sql}) TO STDOUT (FORMAT binary)");
+    let mut stream = conn
+        .copy_out_raw(&copy)
+        .await
+        .map_err(|e| Error::db(here, e))?;
+    while let Some(data) = stream.try_next().await.map_err(|e| Error::db(here, e))? {
+        decoder
+            .feed(&data, emit)
+            .map_err(|(col, reason)| match col {
+                Some(i) => Error::Row(RowFailure {
+                    location: format!("{here}, row {}", decoder.rows + 1),
+                    column: Some(names.field(i).name().clone()),
+                    value: None,
+                    reason,
+                }),
+                None => Error::data(here, reason),
+            })?;
+    }
+    if !decoder.ended() {
+        return Err(Error::data(
+            here,
+            "the COPY stream ended without its trailer",
+        ));
+    }
+    if decoder.len > 0 {
+        emit(decoder.finish()?)?;
+    }
+    Ok(())
+}
+
+impl Source for PostgresSource {
+    fn describe(&self) -> String {
+        format!("{} table {}.{}", self.shown, self.schema_name, self.table)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn key(&self) -> Option<&str> {
+        Some(&self.key)
+    }
+
+    fn names_rows_by_key(&self) -> bool {
+        true
+    }
+
+    fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
+        let key = quote_ident(&self.key);
+        let k = self.k();
+        let t = self.t();
+        let here = self.describe();
+        self.io.block_on(async {
+            let db = |e| Error::db(&here, e);
+            // The plan sees one snapshot, like each chunk.
+            let mut tx = self.pool.begin_with(BEGIN).await.map_err(db)?;
+            let nulls: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t} WHERE {key} IS NULL")))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+            if nulls > 0 {
+                return Err(Error::data(
+                    &here,
+                    format!("{nulls} rows have a NULL key `{}`; chunks are key ranges, so they would be skipped. Choose a non-null key column", self.key),
+                ));
+            }
+            // Keyset paging: each step walks the key index `rows_per_chunk` entries from
+            // the previous boundary. No OFFSET, so the cost does not grow with the position.
+            let hi_expr = if self.int_key { "max(k)::int8".to_string() } else { "max(k COLLATE \"C\")::text".to_string() };
+            let first = format!("SELECT {hi_expr}, count(*) FROM (SELECT {key} AS k FROM {t} WHERE {key} IS NOT NULL ORDER BY {k} LIMIT $1) s");
+            let next_int = format!("SELECT {hi_expr}, count(*) FROM (SELECT {key} AS k FROM {t} WHERE {k} > $2 ORDER BY {k} LIMIT $1) s");
+            let mut chunks: Vec<Chunk> = Vec::new();
+            let mut lo: Option<KeyValue> = None;
+            loop {
+                let q = match &lo {
+                    None => sqlx::query(stmt(first.clone())).bind(rows_per_chunk as i64),
+                    Some(KeyValue::Int(v)) => sqlx::query(stmt(next_int.clone())).bind(rows_per_chunk as i64).bind(*v),
+                    Some(KeyValue::Text(v)) => sqlx::query(stmt(next_int.clone())).bind(rows_per_chunk as i64).bind(v.clone()),
+                };
+                let row = q.fetch_one(&mut *tx).await.map_err(db)?;
+                let count: i64 = row.try_get(1).map_err(db)?;
+                if count == 0 {
+                    break;
+                }
+                let hi = if self.int_key {
+                    row.try_get::<Option<i64>, _>(0).map_err(db)?.map(KeyValue::Int)
+                } else {
+                    row.try_get::<Option<String>, _>(0).map_err(db)?.map(KeyValue::Text)
+                };
+                chunks.push(Chunk { id: chunks.len(), range: ChunkRange::Keys { lo: lo.clone(), hi: hi.clone() }, rows: Some(count as u64) });
+                lo = hi;
+                if (count as u64) < rows_per_chunk {
+                    break;
+                }
+            }
+            tx.rollback().await.map_err(db)?;
+            // The last chunk is open-ended so rows added after planning are not lost.
+            if let Some(last) = chunks.last_mut()
+                && let ChunkRange::Keys { hi, .. } = &mut last.range
+            {
+                *hi = None;
+            }
+            Ok(chunks)
+        })
+    }
+
+    fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter> {
+        let sql = format!(
+            "{} {} ORDER BY {}",
+            self.select,
+            self.where_clause(chunk)?,
+            self.k()
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let pool = self.pool.clone();
+        let kinds = self.kinds.clone();
+        let raw_schema = self.raw_schema.clone();
+        let here = format!("{} {chunk}", self.describe());
+        let this = self.cast();
+        self.io.spawn(async move {
+            let sender = tx.clone();
+            let result = async {
+                let mut conn = pool
+                    .begin_with(BEGIN)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                let mut decoder = Decoder::new(&kinds, raw_schema.clone(), batch_rows);
+                let mut pending: Vec<RecordBatch> = Vec::new();
+                // Batches are handed over as the stream is decoded, not at the end.
+                let copy = format!("COPY ({sql}) TO STDOUT (FORMAT binary)");
+                let mut stream = conn
+                    .copy_out_raw(&copy)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                while let Some(data) = stream.try_next().await.map_err(|e| Error::db(&here, e))? {
+                    let mut emit = |b: RecordBatch| {
+                        pending.push(b);
+                        Ok(())
+                    };
+                    decoder
+                        .feed(&data, &mut emit)
+                        .map_err(|(col, reason)| match col {
+                            Some(i) => Error::Row(RowFailure {
+                                location: format!("{here} row {}", decoder.rows + 1),
+                                column: Some(raw_schema.field(i).name().clone()),
+                                value: None,
+                                reason,
+                            }),
+                            None => Error::data(&here, reason),
+                        })?;
+                    for b in pending.drain(..) {
+                        if sender.send(this.cast(b, &here)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                drop(stream);
+                if !decoder.ended() {
+                    return Err(Error::data(
+                        &here,
+                        "the COPY stream ended without its trailer",
+                    ));
+                }
+                if decoder.len > 0 {
+                    let b = decoder.finish()?;
+                    let _ = sender.send(this.cast(b, &here)).await;
+                }
+                conn.rollback().await.map_err(|e| Error::db(&here, e))?;
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Box::new(ChannelIter(rx)))
+    }
+
+    fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
+        let key_index = self
+            .raw_schema
+            .index_of(&self.key)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let wanted: std::collections::HashMap<&str, usize> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((k.as_deref()?, i)))
+            .collect();
+        let here = self.describe();
+        let mut literals = Vec::new();
+        for k in wanted.keys() {
+            literals.push(match (self.int_key, k.parse::<i64>()) {
+                (true, Ok(i)) => i.to_string(),
+                (true, Err(_)) => continue,
+                (false, _) => literal(&KeyValue::Text(k.to_string()))?,
+            });
+        }
+        let mut batches = Vec::new();
+        self.io.block_on(async {
+            let mut conn = self
+                .pool
+                .begin_with(BEGIN)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+            for part in literals.chunks(1000) {
+                let sql = format!(
+                    "{} WHERE {} IN ({}) ORDER BY {}",
+                    self.select,
+                    quote_ident(&self.key),
+                    part.join(", "),
+                    self.k()
+                );
+                let mut decoder = Decoder::new(&self.kinds, self.raw_schema.clone(), 8192);
+                copy_out(
+                    &mut conn,
+                    &sql,
+                    &mut decoder,
+                    &self.raw_schema,
+                    &here,
+                    &mut |b| {
+                        batches.push(b);
+                        Ok(())
+                    },
+                )
+                .await?;
+            }
+            conn.rollback().await.map_err(|e| Error::db(&here, e))
+        })?;
+        let batch = if batches.is_empty() {
+            RecordBatch::new_empty(self.raw_schema.clone())
+        } else {
+            arrow::compute::concat_batches(&self.raw_schema, &batches)
+                .map_err(|e| Error::Internal(e.to_string()))?
+        };
+        let key_col = batch.column(key_index).clone();
+        let mut origin = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let k = key_text(key_col.as_ref(), row);
+            origin.push(
+                *wanted
+                    .get(k.as_str())
+                    .ok_or_else(|| Error::Internal(format!("unexpected key {k}")))?,
+            );
+        }
+        let batch = self.cast().cast(batch, &here)?;
+        Ok(Some((batch, origin)))
+    }
+
+    fn locate(&self, chunk: &Chunk, row: u64) -> String {
+        format!("{} {chunk} row {}", self.describe(), row + 1)
+    }
+}
+
+/// The key at `row` as text, the way `read_keys` receives keys.
+fn key_text(a: &dyn Array, row: usize) -> String {
+    match a.data_type() {
+        DataType::Int16 => a.as_primitive::<Int16Type>().value(row).to_string(),
+        DataType::Int32 => a.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
+        _ => crate::transform::cast::value_text(a, row).unwrap_or_default(),
+    }
+}
+
+/// Casts decoded batches to the declared schema (for the reading task).
+struct SchemaCast {
+    raw: SchemaRef,
+    schema: SchemaRef,
+}
+
+impl SchemaCast {
+    fn cast(&self, batch: RecordBatch, here: &str) -> Result<RecordBatch> {
+        if self.raw == self.schema {
+            return Ok(batch);
+        }
+        let mut out = Vec::with_capacity(batch.num_columns());
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            let (cast, failures) =
+                cast_lossless(batch.column(i), f.data_type()).map_err(|e| Error::data(here, e))?;
+            if let Some(fl) = failures.first() {
+                return Err(Error::Row(RowFailure {
+                    location: format!("{here}, batch row {}", fl.row + 1),
+                    column: Some(f.name().clone()),
+                    value: fl.value.clone(),
+                    reason: fl.reason.clone(),
+                }));
+            }
+            out.push(cast);
+        }
+        RecordBatch::try_new(self.schema.clone(), out).map_err(|e| Error::data(here, e))
+    }
+}
+
+struct ChannelIter(tokio::sync::mpsc::Receiver<Result<RecordBatch>>);
+
+impl Iterator for ChannelIter {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.blocking_recv()
+    }
+}

@@ -1,0 +1,1251 @@
+//! PostgreSQL sources and targets, on the real server (`ROWSHIFT_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`). Each test works in schemas of its own,
+//! dropped afterwards, so tests run in parallel. A server that cannot be reached fails the
+//! test, in CI and outside it: a skipped test would pass without checking anything.
+
+use std::collections::BTreeMap;
+
+use crate::common::{Workspace, parquet_rows, sqlite_rows};
+
+fn pg_url() -> String {
+    std::env::var("ROWSHIFT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A schema of the test's own on the server, dropped when the test ends.
+struct PgSchema {
+    name: String,
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+}
+
+impl PgSchema {
+    /// Creates a schema named `<tag>_<unique>`; `tag` may hold any characters.
+    fn new(tag: &str) -> Self {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let unique = format!(
+            "{}_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let name = format!("{tag}_{unique}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = pg_url();
+        let pool = rt
+            .block_on(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(&url),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not reachable at {} ({e}); these tests need it (CI={}). \
+                     Start it (`.ci/run` does) or point ROWSHIFT_PG_URL at a server",
+                    rowshift::config::redact(&url),
+                    std::env::var("CI").unwrap_or_default()
+                )
+            });
+        let s = PgSchema { name, rt, pool };
+        s.exec(&format!("CREATE SCHEMA {}", s.q()));
+        s
+    }
+
+    /// The schema name quoted.
+    fn q(&self) -> String {
+        quote(&self.name)
+    }
+
+    /// The schema name as a TOML string value.
+    fn toml(&self) -> String {
+        toml_str(&self.name)
+    }
+
+    fn exec(&self, sql: &str) {
+        self.rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Every row of `sql`, each column cast to text by the query (`NULL` for NULL).
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::Row;
+        let rows = self
+            .rt
+            .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| {
+                        r.try_get::<Option<String>, _>(i)
+                            .unwrap_or_else(|e| panic!("{sql}: column {i}: {e}"))
+                            .unwrap_or_else(|| "NULL".into())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        self.rows(&format!(
+            "SELECT count(*)::text FROM {}.{}",
+            self.q(),
+            quote(table)
+        ))[0][0]
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.q());
+        let _ = self
+            .rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool));
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn run_ok(ws: &Workspace, pipeline: &str) -> String {
+    let out = ws.rowshift(&["run", pipeline, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.stdout
+}
+
+#[test]
+fn sqlite_to_postgres_with_transforms_matches_rows_computed_here() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_sqlite_pg");
+    let p = ws.write(
+        "pipelines/to_pg.toml",
+        &format!(
+            r#"name = "to_pg"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{url}"
+schema = {schema}
+table = "users"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+email = {{ type = "varchar(200)", expr = "lower(trim(email))", nullable = false }}
+country = {{ type = "text", expr = "country" }}
+score = {{ type = "double", expr = "score" }}
+name_len = {{ type = "integer", expr = "character_length(full_name)" }}
+[filter]
+where = "deleted_at IS NULL"
+[chunks]
+rows = 97
+parallel = 3
+"#,
+            url = pg_url(),
+            schema = pg.toml()
+        ),
+    );
+    // A dry run shows the DDL with PostgreSQL types and creates nothing.
+    let out = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let table = format!("{}.\"users\"", quote(&pg.name));
+    for want in [
+        format!("CREATE TABLE {table} ("),
+        "\"id\" bigint NOT NULL".to_string(),
+        "\"email\" varchar(200) NOT NULL".to_string(),
+        "\"score\" double precision".to_string(),
+        "PRIMARY KEY (\"id\")".to_string(),
+    ] {
+        assert!(out.stdout.contains(&want), "{want}: {}", out.stdout);
+    }
+    assert!(
+        pg.rows(&format!(
+            "SELECT to_regclass('{}')::text",
+            table.replace('\'', "''")
+        ))[0][0]
+            == "NULL"
+    );
+    run_ok(&ws, &p);
+    let mut expected = BTreeMap::new();
+    for r in sqlite_rows(
+        &ws.path("samples/shop.db"),
+        "SELECT id, email, country, score, full_name, deleted_at FROM users_v1",
+    ) {
+        if r[5] != "NULL" {
+            continue;
+        }
+        let id: i64 = r[0].parse().unwrap();
+        expected.insert(
+            id,
+            vec![
+                id.to_string(),
+                r[1].trim().to_lowercase(),
+                r[2].clone(),
+                r[3].clone(),
+                r[4].chars().count().to_string(),
+            ],
+        );
+    }
+    let got: BTreeMap<i64, Vec<String>> = pg
+        .rows(&format!(
+            "SELECT id::text, email, country, score::text, name_len::text FROM {}.users",
+            pg.q()
+        ))
+        .into_iter()
+        .map(|r| (r[0].parse().unwrap(), r))
+        .collect();
+    assert!(expected.len() > 500, "{}", expected.len());
+    assert_eq!(got, expected);
+    // The checkpoint lives in the target and says every chunk is done.
+    let states = pg.rows(&format!(
+        "SELECT state, count(*)::text FROM {}._rowshift_chunks WHERE pipeline = 'to_pg' GROUP BY 1",
+        pg.q()
+    ));
+    assert_eq!(states, vec![vec!["done".to_string(), "11".to_string()]]);
+    // The column types are PostgreSQL's.
+    let types = pg.rows(&format!(
+        "SELECT column_name::text, data_type::text, coalesce(character_maximum_length::text, '') FROM information_schema.columns \
+         WHERE table_schema = '{}' AND table_name = 'users' ORDER BY ordinal_position",
+        pg.name
+    ));
+    let types: Vec<String> = types.iter().map(|r| r.join(" ")).collect();
+    assert_eq!(
+        types,
+        [
+            "id bigint ",
+            "email character varying 200",
+            "country text ",
+            "score double precision ",
+            "name_len integer "
+        ]
+    );
+}
+
+/// A source table in `pg` with `n` rows of several types.
+fn make_items(pg: &PgSchema, n: i64) {
+    pg.exec(&format!(
+        "CREATE TABLE {s}.items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2), qty integer, \
+         made timestamp, active boolean, tag varchar(10));
+         INSERT INTO {s}.items SELECT g, 'item ' || g || CASE WHEN g % 7 = 0 THEN ' ünï' ELSE '' END, \
+         (g * 1.25)::numeric(12,2), CASE WHEN g % 5 = 0 THEN NULL ELSE g % 13 END, \
+         timestamp '2024-01-01 00:00:00' + g * interval '1 hour 1.5 seconds', g % 2 = 0, \
+         CASE WHEN g % 3 = 0 THEN '' ELSE 't' || (g % 4) END FROM generate_series(1, {n}) g",
+        s = pg.q()
+    ));
+}
+
+#[test]
+fn postgres_to_postgres_in_another_schema_matches_the_same_query_run_by_postgres() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_pg_src");
+    let dst = PgSchema::new("rs_pg_dst");
+    make_items(&src, 1234);
+    let p = ws.write(
+        "pipelines/pg_pg.toml",
+        &format!(
+            r#"name = "pg_pg"
+[source]
+url = "{url}"
+schema = {src}
+table = "items"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "items_v2"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+label = {{ type = "text", expr = "upper(name)" }}
+total = {{ type = "numeric(14,2)", expr = "price * 2" }}
+qty = {{ type = "smallint", expr = "qty" }}
+made_day = {{ type = "date", expr = "CAST(made AS DATE)" }}
+made = {{ type = "timestamp", expr = "made" }}
+active = {{ type = "boolean", expr = "NOT active" }}
+tag = {{ type = "text", expr = "tag" }}
+[filter]
+where = "id % 10 <> 3"
+[chunks]
+rows = 100
+parallel = 3
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let expected = src.rows(&format!(
+        "SELECT id::text, upper(name), (price * 2)::numeric(14,2)::text, qty::text, made::date::text, made::text, (NOT active)::text, tag \
+         FROM {}.items i WHERE id % 10 <> 3 ORDER BY i.id",
+        src.q()
+    ));
+    let got = dst.rows(&format!(
+        "SELECT id::text, label, total::text, qty::text, made_day::text, made::text, active::text, tag FROM {}.items_v2 i ORDER BY i.id",
+        dst.q()
+    ));
+    assert_eq!(got.len(), 1234 - 124);
+    assert_eq!(got, expected);
+    // Chunks were planned as key ranges of 100 rows.
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT count(*)::text FROM {}._rowshift_chunks",
+            dst.q()
+        ))[0][0],
+        "13"
+    );
+}
+
+#[test]
+fn csv_to_postgres_matches_rows_computed_here() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_csv_pg");
+    let mut csv = String::from("id,name,amount,day\n");
+    let mut expected = Vec::new();
+    for i in 1..=300i64 {
+        let name = match i % 4 {
+            0 => format!("\"Zoë, \"\"the\"\" {i}\""),
+            1 => String::new(),
+            _ => format!("name {i}"),
+        };
+        csv.push_str(&format!(
+            "{i},{name},{}.{:02},2024-03-{:02}\n",
+            i * 3,
+            i % 100,
+            i % 28 + 1
+        ));
+        let shown = match i % 4 {
+            0 => format!("ZOË, \"THE\" {i}"),
+            1 => "NULL".into(),
+            _ => format!("NAME {i}"),
+        };
+        expected.push(vec![
+            i.to_string(),
+            shown,
+            format!("{}.{:02}", i * 3 + 1, i % 100),
+            format!("2024-03-{:02}", i % 28 + 1),
+        ]);
+    }
+    ws.write("samples/pay.csv", &csv);
+    let p = ws.write(
+        "pipelines/csv_pg.toml",
+        &format!(
+            r#"name = "csv_pg"
+[source]
+url = "../samples/pay.csv"
+key = "id"
+[source.types]
+id = "bigint"
+amount = "numeric(10,2)"
+day = "date"
+[target]
+url = "{url}"
+schema = {schema}
+table = "payments"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "text", expr = "upper(name)" }}
+amount = {{ type = "numeric(10,2)", expr = "amount + 1" }}
+day = {{ type = "date", expr = "day" }}
+[chunks]
+rows = 64
+"#,
+            url = pg_url(),
+            schema = pg.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let got = pg.rows(&format!(
+        "SELECT id::text, name, amount::text, day::text FROM {}.payments p ORDER BY p.id",
+        pg.q()
+    ));
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn postgres_to_parquet_matches_rows_computed_by_postgres() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_pg_parquet");
+    make_items(&pg, 500);
+    let p = ws.write(
+        "pipelines/pg_parquet.toml",
+        &format!(
+            r#"name = "pg_parquet"
+[source]
+url = "{url}"
+schema = {schema}
+table = "items"
+key = "id"
+[target]
+url = "../out/items"
+format = "parquet"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+name = {{ type = "text", expr = "concat(name, '!')" }}
+price = {{ type = "numeric(12,2)", expr = "price" }}
+qty = {{ type = "integer", expr = "qty * 10" }}
+[chunks]
+rows = 128
+"#,
+            url = pg_url(),
+            schema = pg.toml()
+        ),
+    );
+    // A dry run reads a sample and writes nothing.
+    for args in [
+        vec!["dry-run", p.as_str()],
+        vec!["dry-run", p.as_str(), "--random", "--seed", "7"],
+    ] {
+        let out = ws.rowshift(&args);
+        assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
+    }
+    assert!(!ws.path("out/items").exists());
+    run_ok(&ws, &p);
+    let got = parquet_rows(&ws.path("out/items"));
+    let expected: BTreeMap<String, String> = pg
+        .rows(&format!(
+            "SELECT id::text, id::text || '|' || name || '!|' || price::text || '|' || coalesce((qty * 10)::text, 'NULL') FROM {}.items",
+            pg.q()
+        ))
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    assert_eq!(got.len(), 500);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn every_mapped_type_round_trips_its_edge_values() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_types_src");
+    let dst = PgSchema::new("rs_types_dst");
+    let s = src.q();
+    src.exec(&format!(
+        r#"CREATE TABLE {s}.t (
+            id integer PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision,
+            n numeric(38,0), nf numeric(38,38), n2 numeric(12,4), nu numeric, b boolean, t text, vc varchar(5),
+            d date, tm time, ts timestamp, tz timestamptz, by bytea, j json, jb jsonb, u uuid);
+        INSERT INTO {s}.t VALUES
+          (1, -32768, -2147483648, -9223372036854775808, -3.4028235e38, -1.7976931348623157e308,
+           -99999999999999999999999999999999999999, -0.99999999999999999999999999999999999999, -12345678.1234, -1.5e-20,
+           false, '', '', '0001-01-01', '00:00:00', '0001-01-01 00:00:00', '0001-01-01 00:00:00+00', '', '{{}}', '{{}}',
+           '00000000-0000-0000-0000-000000000000'),
+          (2, 32767, 2147483647, 9223372036854775807, 3.4028235e38, 1.7976931348623157e308,
+           99999999999999999999999999999999999999, 0.99999999999999999999999999999999999999, 99999999.9999, 123456789012345678901234567890.123456789,
+           true, 'Zoë ☃ 日本語 😀 "q" ''s'' \ tab	end', 'ünï☃😀', '9999-12-31', '23:59:59.999999', '9999-12-31 23:59:59.999999',
+           '9999-12-31 23:59:59.999999+00', '\x00ff10', '{{"a": [1, 2.5, "x"]}}', '{{"b": null, "a": 1}}',
+           'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+          (3, 0, 0, 0, 'NaN', 'Infinity', 0, 0, 0, 0, NULL, NULL, NULL, '2000-01-01', '12:00:00', '2000-01-01 00:00:00',
+           '1999-12-31 23:00:00-01', '\x', 'null', '[]', NULL),
+          (4, NULL, NULL, NULL, '-Infinity', 5e-324, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '1970-01-01', NULL,
+           '1970-01-01 00:00:00.000001', '1969-12-31 23:59:59.999999+00', NULL, NULL, NULL, NULL),
+          (5, 1, 1, 1, 1.5e-45, 2.2250738585072014e-308, 1, 0.00000000000000000000000000000000000001, 0.0001, 1e-40,
+           true, 'x', 'abcde', '2024-02-29', '00:00:00.000001', '2024-02-29 12:34:56.789', '2024-02-29 12:34:56.789+05:30',
+           '\x41', '"s"', '"s"', 'ffffffff-ffff-ffff-ffff-ffffffffffff')"#
+    ));
+    let cols = [
+        ("i2", "smallint"),
+        ("i4", "integer"),
+        ("i8", "bigint"),
+        ("f4", "real"),
+        ("f8", "double"),
+        ("n", "numeric(38,0)"),
+        ("nf", "numeric(38,38)"),
+        ("n2", "numeric(12,4)"),
+        ("nu", "text"),
+        ("b", "boolean"),
+        ("t", "text"),
+        ("vc", "varchar(5)"),
+        ("d", "date"),
+        ("tm", "time"),
+        ("ts", "timestamp"),
+        ("tz", "timestamptz"),
+        ("by", "bytea"),
+        ("j", "text"),
+        ("jb", "text"),
+        ("u", "text"),
+    ];
+    let mut columns =
+        String::from("id = { type = \"integer\", expr = \"id\", primary_key = true }\n");
+    for (c, ty) in cols {
+        columns.push_str(&format!("{c} = {{ type = \"{ty}\", expr = \"{c}\" }}\n"));
+    }
+    let p = ws.write(
+        "pipelines/types.toml",
+        &format!(
+            r#"name = "types"
+[source]
+url = "{url}"
+schema = {src}
+table = "t"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "t"
+[target.columns]
+{columns}
+[chunks]
+rows = 2
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let list: Vec<String> = std::iter::once("id".to_string())
+        .chain(cols.iter().map(|(c, _)| format!("{c}::text")))
+        .collect();
+    let select = |schema: &PgSchema| {
+        schema.rows(&format!(
+            "SELECT {} FROM {}.t ORDER BY id",
+            list.iter()
+                .map(|c| format!(
+                    "coalesce({}, 'NULL')",
+                    if c == "id" { "id::text" } else { c }
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            schema.q()
+        ))
+    };
+    let want = select(&src);
+    assert_eq!(want.len(), 5);
+    assert_eq!(select(&dst), want);
+    // The target was created with the declared types.
+    let types = dst.rows(&format!(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '{}.t'::regclass AND attnum > 1 ORDER BY attnum",
+        dst.q()
+    ));
+    let types: Vec<&str> = types.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "smallint",
+            "integer",
+            "bigint",
+            "real",
+            "double precision",
+            "numeric(38,0)",
+            "numeric(38,38)",
+            "numeric(12,4)",
+            "text",
+            "boolean",
+            "text",
+            "character varying(5)",
+            "date",
+            "time without time zone",
+            "timestamp without time zone",
+            "timestamp with time zone",
+            "bytea",
+            "text",
+            "text",
+            "text"
+        ]
+    );
+}
+
+#[test]
+fn a_type_that_cannot_be_mapped_is_an_error_naming_the_column_and_text_reads_it() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_unmapped");
+    pg.exec(&format!(
+        "CREATE TABLE {s}.t (id int PRIMARY KEY, span interval, big numeric(50,2));
+         INSERT INTO {s}.t VALUES (1, '1 day 02:00', 123.45)",
+        s = pg.q()
+    ));
+    let pipeline = |types: &str| {
+        format!(
+            r#"name = "unmapped"
+[source]
+url = "{url}"
+schema = {schema}
+table = "t"
+key = "id"
+{types}
+[target]
+url = "../out/t.parquet"
+[target.columns]
+id = {{ type = "integer", expr = "id" }}
+span = {{ type = "text", expr = "span" }}
+big = {{ type = "text", expr = "big" }}
+"#,
+            url = pg_url(),
+            schema = pg.toml()
+        )
+    };
+    let p = ws.write("pipelines/unmapped.toml", &pipeline(""));
+    let out = ws.rowshift(&["validate", &p]);
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("column `span`: rowshift cannot read its type interval without loss; declare [source.types] span = \"text\" to read its text form"),
+        "{text}"
+    );
+    assert!(
+        text.contains("column `big`: its type numeric(50,2) does not fit an Arrow decimal"),
+        "{text}"
+    );
+    let p = ws.write(
+        "pipelines/unmapped.toml",
+        &pipeline("[source.types]\nspan = \"text\"\nbig = \"text\""),
+    );
+    run_ok(&ws, &p);
+    let got = parquet_rows(&ws.path("out/t.parquet"));
+    assert_eq!(got["1"], "1|1 day 02:00:00|123.45");
+}
+
+#[test]
+fn identifiers_with_spaces_quotes_mixed_case_and_reserved_words_work() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("My \"Src\" Schema");
+    let dst = PgSchema::new("select");
+    src.exec(&format!(
+        r#"CREATE TABLE {s}."Order Lines ""x""" ("Key" bigint PRIMARY KEY, "user name" text, "select" int, "MixedCase" text);
+           INSERT INTO {s}."Order Lines ""x""" SELECT g, 'u' || g, g * 2, 'M' || g FROM generate_series(1, 50) g"#,
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/weird.toml",
+        &format!(
+            r#"name = "weird"
+[source]
+url = "{url}"
+schema = {src}
+table = 'Order Lines "x"'
+key = "Key"
+[target]
+url = "{url}"
+schema = {dst}
+table = 'from "t" Table'
+[target.columns]
+"Key" = {{ type = "bigint", expr = '"Key"', primary_key = true }}
+"user name" = {{ type = "text", expr = '"user name"' }}
+"group" = {{ type = "integer", expr = '"select" + 1' }}
+'a "quoted" Col' = {{ type = "text", expr = '"MixedCase"' }}
+[chunks]
+rows = 7
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let got = dst.rows(&format!(
+        r#"SELECT "Key"::text, "user name", "group"::text, "a ""quoted"" Col" FROM {}."from ""t"" Table" t ORDER BY t."Key""#,
+        dst.q()
+    ));
+    let expected: Vec<Vec<String>> = (1..=50)
+        .map(|g| {
+            vec![
+                g.to_string(),
+                format!("u{g}"),
+                (g * 2 + 1).to_string(),
+                format!("M{g}"),
+            ]
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(dst.count("from \"t\" Table_rejects"), 0);
+}
+
+#[test]
+fn a_password_in_the_url_is_never_printed() {
+    let ws = Workspace::new();
+    // Port 1: nothing listens, so connecting fails and the error names the url.
+    let p = ws.write(
+        "pipelines/secret.toml",
+        r#"name = "secret"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "postgres://app:sup3r-s3cret@127.0.0.1:1/test"
+table = "users"
+[target.columns]
+id = { type = "bigint", expr = "id" }
+"#,
+    );
+    for args in [
+        vec!["run", p.as_str()],
+        vec!["run", p.as_str(), "--json"],
+        vec!["validate", p.as_str()],
+        vec!["status", p.as_str()],
+        vec!["dry-run", p.as_str()],
+    ] {
+        let out = ws.rowshift(&args);
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(!text.contains("sup3r"), "{args:?}: {text}");
+        if args[0] == "run" && args.len() == 2 {
+            assert_ne!(out.code, 0);
+            assert!(
+                text.contains("postgres://app:***@127.0.0.1:1/test"),
+                "{text}"
+            );
+        }
+    }
+    // A password the server ignores (trust authentication): a successful run's output
+    // does not show it either.
+    let pg = PgSchema::new("rs_secret");
+    let url = pg_url().replacen("://postgres@", "://postgres:sup3r-s3cret@", 1);
+    if url.contains("sup3r") {
+        let text = std::fs::read_to_string(ws.path(&p))
+            .unwrap()
+            .replace("postgres://app:sup3r-s3cret@127.0.0.1:1/test", &url)
+            .replace(
+                "table = \"users\"",
+                &format!("table = \"users\"\nschema = {}", pg.toml()),
+            );
+        ws.write(&p, &text);
+        let out = ws.rowshift(&["run", &p, "--json"]);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.code, 0, "{all}");
+        assert!(!all.contains("sup3r"), "{all}");
+        assert_eq!(pg.count("users"), 1000);
+    }
+}
+
+/// A PostgreSQL-to-PostgreSQL pipeline over `items` with a given write mode.
+fn mode_pipeline(
+    ws: &Workspace,
+    name: &str,
+    src: &PgSchema,
+    dst: &PgSchema,
+    extra: &str,
+) -> String {
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            r#"name = "{name}"
+[source]
+url = "{url}"
+schema = {src}
+table = "items"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "items"
+{extra}
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "text", expr = "name" }}
+qty = {{ type = "integer", expr = "qty" }}
+[chunks]
+rows = 50
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    )
+}
+
+fn items(pg: &PgSchema) -> Vec<Vec<String>> {
+    pg.rows(&format!(
+        "SELECT id::text, name, coalesce(qty::text, 'NULL') FROM {}.items i ORDER BY i.id",
+        pg.q()
+    ))
+}
+
+#[test]
+fn upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_mode_src");
+    let dst = PgSchema::new("rs_mode_dst");
+    make_items(&src, 300);
+    run_ok(&ws, &mode_pipeline(&ws, "first", &src, &dst, ""));
+    assert_eq!(items(&dst), items(&src));
+
+    // Changed and new rows: upsert updates and inserts.
+    src.exec(&format!(
+        "UPDATE {s}.items SET name = name || ' v2', qty = -1 WHERE id % 9 = 0;
+         INSERT INTO {s}.items (id, name, qty) SELECT g, 'new ' || g, g FROM generate_series(301, 320) g",
+        s = src.q()
+    ));
+    let p = mode_pipeline(
+        &ws,
+        "upsert",
+        &src,
+        &dst,
+        "if_exists = \"append\"\nwrite_mode = \"upsert\"",
+    );
+    run_ok(&ws, &p);
+    assert_eq!(items(&dst), items(&src));
+
+    // Deleted rows: replace-chunk deletes each chunk's key range before writing it.
+    src.exec(&format!(
+        "DELETE FROM {s}.items WHERE id % 4 = 1",
+        s = src.q()
+    ));
+    let p = mode_pipeline(
+        &ws,
+        "replace",
+        &src,
+        &dst,
+        "if_exists = \"append\"\nwrite_mode = \"replace-chunk\"",
+    );
+    run_ok(&ws, &p);
+    assert_eq!(items(&dst), items(&src));
+
+    // Plain insert into the same rows fails on the primary key, and leaves nothing half
+    // written: every chunk failed whole.
+    let p = mode_pipeline(&ws, "dup", &src, &dst, "if_exists = \"append\"");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stdout.contains("duplicate key"), "{}", out.stdout);
+    assert_eq!(items(&dst), items(&src));
+}
+
+#[test]
+fn upsert_without_a_primary_key_is_a_config_error() {
+    let ws = Workspace::new();
+    let p = ws.write(
+        "pipelines/nopk.toml",
+        &format!(
+            r#"name = "nopk"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{url}"
+table = "users"
+write_mode = "upsert"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+"#,
+            url = pg_url()
+        ),
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("write_mode = \"upsert\" needs a primary key"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_resume_src");
+    let dst = PgSchema::new("rs_resume_dst");
+    make_items(&src, 400);
+    let p = mode_pipeline(&ws, "resume", &src, &dst, "");
+    let out = ws.rowshift_env(&["run", &p, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=3")]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert_eq!(dst.count("items"), 350);
+    let states = dst.rows(&format!(
+        "SELECT id::text, state FROM {}._rowshift_chunks WHERE state <> 'done'",
+        dst.q()
+    ));
+    assert_eq!(states, vec![vec!["3".to_string(), "failed".to_string()]]);
+    // Rows and marks committed together: a resumed run redoes chunk 3 alone.
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(items(&dst), items(&src));
+    // `verify` reads every chunk back and finds it right.
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // A table dropped behind the checkpoint's back is not silently refilled in part.
+    let p2 = mode_pipeline(&ws, "resume2", &src, &dst, "if_exists = \"replace\"");
+    let text = std::fs::read_to_string(ws.path(&p2)).unwrap().replace(
+        "table = \"items\"\nif_exists",
+        "table = \"items2\"\nif_exists",
+    );
+    ws.write(&p2, &text);
+    let out = ws.rowshift_env(&["run", &p2, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=5")]);
+    assert_ne!(out.code, 0);
+    dst.exec(&format!("DROP TABLE {}.items2", dst.q()));
+    let out = ws.rowshift(&["run", &p2, "--quiet"]);
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("the table is gone, but the checkpoint says 7 chunks were committed to it; run with --restart"),
+        "{text}"
+    );
+    let out = ws.rowshift(&["run", &p2, "--quiet", "--restart"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(dst.count("items2"), 400);
+}
+
+#[test]
+fn rejected_rows_are_kept_in_the_rejects_table_and_retry_reads_them_again_by_key() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_rejects_src");
+    let dst = PgSchema::new("rs_rejects_dst");
+    make_items(&src, 300);
+    let pipeline = |factor: i64| {
+        format!(
+            r#"name = "rejects"
+[source]
+url = "{url}"
+schema = {src}
+table = "items"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "items"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+small = {{ type = "smallint", expr = "qty * {factor}" }}
+[chunks]
+rows = 40
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        )
+    };
+    // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint.
+    let p = ws.write("pipelines/rejects.toml", &pipeline(3000));
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let bad: i64 = src.rows(&format!(
+        "SELECT count(*)::text FROM {}.items WHERE qty >= 11",
+        src.q()
+    ))[0][0]
+        .parse()
+        .unwrap();
+    assert!(bad > 20, "{bad}");
+    assert_eq!(dst.count("items_rejects"), bad);
+    assert_eq!(dst.count("items"), 300 - bad);
+    let keys = dst.rows(&format!(
+        "SELECT string_agg(row_key, ',' ORDER BY row_key::int) FROM {}.items_rejects",
+        dst.q()
+    ));
+    let want = src.rows(&format!(
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM {}.items WHERE qty >= 11",
+        src.q()
+    ));
+    assert_eq!(keys, want);
+
+    // Fixed: the quarantined rows are read again from the source by key and written.
+    ws.write(&p, &pipeline(2000));
+    let out = ws.rowshift(&["retry", &p, "--rejects", "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(dst.count("items_rejects"), 0);
+    let got = dst.rows(&format!(
+        "SELECT string_agg(id::text || ':' || coalesce(small::text, 'NULL'), ',' ORDER BY id) FROM {}.items WHERE id IN (SELECT id FROM {}.items WHERE qty >= 11)",
+        dst.q(),
+        src.q()
+    ));
+    let want = src.rows(&format!(
+        "SELECT string_agg(id::text || ':' || (qty * 2000)::text, ',' ORDER BY id) FROM {}.items WHERE qty >= 11",
+        src.q()
+    ));
+    assert_eq!(got, want);
+}
+
+#[test]
+fn text_keys_are_planned_and_read_back_in_byte_order() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_textkey_src");
+    let dst = PgSchema::new("rs_textkey_dst");
+    // Mixed case, accents and symbols: byte order differs from most collations.
+    src.exec(&format!(
+        "CREATE TABLE {s}.words (w varchar(40) PRIMARY KEY, n int);
+         INSERT INTO {s}.words SELECT w, row_number() OVER () FROM unnest(ARRAY[
+           'apple','Apple','APPLE','éclair','Eclair','zebra','Zebra','_under','~tilde','a b','a-b','ab',
+           'ß','ss','Ö','o','Ø','日本','中文','😀','0','10','9','It''s','\"quoted\"']) AS w",
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/words.toml",
+        &format!(
+            r#"name = "words"
+[source]
+url = "{url}"
+schema = {src}
+table = "words"
+key = "w"
+[target]
+url = "{url}"
+schema = {dst}
+table = "words"
+write_mode = "replace-chunk"
+[target.columns]
+w = {{ type = "varchar(40)", expr = "w", primary_key = true }}
+n = {{ type = "integer", expr = "n" }}
+[chunks]
+rows = 4
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let q = |pg: &PgSchema| {
+        pg.rows(&format!(
+            "SELECT w::text, n::text FROM {}.words x ORDER BY x.w COLLATE \"C\"",
+            pg.q()
+        ))
+    };
+    assert_eq!(q(&src).len(), 25);
+    assert_eq!(q(&dst), q(&src));
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT count(*)::text FROM {}._rowshift_chunks WHERE state = 'done'",
+            dst.q()
+        ))[0][0],
+        "7"
+    );
+    // The chunks' ranges cover the keys in byte order without gaps or overlaps: `verify`
+    // finds every chunk's rows by its range.
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn read_back_catches_a_trigger_that_rewrites_values_and_the_chunk_leaves_nothing() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_trigger_src");
+    let dst = PgSchema::new("rs_trigger_dst");
+    make_items(&src, 100);
+    dst.exec(&format!(
+        "CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text, qty integer);
+         CREATE FUNCTION {d}.shout() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.id = 42 THEN NEW.name := upper(NEW.name); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER shout BEFORE INSERT ON {d}.items FOR EACH ROW EXECUTE FUNCTION {d}.shout()",
+        d = dst.q()
+    ));
+    let p = mode_pipeline(&ws, "trigger", &src, &dst, "if_exists = \"append\"");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("the target does not hold what was written: 50 rows sent")
+            && out
+                .stdout
+                .contains("first difference: id=42, column name: sent 'item 42 ünï', the target holds 'ITEM 42 ÜNÏ'"),
+        "{}",
+        out.stdout
+    );
+    // Chunk 0 (keys up to 50) rolled back whole; chunk 1 landed.
+    let got = dst.rows(&format!(
+        "SELECT min(id)::text, max(id)::text, count(*)::text FROM {}.items",
+        dst.q()
+    ));
+    assert_eq!(got, vec![vec!["51".to_string(), "100".into(), "50".into()]]);
+}
+
+#[test]
+fn connection_options_are_for_postgresql_urls_only() {
+    let ws = Workspace::new();
+    let p = ws.write(
+        "pipelines/opts.toml",
+        r#"name = "opts"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+schema = "public"
+[target]
+url = "../out/x"
+format = "parquet"
+pool_size = 4
+write_mode = "upsert"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+"#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    for want in [
+        "`schema` applies to PostgreSQL urls only; [source] is not one",
+        "`pool_size` applies to PostgreSQL urls only; [target] is not one",
+        "write_mode = \"upsert\" works for PostgreSQL targets only",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}
+
+#[test]
+fn lock_timeout_ms_stops_a_run_that_waits_for_a_lock() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_lock_src");
+    let dst = PgSchema::new("rs_lock_dst");
+    make_items(&src, 10);
+    dst.exec(&format!(
+        "CREATE TABLE {}.items (id bigint PRIMARY KEY, name text, qty integer)",
+        dst.q()
+    ));
+    let p = mode_pipeline(
+        &ws,
+        "locked",
+        &src,
+        &dst,
+        "if_exists = \"append\"\nlock_timeout_ms = 300\nstatement_timeout_ms = 20000",
+    );
+    // Another session holds the table while the run starts.
+    let mut holder = dst.rt.block_on(dst.pool.begin()).unwrap();
+    dst.rt
+        .block_on(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "LOCK TABLE {}.items IN ACCESS EXCLUSIVE MODE",
+                dst.q()
+            )))
+            .execute(&mut *holder),
+        )
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    let waited = t0.elapsed();
+    dst.rt.block_on(holder.rollback()).unwrap();
+    assert_ne!(out.code, 0);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("lock timeout"), "{text}");
+    assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
+    // Released, the same run goes through.
+    run_ok(&ws, &p);
+    assert_eq!(items(&dst), items(&src));
+}
+
+#[test]
+fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_verify_src");
+    let dst = PgSchema::new("rs_verify_dst");
+    make_items(&src, 400);
+    let p = mode_pipeline(&ws, "recon", &src, &dst, "");
+    run_ok(&ws, &p);
+    let clean = ws.rowshift(&["verify", &p]);
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    assert!(
+        clean.stdout.contains("8 compared, 0 differ"),
+        "{}",
+        clean.stdout
+    );
+    // A changed value in chunk 1, a deleted row in chunk 4, an extra row in chunk 6 (no
+    // primary key stops it once dropped).
+    dst.exec(&format!(
+        "UPDATE {d}.items SET name = 'changed' WHERE id = 75;
+         DELETE FROM {d}.items WHERE id = 220;
+         ALTER TABLE {d}.items DROP CONSTRAINT items_pkey;
+         INSERT INTO {d}.items SELECT * FROM {d}.items WHERE id = 333",
+        d = dst.q()
+    ));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("8 compared, 3 differ"),
+        "{}",
+        out.stdout
+    );
+    let out = ws.rowshift(&["verify", &p, "--repair"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("repaired 3 of 3 chunks (150 rows written)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(items(&dst), items(&src));
+    let again = ws.rowshift(&["verify", &p]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+}
+
+#[test]
+fn a_view_is_read_like_a_table() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_view");
+    make_items(&pg, 300);
+    pg.exec(&format!(
+        "CREATE VIEW {s}.\"Cheap Items\" AS SELECT id, name, price FROM {s}.items WHERE price < 100",
+        s = pg.q()
+    ));
+    let p = ws.write(
+        "pipelines/view.toml",
+        &format!(
+            r#"name = "view"
+[source]
+url = "{url}"
+schema = {schema}
+table = "Cheap Items"
+key = "id"
+[target]
+url = "../out/cheap"
+format = "csv"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+price = {{ type = "numeric(12,2)", expr = "price" }}
+[chunks]
+rows = 25
+"#,
+            url = pg_url(),
+            schema = pg.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    let mut got: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(ws.path("out/cheap")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        got.extend(text.lines().skip(1).map(str::to_string));
+    }
+    got.sort_by_key(|l| l.split(',').next().unwrap().parse::<i64>().unwrap());
+    let want: Vec<String> = pg
+        .rows(&format!(
+            "SELECT id::text || ',' || price::text FROM {}.items i WHERE price < 100 ORDER BY i.id",
+            pg.q()
+        ))
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(want.len(), 79);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn an_integer_key_written_as_text_is_read_back_by_its_keys() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_textid");
+    for mode in ["insert", "replace-chunk"] {
+        let p = ws.write(
+            "pipelines/textid.toml",
+            &format!(
+                r#"name = "textid_{mode}"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{url}"
+schema = {schema}
+table = "users_{mode}"
+write_mode = "{mode}"
+[target.columns]
+id = {{ type = "text", expr = "id", primary_key = true }}
+country = {{ type = "text", expr = "country" }}
+[chunks]
+rows = 300
+"#,
+                url = pg_url(),
+                schema = pg.toml()
+            ),
+        );
+        run_ok(&ws, &p);
+        assert_eq!(pg.count(&format!("users_{mode}")), 1000, "{mode}");
+    }
+}
