@@ -414,9 +414,18 @@ impl Lookup {
                 })
                 .collect();
         if candidates.is_empty() {
-            return Err(format!(
-                "`references` looks `{table}` up in the target or source database, and this pipeline has no database that exists yet"
-            ));
+            let postgres = [&pipeline.target.location, &pipeline.source.location]
+                .iter()
+                .any(|l| matches!(l, Location::Postgres { .. }));
+            return Err(if postgres {
+                format!(
+                    "`references` looks tables up in SQLite databases only, so far; for PostgreSQL, declare a foreign key to `{table}` on the target table"
+                )
+            } else {
+                format!(
+                    "`references` looks `{table}` up in the target or source database, and this pipeline has no SQLite database that exists yet"
+                )
+            });
         }
         let mut searched = Vec::new();
         for path in candidates {
