@@ -300,7 +300,7 @@ impl Source for CsvSource {
                 batch_rows,
             ))
         } else {
-            Decode::Arrow(self.arrow_reader(chunk, batch_rows)?)
+            Decode::Arrow(Box::new(self.arrow_reader(chunk, batch_rows)?))
         };
         let this = CsvChunkReader {
             source: self.clone_handle(),
@@ -914,7 +914,7 @@ type ArrowCsv = arrow::csv::Reader<BufReader<std::io::Take<File>>>;
 /// How a chunk's records become batches.
 enum Decode {
     Fast(FastDecoder),
-    Arrow(ArrowCsv),
+    Arrow(Box<ArrowCsv>),
 }
 
 struct CsvChunkReader {
@@ -981,7 +981,7 @@ impl CsvChunkReader {
                             self.chunk, self.offset
                         ))));
                     }
-                    self.decode = Decode::Arrow(reader);
+                    self.decode = Decode::Arrow(Box::new(reader));
                 }
             }
         }
