@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteRow, SqliteValueRef};
 use sqlx::{Decode, Row, Sqlite, TypeInfo, ValueRef};
 
 use crate::plan::KeyValue;
-use crate::transform::cast::cast_lossless;
+use crate::transform::cast::cast_batch;
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
@@ -230,21 +230,9 @@ impl BatchBuilder {
         if raw_schema == schema {
             return Ok(batch);
         }
-        let mut out = Vec::with_capacity(batch.num_columns());
-        for (i, f) in schema.fields().iter().enumerate() {
-            let (cast, failures) =
-                cast_lossless(batch.column(i), f.data_type()).map_err(|e| Error::data(here, e))?;
-            if let Some(fl) = failures.first() {
-                return Err(Error::Row(RowFailure {
-                    location: format!("{here}, batch row {}", fl.row + 1),
-                    column: Some(f.name().clone()),
-                    value: fl.value.clone(),
-                    reason: fl.reason.clone(),
-                }));
-            }
-            out.push(cast);
-        }
-        RecordBatch::try_new(schema.clone(), out).map_err(|e| Error::data(here, e))
+        cast_batch(batch, schema, here, |row| {
+            format!("{here}, batch row {}", row + 1)
+        })
     }
 }
 

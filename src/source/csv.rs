@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use super::{BatchIter, Source, Unreadable, check_key};
 use crate::config::{CsvOptions, SourceConfig, show_path};
 use crate::plan::{Chunk, ChunkRange};
-use crate::transform::cast::cast_lossless;
+use crate::transform::cast::cast_batch;
 use crate::{Error, Result, RowFailure};
 
 /// One or more CSV files with the same columns.
@@ -129,23 +129,9 @@ impl CsvSource {
         if self.schema == self.raw_schema {
             return Ok(batch);
         }
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-        for (i, field) in self.schema.fields().iter().enumerate() {
-            let col = batch.column(i);
-            let (cast, failures) = cast_lossless(col, field.data_type())
-                .map_err(|e| Error::data(self.describe(), e))?;
-            if let Some(f) = failures.first() {
-                return Err(Error::Row(RowFailure {
-                    location: self.locate(chunk, offset + f.row as u64),
-                    column: Some(field.name().clone()),
-                    value: f.value.clone(),
-                    reason: f.reason.clone(),
-                }));
-            }
-            columns.push(cast);
-        }
-        RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| Error::Internal(e.to_string()))
+        cast_batch(batch, &self.schema, &self.describe(), |row| {
+            self.locate(chunk, offset + row as u64)
+        })
     }
 
     /// Finds the first record of `chunk` whose field count is wrong, for a precise message.

@@ -18,7 +18,7 @@ use crate::db::postgres::{
 };
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange, KeyValue};
-use crate::transform::cast::cast_lossless;
+use crate::transform::cast::cast_batch;
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
@@ -502,21 +502,9 @@ impl SchemaCast {
         if self.raw == self.schema {
             return Ok(batch);
         }
-        let mut out = Vec::with_capacity(batch.num_columns());
-        for (i, f) in self.schema.fields().iter().enumerate() {
-            let (cast, failures) =
-                cast_lossless(batch.column(i), f.data_type()).map_err(|e| Error::data(here, e))?;
-            if let Some(fl) = failures.first() {
-                return Err(Error::Row(RowFailure {
-                    location: format!("{here}, batch row {}", fl.row + 1),
-                    column: Some(f.name().clone()),
-                    value: fl.value.clone(),
-                    reason: fl.reason.clone(),
-                }));
-            }
-            out.push(cast);
-        }
-        RecordBatch::try_new(self.schema.clone(), out).map_err(|e| Error::data(here, e))
+        cast_batch(batch, &self.schema, here, |row| {
+            format!("{here}, batch row {}", row + 1)
+        })
     }
 }
 

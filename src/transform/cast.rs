@@ -6,8 +6,9 @@ use arrow::compute::kernels::cast::{CastOptions, can_cast_types, cast_with_optio
 use arrow::compute::kernels::cmp::neq;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{LocalResult, TimeZone};
 
@@ -116,6 +117,35 @@ pub fn cast_lossless(
     failures.sort_by_key(|f| f.row);
     failures.dedup_by_key(|f| f.row);
     Ok((cast, failures))
+}
+
+/// Casts each column of `batch` into the type `schema` gives it, without loss. The first
+/// value that cannot be cast is an error for its row, named by `locate(row)`; `here` names
+/// the batch for other errors. Sources use it for declared types (`[source.types]`).
+pub fn cast_batch(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    here: &str,
+    locate: impl Fn(usize) -> String,
+) -> crate::Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let mut out = Vec::with_capacity(batch.num_columns());
+    for (i, f) in schema.fields().iter().enumerate() {
+        let (cast, failures) = cast_lossless(batch.column(i), f.data_type())
+            .map_err(|e| crate::Error::data(here, e))?;
+        if let Some(fl) = failures.first() {
+            return Err(crate::Error::Row(crate::RowFailure {
+                location: locate(fl.row),
+                column: Some(f.name().clone()),
+                value: fl.value.clone(),
+                reason: fl.reason.clone(),
+            }));
+        }
+        out.push(cast);
+    }
+    RecordBatch::try_new(schema.clone(), out).map_err(|e| crate::Error::data(here, e))
 }
 
 /// Checks that `zone` names a time zone: `UTC`, an offset such as `+02:00`, or an IANA
