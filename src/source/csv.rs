@@ -1372,10 +1372,14 @@ mod tests {
     use crate::config::{Location, Spanned};
 
     fn source(file: &str) -> CsvSource {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        open_at(Path::new(env!("CARGO_MANIFEST_DIR")).join(file), file)
+    }
+
+    /// A CSV source with default options over `path`, named `name` in its url.
+    fn open_at(path: PathBuf, name: &str) -> CsvSource {
         let config = SourceConfig {
             url: Spanned {
-                value: file.into(),
+                value: name.into(),
                 span: None,
             },
             location: Location::Files {
@@ -1444,22 +1448,7 @@ mod tests {
     fn written(dir: &Path, name: &str, text: &str) -> (CsvSource, PathBuf) {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
-        let config = SourceConfig {
-            url: Spanned {
-                value: name.into(),
-                span: None,
-            },
-            location: Location::Files {
-                path: path.clone(),
-                format: crate::config::FileFormat::Csv,
-            },
-            table: None,
-            key: None,
-            csv: CsvOptions::default(),
-            types: Vec::new(),
-            db: Default::default(),
-        };
-        (CsvSource::open(&config, vec![path.clone()]).unwrap(), path)
+        (open_at(path.clone(), name), path)
     }
 
     /// A field: plain text, or quoted with commas, newlines and doubled quotes, long
