@@ -10,19 +10,17 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool};
-use sqlx::{Arguments, Row};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use std::time::Instant;
-
-use futures::TryStreamExt;
 
 use super::{ChunkWriter, Committed, Prepare, Sink};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, SqliteStore, mark_done};
 use crate::config::{IfExists, TargetConfig, show_path};
-use crate::db::decode::{BatchBuilder, Kind, bind_key};
+use crate::db::decode::{BatchBuilder, Bind, Kind, RawConn, RawError, RawStatement, bind_key};
 use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::Chunk;
@@ -208,27 +206,30 @@ impl SqliteSink {
         let rows_per_stmt = (MAX_PARAMS / width.max(1)).clamp(1, 500);
         let row_sql = format!("({})", vec!["?"; width].join(", "));
         let statement = |rows: usize| format!("{head}{}", vec![row_sql.as_str(); rows].join(", "));
-        let full = statement(rows_per_stmt);
+        let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+        let raw = RawConn::new(&mut lock);
+        let failed = |e: RawError| Error::db(&here, e.into());
+        // One statement for full groups of rows, prepared once per chunk and re-bound.
+        let mut full = raw
+            .prepare(&statement(rows_per_stmt), &[])
+            .map_err(failed)?;
         let mut written = 0u64;
         for batch in batches {
             let cells = Cells::new(batch, &here)?;
             let mut start = 0;
             while start < batch.num_rows() {
                 let n = rows_per_stmt.min(batch.num_rows() - start);
-                let mut args = SqliteArguments::default();
-                for row in start..start + n {
-                    cells.bind_row(row, &mut args)?;
-                }
-                let sql = if n == rows_per_stmt {
-                    full.clone()
+                let mut rest;
+                let st = if n == rows_per_stmt {
+                    &mut full
                 } else {
-                    statement(n)
+                    rest = raw.prepare(&statement(n), &[]).map_err(failed)?;
+                    &mut rest
                 };
-                let done = sqlx::query_with(stmt(sql), args)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
-                written += done.rows_affected();
+                for (i, row) in (start..start + n).enumerate() {
+                    cells.bind_row(row, st, i * width)?;
+                }
+                written += st.execute().map_err(failed)?;
                 start += n;
             }
         }
@@ -308,15 +309,15 @@ impl SqliteSink {
         let key_name = self.columns.get(key_index).map_or("", |c| c.0.as_str());
         let mut out = Vec::new();
         let mut builder = BatchBuilder::new(&self.kinds, READ_BATCH);
+        let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+        let raw = RawConn::new(&mut lock);
         for (sql, binds) in queries {
-            let mut q = sqlx::query(stmt(sql));
-            for b in &binds {
-                q = bind_key(q, b);
-            }
-            let mut rows = q.fetch(&mut *conn);
-            while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
+            let mut rows = raw
+                .prepare(&sql, &binds)
+                .map_err(|e| Error::db(&here, e.into()))?;
+            while rows.step().map_err(|e| Error::db(&here, e.into()))? {
                 builder
-                    .push(&row, &raw_schema, key_index, key_name, &here)
+                    .push(&rows, &raw_schema, key_index, key_name, &here)
                     .map_err(Error::Row)?;
                 if builder.len == READ_BATCH {
                     out.push(builder.finish(&raw_schema, &self.schema, &here)?);
@@ -668,22 +669,27 @@ impl<'a> Cells<'a> {
         })
     }
 
-    fn bind_row(&self, row: usize, args: &mut SqliteArguments) -> Result<()> {
+    /// Binds row `row` to the parameters from `first` on.
+    fn bind_row(&self, row: usize, st: &mut RawStatement<'_>, first: usize) -> Result<()> {
+        let mut text = String::new();
         for (i, (array, fmt)) in self.columns.iter().enumerate() {
-            let r = if array.is_null(row) {
-                args.add(Option::<i64>::None)
+            let value = if array.is_null(row) {
+                Bind::Null
             } else if let Some(f) = fmt {
-                args.add(f.value(row).to_string())
+                text.clear();
+                use std::fmt::Write;
+                write!(text, "{}", f.value(row)).map_err(|e| Error::data(self.here, e))?;
+                Bind::Text(&text)
             } else {
                 match array.data_type() {
                     DataType::Int16 => {
-                        args.add(array.as_primitive::<Int16Type>().value(row) as i64)
+                        Bind::Int(array.as_primitive::<Int16Type>().value(row) as i64)
                     }
                     DataType::Int32 => {
-                        args.add(array.as_primitive::<Int32Type>().value(row) as i64)
+                        Bind::Int(array.as_primitive::<Int32Type>().value(row) as i64)
                     }
-                    DataType::Int64 => args.add(array.as_primitive::<Int64Type>().value(row)),
-                    DataType::Boolean => args.add(array.as_boolean().value(row) as i64),
+                    DataType::Int64 => Bind::Int(array.as_primitive::<Int64Type>().value(row)),
+                    DataType::Boolean => Bind::Int(array.as_boolean().value(row) as i64),
                     DataType::Float32 | DataType::Float64 => {
                         let v = if array.data_type() == &DataType::Float32 {
                             array.as_primitive::<Float32Type>().value(row) as f64
@@ -699,10 +705,10 @@ impl<'a> Cells<'a> {
                                     .into(),
                             }));
                         }
-                        args.add(v)
+                        Bind::Real(v)
                     }
-                    DataType::Utf8 => args.add(array.as_string::<i32>().value(row).to_string()),
-                    DataType::Binary => args.add(array.as_binary::<i32>().value(row).to_vec()),
+                    DataType::Utf8 => Bind::Text(array.as_string::<i32>().value(row)),
+                    DataType::Binary => Bind::Blob(array.as_binary::<i32>().value(row)),
                     other => {
                         return Err(Error::Unsupported(format!(
                             "column {}: cannot write {other} to SQLite",
@@ -711,7 +717,8 @@ impl<'a> Cells<'a> {
                     }
                 }
             };
-            r.map_err(|e| Error::data(self.here, e))?;
+            st.bind(first + i, value)
+                .map_err(|e| Error::db(self.here, e.into()))?;
         }
         Ok(())
     }

@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
 use super::{BatchIter, Source};
 use crate::config::{SourceConfig, show_path};
-use crate::db::decode::{BatchBuilder, Kind, bind_key, key_value};
+use crate::db::decode::{BatchBuilder, Kind, RawConn, bind_key, key_value};
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange, KeyValue};
@@ -170,6 +169,9 @@ impl Source for SqliteSource {
         let mut origin = Vec::new();
         let list: Vec<&str> = wanted.keys().copied().collect();
         self.io.block_on(async {
+            let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+            let raw = RawConn::new(&mut lock);
             for part in list.chunks(500) {
                 let marks = vec!["?"; part.len()].join(", ");
                 let sql = format!(
@@ -178,31 +180,25 @@ impl Source for SqliteSource {
                     quote_ident(&self.key),
                     quote_ident(&self.key)
                 );
-                let mut q = sqlx::query(stmt(sql));
-                for k in part {
-                    q = match (int_key, k.parse::<i64>()) {
-                        (true, Ok(i)) => q.bind(i),
-                        _ => q.bind(k.to_string()),
-                    };
-                }
-                let rows = q
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
-                for row in &rows {
-                    builder
-                        .push(row, &self.raw_schema, key_index, &self.key, &here)
-                        .map_err(Error::Row)?;
-                    let k = key_value(
-                        row.try_get_raw(key_index)
-                            .map_err(|e| Error::db(&here, e))?,
-                    )
-                    .map_err(|m| Error::data(&here, m))?
-                    .map(|k| match k {
-                        KeyValue::Int(i) => i.to_string(),
-                        KeyValue::Text(t) => t,
+                let binds: Vec<KeyValue> = part
+                    .iter()
+                    .map(|k| match (int_key, k.parse::<i64>()) {
+                        (true, Ok(i)) => KeyValue::Int(i),
+                        _ => KeyValue::Text(k.to_string()),
                     })
-                    .unwrap_or_default();
+                    .collect();
+                let mut rows = raw
+                    .prepare(&sql, &binds)
+                    .map_err(|e| Error::db(&here, e.into()))?;
+                while rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                    builder
+                        .push(&rows, &self.raw_schema, key_index, &self.key, &here)
+                        .map_err(Error::Row)?;
+                    let k = match rows.cell(key_index).key() {
+                        Some(KeyValue::Int(i)) => i.to_string(),
+                        Some(KeyValue::Text(t)) => t,
+                        None => String::new(),
+                    };
                     origin.push(
                         *wanted
                             .get(k.as_str())
@@ -272,8 +268,9 @@ impl Source for SqliteSource {
             self.select,
             quote_ident(&self.key)
         );
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch>>(2);
         let pool = self.pool.clone();
+        let io = self.io.clone();
         let kinds = self.kinds.clone();
         let raw_schema = self.raw_schema.clone();
         let schema = self.schema.clone();
@@ -282,52 +279,49 @@ impl Source for SqliteSource {
             .index_of(&self.key)
             .map_err(|e| Error::Internal(e.to_string()))?;
         let key_name = self.key.clone();
-        self.io.spawn(async move {
-            let mut q = sqlx::query(stmt(sql));
-            for b in &binds {
-                q = bind_key(q, b);
-            }
-            let mut rows = q.fetch(&pool);
-            let mut builder = BatchBuilder::new(&kinds, batch_rows);
-            loop {
-                let row = match rows.try_next().await {
-                    Ok(Some(row)) => row,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::db(&here, e))).await;
-                        return;
+        // Stepping the statement blocks, so it runs on a thread of its own rather than on
+        // the I/O runtime; the bounded channel keeps at most two batches ahead of the
+        // chunk worker.
+        let read = move |tx: &std::sync::mpsc::SyncSender<Result<RecordBatch>>| -> Result<()> {
+            io.block_on(async {
+                let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+                let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+                let raw = RawConn::new(&mut lock);
+                let mut rows = raw
+                    .prepare(&sql, &binds)
+                    .map_err(|e| Error::db(&here, e.into()))?;
+                let mut builder = BatchBuilder::new(&kinds, batch_rows);
+                while rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                    builder
+                        .push(&rows, &raw_schema, key_index, &key_name, &here)
+                        .map_err(Error::Row)?;
+                    if builder.len == batch_rows
+                        && tx
+                            .send(builder.finish(&raw_schema, &schema, &here))
+                            .is_err()
+                    {
+                        // The chunk worker stopped reading.
+                        return Ok(());
                     }
-                };
-                if let Err(f) = builder.push(&row, &raw_schema, key_index, &key_name, &here) {
-                    let _ = tx.send(Err(Error::Row(f))).await;
-                    return;
                 }
-                if builder.len == batch_rows {
-                    let batch = builder.finish(&raw_schema, &schema, &here);
-                    if tx.send(batch).await.is_err() {
-                        return;
-                    }
+                if builder.len > 0 {
+                    let _ = tx.send(builder.finish(&raw_schema, &schema, &here));
                 }
-            }
-            if builder.len > 0 {
-                let batch = builder.finish(&raw_schema, &schema, &here);
-                let _ = tx.send(batch).await;
-            }
-        });
-        Ok(Box::new(ChannelIter(rx)))
+                Ok(())
+            })
+        };
+        std::thread::Builder::new()
+            .name("rowshift-sqlite-read".into())
+            .spawn(move || {
+                if let Err(e) = read(&tx) {
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start a reader thread: {e}")))?;
+        Ok(Box::new(rx.into_iter()))
     }
 
     fn locate(&self, chunk: &Chunk, row: u64) -> String {
         format!("{} {chunk} row {}", self.describe(), row + 1)
-    }
-}
-
-struct ChannelIter(tokio::sync::mpsc::Receiver<Result<RecordBatch>>);
-
-impl Iterator for ChannelIter {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.blocking_recv()
     }
 }
