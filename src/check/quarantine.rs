@@ -54,7 +54,7 @@ impl QuarantineEntry {
     pub fn unreadable(chunk: usize, u: crate::source::Unreadable) -> Self {
         QuarantineEntry {
             chunk,
-            key: None,
+            key: u.key,
             location: u.location,
             column: u.column,
             value: Some(u.raw.clone()),

@@ -223,15 +223,54 @@ impl RawStatement<'_> {
         }
     }
 
-    /// Runs a statement that returns no rows, then resets it for new bindings. Returns
-    /// the rows it changed.
-    pub(crate) fn execute(&mut self) -> Result<u64, RawError> {
-        let stepped = self.step();
-        // SAFETY: a live statement and handle. Reset even after an error, so the statement
-        // can be finalized cleanly.
+    /// Runs a statement that returns no rows with `values` bound to its parameters, then
+    /// resets it and clears the bindings. Returns the rows it changed.
+    ///
+    /// The values are bound without copying them (SQLITE_STATIC): they are borrowed for
+    /// this call only, and SQLite holds no pointer to them once it returns.
+    pub(crate) fn execute_with(&mut self, values: &[Bind<'_>]) -> Result<u64, RawError> {
+        let s = self.stmt.as_ptr();
+        let bound = values.iter().enumerate().try_for_each(|(i, value)| {
+            let at = c_int::try_from(i + 1).map_err(|_| RawError::misuse("too many parameters"))?;
+            let len = |n: usize| {
+                c_int::try_from(n).map_err(|_| RawError::misuse("value too long for SQLite"))
+            };
+            // SAFETY: a live statement; the bytes outlive the step below, and the bindings
+            // are cleared before this function returns.
+            let rc = unsafe {
+                match *value {
+                    Bind::Null => ffi::sqlite3_bind_null(s, at),
+                    Bind::Int(v) => ffi::sqlite3_bind_int64(s, at, v),
+                    Bind::Real(v) => ffi::sqlite3_bind_double(s, at, v),
+                    Bind::Text(t) => ffi::sqlite3_bind_text(
+                        s,
+                        at,
+                        t.as_ptr().cast(),
+                        len(t.len())?,
+                        ffi::SQLITE_STATIC(),
+                    ),
+                    Bind::Blob(b) => ffi::sqlite3_bind_blob(
+                        s,
+                        at,
+                        b.as_ptr().cast(),
+                        len(b.len())?,
+                        ffi::SQLITE_STATIC(),
+                    ),
+                }
+            };
+            if rc == ffi::SQLITE_OK {
+                Ok(())
+            } else {
+                Err(RawError::last(self.db))
+            }
+        });
+        let stepped = bound.and_then(|()| self.step());
+        // SAFETY: a live statement and handle. Reset and clear even after an error, so no
+        // pointer to `values` stays behind.
         let changes = unsafe {
             let changes = ffi::sqlite3_changes64(self.db.as_ptr());
-            ffi::sqlite3_reset(self.stmt.as_ptr());
+            ffi::sqlite3_reset(s);
+            ffi::sqlite3_clear_bindings(s);
             changes
         };
         match stepped? {
@@ -262,6 +301,29 @@ impl RawStatement<'_> {
                 _ => Cell::Null,
             }
         }
+    }
+}
+
+impl RawStatement<'_> {
+    /// The current row as a JSON object of its stored values (blobs in hex), for the
+    /// quarantine: what is in the table, whatever the columns were declared as.
+    pub(crate) fn row_json(&self, names: &[&str]) -> String {
+        let mut row = serde_json::Map::new();
+        for (i, name) in names.iter().enumerate() {
+            let value = match self.cell(i) {
+                Cell::Null => serde_json::Value::Null,
+                Cell::Int(v) => v.into(),
+                Cell::Real(v) => v.into(),
+                Cell::Text(t) => String::from_utf8_lossy(t).into(),
+                Cell::Blob(b) => b
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+                    .into(),
+            };
+            row.insert(name.to_string(), value);
+        }
+        serde_json::Value::Object(row).to_string()
     }
 }
 
@@ -452,54 +514,67 @@ impl Builder {
         }
     }
 
-    /// Appends `cell`, or says why it does not fit: the value to show and the reason.
-    fn append(&mut self, cell: Cell<'_>) -> Result<(), (Option<String>, String)> {
+    /// Why `cell` cannot go into this column without loss, if it cannot: the value to
+    /// show and the reason.
+    fn refuse(&self, cell: Cell<'_>) -> Option<(Option<String>, String)> {
+        let refused = |value: String, reason: &str| Some((Some(value), reason.to_string()));
+        match (self, cell) {
+            (_, Cell::Null)
+            | (Builder::Int(_), Cell::Int(_))
+            | (Builder::Real(_), Cell::Real(_))
+            | (Builder::Text(_), Cell::Int(_) | Cell::Real(_))
+            | (Builder::Blob(_), Cell::Blob(_) | Cell::Text(_))
+            | (Builder::Bool(_), Cell::Int(0 | 1)) => None,
+            (Builder::Real(_), Cell::Int(v)) => (v.unsigned_abs() > 1 << 53).then(|| {
+                (
+                    Some(v.to_string()),
+                    "integer too large for a REAL column without losing precision".into(),
+                )
+            }),
+            (Builder::Text(_), Cell::Text(t)) => match std::str::from_utf8(t) {
+                Ok(_) => None,
+                Err(_) => refused(
+                    String::from_utf8_lossy(t).into_owned(),
+                    "is not valid UTF-8 text",
+                ),
+            },
+            (Builder::Bool(_), Cell::Int(v)) => refused(
+                v.to_string(),
+                "a BOOLEAN column holds an integer other than 0 or 1",
+            ),
+            (b, cell) => Some((
+                cell.shown(),
+                format!(
+                    "a {} value in a column read as {}",
+                    cell.storage(),
+                    kind_name(b.kind())
+                ),
+            )),
+        }
+    }
+
+    /// Appends a cell [`Self::refuse`] accepted.
+    fn append(&mut self, cell: Cell<'_>) {
         match (self, cell) {
             (b, Cell::Null) => b.append_null(),
             (Builder::Int(b), Cell::Int(v)) => b.append_value(v),
             (Builder::Real(b), Cell::Real(v)) => b.append_value(v),
-            (Builder::Real(b), Cell::Int(v)) => {
-                if v.unsigned_abs() > 1 << 53 {
-                    return Err((
-                        Some(v.to_string()),
-                        "integer too large for a REAL column without losing precision".into(),
-                    ));
-                }
-                b.append_value(v as f64)
+            (Builder::Real(b), Cell::Int(v)) => b.append_value(v as f64),
+            (Builder::Text(b), Cell::Text(t)) => {
+                // SAFETY: `refuse` checked that the bytes are UTF-8.
+                b.append_value(unsafe { std::str::from_utf8_unchecked(t) })
             }
-            (Builder::Text(b), Cell::Text(t)) => match std::str::from_utf8(t) {
-                Ok(s) => b.append_value(s),
-                Err(_) => {
-                    return Err((
-                        Some(String::from_utf8_lossy(t).into_owned()),
-                        "is not valid UTF-8 text".into(),
-                    ));
-                }
-            },
             (Builder::Text(b), Cell::Int(v)) => b.append_value(v.to_string()),
             // Rust prints the shortest text that reads back as the same float: exact.
             (Builder::Text(b), Cell::Real(v)) => b.append_value(v.to_string()),
             (Builder::Blob(b), Cell::Blob(t) | Cell::Text(t)) => b.append_value(t),
-            (Builder::Bool(b), Cell::Int(0)) => b.append_value(false),
-            (Builder::Bool(b), Cell::Int(1)) => b.append_value(true),
-            (Builder::Bool(_), Cell::Int(v)) => {
-                return Err((
-                    Some(v.to_string()),
-                    "a BOOLEAN column holds an integer other than 0 or 1".into(),
-                ));
-            }
-            (b, cell) => {
-                return Err((
-                    cell.shown(),
-                    format!(
-                        "a {} value in a column read as {}",
-                        cell.storage(),
-                        kind_name(b.kind())
-                    ),
-                ));
-            }
+            (Builder::Bool(b), Cell::Int(v)) => b.append_value(v == 1),
+            (b, cell) => unreachable!(
+                "{} refused by `refuse`, into {:?}",
+                cell.storage(),
+                b.kind()
+            ),
         }
-        Ok(())
     }
 }
 
@@ -521,9 +596,8 @@ impl BatchBuilder {
         }
     }
 
-    /// Appends the statement's current row. A value that does not fit is a failure naming
-    /// the row by its key, and the column; the builder then holds part of that row and is
-    /// not to be used again (callers fail the whole read).
+    /// Appends the statement's current row, or, when a value does not fit its column,
+    /// appends nothing and names the row by its key, the column and the value.
     pub(crate) fn push(
         &mut self,
         row: &RawStatement<'_>,
@@ -532,8 +606,8 @@ impl BatchBuilder {
         key: &str,
         here: &str,
     ) -> Result<(), RowFailure> {
-        for i in 0..self.builders.len() {
-            if let Err((value, reason)) = self.builders[i].append(row.cell(i)) {
+        for (i, b) in self.builders.iter().enumerate() {
+            if let Some((value, reason)) = b.refuse(row.cell(i)) {
                 let key_text = row
                     .cell(key_index)
                     .key()
@@ -545,6 +619,9 @@ impl BatchBuilder {
                     reason,
                 });
             }
+        }
+        for (i, b) in self.builders.iter_mut().enumerate() {
+            b.append(row.cell(i));
         }
         self.len += 1;
         Ok(())
@@ -735,10 +812,8 @@ mod tests {
             let mut lock = conn.lock_handle().await.unwrap();
             let raw = RawConn::new(&mut lock);
             let mut insert = raw.prepare("INSERT INTO t VALUES (?)", &[]).unwrap();
-            insert.bind(0, Bind::Int(1)).unwrap();
-            assert_eq!(insert.execute().unwrap(), 1);
-            insert.bind(0, Bind::Int(1)).unwrap();
-            let e = insert.execute().unwrap_err();
+            assert_eq!(insert.execute_with(&[Bind::Int(1)]).unwrap(), 1);
+            let e = insert.execute_with(&[Bind::Int(1)]).unwrap_err();
             assert_eq!(e.to_string(), "UNIQUE constraint failed: t.id");
             let e = sqlx::Error::from(e);
             let db = e.as_database_error().unwrap();

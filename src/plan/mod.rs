@@ -182,7 +182,26 @@ impl Plan {
     /// (its expression is the key column itself) rather than converted (`CAST(key AS
     /// ...)`). Read-back and `verify` find a chunk's rows in a table by it.
     pub fn target_key(&self) -> Option<(&str, bool)> {
-        target_key(&self.pipeline, self.source.key()?)
+        let key = self.source.key()?;
+        let (column, unchanged) = target_key(&self.pipeline, key)?;
+        // An integer key cast to another integer type keeps its value (a value the type
+        // cannot hold is rejected, never wrapped), so a chunk's key range still finds
+        // exactly its rows: no need to look them up key by key.
+        let integer = |t: Option<&arrow::datatypes::DataType>| t.is_some_and(|t| t.is_integer());
+        let source_type = self
+            .source
+            .schema()
+            .field_with_name(key)
+            .ok()
+            .map(|f| f.data_type().clone());
+        let target_type = self
+            .transform
+            .output_schema()
+            .field_with_name(column)
+            .ok()
+            .map(|f| f.data_type().clone());
+        let unchanged = unchanged || integer(source_type.as_ref()) && integer(target_type.as_ref());
+        Some((column, unchanged))
     }
 
     /// Which target rows are `chunk`'s, given the rows it wrote (`sent`).

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, SchemaRef,
+    DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, SchemaRef,
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -20,7 +20,7 @@ use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, SqliteStore, mark_done};
 use crate::config::{IfExists, TargetConfig, show_path};
-use crate::db::decode::{BatchBuilder, Bind, Kind, RawConn, RawError, RawStatement, bind_key};
+use crate::db::decode::{BatchBuilder, Bind, Kind, RawConn, RawError, bind_key};
 use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::Chunk;
@@ -44,6 +44,10 @@ pub struct SqliteSink {
     pipeline: OnceLock<String>,
     /// How each column is read back.
     kinds: Vec<Kind>,
+    /// Held by the chunk committing. SQLite has one writer per file; a second one waiting
+    /// in SQLite's busy handler sleeps in steps of up to 100 ms and leaves the file idle,
+    /// while waiting here wakes it the moment the first commits.
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 impl SqliteSink {
@@ -78,6 +82,7 @@ impl SqliteSink {
                 .iter()
                 .map(|c| Kind::for_type(c.ty.value))
                 .collect(),
+            write_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -214,6 +219,10 @@ impl SqliteSink {
             .prepare(&statement(rows_per_stmt), &[])
             .map_err(failed)?;
         let mut written = 0u64;
+        // Per group of rows: their values, and the text of the ones that had to be
+        // formatted (dates, decimals), which the values point into.
+        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(rows_per_stmt * width);
+        let mut text = String::new();
         for batch in batches {
             let cells = Cells::new(batch, &here)?;
             let mut start = 0;
@@ -226,10 +235,19 @@ impl SqliteSink {
                     rest = raw.prepare(&statement(n), &[]).map_err(failed)?;
                     &mut rest
                 };
-                for (i, row) in (start..start + n).enumerate() {
-                    cells.bind_row(row, st, i * width)?;
+                slots.clear();
+                text.clear();
+                for row in start..start + n {
+                    cells.slots(row, &mut slots, &mut text)?;
                 }
-                written += st.execute().map_err(failed)?;
+                let values: Vec<Bind<'_>> = slots
+                    .iter()
+                    .map(|s| match s {
+                        Slot::Value(v) => *v,
+                        Slot::Formatted(r) => Bind::Text(&text[r.clone()]),
+                    })
+                    .collect();
+                written += st.execute_with(&values).map_err(failed)?;
                 start += n;
             }
         }
@@ -285,6 +303,41 @@ impl SqliteSink {
         selection: &Selection,
         key: Option<&str>,
     ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        self.select_each(conn, selection, key, &mut |b| {
+            out.push(b);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Reads committed rows on a read-only connection of its own, batch by batch.
+    fn read_each(
+        &self,
+        selection: &Selection,
+        key: Option<&str>,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let pool = connect(&self.io, &self.path, Access::Read, 1)?;
+        let here = self.here();
+        let out = self.io.block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            self.select_each(&mut conn, selection, key, emit).await
+        });
+        self.io.block_on(pool.close());
+        out
+    }
+
+    /// [`Self::select_rows`], handing over each batch as soon as it is full, so a whole
+    /// table can be read in bounded memory.
+    async fn select_each(
+        &self,
+        conn: &mut SqliteConnection,
+        selection: &Selection,
+        key: Option<&str>,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let here = self.here();
         let head = format!(
             "SELECT {} FROM {}",
@@ -307,7 +360,6 @@ impl SqliteSink {
             .and_then(|k| self.columns.iter().position(|c| c.0 == k))
             .unwrap_or(0);
         let key_name = self.columns.get(key_index).map_or("", |c| c.0.as_str());
-        let mut out = Vec::new();
         let mut builder = BatchBuilder::new(&self.kinds, READ_BATCH);
         let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
         let raw = RawConn::new(&mut lock);
@@ -320,14 +372,14 @@ impl SqliteSink {
                     .push(&rows, &raw_schema, key_index, key_name, &here)
                     .map_err(Error::Row)?;
                 if builder.len == READ_BATCH {
-                    out.push(builder.finish(&raw_schema, &self.schema, &here)?);
+                    emit(builder.finish(&raw_schema, &self.schema, &here)?)?;
                 }
             }
         }
         if builder.len > 0 {
-            out.push(builder.finish(&raw_schema, &self.schema, &here)?);
+            emit(builder.finish(&raw_schema, &self.schema, &here)?)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -446,14 +498,12 @@ impl Sink for SqliteSink {
         selection: &Selection,
         key: Option<&str>,
     ) -> Result<Vec<RecordBatch>> {
-        let pool = connect(&self.io, &self.path, Access::Read, 1)?;
-        let here = self.here();
-        let out = self.io.block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
-            self.select_rows(&mut conn, selection, key).await
-        });
-        self.io.block_on(pool.close());
-        out
+        let mut out = Vec::new();
+        self.read_each(selection, key, &mut |b| {
+            out.push(b);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     fn remove_rows(&self, _chunk: usize, selection: &Selection) -> Result<()> {
@@ -476,10 +526,7 @@ impl Sink for SqliteSink {
 
     fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
         // Called after `prepare` or on a target with a quarantine: the table exists.
-        for b in self.read_rows(0, &Selection::All, None)? {
-            f(b)?;
-        }
-        Ok(())
+        self.read_each(&Selection::All, None, f)
     }
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
@@ -588,6 +635,7 @@ impl ChunkWriter for SqliteChunk<'_> {
         let pool = sink.pool()?;
         sink.io.block_on(async {
             let db = |e| Error::db(&here, e);
+            let _writing = sink.write_lock.lock().await;
             let mut tx = pool.begin().await.map_err(db)?;
             // A chunk redone after a crash never committed, so it has no rows here yet;
             // its quarantine is replaced all the same, to be safe against a repair.
@@ -625,6 +673,44 @@ impl ChunkWriter for SqliteChunk<'_> {
             Ok(Committed { rows, marked })
         })
     }
+}
+
+/// A value to bind: borrowed from the batch, or a range of the group's formatted text.
+enum Slot<'a> {
+    Value(Bind<'a>),
+    Formatted(std::ops::Range<usize>),
+}
+
+/// Writes `days` since 1970-01-01 as `YYYY-MM-DD`, as the `%Y-%m-%d` formatter does for
+/// years 0 to 9999, without parsing a format string per value. `false` for other years,
+/// which the formatter writes.
+fn write_date(text: &mut String, days: i32) -> bool {
+    use chrono::Datelike;
+    let Some(date) = chrono::NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
+    else {
+        return false;
+    };
+    let (y, m, d) = (date.year(), date.month(), date.day());
+    if !(0..=9999).contains(&y) {
+        return false;
+    }
+    let digit = |v: u32| char::from(b'0' + v as u8);
+    let y = y as u32;
+    for c in [
+        digit(y / 1000),
+        digit(y / 100 % 10),
+        digit(y / 10 % 10),
+        digit(y % 10),
+        '-',
+        digit(m / 10),
+        digit(m % 10),
+        '-',
+        digit(d / 10),
+        digit(d % 10),
+    ] {
+        text.push(c);
+    }
+    true
 }
 
 /// How each column's values are bound as SQLite values.
@@ -669,19 +755,23 @@ impl<'a> Cells<'a> {
         })
     }
 
-    /// Binds row `row` to the parameters from `first` on.
-    fn bind_row(&self, row: usize, st: &mut RawStatement<'_>, first: usize) -> Result<()> {
-        let mut text = String::new();
-        for (i, (array, fmt)) in self.columns.iter().enumerate() {
-            let value = if array.is_null(row) {
-                Bind::Null
+    /// Appends row `row`'s values to `slots`; values that have to be formatted as text
+    /// are written to `text`, and their slot says where.
+    fn slots(&self, row: usize, slots: &mut Vec<Slot<'a>>, text: &mut String) -> Result<()> {
+        for (i, &(array, ref fmt)) in self.columns.iter().enumerate() {
+            let slot = if array.is_null(row) {
+                Slot::Value(Bind::Null)
             } else if let Some(f) = fmt {
-                text.clear();
-                use std::fmt::Write;
-                write!(text, "{}", f.value(row)).map_err(|e| Error::data(self.here, e))?;
-                Bind::Text(&text)
+                let start = text.len();
+                let days = (array.data_type() == &DataType::Date32)
+                    .then(|| array.as_primitive::<Date32Type>().value(row));
+                if !days.is_some_and(|d| write_date(text, d)) {
+                    use std::fmt::Write;
+                    write!(text, "{}", f.value(row)).map_err(|e| Error::data(self.here, e))?;
+                }
+                Slot::Formatted(start..text.len())
             } else {
-                match array.data_type() {
+                Slot::Value(match array.data_type() {
                     DataType::Int16 => {
                         Bind::Int(array.as_primitive::<Int16Type>().value(row) as i64)
                     }
@@ -715,11 +805,52 @@ impl<'a> Cells<'a> {
                             self.names[i]
                         )));
                     }
-                }
+                })
             };
-            st.bind(first + i, value)
-                .map_err(|e| Error::db(self.here, e.into()))?;
+            slots.push(slot);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, Date32Array};
+    use arrow::util::display::ArrayFormatter;
+
+    #[test]
+    fn dates_are_written_as_the_formatter_writes_them() {
+        let days = [
+            i32::MIN,
+            -719_529,
+            -719_528,
+            -719_162,
+            -1,
+            0,
+            59,
+            60,
+            11_016,
+            19_782,
+            2_932_896,
+            2_932_897,
+            i32::MAX,
+        ];
+        let array = Date32Array::from(days.to_vec());
+        let formatter = ArrayFormatter::try_new(&array as &dyn Array, &super::FORMAT).unwrap();
+        for (row, d) in days.iter().enumerate() {
+            let mut fast = String::new();
+            if super::write_date(&mut fast, *d) {
+                assert_eq!(fast, formatter.value(row).to_string(), "day {d}");
+            } else {
+                let year = formatter.value(row).to_string();
+                assert!(
+                    !year.starts_with(|c: char| c.is_ascii_digit()) || year.len() > 10,
+                    "day {d}: {year}"
+                );
+            }
+        }
+        let mut text = String::new();
+        assert!(super::write_date(&mut text, 19_782));
+        assert_eq!(text, "2024-02-29");
     }
 }

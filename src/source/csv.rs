@@ -584,6 +584,7 @@ impl CsvSource {
                 Some((column, reason)) => bad.push(Unreadable {
                     location: format!("{} line {record_line}", show_path(path)),
                     line: record_line,
+                    key: None,
                     column,
                     reason,
                     raw: text,

@@ -25,19 +25,22 @@ use crate::{Error, Result};
 pub type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
 /// A source record that could not be read into a row at all: a CSV line with the wrong
-/// number of fields, or bytes that are not UTF-8. It is counted as read and rejected, and
-/// kept whole in the quarantine.
+/// number of fields, bytes that are not UTF-8, a database value whose storage does not fit
+/// its column. It is counted as read and rejected, and kept whole in the quarantine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
     /// Where it is: `orders.csv line 17`.
     pub location: String,
-    /// Its first line in the file.
+    /// Its first line in the file (0 for a table row).
     pub line: u64,
+    /// Its key, for a table row.
+    pub key: Option<String>,
     /// The column whose value is at fault, when one is.
     pub column: Option<String>,
     /// What is wrong.
     pub reason: String,
-    /// The record as it is in the file (invalid bytes replaced by U+FFFD).
+    /// The record as it is in the source (invalid bytes replaced by U+FFFD); a table row
+    /// as a JSON object of its stored values.
     pub raw: String,
 }
 

@@ -1,14 +1,15 @@
 //! SQLite tables, split into key ranges with keyset queries.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
-use super::{BatchIter, Source};
+use super::{BatchIter, Source, Unreadable};
 use crate::config::{SourceConfig, show_path};
 use crate::db::decode::{BatchBuilder, Kind, RawConn, bind_key, key_value};
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
@@ -27,6 +28,9 @@ pub struct SqliteSource {
     raw_schema: SchemaRef,
     schema: SchemaRef,
     select: String,
+    /// Rows whose stored values do not fit their columns, by chunk id, set aside while
+    /// the chunk was read.
+    unreadable: Arc<Mutex<HashMap<usize, Vec<Unreadable>>>>,
 }
 
 impl SqliteSource {
@@ -108,6 +112,7 @@ impl SqliteSource {
             raw_schema,
             schema,
             select,
+            unreadable: Arc::default(),
         })
     }
 
@@ -279,10 +284,23 @@ impl Source for SqliteSource {
             .index_of(&self.key)
             .map_err(|e| Error::Internal(e.to_string()))?;
         let key_name = self.key.clone();
+        let names: Vec<String> = raw_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let set_aside = self.unreadable.clone();
+        let chunk_id = chunk.id;
+        // A redone chunk finds its unreadable rows again.
+        set_aside
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&chunk_id);
         // Stepping the statement blocks, so it runs on a thread of its own rather than on
         // the I/O runtime; the bounded channel keeps at most two batches ahead of the
         // chunk worker.
         let read = move |tx: &std::sync::mpsc::SyncSender<Result<RecordBatch>>| -> Result<()> {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             io.block_on(async {
                 let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
                 let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
@@ -292,9 +310,26 @@ impl Source for SqliteSource {
                     .map_err(|e| Error::db(&here, e.into()))?;
                 let mut builder = BatchBuilder::new(&kinds, batch_rows);
                 while rows.step().map_err(|e| Error::db(&here, e.into()))? {
-                    builder
-                        .push(&rows, &raw_schema, key_index, &key_name, &here)
-                        .map_err(Error::Row)?;
+                    if let Err(f) = builder.push(&rows, &raw_schema, key_index, &key_name, &here) {
+                        let u = Unreadable {
+                            location: f.location,
+                            line: 0,
+                            key: rows.cell(key_index).key().map(|k| match k {
+                                KeyValue::Int(i) => i.to_string(),
+                                KeyValue::Text(t) => t,
+                            }),
+                            column: f.column,
+                            reason: f.reason,
+                            raw: rows.row_json(&names),
+                        };
+                        set_aside
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(chunk_id)
+                            .or_default()
+                            .push(u);
+                        continue;
+                    }
                     if builder.len == batch_rows
                         && tx
                             .send(builder.finish(&raw_schema, &schema, &here))
@@ -319,6 +354,15 @@ impl Source for SqliteSource {
             })
             .map_err(|e| Error::Internal(format!("cannot start a reader thread: {e}")))?;
         Ok(Box::new(rx.into_iter()))
+    }
+
+    fn unreadable(&self, chunk: &Chunk) -> Vec<Unreadable> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk.id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn locate(&self, chunk: &Chunk, row: u64) -> String {

@@ -647,3 +647,57 @@ fn verify_finds_a_changed_parquet_part() {
         .collect();
     assert_eq!(chunks, [0, 1]);
 }
+
+#[test]
+fn a_source_value_that_does_not_fit_its_column_is_quarantined_whole() {
+    let ws = Workspace::new();
+    // SQLite stores whatever it is given: a text in the REAL column, and bytes that are
+    // not UTF-8 in a TEXT column.
+    sqlite_exec(
+        &ws.path("samples/shop.db"),
+        "UPDATE users_v1 SET score = 'lots' WHERE id = 42;
+         UPDATE users_v1 SET country = CAST(x'46ff' AS TEXT) WHERE id = 778;",
+    );
+    let p = users_pipeline(&ws, "stored", COLUMNS, "");
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["rows"]["read"], 1000, "{}", out.stdout);
+    assert_eq!(json["rows"]["written"], 998, "{}", out.stdout);
+    assert_eq!(json["rows"]["rejected"], 2, "{}", out.stdout);
+    assert_eq!(
+        count(
+            &ws,
+            "out/stored.db",
+            "SELECT count(*) FROM users WHERE id IN (42, 778)"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&ws, "out/stored.db", "SELECT count(*) FROM users"),
+        998
+    );
+    let rejects = sqlite_rows(
+        &ws.path("out/stored.db"),
+        "SELECT row_key, column_name, value LIKE '{%', reason, json_extract(json_extract(source_row, '$._unreadable'), '$.id') = CAST(row_key AS INTEGER)
+         FROM users_rejects ORDER BY CAST(row_key AS INTEGER)",
+    );
+    assert_eq!(
+        rejects,
+        [
+            [
+                "42",
+                "score",
+                "1",
+                "a TEXT value in a column read as REAL",
+                "1"
+            ],
+            ["778", "country", "1", "is not valid UTF-8 text", "1"],
+        ]
+    );
+    let stored = sqlite_rows(
+        &ws.path("out/stored.db"),
+        "SELECT json_extract(json_extract(source_row, '$._unreadable'), '$.score') FROM users_rejects WHERE row_key = '42'",
+    );
+    assert_eq!(stored, [["lots"]]);
+}
