@@ -420,6 +420,60 @@ impl sqlx::error::DatabaseError for RawError {
     }
 }
 
+/// An order-independent sum of row hashes over values *as stored*: what a sink bound,
+/// and what it reads back, without decoding either into Arrow. Equal sums mean the
+/// database holds exactly the values it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StoredSum {
+    pub(crate) rows: u64,
+    pub(crate) sum: u64,
+}
+
+impl StoredSum {
+    fn hasher() -> impl std::hash::Hasher {
+        use std::hash::BuildHasher;
+        datafusion::common::hash_utils::RandomState::with_seed(0x726f_7773_6869_6674).build_hasher()
+    }
+
+    /// Adds one row, given its values in column order.
+    pub(crate) fn add_bound(&mut self, row: &[Bind<'_>]) {
+        let mut h = Self::hasher();
+        for v in row {
+            match *v {
+                Bind::Null => hash_value(&mut h, 0, &[]),
+                Bind::Int(i) => hash_value(&mut h, 1, &i.to_le_bytes()),
+                Bind::Real(f) => hash_value(&mut h, 2, &f.to_bits().to_le_bytes()),
+                Bind::Text(t) => hash_value(&mut h, 3, t.as_bytes()),
+                Bind::Blob(b) => hash_value(&mut h, 4, b),
+            }
+        }
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(std::hash::Hasher::finish(&h));
+    }
+
+    /// Adds the statement's current row, its first `width` columns.
+    pub(crate) fn add_stored(&mut self, row: &RawStatement<'_>, width: usize) {
+        let mut h = Self::hasher();
+        for i in 0..width {
+            match row.cell(i) {
+                Cell::Null => hash_value(&mut h, 0, &[]),
+                Cell::Int(v) => hash_value(&mut h, 1, &v.to_le_bytes()),
+                Cell::Real(f) => hash_value(&mut h, 2, &f.to_bits().to_le_bytes()),
+                Cell::Text(t) => hash_value(&mut h, 3, t),
+                Cell::Blob(b) => hash_value(&mut h, 4, b),
+            }
+        }
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(std::hash::Hasher::finish(&h));
+    }
+}
+
+fn hash_value(h: &mut impl std::hash::Hasher, tag: u8, bytes: &[u8]) {
+    h.write_u8(tag);
+    h.write_usize(bytes.len());
+    h.write(bytes);
+}
+
 /// One value of a row, by its storage class.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Cell<'a> {
@@ -606,8 +660,21 @@ impl BatchBuilder {
         key: &str,
         here: &str,
     ) -> Result<(), RowFailure> {
-        for (i, b) in self.builders.iter().enumerate() {
-            if let Some((value, reason)) = b.refuse(row.cell(i)) {
+        // Each value is fetched once (three calls into SQLite), checked, then appended.
+        let n = self.builders.len();
+        let mut on_stack = [Cell::Null; 16];
+        let mut on_heap = Vec::new();
+        let cells: &mut [Cell<'_>] = if n <= on_stack.len() {
+            &mut on_stack[..n]
+        } else {
+            on_heap.resize(n, Cell::Null);
+            &mut on_heap
+        };
+        for (i, c) in cells.iter_mut().enumerate() {
+            *c = row.cell(i);
+        }
+        for (i, (b, cell)) in self.builders.iter().zip(cells.iter()).enumerate() {
+            if let Some((value, reason)) = b.refuse(*cell) {
                 let key_text = row
                     .cell(key_index)
                     .key()
@@ -620,8 +687,8 @@ impl BatchBuilder {
                 });
             }
         }
-        for (i, b) in self.builders.iter_mut().enumerate() {
-            b.append(row.cell(i));
+        for (b, cell) in self.builders.iter_mut().zip(cells.iter()) {
+            b.append(*cell);
         }
         self.len += 1;
         Ok(())
@@ -819,6 +886,59 @@ mod tests {
             let db = e.as_database_error().unwrap();
             assert_eq!(db.code().as_deref(), Some("1555"));
             assert!(db.is_unique_violation());
+        });
+    }
+
+    #[test]
+    fn stored_sums_match_only_what_sqlite_kept_unchanged() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+            sqlx::raw_sql("CREATE TABLE t(a INTEGER, b TEXT, c BLOB, d REAL)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let mut lock = conn.lock_handle().await.unwrap();
+            let raw = RawConn::new(&mut lock);
+            let rows: [[Bind<'_>; 4]; 3] = [
+                [
+                    Bind::Int(1),
+                    Bind::Text("ünï"),
+                    Bind::Blob(&[0, 1]),
+                    Bind::Real(2.5),
+                ],
+                [Bind::Int(2), Bind::Null, Bind::Blob(&[]), Bind::Real(1e300)],
+                // Column `a` has INTEGER affinity: SQLite stores the text '007' as 7.
+                [Bind::Text("007"), Bind::Text(""), Bind::Null, Bind::Null],
+            ];
+            let mut insert = raw
+                .prepare("INSERT INTO t VALUES (?, ?, ?, ?)", &[])
+                .unwrap();
+            let (mut bound, mut kept) = (StoredSum::default(), StoredSum::default());
+            for (i, row) in rows.iter().enumerate() {
+                insert.execute_with(row).unwrap();
+                bound.add_bound(row);
+                if i < 2 {
+                    kept.add_bound(row);
+                }
+            }
+            let read = |sql: &str| {
+                let mut sum = StoredSum::default();
+                let mut st = raw.prepare(sql, &[]).unwrap();
+                while st.step().unwrap() {
+                    sum.add_stored(&st, 4);
+                }
+                sum
+            };
+            assert_eq!(
+                read("SELECT * FROM t WHERE rowid < 3 ORDER BY rowid DESC"),
+                kept
+            );
+            let all = read("SELECT * FROM t");
+            assert_eq!(all.rows, 3);
+            assert_ne!(all, bound);
         });
     }
 }
