@@ -912,3 +912,6 @@ mod integrity;
 
 #[path = "suite/postgres.rs"]
 mod postgres;
+
+#[path = "suite/mysql.rs"]
+mod mysql;

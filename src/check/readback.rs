@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arrow::array::ArrayRef;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 
 use super::checksum;
 use crate::plan::{Chunk, KeyValue};
 use crate::transform::cast::value_text;
-use crate::types::quote_value;
+use crate::types::{ColumnType, quote_value};
 use crate::{Error, Result};
 
 /// Keys per `IN (...)` lookup when reading a chunk back by its keys.
@@ -44,6 +45,59 @@ pub enum Selection {
     Files,
     /// Every row of the target.
     All,
+}
+
+impl Selection {
+    /// The rows whose `column` holds the keys in `batches` (a chunk's rows found by the
+    /// keys it wrote).
+    pub fn of_keys(column: &str, batches: &[RecordBatch]) -> Result<Selection> {
+        let arrays: Vec<&dyn Array> = batches
+            .iter()
+            .filter_map(|b| b.column_by_name(column).map(|c| c.as_ref()))
+            .collect();
+        let keys = if arrays.is_empty() {
+            arrow::array::new_null_array(&DataType::Int64, 0)
+        } else {
+            arrow::compute::concat(&arrays).map_err(|e| Error::Internal(e.to_string()))?
+        };
+        Ok(Selection::Keys {
+            column: column.to_string(),
+            keys,
+        })
+    }
+
+    /// Whether a key range can be compared with its target column in a database, given
+    /// the column's type: integer bounds on an integer column, text bounds on a text
+    /// column. Otherwise (a source key written into a column of another type) the range
+    /// means something else there, and the chunk's rows are found by their keys instead.
+    pub fn range_fits(&self, column_type: Option<ColumnType>) -> bool {
+        let Selection::Range { lo, hi, .. } = self else {
+            return true;
+        };
+        [lo, hi].into_iter().flatten().all(|b| match b {
+            KeyValue::Int(_) => matches!(
+                column_type,
+                Some(ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt)
+            ),
+            KeyValue::Text(_) => {
+                matches!(column_type, Some(ColumnType::Text | ColumnType::Varchar(_)))
+            }
+        })
+    }
+}
+
+/// The key at `row` of `keys` (a [`Selection::Keys`] list), as a value for a statement;
+/// `None` for a NULL.
+pub fn key_at(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
+    if keys.is_null(row) {
+        return None;
+    }
+    Some(match keys.data_type() {
+        DataType::Int16 => KeyValue::Int(keys.as_primitive::<Int16Type>().value(row) as i64),
+        DataType::Int32 => KeyValue::Int(keys.as_primitive::<Int32Type>().value(row) as i64),
+        DataType::Int64 => KeyValue::Int(keys.as_primitive::<Int64Type>().value(row)),
+        _ => KeyValue::Text(value_text(keys.as_ref(), row)?),
+    })
 }
 
 /// What a chunk sent to the target, to compare the read-back with.

@@ -416,10 +416,10 @@ impl Lookup {
         if candidates.is_empty() {
             let postgres = [&pipeline.target.location, &pipeline.source.location]
                 .iter()
-                .any(|l| matches!(l, Location::Postgres { .. }));
+                .any(|l| matches!(l, Location::Postgres { .. } | Location::Mysql { .. }));
             return Err(if postgres {
                 format!(
-                    "`references` looks tables up in SQLite databases only, so far; for PostgreSQL, declare a foreign key to `{table}` on the target table"
+                    "`references` looks tables up in SQLite databases only, so far; for PostgreSQL and MySQL, declare a foreign key to `{table}` on the target table"
                 )
             } else {
                 format!(

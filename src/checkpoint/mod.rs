@@ -1,17 +1,20 @@
 //! Checkpoints: the chunk plan and each chunk's state, kept so that an interrupted run
 //! resumes where it stopped with no row lost or written twice.
 //!
-//! The store is a SQLite database, or two tables in a PostgreSQL target's schema. For a
+//! The store is a SQLite database, or two tables in a PostgreSQL target's schema or a
+//! MySQL target's database. For a
 //! database target it lives *in the target*, and a chunk's rows and its "done" mark commit
 //! in one transaction. For a file target it lives in `.rowshift/` beside the pipeline file;
 //! part files are renamed into place before the mark is written, and a chunk redone after
 //! a crash rewrites the same part file.
 
+mod mysql;
 mod postgres;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::mysql::{MyStore, mark_done as my_mark_done};
 pub use self::postgres::{PgStore, mark_done as pg_mark_done};
 pub use self::sqlite::{SqliteStore, mark_done};
 use crate::Result;

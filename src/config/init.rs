@@ -49,9 +49,9 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
     let (columns, key, source_url, table, notes) = match &location {
         Location::Sqlite { path } => sqlite_columns(opts, path, &io)?,
         Location::Files { path, format } => file_columns(opts, path, *format, &io)?,
-        Location::Postgres { .. } => {
+        Location::Postgres { .. } | Location::Mysql { .. } => {
             return Err(Error::Unsupported(
-                "rowshift init cannot read a PostgreSQL table yet; start from pipelines/reference.toml".into(),
+                "rowshift init reads SQLite and files only, so far; for a PostgreSQL or MySQL table, start from pipelines/reference.toml".into(),
             ));
         }
     };

@@ -49,6 +49,14 @@ pub enum Location {
         /// `public`.
         schema: String,
     },
+    /// A MySQL or MariaDB server.
+    Mysql {
+        /// The connection URL, password included; it prints redacted.
+        url: SecretUrl,
+        /// The database the table lives in (`schema` in [source] or [target]). Default:
+        /// the URL's database.
+        schema: String,
+    },
     /// Files: a file or glob for a source, a directory of part files for a target.
     Files {
         /// Absolute path or glob pattern.
@@ -82,23 +90,23 @@ impl Location {
             });
         }
         if let Some((scheme, _)) = url.split_once("://") {
-            let known = match scheme {
+            match scheme {
                 "postgres" | "postgresql" => {
                     return check_postgres_url(url).map(|()| Location::Postgres {
                         url: SecretUrl(url.to_string()),
                         schema: "public".to_string(),
                     });
                 }
-                "mysql" | "mariadb" => "MySQL/MariaDB",
+                "mysql" | "mariadb" => {
+                    let url = SecretUrl(url.to_string());
+                    return check_mysql_url(&url).map(|schema| Location::Mysql { url, schema });
+                }
                 _ => {
                     return Err(format!(
-                        "unknown url scheme `{scheme}`; expected sqlite://PATH, postgres://USER@HOST/DB or a CSV/Parquet path"
+                        "unknown url scheme `{scheme}`; expected sqlite://PATH, postgres://USER@HOST/DB, mysql://USER@HOST/DB or a CSV/Parquet path"
                     ));
                 }
             };
-            return Err(format!(
-                "{known} urls are not supported by this build of rowshift"
-            ));
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         let format = format
@@ -155,6 +163,19 @@ fn check_postgres_url(url: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks a MySQL/MariaDB URL without connecting: it parses, and names a database,
+/// which it returns.
+fn check_mysql_url(url: &SecretUrl) -> Result<String, String> {
+    let opts = crate::db::mysql::options(url)?;
+    match opts.get_database() {
+        Some(db) if !db.is_empty() => Ok(db.to_string()),
+        _ => Err(format!(
+            "the MySQL url `{}` names no database; add it: mysql://USER@HOST:PORT/DATABASE",
+            url.shown()
+        )),
+    }
 }
 
 /// Removes `.` and `..` components without touching the file system (the file may not

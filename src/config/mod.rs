@@ -239,7 +239,7 @@ impl TargetConfig {
     pub fn location_format(&self) -> Option<FileFormat> {
         match &self.location {
             Location::Files { format, .. } => Some(*format),
-            Location::Sqlite { .. } | Location::Postgres { .. } => None,
+            Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. } => None,
         }
     }
 
@@ -465,7 +465,7 @@ impl Pipeline {
             ("source", &self.source.location),
             ("target", &self.target.location),
         ] {
-            if let Location::Postgres { schema, .. } = location {
+            if let Location::Postgres { schema, .. } | Location::Mysql { schema, .. } = location {
                 s.push((format!("{side}.schema"), schema.clone()));
             }
         }
@@ -826,7 +826,7 @@ impl<'a> Walker<'a> {
         self.set_schema(s, &mut location, schema);
         if matches!(
             location,
-            Location::Sqlite { .. } | Location::Postgres { .. }
+            Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. }
         ) {
             if table.is_none() {
                 self.missing(s, "table");
@@ -872,10 +872,15 @@ impl<'a> Walker<'a> {
         location: &mut Location,
         schema: Option<Spanned<String>>,
     ) {
-        if let Location::Postgres { schema: into, .. } = location {
+        if let Location::Postgres { schema: into, .. } | Location::Mysql { schema: into, .. } =
+            location
+        {
             if let Some(v) = schema {
                 if v.value.is_empty() {
-                    self.error(v.span, "`schema` is empty; leave it out for `public`");
+                    self.error(
+                        v.span,
+                        "`schema` is empty; leave it out for the default (`public`, or the MySQL url's database)",
+                    );
                 } else {
                     *into = v.value;
                 }
@@ -894,7 +899,7 @@ impl<'a> Walker<'a> {
                 self.error(
                     span,
                     format!(
-                        "`{key}` applies to PostgreSQL urls only; {} is not one",
+                        "`{key}` applies to PostgreSQL and MySQL urls only; {} is not one",
                         s.label()
                     ),
                 );
@@ -959,11 +964,13 @@ impl<'a> Walker<'a> {
         let (url, mut location) = url?;
         self.set_schema(s, &mut location, schema);
         if let Some(v) = &write_mode_item {
-            if write_mode != WriteMode::Insert && !matches!(location, Location::Postgres { .. }) {
+            if write_mode != WriteMode::Insert
+                && !matches!(location, Location::Postgres { .. } | Location::Mysql { .. })
+            {
                 self.error(
                     v.span.clone(),
                     format!(
-                        "write_mode = \"{}\" works for PostgreSQL targets only",
+                        "write_mode = \"{}\" works for PostgreSQL and MySQL targets only",
                         v.value
                     ),
                 );
@@ -973,7 +980,9 @@ impl<'a> Walker<'a> {
             }
         }
         match &location {
-            Location::Sqlite { .. } | Location::Postgres { .. } if table.is_none() => {
+            Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. }
+                if table.is_none() =>
+            {
                 self.missing(s, "table")
             }
             Location::Files { .. } if if_exists == IfExists::Append => {

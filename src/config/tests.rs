@@ -137,11 +137,11 @@ fn unset_environment_variable_is_an_error_at_its_line() {
 
 #[test]
 fn database_urls_are_redacted_in_errors() {
-    let text = GOOD.replace("sqlite://${DB_PATH}", "mysql://app:hunter2@db/x");
+    let text = GOOD.replace("sqlite://${DB_PATH}", "mariadb://app:hunter2@db");
     let e = errors(&text);
     assert!(!e.contains("hunter2"), "{e}");
     assert!(
-        e.contains("MySQL/MariaDB urls are not supported by this build of rowshift"),
+        e.contains("the MySQL url `mariadb://app:***@db` names no database"),
         "{e}"
     );
     let text = GOOD.replace("sqlite://${DB_PATH}", "postgres://app:hunter2@db");

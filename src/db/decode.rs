@@ -151,8 +151,8 @@ impl<'h> RawConn<'h> {
         };
         for (i, value) in binds.iter().enumerate() {
             match value {
-                KeyValue::Int(v) => this.bind(i, Bind::Int(*v))?,
-                KeyValue::Text(t) => this.bind(i, Bind::Text(t))?,
+                KeyValue::Int(v) => this.bind(i, Bind::Int(*v), ffi::SQLITE_TRANSIENT())?,
+                KeyValue::Text(t) => this.bind(i, Bind::Text(t), ffi::SQLITE_TRANSIENT())?,
             }
         }
         Ok(this)
@@ -177,34 +177,32 @@ pub(crate) struct RawStatement<'c> {
 }
 
 impl RawStatement<'_> {
-    /// Binds parameter `index` (from 0). SQLite copies text and blobs.
-    pub(crate) fn bind(&mut self, index: usize, value: Bind<'_>) -> Result<(), RawError> {
+    /// Binds parameter `index` (from 0). With SQLITE_TRANSIENT SQLite copies text and
+    /// blobs; with SQLITE_STATIC it keeps pointers to them, so the caller must keep them
+    /// alive until the bindings are cleared.
+    fn bind(
+        &mut self,
+        index: usize,
+        value: Bind<'_>,
+        keep: ffi::sqlite3_destructor_type,
+    ) -> Result<(), RawError> {
         let s = self.stmt.as_ptr();
         let at = c_int::try_from(index + 1).map_err(|_| RawError::misuse("too many parameters"))?;
         let len = |n: usize| {
             c_int::try_from(n).map_err(|_| RawError::misuse("value too long for SQLite"))
         };
-        // SAFETY: a live statement; SQLITE_TRANSIENT makes SQLite copy the bytes before the
-        // call returns.
+        // SAFETY: a live statement; the byte lifetimes are the caller's promise above.
         let rc = unsafe {
             match value {
                 Bind::Null => ffi::sqlite3_bind_null(s, at),
                 Bind::Int(v) => ffi::sqlite3_bind_int64(s, at, v),
                 Bind::Real(v) => ffi::sqlite3_bind_double(s, at, v),
-                Bind::Text(t) => ffi::sqlite3_bind_text(
-                    s,
-                    at,
-                    t.as_ptr().cast(),
-                    len(t.len())?,
-                    ffi::SQLITE_TRANSIENT(),
-                ),
-                Bind::Blob(b) => ffi::sqlite3_bind_blob(
-                    s,
-                    at,
-                    b.as_ptr().cast(),
-                    len(b.len())?,
-                    ffi::SQLITE_TRANSIENT(),
-                ),
+                Bind::Text(t) => {
+                    ffi::sqlite3_bind_text(s, at, t.as_ptr().cast(), len(t.len())?, keep)
+                }
+                Bind::Blob(b) => {
+                    ffi::sqlite3_bind_blob(s, at, b.as_ptr().cast(), len(b.len())?, keep)
+                }
             }
         };
         if rc != ffi::SQLITE_OK {
@@ -230,40 +228,10 @@ impl RawStatement<'_> {
     /// this call only, and SQLite holds no pointer to them once it returns.
     pub(crate) fn execute_with(&mut self, values: &[Bind<'_>]) -> Result<u64, RawError> {
         let s = self.stmt.as_ptr();
-        let bound = values.iter().enumerate().try_for_each(|(i, value)| {
-            let at = c_int::try_from(i + 1).map_err(|_| RawError::misuse("too many parameters"))?;
-            let len = |n: usize| {
-                c_int::try_from(n).map_err(|_| RawError::misuse("value too long for SQLite"))
-            };
-            // SAFETY: a live statement; the bytes outlive the step below, and the bindings
-            // are cleared before this function returns.
-            let rc = unsafe {
-                match *value {
-                    Bind::Null => ffi::sqlite3_bind_null(s, at),
-                    Bind::Int(v) => ffi::sqlite3_bind_int64(s, at, v),
-                    Bind::Real(v) => ffi::sqlite3_bind_double(s, at, v),
-                    Bind::Text(t) => ffi::sqlite3_bind_text(
-                        s,
-                        at,
-                        t.as_ptr().cast(),
-                        len(t.len())?,
-                        ffi::SQLITE_STATIC(),
-                    ),
-                    Bind::Blob(b) => ffi::sqlite3_bind_blob(
-                        s,
-                        at,
-                        b.as_ptr().cast(),
-                        len(b.len())?,
-                        ffi::SQLITE_STATIC(),
-                    ),
-                }
-            };
-            if rc == ffi::SQLITE_OK {
-                Ok(())
-            } else {
-                Err(RawError::last(self.db))
-            }
-        });
+        // The values outlive the step below, and the bindings are cleared before this
+        // function returns: SQLite need not copy them.
+        let bound = (values.iter().enumerate())
+            .try_for_each(|(i, value)| self.bind(i, *value, ffi::SQLITE_STATIC()));
         let stepped = bound.and_then(|()| self.step());
         // SAFETY: a live statement and handle. Reset and clear even after an error, so no
         // pointer to `values` stays behind.

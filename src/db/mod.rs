@@ -2,6 +2,7 @@
 //! runtime that database I/O runs on.
 
 pub(crate) mod decode;
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 

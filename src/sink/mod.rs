@@ -2,6 +2,7 @@
 //! keeps the quarantine of rejected rows next to the target.
 
 mod files;
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -11,6 +12,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 pub use self::files::FileSink;
+pub use self::mysql::MysqlSink;
 pub use self::postgres::PostgresSink;
 pub use self::sqlite::SqliteSink;
 use crate::Result;
@@ -142,6 +144,9 @@ pub fn open(
         Location::Sqlite { path } => Arc::new(SqliteSink::open(config, path, schema, io)?),
         Location::Postgres { url, schema: pg } => {
             Arc::new(PostgresSink::open(config, url, pg, schema, key, io)?)
+        }
+        Location::Mysql { url, schema: db } => {
+            Arc::new(MysqlSink::open(config, url, db, schema, key, io)?)
         }
         Location::Files { path, format } => Arc::new(FileSink::new(config, path, *format, schema)),
     })

@@ -318,6 +318,16 @@ impl SqliteSink {
         Ok(out)
     }
 
+    /// `SELECT <every target column> FROM <table>`.
+    fn select_all(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.0)).collect();
+        format!(
+            "SELECT {} FROM {}",
+            columns.join(", "),
+            quote_ident(&self.table)
+        )
+    }
+
     /// The [`StoredSum`] of the rows `selection` names, read as stored.
     async fn stored_sum(
         &self,
@@ -325,15 +335,7 @@ impl SqliteSink {
         selection: &Selection,
     ) -> Result<StoredSum> {
         let here = self.here();
-        let head = format!(
-            "SELECT {} FROM {}",
-            self.columns
-                .iter()
-                .map(|c| quote_ident(&c.0))
-                .collect::<Vec<_>>()
-                .join(", "),
-            quote_ident(&self.table)
-        );
+        let head = self.select_all();
         let mut sum = StoredSum::default();
         let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
         let raw = RawConn::new(&mut lock);
@@ -375,15 +377,7 @@ impl SqliteSink {
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let here = self.here();
-        let head = format!(
-            "SELECT {} FROM {}",
-            self.columns
-                .iter()
-                .map(|c| quote_ident(&c.0))
-                .collect::<Vec<_>>()
-                .join(", "),
-            quote_ident(&self.table)
-        );
+        let head = self.select_all();
         let queries = self.filtered(&head, selection)?;
         let raw_schema = Arc::new(arrow::datatypes::Schema::new(
             self.columns

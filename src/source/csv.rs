@@ -14,10 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder as CoreBuilder};
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use super::{BatchIter, Source, Unreadable, check_key};
+use super::{BatchIter, SetAside, Source, Unreadable, check_key};
 use crate::config::{CsvOptions, SourceConfig, show_path};
 use crate::plan::{Chunk, ChunkRange};
 use crate::transform::cast::cast_batch;
@@ -40,7 +37,7 @@ pub struct CsvSource {
     fast_scan: bool,
     /// Records that could not be read, by chunk id: shared with the chunk readers, which
     /// find them, and read by `locate`, which must not count them.
-    unreadable: Arc<Mutex<HashMap<usize, Vec<Unreadable>>>>,
+    unreadable: SetAside,
 }
 
 /// A planned byte range: start, end, first line, rows.
@@ -121,7 +118,7 @@ impl CsvSource {
             key,
             null_regex,
             fast_scan: true,
-            unreadable: Arc::default(),
+            unreadable: SetAside::default(),
         })
     }
 
@@ -296,10 +293,7 @@ impl Source for CsvSource {
             Decode::Arrow(self.arrow_reader(chunk, batch_rows)?)
         };
         // A redone chunk finds its unreadable records again.
-        self.unreadable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&chunk.id);
+        self.unreadable.clear(chunk.id);
         let this = CsvChunkReader {
             source: self.clone_handle(),
             chunk: chunk.clone(),
@@ -313,12 +307,7 @@ impl Source for CsvSource {
     }
 
     fn unreadable(&self, chunk: &Chunk) -> Vec<Unreadable> {
-        self.unreadable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&chunk.id)
-            .cloned()
-            .unwrap_or_default()
+        self.unreadable.get(chunk.id)
     }
 
     fn locate(&self, chunk: &Chunk, row: u64) -> String {
@@ -334,11 +323,10 @@ impl Source for CsvSource {
         let path = &self.files[*file];
         let skipped: std::collections::HashSet<u64> = self
             .unreadable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&chunk.id)
-            .map(|u| u.iter().map(|u| u.line).collect())
-            .unwrap_or_default();
+            .get(chunk.id)
+            .iter()
+            .map(|u| u.line)
+            .collect();
         let mut n = 0u64;
         let mut line = None;
         let _ = scan_range(path, &self.opts, *start, *end, *first_line, |_, info| {
@@ -599,10 +587,7 @@ impl CsvSource {
             }
         }
         let found = bad.len();
-        self.unreadable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(chunk.id, bad);
+        self.unreadable.set(chunk.id, bad);
         Ok((good, found))
     }
 }
@@ -1400,7 +1385,7 @@ mod tests {
     fn slow_plan(s: &CsvSource, rows: u64) -> Vec<Part> {
         let slow = CsvSource {
             fast_scan: false,
-            unreadable: Arc::default(),
+            unreadable: SetAside::default(),
             ..s.clone_plain()
         };
         slow.plan(rows)

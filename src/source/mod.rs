@@ -2,6 +2,7 @@
 //! chunk as Arrow batches.
 
 mod csv;
+mod mysql;
 mod parquet;
 mod postgres;
 mod sqlite;
@@ -9,10 +10,12 @@ mod sqlite;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 pub use self::csv::CsvSource;
+pub use self::mysql::MysqlSource;
 pub use self::parquet::ParquetSource;
 pub use self::postgres::PostgresSource;
 pub use self::sqlite::SqliteSource;
@@ -42,6 +45,43 @@ pub struct Unreadable {
     /// The record as it is in the source (invalid bytes replaced by U+FFFD); a table row
     /// as a JSON object of its stored values.
     pub raw: String,
+}
+
+/// The unreadable records of each chunk, found while it was read and kept for
+/// [`Source::unreadable`]. Shared between a source and its chunk readers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SetAside(
+    Arc<std::sync::Mutex<std::collections::HashMap<usize, Vec<Unreadable>>>>,
+);
+
+impl SetAside {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<usize, Vec<Unreadable>>) -> T,
+    ) -> T {
+        // A reader that panicked left whole entries behind: the map stays usable.
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Forgets `chunk`'s records: a redone chunk finds them again.
+    pub(crate) fn clear(&self, chunk: usize) {
+        self.with(|m| m.remove(&chunk));
+    }
+
+    /// Adds a record of `chunk`.
+    pub(crate) fn push(&self, chunk: usize, u: Unreadable) {
+        self.with(|m| m.entry(chunk).or_default().push(u));
+    }
+
+    /// Replaces `chunk`'s records.
+    pub(crate) fn set(&self, chunk: usize, all: Vec<Unreadable>) {
+        self.with(|m| m.insert(chunk, all));
+    }
+
+    /// `chunk`'s records.
+    pub(crate) fn get(&self, chunk: usize) -> Vec<Unreadable> {
+        self.with(|m| m.get(&chunk).cloned().unwrap_or_default())
+    }
 }
 
 /// A table or set of files to read.
@@ -95,6 +135,7 @@ pub fn open(config: &SourceConfig, io: &IoRuntime) -> Result<Arc<dyn Source>> {
         Location::Postgres { url, schema } => {
             Arc::new(PostgresSource::open(config, url, schema, io)?)
         }
+        Location::Mysql { url, schema } => Arc::new(MysqlSource::open(config, url, schema, io)?),
         Location::Files { path, format } => {
             let files = expand_glob(path)?;
             match format {
@@ -146,4 +187,51 @@ fn check_key(config: &SourceConfig, schema: &SchemaRef, describe: &str) -> Resul
         ));
     }
     Ok(Some(key.value.clone()))
+}
+
+/// The key at `row` as text, the way `read_keys` receives keys.
+pub(crate) fn key_text(a: &dyn Array, row: usize) -> String {
+    match a.data_type() {
+        DataType::Int16 => a.as_primitive::<Int16Type>().value(row).to_string(),
+        DataType::Int32 => a.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
+        _ => crate::transform::cast::value_text(a, row).unwrap_or_default(),
+    }
+}
+
+/// Casts batches decoded in a database's own types to the declared schema (on the task
+/// that reads them).
+pub(crate) struct SchemaCast {
+    raw: SchemaRef,
+    schema: SchemaRef,
+}
+
+impl SchemaCast {
+    pub(crate) fn new(raw: &SchemaRef, schema: &SchemaRef) -> Self {
+        SchemaCast {
+            raw: raw.clone(),
+            schema: schema.clone(),
+        }
+    }
+
+    pub(crate) fn cast(&self, batch: RecordBatch, here: &str) -> Result<RecordBatch> {
+        if self.raw == self.schema {
+            return Ok(batch);
+        }
+        crate::transform::cast::cast_batch(batch, &self.schema, here, |row| {
+            format!("{here}, batch row {}", row + 1)
+        })
+    }
+}
+
+/// The batches a reading task sends, received on a chunk worker's thread.
+pub(crate) struct ChannelIter(pub(crate) tokio::sync::mpsc::Receiver<Result<RecordBatch>>);
+
+impl Iterator for ChannelIter {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.blocking_recv()
+    }
 }

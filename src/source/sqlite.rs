@@ -1,15 +1,14 @@
 //! SQLite tables, split into key ranges with keyset queries.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
-use super::{BatchIter, Source, Unreadable};
+use super::{BatchIter, SetAside, Source, Unreadable};
 use crate::config::{SourceConfig, show_path};
 use crate::db::decode::{BatchBuilder, Kind, RawConn, bind_key, key_value};
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
@@ -30,7 +29,7 @@ pub struct SqliteSource {
     select: String,
     /// Rows whose stored values do not fit their columns, by chunk id, set aside while
     /// the chunk was read.
-    unreadable: Arc<Mutex<HashMap<usize, Vec<Unreadable>>>>,
+    unreadable: SetAside,
 }
 
 impl SqliteSource {
@@ -112,7 +111,7 @@ impl SqliteSource {
             raw_schema,
             schema,
             select,
-            unreadable: Arc::default(),
+            unreadable: SetAside::default(),
         })
     }
 
@@ -292,10 +291,7 @@ impl Source for SqliteSource {
         let set_aside = self.unreadable.clone();
         let chunk_id = chunk.id;
         // A redone chunk finds its unreadable rows again.
-        set_aside
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&chunk_id);
+        set_aside.clear(chunk_id);
         // Stepping the statement blocks, so it runs on a thread of its own rather than on
         // the I/O runtime; the bounded channel keeps at most two batches ahead of the
         // chunk worker.
@@ -322,12 +318,7 @@ impl Source for SqliteSource {
                             reason: f.reason,
                             raw: rows.row_json(&names),
                         };
-                        set_aside
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .entry(chunk_id)
-                            .or_default()
-                            .push(u);
+                        set_aside.push(chunk_id, u);
                         continue;
                     }
                     if builder.len == batch_rows
@@ -357,12 +348,7 @@ impl Source for SqliteSource {
     }
 
     fn unreadable(&self, chunk: &Chunk) -> Vec<Unreadable> {
-        self.unreadable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&chunk.id)
-            .cloned()
-            .unwrap_or_default()
+        self.unreadable.get(chunk.id)
     }
 
     fn locate(&self, chunk: &Chunk, row: u64) -> String {

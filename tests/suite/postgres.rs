@@ -1074,9 +1074,9 @@ id = { type = "bigint", expr = "id", primary_key = true }
     assert_ne!(out.code, 0);
     let text = format!("{}{}", out.stdout, out.stderr);
     for want in [
-        "`schema` applies to PostgreSQL urls only; [source] is not one",
-        "`pool_size` applies to PostgreSQL urls only; [target] is not one",
-        "write_mode = \"upsert\" works for PostgreSQL targets only",
+        "`schema` applies to PostgreSQL and MySQL urls only; [source] is not one",
+        "`pool_size` applies to PostgreSQL and MySQL urls only; [target] is not one",
+        "write_mode = \"upsert\" works for PostgreSQL and MySQL targets only",
     ] {
         assert!(text.contains(want), "{want}: {text}");
     }

@@ -1,0 +1,989 @@
+//! A MySQL or MariaDB table, written with multi-row `INSERT` statements of bound values,
+//! each under the protocol's 65,535 placeholders and a quarter of the server's
+//! `max_allowed_packet`. Each chunk's rows, its rejected rows (in `<table>_rejects`) and
+//! its checkpoint mark commit in one InnoDB transaction, so a chunk lands whole or not at
+//! all, and a chunk redone after a crash never doubles.
+//!
+//! Connections run in strict mode (see [`crate::db::mysql`]): a value the server would
+//! truncate or coerce is an error that fails the chunk instead of a warning, and the
+//! read-back inside the transaction catches whatever strict mode lets through.
+//!
+//! `write_mode`:
+//! - `insert`: `INSERT`.
+//! - `upsert`: `INSERT ... ON DUPLICATE KEY UPDATE` every written column that is not part
+//!   of the primary key.
+//! - `replace-chunk`: delete the chunk's key range (or keys) from the table, then insert.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, Schema, SchemaRef, Time64MicrosecondType, TimestampMicrosecondType,
+};
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use sqlx::mysql::{MySqlArguments, MySqlConnection};
+use sqlx::{MySql, Row};
+
+use super::{ChunkWriter, Committed, Prepare, Sink};
+use crate::check::quarantine::QuarantineEntry;
+use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_at};
+use crate::checkpoint::{CheckpointStore, DoneMark, MyStore, my_mark_done};
+use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
+use crate::db::mysql::{
+    Decoder, MAX_PLACEHOLDERS, MyClient, MyKind, literal, my_decl, qualified, quote, same_family,
+    table_columns,
+};
+use crate::db::{IoRuntime, stmt};
+use crate::plan::{Chunk, ChunkRange};
+use crate::source::SchemaCast;
+use crate::types::ColumnType;
+use crate::{Error, Result};
+
+/// Rows per batch when reading rows back.
+const READ_BATCH: usize = 8192;
+
+/// Most rows in one `INSERT`: larger statements gain nothing measurable and make each
+/// prepared statement's parameter list longer to encode.
+const ROWS_PER_INSERT: usize = 2000;
+
+type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
+
+/// Writes into one MySQL or MariaDB table.
+pub struct MysqlSink {
+    client: Arc<MyClient>,
+    database: String,
+    table: String,
+    columns: Vec<(String, ColumnType, bool, bool)>,
+    /// Each column's read-back decoding, and the schema it decodes into (decimals as
+    /// text, cast to `arrow_schema` afterwards).
+    kinds: Vec<MyKind>,
+    decoded_schema: SchemaRef,
+    arrow_schema: SchemaRef,
+    if_exists: IfExists,
+    write_mode: WriteMode,
+    /// The target column that holds the source key, and whether unchanged.
+    key: Option<(String, bool)>,
+    pipeline: OnceLock<String>,
+    /// The server's `max_allowed_packet`, read on first write.
+    packet: OnceLock<usize>,
+    /// Set when `prepare` had to create the table on resume: the chunks an earlier run
+    /// committed are gone.
+    created_on_resume: AtomicBool,
+}
+
+impl MysqlSink {
+    /// A sink for `database.table` on `url`. Connects on first use. A declared column
+    /// type MySQL cannot hold without loss is an error naming the column.
+    pub fn open(
+        config: &TargetConfig,
+        url: &SecretUrl,
+        database: &str,
+        arrow_schema: SchemaRef,
+        key: Option<(&str, bool)>,
+        io: &IoRuntime,
+    ) -> Result<Self> {
+        let columns: Vec<_> = config
+            .columns
+            .iter()
+            .map(|c| (c.name.value.clone(), c.ty.value, c.nullable, c.primary_key))
+            .collect();
+        let table = config
+            .table
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default();
+        let shown = url.shown();
+        let problems: Vec<String> = columns
+            .iter()
+            .filter_map(|(name, ty, _, pk)| match my_decl(*ty) {
+                Err(why) => Some(format!("column `{name}`: {why}")),
+                Ok(_) if *pk && *ty == ColumnType::Text => Some(format!(
+                    "column `{name}`: a MySQL primary key cannot be LONGTEXT; declare type = \"varchar(N)\""
+                )),
+                Ok(_) => None,
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Error::data(
+                format!("{shown} table {database}.{table}"),
+                problems.join("; "),
+            ));
+        }
+        let kinds: Vec<MyKind> = columns.iter().map(|c| MyKind::for_type(c.1)).collect();
+        let decoded_schema = Arc::new(Schema::new(
+            arrow_schema
+                .fields()
+                .iter()
+                .zip(&kinds)
+                .map(|(f, k)| f.as_ref().clone().with_data_type(k.arrow_type()))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(MysqlSink {
+            client: Arc::new(MyClient::new(url, &config.db, io)),
+            database: database.to_string(),
+            table,
+            columns,
+            kinds,
+            decoded_schema,
+            arrow_schema,
+            if_exists: config.if_exists,
+            write_mode: config.write_mode,
+            key: key.map(|(k, unchanged)| (k.to_string(), unchanged)),
+            pipeline: OnceLock::new(),
+            packet: OnceLock::new(),
+            created_on_resume: AtomicBool::new(false),
+        })
+    }
+
+    fn here(&self) -> String {
+        format!(
+            "{} table {}.{}",
+            self.client.shown, self.database, self.table
+        )
+    }
+
+    fn t(&self) -> String {
+        qualified(&self.database, &self.table)
+    }
+
+    fn rejects_table(&self) -> String {
+        format!("{}_rejects", self.table)
+    }
+
+    fn r(&self) -> String {
+        qualified(&self.database, &self.rejects_table())
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote(&c.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The `CREATE TABLE` statement for the declared columns, with MySQL types.
+    pub fn create_table_sql(&self) -> String {
+        let mut defs: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(name, ty, nullable, _)| {
+                format!(
+                    "{} {}{}",
+                    quote(name),
+                    my_decl(*ty).expect("checked in open"),
+                    if *nullable { "" } else { " NOT NULL" }
+                )
+            })
+            .collect();
+        let pk: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| c.3)
+            .map(|c| quote(&c.0))
+            .collect();
+        if !pk.is_empty() {
+            defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+        }
+        format!(
+            "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            self.t(),
+            defs.join(",\n  ")
+        )
+    }
+
+    fn create_database_sql(&self) -> String {
+        format!(
+            "CREATE DATABASE IF NOT EXISTS {} DEFAULT CHARACTER SET utf8mb4",
+            quote(&self.database)
+        )
+    }
+
+    fn create_rejects_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  id BIGINT AUTO_INCREMENT PRIMARY KEY,\n  chunk BIGINT NOT NULL,\n  row_key LONGTEXT,\n  location LONGTEXT NOT NULL,\n  column_name LONGTEXT,\n  value LONGTEXT,\n  reason LONGTEXT NOT NULL,\n  source_row LONGTEXT NOT NULL,\n  rejected_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),\n  KEY (chunk)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            self.r()
+        )
+    }
+
+    async fn count(&self, conn: &mut MySqlConnection, table: &str) -> Result<i64> {
+        sqlx::query_scalar(stmt(format!(
+            "SELECT CAST(count(*) AS SIGNED) FROM {table}"
+        )))
+        .fetch_one(conn)
+        .await
+        .map_err(|e| Error::db(self.here(), e))
+    }
+
+    /// The table's row count if it exists.
+    fn existing_rows(&self) -> Result<Option<i64>> {
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            if table_columns(pool, &self.database, &self.table, &here)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            Ok(Some(self.count(&mut conn, &self.t()).await?))
+        })
+    }
+
+    /// The column type of target column `name`.
+    fn column_type(&self, name: &str) -> Option<ColumnType> {
+        self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
+    }
+
+    /// The column as compared with key bounds: text as bytes, the order chunks are
+    /// planned in.
+    fn compared(&self, column: &str) -> String {
+        match self.column_type(column) {
+            Some(ColumnType::Text | ColumnType::Varchar(_)) => {
+                format!("CAST({} AS BINARY)", quote(column))
+            }
+            _ => quote(column),
+        }
+    }
+
+    /// `WHERE` clauses (several for a long key list) restricting to `selection`, with
+    /// key values as literals.
+    fn conditions(&self, selection: &Selection) -> Result<Vec<String>> {
+        if let Selection::Range { column, .. } = selection
+            && !selection.range_fits(self.column_type(column))
+        {
+            return Err(Error::Unsupported(format!(
+                "{}: a chunk's key range cannot be compared with target column {column} of another type",
+                self.here()
+            )));
+        }
+        Ok(match selection {
+            Selection::Range { column, lo, hi } => {
+                let c = self.compared(column);
+                let mut conds = vec![format!("{} IS NOT NULL", quote(column))];
+                if let Some(lo) = lo {
+                    conds.push(format!("{c} > {}", literal(lo)));
+                }
+                if let Some(hi) = hi {
+                    conds.push(format!("{c} <= {}", literal(hi)));
+                }
+                vec![format!(" WHERE {}", conds.join(" AND "))]
+            }
+            Selection::Keys { column, keys } => {
+                let c = self.compared(column);
+                let values: Vec<String> = (0..keys.len())
+                    .filter_map(|r| key_at(keys, r))
+                    .map(|k| literal(&k))
+                    .collect();
+                values
+                    .chunks(KEYS_PER_QUERY)
+                    .map(|group| format!(" WHERE {c} IN ({})", group.join(", ")))
+                    .collect()
+            }
+            Selection::All => vec![String::new()],
+            Selection::Files => {
+                return Err(Error::Internal("a table has no part files".into()));
+            }
+        })
+    }
+
+    /// Reads the rows `selection` names, decoded into the target schema, so that a value
+    /// the database changed reads back different.
+    async fn select_rows(
+        &self,
+        conn: &mut MySqlConnection,
+        selection: &Selection,
+    ) -> Result<Vec<RecordBatch>> {
+        let here = self.here();
+        let cast = SchemaCast::new(&self.decoded_schema, &self.arrow_schema);
+        let mut out = Vec::new();
+        for cond in self.conditions(selection)? {
+            let mut decoder = Decoder::new(&self.kinds, self.decoded_schema.clone(), READ_BATCH);
+            let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
+            let mut rows = sqlx::query(stmt(sql)).fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
+                let full = decoder.push(&row).map_err(|(i, reason)| {
+                    Error::data(
+                        &here,
+                        format!("reading rows back, column {}: {reason}", self.columns[i].0),
+                    )
+                })?;
+                if let Some(b) = full {
+                    out.push(cast.cast(b, &here)?);
+                }
+            }
+            drop(rows);
+            if decoder.len > 0 {
+                out.push(cast.cast(decoder.finish()?, &here)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The server's `max_allowed_packet`.
+    async fn packet(&self, conn: &mut MySqlConnection) -> Result<usize> {
+        if let Some(p) = self.packet.get() {
+            return Ok(*p);
+        }
+        let p: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+            .fetch_one(conn)
+            .await
+            .map_err(|e| Error::db(self.here(), e))?;
+        Ok(*self.packet.get_or_init(|| p.max(1 << 20) as usize))
+    }
+
+    /// Inserts `batches` with multi-row `INSERT`s (`upsert` adds `ON DUPLICATE KEY
+    /// UPDATE`); returns the rows sent.
+    async fn insert(&self, conn: &mut MySqlConnection, batches: &[RecordBatch]) -> Result<u64> {
+        let here = self.here();
+        let width = self.columns.len();
+        let per_statement = (MAX_PLACEHOLDERS / width).min(ROWS_PER_INSERT);
+        // A quarter of the packet leaves room for the protocol's length prefixes and
+        // NULL bitmap whatever the estimate misses.
+        let max_bytes = self.packet(conn).await? / 4;
+        let row_sql = format!("({})", vec!["?"; width].join(", "));
+        let upsert = if self.write_mode == WriteMode::Upsert {
+            let set: Vec<String> = self
+                .columns
+                .iter()
+                .filter(|c| !c.3)
+                .map(|c| format!("{0} = VALUES({0})", quote(&c.0)))
+                .collect();
+            if set.is_empty() {
+                // Every column is in the key: a row already there is left as it is.
+                let pk = quote(&self.columns.iter().find(|c| c.3).expect("validated").0);
+                format!(" ON DUPLICATE KEY UPDATE {pk} = {pk}")
+            } else {
+                format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "))
+            }
+        } else {
+            String::new()
+        };
+        let head = format!("INSERT INTO {} ({}) VALUES ", self.t(), self.column_list());
+        let key = self.key.as_ref().map(|k| k.0.as_str());
+        let mut sent = 0u64;
+        for batch in batches {
+            let cols = Cols::new(batch, &self.columns, &here, key)?;
+            let mut row = 0;
+            while row < batch.num_rows() {
+                let mut end = row;
+                let mut bytes = 0;
+                while end < batch.num_rows() && end - row < per_statement && bytes < max_bytes {
+                    bytes += cols.row_bytes(end);
+                    end += 1;
+                }
+                let rows = end - row;
+                let mut sql = String::with_capacity(head.len() + rows * (row_sql.len() + 2));
+                sql.push_str(&head);
+                for i in 0..rows {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&row_sql);
+                }
+                sql.push_str(&upsert);
+                let mut q = sqlx::query(stmt(sql));
+                for r in row..end {
+                    q = cols.bind(q, r);
+                }
+                let done = q
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                if self.write_mode != WriteMode::Upsert && done.rows_affected() != rows as u64 {
+                    return Err(Error::data(
+                        &here,
+                        format!(
+                            "an INSERT of {rows} rows affected {} rows",
+                            done.rows_affected()
+                        ),
+                    ));
+                }
+                sent += rows as u64;
+                row = end;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Writes `batches` by the write mode, inside the caller's transaction. `replace`
+    /// is the selection `replace-chunk` deletes first.
+    async fn write_rows(
+        &self,
+        conn: &mut MySqlConnection,
+        batches: &[RecordBatch],
+        replace: Option<&Selection>,
+    ) -> Result<u64> {
+        if let Some(sel) = replace {
+            for cond in self.conditions(sel)? {
+                sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| Error::db(self.here(), e))?;
+            }
+        }
+        self.insert(conn, batches).await
+    }
+
+    async fn insert_rejects(
+        &self,
+        conn: &mut MySqlConnection,
+        chunk: usize,
+        entries: &[QuarantineEntry],
+    ) -> Result<()> {
+        let here = self.here();
+        // Seven placeholders a row; rows are small, but a source row can be long.
+        for group in entries.chunks(500) {
+            let mut sql = format!(
+                "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row) VALUES ",
+                self.r()
+            );
+            sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; group.len()].join(", "));
+            let mut q = sqlx::query(stmt(sql));
+            for e in group {
+                q = q
+                    .bind(chunk as i64)
+                    .bind(e.key.clone())
+                    .bind(e.location.clone())
+                    .bind(e.column.clone())
+                    .bind(e.value.clone())
+                    .bind(e.reason.clone())
+                    .bind(e.row.to_string());
+            }
+            q.execute(&mut *conn)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+        }
+        Ok(())
+    }
+
+    async fn replace_rejects(
+        &self,
+        conn: &mut MySqlConnection,
+        chunk: usize,
+        entries: &[QuarantineEntry],
+    ) -> Result<()> {
+        sqlx::query(stmt(format!("DELETE FROM {} WHERE chunk = ?", self.r())))
+            .bind(chunk as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::db(self.here(), e))?;
+        self.insert_rejects(conn, chunk, entries).await
+    }
+
+    /// Which target rows are the chunk's, for `replace-chunk`.
+    fn chunk_selection(&self, chunk: &Chunk, batches: &[RecordBatch]) -> Result<Selection> {
+        let Some((column, unchanged)) = &self.key else {
+            return Err(Error::Unsupported(format!(
+                "{}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key",
+                self.here()
+            )));
+        };
+        if let (true, ChunkRange::Keys { lo, hi }) = (*unchanged, &chunk.range) {
+            let range = Selection::Range {
+                column: column.clone(),
+                lo: lo.clone(),
+                hi: hi.clone(),
+            };
+            if range.range_fits(self.column_type(column)) {
+                return Ok(range);
+            }
+        }
+        Selection::of_keys(column, batches)
+    }
+
+    /// The rows of a chunk that wrote `batches` for read-back: `selection`, or the
+    /// chunk's keys when the range does not fit the column or the chunk upserted.
+    fn readback_selection(
+        &self,
+        selection: &Selection,
+        key: Option<&str>,
+        batches: &[RecordBatch],
+    ) -> Result<Selection> {
+        let fits = match selection {
+            Selection::Range { column, .. } => selection.range_fits(self.column_type(column)),
+            _ => true,
+        };
+        match key {
+            // An upsert may update rows that were there before, in the chunk's key range
+            // or not: read back exactly the keys it sent.
+            Some(k) if self.write_mode == WriteMode::Upsert || !fits => {
+                Selection::of_keys(k, batches)
+            }
+            _ => Ok(selection.clone()),
+        }
+    }
+
+    /// Checks an existing table against the declared columns: each must be there, with a
+    /// type of the same family.
+    async fn check_existing(&self, existing: &[crate::db::mysql::MyColumn]) -> Result<()> {
+        let here = self.here();
+        let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
+        let missing: Vec<&str> = self
+            .columns
+            .iter()
+            .map(|c| c.0.as_str())
+            .filter(|c| !have.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::data(
+                &here,
+                format!(
+                    "the existing table lacks column(s) {}; it has: {}",
+                    missing.join(", "),
+                    have.join(", ")
+                ),
+            ));
+        }
+        for (name, ty, ..) in &self.columns {
+            let found = existing
+                .iter()
+                .find(|c| &c.name == name)
+                .expect("checked above");
+            if !same_family(*ty, &found.data_type) {
+                return Err(Error::data(
+                    &here,
+                    format!(
+                        "column {name} is {} in the existing table but declared {ty}; declare a type of its kind or let rowshift create the table",
+                        found.column_type
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch's columns, downcast once, bound row by row.
+struct Cols<'a> {
+    cols: Vec<ColRef<'a>>,
+}
+
+enum ColRef<'a> {
+    I16(&'a arrow::array::Int16Array),
+    I32(&'a arrow::array::Int32Array),
+    I64(&'a arrow::array::Int64Array),
+    F32(&'a arrow::array::Float32Array),
+    F64(&'a arrow::array::Float64Array),
+    Dec(&'a arrow::array::Decimal128Array),
+    Bool(&'a arrow::array::BooleanArray),
+    Str(&'a arrow::array::StringArray),
+    Bytes(&'a arrow::array::BinaryArray),
+    Date(&'a arrow::array::Date32Array),
+    Time(&'a arrow::array::Time64MicrosecondArray),
+    Ts(&'a arrow::array::TimestampMicrosecondArray),
+}
+
+impl<'a> Cols<'a> {
+    /// Checks what MySQL cannot store before anything is sent: NaN and infinite floats,
+    /// which it refuses with a message that names no row.
+    fn new(
+        batch: &'a RecordBatch,
+        columns: &[(String, ColumnType, bool, bool)],
+        here: &str,
+        key: Option<&str>,
+    ) -> Result<Self> {
+        let mut cols = Vec::with_capacity(columns.len());
+        for (i, (name, ..)) in columns.iter().enumerate() {
+            let a = batch.column(i);
+            let c = match a.data_type() {
+                DataType::Int16 => ColRef::I16(a.as_primitive::<Int16Type>()),
+                DataType::Int32 => ColRef::I32(a.as_primitive::<Int32Type>()),
+                DataType::Int64 => ColRef::I64(a.as_primitive::<Int64Type>()),
+                DataType::Float32 => ColRef::F32(a.as_primitive::<Float32Type>()),
+                DataType::Float64 => ColRef::F64(a.as_primitive::<Float64Type>()),
+                DataType::Decimal128(..) => ColRef::Dec(a.as_primitive::<Decimal128Type>()),
+                DataType::Boolean => ColRef::Bool(a.as_boolean()),
+                DataType::Utf8 => ColRef::Str(a.as_string::<i32>()),
+                DataType::Binary => ColRef::Bytes(a.as_binary::<i32>()),
+                DataType::Date32 => ColRef::Date(a.as_primitive::<Date32Type>()),
+                DataType::Time64(_) => ColRef::Time(a.as_primitive::<Time64MicrosecondType>()),
+                DataType::Timestamp(..) => ColRef::Ts(a.as_primitive::<TimestampMicrosecondType>()),
+                other => {
+                    return Err(Error::Internal(format!(
+                        "{here}: column {name} arrives as {other}, which no MySQL column is written from"
+                    )));
+                }
+            };
+            let bad = match &c {
+                ColRef::F32(f) => f.iter().position(|v| v.is_some_and(|v| !v.is_finite())),
+                ColRef::F64(f) => f.iter().position(|v| v.is_some_and(|v| !v.is_finite())),
+                _ => None,
+            };
+            if let Some(row) = bad {
+                let key_text = key
+                    .and_then(|k| batch.column_by_name(k))
+                    .and_then(|k| crate::transform::cast::value_text(k.as_ref(), row));
+                let at = match (key, key_text) {
+                    (Some(k), Some(v)) => format!("{k}={v}"),
+                    _ => format!("batch row {}", row + 1),
+                };
+                return Err(Error::data(
+                    format!("{here}, {at}"),
+                    format!(
+                        "column {name} holds {}, which a MySQL float column cannot store",
+                        crate::transform::cast::value_text(a.as_ref(), row).unwrap_or_default()
+                    ),
+                ));
+            }
+            cols.push(c);
+        }
+        Ok(Cols { cols })
+    }
+
+    /// About how many bytes row `r` takes in a statement.
+    fn row_bytes(&self, r: usize) -> usize {
+        self.cols
+            .iter()
+            .map(|c| match c {
+                ColRef::Str(a) => a.value_length(r) as usize + 9,
+                ColRef::Bytes(a) => a.value_length(r) as usize + 9,
+                ColRef::Dec(_) => 48,
+                _ => 16,
+            })
+            .sum()
+    }
+
+    /// Binds row `r`'s values.
+    fn bind<'q>(&self, mut q: Query<'q>, r: usize) -> Query<'q>
+    where
+        'a: 'q,
+    {
+        for c in &self.cols {
+            q = match c {
+                ColRef::I16(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                ColRef::I32(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                ColRef::I64(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                ColRef::F32(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                ColRef::F64(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                // Exact decimal text; the server parses it into DECIMAL(p,s) unchanged.
+                ColRef::Dec(a) => q.bind(a.is_valid(r).then(|| a.value_as_string(r))),
+                ColRef::Bool(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                ColRef::Str(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                ColRef::Bytes(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
+                ColRef::Date(a) => q.bind(a.is_valid(r).then(|| date_text(a.value(r)))),
+                ColRef::Time(a) => q.bind(a.is_valid(r).then(|| time_text(a.value(r)))),
+                ColRef::Ts(a) => q.bind(a.is_valid(r).then(|| timestamp_text(a.value(r)))),
+            };
+        }
+        q
+    }
+}
+
+/// Days since 1970-01-01 as `YYYY-MM-DD`.
+fn date_text(days: i32) -> String {
+    let d = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
+        + chrono::Duration::days(days as i64);
+    d.format("%Y-%m-%d").to_string()
+}
+
+/// Microseconds into a day as `HH:MM:SS.ffffff`.
+fn time_text(micros: i64) -> String {
+    let (s, us) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+    format!("{:02}:{:02}:{:02}.{us:06}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Microseconds since the epoch (UTC) as `YYYY-MM-DD HH:MM:SS.ffffff`.
+fn timestamp_text(micros: i64) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    let rest = micros.rem_euclid(86_400_000_000);
+    format!("{} {}", date_text(days as i32), time_text(rest))
+}
+
+impl Sink for MysqlSink {
+    fn describe(&self) -> String {
+        self.here()
+    }
+
+    fn planned_ddl(&self) -> Result<Vec<String>> {
+        let t = self.t();
+        let mut out = vec![self.create_database_sql()];
+        out.extend(match (self.existing_rows()?, self.if_exists) {
+            (None, _) => vec![self.create_table_sql()],
+            (Some(_), IfExists::Replace) => {
+                vec![format!("DROP TABLE {t}"), self.create_table_sql()]
+            }
+            (Some(rows), IfExists::Fail) if rows > 0 => {
+                vec![format!(
+                    "-- none: the table already holds {rows} rows and if_exists = \"fail\"; run would stop"
+                )]
+            }
+            (Some(_), _) => vec![format!("-- none: table {t} exists and is written into")],
+        });
+        out.push(self.create_rejects_sql());
+        Ok(out)
+    }
+
+    fn prepare(&self, how: Prepare) -> Result<()> {
+        let here = self.here();
+        let t = self.t();
+        let r = self.r();
+        if how == Prepare::Restart && self.if_exists == IfExists::Append {
+            return Err(Error::Unsupported(format!(
+                "{here}: --restart cannot clean an if_exists = \"append\" target: rowshift cannot tell the rows it wrote from those already there"
+            )));
+        }
+        if self.write_mode == WriteMode::ReplaceChunk && self.key.is_none() {
+            return Err(Error::Unsupported(format!(
+                "{here}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key"
+            )));
+        }
+        let pool = self.client.pool()?;
+        // MySQL commits each DDL statement on its own; the steps are ordered so that a
+        // crash between them leaves a state the next `prepare` completes.
+        self.client.io().block_on(async {
+            let db = |e| Error::db(&here, e);
+            let mut conn = pool.acquire().await.map_err(db)?;
+            let exec = |sql: String| sqlx::raw_sql(stmt(sql));
+            exec(self.create_database_sql()).execute(&mut *conn).await.map_err(db)?;
+            if let Some(existing) = table_columns(pool, &self.database, &self.table, &here).await? {
+                let rows = self.count(&mut conn, &t).await?;
+                let drop = match (how, self.if_exists) {
+                    (Prepare::Restart, _) | (Prepare::Fresh, IfExists::Replace) => true,
+                    (Prepare::Fresh, IfExists::Fail) if rows > 0 => {
+                        return Err(Error::data(
+                            &here,
+                            format!("the target table already holds {rows} rows; set if_exists = \"replace\" or \"append\" in [target]"),
+                        ));
+                    }
+                    _ => false,
+                };
+                if drop {
+                    exec(format!("DROP TABLE IF EXISTS {r}")).execute(&mut *conn).await.map_err(db)?;
+                    exec(format!("DROP TABLE {t}")).execute(&mut *conn).await.map_err(db)?;
+                    exec(self.create_table_sql()).execute(&mut *conn).await.map_err(db)?;
+                } else {
+                    self.check_existing(&existing).await?;
+                }
+            } else {
+                self.created_on_resume.store(how == Prepare::Resume, Ordering::SeqCst);
+                exec(self.create_table_sql()).execute(&mut *conn).await.map_err(db)?;
+            }
+            exec(self.create_rejects_sql()).execute(&mut *conn).await.map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn check_done(&self, chunks: &[usize]) -> Result<()> {
+        if !chunks.is_empty() && self.created_on_resume.load(Ordering::SeqCst) {
+            return Err(Error::data(
+                self.here(),
+                format!(
+                    "the table is gone, but the checkpoint says {} chunks were committed to it; run with --restart to start over",
+                    chunks.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {
+        Ok(Box::new(MyChunk {
+            sink: self,
+            chunk: chunk.clone(),
+            batches: Vec::new(),
+            rejects: Vec::new(),
+        }))
+    }
+
+    fn read_rows(
+        &self,
+        _chunk: usize,
+        selection: &Selection,
+        _key: Option<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            self.select_rows(&mut conn, selection).await
+        })
+    }
+
+    fn remove_rows(&self, _chunk: usize, selection: &Selection) -> Result<()> {
+        let here = self.here();
+        let conds = self.conditions(selection)?;
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            for cond in conds {
+                sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+            }
+            tx.commit().await.map_err(|e| Error::db(&here, e))
+        })
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        for b in self.read_rows(0, &Selection::All, None)? {
+            f(b)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
+        let _ = self.pipeline.set(pipeline.to_string());
+        Some(Arc::new(MyStore::new(
+            self.client.clone(),
+            &self.database,
+            pipeline,
+        )))
+    }
+
+    fn quarantine(&self) -> String {
+        format!(
+            "{} table {}.{}",
+            self.client.shown,
+            self.database,
+            self.rejects_table()
+        )
+    }
+
+    fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
+        let here = self.quarantine();
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            if table_columns(pool, &self.database, &self.rejects_table(), &here)
+                .await?
+                .is_none()
+            {
+                return Ok(Vec::new());
+            }
+            let rows = sqlx::query(stmt(format!(
+                "SELECT chunk, row_key, location, column_name, value, reason, source_row FROM {} ORDER BY id",
+                self.r()
+            )))
+            .fetch_all(pool)
+            .await
+            .map_err(|e| Error::db(&here, e))?;
+            rows.iter()
+                .map(|r| {
+                    let get = |i: usize| r.try_get::<Option<String>, _>(i).map_err(|e| Error::db(&here, e));
+                    Ok(QuarantineEntry {
+                        chunk: r.try_get::<i64, _>(0).map_err(|e| Error::db(&here, e))? as usize,
+                        key: get(1)?,
+                        location: get(2)?.unwrap_or_default(),
+                        column: get(3)?,
+                        value: get(4)?,
+                        reason: get(5)?.unwrap_or_default(),
+                        row: serde_json::from_str(&get(6)?.unwrap_or_default())
+                            .map_err(|e| Error::data(&here, e))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+    }
+
+    fn requeue(
+        &self,
+        chunk: usize,
+        passing: &[RecordBatch],
+        remaining: &[QuarantineEntry],
+    ) -> Result<u64> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let written = self.write_rows(&mut tx, passing, None).await?;
+            self.replace_rejects(&mut tx, chunk, remaining).await?;
+            tx.commit().await.map_err(|e| Error::db(&here, e))?;
+            Ok(written)
+        })
+    }
+}
+
+/// Buffers a chunk's batches (bounded by the chunk size) and inserts them in one
+/// transaction at commit.
+struct MyChunk<'a> {
+    sink: &'a MysqlSink,
+    chunk: Chunk,
+    batches: Vec<RecordBatch>,
+    rejects: Vec<QuarantineEntry>,
+}
+
+impl ChunkWriter for MyChunk<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() > 0 {
+            self.batches.push(batch.clone());
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()> {
+        self.rejects.extend(entries);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed> {
+        let sink = self.sink;
+        let here = sink.here();
+        let pool = sink.client.pool()?;
+        let replace = match sink.write_mode {
+            WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
+            _ => None,
+        };
+        let readback = verify
+            .map(|v| sink.readback_selection(&v.selection, v.key, &self.batches))
+            .transpose()?;
+        sink.client.io().block_on(async {
+            let db = |e| Error::db(&here, e);
+            let mut tx = pool.begin().await.map_err(db)?;
+            sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
+                .await?;
+            let rows = sink
+                .write_rows(&mut tx, &self.batches, replace.as_ref())
+                .await?;
+            // Read back inside the transaction: what the database stored, before anything
+            // of the chunk is visible, so a mismatch rolls the whole chunk back.
+            if let (Some(v), Some(sel)) = (verify, &readback) {
+                let t0 = Instant::now();
+                let back = sink.select_rows(&mut tx, sel).await?;
+                v.verify(&back, t0)?;
+            }
+            let marked = match sink.pipeline.get() {
+                Some(p) => {
+                    if my_mark_done(&mut tx, &sink.database, p, mark)
+                        .await
+                        .map_err(db)?
+                        != 1
+                    {
+                        return Err(Error::Internal(format!(
+                            "chunk {} is not in the checkpoint",
+                            self.chunk.id
+                        )));
+                    }
+                    true
+                }
+                None => false,
+            };
+            tx.commit().await.map_err(db)?;
+            Ok(Committed { rows, marked })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporal_values_are_sent_as_mysql_text() {
+        assert_eq!(date_text(0), "1970-01-01");
+        assert_eq!(date_text(-1), "1969-12-31");
+        assert_eq!(date_text(2_932_896), "9999-12-31");
+        assert_eq!(time_text(0), "00:00:00.000000");
+        assert_eq!(time_text(86_399_999_999), "23:59:59.999999");
+        assert_eq!(timestamp_text(-1), "1969-12-31 23:59:59.999999");
+        assert_eq!(
+            timestamp_text(1_700_000_000_123_456),
+            "2023-11-14 22:13:20.123456"
+        );
+    }
+}

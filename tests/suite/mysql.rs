@@ -1,0 +1,967 @@
+//! MySQL/MariaDB sources and targets, on the real server (`ROWSHIFT_MYSQL_URL`, default
+//! `mysql://root@127.0.0.1:3306/test`). Each test works in databases of its own, dropped
+//! afterwards, so tests run in parallel. A server that cannot be reached fails the test,
+//! in CI and outside it: a skipped test would pass without checking anything.
+
+use std::collections::BTreeMap;
+
+use crate::common::{Workspace, sqlite_rows};
+
+fn my_url() -> String {
+    std::env::var("ROWSHIFT_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
+}
+
+fn pg_url() -> String {
+    std::env::var("ROWSHIFT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A database of the test's own on the server, dropped when the test ends.
+struct MyDb {
+    name: String,
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::MySqlPool,
+}
+
+impl MyDb {
+    /// Creates a database named `<tag>_<unique>`; `tag` may hold any characters.
+    fn new(tag: &str) -> Self {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "{tag}_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = my_url();
+        let pool = rt
+            .block_on(
+                sqlx::mysql::MySqlPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(&url),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "MySQL/MariaDB is not reachable at {} ({e}); these tests need it (CI={}). \
+                     Start it (`.ci/run` does) or point ROWSHIFT_MYSQL_URL at a server",
+                    rowshift::config::redact(&url),
+                    std::env::var("CI").unwrap_or_default()
+                )
+            });
+        let db = MyDb { name, rt, pool };
+        db.exec(&format!(
+            "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
+            db.q()
+        ));
+        db
+    }
+
+    /// The database name quoted.
+    fn q(&self) -> String {
+        quote(&self.name)
+    }
+
+    /// A URL naming this database.
+    fn url(&self) -> String {
+        let base = my_url();
+        let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
+        format!("{root}/{}", self.name)
+    }
+
+    fn exec(&self, sql: &str) {
+        self.rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Every row of `sql`, whose columns the query casts to text (`NULL` for NULL).
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::Row;
+        let rows = self
+            .rt
+            .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| {
+                        r.try_get::<Option<String>, _>(i)
+                            .unwrap_or_else(|e| panic!("{sql}: column {i}: {e}"))
+                            .unwrap_or_else(|| "NULL".into())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        self.rows(&format!(
+            "SELECT CAST(count(*) AS CHAR) FROM {}.{}",
+            self.q(),
+            quote(table)
+        ))[0][0]
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {}", self.q());
+        let _ = self
+            .rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool));
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+fn run_ok(ws: &Workspace, pipeline: &str) -> String {
+    let out = ws.rowshift(&["run", pipeline, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.stdout
+}
+
+/// A source table `items` in `db` with `n` rows of several types.
+fn make_items(db: &MyDb, n: i64) {
+    db.exec(&format!(
+        "CREATE TABLE {s}.items (id BIGINT PRIMARY KEY, name VARCHAR(100) NOT NULL, price DECIMAL(12,2), \
+         qty INT, made DATETIME(6), active BOOLEAN, tag VARCHAR(10)) DEFAULT CHARSET utf8mb4",
+        s = db.q()
+    ));
+    let mut rows = Vec::new();
+    for g in 1..=n {
+        let name = if g % 7 == 0 {
+            format!("item {g} ünï")
+        } else {
+            format!("item {g}")
+        };
+        let qty = if g % 5 == 0 {
+            "NULL".to_string()
+        } else {
+            (g % 13).to_string()
+        };
+        let tag = if g % 3 == 0 {
+            String::new()
+        } else {
+            format!("t{}", g % 4)
+        };
+        rows.push(format!(
+            "({g}, '{name}', {}.{:02}, {qty}, TIMESTAMPADD(MICROSECOND, {g} * 3601500000, '2024-01-01 00:00:00'), {}, '{tag}')",
+            g * 5 / 4,
+            (g * 25) % 100,
+            g % 2 == 0
+        ));
+    }
+    for part in rows.chunks(500) {
+        db.exec(&format!(
+            "INSERT INTO {}.items VALUES {}",
+            db.q(),
+            part.join(", ")
+        ));
+    }
+}
+
+fn items_text(db: &MyDb, table: &str) -> Vec<Vec<String>> {
+    db.rows(&format!(
+        "SELECT CAST(id AS CHAR), name, CAST(price AS CHAR), CAST(qty AS CHAR), CAST(made AS CHAR), \
+         CAST(active AS CHAR), tag FROM {}.{} ORDER BY id",
+        db.q(),
+        quote(table)
+    ))
+}
+
+#[test]
+fn sqlite_to_mysql_with_transforms_matches_rows_computed_here() {
+    let ws = Workspace::new();
+    let db = MyDb::new("rs_sqlite_my");
+    let p = ws.write(
+        "pipelines/to_my.toml",
+        &format!(
+            r#"name = "to_my"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{url}"
+table = "users"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+email = {{ type = "varchar(200)", expr = "lower(trim(email))", nullable = false }}
+country = {{ type = "text", expr = "country" }}
+score = {{ type = "double", expr = "score" }}
+name_len = {{ type = "integer", expr = "character_length(full_name)" }}
+[filter]
+where = "deleted_at IS NULL"
+[chunks]
+rows = 97
+parallel = 3
+"#,
+            url = db.url()
+        ),
+    );
+    // A dry run shows the DDL with MySQL types and creates nothing.
+    let out = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    for want in [
+        format!("CREATE TABLE {}.`users` (", db.q()),
+        "`id` BIGINT NOT NULL".to_string(),
+        "`email` VARCHAR(200) NOT NULL".to_string(),
+        "`country` LONGTEXT".to_string(),
+        "`score` DOUBLE".to_string(),
+        "PRIMARY KEY (`id`)".to_string(),
+    ] {
+        assert!(out.stdout.contains(&want), "{want}: {}", out.stdout);
+    }
+    let tables = db.rows(&format!(
+        "SELECT CAST(count(*) AS CHAR) FROM information_schema.tables WHERE table_schema = '{}'",
+        db.name
+    ));
+    assert_eq!(tables[0][0], "0");
+    run_ok(&ws, &p);
+    let mut expected = BTreeMap::new();
+    for r in sqlite_rows(
+        &ws.path("samples/shop.db"),
+        "SELECT id, email, country, score, full_name, deleted_at FROM users_v1",
+    ) {
+        if r[5] != "NULL" {
+            continue;
+        }
+        let id: i64 = r[0].parse().unwrap();
+        expected.insert(
+            id,
+            vec![
+                id.to_string(),
+                r[1].trim().to_lowercase(),
+                r[2].clone(),
+                r[3].clone(),
+                r[4].chars().count().to_string(),
+            ],
+        );
+    }
+    // Doubles as Rust prints them, to compare with SQLite's REAL text exactly.
+    let got: BTreeMap<i64, Vec<String>> = db
+        .rows(&format!(
+            "SELECT CAST(id AS CHAR), email, country, CAST(score AS CHAR), CAST(name_len AS CHAR) FROM {}.users",
+            db.q()
+        ))
+        .into_iter()
+        .map(|mut r| {
+            if r[3] != "NULL" {
+                r[3] = r[3].parse::<f64>().unwrap().to_string();
+            }
+            (r[0].parse().unwrap(), r)
+        })
+        .collect();
+    let expected: BTreeMap<i64, Vec<String>> = expected
+        .into_iter()
+        .map(|(k, mut r)| {
+            if r[3] != "NULL" {
+                r[3] = r[3].parse::<f64>().unwrap().to_string();
+            }
+            (k, r)
+        })
+        .collect();
+    assert!(expected.len() > 500, "{}", expected.len());
+    assert_eq!(got, expected);
+    // The checkpoint lives in the target and says every chunk is done.
+    let states = db.rows(&format!(
+        "SELECT state, CAST(count(*) AS CHAR) FROM {}._rowshift_chunks WHERE pipeline = 'to_my' GROUP BY 1",
+        db.q()
+    ));
+    assert_eq!(states, vec![vec!["done".to_string(), "11".to_string()]]);
+    let types = db.rows(&format!(
+        "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR) FROM information_schema.columns \
+         WHERE table_schema = '{}' AND table_name = 'users' ORDER BY ordinal_position",
+        db.name
+    ));
+    let types: Vec<String> = types.iter().map(|r| r.join(" ")).collect();
+    assert_eq!(
+        types,
+        [
+            "id bigint(20)",
+            "email varchar(200)",
+            "country longtext",
+            "score double",
+            "name_len int(11)"
+        ]
+    );
+}
+
+#[test]
+fn mysql_to_postgres_and_back_with_transforms_matches_the_same_query_run_by_mysql() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_pg_src");
+    let dst = MyDb::new("rs_my_pg_dst");
+    let pg_schema = format!("rs_my_pg_{}", std::process::id());
+    make_items(&src, 1234);
+    let there = ws.write(
+        "pipelines/my_pg.toml",
+        &format!(
+            r#"name = "my_pg"
+[source]
+url = "{src}"
+table = "items"
+key = "id"
+[source.types]
+active = "boolean"
+[target]
+url = "{pg}"
+schema = "{pg_schema}"
+table = "items"
+if_exists = "replace"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "text", expr = "upper(name)" }}
+price = {{ type = "numeric(14,2)", expr = "price * 2" }}
+qty = {{ type = "integer", expr = "qty" }}
+made = {{ type = "timestamp", expr = "made" }}
+active = {{ type = "boolean", expr = "NOT active" }}
+tag = {{ type = "text", expr = "tag" }}
+[filter]
+where = "id % 10 <> 3"
+[chunks]
+rows = 100
+parallel = 3
+"#,
+            src = src.url(),
+            pg = pg_url()
+        ),
+    );
+    run_ok(&ws, &there);
+    let back = ws.write(
+        "pipelines/pg_my.toml",
+        &format!(
+            r#"name = "pg_my"
+[source]
+url = "{pg}"
+schema = "{pg_schema}"
+table = "items"
+key = "id"
+[target]
+url = "{dst}"
+table = "items"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "varchar(100)", expr = "name", nullable = false }}
+price = {{ type = "numeric(12,2)", expr = "price" }}
+qty = {{ type = "integer", expr = "qty" }}
+made = {{ type = "timestamp", expr = "made" }}
+active = {{ type = "boolean", expr = "active" }}
+tag = {{ type = "varchar(10)", expr = "tag" }}
+[chunks]
+rows = 300
+parallel = 2
+"#,
+            dst = dst.url(),
+            pg = pg_url()
+        ),
+    );
+    run_ok(&ws, &back);
+    let expected = src.rows(&format!(
+        "SELECT CAST(id AS CHAR), upper(name), CAST(price * 2 AS CHAR), CAST(qty AS CHAR), CAST(made AS CHAR), \
+         CAST(NOT active AS CHAR), tag FROM {}.items WHERE id % 10 <> 3 ORDER BY id",
+        src.q()
+    ));
+    let got = items_text(&dst, "items");
+    assert_eq!(got.len(), 1234 - 124);
+    assert_eq!(got, expected);
+    // The text of a non-ASCII name survived both moves; so did the microseconds.
+    assert_eq!(got.iter().find(|r| r[0] == "7").unwrap()[1], "ITEM 7 ÜNÏ");
+    assert_eq!(got[0][4], "2024-01-01 01:00:01.500000");
+    // Clean up the PostgreSQL schema (MySQL databases drop themselves).
+    let pg = rowshift_pg_drop(&pg_schema);
+    assert!(pg.is_ok(), "{pg:?}");
+}
+
+/// Drops a PostgreSQL schema a test made.
+fn rowshift_pg_drop(schema: &str) -> Result<(), String> {
+    crate::common::block_on(async {
+        let pool = sqlx::PgPool::connect(&pg_url())
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        pool.close().await;
+        Ok(())
+    })
+}
+
+#[test]
+fn mysql_to_sqlite_matches_the_source_rows() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_sqlite");
+    make_items(&src, 500);
+    let p = ws.write(
+        "pipelines/my_sqlite.toml",
+        &format!(
+            r#"name = "my_sqlite"
+[source]
+url = "{src}"
+table = "items"
+key = "id"
+[target]
+url = "sqlite://../out/items.db"
+table = "items"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+name = {{ type = "text", expr = "name" }}
+price = {{ type = "numeric(12,2)", expr = "price" }}
+qty = {{ type = "integer", expr = "qty + 1" }}
+day = {{ type = "date", expr = "CAST(made AS DATE)" }}
+[chunks]
+rows = 64
+"#,
+            src = src.url()
+        ),
+    );
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    run_ok(&ws, &p);
+    let expected = src.rows(&format!(
+        "SELECT CAST(id AS CHAR), name, CAST(price AS CHAR), CAST(qty + 1 AS CHAR), CAST(CAST(made AS DATE) AS CHAR) FROM {}.items ORDER BY id",
+        src.q()
+    ));
+    let got = sqlite_rows(
+        &ws.path("out/items.db"),
+        "SELECT id, name, price, qty, day FROM items ORDER BY id",
+    );
+    assert_eq!(got.len(), 500);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn every_mapped_type_round_trips_its_edge_values() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_types_src");
+    let dst = MyDb::new("rs_my_types_dst");
+    src.exec(&format!(
+        "CREATE TABLE {s}.t (id INT PRIMARY KEY, ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, su SMALLINT UNSIGNED, \
+           mi MEDIUMINT, i INT, iu INT UNSIGNED, bi BIGINT, f FLOAT, d DOUBLE, dec1 DECIMAL(38,10), dec2 DECIMAL(5,0), \
+           b BOOLEAN, vc VARCHAR(20), tx TEXT, ch CHAR(3), js JSON, en ENUM('x','y z'), \
+           bl BLOB, vb VARBINARY(8), dt DATE, tm TIME(6), ts DATETIME(6), tz TIMESTAMP(6) NULL, yr YEAR) DEFAULT CHARSET utf8mb4;
+         INSERT INTO {s}.t VALUES
+          (1, -128, 255, -32768, 65535, -8388608, -2147483648, 4294967295, -9223372036854775808, -3.40282e38, -1.7976931348623157e308,
+           '-9999999999999999999999999999.9999999999', -99999, 0, '', '', '', '{{}}', 'x', x'', x'00', '1000-01-01', '00:00:00', '1000-01-01 00:00:00', '1970-01-01 00:00:01', 1901),
+          (2, 127, 0, 32767, 0, 8388607, 2147483647, 0, 9223372036854775807, 1.17549e-38, 2.2250738585072014e-308,
+           '9999999999999999999999999999.9999999999', 99999, 1, 'ünïcödé 😀', 'line1\nline2', 'abc', '{{\"k\": [1, 2.5, null]}}', 'y z',
+           x'00ff10', x'ffffffffffffffff', '9999-12-31', '23:59:59.999999', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999', 2155),
+          (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+          (4, 0, 1, 0, 1, 0, 0, 1, 0, 0.1, 0.1, '0.0000000001', 0, 1, 'It''s \"q\"', ' lead', 'a', '[]', 'x',
+           x'61', x'', '2024-02-29', '12:34:56.5', '2024-02-29 12:34:56.000001', '2024-02-29 12:34:56.000001', 2024)",
+        s = src.q()
+    ));
+    let cols = [
+        ("id", "integer"),
+        ("ti", "smallint"),
+        ("tu", "smallint"),
+        ("si", "smallint"),
+        ("su", "integer"),
+        ("mi", "integer"),
+        ("i", "integer"),
+        ("iu", "bigint"),
+        ("bi", "bigint"),
+        ("f", "real"),
+        ("d", "double"),
+        ("dec1", "numeric(38,10)"),
+        ("dec2", "numeric(5,0)"),
+        ("b", "smallint"),
+        ("vc", "varchar(20)"),
+        ("tx", "text"),
+        ("ch", "varchar(3)"),
+        ("js", "text"),
+        ("en", "text"),
+        ("bl", "bytea"),
+        ("vb", "bytea"),
+        ("dt", "date"),
+        ("tm", "time"),
+        ("ts", "timestamp"),
+        ("tz", "timestamptz"),
+        ("yr", "smallint"),
+    ];
+    let columns: String = cols
+        .iter()
+        .map(|(c, t)| {
+            let pk = if *c == "id" {
+                ", primary_key = true"
+            } else {
+                ""
+            };
+            format!("{c} = {{ type = \"{t}\", expr = \"{c}\"{pk} }}\n")
+        })
+        .collect();
+    let p = ws.write(
+        "pipelines/types.toml",
+        &format!(
+            r#"name = "types"
+[source]
+url = "{src}"
+table = "t"
+key = "id"
+[target]
+url = "{dst}"
+table = "t"
+[target.columns]
+{columns}[chunks]
+rows = 2
+"#,
+            src = src.url(),
+            dst = dst.url()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // Every value reads back as the same text from source and target (blobs as hex).
+    let text = |db: &MyDb| {
+        let list: Vec<String> = cols
+            .iter()
+            .map(|(c, _)| match *c {
+                "bl" | "vb" => format!("HEX({c})"),
+                _ => format!("CAST({c} AS CHAR)"),
+            })
+            .collect();
+        db.rows(&format!(
+            "SELECT {} FROM {}.t ORDER BY id",
+            list.join(", "),
+            db.q()
+        ))
+    };
+    let want = text(&src);
+    assert_eq!(want.len(), 4);
+    assert_eq!(text(&dst), want);
+    assert_eq!(want[1][14], "ünïcödé 😀");
+    assert_eq!(want[1][24], "2038-01-19 03:14:07.999999");
+}
+
+#[test]
+fn a_type_that_cannot_be_mapped_is_an_error_naming_the_column_and_text_reads_it() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_unmapped");
+    src.exec(&format!(
+        "CREATE TABLE {s}.wide (id INT PRIMARY KEY, amount DECIMAL(50,2));
+         INSERT INTO {s}.wide VALUES (1, 123456789012345678901234567890123456789012345678.25), (2, NULL)",
+        s = src.q()
+    ));
+    let pipeline = |types: &str| {
+        format!(
+            r#"name = "wide"
+[source]
+url = "{src}"
+table = "wide"
+key = "id"
+{types}
+[target]
+url = "../out/wide.parquet"
+[target.columns]
+id = {{ type = "integer", expr = "id" }}
+amount = {{ type = "text", expr = "amount" }}
+"#,
+            src = src.url()
+        )
+    };
+    let p = ws.write("pipelines/wide.toml", &pipeline(""));
+    let out = ws.rowshift(&["validate", &p]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "column `amount`: its type decimal(50,2) does not fit an Arrow decimal (precision up to 38); declare [source.types] amount = \"text\" to read its text form"
+        ),
+        "{}",
+        out.stderr
+    );
+    ws.write(&p, &pipeline("[source.types]\namount = \"text\""));
+    run_ok(&ws, &p);
+    let rows = crate::common::parquet_rows(&ws.path("out/wide.parquet"));
+    assert_eq!(
+        rows.values().cloned().collect::<Vec<_>>(),
+        [
+            "1|123456789012345678901234567890123456789012345678.25",
+            "2|NULL"
+        ]
+    );
+}
+
+#[test]
+fn identifiers_with_spaces_quotes_backticks_mixed_case_and_reserved_words_work() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs my `odd` src");
+    let dst = MyDb::new("rs My \"odd\" dst");
+    src.exec(&format!(
+        "CREATE TABLE {s}.`Order Items` (`select` INT PRIMARY KEY, `it's ``here```  VARCHAR(20), `Mixed Case` INT);
+         INSERT INTO {s}.`Order Items` VALUES (1, 'a', 10), (2, 'b', 20), (3, NULL, 30)",
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/odd.toml",
+        &format!(
+            r#"name = "odd"
+[source]
+url = "{src_url}"
+schema = '{src}'
+table = "Order Items"
+key = "select"
+[target]
+url = "{dst_url}"
+schema = '{dst}'
+table = "from"
+[target.columns]
+"where" = {{ type = "integer", expr = '"select"', primary_key = true }}
+"it's `here`" = {{ type = "text", expr = "\"it's `here`\"" }}
+"Group By" = {{ type = "integer", expr = '"Mixed Case" * 2' }}
+[chunks]
+rows = 2
+"#,
+            src_url = my_url(),
+            dst_url = my_url(),
+            src = src.name,
+            dst = dst.name
+        ),
+    );
+    run_ok(&ws, &p);
+    let got = dst.rows(&format!(
+        "SELECT CAST(`where` AS CHAR), `it's ``here```, CAST(`Group By` AS CHAR) FROM {}.`from` ORDER BY 1",
+        dst.q()
+    ));
+    assert_eq!(
+        got,
+        [
+            ["1", "a", "20"].map(String::from).to_vec(),
+            ["2", "b", "40"].map(String::from).to_vec(),
+            ["3", "NULL", "60"].map(String::from).to_vec(),
+        ]
+    );
+}
+
+#[test]
+fn a_password_in_the_url_is_never_printed() {
+    let ws = Workspace::new();
+    let url = my_url().replacen("://root@", "://nobody:s3cr3t-pw@", 1);
+    let p = ws.write(
+        "pipelines/pw.toml",
+        &format!(
+            r#"name = "pw"
+[source]
+url = "{url}"
+table = "t"
+key = "id"
+[target]
+url = "../out/t.parquet"
+[target.columns]
+id = {{ type = "integer", expr = "id" }}
+"#
+        ),
+    );
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(
+        text.contains("mysql://nobody:***@127.0.0.1:3306/test"),
+        "{text}"
+    );
+    assert!(text.contains("Access denied for user 'nobody'"), "{text}");
+}
+
+fn mode_pipeline(ws: &Workspace, name: &str, src: &MyDb, dst: &MyDb, extra: &str) -> String {
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            r#"name = "{name}"
+[source]
+url = "{src}"
+table = "items"
+key = "id"
+[target]
+url = "{dst}"
+table = "items"
+{extra}
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "varchar(100)", expr = "name" }}
+qty = {{ type = "integer", expr = "qty" }}
+[chunks]
+rows = 50
+"#,
+            src = src.url(),
+            dst = dst.url()
+        ),
+    )
+}
+
+fn items(db: &MyDb) -> Vec<Vec<String>> {
+    db.rows(&format!(
+        "SELECT CAST(id AS CHAR), name, CAST(qty AS CHAR) FROM {}.items ORDER BY id",
+        db.q()
+    ))
+}
+
+#[test]
+fn upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_mode_src");
+    let dst = MyDb::new("rs_my_mode_dst");
+    make_items(&src, 300);
+    run_ok(&ws, &mode_pipeline(&ws, "first", &src, &dst, ""));
+    assert_eq!(items(&dst), items(&src));
+
+    src.exec(&format!(
+        "UPDATE {s}.items SET name = CONCAT(name, ' v2'), qty = -1 WHERE id % 9 = 0;
+         INSERT INTO {s}.items (id, name, qty) VALUES (301, 'new 301', 301), (302, 'new 302', NULL)",
+        s = src.q()
+    ));
+    let p = mode_pipeline(
+        &ws,
+        "upsert",
+        &src,
+        &dst,
+        "if_exists = \"append\"\nwrite_mode = \"upsert\"",
+    );
+    run_ok(&ws, &p);
+    assert_eq!(items(&dst), items(&src));
+
+    src.exec(&format!("DELETE FROM {}.items WHERE id % 4 = 1", src.q()));
+    let p = mode_pipeline(
+        &ws,
+        "replace",
+        &src,
+        &dst,
+        "if_exists = \"append\"\nwrite_mode = \"replace-chunk\"",
+    );
+    run_ok(&ws, &p);
+    assert_eq!(items(&dst), items(&src));
+
+    // Plain insert into the same rows fails on the primary key, and leaves nothing half
+    // written: every chunk failed whole.
+    let p = mode_pipeline(&ws, "dup", &src, &dst, "if_exists = \"append\"");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stdout.contains("Duplicate entry"), "{}", out.stdout);
+    assert_eq!(items(&dst), items(&src));
+}
+
+#[test]
+fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_resume_src");
+    let dst = MyDb::new("rs_my_resume_dst");
+    make_items(&src, 400);
+    let p = mode_pipeline(&ws, "resume", &src, &dst, "");
+    let out = ws.rowshift_env(&["run", &p, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=3")]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert_eq!(dst.count("items"), 350);
+    let states = dst.rows(&format!(
+        "SELECT CAST(id AS CHAR), state FROM {}._rowshift_chunks WHERE state <> 'done'",
+        dst.q()
+    ));
+    assert_eq!(states, vec![vec!["3".to_string(), "failed".to_string()]]);
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(items(&dst), items(&src));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // Tampering is found chunk by chunk, and --repair rewrites those chunks.
+    dst.exec(&format!(
+        "UPDATE {d}.items SET name = 'changed' WHERE id = 7; DELETE FROM {d}.items WHERE id = 222",
+        d = dst.q()
+    ));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("id=7, column name"), "{}", out.stdout);
+    let out = ws.rowshift(&["verify", &p, "--repair"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(items(&dst), items(&src));
+}
+
+#[test]
+fn strict_mode_refuses_what_the_server_would_truncate_and_read_back_catches_a_trigger() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_strict_src");
+    let dst = MyDb::new("rs_my_strict_dst");
+    make_items(&src, 100);
+    // A column too short for the names: non-strict MySQL would cut them and warn.
+    dst.exec(&format!(
+        "CREATE TABLE {d}.items (id BIGINT PRIMARY KEY, name VARCHAR(7), qty INT)",
+        d = dst.q()
+    ));
+    let p = mode_pipeline(&ws, "strict", &src, &dst, "if_exists = \"append\"");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout.contains("Data too long for column 'name'"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(dst.count("items"), 0);
+
+    // A trigger that rewrites one value: the read-back inside the transaction sees it
+    // and the chunk rolls back whole.
+    dst.exec(&format!(
+        "DROP TABLE {d}.items; DROP TABLE {d}._rowshift_chunks; DROP TABLE {d}._rowshift_runs;
+         CREATE TABLE {d}.items (id BIGINT PRIMARY KEY, name VARCHAR(100), qty INT);
+         CREATE TRIGGER {d}.shout BEFORE INSERT ON {d}.items FOR EACH ROW
+           SET NEW.name = IF(NEW.id = 42, UPPER(NEW.name), NEW.name)",
+        d = dst.q()
+    ));
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("first difference: id=42, column name: sent 'item 42 ünï', the target holds 'ITEM 42 ÜNÏ'"),
+        "{}",
+        out.stdout
+    );
+    let got = dst.rows(&format!(
+        "SELECT CAST(min(id) AS CHAR), CAST(max(id) AS CHAR), CAST(count(*) AS CHAR) FROM {}.items",
+        dst.q()
+    ));
+    assert_eq!(got, vec![vec!["51".to_string(), "100".into(), "50".into()]]);
+}
+
+#[test]
+fn a_source_value_outside_arrow_s_range_is_quarantined_and_the_chunk_goes_on() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_unreadable_src");
+    let dst = MyDb::new("rs_my_unreadable_dst");
+    src.exec(&format!(
+        "CREATE TABLE {s}.shifts (id INT PRIMARY KEY, took TIME, big BIGINT UNSIGNED);
+         INSERT INTO {s}.shifts VALUES (1, '08:00:00', 1), (2, '30:15:00', 2), (3, '-01:00:00', 3),
+           (4, '23:59:59', 18446744073709551615), (5, NULL, NULL)",
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/shifts.toml",
+        &format!(
+            r#"name = "shifts"
+[source]
+url = "{src}"
+table = "shifts"
+key = "id"
+[target]
+url = "{dst}"
+table = "shifts"
+[target.columns]
+id = {{ type = "integer", expr = "id", primary_key = true }}
+took = {{ type = "time", expr = "took" }}
+big = {{ type = "bigint", expr = "big" }}
+"#,
+            src = src.url(),
+            dst = dst.url()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let got = dst.rows(&format!(
+        "SELECT CAST(id AS CHAR), CAST(took AS CHAR), CAST(big AS CHAR) FROM {}.shifts ORDER BY id",
+        dst.q()
+    ));
+    assert_eq!(
+        got,
+        [
+            ["1", "08:00:00.000000", "1"].map(String::from).to_vec(),
+            ["5", "NULL", "NULL"].map(String::from).to_vec(),
+        ]
+    );
+    let rejects = dst.rows(&format!(
+        "SELECT row_key, column_name, reason, JSON_UNQUOTE(JSON_EXTRACT(source_row, '$._unreadable')) FROM {}.shifts_rejects ORDER BY row_key",
+        dst.q()
+    ));
+    assert_eq!(
+        rejects,
+        [
+            [
+                "2",
+                "took",
+                "30:15:00 is not a time of day (00:00:00 to 23:59:59.999999)",
+                r#"{"big":2,"id":2,"took":"30:15:00"}"#
+            ]
+            .map(String::from)
+            .to_vec(),
+            [
+                "3",
+                "took",
+                "-01:00:00 is not a time of day (00:00:00 to 23:59:59.999999)",
+                r#"{"big":3,"id":3,"took":"-01:00:00"}"#
+            ]
+            .map(String::from)
+            .to_vec(),
+            [
+                "4",
+                "big",
+                "18446744073709551615 is out of range for bigint",
+                r#"{"big":"18446744073709551615","id":4,"took":"23:59:59"}"#
+            ]
+            .map(String::from)
+            .to_vec(),
+        ]
+    );
+}
+
+#[test]
+fn text_keys_are_planned_and_read_back_in_byte_order() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_textkey_src");
+    let dst = MyDb::new("rs_my_textkey_dst");
+    // A case-insensitive collation orders these differently from their bytes.
+    let words = [
+        "apple", "Bpple", "APPLE2", "éclair", "Eclairs", "zebra", "Zebra2", "_under", "~tilde",
+        "a b", "a-b", "ab", "ß", "Ö", "p", "Ø", "日本", "中文", "😀", "0", "10", "9", "It''s",
+    ];
+    let values: Vec<String> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("('{w}', {i})"))
+        .collect();
+    src.exec(&format!(
+        "CREATE TABLE {s}.words (w VARCHAR(40) PRIMARY KEY, n INT) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_general_ci;
+         INSERT INTO {s}.words VALUES {}",
+        values.join(", "),
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/words.toml",
+        &format!(
+            r#"name = "words"
+[source]
+url = "{src}"
+table = "words"
+key = "w"
+[target]
+url = "{dst}"
+table = "words"
+write_mode = "replace-chunk"
+[target.columns]
+w = {{ type = "varchar(40)", expr = "w", primary_key = true }}
+n = {{ type = "integer", expr = "n" }}
+[chunks]
+rows = 4
+"#,
+            src = src.url(),
+            dst = dst.url()
+        ),
+    );
+    run_ok(&ws, &p);
+    let q = |db: &MyDb| {
+        db.rows(&format!(
+            "SELECT w, CAST(n AS CHAR) FROM {}.words ORDER BY CAST(w AS BINARY)",
+            db.q()
+        ))
+    };
+    assert_eq!(q(&src).len(), 23);
+    assert_eq!(q(&dst), q(&src));
+    assert_eq!(dst.count("_rowshift_chunks"), 6);
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
