@@ -5,6 +5,7 @@ mod files;
 mod mysql;
 mod postgres;
 mod sqlite;
+mod table;
 
 use std::sync::Arc;
 

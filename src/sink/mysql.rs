@@ -28,7 +28,7 @@ use futures::TryStreamExt;
 use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::{MySql, Row};
 
-use super::{ChunkWriter, Committed, Prepare, Sink};
+use super::{ChunkWriter, Committed, Prepare, Sink, table};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_at};
 use crate::checkpoint::{CheckpointStore, DoneMark, MyStore, my_mark_done};
@@ -521,25 +521,10 @@ impl MysqlSink {
 
     /// Checks an existing table against the declared columns: each must be there, with a
     /// type of the same family.
-    async fn check_existing(&self, existing: &[crate::db::mysql::MyColumn]) -> Result<()> {
+    fn check_existing(&self, existing: &[crate::db::mysql::MyColumn]) -> Result<()> {
         let here = self.here();
         let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
-        let missing: Vec<&str> = self
-            .columns
-            .iter()
-            .map(|c| c.0.as_str())
-            .filter(|c| !have.contains(c))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::data(
-                &here,
-                format!(
-                    "the existing table lacks column(s) {}; it has: {}",
-                    missing.join(", "),
-                    have.join(", ")
-                ),
-            ));
-        }
+        table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
         for (name, ty, ..) in &self.columns {
             let found = existing
                 .iter()
@@ -703,18 +688,12 @@ impl Sink for MysqlSink {
     fn planned_ddl(&self) -> Result<Vec<String>> {
         let t = self.t();
         let mut out = vec![self.create_database_sql()];
-        out.extend(match (self.existing_rows()?, self.if_exists) {
-            (None, _) => vec![self.create_table_sql()],
-            (Some(_), IfExists::Replace) => {
-                vec![format!("DROP TABLE {t}"), self.create_table_sql()]
-            }
-            (Some(rows), IfExists::Fail) if rows > 0 => {
-                vec![format!(
-                    "-- none: the table already holds {rows} rows and if_exists = \"fail\"; run would stop"
-                )]
-            }
-            (Some(_), _) => vec![format!("-- none: table {t} exists and is written into")],
-        });
+        out.extend(table::planned_ddl(
+            self.existing_rows()?,
+            self.if_exists,
+            &t,
+            self.create_table_sql(),
+        ));
         out.push(self.create_rejects_sql());
         Ok(out)
     }
@@ -723,11 +702,7 @@ impl Sink for MysqlSink {
         let here = self.here();
         let t = self.t();
         let r = self.r();
-        if how == Prepare::Restart && self.if_exists == IfExists::Append {
-            return Err(Error::Unsupported(format!(
-                "{here}: --restart cannot clean an if_exists = \"append\" target: rowshift cannot tell the rows it wrote from those already there"
-            )));
-        }
+        table::check_restart(how, self.if_exists, &here)?;
         if self.write_mode == WriteMode::ReplaceChunk && self.key.is_none() {
             return Err(Error::Unsupported(format!(
                 "{here}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key"
@@ -740,46 +715,50 @@ impl Sink for MysqlSink {
             let db = |e| Error::db(&here, e);
             let mut conn = pool.acquire().await.map_err(db)?;
             let exec = |sql: String| sqlx::raw_sql(stmt(sql));
-            exec(self.create_database_sql()).execute(&mut *conn).await.map_err(db)?;
+            exec(self.create_database_sql())
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
             if let Some(existing) = table_columns(pool, &self.database, &self.table, &here).await? {
                 let rows = self.count(&mut conn, &t).await?;
-                let drop = match (how, self.if_exists) {
-                    (Prepare::Restart, _) | (Prepare::Fresh, IfExists::Replace) => true,
-                    (Prepare::Fresh, IfExists::Fail) if rows > 0 => {
-                        return Err(Error::data(
-                            &here,
-                            format!("the target table already holds {rows} rows; set if_exists = \"replace\" or \"append\" in [target]"),
-                        ));
-                    }
-                    _ => false,
-                };
-                if drop {
-                    exec(format!("DROP TABLE IF EXISTS {r}")).execute(&mut *conn).await.map_err(db)?;
-                    exec(format!("DROP TABLE {t}")).execute(&mut *conn).await.map_err(db)?;
-                    exec(self.create_table_sql()).execute(&mut *conn).await.map_err(db)?;
+                if table::drops_existing(how, self.if_exists, rows, &here)? {
+                    exec(format!("DROP TABLE IF EXISTS {r}"))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
+                    exec(format!("DROP TABLE {t}"))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
+                    exec(self.create_table_sql())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
                 } else {
-                    self.check_existing(&existing).await?;
+                    self.check_existing(&existing)?;
                 }
             } else {
-                self.created_on_resume.store(how == Prepare::Resume, Ordering::SeqCst);
-                exec(self.create_table_sql()).execute(&mut *conn).await.map_err(db)?;
+                self.created_on_resume
+                    .store(how == Prepare::Resume, Ordering::SeqCst);
+                exec(self.create_table_sql())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
             }
-            exec(self.create_rejects_sql()).execute(&mut *conn).await.map_err(db)?;
+            exec(self.create_rejects_sql())
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
             Ok(())
         })
     }
 
     fn check_done(&self, chunks: &[usize]) -> Result<()> {
-        if !chunks.is_empty() && self.created_on_resume.load(Ordering::SeqCst) {
-            return Err(Error::data(
-                self.here(),
-                format!(
-                    "the table is gone, but the checkpoint says {} chunks were committed to it; run with --restart to start over",
-                    chunks.len()
-                ),
-            ));
-        }
-        Ok(())
+        table::check_not_recreated(
+            self.created_on_resume.load(Ordering::SeqCst),
+            chunks,
+            &self.here(),
+        )
     }
 
     fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {

@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use std::time::Instant;
 
+use super::table;
 use super::{ChunkWriter, Committed, Prepare, Sink};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
@@ -442,18 +443,12 @@ impl Sink for SqliteSink {
 
     fn planned_ddl(&self) -> Result<Vec<String>> {
         let t = quote_ident(&self.table);
-        let mut out = match (self.existing_rows()?, self.if_exists) {
-            (None, _) => vec![self.create_table_sql()],
-            (Some(_), IfExists::Replace) => {
-                vec![format!("DROP TABLE {t}"), self.create_table_sql()]
-            }
-            (Some(rows), IfExists::Fail) if rows > 0 => {
-                vec![format!(
-                    "-- none: the table already holds {rows} rows and if_exists = \"fail\"; run would stop"
-                )]
-            }
-            (Some(_), _) => vec![format!("-- none: table {t} exists and is written into")],
-        };
+        let mut out = table::planned_ddl(
+            self.existing_rows()?,
+            self.if_exists,
+            &t,
+            self.create_table_sql(),
+        );
         out.push(self.create_rejects_sql());
         Ok(out)
     }
@@ -462,44 +457,39 @@ impl Sink for SqliteSink {
         let here = self.here();
         let t = quote_ident(&self.table);
         let r = quote_ident(&self.rejects_table());
-        if how == Prepare::Restart && self.if_exists == IfExists::Append {
-            return Err(Error::Unsupported(format!(
-                "{here}: --restart cannot clean an if_exists = \"append\" target: rowshift cannot tell the rows it wrote from those already there"
-            )));
-        }
+        table::check_restart(how, self.if_exists, &here)?;
         let pool = self.pool()?;
         self.io.block_on(async {
             let db = |e| Error::db(&here, e);
             if let Some(existing) = table_columns(pool, &self.table, &here).await? {
-                let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}"))).fetch_one(pool).await.map_err(db)?;
-                let drop = match (how, self.if_exists) {
-                    (Prepare::Restart, _) | (Prepare::Fresh, IfExists::Replace) => true,
-                    (Prepare::Fresh, IfExists::Fail) if rows > 0 => {
-                        return Err(Error::data(
-                            &here,
-                            format!("the target table already holds {rows} rows; set if_exists = \"replace\" or \"append\" in [target]"),
-                        ));
-                    }
-                    _ => false,
-                };
-                if drop {
-                    sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(pool).await.map_err(db)?;
-                    sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}"))).execute(pool).await.map_err(db)?;
+                let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}")))
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db)?;
+                if table::drops_existing(how, self.if_exists, rows, &here)? {
+                    sqlx::query(stmt(format!("DROP TABLE {t}")))
+                        .execute(pool)
+                        .await
+                        .map_err(db)?;
+                    sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}")))
+                        .execute(pool)
+                        .await
+                        .map_err(db)?;
                 } else {
                     let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
-                    let missing: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).filter(|c| !have.contains(c)).collect();
-                    if !missing.is_empty() {
-                        return Err(Error::data(
-                            &here,
-                            format!("the existing table lacks column(s) {}; it has: {}", missing.join(", "), have.join(", ")),
-                        ));
-                    }
+                    table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
                 }
             }
             if table_columns(pool, &self.table, &here).await?.is_none() {
-                sqlx::query(stmt(self.create_table_sql())).execute(pool).await.map_err(db)?;
+                sqlx::query(stmt(self.create_table_sql()))
+                    .execute(pool)
+                    .await
+                    .map_err(db)?;
             }
-            sqlx::query(stmt(self.create_rejects_sql())).execute(pool).await.map_err(db)?;
+            sqlx::query(stmt(self.create_rejects_sql()))
+                .execute(pool)
+                .await
+                .map_err(db)?;
             Ok(())
         })
     }
