@@ -187,3 +187,114 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// A schema (PostgreSQL) or database (MySQL) of a test's own on a real server, dropped
+/// when the test ends, so tests run in parallel.
+pub struct ServerDb<DB: sqlx::Database> {
+    /// Its name, `<tag>_<unique>`.
+    pub name: String,
+    /// The runtime its statements run on, for tests that hold a transaction open.
+    pub rt: tokio::runtime::Runtime,
+    /// A pool of two connections to the server.
+    pub pool: sqlx::Pool<DB>,
+    /// Drops what `create` made (it needs the bounds `Drop` cannot have).
+    drop: Option<DropFn>,
+}
+
+type DropFn = Box<dyn FnOnce(&tokio::runtime::Runtime)>;
+
+impl<DB: sqlx::Database> ServerDb<DB>
+where
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    /// Connects to `url` (which `env` can change) and runs `create` for a new name made
+    /// from `tag` (any characters); `{}` in `create` and `drop` stands for the name as
+    /// `quote` quotes it. A server that cannot be reached fails the test: a skipped test
+    /// would pass without checking anything.
+    pub fn create(
+        url: &str,
+        env: &str,
+        tag: &str,
+        quote: fn(&str) -> String,
+        create: &str,
+        drop: &str,
+    ) -> Self {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "{tag}_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pool = rt
+            .block_on(
+                sqlx::pool::PoolOptions::<DB>::new()
+                    .max_connections(2)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no database server is reachable at {} ({e}); these tests need it (CI={}). \
+                     Start it (`.ci/run` does) or point {env} at a server",
+                    rowshift::config::redact(url),
+                    std::env::var("CI").unwrap_or_default()
+                )
+            });
+        let quoted = quote(&name);
+        let drop_sql = drop.replace("{}", &quoted);
+        let drop_pool = pool.clone();
+        let db = ServerDb {
+            drop: Some(Box::new(move |rt: &tokio::runtime::Runtime| {
+                let _ =
+                    rt.block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(drop_sql)).execute(&drop_pool));
+            })),
+            name,
+            rt,
+            pool,
+        };
+        db.exec(&create.replace("{}", &quoted));
+        db
+    }
+
+    /// Runs statements.
+    pub fn exec(&self, sql: &str) {
+        self.rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Every row of `sql`, whose columns the query casts to text (`NULL` for NULL).
+    pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::Row;
+        let rows = self
+            .rt
+            .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| {
+                        r.try_get::<Option<String>, _>(i)
+                            .unwrap_or_else(|e| panic!("{sql}: column {i}: {e}"))
+                            .unwrap_or_else(|| "NULL".into())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl<DB: sqlx::Database> Drop for ServerDb<DB> {
+    fn drop(&mut self) {
+        if let Some(f) = self.drop.take() {
+            f(&self.rt);
+        }
+    }
+}

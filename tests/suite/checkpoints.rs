@@ -106,10 +106,14 @@ fn crash_and_resume(ws: &Workspace, pipeline: &str, full: Duration, startup: Dur
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let status = ws.rowshift(&["status", pipeline, "--json"]);
-        let done =
-            serde_json::from_str::<serde_json::Value>(&status.stdout).unwrap()["chunks"]["done"]
-                .as_u64()
-                .unwrap_or(0);
+        let done = serde_json::from_str::<serde_json::Value>(&status.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status after a kill is not JSON ({e}), exit {}: {}{}",
+                status.code, status.stdout, status.stderr
+            )
+        })["chunks"]["done"]
+            .as_u64()
+            .unwrap_or(0);
         assert!(
             done >= done_before,
             "a committed chunk was lost: {done} < {done_before}"

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{Workspace, sqlite_rows};
+use crate::common::{ServerDb, Workspace, sqlite_rows};
 
 fn my_url() -> String {
     std::env::var("ROWSHIFT_MYSQL_URL")
@@ -18,47 +18,18 @@ fn pg_url() -> String {
 }
 
 /// A database of the test's own on the server, dropped when the test ends.
-struct MyDb {
-    name: String,
-    rt: tokio::runtime::Runtime,
-    pool: sqlx::MySqlPool,
-}
+type MyDb = ServerDb<sqlx::MySql>;
 
 impl MyDb {
-    /// Creates a database named `<tag>_<unique>`; `tag` may hold any characters.
     fn new(tag: &str) -> Self {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "{tag}_{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = my_url();
-        let pool = rt
-            .block_on(
-                sqlx::mysql::MySqlPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(std::time::Duration::from_secs(10))
-                    .connect(&url),
-            )
-            .unwrap_or_else(|e| {
-                panic!(
-                    "MySQL/MariaDB is not reachable at {} ({e}); these tests need it (CI={}). \
-                     Start it (`.ci/run` does) or point ROWSHIFT_MYSQL_URL at a server",
-                    rowshift::config::redact(&url),
-                    std::env::var("CI").unwrap_or_default()
-                )
-            });
-        let db = MyDb { name, rt, pool };
-        db.exec(&format!(
+        ServerDb::create(
+            &my_url(),
+            "ROWSHIFT_MYSQL_URL",
+            tag,
+            quote,
             "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
-            db.q()
-        ));
-        db
+            "DROP DATABASE IF EXISTS {}",
+        )
     }
 
     /// The database name quoted.
@@ -73,32 +44,6 @@ impl MyDb {
         format!("{root}/{}", self.name)
     }
 
-    fn exec(&self, sql: &str) {
-        self.rt
-            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// Every row of `sql`, whose columns the query casts to text (`NULL` for NULL).
-    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        use sqlx::Row;
-        let rows = self
-            .rt
-            .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&self.pool))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| {
-                        r.try_get::<Option<String>, _>(i)
-                            .unwrap_or_else(|e| panic!("{sql}: column {i}: {e}"))
-                            .unwrap_or_else(|| "NULL".into())
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
     fn count(&self, table: &str) -> i64 {
         self.rows(&format!(
             "SELECT CAST(count(*) AS CHAR) FROM {}.{}",
@@ -107,15 +52,6 @@ impl MyDb {
         ))[0][0]
             .parse()
             .unwrap()
-    }
-}
-
-impl Drop for MyDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {}", self.q());
-        let _ = self
-            .rt
-            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool));
     }
 }
 

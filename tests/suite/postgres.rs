@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{Workspace, parquet_rows, sqlite_rows};
+use crate::common::{ServerDb, Workspace, parquet_rows, sqlite_rows};
 
 fn pg_url() -> String {
     std::env::var("ROWSHIFT_PG_URL")
@@ -13,49 +13,18 @@ fn pg_url() -> String {
 }
 
 /// A schema of the test's own on the server, dropped when the test ends.
-struct PgSchema {
-    name: String,
-    rt: tokio::runtime::Runtime,
-    pool: sqlx::PgPool,
-}
+type PgSchema = ServerDb<sqlx::Postgres>;
 
 impl PgSchema {
-    /// Creates a schema named `<tag>_<unique>`; `tag` may hold any characters.
     fn new(tag: &str) -> Self {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let unique = format!(
-            "{}_{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        let name = format!("{tag}_{unique}");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = pg_url();
-        let pool = rt
-            .block_on(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(std::time::Duration::from_secs(10))
-                    .connect(&url),
-            )
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is not reachable at {} ({e}); these tests need it (CI={}). \
-                     Start it (`.ci/run` does) or point ROWSHIFT_PG_URL at a server",
-                    rowshift::config::redact(&url),
-                    std::env::var("CI").unwrap_or_default()
-                )
-            });
-        let s = PgSchema { name, rt, pool };
-        s.exec(&format!("CREATE SCHEMA {}", s.q()));
-        s
+        ServerDb::create(
+            &pg_url(),
+            "ROWSHIFT_PG_URL",
+            tag,
+            quote,
+            "CREATE SCHEMA {}",
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+        )
     }
 
     /// The schema name quoted.
@@ -68,32 +37,6 @@ impl PgSchema {
         toml_str(&self.name)
     }
 
-    fn exec(&self, sql: &str) {
-        self.rt
-            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    /// Every row of `sql`, each column cast to text by the query (`NULL` for NULL).
-    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        use sqlx::Row;
-        let rows = self
-            .rt
-            .block_on(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&self.pool))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| {
-                        r.try_get::<Option<String>, _>(i)
-                            .unwrap_or_else(|e| panic!("{sql}: column {i}: {e}"))
-                            .unwrap_or_else(|| "NULL".into())
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
     fn count(&self, table: &str) -> i64 {
         self.rows(&format!(
             "SELECT count(*)::text FROM {}.{}",
@@ -102,15 +45,6 @@ impl PgSchema {
         ))[0][0]
             .parse()
             .unwrap()
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.q());
-        let _ = self
-            .rt
-            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool));
     }
 }
 
