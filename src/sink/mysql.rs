@@ -299,9 +299,25 @@ impl MysqlSink {
         conn: &mut MySqlConnection,
         selection: &Selection,
     ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        self.select_each(conn, selection, &mut |b| {
+            out.push(b);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Streams the rows `selection` names to `f`, batch by batch, so a whole table is
+    /// never held at once.
+    async fn select_each(
+        &self,
+        conn: &mut MySqlConnection,
+        selection: &Selection,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let here = self.here();
         let cast = SchemaCast::new(&self.decoded_schema, &self.arrow_schema);
-        let mut out = Vec::new();
         for cond in self.conditions(selection)? {
             let mut decoder = Decoder::new(&self.kinds, self.decoded_schema.clone(), READ_BATCH);
             let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
@@ -314,15 +330,15 @@ impl MysqlSink {
                     )
                 })?;
                 if let Some(b) = full {
-                    out.push(cast.cast(b, &here)?);
+                    f(cast.cast(b, &here)?)?;
                 }
             }
             drop(rows);
             if decoder.len > 0 {
-                out.push(cast.cast(decoder.finish()?, &here)?);
+                f(cast.cast(decoder.finish()?, &here)?)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The server's `max_allowed_packet`.
@@ -801,10 +817,12 @@ impl Sink for MysqlSink {
     }
 
     fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-        for b in self.read_rows(0, &Selection::All, None)? {
-            f(b)?;
-        }
-        Ok(())
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            self.select_each(&mut conn, &Selection::All, f).await
+        })
     }
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {

@@ -901,3 +901,59 @@ rows = 4
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn unique_holds_across_chunks_and_a_run_resumed_on_a_mysql_target() {
+    let ws = Workspace::new();
+    let dst = MyDb::new("rs_my_unique");
+    // Tags repeat every 300 ids, so duplicates land in other chunks; a resumed run reads
+    // the committed chunks' tags back from the target, streaming.
+    let p = ws.write(
+        "pipelines/uniq.toml",
+        &format!(
+            r#"name = "uniq"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{url}"
+table = "users"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+tag = {{ type = "text", expr = "CAST(id % 300 AS TEXT)" }}
+[chunks]
+rows = 100
+parallel = 2
+[[checks]]
+column = "tag"
+unique = true
+"#,
+            url = dst.url()
+        ),
+    );
+    let out = ws.rowshift_env(
+        &["run", &p, "--json", "--parallel", "2"],
+        &[("ROWSHIFT_FAULT", "chunk=5")],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["chunks_skipped"], 9, "{json}");
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT CAST(count(*) AS CHAR), CAST(count(DISTINCT tag) AS CHAR) FROM {}.users",
+            dst.q()
+        )),
+        [["300", "300"]]
+    );
+    assert_eq!(dst.count("users_rejects"), 700);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT DISTINCT substr(reason, 1, 40) FROM {}.users_rejects",
+            dst.q()
+        )),
+        [["check `tag unique`: is not unique: a row"]]
+    );
+}
