@@ -77,7 +77,8 @@ where = "deleted_at IS NULL"
 const PG_PEER_TABLE: &str = "(\n  \"id\" bigint,\n  \"email\" text NOT NULL,\n  \"first_name\" text,\n  \"last_name\" text,\n  \"signup_on\" date,\n  PRIMARY KEY (\"id\")\n)";
 const PG_PEER_SELECT: &str = "CAST(id AS BIGINT), lower(trim(email)), split_part(full_name, ' ', 1), split_part(full_name, ' ', 2), CAST(created_at AS DATE)";
 /// Row checksums: each target row as text, hashed and summed (order does not matter).
-const PG_PG_ROW: &str = "id::bigint, email::text, first_name::text, last_name::text, signup_on::date";
+const PG_PG_ROW: &str =
+    "id::bigint, email::text, first_name::text, last_name::text, signup_on::date";
 const SQLITE_PG_ROW: &str = "id::bigint, full_name::text, email::text, created_at::text, deleted_at::text, country::text, score::float8, note::text";
 /// The same with `score` rounded to a 32-bit float: pgloader 3.6 reads SQLite `REAL`
 /// values as single floats (551.19 arrives as 551.1900024414062).
@@ -423,7 +424,9 @@ fn print_table(results: &[Measurement]) {
         "  written     rows in the output, counted from the output (count(*), Parquet footers)"
     );
     println!("  load        1-minute load average just before the run");
-    println!("  noise       CPU used by other processes (not the contender, not the server) during");
+    println!(
+        "  noise       CPU used by other processes (not the contender, not the server) during"
+    );
     println!("              the run, share of all cores");
     println!(
         "  vs peer     rowshift rows/s ÷ the peer's rows/s (the line below rowshift's), WALL TIME"
@@ -767,7 +770,9 @@ fn bench_sqlite_pg(
                     fmt_int(peer_rows),
                     fmt_int(in_table)
                 );
-                println!("  !!! the ratio below compares jobs that did not produce the same output");
+                println!(
+                    "  !!! the ratio below compares jobs that did not produce the same output"
+                );
                 fine = false;
             } else {
                 println!(
@@ -835,7 +840,10 @@ fn run_pgloader(config: &Config, pg: &Pg, sqlite: &Path, data: &Dataset) -> Resu
         }
         Err(e) => return Ok(Peer::Skipped(format!("cannot run pgloader ({e})"))),
     };
-    write_file(&dir.join("pgloader.out"), &format!("{}\n{}", run.stdout, run.stderr))?;
+    write_file(
+        &dir.join("pgloader.out"),
+        &format!("{}\n{}", run.stdout, run.stderr),
+    )?;
     if !run.status.success() {
         return Ok(Peer::Failed(format!(
             "pgloader exited with {}: {}",
@@ -1495,7 +1503,10 @@ fn server_cpu() -> Option<f64> {
         // cmajflt utime stime cutime cstime ...
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
         for i in 11..=14 {
-            ticks += fields.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+            ticks += fields
+                .get(i)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
         }
         found = true;
     }
