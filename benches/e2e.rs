@@ -1000,9 +1000,36 @@ impl Pg {
         .map(|_| ())
     }
 
-    /// Writes dirty buffers out now, so a timed run does not pay for an earlier one's.
-    /// Needs superuser or `pg_checkpoint`; without it, nothing happens.
+    /// Quiets the server before a timed run, so it does not pay for an earlier one's
+    /// work: vacuums and analyzes every table of the bench's schemas (else autovacuum
+    /// would start on a table just loaded, in the middle of the next run, and its CPU
+    /// would count as the server's), waits up to 30 s for autovacuum workers to finish,
+    /// then writes dirty buffers out with `CHECKPOINT` (superuser or `pg_checkpoint`;
+    /// without the right, that step is skipped).
     fn checkpoint(&self) {
+        let tables = self
+            .text(
+                "SELECT string_agg(quote_ident(schemaname) || '.' || quote_ident(relname), ', ') \
+                 FROM pg_stat_user_tables WHERE schemaname LIKE 'rowshift\\_bench\\_%'",
+            )
+            .ok()
+            .flatten();
+        if let Some(tables) = tables {
+            let _ = self.exec(&format!("VACUUM (ANALYZE) {tables}"));
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let busy = self
+                .text(
+                    "SELECT count(*)::text FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+                )
+                .ok()
+                .flatten();
+            if busy.as_deref() == Some("0") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.exec("CHECKPOINT");
     }
 
