@@ -1,12 +1,17 @@
 //! End-to-end benchmark: the release `rowshift` binary on generated users tables, timed
-//! from the outside, next to DuckDB doing the same CSV -> Parquet job.
+//! from the outside, next to a peer doing the same job: DuckDB (CSV -> Parquet), the
+//! PostgreSQL server itself (`INSERT ... SELECT`, PostgreSQL -> PostgreSQL) and pgloader
+//! (SQLite -> PostgreSQL).
 //!
 //! Run with `cargo bench --bench e2e`. Knobs (environment variables):
 //!
 //! - `ROWSHIFT_BENCH_ROWS`: rows per table, default `1000000`; a comma list such as
 //!   `1000000,10000000` runs every size and compares peak memory across them.
-//! - `ROWSHIFT_BENCH_SCENARIOS`: a comma list out of `csv_parquet,sqlite_sqlite`
-//!   (default: both). The DuckDB peer runs with `csv_parquet`.
+//! - `ROWSHIFT_BENCH_SCENARIOS`: a comma list out of
+//!   `csv_parquet,sqlite_sqlite,pg_pg,sqlite_pg` (default: all). The DuckDB peer runs with
+//!   `csv_parquet`, `INSERT ... SELECT` with `pg_pg`, pgloader with `sqlite_pg`.
+//! - `ROWSHIFT_PG_URL`: the PostgreSQL server of `pg_pg` and `sqlite_pg`, default
+//!   `postgres://postgres@127.0.0.1:5432/test`.
 //! - `ROWSHIFT_BENCH_THREADS`: `[chunks] parallel` for rowshift and `PRAGMA threads` for
 //!   DuckDB, default 2.
 //!
@@ -33,6 +38,21 @@ const CHUNK_ROWS: u64 = 100_000;
 const TARGET_RATIO: f64 = 1.0;
 /// Target: peak RSS at the largest size ÷ at the smallest.
 const TARGET_MEMORY_GROWTH: f64 = 1.10;
+/// Target (`pg_pg`): rowshift rows/s ÷ the server's own `INSERT ... SELECT` rows/s.
+const TARGET_PG_RATIO: f64 = 1.0;
+/// Targets (`sqlite_pg`): rowshift rows/s ÷ pgloader rows/s, and rowshift peak RSS ÷
+/// pgloader peak RSS.
+const TARGET_PGLOADER_RATIO: f64 = 4.0;
+const TARGET_PGLOADER_MEMORY: f64 = 0.5;
+
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Schemas on the PostgreSQL server: the source tables (`users_<rows>`, built once per
+/// size and reused), then one per contender, dropped and recreated before each run.
+const PG_SOURCE_SCHEMA: &str = "rowshift_bench_src";
+const PG_PG_SCHEMA: &str = "rowshift_bench_pg_pg";
+const PG_PEER_SCHEMA: &str = "rowshift_bench_pg_peer";
+const SQLITE_PG_SCHEMA: &str = "rowshift_bench_sqlite_pg";
+const PGLOADER_SCHEMA: &str = "rowshift_bench_pgloader";
 
 const ROWSHIFT: &str = env!("CARGO_BIN_EXE_rowshift");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
@@ -52,6 +72,18 @@ signup_on  = { type = "date",   expr = "CAST(created_at AS DATE)" }
 where = "deleted_at IS NULL"
 "#;
 
+/// The in-database peer of `TRANSFORMS` (`pg_pg`): the same five expressions and filter,
+/// into a table of the same column types (rowshift creates `users_v2` the same way).
+const PG_PEER_TABLE: &str = "(\n  \"id\" bigint,\n  \"email\" text NOT NULL,\n  \"first_name\" text,\n  \"last_name\" text,\n  \"signup_on\" date,\n  PRIMARY KEY (\"id\")\n)";
+const PG_PEER_SELECT: &str = "CAST(id AS BIGINT), lower(trim(email)), split_part(full_name, ' ', 1), split_part(full_name, ' ', 2), CAST(created_at AS DATE)";
+/// Row checksums: each target row as text, hashed and summed (order does not matter).
+const PG_PG_ROW: &str =
+    "id::bigint, email::text, first_name::text, last_name::text, signup_on::date";
+const SQLITE_PG_ROW: &str = "id::bigint, full_name::text, email::text, created_at::text, deleted_at::text, country::text, score::float8, note::text";
+/// The same with `score` rounded to a 32-bit float: pgloader 3.6 reads SQLite `REAL`
+/// values as single floats (551.19 arrives as 551.1900024414062).
+const SQLITE_PG_ROW_F4: &str = "id::bigint, full_name::text, email::text, created_at::text, deleted_at::text, country::text, score::float4, note::text";
+
 /// Identity columns for building the SQLite source from the CSV (setup, not measured).
 const IDENTITY: &str = r#"[target.columns]
 id         = { type = "bigint", expr = "CAST(id AS BIGINT)", primary_key = true }
@@ -68,24 +100,41 @@ note       = { type = "text",   expr = "note" }
 enum Scenario {
     CsvParquet,
     SqliteSqlite,
+    PgPg,
+    SqlitePg,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 2] = [Scenario::CsvParquet, Scenario::SqliteSqlite];
+    const ALL: [Scenario; 4] = [
+        Scenario::CsvParquet,
+        Scenario::SqliteSqlite,
+        Scenario::PgPg,
+        Scenario::SqlitePg,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Scenario::CsvParquet => "csv_parquet",
             Scenario::SqliteSqlite => "sqlite_sqlite",
+            Scenario::PgPg => "pg_pg",
+            Scenario::SqlitePg => "sqlite_pg",
         }
+    }
+
+    fn needs_postgres(self) -> bool {
+        matches!(self, Scenario::PgPg | Scenario::SqlitePg)
     }
 }
 
 struct Config {
     sizes: Vec<u64>,
     scenarios: Vec<Scenario>,
+    /// Whether `ROWSHIFT_BENCH_SCENARIOS` chose them: then a scenario that cannot run
+    /// (no server) fails the bench instead of being skipped.
+    chosen: bool,
     threads: usize,
     data_dir: PathBuf,
+    pg_url: String,
 }
 
 fn main() {
@@ -132,7 +181,7 @@ impl Config {
             }
             _ => vec![DEFAULT_ROWS],
         };
-        let scenarios = match std::env::var("ROWSHIFT_BENCH_SCENARIOS") {
+        let (scenarios, chosen) = match std::env::var("ROWSHIFT_BENCH_SCENARIOS") {
             Ok(v) if !v.trim().is_empty() => {
                 let mut chosen = Vec::new();
                 for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -149,9 +198,9 @@ impl Config {
                 }
                 chosen.sort();
                 chosen.dedup();
-                chosen
+                (chosen, true)
             }
-            _ => Scenario::ALL.to_vec(),
+            _ => (Scenario::ALL.to_vec(), false),
         };
         let threads = match std::env::var("ROWSHIFT_BENCH_THREADS") {
             Ok(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
@@ -172,11 +221,17 @@ impl Config {
         } else {
             target
         };
+        let pg_url = std::env::var("ROWSHIFT_PG_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| PG_URL.to_string());
         Ok(Config {
             sizes,
             scenarios,
+            chosen,
             threads,
             data_dir: target.join("bench-data"),
+            pg_url,
         })
     }
 }
@@ -194,11 +249,16 @@ struct Measurement {
     peak_rss: Option<u64>,
     cpu: Option<f64>,
     written: Option<u64>,
-    /// Share of the machine's CPU time used by *other* processes during the run.
+    /// Share of the machine's CPU time used by *other* processes during the run (for
+    /// the PostgreSQL scenarios, the server is not "other": its CPU is `server_cpu`).
     noise: Option<f64>,
-    /// rowshift rows/s ÷ DuckDB rows/s, process wall time for both.
+    /// CPU seconds the PostgreSQL server spent during the run.
+    server_cpu: Option<f64>,
+    /// 1-minute load average just before the run.
+    load: Option<f64>,
+    /// rowshift rows/s ÷ the peer's rows/s, process wall time for both.
     ratio_wall: Option<f64>,
-    /// rowshift rows/s from its in-process seconds ÷ DuckDB rows/s from COPY seconds.
+    /// rowshift rows/s from its in-process seconds ÷ the peer's from its own timing.
     ratio_inner: Option<f64>,
 }
 
@@ -243,17 +303,47 @@ fn run_all(config: &Config) -> Result<bool, String> {
             println!("  WARNING    the machine is busy; timings will be noisy");
         }
     }
-    println!();
 
     let mut results: Vec<Measurement> = Vec::new();
     let mut ok = true;
+    let mut skipped: Vec<String> = Vec::new();
+    let pg = if config.scenarios.iter().any(|s| s.needs_postgres()) {
+        match Pg::connect(&config.pg_url) {
+            Ok(pg) => {
+                println!("  postgres   {} ({})", redact(&config.pg_url), pg.version);
+                Ok(pg)
+            }
+            Err(e) => {
+                println!("  postgres   NOT REACHABLE: {e}");
+                Err(e)
+            }
+        }
+    } else {
+        Err(String::new())
+    };
+    println!();
     for &rows in &config.sizes {
         println!("== {} rows ==", fmt_int(rows));
         let data = ensure_csv(&config.data_dir, rows)?;
         for &scenario in &config.scenarios {
-            let outcome = match scenario {
-                Scenario::CsvParquet => bench_csv_parquet(config, &data),
-                Scenario::SqliteSqlite => bench_sqlite_sqlite(config, &data),
+            let outcome = match (scenario, &pg) {
+                (Scenario::CsvParquet, _) => bench_csv_parquet(config, &data),
+                (Scenario::SqliteSqlite, _) => bench_sqlite_sqlite(config, &data),
+                (Scenario::PgPg, Ok(pg)) => bench_pg_pg(config, pg, &data),
+                (Scenario::SqlitePg, Ok(pg)) => bench_sqlite_pg(config, pg, &data),
+                (_, Err(e)) => {
+                    let why = format!(
+                        "{} SKIPPED: PostgreSQL is not reachable at {} ({e}); set ROWSHIFT_PG_URL",
+                        scenario.name(),
+                        redact(&config.pg_url)
+                    );
+                    println!("  {why}");
+                    if config.chosen {
+                        ok = false;
+                    }
+                    skipped.push(why);
+                    continue;
+                }
             };
             match outcome {
                 Ok((list, fine)) => {
@@ -271,23 +361,28 @@ fn run_all(config: &Config) -> Result<bool, String> {
 
     print_table(&results);
     print_memory_growth(config, &results);
+    for why in &skipped {
+        println!("  {why}");
+    }
     Ok(ok)
 }
 
 fn print_table(results: &[Measurement]) {
     println!("Results");
     let header = format!(
-        "{:<22} {:>12} {:>8} {:>12} {:>9} {:>8} {:>10} {:>12} {:>6} {:>9} {:>9}",
+        "{:<24} {:>10} {:>8} {:>10} {:>9} {:>7} {:>8} {:>9} {:>10} {:>5} {:>5} {:>8} {:>9}",
         "scenario",
         "rows",
         "wall s",
         "rows/s",
         "peak MiB",
         "CPU s",
+        "srv CPU",
         "in-proc s",
         "written",
+        "load",
         "noise",
-        "vs DuckDB",
+        "vs peer",
         "(in-proc)"
     );
     println!("{header}");
@@ -295,15 +390,17 @@ fn print_table(results: &[Measurement]) {
     let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
     for m in results {
         println!(
-            "{:<22} {:>12} {:>8.2} {:>12} {:>9} {:>8} {:>10} {:>12} {:>6} {:>9} {:>9}",
+            "{:<24} {:>10} {:>8.2} {:>10} {:>9} {:>7} {:>8} {:>9} {:>10} {:>5} {:>5} {:>8} {:>9}",
             m.label,
             fmt_int(m.rows),
             m.wall,
             fmt_int(m.rows_per_second().round() as u64),
             opt(m.peak_rss.map(mib), 1),
             opt(m.cpu, 2),
+            opt(m.server_cpu, 2),
             opt(m.inner, 2),
             m.written.map_or("-".to_string(), fmt_int),
+            opt(m.load, 2),
             m.noise
                 .map_or("-".to_string(), |n| format!("{:.0}%", n * 100.0)),
             opt(m.ratio_wall, 2),
@@ -312,20 +409,30 @@ fn print_table(results: &[Measurement]) {
     }
     println!();
     println!("  rows        input rows (the CSV's records); rows/s = rows ÷ wall s");
-    println!("  wall s      wall clock around the whole child process (start, plan, run, exit)");
+    println!("  wall s      wall clock around the whole child process (start, plan, run, exit);");
+    println!("              `postgres INSERT..SELECT`: the statement on an open connection");
     println!("  peak MiB    peak resident memory of the process (rowshift: its summary's");
-    println!("              peak_rss_bytes; DuckDB: the python process's max RSS from wait4)");
+    println!("              peak_rss_bytes; DuckDB: the python process's max RSS from wait4;");
+    println!("              pgloader: its max RSS from wait4). The server's memory is not counted");
     println!(
         "  CPU s       user + system CPU time of the process; CPU s ÷ wall s = cores kept busy"
     );
+    println!("  srv CPU     CPU seconds of the PostgreSQL server processes during the run");
     println!("  in-proc s   rowshift: the summary's `seconds` (plan + run, no process start-up);");
     println!("              DuckDB: the COPY statement alone, as duckdb_peer.py times it");
     println!(
-        "  written     rows in the output (rowshift: its summary; DuckDB: count(*) of the file)"
+        "  written     rows in the output, counted from the output (count(*), Parquet footers)"
     );
-    println!("  noise       CPU used by other processes during the run, share of all cores");
+    println!("  load        1-minute load average just before the run");
     println!(
-        "  vs DuckDB   rowshift rows/s ÷ DuckDB rows/s, PROCESS WALL TIME for both; target >= {TARGET_RATIO:.2}"
+        "  noise       CPU used by other processes (not the contender, not the server) during"
+    );
+    println!("              the run, share of all cores");
+    println!(
+        "  vs peer     rowshift rows/s ÷ the peer's rows/s (the line below rowshift's), WALL TIME"
+    );
+    println!(
+        "              for both; targets: DuckDB >= {TARGET_RATIO:.2}, INSERT..SELECT >= {TARGET_PG_RATIO:.2}, pgloader >= {TARGET_PGLOADER_RATIO:.2}"
     );
     println!("  (in-proc)   the same ratio from rowshift's in-proc s and DuckDB's COPY seconds");
     println!();
@@ -357,7 +464,7 @@ fn print_memory_growth(config: &Config, results: &[Measurement]) {
         match (peak(small), peak(large)) {
             (Some(a), Some(b)) => {
                 let ratio = b as f64 / a as f64;
-                let is_rowshift = !label.starts_with("duckdb");
+                let is_rowshift = !is_peer(label);
                 let verdict = if !is_rowshift {
                     "(peer, for reference)"
                 } else if ratio <= TARGET_MEMORY_GROWTH {
@@ -495,6 +602,537 @@ fn bench_sqlite_sqlite(
     Ok((vec![m], fine))
 }
 
+/// PostgreSQL -> PostgreSQL with the five transforms and the filter, source and target in
+/// two schemas of one server, against the server running the same job itself:
+/// `INSERT INTO <peer>.users_v2 SELECT <the same expressions> FROM <source> WHERE ...`.
+fn bench_pg_pg(
+    config: &Config,
+    pg: &Pg,
+    data: &Dataset,
+) -> Result<(Vec<Measurement>, bool), String> {
+    let source = ensure_pg_source(pg, data)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("pg_pg_{}", data.rows))?;
+    let pipeline = format!(
+        "name = \"bench_pg_pg\"\n\n[source]\nurl = {url}\nschema = {}\ntable = {}\nkey = \"id\"\n\n[target]\nurl = {url}\nschema = {}\ntable = \"users_v2\"\nif_exists = \"replace\"\n\n{TRANSFORMS}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+        toml_string(PG_SOURCE_SCHEMA),
+        toml_string(&source),
+        toml_string(PG_PG_SCHEMA),
+        config.threads,
+        url = toml_string(&config.pg_url),
+    );
+    let file = dir.join("pipeline.toml");
+    write_file(&file, &pipeline)?;
+    let src = format!("{}.{}", quote(PG_SOURCE_SCHEMA), quote(&source));
+    pg.warm(&src)?;
+
+    pg.fresh_schema(PG_PG_SCHEMA)?;
+    pg.checkpoint();
+    let summary = run_rowshift_on(&file, true)?;
+    let mut m = summary.measurement("pg_pg", data.rows);
+    let mut fine = summary.check("pg_pg", data);
+    let target = format!("{}.{}", quote(PG_PG_SCHEMA), quote("users_v2"));
+    let (in_table, sum) = pg.checksum(&target, PG_PG_ROW)?;
+    if in_table != summary.written || in_table != data.kept {
+        println!(
+            "  !!! MISMATCH: pg_pg summary says {} rows written, users_v2 holds {}, expected {}",
+            fmt_int(summary.written),
+            fmt_int(in_table),
+            fmt_int(data.kept)
+        );
+        fine = false;
+    }
+    m.written = Some(in_table);
+    report_line(&m);
+    verify_cost_with(&file, &pipeline, &summary, Some((pg, PG_PG_SCHEMA)))?;
+
+    // The peer: the same job as one statement on an open connection.
+    pg.fresh_schema(PG_PEER_SCHEMA)?;
+    let peer_table = format!("{}.{}", quote(PG_PEER_SCHEMA), quote("users_v2"));
+    pg.exec(&format!("CREATE TABLE {peer_table} {PG_PEER_TABLE}"))?;
+    pg.checkpoint();
+    let sql = format!(
+        "INSERT INTO {peer_table} (id, email, first_name, last_name, signup_on) SELECT {PG_PEER_SELECT} FROM {src} WHERE deleted_at IS NULL"
+    );
+    let (run, inserted) = pg.timed(&sql)?;
+    let (peer_rows, peer_sum) = pg.checksum(&peer_table, PG_PG_ROW)?;
+    let mut d = Measurement {
+        label: "postgres INSERT..SELECT".into(),
+        rows: data.rows,
+        wall: run.wall.as_secs_f64(),
+        inner: None,
+        peak_rss: None,
+        cpu: None,
+        written: Some(peer_rows),
+        noise: run.noise,
+        server_cpu: run.server_cpu,
+        load: run.load,
+        ratio_wall: None,
+        ratio_inner: None,
+    };
+    if inserted != peer_rows || peer_rows != in_table || peer_sum != sum {
+        println!(
+            "  !!! MISMATCH !!! INSERT..SELECT inserted {} rows ({} in its table, checksum {peer_sum}); rowshift wrote {} (checksum {sum})",
+            fmt_int(inserted),
+            fmt_int(peer_rows),
+            fmt_int(in_table)
+        );
+        println!("  !!! the ratio below compares jobs that did not produce the same output");
+        fine = false;
+    } else {
+        println!(
+            "  output: rowshift's users_v2 and the INSERT..SELECT's hold the same {} rows (checksum {sum})",
+            fmt_int(in_table)
+        );
+    }
+    m.ratio_wall = Some(m.rows_per_second() / d.rows_per_second());
+    d.written = Some(peer_rows);
+    report_line(&d);
+    let ratio = m.ratio_wall.unwrap_or(f64::NAN);
+    println!(
+        "  rowshift vs INSERT..SELECT: x{ratio:.2} by wall time ({:.2}s process vs {:.2}s statement){}",
+        m.wall,
+        d.wall,
+        if ratio >= TARGET_PG_RATIO {
+            format!("  (target >= {TARGET_PG_RATIO:.2}: met)")
+        } else {
+            format!("  (target >= {TARGET_PG_RATIO:.2}: NOT MET)")
+        }
+    );
+    Ok((vec![m, d], fine))
+}
+
+/// SQLite -> PostgreSQL, the SQLite `users` table as it is (identity columns, every
+/// row), against pgloader moving the same table into a schema of its own.
+fn bench_sqlite_pg(
+    config: &Config,
+    pg: &Pg,
+    data: &Dataset,
+) -> Result<(Vec<Measurement>, bool), String> {
+    let source = ensure_sqlite(config, data)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("sqlite_pg_{}", data.rows))?;
+    let pipeline = format!(
+        "name = \"bench_sqlite_pg\"\n\n[source]\nurl = {}\ntable = \"users\"\nkey = \"id\"\n\n[target]\nurl = {}\nschema = {}\ntable = \"users\"\nif_exists = \"replace\"\n\n{IDENTITY}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+        toml_string(&format!("sqlite://{}", source.display())),
+        toml_string(&config.pg_url),
+        toml_string(SQLITE_PG_SCHEMA),
+        config.threads,
+    );
+    let file = dir.join("pipeline.toml");
+    write_file(&file, &pipeline)?;
+    warm_cache(&source)?;
+
+    pg.fresh_schema(SQLITE_PG_SCHEMA)?;
+    pg.checkpoint();
+    let summary = run_rowshift_on(&file, true)?;
+    let mut m = summary.measurement("sqlite_pg", data.rows);
+    let mut fine = summary.check_counts("sqlite_pg", data.rows, data.rows);
+    let target = format!("{}.{}", quote(SQLITE_PG_SCHEMA), quote("users"));
+    let (in_table, sum) = pg.checksum(&target, SQLITE_PG_ROW)?;
+    if in_table != summary.written || in_table != data.rows {
+        println!(
+            "  !!! MISMATCH: sqlite_pg summary says {} rows written, the table holds {}, expected {}",
+            fmt_int(summary.written),
+            fmt_int(in_table),
+            fmt_int(data.rows)
+        );
+        fine = false;
+    }
+    m.written = Some(in_table);
+    report_line(&m);
+    verify_cost_with(&file, &pipeline, &summary, Some((pg, SQLITE_PG_SCHEMA)))?;
+
+    let mut list = Vec::new();
+    match run_pgloader(config, pg, &source, data)? {
+        Peer::Skipped(why) => {
+            println!("  peer skipped: {why}");
+            list.push(m);
+        }
+        Peer::Failed(why) => {
+            println!("  peer FAILED: {why}");
+            fine = false;
+            list.push(m);
+        }
+        Peer::Done(d) => {
+            let peer_table = format!("{}.{}", quote(PGLOADER_SCHEMA), quote("users"));
+            let (peer_rows, peer_sum) = pg.checksum(&peer_table, SQLITE_PG_ROW)?;
+            let rounded = peer_rows == in_table
+                && peer_sum != sum
+                && pg.checksum(&peer_table, SQLITE_PG_ROW_F4)?
+                    == pg.checksum(&target, SQLITE_PG_ROW_F4)?;
+            if rounded {
+                println!(
+                    "  output: the same {} rows, but pgloader wrote `score` through a 32-bit float (e.g. 551.19 as 551.1900024414062); with score rounded to float4 both checksums match. Not counted as a mismatch: the difference is pgloader's",
+                    fmt_int(in_table)
+                );
+            } else if peer_rows != in_table || peer_sum != sum {
+                println!(
+                    "  !!! MISMATCH !!! pgloader's table holds {} rows (checksum {peer_sum}), rowshift's {} (checksum {sum})",
+                    fmt_int(peer_rows),
+                    fmt_int(in_table)
+                );
+                println!(
+                    "  !!! the ratio below compares jobs that did not produce the same output"
+                );
+                fine = false;
+            } else {
+                println!(
+                    "  output: rowshift's and pgloader's tables hold the same {} rows (checksum {sum})",
+                    fmt_int(in_table)
+                );
+            }
+            m.ratio_wall = Some(m.rows_per_second() / d.rows_per_second());
+            report_line(&d);
+            let ratio = m.ratio_wall.unwrap_or(f64::NAN);
+            println!(
+                "  rowshift vs pgloader: x{ratio:.2} by process wall time ({:.2}s vs {:.2}s){}",
+                m.wall,
+                d.wall,
+                if ratio >= TARGET_PGLOADER_RATIO {
+                    format!("  (target >= {TARGET_PGLOADER_RATIO:.2}: met)")
+                } else {
+                    format!("  (target >= {TARGET_PGLOADER_RATIO:.2}: NOT MET)")
+                }
+            );
+            if let (Some(a), Some(b)) = (m.peak_rss, d.peak_rss) {
+                let share = a as f64 / b as f64;
+                println!(
+                    "  peak memory: rowshift {:.1} MiB vs pgloader {:.1} MiB = {share:.2}{}",
+                    mib(a),
+                    mib(b),
+                    if share < TARGET_PGLOADER_MEMORY {
+                        format!("  (target < {TARGET_PGLOADER_MEMORY:.2}: met)")
+                    } else {
+                        format!("  (target < {TARGET_PGLOADER_MEMORY:.2}: NOT MET)")
+                    }
+                );
+            }
+            list.push(m);
+            list.push(d);
+        }
+    }
+    Ok((list, fine))
+}
+
+/// pgloader loading table `users` of the SQLite file into a fresh schema, with a command
+/// file (`include drop, create tables, create indexes, reset sequences`, its defaults).
+fn run_pgloader(config: &Config, pg: &Pg, sqlite: &Path, data: &Dataset) -> Result<Peer, String> {
+    let dir = fresh_run_dir(&config.data_dir, &format!("pgloader_{}", data.rows))?;
+    let load = dir.join("users.load");
+    write_file(
+        &load,
+        &format!(
+            "LOAD DATABASE\n     FROM sqlite://{}\n     INTO {}\n\n WITH include drop, create tables, create indexes, reset sequences\n\n  SET search_path TO '{PGLOADER_SCHEMA}'\n\n INCLUDING ONLY TABLE NAMES LIKE 'users';\n",
+            sqlite.display(),
+            config.pg_url
+        ),
+    )?;
+    pg.fresh_schema(PGLOADER_SCHEMA)?;
+    warm_cache(sqlite)?;
+    pg.checkpoint();
+    let mut cmd = Command::new("pgloader");
+    cmd.arg("--root-dir").arg(dir.join("pgloader")).arg(&load);
+    let run = match run_measured_with_server(&mut cmd) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Peer::Skipped(
+                "pgloader is not installed (apt-get install pgloader)".into(),
+            ));
+        }
+        Err(e) => return Ok(Peer::Skipped(format!("cannot run pgloader ({e})"))),
+    };
+    write_file(
+        &dir.join("pgloader.out"),
+        &format!("{}\n{}", run.stdout, run.stderr),
+    )?;
+    if !run.status.success() {
+        return Ok(Peer::Failed(format!(
+            "pgloader exited with {}: {}",
+            run.status,
+            run.stderr.trim()
+        )));
+    }
+    let written = pg.count(&format!("{}.{}", quote(PGLOADER_SCHEMA), quote("users")));
+    let written = match written {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(Peer::Failed(format!(
+                "pgloader exited with {} but its table cannot be counted ({e}); output in {}",
+                run.status,
+                dir.join("pgloader.out").display()
+            )));
+        }
+    };
+    Ok(Peer::Done(Measurement {
+        label: "pgloader".into(),
+        rows: data.rows,
+        wall: run.wall.as_secs_f64(),
+        inner: None,
+        peak_rss: run.usage.map(|u| u.max_rss),
+        cpu: run.usage.map(|u| u.cpu.as_secs_f64()),
+        written: Some(written),
+        noise: run.noise,
+        server_cpu: run.server_cpu,
+        load: run.load,
+        ratio_wall: None,
+        ratio_inner: None,
+    }))
+}
+
+/// Builds `rowshift_bench_src.users_<rows>` from the CSV with `COPY` unless the table
+/// already holds this dataset (its comment says so); returns the table's name. Setup: not
+/// measured. `created_at` and `deleted_at` are `timestamp`, `score` `double precision`,
+/// the rest `text`; empty CSV fields are NULL.
+fn ensure_pg_source(pg: &Pg, data: &Dataset) -> Result<String, String> {
+    let table = format!("users_{}", data.rows);
+    let t = format!("{}.{}", quote(PG_SOURCE_SCHEMA), quote(&table));
+    let want = format!(
+        "rowshift bench: generator={GENERATOR_VERSION} rows={} csv_bytes={}",
+        data.rows, data.bytes
+    );
+    let have = pg.text(&format!(
+        "SELECT obj_description(to_regclass({}), 'pg_class')",
+        pg_literal(&t)
+    ))?;
+    if have.as_deref() == Some(want.as_str()) {
+        println!("  data: reusing PostgreSQL table {t}");
+        return Ok(table);
+    }
+    let t0 = Instant::now();
+    pg.exec(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        quote(PG_SOURCE_SCHEMA)
+    ))?;
+    pg.exec(&format!("DROP TABLE IF EXISTS {t}"))?;
+    pg.exec(&format!(
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, full_name text, email text, created_at timestamp, deleted_at timestamp, country text, score double precision, note text)"
+    ))?;
+    let copied = pg.copy_csv(&t, &data.csv)?;
+    if copied != data.rows {
+        return Err(format!(
+            "COPY into {t} loaded {copied} rows, the CSV has {}",
+            data.rows
+        ));
+    }
+    pg.exec(&format!("VACUUM (FREEZE, ANALYZE) {t}"))?;
+    pg.exec(&format!("COMMENT ON TABLE {t} IS {}", pg_literal(&want)))?;
+    println!(
+        "  data: built PostgreSQL table {t} with COPY in {:.1}s (setup, not measured)",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(table)
+}
+
+/// A connection to the benchmark's PostgreSQL server (setup, checks, the peer statement).
+struct Pg {
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::PgPool,
+    version: String,
+}
+
+impl Pg {
+    fn connect(url: &str) -> Result<Pg, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let pool = rt
+            .block_on(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url),
+            )
+            .map_err(|e| e.to_string())?;
+        let mut pg = Pg {
+            rt,
+            pool,
+            version: String::new(),
+        };
+        pg.version = pg.text("SHOW server_version")?.unwrap_or_default();
+        Ok(pg)
+    }
+
+    /// Runs `sql` (one or more statements); returns the rows affected.
+    fn exec(&self, sql: &str) -> Result<u64, String> {
+        self.rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
+            .map(|r| r.rows_affected())
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+
+    /// The first column of the first row, as text.
+    fn text(&self, sql: &str) -> Result<Option<String>, String> {
+        self.rt
+            .block_on(
+                sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_string()))
+                    .fetch_one(&self.pool),
+            )
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+
+    fn count(&self, table: &str) -> Result<u64, String> {
+        let n = self.text(&format!("SELECT count(*)::text FROM {table}"))?;
+        n.and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("count(*) of {table} is not a number"))
+    }
+
+    /// Row count and an order-independent checksum of `table`: the sum of a 64-bit hash
+    /// of each row's text, the row being `row` (a list of column expressions).
+    fn checksum(&self, table: &str, row: &str) -> Result<(u64, String), String> {
+        let sql = format!(
+            "SELECT count(*)::text || ' ' || coalesce(sum(hashtextextended(ROW({row})::text, 0)), 0)::text FROM {table}"
+        );
+        let v = self.text(&sql)?.unwrap_or_default();
+        let (n, sum) = v.split_once(' ').unwrap_or((v.as_str(), ""));
+        Ok((
+            n.parse()
+                .map_err(|_| format!("{sql}: unexpected result `{v}`"))?,
+            sum.to_string(),
+        ))
+    }
+
+    /// Drops `schema` with all it holds, and creates it empty.
+    fn fresh_schema(&self, schema: &str) -> Result<(), String> {
+        self.exec(&format!(
+            "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}",
+            quote(schema)
+        ))
+        .map(|_| ())
+    }
+
+    /// Quiets the server before a timed run, so it does not pay for an earlier one's
+    /// work: vacuums and analyzes every table of the bench's schemas (else autovacuum
+    /// would start on a table just loaded, in the middle of the next run, and its CPU
+    /// would count as the server's), waits up to 30 s for autovacuum workers to finish,
+    /// then writes dirty buffers out with `CHECKPOINT` (superuser or `pg_checkpoint`;
+    /// without the right, that step is skipped).
+    fn checkpoint(&self) {
+        let tables = self
+            .text(
+                "SELECT string_agg(quote_ident(schemaname) || '.' || quote_ident(relname), ', ') \
+                 FROM pg_stat_user_tables WHERE schemaname LIKE 'rowshift\\_bench\\_%'",
+            )
+            .ok()
+            .flatten();
+        if let Some(tables) = tables {
+            let _ = self.exec(&format!("VACUUM (ANALYZE) {tables}"));
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let busy = self
+                .text(
+                    "SELECT count(*)::text FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+                )
+                .ok()
+                .flatten();
+            if busy.as_deref() == Some("0") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.exec("CHECKPOINT");
+    }
+
+    /// Reads `table` once so every contender starts with it in shared buffers / the page
+    /// cache.
+    fn warm(&self, table: &str) -> Result<(), String> {
+        self.text(&format!("SELECT count(*)::text FROM {table}"))
+            .map(|_| ())
+    }
+
+    /// `COPY table FROM STDIN (FORMAT csv, HEADER)` with the file's bytes.
+    fn copy_csv(&self, table: &str, csv: &Path) -> Result<u64, String> {
+        let mut file = File::open(csv).map_err(|e| format!("{}: {e}", csv.display()))?;
+        self.rt.block_on(async {
+            let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+            let sql = format!("COPY {table} FROM STDIN (FORMAT csv, HEADER true)");
+            let mut copy = conn
+                .copy_in_raw(&sql)
+                .await
+                .map_err(|e| format!("{sql}: {e}"))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| format!("{}: {e}", csv.display()))?;
+                if n == 0 {
+                    break;
+                }
+                copy.send(&buf[..n])
+                    .await
+                    .map_err(|e| format!("{sql}: {e}"))?;
+            }
+            copy.finish().await.map_err(|e| format!("{sql}: {e}"))
+        })
+    }
+
+    /// Runs one statement on an open connection, timed by wall clock around it alone;
+    /// also measures the server's CPU time and the rest of the machine's. Returns the
+    /// rows it affected.
+    fn timed(&self, sql: &str) -> Result<(Measured, u64), String> {
+        self.rt.block_on(async {
+            let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
+            let load = load_average();
+            let server_before = server_cpu();
+            let cpu_before = machine_cpu();
+            let start = Instant::now();
+            let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| format!("{sql}: {e}"))?;
+            let wall = start.elapsed();
+            let cpu_after = machine_cpu();
+            let server = match (server_before, server_cpu()) {
+                (Some(a), Some(b)) => Some((b - a).max(0.0)),
+                _ => None,
+            };
+            let noise = match (cpu_before, cpu_after, server) {
+                (Some(a), Some(b), Some(s)) => {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                    Some((((b - a) - s) / (wall.as_secs_f64() * cores)).max(0.0))
+                }
+                _ => None,
+            };
+            use std::os::unix::process::ExitStatusExt;
+            Ok((
+                Measured {
+                    status: ExitStatus::from_raw(0),
+                    wall,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    usage: None,
+                    noise,
+                    server_cpu: server,
+                    load,
+                },
+                done.rows_affected(),
+            ))
+        })
+    }
+}
+
+/// A quoted PostgreSQL identifier.
+fn quote(name: &str) -> String {
+    rowshift::db::quote_ident(name)
+}
+
+/// A PostgreSQL string literal.
+fn pg_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    rowshift::config::redact(url)
+}
+
+/// Whether a result line is a peer's rather than rowshift's.
+fn is_peer(label: &str) -> bool {
+    ["duckdb", "postgres", "pgloader"]
+        .iter()
+        .any(|p| label.starts_with(p))
+}
+
 fn report_line(m: &Measurement) {
     println!(
         "  {:<22} {:>8.2}s wall  {:>12} rows/s  peak {:>7} MiB  CPU {:>6}s  noise {}",
@@ -541,6 +1179,8 @@ impl RunSummary {
             cpu: self.run.usage.map(|u| u.cpu.as_secs_f64()),
             written: Some(self.written),
             noise: self.run.noise,
+            server_cpu: self.run.server_cpu,
+            load: self.run.load,
             ratio_wall: None,
             ratio_inner: None,
         }
@@ -549,6 +1189,17 @@ impl RunSummary {
     /// Compares the counts with what the generator knows; prints and returns false on a
     /// difference.
     fn check(&self, label: &str, data: &Dataset) -> bool {
+        self.check_counts(label, data.rows, data.kept)
+    }
+
+    /// Like `check`, for a job that reads `rows` and writes `kept` of them.
+    fn check_counts(&self, label: &str, rows: u64, kept: u64) -> bool {
+        let data = Dataset {
+            rows,
+            kept,
+            bytes: 0,
+            csv: PathBuf::new(),
+        };
         let mut fine = true;
         let mut complain = |what: String| {
             println!("  !!! {label}: {what}");
@@ -586,13 +1237,23 @@ impl RunSummary {
 }
 
 fn run_rowshift(pipeline: &Path) -> Result<RunSummary, String> {
+    run_rowshift_on(pipeline, false)
+}
+
+/// `run_rowshift`; with `server`, also measures the PostgreSQL server's CPU time.
+fn run_rowshift_on(pipeline: &Path, server: bool) -> Result<RunSummary, String> {
     let mut cmd = Command::new(ROWSHIFT);
     cmd.arg("run")
         .arg(pipeline)
         .arg("--json")
         .arg("--quiet")
         .arg("--restart");
-    let run = run_measured(&mut cmd).map_err(|e| format!("cannot start {ROWSHIFT}: {e}"))?;
+    let run = if server {
+        run_measured_with_server(&mut cmd)
+    } else {
+        run_measured(&mut cmd)
+    }
+    .map_err(|e| format!("cannot start {ROWSHIFT}: {e}"))?;
     let json: serde_json::Value = match serde_json::from_str(run.stdout.trim()) {
         Ok(v) => v,
         Err(e) => {
@@ -677,9 +1338,24 @@ fn checkpoint_costs(pipeline: &Path, full: &RunSummary, threads: usize) -> Resul
 /// the same pipeline with `verify = "off"`, in the same process of measurement. Target:
 /// read-back and conservation cost at most 15% of throughput.
 fn verify_cost(file: &Path, pipeline: &str, on: &RunSummary) -> Result<(), String> {
+    verify_cost_with(file, pipeline, on, None)
+}
+
+/// `verify_cost`; with `pg`, drops and recreates the target's schema and checkpoints
+/// the server before the run without read-back, as before the measured one.
+fn verify_cost_with(
+    file: &Path,
+    pipeline: &str,
+    on: &RunSummary,
+    pg: Option<(&Pg, &str)>,
+) -> Result<(), String> {
     let off_file = file.with_file_name("pipeline_verify_off.toml");
     write_file(&off_file, &format!("verify = \"off\"\n{pipeline}"))?;
-    let off = run_rowshift(&off_file)?;
+    if let Some((pg, schema)) = pg {
+        pg.fresh_schema(schema)?;
+        pg.checkpoint();
+    }
+    let off = run_rowshift_on(&off_file, pg.is_some())?;
     let (t_on, t_off) = (on.run.wall.as_secs_f64(), off.run.wall.as_secs_f64());
     let cost = 1.0 - t_off / t_on;
     println!(
@@ -742,6 +1418,8 @@ fn run_duckdb(config: &Config, data: &Dataset) -> Result<Peer, String> {
         cpu: run.usage.map(|u| u.cpu.as_secs_f64()),
         written: json["rows_written"].as_u64(),
         noise: run.noise,
+        server_cpu: None,
+        load: run.load,
         ratio_wall: None,
         ratio_inner: None,
     }))
@@ -755,6 +1433,9 @@ struct Measured {
     stderr: String,
     usage: Option<Usage>,
     noise: Option<f64>,
+    /// CPU seconds of the PostgreSQL server during the run, when measured.
+    server_cpu: Option<f64>,
+    load: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -768,6 +1449,7 @@ fn run_measured(cmd: &mut Command) -> std::io::Result<Measured> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let load = load_average();
     let cpu_before = machine_cpu();
     let start = Instant::now();
     let mut child = cmd.spawn()?;
@@ -801,7 +1483,61 @@ fn run_measured(cmd: &mut Command) -> std::io::Result<Measured> {
         stderr: err_reader.join().unwrap_or_default(),
         usage,
         noise,
+        server_cpu: None,
+        load,
     })
+}
+
+/// `run_measured`, also measuring the PostgreSQL server's CPU time, which is then not
+/// counted as noise.
+fn run_measured_with_server(cmd: &mut Command) -> std::io::Result<Measured> {
+    let before = server_cpu();
+    let mut run = run_measured(cmd)?;
+    // The child's backends end when it does; let the postmaster reap them first.
+    std::thread::sleep(Duration::from_millis(200));
+    if let (Some(a), Some(b)) = (before, server_cpu()) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let server = (b - a).max(0.0);
+        run.server_cpu = Some(server);
+        run.noise = run
+            .noise
+            .map(|n| (n - server / (run.wall.as_secs_f64() * cores)).max(0.0));
+    }
+    Ok(run)
+}
+
+/// CPU seconds used so far by the PostgreSQL server: user + system time of every live
+/// `postgres` process, plus the children's time each has reaped (the postmaster's
+/// `cutime` holds the backends that have exited). Linux only; None elsewhere.
+fn server_cpu() -> Option<f64> {
+    let mut ticks = 0u64;
+    let mut found = false;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "postgres" {
+            continue;
+        }
+        // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+        // cmajflt utime stime cutime cstime ...
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        for i in 11..=14 {
+            ticks += fields
+                .get(i)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        found = true;
+    }
+    found.then_some(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
 }
 
 /// Waits for `child` with `wait4`, which also returns the child's own peak RSS and CPU time.

@@ -865,22 +865,39 @@ impl Decoder {
         data: &[u8],
         full: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<(), (Option<usize>, String)> {
-        self.pending.extend_from_slice(data);
+        // The server sends one message per row, so `data` usually holds whole rows:
+        // decode it in place, and keep only an incomplete tail for the next call.
+        if self.pending.is_empty() {
+            let used = self.decode(data, full)?;
+            self.pending.extend_from_slice(&data[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.pending);
+            buf.extend_from_slice(data);
+            let used = self.decode(&buf, full)?;
+            buf.drain(..used);
+            self.pending = buf;
+        }
+        Ok(())
+    }
+
+    /// Decodes the rows `buf` holds whole; returns how many bytes they took.
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        full: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<usize, (Option<usize>, String)> {
         let mut at = 0;
-        let buf = std::mem::take(&mut self.pending);
         let broken = |m: &str| (None, format!("broken COPY stream: {m}"));
         if !self.header_done {
             if buf.len() < HEADER.len() {
-                self.pending = buf;
-                return Ok(());
+                return Ok(0);
             }
             if &buf[..11] != b"PGCOPY\n\xff\r\n\0" {
                 return Err(broken("no binary COPY signature"));
             }
             let ext = u32::from_be_bytes(buf[15..19].try_into().expect("4 bytes")) as usize;
             if buf.len() < 19 + ext {
-                self.pending = buf;
-                return Ok(());
+                return Ok(0);
             }
             at = 19 + ext;
             self.header_done = true;
@@ -940,8 +957,7 @@ impl Decoder {
                 full(batch).map_err(|e| (None, e.to_string()))?;
             }
         }
-        self.pending = buf[at..].to_vec();
-        Ok(())
+        Ok(at)
     }
 
     /// The rows decoded since the last batch.
