@@ -8,10 +8,12 @@
 //! - `ROWSHIFT_BENCH_ROWS`: rows per table, default `1000000`; a comma list such as
 //!   `1000000,10000000` runs every size and compares peak memory across them.
 //! - `ROWSHIFT_BENCH_SCENARIOS`: a comma list out of
-//!   `csv_parquet,sqlite_sqlite,pg_pg,sqlite_pg` (default: all). The DuckDB peer runs with
+//!   `csv_parquet,sqlite_sqlite,pg_pg,sqlite_pg,mysql_pg,pg_mysql` (default: all). The DuckDB peer runs with
 //!   `csv_parquet`, `INSERT ... SELECT` with `pg_pg`, pgloader with `sqlite_pg`.
-//! - `ROWSHIFT_PG_URL`: the PostgreSQL server of `pg_pg` and `sqlite_pg`, default
-//!   `postgres://postgres@127.0.0.1:5432/test`.
+//! - `ROWSHIFT_PG_URL`: the PostgreSQL server of `pg_pg`, `sqlite_pg`, `mysql_pg` and
+//!   `pg_mysql`, default `postgres://postgres@127.0.0.1:5432/test`.
+//! - `ROWSHIFT_MYSQL_URL`: the MySQL/MariaDB server of `mysql_pg` and `pg_mysql`, default
+//!   `mysql://root@127.0.0.1:3306/test`.
 //! - `ROWSHIFT_BENCH_THREADS`: `[chunks] parallel` for rowshift and `PRAGMA threads` for
 //!   DuckDB, default 2.
 //!
@@ -49,6 +51,13 @@ const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Schemas on the PostgreSQL server: the source tables (`users_<rows>`, built once per
 /// size and reused), then one per contender, dropped and recreated before each run.
 const PG_SOURCE_SCHEMA: &str = "rowshift_bench_src";
+/// The MySQL/MariaDB server of `mysql_pg` and `pg_mysql` when `ROWSHIFT_MYSQL_URL` is not set.
+const MY_URL: &str = "mysql://root@127.0.0.1:3306/test";
+/// MySQL databases: the source table, and the target of `pg_mysql`.
+const MY_SOURCE_DB: &str = "rowshift_bench_src";
+const PG_MYSQL_DB: &str = "rowshift_bench_pg_mysql";
+/// The PostgreSQL schema `mysql_pg` writes into.
+const MYSQL_PG_SCHEMA: &str = "rowshift_bench_mysql_pg";
 const PG_PG_SCHEMA: &str = "rowshift_bench_pg_pg";
 const PG_PEER_SCHEMA: &str = "rowshift_bench_pg_peer";
 const SQLITE_PG_SCHEMA: &str = "rowshift_bench_sqlite_pg";
@@ -84,6 +93,19 @@ const SQLITE_PG_ROW: &str = "id::bigint, full_name::text, email::text, created_a
 /// values as single floats (551.19 arrives as 551.1900024414062).
 const SQLITE_PG_ROW_F4: &str = "id::bigint, full_name::text, email::text, created_at::text, deleted_at::text, country::text, score::float4, note::text";
 
+/// Columns of the MySQL source, built from the SQLite copy by rowshift (setup, not
+/// measured): the PostgreSQL source's types.
+const MY_SOURCE: &str = r#"[target.columns]
+id         = { type = "bigint",    expr = "id", primary_key = true }
+full_name  = { type = "text",      expr = "full_name" }
+email      = { type = "text",      expr = "email" }
+created_at = { type = "timestamp", expr = "CAST(created_at AS TIMESTAMP)" }
+deleted_at = { type = "timestamp", expr = "CAST(deleted_at AS TIMESTAMP)" }
+country    = { type = "text",      expr = "country" }
+score      = { type = "double",    expr = "score" }
+note       = { type = "text",      expr = "note" }
+"#;
+
 /// Identity columns for building the SQLite source from the CSV (setup, not measured).
 const IDENTITY: &str = r#"[target.columns]
 id         = { type = "bigint", expr = "CAST(id AS BIGINT)", primary_key = true }
@@ -102,14 +124,18 @@ enum Scenario {
     SqliteSqlite,
     PgPg,
     SqlitePg,
+    MysqlPg,
+    PgMysql,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 6] = [
         Scenario::CsvParquet,
         Scenario::SqliteSqlite,
         Scenario::PgPg,
         Scenario::SqlitePg,
+        Scenario::MysqlPg,
+        Scenario::PgMysql,
     ];
 
     fn name(self) -> &'static str {
@@ -118,11 +144,16 @@ impl Scenario {
             Scenario::SqliteSqlite => "sqlite_sqlite",
             Scenario::PgPg => "pg_pg",
             Scenario::SqlitePg => "sqlite_pg",
+            Scenario::MysqlPg => "mysql_pg",
+            Scenario::PgMysql => "pg_mysql",
         }
     }
 
     fn needs_postgres(self) -> bool {
-        matches!(self, Scenario::PgPg | Scenario::SqlitePg)
+        matches!(
+            self,
+            Scenario::PgPg | Scenario::SqlitePg | Scenario::MysqlPg | Scenario::PgMysql
+        )
     }
 }
 
@@ -135,6 +166,8 @@ struct Config {
     threads: usize,
     data_dir: PathBuf,
     pg_url: String,
+    /// The MySQL/MariaDB server of `mysql_pg` and `pg_mysql`.
+    my_url: String,
 }
 
 fn main() {
@@ -225,6 +258,10 @@ impl Config {
             .ok()
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| PG_URL.to_string());
+        let my_url = std::env::var("ROWSHIFT_MYSQL_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| MY_URL.to_string());
         Ok(Config {
             sizes,
             scenarios,
@@ -232,6 +269,7 @@ impl Config {
             threads,
             data_dir: target.join("bench-data"),
             pg_url,
+            my_url,
         })
     }
 }
@@ -331,6 +369,27 @@ fn run_all(config: &Config) -> Result<bool, String> {
                 (Scenario::SqliteSqlite, _) => bench_sqlite_sqlite(config, &data),
                 (Scenario::PgPg, Ok(pg)) => bench_pg_pg(config, pg, &data),
                 (Scenario::SqlitePg, Ok(pg)) => bench_sqlite_pg(config, pg, &data),
+                (Scenario::MysqlPg | Scenario::PgMysql, Ok(pg)) => {
+                    match My::connect(&config.my_url) {
+                        Ok(my) if scenario == Scenario::MysqlPg => {
+                            bench_mysql_pg(config, pg, &my, &data)
+                        }
+                        Ok(my) => bench_pg_mysql(config, pg, &my, &data),
+                        Err(e) => {
+                            let why = format!(
+                                "{} SKIPPED: MySQL/MariaDB is not reachable at {} ({e}); set ROWSHIFT_MYSQL_URL",
+                                scenario.name(),
+                                redact(&config.my_url)
+                            );
+                            println!("  {why}");
+                            if config.chosen {
+                                ok = false;
+                            }
+                            skipped.push(why);
+                            continue;
+                        }
+                    }
+                }
                 (_, Err(e)) => {
                     let why = format!(
                         "{} SKIPPED: PostgreSQL is not reachable at {} ({e}); set ROWSHIFT_PG_URL",
@@ -699,6 +758,222 @@ fn bench_pg_pg(
         }
     );
     Ok((vec![m, d], fine))
+}
+
+/// MySQL -> PostgreSQL with the five transforms and the filter. No peer: it reports
+/// rows/s and where the time goes (rowshift's CPU against the servers').
+fn bench_mysql_pg(
+    config: &Config,
+    pg: &Pg,
+    my: &My,
+    data: &Dataset,
+) -> Result<(Vec<Measurement>, bool), String> {
+    let source = ensure_my_source(config, my, data)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("mysql_pg_{}", data.rows))?;
+    let pipeline = format!(
+        "name = \"bench_mysql_pg\"\n\n[source]\nurl = {}\nschema = {}\ntable = {}\nkey = \"id\"\n\n[target]\nurl = {}\nschema = {}\ntable = \"users_v2\"\nif_exists = \"replace\"\n\n{TRANSFORMS}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+        toml_string(&config.my_url),
+        toml_string(MY_SOURCE_DB),
+        toml_string(&source),
+        toml_string(&config.pg_url),
+        toml_string(MYSQL_PG_SCHEMA),
+        config.threads,
+    );
+    let file = dir.join("pipeline.toml");
+    write_file(&file, &pipeline)?;
+    pg.fresh_schema(MYSQL_PG_SCHEMA)?;
+    pg.checkpoint();
+    let summary = run_rowshift_on(&file, true)?;
+    let mut m = summary.measurement("mysql_pg", data.rows);
+    let mut fine = summary.check("mysql_pg", data);
+    let target = format!("{}.{}", quote(MYSQL_PG_SCHEMA), quote("users_v2"));
+    let (in_table, sum) = pg.checksum(&target, PG_PG_ROW)?;
+    if in_table != summary.written || in_table != data.kept {
+        println!(
+            "  !!! MISMATCH: mysql_pg summary says {} rows written, users_v2 holds {}, expected {}",
+            fmt_int(summary.written),
+            fmt_int(in_table),
+            fmt_int(data.kept)
+        );
+        fine = false;
+    }
+    m.written = Some(in_table);
+    report_line(&m);
+    println!("  output: {} rows (checksum {sum})", fmt_int(in_table));
+    where_time_goes(&summary);
+    verify_cost_with(&file, &pipeline, &summary, Some((pg, MYSQL_PG_SCHEMA)))?;
+    Ok((vec![m], fine))
+}
+
+/// PostgreSQL -> MySQL with the five transforms and the filter; like `mysql_pg`, no peer.
+fn bench_pg_mysql(
+    config: &Config,
+    pg: &Pg,
+    my: &My,
+    data: &Dataset,
+) -> Result<(Vec<Measurement>, bool), String> {
+    let source = ensure_pg_source(pg, data)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("pg_mysql_{}", data.rows))?;
+    let pipeline = format!(
+        "name = \"bench_pg_mysql\"\n\n[source]\nurl = {}\nschema = {}\ntable = {}\nkey = \"id\"\n\n[target]\nurl = {}\nschema = {}\ntable = \"users_v2\"\nif_exists = \"replace\"\n\n{TRANSFORMS}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+        toml_string(&config.pg_url),
+        toml_string(PG_SOURCE_SCHEMA),
+        toml_string(&source),
+        toml_string(&config.my_url),
+        toml_string(PG_MYSQL_DB),
+        config.threads,
+    );
+    let file = dir.join("pipeline.toml");
+    write_file(&file, &pipeline)?;
+    my.exec(&format!(
+        "DROP DATABASE IF EXISTS {}",
+        my_quote(PG_MYSQL_DB)
+    ))?;
+    let summary = run_rowshift_on(&file, true)?;
+    let mut m = summary.measurement("pg_mysql", data.rows);
+    let mut fine = summary.check("pg_mysql", data);
+    let in_table = my.count(&format!(
+        "{}.{}",
+        my_quote(PG_MYSQL_DB),
+        my_quote("users_v2")
+    ))?;
+    if in_table != summary.written || in_table != data.kept {
+        println!(
+            "  !!! MISMATCH: pg_mysql summary says {} rows written, users_v2 holds {}, expected {}",
+            fmt_int(summary.written),
+            fmt_int(in_table),
+            fmt_int(data.kept)
+        );
+        fine = false;
+    }
+    m.written = Some(in_table);
+    report_line(&m);
+    where_time_goes(&summary);
+    verify_cost_with(&file, &pipeline, &summary, None)?;
+    my.exec(&format!(
+        "DROP DATABASE IF EXISTS {}",
+        my_quote(PG_MYSQL_DB)
+    ))?;
+    Ok((vec![m], fine))
+}
+
+/// Prints how a run's CPU splits between rowshift and the database servers.
+fn where_time_goes(summary: &RunSummary) {
+    let run = &summary.run;
+    let own = run.usage.as_ref().map(|u| u.cpu.as_secs_f64());
+    if let (Some(own), Some(server)) = (own, run.server_cpu) {
+        println!(
+            "  where the time goes: {:.2}s wall; rowshift {:.2}s CPU ({:.2}s of it reading back), database servers {:.2}s CPU ({:.0}% of all CPU)",
+            run.wall.as_secs_f64(),
+            own,
+            summary.verify_seconds,
+            server,
+            100.0 * server / (server + own).max(1e-9)
+        );
+    }
+}
+
+/// Builds `rowshift_bench_src.users_<rows>` in MySQL from the SQLite copy with rowshift
+/// itself unless the table already holds this dataset (its comment says so); returns the
+/// table's name. Setup: not measured.
+fn ensure_my_source(config: &Config, my: &My, data: &Dataset) -> Result<String, String> {
+    let table = format!("users_{}", data.rows);
+    let want = format!(
+        "rowshift bench: generator={GENERATOR_VERSION} rows={} csv_bytes={}",
+        data.rows, data.bytes
+    );
+    let have = my.text(&format!(
+        "SELECT CAST(TABLE_COMMENT AS CHAR) FROM information_schema.tables WHERE TABLE_SCHEMA = '{MY_SOURCE_DB}' AND TABLE_NAME = '{table}'"
+    ))?;
+    if have.as_deref() == Some(want.as_str()) {
+        println!("  data: reusing MySQL table {MY_SOURCE_DB}.{table}");
+        return Ok(table);
+    }
+    let sqlite = ensure_sqlite(config, data)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("setup_mysql_{}", data.rows))?;
+    let file = dir.join("pipeline.toml");
+    write_file(
+        &file,
+        &format!(
+            "name = \"setup_mysql\"\n\n[source]\nurl = {}\ntable = \"users\"\nkey = \"id\"\n\n[target]\nurl = {}\nschema = {}\ntable = {}\nif_exists = \"replace\"\n\n{MY_SOURCE}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {}\n",
+            toml_string(&format!("sqlite://{}", sqlite.display())),
+            toml_string(&config.my_url),
+            toml_string(MY_SOURCE_DB),
+            toml_string(&table),
+            config.threads,
+        ),
+    )?;
+    let t0 = Instant::now();
+    let summary = run_rowshift(&file)?;
+    if summary.written != data.rows {
+        return Err(format!(
+            "building the MySQL source wrote {} rows, the CSV has {}",
+            summary.written, data.rows
+        ));
+    }
+    my.exec(&format!(
+        "ALTER TABLE {}.{} COMMENT = '{want}'",
+        my_quote(MY_SOURCE_DB),
+        my_quote(&table)
+    ))?;
+    println!(
+        "  data: built MySQL table {MY_SOURCE_DB}.{table} with rowshift in {:.1}s (setup, not measured)",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(table)
+}
+
+/// A connection to the benchmark's MySQL/MariaDB server (setup and checks).
+struct My {
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::MySqlPool,
+}
+
+impl My {
+    fn connect(url: &str) -> Result<My, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let pool = rt
+            .block_on(
+                sqlx::mysql::MySqlPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(My { rt, pool })
+    }
+
+    fn exec(&self, sql: &str) -> Result<(), String> {
+        self.rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool))
+            .map(|_| ())
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+
+    /// The first column of the first row (if any), as text.
+    fn text(&self, sql: &str) -> Result<Option<String>, String> {
+        self.rt
+            .block_on(
+                sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql.to_string()))
+                    .fetch_optional(&self.pool),
+            )
+            .map(Option::flatten)
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+
+    fn count(&self, table: &str) -> Result<u64, String> {
+        let n = self.text(&format!("SELECT CAST(count(*) AS CHAR) FROM {table}"))?;
+        n.and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("count(*) of {table} is not a number"))
+    }
+}
+
+/// Quotes a MySQL identifier.
+fn my_quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
 }
 
 /// SQLite -> PostgreSQL, the SQLite `users` table as it is (identity columns, every
@@ -1433,7 +1708,7 @@ struct Measured {
     stderr: String,
     usage: Option<Usage>,
     noise: Option<f64>,
-    /// CPU seconds of the PostgreSQL server during the run, when measured.
+    /// CPU seconds of the database servers during the run, when measured.
     server_cpu: Option<f64>,
     load: Option<f64>,
 }
@@ -1506,8 +1781,8 @@ fn run_measured_with_server(cmd: &mut Command) -> std::io::Result<Measured> {
     Ok(run)
 }
 
-/// CPU seconds used so far by the PostgreSQL server: user + system time of every live
-/// `postgres` process, plus the children's time each has reaped (the postmaster's
+/// CPU seconds used so far by the database servers: user + system time of every live
+/// `postgres`, `mariadbd` or `mysqld` process, plus the children's time each has reaped (the postmaster's
 /// `cutime` holds the backends that have exited). Linux only; None elsewhere.
 fn server_cpu() -> Option<f64> {
     let mut ticks = 0u64;
@@ -1523,7 +1798,7 @@ fn server_cpu() -> Option<f64> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        if &stat[open + 1..close] != "postgres" {
+        if !matches!(&stat[open + 1..close], "postgres" | "mariadbd" | "mysqld") {
             continue;
         }
         // After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
