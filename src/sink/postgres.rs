@@ -12,23 +12,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use super::{ChunkWriter, Committed, Prepare, Sink};
+use super::{ChunkWriter, Committed, Prepare, Sink, table};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
+use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_at};
 use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
 use crate::db::postgres::{
     Decoder, Encoder, PgClient, PgKind, literal, pg_decl, qualified, table_columns,
 };
 use crate::db::{IoRuntime, quote_ident, stmt};
-use crate::plan::{Chunk, ChunkRange, KeyValue};
+use crate::plan::{Chunk, ChunkRange};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -210,7 +209,7 @@ impl PostgresSink {
             }
             Selection::Keys { column, keys } => {
                 let values = (0..keys.len())
-                    .filter_map(|r| key_of(keys, r))
+                    .filter_map(|r| key_at(keys, r))
                     .map(|k| literal(&k))
                     .collect::<Result<Vec<_>>>()?;
                 values
@@ -431,25 +430,16 @@ impl PostgresSink {
                 return Ok(range);
             }
         }
-        keys_selection(column, batches)
+        Selection::of_keys(column, batches)
     }
 
-    /// Whether a key range can be compared with its target column in PostgreSQL: integer
-    /// bounds on an integer column, text bounds on a text column. Otherwise (a source key
-    /// written into a column of another type) the range means something else there, and
-    /// the chunk's rows are found by their keys instead.
+    /// Whether a key range can be compared with its target column (see
+    /// [`Selection::range_fits`]); otherwise the chunk's rows are found by their keys.
     fn range_fits(&self, selection: &Selection) -> bool {
-        let Selection::Range { column, lo, hi } = selection else {
-            return true;
-        };
-        let ty = self.column_type(column);
-        [lo, hi].into_iter().flatten().all(|b| match b {
-            KeyValue::Int(_) => matches!(
-                ty,
-                Some(ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt)
-            ),
-            KeyValue::Text(_) => matches!(ty, Some(ColumnType::Text | ColumnType::Varchar(_))),
-        })
+        match selection {
+            Selection::Range { column, .. } => selection.range_fits(self.column_type(column)),
+            _ => true,
+        }
     }
 
     /// The rows of a chunk that wrote `batches` for read-back: `selection`, or the
@@ -464,7 +454,7 @@ impl PostgresSink {
             // An upsert may update rows that were there before, in the chunk's key range
             // or not: read back exactly the keys it sent.
             Some(k) if self.write_mode == WriteMode::Upsert || !self.range_fits(selection) => {
-                keys_selection(k, batches)
+                Selection::of_keys(k, batches)
             }
             _ => Ok(selection.clone()),
         }
@@ -492,36 +482,6 @@ fn same_type(ty: ColumnType, type_name: &str) -> bool {
     want.contains(&type_name)
 }
 
-/// A selection of the rows whose `column` holds the keys in `batches`.
-fn keys_selection(column: &str, batches: &[RecordBatch]) -> Result<Selection> {
-    let arrays: Vec<&dyn Array> = batches
-        .iter()
-        .filter_map(|b| b.column_by_name(column).map(|c| c.as_ref()))
-        .collect();
-    let keys = if arrays.is_empty() {
-        arrow::array::new_null_array(&DataType::Int64, 0)
-    } else {
-        arrow::compute::concat(&arrays).map_err(|e| Error::Internal(e.to_string()))?
-    };
-    Ok(Selection::Keys {
-        column: column.to_string(),
-        keys,
-    })
-}
-
-/// The key at `row` of `keys`, as a value for a literal.
-fn key_of(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
-    if keys.is_null(row) {
-        return None;
-    }
-    Some(match keys.data_type() {
-        DataType::Int16 => KeyValue::Int(keys.as_primitive::<Int16Type>().value(row) as i64),
-        DataType::Int32 => KeyValue::Int(keys.as_primitive::<Int32Type>().value(row) as i64),
-        DataType::Int64 => KeyValue::Int(keys.as_primitive::<Int64Type>().value(row)),
-        _ => KeyValue::Text(crate::transform::cast::value_text(keys.as_ref(), row)?),
-    })
-}
-
 impl Sink for PostgresSink {
     fn describe(&self) -> String {
         self.here()
@@ -533,18 +493,12 @@ impl Sink for PostgresSink {
         if self.schema != "public" {
             out.push(self.create_schema_sql());
         }
-        out.extend(match (self.existing_rows()?, self.if_exists) {
-            (None, _) => vec![self.create_table_sql()],
-            (Some(_), IfExists::Replace) => {
-                vec![format!("DROP TABLE {t}"), self.create_table_sql()]
-            }
-            (Some(rows), IfExists::Fail) if rows > 0 => {
-                vec![format!(
-                    "-- none: the table already holds {rows} rows and if_exists = \"fail\"; run would stop"
-                )]
-            }
-            (Some(_), _) => vec![format!("-- none: table {t} exists and is written into")],
-        });
+        out.extend(table::planned_ddl(
+            self.existing_rows()?,
+            self.if_exists,
+            &t,
+            self.create_table_sql(),
+        ));
         out.push(self.create_rejects_sql());
         Ok(out)
     }
@@ -553,11 +507,7 @@ impl Sink for PostgresSink {
         let here = self.here();
         let t = self.t();
         let r = self.r();
-        if how == Prepare::Restart && self.if_exists == IfExists::Append {
-            return Err(Error::Unsupported(format!(
-                "{here}: --restart cannot clean an if_exists = \"append\" target: rowshift cannot tell the rows it wrote from those already there"
-            )));
-        }
+        table::check_restart(how, self.if_exists, &here)?;
         if self.write_mode == WriteMode::ReplaceChunk && self.key.is_none() {
             return Err(Error::Unsupported(format!(
                 "{here}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key"
@@ -570,29 +520,13 @@ impl Sink for PostgresSink {
             sqlx::query(stmt(self.create_schema_sql())).execute(&mut *tx).await.map_err(db)?;
             if let Some(existing) = table_columns(pool, &self.schema, &self.table, &here).await? {
                 let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}"))).fetch_one(&mut *tx).await.map_err(db)?;
-                let drop = match (how, self.if_exists) {
-                    (Prepare::Restart, _) | (Prepare::Fresh, IfExists::Replace) => true,
-                    (Prepare::Fresh, IfExists::Fail) if rows > 0 => {
-                        return Err(Error::data(
-                            &here,
-                            format!("the target table already holds {rows} rows; set if_exists = \"replace\" or \"append\" in [target]"),
-                        ));
-                    }
-                    _ => false,
-                };
-                if drop {
+                if table::drops_existing(how, self.if_exists, rows, &here)? {
                     sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(&mut *tx).await.map_err(db)?;
                     sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}"))).execute(&mut *tx).await.map_err(db)?;
                     sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
                 } else {
                     let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
-                    let missing: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).filter(|c| !have.contains(c)).collect();
-                    if !missing.is_empty() {
-                        return Err(Error::data(
-                            &here,
-                            format!("the existing table lacks column(s) {}; it has: {}", missing.join(", "), have.join(", ")),
-                        ));
-                    }
+                    table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
                     // Binary COPY sends each value in the declared type's layout, so the
                     // table's columns must have those types.
                     for (name, ty, ..) in &self.columns {
@@ -615,16 +549,11 @@ impl Sink for PostgresSink {
     }
 
     fn check_done(&self, chunks: &[usize]) -> Result<()> {
-        if !chunks.is_empty() && self.created_on_resume.load(Ordering::SeqCst) {
-            return Err(Error::data(
-                self.here(),
-                format!(
-                    "the table is gone, but the checkpoint says {} chunks were committed to it; run with --restart to start over",
-                    chunks.len()
-                ),
-            ));
-        }
-        Ok(())
+        table::check_not_recreated(
+            self.created_on_resume.load(Ordering::SeqCst),
+            chunks,
+            &self.here(),
+        )
     }
 
     fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>> {

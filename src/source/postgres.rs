@@ -4,21 +4,19 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::{BatchIter, Source};
+use super::{BatchIter, ChannelIter, SchemaCast, Source, key_text};
 use crate::config::{SecretUrl, SourceConfig};
 use crate::db::postgres::{
     Decoder, PgColumn, PgKind, connect, literal, qualified, table_columns, table_names,
 };
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange, KeyValue};
-use crate::transform::cast::cast_batch;
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
@@ -207,10 +205,7 @@ impl PostgresSource {
     }
 
     fn cast(&self) -> SchemaCast {
-        SchemaCast {
-            raw: self.raw_schema.clone(),
-            schema: self.schema.clone(),
-        }
+        SchemaCast::new(&self.raw_schema, &self.schema)
     }
 }
 
@@ -477,43 +472,5 @@ impl Source for PostgresSource {
 
     fn locate(&self, chunk: &Chunk, row: u64) -> String {
         format!("{} {chunk} row {}", self.describe(), row + 1)
-    }
-}
-
-/// The key at `row` as text, the way `read_keys` receives keys.
-fn key_text(a: &dyn Array, row: usize) -> String {
-    match a.data_type() {
-        DataType::Int16 => a.as_primitive::<Int16Type>().value(row).to_string(),
-        DataType::Int32 => a.as_primitive::<Int32Type>().value(row).to_string(),
-        DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
-        DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
-        _ => crate::transform::cast::value_text(a, row).unwrap_or_default(),
-    }
-}
-
-/// Casts decoded batches to the declared schema (for the reading task).
-struct SchemaCast {
-    raw: SchemaRef,
-    schema: SchemaRef,
-}
-
-impl SchemaCast {
-    fn cast(&self, batch: RecordBatch, here: &str) -> Result<RecordBatch> {
-        if self.raw == self.schema {
-            return Ok(batch);
-        }
-        cast_batch(batch, &self.schema, here, |row| {
-            format!("{here}, batch row {}", row + 1)
-        })
-    }
-}
-
-struct ChannelIter(tokio::sync::mpsc::Receiver<Result<RecordBatch>>);
-
-impl Iterator for ChannelIter {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.blocking_recv()
     }
 }
