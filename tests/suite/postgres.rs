@@ -1183,3 +1183,174 @@ rows = 300
         assert_eq!(pg.count(&format!("users_{mode}")), 1000, "{mode}");
     }
 }
+
+#[test]
+fn the_servers_digest_of_stored_rows_equals_the_digest_of_the_rows_sent_for_every_type() {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
+        Float64Array, Int16Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray,
+        TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use rowshift::db::postgres::{Encoder, PgKind, RowDigest};
+    use rowshift::types::ColumnType;
+
+    let pg = PgSchema::new("rs_digest");
+    let t = format!("{}.t", pg.q());
+    pg.exec(&format!(
+        "CREATE TABLE {t} (a smallint, b integer, c bigint, d real, e double precision, f numeric(12,2), \
+         g boolean, h text, i date, j time, k timestamp, l timestamptz, m bytea, n varchar(20))"
+    ));
+    let types = [
+        ColumnType::SmallInt,
+        ColumnType::Int,
+        ColumnType::BigInt,
+        ColumnType::Real,
+        ColumnType::Double,
+        ColumnType::Decimal {
+            precision: 12,
+            scale: 2,
+        },
+        ColumnType::Boolean,
+        ColumnType::Text,
+        ColumnType::Date,
+        ColumnType::Time,
+        ColumnType::Timestamp,
+        ColumnType::TimestampTz,
+        ColumnType::Bytes,
+        ColumnType::Varchar(20),
+    ];
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int16Array::from(vec![Some(-32768), Some(0), None, Some(7)])),
+        Arc::new(Int32Array::from(vec![
+            Some(i32::MIN),
+            Some(0),
+            None,
+            Some(1),
+        ])),
+        Arc::new(Int64Array::from(vec![
+            Some(i64::MAX),
+            Some(0),
+            None,
+            Some(-1),
+        ])),
+        Arc::new(Float32Array::from(vec![
+            Some(0.1),
+            Some(-0.0),
+            None,
+            Some(f32::NAN),
+        ])),
+        Arc::new(Float64Array::from(vec![
+            Some(1e308),
+            Some(0.0),
+            None,
+            Some(-2.5),
+        ])),
+        Arc::new(
+            Decimal128Array::from(vec![Some(150), Some(0), None, Some(-999_999_999_999)])
+                .with_precision_and_scale(12, 2)
+                .unwrap(),
+        ),
+        Arc::new(BooleanArray::from(vec![
+            Some(true),
+            Some(false),
+            None,
+            Some(true),
+        ])),
+        Arc::new(StringArray::from(vec![
+            Some("ünï 😀"),
+            Some(""),
+            None,
+            Some("it's"),
+        ])),
+        Arc::new(Date32Array::from(vec![
+            Some(-719_162),
+            Some(0),
+            None,
+            Some(19_783),
+        ])),
+        Arc::new(Time64MicrosecondArray::from(vec![
+            Some(0),
+            Some(86_399_999_999),
+            None,
+            Some(1),
+        ])),
+        Arc::new(TimestampMicrosecondArray::from(vec![
+            Some(-1),
+            Some(0),
+            None,
+            Some(1_700_000_000_123_456),
+        ])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![
+                Some(5),
+                Some(0),
+                None,
+                Some(1_700_000_000_000_000),
+            ])
+            .with_timezone("UTC"),
+        ),
+        Arc::new(BinaryArray::from(vec![
+            Some(&b"\0\xff"[..]),
+            Some(&b""[..]),
+            None,
+            Some(&b"x"[..]),
+        ])),
+        Arc::new(StringArray::from(vec![
+            Some("a"),
+            Some("varchar"),
+            None,
+            Some(""),
+        ])),
+    ];
+    let fields: Vec<Field> = columns
+        .iter()
+        .zip("abcdefghijklmn".chars())
+        .map(|(c, n)| Field::new(n.to_string(), c.data_type().clone(), true))
+        .collect();
+    assert_eq!(
+        fields[11].data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    let batch =
+        arrow::record_batch::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let kinds: Vec<PgKind> = types.iter().map(|t| PgKind::for_type(*t)).collect();
+    let oids: Vec<u32> = pg
+        .rows(&format!(
+            "SELECT atttypid::text FROM pg_attribute WHERE attrelid = '{t}'::regclass AND attnum > 0 ORDER BY attnum"
+        ))
+        .iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    let mut enc = Encoder::new();
+    enc.digest = Some((oids, RowDigest::default()));
+    enc.rows(&batch, &kinds, "test", None).unwrap();
+    enc.finish();
+    let sent = enc.digest.take().unwrap().1;
+    pg.rt.block_on(async {
+        let mut conn = pg.pool.acquire().await.unwrap();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {t} FROM STDIN (FORMAT binary)"))
+            .await
+            .unwrap();
+        copy.send(std::mem::take(&mut enc.buf)).await.unwrap();
+        assert_eq!(copy.finish().await.unwrap(), 4);
+    });
+    let cols = "a, b, c, d, e, f, g, h, i, j, k, l, m, n";
+    let stored = &pg.rows(&format!(
+        "SELECT s.count::text, s.coalesce FROM ({}) s",
+        RowDigest::select(cols, &t, "")
+    ))[0];
+    assert_eq!(sent.rows, 4);
+    assert_eq!(stored[0], "4");
+    assert_eq!(stored[1], sent.sum.to_string());
+    // One changed value changes the digest.
+    pg.exec(&format!("UPDATE {t} SET h = 'changed' WHERE a = 7"));
+    let changed = &pg.rows(&format!(
+        "SELECT s.coalesce FROM ({}) s",
+        RowDigest::select(cols, &t, "")
+    ))[0][0];
+    assert_ne!(changed, &sent.sum.to_string());
+}
