@@ -370,54 +370,11 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 // Encoding
 // ---------------------------------------------------------------------------------------
 
-/// An order-independent digest of rows as PostgreSQL's `record_send` lays them out
-/// (column count, then each column's type OID, length and binary value): the sum of the
-/// first 64 bits of each row's MD5, as a signed number. The server computes the same over
-/// stored rows with [`RowDigest::select`], so a chunk's read-back needs no rows sent back
-/// when nothing changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RowDigest {
-    /// Rows added.
-    pub rows: u64,
-    /// The sum of their hashes.
-    pub sum: i128,
-}
-
-impl RowDigest {
-    /// Adds one row given as binary `COPY` fields (each a length and its bytes, without
-    /// the field count); `oids` are the target columns' type OIDs.
-    pub fn add_row(&mut self, oids: &[u32], mut fields: &[u8]) {
-        use md5::Digest;
-        let mut h = md5::Md5::new();
-        h.update((oids.len() as i32).to_be_bytes());
-        for oid in oids {
-            h.update(oid.to_be_bytes());
-            let len = i32::from_be_bytes(fields[..4].try_into().expect("a field length"));
-            let end = 4 + len.max(0) as usize;
-            h.update(&fields[..end]);
-            fields = &fields[end..];
-        }
-        let out = h.finalize();
-        self.rows += 1;
-        self.sum += i64::from_be_bytes(out[..8].try_into().expect("16 bytes")) as i128;
-    }
-
-    /// `SELECT` of the row count and digest (as text) of `columns` (quoted, in order) of
-    /// the rows of `table` that `cond` (` WHERE ...` or empty) selects.
-    pub fn select(columns: &str, table: &str, cond: &str) -> String {
-        format!(
-            "SELECT count(*)::int8, coalesce(sum(('x' || left(md5(record_send(ROW({columns}))), 16))::bit(64)::int8), 0)::text FROM {table}{cond}"
-        )
-    }
-}
-
 /// Encodes Arrow batches as a binary `COPY FROM STDIN` stream.
 pub struct Encoder {
     /// Bytes not yet sent.
     pub buf: Vec<u8>,
     started: bool,
-    /// With the target columns' type OIDs: the digest of the rows encoded so far.
-    pub digest: Option<(Vec<u32>, RowDigest)>,
 }
 
 impl Default for Encoder {
@@ -432,7 +389,6 @@ impl Encoder {
         Encoder {
             buf: Vec::with_capacity(1 << 20),
             started: false,
-            digest: None,
         }
     }
 
@@ -453,7 +409,6 @@ impl Encoder {
         let key_index = key.and_then(|k| batch.schema().index_of(k).ok());
         let n = cols.len() as i16;
         for row in 0..batch.num_rows() {
-            let start = self.buf.len();
             self.buf.extend_from_slice(&n.to_be_bytes());
             for (i, (col, kind)) in cols.iter().zip(kinds).enumerate() {
                 encode_value(&mut self.buf, col, *kind, row).map_err(|reason| {
@@ -474,9 +429,6 @@ impl Encoder {
                         reason,
                     })
                 })?;
-            }
-            if let Some((oids, digest)) = &mut self.digest {
-                digest.add_row(oids, &self.buf[start + 2..]);
             }
         }
         Ok(())

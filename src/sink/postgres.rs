@@ -24,7 +24,7 @@ use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_at};
 use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
 use crate::db::postgres::{
-    Decoder, Encoder, PgClient, PgKind, RowDigest, literal, pg_decl, qualified, table_columns,
+    Decoder, Encoder, PgClient, PgKind, literal, pg_decl, qualified, table_columns,
 };
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange};
@@ -53,8 +53,6 @@ pub struct PostgresSink {
     /// Set when `prepare` had to create the table on resume: the chunks an earlier run
     /// committed are gone.
     created_on_resume: AtomicBool,
-    /// The declared columns' type OIDs in the table, read on the first verified commit.
-    oids: OnceLock<Vec<u32>>,
 }
 
 impl PostgresSink {
@@ -91,7 +89,6 @@ impl PostgresSink {
             key: key.map(|(k, unchanged)| (k.to_string(), unchanged)),
             pipeline: OnceLock::new(),
             created_on_resume: AtomicBool::new(false),
-            oids: OnceLock::new(),
         })
     }
 
@@ -269,15 +266,13 @@ impl PostgresSink {
         Ok(out)
     }
 
-    /// Sends `batches` with binary `COPY` into `table` (quoted); returns the rows copied
-    /// and, given the target columns' type OIDs, the digest of the rows sent.
+    /// Sends `batches` with binary `COPY` into `table` (quoted); returns the rows copied.
     async fn copy_in(
         &self,
         conn: &mut PgConnection,
         table: &str,
         batches: &[RecordBatch],
-        oids: Option<&[u32]>,
-    ) -> Result<(u64, Option<RowDigest>)> {
+    ) -> Result<u64> {
         let here = self.here();
         let db = |e| Error::db(&here, e);
         let sql = format!(
@@ -286,7 +281,6 @@ impl PostgresSink {
         );
         let mut copy = conn.copy_in_raw(&sql).await.map_err(db)?;
         let mut enc = Encoder::new();
-        enc.digest = oids.map(|o| (o.to_vec(), RowDigest::default()));
         let key = self.key.as_ref().map(|k| k.0.as_str());
         for b in batches {
             if let Err(e) = enc.rows(b, &self.kinds, &here, key) {
@@ -299,54 +293,7 @@ impl PostgresSink {
         }
         enc.finish();
         copy.send(std::mem::take(&mut enc.buf)).await.map_err(db)?;
-        let rows = copy.finish().await.map_err(db)?;
-        Ok((rows, enc.digest.map(|(_, d)| d)))
-    }
-
-    /// The type OIDs of the target table's declared columns, in order (read once), for
-    /// [`RowDigest`]; `None` if the table lacks one of them.
-    async fn column_oids(&self, conn: &mut PgConnection) -> Result<Option<Vec<u32>>> {
-        if let Some(o) = self.oids.get() {
-            return Ok(Some(o.clone()));
-        }
-        let found: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT attname::text, atttypid::int8 FROM pg_attribute \
-             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
-        )
-        .bind(self.t())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| Error::db(self.here(), e))?;
-        let oids: Option<Vec<u32>> = self
-            .columns
-            .iter()
-            .map(|c| found.iter().find(|f| f.0 == c.0).map(|f| f.1 as u32))
-            .collect();
-        Ok(oids.map(|o| self.oids.get_or_init(|| o).clone()))
-    }
-
-    /// The digest of the stored rows `selection` names, computed by the server.
-    async fn stored_digest(
-        &self,
-        conn: &mut PgConnection,
-        selection: &Selection,
-    ) -> Result<RowDigest> {
-        let mut total = RowDigest::default();
-        for cond in self.conditions(selection)? {
-            let (rows, sum): (i64, String) = sqlx::query_as(stmt(RowDigest::select(
-                &self.column_list(),
-                &self.t(),
-                &cond,
-            )))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| Error::db(self.here(), e))?;
-            total.rows += rows as u64;
-            total.sum += sum.parse::<i128>().map_err(|e| {
-                Error::Internal(format!("{}: a row digest `{sum}`: {e}", self.here()))
-            })?;
-        }
-        Ok(total)
+        copy.finish().await.map_err(db)
     }
 
     /// Writes `batches` by the write mode, inside the caller's transaction. `replace`
@@ -356,8 +303,7 @@ impl PostgresSink {
         conn: &mut PgConnection,
         batches: &[RecordBatch],
         replace: Option<&Selection>,
-        oids: Option<&[u32]>,
-    ) -> Result<(u64, Option<RowDigest>)> {
+    ) -> Result<u64> {
         let here = self.here();
         let db = |e| Error::db(&here, e);
         if let Some(sel) = replace {
@@ -369,10 +315,10 @@ impl PostgresSink {
             }
         }
         if batches.iter().all(|b| b.num_rows() == 0) {
-            return Ok((0, oids.map(|_| RowDigest::default())));
+            return Ok(0);
         }
         if self.write_mode != WriteMode::Upsert {
-            return self.copy_in(conn, &self.t(), batches, oids).await;
+            return self.copy_in(conn, &self.t(), batches).await;
         }
         // Only the written columns, with the table's types and no constraints: another
         // NOT NULL column of the table, filled by its default, does not get in the way.
@@ -385,8 +331,7 @@ impl PostgresSink {
         .execute(&mut *conn)
         .await
         .map_err(db)?;
-        let (_, digest) = self
-            .copy_in(conn, &format!("pg_temp.{stage}"), batches, oids)
+        self.copy_in(conn, &format!("pg_temp.{stage}"), batches)
             .await?;
         let pk: Vec<String> = self
             .columns
@@ -419,7 +364,7 @@ impl PostgresSink {
             .execute(&mut *conn)
             .await
             .map_err(db)?;
-        Ok((rows, digest))
+        Ok(rows)
     }
 
     async fn insert_rejects(
@@ -721,7 +666,7 @@ impl Sink for PostgresSink {
         let pool = self.client.pool()?;
         self.client.io().block_on(async {
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
-            let (written, _) = self.write_rows(&mut tx, passing, None, None).await?;
+            let written = self.write_rows(&mut tx, passing, None).await?;
             self.replace_rejects(&mut tx, chunk, remaining).await?;
             tx.commit().await.map_err(|e| Error::db(&here, e))?;
             Ok(written)
@@ -767,30 +712,15 @@ impl ChunkWriter for PgChunk<'_> {
             let mut tx = pool.begin().await.map_err(db)?;
             sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
                 .await?;
-            let oids = match verify {
-                Some(_) => sink.column_oids(&mut tx).await?,
-                None => None,
-            };
-            let (rows, sent) = sink
-                .write_rows(&mut tx, &self.batches, replace.as_ref(), oids.as_deref())
+            let rows = sink
+                .write_rows(&mut tx, &self.batches, replace.as_ref())
                 .await?;
             // Read back inside the transaction: what the database stored, before anything
-            // of the chunk is visible, so a mismatch rolls the whole chunk back. First the
-            // server's digest of the stored rows against the digest of those sent; only
-            // when they differ (or cannot be had) are the rows read back, decoded and
-            // compared, which names the first difference.
+            // of the chunk is visible, so a mismatch rolls the whole chunk back.
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
-                let same = match &sent {
-                    Some(d) => sink.stored_digest(&mut tx, sel).await? == *d,
-                    None => false,
-                };
-                if same {
-                    v.passed(t0);
-                } else {
-                    let back = sink.select_rows(&mut tx, sel).await?;
-                    v.verify(&back, t0)?;
-                }
+                let back = sink.select_rows(&mut tx, sel).await?;
+                v.verify(&back, t0)?;
             }
             let marked = match sink.pipeline.get() {
                 Some(p) => {
