@@ -900,12 +900,15 @@ fn init_says_when_no_key_was_found_and_what_to_do() {
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr.trim(),
-        "error: no key found: table `logs` has no primary key. rowshift splits a table into ranges of one unique, non-null column; pass --key COLUMN to name it"
+        "error: no key found: table `logs` has no primary key. rowshift splits a table into ranges of a unique, non-null key; pass --key COLUMN (repeat it for a composite key) to name it"
     );
 }
 
 #[path = "suite/checkpoints.rs"]
 mod checkpoints;
+
+#[path = "suite/composite.rs"]
+mod composite;
 
 #[path = "suite/integrity.rs"]
 mod integrity;

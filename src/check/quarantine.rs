@@ -32,12 +32,10 @@ impl QuarantineEntry {
         chunk: usize,
         batch: &RecordBatch,
         row: usize,
-        key: Option<&str>,
+        key: &[String],
         failure: &RowFailure,
     ) -> Self {
-        let key = key
-            .and_then(|k| batch.schema().index_of(k).ok())
-            .and_then(|i| value_text(batch.column(i).as_ref(), row));
+        let key = crate::source::row_key(batch, key, row);
         QuarantineEntry {
             chunk,
             key,

@@ -24,22 +24,22 @@ pub const KEYS_PER_QUERY: usize = 10_000;
 /// Which rows of a database target belong to a chunk.
 #[derive(Debug, Clone)]
 pub enum Selection {
-    /// `lo < column <= hi` (either bound open): the chunk's key range, when the target
-    /// column holds the source key unchanged.
+    /// `lo < key <= hi` (either bound open), a composite key compared as a row value:
+    /// the chunk's key range, when the target columns hold the source key unchanged.
     Range {
-        /// The target column.
-        column: String,
+        /// The target columns that hold the key, in key order.
+        columns: Vec<String>,
         /// Exclusive lower bound.
         lo: Option<KeyValue>,
         /// Inclusive upper bound.
         hi: Option<KeyValue>,
     },
-    /// Rows whose `column` is one of `keys` (file sources, or a converted key).
+    /// Rows whose key columns hold one of `keys` (file sources, or a converted key).
     Keys {
-        /// The target column.
-        column: String,
-        /// The key values the chunk wrote.
-        keys: ArrayRef,
+        /// The target columns that hold the key, in key order.
+        columns: Vec<String>,
+        /// The key values the chunk wrote: one array per column, rows aligned.
+        keys: Vec<ArrayRef>,
     },
     /// Everything the chunk's own files hold (file targets).
     Files,
@@ -48,47 +48,72 @@ pub enum Selection {
 }
 
 impl Selection {
-    /// The rows whose `column` holds the keys in `batches` (a chunk's rows found by the
+    /// The rows whose `columns` hold the keys in `batches` (a chunk's rows found by the
     /// keys it wrote).
-    pub fn of_keys(column: &str, batches: &[RecordBatch]) -> Result<Selection> {
-        let arrays: Vec<&dyn Array> = batches
-            .iter()
-            .filter_map(|b| b.column_by_name(column).map(|c| c.as_ref()))
-            .collect();
-        let keys = if arrays.is_empty() {
-            arrow::array::new_null_array(&DataType::Int64, 0)
-        } else {
-            arrow::compute::concat(&arrays).map_err(|e| Error::Internal(e.to_string()))?
-        };
+    pub fn of_keys(columns: &[String], batches: &[RecordBatch]) -> Result<Selection> {
+        let mut keys = Vec::with_capacity(columns.len());
+        for column in columns {
+            let arrays: Vec<&dyn Array> = batches
+                .iter()
+                .filter_map(|b| b.column_by_name(column).map(|c| c.as_ref()))
+                .collect();
+            keys.push(if arrays.is_empty() {
+                arrow::array::new_null_array(&DataType::Int64, 0)
+            } else {
+                arrow::compute::concat(&arrays).map_err(|e| Error::Internal(e.to_string()))?
+            });
+        }
         Ok(Selection::Keys {
-            column: column.to_string(),
+            columns: columns.to_vec(),
             keys,
         })
     }
 
-    /// Whether a key range can be compared with its target column in a database, given
-    /// the column's type: integer bounds on an integer column, text bounds on a text
-    /// column. Otherwise (a source key written into a column of another type) the range
-    /// means something else there, and the chunk's rows are found by their keys instead.
-    pub fn range_fits(&self, column_type: Option<ColumnType>) -> bool {
-        let Selection::Range { lo, hi, .. } = self else {
+    /// Whether a key range can be compared with its target columns in a database, given
+    /// each column's type (`column_type`): integer bounds on integer columns, text bounds
+    /// on text columns. Otherwise (a source key written into a column of another type)
+    /// the range means something else there, and the chunk's rows are found by their
+    /// keys instead.
+    pub fn range_fits(&self, column_type: impl Fn(&str) -> Option<ColumnType>) -> bool {
+        let Selection::Range { lo, hi, columns } = self else {
             return true;
         };
-        [lo, hi].into_iter().flatten().all(|b| match b {
-            KeyValue::Int(_) => matches!(
-                column_type,
-                Some(ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt)
-            ),
-            KeyValue::Text(_) => {
-                matches!(column_type, Some(ColumnType::Text | ColumnType::Varchar(_)))
-            }
+        [lo, hi].into_iter().flatten().all(|b| {
+            b.parts().len() == columns.len()
+                && b.parts().iter().zip(columns).all(|(p, c)| match p {
+                    KeyValue::Int(_) => matches!(
+                        column_type(c),
+                        Some(ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt)
+                    ),
+                    KeyValue::Text(_) => {
+                        matches!(
+                            column_type(c),
+                            Some(ColumnType::Text | ColumnType::Varchar(_))
+                        )
+                    }
+                    KeyValue::Tuple(_) => false,
+                })
         })
     }
 }
 
 /// The key at `row` of `keys` (a [`Selection::Keys`] list), as a value for a statement;
-/// `None` for a NULL.
-pub fn key_at(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
+/// `None` when a part is NULL.
+pub fn key_at(keys: &[ArrayRef], row: usize) -> Option<KeyValue> {
+    let parts = keys
+        .iter()
+        .map(|k| part_at(k, row))
+        .collect::<Option<Vec<_>>>()?;
+    Some(KeyValue::from_parts(parts))
+}
+
+/// Every non-NULL key of `keys` (a [`Selection::Keys`] list), in order.
+pub fn key_values(keys: &[ArrayRef]) -> Vec<KeyValue> {
+    let rows = keys.first().map_or(0, |k| k.len());
+    (0..rows).filter_map(|r| key_at(keys, r)).collect()
+}
+
+fn part_at(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
     if keys.is_null(row) {
         return None;
     }
@@ -110,8 +135,8 @@ pub struct ReadBack<'a> {
     pub checksum: u64,
     /// The rows sent, to find the first difference.
     pub sent: &'a [RecordBatch],
-    /// The target column that names rows in messages.
-    pub key: Option<&'a str>,
+    /// The target columns that name rows in messages (none: rows are named by position).
+    pub key: &'a [String],
     /// Which target rows are the chunk's.
     pub selection: Selection,
     /// Adds the nanoseconds spent reading back and comparing, for the summary.
@@ -158,7 +183,7 @@ pub fn compare(
     chunk: &Chunk,
     (rows, sum, sent): (u64, u64, &[RecordBatch]),
     found: &[RecordBatch],
-    key: Option<&str>,
+    key: &[String],
 ) -> Result<(), String> {
     let (back_rows, back_sum) = count_and_sum(found).map_err(|e| e.to_string())?;
     if back_rows == rows && back_sum == sum {
@@ -171,10 +196,10 @@ pub fn compare(
     ))
 }
 
-/// A row as (key text, cell texts).
+/// A row as (its key named, `id=7` or `tenant=1, id=7`; cell texts).
 type RowText = (Option<String>, Vec<Option<String>>);
 
-fn rows_of(batches: &[RecordBatch], key: Option<&str>) -> (Vec<String>, Vec<RowText>) {
+fn rows_of(batches: &[RecordBatch], key: &[String]) -> (Vec<String>, Vec<RowText>) {
     let names = batches
         .first()
         .map(|b| {
@@ -187,18 +212,31 @@ fn rows_of(batches: &[RecordBatch], key: Option<&str>) -> (Vec<String>, Vec<RowT
         .unwrap_or_default();
     let mut out = Vec::new();
     for b in batches {
-        let k = key.and_then(|k| b.schema().index_of(k).ok());
+        let k: Option<Vec<usize>> = key.iter().map(|k| b.schema().index_of(k).ok()).collect();
+        let k = k.filter(|k| !k.is_empty());
         for row in 0..b.num_rows() {
             let cells: Vec<Option<String>> = b
                 .columns()
                 .iter()
                 .map(|c| value_text(c.as_ref(), row))
                 .collect();
-            let key_text = k.and_then(|i| cells[i].clone());
-            out.push((key_text, cells));
+            let label = k.as_ref().map(|k| {
+                k.iter()
+                    .map(|&i| {
+                        let v = cells[i].as_deref().unwrap_or("NULL");
+                        format!("{}={v}", names_of(b, i))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            out.push((label, cells));
         }
     }
     (names, out)
+}
+
+fn names_of(b: &RecordBatch, i: usize) -> String {
+    b.schema().field(i).name().clone()
 }
 
 /// Names the first row (by key, else by position) and column where `sent` and `found`
@@ -206,7 +244,7 @@ fn rows_of(batches: &[RecordBatch], key: Option<&str>) -> (Vec<String>, Vec<RowT
 pub fn first_difference(
     sent: &[RecordBatch],
     found: &[RecordBatch],
-    key: Option<&str>,
+    key: &[String],
 ) -> Option<String> {
     let (names_s, sent_rows) = rows_of(sent, key);
     let (names_f, found_rows) = rows_of(found, key);
@@ -227,7 +265,7 @@ pub fn first_difference(
             })
     };
     match key {
-        Some(k) => {
+        [_, ..] => {
             let mut found_by_key: HashMap<&str, Vec<&Vec<Option<String>>>> = HashMap::new();
             for (kt, cells) in &found_rows {
                 found_by_key
@@ -237,7 +275,7 @@ pub fn first_difference(
             }
             for (kt, cells) in &sent_rows {
                 let kt = kt.as_deref().unwrap_or("");
-                let label = format!("{k}={kt}");
+                let label = kt.to_string();
                 match found_by_key.get(kt).map(Vec::as_slice) {
                     None | Some([]) => return Some(format!("{label}: missing from the target")),
                     Some([one]) => {
@@ -262,12 +300,12 @@ pub fn first_difference(
                 .find(|(kt, _)| !sent_keys.contains(kt.as_deref().unwrap_or("")))
                 .map(|(kt, _)| {
                     format!(
-                        "{k}={}: in the target but not sent",
+                        "{}: in the target but not sent",
                         kt.as_deref().unwrap_or("NULL")
                     )
                 })
         }
-        None => {
+        [] => {
             for (i, ((_, a), (_, b))) in sent_rows.iter().zip(&found_rows).enumerate() {
                 if let Some(d) = cell_diff(format!("row {}", i + 1), a, b) {
                     return Some(d);
@@ -320,7 +358,12 @@ mod tests {
 
     fn check(sent: RecordBatch, found: RecordBatch) -> Result<(), String> {
         let (rows, sum) = count_and_sum(std::slice::from_ref(&sent)).unwrap();
-        compare(&chunk(), (rows, sum, &[sent]), &[found], Some("id"))
+        compare(
+            &chunk(),
+            (rows, sum, &[sent]),
+            &[found],
+            &["id".to_string()],
+        )
     }
 
     #[test]
@@ -361,5 +404,35 @@ mod tests {
         );
         let e = check(batch(&[1], &["a"]), batch(&[1, 9], &["a", "x"])).unwrap_err();
         assert!(e.ends_with("id=9: in the target but not sent"), "{e}");
+    }
+
+    #[test]
+    fn a_composite_key_names_rows_by_every_part() {
+        let (rows, sum) = count_and_sum(&[batch(&[1, 1], &["a", "b"])]).unwrap();
+        let key = ["id".to_string(), "name".to_string()];
+        let sent = [batch(&[1, 1], &["a", "b"])];
+        let e = compare(&chunk(), (rows, sum, &sent), &[batch(&[1], &["a"])], &key).unwrap_err();
+        assert!(
+            e.ends_with("first difference: id=1, name=b: missing from the target"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_range_fits_only_columns_of_its_parts_types() {
+        let range = Selection::Range {
+            columns: vec!["t".into(), "n".into()],
+            lo: Some(KeyValue::Tuple(vec![
+                KeyValue::Int(1),
+                KeyValue::Text("x".into()),
+            ])),
+            hi: None,
+        };
+        let types = |c: &str| match c {
+            "t" => Some(ColumnType::BigInt),
+            _ => Some(ColumnType::Text),
+        };
+        assert!(range.range_fits(types));
+        assert!(!range.range_fits(|_| Some(ColumnType::BigInt)));
     }
 }

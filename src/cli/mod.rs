@@ -149,9 +149,10 @@ enum Command {
         /// The table, for a database source.
         #[arg(long)]
         table: Option<String>,
-        /// The key column to chunk by, overriding the one init finds.
+        /// The key column to chunk by, overriding the one init finds; repeat it for a
+        /// composite key (`--key tenant_id --key id`).
         #[arg(long)]
-        key: Option<String>,
+        key: Vec<String>,
         /// The pipeline's name (default: the table or file name).
         #[arg(long)]
         name: Option<String>,

@@ -24,8 +24,8 @@ pub struct InitOptions {
     pub from: String,
     /// The table, for database sources.
     pub table: Option<String>,
-    /// The key column, overriding what init would pick.
-    pub key: Option<String>,
+    /// The key column(s), overriding what init would pick; several make a composite key.
+    pub key: Vec<String>,
     /// The pipeline's name; default from the table or file name.
     pub name: Option<String>,
     /// The target url; default a Parquet directory `out/<name>` beside the pipeline.
@@ -90,8 +90,13 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
     if let Some(table) = &table {
         t.push_str(&format!("table = {}\n", toml_str(table)));
     }
-    if let Some(key) = &key {
-        t.push_str(&format!("key = {}\n", toml_str(key)));
+    match key.as_deref() {
+        Some([one]) => t.push_str(&format!("key = {}\n", toml_str(one))),
+        Some(many) => {
+            let names: Vec<String> = many.iter().map(|k| toml_str(k)).collect();
+            t.push_str(&format!("key = [{}]\n", names.join(", ")));
+        }
+        None => {}
     }
     t.push_str("\n[target]\n");
     match &opts.target {
@@ -110,7 +115,7 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
     }
     t.push_str("\n[target.columns]\n");
     for c in &columns {
-        let pk = key.as_deref() == Some(c.name.as_str());
+        let pk = key.as_ref().is_some_and(|k| k.contains(&c.name));
         let mut fields = vec![
             format!("type = {}", toml_str(&c.ty.to_string())),
             format!("expr = {}", toml_str(&sql_ident(&c.name))),
@@ -132,7 +137,7 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
 
 type Introspected = (
     Vec<Column>,
-    Option<String>,
+    Option<Vec<String>>,
     String,
     Option<String>,
     Vec<String>,
@@ -158,25 +163,23 @@ fn sqlite_columns(opts: &InitOptions, path: &Path, io: &IoRuntime) -> Result<Int
             ),
         ));
     };
-    let pks: Vec<&str> = cols
+    // A composite primary key chunks by its columns in the key's own order.
+    let mut pks: Vec<(i64, &str)> = cols
         .iter()
         .filter(|c| c.pk > 0)
-        .map(|c| c.name.as_str())
+        .map(|c| (c.pk, c.name.as_str()))
         .collect();
-    let key = match (&opts.key, pks.as_slice()) {
-        (Some(k), _) => k.clone(),
-        (None, [one]) => one.to_string(),
-        (None, _) => {
-            let why = if pks.is_empty() {
-                "has no primary key".to_string()
-            } else {
-                format!("has a composite primary key ({})", pks.join(", "))
-            };
-            return Err(Error::Unsupported(format!(
-                "no key found: table `{table}` {why}. rowshift splits a table into ranges of one unique, non-null column; pass --key COLUMN to name it"
-            )));
-        }
+    pks.sort();
+    let key: Vec<String> = if opts.key.is_empty() {
+        pks.iter().map(|(_, n)| n.to_string()).collect()
+    } else {
+        opts.key.clone()
     };
+    if key.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "no key found: table `{table}` has no primary key. rowshift splits a table into ranges of a unique, non-null key; pass --key COLUMN (repeat it for a composite key) to name it"
+        )));
+    }
     let url = format!(
         "sqlite://{}",
         relative_to(path, &opts.pipeline_dir).display()
@@ -187,7 +190,7 @@ fn sqlite_columns(opts: &InitOptions, path: &Path, io: &IoRuntime) -> Result<Int
             path: path.to_path_buf(),
         },
         Some(&table),
-        Some(&key),
+        &key,
     );
     let source = source::open(&config, io)?;
     let sample = sample_batch(source.as_ref())?;
@@ -221,7 +224,7 @@ fn file_columns(
             format,
         },
         None,
-        None,
+        &[],
     );
     let source = source::open(&config, io)?;
     let schema = source.schema();
@@ -242,20 +245,19 @@ fn file_columns(
         });
     }
     let mut notes = Vec::new();
-    let key = match &opts.key {
-        Some(k) => Some(k.clone()),
-        None => {
-            let found = guess_key(&columns, sample.as_ref());
-            if found.is_none() {
-                notes.push("no key column found (a unique, non-null `id` or `*_id`); rows are named by line in messages. Set key = \"COLUMN\" in [source] if there is one".into());
-            }
-            found
+    let key = if opts.key.is_empty() {
+        let found = guess_key(&columns, sample.as_ref());
+        if found.is_none() {
+            notes.push("no key column found (a unique, non-null `id` or `*_id`); rows are named by line in messages. Set key = \"COLUMN\" in [source] if there is one".into());
         }
+        found.map(|k| vec![k])
+    } else {
+        Some(opts.key.clone())
     };
-    if let Some(k) = &key
-        && let Some(c) = columns.iter_mut().find(|c| &c.name == k)
-    {
-        c.nullable = false;
+    for c in columns.iter_mut() {
+        if key.as_ref().is_some_and(|k| k.contains(&c.name)) {
+            c.nullable = false;
+        }
     }
     Ok((columns, key, url, None, notes))
 }
@@ -264,7 +266,7 @@ fn source_config(
     url: &str,
     location: Location,
     table: Option<&str>,
-    key: Option<&str>,
+    key: &[String],
 ) -> SourceConfig {
     let spanned = |v: &str| Spanned {
         value: v.to_string(),
@@ -274,7 +276,10 @@ fn source_config(
         url: spanned(url),
         location,
         table: table.map(spanned),
-        key: key.map(spanned),
+        key: (!key.is_empty()).then(|| Spanned {
+            value: key.to_vec(),
+            span: None,
+        }),
         csv: CsvOptions::default(),
         types: Vec::new(),
         db: Default::default(),

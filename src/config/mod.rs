@@ -136,8 +136,10 @@ pub struct SourceConfig {
     pub location: Location,
     /// Table name, for database sources.
     pub table: Option<Spanned<String>>,
-    /// Column whose ranges make the chunks (databases), and that names rows in messages.
-    pub key: Option<Spanned<String>>,
+    /// Column(s) whose ranges make the chunks (databases), and that name rows in
+    /// messages: `key = "id"`, or `key = ["tenant_id", "id"]` for a composite key, whose
+    /// ranges compare tuples.
+    pub key: Option<Spanned<Vec<String>>>,
     /// CSV reading options.
     pub csv: CsvOptions,
     /// Declared source column types (`[source.types]`), overriding what the source says.
@@ -444,7 +446,15 @@ impl Pipeline {
                 "source.table".to_string(),
                 format!("{:?}", self.source.table),
             ),
-            ("source.key".to_string(), format!("{:?}", self.source.key)),
+            // A one-column key shows as it did before composite keys, so checkpoints
+            // written then still match.
+            (
+                "source.key".to_string(),
+                match self.source.key.as_ref().map(|k| k.value.as_slice()) {
+                    Some([one]) => format!("{:?}", Some(one)),
+                    other => format!("{other:?}"),
+                },
+            ),
             ("source.csv".to_string(), format!("{:?}", self.source.csv)),
             (
                 "target.url".to_string(),
@@ -687,6 +697,28 @@ impl<'a> Walker<'a> {
         .or(default)
     }
 
+    /// `[source] key`: one column name, or a non-empty list of distinct names.
+    fn key_list(&mut self, s: &Section<'_>) -> Option<Spanned<Vec<String>>> {
+        let span = s.table.get("key")?.span();
+        let names = self.string_list(s, "key")?;
+        let mut seen = std::collections::HashSet::new();
+        let problem = if names.is_empty() {
+            Some("`source.key` is an empty list; name at least one column".to_string())
+        } else if let Some(n) = names.iter().find(|n| n.is_empty()) {
+            Some(format!("`source.key` names an empty column `{n}`"))
+        } else {
+            names
+                .iter()
+                .find(|n| !seen.insert(n.as_str()))
+                .map(|n| format!("`source.key` names column `{n}` twice"))
+        };
+        if let Some(msg) = problem {
+            self.error(span, msg);
+            return None;
+        }
+        Some(Spanned { value: names, span })
+    }
+
     fn string_list(&mut self, s: &Section<'_>, key: &str) -> Option<Vec<String>> {
         let item = s.table.get(key)?;
         if let Some(v) = item.as_str() {
@@ -800,7 +832,7 @@ impl<'a> Walker<'a> {
         let schema = self.string(s, "schema", false);
         let db = self.db_options(s);
         let table = self.string(s, "table", false);
-        let key = self.string(s, "key", false);
+        let key = self.key_list(s);
         let csv = self.csv(s, true);
         let mut types = Vec::new();
         if let Some(t) = self.section(s, "types", false) {
@@ -831,7 +863,7 @@ impl<'a> Walker<'a> {
             if table.is_none() {
                 self.missing(s, "table");
             }
-            if key.is_none() {
+            if key.is_none() && !s.table.contains_key("key") {
                 let span = s.span.clone();
                 self.diags.push(
                     Diagnostic::at(span, "missing `key` in [source]")

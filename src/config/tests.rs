@@ -172,3 +172,37 @@ fn expands_env_and_rejects_unclosed_references() {
         "unclosed `${` in \"x${A\""
     );
 }
+
+#[test]
+fn a_composite_key_is_a_list_of_distinct_column_names() {
+    let p = parse(&GOOD.replace("key = \"id\"", "key = [\"tenant\", \"id\"]")).unwrap();
+    assert_eq!(
+        p.source.key.as_ref().map(|k| k.value.clone()),
+        Some(vec!["tenant".to_string(), "id".to_string()])
+    );
+    // A one-column key keeps the fingerprint it had before composite keys.
+    let one = parse(GOOD).unwrap();
+    let setting = one
+        .settings()
+        .into_iter()
+        .find(|(k, _)| k == "source.key")
+        .map(|(_, v)| v);
+    assert_eq!(setting.as_deref(), Some("Some(\"id\")"));
+
+    let e = errors(&GOOD.replace("key = \"id\"", "key = []"));
+    assert!(
+        e.contains("/p/move.toml:6:7: `source.key` is an empty list; name at least one column"),
+        "{e}"
+    );
+    assert!(!e.contains("missing `key`"), "{e}");
+    let e = errors(&GOOD.replace("key = \"id\"", "key = [\"id\", \"id\"]"));
+    assert!(
+        e.contains("/p/move.toml:6:7: `source.key` names column `id` twice"),
+        "{e}"
+    );
+    let e = errors(&GOOD.replace("key = \"id\"", "key = 7"));
+    assert!(
+        e.contains("/p/move.toml:6:7: `source.key` must be a string or a list of strings"),
+        "{e}"
+    );
+}

@@ -17,8 +17,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use libsqlite3_sys as ffi;
-use sqlx::sqlite::{LockedSqliteHandle, SqliteValueRef};
-use sqlx::{Decode, Sqlite, TypeInfo, ValueRef};
+use sqlx::Sqlite;
+use sqlx::sqlite::LockedSqliteHandle;
 
 use crate::plan::KeyValue;
 use crate::transform::cast::cast_batch;
@@ -77,31 +77,16 @@ impl Kind {
     }
 }
 
+/// Binds a key value: each part of a composite key to its own parameter.
 pub(crate) fn bind_key<'q>(
     q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
     v: &KeyValue,
 ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
-    match v {
+    v.parts().iter().fold(q, |q, p| match p {
         KeyValue::Int(i) => q.bind(*i),
         KeyValue::Text(s) => q.bind(s.clone()),
-    }
-}
-
-pub(crate) fn key_value(raw: SqliteValueRef<'_>) -> Result<Option<KeyValue>, String> {
-    if raw.is_null() {
-        return Ok(None);
-    }
-    match raw.type_info().name() {
-        "INTEGER" => <i64 as Decode<Sqlite>>::decode(raw)
-            .map(|v| Some(KeyValue::Int(v)))
-            .map_err(|e| e.to_string()),
-        "TEXT" => <String as Decode<Sqlite>>::decode(raw)
-            .map(|v| Some(KeyValue::Text(v)))
-            .map_err(|e| e.to_string()),
-        other => Err(format!(
-            "key values must be INTEGER or TEXT, found a {other} value"
-        )),
-    }
+        KeyValue::Tuple(_) => q.bind(p.to_string()),
+    })
 }
 
 /// The raw handle of a connection whose lock this thread holds.
@@ -149,10 +134,14 @@ impl<'h> RawConn<'h> {
             db: self.db,
             _conn: PhantomData,
         };
-        for (i, value) in binds.iter().enumerate() {
+        // A composite key's parts bind to consecutive parameters.
+        for (i, value) in binds.iter().flat_map(KeyValue::parts).enumerate() {
             match value {
                 KeyValue::Int(v) => this.bind(i, Bind::Int(*v), ffi::SQLITE_TRANSIENT())?,
                 KeyValue::Text(t) => this.bind(i, Bind::Text(t), ffi::SQLITE_TRANSIENT())?,
+                KeyValue::Tuple(_) => {
+                    return Err(RawError::misuse("a key part is itself a tuple"));
+                }
             }
         }
         Ok(this)
@@ -600,6 +589,61 @@ impl Builder {
     }
 }
 
+/// The key columns of decoded rows, by position: they name a row in messages.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyCols {
+    /// Each key column's position in the statement's result.
+    pub(crate) index: Vec<usize>,
+    /// Each key column's name.
+    pub(crate) names: Vec<String>,
+}
+
+impl KeyCols {
+    /// The key columns `names` among `columns` (those missing are left out).
+    pub(crate) fn find<'c>(
+        names: &[String],
+        columns: impl Iterator<Item = &'c str> + Clone,
+    ) -> Self {
+        let mut k = KeyCols::default();
+        for n in names {
+            if let Some(i) = columns.clone().position(|c| c == n) {
+                k.index.push(i);
+                k.names.push(n.clone());
+            }
+        }
+        k
+    }
+
+    /// The current row's key value; `None` when a part is NULL or not a key type.
+    pub(crate) fn value(&self, row: &RawStatement<'_>) -> Option<KeyValue> {
+        let parts = self
+            .index
+            .iter()
+            .map(|&i| row.cell(i).key())
+            .collect::<Option<Vec<_>>>()?;
+        (!parts.is_empty()).then(|| KeyValue::from_parts(parts))
+    }
+
+    /// The current row named by its key: `id=42`, `tenant=1, id='x'`.
+    pub(crate) fn label(&self, row: &RawStatement<'_>) -> String {
+        if self.index.is_empty() {
+            return "key unknown".to_string();
+        }
+        self.index
+            .iter()
+            .zip(&self.names)
+            .map(|(&i, n)| {
+                let v = row
+                    .cell(i)
+                    .key()
+                    .map_or_else(|| "?".to_string(), |k| k.to_string());
+                format!("{n}={v}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Column builders for one batch, decoding each value by its storage class.
 pub(crate) struct BatchBuilder {
     kinds: Vec<Kind>,
@@ -624,8 +668,7 @@ impl BatchBuilder {
         &mut self,
         row: &RawStatement<'_>,
         schema: &SchemaRef,
-        key_index: usize,
-        key: &str,
+        key: &KeyCols,
         here: &str,
     ) -> Result<(), RowFailure> {
         // Each value is fetched once (three calls into SQLite), checked, then appended.
@@ -643,12 +686,8 @@ impl BatchBuilder {
         }
         for (i, (b, cell)) in self.builders.iter().zip(cells.iter()).enumerate() {
             if let Some((value, reason)) = b.refuse(*cell) {
-                let key_text = row
-                    .cell(key_index)
-                    .key()
-                    .map_or_else(|| "?".to_string(), |k| k.to_string());
                 return Err(RowFailure {
-                    location: format!("{here}, {key}={key_text}"),
+                    location: format!("{here}, {}", key.label(row)),
                     column: Some(schema.field(i).name().clone()),
                     value,
                     reason,
@@ -733,7 +772,15 @@ mod tests {
             let mut builder = BatchBuilder::new(kinds, 16);
             while rows.step().map_err(|e| e.to_string())? {
                 builder
-                    .push(&rows, &schema, 0, "c0", "t")
+                    .push(
+                        &rows,
+                        &schema,
+                        &KeyCols {
+                            index: vec![0],
+                            names: vec!["c0".into()],
+                        },
+                        "t",
+                    )
                     .map_err(|f| f.to_string())?;
             }
             builder

@@ -2,6 +2,7 @@
 //! runtime that database I/O runs on.
 
 pub(crate) mod decode;
+pub(crate) mod keyset;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;

@@ -467,15 +467,16 @@ pub fn same_family(ty: ColumnType, data_type: &str) -> bool {
     want.contains(&data_type)
 }
 
-/// A key value bound to a statement.
+/// A key value bound to a statement: each part of a composite key to its own parameter.
 pub fn bind_key<'q>(
     q: sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>,
     v: &KeyValue,
 ) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
-    match v {
+    v.parts().iter().fold(q, |q, p| match p {
         KeyValue::Int(i) => q.bind(*i),
         KeyValue::Text(t) => q.bind(t.clone()),
-    }
+        KeyValue::Tuple(_) => q.bind(p.to_string()),
+    })
 }
 
 /// A key value as a literal for statements that cannot take parameters (several key
@@ -485,6 +486,10 @@ pub fn literal(v: &KeyValue) -> String {
     match v {
         KeyValue::Int(i) => i.to_string(),
         KeyValue::Text(t) => format!("'{}'", t.replace('\'', "''")),
+        KeyValue::Tuple(parts) => format!(
+            "({})",
+            parts.iter().map(literal).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 

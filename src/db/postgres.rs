@@ -393,33 +393,27 @@ impl Encoder {
     }
 
     /// Appends every row of `batch` (columns in `kinds` order). `here` names the target
-    /// and `key` the column that names rows in messages.
+    /// and `key` the columns that name rows in messages.
     pub fn rows(
         &mut self,
         batch: &RecordBatch,
         kinds: &[PgKind],
         here: &str,
-        key: Option<&str>,
+        key: &[String],
     ) -> Result<()> {
         if !self.started {
             self.buf.extend_from_slice(HEADER);
             self.started = true;
         }
         let cols = batch.columns();
-        let key_index = key.and_then(|k| batch.schema().index_of(k).ok());
         let n = cols.len() as i16;
         for row in 0..batch.num_rows() {
             self.buf.extend_from_slice(&n.to_be_bytes());
             for (i, (col, kind)) in cols.iter().zip(kinds).enumerate() {
                 encode_value(&mut self.buf, col, *kind, row).map_err(|reason| {
                     let name = batch.schema().field(i).name().clone();
-                    let at = match key_index {
-                        Some(k) => format!(
-                            "{here}, {}={}",
-                            batch.schema().field(k).name(),
-                            crate::transform::cast::value_text(cols[k].as_ref(), row)
-                                .unwrap_or_else(|| "NULL".into())
-                        ),
+                    let at = match crate::source::row_label(batch, key, row) {
+                        Some(k) => format!("{here}, {k}"),
                         None => format!("{here}, row {}", row + 1),
                     };
                     Error::Row(RowFailure {
@@ -987,6 +981,10 @@ pub fn literal(v: &crate::plan::KeyValue) -> Result<String> {
             }
             Ok(format!("'{}'", t.replace('\'', "''")))
         }
+        crate::plan::KeyValue::Tuple(parts) => Err(Error::Internal(format!(
+            "a composite key value ({} parts) where one part was expected",
+            parts.len()
+        ))),
     }
 }
 
@@ -1077,7 +1075,7 @@ mod tests {
         let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
         let kinds: Vec<PgKind> = types.iter().map(|t| PgKind::for_type(*t)).collect();
         let mut enc = Encoder::new();
-        enc.rows(&batch, &kinds, "here", None).unwrap();
+        enc.rows(&batch, &kinds, "here", &[]).unwrap();
         enc.finish();
         for piece in [1, 3, 7, 1000] {
             let mut dec = Decoder::new(&kinds, schema.clone(), 2);
@@ -1115,7 +1113,7 @@ mod tests {
         )
         .unwrap();
         let e = Encoder::new()
-            .rows(&batch, &[PgKind::Text], "pg table t", None)
+            .rows(&batch, &[PgKind::Text], "pg table t", &[])
             .unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -29,6 +29,28 @@ pub enum KeyValue {
     Int(i64),
     /// A text key.
     Text(String),
+    /// A composite key's value, one part per key column, compared part by part (SQL's
+    /// row-value comparison). Parts are never themselves tuples.
+    Tuple(Vec<KeyValue>),
+}
+
+impl KeyValue {
+    /// The parts: a tuple's, or the value itself for a one-column key.
+    pub fn parts(&self) -> &[KeyValue] {
+        match self {
+            KeyValue::Tuple(parts) => parts,
+            one => std::slice::from_ref(one),
+        }
+    }
+
+    /// A key value from its parts: the part itself for a one-column key.
+    pub fn from_parts(mut parts: Vec<KeyValue>) -> KeyValue {
+        if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            KeyValue::Tuple(parts)
+        }
+    }
 }
 
 impl fmt::Display for KeyValue {
@@ -36,6 +58,16 @@ impl fmt::Display for KeyValue {
         match self {
             KeyValue::Int(v) => write!(f, "{v}"),
             KeyValue::Text(v) => write!(f, "'{}'", v.replace('\'', "''")),
+            KeyValue::Tuple(parts) => {
+                f.write_str("(")?;
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }
@@ -105,6 +137,16 @@ impl fmt::Display for Chunk {
     }
 }
 
+/// The target columns that hold the source key (see [`Plan::target_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetKey {
+    /// One target column per source key column, in key order.
+    pub columns: Vec<String>,
+    /// Whether every one holds its key column's value unchanged, so a chunk's key range
+    /// finds its rows in the target.
+    pub unchanged: bool,
+}
+
 /// A validated pipeline, ready to run.
 pub struct Plan {
     /// The pipeline file's content.
@@ -134,11 +176,11 @@ impl Plan {
         let database_target = !matches!(pipeline.target.location, Location::Files { .. });
         if pipeline.verify == Verify::ReadBack && database_target {
             let missing = match source.key() {
-                None => Some("[source] names no `key`".to_string()),
-                Some(k) if target_key(&pipeline, k).is_none() => {
-                    Some(format!("no target column holds the source key `{k}`"))
-                }
-                Some(_) => None,
+                [] => Some("[source] names no `key`".to_string()),
+                key => key
+                    .iter()
+                    .find(|k| target_key(&pipeline, k).is_none())
+                    .map(|k| format!("no target column holds the source key `{k}`")),
             };
             if let Some(why) = missing {
                 let mut d = pipeline.diagnostics();
@@ -178,30 +220,43 @@ impl Plan {
         .map_err(|e| at_url(&self.pipeline, e, false))
     }
 
-    /// The target column that holds the source key, and whether it holds it unchanged
-    /// (its expression is the key column itself) rather than converted (`CAST(key AS
-    /// ...)`). Read-back and `verify` find a chunk's rows in a table by it.
-    pub fn target_key(&self) -> Option<(&str, bool)> {
-        let key = self.source.key()?;
-        let (column, unchanged) = target_key(&self.pipeline, key)?;
-        // An integer key cast to another integer type keeps its value (a value the type
-        // cannot hold is rejected, never wrapped), so a chunk's key range still finds
-        // exactly its rows: no need to look them up key by key.
-        let integer = |t: Option<&arrow::datatypes::DataType>| t.is_some_and(|t| t.is_integer());
-        let source_type = self
-            .source
-            .schema()
-            .field_with_name(key)
-            .ok()
-            .map(|f| f.data_type().clone());
-        let target_type = self
-            .transform
-            .output_schema()
-            .field_with_name(column)
-            .ok()
-            .map(|f| f.data_type().clone());
-        let unchanged = unchanged || integer(source_type.as_ref()) && integer(target_type.as_ref());
-        Some((column, unchanged))
+    /// The target columns that hold the source key, and whether they hold it unchanged
+    /// (each one's expression is the key column itself) rather than converted
+    /// (`CAST(key AS ...)`). Read-back and `verify` find a chunk's rows in a table by
+    /// them. `None` when a key column has no target column.
+    pub fn target_key(&self) -> Option<TargetKey> {
+        let key = self.source.key();
+        if key.is_empty() {
+            return None;
+        }
+        let mut out = TargetKey {
+            columns: Vec::with_capacity(key.len()),
+            unchanged: true,
+        };
+        for k in key {
+            let (column, unchanged) = target_key(&self.pipeline, k)?;
+            // An integer key cast to another integer type keeps its value (a value the
+            // type cannot hold is rejected, never wrapped), so a chunk's key range still
+            // finds exactly its rows: no need to look them up key by key.
+            let integer =
+                |t: Option<&arrow::datatypes::DataType>| t.is_some_and(|t| t.is_integer());
+            let source_type = self
+                .source
+                .schema()
+                .field_with_name(k)
+                .ok()
+                .map(|f| f.data_type().clone());
+            let target_type = self
+                .transform
+                .output_schema()
+                .field_with_name(column)
+                .ok()
+                .map(|f| f.data_type().clone());
+            out.unchanged &=
+                unchanged || integer(source_type.as_ref()) && integer(target_type.as_ref());
+            out.columns.push(column.to_string());
+        }
+        Some(out)
     }
 
     /// Which target rows are `chunk`'s, given the rows it wrote (`sent`).
@@ -209,35 +264,20 @@ impl Plan {
         if matches!(self.pipeline.target.location, Location::Files { .. }) {
             return Ok(Selection::Files);
         }
-        let Some((column, unchanged)) = self.target_key() else {
+        let Some(key) = self.target_key() else {
             return Err(Error::Unsupported(format!(
                 "cannot find chunk {}'s rows in the target: no target column holds the source key",
                 chunk.id
             )));
         };
-        if let (true, ChunkRange::Keys { lo, hi }) = (unchanged, &chunk.range) {
+        if let (true, ChunkRange::Keys { lo, hi }) = (key.unchanged, &chunk.range) {
             return Ok(Selection::Range {
-                column: column.to_string(),
+                columns: key.columns,
                 lo: lo.clone(),
                 hi: hi.clone(),
             });
         }
-        let index = self
-            .transform
-            .output_schema()
-            .index_of(column)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let arrays: Vec<&dyn arrow::array::Array> =
-            sent.iter().map(|b| b.column(index).as_ref()).collect();
-        let keys = if arrays.is_empty() {
-            arrow::array::new_empty_array(self.transform.output_schema().field(index).data_type())
-        } else {
-            arrow::compute::concat(&arrays).map_err(|e| Error::Internal(e.to_string()))?
-        };
-        Ok(Selection::Keys {
-            column: column.to_string(),
-            keys,
-        })
+        Selection::of_keys(&key.columns, sent)
     }
 
     /// The folder run state lives in: `.rowshift/` beside the pipeline file.

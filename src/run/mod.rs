@@ -598,13 +598,14 @@ fn run_chunk_claiming(
             "{total} rows rejected so far, more than max_rejects = {max}; the run stops"
         ))));
     }
+    let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
     let readback = if verify {
         Some(ReadBack {
             chunk,
             rows: counts.written,
             checksum: sum,
             sent: &sent,
-            key: plan.target_key().map(|k| k.0),
+            key: &key,
             selection: plan.selection(chunk, &sent).map_err(wrap)?,
             nanos: &shared.verify_nanos,
         })
@@ -795,9 +796,15 @@ pub(crate) fn locate_row(
     row: usize,
     locate: &dyn Fn(usize) -> String,
 ) -> String {
-    let key_index = source.key().and_then(|k| batch.schema().index_of(k).ok());
-    let key =
-        key_index.and_then(|k| Some(format!("{}={}", source.key()?, cell_text(batch, k, row)?)));
+    let parts: Option<Vec<String>> = source
+        .key()
+        .iter()
+        .map(|k| {
+            let i = batch.schema().index_of(k).ok()?;
+            Some(format!("{k}={}", cell_text(batch, i, row)?))
+        })
+        .collect();
+    let key = parts.filter(|p| !p.is_empty()).map(|p| p.join(", "));
     match key {
         Some(k) if source.names_rows_by_key() => format!("{}, {k}", source.describe()),
         Some(k) => format!("{} ({k})", locate(row)),

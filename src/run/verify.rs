@@ -85,7 +85,7 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
         .num_threads(plan.pipeline.chunks.parallel.max(1))
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let key = plan.target_key().map(|k| k.0);
+    let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
     let mut report = VerifyReport {
         pipeline: plan.pipeline.name.clone(),
         chunks_checked: 0,
@@ -109,12 +109,12 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
         let expected = expected_rows(plan, &pool, chunk, &mut claims)?;
         let (rows, sum) = count_and_sum(&expected)?;
         let selection = plan.selection(chunk, &expected)?;
-        let found = sink.read_rows(chunk.id, &selection, key)?;
+        let found = sink.read_rows(chunk.id, &selection, &key)?;
         let found_rows: u64 = found.iter().map(|b| b.num_rows() as u64).sum();
         report.chunks_checked += 1;
         report.rows_expected += rows;
         report.rows_found += found_rows;
-        if let Err(detail) = compare(chunk, (rows, sum, &expected), &found, key) {
+        if let Err(detail) = compare(chunk, (rows, sum, &expected), &found, &key) {
             report.differences.push(ChunkDifference {
                 chunk: chunk.id,
                 range: chunk.to_string(),

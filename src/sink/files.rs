@@ -308,7 +308,7 @@ impl Sink for FileSink {
         &self,
         chunk: usize,
         _selection: &Selection,
-        _key: Option<&str>,
+        _key: &[String],
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for p in self.chunk_parts(chunk)? {

@@ -22,7 +22,7 @@ use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark};
 use crate::config::{Location, TargetConfig};
 use crate::db::IoRuntime;
-use crate::plan::Chunk;
+use crate::plan::{Chunk, TargetKey};
 
 /// How [`Sink::prepare`] treats what the target already holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +81,12 @@ pub trait Sink: Send + Sync {
 
     /// The committed rows of `chunk` that `selection` names (a file target reads the
     /// chunk's part files), decoded into the target schema the way they were written.
-    /// `key` names rows in messages. For `rowshift verify`.
+    /// `key` (target columns) names rows in messages. For `rowshift verify`.
     fn read_rows(
         &self,
         chunk: usize,
         selection: &Selection,
-        key: Option<&str>,
+        key: &[String],
     ) -> Result<Vec<RecordBatch>>;
 
     /// Deletes the committed rows of `chunk` that `selection` names, so the chunk can be
@@ -132,13 +132,13 @@ pub trait ChunkWriter: Send {
 
 /// Opens the target a pipeline names, for batches of `schema`. Touches nothing.
 ///
-/// `key` is the target column that holds the source key and whether it holds it
-/// unchanged (see [`crate::plan::Plan::target_key`]); `write_mode = "replace-chunk"`
-/// finds a chunk's rows by it.
+/// `key` is the target columns that hold the source key (see
+/// [`crate::plan::Plan::target_key`]); `write_mode = "replace-chunk"` finds a chunk's rows
+/// by them.
 pub fn open(
     config: &TargetConfig,
     schema: SchemaRef,
-    key: Option<(&str, bool)>,
+    key: Option<TargetKey>,
     io: &IoRuntime,
 ) -> Result<Arc<dyn Sink>> {
     Ok(match &config.location {

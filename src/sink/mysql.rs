@@ -30,15 +30,16 @@ use sqlx::{MySql, Row};
 
 use super::{ChunkWriter, Committed, Prepare, Sink, table};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_at};
+use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_values};
 use crate::checkpoint::{CheckpointStore, DoneMark, MyStore, my_mark_done};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
+use crate::db::keyset::KeySql;
 use crate::db::mysql::{
     Decoder, MAX_PLACEHOLDERS, MyClient, MyKind, literal, my_decl, qualified, quote, same_family,
     table_columns,
 };
 use crate::db::{IoRuntime, stmt};
-use crate::plan::{Chunk, ChunkRange};
+use crate::plan::{Chunk, KeyValue, TargetKey};
 use crate::source::SchemaCast;
 use crate::types::ColumnType;
 use crate::{Error, Result};
@@ -65,8 +66,8 @@ pub struct MysqlSink {
     arrow_schema: SchemaRef,
     if_exists: IfExists,
     write_mode: WriteMode,
-    /// The target column that holds the source key, and whether unchanged.
-    key: Option<(String, bool)>,
+    /// The target columns that hold the source key.
+    key: Option<TargetKey>,
     pipeline: OnceLock<String>,
     /// The server's `max_allowed_packet`, read on first write.
     packet: OnceLock<usize>,
@@ -83,7 +84,7 @@ impl MysqlSink {
         url: &SecretUrl,
         database: &str,
         arrow_schema: SchemaRef,
-        key: Option<(&str, bool)>,
+        key: Option<TargetKey>,
         io: &IoRuntime,
     ) -> Result<Self> {
         let columns: Vec<_> = config
@@ -132,7 +133,7 @@ impl MysqlSink {
             arrow_schema,
             if_exists: config.if_exists,
             write_mode: config.write_mode,
-            key: key.map(|(k, unchanged)| (k.to_string(), unchanged)),
+            key,
             pipeline: OnceLock::new(),
             packet: OnceLock::new(),
             created_on_resume: AtomicBool::new(false),
@@ -240,50 +241,47 @@ impl MysqlSink {
         self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
     }
 
-    /// The column as compared with key bounds: text as bytes, the order chunks are
-    /// planned in.
-    fn compared(&self, column: &str) -> String {
-        match self.column_type(column) {
-            Some(ColumnType::Text | ColumnType::Varchar(_)) => {
-                format!("CAST({} AS BINARY)", quote(column))
-            }
-            _ => quote(column),
-        }
+    /// The key columns in SQL, text compared as bytes: the order chunks are planned in,
+    /// and equality that a case-insensitive collation cannot blur.
+    fn keyset(&self, columns: &[String]) -> KeySql {
+        KeySql::new(
+            columns.iter().map(|c| quote(c)).collect(),
+            columns
+                .iter()
+                .map(|c| match self.column_type(c) {
+                    Some(ColumnType::Text | ColumnType::Varchar(_)) => {
+                        format!("CAST({} AS BINARY)", quote(c))
+                    }
+                    _ => quote(c),
+                })
+                .collect(),
+        )
     }
 
     /// `WHERE` clauses (several for a long key list) restricting to `selection`, with
     /// key values as literals.
     fn conditions(&self, selection: &Selection) -> Result<Vec<String>> {
-        if let Selection::Range { column, .. } = selection
-            && !selection.range_fits(self.column_type(column))
-        {
-            return Err(Error::Unsupported(format!(
-                "{}: a chunk's key range cannot be compared with target column {column} of another type",
-                self.here()
-            )));
-        }
+        let literal = &mut |v: &KeyValue| Ok(literal(v));
         Ok(match selection {
-            Selection::Range { column, lo, hi } => {
-                let c = self.compared(column);
-                let mut conds = vec![format!("{} IS NOT NULL", quote(column))];
-                if let Some(lo) = lo {
-                    conds.push(format!("{c} > {}", literal(lo)));
+            Selection::Range { columns, lo, hi } => {
+                if !selection.range_fits(|c| self.column_type(c)) {
+                    return Err(Error::Unsupported(format!(
+                        "{}: a chunk's key range cannot be compared with target column(s) {} of another type",
+                        self.here(),
+                        columns.join(", ")
+                    )));
                 }
-                if let Some(hi) = hi {
-                    conds.push(format!("{c} <= {}", literal(hi)));
-                }
-                vec![format!(" WHERE {}", conds.join(" AND "))]
+                let range = self
+                    .keyset(columns)
+                    .range(lo.as_ref(), hi.as_ref(), literal)?;
+                vec![format!(" WHERE {range}")]
             }
-            Selection::Keys { column, keys } => {
-                let c = self.compared(column);
-                let values: Vec<String> = (0..keys.len())
-                    .filter_map(|r| key_at(keys, r))
-                    .map(|k| literal(&k))
-                    .collect();
-                values
+            Selection::Keys { columns, keys } => {
+                let keyset = self.keyset(columns);
+                key_values(keys)
                     .chunks(KEYS_PER_QUERY)
-                    .map(|group| format!(" WHERE {c} IN ({})", group.join(", ")))
-                    .collect()
+                    .map(|group| Ok(format!(" WHERE {}", keyset.one_of(group, literal)?)))
+                    .collect::<Result<_>>()?
             }
             Selection::All => vec![String::new()],
             Selection::Files => {
@@ -381,7 +379,7 @@ impl MysqlSink {
             String::new()
         };
         let head = format!("INSERT INTO {} ({}) VALUES ", self.t(), self.column_list());
-        let key = self.key.as_ref().map(|k| k.0.as_str());
+        let key = self.key.as_ref().map_or(&[][..], |k| &k.columns);
         let mut sent = 0u64;
         for batch in batches {
             let cols = Cols::new(batch, &self.columns, &here, key)?;
@@ -494,45 +492,30 @@ impl MysqlSink {
 
     /// Which target rows are the chunk's, for `replace-chunk`.
     fn chunk_selection(&self, chunk: &Chunk, batches: &[RecordBatch]) -> Result<Selection> {
-        let Some((column, unchanged)) = &self.key else {
-            return Err(Error::Unsupported(format!(
-                "{}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key",
-                self.here()
-            )));
-        };
-        if let (true, ChunkRange::Keys { lo, hi }) = (*unchanged, &chunk.range) {
-            let range = Selection::Range {
-                column: column.clone(),
-                lo: lo.clone(),
-                hi: hi.clone(),
-            };
-            if range.range_fits(self.column_type(column)) {
-                return Ok(range);
-            }
-        }
-        Selection::of_keys(column, batches)
+        table::chunk_selection(
+            self.key.as_ref(),
+            chunk,
+            batches,
+            |c| self.column_type(c),
+            &self.here(),
+        )
     }
 
-    /// The rows of a chunk that wrote `batches` for read-back: `selection`, or the
-    /// chunk's keys when the range does not fit the column or the chunk upserted.
+    /// The rows of a chunk that wrote `batches` for read-back (see
+    /// [`table::readback_selection`]).
     fn readback_selection(
         &self,
         selection: &Selection,
-        key: Option<&str>,
+        key: &[String],
         batches: &[RecordBatch],
     ) -> Result<Selection> {
-        let fits = match selection {
-            Selection::Range { column, .. } => selection.range_fits(self.column_type(column)),
-            _ => true,
-        };
-        match key {
-            // An upsert may update rows that were there before, in the chunk's key range
-            // or not: read back exactly the keys it sent.
-            Some(k) if self.write_mode == WriteMode::Upsert || !fits => {
-                Selection::of_keys(k, batches)
-            }
-            _ => Ok(selection.clone()),
-        }
+        table::readback_selection(
+            selection,
+            key,
+            self.write_mode == WriteMode::Upsert,
+            |c| self.column_type(c),
+            batches,
+        )
     }
 
     /// Checks an existing table against the declared columns: each must be there, with a
@@ -587,7 +570,7 @@ impl<'a> Cols<'a> {
         batch: &'a RecordBatch,
         columns: &[(String, ColumnType, bool, bool)],
         here: &str,
-        key: Option<&str>,
+        key: &[String],
     ) -> Result<Self> {
         let mut cols = Vec::with_capacity(columns.len());
         for (i, (name, ..)) in columns.iter().enumerate() {
@@ -617,13 +600,8 @@ impl<'a> Cols<'a> {
                 _ => None,
             };
             if let Some(row) = bad {
-                let key_text = key
-                    .and_then(|k| batch.column_by_name(k))
-                    .and_then(|k| crate::transform::cast::value_text(k.as_ref(), row));
-                let at = match (key, key_text) {
-                    (Some(k), Some(v)) => format!("{k}={v}"),
-                    _ => format!("batch row {}", row + 1),
-                };
+                let at = crate::source::row_label(batch, key, row)
+                    .unwrap_or_else(|| format!("batch row {}", row + 1));
                 return Err(Error::data(
                     format!("{here}, {at}"),
                     format!(
@@ -790,7 +768,7 @@ impl Sink for MysqlSink {
         &self,
         _chunk: usize,
         selection: &Selection,
-        _key: Option<&str>,
+        _key: &[String],
     ) -> Result<Vec<RecordBatch>> {
         let pool = self.client.pool()?;
         let here = self.here();

@@ -20,14 +20,15 @@ use sqlx::postgres::PgConnection;
 
 use super::{ChunkWriter, Committed, Prepare, Sink, table};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_at};
+use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_values};
 use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
+use crate::db::keyset::KeySql;
 use crate::db::postgres::{
     Decoder, Encoder, PgClient, PgKind, literal, pg_decl, qualified, table_columns,
 };
 use crate::db::{IoRuntime, quote_ident, stmt};
-use crate::plan::{Chunk, ChunkRange};
+use crate::plan::{Chunk, TargetKey};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -47,8 +48,8 @@ pub struct PostgresSink {
     arrow_schema: SchemaRef,
     if_exists: IfExists,
     write_mode: WriteMode,
-    /// The target column that holds the source key, and whether unchanged.
-    key: Option<(String, bool)>,
+    /// The target columns that hold the source key.
+    key: Option<TargetKey>,
     pipeline: OnceLock<String>,
     /// Set when `prepare` had to create the table on resume: the chunks an earlier run
     /// committed are gone.
@@ -58,14 +59,14 @@ pub struct PostgresSink {
 impl PostgresSink {
     /// A sink for `schema.table` on `url`. Connects on first use.
     ///
-    /// `key` is the target column holding the source key and whether it holds it
-    /// unchanged; `replace-chunk` finds a chunk's rows by it.
+    /// `key` is the target columns holding the source key; `replace-chunk` finds a
+    /// chunk's rows by them.
     pub fn open(
         config: &TargetConfig,
         url: &SecretUrl,
         schema: &str,
         arrow_schema: SchemaRef,
-        key: Option<(&str, bool)>,
+        key: Option<TargetKey>,
         io: &IoRuntime,
     ) -> Result<Self> {
         let columns: Vec<_> = config
@@ -86,7 +87,7 @@ impl PostgresSink {
             arrow_schema,
             if_exists: config.if_exists,
             write_mode: config.write_mode,
-            key: key.map(|(k, unchanged)| (k.to_string(), unchanged)),
+            key,
             pipeline: OnceLock::new(),
             created_on_resume: AtomicBool::new(false),
         })
@@ -180,44 +181,40 @@ impl PostgresSink {
     /// `WHERE` clauses (several for a long key list) restricting to `selection`, with
     /// key values as literals: `COPY` takes no parameters.
     fn conditions(&self, selection: &Selection) -> Result<Vec<String>> {
-        let collate = |column: &str| match self.column_type(column) {
-            // Key ranges are planned in byte order, whatever the database's collation.
-            Some(ColumnType::Text | ColumnType::Varchar(_)) => " COLLATE \"C\"",
-            _ => "",
-        };
-        if !self.range_fits(selection) {
-            return Err(Error::Unsupported(format!(
-                "{}: a chunk's key range cannot be compared with target column {} of another type",
-                self.here(),
-                match selection {
-                    Selection::Range { column, .. } => column.as_str(),
-                    _ => "",
-                }
-            )));
-        }
-        Ok(match selection {
-            Selection::Range { column, lo, hi } => {
-                let c = format!("{}{}", quote_ident(column), collate(column));
-                let mut conds = vec![format!("{} IS NOT NULL", quote_ident(column))];
-                if let Some(lo) = lo {
-                    conds.push(format!("{c} > {}", literal(lo)?));
-                }
-                if let Some(hi) = hi {
-                    conds.push(format!("{c} <= {}", literal(hi)?));
-                }
-                vec![format!(" WHERE {}", conds.join(" AND "))]
-            }
-            Selection::Keys { column, keys } => {
-                let values = (0..keys.len())
-                    .filter_map(|r| key_at(keys, r))
-                    .map(|k| literal(&k))
-                    .collect::<Result<Vec<_>>>()?;
-                values
-                    .chunks(KEYS_PER_QUERY)
-                    .map(|group| {
-                        format!(" WHERE {} IN ({})", quote_ident(column), group.join(", "))
+        // Key ranges are planned in byte order, whatever the database's collation; key
+        // lists compare for equality, where the column's own collation keeps its index.
+        let keyset = |columns: &[String], bytewise: bool| {
+            KeySql::new(
+                columns.iter().map(|c| quote_ident(c)).collect(),
+                columns
+                    .iter()
+                    .map(|c| match self.column_type(c) {
+                        Some(ColumnType::Text | ColumnType::Varchar(_)) if bytewise => {
+                            format!("{} COLLATE \"C\"", quote_ident(c))
+                        }
+                        _ => quote_ident(c),
                     })
-                    .collect()
+                    .collect(),
+            )
+        };
+        Ok(match selection {
+            Selection::Range { columns, lo, hi } => {
+                if !selection.range_fits(|c| self.column_type(c)) {
+                    return Err(Error::Unsupported(format!(
+                        "{}: a chunk's key range cannot be compared with target column(s) {} of another type",
+                        self.here(),
+                        columns.join(", ")
+                    )));
+                }
+                let range = keyset(columns, true).range(lo.as_ref(), hi.as_ref(), &mut literal)?;
+                vec![format!(" WHERE {range}")]
+            }
+            Selection::Keys { columns, keys } => {
+                let keyset = keyset(columns, false);
+                key_values(keys)
+                    .chunks(KEYS_PER_QUERY)
+                    .map(|group| Ok(format!(" WHERE {}", keyset.one_of(group, &mut literal)?)))
+                    .collect::<Result<_>>()?
             }
             Selection::All => vec![String::new()],
             Selection::Files => {
@@ -233,8 +230,24 @@ impl PostgresSink {
         conn: &mut PgConnection,
         selection: &Selection,
     ) -> Result<Vec<RecordBatch>> {
-        let here = self.here();
         let mut out = Vec::new();
+        self.select_each(conn, selection, &mut |b| {
+            out.push(b);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Streams the rows `selection` names to `f`, batch by batch, so a whole table is
+    /// never held at once.
+    async fn select_each(
+        &self,
+        conn: &mut PgConnection,
+        selection: &Selection,
+        f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let here = self.here();
         for cond in self.conditions(selection)? {
             let mut decoder = Decoder::new(&self.kinds, self.arrow_schema.clone(), READ_BATCH);
             let sql = format!(
@@ -247,23 +260,18 @@ impl PostgresSink {
                 .await
                 .map_err(|e| Error::db(&here, e))?;
             while let Some(data) = stream.try_next().await.map_err(|e| Error::db(&here, e))? {
-                decoder
-                    .feed(&data, &mut |b| {
-                        out.push(b);
-                        Ok(())
-                    })
-                    .map_err(|(col, reason)| {
-                        let col = col
-                            .map_or(String::new(), |i| format!(", column {}", self.columns[i].0));
-                        Error::data(&here, format!("reading rows back{col}: {reason}"))
-                    })?;
+                decoder.feed(&data, f).map_err(|(col, reason)| {
+                    let col =
+                        col.map_or(String::new(), |i| format!(", column {}", self.columns[i].0));
+                    Error::data(&here, format!("reading rows back{col}: {reason}"))
+                })?;
             }
             drop(stream);
             if decoder.len > 0 {
-                out.push(decoder.finish()?);
+                f(decoder.finish()?)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Sends `batches` with binary `COPY` into `table` (quoted); returns the rows copied.
@@ -281,7 +289,7 @@ impl PostgresSink {
         );
         let mut copy = conn.copy_in_raw(&sql).await.map_err(db)?;
         let mut enc = Encoder::new();
-        let key = self.key.as_ref().map(|k| k.0.as_str());
+        let key = self.key.as_ref().map_or(&[][..], |k| &k.columns);
         for b in batches {
             if let Err(e) = enc.rows(b, &self.kinds, &here, key) {
                 let _ = copy.abort("rowshift: a row could not be encoded").await;
@@ -414,50 +422,30 @@ impl PostgresSink {
 
     /// Which target rows are the chunk's, for `replace-chunk`.
     fn chunk_selection(&self, chunk: &Chunk, batches: &[RecordBatch]) -> Result<Selection> {
-        let Some((column, unchanged)) = &self.key else {
-            return Err(Error::Unsupported(format!(
-                "{}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key",
-                self.here()
-            )));
-        };
-        if let (true, ChunkRange::Keys { lo, hi }) = (*unchanged, &chunk.range) {
-            let range = Selection::Range {
-                column: column.clone(),
-                lo: lo.clone(),
-                hi: hi.clone(),
-            };
-            if self.range_fits(&range) {
-                return Ok(range);
-            }
-        }
-        Selection::of_keys(column, batches)
+        table::chunk_selection(
+            self.key.as_ref(),
+            chunk,
+            batches,
+            |c| self.column_type(c),
+            &self.here(),
+        )
     }
 
-    /// Whether a key range can be compared with its target column (see
-    /// [`Selection::range_fits`]); otherwise the chunk's rows are found by their keys.
-    fn range_fits(&self, selection: &Selection) -> bool {
-        match selection {
-            Selection::Range { column, .. } => selection.range_fits(self.column_type(column)),
-            _ => true,
-        }
-    }
-
-    /// The rows of a chunk that wrote `batches` for read-back: `selection`, or the
-    /// chunk's keys when the range does not fit the column.
+    /// The rows of a chunk that wrote `batches` for read-back (see
+    /// [`table::readback_selection`]).
     fn readback_selection(
         &self,
         selection: &Selection,
-        key: Option<&str>,
+        key: &[String],
         batches: &[RecordBatch],
     ) -> Result<Selection> {
-        match key {
-            // An upsert may update rows that were there before, in the chunk's key range
-            // or not: read back exactly the keys it sent.
-            Some(k) if self.write_mode == WriteMode::Upsert || !self.range_fits(selection) => {
-                Selection::of_keys(k, batches)
-            }
-            _ => Ok(selection.clone()),
-        }
+        table::readback_selection(
+            selection,
+            key,
+            self.write_mode == WriteMode::Upsert,
+            |c| self.column_type(c),
+            batches,
+        )
     }
 }
 
@@ -569,7 +557,7 @@ impl Sink for PostgresSink {
         &self,
         _chunk: usize,
         selection: &Selection,
-        _key: Option<&str>,
+        _key: &[String],
     ) -> Result<Vec<RecordBatch>> {
         let pool = self.client.pool()?;
         let here = self.here();
@@ -596,10 +584,12 @@ impl Sink for PostgresSink {
     }
 
     fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-        for b in self.read_rows(0, &Selection::All, None)? {
-            f(b)?;
-        }
-        Ok(())
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            self.select_each(&mut conn, &Selection::All, f).await
+        })
     }
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {

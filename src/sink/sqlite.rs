@@ -21,7 +21,10 @@ use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, SqliteStore, mark_done};
 use crate::config::{IfExists, TargetConfig, show_path};
-use crate::db::decode::{BatchBuilder, Bind, Kind, RawConn, RawError, StoredSum, bind_key};
+use crate::db::decode::{
+    BatchBuilder, Bind, KeyCols, Kind, RawConn, RawError, StoredSum, bind_key,
+};
+use crate::db::keyset::{KeySql, marks};
 use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::Chunk;
@@ -265,33 +268,31 @@ impl SqliteSink {
     /// for a long key list, each with its bound values.
     fn filtered(&self, head: &str, selection: &Selection) -> Result<Vec<(String, Vec<KeyValue>)>> {
         let mut queries: Vec<(String, Vec<KeyValue>)> = Vec::new();
+        let keyset = |columns: &[String]| {
+            let quoted: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+            KeySql::new(quoted.clone(), quoted)
+        };
         match selection {
-            Selection::Range { column, lo, hi } => {
-                let c = quote_ident(column);
-                let mut conds = vec![format!("{c} IS NOT NULL")];
+            Selection::Range { columns, lo, hi } => {
                 let mut binds = Vec::new();
-                if let Some(lo) = lo {
-                    conds.push(format!("{c} > ?"));
-                    binds.push(lo.clone());
-                }
-                if let Some(hi) = hi {
-                    conds.push(format!("{c} <= ?"));
-                    binds.push(hi.clone());
-                }
-                queries.push((format!("{head} WHERE {}", conds.join(" AND ")), binds));
+                let range =
+                    keyset(columns).range(lo.as_ref(), hi.as_ref(), &mut marks(&mut binds))?;
+                queries.push((format!("{head} WHERE {range}"), binds));
             }
-            Selection::Keys { column, keys } => {
-                let values: Vec<KeyValue> =
-                    (0..keys.len()).filter_map(|r| key_of(keys, r)).collect();
-                for group in values.chunks(KEYS_PER_QUERY) {
-                    queries.push((
-                        format!(
-                            "{head} WHERE {} IN ({})",
-                            quote_ident(column),
-                            vec!["?"; group.len()].join(", ")
-                        ),
-                        group.to_vec(),
-                    ));
+            Selection::Keys { columns, keys } => {
+                let rows = keys.first().map_or(0, |k| k.len());
+                let values: Vec<KeyValue> = (0..rows)
+                    .filter_map(|r| {
+                        let parts = keys.iter().map(|k| key_of(k, r)).collect::<Option<_>>()?;
+                        Some(KeyValue::from_parts(parts))
+                    })
+                    .collect();
+                let keyset = keyset(columns);
+                // SQLite takes at most 32766 parameters per statement.
+                for group in values.chunks(KEYS_PER_QUERY.min(30_000 / columns.len().max(1))) {
+                    let mut binds = Vec::new();
+                    let cond = keyset.one_of(group, &mut marks(&mut binds))?;
+                    queries.push((format!("{head} WHERE {cond}"), binds));
                 }
             }
             Selection::All => queries.push((head.to_string(), Vec::new())),
@@ -308,7 +309,7 @@ impl SqliteSink {
         &self,
         conn: &mut SqliteConnection,
         selection: &Selection,
-        key: Option<&str>,
+        key: &[String],
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         self.select_each(conn, selection, key, &mut |b| {
@@ -355,7 +356,7 @@ impl SqliteSink {
     fn read_each(
         &self,
         selection: &Selection,
-        key: Option<&str>,
+        key: &[String],
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let pool = connect(&self.io, &self.path, Access::Read, 1)?;
@@ -374,7 +375,7 @@ impl SqliteSink {
         &self,
         conn: &mut SqliteConnection,
         selection: &Selection,
-        key: Option<&str>,
+        key: &[String],
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let here = self.here();
@@ -387,10 +388,7 @@ impl SqliteSink {
                 .map(|(c, k)| arrow::datatypes::Field::new(&c.0, k.arrow_type(), true))
                 .collect::<Vec<_>>(),
         ));
-        let key_index = key
-            .and_then(|k| self.columns.iter().position(|c| c.0 == k))
-            .unwrap_or(0);
-        let key_name = self.columns.get(key_index).map_or("", |c| c.0.as_str());
+        let key = KeyCols::find(key, self.columns.iter().map(|c| c.0.as_str()));
         let mut builder = BatchBuilder::new(&self.kinds, READ_BATCH);
         let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
         let raw = RawConn::new(&mut lock);
@@ -400,7 +398,7 @@ impl SqliteSink {
                 .map_err(|e| Error::db(&here, e.into()))?;
             while rows.step().map_err(|e| Error::db(&here, e.into()))? {
                 builder
-                    .push(&rows, &raw_schema, key_index, key_name, &here)
+                    .push(&rows, &raw_schema, &key, &here)
                     .map_err(Error::Row)?;
                 if builder.len == READ_BATCH {
                     emit(builder.finish(&raw_schema, &self.schema, &here)?)?;
@@ -417,7 +415,7 @@ impl SqliteSink {
 /// Rows per batch when reading rows back.
 const READ_BATCH: usize = 8192;
 
-/// The key at `row` of `keys`, as a value to bind.
+/// The key part at `row` of `keys`, as a value to bind.
 fn key_of(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
     if keys.is_null(row) {
         return None;
@@ -516,7 +514,7 @@ impl Sink for SqliteSink {
         &self,
         _chunk: usize,
         selection: &Selection,
-        key: Option<&str>,
+        key: &[String],
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         self.read_each(selection, key, &mut |b| {
@@ -546,7 +544,7 @@ impl Sink for SqliteSink {
 
     fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
         // Called after `prepare` or on a target with a quarantine: the table exists.
-        self.read_each(&Selection::All, None, f)
+        self.read_each(&Selection::All, &[], f)
     }
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {

@@ -1,8 +1,14 @@
 //! What the database targets (SQLite, PostgreSQL, MySQL) decide the same way about an
-//! existing table: `if_exists`, `--restart`, missing columns, a table gone on resume.
+//! existing table: `if_exists`, `--restart`, missing columns, a table gone on resume; and
+//! which of its rows are a chunk's.
+
+use arrow::record_batch::RecordBatch;
 
 use super::Prepare;
+use crate::check::readback::Selection;
 use crate::config::IfExists;
+use crate::plan::{Chunk, ChunkRange, TargetKey};
+use crate::types::ColumnType;
 use crate::{Error, Result};
 
 /// Refuses `--restart` on an `if_exists = "append"` target.
@@ -86,4 +92,48 @@ pub(crate) fn check_not_recreated(recreated: bool, done: &[usize], here: &str) -
         ));
     }
     Ok(())
+}
+
+/// Which target rows are `chunk`'s, for `replace-chunk`: its key range when the target
+/// columns hold the source key unchanged and the range fits their types (`column_type`),
+/// else exactly the keys it wrote (`batches`).
+pub(crate) fn chunk_selection(
+    key: Option<&TargetKey>,
+    chunk: &Chunk,
+    batches: &[RecordBatch],
+    column_type: impl Fn(&str) -> Option<ColumnType>,
+    here: &str,
+) -> Result<Selection> {
+    let Some(key) = key else {
+        return Err(Error::Unsupported(format!(
+            "{here}: write_mode = \"replace-chunk\" needs a target column whose expr is the source key"
+        )));
+    };
+    if let (true, ChunkRange::Keys { lo, hi }) = (key.unchanged, &chunk.range) {
+        let range = Selection::Range {
+            columns: key.columns.clone(),
+            lo: lo.clone(),
+            hi: hi.clone(),
+        };
+        if range.range_fits(column_type) {
+            return Ok(range);
+        }
+    }
+    Selection::of_keys(&key.columns, batches)
+}
+
+/// The rows a chunk that wrote `batches` reads back: `selection`, or exactly the keys it
+/// sent (`key` columns) when it upserted (rows that were there before may have been
+/// updated, in its key range or not) or when its range does not fit the key columns.
+pub(crate) fn readback_selection(
+    selection: &Selection,
+    key: &[String],
+    upsert: bool,
+    column_type: impl Fn(&str) -> Option<ColumnType>,
+    batches: &[RecordBatch],
+) -> Result<Selection> {
+    if !key.is_empty() && (upsert || !selection.range_fits(column_type)) {
+        return Selection::of_keys(key, batches);
+    }
+    Ok(selection.clone())
 }

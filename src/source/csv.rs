@@ -28,7 +28,7 @@ pub struct CsvSource {
     raw_schema: SchemaRef,
     /// After `[source.types]` casts.
     schema: SchemaRef,
-    key: Option<String>,
+    key: Vec<String>,
     /// `None` when the only null marker is the empty string, which is the Arrow reader's
     /// own rule and spares a regex call per field.
     null_regex: Option<regex::Regex>,
@@ -179,8 +179,8 @@ impl Source for CsvSource {
         self.schema.clone()
     }
 
-    fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+    fn key(&self) -> &[String] {
+        &self.key
     }
 
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {

@@ -21,7 +21,7 @@ pub use self::postgres::PostgresSource;
 pub use self::sqlite::SqliteSource;
 use crate::config::{FileFormat, Location, SourceConfig};
 use crate::db::IoRuntime;
-use crate::plan::Chunk;
+use crate::plan::{Chunk, KeyValue};
 use crate::{Error, Result};
 
 /// The batches of one chunk, in source order.
@@ -111,12 +111,13 @@ pub trait Source: Send + Sync {
     /// Names row `row` (0-based within `chunk`) for messages, e.g. `orders.csv line 17`.
     fn locate(&self, chunk: &Chunk, row: u64) -> String;
 
-    /// The column that identifies rows, if any.
-    fn key(&self) -> Option<&str>;
+    /// The column(s) that identify rows, in key order; empty when there are none.
+    fn key(&self) -> &[String];
 
-    /// Reads the rows with these key values again (keys as text; `None` entries are
-    /// skipped), for `retry --rejects`. Returns the rows found and, for each, the index
-    /// of the key it matched. `None` when the source cannot look rows up by key.
+    /// Reads the rows with these key values again (keys as text, see [`row_key`];
+    /// `None` entries are skipped), for `retry --rejects`. Returns the rows found and,
+    /// for each, the index of the key it matched. `None` when the source cannot look
+    /// rows up by key.
     fn read_keys(&self, _keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
         Ok(None)
     }
@@ -170,26 +171,52 @@ fn expand_glob(pattern: &std::path::Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Checks that a declared key column exists in `schema`.
-fn check_key(config: &SourceConfig, schema: &SchemaRef, describe: &str) -> Result<Option<String>> {
+/// Checks that the declared key columns exist in `schema`.
+fn check_key(config: &SourceConfig, schema: &SchemaRef, describe: &str) -> Result<Vec<String>> {
     let Some(key) = &config.key else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    if schema.field_with_name(&key.value).is_err() {
-        let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        return Err(Error::data(
-            describe,
-            format!(
-                "key column `{}` does not exist; columns are: {}",
-                key.value,
-                names.join(", ")
-            ),
-        ));
+    for k in &key.value {
+        if schema.field_with_name(k).is_err() {
+            let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(Error::data(
+                describe,
+                format!(
+                    "key column `{k}` does not exist; columns are: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
     }
-    Ok(Some(key.value.clone()))
+    Ok(key.value.clone())
 }
 
-/// The key at `row` as text, the way `read_keys` receives keys.
+/// A key's columns for messages: `` `id` `` or `` (`tenant`, `id`) ``.
+pub(crate) fn show_key(key: &[String]) -> String {
+    let names: Vec<String> = key.iter().map(|k| format!("`{k}`")).collect();
+    match names.as_slice() {
+        [one] => one.clone(),
+        many => format!("({})", many.join(", ")),
+    }
+}
+
+/// Planning found rows whose key (or a part of it) is NULL: they would fall in no chunk.
+pub(crate) fn null_key_error(here: &str, nulls: i64, key: &[String]) -> Error {
+    let choose = if key.len() == 1 {
+        "a non-null key column"
+    } else {
+        "non-null key columns"
+    };
+    Error::data(
+        here,
+        format!(
+            "{nulls} rows have a NULL key {}; chunks are key ranges, so they would be skipped. Choose {choose}",
+            show_key(key)
+        ),
+    )
+}
+
+/// The key at `row` as text, the way `read_keys` receives a key's part.
 pub(crate) fn key_text(a: &dyn Array, row: usize) -> String {
     match a.data_type() {
         DataType::Int16 => a.as_primitive::<Int16Type>().value(row).to_string(),
@@ -197,6 +224,82 @@ pub(crate) fn key_text(a: &dyn Array, row: usize) -> String {
         DataType::Int64 => a.as_primitive::<Int64Type>().value(row).to_string(),
         DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
         _ => crate::transform::cast::value_text(a, row).unwrap_or_default(),
+    }
+}
+
+/// Row `row`'s key in `batch` as text, as the quarantine keeps it and `read_keys` takes
+/// it: the value of a one-column key, a JSON array of the parts' texts for a composite
+/// key (`["7","b"]`, unambiguous whatever the parts hold). `None` when the batch lacks a
+/// key column or a part is NULL.
+pub(crate) fn row_key(batch: &RecordBatch, key: &[String], row: usize) -> Option<String> {
+    let parts = key
+        .iter()
+        .map(|k| {
+            let c = batch.column_by_name(k)?;
+            (!c.is_null(row)).then(|| key_text(c.as_ref(), row))
+        })
+        .collect::<Option<Vec<String>>>()?;
+    match parts.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => Some(serde_json::Value::from(parts).to_string()),
+    }
+}
+
+/// Row `row` of `batch` named by its key for messages: `id=42`, `tenant=1, id=7` (a NULL
+/// part shows as `NULL`). `None` when there is no key or the batch lacks a key column.
+pub(crate) fn row_label(batch: &RecordBatch, key: &[String], row: usize) -> Option<String> {
+    let parts = key
+        .iter()
+        .map(|k| {
+            let c = batch.column_by_name(k)?;
+            let v = crate::transform::cast::value_text(c.as_ref(), row);
+            Some(format!("{k}={}", v.as_deref().unwrap_or("NULL")))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The parts of a key as [`row_key`] writes it, for a key of `n` columns.
+pub(crate) fn key_parts(text: &str, n: usize) -> Option<Vec<String>> {
+    if n == 1 {
+        return Some(vec![text.to_string()]);
+    }
+    let parts: Vec<String> = serde_json::from_str(text).ok()?;
+    (parts.len() == n).then_some(parts)
+}
+
+/// A key given as text parts (see [`key_parts`]) as a value to bind, each part an
+/// integer where its column is (`int[i]`), else text. `None` when an integer part does
+/// not parse: no row can have that key.
+pub(crate) fn key_from_text(parts: &[String], int: &[bool]) -> Option<KeyValue> {
+    let values = parts
+        .iter()
+        .zip(int)
+        .map(|(p, &is_int)| {
+            if is_int {
+                p.parse().ok().map(KeyValue::Int)
+            } else {
+                Some(KeyValue::Text(p.clone()))
+            }
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(KeyValue::from_parts(values))
+}
+
+/// A key value as the text [`row_key`] gives, so a row read back by key finds the entry
+/// that asked for it.
+pub(crate) fn key_value_text(k: &KeyValue) -> String {
+    let part = |p: &KeyValue| match p {
+        KeyValue::Int(i) => i.to_string(),
+        KeyValue::Text(t) => t.clone(),
+        KeyValue::Tuple(_) => p.to_string(),
+    };
+    match k {
+        KeyValue::Tuple(parts) => {
+            serde_json::Value::from(parts.iter().map(part).collect::<Vec<_>>()).to_string()
+        }
+        one => part(one),
     }
 }
 

@@ -14,8 +14,12 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 
-use super::{BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, key_text};
+use super::{
+    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, key_from_text, key_parts,
+    null_key_error, row_key,
+};
 use crate::config::{SecretUrl, SourceConfig};
+use crate::db::keyset::{KeySql, marks};
 use crate::db::mysql::{
     Decoder, MyColumn, MyKind, bind_key, connect, literal, qualified, quote, row_json,
     table_columns, table_names,
@@ -39,9 +43,12 @@ pub struct MysqlSource {
     shown: String,
     database: String,
     table: String,
-    key: String,
-    /// Whether the key is an integer (else text, compared as bytes).
-    int_key: bool,
+    key: Vec<String>,
+    /// Whether each key column is an integer (else text, compared as bytes).
+    key_int: Vec<bool>,
+    /// Each key column's position among the table's columns.
+    key_index: Vec<usize>,
+    keyset: KeySql,
     kinds: Vec<MyKind>,
     raw_schema: SchemaRef,
     schema: SchemaRef,
@@ -145,17 +152,32 @@ impl MysqlSource {
                 }
             }
         }
-        let Some(key_column) = columns.iter().find(|c| c.name == key) else {
-            let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
-            return Err(Error::data(
-                &here,
-                format!(
-                    "key column `{key}` does not exist; columns are: {}",
-                    names.join(", ")
-                ),
-            ));
-        };
-        let int_key = key_kind(key_column).map_err(|why| Error::data(&here, why))?;
+        let mut key_int = Vec::new();
+        let mut key_index = Vec::new();
+        for k in &key {
+            let Some(i) = columns.iter().position(|c| &c.name == k) else {
+                let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(Error::data(
+                    &here,
+                    format!(
+                        "key column `{k}` does not exist; columns are: {}",
+                        names.join(", ")
+                    ),
+                ));
+            };
+            key_int.push(key_kind(&columns[i]).map_err(|why| Error::data(&here, why))?);
+            key_index.push(i);
+        }
+        let keyset = KeySql::new(
+            key.iter().map(|k| quote(k)).collect(),
+            key.iter()
+                .zip(&key_int)
+                .map(|(k, int)| match int {
+                    true => quote(k),
+                    false => format!("CAST({} AS BINARY)", quote(k)),
+                })
+                .collect(),
+        );
         let select = format!(
             "SELECT {} FROM {}",
             exprs.join(", "),
@@ -168,7 +190,9 @@ impl MysqlSource {
             database: database.to_string(),
             table,
             key,
-            int_key,
+            key_int,
+            key_index,
+            keyset,
             kinds,
             raw_schema,
             schema: Arc::new(Schema::new(fields)),
@@ -181,39 +205,23 @@ impl MysqlSource {
         qualified(&self.database, &self.table)
     }
 
-    /// The key as compared: text keys as bytes.
-    fn k(&self) -> String {
-        if self.int_key {
-            quote(&self.key)
-        } else {
-            format!("CAST({} AS BINARY)", quote(&self.key))
-        }
-    }
-
     /// `WHERE` for a chunk, with its bounds as parameters (in order).
     fn where_clause(&self, chunk: &Chunk) -> Result<(String, Vec<KeyValue>)> {
         let ChunkRange::Keys { lo, hi } = &chunk.range else {
             return Err(Error::Internal(format!("{chunk} is not a key-range chunk")));
         };
-        let k = self.k();
-        let mut conds = vec![format!("{} IS NOT NULL", quote(&self.key))];
         let mut binds = Vec::new();
-        if let Some(lo) = lo {
-            conds.push(format!("{k} > ?"));
-            binds.push(lo.clone());
-        }
-        if let Some(hi) = hi {
-            conds.push(format!("{k} <= ?"));
-            binds.push(hi.clone());
-        }
-        Ok((format!("WHERE {}", conds.join(" AND ")), binds))
+        let range = self
+            .keyset
+            .range(lo.as_ref(), hi.as_ref(), &mut marks(&mut binds))?;
+        Ok((format!("WHERE {range}"), binds))
     }
 
     /// `ORDER BY` for a chunk's rows: key order where the index gives it for free. A text
     /// key's byte order would need a sort; its rows come in index order instead.
     fn order(&self) -> String {
-        if self.int_key {
-            format!(" ORDER BY {}", quote(&self.key))
+        if self.key_int.iter().all(|i| *i) {
+            format!(" ORDER BY {}", self.keyset.order_by())
         } else {
             String::new()
         }
@@ -255,8 +263,8 @@ impl Source for MysqlSource {
         self.schema.clone()
     }
 
-    fn key(&self) -> Option<&str> {
-        Some(&self.key)
+    fn key(&self) -> &[String] {
+        &self.key
     }
 
     fn names_rows_by_key(&self) -> bool {
@@ -264,76 +272,107 @@ impl Source for MysqlSource {
     }
 
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
-        let key = quote(&self.key);
-        let k = self.k();
         let t = self.t();
         let here = self.describe();
+        let any_null = self
+            .key
+            .iter()
+            .map(|k| format!("{} IS NULL", quote(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let selected: Vec<String> = self
+            .key
+            .iter()
+            .zip(&self.key_int)
+            .map(|(k, int)| match int {
+                true => format!("CAST({} AS SIGNED)", quote(k)),
+                false => format!("CAST({} AS BINARY)", quote(k)),
+            })
+            .collect();
         self.io.block_on(async {
             let db = |e| Error::db(&here, e);
             // The plan sees one snapshot, like each chunk.
             let mut tx = self.pool.begin_with(BEGIN).await.map_err(db)?;
             let nulls: i64 = sqlx::query_scalar(stmt(format!(
-                "SELECT CAST(count(*) AS SIGNED) FROM {t} WHERE {key} IS NULL"
+                "SELECT CAST(count(*) AS SIGNED) FROM {t} WHERE {any_null}"
             )))
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
             if nulls > 0 {
-                return Err(Error::data(
-                    &here,
-                    format!(
-                        "{nulls} rows have a NULL key `{}`; chunks are key ranges, so they would be skipped. Choose a non-null key column",
-                        self.key
-                    ),
-                ));
+                return Err(null_key_error(&here, nulls, &self.key));
             }
             // Keyset paging: each step walks the key index `rows_per_chunk` entries from
-            // the previous boundary. No OFFSET, so the cost does not grow with the position.
-            let hi = if self.int_key {
-                "CAST(max(k) AS SIGNED)"
-            } else {
-                "max(k)"
-            };
-            let step = |cond: &str| {
-                format!(
-                    "SELECT {hi}, CAST(count(*) AS SIGNED) FROM (SELECT {k} AS k FROM {t} WHERE {cond} ORDER BY {k} LIMIT ?) s"
-                )
-            };
-            let first = step(&format!("{key} IS NOT NULL"));
-            let next = step(&format!("{k} > ?"));
+            // the previous boundary, so the cost does not grow with the position.
             let mut chunks: Vec<Chunk> = Vec::new();
             let mut lo: Option<KeyValue> = None;
             loop {
-                let row = match &lo {
-                    None => sqlx::query(stmt(first.clone())).bind(rows_per_chunk as i64),
-                    Some(v) => bind_key(sqlx::query(stmt(next.clone())), v).bind(rows_per_chunk as i64),
+                let mut binds = Vec::new();
+                let sql = self.keyset.boundary(
+                    &t,
+                    &selected,
+                    lo.as_ref(),
+                    rows_per_chunk - 1,
+                    &mut marks(&mut binds),
+                )?;
+                let mut q = sqlx::query(stmt(sql));
+                for b in &binds {
+                    q = bind_key(q, b);
                 }
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
-                let count: i64 = row.try_get(1).map_err(db)?;
-                if count == 0 {
-                    break;
-                }
-                let hi = if self.int_key {
-                    row.try_get::<Option<i64>, _>(0).map_err(db)?.map(KeyValue::Int)
-                } else {
-                    match row.try_get::<Option<Vec<u8>>, _>(0).map_err(db)? {
-                        Some(bytes) => Some(KeyValue::Text(String::from_utf8(bytes).map_err(|e| {
-                            Error::data(&here, format!("key `{}` holds a value that is not UTF-8: {e}", self.key))
-                        })?)),
-                        None => None,
+                let Some(row) = q.fetch_optional(&mut *tx).await.map_err(db)? else {
+                    // Fewer than a chunk's rows are left: count them for the last chunk.
+                    let mut binds = Vec::new();
+                    let sql = format!(
+                        "SELECT CAST(count(*) AS SIGNED) FROM {t} WHERE {}",
+                        self.keyset
+                            .range(lo.as_ref(), None, &mut marks(&mut binds))?
+                    );
+                    let mut q = sqlx::query(stmt(sql));
+                    for b in &binds {
+                        q = bind_key(q, b);
                     }
+                    let count: i64 = q
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .try_get(0)
+                        .map_err(db)?;
+                    if count > 0 {
+                        chunks.push(Chunk {
+                            id: chunks.len(),
+                            range: ChunkRange::Keys { lo, hi: None },
+                            rows: Some(count as u64),
+                        });
+                    }
+                    break;
                 };
+                let mut parts = Vec::with_capacity(self.key.len());
+                for (i, int) in self.key_int.iter().enumerate() {
+                    parts.push(if *int {
+                        KeyValue::Int(row.try_get::<i64, _>(i).map_err(db)?)
+                    } else {
+                        let bytes = row.try_get::<Vec<u8>, _>(i).map_err(db)?;
+                        KeyValue::Text(String::from_utf8(bytes).map_err(|e| {
+                            Error::data(
+                                &here,
+                                format!(
+                                    "key `{}` holds a value that is not UTF-8: {e}",
+                                    self.key[i]
+                                ),
+                            )
+                        })?)
+                    });
+                }
+                let hi = KeyValue::from_parts(parts);
                 chunks.push(Chunk {
                     id: chunks.len(),
-                    range: ChunkRange::Keys { lo: lo.clone(), hi: hi.clone() },
-                    rows: Some(count as u64),
+                    range: ChunkRange::Keys {
+                        lo: lo.clone(),
+                        hi: Some(hi.clone()),
+                    },
+                    rows: Some(rows_per_chunk),
                 });
-                lo = hi;
-                if (count as u64) < rows_per_chunk {
-                    break;
-                }
+                lo = Some(hi);
             }
             tx.rollback().await.map_err(db)?;
             // The last chunk is open-ended so rows added after planning are not lost.
@@ -354,9 +393,8 @@ impl Source for MysqlSource {
         let kinds = self.kinds.clone();
         let raw_schema = self.raw_schema.clone();
         let here = format!("{} {chunk}", self.describe());
-        let key_name = self.key.clone();
-        let key_index = raw_schema.index_of(&self.key).unwrap_or(0);
         let this = self.cast();
+        let (key_names, key_index) = (self.key.clone(), self.key_index.clone());
         let set_aside = self.unreadable.clone();
         let chunk_id = chunk.id;
         // A redone chunk finds its unreadable rows again.
@@ -379,13 +417,15 @@ impl Source for MysqlSource {
                         let full = match decoder.push(&row) {
                             Ok(full) => full,
                             Err((i, reason)) => {
-                                let key = key_text_of(&row, key_index);
                                 set_aside.push(
                                     chunk_id,
                                     Unreadable {
-                                        location: format!("{here}, {key_name}={key}"),
+                                        location: format!(
+                                            "{here}, {}",
+                                            label(&key_names, &key_index, &row)
+                                        ),
                                         line: 0,
-                                        key: Some(key),
+                                        key: Some(key_of(&key_index, &row)),
                                         column: Some(raw_schema.field(i).name().clone()),
                                         reason,
                                         raw: row_json(&row),
@@ -417,34 +457,25 @@ impl Source for MysqlSource {
     }
 
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
-        let key_index = self
-            .raw_schema
-            .index_of(&self.key)
-            .map_err(|e| Error::Internal(e.to_string()))?;
         let wanted: std::collections::HashMap<&str, usize> = keys
             .iter()
             .enumerate()
             .filter_map(|(i, k)| Some((k.as_deref()?, i)))
             .collect();
         let here = self.describe();
-        let literals: Vec<String> = wanted
+        let values: Vec<KeyValue> = wanted
             .keys()
-            .filter_map(|k| match (self.int_key, k.parse::<i64>()) {
-                (true, Ok(i)) => Some(i.to_string()),
-                (true, Err(_)) => None,
-                (false, _) => Some(literal(&KeyValue::Text(k.to_string()))),
-            })
+            .filter_map(|k| key_from_text(&key_parts(k, self.key.len())?, &self.key_int))
             .collect();
         let mut batches = Vec::new();
         self.io.block_on(async {
             let db = |e| Error::db(&here, e);
             let mut conn = self.pool.begin_with(BEGIN).await.map_err(db)?;
-            for part in literals.chunks(KEYS_PER_LOOKUP) {
+            for part in values.chunks(KEYS_PER_LOOKUP) {
                 let sql = format!(
-                    "{} WHERE {} IN ({}){}",
+                    "{} WHERE {}{}",
                     self.select,
-                    self.k(),
-                    part.join(", "),
+                    self.keyset.one_of(part, &mut |v| Ok(literal(v)))?,
                     self.order()
                 );
                 let mut decoder = Decoder::new(&self.kinds, self.raw_schema.clone(), 8192);
@@ -453,9 +484,8 @@ impl Source for MysqlSource {
                     let full = decoder.push(&row).map_err(|(i, reason)| {
                         Error::Row(RowFailure {
                             location: format!(
-                                "{here}, {}={}",
-                                self.key,
-                                key_text_of(&row, key_index)
+                                "{here}, {}",
+                                label(&self.key, &self.key_index, &row)
                             ),
                             column: Some(self.raw_schema.field(i).name().clone()),
                             value: None,
@@ -477,10 +507,9 @@ impl Source for MysqlSource {
             arrow::compute::concat_batches(&self.raw_schema, &batches)
                 .map_err(|e| Error::Internal(e.to_string()))?
         };
-        let key_col = batch.column(key_index).clone();
         let mut origin = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let k = key_text(key_col.as_ref(), row);
+            let k = row_key(&batch, &self.key, row).unwrap_or_default();
             origin.push(
                 *wanted
                     .get(k.as_str())
@@ -508,5 +537,23 @@ fn key_text_of(row: &sqlx::mysql::MySqlRow, index: usize) -> String {
     match row.try_get_unchecked::<Option<Vec<u8>>, _>(index) {
         Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
         _ => "?".into(),
+    }
+}
+
+/// The key of a row, named for messages: `id=42`, `tenant=1, id=7`.
+fn label(key: &[String], index: &[usize], row: &sqlx::mysql::MySqlRow) -> String {
+    key.iter()
+        .zip(index)
+        .map(|(k, &i)| format!("{k}={}", key_text_of(row, i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The key of a row as the quarantine keeps it (see [`super::row_key`]).
+fn key_of(index: &[usize], row: &sqlx::mysql::MySqlRow) -> String {
+    let parts: Vec<String> = index.iter().map(|&i| key_text_of(row, i)).collect();
+    match parts.as_slice() {
+        [one] => one.clone(),
+        _ => serde_json::Value::from(parts).to_string(),
     }
 }

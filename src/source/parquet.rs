@@ -18,7 +18,7 @@ pub struct ParquetSource {
     files: Vec<PathBuf>,
     metas: Vec<ArrowReaderMetadata>,
     schema: SchemaRef,
-    key: Option<String>,
+    key: Vec<String>,
 }
 
 impl ParquetSource {
@@ -92,8 +92,8 @@ impl Source for ParquetSource {
         self.schema.clone()
     }
 
-    fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+    fn key(&self) -> &[String] {
+        &self.key
     }
 
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {

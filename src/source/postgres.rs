@@ -10,8 +10,11 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::{BatchIter, ChannelIter, SchemaCast, Source, key_text};
+use super::{
+    BatchIter, ChannelIter, SchemaCast, Source, key_from_text, key_parts, null_key_error, row_key,
+};
 use crate::config::{SecretUrl, SourceConfig};
+use crate::db::keyset::KeySql;
 use crate::db::postgres::{
     Decoder, PgColumn, PgKind, connect, literal, qualified, table_columns, table_names,
 };
@@ -30,9 +33,10 @@ pub struct PostgresSource {
     shown: String,
     schema_name: String,
     table: String,
-    key: String,
-    /// Whether the key is an integer (else text, compared in byte order).
-    int_key: bool,
+    key: Vec<String>,
+    /// Whether each key column is an integer (else text, compared in byte order).
+    key_int: Vec<bool>,
+    keyset: KeySql,
     kinds: Vec<PgKind>,
     raw_schema: SchemaRef,
     schema: SchemaRef,
@@ -132,29 +136,44 @@ impl PostgresSource {
                 }
             }
         }
-        let Some(key_index) = columns.iter().position(|c| c.name == key) else {
-            let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
-            return Err(Error::data(
-                &here,
-                format!(
-                    "key column `{key}` does not exist; columns are: {}",
-                    names.join(", ")
-                ),
-            ));
-        };
-        let int_key = match kinds[key_index] {
-            PgKind::Int2 | PgKind::Int4 | PgKind::Int8 => true,
-            PgKind::Text if is_plain_text(&columns[key_index]) => false,
-            _ => {
+        let mut key_int = Vec::new();
+        for k in &key {
+            let Some(i) = columns.iter().position(|c| &c.name == k) else {
+                let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
                 return Err(Error::data(
                     &here,
                     format!(
-                        "key column `{key}` is {}; chunks are ranges of an integer or text key",
-                        columns[key_index].shown_type
+                        "key column `{k}` does not exist; columns are: {}",
+                        names.join(", ")
                     ),
                 ));
-            }
-        };
+            };
+            key_int.push(match kinds[i] {
+                PgKind::Int2 | PgKind::Int4 | PgKind::Int8 => true,
+                PgKind::Text if is_plain_text(&columns[i]) => false,
+                _ => {
+                    return Err(Error::data(
+                        &here,
+                        format!(
+                            "key column `{k}` is {}; chunks are ranges of an integer or text key",
+                            columns[i].shown_type
+                        ),
+                    ));
+                }
+            });
+        }
+        // Text keys compare in byte order, the same order as every other source and
+        // target, whatever the database's collation.
+        let keyset = KeySql::new(
+            key.iter().map(|k| quote_ident(k)).collect(),
+            key.iter()
+                .zip(&key_int)
+                .map(|(k, int)| match int {
+                    true => quote_ident(k),
+                    false => format!("{} COLLATE \"C\"", quote_ident(k)),
+                })
+                .collect(),
+        );
         let select = format!(
             "SELECT {} FROM {}",
             exprs.join(", "),
@@ -167,7 +186,8 @@ impl PostgresSource {
             schema_name: schema_name.to_string(),
             table,
             key,
-            int_key,
+            key_int,
+            keyset,
             kinds,
             raw_schema,
             schema: Arc::new(Schema::new(fields)),
@@ -179,29 +199,12 @@ impl PostgresSource {
         qualified(&self.schema_name, &self.table)
     }
 
-    /// The key as compared: text keys in byte order, the same order as every other
-    /// source and target, whatever the database's collation.
-    fn k(&self) -> String {
-        if self.int_key {
-            quote_ident(&self.key)
-        } else {
-            format!("{} COLLATE \"C\"", quote_ident(&self.key))
-        }
-    }
-
     fn where_clause(&self, chunk: &Chunk) -> Result<String> {
         let ChunkRange::Keys { lo, hi } = &chunk.range else {
             return Err(Error::Internal(format!("{chunk} is not a key-range chunk")));
         };
-        let k = self.k();
-        let mut conds = vec![format!("{} IS NOT NULL", quote_ident(&self.key))];
-        if let Some(lo) = lo {
-            conds.push(format!("{k} > {}", literal(lo)?));
-        }
-        if let Some(hi) = hi {
-            conds.push(format!("{k} <= {}", literal(hi)?));
-        }
-        Ok(format!("WHERE {}", conds.join(" AND ")))
+        let range = self.keyset.range(lo.as_ref(), hi.as_ref(), &mut literal)?;
+        Ok(format!("WHERE {range}"))
     }
 
     fn cast(&self) -> SchemaCast {
@@ -261,8 +264,8 @@ impl Source for PostgresSource {
         self.schema.clone()
     }
 
-    fn key(&self) -> Option<&str> {
-        Some(&self.key)
+    fn key(&self) -> &[String] {
+        &self.key
     }
 
     fn names_rows_by_key(&self) -> bool {
@@ -270,52 +273,85 @@ impl Source for PostgresSource {
     }
 
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
-        let key = quote_ident(&self.key);
-        let k = self.k();
         let t = self.t();
         let here = self.describe();
+        let any_null = self
+            .key
+            .iter()
+            .map(|k| format!("{} IS NULL", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let selected: Vec<String> = self
+            .key
+            .iter()
+            .zip(&self.key_int)
+            .map(|(k, int)| format!("{}::{}", quote_ident(k), if *int { "int8" } else { "text" }))
+            .collect();
         self.io.block_on(async {
             let db = |e| Error::db(&here, e);
             // The plan sees one snapshot, like each chunk.
             let mut tx = self.pool.begin_with(BEGIN).await.map_err(db)?;
-            let nulls: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t} WHERE {key} IS NULL")))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
+            let nulls: i64 =
+                sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t} WHERE {any_null}")))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
             if nulls > 0 {
-                return Err(Error::data(
-                    &here,
-                    format!("{nulls} rows have a NULL key `{}`; chunks are key ranges, so they would be skipped. Choose a non-null key column", self.key),
-                ));
+                return Err(null_key_error(&here, nulls, &self.key));
             }
             // Keyset paging: each step walks the key index `rows_per_chunk` entries from
-            // the previous boundary. No OFFSET, so the cost does not grow with the position.
-            let hi_expr = if self.int_key { "max(k)::int8".to_string() } else { "max(k COLLATE \"C\")::text".to_string() };
-            let first = format!("SELECT {hi_expr}, count(*) FROM (SELECT {key} AS k FROM {t} WHERE {key} IS NOT NULL ORDER BY {k} LIMIT $1) s");
-            let next_int = format!("SELECT {hi_expr}, count(*) FROM (SELECT {key} AS k FROM {t} WHERE {k} > $2 ORDER BY {k} LIMIT $1) s");
+            // the previous boundary, so the cost does not grow with the position.
             let mut chunks: Vec<Chunk> = Vec::new();
             let mut lo: Option<KeyValue> = None;
             loop {
-                let q = match &lo {
-                    None => sqlx::query(stmt(first.clone())).bind(rows_per_chunk as i64),
-                    Some(KeyValue::Int(v)) => sqlx::query(stmt(next_int.clone())).bind(rows_per_chunk as i64).bind(*v),
-                    Some(KeyValue::Text(v)) => sqlx::query(stmt(next_int.clone())).bind(rows_per_chunk as i64).bind(v.clone()),
-                };
-                let row = q.fetch_one(&mut *tx).await.map_err(db)?;
-                let count: i64 = row.try_get(1).map_err(db)?;
-                if count == 0 {
+                let sql = self.keyset.boundary(
+                    &t,
+                    &selected,
+                    lo.as_ref(),
+                    rows_per_chunk - 1,
+                    &mut literal,
+                )?;
+                let row = sqlx::query(stmt(sql))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let Some(row) = row else {
+                    // Fewer than a chunk's rows are left: count them for the last chunk.
+                    let sql = format!(
+                        "SELECT count(*) FROM {t} WHERE {}",
+                        self.keyset.range(lo.as_ref(), None, &mut literal)?
+                    );
+                    let count: i64 = sqlx::query_scalar(stmt(sql))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if count > 0 {
+                        chunks.push(Chunk {
+                            id: chunks.len(),
+                            range: ChunkRange::Keys { lo, hi: None },
+                            rows: Some(count as u64),
+                        });
+                    }
                     break;
-                }
-                let hi = if self.int_key {
-                    row.try_get::<Option<i64>, _>(0).map_err(db)?.map(KeyValue::Int)
-                } else {
-                    row.try_get::<Option<String>, _>(0).map_err(db)?.map(KeyValue::Text)
                 };
-                chunks.push(Chunk { id: chunks.len(), range: ChunkRange::Keys { lo: lo.clone(), hi: hi.clone() }, rows: Some(count as u64) });
-                lo = hi;
-                if (count as u64) < rows_per_chunk {
-                    break;
+                let mut parts = Vec::with_capacity(self.key.len());
+                for (i, int) in self.key_int.iter().enumerate() {
+                    parts.push(if *int {
+                        KeyValue::Int(row.try_get::<i64, _>(i).map_err(db)?)
+                    } else {
+                        KeyValue::Text(row.try_get::<String, _>(i).map_err(db)?)
+                    });
                 }
+                let hi = KeyValue::from_parts(parts);
+                chunks.push(Chunk {
+                    id: chunks.len(),
+                    range: ChunkRange::Keys {
+                        lo: lo.clone(),
+                        hi: Some(hi.clone()),
+                    },
+                    rows: Some(rows_per_chunk),
+                });
+                lo = Some(hi);
             }
             tx.rollback().await.map_err(db)?;
             // The last chunk is open-ended so rows added after planning are not lost.
@@ -333,7 +369,7 @@ impl Source for PostgresSource {
             "{} {} ORDER BY {}",
             self.select,
             self.where_clause(chunk)?,
-            self.k()
+            self.keyset.order_by()
         );
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         let pool = self.pool.clone();
@@ -401,24 +437,16 @@ impl Source for PostgresSource {
     }
 
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
-        let key_index = self
-            .raw_schema
-            .index_of(&self.key)
-            .map_err(|e| Error::Internal(e.to_string()))?;
         let wanted: std::collections::HashMap<&str, usize> = keys
             .iter()
             .enumerate()
             .filter_map(|(i, k)| Some((k.as_deref()?, i)))
             .collect();
         let here = self.describe();
-        let mut literals = Vec::new();
-        for k in wanted.keys() {
-            literals.push(match (self.int_key, k.parse::<i64>()) {
-                (true, Ok(i)) => i.to_string(),
-                (true, Err(_)) => continue,
-                (false, _) => literal(&KeyValue::Text(k.to_string()))?,
-            });
-        }
+        let values: Vec<KeyValue> = wanted
+            .keys()
+            .filter_map(|k| key_from_text(&key_parts(k, self.key.len())?, &self.key_int))
+            .collect();
         let mut batches = Vec::new();
         self.io.block_on(async {
             let mut conn = self
@@ -426,13 +454,12 @@ impl Source for PostgresSource {
                 .begin_with(BEGIN)
                 .await
                 .map_err(|e| Error::db(&here, e))?;
-            for part in literals.chunks(1000) {
+            for part in values.chunks(1000) {
                 let sql = format!(
-                    "{} WHERE {} IN ({}) ORDER BY {}",
+                    "{} WHERE {} ORDER BY {}",
                     self.select,
-                    quote_ident(&self.key),
-                    part.join(", "),
-                    self.k()
+                    self.keyset.one_of(part, &mut literal)?,
+                    self.keyset.order_by()
                 );
                 let mut decoder = Decoder::new(&self.kinds, self.raw_schema.clone(), 8192);
                 copy_out(
@@ -456,10 +483,9 @@ impl Source for PostgresSource {
             arrow::compute::concat_batches(&self.raw_schema, &batches)
                 .map_err(|e| Error::Internal(e.to_string()))?
         };
-        let key_col = batch.column(key_index).clone();
         let mut origin = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let k = key_text(key_col.as_ref(), row);
+            let k = row_key(&batch, &self.key, row).unwrap_or_default();
             origin.push(
                 *wanted
                     .get(k.as_str())

@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
-use super::{BatchIter, SetAside, Source, Unreadable};
+use super::{
+    BatchIter, SetAside, Source, Unreadable, key_from_text, key_parts, key_value_text,
+    null_key_error, show_key,
+};
 use crate::config::{SourceConfig, show_path};
-use crate::db::decode::{BatchBuilder, Kind, RawConn, bind_key, key_value};
+use crate::db::decode::{BatchBuilder, KeyCols, Kind, RawConn};
+use crate::db::keyset::{KeySql, marks};
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange, KeyValue};
@@ -22,7 +25,12 @@ pub struct SqliteSource {
     io: IoRuntime,
     shown: String,
     table: String,
-    key: String,
+    key: Vec<String>,
+    /// The key columns' positions and names, to name rows.
+    key_cols: KeyCols,
+    /// Whether each key column is an integer (else its values are looked up as text).
+    key_int: Vec<bool>,
+    keyset: KeySql,
     kinds: Vec<Kind>,
     raw_schema: SchemaRef,
     schema: SchemaRef,
@@ -45,6 +53,9 @@ impl SqliteSource {
             .as_ref()
             .map(|k| k.value.clone())
             .unwrap_or_default();
+        if key.is_empty() {
+            return Err(Error::Internal("a SQLite source without a key".into()));
+        }
         let shown = format!("sqlite://{}", show_path(path));
         let pool = connect(io, path, Access::Read, 4)?;
         let columns = io.block_on(table_columns(&pool, &table, &shown))?;
@@ -88,17 +99,24 @@ impl SqliteSource {
             }
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        let Some(key_col) = columns.iter().find(|c| c.name == key) else {
+        if let Some(missing) = key.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
             let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
             return Err(Error::data(
                 format!("{shown} table {table}"),
                 format!(
-                    "key column `{key}` does not exist; columns are: {}",
+                    "key column `{missing}` does not exist; columns are: {}",
                     names.join(", ")
                 ),
             ));
-        };
-        let _ = key_col;
+        }
+        let key_cols = KeyCols::find(&key, columns.iter().map(|c| c.name.as_str()));
+        let key_int = key_cols
+            .index
+            .iter()
+            .map(|&i| kinds[i] == Kind::Int)
+            .collect();
+        let quoted: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+        let keyset = KeySql::new(quoted.clone(), quoted);
         let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let select = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&table));
         Ok(SqliteSource {
@@ -107,6 +125,9 @@ impl SqliteSource {
             shown,
             table,
             key,
+            key_cols,
+            key_int,
+            keyset,
             kinds,
             raw_schema,
             schema,
@@ -115,28 +136,17 @@ impl SqliteSource {
         })
     }
 
+    /// `WHERE` for a chunk, with its bounds as parameters (in order). NULL keys fall in
+    /// no range; planning refuses tables that have them.
     fn where_clause(&self, chunk: &Chunk) -> Result<(String, Vec<KeyValue>)> {
         let ChunkRange::Keys { lo, hi } = &chunk.range else {
             return Err(Error::Internal(format!("{chunk} is not a key-range chunk")));
         };
-        let k = quote_ident(&self.key);
-        let mut conds = Vec::new();
         let mut binds = Vec::new();
-        if let Some(lo) = lo {
-            conds.push(format!("{k} > ?"));
-            binds.push(lo.clone());
-        }
-        if let Some(hi) = hi {
-            conds.push(format!("{k} <= ?"));
-            binds.push(hi.clone());
-        }
-        // NULL keys fall in no range; planning refuses tables that have them.
-        let clause = if conds.is_empty() {
-            format!("WHERE {k} IS NOT NULL")
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        };
-        Ok((clause, binds))
+        let clause = self
+            .keyset
+            .range(lo.as_ref(), hi.as_ref(), &mut marks(&mut binds))?;
+        Ok((format!("WHERE {clause}"), binds))
     }
 }
 
@@ -149,8 +159,8 @@ impl Source for SqliteSource {
         self.schema.clone()
     }
 
-    fn key(&self) -> Option<&str> {
-        Some(&self.key)
+    fn key(&self) -> &[String] {
+        &self.key
     }
 
     fn names_rows_by_key(&self) -> bool {
@@ -158,11 +168,6 @@ impl Source for SqliteSource {
     }
 
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
-        let key_index = self
-            .raw_schema
-            .index_of(&self.key)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let int_key = self.kinds[key_index] == Kind::Int;
         let wanted: std::collections::HashMap<&str, usize> = keys
             .iter()
             .enumerate()
@@ -171,38 +176,35 @@ impl Source for SqliteSource {
         let here = self.describe();
         let mut builder = BatchBuilder::new(&self.kinds, wanted.len().max(1));
         let mut origin = Vec::new();
-        let list: Vec<&str> = wanted.keys().copied().collect();
+        let list: Vec<KeyValue> = wanted
+            .keys()
+            .filter_map(|k| key_from_text(&key_parts(k, self.key.len())?, &self.key_int))
+            .collect();
         self.io.block_on(async {
             let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
             let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
             let raw = RawConn::new(&mut lock);
-            for part in list.chunks(500) {
-                let marks = vec!["?"; part.len()].join(", ");
+            // At most 500 parameters per statement, whatever the key's width.
+            for part in list.chunks((500 / self.key.len()).max(1)) {
+                let mut binds = Vec::new();
                 let sql = format!(
-                    "{} WHERE {} IN ({marks}) ORDER BY {}",
+                    "{} WHERE {} ORDER BY {}",
                     self.select,
-                    quote_ident(&self.key),
-                    quote_ident(&self.key)
+                    self.keyset.one_of(part, &mut marks(&mut binds))?,
+                    self.keyset.order_by()
                 );
-                let binds: Vec<KeyValue> = part
-                    .iter()
-                    .map(|k| match (int_key, k.parse::<i64>()) {
-                        (true, Ok(i)) => KeyValue::Int(i),
-                        _ => KeyValue::Text(k.to_string()),
-                    })
-                    .collect();
                 let mut rows = raw
                     .prepare(&sql, &binds)
                     .map_err(|e| Error::db(&here, e.into()))?;
                 while rows.step().map_err(|e| Error::db(&here, e.into()))? {
                     builder
-                        .push(&rows, &self.raw_schema, key_index, &self.key, &here)
+                        .push(&rows, &self.raw_schema, &self.key_cols, &here)
                         .map_err(Error::Row)?;
-                    let k = match rows.cell(key_index).key() {
-                        Some(KeyValue::Int(i)) => i.to_string(),
-                        Some(KeyValue::Text(t)) => t,
-                        None => String::new(),
-                    };
+                    let k = self
+                        .key_cols
+                        .value(&rows)
+                        .map(|k| key_value_text(&k))
+                        .unwrap_or_default();
                     origin.push(
                         *wanted
                             .get(k.as_str())
@@ -217,43 +219,96 @@ impl Source for SqliteSource {
     }
 
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
-        let k = quote_ident(&self.key);
         let t = quote_ident(&self.table);
         let here = self.describe();
+        let any_null = self
+            .key
+            .iter()
+            .map(|k| format!("{} IS NULL", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let selected: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
         self.io.block_on(async {
-            let nulls: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t} WHERE {k} IS NULL")))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| Error::db(&here, e))?;
+            let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let nulls: i64 =
+                sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t} WHERE {any_null}")))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
             if nulls > 0 {
-                return Err(Error::data(
-                    &here,
-                    format!("{nulls} rows have a NULL key `{}`; chunks are key ranges, so they would be skipped. Choose a non-null key column", self.key),
-                ));
+                return Err(null_key_error(&here, nulls, &self.key));
             }
-            // Keyset paging: each step walks the key index `rows_per_chunk` entries from the
-            // previous boundary. No OFFSET, so the cost does not grow with the position.
-            let first = format!("SELECT max(k), count(*) FROM (SELECT {k} AS k FROM {t} WHERE {k} IS NOT NULL ORDER BY {k} LIMIT ?)");
-            let next = format!("SELECT max(k), count(*) FROM (SELECT {k} AS k FROM {t} WHERE {k} > ? ORDER BY {k} LIMIT ?)");
+            let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+            let raw = RawConn::new(&mut lock);
+            // Keyset paging: each step walks the key index `rows_per_chunk` entries from
+            // the previous boundary, so the cost does not grow with the position.
             let mut chunks: Vec<Chunk> = Vec::new();
             let mut lo: Option<KeyValue> = None;
             loop {
-                let q = match &lo {
-                    None => sqlx::query(stmt(first.clone())),
-                    Some(v) => bind_key(sqlx::query(stmt(next.clone())), v),
+                let mut binds = Vec::new();
+                let sql = self.keyset.boundary(
+                    &t,
+                    &selected,
+                    lo.as_ref(),
+                    rows_per_chunk - 1,
+                    &mut marks(&mut binds),
+                )?;
+                let mut rows = raw
+                    .prepare(&sql, &binds)
+                    .map_err(|e| Error::db(&here, e.into()))?;
+                let hi = if rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                    let all = KeyCols {
+                        index: (0..self.key.len()).collect(),
+                        names: self.key.clone(),
+                    };
+                    Some(all.value(&rows).ok_or_else(|| {
+                        Error::data(
+                            &here,
+                            format!(
+                                "key {}: a value that is neither INTEGER nor TEXT at {}",
+                                show_key(&self.key),
+                                all.label(&rows)
+                            ),
+                        )
+                    })?)
+                } else {
+                    None
                 };
-                let row = q.bind(rows_per_chunk as i64).fetch_one(&self.pool).await.map_err(|e| Error::db(&here, e))?;
-                let count: i64 = row.try_get(1).map_err(|e| Error::db(&here, e))?;
-                if count == 0 {
+                drop(rows);
+                let Some(hi) = hi else {
+                    // Fewer than a chunk's rows are left: count them for the last chunk.
+                    let mut binds = Vec::new();
+                    let sql = format!(
+                        "SELECT count(*) FROM {t} WHERE {}",
+                        self.keyset
+                            .range(lo.as_ref(), None, &mut marks(&mut binds))?
+                    );
+                    let mut rows = raw
+                        .prepare(&sql, &binds)
+                        .map_err(|e| Error::db(&here, e.into()))?;
+                    rows.step().map_err(|e| Error::db(&here, e.into()))?;
+                    let count = match rows.cell(0).key() {
+                        Some(KeyValue::Int(n)) => n as u64,
+                        _ => 0,
+                    };
+                    if count > 0 {
+                        chunks.push(Chunk {
+                            id: chunks.len(),
+                            range: ChunkRange::Keys { lo, hi: None },
+                            rows: Some(count),
+                        });
+                    }
                     break;
-                }
-                let hi = key_value(row.try_get_raw(0).map_err(|e| Error::db(&here, e))?)
-                    .map_err(|m| Error::data(&here, format!("key `{}`: {m}", self.key)))?;
-                chunks.push(Chunk { id: chunks.len(), range: ChunkRange::Keys { lo: lo.clone(), hi: hi.clone() }, rows: Some(count as u64) });
-                lo = hi;
-                if (count as u64) < rows_per_chunk {
-                    break;
-                }
+                };
+                chunks.push(Chunk {
+                    id: chunks.len(),
+                    range: ChunkRange::Keys {
+                        lo: lo.clone(),
+                        hi: Some(hi.clone()),
+                    },
+                    rows: Some(rows_per_chunk),
+                });
+                lo = Some(hi);
             }
             // The last chunk is open-ended so rows added after planning are not lost.
             if let Some(last) = chunks.last_mut()
@@ -270,7 +325,7 @@ impl Source for SqliteSource {
         let sql = format!(
             "{} {clause} ORDER BY {}",
             self.select,
-            quote_ident(&self.key)
+            self.keyset.order_by()
         );
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch>>(2);
         let pool = self.pool.clone();
@@ -279,10 +334,7 @@ impl Source for SqliteSource {
         let raw_schema = self.raw_schema.clone();
         let schema = self.schema.clone();
         let here = self.describe();
-        let key_index = raw_schema
-            .index_of(&self.key)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let key_name = self.key.clone();
+        let key_cols = self.key_cols.clone();
         let names: Vec<String> = raw_schema
             .fields()
             .iter()
@@ -306,14 +358,11 @@ impl Source for SqliteSource {
                     .map_err(|e| Error::db(&here, e.into()))?;
                 let mut builder = BatchBuilder::new(&kinds, batch_rows);
                 while rows.step().map_err(|e| Error::db(&here, e.into()))? {
-                    if let Err(f) = builder.push(&rows, &raw_schema, key_index, &key_name, &here) {
+                    if let Err(f) = builder.push(&rows, &raw_schema, &key_cols, &here) {
                         let u = Unreadable {
                             location: f.location,
                             line: 0,
-                            key: rows.cell(key_index).key().map(|k| match k {
-                                KeyValue::Int(i) => i.to_string(),
-                                KeyValue::Text(t) => t,
-                            }),
+                            key: key_cols.value(&rows).map(|k| key_value_text(&k)),
                             column: f.column,
                             reason: f.reason,
                             raw: rows.row_json(&names),

@@ -957,3 +957,105 @@ unique = true
         [["check `tag unique`: is not unique: a row"]]
     );
 }
+
+/// A source table `lines` keyed by `(region, n)`, 60 rows per region; regions whose byte
+/// order differs from the server's collation.
+fn make_lines(db: &MyDb) {
+    let mut values = Vec::new();
+    for r in ["Zürich", "apple", "Banana", "b", "B b"] {
+        for n in 1..=60 {
+            values.push(format!("('{r}', {n}, {})", n % 13));
+        }
+    }
+    db.exec(&format!(
+        "CREATE TABLE {s}.lines (region VARCHAR(20) NOT NULL, n INT NOT NULL, qty INT, PRIMARY KEY (region, n)) DEFAULT CHARSET utf8mb4",
+        s = db.q()
+    ));
+    db.exec(&format!(
+        "INSERT INTO {}.lines VALUES {}",
+        db.q(),
+        values.join(", ")
+    ));
+}
+
+fn lines(db: &MyDb, small: &str) -> Vec<Vec<String>> {
+    db.rows(&format!(
+        "SELECT region, CAST(n AS CHAR), CAST({small} AS CHAR) FROM {}.lines ORDER BY CAST(region AS BINARY), n",
+        db.q()
+    ))
+}
+
+#[test]
+fn a_composite_key_moves_upserts_and_verifies_by_tuples() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_comp_my_src");
+    let dst = MyDb::new("rs_comp_my_dst");
+    make_lines(&src);
+    let pipeline = |name: &str, extra: &str| {
+        ws.write(
+            &format!("pipelines/{name}.toml"),
+            &format!(
+                r#"name = "{name}"
+[source]
+url = "{src}"
+table = "lines"
+key = ["region", "n"]
+[target]
+url = "{dst}"
+table = "lines"
+{extra}
+[target.columns]
+region = {{ type = "varchar(20)", expr = "region", primary_key = true }}
+n = {{ type = "integer", expr = "n", primary_key = true }}
+small = {{ type = "smallint", expr = "qty * 2000" }}
+[chunks]
+rows = 7
+parallel = 2
+"#,
+                src = src.url(),
+                dst = dst.url()
+            ),
+        )
+    };
+    let p = pipeline("lines", "");
+    run_ok(&ws, &p);
+    // Planned in byte order: `B b` < `Banana` < `Zürich` < `apple` < `b`.
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT chunk FROM {}._rowshift_chunks WHERE pipeline = 'lines' AND id = 1",
+            dst.q()
+        )),
+        [[
+            r#"{"id":1,"range":{"Keys":{"lo":{"Tuple":[{"Text":"B b"},{"Int":7}]},"hi":{"Tuple":[{"Text":"B b"},{"Int":14}]}}},"rows":7}"#
+        ]]
+    );
+    assert_eq!(dst.count("lines"), 300);
+    assert_eq!(lines(&dst, "small"), lines(&src, "qty * 2000"));
+
+    // Changed and new rows, upserted by the composite primary key.
+    src.exec(&format!(
+        "UPDATE {s}.lines SET qty = qty + 1 WHERE n % 9 = 0",
+        s = src.q()
+    ));
+    src.exec(&format!(
+        "INSERT INTO {s}.lines VALUES ('b', 61, 2), ('Banana', 0, 3)",
+        s = src.q()
+    ));
+    let p = pipeline("upsert", "if_exists = \"append\"\nwrite_mode = \"upsert\"");
+    run_ok(&ws, &p);
+    assert_eq!(lines(&dst, "small"), lines(&src, "qty * 2000"));
+
+    // verify names the tampered row by both parts of its key.
+    dst.exec(&format!(
+        "UPDATE {}.lines SET small = -1 WHERE region = 'Zürich' AND n = 5",
+        dst.q()
+    ));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("region=Zürich, n=5, column small: sent '10000', the target holds '-1'"),
+        "{}",
+        out.stdout
+    );
+}

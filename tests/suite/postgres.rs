@@ -1183,3 +1183,126 @@ rows = 300
         assert_eq!(pg.count(&format!("users_{mode}")), 1000, "{mode}");
     }
 }
+
+/// A source table `lines` keyed by `(region, n)`: regions whose byte order differs from
+/// most collations, 60 rows each.
+fn make_lines(pg: &PgSchema) {
+    pg.exec(&format!(
+        "CREATE TABLE {s}.lines (region text NOT NULL, n int NOT NULL, qty int, PRIMARY KEY (region, n));
+         INSERT INTO {s}.lines SELECT r, n, n % 13 FROM unnest(ARRAY['Zürich', 'apple', 'Apple', 'b', 'B b']) r, generate_series(1, 60) n",
+        s = pg.q()
+    ));
+}
+
+fn lines_pipeline(
+    ws: &Workspace,
+    name: &str,
+    (src, dst): (&PgSchema, &PgSchema),
+    factor: i64,
+    extra: &str,
+) -> String {
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            r#"name = "{name}"
+[source]
+url = "{url}"
+schema = {src}
+table = "lines"
+key = ["region", "n"]
+[target]
+url = "{url}"
+schema = {dst}
+table = "lines"
+{extra}
+[target.columns]
+region = {{ type = "text", expr = "region", primary_key = true }}
+n = {{ type = "integer", expr = "n", primary_key = true }}
+small = {{ type = "smallint", expr = "qty * {factor}" }}
+[chunks]
+rows = 7
+parallel = 2
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    )
+}
+
+fn lines(pg: &PgSchema, small: &str) -> Vec<Vec<String>> {
+    pg.rows(&format!(
+        "SELECT region, n::text, coalesce(({small})::text, 'NULL') FROM {}.lines ORDER BY region COLLATE \"C\", n",
+        pg.q()
+    ))
+}
+
+#[test]
+fn a_composite_key_is_planned_as_tuples_rejects_keep_it_and_replace_chunk_uses_it() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_comp_src");
+    let dst = PgSchema::new("rs_comp_dst");
+    make_lines(&src);
+
+    let p = lines_pipeline(&ws, "lines", (&src, &dst), 3000, "");
+    // qty * 3000 overflows a smallint for qty 11 and 12: 40 rows, kept with their key.
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(dst.count("lines"), 260);
+    // Planned in byte order, the same chunks as from SQLite.
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT chunk FROM {}._rowshift_chunks WHERE pipeline = 'lines' AND id = 1",
+            dst.q()
+        )),
+        [[crate::composite::CHUNK_1]]
+    );
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT string_agg(row_key, ' ' ORDER BY row_key) FROM {}.lines_rejects WHERE row_key LIKE '[\"b\",%'",
+            dst.q()
+        )),
+        [[r#"["b","11"] ["b","12"] ["b","24"] ["b","25"] ["b","37"] ["b","38"] ["b","50"] ["b","51"]"#]]
+    );
+    let p = lines_pipeline(&ws, "lines", (&src, &dst), 2000, "");
+    let out = ws.rowshift(&["retry", &p, "--rejects", "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        lines(&dst, "small"),
+        lines(
+            &src,
+            "CASE WHEN qty >= 11 THEN qty * 2000 ELSE qty * 3000 END"
+        )
+    );
+
+    // Rows deleted at the source: replace-chunk deletes each chunk's tuple range, so
+    // they go, and nothing outside a chunk's range is touched.
+    src.exec(&format!(
+        "DELETE FROM {s}.lines WHERE n % 4 = 1; UPDATE {s}.lines SET qty = 1 WHERE n = 2",
+        s = src.q()
+    ));
+    let p = lines_pipeline(
+        &ws,
+        "replace",
+        (&src, &dst),
+        2000,
+        "if_exists = \"append\"\nwrite_mode = \"replace-chunk\"",
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(lines(&dst, "small"), lines(&src, "qty * 2000"));
+
+    // verify names a tampered row by both key parts.
+    dst.exec(&format!(
+        "UPDATE {}.lines SET small = -1 WHERE region = 'B b' AND n = 3",
+        dst.q()
+    ));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("region=B b, n=3, column small: sent '6000', the target holds '-1'"),
+        "{}",
+        out.stdout
+    );
+}

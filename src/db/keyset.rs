@@ -1,0 +1,179 @@
+//! Keyset SQL shared by the database sources and targets: conditions on a key of one or
+//! more columns.
+//!
+//! A composite key is compared as a row value, `(a, b) > (1, 'x')`, which SQLite,
+//! PostgreSQL and MySQL/MariaDB all evaluate part by part and serve from an index on
+//! `(a, b)`. A one-column key is written plainly, `a > 1`, so plans and statements for it
+//! stay what they were before composite keys.
+
+use crate::plan::KeyValue;
+use crate::{Error, Result};
+
+/// Renders a key value's part as SQL: a literal, or a placeholder that binds it.
+pub(crate) type Render<'r> = &'r mut dyn FnMut(&KeyValue) -> Result<String>;
+
+/// The key columns of one table, in one database's SQL.
+#[derive(Debug, Clone)]
+pub(crate) struct KeySql {
+    /// Each column, quoted.
+    quoted: Vec<String>,
+    /// Each column as compared with bounds (text in byte order), quoted.
+    compared: Vec<String>,
+}
+
+impl KeySql {
+    /// Key columns `quoted`, compared as `compared` (same length, same order).
+    pub(crate) fn new(quoted: Vec<String>, compared: Vec<String>) -> KeySql {
+        debug_assert_eq!(quoted.len(), compared.len());
+        KeySql { quoted, compared }
+    }
+
+    /// How many columns the key has.
+    pub(crate) fn len(&self) -> usize {
+        self.quoted.len()
+    }
+
+    /// The key as compared: `a` or `(a, b)`.
+    pub(crate) fn lhs(&self) -> String {
+        row(&self.compared)
+    }
+
+    /// `ORDER BY` list in key order.
+    pub(crate) fn order_by(&self) -> String {
+        self.compared.join(", ")
+    }
+
+    /// Every key column is set.
+    pub(crate) fn not_null(&self) -> String {
+        self.quoted
+            .iter()
+            .map(|c| format!("{c} IS NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// `value` as the right-hand side of a comparison with [`Self::lhs`].
+    pub(crate) fn rhs(&self, value: &KeyValue, render: Render<'_>) -> Result<String> {
+        let parts = value.parts();
+        if parts.len() != self.len() {
+            return Err(Error::Internal(format!(
+                "key value {value} has {} parts, the key has {} columns",
+                parts.len(),
+                self.len()
+            )));
+        }
+        let parts = parts.iter().map(&mut *render).collect::<Result<Vec<_>>>()?;
+        Ok(row(&parts))
+    }
+
+    /// Conditions for `lo < key <= hi` (a missing bound is open), NULL keys excluded,
+    /// joined with `AND`.
+    pub(crate) fn range(
+        &self,
+        lo: Option<&KeyValue>,
+        hi: Option<&KeyValue>,
+        render: Render<'_>,
+    ) -> Result<String> {
+        let mut conds = vec![self.not_null()];
+        let k = self.lhs();
+        if let Some(lo) = lo {
+            conds.push(format!("{k} > {}", self.rhs(lo, render)?));
+        }
+        if let Some(hi) = hi {
+            conds.push(format!("{k} <= {}", self.rhs(hi, render)?));
+        }
+        Ok(conds.join(" AND "))
+    }
+
+    /// `key IN (...)` for `keys` (not empty).
+    pub(crate) fn one_of(&self, keys: &[KeyValue], render: Render<'_>) -> Result<String> {
+        let values = keys
+            .iter()
+            .map(|k| self.rhs(k, render))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(format!("{} IN ({})", self.lhs(), values.join(", ")))
+    }
+
+    /// A query for the key of the row `offset` rows past `lo` in key order (from the
+    /// start without `lo`), as the key columns: the next chunk boundary. It walks the
+    /// key's index without sorting, like the chunk reads.
+    pub(crate) fn boundary(
+        &self,
+        table: &str,
+        selected: &[String],
+        lo: Option<&KeyValue>,
+        offset: u64,
+        render: Render<'_>,
+    ) -> Result<String> {
+        Ok(format!(
+            "SELECT {} FROM {table} WHERE {} ORDER BY {} LIMIT 1 OFFSET {offset}",
+            selected.join(", "),
+            self.range(lo, None, render)?,
+            self.order_by()
+        ))
+    }
+}
+
+/// Renders each key part as a `?` placeholder, collecting the part in `binds` to bind
+/// in order.
+pub(crate) fn marks(binds: &mut Vec<KeyValue>) -> impl FnMut(&KeyValue) -> Result<String> + '_ {
+    |v| {
+        binds.push(v.clone());
+        Ok("?".to_string())
+    }
+}
+
+/// `a` for one item, `(a, b)` for several.
+fn row(items: &[String]) -> String {
+    match items {
+        [one] => one.clone(),
+        many => format!("({})", many.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn literal(v: &KeyValue) -> Result<String> {
+        Ok(match v {
+            KeyValue::Int(i) => i.to_string(),
+            KeyValue::Text(t) => format!("'{t}'"),
+            KeyValue::Tuple(_) => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn one_column_keys_are_compared_plainly_and_composite_keys_as_row_values() {
+        let one = KeySql::new(vec!["\"id\"".into()], vec!["\"id\"".into()]);
+        assert_eq!(
+            one.range(
+                Some(&KeyValue::Int(5)),
+                Some(&KeyValue::Int(9)),
+                &mut literal
+            )
+            .unwrap(),
+            "\"id\" IS NOT NULL AND \"id\" > 5 AND \"id\" <= 9"
+        );
+        let two = KeySql::new(
+            vec!["\"t\"".into(), "\"n\"".into()],
+            vec!["\"t\"".into(), "\"n\" COLLATE \"C\"".into()],
+        );
+        let lo = KeyValue::Tuple(vec![KeyValue::Int(1), KeyValue::Text("b".into())]);
+        assert_eq!(
+            two.range(Some(&lo), None, &mut literal).unwrap(),
+            "\"t\" IS NOT NULL AND \"n\" IS NOT NULL AND (\"t\", \"n\" COLLATE \"C\") > (1, 'b')"
+        );
+        assert_eq!(
+            two.one_of(&[lo.clone(), lo.clone()], &mut literal).unwrap(),
+            "(\"t\", \"n\" COLLATE \"C\") IN ((1, 'b'), (1, 'b'))"
+        );
+        let err = two
+            .range(None, Some(&KeyValue::Int(1)), &mut literal)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "internal error (this is a bug in rowshift): key value 1 has 1 parts, the key has 2 columns"
+        );
+    }
+}
