@@ -105,6 +105,13 @@ impl KeySql {
         offset: u64,
         render: Render<'_>,
     ) -> Result<String> {
+        // Aliased, so that `ORDER BY "id"` sorts by the column, served by its index, and
+        // not by a selected `"id"::int8` that PostgreSQL would otherwise take it for.
+        let selected: Vec<String> = selected
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s} AS _rowshift_k{i}"))
+            .collect();
         Ok(format!(
             "SELECT {} FROM {table} WHERE {} ORDER BY {} LIMIT 1 OFFSET {offset}",
             selected.join(", "),
