@@ -177,6 +177,8 @@ pub struct PgColumn {
     pub typmod: i32,
     /// Declared `NOT NULL`.
     pub not_null: bool,
+    /// An enum type, whose values travel as their labels.
+    pub is_enum: bool,
 }
 
 /// The columns of `schema.table` (a table or view), or `None` if there is no such relation.
@@ -188,7 +190,7 @@ pub async fn table_columns(
 ) -> Result<Option<Vec<PgColumn>>> {
     use sqlx::Row;
     let rows = sqlx::query(
-        "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), a.atttypmod, a.attnotnull \
+        "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), a.atttypmod, a.attnotnull, t.typtype = 'e' \
          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
          WHERE a.attrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                              WHERE n.nspname = $1 AND c.relname = $2) \
@@ -210,6 +212,7 @@ pub async fn table_columns(
                 shown_type: r.try_get(2)?,
                 typmod: r.try_get(3)?,
                 not_null: r.try_get(4)?,
+                is_enum: r.try_get(5)?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -286,6 +289,8 @@ impl PgKind {
     /// `Err` says why it cannot be read without loss.
     pub fn for_column(c: &PgColumn) -> Result<(PgKind, bool), String> {
         let kind = match c.type_name.as_str() {
+            // An enum's binary form is its label.
+            _ if c.is_enum => PgKind::Text,
             "int2" => PgKind::Int2,
             "int4" => PgKind::Int4,
             "int8" => PgKind::Int8,

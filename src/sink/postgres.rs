@@ -25,7 +25,7 @@ use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
 use crate::db::keyset::KeySql;
 use crate::db::postgres::{
-    Decoder, Encoder, PgClient, PgKind, literal, pg_decl, qualified, table_columns,
+    Decoder, Encoder, PgClient, PgColumn, PgKind, literal, pg_decl, qualified, table_columns,
 };
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, TargetKey};
@@ -449,8 +449,13 @@ impl PostgresSink {
     }
 }
 
-/// Whether a column of PostgreSQL type `type_name` takes `ty`'s binary layout.
-fn same_type(ty: ColumnType, type_name: &str) -> bool {
+/// Whether column `c` takes `ty`'s binary layout.
+fn same_type(ty: ColumnType, c: &PgColumn) -> bool {
+    // An enum's binary form is its label: text goes in, and a label the type does not
+    // have fails the chunk on the server.
+    if c.is_enum {
+        return matches!(ty, ColumnType::Text | ColumnType::Varchar(_));
+    }
     let want: &[&str] = match ty {
         ColumnType::SmallInt => &["int2"],
         ColumnType::Int => &["int4"],
@@ -467,7 +472,7 @@ fn same_type(ty: ColumnType, type_name: &str) -> bool {
         ColumnType::TimestampTz => &["timestamptz"],
         ColumnType::Bytes => &["bytea"],
     };
-    want.contains(&type_name)
+    want.contains(&c.type_name.as_str())
 }
 
 impl Sink for PostgresSink {
@@ -519,7 +524,7 @@ impl Sink for PostgresSink {
                     // table's columns must have those types.
                     for (name, ty, ..) in &self.columns {
                         let found = existing.iter().find(|c| &c.name == name).expect("checked above");
-                        if !same_type(*ty, &found.type_name) {
+                        if !same_type(*ty, found) {
                             return Err(Error::data(
                                 &here,
                                 format!("column {name} is {} in the existing table but declared {ty}; declare type = \"{}\" or let rowshift create the table", found.shown_type, found.shown_type),

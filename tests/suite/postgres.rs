@@ -1306,3 +1306,72 @@ fn a_composite_key_is_planned_as_tuples_rejects_keep_it_and_replace_chunk_uses_i
         out.stdout
     );
 }
+
+#[test]
+fn an_enum_is_read_as_its_label_and_written_into_an_enum_column() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_enum_src");
+    let dst = PgSchema::new("rs_enum_dst");
+    src.exec(&format!(
+        "CREATE TYPE {s}.mood AS ENUM ('sad', 'ok', 'happy', 'très content');
+         CREATE TABLE {s}.people (id int PRIMARY KEY, mood {s}.mood);
+         INSERT INTO {s}.people VALUES (1, 'sad'), (2, 'très content'), (3, NULL), (4, 'happy')",
+        s = src.q()
+    ));
+    dst.exec(&format!(
+        "CREATE TYPE {d}.feeling AS ENUM ('happy', 'sad', 'très content', 'ok');
+         CREATE TABLE {d}.people (id int PRIMARY KEY, mood {d}.feeling, shout text)",
+        d = dst.q()
+    ));
+    let pipeline = |name: &str, mood: &str| {
+        ws.write(
+            &format!("pipelines/{name}.toml"),
+            &format!(
+                r#"name = "{name}"
+[source]
+url = "{url}"
+schema = {src}
+table = "people"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "people"
+if_exists = "append"
+[target.columns]
+id = {{ type = "integer", expr = "id", primary_key = true }}
+mood = {{ type = "text", expr = "{mood}" }}
+shout = {{ type = "text", expr = "upper(mood)" }}
+"#,
+                url = pg_url(),
+                src = src.toml(),
+                dst = dst.toml()
+            ),
+        )
+    };
+    run_ok(&ws, &pipeline("enums", "mood"));
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT id::text, coalesce(mood::text, 'NULL'), coalesce(shout, 'NULL') FROM {}.people ORDER BY id",
+            dst.q()
+        )),
+        [
+            ["1", "sad", "SAD"],
+            ["2", "très content", "TRÈS CONTENT"],
+            ["3", "NULL", "NULL"],
+            ["4", "happy", "HAPPY"]
+        ]
+    );
+    // A label the target enum does not have fails its chunk on the server: nothing of
+    // it lands.
+    dst.exec(&format!("TRUNCATE {}.people", dst.q()));
+    let out = ws.rowshift(&["run", &pipeline("bad", "mood || '!'"), "--quiet"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("invalid input value for enum"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(dst.count("people"), 0);
+}
