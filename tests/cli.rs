@@ -766,6 +766,30 @@ fn random_dry_run_is_a_seeded_uniform_sample_of_the_requested_size() {
 }
 
 #[test]
+fn a_random_dry_run_estimates_from_every_row_it_read_not_the_few_it_kept() {
+    let ws = Workspace::new();
+    let started = std::time::Instant::now();
+    let out = ws.rowshift(&[
+        "dry-run",
+        "pipelines/quickstart.toml",
+        "--random",
+        "--sample",
+        "5",
+        "--json",
+    ]);
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    // Drawing the sample read all 1000 rows, so running them all takes about as long
+    // again; an estimate from the 5 rows kept would be 200 times that.
+    let estimate = v["plan"]["estimated_seconds"].as_f64().unwrap();
+    assert!(
+        estimate > 0.0 && estimate < wall,
+        "{estimate} s vs {wall} s: {v}"
+    );
+}
+
+#[test]
 fn dry_run_groups_rejects_by_reason_and_exits_1() {
     let ws = Workspace::new();
     let pipeline = ws.write(

@@ -183,7 +183,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the CPU pool: {e}")))?;
     let sample_started = Instant::now();
-    let (batch, locations) = match &opts.mode {
+    let (batch, locations, rows_read) = match &opts.mode {
         SampleMode::First => first_rows(
             plan.source.as_ref(),
             chunks.as_deref().unwrap_or(&[]),
@@ -231,8 +231,10 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
     }
     let location = |row: usize| locate_row(plan.source.as_ref(), &batch, row, &positional);
     let elapsed = sample_started.elapsed().as_secs_f64();
+    // Rows read, not rows kept: a random sample reads every row to keep a few, and the
+    // estimate is for reading them all.
     let rate = if elapsed > 0.0 {
-        batch.num_rows() as f64 / elapsed
+        rows_read as f64 / elapsed
     } else {
         f64::INFINITY
     };
@@ -377,7 +379,7 @@ fn first_rows(
     chunks: &[Chunk],
     n: usize,
     batch_rows: usize,
-) -> Result<(RecordBatch, Vec<String>)> {
+) -> Result<Sampled> {
     let mut batches = Vec::new();
     let mut locations = Vec::new();
     'chunks: for chunk in chunks {
@@ -395,8 +397,13 @@ fn first_rows(
     }
     let batch = arrow::compute::concat_batches(&source.schema(), &batches)
         .map_err(|e| Error::Internal(e.to_string()))?;
-    Ok((batch, locations))
+    let read = batch.num_rows() as u64;
+    Ok((batch, locations, read))
 }
+
+/// A sample: its rows as one batch, each row's location, and how many source rows were
+/// read to draw it (all of them for a random sample).
+type Sampled = (RecordBatch, Vec<String>, u64);
 
 /// A uniform sample of `n` rows over every chunk (Algorithm R), as one batch.
 fn reservoir(
@@ -405,7 +412,7 @@ fn reservoir(
     n: usize,
     batch_rows: usize,
     seed: u64,
-) -> Result<(RecordBatch, Vec<String>)> {
+) -> Result<Sampled> {
     let mut rng = XorShift(seed | 1);
     let mut kept: Vec<RecordBatch> = Vec::new();
     // slot -> (kept batch, row in it, location)
@@ -454,7 +461,7 @@ fn reservoir(
     let batch = kept
         .pop()
         .unwrap_or_else(|| RecordBatch::new_empty(source.schema()));
-    Ok((batch, slots.into_iter().map(|s| s.2).collect()))
+    Ok((batch, slots.into_iter().map(|s| s.2).collect(), seen))
 }
 
 /// Rebuilds the kept rows as one batch in slot order, dropping evicted rows.
