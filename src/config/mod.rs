@@ -704,8 +704,8 @@ impl<'a> Walker<'a> {
         let mut seen = std::collections::HashSet::new();
         let problem = if names.is_empty() {
             Some("`source.key` is an empty list; name at least one column".to_string())
-        } else if let Some(n) = names.iter().find(|n| n.is_empty()) {
-            Some(format!("`source.key` names an empty column `{n}`"))
+        } else if names.iter().any(|n| n.is_empty()) {
+            Some("`source.key` has an empty column name; name a column of the source".to_string())
         } else {
             names
                 .iter()

@@ -633,11 +633,16 @@ impl KeyCols {
             .iter()
             .zip(&self.names)
             .map(|(&i, n)| {
-                let v = row
-                    .cell(i)
-                    .key()
-                    .map_or_else(|| "?".to_string(), |k| k.to_string());
-                format!("{n}={v}")
+                let cell = row.cell(i);
+                match cell.key() {
+                    Some(k) => format!("{n}={k}"),
+                    // Not a key value: show what is stored, and as what.
+                    None => format!(
+                        "{n}={} ({})",
+                        cell.shown().unwrap_or_else(|| "NULL".into()),
+                        cell.storage()
+                    ),
+                }
             })
             .collect::<Vec<_>>()
             .join(", ")

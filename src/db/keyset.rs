@@ -28,6 +28,13 @@ impl KeySql {
         KeySql { quoted, compared }
     }
 
+    /// The same key compared as stored, for equality lookups: the columns' own
+    /// collations keep their indexes usable, and equal text is equal in any
+    /// deterministic collation.
+    pub(crate) fn plain(&self) -> KeySql {
+        KeySql::new(self.quoted.clone(), self.quoted.clone())
+    }
+
     /// How many columns the key has.
     pub(crate) fn len(&self) -> usize {
         self.quoted.len()

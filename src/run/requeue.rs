@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
-use super::{locate_row, process_batch};
+use super::{checkpoint_store, locate_row, process_batch};
 use crate::check::quarantine::{QuarantineEntry, rows_from_json};
 use crate::check::rules::Claims;
 use crate::plan::Plan;
@@ -36,6 +36,7 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
         .num_threads(plan.pipeline.chunks.parallel.max(1))
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
+    refuse_changed_key(plan, sink)?;
     let mut by_chunk: BTreeMap<usize, Vec<QuarantineEntry>> = BTreeMap::new();
     for e in sink.read_quarantine()? {
         by_chunk.entry(e.chunk).or_default().push(e);
@@ -49,9 +50,12 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
     }
     for (chunk, all) in by_chunk {
         report.rows += all.len() as u64;
-        // A record that could not be read stays until the file is fixed and re-run.
-        let (kept, entries): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) =
-            all.into_iter().partition(QuarantineEntry::is_unreadable);
+        // A record that could not be read stays until the file is fixed and re-run; so
+        // does a row of a database source whose key is unknown (a key part was NULL):
+        // it cannot be read again, and must not be taken for a row that is gone.
+        let (kept, entries): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) = all
+            .into_iter()
+            .partition(|e| e.is_unreadable() || (source.names_rows_by_key() && e.key.is_none()));
         report.still_rejected += kept.len() as u64;
         if entries.is_empty() {
             continue;
@@ -84,4 +88,30 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
     }
     sink.finish()?;
     Ok(report)
+}
+
+/// Quarantined rows are named by the source key of the run that rejected them: under
+/// another key (or another source) their keys name other rows, or none, and a row that
+/// seems gone would leave the quarantine. The expressions may change (that is how rows
+/// get fixed); the source and its key may not.
+fn refuse_changed_key(plan: &Plan, sink: &dyn Sink) -> Result<()> {
+    let Some(checkpoint) = checkpoint_store(plan, sink).load()? else {
+        return Ok(());
+    };
+    let now = plan.pipeline.settings();
+    let setting = |all: &[(String, String)], name: &str| {
+        all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    for name in ["source.url", "source.table", "source.key"] {
+        let (was, is) = (setting(&checkpoint.settings, name), setting(&now, name));
+        if was != is {
+            return Err(Error::Unsupported(format!(
+                "{name} changed since the run of {} that rejected these rows ({} then, {} now); quarantined rows are named by that source and key, so restore it to retry them",
+                checkpoint.created_at,
+                was.unwrap_or_else(|| "unset".into()),
+                is.unwrap_or_else(|| "unset".into())
+            )));
+        }
+    }
+    Ok(())
 }

@@ -108,7 +108,7 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
         let chunk = &record.chunk;
         let expected = expected_rows(plan, &pool, chunk, &mut claims)?;
         let (rows, sum) = count_and_sum(&expected)?;
-        let selection = plan.selection(chunk, &expected)?;
+        let selection = sink.chunk_rows(&plan.selection(chunk, &expected)?, &key, &expected)?;
         let found = sink.read_rows(chunk.id, &selection, &key)?;
         let found_rows: u64 = found.iter().map(|b| b.num_rows() as u64).sum();
         report.chunks_checked += 1;

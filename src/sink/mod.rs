@@ -89,6 +89,19 @@ pub trait Sink: Send + Sync {
         key: &[String],
     ) -> Result<Vec<RecordBatch>>;
 
+    /// How to find the rows of a chunk that wrote `sent` (target rows; `key` the target
+    /// columns that hold the source key) given the plan's `selection`: a database target
+    /// looks them up by key when the chunk upserted (rows outside it may share its key
+    /// range) or when the range cannot be compared with its key columns.
+    fn chunk_rows(
+        &self,
+        selection: &Selection,
+        _key: &[String],
+        _sent: &[RecordBatch],
+    ) -> Result<Selection> {
+        Ok(selection.clone())
+    }
+
     /// Deletes the committed rows of `chunk` that `selection` names, so the chunk can be
     /// written again (`verify --repair`).
     fn remove_rows(&self, chunk: usize, selection: &Selection) -> Result<()>;

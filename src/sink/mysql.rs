@@ -501,23 +501,6 @@ impl MysqlSink {
         )
     }
 
-    /// The rows of a chunk that wrote `batches` for read-back (see
-    /// [`table::readback_selection`]).
-    fn readback_selection(
-        &self,
-        selection: &Selection,
-        key: &[String],
-        batches: &[RecordBatch],
-    ) -> Result<Selection> {
-        table::readback_selection(
-            selection,
-            key,
-            self.write_mode == WriteMode::Upsert,
-            |c| self.column_type(c),
-            batches,
-        )
-    }
-
     /// Checks an existing table against the declared columns: each must be there, with a
     /// type of the same family.
     fn check_existing(&self, existing: &[crate::db::mysql::MyColumn]) -> Result<()> {
@@ -764,6 +747,21 @@ impl Sink for MysqlSink {
         }))
     }
 
+    fn chunk_rows(
+        &self,
+        selection: &Selection,
+        key: &[String],
+        sent: &[RecordBatch],
+    ) -> Result<Selection> {
+        table::readback_selection(
+            selection,
+            key,
+            self.write_mode == WriteMode::Upsert,
+            |c| self.column_type(c),
+            sent,
+        )
+    }
+
     fn read_rows(
         &self,
         _chunk: usize,
@@ -905,7 +903,7 @@ impl ChunkWriter for MyChunk<'_> {
             _ => None,
         };
         let readback = verify
-            .map(|v| sink.readback_selection(&v.selection, v.key, &self.batches))
+            .map(|v| sink.chunk_rows(&v.selection, v.key, &self.batches))
             .transpose()?;
         sink.client.io().block_on(async {
             let db = |e| Error::db(&here, e);

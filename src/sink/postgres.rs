@@ -54,6 +54,9 @@ pub struct PostgresSink {
     /// Set when `prepare` had to create the table on resume: the chunks an earlier run
     /// committed are gone.
     created_on_resume: AtomicBool,
+    /// The existing table's enum columns, found by `prepare`: they are declared text,
+    /// but order by their labels' declaration and take no collation.
+    enums: OnceLock<Vec<String>>,
 }
 
 impl PostgresSink {
@@ -90,6 +93,7 @@ impl PostgresSink {
             key,
             pipeline: OnceLock::new(),
             created_on_resume: AtomicBool::new(false),
+            enums: OnceLock::new(),
         })
     }
 
@@ -173,8 +177,39 @@ impl PostgresSink {
         })
     }
 
-    /// The column type of target column `name`.
+    /// Finds the table's enum columns (see `enums`) if `prepare` has not: `verify` and
+    /// `retry` work on a table they did not prepare. A table that does not exist has none.
+    fn load_enums(&self) -> Result<()> {
+        if self.enums.get().is_some() {
+            return Ok(());
+        }
+        let pool = self.client.pool()?;
+        let here = self.here();
+        let found =
+            self.client
+                .io()
+                .block_on(table_columns(pool, &self.schema, &self.table, &here))?;
+        let enums = found
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.is_enum)
+            .map(|c| c.name)
+            .collect();
+        let _ = self.enums.set(enums);
+        Ok(())
+    }
+
+    /// The column type of target column `name` as keys compare with it: `None` for an
+    /// enum column, whose order is not its labels' (a chunk's rows are then found by
+    /// their keys).
     fn column_type(&self, name: &str) -> Option<ColumnType> {
+        if self
+            .enums
+            .get()
+            .is_some_and(|e| e.iter().any(|c| c == name))
+        {
+            return None;
+        }
         self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
     }
 
@@ -430,23 +465,6 @@ impl PostgresSink {
             &self.here(),
         )
     }
-
-    /// The rows of a chunk that wrote `batches` for read-back (see
-    /// [`table::readback_selection`]).
-    fn readback_selection(
-        &self,
-        selection: &Selection,
-        key: &[String],
-        batches: &[RecordBatch],
-    ) -> Result<Selection> {
-        table::readback_selection(
-            selection,
-            key,
-            self.write_mode == WriteMode::Upsert,
-            |c| self.column_type(c),
-            batches,
-        )
-    }
 }
 
 /// Whether column `c` takes `ty`'s binary layout.
@@ -518,6 +536,7 @@ impl Sink for PostgresSink {
                     sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}"))).execute(&mut *tx).await.map_err(db)?;
                     sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
                 } else {
+                    let _ = self.enums.set(existing.iter().filter(|c| c.is_enum).map(|c| c.name.clone()).collect());
                     let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
                     table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
                     // Binary COPY sends each value in the declared type's layout, so the
@@ -556,6 +575,22 @@ impl Sink for PostgresSink {
             batches: Vec::new(),
             rejects: Vec::new(),
         }))
+    }
+
+    fn chunk_rows(
+        &self,
+        selection: &Selection,
+        key: &[String],
+        sent: &[RecordBatch],
+    ) -> Result<Selection> {
+        self.load_enums()?;
+        table::readback_selection(
+            selection,
+            key,
+            self.write_mode == WriteMode::Upsert,
+            |c| self.column_type(c),
+            sent,
+        )
     }
 
     fn read_rows(
@@ -695,12 +730,13 @@ impl ChunkWriter for PgChunk<'_> {
         let sink = self.sink;
         let here = sink.here();
         let pool = sink.client.pool()?;
+        sink.load_enums()?;
         let replace = match sink.write_mode {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,
         };
         let readback = verify
-            .map(|v| sink.readback_selection(&v.selection, v.key, &self.batches))
+            .map(|v| sink.chunk_rows(&v.selection, v.key, &self.batches))
             .transpose()?;
         sink.client.io().block_on(async {
             let db = |e| Error::db(&here, e);

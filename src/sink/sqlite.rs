@@ -268,9 +268,24 @@ impl SqliteSink {
     /// for a long key list, each with its bound values.
     fn filtered(&self, head: &str, selection: &Selection) -> Result<Vec<(String, Vec<KeyValue>)>> {
         let mut queries: Vec<(String, Vec<KeyValue>)> = Vec::new();
+        // Text compares in byte order (BINARY), the order chunks are planned in and
+        // equality a NOCASE column cannot blur.
         let keyset = |columns: &[String]| {
-            let quoted: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-            KeySql::new(quoted.clone(), quoted)
+            KeySql::new(
+                columns.iter().map(|c| quote_ident(c)).collect(),
+                columns
+                    .iter()
+                    .map(|c| {
+                        let ty = self.columns.iter().find(|d| &d.0 == c).map(|d| d.1);
+                        match ty {
+                            Some(ColumnType::Text | ColumnType::Varchar(_)) => {
+                                format!("{} COLLATE BINARY", quote_ident(c))
+                            }
+                            _ => quote_ident(c),
+                        }
+                    })
+                    .collect(),
+            )
         };
         match selection {
             Selection::Range { columns, lo, hi } => {

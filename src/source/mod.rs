@@ -287,6 +287,46 @@ pub(crate) fn key_from_text(parts: &[String], int: &[bool]) -> Option<KeyValue> 
     Some(KeyValue::from_parts(values))
 }
 
+/// The keys of quarantined rows (texts as [`row_key`] writes them; `None` entries are
+/// skipped) as values to look up, for a key of columns `key` (`int` marks the integer
+/// ones), and for each key text the index of its entry. A text that cannot be a key of
+/// this source (written under another `key`, say) is an error naming it: the entry must
+/// not be taken for a row that is gone.
+pub(crate) fn parse_keys<'k>(
+    keys: &'k [Option<String>],
+    key: &[String],
+    int: &[bool],
+    here: &str,
+) -> Result<(std::collections::HashMap<&'k str, usize>, Vec<KeyValue>)> {
+    let mut wanted = std::collections::HashMap::new();
+    let mut values = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let Some(k) = k.as_deref() else { continue };
+        let Some(v) = key_parts(k, key.len()).and_then(|p| key_from_text(&p, int)) else {
+            let example: Vec<&str> = int.iter().map(|i| if *i { "7" } else { "abc" }).collect();
+            let expected = match example.as_slice() {
+                [_] => "an integer".to_string(),
+                _ => format!(
+                    "a JSON array of {} texts, like {}",
+                    key.len(),
+                    serde_json::Value::from(example)
+                ),
+            };
+            return Err(Error::data(
+                here,
+                format!(
+                    "quarantined row key {k:?} cannot be a value of key {}: expected {expected}; was the pipeline's `key` changed since the row was rejected?",
+                    show_key(key)
+                ),
+            ));
+        };
+        if wanted.insert(k, i).is_none() {
+            values.push(v);
+        }
+    }
+    Ok((wanted, values))
+}
+
 /// A key value as the text [`row_key`] gives, so a row read back by key finds the entry
 /// that asked for it.
 pub(crate) fn key_value_text(k: &KeyValue) -> String {
@@ -336,5 +376,37 @@ impl Iterator for ChannelIter {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.0.blocking_recv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantined_keys_parse_back_or_say_what_they_should_be() {
+        let key = ["tenant".to_string(), "code".to_string()];
+        let keys = [Some(r#"["7","a b"]"#.to_string()), None];
+        let (wanted, values) = parse_keys(&keys, &key, &[true, false], "here").unwrap();
+        assert_eq!(wanted.get(r#"["7","a b"]"#), Some(&0));
+        assert_eq!(
+            values,
+            [KeyValue::Tuple(vec![
+                KeyValue::Int(7),
+                KeyValue::Text("a b".into())
+            ])]
+        );
+        assert_eq!(key_value_text(&values[0]), r#"["7","a b"]"#);
+        for bad in ["7", r#"["x","a"]"#, r#"["7"]"#] {
+            let e = parse_keys(&[Some(bad.to_string())], &key, &[true, false], "here").unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "here: quarantined row key {bad:?} cannot be a value of key (`tenant`, `code`): expected a JSON array of 2 texts, like [\"7\",\"abc\"]; was the pipeline's `key` changed since the row was rejected?"
+                )
+            );
+        }
+        let e = parse_keys(&[Some("x".into())], &key[..1], &[true], "here").unwrap_err();
+        assert!(e.to_string().contains("expected an integer"), "{e}");
     }
 }

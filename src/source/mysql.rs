@@ -15,8 +15,8 @@ use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 
 use super::{
-    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, key_from_text, key_parts,
-    null_key_error, row_key,
+    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, null_key_error, parse_keys,
+    row_key,
 };
 use crate::config::{SecretUrl, SourceConfig};
 use crate::db::keyset::{KeySql, marks};
@@ -457,16 +457,8 @@ impl Source for MysqlSource {
     }
 
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
-        let wanted: std::collections::HashMap<&str, usize> = keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| Some((k.as_deref()?, i)))
-            .collect();
         let here = self.describe();
-        let values: Vec<KeyValue> = wanted
-            .keys()
-            .filter_map(|k| key_from_text(&key_parts(k, self.key.len())?, &self.key_int))
-            .collect();
+        let (wanted, values) = parse_keys(keys, &self.key, &self.key_int, &here)?;
         let mut batches = Vec::new();
         self.io.block_on(async {
             let db = |e| Error::db(&here, e);

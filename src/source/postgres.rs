@@ -10,9 +10,7 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::{
-    BatchIter, ChannelIter, SchemaCast, Source, key_from_text, key_parts, null_key_error, row_key,
-};
+use super::{BatchIter, ChannelIter, SchemaCast, Source, null_key_error, parse_keys, row_key};
 use crate::config::{SecretUrl, SourceConfig};
 use crate::db::keyset::KeySql;
 use crate::db::postgres::{
@@ -437,16 +435,8 @@ impl Source for PostgresSource {
     }
 
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
-        let wanted: std::collections::HashMap<&str, usize> = keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| Some((k.as_deref()?, i)))
-            .collect();
         let here = self.describe();
-        let values: Vec<KeyValue> = wanted
-            .keys()
-            .filter_map(|k| key_from_text(&key_parts(k, self.key.len())?, &self.key_int))
-            .collect();
+        let (wanted, values) = parse_keys(keys, &self.key, &self.key_int, &here)?;
         let mut batches = Vec::new();
         self.io.block_on(async {
             let mut conn = self
@@ -458,7 +448,7 @@ impl Source for PostgresSource {
                 let sql = format!(
                     "{} WHERE {} ORDER BY {}",
                     self.select,
-                    self.keyset.one_of(part, &mut literal)?,
+                    self.keyset.plain().one_of(part, &mut literal)?,
                     self.keyset.order_by()
                 );
                 let mut decoder = Decoder::new(&self.kinds, self.raw_schema.clone(), 8192);

@@ -8,8 +8,7 @@ use arrow::record_batch::RecordBatch;
 use sqlx::sqlite::SqlitePool;
 
 use super::{
-    BatchIter, SetAside, Source, Unreadable, key_from_text, key_parts, key_value_text,
-    null_key_error, show_key,
+    BatchIter, SetAside, Source, Unreadable, key_value_text, null_key_error, parse_keys, show_key,
 };
 use crate::config::{SourceConfig, show_path};
 use crate::db::decode::{BatchBuilder, KeyCols, Kind, RawConn};
@@ -110,13 +109,23 @@ impl SqliteSource {
             ));
         }
         let key_cols = KeyCols::find(&key, columns.iter().map(|c| c.name.as_str()));
-        let key_int = key_cols
+        let key_int: Vec<bool> = key_cols
             .index
             .iter()
             .map(|&i| kinds[i] == Kind::Int)
             .collect();
-        let quoted: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-        let keyset = KeySql::new(quoted.clone(), quoted);
+        // Text keys compare in byte order (BINARY), like every other source and target,
+        // whatever collation (NOCASE, say) the column declares.
+        let keyset = KeySql::new(
+            key.iter().map(|k| quote_ident(k)).collect(),
+            key.iter()
+                .zip(&key_int)
+                .map(|(k, int)| match *int {
+                    true => quote_ident(k),
+                    false => format!("{} COLLATE BINARY", quote_ident(k)),
+                })
+                .collect(),
+        );
         let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let select = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&table));
         Ok(SqliteSource {
@@ -168,18 +177,10 @@ impl Source for SqliteSource {
     }
 
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
-        let wanted: std::collections::HashMap<&str, usize> = keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| Some((k.as_deref()?, i)))
-            .collect();
         let here = self.describe();
+        let (wanted, list) = parse_keys(keys, &self.key, &self.key_int, &here)?;
         let mut builder = BatchBuilder::new(&self.kinds, wanted.len().max(1));
         let mut origin = Vec::new();
-        let list: Vec<KeyValue> = wanted
-            .keys()
-            .filter_map(|k| key_from_text(&key_parts(k, self.key.len())?, &self.key_int))
-            .collect();
         self.io.block_on(async {
             let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
             let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
@@ -265,7 +266,7 @@ impl Source for SqliteSource {
                         Error::data(
                             &here,
                             format!(
-                                "key {}: a value that is neither INTEGER nor TEXT at {}",
+                                "key {}: chunk keys must be INTEGER or TEXT values, found {}",
                                 show_key(&self.key),
                                 all.label(&rows)
                             ),

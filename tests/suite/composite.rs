@@ -120,6 +120,29 @@ fn a_composite_key_chunks_by_tuples_and_every_row_lands_once() {
     want.sort();
     assert_eq!(keys, want);
 
+    // Under another key the quarantined keys would name other rows, or none: refused,
+    // and the quarantine stays whole.
+    let text = std::fs::read_to_string(ws.path(&p)).unwrap();
+    ws.write(
+        &p,
+        &text.replace("key = [\"region\", \"n\"]", "key = \"region\""),
+    );
+    let out = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("source.key changed since the run of ")
+            && out.stderr.contains("(Some([\"region\", \"n\"]) then, Some(\"region\") now); quarantined rows are named by that source and key, so restore it to retry them"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/lines.db"),
+            "SELECT count(*) FROM lines_rejects"
+        ),
+        [["40"]]
+    );
+
     // Fixed: the rejected rows (only they) are read again from the source by their
     // composite key and written.
     let p = pipeline(&ws, 2000);
@@ -198,4 +221,52 @@ fn a_null_in_any_key_column_is_refused_at_planning() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_nocase_text_key_is_planned_in_byte_order_like_every_target() {
+    let ws = Workspace::new();
+    // In NOCASE order a < B < c < D; in byte order B < D < a < c. Chunks are planned in
+    // byte order, the order the target's read-back compares in.
+    sqlite_exec(
+        &ws.path("src.db"),
+        "CREATE TABLE codes (code TEXT COLLATE NOCASE PRIMARY KEY, n INTEGER);
+         INSERT INTO codes VALUES ('a', 1), ('B', 2), ('c', 3), ('D', 4), ('e', 5);",
+    );
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    let p = ws.write(
+        "pipelines/codes.toml",
+        r#"name = "codes"
+[source]
+url = "sqlite://../src.db"
+table = "codes"
+key = "code"
+[target]
+url = "sqlite://../out/codes.db"
+table = "codes"
+[target.columns]
+code = { type = "text", expr = "code" }
+n = { type = "bigint", expr = "n" }
+[chunks]
+rows = 2
+"#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/codes.db"),
+            "SELECT chunk FROM _rowshift_chunks WHERE id = 0"
+        ),
+        [[r#"{"id":0,"range":{"Keys":{"lo":null,"hi":{"Text":"D"}}},"rows":2}"#]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/codes.db"),
+            "SELECT code, n FROM codes ORDER BY n"
+        ),
+        [["a", "1"], ["B", "2"], ["c", "3"], ["D", "4"], ["e", "5"]]
+    );
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }

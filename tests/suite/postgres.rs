@@ -1374,4 +1374,67 @@ shout = {{ type = "text", expr = "upper(mood)" }}
         out.stderr
     );
     assert_eq!(dst.count("people"), 0);
+
+    // A text source key written into an enum key column: its order is the labels'
+    // declaration, not byte order, so read-back and verify find the rows by key.
+    src.exec(&format!(
+        "CREATE TABLE {s}.moods (label text PRIMARY KEY, n int);
+         INSERT INTO {s}.moods VALUES ('sad', 1), ('ok', 2), ('happy', 3), ('très content', 4)",
+        s = src.q()
+    ));
+    dst.exec(&format!(
+        "CREATE TABLE {d}.moods (label {d}.feeling PRIMARY KEY, n int)",
+        d = dst.q()
+    ));
+    let p = ws.write(
+        "pipelines/moods.toml",
+        &format!(
+            r#"name = "moods"
+[source]
+url = "{url}"
+schema = {src}
+table = "moods"
+key = "label"
+[target]
+url = "{url}"
+schema = {dst}
+table = "moods"
+if_exists = "append"
+write_mode = "replace-chunk"
+[target.columns]
+label = {{ type = "text", expr = "label", primary_key = true }}
+n = {{ type = "integer", expr = "n" }}
+[chunks]
+rows = 2
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT label::text, n::text FROM {}.moods ORDER BY n",
+            dst.q()
+        )),
+        [
+            ["sad", "1"],
+            ["ok", "2"],
+            ["happy", "3"],
+            ["très content", "4"]
+        ]
+    );
+    dst.exec(&format!(
+        "UPDATE {}.moods SET n = 9 WHERE label = 'ok'",
+        dst.q()
+    ));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("label=ok, column n: sent '2', the target holds '9'"),
+        "{}",
+        out.stdout
+    );
 }
