@@ -48,6 +48,9 @@ pub struct MysqlSource {
     key_int: Vec<bool>,
     /// Each key column's position among the table's columns.
     key_index: Vec<usize>,
+    /// The key columns that are `bigint unsigned`: their values above 2^63-1 cannot be
+    /// chunk bounds, so planning checks there are none.
+    big_unsigned: Vec<String>,
     keyset: KeySql,
     kinds: Vec<MyKind>,
     raw_schema: SchemaRef,
@@ -154,6 +157,7 @@ impl MysqlSource {
         }
         let mut key_int = Vec::new();
         let mut key_index = Vec::new();
+        let mut big_unsigned = Vec::new();
         for k in &key {
             let Some(i) = columns.iter().position(|c| &c.name == k) else {
                 let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
@@ -167,6 +171,9 @@ impl MysqlSource {
             };
             key_int.push(key_kind(&columns[i]).map_err(|why| Error::data(&here, why))?);
             key_index.push(i);
+            if columns[i].data_type == "bigint" && columns[i].column_type.contains("unsigned") {
+                big_unsigned.push(k.clone());
+            }
         }
         let keyset = KeySql::new(
             key.iter().map(|k| quote(k)).collect(),
@@ -192,6 +199,7 @@ impl MysqlSource {
             key,
             key_int,
             key_index,
+            big_unsigned,
             keyset,
             kinds,
             raw_schema,
@@ -301,6 +309,21 @@ impl Source for MysqlSource {
             .map_err(db)?;
             if nulls > 0 {
                 return Err(null_key_error(&here, nulls, &self.key));
+            }
+            for k in &self.big_unsigned {
+                let above: i64 = sqlx::query_scalar(stmt(format!(
+                    "SELECT CAST(count(*) AS SIGNED) FROM {t} WHERE {} > 9223372036854775807",
+                    quote(k)
+                )))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                if above > 0 {
+                    return Err(Error::data(
+                        &here,
+                        format!("{above} rows have key `{k}` (bigint unsigned) above 9223372036854775807; chunk bounds are signed 64-bit integers, so these rows cannot be planned. Chunk by another key"),
+                    ));
+                }
             }
             // Keyset paging: each step walks the key index `rows_per_chunk` entries from
             // the previous boundary, so the cost does not grow with the position.

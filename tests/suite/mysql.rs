@@ -1059,3 +1059,55 @@ parallel = 2
         out.stdout
     );
 }
+
+#[test]
+fn a_bigint_unsigned_key_above_the_signed_range_is_refused_at_planning() {
+    let ws = Workspace::new();
+    let db = MyDb::new("rs_my_unsigned");
+    db.exec(&format!(
+        "CREATE TABLE {s}.u (id BIGINT UNSIGNED PRIMARY KEY, v INT)",
+        s = db.q()
+    ));
+    db.exec(&format!(
+        "INSERT INTO {s}.u VALUES (1, 1), (2, 2), (3, 3)",
+        s = db.q()
+    ));
+    let p = ws.write(
+        "pipelines/u.toml",
+        &format!(
+            r#"name = "u"
+[source]
+url = "{url}"
+table = "u"
+key = "id"
+[target]
+url = "sqlite://../out/u.db"
+table = "u"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+v = {{ type = "integer", expr = "v" }}
+[chunks]
+rows = 1
+"#,
+            url = db.url()
+        ),
+    );
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    // Values in the signed range plan and move as usual.
+    run_ok(&ws, &p);
+    assert_eq!(
+        sqlite_rows(&ws.path("out/u.db"), "SELECT id, v FROM u ORDER BY id"),
+        [["1", "1"], ["2", "2"], ["3", "3"]]
+    );
+    db.exec(&format!(
+        "INSERT INTO {s}.u VALUES (18446744073709551615, 4)",
+        s = db.q()
+    ));
+    let out = ws.rowshift(&["run", &p, "--restart", "--quiet"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("1 rows have key `id` (bigint unsigned) above 9223372036854775807; chunk bounds are signed 64-bit integers, so these rows cannot be planned. Chunk by another key"),
+        "{}",
+        out.stderr
+    );
+}
