@@ -34,6 +34,8 @@ pub struct PostgresSource {
     key: Vec<String>,
     /// Whether each key column is an integer (else text, compared in byte order).
     key_int: Vec<bool>,
+    /// Each key column as a chunk bound is selected (see `open`).
+    bounds: Vec<String>,
     keyset: KeySql,
     kinds: Vec<PgKind>,
     raw_schema: SchemaRef,
@@ -160,6 +162,23 @@ impl PostgresSource {
                 }
             });
         }
+        // Chunk bounds as read back: integers as int8, text as text. A `char(n)` keeps
+        // its padding (`::text` would strip it), as its values do when they are read: a
+        // bound must sort where the padded value sorts in a text target.
+        let bounds: Vec<String> = key
+            .iter()
+            .zip(&key_int)
+            .map(|(k, int)| {
+                let bpchar = columns
+                    .iter()
+                    .any(|c| &c.name == k && c.type_name == "bpchar");
+                match (int, bpchar) {
+                    (true, _) => format!("{}::int8", quote_ident(k)),
+                    (false, true) => format!("format('%s', {})", quote_ident(k)),
+                    (false, false) => format!("{}::text", quote_ident(k)),
+                }
+            })
+            .collect();
         // Text keys compare in byte order, the same order as every other source and
         // target, whatever the database's collation.
         let keyset = KeySql::new(
@@ -185,6 +204,7 @@ impl PostgresSource {
             table,
             key,
             key_int,
+            bounds,
             keyset,
             kinds,
             raw_schema,
@@ -279,12 +299,7 @@ impl Source for PostgresSource {
             .map(|k| format!("{} IS NULL", quote_ident(k)))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let selected: Vec<String> = self
-            .key
-            .iter()
-            .zip(&self.key_int)
-            .map(|(k, int)| format!("{}::{}", quote_ident(k), if *int { "int8" } else { "text" }))
-            .collect();
+        let selected = &self.bounds;
         self.io.block_on(async {
             let db = |e| Error::db(&here, e);
             // The plan sees one snapshot, like each chunk.
@@ -304,7 +319,7 @@ impl Source for PostgresSource {
             loop {
                 let sql = self.keyset.boundary(
                     &t,
-                    &selected,
+                    selected,
                     lo.as_ref(),
                     rows_per_chunk - 1,
                     &mut literal,

@@ -1438,3 +1438,56 @@ rows = 2
         out.stdout
     );
 }
+
+#[test]
+fn a_char_n_key_keeps_its_padding_in_chunk_bounds() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_bpchar_src");
+    let dst = PgSchema::new("rs_bpchar_dst");
+    // `ab` is stored as `ab   `; a bound without the padding would sort before it in a
+    // text target and leave the row outside its chunk's range.
+    src.exec(&format!(
+        "CREATE TABLE {s}.c (code char(5) PRIMARY KEY, n int);
+         INSERT INTO {s}.c VALUES ('a', 1), ('ab', 2), ('ab!', 3), ('b', 4)",
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/c.toml",
+        &format!(
+            r#"name = "c"
+[source]
+url = "{url}"
+schema = {src}
+table = "c"
+key = "code"
+[target]
+url = "{url}"
+schema = {dst}
+table = "c"
+[target.columns]
+code = {{ type = "text", expr = "code", primary_key = true }}
+n = {{ type = "integer", expr = "n" }}
+[chunks]
+rows = 1
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        ),
+    );
+    run_ok(&ws, &p);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT '[' || code || ']', n::text FROM {}.c ORDER BY n",
+            dst.q()
+        )),
+        [
+            ["[a    ]", "1"],
+            ["[ab   ]", "2"],
+            ["[ab!  ]", "3"],
+            ["[b    ]", "4"]
+        ]
+    );
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
