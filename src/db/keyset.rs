@@ -6,7 +6,7 @@
 //! `(a, b)`. A one-column key is written plainly, `a > 1`, so plans and statements for it
 //! stay what they were before composite keys.
 
-use crate::plan::KeyValue;
+use crate::plan::{Chunk, ChunkRange, KeyValue};
 use crate::{Error, Result};
 
 /// Renders a key value's part as SQL: a literal, or a placeholder that binds it.
@@ -128,6 +128,62 @@ impl KeySql {
     }
 }
 
+/// The chunks keyset planning finds, boundary by boundary: each full chunk ends at the
+/// key `rows_per_chunk` rows past the previous boundary, the last one takes the rest and
+/// is left open-ended, so rows added after planning are not lost.
+pub(crate) struct KeyChunks {
+    chunks: Vec<Chunk>,
+    lo: Option<KeyValue>,
+    rows_per_chunk: u64,
+}
+
+impl KeyChunks {
+    pub(crate) fn new(rows_per_chunk: u64) -> KeyChunks {
+        KeyChunks {
+            chunks: Vec::new(),
+            lo: None,
+            rows_per_chunk,
+        }
+    }
+
+    /// The previous boundary (`None` before the first).
+    pub(crate) fn lo(&self) -> Option<&KeyValue> {
+        self.lo.as_ref()
+    }
+
+    /// A full chunk ends at `hi`.
+    pub(crate) fn boundary(&mut self, hi: KeyValue) {
+        self.chunks.push(Chunk {
+            id: self.chunks.len(),
+            range: ChunkRange::Keys {
+                lo: self.lo.clone(),
+                hi: Some(hi.clone()),
+            },
+            rows: Some(self.rows_per_chunk),
+        });
+        self.lo = Some(hi);
+    }
+
+    /// No boundary past the last one: `tail` rows are left after it.
+    pub(crate) fn finish(mut self, tail: u64) -> Vec<Chunk> {
+        if tail > 0 {
+            self.chunks.push(Chunk {
+                id: self.chunks.len(),
+                range: ChunkRange::Keys {
+                    lo: self.lo,
+                    hi: None,
+                },
+                rows: Some(tail),
+            });
+        } else if let Some(ChunkRange::Keys { hi, .. }) =
+            self.chunks.last_mut().map(|c| &mut c.range)
+        {
+            *hi = None;
+        }
+        self.chunks
+    }
+}
+
 /// Renders each key part as a `?` placeholder, collecting the part in `binds` to bind
 /// in order.
 pub(crate) fn marks(binds: &mut Vec<KeyValue>) -> impl FnMut(&KeyValue) -> Result<String> + '_ {
@@ -189,5 +245,43 @@ mod tests {
             err.to_string(),
             "internal error (this is a bug in rowshift): key value 1 has 1 parts, the key has 2 columns"
         );
+    }
+
+    #[test]
+    fn planned_chunks_cover_every_key_and_the_last_is_open_ended() {
+        let keys = |chunks: &[Chunk]| -> Vec<(Option<KeyValue>, Option<KeyValue>, Option<u64>)> {
+            chunks
+                .iter()
+                .map(|c| match &c.range {
+                    ChunkRange::Keys { lo, hi } => (lo.clone(), hi.clone(), c.rows),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let int = |i| Some(KeyValue::Int(i));
+        // 25 rows in chunks of 10: two boundaries, 5 rows after them.
+        let mut p = KeyChunks::new(10);
+        p.boundary(KeyValue::Int(10));
+        p.boundary(KeyValue::Int(20));
+        assert_eq!(p.lo(), int(20).as_ref());
+        assert_eq!(
+            keys(&p.finish(5)),
+            [
+                (None, int(10), Some(10)),
+                (int(10), int(20), Some(10)),
+                (int(20), None, Some(5))
+            ]
+        );
+        // Exactly 20 rows: the last full chunk becomes open-ended.
+        let mut p = KeyChunks::new(10);
+        p.boundary(KeyValue::Int(10));
+        p.boundary(KeyValue::Int(20));
+        assert_eq!(
+            keys(&p.finish(0)),
+            [(None, int(10), Some(10)), (int(10), None, Some(10))]
+        );
+        // An empty table plans no chunk; a small one plans one open chunk.
+        assert!(KeyChunks::new(10).finish(0).is_empty());
+        assert_eq!(keys(&KeyChunks::new(10).finish(3)), [(None, None, Some(3))]);
     }
 }

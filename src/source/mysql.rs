@@ -19,7 +19,7 @@ use super::{
     row_key,
 };
 use crate::config::{SecretUrl, SourceConfig};
-use crate::db::keyset::{KeySql, marks};
+use crate::db::keyset::{KeyChunks, KeySql, marks};
 use crate::db::mysql::{
     Decoder, MyColumn, MyKind, bind_key, connect, literal, qualified, quote, row_json,
     table_columns, table_names,
@@ -327,14 +327,13 @@ impl Source for MysqlSource {
             }
             // Keyset paging: each step walks the key index `rows_per_chunk` entries from
             // the previous boundary, so the cost does not grow with the position.
-            let mut chunks: Vec<Chunk> = Vec::new();
-            let mut lo: Option<KeyValue> = None;
-            loop {
+            let mut plan = KeyChunks::new(rows_per_chunk);
+            let tail = loop {
                 let mut binds = Vec::new();
                 let sql = self.keyset.boundary(
                     &t,
                     &selected,
-                    lo.as_ref(),
+                    plan.lo(),
                     rows_per_chunk - 1,
                     &mut marks(&mut binds),
                 )?;
@@ -348,7 +347,7 @@ impl Source for MysqlSource {
                     let sql = format!(
                         "SELECT CAST(count(*) AS SIGNED) FROM {t} WHERE {}",
                         self.keyset
-                            .range(lo.as_ref(), None, &mut marks(&mut binds))?
+                            .range(plan.lo(), None, &mut marks(&mut binds))?
                     );
                     let mut q = sqlx::query(stmt(sql));
                     for b in &binds {
@@ -360,14 +359,7 @@ impl Source for MysqlSource {
                         .map_err(db)?
                         .try_get(0)
                         .map_err(db)?;
-                    if count > 0 {
-                        chunks.push(Chunk {
-                            id: chunks.len(),
-                            range: ChunkRange::Keys { lo, hi: None },
-                            rows: Some(count as u64),
-                        });
-                    }
-                    break;
+                    break count as u64;
                 };
                 let mut parts = Vec::with_capacity(self.key.len());
                 for (i, int) in self.key_int.iter().enumerate() {
@@ -387,24 +379,10 @@ impl Source for MysqlSource {
                     });
                 }
                 let hi = KeyValue::from_parts(parts);
-                chunks.push(Chunk {
-                    id: chunks.len(),
-                    range: ChunkRange::Keys {
-                        lo: lo.clone(),
-                        hi: Some(hi.clone()),
-                    },
-                    rows: Some(rows_per_chunk),
-                });
-                lo = Some(hi);
-            }
+                plan.boundary(hi);
+            };
             tx.rollback().await.map_err(db)?;
-            // The last chunk is open-ended so rows added after planning are not lost.
-            if let Some(last) = chunks.last_mut()
-                && let ChunkRange::Keys { hi, .. } = &mut last.range
-            {
-                *hi = None;
-            }
-            Ok(chunks)
+            Ok(plan.finish(tail))
         })
     }
 

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnection, PgPool};
 
 use super::{BatchIter, ChannelIter, SchemaCast, Source, null_key_error, parse_keys, row_key};
 use crate::config::{SecretUrl, SourceConfig};
-use crate::db::keyset::KeySql;
+use crate::db::keyset::{KeyChunks, KeySql};
 use crate::db::postgres::{
     Decoder, PgColumn, PgKind, connect, literal, qualified, table_columns, table_names,
 };
@@ -314,13 +314,12 @@ impl Source for PostgresSource {
             }
             // Keyset paging: each step walks the key index `rows_per_chunk` entries from
             // the previous boundary, so the cost does not grow with the position.
-            let mut chunks: Vec<Chunk> = Vec::new();
-            let mut lo: Option<KeyValue> = None;
-            loop {
+            let mut plan = KeyChunks::new(rows_per_chunk);
+            let tail = loop {
                 let sql = self.keyset.boundary(
                     &t,
                     selected,
-                    lo.as_ref(),
+                    plan.lo(),
                     rows_per_chunk - 1,
                     &mut literal,
                 )?;
@@ -332,20 +331,13 @@ impl Source for PostgresSource {
                     // Fewer than a chunk's rows are left: count them for the last chunk.
                     let sql = format!(
                         "SELECT count(*) FROM {t} WHERE {}",
-                        self.keyset.range(lo.as_ref(), None, &mut literal)?
+                        self.keyset.range(plan.lo(), None, &mut literal)?
                     );
                     let count: i64 = sqlx::query_scalar(stmt(sql))
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db)?;
-                    if count > 0 {
-                        chunks.push(Chunk {
-                            id: chunks.len(),
-                            range: ChunkRange::Keys { lo, hi: None },
-                            rows: Some(count as u64),
-                        });
-                    }
-                    break;
+                    break count as u64;
                 };
                 let mut parts = Vec::with_capacity(self.key.len());
                 for (i, int) in self.key_int.iter().enumerate() {
@@ -356,24 +348,10 @@ impl Source for PostgresSource {
                     });
                 }
                 let hi = KeyValue::from_parts(parts);
-                chunks.push(Chunk {
-                    id: chunks.len(),
-                    range: ChunkRange::Keys {
-                        lo: lo.clone(),
-                        hi: Some(hi.clone()),
-                    },
-                    rows: Some(rows_per_chunk),
-                });
-                lo = Some(hi);
-            }
+                plan.boundary(hi);
+            };
             tx.rollback().await.map_err(db)?;
-            // The last chunk is open-ended so rows added after planning are not lost.
-            if let Some(last) = chunks.last_mut()
-                && let ChunkRange::Keys { hi, .. } = &mut last.range
-            {
-                *hi = None;
-            }
-            Ok(chunks)
+            Ok(plan.finish(tail))
         })
     }
 

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::config::{SourceConfig, show_path};
 use crate::db::decode::{BatchBuilder, KeyCols, Kind, RawConn};
-use crate::db::keyset::{KeySql, marks};
+use crate::db::keyset::{KeyChunks, KeySql, marks};
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange, KeyValue};
@@ -243,14 +243,13 @@ impl Source for SqliteSource {
             let raw = RawConn::new(&mut lock);
             // Keyset paging: each step walks the key index `rows_per_chunk` entries from
             // the previous boundary, so the cost does not grow with the position.
-            let mut chunks: Vec<Chunk> = Vec::new();
-            let mut lo: Option<KeyValue> = None;
-            loop {
+            let mut plan = KeyChunks::new(rows_per_chunk);
+            let tail = loop {
                 let mut binds = Vec::new();
                 let sql = self.keyset.boundary(
                     &t,
                     &selected,
-                    lo.as_ref(),
+                    plan.lo(),
                     rows_per_chunk - 1,
                     &mut marks(&mut binds),
                 )?;
@@ -281,8 +280,7 @@ impl Source for SqliteSource {
                     let mut binds = Vec::new();
                     let sql = format!(
                         "SELECT count(*) FROM {t} WHERE {}",
-                        self.keyset
-                            .range(lo.as_ref(), None, &mut marks(&mut binds))?
+                        self.keyset.range(plan.lo(), None, &mut marks(&mut binds))?
                     );
                     let mut rows = raw
                         .prepare(&sql, &binds)
@@ -292,32 +290,11 @@ impl Source for SqliteSource {
                         Some(KeyValue::Int(n)) => n as u64,
                         _ => 0,
                     };
-                    if count > 0 {
-                        chunks.push(Chunk {
-                            id: chunks.len(),
-                            range: ChunkRange::Keys { lo, hi: None },
-                            rows: Some(count),
-                        });
-                    }
-                    break;
+                    break count as u64;
                 };
-                chunks.push(Chunk {
-                    id: chunks.len(),
-                    range: ChunkRange::Keys {
-                        lo: lo.clone(),
-                        hi: Some(hi.clone()),
-                    },
-                    rows: Some(rows_per_chunk),
-                });
-                lo = Some(hi);
-            }
-            // The last chunk is open-ended so rows added after planning are not lost.
-            if let Some(last) = chunks.last_mut()
-                && let ChunkRange::Keys { hi, .. } = &mut last.range
-            {
-                *hi = None;
-            }
-            Ok(chunks)
+                plan.boundary(hi);
+            };
+            Ok(plan.finish(tail))
         })
     }
 
