@@ -30,7 +30,7 @@ use sqlx::{MySql, Row};
 
 use super::{ChunkWriter, Committed, Prepare, Sink, table};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_values};
+use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, MyStore, my_mark_done};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
 use crate::db::keyset::KeySql;
@@ -261,33 +261,13 @@ impl MysqlSink {
     /// `WHERE` clauses (several for a long key list) restricting to `selection`, with
     /// key values as literals.
     fn conditions(&self, selection: &Selection) -> Result<Vec<String>> {
-        let literal = &mut |v: &KeyValue| Ok(literal(v));
-        Ok(match selection {
-            Selection::Range { columns, lo, hi } => {
-                if !selection.range_fits(|c| self.column_type(c)) {
-                    return Err(Error::Unsupported(format!(
-                        "{}: a chunk's key range cannot be compared with target column(s) {} of another type",
-                        self.here(),
-                        columns.join(", ")
-                    )));
-                }
-                let range = self
-                    .keyset(columns)
-                    .range(lo.as_ref(), hi.as_ref(), literal)?;
-                vec![format!(" WHERE {range}")]
-            }
-            Selection::Keys { columns, keys } => {
-                let keyset = self.keyset(columns);
-                key_values(keys)
-                    .chunks(KEYS_PER_QUERY)
-                    .map(|group| Ok(format!(" WHERE {}", keyset.one_of(group, literal)?)))
-                    .collect::<Result<_>>()?
-            }
-            Selection::All => vec![String::new()],
-            Selection::Files => {
-                return Err(Error::Internal("a table has no part files".into()));
-            }
-        })
+        table::conditions(
+            selection,
+            |columns, _| self.keyset(columns),
+            |c| self.column_type(c),
+            &mut |v: &KeyValue| Ok(literal(v)),
+            &self.here(),
+        )
     }
 
     /// Reads the rows `selection` names, decoded into the target schema, so that a value

@@ -20,7 +20,7 @@ use sqlx::postgres::PgConnection;
 
 use super::{ChunkWriter, Committed, Prepare, Sink, table};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection, key_values};
+use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
 use crate::db::keyset::KeySql;
@@ -232,30 +232,13 @@ impl PostgresSink {
                     .collect(),
             )
         };
-        Ok(match selection {
-            Selection::Range { columns, lo, hi } => {
-                if !selection.range_fits(|c| self.column_type(c)) {
-                    return Err(Error::Unsupported(format!(
-                        "{}: a chunk's key range cannot be compared with target column(s) {} of another type",
-                        self.here(),
-                        columns.join(", ")
-                    )));
-                }
-                let range = keyset(columns, true).range(lo.as_ref(), hi.as_ref(), &mut literal)?;
-                vec![format!(" WHERE {range}")]
-            }
-            Selection::Keys { columns, keys } => {
-                let keyset = keyset(columns, false);
-                key_values(keys)
-                    .chunks(KEYS_PER_QUERY)
-                    .map(|group| Ok(format!(" WHERE {}", keyset.one_of(group, &mut literal)?)))
-                    .collect::<Result<_>>()?
-            }
-            Selection::All => vec![String::new()],
-            Selection::Files => {
-                return Err(Error::Internal("a table has no part files".into()));
-            }
-        })
+        table::conditions(
+            selection,
+            keyset,
+            |c| self.column_type(c),
+            &mut literal,
+            &self.here(),
+        )
     }
 
     /// Reads the rows `selection` names with binary `COPY`, decoded into the target

@@ -5,8 +5,9 @@
 use arrow::record_batch::RecordBatch;
 
 use super::Prepare;
-use crate::check::readback::Selection;
+use crate::check::readback::{KEYS_PER_QUERY, Selection, key_values};
 use crate::config::IfExists;
+use crate::db::keyset::{KeySql, Render};
 use crate::plan::{Chunk, ChunkRange, TargetKey};
 use crate::types::ColumnType;
 use crate::{Error, Result};
@@ -136,4 +137,41 @@ pub(crate) fn readback_selection(
         return Selection::of_keys(key, batches);
     }
     Ok(selection.clone())
+}
+
+/// `WHERE` clauses (several for a long key list) restricting a table to `selection`,
+/// key values rendered by `literal` (statements like `COPY` take no parameters).
+/// `keyset(columns, range)` writes the key columns in the database's SQL, for a range
+/// comparison or (`range` false) an equality lookup; `column_type` says whether a range
+/// fits its columns.
+pub(crate) fn conditions(
+    selection: &Selection,
+    keyset: impl Fn(&[String], bool) -> KeySql,
+    column_type: impl Fn(&str) -> Option<ColumnType>,
+    literal: Render<'_>,
+    here: &str,
+) -> Result<Vec<String>> {
+    Ok(match selection {
+        Selection::Range { columns, lo, hi } => {
+            if !selection.range_fits(column_type) {
+                return Err(Error::Unsupported(format!(
+                    "{here}: a chunk's key range cannot be compared with target column(s) {} of another type",
+                    columns.join(", ")
+                )));
+            }
+            let range = keyset(columns, true).range(lo.as_ref(), hi.as_ref(), literal)?;
+            vec![format!(" WHERE {range}")]
+        }
+        Selection::Keys { columns, keys } => {
+            let keyset = keyset(columns, false);
+            key_values(keys)
+                .chunks(KEYS_PER_QUERY)
+                .map(|group| Ok(format!(" WHERE {}", keyset.one_of(group, literal)?)))
+                .collect::<Result<_>>()?
+        }
+        Selection::All => vec![String::new()],
+        Selection::Files => {
+            return Err(Error::Internal("a table has no part files".into()));
+        }
+    })
 }
