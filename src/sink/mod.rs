@@ -155,7 +155,7 @@ pub fn open(
     io: &IoRuntime,
 ) -> Result<Arc<dyn Sink>> {
     Ok(match &config.location {
-        Location::Sqlite { path } => Arc::new(SqliteSink::open(config, path, schema, io)?),
+        Location::Sqlite { path } => Arc::new(SqliteSink::open(config, path, schema, key, io)?),
         Location::Postgres { url, schema: pg } => {
             Arc::new(PostgresSink::open(config, url, pg, schema, key, io)?)
         }

@@ -181,11 +181,9 @@ impl MysqlSink {
                 )
             })
             .collect();
-        let pk: Vec<String> = self
-            .columns
-            .iter()
-            .filter(|c| c.3)
-            .map(|c| quote(&c.0))
+        let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
+            .into_iter()
+            .map(quote)
             .collect();
         if !pk.is_empty() {
             defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));

@@ -135,11 +135,9 @@ impl PostgresSink {
                 )
             })
             .collect();
-        let pk: Vec<String> = self
-            .columns
-            .iter()
-            .filter(|c| c.3)
-            .map(|c| quote_ident(&c.0))
+        let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
+            .into_iter()
+            .map(quote_ident)
             .collect();
         if !pk.is_empty() {
             defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
@@ -359,11 +357,9 @@ impl PostgresSink {
         .map_err(db)?;
         self.copy_in(conn, &format!("pg_temp.{stage}"), batches)
             .await?;
-        let pk: Vec<String> = self
-            .columns
-            .iter()
-            .filter(|c| c.3)
-            .map(|c| quote_ident(&c.0))
+        let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
+            .into_iter()
+            .map(quote_ident)
             .collect();
         let set: Vec<String> = self
             .columns

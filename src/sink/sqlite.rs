@@ -27,8 +27,8 @@ use crate::db::decode::{
 use crate::db::keyset::{KeySql, marks};
 use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
-use crate::plan::Chunk;
 use crate::plan::KeyValue;
+use crate::plan::{Chunk, TargetKey};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -45,6 +45,8 @@ pub struct SqliteSink {
     columns: Vec<(String, ColumnType, bool, bool)>,
     schema: SchemaRef,
     if_exists: IfExists,
+    /// The target columns that hold the source key: the primary key lists them first.
+    key: Option<TargetKey>,
     pipeline: OnceLock<String>,
     /// How each column is read back.
     kinds: Vec<Kind>,
@@ -60,6 +62,7 @@ impl SqliteSink {
         config: &TargetConfig,
         path: &Path,
         schema: SchemaRef,
+        key: Option<TargetKey>,
         io: &IoRuntime,
     ) -> Result<Self> {
         let columns = config
@@ -80,6 +83,7 @@ impl SqliteSink {
             columns,
             schema,
             if_exists: config.if_exists,
+            key,
             pipeline: OnceLock::new(),
             kinds: config
                 .columns
@@ -104,11 +108,9 @@ impl SqliteSink {
                 )
             })
             .collect();
-        let pk: Vec<String> = self
-            .columns
-            .iter()
-            .filter(|c| c.3)
-            .map(|c| quote_ident(&c.0))
+        let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
+            .into_iter()
+            .map(quote_ident)
             .collect();
         if !pk.is_empty() {
             defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));

@@ -175,3 +175,54 @@ pub(crate) fn conditions(
         }
     })
 }
+
+/// The primary key columns of a table rowshift creates, from `columns` (name, type,
+/// nullable, primary key): the source key's columns first, in key order, so the key's
+/// index serves a chunk's range; then any other declared ones, in their order.
+pub(crate) fn primary_key<'c>(
+    columns: &'c [(String, ColumnType, bool, bool)],
+    key: Option<&'c TargetKey>,
+) -> Vec<&'c str> {
+    let declared = columns.iter().filter(|c| c.3).map(|c| c.0.as_str());
+    let in_key = |name: &str| key.is_some_and(|k| k.columns.iter().any(|c| c == name));
+    let mut pk: Vec<&str> = key
+        .map(|k| k.columns.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| declared.clone().any(|d| d == *k))
+        .collect();
+    pk.extend(declared.filter(|d| !in_key(d)));
+    pk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_primary_key_lists_the_source_key_first_in_key_order() {
+        let col = |name: &str, pk: bool| (name.to_string(), ColumnType::BigInt, !pk, pk);
+        let columns = [
+            col("n", true),
+            col("note", false),
+            col("extra", true),
+            col("region", true),
+        ];
+        let key = TargetKey {
+            columns: vec!["region".into(), "n".into()],
+            unchanged: true,
+        };
+        assert_eq!(primary_key(&columns, Some(&key)), ["region", "n", "extra"]);
+        // Without a key, or with key columns that are not declared primary keys, the
+        // declared order stands.
+        assert_eq!(primary_key(&columns, None), ["n", "extra", "region"]);
+        let other = TargetKey {
+            columns: vec!["note".into()],
+            unchanged: true,
+        };
+        assert_eq!(
+            primary_key(&columns, Some(&other)),
+            ["n", "extra", "region"]
+        );
+    }
+}
