@@ -270,3 +270,58 @@ rows = 2
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn a_csv_with_a_composite_key_is_read_back_and_verified_by_key_tuples() {
+    let ws = Workspace::new();
+    let mut csv = String::from("region,n,qty\n");
+    for r in ["x", "y", "z"] {
+        for n in 1..=40 {
+            csv.push_str(&format!("{r},{n},{}\n", n % 7));
+        }
+    }
+    ws.write("lines.csv", &csv);
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    // A file source is chunked by bytes; its rows are found in the target by their
+    // (region, n) tuples, bound as parameters.
+    let p = ws.write(
+        "pipelines/csv_lines.toml",
+        r#"name = "csv_lines"
+[source]
+url = "../lines.csv"
+key = ["region", "n"]
+[source.types]
+n = "bigint"
+[target]
+url = "sqlite://../out/csv_lines.db"
+table = "lines"
+[target.columns]
+region = { type = "text", expr = "region" }
+n = { type = "bigint", expr = "n" }
+big = { type = "bigint", expr = "CAST(qty AS BIGINT) * 10" }
+[chunks]
+rows = 25
+"#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/csv_lines.db"),
+            "SELECT count(*), count(DISTINCT region || '/' || n), sum(big) FROM lines"
+        ),
+        [["120", "120", "3600"]]
+    );
+    sqlite_exec(
+        &ws.path("out/csv_lines.db"),
+        "UPDATE lines SET big = -1 WHERE region = 'y' AND n = 3",
+    );
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("region=y, n=3, column big: sent '30', the target holds '-1'"),
+        "{}",
+        out.stdout
+    );
+}
