@@ -19,6 +19,10 @@ pub use location::{FileFormat, Location, SecretUrl, redact, show_path};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
+/// Connections in a database pool when `pool_size` is not set (and `[chunks] parallel`
+/// is not more).
+pub const DEFAULT_POOL_SIZE: u32 = 8;
+
 /// A value from the pipeline file and the byte range it came from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Spanned<T> {
@@ -151,7 +155,8 @@ pub struct SourceConfig {
 /// Connection settings of a database server source or target (PostgreSQL).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DbOptions {
-    /// Connections in the pool (`pool_size`). Default: 8. Each chunk in flight holds one.
+    /// Connections in the pool (`pool_size`). Default: 8, or `[chunks] parallel` when
+    /// that is more (parsing sets it). Each chunk in flight holds one.
     pub pool_size: Option<u32>,
     /// Longest a statement may run, in milliseconds (`statement_timeout_ms`). Default:
     /// the server's.
@@ -381,6 +386,15 @@ impl Pipeline {
             Some(s) => w.chunks(&s),
             None => ChunkConfig::default(),
         };
+        // Each chunk in flight holds a connection: a smaller pool would keep chunks
+        // waiting for one, and past the acquire timeout fail them.
+        let (mut source, mut target) = (source, target);
+        if let Some(s) = source.as_mut() {
+            w.pool_size(&root, "source", &s.location, &mut s.db, chunks.parallel);
+        }
+        if let Some(t) = target.as_mut() {
+            w.pool_size(&root, "target", &t.location, &mut t.db, chunks.parallel);
+        }
         let limits = match w.section(&root, "limits", false) {
             Some(s) => w.limits(&s),
             None => Limits::default(),
@@ -880,6 +894,41 @@ impl<'a> Walker<'a> {
             types,
             db,
         })
+    }
+
+    /// Checks a database section's `pool_size` against `[chunks] parallel`, and sets the
+    /// default: 8, or `parallel` when that is more.
+    fn pool_size(
+        &mut self,
+        root: &Section<'_>,
+        section: &str,
+        location: &Location,
+        db: &mut DbOptions,
+        parallel: usize,
+    ) {
+        if !matches!(location, Location::Postgres { .. } | Location::Mysql { .. }) {
+            return;
+        }
+        let parallel = parallel.min(u32::MAX as usize) as u32;
+        match db.pool_size {
+            None => db.pool_size = Some(parallel.max(DEFAULT_POOL_SIZE)),
+            Some(n) if n < parallel => {
+                let span = root
+                    .table
+                    .get(section)
+                    .and_then(|s| s.as_table_like())
+                    .and_then(|t| t.get("pool_size"))
+                    .and_then(Item::span);
+                self.diags.push(
+                    Diagnostic::at(
+                        span,
+                        format!("pool_size = {n} is less than [chunks] parallel = {parallel}: each chunk in flight holds a connection, so chunks would wait for one"),
+                    )
+                    .with_help(format!("set pool_size = {parallel} or more, or lower parallel")),
+                );
+            }
+            Some(_) => {}
+        }
     }
 
     /// `pool_size`, `statement_timeout_ms` and `lock_timeout_ms`.

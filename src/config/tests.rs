@@ -206,3 +206,27 @@ fn a_composite_key_is_a_list_of_distinct_column_names() {
         "{e}"
     );
 }
+
+#[test]
+fn a_database_pool_holds_a_connection_for_every_chunk_in_flight() {
+    let pg = GOOD.replace("sqlite://${DB_PATH}", "postgres://app@db/shop");
+    // parallel = 3 in GOOD: the default pool stays 8; parallel = 12 raises it.
+    let p = parse(&pg).unwrap();
+    assert_eq!(p.source.db.pool_size, Some(8));
+    let p = parse(&pg.replace("parallel = 3", "parallel = 12")).unwrap();
+    assert_eq!(p.source.db.pool_size, Some(12));
+    // A file target has no pool.
+    assert_eq!(p.target.db.pool_size, None);
+    let e = errors(&pg.replace(
+        "table = \"users_v1\"",
+        "table = \"users_v1\"\npool_size = 2",
+    ));
+    assert!(
+        e.contains("/p/move.toml:6:13: pool_size = 2 is less than [chunks] parallel = 3: each chunk in flight holds a connection, so chunks would wait for one"),
+        "{e}"
+    );
+    assert!(
+        e.contains("set pool_size = 3 or more, or lower parallel"),
+        "{e}"
+    );
+}

@@ -69,9 +69,6 @@ use crate::plan::KeyValue;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
-/// Connections in a pool when `pool_size` is not set.
-const DEFAULT_POOL: u32 = 8;
-
 /// The most placeholders one statement may carry (the protocol counts them in 16 bits).
 pub const MAX_PLACEHOLDERS: usize = 65_535;
 
@@ -191,7 +188,7 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<MySqlP
         }
     };
     let session: Arc<str> = session_sql(db, version.contains("MariaDB")).into();
-    let max = db.pool_size.unwrap_or(DEFAULT_POOL);
+    let max = db.pool_size.unwrap_or(crate::config::DEFAULT_POOL_SIZE);
     Ok(io.block_on(async move {
         MySqlPoolOptions::new()
             .max_connections(max)

@@ -49,9 +49,6 @@ use crate::config::{DbOptions, SecretUrl};
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
-/// Connections in a pool when `pool_size` is not set.
-const DEFAULT_POOL: u32 = 8;
-
 /// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
 const EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
@@ -150,7 +147,7 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<PgPool
     }
     // The pool retries refused connections itself until the acquire timeout. It is made
     // on the runtime, whose tasks maintain it.
-    let max = db.pool_size.unwrap_or(DEFAULT_POOL);
+    let max = db.pool_size.unwrap_or(crate::config::DEFAULT_POOL_SIZE);
     Ok(io.block_on(async move {
         PgPoolOptions::new()
             .max_connections(max)
