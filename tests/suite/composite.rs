@@ -325,3 +325,29 @@ rows = 25
         out.stdout
     );
 }
+
+#[test]
+fn a_failed_chunk_of_a_composite_key_is_retried_from_its_checkpointed_tuple_range() {
+    let ws = Workspace::new();
+    setup(&ws);
+    let p = pipeline(&ws, 2000);
+    let out = ws.rowshift_env(&["run", &p, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=17")]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    // Rows 119 to 125 in byte order: the last of `B b` and the first six of `Zürich`.
+    assert!(
+        out.stdout.contains("failed  chunk 17 (('B b', 59) < key <= ('Zürich', 6)): injected fault in the sink for chunk 17 (ROWSHIFT_FAULT)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        sqlite_rows(&ws.path("out/lines.db"), "SELECT count(*) FROM lines"),
+        [["293"]]
+    );
+    // The range comes back from the checkpoint as a tuple range: exactly the 7 rows.
+    let out = ws.rowshift(&["retry", &p, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["chunks_done"], 1, "{v}");
+    assert_eq!(v["rows"]["written"], 7, "{v}");
+    assert_eq!(target(&ws), expected(|qty| qty * 2000));
+}
