@@ -57,6 +57,20 @@ impl std::fmt::Debug for IoRuntime {
     }
 }
 
+/// Pool options every database pool of rowshift starts from.
+///
+/// No idle timeout and no maximum lifetime: with either, sqlx 0.9.0 runs a maintenance
+/// task that can spin at 100% CPU forever after a rare race (an idle counter wraps below
+/// zero; sqlx issue 3645, fixed upstream after 0.9.0), which hangs the process at exit.
+/// A run is finite, and its connections are in use until it ends, so reaping them buys
+/// nothing.
+pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .min_connections(0)
+}
+
 /// Marks a statement built by rowshift as audited for sqlx: every identifier in it went
 /// through [`quote_ident`] and every value is a bound parameter.
 pub fn stmt(sql: impl Into<String>) -> sqlx::AssertSqlSafe<String> {

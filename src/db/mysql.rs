@@ -60,7 +60,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlRow};
 use sqlx::{Column, Decode, MySql, Row, TypeInfo, ValueRef};
 
 use super::IoRuntime;
@@ -190,7 +190,7 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<MySqlP
     let session: Arc<str> = session_sql(db, version.contains("MariaDB")).into();
     let max = db.pool_size.unwrap_or(crate::config::DEFAULT_POOL_SIZE);
     Ok(io.block_on(async move {
-        MySqlPoolOptions::new()
+        super::pool_options::<sqlx::MySql>()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(60))
             .after_connect(move |conn, _| {

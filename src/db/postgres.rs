@@ -42,7 +42,7 @@ use arrow::datatypes::{
     Int64Type, SchemaRef, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use arrow::record_batch::RecordBatch;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use super::IoRuntime;
 use crate::config::{DbOptions, SecretUrl};
@@ -149,7 +149,7 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<PgPool
     // on the runtime, whose tasks maintain it.
     let max = db.pool_size.unwrap_or(crate::config::DEFAULT_POOL_SIZE);
     Ok(io.block_on(async move {
-        PgPoolOptions::new()
+        super::pool_options::<sqlx::Postgres>()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(60))
             .connect_lazy_with(opts)

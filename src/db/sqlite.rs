@@ -5,9 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
 use super::{IoRuntime, quote_ident};
 use crate::{Error, Result};
@@ -71,7 +69,7 @@ pub fn connect(io: &IoRuntime, path: &Path, access: Access, max: u32) -> Result<
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     io.block_on(
-        SqlitePoolOptions::new()
+        super::pool_options::<sqlx::Sqlite>()
             .max_connections(max)
             .connect_with(opts),
     )
