@@ -151,20 +151,11 @@ pub async fn mark_done(
     .map(|r| r.rows_affected())
 }
 
-impl CheckpointStore for SqliteStore {
-    fn describe(&self) -> String {
-        self.here()
-    }
-
-    fn load(&self) -> Result<Option<Checkpoint>> {
-        if !self.path.exists() {
-            return Ok(None);
-        }
+impl SqliteStore {
+    /// The checkpoint as `pool` reads it.
+    fn load_from(&self, pool: &SqlitePool) -> Result<Option<Checkpoint>> {
         let here = self.here();
-        let pool = match self.pool.get() {
-            Some(p) => p.clone(),
-            None => connect(&self.io, &self.path, Access::Read, 1)?,
-        };
+        let pool = pool.clone();
         self.io.block_on(async {
             let has: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = '_rowshift_runs'")
                 .fetch_one(&pool)
@@ -215,6 +206,46 @@ impl CheckpointStore for SqliteStore {
                 chunks,
             }))
         })
+    }
+}
+
+/// Whether SQLite refused a read-only connection because the file needs recovery
+/// first: a hot rollback journal (`SQLITE_READONLY_ROLLBACK`), a WAL to recover
+/// (`SQLITE_READONLY_RECOVERY`) or a WAL index it cannot create
+/// (`SQLITE_READONLY_CANTINIT`).
+fn needs_recovery(code: Option<&str>) -> bool {
+    matches!(code, Some("776" | "1032" | "1288"))
+}
+
+impl CheckpointStore for SqliteStore {
+    fn describe(&self) -> String {
+        self.here()
+    }
+
+    fn load(&self) -> Result<Option<Checkpoint>> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let pool = match self.pool.get() {
+            Some(p) => p.clone(),
+            None => connect(&self.io, &self.path, Access::Read, 1)?,
+        };
+        match self.load_from(&pool) {
+            // A run killed mid-transaction leaves a journal that only a writer may roll
+            // back, so a read-only look (`status` right after a crash) is refused. Opening
+            // the file for writing rolls the unfinished transaction back, as the next run
+            // would; nothing committed changes.
+            Err(Error::Database {
+                source: sqlx::Error::Database(db),
+                ..
+            }) if self.pool.get().is_none() && needs_recovery(db.code().as_deref()) => {
+                let pool = connect(&self.io, &self.path, Access::Write, 1)?;
+                let loaded = self.load_from(&pool);
+                self.io.block_on(pool.close());
+                loaded
+            }
+            other => other,
+        }
     }
 
     fn create(
