@@ -59,6 +59,15 @@ impl KeySql {
             .join(" AND ")
     }
 
+    /// Some key column is NULL: the rows no chunk range holds.
+    pub(crate) fn any_null(&self) -> String {
+        self.quoted
+            .iter()
+            .map(|c| format!("{c} IS NULL"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
+
     /// `value` as the right-hand side of a comparison with [`Self::lhs`].
     pub(crate) fn rhs(&self, value: &KeyValue, render: Render<'_>) -> Result<String> {
         let parts = value.parts();

@@ -176,19 +176,46 @@ fn check_key(config: &SourceConfig, schema: &SchemaRef, describe: &str) -> Resul
     let Some(key) = &config.key else {
         return Ok(Vec::new());
     };
-    for k in &key.value {
-        if schema.field_with_name(k).is_err() {
-            let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            return Err(Error::data(
-                describe,
-                format!(
-                    "key column `{k}` does not exist; columns are: {}",
-                    names.join(", ")
-                ),
-            ));
-        }
-    }
+    key_positions(
+        &key.value,
+        schema.fields().iter().map(|f| f.name().as_str()),
+        describe,
+    )?;
     Ok(key.value.clone())
+}
+
+/// Where each key column stands among a table's `columns`; an error naming the first
+/// one that is not there, and the columns that are.
+pub(crate) fn key_positions<'c>(
+    key: &[String],
+    columns: impl Iterator<Item = &'c str> + Clone,
+    here: &str,
+) -> Result<Vec<usize>> {
+    key.iter()
+        .map(|k| {
+            columns.clone().position(|c| c == k).ok_or_else(|| {
+                let names: Vec<&str> = columns.clone().collect();
+                Error::data(
+                    here,
+                    format!(
+                        "key column `{k}` does not exist; columns are: {}",
+                        names.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A key's parts as one text: the part itself for a one-column key, a JSON array of the
+/// parts' texts for a composite key (`["7","b"]`, unambiguous whatever they hold).
+/// `None` for no parts.
+pub(crate) fn join_key(parts: Vec<String>) -> Option<String> {
+    match parts.len() {
+        0 => None,
+        1 => parts.into_iter().next(),
+        _ => Some(serde_json::Value::from(parts).to_string()),
+    }
 }
 
 /// A key's columns for messages: `` `id` `` or `` (`tenant`, `id`) ``.
@@ -239,11 +266,7 @@ pub(crate) fn row_key(batch: &RecordBatch, key: &[String], row: usize) -> Option
             (!c.is_null(row)).then(|| key_text(c.as_ref(), row))
         })
         .collect::<Option<Vec<String>>>()?;
-    match parts.as_slice() {
-        [] => None,
-        [one] => Some(one.clone()),
-        _ => Some(serde_json::Value::from(parts).to_string()),
-    }
+    join_key(parts)
 }
 
 /// Row `row` of `batch` named by its key for messages: `id=42`, `tenant=1, id=7` (a NULL
@@ -335,12 +358,7 @@ pub(crate) fn key_value_text(k: &KeyValue) -> String {
         KeyValue::Text(t) => t.clone(),
         KeyValue::Tuple(_) => p.to_string(),
     };
-    match k {
-        KeyValue::Tuple(parts) => {
-            serde_json::Value::from(parts.iter().map(part).collect::<Vec<_>>()).to_string()
-        }
-        one => part(one),
-    }
+    join_key(k.parts().iter().map(part).collect()).unwrap_or_default()
 }
 
 /// Casts batches decoded in a database's own types to the declared schema (on the task

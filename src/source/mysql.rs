@@ -15,8 +15,8 @@ use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 
 use super::{
-    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, null_key_error, parse_keys,
-    row_key,
+    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, join_key, key_positions,
+    null_key_error, parse_keys, row_key,
 };
 use crate::config::{SecretUrl, SourceConfig};
 use crate::db::keyset::{KeyChunks, KeySql, marks};
@@ -155,22 +155,11 @@ impl MysqlSource {
                 }
             }
         }
+        let key_index = key_positions(&key, columns.iter().map(|c| c.name.as_str()), &here)?;
         let mut key_int = Vec::new();
-        let mut key_index = Vec::new();
         let mut big_unsigned = Vec::new();
-        for k in &key {
-            let Some(i) = columns.iter().position(|c| &c.name == k) else {
-                let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
-                return Err(Error::data(
-                    &here,
-                    format!(
-                        "key column `{k}` does not exist; columns are: {}",
-                        names.join(", ")
-                    ),
-                ));
-            };
+        for (k, &i) in key.iter().zip(&key_index) {
             key_int.push(key_kind(&columns[i]).map_err(|why| Error::data(&here, why))?);
-            key_index.push(i);
             if columns[i].data_type == "bigint" && columns[i].column_type.contains("unsigned") {
                 big_unsigned.push(k.clone());
             }
@@ -282,12 +271,7 @@ impl Source for MysqlSource {
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
         let t = self.t();
         let here = self.describe();
-        let any_null = self
-            .key
-            .iter()
-            .map(|k| format!("{} IS NULL", quote(k)))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let any_null = self.keyset.any_null();
         let selected: Vec<String> = self
             .key
             .iter()
@@ -544,9 +528,5 @@ fn label(key: &[String], index: &[usize], row: &sqlx::mysql::MySqlRow) -> String
 
 /// The key of a row as the quarantine keeps it (see [`super::row_key`]).
 fn key_of(index: &[usize], row: &sqlx::mysql::MySqlRow) -> String {
-    let parts: Vec<String> = index.iter().map(|&i| key_text_of(row, i)).collect();
-    match parts.as_slice() {
-        [one] => one.clone(),
-        _ => serde_json::Value::from(parts).to_string(),
-    }
+    join_key(index.iter().map(|&i| key_text_of(row, i)).collect()).unwrap_or_default()
 }

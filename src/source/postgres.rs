@@ -10,7 +10,9 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::{BatchIter, ChannelIter, SchemaCast, Source, null_key_error, parse_keys, row_key};
+use super::{
+    BatchIter, ChannelIter, SchemaCast, Source, key_positions, null_key_error, parse_keys, row_key,
+};
 use crate::config::{SecretUrl, SourceConfig};
 use crate::db::keyset::{KeyChunks, KeySql};
 use crate::db::postgres::{
@@ -137,17 +139,8 @@ impl PostgresSource {
             }
         }
         let mut key_int = Vec::new();
-        for k in &key {
-            let Some(i) = columns.iter().position(|c| &c.name == k) else {
-                let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
-                return Err(Error::data(
-                    &here,
-                    format!(
-                        "key column `{k}` does not exist; columns are: {}",
-                        names.join(", ")
-                    ),
-                ));
-            };
+        let positions = key_positions(&key, columns.iter().map(|c| c.name.as_str()), &here)?;
+        for (k, &i) in key.iter().zip(&positions) {
             key_int.push(match kinds[i] {
                 PgKind::Int2 | PgKind::Int4 | PgKind::Int8 => true,
                 PgKind::Text if is_plain_text(&columns[i]) => false,
@@ -293,12 +286,7 @@ impl Source for PostgresSource {
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
         let t = self.t();
         let here = self.describe();
-        let any_null = self
-            .key
-            .iter()
-            .map(|k| format!("{} IS NULL", quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let any_null = self.keyset.any_null();
         let selected = &self.bounds;
         self.io.block_on(async {
             let db = |e| Error::db(&here, e);

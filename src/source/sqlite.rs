@@ -8,7 +8,8 @@ use arrow::record_batch::RecordBatch;
 use sqlx::sqlite::SqlitePool;
 
 use super::{
-    BatchIter, SetAside, Source, Unreadable, key_value_text, null_key_error, parse_keys, show_key,
+    BatchIter, SetAside, Source, Unreadable, key_positions, key_value_text, null_key_error,
+    parse_keys, show_key,
 };
 use crate::config::{SourceConfig, show_path};
 use crate::db::decode::{BatchBuilder, KeyCols, Kind, RawConn};
@@ -98,17 +99,14 @@ impl SqliteSource {
             }
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        if let Some(missing) = key.iter().find(|k| !columns.iter().any(|c| &c.name == *k)) {
-            let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
-            return Err(Error::data(
-                format!("{shown} table {table}"),
-                format!(
-                    "key column `{missing}` does not exist; columns are: {}",
-                    names.join(", ")
-                ),
-            ));
-        }
-        let key_cols = KeyCols::find(&key, columns.iter().map(|c| c.name.as_str()));
+        let key_cols = KeyCols {
+            index: key_positions(
+                &key,
+                columns.iter().map(|c| c.name.as_str()),
+                &format!("{shown} table {table}"),
+            )?,
+            names: key.clone(),
+        };
         let key_int: Vec<bool> = key_cols
             .index
             .iter()
@@ -222,12 +220,7 @@ impl Source for SqliteSource {
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
         let t = quote_ident(&self.table);
         let here = self.describe();
-        let any_null = self
-            .key
-            .iter()
-            .map(|k| format!("{} IS NULL", quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let any_null = self.keyset.any_null();
         let selected: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
         self.io.block_on(async {
             let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
