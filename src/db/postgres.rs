@@ -29,7 +29,7 @@
 //! row is an error naming it.
 
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow::array::{
@@ -372,11 +372,40 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 // Encoding
 // ---------------------------------------------------------------------------------------
 
+/// An order-independent digest of rows in binary `COPY` form: their count and the
+/// wrapping sum of a hash of each row's bytes.
+///
+/// For column types whose stored value sends back the bytes it was received as, rows
+/// read back from the table digest exactly as the rows sent did, in any order; the
+/// read-back then needs no decoding into Arrow. Any change to a stored value changes
+/// its bytes, and so (but for a 64-bit hash collision) the digest.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RowDigest {
+    /// Rows digested.
+    pub rows: u64,
+    /// Wrapping sum of the rows' hashes.
+    pub sum: u64,
+}
+
+impl RowDigest {
+    /// Adds one row: its field count and fields, as the binary `COPY` format lays them out.
+    fn add(&mut self, row: &[u8]) {
+        use std::hash::BuildHasher;
+        const SEED: u64 = 0x7073_6368_6563_6b73;
+        self.rows += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(foldhash::quality::FixedState::with_seed(SEED).hash_one(row));
+    }
+}
+
 /// Encodes Arrow batches as a binary `COPY FROM STDIN` stream.
 pub struct Encoder {
     /// Bytes not yet sent.
     pub buf: Vec<u8>,
     started: bool,
+    /// The digest of the rows encoded so far.
+    pub digest: RowDigest,
 }
 
 impl Default for Encoder {
@@ -391,6 +420,7 @@ impl Encoder {
         Encoder {
             buf: Vec::with_capacity(1 << 20),
             started: false,
+            digest: RowDigest::default(),
         }
     }
 
@@ -410,6 +440,7 @@ impl Encoder {
         let cols = batch.columns();
         let n = cols.len() as i16;
         for row in 0..batch.num_rows() {
+            let start = self.buf.len();
             self.buf.extend_from_slice(&n.to_be_bytes());
             for (i, (col, kind)) in cols.iter().zip(kinds).enumerate() {
                 encode_value(&mut self.buf, col, *kind, row).map_err(|reason| {
@@ -426,6 +457,7 @@ impl Encoder {
                     })
                 })?;
             }
+            self.digest.add(&self.buf[start..]);
         }
         Ok(())
     }
@@ -703,7 +735,6 @@ impl Col {
     }
 
     fn finish(&mut self) -> ArrayRef {
-        use std::sync::Arc;
         match self {
             Col::I16(b) => Arc::new(b.finish()),
             Col::I32(b) => Arc::new(b.finish()),
@@ -836,6 +867,8 @@ pub struct Decoder {
     /// Rows decoded in all.
     pub rows: u64,
     cap: usize,
+    /// Set by [`Decoder::digest`]: rows are digested instead of decoded.
+    digest: Option<RowDigest>,
 }
 
 impl Decoder {
@@ -851,7 +884,38 @@ impl Decoder {
             len: 0,
             rows: 0,
             cap,
+            digest: None,
         }
+    }
+
+    /// A decoder that only digests the rows of `kinds` (see [`RowDigest`]); read the
+    /// digest with [`Decoder::digested`].
+    pub fn digest(kinds: &[PgKind]) -> Self {
+        Decoder {
+            kinds: kinds.to_vec(),
+            cols: Vec::new(),
+            schema: Arc::new(arrow::datatypes::Schema::empty()),
+            pending: Vec::new(),
+            header_done: false,
+            ended: false,
+            len: 0,
+            rows: 0,
+            cap: usize::MAX,
+            digest: Some(RowDigest::default()),
+        }
+    }
+
+    /// The digest of the rows fed so far, for a decoder made by [`Decoder::digest`].
+    pub fn digested(&self) -> Option<RowDigest> {
+        self.digest
+    }
+
+    /// Readies the decoder for another `COPY` stream (its header and trailer); the rows
+    /// decoded so far stay.
+    pub fn restart(&mut self) {
+        self.pending.clear();
+        self.header_done = false;
+        self.ended = false;
     }
 
     /// Decodes what `data` completes; calls `full` with each batch of `cap` rows.
@@ -932,6 +996,12 @@ impl Decoder {
             if !complete {
                 break;
             }
+            if let Some(d) = &mut self.digest {
+                d.add(&buf[at..p]);
+                at = p;
+                self.rows += 1;
+                continue;
+            }
             let mut p = at + 2;
             for i in 0..n as usize {
                 let len = i32::from_be_bytes(buf[p..p + 4].try_into().expect("4 bytes"));
@@ -993,6 +1063,81 @@ pub fn literal(v: &crate::plan::KeyValue) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest of rows as sent, as read back in any pieces, in any order.
+    fn digests(ids: &[Option<i64>], names: &[Option<&str>]) -> (RowDigest, Vec<u8>) {
+        use arrow::array::{Int64Array, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(names.to_vec())),
+            ],
+        )
+        .unwrap();
+        let mut enc = Encoder::new();
+        enc.rows(&batch, &[PgKind::Int8, PgKind::Text], "here", &[])
+            .unwrap();
+        enc.finish();
+        (enc.digest, enc.buf)
+    }
+
+    fn digest_of_stream(stream: &[u8], piece: usize) -> RowDigest {
+        let mut dec = Decoder::digest(&[PgKind::Int8, PgKind::Text]);
+        for part in stream.chunks(piece) {
+            dec.feed(part, &mut |_| unreachable!("a digest makes no batches"))
+                .unwrap();
+        }
+        assert!(dec.ended());
+        dec.digested().unwrap()
+    }
+
+    #[test]
+    fn rows_read_back_digest_as_they_were_sent_in_any_order_and_a_changed_value_does_not() {
+        let (sent, stream) = digests(
+            &[Some(1), Some(2), None, Some(4)],
+            &[Some("a"), None, Some("Zoë"), Some("")],
+        );
+        assert_eq!(sent.rows, 4);
+        for piece in [1, 5, 1000] {
+            assert_eq!(digest_of_stream(&stream, piece), sent, "pieces of {piece}");
+        }
+        let (reordered, _) = digests(
+            &[Some(4), None, Some(2), Some(1)],
+            &[Some(""), Some("Zoë"), None, Some("a")],
+        );
+        assert_eq!(reordered, sent);
+        // One value changed, a NULL that became empty, a row missing, a row doubled.
+        for (ids, names) in [
+            (
+                &[Some(1), Some(2), None, Some(4)][..],
+                &[Some("a"), None, Some("Zoe"), Some("")][..],
+            ),
+            (
+                &[Some(1), Some(2), None, Some(4)],
+                &[Some("a"), Some(""), Some("Zoë"), Some("")],
+            ),
+            (&[Some(1), Some(2), None], &[Some("a"), None, Some("Zoë")]),
+            (
+                &[Some(1), Some(2), None, Some(4), Some(4)],
+                &[Some("a"), None, Some("Zoë"), Some(""), Some("")],
+            ),
+        ] {
+            assert_ne!(digests(ids, names).0, sent, "{ids:?} {names:?}");
+        }
+        // A field count or length that does not match is a broken stream, not a digest.
+        let mut broken = stream.clone();
+        broken[19] = 0;
+        broken[20] = 3;
+        let mut dec = Decoder::digest(&[PgKind::Int8, PgKind::Text]);
+        let err = dec.feed(&broken, &mut |_| Ok(())).unwrap_err();
+        assert_eq!(err.1, "broken COPY stream: a row of 3 fields, 2 expected");
+    }
 
     #[test]
     fn a_batch_of_every_kind_survives_encoding_and_decoding_in_any_pieces() {
