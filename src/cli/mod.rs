@@ -309,7 +309,15 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             if rejects {
                 let plan = load(&pipeline)?;
                 let sink = plan.open_sink()?;
-                let report = run::requeue_rejects(&plan, sink.as_ref())?;
+                let report = match run::requeue_rejects(&plan, sink.as_ref()) {
+                    Ok(report) => report,
+                    // The retried rows did not read back as written (and were not kept).
+                    Err(e @ crate::Error::Check(_)) => {
+                        eprintln!("error: {}", crate::config::redact(&e.to_string()));
+                        return Ok(1);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {

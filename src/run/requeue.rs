@@ -7,10 +7,15 @@ use std::collections::BTreeMap;
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
+use std::sync::atomic::AtomicU64;
+
 use super::{checkpoint_store, locate_row, process_batch};
 use crate::check::quarantine::{QuarantineEntry, rows_from_json};
+use crate::check::readback::{ReadBack, Selection, count_and_sum};
 use crate::check::rules::Claims;
-use crate::plan::Plan;
+use crate::checkpoint::Checkpoint;
+use crate::config::{Location, Verify};
+use crate::plan::{Chunk, ChunkRange, Plan};
 use crate::sink::Sink;
 use crate::{Error, Result};
 
@@ -36,7 +41,12 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
         .num_threads(plan.pipeline.chunks.parallel.max(1))
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    refuse_changed_key(plan, sink)?;
+    let checkpoint = checkpoint_store(plan, sink).load()?;
+    if let Some(c) = &checkpoint {
+        refuse_changed_key(plan, c)?;
+    }
+    let verify_nanos = AtomicU64::new(0);
+    let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
     let mut by_chunk: BTreeMap<usize, Vec<QuarantineEntry>> = BTreeMap::new();
     for e in sink.read_quarantine()? {
         by_chunk.entry(e.chunk).or_default().push(e);
@@ -84,20 +94,57 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
             .collect();
         report.filtered += p.counts.filtered;
         report.still_rejected += (remaining.len() - kept_count) as u64;
-        report.written += sink.requeue(chunk, std::slice::from_ref(&p.out.batch), &remaining)?;
+        let sent = std::slice::from_ref(&p.out.batch);
+        // The retried rows are checked as a chunk's are: read back, by their keys, in the
+        // transaction that writes them.
+        let planned = checkpoint
+            .as_ref()
+            .and_then(|c| c.chunks.iter().find(|r| r.chunk.id == chunk))
+            .map(|r| r.chunk.clone())
+            .unwrap_or(Chunk {
+                id: chunk,
+                range: ChunkRange::Keys { lo: None, hi: None },
+                rows: None,
+            });
+        let readback = if plan.pipeline.verify == Verify::ReadBack && p.out.batch.num_rows() > 0 {
+            let (rows, checksum) = count_and_sum(sent)?;
+            Some(ReadBack {
+                chunk: &planned,
+                rows,
+                checksum,
+                sent,
+                key: &key,
+                selection: retried_rows(plan, &key, sent)?,
+                nanos: &verify_nanos,
+            })
+        } else {
+            None
+        };
+        report.written += sink.requeue(chunk, sent, &remaining, readback.as_ref())?;
     }
     sink.finish()?;
     Ok(report)
+}
+
+/// Where the retried rows `sent` are in the target: their own files, or their keys (a
+/// chunk's key range holds the chunk's other rows too).
+fn retried_rows(plan: &Plan, key: &[String], sent: &[RecordBatch]) -> Result<Selection> {
+    if matches!(plan.pipeline.target.location, Location::Files { .. }) {
+        return Ok(Selection::Files);
+    }
+    if key.is_empty() {
+        return Err(Error::Unsupported(
+            "cannot read retried rows back: no target column holds the source key (or set verify = \"off\")".into(),
+        ));
+    }
+    Selection::of_keys(key, sent)
 }
 
 /// Quarantined rows are named by the source key of the run that rejected them: under
 /// another key (or another source) their keys name other rows, or none, and a row that
 /// seems gone would leave the quarantine. The expressions may change (that is how rows
 /// get fixed); the source and its key may not.
-fn refuse_changed_key(plan: &Plan, sink: &dyn Sink) -> Result<()> {
-    let Some(checkpoint) = checkpoint_store(plan, sink).load()? else {
-        return Ok(());
-    };
+fn refuse_changed_key(plan: &Plan, checkpoint: &Checkpoint) -> Result<()> {
     let now = plan.pipeline.settings();
     let setting = |all: &[(String, String)], name: &str| {
         all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())

@@ -180,12 +180,31 @@ impl FileSink {
     }
 
     /// Writes `batches` to `path` atomically: a temporary file, fsync, rename.
-    fn write_part(&self, path: &Path, batches: &[RecordBatch]) -> Result<u64> {
+    /// Writes `batches` to the part file `path`; with `verify`, reads it back before it
+    /// takes its name.
+    fn write_part(
+        &self,
+        path: &Path,
+        batches: &[RecordBatch],
+        verify: Option<&ReadBack>,
+    ) -> Result<u64> {
         let mut w = PartWriter::create(self, path)?;
         for b in batches {
             w.write(b)?;
         }
-        w.finish()
+        w.finish_checked(|tmp| self.read_back(tmp, verify))
+    }
+
+    /// Reads the finished part file `tmp` back and compares it with what was sent.
+    fn read_back(&self, tmp: &Path, verify: Option<&ReadBack>) -> Result<()> {
+        match verify {
+            Some(v) => {
+                let t0 = Instant::now();
+                let back = self.read_part(tmp)?;
+                v.verify(&back, t0)
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -356,6 +375,7 @@ impl Sink for FileSink {
         chunk: usize,
         passing: &[RecordBatch],
         remaining: &[QuarantineEntry],
+        verify: Option<&ReadBack>,
     ) -> Result<u64> {
         let rows: usize = passing.iter().map(RecordBatch::num_rows).sum();
         let mut written = 0;
@@ -376,7 +396,7 @@ impl Sink for FileSink {
                 "part-{chunk:05}-r{tag}.{}",
                 self.format.extension()
             ));
-            written = self.write_part(&path, passing)?;
+            written = self.write_part(&path, passing, verify)?;
         }
         let path = self.rejects_path(chunk);
         if remaining.is_empty() {
@@ -431,11 +451,6 @@ impl PartWriter {
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
-    }
-
-    /// Closes, syncs and renames the file into place.
-    fn finish(self) -> Result<u64> {
-        self.finish_checked(|_| Ok(()))
     }
 
     /// Closes and syncs the file, lets `check` read the temporary file, then renames it
@@ -505,15 +520,10 @@ impl ChunkWriter for FileChunk<'_> {
             write_atomic(&self.rejects_path, &ndjson(&self.rejects)?)?;
         }
         let sink = self.sink;
-        let rows = self.part.finish_checked(|tmp| match verify {
-            // Read the finished file back before it takes its final name.
-            Some(v) => {
-                let t0 = Instant::now();
-                let back = sink.read_part(tmp)?;
-                v.verify(&back, t0)
-            }
-            None => Ok(()),
-        })?;
+        // Read the finished file back before it takes its final name.
+        let rows = self
+            .part
+            .finish_checked(|tmp| sink.read_back(tmp, verify))?;
         Ok(Committed {
             rows,
             marked: false,

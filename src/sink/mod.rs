@@ -117,12 +117,15 @@ pub trait Sink: Send + Sync {
 
     /// Atomically writes `passing` (rows from `chunk`'s quarantine that now transform
     /// cleanly, in the target schema) and replaces `chunk`'s quarantine with `remaining`.
-    /// Returns the rows written. Safe to repeat after a crash.
+    /// With `verify`, the rows written are read back first, as a chunk's are, and a
+    /// difference leaves everything as it was. Returns the rows written. Safe to repeat
+    /// after a crash.
     fn requeue(
         &self,
         chunk: usize,
         passing: &[RecordBatch],
         remaining: &[QuarantineEntry],
+        verify: Option<&ReadBack>,
     ) -> Result<u64>;
 }
 

@@ -837,12 +837,21 @@ impl Sink for MysqlSink {
         chunk: usize,
         passing: &[RecordBatch],
         remaining: &[QuarantineEntry],
+        verify: Option<&ReadBack>,
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
+        let readback = verify
+            .map(|v| self.chunk_rows(&v.selection, v.key, passing))
+            .transpose()?;
         self.client.io().block_on(async {
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
             let written = self.write_rows(&mut tx, passing, None).await?;
+            if let (Some(v), Some(sel)) = (verify, &readback) {
+                let t0 = Instant::now();
+                let back = self.select_rows(&mut tx, sel).await?;
+                v.verify(&back, t0)?;
+            }
             self.replace_rejects(&mut tx, chunk, remaining).await?;
             tx.commit().await.map_err(|e| Error::db(&here, e))?;
             Ok(written)

@@ -621,12 +621,19 @@ impl Sink for SqliteSink {
         chunk: usize,
         passing: &[RecordBatch],
         remaining: &[QuarantineEntry],
+        verify: Option<&ReadBack>,
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.pool()?;
         self.io.block_on(async {
+            let _writing = self.write_lock.lock().await;
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
             let (written, _) = self.insert_rows(&mut tx, passing).await?;
+            if let Some(v) = verify {
+                let t0 = Instant::now();
+                let back = self.select_rows(&mut tx, &v.selection, v.key).await?;
+                v.verify(&back, t0)?;
+            }
             sqlx::query(stmt(format!(
                 "DELETE FROM {} WHERE chunk = ?",
                 quote_ident(&self.rejects_table())

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Workspace, parquet_rows, sqlite_rows};
+use crate::common::{Workspace, parquet_rows, sqlite_exec, sqlite_rows};
 
 const ROWS: usize = 200_000;
 
@@ -397,6 +397,58 @@ fn a_changed_pipeline_is_refused_until_restart() {
         "SELECT count(*), sum(email = upper(email)) FROM users_v2",
     );
     assert_eq!(rows[0], ["903", "903"]);
+}
+
+#[test]
+fn retried_rows_are_read_back_and_a_target_that_changes_them_keeps_them_quarantined() {
+    let ws = Workspace::new();
+    let text = std::fs::read_to_string(ws.path("pipelines/quickstart.toml")).unwrap();
+    ws.write(
+        "pipelines/scores.toml",
+        &text.replace(
+            "\"numeric(6,2)\", expr = \"score\"",
+            "\"numeric(4,1)\", expr = \"score\"",
+        ),
+    );
+    let out = ws.rowshift(&["run", "pipelines/scores.toml", "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let rejected = summary["rows"]["rejected"].as_u64().unwrap();
+    assert!(rejected > 100, "{summary}");
+    // From now on the target rewrites every row inserted into it.
+    sqlite_exec(
+        &ws.path("out/shop_v2.db"),
+        "CREATE TRIGGER shout AFTER INSERT ON users_v2
+         BEGIN UPDATE users_v2 SET email = upper(email) WHERE id = NEW.id; END;",
+    );
+    let fixed = text.replace(
+        "\"numeric(6,2)\", expr = \"score\"",
+        "\"numeric(4,1)\", expr = \"round(score, 1)\"",
+    );
+    ws.write("pipelines/scores.toml", &fixed);
+    let out = ws.rowshift(&["retry", "pipelines/scores.toml", "--rejects"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("the target does not hold what was written")
+            && out.stderr.contains("column email: sent '"),
+        "{}",
+        out.stderr
+    );
+    // The first chunk's retry rolled back whole: nothing written, nothing left the
+    // quarantine.
+    let counts = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT (SELECT count(*) FROM users_v2), (SELECT count(*) FROM users_v2_rejects), (SELECT count(*) FROM users_v2 WHERE email <> lower(email))",
+    );
+    assert_eq!(
+        counts[0],
+        [
+            (903 - rejected).to_string(),
+            rejected.to_string(),
+            "0".into()
+        ]
+    );
 }
 
 #[test]
