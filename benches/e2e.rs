@@ -1645,7 +1645,12 @@ fn verify_cost_with(
             ons.push(run_rowshift_on(file, pg.is_some())?.run.wall.as_secs_f64());
         }
         fresh()?;
-        offs.push(run_rowshift_on(&off_file, pg.is_some())?.run.wall.as_secs_f64());
+        offs.push(
+            run_rowshift_on(&off_file, pg.is_some())?
+                .run
+                .wall
+                .as_secs_f64(),
+        );
     }
     let (t_on, t_off) = (median(&mut ons), median(&mut offs));
     let cost = 1.0 - t_off / t_on;
