@@ -399,8 +399,10 @@ fn a_changed_pipeline_is_refused_until_restart() {
     assert_eq!(rows[0], ["903", "903"]);
 }
 
-#[test]
-fn retried_rows_are_read_back_and_a_target_that_changes_them_keeps_them_quarantined() {
+/// Runs the quickstart pipeline with `score` into numeric(4,1), which rejects every
+/// score with a second decimal (score REAL has two). Returns the workspace, the
+/// quickstart pipeline's text and the run's JSON summary.
+fn run_rejecting_scores() -> (Workspace, String, serde_json::Value) {
     let ws = Workspace::new();
     let text = std::fs::read_to_string(ws.path("pipelines/quickstart.toml")).unwrap();
     ws.write(
@@ -413,8 +415,17 @@ fn retried_rows_are_read_back_and_a_target_that_changes_them_keeps_them_quaranti
     let out = ws.rowshift(&["run", "pipelines/scores.toml", "--json"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        summary["rows"]["rejected"].as_u64().unwrap() > 100,
+        "{summary}"
+    );
+    (ws, text, summary)
+}
+
+#[test]
+fn retried_rows_are_read_back_and_a_target_that_changes_them_keeps_them_quarantined() {
+    let (ws, text, summary) = run_rejecting_scores();
     let rejected = summary["rows"]["rejected"].as_u64().unwrap();
-    assert!(rejected > 100, "{summary}");
     // From now on the target rewrites every row inserted into it.
     sqlite_exec(
         &ws.path("out/shop_v2.db"),
@@ -453,21 +464,8 @@ fn retried_rows_are_read_back_and_a_target_that_changes_them_keeps_them_quaranti
 
 #[test]
 fn retry_rejects_writes_rows_that_now_pass_and_keeps_the_rest_with_their_new_reason() {
-    let ws = Workspace::new();
-    // score REAL has two decimals; numeric(4,1) rejects every score with a second decimal.
-    let text = std::fs::read_to_string(ws.path("pipelines/quickstart.toml")).unwrap();
-    ws.write(
-        "pipelines/scores.toml",
-        &text.replace(
-            "\"numeric(6,2)\", expr = \"score\"",
-            "\"numeric(4,1)\", expr = \"score\"",
-        ),
-    );
-    let out = ws.rowshift(&["run", "pipelines/scores.toml", "--json"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let (ws, text, summary) = run_rejecting_scores();
     let rejected = summary["rows"]["rejected"].as_u64().unwrap();
-    assert!(rejected > 100, "{summary}");
     assert_eq!(summary["rows"]["written"].as_u64().unwrap() + rejected, 903);
     assert_eq!(
         summary["rejects"][0]["reason"],
