@@ -309,15 +309,10 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             if rejects {
                 let plan = load(&pipeline)?;
                 let sink = plan.open_sink()?;
-                let report = match run::requeue_rejects(&plan, sink.as_ref()) {
-                    Ok(report) => report,
-                    // The retried rows did not read back as written (and were not kept).
-                    Err(e @ crate::Error::Check(_)) => {
-                        eprintln!("error: {}", crate::config::redact(&e.to_string()));
-                        return Ok(1);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                let report = run::requeue_rejects(&plan, sink.as_ref())?;
+                for failure in &report.failures {
+                    eprintln!("error: {}", crate::config::redact(failure));
+                }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
@@ -330,8 +325,20 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                         report.still_rejected,
                         report.gone
                     );
+                    if !report.failures.is_empty() {
+                        println!(
+                            "  chunks whose retry failed a check {} (nothing of them changed; errors above)",
+                            report.failures.len()
+                        );
+                    }
                 }
-                return Ok(if report.still_rejected > 0 { 1 } else { 0 });
+                return Ok(
+                    if report.still_rejected > 0 || !report.failures.is_empty() {
+                        1
+                    } else {
+                        0
+                    },
+                );
             }
             let opts = RunOptions {
                 only: (!chunk.is_empty()).then_some(chunk),

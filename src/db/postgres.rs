@@ -523,7 +523,13 @@ fn encode_value(buf: &mut Vec<u8>, col: &ArrayRef, kind: PgKind, row: usize) -> 
             field(buf, s.as_bytes())
         }
         (PgKind::Date, DataType::Date32) => {
-            let d = col.as_primitive::<Date32Type>().value(row) - EPOCH_DAYS;
+            // PostgreSQL takes the extreme values as -infinity and infinity.
+            let d = col
+                .as_primitive::<Date32Type>()
+                .value(row)
+                .checked_sub(EPOCH_DAYS)
+                .filter(|d| *d != i32::MIN && *d != i32::MAX)
+                .ok_or("date out of PostgreSQL's range")?;
             field(buf, &d.to_be_bytes())
         }
         (PgKind::Time, DataType::Time64(TimeUnit::Microsecond)) => field(
@@ -539,6 +545,7 @@ fn encode_value(buf: &mut Vec<u8>, col: &ArrayRef, kind: PgKind, row: usize) -> 
             let v = col.as_primitive::<TimestampMicrosecondType>().value(row);
             let v = v
                 .checked_sub(EPOCH_MICROS)
+                .filter(|v| *v != i64::MIN && *v != i64::MAX)
                 .ok_or("timestamp out of PostgreSQL's range")?;
             field(buf, &v.to_be_bytes())
         }
@@ -1266,6 +1273,44 @@ mod tests {
             e.to_string(),
             "row rejected at pg table t, row 1, column note, value 'a\0b': PostgreSQL text cannot hold the NUL character (\\0)"
         );
+    }
+
+    #[test]
+    fn dates_and_timestamps_postgresql_would_store_as_infinity_are_row_failures() {
+        use arrow::array::{Date32Array, TimestampMicrosecondArray};
+        use arrow::datatypes::{Field, Schema};
+        let encode = |col: ArrayRef, kind: PgKind| {
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "d",
+                col.data_type().clone(),
+                true,
+            )]));
+            let batch = RecordBatch::try_new(schema, vec![col]).unwrap();
+            Encoder::new()
+                .rows(&batch, &[kind], "pg table t", &[])
+                .map_err(|e| e.to_string())
+        };
+        // i32::MIN days after 2000-01-01 is -infinity; one day less wraps around to
+        // infinity.
+        for days in [i32::MIN + EPOCH_DAYS, i32::MIN + EPOCH_DAYS - 1] {
+            let e = encode(Arc::new(Date32Array::from(vec![days])), PgKind::Date).unwrap_err();
+            assert!(e.ends_with("date out of PostgreSQL's range"), "{e}");
+        }
+        assert!(
+            encode(
+                Arc::new(Date32Array::from(vec![i32::MIN + EPOCH_DAYS + 1])),
+                PgKind::Date
+            )
+            .is_ok()
+        );
+        let e = encode(
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                i64::MIN + EPOCH_MICROS,
+            ])),
+            PgKind::Timestamp,
+        )
+        .unwrap_err();
+        assert!(e.ends_with("timestamp out of PostgreSQL's range"), "{e}");
     }
 
     proptest::proptest! {

@@ -32,6 +32,9 @@ pub struct RequeueReport {
     pub still_rejected: u64,
     /// Rows whose key is no longer in the source; they leave the quarantine.
     pub gone: u64,
+    /// Chunks whose retry failed a check (the rows written did not read back as sent),
+    /// with why: their rows and quarantine stay as they were, and other chunks go on.
+    pub failures: Vec<String>,
 }
 
 /// Re-processes every quarantined row. A database source is read again by key, so rows
@@ -79,7 +82,7 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
                     (0..entries.len()).collect(),
                 ),
             };
-        report.gone += (entries.len() - batch.num_rows()) as u64;
+        let gone = (entries.len() - batch.num_rows()) as u64;
         let locate = |row: usize| entries[origin[row]].location.clone();
         let mut claims = Claims::default();
         let p = process_batch(plan, &pool, &batch, &locate, chunk, &mut claims)?;
@@ -92,8 +95,6 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
                 e
             }))
             .collect();
-        report.filtered += p.counts.filtered;
-        report.still_rejected += (remaining.len() - kept_count) as u64;
         let sent = std::slice::from_ref(&p.out.batch);
         // The retried rows are checked as a chunk's are: read back, by their keys, in the
         // transaction that writes them.
@@ -120,7 +121,29 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
         } else {
             None
         };
-        report.written += sink.requeue(chunk, sent, &remaining, readback.as_ref())?;
+        match sink.requeue(chunk, sent, &remaining, readback.as_ref()) {
+            Ok(written) => {
+                report.written += written;
+                report.filtered += p.counts.filtered;
+                report.still_rejected += (remaining.len() - kept_count) as u64;
+                report.gone += gone;
+            }
+            Err(e) if e.is_data_failure() => {
+                // Only the retried rows were compared, not the chunk's range.
+                let why = match &e {
+                    Error::Check(m) => m
+                        .strip_prefix(&format!("{planned}: "))
+                        .unwrap_or(m)
+                        .to_string(),
+                    other => other.to_string(),
+                };
+                report.still_rejected += entries.len() as u64;
+                report
+                    .failures
+                    .push(format!("chunk {chunk}'s retried rows: {why}"));
+            }
+            Err(e) => return Err(e),
+        }
     }
     sink.finish()?;
     Ok(report)

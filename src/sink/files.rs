@@ -179,9 +179,8 @@ impl FileSink {
         })
     }
 
-    /// Writes `batches` to `path` atomically: a temporary file, fsync, rename.
-    /// Writes `batches` to the part file `path`; with `verify`, reads it back before it
-    /// takes its name.
+    /// Writes `batches` to the part file `path` atomically (a temporary file, fsync,
+    /// rename); with `verify`, reads it back before it takes its name.
     fn write_part(
         &self,
         path: &Path,

@@ -352,6 +352,12 @@ impl PostgresSink {
                     Error::data(&here, format!("reading rows back{col}: {reason}"))
                 })?;
             }
+            if !decoder.ended() {
+                return Err(Error::data(
+                    &here,
+                    "reading rows back: the COPY stream ended without its trailer",
+                ));
+            }
         }
         Ok(())
     }

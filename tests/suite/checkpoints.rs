@@ -437,16 +437,21 @@ fn retried_rows_are_read_back_and_a_target_that_changes_them_keeps_them_quaranti
         "\"numeric(4,1)\", expr = \"round(score, 1)\"",
     );
     ws.write("pipelines/scores.toml", &fixed);
-    let out = ws.rowshift(&["retry", "pipelines/scores.toml", "--rejects"]);
+    let out = ws.rowshift(&["retry", "pipelines/scores.toml", "--rejects", "--json"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let failures = report["failures"].as_array().unwrap();
+    assert!(!failures.is_empty(), "{report}");
+    let first = failures[0].as_str().unwrap();
     assert!(
-        out.stderr
-            .contains("the target does not hold what was written")
-            && out.stderr.contains("column email: sent '"),
-        "{}",
-        out.stderr
+        first.starts_with("chunk 0's retried rows: the target does not hold what was written: ")
+            && first.contains("column email: sent '"),
+        "{first}"
     );
-    // The first chunk's retry rolled back whole: nothing written, nothing left the
+    assert!(out.stderr.contains(first), "{}", out.stderr);
+    assert_eq!(report["written"], 0, "{report}");
+    assert_eq!(report["still_rejected"].as_u64().unwrap(), rejected);
+    // Every chunk's retry rolled back whole: nothing written, nothing left the
     // quarantine.
     let counts = sqlite_rows(
         &ws.path("out/shop_v2.db"),
