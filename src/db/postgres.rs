@@ -899,16 +899,9 @@ impl Decoder {
     /// digest with [`Decoder::digested`].
     pub fn digest(kinds: &[PgKind]) -> Self {
         Decoder {
-            kinds: kinds.to_vec(),
             cols: Vec::new(),
-            schema: Arc::new(arrow::datatypes::Schema::empty()),
-            pending: Vec::new(),
-            header_done: false,
-            ended: false,
-            len: 0,
-            rows: 0,
-            cap: usize::MAX,
             digest: Some(RowDigest::default()),
+            ..Decoder::new(kinds, Arc::new(arrow::datatypes::Schema::empty()), 0)
         }
     }
 

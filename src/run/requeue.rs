@@ -150,15 +150,11 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
 }
 
 /// Where the retried rows `sent` are in the target: their own files, or their keys (a
-/// chunk's key range holds the chunk's other rows too).
+/// chunk's key range holds the chunk's other rows too). A database target has the key
+/// columns whenever read-back is on: the plan refuses it otherwise.
 fn retried_rows(plan: &Plan, key: &[String], sent: &[RecordBatch]) -> Result<Selection> {
     if matches!(plan.pipeline.target.location, Location::Files { .. }) {
         return Ok(Selection::Files);
-    }
-    if key.is_empty() {
-        return Err(Error::Unsupported(
-            "cannot read retried rows back: no target column holds the source key (or set verify = \"off\")".into(),
-        ));
     }
     Selection::of_keys(key, sent)
 }

@@ -751,7 +751,6 @@ impl Sink for PostgresSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
-        self.facts()?;
         let readback = verify
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
