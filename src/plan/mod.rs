@@ -259,6 +259,24 @@ impl Plan {
         Some(out)
     }
 
+    /// The source columns a run must read, by position in the source schema: those an
+    /// expression or the filter reads, and the key. `None` when that is every column.
+    /// The others never reach the target; a rejected row is read again whole for the
+    /// quarantine (see [`Source::read_used`]).
+    pub fn used_columns(&self) -> Option<Vec<bool>> {
+        let schema = self.source.schema();
+        let mut used = vec![false; schema.fields().len()];
+        for i in self.transform.input_columns() {
+            used[i] = true;
+        }
+        for k in self.source.key() {
+            if let Ok(i) = schema.index_of(k) {
+                used[i] = true;
+            }
+        }
+        used.contains(&false).then_some(used)
+    }
+
     /// Which target rows are `chunk`'s, given the rows it wrote (`sent`).
     pub fn selection(&self, chunk: &Chunk, sent: &[RecordBatch]) -> Result<Selection> {
         if matches!(self.pipeline.target.location, Location::Files { .. }) {

@@ -513,10 +513,8 @@ fn run_chunk_claiming(
     let mut sum = 0u64;
     // What was sent, kept for read-back (batches share their buffers; nothing is copied).
     let mut sent = Vec::new();
-    for batch in source
-        .read(chunk, plan.pipeline.chunks.batch_rows)
-        .map_err(wrap)?
-    {
+    let (batches, left_out) = read_chunk(plan, chunk).map_err(wrap)?;
+    for batch in batches {
         let batch = batch.map_err(wrap)?;
         let base = offset;
         let p = process_batch(
@@ -530,9 +528,17 @@ fn run_chunk_claiming(
         .map_err(wrap)?;
         counts += p.counts;
         if !p.rejects.is_empty() {
+            let rows: Vec<usize> = p.out.rejects.iter().map(|r| r.row).collect();
+            let whole = match &left_out {
+                Some(used) => Some(whole_rows(plan, chunk, &batch, &rows, used).map_err(wrap)?),
+                None => None,
+            };
             let mut entries = Vec::with_capacity(p.rejects.len());
-            for (r, failure) in p.out.rejects.iter().zip(p.rejects) {
-                let entry = QuarantineEntry::new(chunk.id, &batch, r.row, source.key(), &failure);
+            for (i, (&row, failure)) in rows.iter().zip(p.rejects).enumerate() {
+                let entry = match &whole {
+                    Some(whole) => QuarantineEntry::new(chunk.id, whole, i, source.key(), &failure),
+                    None => QuarantineEntry::new(chunk.id, &batch, row, source.key(), &failure),
+                };
                 let slot = by_reason
                     .entry(entry.grouped_reason())
                     .or_insert((0, failure));
@@ -652,6 +658,84 @@ fn run_chunk_claiming(
         },
         committed,
     ))
+}
+
+/// Reads `chunk` for a run or `verify`: without the source columns nothing uses, where
+/// the source can leave them out (see [`Plan::used_columns`]). Also returns which
+/// columns were read when some were left out.
+pub(crate) fn read_chunk(
+    plan: &Plan,
+    chunk: &Chunk,
+) -> Result<(crate::source::BatchIter, Option<Vec<bool>>)> {
+    let batch_rows = plan.pipeline.chunks.batch_rows;
+    if let Some(used) = plan.used_columns()
+        && let Some(batches) = plan.source.read_used(chunk, batch_rows, &used)?
+    {
+        return Ok((batches, Some(used)));
+    }
+    Ok((plan.source.read(chunk, batch_rows)?, None))
+}
+
+/// Rows `rows` of `batch`, which was read with only the `used` columns, read again whole
+/// by key for the quarantine: one row per entry of `rows`, in that order. The row read
+/// again must hold the values the run saw in every used column; a row the source no
+/// longer has, or that changed since, fails the chunk rather than quarantining a row
+/// the reason does not fit.
+fn whole_rows(
+    plan: &Plan,
+    chunk: &Chunk,
+    batch: &arrow::record_batch::RecordBatch,
+    rows: &[usize],
+    used: &[bool],
+) -> Result<arrow::record_batch::RecordBatch> {
+    let source = plan.source.as_ref();
+    let keys: Vec<Option<String>> = rows
+        .iter()
+        .map(|&r| crate::source::row_key(batch, source.key(), r))
+        .collect();
+    // A key need not be unique: each is looked up once, and each row takes a row read
+    // again under its key that matches it.
+    let mut distinct: Vec<Option<String>> = Vec::new();
+    let mut slot = std::collections::HashMap::new();
+    for k in &keys {
+        slot.entry(k.clone()).or_insert_with(|| {
+            distinct.push(k.clone());
+            distinct.len() - 1
+        });
+    }
+    let Some((found, origin)) = source.read_keys(&distinct)? else {
+        return Err(Error::Internal(format!(
+            "{} left columns out but cannot read rows again by key",
+            source.describe()
+        )));
+    };
+    let mut under: Vec<Vec<usize>> = vec![Vec::new(); distinct.len()];
+    for (again, &o) in origin.iter().enumerate() {
+        under[o].push(again);
+    }
+    let same = |row: usize, again: usize| {
+        used.iter().enumerate().filter(|(_, u)| **u).all(|(c, _)| {
+            batch.column(c).slice(row, 1).to_data() == found.column(c).slice(again, 1).to_data()
+        })
+    };
+    let mut take = Vec::with_capacity(rows.len());
+    for (&row, key) in rows.iter().zip(&keys) {
+        let candidates = &under[slot[key]];
+        let Some(&again) = candidates.iter().find(|&&j| same(row, j)) else {
+            let why = match candidates.is_empty() {
+                true => "the source no longer has it",
+                false => "it changed since the chunk read it",
+            };
+            return Err(Error::Check(format!(
+                "{chunk}: rejected row {} of {} could not be read again whole for the quarantine: {why}; the chunk is not committed, run again to redo it",
+                key.as_deref().unwrap_or("(no key)"),
+                source.describe()
+            )));
+        };
+        take.push(again as u32);
+    }
+    arrow::compute::take_record_batch(&found, &arrow::array::UInt32Array::from(take))
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// A fault for tests, from `ROWSHIFT_FAULT`: `chunk=3` fails chunk 3 permanently;
@@ -827,5 +911,157 @@ pub fn fmt_duration(d: Duration) -> String {
         format!("{s:.2}s")
     } else {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+    use crate::config::Pipeline;
+    use crate::plan::ChunkRange;
+    use crate::source::{BatchIter, Source, row_key};
+
+    /// A table as a source whose rows can change between reads: `now` is what a lookup
+    /// by key finds.
+    struct Table {
+        now: RecordBatch,
+        key: Vec<String>,
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("qty", DataType::Int64, true),
+            Field::new("note", DataType::Utf8, true),
+        ]))
+    }
+
+    fn rows(ids: &[i64], qty: &[i64], note: &[&str]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(Int64Array::from(qty.to_vec())),
+                Arc::new(StringArray::from(note.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    impl Source for Table {
+        fn describe(&self) -> String {
+            "table t".into()
+        }
+        fn schema(&self) -> SchemaRef {
+            schema()
+        }
+        fn plan(&self, _rows: u64) -> Result<Vec<Chunk>> {
+            Ok(Vec::new())
+        }
+        fn read(&self, _chunk: &Chunk, _batch_rows: usize) -> Result<BatchIter> {
+            Ok(Box::new(std::iter::once(Ok(self.now.clone()))))
+        }
+        fn locate(&self, chunk: &Chunk, row: u64) -> String {
+            format!("{chunk} row {row}")
+        }
+        fn key(&self) -> &[String] {
+            &self.key
+        }
+        fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
+            let mut take = Vec::new();
+            let mut origin = Vec::new();
+            for row in 0..self.now.num_rows() {
+                let k = row_key(&self.now, &self.key, row);
+                if let Some(i) = keys.iter().position(|w| *w == k) {
+                    take.push(row as u32);
+                    origin.push(i);
+                }
+            }
+            let found = arrow::compute::take_record_batch(
+                &self.now,
+                &arrow::array::UInt32Array::from(take),
+            )
+            .unwrap();
+            Ok(Some((found, origin)))
+        }
+    }
+
+    fn plan(now: RecordBatch) -> Plan {
+        let text = "name = \"t\"\n[source]\nurl = \"in.csv\"\nkey = \"id\"\n[target]\nurl = \"out\"\nformat = \"parquet\"\n[target.columns]\nid = { type = \"bigint\", expr = \"id\" }\nsmall = { type = \"smallint\", expr = \"qty\" }\n";
+        let pipeline = Pipeline::parse(std::path::Path::new("/p/t.toml"), text, &|_| None).unwrap();
+        let source = Arc::new(Table {
+            now,
+            key: vec!["id".into()],
+        });
+        Plan::with_source(pipeline, source, crate::db::IoRuntime::new().unwrap()).unwrap()
+    }
+
+    const CHUNK: Chunk = Chunk {
+        id: 4,
+        range: ChunkRange::Keys { lo: None, hi: None },
+        rows: None,
+    };
+
+    #[test]
+    fn rejected_rows_read_without_some_columns_are_read_again_whole_or_fail_the_chunk() {
+        // What the run read: `note` left out (NULL).
+        let seen = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("qty", DataType::Int64, true),
+                Field::new("note", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 2, 3])),
+                Arc::new(Int64Array::from(vec![10, 70000, 80000, 90000])),
+                Arc::new(StringArray::from(vec![None::<&str>; 4])),
+            ],
+        )
+        .unwrap();
+        let p = plan(rows(
+            &[1, 2, 2, 3],
+            &[10, 80000, 70000, 90000],
+            &["a", "b", "c", "d"],
+        ));
+        assert_eq!(p.used_columns(), Some(vec![true, true, false]));
+        let used = p.used_columns().unwrap();
+
+        // Rows 1 and 2 share key 2: each gets the row that holds its own values.
+        let whole = whole_rows(&p, &CHUNK, &seen, &[3, 1, 2], &used).unwrap();
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&[whole])
+                .unwrap()
+                .to_string(),
+            "\
++----+-------+------+
+| id | qty   | note |
++----+-------+------+
+| 3  | 90000 | d    |
+| 2  | 70000 | c    |
+| 2  | 80000 | b    |
++----+-------+------+"
+        );
+
+        // The source changed a used value since the chunk read it, or lost the row.
+        let changed = plan(rows(&[1, 2, 3], &[10, 70000, 91000], &["a", "c", "d"]));
+        let err = whole_rows(&changed, &CHUNK, &seen, &[3], &used).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "check failed: chunk 4 (all keys): rejected row 3 of table t could not be read again whole for the quarantine: it changed since the chunk read it; the chunk is not committed, run again to redo it"
+        );
+        let gone = plan(rows(&[1, 2], &[10, 70000], &["a", "c"]));
+        let err = whole_rows(&gone, &CHUNK, &seen, &[1, 3], &used).unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "rejected row 3 of table t could not be read again whole for the quarantine: the source no longer has it; the chunk is not committed, run again to redo it"
+            ),
+            "{err}"
+        );
     }
 }

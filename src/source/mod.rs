@@ -102,6 +102,20 @@ pub trait Source: Send + Sync {
     /// Reads one chunk in batches of at most `batch_rows` rows.
     fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter>;
 
+    /// Reads one chunk like [`Source::read`], but only the columns `used` marks (by
+    /// position in [`Source::schema`]) hold their values; the others are NULL, and
+    /// nullable in the batches' schema. The server then neither formats nor sends them.
+    /// A value in a column left out is not read, so it cannot make its row unreadable.
+    /// `None` when the source reads whole rows only; read with [`Source::read`] then.
+    fn read_used(
+        &self,
+        _chunk: &Chunk,
+        _batch_rows: usize,
+        _used: &[bool],
+    ) -> Result<Option<BatchIter>> {
+        Ok(None)
+    }
+
     /// The records of `chunk` that could not be read into rows, found while its batches
     /// were read; they are in no batch. Call after the chunk's batches are read.
     fn unreadable(&self, _chunk: &Chunk) -> Vec<Unreadable> {
@@ -382,6 +396,56 @@ impl SchemaCast {
         }
         crate::transform::cast::cast_batch(batch, &self.schema, here, |row| {
             format!("{here}, batch row {}", row + 1)
+        })
+    }
+}
+
+/// What a database source reads when only some columns need values (see
+/// [`Source::read_used`]): its select list with `NULL` in place of the others, and its
+/// schemas with those columns nullable.
+pub(crate) struct Projection {
+    /// `a, NULL, c`.
+    pub(crate) list: String,
+    /// The schema the rows decode into.
+    pub(crate) raw: SchemaRef,
+    /// The schema of the batches handed out.
+    pub(crate) schema: SchemaRef,
+}
+
+impl Projection {
+    /// `exprs` selects each column of `raw` (and of `schema`, its declared types).
+    pub(crate) fn new(
+        exprs: &[String],
+        raw: &SchemaRef,
+        schema: &SchemaRef,
+        used: &[bool],
+    ) -> Result<Projection> {
+        if used.len() != exprs.len() {
+            return Err(Error::Internal(format!(
+                "{} columns marked used or not, the source has {}",
+                used.len(),
+                exprs.len()
+            )));
+        }
+        let nullable = |s: &SchemaRef| -> SchemaRef {
+            let fields: Vec<arrow::datatypes::Field> = s
+                .fields()
+                .iter()
+                .zip(used)
+                .map(|(f, &u)| f.as_ref().clone().with_nullable(f.is_nullable() || !u))
+                .collect();
+            Arc::new(arrow::datatypes::Schema::new(fields))
+        };
+        let list = exprs
+            .iter()
+            .zip(used)
+            .map(|(e, &u)| if u { e.as_str() } else { "NULL" })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Projection {
+            list,
+            raw: nullable(raw),
+            schema: nullable(schema),
         })
     }
 }

@@ -11,7 +11,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
 use super::{
-    BatchIter, ChannelIter, SchemaCast, Source, key_positions, null_key_error, parse_keys, row_key,
+    BatchIter, ChannelIter, Projection, SchemaCast, Source, key_positions, null_key_error,
+    parse_keys, row_key,
 };
 use crate::config::{SecretUrl, SourceConfig};
 use crate::db::keyset::{KeyChunks, KeySql};
@@ -42,6 +43,8 @@ pub struct PostgresSource {
     kinds: Vec<PgKind>,
     raw_schema: SchemaRef,
     schema: SchemaRef,
+    /// How each column is selected.
+    exprs: Vec<String>,
     /// `SELECT <columns> FROM <table>`.
     select: String,
 }
@@ -202,6 +205,7 @@ impl PostgresSource {
             kinds,
             raw_schema,
             schema: Arc::new(Schema::new(fields)),
+            exprs,
             select,
         })
     }
@@ -220,6 +224,85 @@ impl PostgresSource {
 
     fn cast(&self) -> SchemaCast {
         SchemaCast::new(&self.raw_schema, &self.schema)
+    }
+
+    /// Reads `chunk` with `select` (the columns, then `FROM` the table), decoding into
+    /// `raw_schema` and handing batches out through `this`.
+    fn read_as(
+        &self,
+        chunk: &Chunk,
+        batch_rows: usize,
+        select: &str,
+        raw_schema: &SchemaRef,
+        this: SchemaCast,
+    ) -> Result<BatchIter> {
+        let sql = format!(
+            "{select} {} ORDER BY {}",
+            self.where_clause(chunk)?,
+            self.keyset.order_by()
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let pool = self.pool.clone();
+        let kinds = self.kinds.clone();
+        let raw_schema = raw_schema.clone();
+        let here = format!("{} {chunk}", self.describe());
+        self.io.spawn(async move {
+            let sender = tx.clone();
+            let result = async {
+                let mut conn = pool
+                    .begin_with(BEGIN)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                let mut decoder = Decoder::new(&kinds, raw_schema.clone(), batch_rows);
+                let mut pending: Vec<RecordBatch> = Vec::new();
+                // Batches are handed over as the stream is decoded, not at the end.
+                let copy = format!("COPY ({sql}) TO STDOUT (FORMAT binary)");
+                let mut stream = conn
+                    .copy_out_raw(&copy)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                while let Some(data) = stream.try_next().await.map_err(|e| Error::db(&here, e))? {
+                    let mut emit = |b: RecordBatch| {
+                        pending.push(b);
+                        Ok(())
+                    };
+                    decoder
+                        .feed(&data, &mut emit)
+                        .map_err(|(col, reason)| match col {
+                            Some(i) => Error::Row(RowFailure {
+                                location: format!("{here} row {}", decoder.rows + 1),
+                                column: Some(raw_schema.field(i).name().clone()),
+                                value: None,
+                                reason,
+                            }),
+                            None => Error::data(&here, reason),
+                        })?;
+                    for b in pending.drain(..) {
+                        if sender.send(this.cast(b, &here)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                drop(stream);
+                if !decoder.ended() {
+                    return Err(Error::data(
+                        &here,
+                        "the COPY stream ended without its trailer",
+                    ));
+                }
+                if decoder.len > 0 {
+                    let b = decoder.finish()?;
+                    let _ = sender.send(this.cast(b, &here)).await;
+                }
+                conn.rollback().await.map_err(|e| Error::db(&here, e))?;
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Box::new(ChannelIter(rx)))
     }
 }
 
@@ -344,77 +427,27 @@ impl Source for PostgresSource {
     }
 
     fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter> {
-        let sql = format!(
-            "{} {} ORDER BY {}",
-            self.select,
-            self.where_clause(chunk)?,
-            self.keyset.order_by()
-        );
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
-        let pool = self.pool.clone();
-        let kinds = self.kinds.clone();
-        let raw_schema = self.raw_schema.clone();
-        let here = format!("{} {chunk}", self.describe());
-        let this = self.cast();
-        self.io.spawn(async move {
-            let sender = tx.clone();
-            let result = async {
-                let mut conn = pool
-                    .begin_with(BEGIN)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
-                let mut decoder = Decoder::new(&kinds, raw_schema.clone(), batch_rows);
-                let mut pending: Vec<RecordBatch> = Vec::new();
-                // Batches are handed over as the stream is decoded, not at the end.
-                let copy = format!("COPY ({sql}) TO STDOUT (FORMAT binary)");
-                let mut stream = conn
-                    .copy_out_raw(&copy)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
-                while let Some(data) = stream.try_next().await.map_err(|e| Error::db(&here, e))? {
-                    let mut emit = |b: RecordBatch| {
-                        pending.push(b);
-                        Ok(())
-                    };
-                    decoder
-                        .feed(&data, &mut emit)
-                        .map_err(|(col, reason)| match col {
-                            Some(i) => Error::Row(RowFailure {
-                                location: format!("{here} row {}", decoder.rows + 1),
-                                column: Some(raw_schema.field(i).name().clone()),
-                                value: None,
-                                reason,
-                            }),
-                            None => Error::data(&here, reason),
-                        })?;
-                    for b in pending.drain(..) {
-                        if sender.send(this.cast(b, &here)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                drop(stream);
-                if !decoder.ended() {
-                    return Err(Error::data(
-                        &here,
-                        "the COPY stream ended without its trailer",
-                    ));
-                }
-                if decoder.len > 0 {
-                    let b = decoder.finish()?;
-                    let _ = sender.send(this.cast(b, &here)).await;
-                }
-                conn.rollback().await.map_err(|e| Error::db(&here, e))?;
-                Ok::<_, Error>(())
-            }
-            .await;
-            if let Err(e) = result {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        Ok(Box::new(ChannelIter(rx)))
+        self.read_as(
+            chunk,
+            batch_rows,
+            &self.select,
+            &self.raw_schema,
+            self.cast(),
+        )
     }
 
+    fn read_used(
+        &self,
+        chunk: &Chunk,
+        batch_rows: usize,
+        used: &[bool],
+    ) -> Result<Option<BatchIter>> {
+        let p = Projection::new(&self.exprs, &self.raw_schema, &self.schema, used)?;
+        let select = format!("SELECT {} FROM {}", p.list, self.t());
+        let cast = SchemaCast::new(&p.raw, &p.schema);
+        self.read_as(chunk, batch_rows, &select, &p.raw, cast)
+            .map(Some)
+    }
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
         let here = self.describe();
         let (wanted, values) = parse_keys(keys, &self.key, &self.key_int, &here)?;

@@ -15,6 +15,7 @@ use datafusion::common::{DFSchema, DataFusionError, SchemaError};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::prelude::SessionContext;
 use rayon::prelude::*;
 
@@ -158,6 +159,22 @@ impl Transform {
     /// The schema of transformed batches.
     pub fn output_schema(&self) -> SchemaRef {
         self.output.clone()
+    }
+
+    /// The positions of the input columns that some expression or the filter reads, in
+    /// order. A run need not read the others (see [`crate::plan::Plan::used_columns`]).
+    pub fn input_columns(&self) -> Vec<usize> {
+        let mut used: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|c| &c.expr)
+            .chain(&self.filter)
+            .flat_map(collect_columns)
+            .map(|c| c.index())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used
     }
 
     /// The declared type of each output column.

@@ -200,3 +200,22 @@ c = { type = "text", expr = "random()" }"#;
         "{err}"
     );
 }
+
+#[test]
+fn input_columns_are_the_ones_expressions_and_the_filter_read() {
+    // USERS reads id, full_name, email and created_at; deleted_at only through the filter.
+    let with_filter = Transform::compile(
+        &pipeline(USERS, Some("deleted_at IS NULL")),
+        source_schema(),
+    )
+    .unwrap();
+    assert_eq!(with_filter.input_columns(), vec![0, 1, 2, 3, 4]);
+    let without = Transform::compile(&pipeline(USERS, None), source_schema()).unwrap();
+    assert_eq!(without.input_columns(), vec![0, 1, 2, 3]);
+    let constant = Transform::compile(
+        &pipeline(r#"one = { type = "bigint", expr = "1" }"#, None),
+        source_schema(),
+    )
+    .unwrap();
+    assert_eq!(constant.input_columns(), Vec::<usize>::new());
+}

@@ -874,6 +874,18 @@ rows = 40
         src.q()
     ));
     assert_eq!(keys, want);
+    // The run read only id and qty; each quarantined row was read again whole, with the
+    // columns no expression uses.
+    let kept = dst.rows(&format!(
+        "SELECT string_agg(concat_ws(':', row_key, source_row::jsonb->>'name', source_row::jsonb->>'tag', source_row::jsonb->>'qty'), ',' ORDER BY row_key::int) FROM {}.items_rejects",
+        dst.q()
+    ));
+    let want = src.rows(&format!(
+        "SELECT string_agg(concat_ws(':', id, name, tag, qty), ',' ORDER BY id) FROM {}.items WHERE qty >= 11",
+        src.q()
+    ));
+    assert_eq!(kept, want);
+    assert!(kept[0][0].contains("63:item 63 ünï::11"), "{kept:?}");
 
     // Fixed: the quarantined rows are read again from the source by key and written.
     ws.write(&p, &pipeline(2000));
