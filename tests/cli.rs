@@ -628,6 +628,9 @@ fn dry_run_writes_nothing_not_even_on_error() {
             .code,
         0
     );
+    // The run folded its write-ahead log into the file, which alone is what the dry run
+    // looks at (it opens it as unchanging, to leave not even a lock file).
+    assert!(!ws.path("out/shop_v2.db-wal").exists());
     let broken = ws.write(
         "pipelines/broken_dry.toml",
         &std::fs::read_to_string(ws.path("pipelines/quickstart.toml"))

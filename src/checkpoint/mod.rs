@@ -137,6 +137,13 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Forgets the run.
     fn discard(&self) -> Result<()>;
+
+    /// Releases the store's connections once a command is done with it. Called before
+    /// [`crate::sink::Sink::finish`]: a store in a SQLite target shares its file, and the
+    /// last connection to close is the one that folds the write-ahead log into the file.
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Lines saying what differs between two pipelines' settings.

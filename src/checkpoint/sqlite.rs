@@ -307,6 +307,13 @@ impl CheckpointStore for SqliteStore {
         expect_one(n, mark.chunk, &here)
     }
 
+    fn close(&self) -> Result<()> {
+        if let Some(pool) = self.pool.get() {
+            self.io.block_on(pool.close());
+        }
+        Ok(())
+    }
+
     fn fail(&self, chunk: usize, error: &str) -> Result<()> {
         let n = self.exec(
             "UPDATE \"_rowshift_chunks\" SET state = 'failed', last_error = ? WHERE pipeline = ? AND id = ?",

@@ -398,6 +398,7 @@ pub fn run(
         interrupted: cancelled() && todo.len() > attempted,
         failures,
     };
+    store.close()?;
     sink.finish()?;
     observer.on_event(&Event::Finished(Box::new(summary.clone())));
     Ok(summary)
