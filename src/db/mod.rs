@@ -4,6 +4,7 @@
 pub(crate) mod decode;
 pub(crate) mod keyset;
 pub mod mysql;
+pub mod pg_hash;
 pub mod postgres;
 pub mod sqlite;
 

@@ -45,6 +45,7 @@ use arrow::record_batch::RecordBatch;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use super::IoRuntime;
+use super::pg_hash::{HashSum, RowHasher};
 use crate::config::{DbOptions, SecretUrl};
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
@@ -406,6 +407,9 @@ pub struct Encoder {
     started: bool,
     /// The digest of the rows encoded so far.
     pub digest: RowDigest,
+    /// PostgreSQL's own hashes of the rows encoded so far, when asked for (see
+    /// [`Encoder::hashing`]).
+    pub hashed: Option<(RowHasher, HashSum)>,
 }
 
 impl Default for Encoder {
@@ -421,6 +425,16 @@ impl Encoder {
             buf: Vec::with_capacity(1 << 20),
             started: false,
             digest: RowDigest::default(),
+            hashed: None,
+        }
+    }
+
+    /// An encoder that also sums PostgreSQL's hashes of the rows it encodes, which the
+    /// read-back compares with the server's sum over what it stored.
+    pub fn hashing(hasher: RowHasher) -> Self {
+        Encoder {
+            hashed: Some((hasher, HashSum::default())),
+            ..Self::new()
         }
     }
 
@@ -441,8 +455,10 @@ impl Encoder {
         let n = cols.len() as i16;
         for row in 0..batch.num_rows() {
             let start = self.buf.len();
+            let mut hash = 0u64;
             self.buf.extend_from_slice(&n.to_be_bytes());
             for (i, (col, kind)) in cols.iter().zip(kinds).enumerate() {
+                let at = self.buf.len();
                 encode_value(&mut self.buf, col, *kind, row).map_err(|reason| {
                     let name = batch.schema().field(i).name().clone();
                     let at = match crate::source::row_label(batch, key, row) {
@@ -456,8 +472,17 @@ impl Encoder {
                         reason,
                     })
                 })?;
+                if let Some((hasher, _)) = &self.hashed {
+                    let value = (self.buf[at..at + 4] != [0xff; 4]).then(|| &self.buf[at + 4..]);
+                    hash ^= hasher
+                        .field(i, value)
+                        .ok_or_else(|| Error::Internal(format!("cannot hash a {kind:?} value")))?;
+                }
             }
             self.digest.add(&self.buf[start..]);
+            if let Some((_, sum)) = &mut self.hashed {
+                sum.add(hash);
+            }
         }
         Ok(())
     }

@@ -1503,3 +1503,175 @@ rows = 1
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn the_server_hashes_what_it_stores_as_the_sink_hashed_it_when_sending() {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int16Array, Int32Array,
+        Int64Array, RecordBatch, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
+    };
+    use rowshift::db::pg_hash::RowHasher;
+    use rowshift::db::postgres::{Encoder, PgKind};
+    use rowshift::types::ColumnType::*;
+
+    let pg = PgSchema::new("rs_pg_hash");
+    pg.exec(&format!(
+        "CREATE TABLE {}.h (a int2, b int4, c int8, d float4, e float8, f bool, g text, \
+         h varchar(30), i date, j time, k timestamp)",
+        pg.q()
+    ));
+    let types = [
+        SmallInt,
+        Int,
+        BigInt,
+        Real,
+        Double,
+        Boolean,
+        Text,
+        Varchar(30),
+        Date,
+        Time,
+        Timestamp,
+    ];
+    // Edge values per column, NULLs included; 0 and -0 and NaN, empty and long text.
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int16Array::from(vec![
+            Some(i16::MIN),
+            Some(-1),
+            Some(0),
+            Some(i16::MAX),
+            None,
+        ])),
+        Arc::new(Int32Array::from(vec![
+            Some(i32::MIN),
+            Some(-7),
+            None,
+            Some(1),
+            Some(i32::MAX),
+        ])),
+        Arc::new(Int64Array::from(vec![
+            Some(i64::MIN),
+            Some(-1),
+            Some(4_294_967_296),
+            None,
+            Some(i64::MAX),
+        ])),
+        Arc::new(Float32Array::from(vec![
+            Some(f32::NAN),
+            Some(-0.0),
+            Some(1.5e-40),
+            Some(f32::INFINITY),
+            None,
+        ])),
+        Arc::new(Float64Array::from(vec![
+            Some(0.0),
+            Some(f64::NEG_INFINITY),
+            None,
+            Some(f64::NAN),
+            Some(-2.5e300),
+        ])),
+        Arc::new(BooleanArray::from(vec![
+            Some(true),
+            Some(false),
+            None,
+            Some(true),
+            Some(false),
+        ])),
+        Arc::new(StringArray::from(vec![
+            Some(""),
+            Some("a"),
+            Some("José Álvarez, 李小龙 🎉"),
+            None,
+            Some("twelve bytes+twelve bytes+twelve bytes"),
+        ])),
+        Arc::new(StringArray::from(vec![
+            Some("x"),
+            None,
+            Some("abcdefghijk"),
+            Some("abcdefghijkl"),
+            Some("ünï"),
+        ])),
+        Arc::new(Date32Array::from(vec![
+            Some(-2_440_000),
+            Some(0),
+            Some(10_957),
+            None,
+            Some(2_900_000),
+        ])),
+        Arc::new(Time64MicrosecondArray::from(vec![
+            Some(0),
+            Some(86_399_999_999),
+            None,
+            Some(45_296_789_000),
+            Some(1),
+        ])),
+        Arc::new(TimestampMicrosecondArray::from(vec![
+            Some(-210_000_000_000_000_000),
+            Some(0),
+            Some(1_709_168_523_500_000),
+            None,
+            Some(9_000_000_000_000_000_000),
+        ])),
+    ];
+    let batch = RecordBatch::try_from_iter(
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+            .into_iter()
+            .zip(columns),
+    )
+    .unwrap();
+    let kinds: Vec<PgKind> = types.iter().map(|t| PgKind::for_type(*t)).collect();
+    let hasher = RowHasher::new(&types, None).expect("every type hashes");
+    let mut enc = Encoder::hashing(hasher.clone());
+    enc.rows(&batch, &kinds, "test", &[]).unwrap();
+    enc.finish();
+    let sent = enc.hashed.as_ref().unwrap().1;
+    assert_eq!(sent.rows, 5);
+    let t = format!("{}.h", pg.q());
+    pg.rt.block_on(async {
+        let mut conn = pg.pool.acquire().await.unwrap();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {t} FROM STDIN (FORMAT binary)"))
+            .await
+            .unwrap();
+        copy.send(enc.buf.clone()).await.unwrap();
+        assert_eq!(copy.finish().await.unwrap(), 5);
+    });
+    let names: Vec<String> = "abcdefghijk".chars().map(|c| format!("\"{c}\"")).collect();
+    let stored = |t: &str| {
+        pg.rows(&format!(
+            "SELECT count(*)::text, sum({})::text FROM {t}",
+            hasher.sql(&names)
+        ))
+    };
+    assert_eq!(
+        stored(&t),
+        [[sent.rows.to_string(), sent.sum.to_string()]],
+        "the server's hashes of the stored rows differ from the sink's"
+    );
+    // Any one value changed, in any column, changes the sum.
+    for (col, change) in [
+        ("a", "a = a + 1"),
+        ("d", "d = 0"),
+        ("e", "e = 0"),
+        ("f", "f = NOT f"),
+        ("g", "g = g || ' '"),
+        ("h", "h = upper(h)"),
+        ("i", "i = i + 1"),
+        ("j", "j = j + interval '1 microsecond'"),
+        ("k", "k = k - interval '1 microsecond'"),
+        ("c", "c = NULL"),
+    ] {
+        pg.exec(&format!(
+            "DROP TABLE IF EXISTS {s}.h2; CREATE TABLE {s}.h2 AS SELECT * FROM {t}; \
+             UPDATE {s}.h2 SET {change} WHERE ctid = (SELECT min(ctid) FROM {s}.h2 WHERE {col} IS NOT NULL AND {col}::text <> '0')",
+            s = pg.q()
+        ));
+        assert_ne!(
+            stored(&format!("{}.h2", pg.q()))[0][1],
+            sent.sum.to_string(),
+            "{change}"
+        );
+    }
+}
