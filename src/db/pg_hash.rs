@@ -171,6 +171,17 @@ impl RowHasher {
         (0x6e75_6c6c_0000_0000 | column as u64) as i64
     }
 
+    /// The seed of an `int8`'s high half: `hashint8extended` folds the halves together
+    /// (0 and 4294967297 hash alike), so the high half is hashed on its own as well.
+    fn high_seed(column: usize) -> u64 {
+        Self::seed(column) ^ 0x0000_0001_0000_0000
+    }
+
+    /// What an infinite date hashes as (never sent: such dates are row failures).
+    fn infinite(column: usize) -> i64 {
+        Self::null(column) ^ 1
+    }
+
     /// The row's hash as a SQL expression over `columns` (quoted, in order).
     pub fn sql(&self, columns: &[String]) -> String {
         let parts: Vec<String> = self
@@ -183,7 +194,10 @@ impl RowHasher {
                 let h = match kind {
                     PgKind::Int2 => format!("hashint2extended({c}, {s})"),
                     PgKind::Int4 => format!("hashint4extended({c}, {s})"),
-                    PgKind::Int8 => format!("hashint8extended({c}, {s})"),
+                    PgKind::Int8 => format!(
+                        "hashint8extended({c}, {s}) # hashint4extended(({c} >> 32)::int4, {})",
+                        Self::high_seed(i) as i64
+                    ),
                     PgKind::Float4 => format!("hashfloat4extended({c}, {s})"),
                     PgKind::Float8 => format!("hashfloat8extended({c}, {s})"),
                     PgKind::Bool => format!("hashint4extended({c}::int4, {s})"),
@@ -191,9 +205,10 @@ impl RowHasher {
                     // collation.
                     PgKind::Text => format!("hashtextextended({c}::text COLLATE \"C\", {s})"),
                     // A date is its days since 2000-01-01; an infinite one (never sent)
-                    // hashes as NULL rather than failing the subtraction.
+                    // hashes as a constant of its own rather than failing the subtraction.
                     PgKind::Date => format!(
-                        "CASE WHEN isfinite({c}) THEN hashint4extended({c} - DATE '2000-01-01', {s}) END"
+                        "CASE WHEN isfinite({c}) THEN hashint4extended({c} - DATE '2000-01-01', {s}) WHEN {c} IS NOT NULL THEN {} END",
+                        Self::infinite(i)
                     ),
                     PgKind::Time => format!("time_hash_extended({c}, {s})"),
                     _ => format!("timestamp_hash_extended({c}, {s})"),
@@ -219,9 +234,11 @@ impl RowHasher {
                 seed,
             ),
             PgKind::Int4 | PgKind::Date => uint32(u32::from_be_bytes(be4()?), seed),
-            PgKind::Int8 | PgKind::Time | PgKind::Timestamp => {
-                int8(i64::from_be_bytes(be8()?), seed)
+            PgKind::Int8 => {
+                let v = i64::from_be_bytes(be8()?);
+                int8(v, seed) ^ uint32((v >> 32) as u32, Self::high_seed(column))
             }
+            PgKind::Time | PgKind::Timestamp => int8(i64::from_be_bytes(be8()?), seed),
             PgKind::Float4 => float8(f64::from(f32::from_be_bytes(be4()?)), seed),
             PgKind::Float8 => float8(f64::from_be_bytes(be8()?), seed),
             PgKind::Bool => uint32(u32::from(*v.first()? != 0), seed),

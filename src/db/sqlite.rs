@@ -29,7 +29,8 @@ pub enum Access {
     /// Read-only; never creates the file.
     Read,
     /// Read-only and treating the file as unchanging, so not even lock or `-shm` files
-    /// appear next to it. For a dry run's look at the target.
+    /// appear next to it; read-only through its write-ahead log when one holds rows. For
+    /// a dry run's look at the target.
     Inspect,
     /// Read-write; creates the file and its folder.
     Write,
@@ -52,13 +53,19 @@ pub fn connect(io: &IoRuntime, path: &Path, access: Access, max: u32) -> Result<
     if !write && !path.exists() {
         return Err(Error::data(shown, "database file does not exist"));
     }
+    // A write-ahead log that a killed writer left holds committed rows the file lacks:
+    // an inspection reads through it rather than treat the file alone as the database.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let unchanging = access == Access::Inspect
+        && std::fs::metadata(std::path::Path::new(&wal)).map_or(true, |m| m.len() == 0);
     let mut opts = SqliteConnectOptions::from_str("sqlite://")
         .map_err(|e| Error::db(&shown, e))?
         .filename(path)
         .create_if_missing(write)
         .read_only(!write)
         .busy_timeout(Duration::from_secs(60))
-        .immutable(access == Access::Inspect);
+        .immutable(unchanging);
     // A reader sets no pragma that could change the file (journal_mode would).
     if write {
         opts = opts
@@ -110,4 +117,54 @@ pub async fn table_names(pool: &SqlitePool, shown: &str) -> Result<Vec<String>> 
         .fetch_all(pool)
         .await
         .map_err(|e| Error::db(shown, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inspection_reads_rows_a_killed_writer_left_in_the_write_ahead_log() {
+        let io = IoRuntime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live.db");
+        let pool = connect(&io, &live, Access::Write, 1).unwrap();
+        io.block_on(async {
+            sqlx::raw_sql("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
+                .execute(&pool)
+                .await
+                .unwrap();
+        });
+        // The files as a writer killed now leaves them: the rows are in the log only.
+        let left = dir.path().join("left.db");
+        std::fs::copy(&live, &left).unwrap();
+        std::fs::copy(
+            dir.path().join("live.db-wal"),
+            dir.path().join("left.db-wal"),
+        )
+        .unwrap();
+        assert!(
+            std::fs::metadata(dir.path().join("left.db-wal"))
+                .unwrap()
+                .len()
+                > 0
+        );
+        let count = |path: &Path| -> i64 {
+            let pool = connect(&io, path, Access::Inspect, 1).unwrap();
+            let n = io.block_on(async {
+                sqlx::query_scalar("SELECT count(*) FROM t")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            });
+            io.block_on(pool.close());
+            n
+        };
+        assert_eq!(count(&left), 2);
+        // Folded in and closed, the file alone holds them, and is read as unchanging.
+        io.block_on(pool.close());
+        assert!(!dir.path().join("live.db-wal").exists());
+        assert_eq!(count(&live), 2);
+        assert!(!dir.path().join("live.db-shm").exists());
+    }
 }

@@ -720,9 +720,16 @@ fn whole_rows(
         })
     };
     let mut take = Vec::with_capacity(rows.len());
+    // Rows alike in every used column are interchangeable, but each is taken once: two
+    // rejected rows never stand for one source row.
+    let mut taken = vec![false; found.num_rows()];
     for (&row, key) in rows.iter().zip(&keys) {
         let candidates = &under[slot[key]];
-        let Some(&again) = candidates.iter().find(|&&j| same(row, j)) else {
+        let again = candidates
+            .iter()
+            .copied()
+            .find(|&j| !taken[j] && same(row, j));
+        let Some(again) = again else {
             let why = match candidates.is_empty() {
                 true => "the source no longer has it",
                 false => "it changed since the chunk read it",
@@ -733,6 +740,7 @@ fn whole_rows(
                 source.describe()
             )));
         };
+        taken[again] = true;
         take.push(again as u32);
     }
     arrow::compute::take_record_batch(&found, &arrow::array::UInt32Array::from(take))
@@ -1055,6 +1063,32 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "check failed: chunk 4 (all keys): rejected row 3 of table t could not be read again whole for the quarantine: it changed since the chunk read it; the chunk is not committed, run again to redo it"
+        );
+        // Two rows alike in the used columns, under one key: each is quarantined once.
+        let twins = plan(rows(&[2, 2], &[70000, 70000], &["b", "c"]));
+        let same_seen = seen.slice(1, 1);
+        let both =
+            arrow::compute::concat_batches(&same_seen.schema(), &[same_seen.clone(), same_seen])
+                .unwrap();
+        let whole = whole_rows(&twins, &CHUNK, &both, &[0, 1], &used).unwrap();
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&[whole])
+                .unwrap()
+                .to_string(),
+            "\
++----+-------+------+
+| id | qty   | note |
++----+-------+------+
+| 2  | 70000 | b    |
+| 2  | 70000 | c    |
++----+-------+------+"
+        );
+        let one = plan(rows(&[2], &[70000], &["b"]));
+        let err = whole_rows(&one, &CHUNK, &both, &[0, 1], &used).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("it changed since the chunk read it"),
+            "{err}"
         );
         let gone = plan(rows(&[1, 2], &[10, 70000], &["a", "c"]));
         let err = whole_rows(&gone, &CHUNK, &seen, &[1, 3], &used).unwrap_err();

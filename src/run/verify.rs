@@ -133,6 +133,8 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
         // Pending first, then remove: a crash in between leaves a pending chunk whose
         // rows a later run writes, never a done chunk with rows missing.
         store.redo(&ids)?;
+        // The run below opens a store of its own on the same file.
+        store.close()?;
         for (id, selection) in &selections {
             sink.remove_rows(*id, selection)?;
         }

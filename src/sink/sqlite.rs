@@ -510,10 +510,20 @@ impl Sink for SqliteSink {
     }
 
     fn finish(&self) -> Result<()> {
-        // Closing the last connection checkpoints the WAL into the database file, so the
-        // file alone holds every committed row.
+        // The file alone must hold every committed row: a dry run looks at it as
+        // unchanging, without the write-ahead log. Closing the last connection folds the
+        // log in, but another may still be open (a `references` check reading this file),
+        // so fold it in first, whoever else is connected.
         if let Some(pool) = self.pool.get() {
-            self.io.block_on(pool.close());
+            let here = self.here();
+            self.io.block_on(async {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(pool)
+                    .await
+                    .map_err(|e| Error::db(&here, e))?;
+                pool.close().await;
+                Ok::<_, Error>(())
+            })?;
         }
         Ok(())
     }
