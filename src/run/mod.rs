@@ -1011,6 +1011,12 @@ mod tests {
         Plan::with_source(pipeline, source, crate::db::IoRuntime::new().unwrap()).unwrap()
     }
 
+    fn shown(batch: RecordBatch) -> String {
+        arrow::util::pretty::pretty_format_batches(&[batch])
+            .unwrap()
+            .to_string()
+    }
+
     const CHUNK: Chunk = Chunk {
         id: 4,
         range: ChunkRange::Keys { lo: None, hi: None },
@@ -1044,9 +1050,7 @@ mod tests {
         // Rows 1 and 2 share key 2: each gets the row that holds its own values.
         let whole = whole_rows(&p, &CHUNK, &seen, &[3, 1, 2], &used).unwrap();
         assert_eq!(
-            arrow::util::pretty::pretty_format_batches(&[whole])
-                .unwrap()
-                .to_string(),
+            shown(whole),
             "\
 +----+-------+------+
 | id | qty   | note |
@@ -1072,9 +1076,7 @@ mod tests {
                 .unwrap();
         let whole = whole_rows(&twins, &CHUNK, &both, &[0, 1], &used).unwrap();
         assert_eq!(
-            arrow::util::pretty::pretty_format_batches(&[whole])
-                .unwrap()
-                .to_string(),
+            shown(whole),
             "\
 +----+-------+------+
 | id | qty   | note |
