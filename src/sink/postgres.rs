@@ -418,12 +418,13 @@ impl PostgresSink {
     }
 
     /// Sends `batches` with binary `COPY` into `table` (quoted); returns the rows copied
-    /// and what they were sent as.
+    /// and, when a read-back will `check` them, what they were sent as.
     async fn copy_in(
         &self,
         conn: &mut PgConnection,
         table: &str,
         batches: &[RecordBatch],
+        check: bool,
     ) -> Result<(u64, Sent)> {
         let here = self.here();
         let db = |e| Error::db(&here, e);
@@ -432,9 +433,13 @@ impl PostgresSink {
             self.column_list()
         );
         let mut copy = conn.copy_in_raw(&sql).await.map_err(db)?;
-        let mut enc = match &self.facts()?.hasher {
-            Some(hasher) => Encoder::hashing(hasher.clone()),
-            None => Encoder::new(),
+        // Only what the read-back will compare is computed: a run without read-back
+        // pays for neither.
+        let facts = self.facts()?;
+        let mut enc = match (check, &facts.hasher) {
+            (true, Some(hasher)) => Encoder::hashing(hasher.clone()),
+            (true, None) if facts.byte_exact => Encoder::digesting(),
+            _ => Encoder::new(),
         };
         let key = self.key.as_ref().map_or(&[][..], |k| &k.columns);
         for b in batches {
@@ -456,13 +461,14 @@ impl PostgresSink {
     }
 
     /// Writes `batches` by the write mode, inside the caller's transaction. `replace`
-    /// is the selection `replace-chunk` deletes first. Returns the rows written and what
-    /// they were sent as.
+    /// is the selection `replace-chunk` deletes first. Returns the rows written and, when
+    /// a read-back will `check` them, what they were sent as.
     async fn write_rows(
         &self,
         conn: &mut PgConnection,
         batches: &[RecordBatch],
         replace: Option<&Selection>,
+        check: bool,
     ) -> Result<(u64, Sent)> {
         let here = self.here();
         let db = |e| Error::db(&here, e);
@@ -478,7 +484,7 @@ impl PostgresSink {
             return Ok((0, Sent::default()));
         }
         if self.write_mode != WriteMode::Upsert {
-            return self.copy_in(conn, &self.t(), batches).await;
+            return self.copy_in(conn, &self.t(), batches, check).await;
         }
         // Only the written columns, with the table's types and no constraints: another
         // NOT NULL column of the table, filled by its default, does not get in the way.
@@ -492,7 +498,7 @@ impl PostgresSink {
         .await
         .map_err(db)?;
         let (_, sent) = self
-            .copy_in(conn, &format!("pg_temp.{stage}"), batches)
+            .copy_in(conn, &format!("pg_temp.{stage}"), batches, check)
             .await?;
         let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
             .into_iter()
@@ -818,7 +824,7 @@ impl Sink for PostgresSink {
             .transpose()?;
         self.client.io().block_on(async {
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
-            let (written, _) = self.write_rows(&mut tx, passing, None).await?;
+            let (written, _) = self.write_rows(&mut tx, passing, None, false).await?;
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, sel).await?;
@@ -871,7 +877,7 @@ impl ChunkWriter for PgChunk<'_> {
             sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
                 .await?;
             let (rows, sent) = sink
-                .write_rows(&mut tx, &self.batches, replace.as_ref())
+                .write_rows(&mut tx, &self.batches, replace.as_ref(), verify.is_some())
                 .await?;
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back. Where the
