@@ -405,10 +405,9 @@ pub struct Encoder {
     /// Bytes not yet sent.
     pub buf: Vec<u8>,
     started: bool,
-    /// Whether rows are digested (see [`Encoder::digesting`]).
-    digesting: bool,
-    /// The digest of the rows encoded so far, when asked for.
-    pub digest: RowDigest,
+    /// The digest of the rows encoded so far, when asked for (see
+    /// [`Encoder::digesting`]).
+    pub digest: Option<RowDigest>,
     /// PostgreSQL's own hashes of the rows encoded so far, when asked for (see
     /// [`Encoder::hashing`]).
     pub hashed: Option<(RowHasher, HashSum)>,
@@ -426,8 +425,7 @@ impl Encoder {
         Encoder {
             buf: Vec::with_capacity(1 << 20),
             started: false,
-            digesting: false,
-            digest: RowDigest::default(),
+            digest: None,
             hashed: None,
         }
     }
@@ -436,7 +434,7 @@ impl Encoder {
     /// that compares the bytes it reads with them.
     pub fn digesting() -> Self {
         Encoder {
-            digesting: true,
+            digest: Some(RowDigest::default()),
             ..Self::new()
         }
     }
@@ -491,8 +489,8 @@ impl Encoder {
                         .ok_or_else(|| Error::Internal(format!("cannot hash a {kind:?} value")))?;
                 }
             }
-            if self.digesting {
-                self.digest.add(&self.buf[start..]);
+            if let Some(digest) = &mut self.digest {
+                digest.add(&self.buf[start..]);
             }
             if let Some((_, sum)) = &mut self.hashed {
                 sum.add(hash);
@@ -1123,7 +1121,7 @@ mod tests {
         enc.rows(&batch, &[PgKind::Int8, PgKind::Text], "here", &[])
             .unwrap();
         enc.finish();
-        (enc.digest, enc.buf)
+        (enc.digest.unwrap(), enc.buf)
     }
 
     fn digest_of_stream(stream: &[u8], piece: usize) -> RowDigest {

@@ -1027,11 +1027,7 @@ mod tests {
     fn rejected_rows_read_without_some_columns_are_read_again_whole_or_fail_the_chunk() {
         // What the run read: `note` left out (NULL).
         let seen = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int64, false),
-                Field::new("qty", DataType::Int64, true),
-                Field::new("note", DataType::Utf8, true),
-            ])),
+            schema(),
             vec![
                 Arc::new(Int64Array::from(vec![1, 2, 2, 3])),
                 Arc::new(Int64Array::from(vec![10, 70000, 80000, 90000])),
