@@ -81,6 +81,11 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The target refused rows of a chunk (a constraint, a trigger, a value its column
+    /// cannot hold), each named by its place among the rows the chunk sent. A run puts
+    /// them in the quarantine and commits the chunk again without them.
+    #[error("{}", refused_text(.0))]
+    Refused(Vec<crate::sink::Refusal>),
     /// More rows were rejected than `max_rejects` allows; the run stops.
     #[error("reject limit: {0}")]
     RejectLimit(String),
@@ -147,9 +152,25 @@ impl Error {
     /// environment: a rejected row or a failed check. The CLI maps these to exit code 1.
     pub fn is_data_failure(&self) -> bool {
         match self {
-            Error::Row(_) | Error::Check(_) | Error::RejectLimit(_) => true,
+            Error::Row(_) | Error::Check(_) | Error::RejectLimit(_) | Error::Refused(_) => true,
             Error::Chunk { source, .. } => source.is_data_failure(),
             _ => false,
         }
     }
+}
+
+fn refused_text(refused: &[crate::sink::Refusal]) -> String {
+    let Some(first) = refused.first() else {
+        return "the target refused no row".into();
+    };
+    let detail = first
+        .detail
+        .as_ref()
+        .map_or(String::new(), |d| format!(" ({d})"));
+    format!(
+        "the target refused {} row(s); the first, row {} of those sent: {}{detail}",
+        refused.len(),
+        first.row + 1,
+        first.reason
+    )
 }

@@ -514,6 +514,11 @@ fn run_chunk_claiming(
     let mut sum = 0u64;
     // What was sent, kept for read-back (batches share their buffers; nothing is copied).
     let mut sent = Vec::new();
+    // For a target that may refuse rows: every batch as read and as written, and the
+    // quarantine so far, to quarantine refused rows and write the chunk again.
+    let refusable = shared.sink.refuses_rows();
+    let mut kept: Vec<Kept> = Vec::new();
+    let mut quarantined: Vec<QuarantineEntry> = Vec::new();
     let (batches, left_out) = read_chunk(plan, chunk).map_err(wrap)?;
     for batch in batches {
         let batch = batch.map_err(wrap)?;
@@ -546,6 +551,9 @@ fn run_chunk_claiming(
                 slot.0 += 1;
                 entries.push(entry);
             }
+            if refusable {
+                quarantined.extend(entries.iter().cloned());
+            }
             writer.reject(entries).map_err(wrap)?;
         }
         for (check, failure) in p.warnings {
@@ -554,7 +562,18 @@ fn run_chunk_claiming(
         sum = sum.wrapping_add(crate::check::checksum(&p.out.batch).map_err(wrap)?);
         writer.write(&p.out.batch).map_err(wrap)?;
         if verify && p.out.batch.num_rows() > 0 {
-            sent.push(p.out.batch);
+            sent.push(p.out.batch.clone());
+        }
+        if refusable {
+            kept.push(Kept {
+                rows: p
+                    .out
+                    .rows
+                    .unwrap_or_else(|| (0..p.out.batch.num_rows()).collect()),
+                out: p.out.batch,
+                source: batch.clone(),
+                base,
+            });
         }
         offset += batch.num_rows() as u64;
     }
@@ -579,65 +598,112 @@ fn run_chunk_claiming(
             .collect();
         counts.read += entries.len() as u64;
         counts.rejected += entries.len() as u64;
+        if refusable {
+            quarantined.extend(entries.iter().cloned());
+        }
         writer.reject(entries).map_err(wrap)?;
     }
     conservation(chunk, &counts).map_err(wrap)?;
-    if let Some(max) = limits.max_reject_ratio
-        && counts.read > 0
-        && counts.rejected as f64 / counts.read as f64 > max
-    {
-        return Err(wrap(Error::Check(format!(
-            "{chunk}: {} of {} rows rejected, more than max_reject_ratio = {max}",
-            counts.rejected, counts.read
-        ))));
-    }
-    let total = shared
-        .rejected_total
-        .fetch_add(counts.rejected, Ordering::SeqCst)
-        + counts.rejected;
-    if let Some(max) = limits.max_rejects
-        && total > max
-    {
-        shared
-            .rejected_total
-            .fetch_sub(counts.rejected, Ordering::SeqCst);
-        return Err(wrap(Error::RejectLimit(format!(
-            "{total} rows rejected so far, more than max_rejects = {max}; the run stops"
-        ))));
-    }
     let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
-    let readback = if verify {
-        Some(ReadBack {
-            chunk,
-            rows: counts.written,
-            checksum: sum,
-            sent: &sent,
-            key: &key,
-            selection: plan.selection(chunk, &sent).map_err(wrap)?,
-            nanos: &shared.verify_nanos,
-        })
-    } else {
-        None
-    };
-    let result = inject_fault(chunk.id, attempt).and_then(|()| {
-        writer.commit(
-            &DoneMark {
-                chunk: chunk.id,
-                counts,
-                seconds: t0.elapsed().as_secs_f64(),
-                checksum: sum,
-            },
-            readback.as_ref(),
-        )
-    });
-    let committed = match result {
-        Ok(c) => c,
-        Err(e) => {
-            shared
-                .rejected_total
-                .fetch_sub(counts.rejected, Ordering::SeqCst);
-            return Err(wrap(e));
-        }
+    // Rejects this chunk added to the run's total so far; given back if it fails.
+    let mut counted = 0;
+    let mut rounds = 0;
+    let committed = loop {
+        let total = shared
+            .rejected_total
+            .fetch_add(counts.rejected - counted, Ordering::SeqCst)
+            + (counts.rejected - counted);
+        counted = counts.rejected;
+        let limit = match (limits.max_reject_ratio, limits.max_rejects) {
+            (Some(max), _)
+                if counts.read > 0 && counts.rejected as f64 / counts.read as f64 > max =>
+            {
+                Some(Error::Check(format!(
+                    "{chunk}: {} of {} rows rejected, more than max_reject_ratio = {max}",
+                    counts.rejected, counts.read
+                )))
+            }
+            (_, Some(max)) if total > max => Some(Error::RejectLimit(format!(
+                "{total} rows rejected so far, more than max_rejects = {max}; the run stops"
+            ))),
+            _ => None,
+        };
+        let readback = match (limit, verify) {
+            (Some(e), _) => Err(e),
+            (None, true) => plan.selection(chunk, &sent).map(|selection| {
+                Some(ReadBack {
+                    chunk,
+                    rows: counts.written,
+                    checksum: sum,
+                    sent: &sent,
+                    key: &key,
+                    selection,
+                    nanos: &shared.verify_nanos,
+                })
+            }),
+            (None, false) => Ok(None),
+        };
+        let result = readback.and_then(|readback| {
+            inject_fault(chunk.id, attempt)?;
+            writer.commit(
+                &DoneMark {
+                    chunk: chunk.id,
+                    counts,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    checksum: sum,
+                },
+                readback.as_ref(),
+            )
+        });
+        let refused = match result {
+            Ok(c) => break c,
+            // The rows the target refused join the quarantine, and the chunk is written
+            // again without them. A second round only happens if the table changed
+            // under the run (another writer's rows); a third is not tried.
+            Err(Error::Refused(refused)) if refusable && rounds < 2 => refused,
+            Err(e) => {
+                shared.rejected_total.fetch_sub(counted, Ordering::SeqCst);
+                return Err(wrap(e));
+            }
+        };
+        rounds += 1;
+        let mut again = || -> Result<_> {
+            let entries = refused_entries(plan, chunk, &mut kept, &refused, left_out.as_deref())?;
+            for entry in &entries {
+                let failure = RowFailure {
+                    location: entry.location.clone(),
+                    column: entry.column.clone(),
+                    value: entry.value.clone(),
+                    reason: entry.reason.clone(),
+                };
+                by_reason
+                    .entry(entry.grouped_reason())
+                    .or_insert((0, failure))
+                    .0 += 1;
+            }
+            counts.written -= entries.len() as u64;
+            counts.rejected += entries.len() as u64;
+            quarantined.extend(entries);
+            sum = 0;
+            sent.clear();
+            let mut writer = shared.sink.open_chunk(chunk)?;
+            writer.reject(quarantined.clone())?;
+            for k in &kept {
+                sum = sum.wrapping_add(crate::check::checksum(&k.out)?);
+                writer.write(&k.out)?;
+                if verify && k.out.num_rows() > 0 {
+                    sent.push(k.out.clone());
+                }
+            }
+            Ok(writer)
+        };
+        writer = match again() {
+            Ok(w) => w,
+            Err(e) => {
+                shared.rejected_total.fetch_sub(counted, Ordering::SeqCst);
+                return Err(wrap(e));
+            }
+        };
     };
     if committed.rows != counts.written {
         return Err(wrap(Error::Check(format!(
@@ -659,6 +725,97 @@ fn run_chunk_claiming(
         },
         committed,
     ))
+}
+
+/// One batch of a chunk as read and as written, for a target that may refuse rows.
+struct Kept {
+    /// The batch as read.
+    source: arrow::record_batch::RecordBatch,
+    /// The rows before it in the chunk, to locate its rows.
+    base: u64,
+    /// The batch as written.
+    out: arrow::record_batch::RecordBatch,
+    /// For each row of `out`, its row in `source`.
+    rows: Vec<usize>,
+}
+
+/// How a row the target refused (found at `location`) is kept in the quarantine: the
+/// server's message as the reason, its detail as the value.
+pub(crate) fn refusal_failure(r: &crate::sink::Refusal, location: String) -> RowFailure {
+    RowFailure {
+        location,
+        column: r.column.clone(),
+        value: r.detail.clone(),
+        reason: format!("{}{}", crate::sink::REFUSED, r.reason),
+    }
+}
+
+/// Quarantine entries for the rows the target refused (counted across `kept`'s written
+/// rows), which are taken out of `kept`.
+fn refused_entries(
+    plan: &Plan,
+    chunk: &Chunk,
+    kept: &mut [Kept],
+    refused: &[crate::sink::Refusal],
+    left_out: Option<&[bool]>,
+) -> Result<Vec<QuarantineEntry>> {
+    let source = plan.source.as_ref();
+    let mut entries = Vec::with_capacity(refused.len());
+    let mut refused: Vec<&crate::sink::Refusal> = refused.iter().collect();
+    refused.sort_by_key(|r| r.row);
+    let mut next = refused.into_iter().peekable();
+    let mut start = 0;
+    for k in kept.iter_mut() {
+        let end = start + k.out.num_rows();
+        let mut here = Vec::new();
+        while let Some(r) = next.next_if(|r| r.row < end) {
+            here.push(r);
+        }
+        if here.is_empty() {
+            start = end;
+            continue;
+        }
+        let rows: Vec<usize> = here.iter().map(|r| k.rows[r.row - start]).collect();
+        let whole = match left_out {
+            Some(used) => Some(whole_rows(plan, chunk, &k.source, &rows, used)?),
+            None => None,
+        };
+        for (i, (r, &row)) in here.iter().zip(&rows).enumerate() {
+            let failure = refusal_failure(
+                r,
+                locate_row(source, &k.source, row, &|row| {
+                    source.locate(chunk, k.base + row as u64)
+                }),
+            );
+            entries.push(match &whole {
+                Some(whole) => QuarantineEntry::new(chunk.id, whole, i, source.key(), &failure),
+                None => QuarantineEntry::new(chunk.id, &k.source, row, source.key(), &failure),
+            });
+        }
+        let mut keep = vec![true; k.out.num_rows()];
+        for r in &here {
+            keep[r.row - start] = false;
+        }
+        k.out = arrow::compute::filter_record_batch(
+            &k.out,
+            &arrow::array::BooleanArray::from(keep.clone()),
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        k.rows = k
+            .rows
+            .iter()
+            .zip(&keep)
+            .filter(|(_, keep)| **keep)
+            .map(|(r, _)| *r)
+            .collect();
+        start = end;
+    }
+    if next.peek().is_some() {
+        return Err(Error::Internal(format!(
+            "{chunk}: the target refused a row past the {start} rows written"
+        )));
+    }
+    Ok(entries)
 }
 
 /// Reads `chunk` for a run or `verify`: without the source columns nothing uses, where

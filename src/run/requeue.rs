@@ -87,7 +87,7 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
         let mut claims = Claims::default();
         let p = process_batch(plan, &pool, &batch, &locate, chunk, &mut claims)?;
         let kept_count = kept.len();
-        let remaining: Vec<QuarantineEntry> = kept
+        let mut remaining: Vec<QuarantineEntry> = kept
             .into_iter()
             .chain(p.out.rejects.iter().zip(&p.rejects).map(|(r, failure)| {
                 let mut e = QuarantineEntry::new(chunk, &batch, r.row, source.key(), failure);
@@ -95,7 +95,6 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
                 e
             }))
             .collect();
-        let sent = std::slice::from_ref(&p.out.batch);
         // The retried rows are checked as a chunk's are: read back, by their keys, in the
         // transaction that writes them.
         let planned = checkpoint
@@ -107,42 +106,85 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
                 range: ChunkRange::Keys { lo: None, hi: None },
                 rows: None,
             });
-        let readback = if plan.pipeline.verify == Verify::ReadBack && p.out.batch.num_rows() > 0 {
-            let (rows, checksum) = count_and_sum(sent)?;
-            Some(ReadBack {
-                chunk: &planned,
-                rows,
-                checksum,
-                sent,
-                key: &key,
-                selection: retried_rows(plan, &key, sent)?,
-                nanos: &verify_nanos,
-            })
-        } else {
-            None
-        };
-        match sink.requeue(chunk, sent, &remaining, readback.as_ref()) {
-            Ok(written) => {
-                report.written += written;
-                report.filtered += p.counts.filtered;
-                report.still_rejected += (remaining.len() - kept_count) as u64;
-                report.gone += gone;
+        let mut out = p.out.batch.clone();
+        // For each row of `out`, its row in `batch`.
+        let mut rows: Vec<usize> = p
+            .out
+            .rows
+            .clone()
+            .unwrap_or_else(|| (0..out.num_rows()).collect());
+        let mut rounds = 0;
+        loop {
+            let sent = std::slice::from_ref(&out);
+            let readback = if plan.pipeline.verify == Verify::ReadBack && out.num_rows() > 0 {
+                let (rows, checksum) = count_and_sum(sent)?;
+                Some(ReadBack {
+                    chunk: &planned,
+                    rows,
+                    checksum,
+                    sent,
+                    key: &key,
+                    selection: retried_rows(plan, &key, sent)?,
+                    nanos: &verify_nanos,
+                })
+            } else {
+                None
+            };
+            match sink.requeue(chunk, sent, &remaining, readback.as_ref()) {
+                Ok(written) => {
+                    report.written += written;
+                    report.filtered += p.counts.filtered;
+                    report.still_rejected += (remaining.len() - kept_count) as u64;
+                    report.gone += gone;
+                }
+                // Rows the target still refuses stay in the quarantine with its reason;
+                // the others are written.
+                Err(Error::Refused(refused)) if rounds < 2 => {
+                    rounds += 1;
+                    let mut keep = vec![true; out.num_rows()];
+                    for r in &refused {
+                        let row = rows[r.row];
+                        keep[r.row] = false;
+                        let failure =
+                            super::refusal_failure(r, locate_row(source, &batch, row, &locate));
+                        remaining.push(QuarantineEntry::new(
+                            chunk,
+                            &batch,
+                            row,
+                            source.key(),
+                            &failure,
+                        ));
+                    }
+                    out = arrow::compute::filter_record_batch(
+                        &out,
+                        &arrow::array::BooleanArray::from(keep.clone()),
+                    )
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    rows = rows
+                        .iter()
+                        .zip(&keep)
+                        .filter(|(_, k)| **k)
+                        .map(|(r, _)| *r)
+                        .collect();
+                    continue;
+                }
+                Err(e) if e.is_data_failure() => {
+                    // Only the retried rows were compared, not the chunk's range.
+                    let why = match &e {
+                        Error::Check(m) => m
+                            .strip_prefix(&format!("{planned}: "))
+                            .unwrap_or(m)
+                            .to_string(),
+                        other => other.to_string(),
+                    };
+                    report.still_rejected += entries.len() as u64;
+                    report
+                        .failures
+                        .push(format!("chunk {chunk}'s retried rows: {why}"));
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if e.is_data_failure() => {
-                // Only the retried rows were compared, not the chunk's range.
-                let why = match &e {
-                    Error::Check(m) => m
-                        .strip_prefix(&format!("{planned}: "))
-                        .unwrap_or(m)
-                        .to_string(),
-                    other => other.to_string(),
-                };
-                report.still_rejected += entries.len() as u64;
-                report
-                    .failures
-                    .push(format!("chunk {chunk}'s retried rows: {why}"));
-            }
-            Err(e) => return Err(e),
+            break;
         }
     }
     sink.finish()?;

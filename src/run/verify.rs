@@ -2,7 +2,11 @@
 //! after a run. Every done chunk's source range is read and transformed again, and its
 //! row count and checksum are compared with the chunk's rows in the target.
 
+use std::collections::HashMap;
 use std::time::Instant;
+
+use arrow::array::BooleanArray;
+use arrow::record_batch::RecordBatch;
 
 use serde::Serialize;
 
@@ -11,7 +15,7 @@ use crate::check::readback::{compare, count_and_sum};
 use crate::check::rules::Claims;
 use crate::checkpoint::ChunkState;
 use crate::plan::{Chunk, Plan};
-use crate::sink::Sink;
+use crate::sink::{REFUSED, Sink};
 use crate::{Error, Result};
 
 /// A chunk whose rows in the target are not what the source gives now.
@@ -100,13 +104,17 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
     // the order a one-worker run would.
     let mut claims = Claims::default();
     let mut selections = Vec::new();
+    let mut refused = refused_keys(sink)?;
     for record in &checkpoint.chunks {
         if record.state != ChunkState::Done {
             report.chunks_not_done += 1;
             continue;
         }
         let chunk = &record.chunk;
-        let expected = expected_rows(plan, &pool, chunk, &mut claims)?;
+        let mut expected = expected_rows(plan, &pool, chunk, &mut claims)?;
+        if let Some(keys) = refused.get_mut(&chunk.id) {
+            expected = without_keys(expected, &key, keys)?;
+        }
         let (rows, sum) = count_and_sum(&expected)?;
         let selection = sink.chunk_rows(&plan.selection(chunk, &expected)?, &key, &expected)?;
         let found = sink.read_rows(chunk.id, &selection, &key)?;
@@ -146,6 +154,49 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The keys of the rows the target refused, by chunk, with how many rows of each: the
+/// source still gives them, but the target never held them.
+fn refused_keys(sink: &dyn Sink) -> Result<HashMap<usize, HashMap<Option<String>, usize>>> {
+    let mut out: HashMap<usize, HashMap<Option<String>, usize>> = HashMap::new();
+    for entry in sink.read_quarantine()? {
+        if entry.reason.starts_with(REFUSED) {
+            *out.entry(entry.chunk)
+                .or_default()
+                .entry(entry.key)
+                .or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// `batches` without one row per count in `keys` (target key columns `key`).
+fn without_keys(
+    batches: Vec<RecordBatch>,
+    key: &[String],
+    keys: &mut HashMap<Option<String>, usize>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let keep: Vec<bool> = (0..b.num_rows())
+            .map(
+                |r| match keys.get_mut(&crate::source::row_key(&b, key, r)) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => true,
+                },
+            )
+            .collect();
+        let b = arrow::compute::filter_record_batch(&b, &BooleanArray::from(keep))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if b.num_rows() > 0 {
+            out.push(b);
+        }
+    }
+    Ok(out)
 }
 
 /// The rows `chunk` gives now: its source range, transformed and checked.

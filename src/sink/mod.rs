@@ -4,6 +4,7 @@
 mod files;
 mod mysql;
 mod postgres;
+mod refuse;
 mod sqlite;
 mod table;
 
@@ -15,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 pub use self::files::FileSink;
 pub use self::mysql::MysqlSink;
 pub use self::postgres::PostgresSink;
+pub use self::refuse::{REFUSED, Refusal};
 pub use self::sqlite::SqliteSink;
 use crate::Result;
 use crate::check::quarantine::QuarantineEntry;
@@ -68,6 +70,13 @@ pub trait Sink: Send + Sync {
     /// Called once after the last chunk: release connections, flush what needs it.
     fn finish(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether [`ChunkWriter::commit`] may fail with [`crate::Error::Refused`], naming rows
+    /// the target refused (a database's constraints and triggers); the caller then keeps
+    /// what it needs to quarantine them and write the chunk again without them.
+    fn refuses_rows(&self) -> bool {
+        false
     }
 
     /// Starts writing one chunk. Nothing becomes visible until [`ChunkWriter::commit`].
@@ -142,7 +151,8 @@ pub trait ChunkWriter: Send {
 
     /// Makes the chunk durable and visible. With `verify`, first reads back what was
     /// stored (inside the transaction, or the finished temporary file) and fails, leaving
-    /// nothing visible, if it is not what was sent.
+    /// nothing visible, if it is not what was sent. A database target that refuses rows
+    /// fails with [`crate::Error::Refused`] naming every one of them, leaving nothing.
     fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed>;
 }
 

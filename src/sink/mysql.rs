@@ -28,7 +28,7 @@ use futures::TryStreamExt;
 use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::{MySql, Row};
 
-use super::{ChunkWriter, Committed, Prepare, Sink, table};
+use super::{ChunkWriter, Committed, Prepare, Sink, refuse, table};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, MyStore, my_mark_done};
@@ -412,14 +412,60 @@ impl MysqlSink {
         replace: Option<&Selection>,
     ) -> Result<u64> {
         if let Some(sel) = replace {
-            for cond in self.conditions(sel)? {
-                sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| Error::db(self.here(), e))?;
-            }
+            self.delete_rows(conn, sel).await?;
         }
         self.insert(conn, batches).await
+    }
+
+    /// Deletes the rows `selection` names.
+    async fn delete_rows(&self, conn: &mut MySqlConnection, selection: &Selection) -> Result<()> {
+        for cond in self.conditions(selection)? {
+            sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| Error::db(self.here(), e))?;
+        }
+        Ok(())
+    }
+
+    /// After writing `batches` failed with `first`, a refusal: every row the table
+    /// refuses, found in a transaction that is rolled back (see [`refuse`]; MySQL does
+    /// not say which row of a multi-row `INSERT` it refused, so the rows are halved), as
+    /// [`Error::Refused`]; or the error that stopped the search.
+    async fn refusals(
+        &self,
+        pool: &sqlx::MySqlPool,
+        batches: &[RecordBatch],
+        replace: Option<&Selection>,
+        first: Error,
+    ) -> Error {
+        let here = self.here();
+        let db = |e| Error::db(&here, e);
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let found = async {
+            let mut tx = pool.begin().await.map_err(db)?;
+            if let Some(sel) = replace {
+                self.delete_rows(&mut tx, sel).await?;
+            }
+            let found = refuse::find_refused(rows, first, async |range| {
+                let mut point = sqlx::Connection::begin(&mut *tx).await.map_err(db)?;
+                let part = refuse::slice_rows(batches, range);
+                match self.insert(&mut point, &part).await {
+                    Ok(_) => point.commit().await.map_err(db),
+                    Err(e) => {
+                        point.rollback().await.map_err(db)?;
+                        Err(e)
+                    }
+                }
+            })
+            .await?;
+            tx.rollback().await.map_err(db)?;
+            Ok::<_, Error>(found)
+        };
+        match found.await {
+            Ok(found) => Error::Refused(found),
+            Err(e) => e,
+        }
     }
 
     async fn insert_rejects(
@@ -636,6 +682,10 @@ fn timestamp_text(micros: i64) -> String {
 }
 
 impl Sink for MysqlSink {
+    fn refuses_rows(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.here()
     }
@@ -846,7 +896,14 @@ impl Sink for MysqlSink {
             .transpose()?;
         self.client.io().block_on(async {
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
-            let written = self.write_rows(&mut tx, passing, None).await?;
+            let written = match self.write_rows(&mut tx, passing, None).await {
+                Ok(w) => w,
+                Err(e) if refuse::is_refusal(&e) => {
+                    tx.rollback().await.map_err(|e| Error::db(&here, e))?;
+                    return Err(self.refusals(pool, passing, None, e).await);
+                }
+                Err(e) => return Err(e),
+            };
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, sel).await?;
@@ -897,9 +954,19 @@ impl ChunkWriter for MyChunk<'_> {
             let mut tx = pool.begin().await.map_err(db)?;
             sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
                 .await?;
-            let rows = sink
+            let rows = match sink
                 .write_rows(&mut tx, &self.batches, replace.as_ref())
-                .await?;
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) if refuse::is_refusal(&e) => {
+                    tx.rollback().await.map_err(db)?;
+                    return Err(sink
+                        .refusals(pool, &self.batches, replace.as_ref(), e)
+                        .await);
+                }
+                Err(e) => return Err(e),
+            };
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back.
             if let (Some(v), Some(sel)) = (verify, &readback) {

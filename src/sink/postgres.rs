@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use super::{ChunkWriter, Committed, Prepare, Sink, table};
+use super::{ChunkWriter, Committed, Prepare, Sink, refuse, table};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
@@ -461,6 +461,56 @@ impl PostgresSink {
         Ok((copy.finish().await.map_err(db)?, sent))
     }
 
+    /// Deletes the rows `selection` names.
+    async fn delete_rows(&self, conn: &mut PgConnection, selection: &Selection) -> Result<()> {
+        for cond in self.conditions(selection)? {
+            sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| Error::db(self.here(), e))?;
+        }
+        Ok(())
+    }
+
+    /// After writing `batches` failed with `first`, a refusal: every row the table
+    /// refuses, found in a transaction that is rolled back (see [`refuse`]), as
+    /// [`Error::Refused`]; or the error that stopped the search.
+    async fn refusals(
+        &self,
+        pool: &sqlx::PgPool,
+        batches: &[RecordBatch],
+        replace: Option<&Selection>,
+        first: Error,
+    ) -> Error {
+        let here = self.here();
+        let db = |e| Error::db(&here, e);
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let found = async {
+            let mut tx = pool.begin().await.map_err(db)?;
+            if let Some(sel) = replace {
+                self.delete_rows(&mut tx, sel).await?;
+            }
+            let found = refuse::find_refused(rows, first, async |range| {
+                let mut point = sqlx::Connection::begin(&mut *tx).await.map_err(db)?;
+                let part = refuse::slice_rows(batches, range);
+                match self.write_rows(&mut point, &part, None, false).await {
+                    Ok(_) => point.commit().await.map_err(db),
+                    Err(e) => {
+                        point.rollback().await.map_err(db)?;
+                        Err(e)
+                    }
+                }
+            })
+            .await?;
+            tx.rollback().await.map_err(db)?;
+            Ok::<_, Error>(found)
+        };
+        match found.await {
+            Ok(found) => Error::Refused(found),
+            Err(e) => e,
+        }
+    }
+
     /// Writes `batches` by the write mode, inside the caller's transaction. `replace`
     /// is the selection `replace-chunk` deletes first. Returns the rows written and, when
     /// a read-back will `check` them, what they were sent as.
@@ -474,12 +524,7 @@ impl PostgresSink {
         let here = self.here();
         let db = |e| Error::db(&here, e);
         if let Some(sel) = replace {
-            for cond in self.conditions(sel)? {
-                sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-            }
+            self.delete_rows(conn, sel).await?;
         }
         if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok((0, Sent::default()));
@@ -617,6 +662,10 @@ fn same_type(ty: ColumnType, c: &PgColumn) -> bool {
 }
 
 impl Sink for PostgresSink {
+    fn refuses_rows(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.here()
     }
@@ -825,7 +874,14 @@ impl Sink for PostgresSink {
             .transpose()?;
         self.client.io().block_on(async {
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
-            let (written, _) = self.write_rows(&mut tx, passing, None, false).await?;
+            let (written, _) = match self.write_rows(&mut tx, passing, None, false).await {
+                Ok(w) => w,
+                Err(e) if refuse::is_refusal(&e) => {
+                    tx.rollback().await.map_err(|e| Error::db(&here, e))?;
+                    return Err(self.refusals(pool, passing, None, e).await);
+                }
+                Err(e) => return Err(e),
+            };
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, sel).await?;
@@ -877,9 +933,19 @@ impl ChunkWriter for PgChunk<'_> {
             let mut tx = pool.begin().await.map_err(db)?;
             sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
                 .await?;
-            let (rows, sent) = sink
+            let written = sink
                 .write_rows(&mut tx, &self.batches, replace.as_ref(), verify.is_some())
-                .await?;
+                .await;
+            let (rows, sent) = match written {
+                Ok(w) => w,
+                Err(e) if refuse::is_refusal(&e) => {
+                    tx.rollback().await.map_err(db)?;
+                    return Err(sink
+                        .refusals(pool, &self.batches, replace.as_ref(), e)
+                        .await);
+                }
+                Err(e) => return Err(e),
+            };
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back. Where the
             // server hashes each stored value as the sink hashed it when sending, the sum

@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use std::time::Instant;
 
 use super::table;
-use super::{ChunkWriter, Committed, Prepare, Sink};
+use super::{ChunkWriter, Committed, Prepare, Sink, refuse};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, SqliteStore, mark_done};
@@ -200,6 +200,42 @@ impl SqliteSink {
 
     /// Inserts `batches`; returns the rows written and the [`StoredSum`] of the values
     /// bound.
+    /// After inserting `batches` failed with `first`, a refusal: every row the table
+    /// refuses, found in a transaction that is rolled back (see [`refuse`]), as
+    /// [`Error::Refused`]; or the error that stopped the search. The caller holds the
+    /// write lock.
+    async fn refusals(
+        &self,
+        pool: &sqlx::SqlitePool,
+        batches: &[RecordBatch],
+        first: Error,
+    ) -> Error {
+        let here = self.here();
+        let db = |e| Error::db(&here, e);
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let found = async {
+            let mut tx = pool.begin().await.map_err(db)?;
+            let found = refuse::find_refused(rows, first, async |range| {
+                let mut point = sqlx::Connection::begin(&mut *tx).await.map_err(db)?;
+                let part = refuse::slice_rows(batches, range);
+                match self.insert_rows(&mut point, &part).await {
+                    Ok(_) => point.commit().await.map_err(db),
+                    Err(e) => {
+                        point.rollback().await.map_err(db)?;
+                        Err(e)
+                    }
+                }
+            })
+            .await?;
+            tx.rollback().await.map_err(db)?;
+            Ok::<_, Error>(found)
+        };
+        match found.await {
+            Ok(found) => Error::Refused(found),
+            Err(e) => e,
+        }
+    }
+
     async fn insert_rows(
         &self,
         conn: &mut SqliteConnection,
@@ -452,6 +488,10 @@ fn key_of(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
 }
 
 impl Sink for SqliteSink {
+    fn refuses_rows(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.here()
     }
@@ -638,7 +678,14 @@ impl Sink for SqliteSink {
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
-            let (written, _) = self.insert_rows(&mut tx, passing).await?;
+            let (written, _) = match self.insert_rows(&mut tx, passing).await {
+                Ok(w) => w,
+                Err(e) if refuse::is_refusal(&e) => {
+                    tx.rollback().await.map_err(|e| Error::db(&here, e))?;
+                    return Err(self.refusals(pool, passing, e).await);
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(v) = verify {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, &v.selection, v.key).await?;
@@ -701,7 +748,14 @@ impl ChunkWriter for SqliteChunk<'_> {
             .map_err(db)?;
             sink.insert_rejects(&mut tx, self.chunk, &self.rejects)
                 .await?;
-            let (rows, bound) = sink.insert_rows(&mut tx, &self.batches).await?;
+            let (rows, bound) = match sink.insert_rows(&mut tx, &self.batches).await {
+                Ok(w) => w,
+                Err(e) if refuse::is_refusal(&e) => {
+                    tx.rollback().await.map_err(db)?;
+                    return Err(sink.refusals(pool, &self.batches, e).await);
+                }
+                Err(e) => return Err(e),
+            };
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back. First the
             // values as stored against those bound, without decoding; only if they differ

@@ -701,3 +701,77 @@ fn a_source_value_that_does_not_fit_its_column_is_quarantined_whole() {
     );
     assert_eq!(stored, [["lots"]]);
 }
+
+#[test]
+fn rows_a_sqlite_target_refuses_are_quarantined_and_the_rest_of_their_chunk_written() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    let p = users_pipeline(&ws, "refused", COLUMNS, "");
+    let text = std::fs::read_to_string(ws.path(&p)).unwrap().replace(
+        "table = \"users\"",
+        "table = \"users\"\nif_exists = \"append\"",
+    );
+    ws.write(&p, &text);
+    // The new table is stricter than the data: a check no German row meets, and a
+    // trigger that refuses one id.
+    sqlite_exec(
+        &ws.path("out/refused.db"),
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, country TEXT CHECK (country <> 'DE'), score REAL);
+         CREATE TRIGGER reserved BEFORE INSERT ON users WHEN NEW.id = 7
+           BEGIN SELECT RAISE(ABORT, 'id 7 is reserved'); END;",
+    );
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let german = sqlite_rows(
+        &ws.path("samples/shop.db"),
+        "SELECT group_concat(id) FROM (SELECT id FROM users_v1 WHERE country = 'DE' ORDER BY id)",
+    );
+    assert_eq!(german[0][0].split(',').count(), 63);
+    let db = "out/refused.db";
+    assert_eq!(count(&ws, db, "SELECT count(*) FROM users"), 1000 - 63 - 1);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path(db),
+            "SELECT group_concat(row_key) FROM (SELECT row_key FROM users_rejects WHERE reason LIKE '%DE%' ORDER BY CAST(row_key AS INTEGER))"
+        ),
+        german
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path(db),
+            "SELECT reason, count(*) FROM users_rejects GROUP BY reason ORDER BY reason"
+        ),
+        [
+            [
+                "the target refused the row: CHECK constraint failed: country <> 'DE'",
+                "63"
+            ],
+            ["the target refused the row: id 7 is reserved", "1"]
+        ]
+    );
+    // The whole source row is kept, as for any rejected row.
+    assert_eq!(
+        sqlite_rows(
+            &ws.path(db),
+            "SELECT chunk, json_extract(source_row, '$.country'), json_extract(source_row, '$.full_name') IS NOT NULL FROM users_rejects WHERE row_key = '7'"
+        ),
+        [["0", "IN", "1"]]
+    );
+    assert_eq!(
+        count(
+            &ws,
+            db,
+            "SELECT count(*) FROM users WHERE country = 'DE' OR id = 7"
+        ),
+        0
+    );
+    assert!(
+        out.stdout
+            .contains("the target refused the row: CHECK constraint failed: country <> '…'"),
+        "{}",
+        out.stdout
+    );
+    // verify does not expect the refused rows in the target.
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
