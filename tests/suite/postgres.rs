@@ -1374,18 +1374,26 @@ shout = {{ type = "text", expr = "upper(mood)" }}
             ["4", "happy", "HAPPY"]
         ]
     );
-    // A label the target enum does not have fails its chunk on the server: nothing of
-    // it lands.
+    // A label the target enum does not have is refused by the server, row by row: those
+    // rows are quarantined with its reason, the row without a label lands.
     dst.exec(&format!("TRUNCATE {}.people", dst.q()));
     let out = ws.rowshift(&["run", &pipeline("bad", "mood || '!'"), "--quiet"]);
-    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains("invalid input value for enum"),
-        "{}{}",
-        out.stdout,
-        out.stderr
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        dst.rows(&format!("SELECT id::text FROM {}.people", dst.q())),
+        [["3"]]
     );
-    assert_eq!(dst.count("people"), 0);
+    let reasons = dst.rows(&format!(
+        "SELECT row_key, reason FROM {}.people_rejects ORDER BY row_key",
+        dst.q()
+    ));
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons[0][0], "1");
+    assert!(
+        reasons[0][1].starts_with("the target refused the row: invalid input value for enum ")
+            && reasons[0][1].ends_with(": \"sad!\""),
+        "{reasons:?}"
+    );
 
     // A text source key written into an enum key column: its order is the labels'
     // declaration, not byte order, so read-back and verify find the rows by key.
