@@ -168,6 +168,14 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
                         .collect();
                     continue;
                 }
+                // The target refuses every retried row (or says so for the rows as a
+                // whole): the quarantine stays as it was.
+                Err(e) if crate::sink::is_refusal(&e) => {
+                    report.still_rejected += entries.len() as u64;
+                    report.failures.push(format!(
+                        "chunk {chunk}'s retried rows: the target still refuses them: {e}"
+                    ));
+                }
                 Err(e) if e.is_data_failure() => {
                     // Only the retried rows were compared, not the chunk's range.
                     let why = match &e {

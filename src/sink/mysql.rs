@@ -428,10 +428,9 @@ impl MysqlSink {
         Ok(())
     }
 
-    /// After writing `batches` failed with `first`, a refusal: every row the table
-    /// refuses, found in a transaction that is rolled back (see [`refuse`]; MySQL does
-    /// not say which row of a multi-row `INSERT` it refused, so the rows are halved), as
-    /// [`Error::Refused`]; or the error that stopped the search.
+    /// After writing `batches` failed with `first`, a refusal: see [`refuse::refusals`]
+    /// (MySQL does not say which row of a multi-row `INSERT` it refused, so the rows are
+    /// halved).
     async fn refusals(
         &self,
         pool: &sqlx::MySqlPool,
@@ -439,33 +438,20 @@ impl MysqlSink {
         replace: Option<&Selection>,
         first: Error,
     ) -> Error {
-        let here = self.here();
-        let db = |e| Error::db(&here, e);
-        let rows = batches.iter().map(|b| b.num_rows()).sum();
-        let found = async {
-            let mut tx = pool.begin().await.map_err(db)?;
-            if let Some(sel) = replace {
-                self.delete_rows(&mut tx, sel).await?;
-            }
-            let found = refuse::find_refused(rows, first, async |range| {
-                let mut point = sqlx::Connection::begin(&mut *tx).await.map_err(db)?;
-                let part = refuse::slice_rows(batches, range);
-                match self.insert(&mut point, &part).await {
-                    Ok(_) => point.commit().await.map_err(db),
-                    Err(e) => {
-                        point.rollback().await.map_err(db)?;
-                        Err(e)
-                    }
-                }
-            })
-            .await?;
-            tx.rollback().await.map_err(db)?;
-            Ok::<_, Error>(found)
-        };
-        match found.await {
-            Ok(found) => Error::Refused(found),
-            Err(e) => e,
-        }
+        refuse::refusals(
+            pool,
+            &self.here(),
+            batches,
+            first,
+            async |conn: &mut MySqlConnection| match replace {
+                Some(sel) => self.delete_rows(conn, sel).await,
+                None => Ok(()),
+            },
+            async |conn: &mut MySqlConnection, part: &[RecordBatch]| {
+                self.insert(conn, part).await.map(|_| ())
+            },
+        )
+        .await
     }
 
     async fn insert_rejects(

@@ -472,9 +472,7 @@ impl PostgresSink {
         Ok(())
     }
 
-    /// After writing `batches` failed with `first`, a refusal: every row the table
-    /// refuses, found in a transaction that is rolled back (see [`refuse`]), as
-    /// [`Error::Refused`]; or the error that stopped the search.
+    /// After writing `batches` failed with `first`, a refusal: see [`refuse::refusals`].
     async fn refusals(
         &self,
         pool: &sqlx::PgPool,
@@ -482,33 +480,20 @@ impl PostgresSink {
         replace: Option<&Selection>,
         first: Error,
     ) -> Error {
-        let here = self.here();
-        let db = |e| Error::db(&here, e);
-        let rows = batches.iter().map(|b| b.num_rows()).sum();
-        let found = async {
-            let mut tx = pool.begin().await.map_err(db)?;
-            if let Some(sel) = replace {
-                self.delete_rows(&mut tx, sel).await?;
-            }
-            let found = refuse::find_refused(rows, first, async |range| {
-                let mut point = sqlx::Connection::begin(&mut *tx).await.map_err(db)?;
-                let part = refuse::slice_rows(batches, range);
-                match self.write_rows(&mut point, &part, None, false).await {
-                    Ok(_) => point.commit().await.map_err(db),
-                    Err(e) => {
-                        point.rollback().await.map_err(db)?;
-                        Err(e)
-                    }
-                }
-            })
-            .await?;
-            tx.rollback().await.map_err(db)?;
-            Ok::<_, Error>(found)
-        };
-        match found.await {
-            Ok(found) => Error::Refused(found),
-            Err(e) => e,
-        }
+        refuse::refusals(
+            pool,
+            &self.here(),
+            batches,
+            first,
+            async |conn: &mut PgConnection| match replace {
+                Some(sel) => self.delete_rows(conn, sel).await,
+                None => Ok(()),
+            },
+            async |conn: &mut PgConnection, part: &[RecordBatch]| {
+                self.write_rows(conn, part, None, false).await.map(|_| ())
+            },
+        )
+        .await
     }
 
     /// Writes `batches` by the write mode, inside the caller's transaction. `replace`
@@ -637,8 +622,8 @@ impl PostgresSink {
 
 /// Whether column `c` takes `ty`'s binary layout.
 fn same_type(ty: ColumnType, c: &PgColumn) -> bool {
-    // An enum's binary form is its label: text goes in, and a label the type does not
-    // have fails the chunk on the server.
+    // An enum's binary form is its label: text goes in, and the server refuses a label
+    // the type does not have (the row is quarantined).
     if c.is_enum {
         return matches!(ty, ColumnType::Text | ColumnType::Varchar(_));
     }

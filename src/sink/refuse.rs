@@ -46,8 +46,8 @@ struct Refused {
 /// Whether `e` is the server refusing a row rather than the statement, the connection
 /// or the table failing: PostgreSQL's data exceptions (class 22), integrity constraint
 /// violations (class 23) and `RAISE EXCEPTION` (P0001); MySQL's SQLSTATE classes 22 and
-/// 23 and `SIGNAL SQLSTATE '45000'`; SQLite's constraint failures and datatype
-/// mismatches.
+/// 23, `SIGNAL SQLSTATE '45000'` and MySQL 8's failed CHECK and incorrect values;
+/// SQLite's constraint failures and datatype mismatches.
 pub fn is_refusal(e: &Error) -> bool {
     refused(e).is_some()
 }
@@ -74,7 +74,10 @@ fn refused(e: &Error) -> Option<Refused> {
     }
     if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         let code = my.code().unwrap_or_default();
-        if !(code.starts_with("22") || code.starts_with("23") || code == "45000") {
+        // MySQL 8 reports a failed CHECK (3819) and a value its column cannot take
+        // (1366 incorrect value, 1292 truncated value, 1265 data truncated) as HY000.
+        let value = matches!(my.number(), 3819 | 1366 | 1292 | 1265);
+        if !(code.starts_with("22") || code.starts_with("23") || code == "45000" || value) {
             return None;
         }
         return Some(Refused {
@@ -128,6 +131,57 @@ pub fn slice_rows(batches: &[RecordBatch], range: Range<usize>) -> Vec<RecordBat
         start = end;
     }
     out
+}
+
+/// After writing `batches` failed with `first` (a refusal), every row the table refuses,
+/// as [`Error::Refused`]; or the error that stopped the search. The search runs in a
+/// transaction of `pool` that is rolled back: `prepare` does there what the write did
+/// first (`replace-chunk`'s delete), `write` writes some of the rows as the sink does.
+pub async fn refusals<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    here: &str,
+    batches: &[RecordBatch],
+    first: Error,
+    prepare: impl AsyncFnOnce(&mut DB::Connection) -> Result<()>,
+    mut write: impl AsyncFnMut(&mut DB::Connection, &[RecordBatch]) -> Result<()>,
+) -> Error
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let db = |e| Error::db(here, e);
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let found = async {
+        let mut tx = pool.begin().await.map_err(db)?;
+        prepare(&mut tx).await?;
+        // One savepoint, released after each attempt: sqlx's nested transactions roll
+        // back to a savepoint without releasing it, and thousands of attempts would
+        // nest as deep (PostgreSQL slows down past 64 subtransactions).
+        let found = find_refused(rows, first, async |range| {
+            sqlx::raw_sql("SAVEPOINT rowshift_refusal")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            let wrote = write(&mut tx, &slice_rows(batches, range)).await;
+            if wrote.is_err() {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT rowshift_refusal")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            sqlx::raw_sql("RELEASE SAVEPOINT rowshift_refusal")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            wrote
+        })
+        .await?;
+        tx.rollback().await.map_err(db)?;
+        Ok::<_, Error>(found)
+    };
+    match found.await {
+        Ok(found) => Error::Refused(found),
+        Err(e) => e,
+    }
 }
 
 /// Finds every row of `rows` the target refuses. `write` writes a range of them under a

@@ -198,44 +198,29 @@ impl SqliteSink {
         Ok(())
     }
 
-    /// Inserts `batches`; returns the rows written and the [`StoredSum`] of the values
-    /// bound.
-    /// After inserting `batches` failed with `first`, a refusal: every row the table
-    /// refuses, found in a transaction that is rolled back (see [`refuse`]), as
-    /// [`Error::Refused`]; or the error that stopped the search. The caller holds the
-    /// write lock.
+    /// After inserting `batches` failed with `first`, a refusal: see
+    /// [`refuse::refusals`]. The caller holds the write lock.
     async fn refusals(
         &self,
         pool: &sqlx::SqlitePool,
         batches: &[RecordBatch],
         first: Error,
     ) -> Error {
-        let here = self.here();
-        let db = |e| Error::db(&here, e);
-        let rows = batches.iter().map(|b| b.num_rows()).sum();
-        let found = async {
-            let mut tx = pool.begin().await.map_err(db)?;
-            let found = refuse::find_refused(rows, first, async |range| {
-                let mut point = sqlx::Connection::begin(&mut *tx).await.map_err(db)?;
-                let part = refuse::slice_rows(batches, range);
-                match self.insert_rows(&mut point, &part).await {
-                    Ok(_) => point.commit().await.map_err(db),
-                    Err(e) => {
-                        point.rollback().await.map_err(db)?;
-                        Err(e)
-                    }
-                }
-            })
-            .await?;
-            tx.rollback().await.map_err(db)?;
-            Ok::<_, Error>(found)
-        };
-        match found.await {
-            Ok(found) => Error::Refused(found),
-            Err(e) => e,
-        }
+        refuse::refusals(
+            pool,
+            &self.here(),
+            batches,
+            first,
+            async |_: &mut SqliteConnection| Ok(()),
+            async |conn: &mut SqliteConnection, part: &[RecordBatch]| {
+                self.insert_rows(conn, part).await.map(|_| ())
+            },
+        )
+        .await
     }
 
+    /// Inserts `batches`; returns the rows written and the [`StoredSum`] of the values
+    /// bound.
     async fn insert_rows(
         &self,
         conn: &mut SqliteConnection,

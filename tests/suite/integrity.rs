@@ -774,4 +774,9 @@ fn rows_a_sqlite_target_refuses_are_quarantined_and_the_rest_of_their_chunk_writ
     // verify does not expect the refused rows in the target.
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // Retried before the table changed, every row is refused again: they all stay.
+    let out = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(count(&ws, db, "SELECT count(*) FROM users_rejects"), 64);
+    assert_eq!(count(&ws, db, "SELECT count(*) FROM users"), 1000 - 63 - 1);
 }
