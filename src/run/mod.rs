@@ -583,16 +583,7 @@ fn run_chunk_claiming(
             .into_iter()
             .map(|u| {
                 let entry = QuarantineEntry::unreadable(chunk.id, u);
-                let failure = RowFailure {
-                    location: entry.location.clone(),
-                    column: entry.column.clone(),
-                    value: entry.value.clone(),
-                    reason: entry.reason.clone(),
-                };
-                by_reason
-                    .entry(entry.grouped_reason())
-                    .or_insert((0, failure))
-                    .0 += 1;
+                count_reason(&mut by_reason, &entry);
                 entry
             })
             .collect();
@@ -670,16 +661,7 @@ fn run_chunk_claiming(
         let mut again = || -> Result<_> {
             let entries = refused_entries(plan, chunk, &mut kept, &refused, left_out.as_deref())?;
             for entry in &entries {
-                let failure = RowFailure {
-                    location: entry.location.clone(),
-                    column: entry.column.clone(),
-                    value: entry.value.clone(),
-                    reason: entry.reason.clone(),
-                };
-                by_reason
-                    .entry(entry.grouped_reason())
-                    .or_insert((0, failure))
-                    .0 += 1;
+                count_reason(&mut by_reason, entry);
             }
             counts.written -= entries.len() as u64;
             counts.rejected += entries.len() as u64;
@@ -737,6 +719,26 @@ struct Kept {
     out: arrow::record_batch::RecordBatch,
     /// For each row of `out`, its row in `source`.
     rows: Vec<usize>,
+}
+
+/// Counts `entry` under its reason for the summary, the first one as the example.
+fn count_reason(
+    by_reason: &mut std::collections::BTreeMap<String, (u64, RowFailure)>,
+    entry: &QuarantineEntry,
+) {
+    let example = || {
+        let failure = RowFailure {
+            location: entry.location.clone(),
+            column: entry.column.clone(),
+            value: entry.value.clone(),
+            reason: entry.reason.clone(),
+        };
+        (0, failure)
+    };
+    by_reason
+        .entry(entry.grouped_reason())
+        .or_insert_with(example)
+        .0 += 1;
 }
 
 /// How a row the target refused (found at `location`) is kept in the quarantine: the
