@@ -167,6 +167,32 @@ impl ReadBack<'_> {
     }
 }
 
+impl ReadBack<'_> {
+    /// As [`Self::verify`], for rows written beside rows that already stood under the
+    /// same keys (`there`, read in the same transaction before the write: a retry under
+    /// a key that is not unique): the target must hold those and the rows sent.
+    pub fn verify_beside(
+        &self,
+        there: &[RecordBatch],
+        back: &[RecordBatch],
+        started: Instant,
+    ) -> Result<()> {
+        let (rows, sum) = count_and_sum(there)?;
+        let mut expected = there.to_vec();
+        expected.extend(self.sent.iter().cloned());
+        let out = compare(
+            self.chunk,
+            (self.rows + rows, self.checksum.wrapping_add(sum), &expected),
+            back,
+            self.key,
+        )
+        .map_err(Error::Check);
+        self.nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+}
+
 /// The count and checksum of `batches`.
 pub fn count_and_sum(batches: &[RecordBatch]) -> Result<(u64, u64)> {
     let mut rows = 0;

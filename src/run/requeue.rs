@@ -66,23 +66,50 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
         // A record that could not be read stays until the file is fixed and re-run; so
         // does a row of a database source whose key is unknown (a key part was NULL):
         // it cannot be read again, and must not be taken for a row that is gone.
-        let (kept, entries): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) = all
+        let (mut kept, entries): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) = all
             .into_iter()
             .partition(|e| e.is_unreadable() || (source.names_rows_by_key() && e.key.is_none()));
+        if entries.is_empty() {
+            report.still_rejected += kept.len() as u64;
+            continue;
+        }
+        let stored: Vec<serde_json::Value> = entries.iter().map(|e| e.row.clone()).collect();
+        let (batch, origin, gone, entries) = match source
+            .read_keys(&entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>())?
+        {
+            Some((batch, origin)) => {
+                let standing = standing_rows(&schema, &entries, &batch, &origin)?;
+                if !standing.ambiguous.is_empty() {
+                    report.failures.push(format!(
+                            "chunk {chunk}: {} quarantined row(s) under a key that names several source rows match none of them as stored; they stay in the quarantine",
+                            standing.ambiguous.len()
+                        ));
+                }
+                // Entries are numbered anew without the ambiguous ones, which stay.
+                let mut index = vec![usize::MAX; entries.len()];
+                let mut left = Vec::with_capacity(entries.len());
+                for (i, e) in entries.into_iter().enumerate() {
+                    if standing.ambiguous.contains(&i) {
+                        kept.push(e);
+                    } else {
+                        index[i] = left.len();
+                        left.push(e);
+                    }
+                }
+                let origin = standing.origin.iter().map(|&o| index[o]).collect();
+                (standing.batch, origin, standing.gone, left)
+            }
+            None => (
+                rows_from_json(&schema, &stored)?,
+                (0..entries.len()).collect::<Vec<usize>>(),
+                0,
+                entries,
+            ),
+        };
         report.still_rejected += kept.len() as u64;
         if entries.is_empty() {
             continue;
         }
-        let stored: Vec<serde_json::Value> = entries.iter().map(|e| e.row.clone()).collect();
-        let (batch, origin): (RecordBatch, Vec<usize>) =
-            match source.read_keys(&entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>())? {
-                Some((batch, origin)) => (batch, origin),
-                None => (
-                    rows_from_json(&schema, &stored)?,
-                    (0..entries.len()).collect(),
-                ),
-            };
-        let gone = (entries.len() - batch.num_rows()) as u64;
         let locate = |row: usize| entries[origin[row]].location.clone();
         let mut claims = Claims::default();
         let p = process_batch(plan, &pool, &batch, &locate, chunk, &mut claims)?;
@@ -197,6 +224,89 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
     }
     sink.finish()?;
     Ok(report)
+}
+
+/// The rows read again under quarantined keys that stand for the quarantined rows, with
+/// the entry each stands for (`origin`), the entries whose row the source no longer has
+/// (`gone`), and those that cannot be told apart (`ambiguous`).
+struct Standing {
+    batch: RecordBatch,
+    origin: Vec<usize>,
+    gone: u64,
+    ambiguous: Vec<usize>,
+}
+
+/// Picks, of the rows `read_keys` found (`batch`, each with the entry whose key found it
+/// in `origin`), those that stand for the quarantined `entries`. A key need not be
+/// unique: when it names more rows than it has entries, the others were written by the
+/// run and must not be written again, so an entry takes the row equal to its stored
+/// source row in every column, and is `ambiguous` if none is (its row changed in the
+/// source). When a key names no more rows than entries, each row stands for one of them
+/// and the rest are gone.
+fn standing_rows(
+    schema: &arrow::datatypes::SchemaRef,
+    entries: &[QuarantineEntry],
+    batch: &RecordBatch,
+    origin: &[usize],
+) -> Result<Standing> {
+    let mut rows_under: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
+    for (row, &o) in origin.iter().enumerate() {
+        rows_under
+            .entry(entries[o].key.clone())
+            .or_default()
+            .push(row);
+    }
+    let mut entries_under: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        entries_under.entry(e.key.clone()).or_default().push(i);
+    }
+    // A stored row that no longer reads into the schema matches no row.
+    let stored = rows_from_json(
+        schema,
+        &entries.iter().map(|e| e.row.clone()).collect::<Vec<_>>(),
+    )
+    .ok();
+    let same = |row: usize, i: usize| {
+        stored.as_ref().is_some_and(|st| {
+            (0..batch.num_columns()).all(|c| {
+                batch.column(c).slice(row, 1).to_data() == st.column(c).slice(i, 1).to_data()
+            })
+        })
+    };
+    let mut picked: Vec<(usize, usize)> = Vec::new();
+    let (mut gone, mut ambiguous) = (0, Vec::new());
+    for (key, under) in &entries_under {
+        let rows = rows_under.get(key).map_or(&[][..], Vec::as_slice);
+        if rows.len() <= under.len() {
+            picked.extend(rows.iter().copied().zip(under.iter().copied()));
+            gone += (under.len() - rows.len()) as u64;
+            continue;
+        }
+        let mut taken = vec![false; rows.len()];
+        for &i in under {
+            match (0..rows.len()).find(|&j| !taken[j] && same(rows[j], i)) {
+                Some(j) => {
+                    taken[j] = true;
+                    picked.push((rows[j], i));
+                }
+                None => ambiguous.push(i),
+            }
+        }
+    }
+    picked.sort_unstable();
+    let take = arrow::array::UInt32Array::from(
+        picked
+            .iter()
+            .map(|(row, _)| *row as u32)
+            .collect::<Vec<_>>(),
+    );
+    Ok(Standing {
+        batch: arrow::compute::take_record_batch(batch, &take)
+            .map_err(|e| Error::Internal(e.to_string()))?,
+        origin: picked.into_iter().map(|(_, i)| i).collect(),
+        gone,
+        ambiguous,
+    })
 }
 
 /// Where the retried rows `sent` are in the target: their own files, or their keys (a

@@ -882,6 +882,11 @@ impl Sink for MysqlSink {
             .transpose()?;
         self.client.io().block_on(async {
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            // Rows already under the retried keys (a key need not be unique) stay.
+            let there = match &readback {
+                Some(sel) => self.select_rows(&mut tx, sel).await?,
+                None => Vec::new(),
+            };
             let written = match self.write_rows(&mut tx, passing, None).await {
                 Ok(w) => w,
                 Err(e) if refuse::is_refusal(&e) => {
@@ -893,7 +898,7 @@ impl Sink for MysqlSink {
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, sel).await?;
-                v.verify(&back, t0)?;
+                v.verify_beside(&there, &back, t0)?;
             }
             self.replace_rejects(&mut tx, chunk, remaining).await?;
             tx.commit().await.map_err(|e| Error::db(&here, e))?;

@@ -663,6 +663,11 @@ impl Sink for SqliteSink {
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            // Rows already under the retried keys (a key need not be unique) stay.
+            let there = match verify {
+                Some(v) => self.select_rows(&mut tx, &v.selection, v.key).await?,
+                None => Vec::new(),
+            };
             let (written, _) = match self.insert_rows(&mut tx, passing).await {
                 Ok(w) => w,
                 Err(e) if refuse::is_refusal(&e) => {
@@ -674,7 +679,7 @@ impl Sink for SqliteSink {
             if let Some(v) = verify {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, &v.selection, v.key).await?;
-                v.verify(&back, t0)?;
+                v.verify_beside(&there, &back, t0)?;
             }
             sqlx::query(stmt(format!(
                 "DELETE FROM {} WHERE chunk = ?",

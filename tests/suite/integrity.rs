@@ -780,3 +780,62 @@ fn rows_a_sqlite_target_refuses_are_quarantined_and_the_rest_of_their_chunk_writ
     assert_eq!(count(&ws, db, "SELECT count(*) FROM users_rejects"), 64);
     assert_eq!(count(&ws, db, "SELECT count(*) FROM users"), 1000 - 63 - 1);
 }
+
+#[test]
+fn retry_rejects_under_a_non_unique_key_writes_only_the_quarantined_row() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    sqlite_exec(
+        &ws.path("out/dup_src.db"),
+        "CREATE TABLE t (id INTEGER, qty INTEGER);
+         INSERT INTO t VALUES (1, 5), (1, 500), (2, 7), (3, 9), (3, 900), (3, 11);",
+    );
+    let pipeline = |max: i64| {
+        format!(
+            r#"name = "dupkey"
+[source]
+url = "sqlite://../out/dup_src.db"
+table = "t"
+key = "id"
+[target]
+url = "sqlite://../out/dup_dst.db"
+table = "t"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+qty = {{ type = "bigint", expr = "qty" }}
+[[checks]]
+column = "qty"
+max = {max}
+"#
+        )
+    };
+    let p = ws.write("pipelines/dupkey.toml", &pipeline(100));
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let rows = |sql: &str| sqlite_rows(&ws.path("out/dup_dst.db"), sql);
+    assert_eq!(
+        rows("SELECT id, qty FROM t ORDER BY id, qty"),
+        [["1", "5"], ["2", "7"], ["3", "9"], ["3", "11"]]
+    );
+    assert_eq!(
+        rows("SELECT row_key FROM t_rejects ORDER BY row_key"),
+        [["1"], ["3"]]
+    );
+    // Fixed: each key names several source rows, and only the quarantined one is
+    // written again, not its twin that is already in the target.
+    ws.write(&p, &pipeline(1000));
+    let out = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        rows("SELECT id, qty FROM t ORDER BY id, qty"),
+        [
+            ["1", "5"],
+            ["1", "500"],
+            ["2", "7"],
+            ["3", "9"],
+            ["3", "11"],
+            ["3", "900"]
+        ]
+    );
+    assert_eq!(rows("SELECT count(*) FROM t_rejects"), [["0"]]);
+}
