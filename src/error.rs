@@ -133,11 +133,20 @@ impl Error {
             Error::Chunk { source, .. } => source.is_transient(),
             Error::Database { source, .. } => match source {
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+                // MySQL's code is the SQLSTATE, and a lock wait timeout's (1205) is the
+                // catch-all HY000: its error number tells (1213 is a deadlock).
+                sqlx::Error::Database(db)
+                    if db
+                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .is_some_and(|my| matches!(my.number(), 1205 | 1213)) =>
+                {
+                    true
+                }
                 sqlx::Error::Database(db) => matches!(
                     db.code().as_deref(),
-                    // SQLite busy/locked; PostgreSQL serialization, deadlock, lock timeout;
-                    // MySQL deadlock, lock wait timeout.
-                    Some("5" | "6" | "517" | "40001" | "40P01" | "55P03" | "1213" | "1205")
+                    // SQLite busy/locked; PostgreSQL and MySQL serialization failure or
+                    // deadlock; PostgreSQL lock timeout.
+                    Some("5" | "6" | "517" | "40001" | "40P01" | "55P03")
                     // PostgreSQL: the connection failed, or the server is shutting down
                     // or starting up.
                     | Some("08000" | "08003" | "08006" | "57P01" | "57P02" | "57P03")

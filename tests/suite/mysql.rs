@@ -1207,3 +1207,47 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn a_lock_wait_timeout_is_retried_until_the_lock_is_released() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_lockwait_src");
+    let dst = MyDb::new("rs_my_lockwait_dst");
+    make_items(&src, 10);
+    dst.exec(&format!(
+        "CREATE TABLE {}.items (id BIGINT PRIMARY KEY, name VARCHAR(100), qty INT) ENGINE=InnoDB",
+        dst.q()
+    ));
+    let p = mode_pipeline(
+        &ws,
+        "lockwait",
+        &src,
+        &dst,
+        "if_exists = \"append\"\nlock_timeout_ms = 1000",
+    );
+    // Another session inserts row 5 and holds it uncommitted: the run's insert of row 5
+    // waits for it, times out after a second (error 1205), and is tried again.
+    let mut holder = dst.rt.block_on(dst.pool.begin()).unwrap();
+    dst.rt
+        .block_on(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {}.items VALUES (5, 'held', 0)",
+                dst.q()
+            )))
+            .execute(&mut *holder),
+        )
+        .unwrap();
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| ws.rowshift(&["run", &p, "--quiet"]));
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        dst.rt.block_on(holder.rollback()).unwrap();
+        run.join().unwrap()
+    });
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(items(&dst), items(&src));
+    let attempts = dst.rows(&format!(
+        "SELECT CAST(attempts AS CHAR) FROM {}._rowshift_chunks",
+        dst.q()
+    ));
+    assert!(attempts[0][0].parse::<u32>().unwrap() >= 2, "{attempts:?}");
+}
