@@ -341,6 +341,37 @@ impl Checks {
         }
     }
 
+    /// Gives back the `unique` values a chunk claimed for `rows` (target rows the target
+    /// refused): they were not written, so a later row may have them.
+    pub fn release_rows(&self, claims: &mut Claims, rows: &RecordBatch) -> Result<()> {
+        for (r, rule) in self.rules.iter().enumerate() {
+            let RuleKind::Unique(seen) = &rule.kind else {
+                continue;
+            };
+            let (_, i) = rule.column.as_ref().expect("unique has a column");
+            let column = rows.column(*i);
+            let release: HashSet<u128> = value_hashes(column)?
+                .into_iter()
+                .enumerate()
+                .filter(|(row, _)| column.is_valid(*row))
+                .map(|(_, h)| h)
+                .collect();
+            let mut freed = Vec::new();
+            claims.0.retain(|&(cr, h)| {
+                let give = cr == r && release.contains(&h);
+                if give {
+                    freed.push(h);
+                }
+                !give
+            });
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            for h in freed {
+                seen.remove(&h);
+            }
+        }
+        Ok(())
+    }
+
     /// Records the values of target rows written by an earlier run, so `unique` sees them.
     pub fn seed(&self, batch: &RecordBatch) -> Result<()> {
         for rule in &self.rules {

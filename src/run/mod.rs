@@ -659,7 +659,14 @@ fn run_chunk_claiming(
         };
         rounds += 1;
         let mut again = || -> Result<_> {
-            let entries = refused_entries(plan, chunk, &mut kept, &refused, left_out.as_deref())?;
+            let entries = refused_entries(
+                plan,
+                chunk,
+                &mut kept,
+                &refused,
+                left_out.as_deref(),
+                claims,
+            )?;
             for entry in &entries {
                 count_reason(&mut by_reason, entry);
             }
@@ -753,13 +760,14 @@ pub(crate) fn refusal_failure(r: &crate::sink::Refusal, location: String) -> Row
 }
 
 /// Quarantine entries for the rows the target refused (counted across `kept`'s written
-/// rows), which are taken out of `kept`.
+/// rows), which are taken out of `kept`; the `unique` values they claimed are given back.
 fn refused_entries(
     plan: &Plan,
     chunk: &Chunk,
     kept: &mut [Kept],
     refused: &[crate::sink::Refusal],
     left_out: Option<&[bool]>,
+    claims: &mut Claims,
 ) -> Result<Vec<QuarantineEntry>> {
     let source = plan.source.as_ref();
     let mut entries = Vec::with_capacity(refused.len());
@@ -798,6 +806,14 @@ fn refused_entries(
         for r in &here {
             keep[r.row - start] = false;
         }
+        let taken = arrow::array::UInt32Array::from(
+            here.iter()
+                .map(|r| (r.row - start) as u32)
+                .collect::<Vec<_>>(),
+        );
+        let gone = arrow::compute::take_record_batch(&k.out, &taken)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        plan.checks.release_rows(claims, &gone)?;
         k.out = arrow::compute::filter_record_batch(
             &k.out,
             &arrow::array::BooleanArray::from(keep.clone()),

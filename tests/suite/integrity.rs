@@ -839,3 +839,61 @@ max = {max}
     );
     assert_eq!(rows("SELECT count(*) FROM t_rejects"), [["0"]]);
 }
+
+#[test]
+fn a_refused_row_gives_back_its_unique_value_to_a_later_row() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    // Row 1 and row 150 share an email; the target refuses row 1 (a German row).
+    sqlite_exec(
+        &ws.path("out/uniq_src.db"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, country TEXT);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 200)
+         INSERT INTO t SELECT n, 'user' || n || '@example.com', 'FR' FROM g;
+         UPDATE t SET email = 'shared@example.com', country = 'DE' WHERE id = 1;
+         UPDATE t SET email = 'shared@example.com' WHERE id = 150;",
+    );
+    sqlite_exec(
+        &ws.path("out/uniq_dst.db"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, country TEXT CHECK (country <> 'DE'))",
+    );
+    let p = ws.write(
+        "pipelines/uniq.toml",
+        r#"name = "uniq"
+[source]
+url = "sqlite://../out/uniq_src.db"
+table = "t"
+key = "id"
+[target]
+url = "sqlite://../out/uniq_dst.db"
+table = "t"
+if_exists = "append"
+[target.columns]
+id = { type = "bigint", expr = "id" }
+email = { type = "text", expr = "email" }
+country = { type = "text", expr = "country" }
+[[checks]]
+column = "email"
+unique = true
+[chunks]
+rows = 100
+parallel = 1
+"#,
+    );
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let rows = |sql: &str| sqlite_rows(&ws.path("out/uniq_dst.db"), sql);
+    // Row 1 never landed, so row 150 is the only one with the email and is written.
+    assert_eq!(
+        rows("SELECT row_key, reason FROM t_rejects"),
+        [[
+            "1",
+            "the target refused the row: CHECK constraint failed: country <> 'DE'"
+        ]]
+    );
+    assert_eq!(
+        rows("SELECT id FROM t WHERE email = 'shared@example.com'"),
+        [["150"]]
+    );
+    assert_eq!(rows("SELECT count(*) FROM t"), [["199"]]);
+}
