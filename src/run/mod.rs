@@ -188,9 +188,28 @@ pub fn run(
     observer: &dyn Observer,
     opts: &RunOptions,
 ) -> Result<Summary> {
+    let store = checkpoint_store(plan, sink);
+    let summary = run_with(plan, sink, observer, opts, &store);
+    // However the run ended, the store closes before the sink: a SQLite target folds its
+    // write-ahead log into the file only when its last connection closes, and a dry run
+    // reads the file alone.
+    let closed = store.close().and_then(|()| sink.finish());
+    let summary = summary?;
+    closed?;
+    observer.on_event(&Event::Finished(Box::new(summary.clone())));
+    Ok(summary)
+}
+
+/// [`run`] with its checkpoint store, which the caller closes.
+fn run_with(
+    plan: &Plan,
+    sink: &dyn Sink,
+    observer: &dyn Observer,
+    opts: &RunOptions,
+    store: &Arc<dyn CheckpointStore>,
+) -> Result<Summary> {
     let started = Instant::now();
     let cfg = &plan.pipeline.chunks;
-    let store = checkpoint_store(plan, sink);
     let fingerprint = plan.pipeline.fingerprint();
     let settings = plan.pipeline.settings();
     let existing = store.load()?;
@@ -398,9 +417,6 @@ pub fn run(
         interrupted: cancelled() && todo.len() > attempted,
         failures,
     };
-    store.close()?;
-    sink.finish()?;
-    observer.on_event(&Event::Finished(Box::new(summary.clone())));
     Ok(summary)
 }
 
