@@ -342,19 +342,35 @@ impl Checks {
     }
 
     /// Gives back the `unique` values a chunk claimed for `rows` (target rows the target
-    /// refused): they were not written, so a later row may have them.
-    pub fn release_rows(&self, claims: &mut Claims, rows: &RecordBatch) -> Result<()> {
+    /// refused): they were not written, so a later row may have them. A value one of the
+    /// chunk's `written` rows also holds (a `warn` rule lets both through) stays claimed.
+    pub fn release_rows(
+        &self,
+        claims: &mut Claims,
+        rows: &[RecordBatch],
+        written: &[RecordBatch],
+    ) -> Result<()> {
+        let hashes = |batches: &[RecordBatch], i: usize| -> Result<HashSet<u128>> {
+            let mut out = HashSet::new();
+            for b in batches {
+                let column = b.column(i);
+                for (row, h) in value_hashes(column)?.into_iter().enumerate() {
+                    if column.is_valid(row) {
+                        out.insert(h);
+                    }
+                }
+            }
+            Ok(out)
+        };
         for (r, rule) in self.rules.iter().enumerate() {
             let RuleKind::Unique(seen) = &rule.kind else {
                 continue;
             };
             let (_, i) = rule.column.as_ref().expect("unique has a column");
-            let column = rows.column(*i);
-            let release: HashSet<u128> = value_hashes(column)?
+            let held = hashes(written, *i)?;
+            let release: HashSet<u128> = hashes(rows, *i)?
                 .into_iter()
-                .enumerate()
-                .filter(|(row, _)| column.is_valid(*row))
-                .map(|(_, h)| h)
+                .filter(|h| !held.contains(h))
                 .collect();
             let mut freed = Vec::new();
             claims.0.retain(|&(cr, h)| {

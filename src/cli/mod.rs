@@ -325,6 +325,12 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                         report.still_rejected,
                         report.gone
                     );
+                    if report.unmatched > 0 {
+                        println!(
+                            "  kept: {} under a key that names several source rows, none equal to the row as stored",
+                            report.unmatched
+                        );
+                    }
                     if !report.failures.is_empty() {
                         println!(
                             "  chunks whose retry failed a check {} (nothing of them changed; errors above)",

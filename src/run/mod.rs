@@ -791,6 +791,8 @@ fn refused_entries(
     refused.sort_by_key(|r| r.row);
     let mut next = refused.into_iter().peekable();
     let mut start = 0;
+    // The refused rows as written, whose `unique` values are given back.
+    let mut gone = Vec::new();
     for k in kept.iter_mut() {
         let end = start + k.out.num_rows();
         let mut here = Vec::new();
@@ -827,9 +829,10 @@ fn refused_entries(
                 .map(|r| (r.row - start) as u32)
                 .collect::<Vec<_>>(),
         );
-        let gone = arrow::compute::take_record_batch(&k.out, &taken)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        plan.checks.release_rows(claims, &gone)?;
+        gone.push(
+            arrow::compute::take_record_batch(&k.out, &taken)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
         k.out = arrow::compute::filter_record_batch(
             &k.out,
             &arrow::array::BooleanArray::from(keep.clone()),
@@ -849,6 +852,8 @@ fn refused_entries(
             "{chunk}: the target refused a row past the {start} rows written"
         )));
     }
+    let written: Vec<_> = kept.iter().map(|k| k.out.clone()).collect();
+    plan.checks.release_rows(claims, &gone, &written)?;
     Ok(entries)
 }
 

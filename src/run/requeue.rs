@@ -32,6 +32,10 @@ pub struct RequeueReport {
     pub still_rejected: u64,
     /// Rows whose key is no longer in the source; they leave the quarantine.
     pub gone: u64,
+    /// Rows kept in the quarantine (counted in `still_rejected` too) because their key
+    /// names several source rows and none of them equals the row as it was stored: which
+    /// one it was cannot be told, and its twins are already written.
+    pub unmatched: u64,
     /// Chunks whose retry failed a check (the rows written did not read back as sent),
     /// with why: their rows and quarantine stay as they were, and other chunks go on.
     pub failures: Vec<String>,
@@ -40,11 +44,25 @@ pub struct RequeueReport {
 /// Re-processes every quarantined row. A database source is read again by key, so rows
 /// fixed in the source are picked up; file sources use the row as it was stored.
 pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
+    let store = checkpoint_store(plan, sink);
+    let report = store.load().and_then(|c| requeue_with(plan, sink, c));
+    // However it ended, the store closes before the sink (see `run`).
+    let closed = store.close().and_then(|()| sink.finish());
+    let report = report?;
+    closed?;
+    Ok(report)
+}
+
+/// [`requeue_rejects`] with the checkpoint of the run that quarantined the rows.
+fn requeue_with(
+    plan: &Plan,
+    sink: &dyn Sink,
+    checkpoint: Option<Checkpoint>,
+) -> Result<RequeueReport> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(plan.pipeline.chunks.parallel.max(1))
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let checkpoint = checkpoint_store(plan, sink).load()?;
     if let Some(c) = &checkpoint {
         refuse_changed_key(plan, c)?;
     }
@@ -74,38 +92,32 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
             continue;
         }
         let stored: Vec<serde_json::Value> = entries.iter().map(|e| e.row.clone()).collect();
-        let (batch, origin, gone, entries) = match source
-            .read_keys(&entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>())?
-        {
-            Some((batch, origin)) => {
-                let standing = standing_rows(&schema, &entries, &batch, &origin)?;
-                if !standing.ambiguous.is_empty() {
-                    report.failures.push(format!(
-                            "chunk {chunk}: {} quarantined row(s) under a key that names several source rows match none of them as stored; they stay in the quarantine",
-                            standing.ambiguous.len()
-                        ));
-                }
-                // Entries are numbered anew without the ambiguous ones, which stay.
-                let mut index = vec![usize::MAX; entries.len()];
-                let mut left = Vec::with_capacity(entries.len());
-                for (i, e) in entries.into_iter().enumerate() {
-                    if standing.ambiguous.contains(&i) {
-                        kept.push(e);
-                    } else {
-                        index[i] = left.len();
-                        left.push(e);
+        let (batch, origin, gone, entries) =
+            match source.read_keys(&entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>())? {
+                Some((batch, origin)) => {
+                    let standing = standing_rows(&schema, &entries, &batch, &origin)?;
+                    report.unmatched += standing.ambiguous.iter().filter(|a| **a).count() as u64;
+                    // Entries are numbered anew without the ambiguous ones, which stay.
+                    let mut index = vec![usize::MAX; entries.len()];
+                    let mut left = Vec::with_capacity(entries.len());
+                    for (i, e) in entries.into_iter().enumerate() {
+                        if standing.ambiguous[i] {
+                            kept.push(e);
+                        } else {
+                            index[i] = left.len();
+                            left.push(e);
+                        }
                     }
+                    let origin = standing.origin.iter().map(|&o| index[o]).collect();
+                    (standing.batch, origin, standing.gone, left)
                 }
-                let origin = standing.origin.iter().map(|&o| index[o]).collect();
-                (standing.batch, origin, standing.gone, left)
-            }
-            None => (
-                rows_from_json(&schema, &stored)?,
-                (0..entries.len()).collect::<Vec<usize>>(),
-                0,
-                entries,
-            ),
-        };
+                None => (
+                    rows_from_json(&schema, &stored)?,
+                    (0..entries.len()).collect::<Vec<usize>>(),
+                    0,
+                    entries,
+                ),
+            };
         report.still_rejected += kept.len() as u64;
         if entries.is_empty() {
             continue;
@@ -222,27 +234,25 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
             break;
         }
     }
-    sink.finish()?;
     Ok(report)
 }
 
 /// The rows read again under quarantined keys that stand for the quarantined rows, with
 /// the entry each stands for (`origin`), the entries whose row the source no longer has
-/// (`gone`), and those that cannot be told apart (`ambiguous`).
+/// (`gone`), and, by entry, those that cannot be told apart (`ambiguous`).
 struct Standing {
     batch: RecordBatch,
     origin: Vec<usize>,
     gone: u64,
-    ambiguous: Vec<usize>,
+    ambiguous: Vec<bool>,
 }
 
 /// Picks, of the rows `read_keys` found (`batch`, each with the entry whose key found it
 /// in `origin`), those that stand for the quarantined `entries`. A key need not be
-/// unique: when it names more rows than it has entries, the others were written by the
-/// run and must not be written again, so an entry takes the row equal to its stored
-/// source row in every column, and is `ambiguous` if none is (its row changed in the
-/// source). When a key names no more rows than entries, each row stands for one of them
-/// and the rest are gone.
+/// unique, and the run wrote the other rows under it: an entry first takes a row equal
+/// to its stored source row in every column. Then, under a key with no more rows than
+/// entries, each row left stands for an entry left (a row fixed in the source), and the
+/// entries beyond are gone; under a key with more rows, an entry left is `ambiguous`.
 fn standing_rows(
     schema: &arrow::datatypes::SchemaRef,
     entries: &[QuarantineEntry],
@@ -260,36 +270,44 @@ fn standing_rows(
     for (i, e) in entries.iter().enumerate() {
         entries_under.entry(e.key.clone()).or_default().push(i);
     }
-    // A stored row that no longer reads into the schema matches no row.
-    let stored = rows_from_json(
-        schema,
-        &entries.iter().map(|e| e.row.clone()).collect::<Vec<_>>(),
-    )
-    .ok();
+    // Each stored row on its own: one that no longer reads into the schema matches no
+    // row, and spoils no other.
+    let stored: Vec<Option<RecordBatch>> = entries
+        .iter()
+        .map(|e| rows_from_json(schema, std::slice::from_ref(&e.row)).ok())
+        .collect();
     let same = |row: usize, i: usize| {
-        stored.as_ref().is_some_and(|st| {
+        stored[i].as_ref().is_some_and(|st| {
             (0..batch.num_columns()).all(|c| {
-                batch.column(c).slice(row, 1).to_data() == st.column(c).slice(i, 1).to_data()
+                batch.column(c).slice(row, 1).to_data() == st.column(c).slice(0, 1).to_data()
             })
         })
     };
     let mut picked: Vec<(usize, usize)> = Vec::new();
-    let (mut gone, mut ambiguous) = (0, Vec::new());
+    let mut gone = 0;
+    let mut ambiguous = vec![false; entries.len()];
     for (key, under) in &entries_under {
         let rows = rows_under.get(key).map_or(&[][..], Vec::as_slice);
-        if rows.len() <= under.len() {
-            picked.extend(rows.iter().copied().zip(under.iter().copied()));
-            gone += (under.len() - rows.len()) as u64;
-            continue;
-        }
         let mut taken = vec![false; rows.len()];
+        let mut left = Vec::new();
         for &i in under {
             match (0..rows.len()).find(|&j| !taken[j] && same(rows[j], i)) {
                 Some(j) => {
                     taken[j] = true;
                     picked.push((rows[j], i));
                 }
-                None => ambiguous.push(i),
+                None => left.push(i),
+            }
+        }
+        let free: Vec<usize> = (0..rows.len()).filter(|&j| !taken[j]).collect();
+        if rows.len() <= under.len() {
+            for (&j, &i) in free.iter().zip(&left) {
+                picked.push((rows[j], i));
+            }
+            gone += left.len().saturating_sub(free.len()) as u64;
+        } else {
+            for i in left {
+                ambiguous[i] = true;
             }
         }
     }

@@ -883,9 +883,12 @@ impl Sink for MysqlSink {
         self.client.io().block_on(async {
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
             // Rows already under the retried keys (a key need not be unique) stay.
+            // (An upsert replaces them: only the rows sent are expected then.)
             let there = match &readback {
-                Some(sel) => self.select_rows(&mut tx, sel).await?,
-                None => Vec::new(),
+                Some(sel) if self.write_mode != WriteMode::Upsert => {
+                    self.select_rows(&mut tx, sel).await?
+                }
+                _ => Vec::new(),
             };
             let written = match self.write_rows(&mut tx, passing, None).await {
                 Ok(w) => w,

@@ -1811,3 +1811,63 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
     ));
     assert_eq!(items(&dst), kept);
 }
+
+#[test]
+fn retry_rejects_into_an_upsert_target_replaces_the_rows_already_there() {
+    let ws = Workspace::new();
+    let src = PgSchema::new("rs_upretry_src");
+    let dst = PgSchema::new("rs_upretry_dst");
+    make_items(&src, 100);
+    // The target already holds an older version of every row.
+    dst.exec(&format!(
+        "CREATE TABLE {d}.items (id bigint PRIMARY KEY, small smallint);
+         INSERT INTO {d}.items SELECT g, -1 FROM generate_series(1, 100) g",
+        d = dst.q()
+    ));
+    let pipeline = |factor: i64| {
+        format!(
+            r#"name = "upretry"
+[source]
+url = "{url}"
+schema = {src}
+table = "items"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "items"
+if_exists = "append"
+write_mode = "upsert"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+small = {{ type = "smallint", expr = "qty * {factor}" }}
+"#,
+            url = pg_url(),
+            src = src.toml(),
+            dst = dst.toml()
+        )
+    };
+    // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint and keep their old row.
+    let p = ws.write("pipelines/upretry.toml", &pipeline(3000));
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let old = dst.rows(&format!(
+        "SELECT count(*)::text FROM {}.items WHERE small = -1",
+        dst.q()
+    ));
+    assert_ne!(old, [["0"]]);
+    // Fixed: the retried rows replace their old versions, and the read-back expects
+    // only them under their keys.
+    ws.write(&p, &pipeline(2000));
+    let out = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT count(*)::text FROM {}.items WHERE small = -1",
+            dst.q()
+        )),
+        [["0"]]
+    );
+    assert_eq!(dst.count("items_rejects"), 0);
+    assert_eq!(dst.count("items"), 100);
+}
