@@ -775,6 +775,28 @@ pub(crate) fn refusal_failure(r: &crate::sink::Refusal, location: String) -> Row
     }
 }
 
+/// Takes rows `drop` (positions in `out`) out of a written batch and out of `rows`, its
+/// map to the rows as read; returns the rows taken out.
+pub(crate) fn take_out(
+    out: &mut arrow::record_batch::RecordBatch,
+    rows: &mut Vec<usize>,
+    drop: &[usize],
+) -> Result<arrow::record_batch::RecordBatch> {
+    let mut keep = vec![true; out.num_rows()];
+    for &d in drop {
+        keep[d] = false;
+    }
+    let filter = |batch: &arrow::record_batch::RecordBatch, mask: Vec<bool>| {
+        arrow::compute::filter_record_batch(batch, &arrow::array::BooleanArray::from(mask))
+            .map_err(|e| Error::Internal(e.to_string()))
+    };
+    let taken = filter(out, keep.iter().map(|k| !k).collect())?;
+    *out = filter(out, keep.clone())?;
+    let mut kept = keep.into_iter();
+    rows.retain(|_| kept.next().unwrap_or(false));
+    Ok(taken)
+}
+
 /// Quarantine entries for the rows the target refused (counted across `kept`'s written
 /// rows), which are taken out of `kept`; the `unique` values they claimed are given back.
 fn refused_entries(
@@ -820,31 +842,8 @@ fn refused_entries(
                 None => QuarantineEntry::new(chunk.id, &k.source, row, source.key(), &failure),
             });
         }
-        let mut keep = vec![true; k.out.num_rows()];
-        for r in &here {
-            keep[r.row - start] = false;
-        }
-        let taken = arrow::array::UInt32Array::from(
-            here.iter()
-                .map(|r| (r.row - start) as u32)
-                .collect::<Vec<_>>(),
-        );
-        gone.push(
-            arrow::compute::take_record_batch(&k.out, &taken)
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        );
-        k.out = arrow::compute::filter_record_batch(
-            &k.out,
-            &arrow::array::BooleanArray::from(keep.clone()),
-        )
-        .map_err(|e| Error::Internal(e.to_string()))?;
-        k.rows = k
-            .rows
-            .iter()
-            .zip(&keep)
-            .filter(|(_, keep)| **keep)
-            .map(|(r, _)| *r)
-            .collect();
+        let drop: Vec<usize> = here.iter().map(|r| r.row - start).collect();
+        gone.push(take_out(&mut k.out, &mut k.rows, &drop)?);
         start = end;
     }
     if next.peek().is_some() {

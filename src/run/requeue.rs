@@ -91,7 +91,6 @@ fn requeue_with(
             report.still_rejected += kept.len() as u64;
             continue;
         }
-        let stored: Vec<serde_json::Value> = entries.iter().map(|e| e.row.clone()).collect();
         let (batch, origin, gone, entries) =
             match source.read_keys(&entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>())? {
                 Some((batch, origin)) => {
@@ -112,7 +111,10 @@ fn requeue_with(
                     (standing.batch, origin, standing.gone, left)
                 }
                 None => (
-                    rows_from_json(&schema, &stored)?,
+                    rows_from_json(
+                        &schema,
+                        &entries.iter().map(|e| e.row.clone()).collect::<Vec<_>>(),
+                    )?,
                     (0..entries.len()).collect::<Vec<usize>>(),
                     0,
                     entries,
@@ -180,10 +182,8 @@ fn requeue_with(
                 // the others are written.
                 Err(Error::Refused(refused)) if rounds < 2 => {
                     rounds += 1;
-                    let mut keep = vec![true; out.num_rows()];
                     for r in &refused {
                         let row = rows[r.row];
-                        keep[r.row] = false;
                         let failure =
                             super::refusal_failure(r, locate_row(source, &batch, row, &locate));
                         remaining.push(QuarantineEntry::new(
@@ -194,17 +194,8 @@ fn requeue_with(
                             &failure,
                         ));
                     }
-                    out = arrow::compute::filter_record_batch(
-                        &out,
-                        &arrow::array::BooleanArray::from(keep.clone()),
-                    )
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                    rows = rows
-                        .iter()
-                        .zip(&keep)
-                        .filter(|(_, k)| **k)
-                        .map(|(r, _)| *r)
-                        .collect();
+                    let drop: Vec<usize> = refused.iter().map(|r| r.row).collect();
+                    super::take_out(&mut out, &mut rows, &drop)?;
                     continue;
                 }
                 // The target refuses every retried row (or says so for the rows as a

@@ -433,12 +433,14 @@ impl MysqlSink {
     /// halved).
     async fn refusals(
         &self,
+        failed: sqlx::Transaction<'_, sqlx::MySql>,
         pool: &sqlx::MySqlPool,
         batches: &[RecordBatch],
         replace: Option<&Selection>,
         first: Error,
     ) -> Error {
         refuse::refusals(
+            failed,
             pool,
             &self.here(),
             batches,
@@ -892,11 +894,7 @@ impl Sink for MysqlSink {
             };
             let written = match self.write_rows(&mut tx, passing, None).await {
                 Ok(w) => w,
-                Err(e) if refuse::is_refusal(&e) => {
-                    tx.rollback().await.map_err(|e| Error::db(&here, e))?;
-                    return Err(self.refusals(pool, passing, None, e).await);
-                }
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.refusals(tx, pool, passing, None, e).await),
             };
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
@@ -953,13 +951,11 @@ impl ChunkWriter for MyChunk<'_> {
                 .await
             {
                 Ok(rows) => rows,
-                Err(e) if refuse::is_refusal(&e) => {
-                    tx.rollback().await.map_err(db)?;
+                Err(e) => {
                     return Err(sink
-                        .refusals(pool, &self.batches, replace.as_ref(), e)
+                        .refusals(tx, pool, &self.batches, replace.as_ref(), e)
                         .await);
                 }
-                Err(e) => return Err(e),
             };
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back.

@@ -475,12 +475,14 @@ impl PostgresSink {
     /// After writing `batches` failed with `first`, a refusal: see [`refuse::refusals`].
     async fn refusals(
         &self,
+        failed: sqlx::Transaction<'_, sqlx::Postgres>,
         pool: &sqlx::PgPool,
         batches: &[RecordBatch],
         replace: Option<&Selection>,
         first: Error,
     ) -> Error {
         refuse::refusals(
+            failed,
             pool,
             &self.here(),
             batches,
@@ -869,11 +871,7 @@ impl Sink for PostgresSink {
             };
             let (written, _) = match self.write_rows(&mut tx, passing, None, false).await {
                 Ok(w) => w,
-                Err(e) if refuse::is_refusal(&e) => {
-                    tx.rollback().await.map_err(|e| Error::db(&here, e))?;
-                    return Err(self.refusals(pool, passing, None, e).await);
-                }
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.refusals(tx, pool, passing, None, e).await),
             };
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
@@ -931,13 +929,11 @@ impl ChunkWriter for PgChunk<'_> {
                 .await;
             let (rows, sent) = match written {
                 Ok(w) => w,
-                Err(e) if refuse::is_refusal(&e) => {
-                    tx.rollback().await.map_err(db)?;
+                Err(e) => {
                     return Err(sink
-                        .refusals(pool, &self.batches, replace.as_ref(), e)
+                        .refusals(tx, pool, &self.batches, replace.as_ref(), e)
                         .await);
                 }
-                Err(e) => return Err(e),
             };
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back. Where the

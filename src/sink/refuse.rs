@@ -35,7 +35,7 @@ pub struct Refusal {
 
 /// What a refusal error says: the server's words and, where it tells, which row of the
 /// statement (0-based) it refused.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Refused {
     row: Option<usize>,
     column: Option<String>,
@@ -133,11 +133,14 @@ pub fn slice_rows(batches: &[RecordBatch], range: Range<usize>) -> Vec<RecordBat
     out
 }
 
-/// After writing `batches` failed with `first` (a refusal), every row the table refuses,
-/// as [`Error::Refused`]; or the error that stopped the search. The search runs in a
-/// transaction of `pool` that is rolled back: `prepare` does there what the write did
-/// first (`replace-chunk`'s delete), `write` writes some of the rows as the sink does.
+/// What to return after writing `batches` in `failed` failed with `first`: `first`
+/// itself, unless it is a refusal; then `failed` is rolled back and every row the table
+/// refuses is found, as [`Error::Refused`] (or the error that stopped the search). The
+/// search runs in a transaction of `pool` that is rolled back too: `prepare` does there
+/// what the write did first (`replace-chunk`'s delete), `write` writes some of the rows
+/// as the sink does.
 pub async fn refusals<DB: sqlx::Database>(
+    failed: sqlx::Transaction<'_, DB>,
     pool: &sqlx::Pool<DB>,
     here: &str,
     batches: &[RecordBatch],
@@ -148,9 +151,13 @@ pub async fn refusals<DB: sqlx::Database>(
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
 {
+    if !is_refusal(&first) {
+        return first;
+    }
     let db = |e| Error::db(here, e);
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     let found = async {
+        failed.rollback().await.map_err(db)?;
         let mut tx = pool.begin().await.map_err(db)?;
         prepare(&mut tx).await?;
         // One savepoint, released after each attempt: sqlx's nested transactions roll
@@ -191,7 +198,7 @@ where
 /// `first` is the error that made the caller look: when the rows cannot be told apart
 /// from the statement (no row is refused on its own, or every row is, which says more
 /// about the table than the rows), that error is returned instead of refusals.
-pub async fn find_refused(
+async fn find_refused(
     rows: usize,
     first: Error,
     write: impl AsyncFnMut(Range<usize>) -> Result<()>,
@@ -224,12 +231,7 @@ async fn find_with(
             .row
             .map(|r| range.start + r)
             .filter(|r| range.contains(r));
-        let refused_row = match at {
-            Some(row) => Some(row),
-            None if range.len() == 1 => Some(range.start),
-            None => None,
-        };
-        match refused_row {
+        match at.or((range.len() == 1).then_some(range.start)) {
             Some(row) => {
                 found.push(Refusal {
                     row,

@@ -202,11 +202,13 @@ impl SqliteSink {
     /// [`refuse::refusals`]. The caller holds the write lock.
     async fn refusals(
         &self,
+        failed: sqlx::Transaction<'_, sqlx::Sqlite>,
         pool: &sqlx::SqlitePool,
         batches: &[RecordBatch],
         first: Error,
     ) -> Error {
         refuse::refusals(
+            failed,
             pool,
             &self.here(),
             batches,
@@ -670,11 +672,7 @@ impl Sink for SqliteSink {
             };
             let (written, _) = match self.insert_rows(&mut tx, passing).await {
                 Ok(w) => w,
-                Err(e) if refuse::is_refusal(&e) => {
-                    tx.rollback().await.map_err(|e| Error::db(&here, e))?;
-                    return Err(self.refusals(pool, passing, e).await);
-                }
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.refusals(tx, pool, passing, e).await),
             };
             if let Some(v) = verify {
                 let t0 = Instant::now();
@@ -740,11 +738,7 @@ impl ChunkWriter for SqliteChunk<'_> {
                 .await?;
             let (rows, bound) = match sink.insert_rows(&mut tx, &self.batches).await {
                 Ok(w) => w,
-                Err(e) if refuse::is_refusal(&e) => {
-                    tx.rollback().await.map_err(db)?;
-                    return Err(sink.refusals(pool, &self.batches, e).await);
-                }
-                Err(e) => return Err(e),
+                Err(e) => return Err(sink.refusals(tx, pool, &self.batches, e).await),
             };
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back. First the

@@ -829,29 +829,8 @@ fn rejected_rows_are_kept_in_the_rejects_table_and_retry_reads_them_again_by_key
     let src = PgSchema::new("rs_rejects_src");
     let dst = PgSchema::new("rs_rejects_dst");
     make_items(&src, 300);
-    let pipeline = |factor: i64| {
-        format!(
-            r#"name = "rejects"
-[source]
-url = "{url}"
-schema = {src}
-table = "items"
-key = "id"
-[target]
-url = "{url}"
-schema = {dst}
-table = "items"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-small = {{ type = "smallint", expr = "qty * {factor}" }}
-[chunks]
-rows = 40
-"#,
-            url = pg_url(),
-            src = src.toml(),
-            dst = dst.toml()
-        )
-    };
+    let pipeline =
+        |factor: i64| small_pipeline("rejects", &src, &dst, factor, "", "[chunks]\nrows = 40\n");
     // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint.
     let p = ws.write("pipelines/rejects.toml", &pipeline(3000));
     let out = ws.rowshift(&["run", &p, "--json"]);
@@ -1825,26 +1804,13 @@ fn retry_rejects_into_an_upsert_target_replaces_the_rows_already_there() {
         d = dst.q()
     ));
     let pipeline = |factor: i64| {
-        format!(
-            r#"name = "upretry"
-[source]
-url = "{url}"
-schema = {src}
-table = "items"
-key = "id"
-[target]
-url = "{url}"
-schema = {dst}
-table = "items"
-if_exists = "append"
-write_mode = "upsert"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-small = {{ type = "smallint", expr = "qty * {factor}" }}
-"#,
-            url = pg_url(),
-            src = src.toml(),
-            dst = dst.toml()
+        small_pipeline(
+            "upretry",
+            &src,
+            &dst,
+            factor,
+            "if_exists = \"append\"\nwrite_mode = \"upsert\"\n",
+            "",
         )
     };
     // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint and keep their old row.
@@ -1870,4 +1836,35 @@ small = {{ type = "smallint", expr = "qty * {factor}" }}
     );
     assert_eq!(dst.count("items_rejects"), 0);
     assert_eq!(dst.count("items"), 100);
+}
+
+/// `items` into `items` with `small = qty * factor` as a smallint (qty is 0 to 12, so a
+/// large factor overflows some rows); `target` is added to `[target]`, `tail` at the end.
+fn small_pipeline(
+    name: &str,
+    src: &PgSchema,
+    dst: &PgSchema,
+    factor: i64,
+    target: &str,
+    tail: &str,
+) -> String {
+    format!(
+        r#"name = "{name}"
+[source]
+url = "{url}"
+schema = {src}
+table = "items"
+key = "id"
+[target]
+url = "{url}"
+schema = {dst}
+table = "items"
+{target}[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+small = {{ type = "smallint", expr = "qty * {factor}" }}
+{tail}"#,
+        url = pg_url(),
+        src = src.toml(),
+        dst = dst.toml()
+    )
 }
