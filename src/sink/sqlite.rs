@@ -221,13 +221,12 @@ impl SqliteSink {
         .await
     }
 
-    /// Inserts `batches`; returns the rows written and the [`StoredSum`] of the values
-    /// bound.
+    /// Inserts `batches` (made [`bindable`]); returns the rows written.
     async fn insert_rows(
         &self,
         conn: &mut SqliteConnection,
         batches: &[RecordBatch],
-    ) -> Result<(u64, StoredSum)> {
+    ) -> Result<u64> {
         let here = self.here();
         let width = self.schema.fields().len();
         let head = format!(
@@ -250,13 +249,9 @@ impl SqliteSink {
             .prepare(&statement(rows_per_stmt), &[])
             .map_err(failed)?;
         let mut written = 0u64;
-        let mut bound = StoredSum::default();
-        // Per group of rows: their values, and the text of the ones that had to be
-        // formatted (dates, decimals), which the values point into.
-        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(rows_per_stmt * width);
-        let mut text = String::new();
+        let mut values: Vec<Bind<'_>> = Vec::with_capacity(rows_per_stmt * width);
         for batch in batches {
-            let cells = Cells::new(batch, &here)?;
+            let cells = Cells::new(batch)?;
             let mut start = 0;
             while start < batch.num_rows() {
                 let n = rows_per_stmt.min(batch.num_rows() - start);
@@ -267,26 +262,15 @@ impl SqliteSink {
                     rest = raw.prepare(&statement(n), &[]).map_err(failed)?;
                     &mut rest
                 };
-                slots.clear();
-                text.clear();
+                values.clear();
                 for row in start..start + n {
-                    cells.slots(row, &mut slots, &mut text)?;
-                }
-                let values: Vec<Bind<'_>> = slots
-                    .iter()
-                    .map(|s| match s {
-                        Slot::Value(v) => *v,
-                        Slot::Formatted(r) => Bind::Text(&text[r.clone()]),
-                    })
-                    .collect();
-                for row in values.chunks(width.max(1)) {
-                    bound.add_bound(row);
+                    cells.push_row(row, &mut values);
                 }
                 written += st.execute_with(&values).map_err(failed)?;
                 start += n;
             }
         }
-        Ok((written, bound))
+        Ok(written)
     }
 
     /// `head` (a SELECT or DELETE) restricted to `selection`: one statement, or several
@@ -662,6 +646,10 @@ impl Sink for SqliteSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.pool()?;
+        let passing = passing
+            .iter()
+            .map(|b| bindable(b, &here))
+            .collect::<Result<Vec<_>>>()?;
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
@@ -670,9 +658,9 @@ impl Sink for SqliteSink {
                 Some(v) => self.select_rows(&mut tx, &v.selection, v.key).await?,
                 None => Vec::new(),
             };
-            let (written, _) = match self.insert_rows(&mut tx, passing).await {
+            let written = match self.insert_rows(&mut tx, &passing).await {
                 Ok(w) => w,
-                Err(e) => return Err(self.refusals(tx, pool, passing, e).await),
+                Err(e) => return Err(self.refusals(tx, pool, &passing, e).await),
             };
             if let Some(v) = verify {
                 let t0 = Instant::now();
@@ -696,9 +684,14 @@ impl Sink for SqliteSink {
 
 /// Buffers a chunk's batches (bounded by the chunk size) and inserts them in one
 /// transaction at commit, so writers queue for SQLite's single write lock only briefly.
+/// Whatever can be done without the lock is done before taking it: formatting values
+/// as they are stored, and hashing them for the read-back. Workers take turns at that
+/// lock, so work done under it adds to the wall time in full, while work done before it
+/// overlaps another worker's commit.
 struct SqliteChunk<'a> {
     sink: &'a SqliteSink,
     chunk: usize,
+    /// The chunk's batches, made [`bindable`].
     batches: Vec<RecordBatch>,
     rejects: Vec<QuarantineEntry>,
 }
@@ -706,7 +699,7 @@ struct SqliteChunk<'a> {
 impl ChunkWriter for SqliteChunk<'_> {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() > 0 {
-            self.batches.push(batch.clone());
+            self.batches.push(bindable(batch, &self.sink.here())?);
         }
         Ok(())
     }
@@ -720,6 +713,10 @@ impl ChunkWriter for SqliteChunk<'_> {
         let sink = self.sink;
         let here = sink.here();
         let pool = sink.pool()?;
+        let bound = match verify {
+            Some(_) => Some(bound_sum(&self.batches)?),
+            None => None,
+        };
         sink.io.block_on(async {
             let db = |e| Error::db(&here, e);
             let _writing = sink.write_lock.lock().await;
@@ -736,7 +733,7 @@ impl ChunkWriter for SqliteChunk<'_> {
             .map_err(db)?;
             sink.insert_rejects(&mut tx, self.chunk, &self.rejects)
                 .await?;
-            let (rows, bound) = match sink.insert_rows(&mut tx, &self.batches).await {
+            let rows = match sink.insert_rows(&mut tx, &self.batches).await {
                 Ok(w) => w,
                 Err(e) => return Err(sink.refusals(tx, pool, &self.batches, e).await),
             };
@@ -746,7 +743,7 @@ impl ChunkWriter for SqliteChunk<'_> {
             // are the rows decoded and compared with what was sent, which decides (a value
             // SQLite stored in another class may still read back the same) and names the
             // first difference.
-            if let Some(v) = verify {
+            if let (Some(v), Some(bound)) = (verify, bound) {
                 let t0 = Instant::now();
                 let stored = sink.stored_sum(&mut tx, &v.selection).await?;
                 if stored == bound && bound.rows == v.rows {
@@ -772,12 +769,6 @@ impl ChunkWriter for SqliteChunk<'_> {
             Ok(Committed { rows, marked })
         })
     }
-}
-
-/// A value to bind: borrowed from the batch, or a range of the group's formatted text.
-enum Slot<'a> {
-    Value(Bind<'a>),
-    Formatted(std::ops::Range<usize>),
 }
 
 /// Writes `days` since 1970-01-01 as `YYYY-MM-DD`, as the `%Y-%m-%d` formatter does for
@@ -812,11 +803,20 @@ fn write_date(text: &mut String, days: i32) -> bool {
     true
 }
 
-/// How each column's values are bound as SQLite values.
-struct Cells<'a> {
-    columns: Vec<(&'a ArrayRef, Option<ArrayFormatter<'a>>)>,
-    names: Vec<&'a str>,
-    here: &'a str,
+/// The [`StoredSum`] of the values binding `batches` (made [`bindable`]) binds, which
+/// the read-back compares with the sum of the values as stored.
+fn bound_sum(batches: &[RecordBatch]) -> Result<StoredSum> {
+    let mut sum = StoredSum::default();
+    let mut row_values = Vec::new();
+    for batch in batches {
+        let cells = Cells::new(batch)?;
+        for row in 0..batch.num_rows() {
+            row_values.clear();
+            cells.push_row(row, &mut row_values);
+            sum.add_bound(&row_values);
+        }
+    }
+    Ok(sum)
 }
 
 const FORMAT: FormatOptions<'static> = FormatOptions::new()
@@ -824,91 +824,146 @@ const FORMAT: FormatOptions<'static> = FormatOptions::new()
     .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
     .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
 
+/// `batch` as SQLite stores it, column by column: decimals, dates, times and timestamps
+/// as the text they are stored as (see [`ColumnType::sqlite_decl`]); every other column
+/// as it is. A float NaN is refused: SQLite would store it as NULL.
+fn bindable(batch: &RecordBatch, here: &str) -> Result<RecordBatch> {
+    use arrow::array::StringBuilder;
+    let schema = batch.schema_ref();
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        let nan = || {
+            Error::Row(crate::RowFailure {
+                location: here.to_string(),
+                column: Some(field.name().to_string()),
+                value: Some("NaN".into()),
+                reason: "SQLite stores NaN as NULL, which would change the value".into(),
+            })
+        };
+        let column = match array.data_type() {
+            DataType::Decimal128(..)
+            | DataType::Date32
+            | DataType::Time64(_)
+            | DataType::Timestamp(..) => {
+                let f = ArrayFormatter::try_new(array.as_ref(), &FORMAT)
+                    .map_err(|e| Error::data(here, e))?;
+                let days = (array.data_type() == &DataType::Date32)
+                    .then(|| array.as_primitive::<Date32Type>());
+                let mut text = StringBuilder::with_capacity(array.len(), array.len() * 12);
+                let mut value = String::new();
+                for row in 0..array.len() {
+                    if array.is_null(row) {
+                        text.append_null();
+                        continue;
+                    }
+                    value.clear();
+                    if !days.is_some_and(|d| write_date(&mut value, d.value(row))) {
+                        use std::fmt::Write;
+                        write!(value, "{}", f.value(row)).map_err(|e| Error::data(here, e))?;
+                    }
+                    text.append_value(&value);
+                }
+                Arc::new(text.finish()) as ArrayRef
+            }
+            DataType::Float32 => {
+                let values = array.as_primitive::<Float32Type>();
+                if values.iter().flatten().any(|v| v.is_nan()) {
+                    return Err(nan());
+                }
+                array.clone()
+            }
+            DataType::Float64 => {
+                let values = array.as_primitive::<Float64Type>();
+                if values.iter().flatten().any(|v| v.is_nan()) {
+                    return Err(nan());
+                }
+                array.clone()
+            }
+            DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Boolean
+            | DataType::Utf8
+            | DataType::Binary => array.clone(),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "column {}: cannot write {other} to SQLite",
+                    field.name()
+                )));
+            }
+        };
+        fields.push(arrow::datatypes::Field::new(
+            field.name(),
+            column.data_type().clone(),
+            true,
+        ));
+        columns.push(column);
+    }
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// One column of a [`bindable`] batch, typed once rather than per value.
+enum Column<'a> {
+    I16(&'a arrow::array::Int16Array),
+    I32(&'a arrow::array::Int32Array),
+    I64(&'a arrow::array::Int64Array),
+    Bool(&'a arrow::array::BooleanArray),
+    F32(&'a arrow::array::Float32Array),
+    F64(&'a arrow::array::Float64Array),
+    Text(&'a arrow::array::StringArray),
+    Blob(&'a arrow::array::BinaryArray),
+}
+
+/// The columns of a [`bindable`] batch, to bind row by row.
+struct Cells<'a> {
+    columns: Vec<Column<'a>>,
+}
+
 impl<'a> Cells<'a> {
-    fn new(batch: &'a RecordBatch, here: &'a str) -> Result<Self> {
-        let schema = batch.schema_ref();
-        let names = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    fn new(batch: &'a RecordBatch) -> Result<Self> {
         let columns = batch
             .columns()
             .iter()
-            .map(|a| {
-                let text = matches!(
-                    a.data_type(),
-                    DataType::Decimal128(..)
-                        | DataType::Date32
-                        | DataType::Time64(_)
-                        | DataType::Timestamp(..)
-                );
-                let f = if text {
-                    ArrayFormatter::try_new(a.as_ref(), &FORMAT).ok()
-                } else {
-                    None
-                };
-                (a, f)
-            })
-            .collect();
-        Ok(Cells {
-            columns,
-            names,
-            here,
-        })
-    }
-
-    /// Appends row `row`'s values to `slots`; values that have to be formatted as text
-    /// are written to `text`, and their slot says where.
-    fn slots(&self, row: usize, slots: &mut Vec<Slot<'a>>, text: &mut String) -> Result<()> {
-        for (i, &(array, ref fmt)) in self.columns.iter().enumerate() {
-            let slot = if array.is_null(row) {
-                Slot::Value(Bind::Null)
-            } else if let Some(f) = fmt {
-                let start = text.len();
-                let days = (array.data_type() == &DataType::Date32)
-                    .then(|| array.as_primitive::<Date32Type>().value(row));
-                if !days.is_some_and(|d| write_date(text, d)) {
-                    use std::fmt::Write;
-                    write!(text, "{}", f.value(row)).map_err(|e| Error::data(self.here, e))?;
-                }
-                Slot::Formatted(start..text.len())
-            } else {
-                Slot::Value(match array.data_type() {
-                    DataType::Int16 => {
-                        Bind::Int(array.as_primitive::<Int16Type>().value(row) as i64)
-                    }
-                    DataType::Int32 => {
-                        Bind::Int(array.as_primitive::<Int32Type>().value(row) as i64)
-                    }
-                    DataType::Int64 => Bind::Int(array.as_primitive::<Int64Type>().value(row)),
-                    DataType::Boolean => Bind::Int(array.as_boolean().value(row) as i64),
-                    DataType::Float32 | DataType::Float64 => {
-                        let v = if array.data_type() == &DataType::Float32 {
-                            array.as_primitive::<Float32Type>().value(row) as f64
-                        } else {
-                            array.as_primitive::<Float64Type>().value(row)
-                        };
-                        if v.is_nan() {
-                            return Err(Error::Row(crate::RowFailure {
-                                location: self.here.to_string(),
-                                column: Some(self.names[i].to_string()),
-                                value: Some("NaN".into()),
-                                reason: "SQLite stores NaN as NULL, which would change the value"
-                                    .into(),
-                            }));
-                        }
-                        Bind::Real(v)
-                    }
-                    DataType::Utf8 => Bind::Text(array.as_string::<i32>().value(row)),
-                    DataType::Binary => Bind::Blob(array.as_binary::<i32>().value(row)),
+            .zip(batch.schema_ref().fields())
+            .map(|(a, field)| {
+                Ok(match a.data_type() {
+                    DataType::Int16 => Column::I16(a.as_primitive()),
+                    DataType::Int32 => Column::I32(a.as_primitive()),
+                    DataType::Int64 => Column::I64(a.as_primitive()),
+                    DataType::Boolean => Column::Bool(a.as_boolean()),
+                    DataType::Float32 => Column::F32(a.as_primitive()),
+                    DataType::Float64 => Column::F64(a.as_primitive()),
+                    DataType::Utf8 => Column::Text(a.as_string()),
+                    DataType::Binary => Column::Blob(a.as_binary()),
                     other => {
-                        return Err(Error::Unsupported(format!(
-                            "column {}: cannot write {other} to SQLite",
-                            self.names[i]
+                        return Err(Error::Internal(format!(
+                            "column {}: {other} was not made bindable",
+                            field.name()
                         )));
                     }
                 })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Cells { columns })
+    }
+
+    /// Appends row `row`'s values to `values`.
+    fn push_row(&self, row: usize, values: &mut Vec<Bind<'a>>) {
+        for column in &self.columns {
+            let value = match *column {
+                Column::I16(a) => a.is_valid(row).then(|| Bind::Int(a.value(row) as i64)),
+                Column::I32(a) => a.is_valid(row).then(|| Bind::Int(a.value(row) as i64)),
+                Column::I64(a) => a.is_valid(row).then(|| Bind::Int(a.value(row))),
+                Column::Bool(a) => a.is_valid(row).then(|| Bind::Int(a.value(row) as i64)),
+                Column::F32(a) => a.is_valid(row).then(|| Bind::Real(a.value(row) as f64)),
+                Column::F64(a) => a.is_valid(row).then(|| Bind::Real(a.value(row))),
+                Column::Text(a) => a.is_valid(row).then(|| Bind::Text(a.value(row))),
+                Column::Blob(a) => a.is_valid(row).then(|| Bind::Blob(a.value(row))),
             };
-            slots.push(slot);
+            values.push(value.unwrap_or(Bind::Null));
         }
-        Ok(())
     }
 }
 
@@ -916,6 +971,99 @@ impl<'a> Cells<'a> {
 mod tests {
     use arrow::array::{Array, Date32Array};
     use arrow::util::display::ArrayFormatter;
+
+    #[test]
+    fn bindable_batches_hold_what_sqlite_stores_and_refuse_nan() {
+        use arrow::array::{
+            Decimal128Array, Float64Array, Int16Array, StringArray, TimestampMicrosecondArray,
+        };
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        use arrow::record_batch::RecordBatch;
+        use std::sync::Arc;
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int16, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new("price", DataType::Decimal128(10, 2), true),
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let batch = |x: Vec<Option<f64>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int16Array::from(vec![Some(-7), None])),
+                    Arc::new(Date32Array::from(vec![Some(19_782), None])),
+                    Arc::new(
+                        Decimal128Array::from(vec![Some(1250), Some(-5)])
+                            .with_precision_and_scale(10, 2)
+                            .unwrap(),
+                    ),
+                    Arc::new(TimestampMicrosecondArray::from(vec![
+                        Some(1_700_000_000_123_456),
+                        None,
+                    ])),
+                    Arc::new(Float64Array::from(x)),
+                ],
+            )
+            .unwrap()
+        };
+        let out = super::bindable(&batch(vec![Some(1.5), None]), "t").unwrap();
+        let text = |i: usize| {
+            let a = out
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
+            (0..a.len())
+                .map(|r| a.is_valid(r).then(|| a.value(r).to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(out.column(0).data_type(), &DataType::Int16);
+        assert_eq!(text(1), vec![Some("2024-02-29".to_string()), None]);
+        assert_eq!(
+            text(2),
+            vec![Some("12.50".to_string()), Some("-0.05".to_string())]
+        );
+        assert_eq!(
+            text(3),
+            vec![Some("2023-11-14 22:13:20.123456".to_string()), None]
+        );
+        assert_eq!(out.column(4).data_type(), &DataType::Float64);
+
+        // The sum of a bindable batch is the sum of the values it binds.
+        let mut expected = crate::db::decode::StoredSum::default();
+        use crate::db::decode::Bind;
+        expected.add_bound(&[
+            Bind::Int(-7),
+            Bind::Text("2024-02-29"),
+            Bind::Text("12.50"),
+            Bind::Text("2023-11-14 22:13:20.123456"),
+            Bind::Real(1.5),
+        ]);
+        expected.add_bound(&[
+            Bind::Null,
+            Bind::Null,
+            Bind::Text("-0.05"),
+            Bind::Null,
+            Bind::Null,
+        ]);
+        assert_eq!(super::bound_sum(&[out]).unwrap(), expected);
+
+        let err = super::bindable(
+            &batch(vec![None, Some(f64::NAN)]),
+            "sqlite://out.db table t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with(
+                "sqlite://out.db table t, column x, value 'NaN': SQLite stores NaN as NULL, \
+                 which would change the value"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn dates_are_written_as_the_formatter_writes_them() {
