@@ -1,7 +1,7 @@
 //! The SQLite checkpoint store.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
@@ -55,6 +55,10 @@ pub struct SqliteStore {
     pipeline: String,
     io: IoRuntime,
     pool: OnceLock<SqlitePool>,
+    /// The lock of the sink writing the same file, held for each write here: SQLite has
+    /// one writer per file, and one waiting in SQLite's busy handler sleeps in steps of
+    /// up to 100 ms after the other is done.
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl SqliteStore {
@@ -65,6 +69,21 @@ impl SqliteStore {
             pipeline: pipeline.to_string(),
             io: io.clone(),
             pool: OnceLock::new(),
+            lock: None,
+        }
+    }
+
+    /// The store, taking `lock` for each write (a SQLite target's own write lock).
+    pub fn sharing_lock(mut self, lock: Arc<tokio::sync::Mutex<()>>) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// The shared write lock, if there is one, to hold while writing.
+    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
         }
     }
 
@@ -106,6 +125,7 @@ impl SqliteStore {
         let pool = self.pool()?;
         let here = self.here();
         self.io.block_on(async {
+            let _writing = self.writing().await;
             let mut q = sqlx::query(sql);
             for b in binds {
                 q = match b {
@@ -260,6 +280,7 @@ impl CheckpointStore for SqliteStore {
             serde_json::to_string(settings).map_err(|e| Error::Internal(e.to_string()))?;
         let now = chrono::Utc::now().to_rfc3339();
         self.io.block_on(async {
+            let _writing = self.writing().await;
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
             let p = self.pipeline.clone();
             let db = |e| Error::db(&here, e);
@@ -299,6 +320,7 @@ impl CheckpointStore for SqliteStore {
         let pool = self.pool()?;
         let here = self.here();
         let n = self.io.block_on(async {
+            let _writing = self.writing().await;
             let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
             mark_done(&mut conn, &self.pipeline, mark)
                 .await

@@ -281,6 +281,15 @@ fn run_with(
     let done: Vec<usize> = (0..chunks.len())
         .filter(|&i| states[i] == ChunkState::Done)
         .collect();
+    if how == Prepare::Resume {
+        // Rows of a chunk that is not done (one read back after its commit, when the run
+        // died before marking it) go before anything reads the target or redoes it.
+        let unfinished: Vec<_> = (0..chunks.len())
+            .filter(|&i| states[i] != ChunkState::Done)
+            .filter_map(|i| Some((i, plan.selection(&chunks[i], &[]).ok()?)))
+            .collect();
+        sink.settle(&unfinished)?;
+    }
     sink.check_done(&done)?;
     if !done.is_empty() && plan.checks.has_unique() {
         // `unique` spans the run: values the earlier run wrote count.
@@ -942,34 +951,63 @@ fn whole_rows(
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// A fault for tests, from `ROWSHIFT_FAULT`: `chunk=3` fails chunk 3 permanently;
+/// A fault for tests, from `ROWSHIFT_FAULT`.
+#[derive(Default)]
+struct Fault {
+    /// The chunk it hits.
+    chunk: Option<usize>,
+    /// `transient=N`: its first N attempts fail with a transient error.
+    transient: Option<u32>,
+    /// `crash=POINT`: the process aborts when the chunk reaches the point a sink names.
+    crash: Option<String>,
+}
+
+impl Fault {
+    fn from_env() -> Option<Fault> {
+        let spec = std::env::var("ROWSHIFT_FAULT").ok()?;
+        let mut fault = Fault::default();
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("chunk", v)) => fault.chunk = v.parse().ok(),
+                Some(("transient", v)) => fault.transient = v.parse().ok(),
+                Some(("crash", v)) => fault.crash = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        Some(fault)
+    }
+}
+
+/// Fails a chunk's commit for tests: `ROWSHIFT_FAULT=chunk=3` fails chunk 3 permanently;
 /// `chunk=3,transient=2` fails its first two attempts with a transient error.
 fn inject_fault(chunk: usize, attempt: u32) -> Result<()> {
-    let Ok(spec) = std::env::var("ROWSHIFT_FAULT") else {
+    let Some(fault) = Fault::from_env() else {
         return Ok(());
     };
-    let mut target = None;
-    let mut transient = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("chunk", v)) => target = v.parse::<usize>().ok(),
-            Some(("transient", v)) => transient = v.parse::<u32>().ok(),
-            _ => {}
-        }
-    }
-    match (target == Some(chunk), transient) {
-        (false, _) => Ok(()),
-        (true, None) => Err(Error::Unsupported(format!(
+    match (fault.chunk == Some(chunk), fault.transient, fault.crash) {
+        (false, _, _) | (true, None, Some(_)) => Ok(()),
+        (true, None, None) => Err(Error::Unsupported(format!(
             "injected fault in the sink for chunk {chunk} (ROWSHIFT_FAULT)"
         ))),
-        (true, Some(n)) if attempt <= n => Err(Error::db(
+        (true, Some(n), _) if attempt <= n => Err(Error::db(
             "injected fault (ROWSHIFT_FAULT)",
             sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::ConnectionReset,
                 "connection reset",
             )),
         )),
-        (true, Some(_)) => Ok(()),
+        (true, Some(_), _) => Ok(()),
+    }
+}
+
+/// Aborts the process, as a crash would, when `ROWSHIFT_FAULT=chunk=N,crash=POINT` names
+/// this chunk and point: for tests of what a run that dies there leaves behind.
+pub(crate) fn crash_point(chunk: usize, point: &str) {
+    if let Some(fault) = Fault::from_env()
+        && fault.chunk == Some(chunk)
+        && fault.crash.as_deref() == Some(point)
+    {
+        std::process::abort();
     }
 }
 

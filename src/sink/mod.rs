@@ -67,6 +67,14 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
+    /// On resume, before any chunk runs: removes what the chunks that are not done
+    /// (each with the selection of its rows) may have left in the target. A sink that
+    /// reads a chunk back after committing it leaves a chunk "running" with its rows in
+    /// place when the run dies in between; other sinks never leave anything.
+    fn settle(&self, _unfinished: &[(usize, Selection)]) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once after the last chunk: release connections, flush what needs it.
     fn finish(&self) -> Result<()> {
         Ok(())
@@ -149,9 +157,10 @@ pub trait ChunkWriter: Send {
     /// Adds rejected rows for the quarantine.
     fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()>;
 
-    /// Makes the chunk durable and visible. With `verify`, first reads back what was
-    /// stored (inside the transaction, or the finished temporary file) and fails, leaving
-    /// nothing visible, if it is not what was sent. A database target that refuses rows
+    /// Makes the chunk durable and visible. With `verify`, reads back what was stored
+    /// (inside the transaction, the finished temporary file, or the committed rows of a
+    /// range only the chunk writes into, before marking it done) and fails, leaving
+    /// nothing, if it is not what was sent. A database target that refuses rows
     /// fails with [`crate::Error::Refused`] naming every one of them, leaving nothing.
     fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed>;
 }

@@ -1,7 +1,21 @@
-//! A SQLite table. Each chunk's rows, its rejected rows (in `<table>_rejects`) and its
-//! checkpoint mark commit in one transaction, so a chunk lands whole or not at all.
+//! A SQLite table. Each chunk's rows and its rejected rows (in `<table>_rejects`) commit
+//! in one transaction, so a chunk lands whole or not at all.
+//!
+//! SQLite has one writer per file, so chunks commit one after the other, and whatever a
+//! commit does under the write lock adds to the run's wall time in full. Where the
+//! target's rows in a chunk's key range can only be the chunk's own (see
+//! [`SqliteSink::defers_read_back`]), the read-back therefore runs *after* the commit,
+//! on a read connection, while the next chunk is being inserted; the chunk stays
+//! "running" in the checkpoint until its rows have read back the same, and only then
+//! is it marked done. A mismatch deletes the chunk's rows and rejects again, and a run
+//! that dies in between leaves a running chunk whose rows the next run deletes before
+//! redoing it ([`Sink::settle`]). Elsewhere (`if_exists = "append"`, a table with
+//! triggers or referenced by foreign keys, a key the transform changes) the read-back
+//! runs inside the transaction, which a mismatch rolls back, and the done mark commits
+//! with the rows.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -39,6 +53,8 @@ const MAX_PARAMS: usize = 32_766;
 pub struct SqliteSink {
     path: PathBuf,
     pool: OnceLock<SqlitePool>,
+    /// Read connections for read-backs after the commit, created on first use.
+    read_pool: OnceLock<SqlitePool>,
     io: IoRuntime,
     shown: String,
     table: String,
@@ -52,8 +68,12 @@ pub struct SqliteSink {
     kinds: Vec<Kind>,
     /// Held by the chunk committing. SQLite has one writer per file; a second one waiting
     /// in SQLite's busy handler sleeps in steps of up to 100 ms and leaves the file idle,
-    /// while waiting here wakes it the moment the first commits.
-    write_lock: tokio::sync::Mutex<()>,
+    /// while waiting here wakes it the moment the first commits. The checkpoint store in
+    /// the same file takes it too (see [`SqliteStore::sharing_lock`]).
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Whether chunks whose rows are found by key range are read back after their
+    /// commit, decided by [`Sink::prepare`] (see [`SqliteSink::defers_read_back`]).
+    defer: AtomicBool,
 }
 
 impl SqliteSink {
@@ -73,6 +93,7 @@ impl SqliteSink {
         Ok(SqliteSink {
             path: path.to_path_buf(),
             pool: OnceLock::new(),
+            read_pool: OnceLock::new(),
             io: io.clone(),
             shown: format!("sqlite://{}", show_path(path)),
             table: config
@@ -90,7 +111,8 @@ impl SqliteSink {
                 .iter()
                 .map(|c| Kind::for_type(c.ty.value))
                 .collect(),
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            defer: AtomicBool::new(false),
         })
     }
 
@@ -135,6 +157,89 @@ impl SqliteSink {
 
     fn here(&self) -> String {
         format!("{} table {}", self.shown, self.table)
+    }
+
+    /// Whether the rows in a chunk's key range can only be ones this pipeline wrote for
+    /// that chunk: the table was created, replaced or found empty by the run, never
+    /// appended to, and chunks partition the key space.
+    fn owns_ranges(&self) -> bool {
+        self.if_exists != IfExists::Append
+    }
+
+    /// Whether a chunk found by `selection` is read back after its commit rather than
+    /// inside it. That needs a key range the chunk owns ([`Self::owns_ranges`]), since a
+    /// mismatch is undone by deleting the range and a crash is recovered by deleting it
+    /// before the chunk is redone, and a table without triggers or foreign keys pointing
+    /// at it, whose effects a delete would not undo.
+    fn defers_read_back(&self, selection: &Selection) -> bool {
+        self.defer.load(Ordering::Relaxed) && matches!(selection, Selection::Range { .. })
+    }
+
+    /// Read connections for read-backs after the commit, one per chunk reading back.
+    fn read_pool(&self) -> Result<&SqlitePool> {
+        if let Some(p) = self.read_pool.get() {
+            return Ok(p);
+        }
+        let pool = connect(&self.io, &self.path, Access::Read, READ_BACK_CONNECTIONS)?;
+        Ok(self.read_pool.get_or_init(|| pool))
+    }
+
+    /// Deletes the rows `selection` names.
+    async fn delete_rows(&self, conn: &mut SqliteConnection, selection: &Selection) -> Result<()> {
+        let here = self.here();
+        let head = format!("DELETE FROM {}", quote_ident(&self.table));
+        for (sql, binds) in self.filtered(&head, selection)? {
+            let mut q = sqlx::query(stmt(sql));
+            for b in &binds {
+                q = bind_key(q, b);
+            }
+            q.execute(&mut *conn)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `chunk`'s quarantined rows.
+    async fn delete_rejects(&self, conn: &mut SqliteConnection, chunk: usize) -> Result<()> {
+        sqlx::query(stmt(format!(
+            "DELETE FROM {} WHERE chunk = ?",
+            quote_ident(&self.rejects_table())
+        )))
+        .bind(chunk as i64)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::db(self.here(), e))?;
+        Ok(())
+    }
+
+    /// Deletes what a commit of `chunk` (rows in `selection`) wrote.
+    async fn delete_chunk(
+        &self,
+        conn: &mut SqliteConnection,
+        chunk: usize,
+        selection: &Selection,
+    ) -> Result<()> {
+        self.delete_rows(conn, selection).await?;
+        self.delete_rejects(conn, chunk).await
+    }
+
+    /// Reads back committed rows on a read connection: the values as stored against
+    /// `bound` first, and only if they differ the decoded rows against what was sent.
+    fn read_back_committed(&self, v: &ReadBack<'_>, bound: &StoredSum) -> Result<()> {
+        let here = self.here();
+        let pool = self.read_pool()?;
+        self.io.block_on(async {
+            let t0 = Instant::now();
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let stored = self.stored_sum(&mut conn, &v.selection).await?;
+            if stored == *bound && bound.rows == v.rows {
+                v.passed(t0);
+                return Ok(());
+            }
+            let back = self.select_rows(&mut conn, &v.selection, v.key).await?;
+            v.verify(&back, t0)
+        })
     }
 
     /// The write pool, created (with the file) on first use. One connection: SQLite has a
@@ -198,14 +303,31 @@ impl SqliteSink {
         Ok(())
     }
 
+    /// Marks `mark`'s chunk done in the sink's transaction.
+    async fn mark(&self, conn: &mut SqliteConnection, pipeline: &str, mark: &DoneMark) -> Result<()> {
+        if mark_done(conn, pipeline, mark)
+            .await
+            .map_err(|e| Error::db(self.here(), e))?
+            != 1
+        {
+            return Err(Error::Internal(format!(
+                "chunk {} is not in the checkpoint",
+                mark.chunk
+            )));
+        }
+        Ok(())
+    }
+
     /// After inserting `batches` failed with `first`, a refusal: see
-    /// [`refuse::refusals`]. The caller holds the write lock.
+    /// [`refuse::refusals`]. The caller holds the write lock. `clear` is the selection
+    /// the failed transaction had deleted before inserting.
     async fn refusals(
         &self,
         failed: sqlx::Transaction<'_, sqlx::Sqlite>,
         pool: &sqlx::SqlitePool,
         batches: &[RecordBatch],
         first: Error,
+        clear: Option<&Selection>,
     ) -> Error {
         refuse::refusals(
             failed,
@@ -213,7 +335,10 @@ impl SqliteSink {
             &self.here(),
             batches,
             first,
-            async |_: &mut SqliteConnection| Ok(()),
+            async |conn: &mut SqliteConnection| match clear {
+                Some(selection) => self.delete_rows(conn, selection).await,
+                None => Ok(()),
+            },
             async |conn: &mut SqliteConnection, part: &[RecordBatch]| {
                 self.insert_rows(conn, part).await.map(|_| ())
             },
@@ -439,6 +564,10 @@ impl SqliteSink {
 /// Rows per batch when reading rows back.
 const READ_BATCH: usize = 8192;
 
+/// Read connections for read-backs after the commit: more than the chunks that commit
+/// at once ever need, since each holds one only while reading back.
+const READ_BACK_CONNECTIONS: u32 = 8;
+
 /// The key part at `row` of `keys`, as a value to bind.
 fn key_of(keys: &ArrayRef, row: usize) -> Option<KeyValue> {
     if keys.is_null(row) {
@@ -516,7 +645,44 @@ impl Sink for SqliteSink {
                 .execute(pool)
                 .await
                 .map_err(db)?;
+            // A trigger's side effects, or rows of another table whose foreign key points
+            // here, would not be undone by deleting a chunk's rows again; only a rolled-back
+            // transaction undoes them.
+            let entangled: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE) \
+                 + (SELECT count(*) FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f \
+                    WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE)",
+            )
+            .bind(&self.table)
+            .fetch_one(pool)
+            .await
+            .map_err(db)?;
+            self.defer
+                .store(self.owns_ranges() && entangled == 0, Ordering::Relaxed);
             Ok(())
+        })
+    }
+
+    fn settle(&self, unfinished: &[(usize, Selection)]) -> Result<()> {
+        if !self.owns_ranges() {
+            return Ok(());
+        }
+        let ranges: Vec<_> = unfinished
+            .iter()
+            .filter(|(_, s)| matches!(s, Selection::Range { .. }))
+            .collect();
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let here = self.here();
+        let pool = self.pool()?;
+        self.io.block_on(async {
+            let _writing = self.write_lock.lock().await;
+            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            for (chunk, selection) in ranges {
+                self.delete_chunk(&mut tx, *chunk, selection).await?;
+            }
+            tx.commit().await.map_err(|e| Error::db(&here, e))
         })
     }
 
@@ -564,18 +730,11 @@ impl Sink for SqliteSink {
 
     fn remove_rows(&self, _chunk: usize, selection: &Selection) -> Result<()> {
         let here = self.here();
-        let head = format!("DELETE FROM {}", quote_ident(&self.table));
-        let statements = self.filtered(&head, selection)?;
         let pool = self.pool()?;
         self.io.block_on(async {
+            let _writing = self.write_lock.lock().await;
             let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
-            for (sql, binds) in statements {
-                let mut q = sqlx::query(stmt(sql));
-                for b in &binds {
-                    q = bind_key(q, b);
-                }
-                q.execute(&mut *tx).await.map_err(|e| Error::db(&here, e))?;
-            }
+            self.delete_rows(&mut tx, selection).await?;
             tx.commit().await.map_err(|e| Error::db(&here, e))
         })
     }
@@ -587,7 +746,10 @@ impl Sink for SqliteSink {
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
         let _ = self.pipeline.set(pipeline.to_string());
-        Some(Arc::new(SqliteStore::new(&self.path, pipeline, &self.io)))
+        Some(Arc::new(
+            SqliteStore::new(&self.path, pipeline, &self.io)
+                .sharing_lock(Arc::clone(&self.write_lock)),
+        ))
     }
 
     fn quarantine(&self) -> String {
@@ -660,21 +822,14 @@ impl Sink for SqliteSink {
             };
             let written = match self.insert_rows(&mut tx, &passing).await {
                 Ok(w) => w,
-                Err(e) => return Err(self.refusals(tx, pool, &passing, e).await),
+                Err(e) => return Err(self.refusals(tx, pool, &passing, e, None).await),
             };
             if let Some(v) = verify {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, &v.selection, v.key).await?;
                 v.verify_beside(&there, &back, t0)?;
             }
-            sqlx::query(stmt(format!(
-                "DELETE FROM {} WHERE chunk = ?",
-                quote_ident(&self.rejects_table())
-            )))
-            .bind(chunk as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| Error::db(&here, e))?;
+            self.delete_rejects(&mut tx, chunk).await?;
             self.insert_rejects(&mut tx, chunk, remaining).await?;
             tx.commit().await.map_err(|e| Error::db(&here, e))?;
             Ok(written)
@@ -717,25 +872,25 @@ impl ChunkWriter for SqliteChunk<'_> {
             Some(_) => Some(bound_sum(&self.batches)?),
             None => None,
         };
-        sink.io.block_on(async {
+        let after = verify.filter(|v| sink.defers_read_back(&v.selection));
+        let (rows, marked) = sink.io.block_on(async {
             let db = |e| Error::db(&here, e);
             let _writing = sink.write_lock.lock().await;
             let mut tx = pool.begin().await.map_err(db)?;
-            // A chunk redone after a crash never committed, so it has no rows here yet;
-            // its quarantine is replaced all the same, to be safe against a repair.
-            sqlx::query(stmt(format!(
-                "DELETE FROM {} WHERE chunk = ?",
-                quote_ident(&sink.rejects_table())
-            )))
-            .bind(self.chunk as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            // The chunk's quarantine is replaced, and so are its rows when it is read back
+            // after the commit: an attempt that died before its read-back left them.
+            // Otherwise a chunk redone after a crash never committed, so it has no rows
+            // here yet.
+            let clear = after.map(|v| &v.selection);
+            sink.delete_rejects(&mut tx, self.chunk).await?;
+            if let Some(selection) = clear {
+                sink.delete_rows(&mut tx, selection).await?;
+            }
             sink.insert_rejects(&mut tx, self.chunk, &self.rejects)
                 .await?;
             let rows = match sink.insert_rows(&mut tx, &self.batches).await {
                 Ok(w) => w,
-                Err(e) => return Err(sink.refusals(tx, pool, &self.batches, e).await),
+                Err(e) => return Err(sink.refusals(tx, pool, &self.batches, e, clear).await),
             };
             // Read back inside the transaction: what the database stored, before anything
             // of the chunk is visible, so a mismatch rolls the whole chunk back. First the
@@ -743,31 +898,60 @@ impl ChunkWriter for SqliteChunk<'_> {
             // are the rows decoded and compared with what was sent, which decides (a value
             // SQLite stored in another class may still read back the same) and names the
             // first difference.
-            if let (Some(v), Some(bound)) = (verify, bound) {
+            if let (Some(v), Some(bound), None) = (verify, &bound, after) {
                 let t0 = Instant::now();
                 let stored = sink.stored_sum(&mut tx, &v.selection).await?;
-                if stored == bound && bound.rows == v.rows {
+                if stored == *bound && bound.rows == v.rows {
                     v.passed(t0);
                 } else {
                     let back = sink.select_rows(&mut tx, &v.selection, v.key).await?;
                     v.verify(&back, t0)?;
                 }
             }
-            let marked = match sink.pipeline.get() {
-                Some(p) => {
-                    if mark_done(&mut tx, p, mark).await.map_err(db)? != 1 {
-                        return Err(Error::Internal(format!(
-                            "chunk {} is not in the checkpoint",
-                            self.chunk
-                        )));
-                    }
+            let marked = match (sink.pipeline.get(), after) {
+                (Some(p), None) => {
+                    sink.mark(&mut tx, p, mark).await?;
                     true
                 }
-                None => false,
+                _ => false,
             };
             tx.commit().await.map_err(db)?;
-            Ok(Committed { rows, marked })
-        })
+            Ok::<_, Error>((rows, marked))
+        })?;
+        let (Some(v), Some(bound)) = (after, bound) else {
+            return Ok(Committed { rows, marked });
+        };
+        crate::run::crash_point(self.chunk, "committed");
+        // The rows are committed but the chunk is still running: the next chunk's insert
+        // goes on while this one reads back.
+        let checked = sink.read_back_committed(v, &bound);
+        let settled = sink.io.block_on(async {
+            let db = |e| Error::db(&here, e);
+            let _writing = sink.write_lock.lock().await;
+            let mut tx = pool.begin().await.map_err(db)?;
+            let marked = match (&checked, sink.pipeline.get()) {
+                (Ok(()), Some(p)) => {
+                    sink.mark(&mut tx, p, mark).await?;
+                    true
+                }
+                (Ok(()), None) => false,
+                (Err(_), _) => {
+                    sink.delete_chunk(&mut tx, self.chunk, &v.selection).await?;
+                    false
+                }
+            };
+            tx.commit().await.map_err(db)?;
+            Ok::<_, Error>(marked)
+        });
+        match (checked, settled) {
+            (Ok(()), Ok(marked)) => Ok(Committed { rows, marked }),
+            // The chunk stays running with its rows in place; its next attempt, in this
+            // run or the next, deletes them first.
+            (Ok(()), Err(e)) | (Err(e), Ok(_)) => Err(e),
+            (Err(mismatch), Err(cleanup)) => Err(Error::Check(format!(
+                "{mismatch}; deleting the chunk's rows again failed too ({cleanup}), so they stay in the target until the chunk is run again"
+            ))),
+        }
     }
 }
 

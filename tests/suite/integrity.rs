@@ -119,6 +119,118 @@ country = { type = "text", expr = "CASE WHEN id = 250 THEN '007' ELSE country EN
 }
 
 #[test]
+fn a_chunk_read_back_after_its_commit_is_deleted_again_when_it_differs() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    // An empty table of the user's, written into with the default if_exists: the run
+    // owns every key range, so chunks are read back after their commit. `country` has
+    // INTEGER affinity, so SQLite turns the text '007' into the integer 7.
+    let p = users_pipeline(
+        &ws,
+        "late",
+        r#"id = { type = "bigint", expr = "id" }
+country = { type = "text", expr = "CASE WHEN id = 250 THEN '007' ELSE country END" }"#,
+        "[[checks]]\nexpr = \"id % 50 <> 7\"\nname = \"not 7 mod 50\"\n",
+    );
+    sqlite_exec(
+        &ws.path("out/late.db"),
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, country INTEGER)",
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "failed  chunk 2 (201 < key <= 301): check failed: chunk 2 (201 < key <= 301): the target does not hold what was written: 98 rows sent"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("first difference: id=250, column country: sent '007', the target holds '7'"),
+        "{}",
+        out.stdout
+    );
+    // The failed chunk's rows and rejects were committed, read back, and deleted again;
+    // the other chunks landed whole, with their rejected rows (21 ids are 7 mod 50).
+    let db = "out/late.db";
+    assert_eq!(
+        count(&ws, db, "SELECT count(*) FROM users WHERE id > 201 AND id <= 301"),
+        0
+    );
+    assert_eq!(count(&ws, db, "SELECT count(*) FROM users"), 1000 - 21 - 98);
+    assert_eq!(
+        count(&ws, db, "SELECT count(*) FROM users_rejects WHERE chunk = 2"),
+        0
+    );
+    assert_eq!(count(&ws, db, "SELECT count(*) FROM users_rejects"), 21 - 2);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path(db),
+            "SELECT id, state FROM _rowshift_chunks WHERE state <> 'done'"
+        ),
+        [["2", "failed"]]
+    );
+}
+
+#[test]
+fn a_run_that_dies_between_a_commit_and_its_read_back_redoes_the_chunk_once() {
+    let ws = Workspace::new();
+    // `unique` spans the run, so a resumed run that counted the dead attempt's rows
+    // as written would reject the chunk's own emails as duplicates.
+    let checks = "[[checks]]\ncolumn = \"email\"\nunique = true\n\n[[checks]]\nexpr = \"id % 50 <> 7\"\n";
+    let reference = users_pipeline(&ws, "whole", COLUMNS, checks);
+    let out = ws.rowshift(&["run", &reference, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let crashed = users_pipeline(&ws, "crashed", COLUMNS, checks);
+    let out = ws.rowshift_env(
+        &["run", &crashed, "--quiet", "--parallel", "1"],
+        &[("ROWSHIFT_FAULT", "chunk=3,crash=committed")],
+    );
+    assert_eq!(out.code, -1, "aborted: {}{}", out.stdout, out.stderr);
+    // The crash came after chunk 3's commit and before its read-back: its rows and
+    // rejects are in the target (ids 307 and 357, and 335 whose email repeats id
+    // 22's), and the checkpoint still calls it running.
+    let db = "out/crashed.db";
+    assert_eq!(
+        count(&ws, db, "SELECT count(*) FROM users WHERE id > 301 AND id <= 401"),
+        97
+    );
+    assert_eq!(
+        count(&ws, db, "SELECT count(*) FROM users_rejects WHERE chunk = 3"),
+        3
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path(db),
+            "SELECT id, state FROM _rowshift_chunks WHERE id <= 3 ORDER BY id"
+        ),
+        [["0", "done"], ["1", "done"], ["2", "done"], ["3", "running"]]
+    );
+    let out = ws.rowshift(&["run", &crashed, "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["chunks_skipped"], 3, "{json}");
+    assert_eq!(json["chunks_done"], 7, "{json}");
+    let all = "SELECT * FROM users ORDER BY id";
+    let expected = sqlite_rows(&ws.path("out/whole.db"), all);
+    // 21 ids are 7 mod 50; of the four emails that repeat an earlier one, 608's first
+    // use (607) is one of them, so three are duplicates.
+    assert_eq!(expected.len(), 1000 - 21 - 3);
+    assert!(
+        sqlite_rows(&ws.path(db), all) == expected,
+        "the resumed target differs from the uninterrupted one"
+    );
+    // The same rows rejected by the same checks; a resumed run names the earlier rows
+    // a duplicate repeats as "a row the target already holds".
+    let rejects = "SELECT chunk, row_key, substr(reason, 1, instr(reason, ':')) FROM users_rejects ORDER BY chunk, row_key";
+    assert_eq!(
+        sqlite_rows(&ws.path(db), rejects),
+        sqlite_rows(&ws.path("out/whole.db"), rejects)
+    );
+}
+
+#[test]
 fn read_back_catches_a_trigger_that_rewrites_rows_in_a_csv_sourced_load() {
     let ws = Workspace::new();
     std::fs::create_dir_all(ws.path("out")).unwrap();
