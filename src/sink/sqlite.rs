@@ -690,7 +690,11 @@ impl Sink for SqliteSink {
         // The file alone must hold every committed row: a dry run looks at it as
         // unchanging, without the write-ahead log. Closing the last connection folds the
         // log in, but another may still be open (a `references` check reading this file),
-        // so fold it in first, whoever else is connected.
+        // so fold it in first, whoever else is connected. The read-back connections
+        // close first, so that the writer's is the last of this process.
+        if let Some(pool) = self.read_pool.get() {
+            self.io.block_on(pool.close());
+        }
         if let Some(pool) = self.pool.get() {
             let here = self.here();
             self.io.block_on(async {
