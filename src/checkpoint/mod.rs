@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::mysql::{MyStore, mark_done as my_mark_done};
 pub use self::postgres::{PgStore, mark_done as pg_mark_done};
-pub use self::sqlite::{SqliteStore, mark_done};
+pub use self::sqlite::{Entry, Ledger, SqliteStore, mark_done};
 use crate::Result;
 use crate::check::ChunkCounts;
 use crate::plan::Chunk;

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Connection, Row};
 
 use super::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
 use crate::check::ChunkCounts;
 use crate::config::show_path;
 use crate::db::IoRuntime;
-use crate::db::sqlite::{Access, connect};
+use crate::db::sqlite::{Access, connect, connect_async};
 use crate::plan::Chunk;
 use crate::{Error, Result};
 
@@ -55,10 +55,9 @@ pub struct SqliteStore {
     pipeline: String,
     io: IoRuntime,
     pool: OnceLock<SqlitePool>,
-    /// The lock of the sink writing the same file, held for each write here: SQLite has
-    /// one writer per file, and one waiting in SQLite's busy handler sleeps in steps of
-    /// up to 100 ms after the other is done.
-    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The ledger of the sink writing the same file, whose write lock every write here
+    /// holds, and which takes claims so that they never wait for it.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl SqliteStore {
@@ -69,22 +68,30 @@ impl SqliteStore {
             pipeline: pipeline.to_string(),
             io: io.clone(),
             pool: OnceLock::new(),
-            lock: None,
+            ledger: None,
         }
     }
 
-    /// The store, taking `lock` for each write (a SQLite target's own write lock).
-    pub fn sharing_lock(mut self, lock: Arc<tokio::sync::Mutex<()>>) -> Self {
-        self.lock = Some(lock);
+    /// The store of a SQLite target, sharing its sink's `ledger`: each write here holds
+    /// the sink's write lock and first writes what the ledger holds, and claims are
+    /// handed to the ledger.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = Some(ledger);
         self
     }
 
-    /// The shared write lock, if there is one, to hold while writing.
-    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.lock {
-            Some(l) => Some(l.lock().await),
-            None => None,
-        }
+    /// Takes the shared write lock, if there is one, and writes what the ledger holds
+    /// on `conn`, so that this write comes after them.
+    async fn writing(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(None);
+        };
+        let guard = ledger.lock.lock().await;
+        ledger.write_queued(conn).await?;
+        Ok(Some(guard))
     }
 
     fn here(&self) -> String {
@@ -125,7 +132,8 @@ impl SqliteStore {
         let pool = self.pool()?;
         let here = self.here();
         self.io.block_on(async {
-            let _writing = self.writing().await;
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let _writing = self.writing(&mut conn).await?;
             let mut q = sqlx::query(sql);
             for b in binds {
                 q = match b {
@@ -133,7 +141,7 @@ impl SqliteStore {
                     Bind::Text(s) => q.bind(s.to_string()),
                 };
             }
-            q.execute(pool)
+            q.execute(&mut *conn)
                 .await
                 .map(|r| r.rows_affected())
                 .map_err(|e| Error::db(&here, e))
@@ -169,6 +177,163 @@ pub async fn mark_done(
     .execute(conn)
     .await
     .map(|r| r.rows_affected())
+}
+
+/// A checkpoint write handed to a [`Ledger`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A chunk was claimed: it is running, one attempt more.
+    Claim(usize),
+    /// A chunk read back after its commit was found the same: it is done.
+    Done(DoneMark),
+}
+
+/// Checkpoint writes that a SQLite target's workers hand over instead of waiting for the
+/// file's one write lock, which another worker's insert may hold for a good part of a
+/// second: claims, and the done marks of chunks read back after their commit. A worker
+/// that waited would start its next chunk in step with the one inserting, and the lock
+/// would then sit idle while both read; so bookkeeping never waits.
+///
+/// Entries are written in the order handed over, by whoever holds the lock next: a
+/// chunk's commit writes them before its own transaction (so a claim lands before the
+/// done mark that commits with the rows), a write of the store before its own, and each
+/// hand-over starts a task on the I/O runtime that queues for the lock like the workers.
+/// Until written, a claimed chunk still shows as pending and a verified one as running;
+/// both are redone after a crash, which is what they should be. [`Ledger::close`] writes
+/// what is left and fails if it cannot, naming the chunks whose marks are lost.
+pub struct Ledger {
+    path: PathBuf,
+    pipeline: String,
+    io: IoRuntime,
+    /// The target's write lock, shared with its sink.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// The ledger's own connection, for the tasks that write hand-overs.
+    pool: OnceLock<SqlitePool>,
+    queue: std::sync::Mutex<Vec<Entry>>,
+}
+
+impl Ledger {
+    /// A ledger for `pipeline`'s checkpoint in the file at `path`, whose writers take
+    /// `lock`.
+    pub fn new(
+        path: &Path,
+        pipeline: &str,
+        io: &IoRuntime,
+        lock: Arc<tokio::sync::Mutex<()>>,
+    ) -> Arc<Self> {
+        Arc::new(Ledger {
+            path: path.to_path_buf(),
+            pipeline: pipeline.to_string(),
+            io: io.clone(),
+            lock,
+            pool: OnceLock::new(),
+            queue: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn here(&self) -> String {
+        format!("checkpoint sqlite://{}", show_path(&self.path))
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `entry` to be written as soon as the write lock is free; returns at once.
+    pub fn hand_over(self: &Arc<Self>, entry: Entry) {
+        self.queue().push(entry);
+        let ledger = Arc::clone(self);
+        self.io.spawn(async move {
+            let _writing = ledger.lock.lock().await;
+            // A write that fails leaves its entries queued for the next one, and the
+            // last, in `close`, reports it.
+            let _ = ledger.write_own().await;
+        });
+    }
+
+    /// Writes what is queued on the ledger's own connection; the caller holds the lock.
+    async fn write_own(&self) -> Result<()> {
+        if self.queue().is_empty() {
+            return Ok(());
+        }
+        let pool = match self.pool.get() {
+            Some(p) => p,
+            None => {
+                let pool = connect_async(&self.path, Access::Write, 1).await?;
+                self.pool.get_or_init(|| pool)
+            }
+        };
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| Error::db(self.here(), e))?;
+        self.write_queued(&mut conn).await
+    }
+
+    /// Writes what is queued on `conn`, in one transaction; the caller holds the write
+    /// lock. Entries that could not be written stay queued, ahead of newer ones.
+    pub async fn write_queued(&self, conn: &mut SqliteConnection) -> Result<()> {
+        let entries = std::mem::take(&mut *self.queue());
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let here = self.here();
+        let written = async {
+            let mut tx = conn.begin().await?;
+            for entry in &entries {
+                match entry {
+                    Entry::Claim(chunk) => {
+                        sqlx::query("UPDATE \"_rowshift_chunks\" SET state = 'running', attempts = attempts + 1 WHERE pipeline = ? AND id = ?")
+                            .bind(self.pipeline.clone())
+                            .bind(*chunk as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Entry::Done(mark) => {
+                        mark_done(&mut tx, &self.pipeline, mark).await?;
+                    }
+                }
+            }
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = written {
+            let mut queue = self.queue();
+            let newer = std::mem::replace(&mut *queue, entries);
+            queue.extend(newer);
+            return Err(Error::db(here, e));
+        }
+        Ok(())
+    }
+
+    /// Writes what is left, once the workers are done, and closes the ledger's
+    /// connection.
+    pub fn close(&self) -> Result<()> {
+        let written = self.io.block_on(async {
+            let _writing = self.lock.lock().await;
+            self.write_own().await
+        });
+        if let Some(pool) = self.pool.get() {
+            self.io.block_on(pool.close());
+        }
+        written.map_err(|e| {
+            let done: Vec<String> = self
+                .queue()
+                .iter()
+                .filter_map(|entry| match entry {
+                    Entry::Done(mark) => Some(mark.chunk.to_string()),
+                    Entry::Claim(_) => None,
+                })
+                .collect();
+            match done.is_empty() {
+                true => e,
+                false => Error::Unsupported(format!(
+                    "{e}\nchunks {} were written and read back, but could not be marked done; the next run deletes and redoes them",
+                    done.join(", ")
+                )),
+            }
+        })
+    }
 }
 
 impl SqliteStore {
@@ -280,8 +445,9 @@ impl CheckpointStore for SqliteStore {
             serde_json::to_string(settings).map_err(|e| Error::Internal(e.to_string()))?;
         let now = chrono::Utc::now().to_rfc3339();
         self.io.block_on(async {
-            let _writing = self.writing().await;
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let _writing = self.writing(&mut conn).await?;
+            let mut tx = conn.begin().await.map_err(|e| Error::db(&here, e))?;
             let p = self.pipeline.clone();
             let db = |e| Error::db(&here, e);
             sqlx::query("DELETE FROM \"_rowshift_chunks\" WHERE pipeline = ?").bind(p.clone()).execute(&mut *tx).await.map_err(db)?;
@@ -309,6 +475,10 @@ impl CheckpointStore for SqliteStore {
     }
 
     fn claim(&self, chunk: usize) -> Result<()> {
+        if let Some(ledger) = &self.ledger {
+            ledger.hand_over(Entry::Claim(chunk));
+            return Ok(());
+        }
         let n = self.exec(
             "UPDATE \"_rowshift_chunks\" SET state = 'running', attempts = attempts + 1 WHERE pipeline = ? AND id = ?",
             &[Bind::Text(&self.pipeline), Bind::Int(chunk as i64)],
@@ -320,8 +490,8 @@ impl CheckpointStore for SqliteStore {
         let pool = self.pool()?;
         let here = self.here();
         let n = self.io.block_on(async {
-            let _writing = self.writing().await;
             let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let _writing = self.writing(&mut conn).await?;
             mark_done(&mut conn, &self.pipeline, mark)
                 .await
                 .map_err(|e| Error::db(&here, e))
@@ -330,10 +500,14 @@ impl CheckpointStore for SqliteStore {
     }
 
     fn close(&self) -> Result<()> {
+        let written = match &self.ledger {
+            Some(ledger) => ledger.close(),
+            None => Ok(()),
+        };
         if let Some(pool) = self.pool.get() {
             self.io.block_on(pool.close());
         }
-        Ok(())
+        written
     }
 
     fn fail(&self, chunk: usize, error: &str) -> Result<()> {

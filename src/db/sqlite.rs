@@ -41,6 +41,11 @@ const WRITE_CACHE_KIB: u32 = 64 * 1024;
 
 /// Opens a pool on `path`.
 pub fn connect(io: &IoRuntime, path: &Path, access: Access, max: u32) -> Result<SqlitePool> {
+    io.block_on(connect_async(path, access, max))
+}
+
+/// [`connect`], from async code.
+pub async fn connect_async(path: &Path, access: Access, max: u32) -> Result<SqlitePool> {
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
     CONFIGURED.call_once(|| {
         // SQLite's memory statistics take a process-wide mutex on every allocation, which
@@ -83,12 +88,11 @@ pub fn connect(io: &IoRuntime, path: &Path, access: Access, max: u32) -> Result<
     if let Some(dir) = path.parent().filter(|_| write) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    io.block_on(
-        super::pool_options::<sqlx::Sqlite>()
-            .max_connections(max)
-            .connect_with(opts),
-    )
-    .map_err(|e| Error::db(shown, e))
+    super::pool_options::<sqlx::Sqlite>()
+        .max_connections(max)
+        .connect_with(opts)
+        .await
+        .map_err(|e| Error::db(shown, e))
 }
 
 /// The columns of `table`, or an error listing the tables that do exist.

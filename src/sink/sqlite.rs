@@ -33,7 +33,7 @@ use super::table;
 use super::{ChunkWriter, Committed, Prepare, Sink, refuse};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
-use crate::checkpoint::{CheckpointStore, DoneMark, SqliteStore, mark_done};
+use crate::checkpoint::{CheckpointStore, DoneMark, Entry, Ledger, SqliteStore, mark_done};
 use crate::config::{IfExists, TargetConfig, show_path};
 use crate::db::decode::{
     BatchBuilder, Bind, KeyCols, Kind, RawConn, RawError, StoredSum, bind_key,
@@ -69,8 +69,10 @@ pub struct SqliteSink {
     /// Held by the chunk committing. SQLite has one writer per file; a second one waiting
     /// in SQLite's busy handler sleeps in steps of up to 100 ms and leaves the file idle,
     /// while waiting here wakes it the moment the first commits. The checkpoint store in
-    /// the same file takes it too (see [`SqliteStore::sharing_lock`]).
+    /// the same file takes it too (see [`Ledger`]).
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Claims and done marks waiting for the write lock, shared with the checkpoint store.
+    ledger: OnceLock<Arc<Ledger>>,
     /// Whether chunks whose rows are found by key range are read back after their
     /// commit, decided by [`Sink::prepare`] (see [`SqliteSink::defers_read_back`]).
     defer: AtomicBool,
@@ -112,6 +114,7 @@ impl SqliteSink {
                 .map(|c| Kind::for_type(c.ty.value))
                 .collect(),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            ledger: OnceLock::new(),
             defer: AtomicBool::new(false),
         })
     }
@@ -304,7 +307,12 @@ impl SqliteSink {
     }
 
     /// Marks `mark`'s chunk done in the sink's transaction.
-    async fn mark(&self, conn: &mut SqliteConnection, pipeline: &str, mark: &DoneMark) -> Result<()> {
+    async fn mark(
+        &self,
+        conn: &mut SqliteConnection,
+        pipeline: &str,
+        mark: &DoneMark,
+    ) -> Result<()> {
         if mark_done(conn, pipeline, mark)
             .await
             .map_err(|e| Error::db(self.here(), e))?
@@ -316,6 +324,19 @@ impl SqliteSink {
             )));
         }
         Ok(())
+    }
+
+    /// Writes the claims and marks the ledger holds, before a transaction of the
+    /// caller's, who holds the write lock.
+    async fn write_ledger(&self, pool: &SqlitePool) -> Result<()> {
+        let Some(ledger) = self.ledger.get() else {
+            return Ok(());
+        };
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| Error::db(self.here(), e))?;
+        ledger.write_queued(&mut conn).await
     }
 
     /// After inserting `batches` failed with `first`, a refusal: see
@@ -750,9 +771,11 @@ impl Sink for SqliteSink {
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
         let _ = self.pipeline.set(pipeline.to_string());
+        let ledger = self.ledger.get_or_init(|| {
+            Ledger::new(&self.path, pipeline, &self.io, Arc::clone(&self.write_lock))
+        });
         Some(Arc::new(
-            SqliteStore::new(&self.path, pipeline, &self.io)
-                .sharing_lock(Arc::clone(&self.write_lock)),
+            SqliteStore::new(&self.path, pipeline, &self.io).with_ledger(Arc::clone(ledger)),
         ))
     }
 
@@ -880,6 +903,7 @@ impl ChunkWriter for SqliteChunk<'_> {
         let (rows, marked) = sink.io.block_on(async {
             let db = |e| Error::db(&here, e);
             let _writing = sink.write_lock.lock().await;
+            sink.write_ledger(pool).await?;
             let mut tx = pool.begin().await.map_err(db)?;
             // The chunk's quarantine is replaced, and so are its rows when it is read back
             // after the commit: an attempt that died before its read-back left them.
@@ -928,33 +952,33 @@ impl ChunkWriter for SqliteChunk<'_> {
         crate::run::crash_point(self.chunk, "committed");
         // The rows are committed but the chunk is still running: the next chunk's insert
         // goes on while this one reads back.
-        let checked = sink.read_back_committed(v, &bound);
-        let settled = sink.io.block_on(async {
-            let db = |e| Error::db(&here, e);
-            let _writing = sink.write_lock.lock().await;
-            let mut tx = pool.begin().await.map_err(db)?;
-            let marked = match (&checked, sink.pipeline.get()) {
-                (Ok(()), Some(p)) => {
-                    sink.mark(&mut tx, p, mark).await?;
-                    true
-                }
-                (Ok(()), None) => false,
-                (Err(_), _) => {
-                    sink.delete_chunk(&mut tx, self.chunk, &v.selection).await?;
-                    false
-                }
-            };
-            tx.commit().await.map_err(db)?;
-            Ok::<_, Error>(marked)
-        });
-        match (checked, settled) {
-            (Ok(()), Ok(marked)) => Ok(Committed { rows, marked }),
-            // The chunk stays running with its rows in place; its next attempt, in this
-            // run or the next, deletes them first.
-            (Ok(()), Err(e)) | (Err(e), Ok(_)) => Err(e),
-            (Err(mismatch), Err(cleanup)) => Err(Error::Check(format!(
-                "{mismatch}; deleting the chunk's rows again failed too ({cleanup}), so they stay in the target until the chunk is run again"
-            ))),
+        if let Err(mismatch) = sink.read_back_committed(v, &bound) {
+            let deleted = sink.io.block_on(async {
+                let db = |e| Error::db(&here, e);
+                let _writing = sink.write_lock.lock().await;
+                sink.write_ledger(pool).await?;
+                let mut tx = pool.begin().await.map_err(db)?;
+                sink.delete_chunk(&mut tx, self.chunk, &v.selection).await?;
+                tx.commit().await.map_err(db)
+            });
+            // Rows that could not be deleted again are left to the chunk's next attempt,
+            // in this run or the next, which deletes them first.
+            return Err(match deleted {
+                Ok(()) => mismatch,
+                Err(cleanup) => Error::Check(format!(
+                    "{mismatch}; deleting the chunk's rows again failed too ({cleanup}), so they stay in the target until the chunk is run again"
+                )),
+            });
+        }
+        match sink.ledger.get() {
+            Some(ledger) => {
+                ledger.hand_over(Entry::Done(*mark));
+                Ok(Committed { rows, marked: true })
+            }
+            None => Ok(Committed {
+                rows,
+                marked: false,
+            }),
         }
     }
 }

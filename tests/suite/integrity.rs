@@ -155,12 +155,20 @@ country = { type = "text", expr = "CASE WHEN id = 250 THEN '007' ELSE country EN
     // the other chunks landed whole, with their rejected rows (21 ids are 7 mod 50).
     let db = "out/late.db";
     assert_eq!(
-        count(&ws, db, "SELECT count(*) FROM users WHERE id > 201 AND id <= 301"),
+        count(
+            &ws,
+            db,
+            "SELECT count(*) FROM users WHERE id > 201 AND id <= 301"
+        ),
         0
     );
     assert_eq!(count(&ws, db, "SELECT count(*) FROM users"), 1000 - 21 - 98);
     assert_eq!(
-        count(&ws, db, "SELECT count(*) FROM users_rejects WHERE chunk = 2"),
+        count(
+            &ws,
+            db,
+            "SELECT count(*) FROM users_rejects WHERE chunk = 2"
+        ),
         0
     );
     assert_eq!(count(&ws, db, "SELECT count(*) FROM users_rejects"), 21 - 2);
@@ -178,7 +186,8 @@ fn a_run_that_dies_between_a_commit_and_its_read_back_redoes_the_chunk_once() {
     let ws = Workspace::new();
     // `unique` spans the run, so a resumed run that counted the dead attempt's rows
     // as written would reject the chunk's own emails as duplicates.
-    let checks = "[[checks]]\ncolumn = \"email\"\nunique = true\n\n[[checks]]\nexpr = \"id % 50 <> 7\"\n";
+    let checks =
+        "[[checks]]\ncolumn = \"email\"\nunique = true\n\n[[checks]]\nexpr = \"id % 50 <> 7\"\n";
     let reference = users_pipeline(&ws, "whole", COLUMNS, checks);
     let out = ws.rowshift(&["run", &reference, "--quiet"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
@@ -193,11 +202,19 @@ fn a_run_that_dies_between_a_commit_and_its_read_back_redoes_the_chunk_once() {
     // 22's), and the checkpoint still calls it running.
     let db = "out/crashed.db";
     assert_eq!(
-        count(&ws, db, "SELECT count(*) FROM users WHERE id > 301 AND id <= 401"),
+        count(
+            &ws,
+            db,
+            "SELECT count(*) FROM users WHERE id > 301 AND id <= 401"
+        ),
         97
     );
     assert_eq!(
-        count(&ws, db, "SELECT count(*) FROM users_rejects WHERE chunk = 3"),
+        count(
+            &ws,
+            db,
+            "SELECT count(*) FROM users_rejects WHERE chunk = 3"
+        ),
         3
     );
     assert_eq!(
@@ -205,7 +222,12 @@ fn a_run_that_dies_between_a_commit_and_its_read_back_redoes_the_chunk_once() {
             &ws.path(db),
             "SELECT id, state FROM _rowshift_chunks WHERE id <= 3 ORDER BY id"
         ),
-        [["0", "done"], ["1", "done"], ["2", "done"], ["3", "running"]]
+        [
+            ["0", "done"],
+            ["1", "done"],
+            ["2", "done"],
+            ["3", "running"]
+        ]
     );
     let out = ws.rowshift(&["run", &crashed, "--json"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
