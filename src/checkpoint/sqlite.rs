@@ -36,6 +36,9 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (pipeline, id))",
 ];
 
+/// Marks a chunk running and counts the attempt (pipeline, chunk id).
+const CLAIM: &str = "UPDATE \"_rowshift_chunks\" SET state = 'running', attempts = attempts + 1 WHERE pipeline = ? AND id = ?";
+
 /// Columns added to `_rowshift_chunks` after its first release, with their declarations.
 /// A store opened for writing adds the ones it lacks; one read as it is reads NULL for them.
 const ADDED_COLUMNS: &[(&str, &str)] = &[("checksum", "TEXT")];
@@ -283,7 +286,7 @@ impl Ledger {
             for entry in &entries {
                 match entry {
                     Entry::Claim(chunk) => {
-                        sqlx::query("UPDATE \"_rowshift_chunks\" SET state = 'running', attempts = attempts + 1 WHERE pipeline = ? AND id = ?")
+                        sqlx::query(CLAIM)
                             .bind(self.pipeline.clone())
                             .bind(*chunk as i64)
                             .execute(&mut *tx)
@@ -480,7 +483,7 @@ impl CheckpointStore for SqliteStore {
             return Ok(());
         }
         let n = self.exec(
-            "UPDATE \"_rowshift_chunks\" SET state = 'running', attempts = attempts + 1 WHERE pipeline = ? AND id = ?",
+            CLAIM,
             &[Bind::Text(&self.pipeline), Bind::Int(chunk as i64)],
         )?;
         expect_one(n, chunk, &self.here())

@@ -227,21 +227,33 @@ impl SqliteSink {
         self.delete_rejects(conn, chunk).await
     }
 
-    /// Reads back committed rows on a read connection: the values as stored against
-    /// `bound` first, and only if they differ the decoded rows against what was sent.
+    /// Reads back the rows `v` selects on `conn`: first the values as stored against
+    /// those bound (`bound`), without decoding; only if they differ are the rows decoded
+    /// and compared with what was sent, which decides (a value SQLite stored in another
+    /// class may still read back the same) and names the first difference.
+    async fn read_back(
+        &self,
+        conn: &mut SqliteConnection,
+        v: &ReadBack<'_>,
+        bound: &StoredSum,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let stored = self.stored_sum(conn, &v.selection).await?;
+        if stored == *bound && bound.rows == v.rows {
+            v.passed(t0);
+            return Ok(());
+        }
+        let back = self.select_rows(conn, &v.selection, v.key).await?;
+        v.verify(&back, t0)
+    }
+
+    /// [`Self::read_back`] of committed rows, on a read connection.
     fn read_back_committed(&self, v: &ReadBack<'_>, bound: &StoredSum) -> Result<()> {
         let here = self.here();
         let pool = self.read_pool()?;
         self.io.block_on(async {
-            let t0 = Instant::now();
             let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
-            let stored = self.stored_sum(&mut conn, &v.selection).await?;
-            if stored == *bound && bound.rows == v.rows {
-                v.passed(t0);
-                return Ok(());
-            }
-            let back = self.select_rows(&mut conn, &v.selection, v.key).await?;
-            v.verify(&back, t0)
+            self.read_back(&mut conn, v, bound).await
         })
     }
 
@@ -921,20 +933,9 @@ impl ChunkWriter for SqliteChunk<'_> {
                 Err(e) => return Err(sink.refusals(tx, pool, &self.batches, e, clear).await),
             };
             // Read back inside the transaction: what the database stored, before anything
-            // of the chunk is visible, so a mismatch rolls the whole chunk back. First the
-            // values as stored against those bound, without decoding; only if they differ
-            // are the rows decoded and compared with what was sent, which decides (a value
-            // SQLite stored in another class may still read back the same) and names the
-            // first difference.
+            // of the chunk is visible, so a mismatch rolls the whole chunk back.
             if let (Some(v), Some(bound), None) = (verify, &bound, after) {
-                let t0 = Instant::now();
-                let stored = sink.stored_sum(&mut tx, &v.selection).await?;
-                if stored == *bound && bound.rows == v.rows {
-                    v.passed(t0);
-                } else {
-                    let back = sink.select_rows(&mut tx, &v.selection, v.key).await?;
-                    v.verify(&back, t0)?;
-                }
+                sink.read_back(&mut tx, v, bound).await?;
             }
             let marked = match (sink.pipeline.get(), after) {
                 (Some(p), None) => {
