@@ -43,8 +43,9 @@ pub enum Prepare {
 pub struct Committed {
     /// Rows written to the target.
     pub rows: u64,
-    /// Whether the chunk's done mark was committed with the rows (the store lives in
-    /// the target). If not, the caller marks it after the commit.
+    /// Whether the sink took care of the chunk's done mark (the store lives in the
+    /// target): committed with the rows, or handed to the store's ledger once they read
+    /// back the same. If not, the caller marks it after the commit.
     pub marked: bool,
 }
 
