@@ -36,7 +36,7 @@ use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
 use crate::db::keyset::KeySql;
 use crate::db::mysql::{
     Decoder, MAX_PLACEHOLDERS, MyClient, MyKind, literal, my_decl, qualified, quote, same_family,
-    table_columns,
+    table_columns, write_date, write_time, write_timestamp, written,
 };
 use crate::db::{IoRuntime, stmt};
 use crate::plan::{Chunk, KeyValue, TargetKey};
@@ -640,33 +640,22 @@ impl<'a> Cols<'a> {
                 ColRef::Bool(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
                 ColRef::Str(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
                 ColRef::Bytes(a) => q.bind(a.is_valid(r).then(|| a.value(r))),
-                ColRef::Date(a) => q.bind(a.is_valid(r).then(|| date_text(a.value(r)))),
-                ColRef::Time(a) => q.bind(a.is_valid(r).then(|| time_text(a.value(r)))),
-                ColRef::Ts(a) => q.bind(a.is_valid(r).then(|| timestamp_text(a.value(r)))),
+                ColRef::Date(a) => q.bind(
+                    a.is_valid(r)
+                        .then(|| written(|o| write_date(o, a.value(r)))),
+                ),
+                ColRef::Time(a) => q.bind(
+                    a.is_valid(r)
+                        .then(|| written(|o| write_time(o, a.value(r)))),
+                ),
+                ColRef::Ts(a) => q.bind(
+                    a.is_valid(r)
+                        .then(|| written(|o| write_timestamp(o, a.value(r)))),
+                ),
             };
         }
         q
     }
-}
-
-/// Days since 1970-01-01 as `YYYY-MM-DD`.
-fn date_text(days: i32) -> String {
-    let d = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
-        + chrono::Duration::days(days as i64);
-    d.format("%Y-%m-%d").to_string()
-}
-
-/// Microseconds into a day as `HH:MM:SS.ffffff`.
-fn time_text(micros: i64) -> String {
-    let (s, us) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
-    format!("{:02}:{:02}:{:02}.{us:06}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// Microseconds since the epoch (UTC) as `YYYY-MM-DD HH:MM:SS.ffffff`.
-fn timestamp_text(micros: i64) -> String {
-    let days = micros.div_euclid(86_400_000_000);
-    let rest = micros.rem_euclid(86_400_000_000);
-    format!("{} {}", date_text(days as i32), time_text(rest))
 }
 
 impl Sink for MysqlSink {
@@ -983,24 +972,5 @@ impl ChunkWriter for MyChunk<'_> {
             tx.commit().await.map_err(db)?;
             Ok(Committed { rows, marked })
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temporal_values_are_sent_as_mysql_text() {
-        assert_eq!(date_text(0), "1970-01-01");
-        assert_eq!(date_text(-1), "1969-12-31");
-        assert_eq!(date_text(2_932_896), "9999-12-31");
-        assert_eq!(time_text(0), "00:00:00.000000");
-        assert_eq!(time_text(86_399_999_999), "23:59:59.999999");
-        assert_eq!(timestamp_text(-1), "1969-12-31 23:59:59.999999");
-        assert_eq!(
-            timestamp_text(1_700_000_000_123_456),
-            "2023-11-14 22:13:20.123456"
-        );
     }
 }
