@@ -898,16 +898,7 @@ fn time_text(v: &[u8]) -> String {
 /// Appends days since 1970-01-01 as `YYYY-MM-DD`, the text of a MySQL `DATE` (and what a
 /// date is sent as). Years outside 0–9999, which MySQL refuses, keep chrono's form.
 pub fn write_date(out: &mut Vec<u8>, days: i32) {
-    // Howard Hinnant's days-to-civil, on days since 0000-03-01.
-    let z = i64::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil(days);
     if !(0..=9999).contains(&year) {
         let d = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
             + chrono::Duration::days(i64::from(days));
@@ -924,6 +915,19 @@ pub fn write_date(out: &mut Vec<u8>, days: i32) {
     digits(out, month, 2);
     out.push(b'-');
     digits(out, day, 2);
+}
+
+/// Days since 1970-01-01 as (year, month, day): Howard Hinnant's days-to-civil.
+fn civil(days: i32) -> (i64, i64, i64) {
+    let z = i64::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// Appends microseconds into a day as `HH:MM:SS.ffffff`, the text of a `TIME(6)`.
@@ -964,6 +968,185 @@ pub fn written(f: impl FnOnce(&mut Vec<u8>)) -> String {
     let mut out = Vec::with_capacity(26);
     f(&mut out);
     String::from_utf8(out).expect("dates and times are ASCII")
+}
+
+/// An order-independent digest of rows as the binary protocol returns them: for each row,
+/// a fixed-seed hash of its values' bytes (a NULL tag, or a length and the bytes), summed.
+///
+/// For the column types whose returned bytes follow from the value alone (integers of
+/// the stored width, booleans, UTF-8 text, binary strings, dates), the rows sent digest
+/// ([`RowDigest::add_sent`]) exactly as the rows read back do ([`RowDigest::add_row`]), so
+/// a read-back whose digests match needs no decoding into Arrow. Equal bytes of text also
+/// prove it valid UTF-8: it was when it was sent. Any change to a stored value changes
+/// its bytes, and so, but for a 64-bit collision, the digest.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RowDigest {
+    /// Rows digested.
+    pub rows: u64,
+    /// Wrapping sum of the rows' hashes.
+    pub sum: u64,
+}
+
+/// Per column of a [`RowDigest`]: the byte width integers come back in (`0` for
+/// variable-length values and dates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestLayout {
+    widths: Vec<usize>,
+}
+
+impl DigestLayout {
+    /// The layout for columns of these declared types, stored as `stored` (`None` for a
+    /// table rowshift creates). `None` when some column comes back as bytes that do not
+    /// follow from the value alone: floats, decimals, times and timestamps (whose length
+    /// depends on the server), or a stored type other than the created one.
+    pub fn new(types: &[ColumnType], stored: Option<&[&MyColumn]>) -> Option<DigestLayout> {
+        let mut widths = Vec::with_capacity(types.len());
+        for (i, ty) in types.iter().enumerate() {
+            let (width, want): (usize, &[&str]) = match ty {
+                ColumnType::SmallInt => (2, &["smallint"]),
+                ColumnType::Int => (4, &["int"]),
+                ColumnType::BigInt => (8, &["bigint"]),
+                ColumnType::Boolean => (1, &["tinyint"]),
+                ColumnType::Text | ColumnType::Varchar(_) => (
+                    0,
+                    &["varchar", "tinytext", "text", "mediumtext", "longtext"],
+                ),
+                ColumnType::Bytes => (
+                    0,
+                    &["varbinary", "tinyblob", "blob", "mediumblob", "longblob"],
+                ),
+                ColumnType::Date => (0, &["date"]),
+                _ => return None,
+            };
+            if let Some(stored) = stored {
+                let c = stored.get(i)?;
+                let text = matches!(ty, ColumnType::Text | ColumnType::Varchar(_));
+                // Text in another character set comes back converted.
+                let charset_ok =
+                    !text || matches!(c.charset.as_deref(), Some("utf8mb4" | "utf8mb3" | "utf8"));
+                // An unsigned column of the same width returns the same bytes, but holds
+                // no negative value: the server refuses those on insert.
+                if !want.contains(&c.data_type.as_str()) || !charset_ok {
+                    return None;
+                }
+            }
+            widths.push(width);
+        }
+        Some(DigestLayout { widths })
+    }
+}
+
+impl RowDigest {
+    fn add(&mut self, row: &[u8]) {
+        use std::hash::BuildHasher;
+        const SEED: u64 = 0x6d79_6368_6563_6b73;
+        self.rows += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(foldhash::quality::FixedState::with_seed(SEED).hash_one(row));
+    }
+
+    fn field(buf: &mut Vec<u8>, value: Option<&[u8]>) {
+        match value {
+            None => buf.push(0),
+            Some(v) => {
+                buf.push(1);
+                buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                buf.extend_from_slice(v);
+            }
+        }
+    }
+
+    /// Adds the rows of `batch` (the written columns, in order) as the server will return
+    /// them. `false` (and nothing added) when a column does not arrive as its layout
+    /// expects, or holds a date MySQL has no binary form for.
+    pub fn add_sent(&mut self, layout: &DigestLayout, batch: &RecordBatch) -> bool {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{Date32Type, Int16Type, Int32Type, Int64Type};
+        let columns = batch.columns();
+        if columns.len() != layout.widths.len() {
+            return false;
+        }
+        let fits = columns.iter().zip(&layout.widths).all(|(a, w)| {
+            matches!(
+                (a.data_type(), w),
+                (DataType::Int16, 2)
+                    | (DataType::Int32, 4)
+                    | (DataType::Int64, 8)
+                    | (DataType::Boolean, 1)
+                    | (DataType::Utf8 | DataType::Binary | DataType::Date32, 0)
+            )
+        });
+        if !fits {
+            return false;
+        }
+        let mut digest = *self;
+        let mut buf = Vec::with_capacity(256);
+        let mut date = [4u8, 0, 0, 0, 0];
+        for row in 0..batch.num_rows() {
+            buf.clear();
+            for a in columns {
+                if a.is_null(row) {
+                    Self::field(&mut buf, None);
+                    continue;
+                }
+                match a.data_type() {
+                    DataType::Int16 => Self::field(
+                        &mut buf,
+                        Some(&a.as_primitive::<Int16Type>().value(row).to_le_bytes()),
+                    ),
+                    DataType::Int32 => Self::field(
+                        &mut buf,
+                        Some(&a.as_primitive::<Int32Type>().value(row).to_le_bytes()),
+                    ),
+                    DataType::Int64 => Self::field(
+                        &mut buf,
+                        Some(&a.as_primitive::<Int64Type>().value(row).to_le_bytes()),
+                    ),
+                    DataType::Boolean => {
+                        Self::field(&mut buf, Some(&[u8::from(a.as_boolean().value(row))]))
+                    }
+                    DataType::Utf8 => {
+                        Self::field(&mut buf, Some(a.as_string::<i32>().value(row).as_bytes()))
+                    }
+                    DataType::Binary => {
+                        Self::field(&mut buf, Some(a.as_binary::<i32>().value(row)))
+                    }
+                    _ => {
+                        // The binary protocol's DATE: its length (4), the year (2 bytes,
+                        // little-endian), the month and the day.
+                        let (y, m, d) = civil(a.as_primitive::<Date32Type>().value(row));
+                        if !(1..=9999).contains(&y) {
+                            return false;
+                        }
+                        date[1..3].copy_from_slice(&(y as u16).to_le_bytes());
+                        date[3] = m as u8;
+                        date[4] = d as u8;
+                        Self::field(&mut buf, Some(&date));
+                    }
+                }
+            }
+            digest.add(&buf);
+        }
+        *self = digest;
+        true
+    }
+
+    /// Adds one row read back, its values' bytes as the server returned them.
+    pub fn add_row(&mut self, row: &MySqlRow, buf: &mut Vec<u8>) -> Result<(), String> {
+        buf.clear();
+        for i in 0..row.len() {
+            let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
+            if raw.is_null() {
+                Self::field(buf, None);
+            } else {
+                let v = <&[u8] as Decode<MySql>>::decode(raw).map_err(|e| e.to_string())?;
+                Self::field(buf, Some(v));
+            }
+        }
+        self.add(buf);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

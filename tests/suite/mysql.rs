@@ -1251,3 +1251,148 @@ fn a_lock_wait_timeout_is_retried_until_the_lock_is_released() {
     ));
     assert!(attempts[0][0].parse::<u32>().unwrap() >= 2, "{attempts:?}");
 }
+
+#[test]
+fn rows_read_back_digest_as_the_rows_sent_and_any_changed_value_changes_the_digest() {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BinaryArray, BooleanArray, Date32Array, Int16Array, Int32Array, Int64Array,
+        RecordBatch, StringArray,
+    };
+    use futures::TryStreamExt;
+    use rowshift::db::mysql::{DigestLayout, MyColumn, RowDigest, table_columns};
+    use rowshift::types::ColumnType::*;
+
+    let db = MyDb::new("rs_my_digest");
+    db.exec(&format!(
+        "CREATE TABLE {}.d (a SMALLINT, b INT, c BIGINT, e BOOLEAN, f LONGTEXT, g VARCHAR(30), \
+         h LONGBLOB, i DATE) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_bin;
+         INSERT INTO {0}.d VALUES
+          (-32768, -2147483648, -9223372036854775808, 1, '', 'x', x'', '0001-01-01'),
+          (0, 0, 0, 0, 'José Álvarez, 李小龙 🎉', NULL, x'ff00ff', '9999-12-31'),
+          (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+          (32767, 2147483647, 4294967296, NULL, 'a\nb', 'ünï', x'3a', '2024-02-29')",
+        db.q()
+    ));
+    let types = [
+        SmallInt,
+        Int,
+        BigInt,
+        Boolean,
+        Text,
+        Varchar(30),
+        Bytes,
+        Date,
+    ];
+    let day = |y, m, d| {
+        (chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap()
+            - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
+        .num_days() as i32
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int16Array::from(vec![
+            Some(i16::MIN),
+            Some(0),
+            None,
+            Some(i16::MAX),
+        ])),
+        Arc::new(Int32Array::from(vec![
+            Some(i32::MIN),
+            Some(0),
+            None,
+            Some(i32::MAX),
+        ])),
+        Arc::new(Int64Array::from(vec![
+            Some(i64::MIN),
+            Some(0),
+            None,
+            Some(1 << 32),
+        ])),
+        Arc::new(BooleanArray::from(vec![
+            Some(true),
+            Some(false),
+            None,
+            None,
+        ])),
+        Arc::new(StringArray::from(vec![
+            Some(""),
+            Some("José Álvarez, 李小龙 🎉"),
+            None,
+            Some("a\nb"),
+        ])),
+        Arc::new(StringArray::from(vec![Some("x"), None, None, Some("ünï")])),
+        Arc::new(BinaryArray::from(vec![
+            Some(&b""[..]),
+            Some(&b"\xff\x00\xff"[..]),
+            None,
+            Some(&b":"[..]),
+        ])),
+        Arc::new(Date32Array::from(vec![
+            Some(day(1, 1, 1)),
+            Some(day(9999, 12, 31)),
+            None,
+            Some(day(2024, 2, 29)),
+        ])),
+    ];
+    let names = ["a", "b", "c", "e", "f", "g", "h", "i"];
+    let batch = RecordBatch::try_from_iter(names.into_iter().zip(columns)).unwrap();
+    let stored: Vec<MyColumn> = db
+        .rt
+        .block_on(table_columns(&db.pool, &db.name, "d", "test"))
+        .unwrap()
+        .unwrap();
+    let stored: Vec<&MyColumn> = stored.iter().collect();
+    let layout = DigestLayout::new(&types, Some(&stored)).expect("every type digests");
+    assert_eq!(DigestLayout::new(&types, None), Some(layout.clone()));
+    let mut sent = RowDigest::default();
+    assert!(sent.add_sent(&layout, &batch));
+    assert_eq!(sent.rows, 4);
+    let read = |t: &str| {
+        db.rt.block_on(async {
+            let mut digest = RowDigest::default();
+            let mut buf = Vec::new();
+            let sql = format!("SELECT a, b, c, e, f, g, h, i FROM {}.{t}", db.q());
+            let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&db.pool);
+            while let Some(row) = rows.try_next().await.unwrap() {
+                digest.add_row(&row, &mut buf).unwrap();
+            }
+            digest
+        })
+    };
+    assert_eq!(
+        read("d"),
+        sent,
+        "the rows read back digest other than the rows sent"
+    );
+    // Any one value changed, a NULL for a value or an empty one for a NULL, values that
+    // trade rows: the digest changes.
+    for change in [
+        "a = a + 1 WHERE a = 0",
+        "b = NULL WHERE b = 0",
+        "c = c - 1 WHERE c = 4294967296",
+        "e = NOT e WHERE e = 1",
+        "f = CONCAT(f, ' ') WHERE f = ''",
+        "g = UPPER(g) WHERE g = 'x'",
+        "g = '' WHERE g IS NULL AND a = 0",
+        "h = CONCAT(h, x'00') WHERE h = x'3a'",
+        "i = i + INTERVAL 1 DAY WHERE i = '2024-02-29'",
+        "a = IF(a = 0, -32768, 0) WHERE a IN (0, -32768)",
+    ] {
+        db.exec(&format!(
+            "DROP TABLE IF EXISTS {s}.d2; CREATE TABLE {s}.d2 LIKE {s}.d; INSERT INTO {s}.d2 SELECT * FROM {s}.d; \
+             UPDATE {s}.d2 SET {change}",
+            s = db.q()
+        ));
+        let got = read("d2");
+        assert_eq!(got.rows, 4, "{change}");
+        assert_ne!(got.sum, sent.sum, "{change}");
+    }
+    // A stored type that returns other bytes for the same values is not digested.
+    let mut wider = stored[0].clone();
+    wider.data_type = "int".into();
+    let mut other = stored.clone();
+    other[0] = &wider;
+    assert!(DigestLayout::new(&types, Some(&other)).is_none());
+    assert!(DigestLayout::new(&[BigInt, Double], None).is_none());
+}
