@@ -19,6 +19,34 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// An order-independent digest of rows as a database sends them: their count and the
+/// wrapping sum of a fixed-seed hash of each row's bytes.
+///
+/// Where the stored values come back as bytes that follow from the values sent, rows
+/// read back digest exactly as the rows sent did, in any order, and the read-back needs
+/// no decoding into Arrow. Any change to a stored value changes its bytes, and so (but
+/// for a 64-bit hash collision) the digest. Each database lays a row's bytes out its own
+/// way: binary `COPY` for PostgreSQL, the binary protocol's values for MySQL.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RowDigest {
+    /// Rows digested.
+    pub rows: u64,
+    /// Wrapping sum of the rows' hashes.
+    pub sum: u64,
+}
+
+impl RowDigest {
+    /// Adds one row, its bytes as the database's layout gives them.
+    pub(crate) fn add(&mut self, row: &[u8]) {
+        use std::hash::BuildHasher;
+        const SEED: u64 = 0x7073_6368_6563_6b73;
+        self.rows += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(foldhash::quality::FixedState::with_seed(SEED).hash_one(row));
+    }
+}
+
 /// The tokio runtime database I/O runs on.
 ///
 /// Chunk workers are plain threads, never rayon workers, so blocking one of them on a

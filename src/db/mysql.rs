@@ -64,6 +64,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlRow};
 use sqlx::{Column, Decode, MySql, Row, TypeInfo, ValueRef};
 
 use super::IoRuntime;
+pub use super::RowDigest;
 use crate::config::{DbOptions, SecretUrl};
 use crate::plan::KeyValue;
 use crate::types::ColumnType;
@@ -970,22 +971,13 @@ pub fn written(f: impl FnOnce(&mut Vec<u8>)) -> String {
     String::from_utf8(out).expect("dates and times are ASCII")
 }
 
-/// An order-independent digest of rows as the binary protocol returns them: for each row,
-/// a fixed-seed hash of its values' bytes (a NULL tag, or a length and the bytes), summed.
-///
-/// For the column types whose returned bytes follow from the value alone (integers of
-/// the stored width, booleans, UTF-8 text, binary strings, dates), the rows sent digest
-/// ([`RowDigest::add_sent`]) exactly as the rows read back do ([`RowDigest::add_row`]), so
-/// a read-back whose digests match needs no decoding into Arrow. Equal bytes of text also
-/// prove it valid UTF-8: it was when it was sent. Any change to a stored value changes
-/// its bytes, and so, but for a 64-bit collision, the digest.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RowDigest {
-    /// Rows digested.
-    pub rows: u64,
-    /// Wrapping sum of the rows' hashes.
-    pub sum: u64,
-}
+// `RowDigest` (in `db`) over rows as the binary protocol returns them: for each row, its
+// values' bytes (a NULL tag, or a length and the bytes). For the column types whose
+// returned bytes follow from the value alone (integers of the stored width, booleans,
+// UTF-8 text, binary strings, dates), the rows sent digest (`RowDigest::add_sent`)
+// exactly as the rows read back do (`RowDigest::add_row`), so a read-back whose digests
+// match needs no decoding into Arrow. Equal bytes of text also prove it valid UTF-8: it
+// was when it was sent.
 
 /// Per column of a [`RowDigest`]: the byte width integers come back in (`0` for
 /// variable-length values and dates).
@@ -1037,15 +1029,6 @@ impl DigestLayout {
 }
 
 impl RowDigest {
-    fn add(&mut self, row: &[u8]) {
-        use std::hash::BuildHasher;
-        const SEED: u64 = 0x6d79_6368_6563_6b73;
-        self.rows += 1;
-        self.sum = self
-            .sum
-            .wrapping_add(foldhash::quality::FixedState::with_seed(SEED).hash_one(row));
-    }
-
     fn field(buf: &mut Vec<u8>, value: Option<&[u8]>) {
         match value {
             None => buf.push(0),

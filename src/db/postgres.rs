@@ -45,6 +45,7 @@ use arrow::record_batch::RecordBatch;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use super::IoRuntime;
+pub use super::RowDigest;
 use super::pg_hash::{HashSum, RowHasher};
 use crate::config::{DbOptions, SecretUrl};
 use crate::types::ColumnType;
@@ -372,33 +373,6 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 // ---------------------------------------------------------------------------------------
 // Encoding
 // ---------------------------------------------------------------------------------------
-
-/// An order-independent digest of rows in binary `COPY` form: their count and the
-/// wrapping sum of a hash of each row's bytes.
-///
-/// For column types whose stored value sends back the bytes it was received as, rows
-/// read back from the table digest exactly as the rows sent did, in any order; the
-/// read-back then needs no decoding into Arrow. Any change to a stored value changes
-/// its bytes, and so (but for a 64-bit hash collision) the digest.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RowDigest {
-    /// Rows digested.
-    pub rows: u64,
-    /// Wrapping sum of the rows' hashes.
-    pub sum: u64,
-}
-
-impl RowDigest {
-    /// Adds one row: its field count and fields, as the binary `COPY` format lays them out.
-    fn add(&mut self, row: &[u8]) {
-        use std::hash::BuildHasher;
-        const SEED: u64 = 0x7073_6368_6563_6b73;
-        self.rows += 1;
-        self.sum = self
-            .sum
-            .wrapping_add(foldhash::quality::FixedState::with_seed(SEED).hash_one(row));
-    }
-}
 
 /// Encodes Arrow batches as a binary `COPY FROM STDIN` stream.
 pub struct Encoder {
