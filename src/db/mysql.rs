@@ -54,7 +54,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
+    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
     Int16Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
     TimestampMicrosecondBuilder,
 };
@@ -971,16 +971,15 @@ pub fn written(f: impl FnOnce(&mut Vec<u8>)) -> String {
     String::from_utf8(out).expect("dates and times are ASCII")
 }
 
-// `RowDigest` (in `db`) over rows as the binary protocol returns them: for each row, its
-// values' bytes (a NULL tag, or a length and the bytes). For the column types whose
-// returned bytes follow from the value alone (integers of the stored width, booleans,
-// UTF-8 text, binary strings, dates), the rows sent digest (`RowDigest::add_sent`)
-// exactly as the rows read back do (`RowDigest::add_row`), so a read-back whose digests
-// match needs no decoding into Arrow. Equal bytes of text also prove it valid UTF-8: it
-// was when it was sent.
-
-/// Per column of a [`RowDigest`]: the byte width integers come back in (`0` for
-/// variable-length values and dates).
+/// How rows come back over the binary protocol, for a [`RowDigest`] of them: per column,
+/// the byte width integers come back in (`0` for variable-length values and dates).
+///
+/// For the column types whose returned bytes follow from the value alone (integers of
+/// the stored width, booleans, UTF-8 text, binary strings, dates), the rows sent digest
+/// ([`RowDigest::add_sent`]) exactly as the rows read back do ([`RowDigest::add_row`]): a
+/// NULL tag, or a length and the bytes, per value. A read-back whose digests match needs
+/// no decoding into Arrow, and equal bytes of text prove it valid UTF-8: it was when it
+/// was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestLayout {
     widths: Vec<usize>,
@@ -1044,69 +1043,28 @@ impl RowDigest {
     /// them. `false` (and nothing added) when a column does not arrive as its layout
     /// expects, or holds a date MySQL has no binary form for.
     pub fn add_sent(&mut self, layout: &DigestLayout, batch: &RecordBatch) -> bool {
-        use arrow::array::{Array, AsArray};
-        use arrow::datatypes::{Date32Type, Int16Type, Int32Type, Int64Type};
         let columns = batch.columns();
         if columns.len() != layout.widths.len() {
             return false;
         }
-        let fits = columns.iter().zip(&layout.widths).all(|(a, w)| {
-            matches!(
-                (a.data_type(), w),
-                (DataType::Int16, 2)
-                    | (DataType::Int32, 4)
-                    | (DataType::Int64, 8)
-                    | (DataType::Boolean, 1)
-                    | (DataType::Utf8 | DataType::Binary | DataType::Date32, 0)
-            )
-        });
-        if !fits {
+        // Each column downcast once per batch, into a writer of one row's value.
+        let Some(writers) = columns
+            .iter()
+            .zip(&layout.widths)
+            .map(|(a, w)| sent_value(a.as_ref(), *w))
+            .collect::<Option<Vec<_>>>()
+        else {
             return false;
-        }
+        };
         let mut digest = *self;
         let mut buf = Vec::with_capacity(256);
-        let mut date = [4u8, 0, 0, 0, 0];
         for row in 0..batch.num_rows() {
             buf.clear();
-            for a in columns {
+            for (a, write) in columns.iter().zip(&writers) {
                 if a.is_null(row) {
                     Self::field(&mut buf, None);
-                    continue;
-                }
-                match a.data_type() {
-                    DataType::Int16 => Self::field(
-                        &mut buf,
-                        Some(&a.as_primitive::<Int16Type>().value(row).to_le_bytes()),
-                    ),
-                    DataType::Int32 => Self::field(
-                        &mut buf,
-                        Some(&a.as_primitive::<Int32Type>().value(row).to_le_bytes()),
-                    ),
-                    DataType::Int64 => Self::field(
-                        &mut buf,
-                        Some(&a.as_primitive::<Int64Type>().value(row).to_le_bytes()),
-                    ),
-                    DataType::Boolean => {
-                        Self::field(&mut buf, Some(&[u8::from(a.as_boolean().value(row))]))
-                    }
-                    DataType::Utf8 => {
-                        Self::field(&mut buf, Some(a.as_string::<i32>().value(row).as_bytes()))
-                    }
-                    DataType::Binary => {
-                        Self::field(&mut buf, Some(a.as_binary::<i32>().value(row)))
-                    }
-                    _ => {
-                        // The binary protocol's DATE: its length (4), the year (2 bytes,
-                        // little-endian), the month and the day.
-                        let (y, m, d) = civil(a.as_primitive::<Date32Type>().value(row));
-                        if !(1..=9999).contains(&y) {
-                            return false;
-                        }
-                        date[1..3].copy_from_slice(&(y as u16).to_le_bytes());
-                        date[3] = m as u8;
-                        date[4] = d as u8;
-                        Self::field(&mut buf, Some(&date));
-                    }
+                } else if !write(row, &mut buf) {
+                    return false;
                 }
             }
             digest.add(&buf);
@@ -1130,6 +1088,61 @@ impl RowDigest {
         self.add(buf);
         Ok(())
     }
+}
+
+/// Writes a value of row `r` that is not NULL.
+type ValueWriter<'a> = Box<dyn Fn(usize, &mut Vec<u8>) -> bool + 'a>;
+
+/// The writer of `a`'s values as the server returns them in a column of integer `width`
+/// (`0`: not an integer), or `None` when `a` does not arrive as such a column's values.
+/// A writer returns `false` for a date MySQL has no binary form for.
+fn sent_value(a: &dyn Array, width: usize) -> Option<ValueWriter<'_>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Date32Type, Int16Type, Int32Type, Int64Type};
+    let field = |buf: &mut Vec<u8>, v: &[u8]| {
+        RowDigest::field(buf, Some(v));
+        true
+    };
+    Some(match (a.data_type(), width) {
+        (DataType::Int16, 2) => {
+            let a = a.as_primitive::<Int16Type>();
+            Box::new(move |r, buf| field(buf, &a.value(r).to_le_bytes()))
+        }
+        (DataType::Int32, 4) => {
+            let a = a.as_primitive::<Int32Type>();
+            Box::new(move |r, buf| field(buf, &a.value(r).to_le_bytes()))
+        }
+        (DataType::Int64, 8) => {
+            let a = a.as_primitive::<Int64Type>();
+            Box::new(move |r, buf| field(buf, &a.value(r).to_le_bytes()))
+        }
+        (DataType::Boolean, 1) => {
+            let a = a.as_boolean();
+            Box::new(move |r, buf| field(buf, &[u8::from(a.value(r))]))
+        }
+        (DataType::Utf8, 0) => {
+            let a = a.as_string::<i32>();
+            Box::new(move |r, buf| field(buf, a.value(r).as_bytes()))
+        }
+        (DataType::Binary, 0) => {
+            let a = a.as_binary::<i32>();
+            Box::new(move |r, buf| field(buf, a.value(r)))
+        }
+        (DataType::Date32, 0) => {
+            let a = a.as_primitive::<Date32Type>();
+            Box::new(move |r, buf| {
+                // The binary protocol's DATE: its length (4), the year (2 bytes,
+                // little-endian), the month and the day.
+                let (y, m, d) = civil(a.value(r));
+                if !(1..=9999).contains(&y) {
+                    return false;
+                }
+                let [y0, y1] = (y as u16).to_le_bytes();
+                field(buf, &[4, y0, y1, m as u8, d as u8])
+            })
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

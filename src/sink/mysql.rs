@@ -25,7 +25,7 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
-use sqlx::mysql::{MySqlArguments, MySqlConnection};
+use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
 use sqlx::{MySql, Row};
 
 use super::{ChunkWriter, Committed, Prepare, Sink, refuse, table};
@@ -300,25 +300,22 @@ impl MysqlSink {
     ) -> Result<()> {
         let here = self.here();
         let cast = SchemaCast::new(&self.decoded_schema, &self.arrow_schema);
-        for cond in self.conditions(selection)? {
-            let mut decoder = Decoder::new(&self.kinds, self.decoded_schema.clone(), READ_BATCH);
-            let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
-            let mut rows = sqlx::query(stmt(sql)).fetch(&mut *conn);
-            while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
-                let full = decoder.push(&row).map_err(|(i, reason)| {
-                    Error::data(
-                        &here,
-                        format!("reading rows back, column {}: {reason}", self.columns[i].0),
-                    )
-                })?;
-                if let Some(b) = full {
-                    f(cast.cast(b, &here)?)?;
-                }
+        let mut decoder = Decoder::new(&self.kinds, self.decoded_schema.clone(), READ_BATCH);
+        self.each_row(conn, selection, &mut |row| {
+            let full = decoder.push(row).map_err(|(i, reason)| {
+                Error::data(
+                    &here,
+                    format!("reading rows back, column {}: {reason}", self.columns[i].0),
+                )
+            })?;
+            match full {
+                Some(b) => f(cast.cast(b, &here)?),
+                None => Ok(()),
             }
-            drop(rows);
-            if decoder.len > 0 {
-                f(cast.cast(decoder.finish()?, &here)?)?;
-            }
+        })
+        .await?;
+        if decoder.len > 0 {
+            f(cast.cast(decoder.finish()?, &here)?)?;
         }
         Ok(())
     }
@@ -332,16 +329,32 @@ impl MysqlSink {
         let here = self.here();
         let mut digest = RowDigest::default();
         let mut buf = Vec::with_capacity(256);
+        self.each_row(conn, selection, &mut |row| {
+            digest
+                .add_row(row, &mut buf)
+                .map_err(|reason| Error::data(&here, format!("reading rows back: {reason}")))
+        })
+        .await?;
+        Ok(digest)
+    }
+
+    /// Hands each of the written columns' rows that `selection` names to `f`, as the
+    /// server returns them.
+    async fn each_row(
+        &self,
+        conn: &mut MySqlConnection,
+        selection: &Selection,
+        f: &mut dyn FnMut(&MySqlRow) -> Result<()>,
+    ) -> Result<()> {
+        let here = self.here();
         for cond in self.conditions(selection)? {
             let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
             let mut rows = sqlx::query(stmt(sql)).fetch(&mut *conn);
             while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
-                digest
-                    .add_row(&row, &mut buf)
-                    .map_err(|reason| Error::data(&here, format!("reading rows back: {reason}")))?;
+                f(&row)?;
             }
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// The digest layout of the written columns, stored as `existing` (`None`: the table
