@@ -414,47 +414,60 @@ impl MysqlSink {
         };
         let head = format!("INSERT INTO {} ({}) VALUES ", self.t(), self.column_list());
         let key = self.key.as_ref().map_or(&[][..], |k| &k.columns);
+        let cols = batches
+            .iter()
+            .map(|b| Cols::new(b, &self.columns, &here, key))
+            .collect::<Result<Vec<_>>>()?;
+        // Statements run across batch boundaries, and a statement of fewer rows than
+        // `per_statement` has a power-of-two count: each statement text is prepared once
+        // per connection and reused, where a remainder per batch would prepare a new
+        // one (a round trip, and a parameter list the server describes back) each time.
+        let mut at = (
+            batches
+                .iter()
+                .position(|b| b.num_rows() > 0)
+                .unwrap_or(batches.len()),
+            0,
+        );
         let mut sent = 0u64;
-        for batch in batches {
-            let cols = Cols::new(batch, &self.columns, &here, key)?;
-            let mut row = 0;
-            while row < batch.num_rows() {
-                let mut end = row;
-                let mut bytes = 0;
-                while end < batch.num_rows() && end - row < per_statement && bytes < max_bytes {
-                    bytes += cols.row_bytes(end);
-                    end += 1;
-                }
-                let rows = end - row;
-                let mut sql = String::with_capacity(head.len() + rows * (row_sql.len() + 2));
-                sql.push_str(&head);
-                for i in 0..rows {
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&row_sql);
-                }
-                sql.push_str(&upsert);
-                let mut q = sqlx::query(stmt(sql));
-                for r in row..end {
-                    q = cols.bind(q, r);
-                }
-                let done = q
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
-                if self.write_mode != WriteMode::Upsert && done.rows_affected() != rows as u64 {
-                    return Err(Error::data(
-                        &here,
-                        format!(
-                            "an INSERT of {rows} rows affected {} rows",
-                            done.rows_affected()
-                        ),
-                    ));
-                }
-                sent += rows as u64;
-                row = end;
+        while at.0 < batches.len() {
+            let mut fit = 0;
+            let mut bytes = 0;
+            let (mut b, mut r) = at;
+            while b < batches.len() && fit < per_statement && bytes < max_bytes {
+                bytes += cols[b].row_bytes(r);
+                fit += 1;
+                (b, r) = next_row(batches, b, r);
             }
+            let rows = statement_rows(fit, per_statement);
+            let mut sql = String::with_capacity(head.len() + rows * (row_sql.len() + 2));
+            sql.push_str(&head);
+            for i in 0..rows {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&row_sql);
+            }
+            sql.push_str(&upsert);
+            let mut q = sqlx::query(stmt(sql));
+            for _ in 0..rows {
+                q = cols[at.0].bind(q, at.1);
+                at = next_row(batches, at.0, at.1);
+            }
+            let done = q
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| Error::db(&here, e))?;
+            if self.write_mode != WriteMode::Upsert && done.rows_affected() != rows as u64 {
+                return Err(Error::data(
+                    &here,
+                    format!(
+                        "an INSERT of {rows} rows affected {} rows",
+                        done.rows_affected()
+                    ),
+                ));
+            }
+            sent += rows as u64;
         }
         Ok(sent)
     }
@@ -597,6 +610,29 @@ impl MysqlSink {
 /// A batch's columns, downcast once, bound row by row.
 struct Cols<'a> {
     cols: Vec<ColRef<'a>>,
+}
+
+/// Rows in the next `INSERT` when `fit` rows fit in one: all of them when that is the
+/// most a statement takes, else the largest power of two not above `fit` (`fit` ≥ 1).
+fn statement_rows(fit: usize, per_statement: usize) -> usize {
+    if fit == per_statement {
+        fit
+    } else {
+        1 << fit.ilog2()
+    }
+}
+
+/// The row after row `r` of batch `b`, skipping empty batches: `(batches.len(), 0)` past
+/// the last.
+fn next_row(batches: &[RecordBatch], mut b: usize, r: usize) -> (usize, usize) {
+    if r + 1 < batches[b].num_rows() {
+        return (b, r + 1);
+    }
+    b += 1;
+    while b < batches.len() && batches[b].num_rows() == 0 {
+        b += 1;
+    }
+    (b, 0)
 }
 
 enum ColRef<'a> {
@@ -1046,5 +1082,47 @@ impl ChunkWriter for MyChunk<'_> {
             tx.commit().await.map_err(db)?;
             Ok(Committed { rows, marked })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array};
+
+    use super::*;
+
+    #[test]
+    fn statements_take_few_sizes_and_run_across_batches() {
+        let sizes = |mut n: usize| {
+            let mut out = Vec::new();
+            while n > 0 {
+                let rows = statement_rows(n.min(2000), 2000);
+                out.push(rows);
+                n -= rows;
+            }
+            out
+        };
+        assert_eq!(sizes(4000), [2000, 2000]);
+        assert_eq!(sizes(4013), [2000, 2000, 8, 4, 1]);
+        assert_eq!(sizes(1999), [1024, 512, 256, 128, 64, 8, 4, 2, 1]);
+        assert_eq!(sizes(1), [1]);
+
+        let batch = |n: i64| {
+            RecordBatch::try_from_iter([(
+                "a",
+                Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+            )])
+            .unwrap()
+        };
+        let batches = [batch(2), batch(0), batch(0), batch(1), batch(0)];
+        let mut at = (0, 0);
+        let mut seen = vec![at];
+        while at.0 < batches.len() {
+            at = next_row(&batches, at.0, at.1);
+            seen.push(at);
+        }
+        assert_eq!(seen, [(0, 0), (0, 1), (3, 0), (5, 0)]);
     }
 }
