@@ -705,7 +705,7 @@ fn bench_pg_pg(
     }
     m.written = Some(in_table);
     report_line(&m);
-    let ours = verify_cost_with(&file, &pipeline, &summary, Some((pg, PG_PG_SCHEMA)))?;
+    let ours = verify_cost_with(&file, &pipeline, &summary, Target::Pg(pg, PG_PG_SCHEMA))?;
 
     // The peer: the same job as one statement on an open connection, as many times as
     // rowshift ran with read-back on.
@@ -814,7 +814,7 @@ fn bench_mysql_pg(
     report_line(&m);
     println!("  output: {} rows (checksum {sum})", fmt_int(in_table));
     where_time_goes(&summary);
-    verify_cost_with(&file, &pipeline, &summary, Some((pg, MYSQL_PG_SCHEMA)))?;
+    verify_cost_with(&file, &pipeline, &summary, Target::Pg(pg, MYSQL_PG_SCHEMA))?;
     Ok((vec![m], fine))
 }
 
@@ -842,6 +842,7 @@ fn bench_pg_mysql(
         "DROP DATABASE IF EXISTS {}",
         my_quote(PG_MYSQL_DB)
     ))?;
+    servers_settle();
     let summary = run_rowshift_on(&file, true)?;
     let mut m = summary.measurement("pg_mysql", data.rows);
     let mut fine = summary.check("pg_mysql", data);
@@ -862,7 +863,7 @@ fn bench_pg_mysql(
     m.written = Some(in_table);
     report_line(&m);
     where_time_goes(&summary);
-    verify_cost_with(&file, &pipeline, &summary, None)?;
+    verify_cost_with(&file, &pipeline, &summary, Target::My(my, PG_MYSQL_DB))?;
     my.exec(&format!(
         "DROP DATABASE IF EXISTS {}",
         my_quote(PG_MYSQL_DB)
@@ -1027,7 +1028,7 @@ fn bench_sqlite_pg(
     }
     m.written = Some(in_table);
     report_line(&m);
-    let ours = verify_cost_with(&file, &pipeline, &summary, Some((pg, SQLITE_PG_SCHEMA)))?;
+    let ours = verify_cost_with(&file, &pipeline, &summary, Target::Pg(pg, SQLITE_PG_SCHEMA))?;
 
     let mut list = Vec::new();
     // pgloader as many times as rowshift ran with read-back on; the last run is checked.
@@ -1635,26 +1636,45 @@ fn checkpoint_costs(pipeline: &Path, full: &RunSummary, threads: usize) -> Resul
 /// the same pipeline with `verify = "off"`, in the same process of measurement. Target:
 /// read-back and conservation cost at most 15% of throughput.
 fn verify_cost(file: &Path, pipeline: &str, on: &RunSummary) -> Result<(), String> {
-    verify_cost_with(file, pipeline, on, None).map(|_| ())
+    verify_cost_with(file, pipeline, on, Target::Local).map(|_| ())
 }
 
-/// `verify_cost`; with `pg`, drops and recreates the target's schema and checkpoints
-/// the server before the run without read-back, as before the measured one.
+/// The database target of a scenario, made fresh before each run of a read-back pair.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// A file or SQLite target: nothing to do.
+    Local,
+    /// A PostgreSQL schema: dropped, recreated and checkpointed.
+    Pg(&'a Pg, &'a str),
+    /// A MySQL database: dropped, so no run pays for dropping the last one's table.
+    My(&'a My, &'a str),
+}
+
+/// `verify_cost`, making `target` fresh and letting the servers settle before every run
+/// after the first, as before the measured one.
 fn verify_cost_with(
     file: &Path,
     pipeline: &str,
     on: &RunSummary,
-    pg: Option<(&Pg, &str)>,
+    target: Target<'_>,
 ) -> Result<f64, String> {
     let off_file = file.with_file_name("pipeline_verify_off.toml");
     write_file(&off_file, &format!("verify = \"off\"\n{pipeline}"))?;
     let fresh = || -> Result<(), String> {
-        if let Some((pg, schema)) = pg {
-            pg.fresh_schema(schema)?;
-            pg.checkpoint();
+        match target {
+            Target::Local => {}
+            Target::Pg(pg, schema) => {
+                pg.fresh_schema(schema)?;
+                pg.checkpoint();
+            }
+            Target::My(my, database) => {
+                my.exec(&format!("DROP DATABASE IF EXISTS {}", my_quote(database)))?
+            }
         }
+        servers_settle();
         Ok(())
     };
+    let server = matches!(target, Target::Pg(..));
     // One pair of runs differs by several percent from the next on a shared 2-core
     // machine; the medians of alternating pairs are what the figure compares.
     let mut ons = vec![on.run.wall.as_secs_f64()];
@@ -1662,15 +1682,10 @@ fn verify_cost_with(
     for pair in 0..readback_pairs() {
         if pair > 0 {
             fresh()?;
-            ons.push(run_rowshift_on(file, pg.is_some())?.run.wall.as_secs_f64());
+            ons.push(run_rowshift_on(file, server)?.run.wall.as_secs_f64());
         }
         fresh()?;
-        offs.push(
-            run_rowshift_on(&off_file, pg.is_some())?
-                .run
-                .wall
-                .as_secs_f64(),
-        );
+        offs.push(run_rowshift_on(&off_file, server)?.run.wall.as_secs_f64());
     }
     let (t_on, t_off) = (median(&mut ons), median(&mut offs));
     let cost = 1.0 - t_off / t_on;
@@ -1867,6 +1882,22 @@ fn run_measured_with_server(cmd: &mut Command) -> std::io::Result<Measured> {
             .map(|n| (n - server / (run.wall.as_secs_f64() * cores)).max(0.0));
     }
     Ok(run)
+}
+
+/// Waits, at most 20 s, until the database servers are idle (at most one 10 ms tick of
+/// CPU in half a second), so that no run pays for the background work the one before
+/// left behind: InnoDB purging a dropped table, PostgreSQL's checkpointer, autovacuum.
+fn servers_settle() {
+    let start = Instant::now();
+    let mut last = server_cpu();
+    while start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = server_cpu();
+        match (last, now) {
+            (Some(a), Some(b)) if b - a > 0.015 => last = now,
+            _ => return,
+        }
+    }
 }
 
 /// CPU seconds used so far by the database servers: user + system time of every live
