@@ -422,22 +422,20 @@ impl MysqlSink {
         // `per_statement` has a power-of-two count: each statement text is prepared once
         // per connection and reused, where a remainder per batch would prepare a new
         // one (a round trip, and a parameter list the server describes back) each time.
-        let mut at = (
-            batches
-                .iter()
-                .position(|b| b.num_rows() > 0)
-                .unwrap_or(batches.len()),
-            0,
-        );
+        let mut rest = rows_of(batches);
         let mut sent = 0u64;
-        while at.0 < batches.len() {
+        loop {
             let mut fit = 0;
             let mut bytes = 0;
-            let (mut b, mut r) = at;
-            while b < batches.len() && fit < per_statement && bytes < max_bytes {
+            for (b, r) in rest.clone() {
+                if fit == per_statement || bytes >= max_bytes {
+                    break;
+                }
                 bytes += cols[b].row_bytes(r);
                 fit += 1;
-                (b, r) = next_row(batches, b, r);
+            }
+            if fit == 0 {
+                break;
             }
             let rows = statement_rows(fit, per_statement);
             let mut sql = String::with_capacity(head.len() + rows * (row_sql.len() + 2));
@@ -450,9 +448,8 @@ impl MysqlSink {
             }
             sql.push_str(&upsert);
             let mut q = sqlx::query(stmt(sql));
-            for _ in 0..rows {
-                q = cols[at.0].bind(q, at.1);
-                at = next_row(batches, at.0, at.1);
+            for (b, r) in rest.by_ref().take(rows) {
+                q = cols[b].bind(q, r);
             }
             let done = q
                 .execute(&mut *conn)
@@ -622,17 +619,12 @@ fn statement_rows(fit: usize, per_statement: usize) -> usize {
     }
 }
 
-/// The row after row `r` of batch `b`, skipping empty batches: `(batches.len(), 0)` past
-/// the last.
-fn next_row(batches: &[RecordBatch], mut b: usize, r: usize) -> (usize, usize) {
-    if r + 1 < batches[b].num_rows() {
-        return (b, r + 1);
-    }
-    b += 1;
-    while b < batches.len() && batches[b].num_rows() == 0 {
-        b += 1;
-    }
-    (b, 0)
+/// Every row of `batches` as (batch, row), in order.
+fn rows_of(batches: &[RecordBatch]) -> impl Iterator<Item = (usize, usize)> + Clone + '_ {
+    batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
 }
 
 enum ColRef<'a> {
@@ -1117,12 +1109,7 @@ mod tests {
             .unwrap()
         };
         let batches = [batch(2), batch(0), batch(0), batch(1), batch(0)];
-        let mut at = (0, 0);
-        let mut seen = vec![at];
-        while at.0 < batches.len() {
-            at = next_row(&batches, at.0, at.1);
-            seen.push(at);
-        }
-        assert_eq!(seen, [(0, 0), (0, 1), (3, 0), (5, 0)]);
+        let seen: Vec<_> = rows_of(&batches).collect();
+        assert_eq!(seen, [(0, 0), (0, 1), (3, 0)]);
     }
 }
