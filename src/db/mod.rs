@@ -26,7 +26,8 @@ pub fn quote_ident(name: &str) -> String {
 /// read back digest exactly as the rows sent did, in any order, and the read-back needs
 /// no decoding into Arrow. Any change to a stored value changes its bytes, and so (but
 /// for a 64-bit hash collision) the digest. Each database lays a row's bytes out its own
-/// way: binary `COPY` for PostgreSQL, the binary protocol's values for MySQL.
+/// way: binary `COPY` for PostgreSQL; for MySQL, the binary protocol's values, each hashed
+/// and folded into the row's hash in column order (see `db::mysql::DigestLayout`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RowDigest {
     /// Rows digested.

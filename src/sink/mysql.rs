@@ -328,10 +328,9 @@ impl MysqlSink {
     ) -> Result<RowDigest> {
         let here = self.here();
         let mut digest = RowDigest::default();
-        let mut buf = Vec::with_capacity(256);
         self.each_row(conn, selection, &mut |row| {
             digest
-                .add_row(row, &mut buf)
+                .add_row(row)
                 .map_err(|reason| Error::data(&here, format!("reading rows back: {reason}")))
         })
         .await?;
@@ -349,9 +348,12 @@ impl MysqlSink {
         let here = self.here();
         for cond in self.conditions(selection)? {
             let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
-            let mut rows = sqlx::query(stmt(sql)).fetch(&mut *conn);
-            while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
-                f(&row)?;
+            // `fetch_many` itself: `fetch` wraps it in one more boxed stream per row.
+            let mut steps = sqlx::Executor::fetch_many(&mut *conn, sqlx::query(stmt(sql)));
+            while let Some(step) = steps.try_next().await.map_err(|e| Error::db(&here, e))? {
+                if let sqlx::Either::Right(row) = step {
+                    f(&row)?;
+                }
             }
         }
         Ok(())
