@@ -39,13 +39,17 @@ pub struct RowDigest {
 impl RowDigest {
     /// Adds one row, its bytes as the database's layout gives them.
     pub(crate) fn add(&mut self, row: &[u8]) {
-        use std::hash::BuildHasher;
-        const SEED: u64 = 0x7073_6368_6563_6b73;
         self.rows += 1;
-        self.sum = self
-            .sum
-            .wrapping_add(foldhash::quality::FixedState::with_seed(SEED).hash_one(row));
+        self.sum = self.sum.wrapping_add(hash_bytes(row));
     }
+}
+
+/// The fixed-seed hash digests are built from: the same bytes hash the same in every run
+/// and every process.
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    const SEED: u64 = 0x7073_6368_6563_6b73;
+    foldhash::quality::FixedState::with_seed(SEED).hash_one(bytes)
 }
 
 /// The tokio runtime database I/O runs on.

@@ -63,8 +63,8 @@ use arrow::record_batch::RecordBatch;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlRow};
 use sqlx::{Column, Decode, MySql, Row, TypeInfo, ValueRef};
 
-use super::IoRuntime;
 pub use super::RowDigest;
+use super::{IoRuntime, hash_bytes};
 use crate::config::{DbOptions, SecretUrl};
 use crate::plan::KeyValue;
 use crate::types::ColumnType;
@@ -977,9 +977,9 @@ pub fn written(f: impl FnOnce(&mut Vec<u8>)) -> String {
 /// For the column types whose returned bytes follow from the value alone (integers of
 /// the stored width, booleans, UTF-8 text, binary strings, dates), the rows sent digest
 /// ([`RowDigest::add_sent`]) exactly as the rows read back do ([`RowDigest::add_row`]): a
-/// hash of each value's bytes (or of NULL), folded in column order into the row's hash. A read-back whose digests match needs
-/// no decoding into Arrow, and equal bytes of text prove it valid UTF-8: it was when it
-/// was sent.
+/// hash of each value's bytes (or of NULL), folded in column order into the row's hash.
+/// A read-back whose digests match needs no decoding into Arrow, and equal bytes of text
+/// prove it valid UTF-8: it was when it was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestLayout {
     widths: Vec<usize>,
@@ -1032,13 +1032,6 @@ const ROW_START: u64 = 0x6d79_7371_6c72_6f77;
 /// The hash of a NULL value.
 const NULL_HASH: u64 = 0x6e75_6c6c_0000_0001;
 
-/// The hash of a value that is not NULL, as its bytes come back over the binary protocol.
-fn value_hash(bytes: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    const SEED: u64 = 0x7073_6368_6563_6b73;
-    foldhash::quality::FixedState::with_seed(SEED).hash_one(bytes)
-}
-
 /// Folds the next value's hash into a row's. Each step is a bijection of `row` for a given
 /// `value` and of `value` for a given `row`, so changing any one value changes the row's
 /// hash, and values that trade columns change it too.
@@ -1084,7 +1077,7 @@ impl RowDigest {
             let value = if raw.is_null() {
                 NULL_HASH
             } else {
-                value_hash(<&[u8] as Decode<MySql>>::decode(raw).map_err(|e| e.to_string())?)
+                hash_bytes(<&[u8] as Decode<MySql>>::decode(raw).map_err(|e| e.to_string())?)
             };
             hash = fold(hash, value);
         }
@@ -1104,36 +1097,36 @@ fn fold_sent(rows: &mut [u64], a: &dyn Array, width: usize) -> bool {
         (DataType::Int16, 2) => {
             let a = a.as_primitive::<Int16Type>();
             fold_each(rows, nulls.as_ref(), |r| {
-                Some(value_hash(&a.value(r).to_le_bytes()))
+                Some(hash_bytes(&a.value(r).to_le_bytes()))
             })
         }
         (DataType::Int32, 4) => {
             let a = a.as_primitive::<Int32Type>();
             fold_each(rows, nulls.as_ref(), |r| {
-                Some(value_hash(&a.value(r).to_le_bytes()))
+                Some(hash_bytes(&a.value(r).to_le_bytes()))
             })
         }
         (DataType::Int64, 8) => {
             let a = a.as_primitive::<Int64Type>();
             fold_each(rows, nulls.as_ref(), |r| {
-                Some(value_hash(&a.value(r).to_le_bytes()))
+                Some(hash_bytes(&a.value(r).to_le_bytes()))
             })
         }
         (DataType::Boolean, 1) => {
             let a = a.as_boolean();
             fold_each(rows, nulls.as_ref(), |r| {
-                Some(value_hash(&[u8::from(a.value(r))]))
+                Some(hash_bytes(&[u8::from(a.value(r))]))
             })
         }
         (DataType::Utf8, 0) => {
             let a = a.as_string::<i32>();
             fold_each(rows, nulls.as_ref(), |r| {
-                Some(value_hash(a.value(r).as_bytes()))
+                Some(hash_bytes(a.value(r).as_bytes()))
             })
         }
         (DataType::Binary, 0) => {
             let a = a.as_binary::<i32>();
-            fold_each(rows, nulls.as_ref(), |r| Some(value_hash(a.value(r))))
+            fold_each(rows, nulls.as_ref(), |r| Some(hash_bytes(a.value(r))))
         }
         (DataType::Date32, 0) => {
             let a = a.as_primitive::<Date32Type>();
@@ -1145,7 +1138,7 @@ fn fold_sent(rows: &mut [u64], a: &dyn Array, width: usize) -> bool {
                     return None;
                 }
                 let [y0, y1] = (y as u16).to_le_bytes();
-                Some(value_hash(&[4, y0, y1, m as u8, d as u8]))
+                Some(hash_bytes(&[4, y0, y1, m as u8, d as u8]))
             })
         }
         _ => false,
