@@ -16,9 +16,9 @@
 //!   `mysql://root@127.0.0.1:3306/test`.
 //! - `ROWSHIFT_BENCH_THREADS`: `[chunks] parallel` for rowshift and `PRAGMA threads` for
 //!   DuckDB, default 2.
-//! - `ROWSHIFT_BENCH_READBACK_PAIRS`: runs with read-back on and off behind each
-//!   read-back figure (medians compared), default 3; the `INSERT ... SELECT` and pgloader
-//!   peers run as many times, and their median is compared with rowshift's too.
+//! - `ROWSHIFT_BENCH_READBACK_PAIRS`: pairs of runs, read-back on and off, behind each
+//!   read-back figure (the median of the pairs' costs), default 9; the `INSERT ... SELECT`
+//!   and pgloader peers run as many times, and their median is compared with rowshift's.
 //!
 //! Data lives in `target/bench-data/` (or `$CARGO_TARGET_DIR/bench-data/`). The CSV of a
 //! given size is generated once, deterministically, and reused while its `.meta` file
@@ -1675,37 +1675,51 @@ fn verify_cost_with(
         Ok(())
     };
     let server = matches!(target, Target::Pg(..));
-    // One pair of runs differs by several percent from the next on a shared 2-core
-    // machine; the medians of alternating pairs are what the figure compares.
-    let mut ons = vec![on.run.wall.as_secs_f64()];
-    let mut offs = Vec::new();
-    for pair in 0..readback_pairs() {
-        if pair > 0 {
-            fresh()?;
-            ons.push(run_rowshift_on(file, server)?.run.wall.as_secs_f64());
-        }
+    let run = |file: &Path| -> Result<f64, String> {
         fresh()?;
-        offs.push(run_rowshift_on(&off_file, server)?.run.wall.as_secs_f64());
-    }
-    let (t_on, t_off) = (median(&mut ons), median(&mut offs));
-    let cost = 1.0 - t_off / t_on;
-    let shown = |v: &[f64]| {
-        v.iter()
-            .map(|t| format!("{t:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        Ok(run_rowshift_on(file, server)?.run.wall.as_secs_f64())
     };
+    // One run differs from the next by up to a third on this shared 2-core machine, and
+    // the machine drifts over a scenario's runs. So the figure is paired: each pair is
+    // two neighbouring runs, every other pair runs the one without read-back first (a
+    // drift weighs on both sides alike), and the cost is the median of the pairs' costs.
+    let mut pairs = vec![(on.run.wall.as_secs_f64(), run(&off_file)?)];
+    for pair in 1..readback_pairs() {
+        pairs.push(if pair % 2 == 1 {
+            let off = run(&off_file)?;
+            (run(file)?, off)
+        } else {
+            let on = run(file)?;
+            (on, run(&off_file)?)
+        });
+    }
+    let mut costs: Vec<f64> = pairs.iter().map(|(on, off)| 1.0 - off / on).collect();
+    let mut ons: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let mut offs: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    let shown = pairs
+        .iter()
+        .map(|(on, off)| format!("{on:.2}/{off:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cost = median(&mut costs);
+    let (t_on, t_off) = (median(&mut ons), median(&mut offs));
     println!(
-        "  read-back: median {:.2}s with verify on ({}) vs {:.2}s off ({}) = {:.1}% of throughput ({:.2}s of worker time reading back in the first run; target <= 15%){}",
-        t_on,
-        shown(&ons),
-        t_off,
-        shown(&offs),
+        "  read-back: {:.1}% of throughput, the median of {} pairs' costs (quartiles {:.1}%..{:.1}%; on/off s: {shown}); medians {t_on:.2}s on vs {t_off:.2}s off = {:.1}%; {:.2}s of worker time reading back in the first run; target <= 15%{}",
         100.0 * cost,
+        costs.len(),
+        100.0 * quartile(&costs, 1),
+        100.0 * quartile(&costs, 3),
+        100.0 * (1.0 - t_off / t_on),
         on.verify_seconds,
         if cost <= 0.15 { "" } else { "  (above target)" }
     );
     Ok(t_on)
+}
+
+/// Quartile `q` (1 or 3) of the sorted `v`, by the nearest rank.
+fn quartile(sorted: &[f64], q: usize) -> f64 {
+    let rank = (q * sorted.len()).div_ceil(4).max(1);
+    sorted[rank - 1]
 }
 
 /// Prints the ratio of rowshift's median wall time (`ours`, read-back on) to the peer's
@@ -1727,13 +1741,13 @@ fn median_ratio(peer: &str, ours: f64, walls: &mut [f64], target: f64) {
 }
 
 /// Pairs of runs (verify on, verify off) behind the read-back figure:
-/// `ROWSHIFT_BENCH_READBACK_PAIRS`, default 3.
+/// `ROWSHIFT_BENCH_READBACK_PAIRS`, default 9.
 fn readback_pairs() -> usize {
     std::env::var("ROWSHIFT_BENCH_READBACK_PAIRS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| *n > 0)
-        .unwrap_or(3)
+        .unwrap_or(9)
 }
 
 /// The median of `v` (the mean of the middle two for an even count).
