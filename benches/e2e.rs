@@ -1660,7 +1660,9 @@ fn verify_cost_with(
 ) -> Result<f64, String> {
     let off_file = file.with_file_name("pipeline_verify_off.toml");
     write_file(&off_file, &format!("verify = \"off\"\n{pipeline}"))?;
-    let fresh = || -> Result<(), String> {
+    let server = matches!(target, Target::Pg(..));
+    // One timed run, from a fresh target and idle servers.
+    let run = |file: &Path| -> Result<f64, String> {
         match target {
             Target::Local => {}
             Target::Pg(pg, schema) => {
@@ -1672,11 +1674,6 @@ fn verify_cost_with(
             }
         }
         servers_settle();
-        Ok(())
-    };
-    let server = matches!(target, Target::Pg(..));
-    let run = |file: &Path| -> Result<f64, String> {
-        fresh()?;
         Ok(run_rowshift_on(file, server)?.run.wall.as_secs_f64())
     };
     // One run differs from the next by up to a third on this shared 2-core machine, and
@@ -1694,6 +1691,7 @@ fn verify_cost_with(
         });
     }
     let mut costs: Vec<f64> = pairs.iter().map(|(on, off)| 1.0 - off / on).collect();
+    costs.sort_by(f64::total_cmp);
     let mut ons: Vec<f64> = pairs.iter().map(|p| p.0).collect();
     let mut offs: Vec<f64> = pairs.iter().map(|p| p.1).collect();
     let shown = pairs
@@ -1716,7 +1714,7 @@ fn verify_cost_with(
     Ok(t_on)
 }
 
-/// Quartile `q` (1 or 3) of the sorted `v`, by the nearest rank.
+/// Quartile `q` (1 or 3) of `sorted` (in ascending order), by the nearest rank.
 fn quartile(sorted: &[f64], q: usize) -> f64 {
     let rank = (q * sorted.len()).div_ceil(4).max(1);
     sorted[rank - 1]
