@@ -61,7 +61,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlRow};
-use sqlx::{Column, Decode, MySql, Row, TypeInfo, ValueRef};
+use sqlx::{Column, Decode, MySql, Row, TypeInfo};
 
 pub use super::RowDigest;
 use super::{IoRuntime, hash_bytes};
@@ -772,11 +772,9 @@ impl Decoder {
             &mut on_heap
         };
         for (i, slot) in vals.iter_mut().enumerate() {
-            let raw = row.try_get_raw(i).map_err(|e| (i, e.to_string()))?;
-            if raw.is_null() {
+            let Some(bytes) = value_bytes(row, i).map_err(|why| (i, why))? else {
                 continue;
-            }
-            let bytes = <&[u8] as Decode<MySql>>::decode(raw).map_err(|e| (i, e.to_string()))?;
+            };
             *slot = self.cols[i]
                 .convert(bytes, unsigned[i])
                 .map_err(|why| (i, why))?;
@@ -801,6 +799,18 @@ impl Decoder {
     }
 }
 
+/// The bytes of column `i` of `row` as the server sent them; `None` for SQL NULL only.
+///
+/// Not sqlx's `is_null`, which also says NULL for a zero date (`0000-00-00`): a source
+/// holding one would be read as NULL, and a target that stored one in place of a NULL
+/// sent would pass its read-back. The zero date's bytes reach the decoder, which refuses
+/// it as a date, so the row is quarantined with that reason.
+fn value_bytes(row: &MySqlRow, i: usize) -> Result<Option<&[u8]>, String> {
+    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
+    // `decode` fails only where the protocol sent no value at all.
+    Ok(<&[u8] as Decode<MySql>>::decode(raw).ok())
+}
+
 /// A row as a JSON object of its values as the server sent them, for the quarantine:
 /// numbers as numbers, dates and times as their SQL text, text as text (invalid UTF-8
 /// replaced), bytes as hex.
@@ -808,12 +818,10 @@ pub fn row_json(row: &MySqlRow) -> String {
     let mut out = serde_json::Map::new();
     for (i, c) in row.columns().iter().enumerate() {
         let ty = c.type_info().name();
-        let value = match row.try_get_raw(i) {
-            Ok(raw) if !raw.is_null() => match <&[u8] as Decode<MySql>>::decode(raw) {
-                Ok(v) => json_value(v, ty),
-                Err(e) => e.to_string().into(),
-            },
-            _ => serde_json::Value::Null,
+        let value = match value_bytes(row, i) {
+            Ok(Some(v)) => json_value(v, ty),
+            Ok(None) => serde_json::Value::Null,
+            Err(e) => e.into(),
         };
         out.insert(c.name().to_string(), value);
     }
@@ -1073,11 +1081,9 @@ impl RowDigest {
     pub fn add_row(&mut self, row: &MySqlRow) -> Result<(), String> {
         let mut hash = ROW_START;
         for i in 0..row.len() {
-            let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
-            let value = if raw.is_null() {
-                NULL_HASH
-            } else {
-                hash_bytes(<&[u8] as Decode<MySql>>::decode(raw).map_err(|e| e.to_string())?)
+            let value = match value_bytes(row, i)? {
+                Some(bytes) => hash_bytes(bytes),
+                None => NULL_HASH,
             };
             hash = fold(hash, value);
         }

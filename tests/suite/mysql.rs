@@ -869,6 +869,82 @@ big = {{ type = "bigint", expr = "big" }}
 }
 
 #[test]
+fn a_zero_date_in_the_source_is_quarantined_never_read_as_null() {
+    let ws = Workspace::new();
+    let src = MyDb::new("rs_my_zero_date_src");
+    let dst = MyDb::new("rs_my_zero_date_dst");
+    // Legacy tables hold zero dates, which only a non-strict session can still write.
+    src.exec(&format!(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE {s}.events (id INT PRIMARY KEY, happened DATE, at DATETIME);
+         INSERT INTO {s}.events VALUES (1, '2024-02-29', '2024-02-29 12:00:00'),
+           (2, '0000-00-00', '2024-01-01 00:00:00'), (3, '2024-01-02', '0000-00-00 00:00:00'),
+           (4, NULL, NULL)",
+        s = src.q()
+    ));
+    let p = ws.write(
+        "pipelines/events.toml",
+        &format!(
+            r#"name = "events"
+[source]
+url = "{src}"
+table = "events"
+key = "id"
+[target]
+url = "{dst}"
+table = "events"
+[target.columns]
+id = {{ type = "integer", expr = "id", primary_key = true }}
+happened = {{ type = "date", expr = "happened" }}
+at = {{ type = "timestamp", expr = "at" }}
+"#,
+            src = src.url(),
+            dst = dst.url()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let got = dst.rows(&format!(
+        "SELECT CAST(id AS CHAR), CAST(happened AS CHAR), CAST(at AS CHAR) FROM {}.events ORDER BY id",
+        dst.q()
+    ));
+    assert_eq!(
+        got,
+        [
+            ["1", "2024-02-29", "2024-02-29 12:00:00.000000"]
+                .map(String::from)
+                .to_vec(),
+            ["4", "NULL", "NULL"].map(String::from).to_vec(),
+        ]
+    );
+    let rejects = dst.rows(&format!(
+        "SELECT row_key, column_name, reason, JSON_UNQUOTE(JSON_EXTRACT(source_row, '$._unreadable')) FROM {}.events_rejects ORDER BY row_key",
+        dst.q()
+    ));
+    assert_eq!(
+        rejects,
+        [
+            [
+                "2",
+                "happened",
+                "the zero date 0000-00-00 is not a date",
+                r#"{"at":"2024-01-01 00:00:00","happened":"0000-00-00","id":2}"#
+            ]
+            .map(String::from)
+            .to_vec(),
+            [
+                "3",
+                "at",
+                "the zero date 0000-00-00 is not a date",
+                r#"{"at":"0000-00-00 00:00:00","happened":"2024-01-02","id":3}"#
+            ]
+            .map(String::from)
+            .to_vec(),
+        ]
+    );
+}
+
+#[test]
 fn text_keys_are_planned_and_read_back_in_byte_order() {
     let ws = Workspace::new();
     let src = MyDb::new("rs_my_textkey_src");
