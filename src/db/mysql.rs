@@ -228,6 +228,9 @@ pub struct MyColumn {
     pub charset: Option<String>,
     /// Declared `NOT NULL`.
     pub not_null: bool,
+    /// `DATETIME_PRECISION`: the digits of a second a `datetime`, `timestamp` or `time`
+    /// keeps.
+    pub fraction: Option<u64>,
 }
 
 /// The columns of `database.table` (a table or view), or `None` if there is none.
@@ -242,7 +245,8 @@ pub async fn table_columns(
     let rows = sqlx::query(
         "SELECT CAST(COLUMN_NAME AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), CAST(LOWER(COLUMN_TYPE) AS CHAR), \
                 CAST(NUMERIC_PRECISION AS SIGNED), CAST(NUMERIC_SCALE AS SIGNED), \
-                CAST(LOWER(CHARACTER_SET_NAME) AS CHAR), IS_NULLABLE = 'NO' \
+                CAST(LOWER(CHARACTER_SET_NAME) AS CHAR), IS_NULLABLE = 'NO', \
+                CAST(DATETIME_PRECISION AS SIGNED) \
          FROM information_schema.columns WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
     )
     .bind(database)
@@ -263,6 +267,7 @@ pub async fn table_columns(
                 scale: r.try_get::<Option<i64>, _>(4)?.map(|v| v as u64),
                 charset: r.try_get(5)?,
                 not_null: r.try_get::<i64, _>(6)? != 0,
+                fraction: r.try_get::<Option<i64>, _>(7)?.map(|v| v as u64),
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -79,6 +79,9 @@ pub struct MysqlSink {
     /// follow from the value alone: the read-back then compares a [`RowDigest`] of those
     /// bytes with one of the rows sent, without decoding them.
     digest: OnceLock<Option<DigestLayout>>,
+    /// The written columns the table stores more coarsely than declared (see
+    /// [`table::Coarse`]), found by `prepare` or the first commit without it.
+    coarse: OnceLock<Vec<table::Coarse>>,
 }
 
 impl MysqlSink {
@@ -143,6 +146,7 @@ impl MysqlSink {
             packet: OnceLock::new(),
             created_on_resume: AtomicBool::new(false),
             digest: OnceLock::new(),
+            coarse: OnceLock::new(),
         })
     }
 
@@ -238,6 +242,53 @@ impl MysqlSink {
             let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
             Ok(Some(self.count(&mut conn, &self.t()).await?))
         })
+    }
+
+    /// The written columns stored more coarsely than declared in `existing` (`None`: the
+    /// table rowshift created, which has none).
+    fn coarse_of(&self, existing: Option<&[MyColumn]>) -> Vec<table::Coarse> {
+        let Some(existing) = existing else {
+            return Vec::new();
+        };
+        self.columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, ty, ..))| {
+                let c = existing.iter().find(|c| &c.name == name)?;
+                table::Coarse::of(i, *ty, &c.column_type, c.fraction, c.scale)
+            })
+            .collect()
+    }
+
+    /// [`Self::coarse_of`] the table as it is, once per run.
+    fn coarse(&self) -> Result<&[table::Coarse]> {
+        if let Some(c) = self.coarse.get() {
+            return Ok(c);
+        }
+        let pool = self.client.pool()?;
+        let here = self.here();
+        let existing =
+            self.client
+                .io()
+                .block_on(table_columns(pool, &self.database, &self.table, &here))?;
+        Ok(self
+            .coarse
+            .get_or_init(|| self.coarse_of(existing.as_deref())))
+    }
+
+    /// The rows of `batches` that a coarse column would round or cut, refused.
+    fn refuse_coarse(&self, batches: &[RecordBatch]) -> Result<()> {
+        let coarse = self.coarse()?;
+        if coarse.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).collect();
+        let refused = table::coarse_refusals(coarse, &names, batches);
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Refused(refused))
+        }
     }
 
     /// The column type of target column `name`.
@@ -820,6 +871,7 @@ impl Sink for MysqlSink {
                 .await
                 .map_err(db)?;
             let _ = self.digest.set(self.digest_layout(kept.as_deref()));
+            let _ = self.coarse.set(self.coarse_of(kept.as_deref()));
             Ok(())
         })
     }
@@ -957,6 +1009,7 @@ impl Sink for MysqlSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
+        self.refuse_coarse(passing)?;
         let readback = verify
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
@@ -1016,6 +1069,7 @@ impl ChunkWriter for MyChunk<'_> {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,
         };
+        sink.refuse_coarse(&self.batches)?;
         let readback = verify
             .map(|v| sink.chunk_rows(&v.selection, v.key, &self.batches))
             .transpose()?;

@@ -83,6 +83,9 @@ struct TableFacts {
     /// them, when every column's stored type allows: the commit's read-back then asks
     /// for the sum of the hashes over the chunk's rows instead of the rows.
     hasher: Option<RowHasher>,
+    /// The written columns the table stores more coarsely than declared: a
+    /// `timestamp(0)` or a `numeric(10,2)` rounds a finer value without an error.
+    coarse: Vec<table::Coarse>,
 }
 
 impl TableFacts {
@@ -93,6 +96,7 @@ impl TableFacts {
             enums: Vec::new(),
             byte_exact: true,
             hasher: RowHasher::new(&types, None),
+            coarse: Vec::new(),
         }
     }
 
@@ -128,6 +132,25 @@ impl TableFacts {
                 .collect(),
             byte_exact,
             hasher: RowHasher::new(&types, Some(&stored)),
+            coarse: declared
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (name, ty, ..))| {
+                    let c = found.iter().find(|c| &c.name == name)?;
+                    // `atttypmod` is the digits of a second for times and timestamps,
+                    // 4 + (precision << 16 | scale) for a numeric; -1 when unconstrained.
+                    let fraction = matches!(
+                        c.type_name.as_str(),
+                        "timestamp" | "timestamptz" | "time" | "timetz"
+                    )
+                    .then_some(c.typmod)
+                    .filter(|m| *m >= 0)
+                    .map(|m| m as u64);
+                    let scale = (c.type_name == "numeric" && c.typmod >= 4)
+                        .then(|| ((c.typmod - 4) & 0xffff) as u64);
+                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale)
+                })
+                .collect(),
         }
     }
 }
@@ -263,6 +286,21 @@ impl PostgresSink {
         Ok(self
             .facts
             .get_or_init(|| TableFacts::of(&found.unwrap_or_default(), &self.columns)))
+    }
+
+    /// The rows of `batches` that a coarse column would round, refused.
+    fn refuse_coarse(&self, batches: &[RecordBatch]) -> Result<()> {
+        let coarse = &self.facts()?.coarse;
+        if coarse.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).collect();
+        let refused = table::coarse_refusals(coarse, &names, batches);
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Refused(refused))
+        }
     }
 
     /// The column type of target column `name` as keys compare with it: `None` for an
@@ -856,6 +894,7 @@ impl Sink for PostgresSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
+        self.refuse_coarse(passing)?;
         let readback = verify
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
@@ -912,6 +951,7 @@ impl ChunkWriter for PgChunk<'_> {
         let here = sink.here();
         let pool = sink.client.pool()?;
         let facts = sink.facts()?;
+        sink.refuse_coarse(&self.batches)?;
         let replace = match sink.write_mode {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,

@@ -195,6 +195,123 @@ pub(crate) fn primary_key<'c>(
     pk
 }
 
+/// A written column that the existing table stores more coarsely than its declared type
+/// holds values: a `datetime` keeping whole seconds under a `timestamp`, a
+/// `numeric(10,2)` under a `decimal(10,4)`. Neither server refuses a finer value, even in
+/// strict mode: it rounds or cuts it, so the sink refuses the row itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Coarse {
+    /// The column's place among the written columns.
+    pub column: usize,
+    /// The stored type as the catalog shows it.
+    pub shown: String,
+    /// The digits after the point the column keeps: of a second for times and
+    /// timestamps, of the number for decimals.
+    pub digits: u32,
+}
+
+impl Coarse {
+    /// The column at `column` of declared type `ty`, stored as `shown` with `fraction`
+    /// digits of a second (times and timestamps) or `scale` digits (decimals), where the
+    /// catalog has them; `None` when the column keeps every digit the type can carry.
+    pub(crate) fn of(
+        column: usize,
+        ty: ColumnType,
+        shown: &str,
+        fraction: Option<u64>,
+        scale: Option<u64>,
+    ) -> Option<Coarse> {
+        let (kept, declared) = match ty {
+            ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Time => (fraction?, 6),
+            ColumnType::Decimal { scale: s, .. } => (scale?, u64::from(s.max(0).unsigned_abs())),
+            _ => return None,
+        };
+        (kept < declared).then(|| Coarse {
+            column,
+            shown: shown.to_string(),
+            digits: kept as u32,
+        })
+    }
+}
+
+/// The rows of `batches` (counted across them) that hold a value finer than a `coarse`
+/// column keeps, each refused once, for its first such column, with the value and what
+/// the column keeps.
+pub(crate) fn coarse_refusals(
+    coarse: &[Coarse],
+    names: &[&str],
+    batches: &[RecordBatch],
+) -> Vec<super::Refusal> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{
+        DataType, Decimal128Type, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let mut base = 0;
+    for batch in batches {
+        for c in coarse {
+            let a = batch.column(c.column);
+            // The unit of the last digit kept, in the array's own unit.
+            let finer = |unit_digits: u32| -> Option<i128> {
+                unit_digits
+                    .checked_sub(c.digits)
+                    .filter(|d| *d > 0)
+                    .map(|d| 10i128.pow(d))
+            };
+            let lossy: Vec<usize> = match a.data_type() {
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    let Some(step) = finer(6) else { continue };
+                    let v = a.as_primitive::<TimestampMicrosecondType>();
+                    (0..v.len())
+                        .filter(|&r| v.is_valid(r) && i128::from(v.value(r)) % step != 0)
+                        .collect()
+                }
+                DataType::Time64(TimeUnit::Microsecond) => {
+                    let Some(step) = finer(6) else { continue };
+                    let v = a.as_primitive::<Time64MicrosecondType>();
+                    (0..v.len())
+                        .filter(|&r| v.is_valid(r) && i128::from(v.value(r)) % step != 0)
+                        .collect()
+                }
+                DataType::Decimal128(_, s) => {
+                    let Some(step) = finer(u32::from(s.max(&0).unsigned_abs())) else {
+                        continue;
+                    };
+                    let v = a.as_primitive::<Decimal128Type>();
+                    (0..v.len())
+                        .filter(|&r| v.is_valid(r) && v.value(r) % step != 0)
+                        .collect()
+                }
+                _ => continue,
+            };
+            let name = names[c.column];
+            for r in lossy {
+                let std::collections::btree_map::Entry::Vacant(slot) = out.entry(base + r) else {
+                    continue;
+                };
+                let value = crate::transform::cell_text(batch, c.column, r);
+                let kept = match a.data_type() {
+                    DataType::Decimal128(..) => format!("{} decimal places", c.digits),
+                    _ if c.digits == 0 => "whole seconds".to_string(),
+                    _ => format!("{} digits of a second", c.digits),
+                };
+                slot.insert(super::Refusal {
+                    row: base + r,
+                    column: Some(name.to_string()),
+                    reason: format!(
+                        "column {name} is {}, which keeps {kept}: {} would be rounded or cut",
+                        c.shown,
+                        value.as_deref().unwrap_or("the value")
+                    ),
+                    detail: value,
+                });
+            }
+        }
+        base += batch.num_rows();
+    }
+    out.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +340,98 @@ mod tests {
         assert_eq!(
             primary_key(&columns, Some(&other)),
             ["n", "extra", "region"]
+        );
+    }
+
+    #[test]
+    fn values_finer_than_a_coarse_column_keeps_are_refused_once_per_row() {
+        use std::sync::Arc;
+
+        use arrow::array::{Decimal128Array, Time64MicrosecondArray, TimestampMicrosecondArray};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("amount", DataType::Decimal128(10, 4), true),
+            Field::new("took", DataType::Time64(TimeUnit::Microsecond), true),
+        ]));
+        let batch = |at: Vec<Option<i64>>, amount: Vec<Option<i128>>, took: Vec<Option<i64>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(TimestampMicrosecondArray::from(at)),
+                    Arc::new(
+                        Decimal128Array::from(amount)
+                            .with_precision_and_scale(10, 4)
+                            .unwrap(),
+                    ),
+                    Arc::new(Time64MicrosecondArray::from(took)),
+                ],
+            )
+            .unwrap()
+        };
+        let types = [
+            ColumnType::Timestamp,
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 4,
+            },
+            ColumnType::Time,
+        ];
+        let coarse: Vec<Coarse> = [(Some(0), None), (None, Some(2)), (Some(3), None)]
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (fraction, scale))| Coarse::of(i, types[i], "t", fraction, scale))
+            .collect();
+        assert_eq!(coarse.len(), 3);
+        // A column that keeps what the type carries is not coarse.
+        assert_eq!(
+            Coarse::of(0, ColumnType::Timestamp, "t", Some(6), None),
+            None
+        );
+        assert_eq!(Coarse::of(1, types[1], "t", None, Some(4)), None);
+        assert_eq!(Coarse::of(0, ColumnType::BigInt, "t", Some(0), None), None);
+
+        let second = 1_000_000;
+        let batches = [
+            batch(
+                // Whole seconds, before 1970 too, and NULL pass.
+                vec![Some(0), Some(-second), None, Some(-second / 2)],
+                vec![Some(12_300), None, Some(5), Some(1)],
+                vec![Some(1_000), Some(1), None, None],
+            ),
+            batch(
+                vec![Some(7 * second)],
+                vec![Some(-99_900)],
+                vec![Some(86_399_999_000)],
+            ),
+        ];
+        let refused = coarse_refusals(&coarse, &["at", "amount", "took"], &batches);
+        let got: Vec<(usize, Option<&str>, Option<&str>)> = refused
+            .iter()
+            .map(|r| (r.row, r.column.as_deref(), r.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // 0.000001 s into a time kept to milliseconds.
+                (1, Some("took"), Some("00:00:00.000001")),
+                // 0.0005 into two decimal places.
+                (2, Some("amount"), Some("0.0005")),
+                // Half a second and 0.0001 in one row: refused once, for the first.
+                (3, Some("at"), Some("1969-12-31T23:59:59.500")),
+            ]
+        );
+        assert_eq!(
+            refused[0].reason,
+            "column took is t, which keeps 3 digits of a second: 00:00:00.000001 would be rounded or cut"
+        );
+        assert_eq!(
+            refused[1].reason,
+            "column amount is t, which keeps 2 decimal places: 0.0005 would be rounded or cut"
+        );
+        assert_eq!(
+            refused[2].reason,
+            "column at is t, which keeps whole seconds: 1969-12-31T23:59:59.500 would be rounded or cut"
         );
     }
 }
