@@ -230,6 +230,27 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         }
     }
     let location = |row: usize| locate_row(plan.source.as_ref(), &batch, row, &positional);
+    // Rows the target would refuse before they are sent (values finer than an existing
+    // column keeps) are rejects in a run too.
+    let refused = sink.refusals_before_sending(std::slice::from_ref(&p.out.batch))?;
+    let mut refused_rows = std::collections::HashSet::new();
+    if !refused.is_empty() {
+        let mut rows = p
+            .out
+            .rows
+            .clone()
+            .unwrap_or_else(|| (0..p.out.batch.num_rows()).collect());
+        for r in &refused {
+            refused_rows.insert(rows[r.row]);
+            p.rejects
+                .push(super::refusal_failure(r, location(rows[r.row])));
+        }
+        let drop: Vec<usize> = refused.iter().map(|r| r.row).collect();
+        super::take_out(&mut p.out.batch, &mut rows, &drop)?;
+        p.out.rows = Some(rows);
+        p.counts.written -= refused.len() as u64;
+        p.counts.rejected += refused.len() as u64;
+    }
     let elapsed = sample_started.elapsed().as_secs_f64();
     // Rows read, not rows kept: a random sample reads every row to keep a few, and the
     // estimate is for reading them all.
@@ -276,7 +297,9 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
                 .collect(),
         })
         .collect();
-    let rejected: std::collections::HashSet<usize> = p.out.rejects.iter().map(|r| r.row).collect();
+    let mut rejected: std::collections::HashSet<usize> =
+        p.out.rejects.iter().map(|r| r.row).collect();
+    rejected.extend(refused_rows);
     let passed: std::collections::HashSet<usize> = input_rows.iter().copied().collect();
     let filtered = (0..batch.num_rows())
         .filter(|r| !passed.contains(r) && !rejected.contains(r))

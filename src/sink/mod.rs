@@ -88,6 +88,13 @@ pub trait Sink: Send + Sync {
         false
     }
 
+    /// The rows of `batches` (counted across them) that the sink would refuse before
+    /// sending them, as a run's commit does: values finer than an existing column keeps.
+    /// Reads the target's catalog, never its rows; a dry run shows them as rejects.
+    fn refusals_before_sending(&self, _batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
+        Ok(Vec::new())
+    }
+
     /// Starts writing one chunk. Nothing becomes visible until [`ChunkWriter::commit`].
     fn open_chunk(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter + '_>>;
 

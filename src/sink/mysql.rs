@@ -28,7 +28,7 @@ use futures::TryStreamExt;
 use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
 use sqlx::{MySql, Row};
 
-use super::{ChunkWriter, Committed, Prepare, Sink, refuse, table};
+use super::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, MyStore, my_mark_done};
@@ -276,19 +276,14 @@ impl MysqlSink {
             .get_or_init(|| self.coarse_of(existing.as_deref())))
     }
 
-    /// The rows of `batches` that a coarse column would round or cut, refused.
-    fn refuse_coarse(&self, batches: &[RecordBatch]) -> Result<()> {
+    /// The rows of `batches` that a coarse column would round or cut.
+    fn coarse_refusals(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
         let coarse = self.coarse()?;
         if coarse.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let names: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).collect();
-        let refused = table::coarse_refusals(coarse, &names, batches);
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Refused(refused))
-        }
+        Ok(table::coarse_refusals(coarse, &names, batches))
     }
 
     /// The column type of target column `name`.
@@ -800,6 +795,10 @@ impl Sink for MysqlSink {
         true
     }
 
+    fn refusals_before_sending(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
+        self.coarse_refusals(batches)
+    }
+
     fn describe(&self) -> String {
         self.here()
     }
@@ -1009,7 +1008,7 @@ impl Sink for MysqlSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
-        self.refuse_coarse(passing)?;
+        table::refuse(self.coarse_refusals(passing)?)?;
         let readback = verify
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
@@ -1069,7 +1068,7 @@ impl ChunkWriter for MyChunk<'_> {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,
         };
-        sink.refuse_coarse(&self.batches)?;
+        table::refuse(sink.coarse_refusals(&self.batches)?)?;
         let readback = verify
             .map(|v| sink.chunk_rows(&v.selection, v.key, &self.batches))
             .transpose()?;

@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use super::{ChunkWriter, Committed, Prepare, Sink, refuse, table};
+use super::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{ReadBack, Selection};
 use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
@@ -288,19 +288,14 @@ impl PostgresSink {
             .get_or_init(|| TableFacts::of(&found.unwrap_or_default(), &self.columns)))
     }
 
-    /// The rows of `batches` that a coarse column would round, refused.
-    fn refuse_coarse(&self, batches: &[RecordBatch]) -> Result<()> {
+    /// The rows of `batches` that a coarse column would round or cut.
+    fn coarse_refusals(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
         let coarse = &self.facts()?.coarse;
         if coarse.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let names: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).collect();
-        let refused = table::coarse_refusals(coarse, &names, batches);
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Refused(refused))
-        }
+        Ok(table::coarse_refusals(coarse, &names, batches))
     }
 
     /// The column type of target column `name` as keys compare with it: `None` for an
@@ -691,6 +686,10 @@ impl Sink for PostgresSink {
         true
     }
 
+    fn refusals_before_sending(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
+        self.coarse_refusals(batches)
+    }
+
     fn describe(&self) -> String {
         self.here()
     }
@@ -894,7 +893,7 @@ impl Sink for PostgresSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
-        self.refuse_coarse(passing)?;
+        table::refuse(self.coarse_refusals(passing)?)?;
         let readback = verify
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
@@ -951,7 +950,7 @@ impl ChunkWriter for PgChunk<'_> {
         let here = sink.here();
         let pool = sink.client.pool()?;
         let facts = sink.facts()?;
-        sink.refuse_coarse(&self.batches)?;
+        table::refuse(sink.coarse_refusals(&self.batches)?)?;
         let replace = match sink.write_mode {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,

@@ -298,10 +298,11 @@ pub(crate) fn coarse_refusals(
                 slot.insert(super::Refusal {
                     row: base + r,
                     column: Some(name.to_string()),
+                    // The value is the refusal's detail: without it, the reason groups
+                    // the column's refusals in the summary.
                     reason: format!(
-                        "column {name} is {}, which keeps {kept}: {} would be rounded or cut",
-                        c.shown,
-                        value.as_deref().unwrap_or("the value")
+                        "column {name} is {}, which keeps {kept}: a finer value would be rounded or cut",
+                        c.shown
                     ),
                     detail: value,
                 });
@@ -310,6 +311,16 @@ pub(crate) fn coarse_refusals(
         base += batch.num_rows();
     }
     out.into_values().collect()
+}
+
+/// `Ok` when nothing is `refused`, else the error that has the run quarantine the
+/// refused rows and commit the chunk again without them.
+pub(crate) fn refuse(refused: Vec<super::Refusal>) -> Result<()> {
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Refused(refused))
+    }
 }
 
 #[cfg(test)]
@@ -423,15 +434,15 @@ mod tests {
         );
         assert_eq!(
             refused[0].reason,
-            "column took is t, which keeps 3 digits of a second: 00:00:00.000001 would be rounded or cut"
+            "column took is t, which keeps 3 digits of a second: a finer value would be rounded or cut"
         );
         assert_eq!(
             refused[1].reason,
-            "column amount is t, which keeps 2 decimal places: 0.0005 would be rounded or cut"
+            "column amount is t, which keeps 2 decimal places: a finer value would be rounded or cut"
         );
         assert_eq!(
             refused[2].reason,
-            "column at is t, which keeps whole seconds: 1969-12-31T23:59:59.500 would be rounded or cut"
+            "column at is t, which keeps whole seconds: a finer value would be rounded or cut"
         );
     }
 }

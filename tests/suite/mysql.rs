@@ -1531,19 +1531,19 @@ took = {{ type = "time", expr = "took" }}
                 "2",
                 "at",
                 "2024-01-01T12:00:00.600",
-                "the target refused the row: column at is datetime, which keeps whole seconds: 2024-01-01T12:00:00.600 would be rounded or cut"
+                "the target refused the row: column at is datetime, which keeps whole seconds: a finer value would be rounded or cut"
             ],
             [
                 "3",
                 "amount",
                 "1.0050",
-                "the target refused the row: column amount is decimal(10,2), which keeps 2 decimal places: 1.0050 would be rounded or cut"
+                "the target refused the row: column amount is decimal(10,2), which keeps 2 decimal places: a finer value would be rounded or cut"
             ],
             [
                 "4",
                 "took",
                 "08:00:00.123400",
-                "the target refused the row: column took is time(3), which keeps 3 digits of a second: 08:00:00.123400 would be rounded or cut"
+                "the target refused the row: column took is time(3), which keeps 3 digits of a second: a finer value would be rounded or cut"
             ],
         ]
     );

@@ -1908,6 +1908,21 @@ took = {{ type = "time", expr = "took" }}
             schema = dst.toml()
         ),
     );
+    // A dry run shows the same refusals and writes nothing.
+    let dry = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(dry.code, 1, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("sample: 5 rows read, 2 would be written, 0 filtered out, 3 rejected"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("coarse.csv line 3 (id=2), column at, value '2024-01-01T12:00:00.600': the target refused the row: column at is timestamp(0) without time zone, which keeps whole seconds: a finer value would be rounded or cut"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(dst.count("payments"), 0);
     let out = ws.rowshift(&["run", &p, "--quiet"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(
@@ -1930,19 +1945,19 @@ took = {{ type = "time", expr = "took" }}
                 "2",
                 "at",
                 "2024-01-01T12:00:00.600",
-                "the target refused the row: column at is timestamp(0) without time zone, which keeps whole seconds: 2024-01-01T12:00:00.600 would be rounded or cut"
+                "the target refused the row: column at is timestamp(0) without time zone, which keeps whole seconds: a finer value would be rounded or cut"
             ],
             [
                 "3",
                 "amount",
                 "1.0050",
-                "the target refused the row: column amount is numeric(10,2), which keeps 2 decimal places: 1.0050 would be rounded or cut"
+                "the target refused the row: column amount is numeric(10,2), which keeps 2 decimal places: a finer value would be rounded or cut"
             ],
             [
                 "4",
                 "took",
                 "08:00:00.123400",
-                "the target refused the row: column took is time(3) without time zone, which keeps 3 digits of a second: 08:00:00.123400 would be rounded or cut"
+                "the target refused the row: column took is time(3) without time zone, which keeps 3 digits of a second: a finer value would be rounded or cut"
             ],
         ]
     );
