@@ -255,7 +255,14 @@ impl MysqlSink {
             .enumerate()
             .filter_map(|(i, (name, ty, ..))| {
                 let c = existing.iter().find(|c| &c.name == name)?;
-                table::Coarse::of(i, *ty, &c.column_type, c.fraction, c.scale)
+                table::Coarse::of(
+                    i,
+                    *ty,
+                    &c.column_type,
+                    c.fraction,
+                    c.scale,
+                    c.data_type == "float",
+                )
             })
             .collect()
     }

@@ -148,7 +148,7 @@ impl TableFacts {
                     .map(|m| m as u64);
                     let scale = (c.type_name == "numeric" && c.typmod >= 4)
                         .then(|| ((c.typmod - 4) & 0xffff) as u64);
-                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale)
+                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, false)
                 })
                 .collect(),
         }

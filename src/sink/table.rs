@@ -197,39 +197,56 @@ pub(crate) fn primary_key<'c>(
 
 /// A written column that the existing table stores more coarsely than its declared type
 /// holds values: a `datetime` keeping whole seconds under a `timestamp`, a
-/// `numeric(10,2)` under a `decimal(10,4)`. Neither server refuses a finer value, even in
-/// strict mode: it rounds or cuts it, so the sink refuses the row itself.
+/// `numeric(10,2)` under a `decimal(10,4)`, MySQL's single-precision `float` under a
+/// `double`. Neither server refuses a finer value, even in strict mode: it rounds or cuts
+/// it, so the sink refuses the row itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Coarse {
     /// The column's place among the written columns.
     pub column: usize,
     /// The stored type as the catalog shows it.
     pub shown: String,
-    /// The digits after the point the column keeps: of a second for times and
-    /// timestamps, of the number for decimals.
-    pub digits: u32,
+    /// What the column keeps of a value.
+    pub keeps: Keeps,
+}
+
+/// What a [`Coarse`] column keeps of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keeps {
+    /// The digits after the point: of a second for times and timestamps, of the number
+    /// for decimals.
+    Digits(u32),
+    /// A 32-bit float's precision.
+    Single,
 }
 
 impl Coarse {
     /// The column at `column` of declared type `ty`, stored as `shown` with `fraction`
     /// digits of a second (times and timestamps) or `scale` digits (decimals), where the
-    /// catalog has them; `None` when the column keeps every digit the type can carry.
+    /// catalog has them; `single` when it stores a 32-bit float. `None` when the column
+    /// keeps every digit the type can carry.
     pub(crate) fn of(
         column: usize,
         ty: ColumnType,
         shown: &str,
         fraction: Option<u64>,
         scale: Option<u64>,
+        single: bool,
     ) -> Option<Coarse> {
-        let (kept, declared) = match ty {
-            ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Time => (fraction?, 6),
-            ColumnType::Decimal { scale: s, .. } => (scale?, u64::from(s.max(0).unsigned_abs())),
-            _ => return None,
-        };
-        (kept < declared).then(|| Coarse {
+        let keeps = match ty {
+            ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Time => {
+                fraction.filter(|&f| f < 6).map(|f| Keeps::Digits(f as u32))
+            }
+            ColumnType::Decimal { scale: s, .. } => scale
+                .filter(|&kept| kept < u64::from(s.max(0).unsigned_abs()))
+                .map(|kept| Keeps::Digits(kept as u32)),
+            ColumnType::Double => single.then_some(Keeps::Single),
+            _ => None,
+        }?;
+        Some(Coarse {
             column,
             shown: shown.to_string(),
-            digits: kept as u32,
+            keeps,
         })
     }
 }
@@ -244,7 +261,8 @@ pub(crate) fn coarse_refusals(
 ) -> Vec<super::Refusal> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{
-        DataType, Decimal128Type, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+        DataType, Decimal128Type, Float64Type, Time64MicrosecondType, TimeUnit,
+        TimestampMicrosecondType,
     };
     let mut out = std::collections::BTreeMap::new();
     let mut base = 0;
@@ -253,12 +271,25 @@ pub(crate) fn coarse_refusals(
             let a = batch.column(c.column);
             // The unit of the last digit kept, in the array's own unit.
             let finer = |unit_digits: u32| -> Option<i128> {
+                let Keeps::Digits(kept) = c.keeps else {
+                    return None;
+                };
                 unit_digits
-                    .checked_sub(c.digits)
+                    .checked_sub(kept)
                     .filter(|d| *d > 0)
                     .map(|d| 10i128.pow(d))
             };
             let lossy: Vec<usize> = match a.data_type() {
+                DataType::Float64 if c.keeps == Keeps::Single => {
+                    let v = a.as_primitive::<Float64Type>();
+                    // NaN and the infinities are the server's to refuse.
+                    (0..v.len())
+                        .filter(|&r| {
+                            let x = v.value(r);
+                            v.is_valid(r) && x.is_finite() && f64::from(x as f32) != x
+                        })
+                        .collect()
+                }
                 DataType::Timestamp(TimeUnit::Microsecond, _) => {
                     let Some(step) = finer(6) else { continue };
                     let v = a.as_primitive::<TimestampMicrosecondType>();
@@ -290,10 +321,11 @@ pub(crate) fn coarse_refusals(
                     continue;
                 };
                 let value = crate::transform::cell_text(batch, c.column, r);
-                let kept = match a.data_type() {
-                    DataType::Decimal128(..) => format!("{} decimal places", c.digits),
-                    _ if c.digits == 0 => "whole seconds".to_string(),
-                    _ => format!("{} digits of a second", c.digits),
+                let kept = match (c.keeps, a.data_type()) {
+                    (Keeps::Single, _) => "single precision".to_string(),
+                    (Keeps::Digits(d), DataType::Decimal128(..)) => format!("{d} decimal places"),
+                    (Keeps::Digits(0), _) => "whole seconds".to_string(),
+                    (Keeps::Digits(d), _) => format!("{d} digits of a second"),
                 };
                 slot.insert(super::Refusal {
                     row: base + r,
@@ -391,16 +423,22 @@ mod tests {
         let coarse: Vec<Coarse> = [(Some(0), None), (None, Some(2)), (Some(3), None)]
             .into_iter()
             .enumerate()
-            .filter_map(|(i, (fraction, scale))| Coarse::of(i, types[i], "t", fraction, scale))
+            .filter_map(|(i, (fraction, scale))| {
+                Coarse::of(i, types[i], "t", fraction, scale, false)
+            })
             .collect();
         assert_eq!(coarse.len(), 3);
         // A column that keeps what the type carries is not coarse.
         assert_eq!(
-            Coarse::of(0, ColumnType::Timestamp, "t", Some(6), None),
+            Coarse::of(0, ColumnType::Timestamp, "t", Some(6), None, false),
             None
         );
-        assert_eq!(Coarse::of(1, types[1], "t", None, Some(4)), None);
-        assert_eq!(Coarse::of(0, ColumnType::BigInt, "t", Some(0), None), None);
+        assert_eq!(Coarse::of(1, types[1], "t", None, Some(4), false), None);
+        assert_eq!(
+            Coarse::of(0, ColumnType::BigInt, "t", Some(0), None, false),
+            None
+        );
+        assert_eq!(Coarse::of(0, ColumnType::Real, "t", None, None, true), None);
 
         let second = 1_000_000;
         let batches = [
@@ -443,6 +481,38 @@ mod tests {
         assert_eq!(
             refused[2].reason,
             "column at is t, which keeps whole seconds: a finer value would be rounded or cut"
+        );
+    }
+
+    #[test]
+    fn a_double_finer_than_a_single_precision_column_is_refused() {
+        use std::sync::Arc;
+
+        use arrow::array::Float64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("r", DataType::Float64, true)]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Float64Array::from(vec![
+                Some(0.5),
+                Some(0.1),
+                None,
+                Some(f64::NAN),
+                Some(1e300),
+                Some(-3.0),
+            ]))],
+        )
+        .unwrap();
+        let coarse = [Coarse::of(0, ColumnType::Double, "float", None, None, true).unwrap()];
+        let refused = coarse_refusals(&coarse, &["r"], &[batch]);
+        let got: Vec<(usize, Option<&str>)> = refused
+            .iter()
+            .map(|r| (r.row, r.detail.as_deref()))
+            .collect();
+        assert_eq!(got, [(1, Some("0.1")), (4, Some("1e300"))]);
+        assert_eq!(
+            refused[0].reason,
+            "column r is float, which keeps single precision: a finer value would be rounded or cut"
         );
     }
 }
