@@ -674,9 +674,11 @@ fn run_chunk_claiming(
         let refused = match result {
             Ok(c) => break c,
             // The rows the target refused join the quarantine, and the chunk is written
-            // again without them. A second round only happens if the table changed
-            // under the run (another writer's rows); a third is not tried.
-            Err(Error::Refused(refused)) if refusable && rounds < 2 => refused,
+            // again without them. The sink may refuse values a column cannot keep before
+            // sending anything, and the server what it refuses in the next round; one
+            // more only happens if the table changed under the run (another writer's
+            // rows), and a fourth is not tried.
+            Err(Error::Refused(refused)) if refusable && rounds < 3 => refused,
             Err(e) => {
                 shared.rejected_total.fetch_sub(counted, Ordering::SeqCst);
                 return Err(wrap(e));

@@ -179,8 +179,9 @@ fn requeue_with(
                     report.gone += gone;
                 }
                 // Rows the target still refuses stay in the quarantine with its reason;
-                // the others are written.
-                Err(Error::Refused(refused)) if rounds < 2 => {
+                // the others are written. As in a run: the sink's own refusals, the
+                // server's, and one more round if the table changed meanwhile.
+                Err(Error::Refused(refused)) if rounds < 3 => {
                     rounds += 1;
                     for r in &refused {
                         let row = rows[r.row];

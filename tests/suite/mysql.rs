@@ -1479,10 +1479,11 @@ fn values_finer_than_an_existing_column_keeps_are_quarantined_not_cut() {
     // Even in strict mode MariaDB cuts a finer datetime or time and rounds a finer
     // decimal without an error, so rowshift refuses such rows itself, read-back or not.
     dst.exec(&format!(
-        "CREATE TABLE {}.payments (id BIGINT PRIMARY KEY, at DATETIME, amount DECIMAL(10,2), took TIME(3))",
+        "CREATE TABLE {}.payments (id BIGINT PRIMARY KEY, at DATETIME, amount DECIMAL(10,2), took TIME(3),
+           CONSTRAINT small CHECK (amount < 100))",
         dst.q()
     ));
-    ws.write("samples/coarse.csv", "id,at,amount,took\n1,2024-01-01 12:00:00,1.50,08:00:00.123\n2,2024-01-01 12:00:00.6,2.00,08:00:00\n3,2024-01-01 12:00:00,1.005,08:00:00\n4,2024-01-01 12:00:00,4.00,08:00:00.1234\n5,,,\n");
+    ws.write("samples/coarse.csv", "id,at,amount,took\n1,2024-01-01 12:00:00,1.50,08:00:00.123\n2,2024-01-01 12:00:00.6,2.00,08:00:00\n3,2024-01-01 12:00:00,1.005,08:00:00\n4,2024-01-01 12:00:00,4.00,08:00:00.1234\n5,,,\n6,2024-01-01 12:00:00,500.00,08:00:00\n");
     let p = ws.write(
         "pipelines/coarse.toml",
         &format!(
@@ -1544,6 +1545,16 @@ took = {{ type = "time", expr = "took" }}
                 "took",
                 "08:00:00.123400",
                 "the target refused the row: column took is time(3), which keeps 3 digits of a second: a finer value would be rounded or cut"
+            ],
+            // A row the server refuses in the same chunk joins them in the next round.
+            [
+                "6",
+                "NULL",
+                "NULL",
+                &format!(
+                    "the target refused the row: CONSTRAINT `small` failed for `{}`.`payments`",
+                    dst.name
+                ),
             ],
         ]
     );
