@@ -285,12 +285,11 @@ impl MysqlSink {
 
     /// The rows of `batches` that a coarse column would round or cut.
     fn coarse_refusals(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
-        let coarse = self.coarse()?;
-        if coarse.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).collect();
-        Ok(table::coarse_refusals(coarse, &names, batches))
+        Ok(table::coarse_refusals(
+            self.coarse()?,
+            &self.columns,
+            batches,
+        ))
     }
 
     /// The column type of target column `name`.

@@ -290,12 +290,11 @@ impl PostgresSink {
 
     /// The rows of `batches` that a coarse column would round or cut.
     fn coarse_refusals(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
-        let coarse = &self.facts()?.coarse;
-        if coarse.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names: Vec<&str> = self.columns.iter().map(|c| c.0.as_str()).collect();
-        Ok(table::coarse_refusals(coarse, &names, batches))
+        Ok(table::coarse_refusals(
+            &self.facts()?.coarse,
+            &self.columns,
+            batches,
+        ))
     }
 
     /// The column type of target column `name` as keys compare with it: `None` for an

@@ -256,7 +256,7 @@ impl Coarse {
 /// the column keeps.
 pub(crate) fn coarse_refusals(
     coarse: &[Coarse],
-    names: &[&str],
+    columns: &[(String, ColumnType, bool, bool)],
     batches: &[RecordBatch],
 ) -> Vec<super::Refusal> {
     use arrow::array::{Array, AsArray};
@@ -315,7 +315,7 @@ pub(crate) fn coarse_refusals(
                 }
                 _ => continue,
             };
-            let name = names[c.column];
+            let name = columns[c.column].0.as_str();
             for r in lossy {
                 let std::collections::btree_map::Entry::Vacant(slot) = out.entry(base + r) else {
                     continue;
@@ -454,7 +454,9 @@ mod tests {
                 vec![Some(86_399_999_000)],
             ),
         ];
-        let refused = coarse_refusals(&coarse, &["at", "amount", "took"], &batches);
+        let columns =
+            ["at", "amount", "took"].map(|n| (n.to_string(), ColumnType::Text, true, false));
+        let refused = coarse_refusals(&coarse, &columns, &batches);
         let got: Vec<(usize, Option<&str>, Option<&str>)> = refused
             .iter()
             .map(|r| (r.row, r.column.as_deref(), r.detail.as_deref()))
@@ -504,7 +506,11 @@ mod tests {
         )
         .unwrap();
         let coarse = [Coarse::of(0, ColumnType::Double, "float", None, None, true).unwrap()];
-        let refused = coarse_refusals(&coarse, &["r"], &[batch]);
+        let refused = coarse_refusals(
+            &coarse,
+            &[("r".to_string(), ColumnType::Double, true, false)],
+            &[batch],
+        );
         let got: Vec<(usize, Option<&str>)> = refused
             .iter()
             .map(|r| (r.row, r.detail.as_deref()))

@@ -298,3 +298,72 @@ impl<DB: sqlx::Database> Drop for ServerDb<DB> {
         }
     }
 }
+
+/// Appends `samples/coarse.csv` (`extra` rows after its five) to the table `payments` of
+/// `target` (its `[target]` lines besides `table`), read-back off, and returns the
+/// pipeline's path. Rows 2, 3 and 4 hold a value finer than a table of `at` in whole
+/// seconds, `amount` in 2 decimal places and `took` in milliseconds keeps.
+pub fn coarse_pipeline(ws: &Workspace, extra: &str, target: &str) -> String {
+    ws.write(
+        "samples/coarse.csv",
+        &format!(
+            "id,at,amount,took\n1,2024-01-01 12:00:00,1.50,08:00:00.123\n2,2024-01-01 12:00:00.6,2.00,08:00:00\n3,2024-01-01 12:00:00,1.005,08:00:00\n4,2024-01-01 12:00:00,4.00,08:00:00.1234\n5,,,\n{extra}"
+        ),
+    );
+    ws.write(
+        "pipelines/coarse.toml",
+        &format!(
+            r#"name = "coarse"
+verify = "off"
+[source]
+url = "../samples/coarse.csv"
+key = "id"
+[source.types]
+id = "bigint"
+at = "timestamp"
+amount = "numeric(10,4)"
+took = "time"
+[target]
+{target}
+table = "payments"
+if_exists = "append"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+at = {{ type = "timestamp", expr = "at" }}
+amount = {{ type = "numeric(10,4)", expr = "amount" }}
+took = {{ type = "time", expr = "took" }}
+"#
+        ),
+    )
+}
+
+/// The quarantine rows (`row_key`, `column_name`, `value`, `reason`) that
+/// [`coarse_pipeline`]'s rows 2 to 4 leave, with the table's column types as its catalog
+/// shows them.
+pub fn coarse_rejects(at: &str, amount: &str, took: &str) -> Vec<Vec<String>> {
+    let reason = |name: &str, shown: &str, keeps: &str| {
+        format!(
+            "the target refused the row: column {name} is {shown}, which keeps {keeps}: a finer value would be rounded or cut"
+        )
+    };
+    vec![
+        vec![
+            "2".into(),
+            "at".into(),
+            "2024-01-01T12:00:00.600".into(),
+            reason("at", at, "whole seconds"),
+        ],
+        vec![
+            "3".into(),
+            "amount".into(),
+            "1.0050".into(),
+            reason("amount", amount, "2 decimal places"),
+        ],
+        vec![
+            "4".into(),
+            "took".into(),
+            "08:00:00.123400".into(),
+            reason("took", took, "3 digits of a second"),
+        ],
+    ]
+}

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{ServerDb, Workspace, parquet_rows, sqlite_rows};
+use crate::common::{
+    ServerDb, Workspace, coarse_pipeline, coarse_rejects, parquet_rows, sqlite_rows,
+};
 
 fn pg_url() -> String {
     std::env::var("ROWSHIFT_PG_URL")
@@ -1879,34 +1881,10 @@ fn values_finer_than_an_existing_column_keeps_are_quarantined_not_rounded() {
         "CREATE TABLE {}.payments (id bigint PRIMARY KEY, at timestamp(0), amount numeric(10,2), took time(3))",
         dst.q()
     ));
-    ws.write("samples/coarse.csv", "id,at,amount,took\n1,2024-01-01 12:00:00,1.50,08:00:00.123\n2,2024-01-01 12:00:00.6,2.00,08:00:00\n3,2024-01-01 12:00:00,1.005,08:00:00\n4,2024-01-01 12:00:00,4.00,08:00:00.1234\n5,,,\n");
-    let p = ws.write(
-        "pipelines/coarse.toml",
-        &format!(
-            r#"name = "coarse"
-verify = "off"
-[source]
-url = "../samples/coarse.csv"
-key = "id"
-[source.types]
-id = "bigint"
-at = "timestamp"
-amount = "numeric(10,4)"
-took = "time"
-[target]
-url = "{url}"
-schema = {schema}
-table = "payments"
-if_exists = "append"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-at = {{ type = "timestamp", expr = "at" }}
-amount = {{ type = "numeric(10,4)", expr = "amount" }}
-took = {{ type = "time", expr = "took" }}
-"#,
-            url = pg_url(),
-            schema = dst.toml()
-        ),
+    let p = coarse_pipeline(
+        &ws,
+        "",
+        &format!("url = \"{}\"\nschema = {}", pg_url(), dst.toml()),
     );
     // A dry run shows the same refusals and writes nothing.
     let dry = ws.rowshift(&["dry-run", &p]);
@@ -1940,25 +1918,10 @@ took = {{ type = "time", expr = "took" }}
             "SELECT row_key, column_name, value, reason FROM {}.payments_rejects ORDER BY row_key",
             dst.q()
         )),
-        [
-            [
-                "2",
-                "at",
-                "2024-01-01T12:00:00.600",
-                "the target refused the row: column at is timestamp(0) without time zone, which keeps whole seconds: a finer value would be rounded or cut"
-            ],
-            [
-                "3",
-                "amount",
-                "1.0050",
-                "the target refused the row: column amount is numeric(10,2), which keeps 2 decimal places: a finer value would be rounded or cut"
-            ],
-            [
-                "4",
-                "took",
-                "08:00:00.123400",
-                "the target refused the row: column took is time(3) without time zone, which keeps 3 digits of a second: a finer value would be rounded or cut"
-            ],
-        ]
+        coarse_rejects(
+            "timestamp(0) without time zone",
+            "numeric(10,2)",
+            "time(3) without time zone"
+        )
     );
 }
