@@ -39,7 +39,7 @@ use crate::db::decode::{
     BatchBuilder, Bind, KeyCols, Kind, RawConn, RawError, StoredSum, bind_key,
 };
 use crate::db::keyset::{KeySql, marks};
-use crate::db::sqlite::{Access, connect, table_columns};
+use crate::db::sqlite::{Access, Affinity, TableColumn, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::KeyValue;
 use crate::plan::{Chunk, TargetKey};
@@ -117,6 +117,35 @@ impl SqliteSink {
             ledger: OnceLock::new(),
             defer: AtomicBool::new(false),
         })
+    }
+
+    /// Refuses an existing table whose column affinity would convert the values of a
+    /// declared type as they are stored: SQLite does that without an error, even in a
+    /// `STRICT` table, so a read-back would fail the chunk and no read-back would let it
+    /// pass.
+    fn check_affinities(&self, existing: &[TableColumn]) -> Result<()> {
+        for (name, ty, ..) in &self.columns {
+            let Some(found) = existing.iter().find(|c| &c.name == name) else {
+                continue;
+            };
+            let affinity = Affinity::of(&found.decl);
+            if let Some(why) = affinity.converts(*ty) {
+                let decl = if found.decl.is_empty() {
+                    "untyped".to_string()
+                } else {
+                    found.decl.clone()
+                };
+                return Err(Error::data(
+                    &self.here(),
+                    format!(
+                        "column {name} is {decl} in the existing table, and its {} affinity {why}; declare a type of its kind or let rowshift create the table (it makes {ty} columns {})",
+                        affinity.name(),
+                        ty.sqlite_decl()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The `CREATE TABLE` statement for the declared columns.
@@ -666,6 +695,7 @@ impl Sink for SqliteSink {
                 } else {
                     let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
                     table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
+                    self.check_affinities(&existing)?;
                 }
             }
             if table_columns(pool, &self.table, &here).await?.is_none() {
