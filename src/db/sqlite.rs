@@ -224,9 +224,9 @@ impl Affinity {
                 Some("stores integers as floats, rounding those beyond 2^53")
             }
             (T::SmallInt | T::Int | T::BigInt | T::Boolean, _) => None,
-            (T::Real | T::Double, Affinity::Text) => Some(
-                "stores floats as text of 15 significant digits, rounding the digits beyond",
-            ),
+            (T::Real | T::Double, Affinity::Text) => {
+                Some("stores floats as text of 15 significant digits, rounding the digits beyond")
+            }
             (T::Real | T::Double, _) => None,
             (_, Affinity::Text) => None,
             (_, Affinity::Numeric | Affinity::Integer | Affinity::Real) => {

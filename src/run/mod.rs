@@ -1013,6 +1013,18 @@ pub(crate) fn crash_point(chunk: usize, point: &str) {
     }
 }
 
+/// The statement a test has run on the target when `chunk` reaches `point`:
+/// `ROWSHIFT_FAULT_SQL=CHUNK:POINT:SQL`, standing in for another writer that changes a
+/// committed row before its read-back.
+pub(crate) fn fault_sql(chunk: usize, point: &str) -> Option<String> {
+    let spec = std::env::var("ROWSHIFT_FAULT_SQL").ok()?;
+    let (at, sql) = spec.split_once(':').and_then(|(c, rest)| {
+        let (p, sql) = rest.split_once(':')?;
+        Some(((c.parse::<usize>().ok()?, p.to_string()), sql.to_string()))
+    })?;
+    (at == (chunk, point.to_string())).then_some(sql)
+}
+
 /// One source batch after the transform and the declared checks: what would be written,
 /// and every rejected row with its location. `run` and `dry-run` both go through here.
 pub(crate) struct Processed {

@@ -136,7 +136,7 @@ impl SqliteSink {
                     found.decl.clone()
                 };
                 return Err(Error::data(
-                    &self.here(),
+                    self.here(),
                     format!(
                         "column {name} is {decl} in the existing table, and its {} affinity {why}; declare a type of its kind or let rowshift create the table (it makes {ty} columns {})",
                         affinity.name(),
@@ -981,6 +981,11 @@ impl ChunkWriter for SqliteChunk<'_> {
             return Ok(Committed { rows, marked });
         };
         crate::run::crash_point(self.chunk, "committed");
+        if let Some(sql) = crate::run::fault_sql(self.chunk, "committed") {
+            sink.io
+                .block_on(sqlx::raw_sql(stmt(sql)).execute(pool))
+                .map_err(|e| Error::db(&here, e))?;
+        }
         // The rows are committed but the chunk is still running: the next chunk's insert
         // goes on while this one reads back.
         if let Err(mismatch) = sink.read_back_committed(v, &bound) {
