@@ -131,6 +131,75 @@ pub async fn table_names(pool: &SqlitePool, shown: &str) -> Result<Vec<String>> 
         .map_err(|e| Error::db(shown, e))
 }
 
+/// A SQLite column's type affinity: how it converts the values stored in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    /// `TEXT`: numbers are stored as their text.
+    Text,
+    /// `NUMERIC`: text that looks like a number is stored as one.
+    Numeric,
+    /// `INTEGER`: as `NUMERIC`.
+    Integer,
+    /// `REAL`: as `NUMERIC`, and integers are stored as floats.
+    Real,
+    /// `BLOB` (or no type): nothing is converted.
+    Blob,
+}
+
+impl Affinity {
+    /// The affinity of a column declared `decl`, by SQLite's rules in their order.
+    pub fn of(decl: &str) -> Affinity {
+        let d = decl.to_ascii_uppercase();
+        if d.contains("INT") {
+            Affinity::Integer
+        } else if ["CHAR", "CLOB", "TEXT"].iter().any(|t| d.contains(t)) {
+            Affinity::Text
+        } else if d.contains("BLOB") || d.trim().is_empty() {
+            Affinity::Blob
+        } else if ["REAL", "FLOA", "DOUB"].iter().any(|t| d.contains(t)) {
+            Affinity::Real
+        } else {
+            Affinity::Numeric
+        }
+    }
+
+    /// Why a column of this affinity would change values of type `ty` as rowshift sends
+    /// them (`None`: it stores them as sent). Text is sent for text, decimals, dates and
+    /// times; integers for integers and booleans; floats for floats.
+    pub fn converts(self, ty: crate::types::ColumnType) -> Option<&'static str> {
+        use crate::types::ColumnType as T;
+        match (ty, self) {
+            (T::Bytes, _) | (_, Affinity::Blob) => None,
+            (T::SmallInt | T::Int | T::BigInt | T::Boolean, Affinity::Real) => {
+                Some("stores integers as floats, rounding those beyond 2^53")
+            }
+            (T::SmallInt | T::Int | T::BigInt | T::Boolean, _) => None,
+            (T::Real | T::Double, Affinity::Text) => {
+                Some("stores floats as text of 15 significant digits, rounding the digits beyond")
+            }
+            (T::Real | T::Double, _) => None,
+            // Their text (`2024-01-31`, `12:30:00`, `2024-01-31 12:30:00`) never reads as
+            // a number, so a `DATE` column (NUMERIC affinity) keeps it.
+            (T::Date | T::Time | T::Timestamp | T::TimestampTz, _) => None,
+            (_, Affinity::Text) => None,
+            (_, Affinity::Numeric | Affinity::Integer | Affinity::Real) => {
+                Some("stores text that looks like a number as that number ('007' becomes 7)")
+            }
+        }
+    }
+
+    /// The affinity's name as SQLite's documentation gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Affinity::Text => "TEXT",
+            Affinity::Numeric => "NUMERIC",
+            Affinity::Integer => "INTEGER",
+            Affinity::Real => "REAL",
+            Affinity::Blob => "BLOB",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,68 +250,46 @@ mod tests {
     }
 }
 
-/// A SQLite column's type affinity: how it converts the values stored in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Affinity {
-    /// `TEXT`: numbers are stored as their text.
-    Text,
-    /// `NUMERIC`: text that looks like a number is stored as one.
-    Numeric,
-    /// `INTEGER`: as `NUMERIC`.
-    Integer,
-    /// `REAL`: as `NUMERIC`, and integers are stored as floats.
-    Real,
-    /// `BLOB` (or no type): nothing is converted.
-    Blob,
-}
+#[cfg(test)]
+mod affinity_tests {
+    use super::Affinity;
+    use crate::types::ColumnType;
 
-impl Affinity {
-    /// The affinity of a column declared `decl`, by SQLite's rules in their order.
-    pub fn of(decl: &str) -> Affinity {
-        let d = decl.to_ascii_uppercase();
-        if d.contains("INT") {
-            Affinity::Integer
-        } else if ["CHAR", "CLOB", "TEXT"].iter().any(|t| d.contains(t)) {
-            Affinity::Text
-        } else if d.contains("BLOB") || d.trim().is_empty() {
-            Affinity::Blob
-        } else if ["REAL", "FLOA", "DOUB"].iter().any(|t| d.contains(t)) {
-            Affinity::Real
-        } else {
-            Affinity::Numeric
+    #[test]
+    fn affinity_follows_sqlite_s_rules_and_names_what_would_convert() {
+        for (decl, want) in [
+            ("INTEGER", Affinity::Integer),
+            ("bigint", Affinity::Integer),
+            ("POINT", Affinity::Integer),
+            ("VARCHAR(20)", Affinity::Text),
+            ("CLOB", Affinity::Text),
+            ("BLOB", Affinity::Blob),
+            ("", Affinity::Blob),
+            ("DOUBLE PRECISION", Affinity::Real),
+            ("FLOAT", Affinity::Real),
+            ("DATE", Affinity::Numeric),
+            ("DECIMAL(10,2)", Affinity::Numeric),
+            ("BOOLEAN", Affinity::Numeric),
+        ] {
+            assert_eq!(Affinity::of(decl), want, "{decl}");
         }
-    }
-
-    /// Why a column of this affinity would change values of type `ty` as rowshift sends
-    /// them (`None`: it stores them as sent). Text is sent for text, decimals, dates and
-    /// times; integers for integers and booleans; floats for floats.
-    pub fn converts(self, ty: crate::types::ColumnType) -> Option<&'static str> {
-        use crate::types::ColumnType as T;
-        match (ty, self) {
-            (T::Bytes, _) | (_, Affinity::Blob) => None,
-            (T::SmallInt | T::Int | T::BigInt | T::Boolean, Affinity::Real) => {
-                Some("stores integers as floats, rounding those beyond 2^53")
-            }
-            (T::SmallInt | T::Int | T::BigInt | T::Boolean, _) => None,
-            (T::Real | T::Double, Affinity::Text) => {
-                Some("stores floats as text of 15 significant digits, rounding the digits beyond")
-            }
-            (T::Real | T::Double, _) => None,
-            (_, Affinity::Text) => None,
-            (_, Affinity::Numeric | Affinity::Integer | Affinity::Real) => {
-                Some("stores text that looks like a number as that number ('007' becomes 7)")
-            }
-        }
-    }
-
-    /// The affinity's name as SQLite's documentation gives it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Affinity::Text => "TEXT",
-            Affinity::Numeric => "NUMERIC",
-            Affinity::Integer => "INTEGER",
-            Affinity::Real => "REAL",
-            Affinity::Blob => "BLOB",
-        }
+        let n = Affinity::Numeric;
+        assert!(n.converts(ColumnType::Text).is_some());
+        assert!(
+            n.converts(ColumnType::Decimal {
+                precision: 10,
+                scale: 2
+            })
+            .is_some()
+        );
+        assert_eq!(n.converts(ColumnType::Date), None);
+        assert_eq!(n.converts(ColumnType::Timestamp), None);
+        assert_eq!(n.converts(ColumnType::BigInt), None);
+        assert_eq!(n.converts(ColumnType::Double), None);
+        assert!(Affinity::Real.converts(ColumnType::BigInt).is_some());
+        assert!(Affinity::Text.converts(ColumnType::Double).is_some());
+        assert_eq!(Affinity::Text.converts(ColumnType::Text), None);
+        assert_eq!(Affinity::Blob.converts(ColumnType::Text), None);
+        assert_eq!(Affinity::Integer.converts(ColumnType::Bytes), None);
     }
 }
