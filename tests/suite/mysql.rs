@@ -789,6 +789,19 @@ fn strict_mode_refuses_what_the_server_would_truncate_and_read_back_catches_a_tr
     assert_eq!(got, vec![vec!["51".to_string(), "100".into(), "50".into()]]);
 }
 
+/// A pipeline moving `table` of `src`, keyed by `id`, to a table of the same name in
+/// `dst` with the `[target.columns]` lines `columns`.
+fn table_pipeline(ws: &Workspace, table: &str, src: &MyDb, dst: &MyDb, columns: &str) -> String {
+    ws.write(
+        &format!("pipelines/{table}.toml"),
+        &format!(
+            "name = \"{table}\"\n[source]\nurl = \"{}\"\ntable = \"{table}\"\nkey = \"id\"\n[target]\nurl = \"{}\"\ntable = \"{table}\"\n[target.columns]\n{columns}",
+            src.url(),
+            dst.url()
+        ),
+    )
+}
+
 #[test]
 fn a_source_value_outside_arrow_s_range_is_quarantined_and_the_chunk_goes_on() {
     let ws = Workspace::new();
@@ -800,25 +813,15 @@ fn a_source_value_outside_arrow_s_range_is_quarantined_and_the_chunk_goes_on() {
            (4, '23:59:59', 18446744073709551615), (5, NULL, NULL)",
         s = src.q()
     ));
-    let p = ws.write(
-        "pipelines/shifts.toml",
-        &format!(
-            r#"name = "shifts"
-[source]
-url = "{src}"
-table = "shifts"
-key = "id"
-[target]
-url = "{dst}"
-table = "shifts"
-[target.columns]
-id = {{ type = "integer", expr = "id", primary_key = true }}
-took = {{ type = "time", expr = "took" }}
-big = {{ type = "bigint", expr = "big" }}
+    let p = table_pipeline(
+        &ws,
+        "shifts",
+        &src,
+        &dst,
+        r#"id = { type = "integer", expr = "id", primary_key = true }
+took = { type = "time", expr = "took" }
+big = { type = "bigint", expr = "big" }
 "#,
-            src = src.url(),
-            dst = dst.url()
-        ),
     );
     let out = ws.rowshift(&["run", &p, "--quiet"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
@@ -882,25 +885,15 @@ fn a_zero_date_in_the_source_is_quarantined_never_read_as_null() {
            (4, NULL, NULL)",
         s = src.q()
     ));
-    let p = ws.write(
-        "pipelines/events.toml",
-        &format!(
-            r#"name = "events"
-[source]
-url = "{src}"
-table = "events"
-key = "id"
-[target]
-url = "{dst}"
-table = "events"
-[target.columns]
-id = {{ type = "integer", expr = "id", primary_key = true }}
-happened = {{ type = "date", expr = "happened" }}
-at = {{ type = "timestamp", expr = "at" }}
+    let p = table_pipeline(
+        &ws,
+        "events",
+        &src,
+        &dst,
+        r#"id = { type = "integer", expr = "id", primary_key = true }
+happened = { type = "date", expr = "happened" }
+at = { type = "timestamp", expr = "at" }
 "#,
-            src = src.url(),
-            dst = dst.url()
-        ),
     );
     let out = ws.rowshift(&["run", &p, "--quiet"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
