@@ -203,6 +203,7 @@ impl Affinity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::ColumnType;
 
     #[test]
     fn an_inspection_reads_rows_a_killed_writer_left_in_the_write_ahead_log() {
@@ -248,12 +249,6 @@ mod tests {
         assert_eq!(count(&live), 2);
         assert!(!dir.path().join("live.db-shm").exists());
     }
-}
-
-#[cfg(test)]
-mod affinity_tests {
-    use super::Affinity;
-    use crate::types::ColumnType;
 
     #[test]
     fn affinity_follows_sqlite_s_rules_and_names_what_would_convert() {

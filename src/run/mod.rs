@@ -1018,11 +1018,9 @@ pub(crate) fn crash_point(chunk: usize, point: &str) {
 /// committed row before its read-back.
 pub(crate) fn fault_sql(chunk: usize, point: &str) -> Option<String> {
     let spec = std::env::var("ROWSHIFT_FAULT_SQL").ok()?;
-    let (at, sql) = spec.split_once(':').and_then(|(c, rest)| {
-        let (p, sql) = rest.split_once(':')?;
-        Some(((c.parse::<usize>().ok()?, p.to_string()), sql.to_string()))
-    })?;
-    (at == (chunk, point.to_string())).then_some(sql)
+    let (at, rest) = spec.split_once(':')?;
+    let (p, sql) = rest.split_once(':')?;
+    (at.parse() == Ok(chunk) && p == point).then(|| sql.to_string())
 }
 
 /// One source batch after the transform and the declared checks: what would be written,

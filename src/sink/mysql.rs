@@ -283,15 +283,6 @@ impl MysqlSink {
             .get_or_init(|| self.coarse_of(existing.as_deref())))
     }
 
-    /// The rows of `batches` that a coarse column would round or cut.
-    fn coarse_refusals(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
-        Ok(table::coarse_refusals(
-            self.coarse()?,
-            &self.columns,
-            batches,
-        ))
-    }
-
     /// The column type of target column `name`.
     fn column_type(&self, name: &str) -> Option<ColumnType> {
         self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
@@ -802,7 +793,11 @@ impl Sink for MysqlSink {
     }
 
     fn refusals_before_sending(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
-        self.coarse_refusals(batches)
+        Ok(table::coarse_refusals(
+            self.coarse()?,
+            &self.columns,
+            batches,
+        ))
     }
 
     fn describe(&self) -> String {
@@ -1014,7 +1009,7 @@ impl Sink for MysqlSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
-        table::refuse(self.coarse_refusals(passing)?)?;
+        table::refuse(self.refusals_before_sending(passing)?)?;
         let readback = verify
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
@@ -1074,7 +1069,7 @@ impl ChunkWriter for MyChunk<'_> {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,
         };
-        table::refuse(sink.coarse_refusals(&self.batches)?)?;
+        table::refuse(sink.refusals_before_sending(&self.batches)?)?;
         let readback = verify
             .map(|v| sink.chunk_rows(&v.selection, v.key, &self.batches))
             .transpose()?;

@@ -288,15 +288,6 @@ impl PostgresSink {
             .get_or_init(|| TableFacts::of(&found.unwrap_or_default(), &self.columns)))
     }
 
-    /// The rows of `batches` that a coarse column would round or cut.
-    fn coarse_refusals(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
-        Ok(table::coarse_refusals(
-            &self.facts()?.coarse,
-            &self.columns,
-            batches,
-        ))
-    }
-
     /// The column type of target column `name` as keys compare with it: `None` for an
     /// enum column, whose order is not its labels' (a chunk's rows are then found by
     /// their keys).
@@ -686,7 +677,11 @@ impl Sink for PostgresSink {
     }
 
     fn refusals_before_sending(&self, batches: &[RecordBatch]) -> Result<Vec<Refusal>> {
-        self.coarse_refusals(batches)
+        Ok(table::coarse_refusals(
+            &self.facts()?.coarse,
+            &self.columns,
+            batches,
+        ))
     }
 
     fn describe(&self) -> String {
@@ -892,7 +887,7 @@ impl Sink for PostgresSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.client.pool()?;
-        table::refuse(self.coarse_refusals(passing)?)?;
+        table::refuse(self.refusals_before_sending(passing)?)?;
         let readback = verify
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
@@ -949,7 +944,7 @@ impl ChunkWriter for PgChunk<'_> {
         let here = sink.here();
         let pool = sink.client.pool()?;
         let facts = sink.facts()?;
-        table::refuse(sink.coarse_refusals(&self.batches)?)?;
+        table::refuse(sink.refusals_before_sending(&self.batches)?)?;
         let replace = match sink.write_mode {
             WriteMode::ReplaceChunk => Some(sink.chunk_selection(&self.chunk, &self.batches)?),
             _ => None,

@@ -290,43 +290,32 @@ pub(crate) fn coarse_refusals(
                         })
                         .collect()
                 }
-                DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                    let Some(step) = finer(6) else { continue };
-                    let v = a.as_primitive::<TimestampMicrosecondType>();
-                    (0..v.len())
-                        .filter(|&r| v.is_valid(r) && i128::from(v.value(r)) % step != 0)
-                        .collect()
-                }
-                DataType::Time64(TimeUnit::Microsecond) => {
-                    let Some(step) = finer(6) else { continue };
-                    let v = a.as_primitive::<Time64MicrosecondType>();
-                    (0..v.len())
-                        .filter(|&r| v.is_valid(r) && i128::from(v.value(r)) % step != 0)
-                        .collect()
-                }
-                DataType::Decimal128(_, s) => {
-                    let Some(step) = finer(u32::from(s.max(&0).unsigned_abs())) else {
-                        continue;
-                    };
-                    let v = a.as_primitive::<Decimal128Type>();
-                    (0..v.len())
-                        .filter(|&r| v.is_valid(r) && v.value(r) % step != 0)
-                        .collect()
-                }
+                DataType::Timestamp(TimeUnit::Microsecond, _) => match finer(6) {
+                    Some(step) => off_step(a.as_primitive::<TimestampMicrosecondType>(), step),
+                    None => continue,
+                },
+                DataType::Time64(TimeUnit::Microsecond) => match finer(6) {
+                    Some(step) => off_step(a.as_primitive::<Time64MicrosecondType>(), step),
+                    None => continue,
+                },
+                DataType::Decimal128(_, s) => match finer(u32::from(s.max(&0).unsigned_abs())) {
+                    Some(step) => off_step(a.as_primitive::<Decimal128Type>(), step),
+                    None => continue,
+                },
                 _ => continue,
             };
             let name = columns[c.column].0.as_str();
+            let kept = match (c.keeps, a.data_type()) {
+                (Keeps::Single, _) => "single precision".to_string(),
+                (Keeps::Digits(d), DataType::Decimal128(..)) => format!("{d} decimal places"),
+                (Keeps::Digits(0), _) => "whole seconds".to_string(),
+                (Keeps::Digits(d), _) => format!("{d} digits of a second"),
+            };
             for r in lossy {
                 let std::collections::btree_map::Entry::Vacant(slot) = out.entry(base + r) else {
                     continue;
                 };
                 let value = crate::transform::cell_text(batch, c.column, r);
-                let kept = match (c.keeps, a.data_type()) {
-                    (Keeps::Single, _) => "single precision".to_string(),
-                    (Keeps::Digits(d), DataType::Decimal128(..)) => format!("{d} decimal places"),
-                    (Keeps::Digits(0), _) => "whole seconds".to_string(),
-                    (Keeps::Digits(d), _) => format!("{d} digits of a second"),
-                };
                 slot.insert(super::Refusal {
                     row: base + r,
                     column: Some(name.to_string()),
@@ -343,6 +332,18 @@ pub(crate) fn coarse_refusals(
         base += batch.num_rows();
     }
     out.into_values().collect()
+}
+
+/// The rows of `a` whose value is not a whole multiple of `step`.
+fn off_step<T>(a: &arrow::array::PrimitiveArray<T>, step: i128) -> Vec<usize>
+where
+    T: arrow::datatypes::ArrowPrimitiveType,
+    T::Native: Into<i128>,
+{
+    use arrow::array::Array;
+    (0..a.len())
+        .filter(|&r| a.is_valid(r) && a.value(r).into() % step != 0)
+        .collect()
 }
 
 /// `Ok` when nothing is `refused`, else the error that has the run quarantine the
