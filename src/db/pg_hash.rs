@@ -8,7 +8,14 @@
 //! `hash_bytes_uint32_extended` compute it (on a little-endian machine, which is what
 //! the tests check them against).
 
-use crate::db::postgres::PgKind;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+};
+
+use crate::db::postgres::{EPOCH_DAYS, EPOCH_MICROS, PgKind};
 use crate::types::ColumnType;
 
 fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
@@ -50,8 +57,12 @@ fn finish(mut a: u32, mut b: u32, mut c: u32) -> u64 {
     (u64::from(b) << 32) | u64::from(c)
 }
 
-/// The initial state for `len` bytes and `seed`.
-fn start(len: u32, seed: u64) -> (u32, u32, u32) {
+/// Jenkins' three words of state.
+type State = (u32, u32, u32);
+
+/// The initial state for `len` bytes and `seed`. It depends on nothing else, so a column
+/// of fixed-width values computes it once ([`Starts`]).
+fn start(len: u32, seed: u64) -> State {
     let mut a = 0x9e37_79b9_u32.wrapping_add(len).wrapping_add(3_923_095);
     let (mut b, mut c) = (a, a);
     if seed != 0 {
@@ -62,10 +73,22 @@ fn start(len: u32, seed: u64) -> (u32, u32, u32) {
     (a, b, c)
 }
 
-/// `hash_bytes_extended`: what `hashtextextended` gives a text in a deterministic
-/// collation, over its UTF-8 bytes.
-pub fn bytes(k: &[u8], seed: u64) -> u64 {
-    let (mut a, mut b, mut c) = start(k.len() as u32, seed);
+/// The little-endian value of `k`'s first `k.len()` (at most 4) bytes, the rest zero,
+/// read without a byte loop: the loads overlap where `k` is shorter than 4.
+fn partial_le(k: &[u8]) -> u32 {
+    match k.len() {
+        0 => 0,
+        n @ 1..=3 => {
+            let v = u32::from(k[0]) | u32::from(k[n / 2]) << 8 | u32::from(k[n - 1]) << 16;
+            v & (u32::MAX >> (8 * (4 - n)))
+        }
+        _ => u32::from_le_bytes([k[0], k[1], k[2], k[3]]),
+    }
+}
+
+/// `k` hashed from state `s` (see [`bytes`]).
+fn bytes_from(k: &[u8], s: State) -> u64 {
+    let (mut a, mut b, mut c) = s;
     let word = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
     let mut rest = k;
     while rest.len() >= 12 {
@@ -75,19 +98,72 @@ pub fn bytes(k: &[u8], seed: u64) -> u64 {
         mix(&mut a, &mut b, &mut c);
         rest = &rest[12..];
     }
-    let mut tail = [0u8; 12];
-    tail[..rest.len()].copy_from_slice(rest);
+    // The last 0 to 11 bytes, as words of a zero-padded tail; adding a zero word is
+    // adding nothing, so no word needs a branch of its own. Words past 4 bytes are read
+    // as two overlapping loads, whose shared bytes are the same bytes.
+    let n = rest.len();
+    let (wa, wb, wc) = match n {
+        0..=4 => (partial_le(rest), 0, 0),
+        5..=8 => (word(rest), word(&rest[n - 4..]) >> (8 * (8 - n)), 0),
+        _ => (
+            word(rest),
+            word(&rest[4..]),
+            word(&rest[n - 4..]) >> (8 * (12 - n)),
+        ),
+    };
+    a = a.wrapping_add(wa);
+    b = b.wrapping_add(wb);
     // PostgreSQL's variant leaves the lowest byte of `c` out of the tail.
-    if rest.len() > 8 {
-        c = c.wrapping_add(u32::from_le_bytes([0, tail[8], tail[9], tail[10]]));
-    }
-    if rest.len() > 4 {
-        b = b.wrapping_add(word(&tail[4..]));
-    }
-    if !rest.is_empty() {
-        a = a.wrapping_add(word(&tail));
-    }
+    c = c.wrapping_add(wc << 8);
     finish(a, b, c)
+}
+
+/// `hash_bytes_extended`: what `hashtextextended` gives a text in a deterministic
+/// collation, over its UTF-8 bytes.
+pub fn bytes(k: &[u8], seed: u64) -> u64 {
+    bytes_from(k, start(k.len() as u32, seed))
+}
+
+/// The start states of one column's seed for the lengths most values have, so hashing
+/// a value begins where [`start`] would have left it.
+#[derive(Clone)]
+struct Starts {
+    seed: u64,
+    short: [State; 64],
+}
+
+impl Starts {
+    fn new(seed: u64) -> Self {
+        Starts {
+            seed,
+            short: std::array::from_fn(|len| start(len as u32, seed)),
+        }
+    }
+
+    fn bytes(&self, k: &[u8]) -> u64 {
+        let s = match self.short.get(k.len()) {
+            Some(s) => *s,
+            None => start(k.len() as u32, self.seed),
+        };
+        bytes_from(k, s)
+    }
+
+    fn uint32(&self, k: u32) -> u64 {
+        let (a, b, c) = self.short[4];
+        finish(a.wrapping_add(k), b, c)
+    }
+
+    fn int8(&self, v: i64) -> u64 {
+        self.uint32(fold_int8(v))
+    }
+
+    fn float8(&self, v: f64) -> u64 {
+        if v == 0.0 {
+            return self.seed;
+        }
+        let v = if v.is_nan() { f64::NAN } else { v };
+        bytes_from(&v.to_le_bytes(), self.short[8])
+    }
 }
 
 /// `hash_bytes_uint32_extended`: what `hashint4extended` gives (and `hashint2extended`
@@ -97,12 +173,18 @@ pub fn uint32(k: u32, seed: u64) -> u64 {
     finish(a.wrapping_add(k), b, c)
 }
 
-/// `hashint8extended` (also `timestamp_hash_extended` and `time_hash_extended`, over
-/// their microseconds): a value that fits 32 bits hashes as `hashint4extended` does.
-pub fn int8(v: i64, seed: u64) -> u64 {
+/// What `hashint8extended` hashes of a 64-bit value: its halves folded together, so a
+/// value that fits 32 bits hashes as `hashint4extended` does.
+fn fold_int8(v: i64) -> u32 {
     let lo = v as u32;
     let hi = (v >> 32) as u32;
-    uint32(if v >= 0 { lo ^ hi } else { lo ^ !hi }, seed)
+    if v >= 0 { lo ^ hi } else { lo ^ !hi }
+}
+
+/// `hashint8extended` (also `timestamp_hash_extended` and `time_hash_extended`, over
+/// their microseconds).
+pub fn int8(v: i64, seed: u64) -> u64 {
+    uint32(fold_int8(v), seed)
 }
 
 /// `hashfloat8extended` (and `hashfloat4extended`, the value widened): zero (either
@@ -136,9 +218,19 @@ fn stored_type(kind: PgKind) -> Option<&'static [&'static str]> {
 /// Hashes rows of the written columns as the server's `SELECT` of [`RowHasher::sql`]
 /// does: each value with its column's own seed (so values that trade columns do not
 /// cancel), the columns combined with XOR, NULL as a constant of its column.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RowHasher {
     kinds: Vec<PgKind>,
+    /// Each column's start states, by its seed.
+    starts: Vec<Starts>,
+}
+
+impl std::fmt::Debug for RowHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowHasher")
+            .field("kinds", &self.kinds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RowHasher {
@@ -160,7 +252,10 @@ impl RowHasher {
             }
             kinds.push(kind);
         }
-        Some(RowHasher { kinds })
+        let starts = (0..kinds.len())
+            .map(|i| Starts::new(Self::seed(i)))
+            .collect();
+        Some(RowHasher { kinds, starts })
     }
 
     fn seed(column: usize) -> u64 {
@@ -169,12 +264,6 @@ impl RowHasher {
 
     fn null(column: usize) -> i64 {
         (0x6e75_6c6c_0000_0000 | column as u64) as i64
-    }
-
-    /// The seed of an `int8`'s high half: `hashint8extended` folds the halves together
-    /// (0 and 4294967297 hash alike), so the high half is hashed on its own as well.
-    fn high_seed(column: usize) -> u64 {
-        Self::seed(column) ^ 0x0000_0001_0000_0000
     }
 
     /// What an infinite date hashes as (never sent: such dates are row failures).
@@ -194,10 +283,9 @@ impl RowHasher {
                 let h = match kind {
                     PgKind::Int2 => format!("hashint2extended({c}, {s})"),
                     PgKind::Int4 => format!("hashint4extended({c}, {s})"),
-                    PgKind::Int8 => format!(
-                        "hashint8extended({c}, {s}) # hashint4extended(({c} >> 32)::int4, {})",
-                        Self::high_seed(i) as i64
-                    ),
+                    // `hashint8extended` folds the halves together (0 and 4294967297 hash
+                    // alike), so the high half joins the row's hash as it is.
+                    PgKind::Int8 => format!("hashint8extended({c}, {s}) # ({c} >> 32)"),
                     PgKind::Float4 => format!("hashfloat4extended({c}, {s})"),
                     PgKind::Float8 => format!("hashfloat8extended({c}, {s})"),
                     PgKind::Bool => format!("hashint4extended({c}::int4, {s})"),
@@ -219,32 +307,92 @@ impl RowHasher {
         parts.join(" # ")
     }
 
-    /// The hash of field `column` from its binary `COPY` bytes (`None` for NULL).
-    /// `None` when the bytes are not a value of the column's kind.
-    pub fn field(&self, column: usize, value: Option<&[u8]>) -> Option<u64> {
-        let Some(v) = value else {
-            return Some(Self::null(column) as u64);
-        };
-        let seed = Self::seed(column);
-        let be4 = || <[u8; 4]>::try_from(v).ok();
-        let be8 = || <[u8; 8]>::try_from(v).ok();
-        Some(match self.kinds[column] {
-            PgKind::Int2 => uint32(
-                i32::from(i16::from_be_bytes(v.try_into().ok()?)) as u32,
-                seed,
-            ),
-            PgKind::Int4 | PgKind::Date => uint32(u32::from_be_bytes(be4()?), seed),
-            PgKind::Int8 => {
-                let v = i64::from_be_bytes(be8()?);
-                int8(v, seed) ^ uint32((v >> 32) as u32, Self::high_seed(column))
+    /// Adds the rows of `columns` (the written columns, in order, as sent) to `sum`:
+    /// each row's hash as [`RowHasher::sql`] computes it over the values the server
+    /// stores from them. Column by column over the typed arrays, so a value costs a
+    /// tight loop's step rather than a dynamic call.
+    ///
+    /// An error when a column is not the Arrow type its kind is sent from.
+    pub fn add_batch(&self, columns: &[ArrayRef], sum: &mut HashSum) -> Result<(), String> {
+        let mut rows = vec![0u64; columns.first().map_or(0, |c| c.len())];
+        for (i, (col, kind)) in columns.iter().zip(&self.kinds).enumerate() {
+            let st = &self.starts[i];
+            let (nulls, null) = (col.logical_nulls(), Self::null(i) as u64);
+            let nulls = nulls.as_ref();
+            match (kind, col.data_type()) {
+                (PgKind::Int2, DataType::Int16) => {
+                    let a = col.as_primitive::<Int16Type>();
+                    fold_column(&mut rows, nulls, null, |r| {
+                        st.uint32(i32::from(a.value(r)) as u32)
+                    });
+                }
+                (PgKind::Int4, DataType::Int32) => {
+                    let a = col.as_primitive::<Int32Type>();
+                    fold_column(&mut rows, nulls, null, |r| st.uint32(a.value(r) as u32));
+                }
+                (PgKind::Int8, DataType::Int64) => {
+                    let a = col.as_primitive::<Int64Type>();
+                    fold_column(&mut rows, nulls, null, |r| {
+                        let v = a.value(r);
+                        st.int8(v) ^ (v >> 32) as u64
+                    });
+                }
+                (PgKind::Float4, DataType::Float32) => {
+                    let a = col.as_primitive::<Float32Type>();
+                    fold_column(&mut rows, nulls, null, |r| st.float8(f64::from(a.value(r))));
+                }
+                (PgKind::Float8, DataType::Float64) => {
+                    let a = col.as_primitive::<Float64Type>();
+                    fold_column(&mut rows, nulls, null, |r| st.float8(a.value(r)));
+                }
+                (PgKind::Bool, DataType::Boolean) => {
+                    let a = col.as_boolean();
+                    fold_column(&mut rows, nulls, null, |r| st.uint32(u32::from(a.value(r))));
+                }
+                (PgKind::Text, DataType::Utf8) => {
+                    let a = col.as_string::<i32>();
+                    fold_column(&mut rows, nulls, null, |r| st.bytes(a.value(r).as_bytes()));
+                }
+                // Dates and timestamps are sent as days and microseconds since
+                // 2000-01-01; the encoder has refused any that overflow.
+                (PgKind::Date, DataType::Date32) => {
+                    let a = col.as_primitive::<Date32Type>();
+                    fold_column(&mut rows, nulls, null, |r| {
+                        st.uint32(a.value(r).wrapping_sub(EPOCH_DAYS) as u32)
+                    });
+                }
+                (PgKind::Time, DataType::Time64(TimeUnit::Microsecond)) => {
+                    let a = col.as_primitive::<Time64MicrosecondType>();
+                    fold_column(&mut rows, nulls, null, |r| st.int8(a.value(r)));
+                }
+                (PgKind::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, _)) => {
+                    let a = col.as_primitive::<TimestampMicrosecondType>();
+                    fold_column(&mut rows, nulls, null, |r| {
+                        st.int8(a.value(r).wrapping_sub(EPOCH_MICROS))
+                    });
+                }
+                (kind, t) => return Err(format!("cannot hash a {t} array as {kind:?}")),
             }
-            PgKind::Time | PgKind::Timestamp => int8(i64::from_be_bytes(be8()?), seed),
-            PgKind::Float4 => float8(f64::from(f32::from_be_bytes(be4()?)), seed),
-            PgKind::Float8 => float8(f64::from_be_bytes(be8()?), seed),
-            PgKind::Bool => uint32(u32::from(*v.first()? != 0), seed),
-            PgKind::Text => bytes(v, seed),
-            _ => return None,
-        })
+        }
+        for row in rows {
+            sum.add(row);
+        }
+        Ok(())
+    }
+}
+
+/// XORs into each row's hash `hash(row)`, or `null` where `nulls` says NULL.
+fn fold_column(
+    rows: &mut [u64],
+    nulls: Option<&NullBuffer>,
+    null: u64,
+    hash: impl Fn(usize) -> u64,
+) {
+    match nulls {
+        None => rows.iter_mut().enumerate().for_each(|(r, h)| *h ^= hash(r)),
+        Some(n) => rows.iter_mut().enumerate().for_each(|(r, h)| {
+            *h ^= if n.is_valid(r) { hash(r) } else { null };
+        }),
     }
 }
 
@@ -296,6 +444,63 @@ mod tests {
             float8(f64::from_bits(0x7ff8_0000_0000_0001), 1),
             float8(f64::NAN, 1)
         );
+    }
+
+    #[test]
+    fn a_batch_hashes_as_its_rows_do_value_by_value_from_any_offset() {
+        use std::sync::Arc;
+
+        use arrow::array::{Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+
+        // Text of every length up to 40 bytes and past it, NULLs in every column.
+        let text: Vec<Option<String>> = (0..60)
+            .map(|n| (n % 9 != 4).then(|| "é".repeat(n / 2) + &"z".repeat(n % 2)))
+            .collect();
+        let ids: Vec<Option<i64>> = (0..60)
+            .map(|n: i64| (n % 11 != 7).then_some((n - 30) * 4_294_967_297))
+            .collect();
+        let floats: Vec<Option<f64>> = (0..60)
+            .map(|n| (n % 13 != 2).then_some(if n % 5 == 0 { -0.0 } else { n as f64 / 3.0 }))
+            .collect();
+        let dates: Vec<Option<i32>> = (0..60)
+            .map(|n| (n % 7 != 1).then_some(n * 400 - 9000))
+            .collect();
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+            ("t", Arc::new(StringArray::from(text.clone()))),
+            ("f", Arc::new(Float64Array::from(floats.clone()))),
+            ("d", Arc::new(Date32Array::from(dates.clone()))),
+        ])
+        .unwrap();
+        use ColumnType::*;
+        let hasher = RowHasher::new(&[BigInt, Text, Double, Date], None).unwrap();
+        // Each row as the SQL of `RowHasher::sql` computes it, one value at a time.
+        let row = |r: usize| -> u64 {
+            let s = RowHasher::seed;
+            let null = |c| RowHasher::null(c) as u64;
+            ids[r].map_or(null(0), |v| int8(v, s(0)) ^ (v >> 32) as u64)
+                ^ text[r]
+                    .as_ref()
+                    .map_or(null(1), |v| bytes(v.as_bytes(), s(1)))
+                ^ floats[r].map_or(null(2), |v| float8(v, s(2)))
+                ^ dates[r].map_or(null(3), |v| uint32((v - 10_957) as u32, s(3)))
+        };
+        for (offset, len) in [(0, 60), (13, 40), (59, 1), (20, 0)] {
+            let mut sum = HashSum::default();
+            hasher
+                .add_batch(batch.slice(offset, len).columns(), &mut sum)
+                .unwrap();
+            let mut want = HashSum::default();
+            (offset..offset + len).for_each(|r| want.add(row(r)));
+            assert_eq!(sum, want, "rows {offset}..{}", offset + len);
+        }
+        // A column that is not its kind's Arrow type is an error, not a wrong sum.
+        let wrong = [Arc::new(StringArray::from(vec!["1"])) as ArrayRef];
+        let err = RowHasher::new(&[BigInt], None)
+            .unwrap()
+            .add_batch(&wrong, &mut HashSum::default())
+            .unwrap_err();
+        assert_eq!(err, "cannot hash a Utf8 array as Int8");
     }
 
     #[test]

@@ -52,9 +52,9 @@ use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
 /// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
-const EPOCH_DAYS: i32 = 10_957;
+pub(crate) const EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
-const EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(crate) const EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Quotes a schema-qualified name: `"schema"."table"`.
 pub fn qualified(schema: &str, table: &str) -> String {
@@ -439,10 +439,8 @@ impl Encoder {
         let n = cols.len() as i16;
         for row in 0..batch.num_rows() {
             let start = self.buf.len();
-            let mut hash = 0u64;
             self.buf.extend_from_slice(&n.to_be_bytes());
             for (i, (col, kind)) in cols.iter().zip(kinds).enumerate() {
-                let at = self.buf.len();
                 encode_value(&mut self.buf, col, *kind, row).map_err(|reason| {
                     let name = batch.schema().field(i).name().clone();
                     let at = match crate::source::row_label(batch, key, row) {
@@ -456,19 +454,17 @@ impl Encoder {
                         reason,
                     })
                 })?;
-                if let Some((hasher, _)) = &self.hashed {
-                    let value = (self.buf[at..at + 4] != [0xff; 4]).then(|| &self.buf[at + 4..]);
-                    hash ^= hasher
-                        .field(i, value)
-                        .ok_or_else(|| Error::Internal(format!("cannot hash a {kind:?} value")))?;
-                }
             }
             if let Some(digest) = &mut self.digest {
                 digest.add(&self.buf[start..]);
             }
-            if let Some((_, sum)) = &mut self.hashed {
-                sum.add(hash);
-            }
+        }
+        // Hashed once the whole batch is encoded: the encoder has refused any value
+        // the server would not store as sent.
+        if let Some((hasher, sum)) = &mut self.hashed {
+            hasher
+                .add_batch(cols, sum)
+                .map_err(|e| Error::Internal(format!("{here}: {e}")))?;
         }
         Ok(())
     }

@@ -92,10 +92,16 @@ fn spawn(ws: &Workspace, args: &[&str]) -> std::process::Child {
 /// Kills `rowshift run` with SIGKILL at pseudo-random moments 20 times, resuming each
 /// time, then lets it finish. `full` is how long an uninterrupted run takes and `startup`
 /// how long one with nothing to do takes, so the kills land while chunks are in flight.
+///
+/// The delays follow how far each killed run got: under the load of the other tests the
+/// machine is faster or slower than when the reference runs were timed, and a delay
+/// that lets every run commit many chunks would finish the work within a few kills.
 fn crash_and_resume(ws: &Workspace, pipeline: &str, full: Duration, startup: Duration) {
     let mut x: u64 = 42;
     let mut done_before = 0;
     let mut mid_work = 0;
+    let mut scale = 1.0f64;
+    let mut progress = Vec::new();
     for _ in 0..20 {
         let mut child = spawn(ws, &["run", pipeline, "--quiet"]);
         x = x
@@ -107,7 +113,8 @@ fn crash_and_resume(ws: &Workspace, pipeline: &str, full: Duration, startup: Dur
         // faster since it was timed: the kills must hit work in flight, not a finished
         // run.
         let window = (full.as_millis() as u64 / 40).max(1);
-        std::thread::sleep(startup.mul_f64(0.5) + Duration::from_millis((x >> 33) % window));
+        let delay = startup.mul_f64(0.5) + Duration::from_millis((x >> 33) % window);
+        std::thread::sleep(delay.mul_f64(scale));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let status = ws.rowshift(&["status", pipeline, "--json"]);
@@ -126,11 +133,19 @@ fn crash_and_resume(ws: &Workspace, pipeline: &str, full: Duration, startup: Dur
         if done < 40 {
             mid_work += 1;
         }
+        // Aim at one to three chunks a run: more, and the next delay is shorter; none
+        // (killed while starting), and it is longer.
+        progress.push(done - done_before);
+        match done - done_before {
+            0 => scale = (scale * 1.3).min(4.0),
+            1..=3 => {}
+            _ => scale *= 0.6,
+        }
         done_before = done;
     }
     assert!(
         mid_work >= 10,
-        "only {mid_work} of 20 kills hit a run with work left"
+        "only {mid_work} of 20 kills hit a run with work left (chunks done by each killed run: {progress:?})"
     );
     let out = ws.rowshift(&["run", pipeline, "--json"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);

@@ -1682,6 +1682,76 @@ fn the_server_hashes_what_it_stores_as_the_sink_hashed_it_when_sending() {
 }
 
 #[test]
+fn the_server_hashes_text_of_every_length_as_the_sink_does_from_a_sliced_batch() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use rowshift::db::pg_hash::RowHasher;
+    use rowshift::db::postgres::{Encoder, PgKind};
+    use rowshift::types::ColumnType::*;
+
+    let pg = PgSchema::new("rs_pg_hash_len");
+    pg.exec(&format!("CREATE TABLE {}.h (k int8, t text)", pg.q()));
+    // Every length from 0 to 80 bytes (each tail of the 12-byte blocks, several blocks),
+    // some ending in a multibyte character, every seventh NULL; then the batch is sliced,
+    // so the arrays start at an offset.
+    let texts: Vec<Option<String>> = (0..90)
+        .map(|n: usize| {
+            (n % 7 != 3).then(|| match n % 3 {
+                0 => "x".repeat(n),
+                1 => format!("{}é", "ab".repeat(n / 2)),
+                _ => (0..n)
+                    .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+                    .collect(),
+            })
+        })
+        .collect();
+    let keys: Vec<i64> = (0..90).map(|n| (n as i64 - 45) * 3_000_000_007).collect();
+    let lengths: Vec<usize> = texts[5..85].iter().flatten().map(String::len).collect();
+    let (shortest, longest) = (lengths.iter().min().unwrap(), lengths.iter().max().unwrap());
+    assert!(*shortest < 12 && *longest > 36, "{shortest}..{longest}");
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(keys)),
+        Arc::new(StringArray::from(texts)),
+    ];
+    let batch = RecordBatch::try_from_iter(["k", "t"].into_iter().zip(columns))
+        .unwrap()
+        .slice(5, 80);
+    let types = [BigInt, Text];
+    let kinds: Vec<PgKind> = types.iter().map(|t| PgKind::for_type(*t)).collect();
+    let hasher = RowHasher::new(&types, None).unwrap();
+    let mut enc = Encoder::hashing(hasher.clone());
+    enc.rows(&batch, &kinds, "test", &[]).unwrap();
+    enc.finish();
+    let sent = enc.hashed.as_ref().unwrap().1;
+    assert_eq!(sent.rows, 80);
+    let t = format!("{}.h", pg.q());
+    pg.rt.block_on(async {
+        let mut conn = pg.pool.acquire().await.unwrap();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {t} FROM STDIN (FORMAT binary)"))
+            .await
+            .unwrap();
+        copy.send(enc.buf.clone()).await.unwrap();
+        assert_eq!(copy.finish().await.unwrap(), 80);
+    });
+    let names = ["\"k\"".to_string(), "\"t\"".to_string()];
+    let sql = format!(
+        "SELECT count(*)::text, sum({})::text, min(octet_length(t))::text, max(octet_length(t))::text FROM {t}",
+        hasher.sql(&names)
+    );
+    assert_eq!(
+        pg.rows(&sql),
+        [[
+            "80".to_string(),
+            sent.sum.to_string(),
+            shortest.to_string(),
+            longest.to_string()
+        ]]
+    );
+}
+
+#[test]
 fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_refuse_src");
