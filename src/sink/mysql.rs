@@ -262,6 +262,9 @@ impl MysqlSink {
                     c.fraction,
                     c.scale,
                     c.data_type == "float",
+                    // Without PAD_CHAR_TO_FULL_LENGTH (never set), a char(n) is read
+                    // back without its trailing spaces.
+                    c.data_type == "char",
                 )
             })
             .collect()

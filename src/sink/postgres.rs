@@ -146,9 +146,12 @@ impl TableFacts {
                     .then_some(c.typmod)
                     .filter(|m| *m >= 0)
                     .map(|m| m as u64);
-                    let scale = (c.type_name == "numeric" && c.typmod >= 4)
-                        .then(|| ((c.typmod - 4) & 0xffff) as u64);
-                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, false)
+                    // A numeric's scale; a float in a numeric column is no float column.
+                    let scale = (c.type_name == "numeric"
+                        && c.typmod >= 4
+                        && matches!(ty, ColumnType::Decimal { .. }))
+                    .then(|| ((c.typmod - 4) & 0xffff) as u64);
+                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, false, false)
                 })
                 .collect(),
         }

@@ -218,13 +218,19 @@ pub(crate) enum Keeps {
     Digits(u32),
     /// A 32-bit float's precision.
     Single,
+    /// A float rounded to this many decimal places, as MySQL's `float(m,d)` and
+    /// `double(m,d)` store it (in single precision where `single`).
+    FloatDigits { digits: u32, single: bool },
+    /// Text without its trailing spaces, as MySQL's `char(n)` gives it back.
+    NoTrailingSpaces,
 }
 
 impl Coarse {
     /// The column at `column` of declared type `ty`, stored as `shown` with `fraction`
-    /// digits of a second (times and timestamps) or `scale` digits (decimals), where the
-    /// catalog has them; `single` when it stores a 32-bit float. `None` when the column
-    /// keeps every digit the type can carry.
+    /// digits of a second (times and timestamps) or `scale` digits (decimals, and a
+    /// MySQL float's `d`), where the catalog has them; `single` when it stores a 32-bit
+    /// float, `strips_spaces` when it gives text back without trailing spaces. `None`
+    /// when the column keeps every digit the type can carry.
     pub(crate) fn of(
         column: usize,
         ty: ColumnType,
@@ -232,6 +238,7 @@ impl Coarse {
         fraction: Option<u64>,
         scale: Option<u64>,
         single: bool,
+        strips_spaces: bool,
     ) -> Option<Coarse> {
         let keeps = match ty {
             ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Time => {
@@ -240,7 +247,17 @@ impl Coarse {
             ColumnType::Decimal { scale: s, .. } => scale
                 .filter(|&kept| kept < u64::from(s.max(0).unsigned_abs()))
                 .map(|kept| Keeps::Digits(kept as u32)),
-            ColumnType::Double => single.then_some(Keeps::Single),
+            // MySQL's 31 decimals (`NOT_FIXED_DEC`) mean no rounding at all.
+            ColumnType::Double | ColumnType::Real => match scale.filter(|&d| d < 31) {
+                Some(d) => Some(Keeps::FloatDigits {
+                    digits: d as u32,
+                    single: single && ty == ColumnType::Double,
+                }),
+                None => (single && ty == ColumnType::Double).then_some(Keeps::Single),
+            },
+            ColumnType::Text | ColumnType::Varchar(_) => {
+                strips_spaces.then_some(Keeps::NoTrailingSpaces)
+            }
             _ => None,
         }?;
         Some(Coarse {
@@ -261,7 +278,7 @@ pub(crate) fn coarse_refusals(
 ) -> Vec<super::Refusal> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{
-        DataType, Decimal128Type, Float64Type, Time64MicrosecondType, TimeUnit,
+        DataType, Decimal128Type, Float32Type, Float64Type, Time64MicrosecondType, TimeUnit,
         TimestampMicrosecondType,
     };
     let mut out = std::collections::BTreeMap::new();
@@ -279,8 +296,30 @@ pub(crate) fn coarse_refusals(
                     .filter(|d| *d > 0)
                     .map(|d| 10i128.pow(d))
             };
-            let lossy: Vec<usize> = match a.data_type() {
-                DataType::Float64 if c.keeps == Keeps::Single => {
+            let lossy: Vec<usize> = match (a.data_type(), c.keeps) {
+                (DataType::Float64 | DataType::Float32, Keeps::FloatDigits { digits, single }) => {
+                    let value = |r: usize| match a.data_type() {
+                        DataType::Float32 => f64::from(a.as_primitive::<Float32Type>().value(r)),
+                        _ => a.as_primitive::<Float64Type>().value(r),
+                    };
+                    // NaN and the infinities are the server's to refuse.
+                    (0..a.len())
+                        .filter(|&r| {
+                            let x = value(r);
+                            a.is_valid(r)
+                                && x.is_finite()
+                                && (mysql_rounded(x, digits) != x
+                                    || single && f64::from(x as f32) != x)
+                        })
+                        .collect()
+                }
+                (DataType::Utf8, Keeps::NoTrailingSpaces) => {
+                    let v = a.as_string::<i32>();
+                    (0..v.len())
+                        .filter(|&r| v.is_valid(r) && v.value(r).ends_with(' '))
+                        .collect()
+                }
+                (DataType::Float64, Keeps::Single) => {
                     let v = a.as_primitive::<Float64Type>();
                     // NaN and the infinities are the server's to refuse.
                     (0..v.len())
@@ -290,26 +329,53 @@ pub(crate) fn coarse_refusals(
                         })
                         .collect()
                 }
-                DataType::Timestamp(TimeUnit::Microsecond, _) => match finer(6) {
+                (DataType::Timestamp(TimeUnit::Microsecond, _), _) => match finer(6) {
                     Some(step) => off_step(a.as_primitive::<TimestampMicrosecondType>(), step),
                     None => continue,
                 },
-                DataType::Time64(TimeUnit::Microsecond) => match finer(6) {
+                (DataType::Time64(TimeUnit::Microsecond), _) => match finer(6) {
                     Some(step) => off_step(a.as_primitive::<Time64MicrosecondType>(), step),
                     None => continue,
                 },
-                DataType::Decimal128(_, s) => match finer(u32::from(s.max(&0).unsigned_abs())) {
-                    Some(step) => off_step(a.as_primitive::<Decimal128Type>(), step),
-                    None => continue,
-                },
+                (DataType::Decimal128(_, s), _) => {
+                    match finer(u32::from(s.max(&0).unsigned_abs())) {
+                        Some(step) => off_step(a.as_primitive::<Decimal128Type>(), step),
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
             let name = columns[c.column].0.as_str();
-            let kept = match (c.keeps, a.data_type()) {
-                (Keeps::Single, _) => "single precision".to_string(),
-                (Keeps::Digits(d), DataType::Decimal128(..)) => format!("{d} decimal places"),
-                (Keeps::Digits(0), _) => "whole seconds".to_string(),
-                (Keeps::Digits(d), _) => format!("{d} digits of a second"),
+            let reason = match (c.keeps, a.data_type()) {
+                (Keeps::NoTrailingSpaces, _) => format!(
+                    "column {name} is {}, which gives text back without its trailing spaces: they would be lost",
+                    c.shown
+                ),
+                (keeps, t) => {
+                    let kept = match (keeps, t) {
+                        (Keeps::Single, _) => "single precision".to_string(),
+                        (
+                            Keeps::FloatDigits {
+                                digits,
+                                single: true,
+                            },
+                            _,
+                        ) => {
+                            format!("{digits} decimal places in single precision")
+                        }
+                        (Keeps::FloatDigits { digits: d, .. }, _)
+                        | (Keeps::Digits(d), DataType::Decimal128(..)) => {
+                            format!("{d} decimal places")
+                        }
+                        (Keeps::Digits(0), _) => "whole seconds".to_string(),
+                        (Keeps::Digits(d), _) => format!("{d} digits of a second"),
+                        (Keeps::NoTrailingSpaces, _) => unreachable!("matched above"),
+                    };
+                    format!(
+                        "column {name} is {}, which keeps {kept}: a finer value would be rounded or cut",
+                        c.shown
+                    )
+                }
             };
             for r in lossy {
                 let std::collections::btree_map::Entry::Vacant(slot) = out.entry(base + r) else {
@@ -321,10 +387,7 @@ pub(crate) fn coarse_refusals(
                     column: Some(name.to_string()),
                     // The value is the refusal's detail: without it, the reason groups
                     // the column's refusals in the summary.
-                    reason: format!(
-                        "column {name} is {}, which keeps {kept}: a finer value would be rounded or cut",
-                        c.shown
-                    ),
+                    reason: reason.clone(),
                     detail: value,
                 });
             }
@@ -332,6 +395,15 @@ pub(crate) fn coarse_refusals(
         base += batch.num_rows();
     }
     out.into_values().collect()
+}
+
+/// `x` as MySQL and MariaDB store it in a `float(m,d)` or `double(m,d)` column of
+/// `digits` decimals (`truncate_double`: the fraction rounded half to even), so a value
+/// the column keeps unchanged is the one this returns as it is.
+fn mysql_rounded(x: f64, digits: u32) -> f64 {
+    let scale = 10f64.powi(digits as i32);
+    let whole = x.floor();
+    whole + ((x - whole) * scale).round_ties_even() / scale
 }
 
 /// The rows of `a` whose value is not a whole multiple of `step`.
@@ -425,21 +497,27 @@ mod tests {
             .into_iter()
             .enumerate()
             .filter_map(|(i, (fraction, scale))| {
-                Coarse::of(i, types[i], "t", fraction, scale, false)
+                Coarse::of(i, types[i], "t", fraction, scale, false, false)
             })
             .collect();
         assert_eq!(coarse.len(), 3);
         // A column that keeps what the type carries is not coarse.
         assert_eq!(
-            Coarse::of(0, ColumnType::Timestamp, "t", Some(6), None, false),
+            Coarse::of(0, ColumnType::Timestamp, "t", Some(6), None, false, false),
             None
         );
-        assert_eq!(Coarse::of(1, types[1], "t", None, Some(4), false), None);
         assert_eq!(
-            Coarse::of(0, ColumnType::BigInt, "t", Some(0), None, false),
+            Coarse::of(1, types[1], "t", None, Some(4), false, false),
             None
         );
-        assert_eq!(Coarse::of(0, ColumnType::Real, "t", None, None, true), None);
+        assert_eq!(
+            Coarse::of(0, ColumnType::BigInt, "t", Some(0), None, false, false),
+            None
+        );
+        assert_eq!(
+            Coarse::of(0, ColumnType::Real, "t", None, None, true, false),
+            None
+        );
 
         let second = 1_000_000;
         let batches = [
@@ -506,7 +584,7 @@ mod tests {
             ]))],
         )
         .unwrap();
-        let coarse = [Coarse::of(0, ColumnType::Double, "float", None, None, true).unwrap()];
+        let coarse = [Coarse::of(0, ColumnType::Double, "float", None, None, true, false).unwrap()];
         let refused = coarse_refusals(
             &coarse,
             &[("r".to_string(), ColumnType::Double, true, false)],
@@ -520,6 +598,113 @@ mod tests {
         assert_eq!(
             refused[0].reason,
             "column r is float, which keeps single precision: a finer value would be rounded or cut"
+        );
+    }
+
+    #[test]
+    fn mysql_float_digits_and_char_trailing_spaces_are_refused_where_they_would_change() {
+        use std::sync::Arc;
+
+        use arrow::array::{Float32Array, Float64Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", DataType::Float64, true),
+            Field::new("f", DataType::Float32, true),
+            Field::new("s", DataType::Float64, true),
+            Field::new("c", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                // 12.345 has a third decimal; 0.1, 123.45 and -2.5 keep as they are.
+                Arc::new(Float64Array::from(vec![
+                    Some(0.1),
+                    Some(12.345),
+                    Some(123.45),
+                    Some(-2.5),
+                    None,
+                    Some(7.0),
+                ])),
+                // 0.125 is exact in single precision, but has a third decimal.
+                Arc::new(Float32Array::from(vec![
+                    Some(0.5),
+                    None,
+                    Some(0.125),
+                    Some(-1.25),
+                    Some(3.0),
+                    Some(1.75),
+                ])),
+                // A float(7,2): 0.25 is exact and kept; 0.1 is not single precision.
+                Arc::new(Float64Array::from(vec![
+                    Some(0.25),
+                    None,
+                    None,
+                    None,
+                    Some(0.1),
+                    None,
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    Some("b"),
+                    Some(" lead"),
+                    Some("trail "),
+                    Some("x"),
+                    Some("   "),
+                ])),
+            ],
+        )
+        .unwrap();
+        use ColumnType::*;
+        let coarse: Vec<Coarse> = [
+            (Double, "double(10,2)", false, false),
+            (Real, "float(6,2)", true, false),
+            (Double, "float(7,2)", true, false),
+            (Text, "char(8)", false, true),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ty, shown, single, strips))| {
+            Coarse::of(i, ty, shown, None, Some(2), single, strips).unwrap()
+        })
+        .collect();
+        // Plain double and float columns report no scale, or MySQL's 31: they round nothing.
+        assert_eq!(
+            Coarse::of(0, Double, "double", None, Some(31), false, false),
+            None
+        );
+        assert_eq!(Coarse::of(0, Real, "float", None, None, true, false), None);
+        // Only text is held to a char(n)'s spaces.
+        assert_eq!(
+            Coarse::of(0, BigInt, "char(8)", None, None, false, true),
+            None
+        );
+        let columns = ["d", "f", "s", "c"].map(|n| (n.to_string(), Text, true, false));
+        let refused = coarse_refusals(&coarse, &columns, &[batch]);
+        let got: Vec<(usize, Option<&str>, Option<&str>)> = refused
+            .iter()
+            .map(|r| (r.row, r.column.as_deref(), r.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, Some("d"), Some("12.345")),
+                (2, Some("f"), Some("0.125")),
+                (3, Some("c"), Some("trail ")),
+                (4, Some("s"), Some("0.1")),
+                (5, Some("c"), Some("   ")),
+            ]
+        );
+        assert_eq!(
+            refused[0].reason,
+            "column d is double(10,2), which keeps 2 decimal places: a finer value would be rounded or cut"
+        );
+        assert_eq!(
+            refused[3].reason,
+            "column s is float(7,2), which keeps 2 decimal places in single precision: a finer value would be rounded or cut"
+        );
+        assert_eq!(
+            refused[2].reason,
+            "column c is char(8), which gives text back without its trailing spaces: they would be lost"
         );
     }
 }

@@ -1512,3 +1512,95 @@ fn values_finer_than_an_existing_column_keeps_are_quarantined_not_cut() {
         expected
     );
 }
+
+#[test]
+fn float_digits_and_char_trailing_spaces_an_existing_table_would_change_are_quarantined() {
+    let ws = Workspace::new();
+    let dst = MyDb::new("rs_my_float_char");
+    // MariaDB rounds a double into a float(m,d) or double(m,d) column to d places, and
+    // a char(n) gives text back without its trailing spaces, with no error even in
+    // strict mode; with verify = "off" nothing would notice.
+    dst.exec(&format!(
+        "CREATE TABLE {}.prices (id BIGINT PRIMARY KEY, label CHAR(8), price DOUBLE(10,2), ratio FLOAT(7,2))",
+        dst.q()
+    ));
+    ws.write(
+        "samples/prices.csv",
+        "id,label,price,ratio\n1,ok,1.5,0.25\n2,\"trail \",1.5,0.25\n3,ok,12.345,0.25\n4,ok,2,0.1\n5,ok,3,0.125\n6,\" lead\",4.25,0.5\n7,,,\n",
+    );
+    let p = ws.write(
+        "pipelines/prices.toml",
+        &format!(
+            r#"name = "prices"
+verify = "off"
+[source]
+url = "../samples/prices.csv"
+key = "id"
+[source.types]
+id = "bigint"
+price = "double"
+ratio = "double"
+[target]
+url = "{}"
+table = "prices"
+if_exists = "append"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+label = {{ type = "text", expr = "label" }}
+price = {{ type = "double", expr = "price" }}
+ratio = {{ type = "double", expr = "ratio" }}
+"#,
+            dst.url()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT CAST(id AS CHAR), CONCAT('[', label, ']'), CAST(price AS CHAR), CAST(ratio AS CHAR) FROM {}.prices ORDER BY id",
+            dst.q()
+        )),
+        [
+            ["1", "[ok]", "1.50", "0.25"],
+            ["6", "[ lead]", "4.25", "0.50"],
+            ["7", "NULL", "NULL", "NULL"],
+        ]
+    );
+    let keeps = |column: &str, shown: &str, keeps: &str| {
+        format!(
+            "the target refused the row: column {column} is {shown}, which keeps {keeps}: a finer value would be rounded or cut"
+        )
+    };
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT row_key, column_name, value, reason FROM {}.prices_rejects ORDER BY row_key",
+            dst.q()
+        )),
+        [
+            [
+                "2".to_string(),
+                "label".into(),
+                "trail ".into(),
+                "the target refused the row: column label is char(8), which gives text back without its trailing spaces: they would be lost".into(),
+            ],
+            [
+                "3".into(),
+                "price".into(),
+                "12.345".into(),
+                keeps("price", "double(10,2)", "2 decimal places"),
+            ],
+            [
+                "4".into(),
+                "ratio".into(),
+                "0.1".into(),
+                keeps("ratio", "float(7,2)", "2 decimal places in single precision"),
+            ],
+            [
+                "5".into(),
+                "ratio".into(),
+                "0.125".into(),
+                keeps("ratio", "float(7,2)", "2 decimal places in single precision"),
+            ],
+        ]
+    );
+}
