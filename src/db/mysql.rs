@@ -218,7 +218,8 @@ pub struct MyColumn {
     pub name: String,
     /// `DATA_TYPE`, lower case: `int`, `varchar`, `decimal`.
     pub data_type: String,
-    /// `COLUMN_TYPE`: `int(10) unsigned`, `decimal(12,2)`, `enum('a','b')`.
+    /// `COLUMN_TYPE`: `int(10) unsigned`, `decimal(12,2)`, `enum('a','B')` (lower case
+    /// but for an enum's or a set's members).
     pub column_type: String,
     /// `NUMERIC_PRECISION`.
     pub precision: Option<u64>,
@@ -243,7 +244,7 @@ pub async fn table_columns(
     // The catalog's columns are `longtext` on some servers and `varchar` with a binary
     // collation on others; CAST makes them read the same everywhere.
     let rows = sqlx::query(
-        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), CAST(LOWER(COLUMN_TYPE) AS CHAR), \
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), CAST(COLUMN_TYPE AS CHAR), \
                 CAST(NUMERIC_PRECISION AS SIGNED), CAST(NUMERIC_SCALE AS SIGNED), \
                 CAST(LOWER(CHARACTER_SET_NAME) AS CHAR), IS_NULLABLE = 'NO', \
                 CAST(DATETIME_PRECISION AS SIGNED) \

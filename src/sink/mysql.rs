@@ -261,10 +261,7 @@ impl MysqlSink {
                     &c.column_type,
                     c.fraction,
                     c.scale,
-                    c.data_type == "float",
-                    // Without PAD_CHAR_TO_FULL_LENGTH (never set), a char(n) is read
-                    // back without its trailing spaces.
-                    c.data_type == "char",
+                    Some(&c.data_type),
                 )
             })
             .collect()

@@ -151,7 +151,7 @@ impl TableFacts {
                         && c.typmod >= 4
                         && matches!(ty, ColumnType::Decimal { .. }))
                     .then(|| ((c.typmod - 4) & 0xffff) as u64);
-                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, false, false)
+                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, None)
                 })
                 .collect(),
         }

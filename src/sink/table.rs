@@ -198,8 +198,9 @@ pub(crate) fn primary_key<'c>(
 /// A written column that the existing table stores more coarsely than its declared type
 /// holds values: a `datetime` keeping whole seconds under a `timestamp`, a
 /// `numeric(10,2)` under a `decimal(10,4)`, MySQL's single-precision `float` under a
-/// `double`. Neither server refuses a finer value, even in strict mode: it rounds or cuts
-/// it, so the sink refuses the row itself.
+/// `double`, or one that stores some texts as others (MySQL's `char(n)`, `enum`, `set`,
+/// MariaDB's `uuid`). Neither server refuses such a value, even in strict mode: it rounds,
+/// cuts or rewrites it, so the sink refuses the row itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Coarse {
     /// The column's place among the written columns.
@@ -208,6 +209,8 @@ pub(crate) struct Coarse {
     pub shown: String,
     /// What the column keeps of a value.
     pub keeps: Keeps,
+    /// An `enum`'s or a `set`'s members, in their order.
+    pub members: Vec<String>,
 }
 
 /// What a [`Coarse`] column keeps of a value.
@@ -223,23 +226,31 @@ pub(crate) enum Keeps {
     FloatDigits { digits: u32, single: bool },
     /// Text without its trailing spaces, as MySQL's `char(n)` gives it back.
     NoTrailingSpaces,
+    /// One of the members, spelled as declared: MySQL's `enum` stores a value that
+    /// matches one but for case or trailing spaces as that member.
+    Member,
+    /// Members spelled as declared, in their order, each once: MySQL's `set` stores
+    /// `'b,a'` as `'a,b'`.
+    Members,
+    /// A UUID's lowercase, dashed form, which MariaDB's `uuid` stores any other as.
+    Uuid,
 }
 
 impl Coarse {
     /// The column at `column` of declared type `ty`, stored as `shown` with `fraction`
     /// digits of a second (times and timestamps) or `scale` digits (decimals, and a
-    /// MySQL float's `d`), where the catalog has them; `single` when it stores a 32-bit
-    /// float, `strips_spaces` when it gives text back without trailing spaces. `None`
-    /// when the column keeps every digit the type can carry.
+    /// MySQL float's `d`), where the catalog has them; `mysql` is its MySQL `DATA_TYPE`
+    /// (`float`, `char`, `enum`, ...) in a MySQL table. `None` when the column keeps every
+    /// value of the type as it is sent.
     pub(crate) fn of(
         column: usize,
         ty: ColumnType,
         shown: &str,
         fraction: Option<u64>,
         scale: Option<u64>,
-        single: bool,
-        strips_spaces: bool,
+        mysql: Option<&str>,
     ) -> Option<Coarse> {
+        let single = mysql == Some("float") && ty == ColumnType::Double;
         let keeps = match ty {
             ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Time => {
                 fraction.filter(|&f| f < 6).map(|f| Keeps::Digits(f as u32))
@@ -251,19 +262,30 @@ impl Coarse {
             ColumnType::Double | ColumnType::Real => match scale.filter(|&d| d < 31) {
                 Some(d) => Some(Keeps::FloatDigits {
                     digits: d as u32,
-                    single: single && ty == ColumnType::Double,
+                    single,
                 }),
-                None => (single && ty == ColumnType::Double).then_some(Keeps::Single),
+                None => single.then_some(Keeps::Single),
             },
-            ColumnType::Text | ColumnType::Varchar(_) => {
-                strips_spaces.then_some(Keeps::NoTrailingSpaces)
-            }
+            ColumnType::Text | ColumnType::Varchar(_) => match mysql {
+                // Without PAD_CHAR_TO_FULL_LENGTH (never set), a char(n) is read back
+                // without its trailing spaces.
+                Some("char") => Some(Keeps::NoTrailingSpaces),
+                Some("enum") => Some(Keeps::Member),
+                Some("set") => Some(Keeps::Members),
+                Some("uuid") => Some(Keeps::Uuid),
+                _ => None,
+            },
             _ => None,
         }?;
+        let members = match keeps {
+            Keeps::Member | Keeps::Members => members(shown),
+            _ => Vec::new(),
+        };
         Some(Coarse {
             column,
             shown: shown.to_string(),
             keeps,
+            members,
         })
     }
 }
@@ -313,10 +335,19 @@ pub(crate) fn coarse_refusals(
                         })
                         .collect()
                 }
-                (DataType::Utf8, Keeps::NoTrailingSpaces) => {
+                (
+                    DataType::Utf8,
+                    Keeps::NoTrailingSpaces | Keeps::Member | Keeps::Members | Keeps::Uuid,
+                ) => {
                     let v = a.as_string::<i32>();
+                    let changed = |t: &str| match c.keeps {
+                        Keeps::NoTrailingSpaces => t.ends_with(' '),
+                        Keeps::Member => !c.members.iter().any(|m| m == t),
+                        Keeps::Members => !in_set_order(t, &c.members),
+                        _ => !canonical_uuid(t),
+                    };
                     (0..v.len())
-                        .filter(|&r| v.is_valid(r) && v.value(r).ends_with(' '))
+                        .filter(|&r| v.is_valid(r) && changed(v.value(r)))
                         .collect()
                 }
                 (DataType::Float64, Keeps::Single) => {
@@ -351,6 +382,18 @@ pub(crate) fn coarse_refusals(
                     "column {name} is {}, which gives text back without its trailing spaces: they would be lost",
                     c.shown
                 ),
+                (Keeps::Member, _) => format!(
+                    "column {name} is {}, which stores only its members, spelled as declared: another text would be changed or refused",
+                    c.shown
+                ),
+                (Keeps::Members, _) => format!(
+                    "column {name} is {}, which stores its members in their declared order and spelling, each once: this text would be changed or refused",
+                    c.shown
+                ),
+                (Keeps::Uuid, _) => format!(
+                    "column {name} is {}, which stores a UUID in its lowercase, dashed form: this text would be changed or refused",
+                    c.shown
+                ),
                 (keeps, t) => {
                     let kept = match (keeps, t) {
                         (Keeps::Single, _) => "single precision".to_string(),
@@ -369,7 +412,10 @@ pub(crate) fn coarse_refusals(
                         }
                         (Keeps::Digits(0), _) => "whole seconds".to_string(),
                         (Keeps::Digits(d), _) => format!("{d} digits of a second"),
-                        (Keeps::NoTrailingSpaces, _) => unreachable!("matched above"),
+                        (
+                            Keeps::NoTrailingSpaces | Keeps::Member | Keeps::Members | Keeps::Uuid,
+                            _,
+                        ) => unreachable!("matched above"),
                     };
                     format!(
                         "column {name} is {}, which keeps {kept}: a finer value would be rounded or cut",
@@ -395,6 +441,62 @@ pub(crate) fn coarse_refusals(
         base += batch.num_rows();
     }
     out.into_values().collect()
+}
+
+/// The members of a MySQL `enum(...)` or `set(...)` as `information_schema` shows the
+/// type: each quoted, a quote doubled and a backslash escaped.
+fn members(shown: &str) -> Vec<String> {
+    let Some(list) = shown.find('(').map(|at| &shown[at + 1..]) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut member = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    member.push('\'');
+                }
+                '\'' => break,
+                '\\' => member.extend(chars.next()),
+                c => member.push(c),
+            }
+        }
+        out.push(member);
+    }
+    out
+}
+
+/// Whether `text` is a `set` value MySQL stores as it is: members spelled as declared,
+/// in their declared order, each once (the empty set is the empty text).
+fn in_set_order(text: &str, members: &[String]) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    let mut last = None;
+    text.split(',').all(|part| {
+        let Some(at) = members.iter().position(|m| m == part) else {
+            return false;
+        };
+        let ordered = last.is_none_or(|l| at > l);
+        last = Some(at);
+        ordered
+    })
+}
+
+/// Whether `text` is a UUID as MariaDB gives one back: 36 characters, lowercase hex
+/// digits with dashes after the 8th, 12th, 16th and 20th.
+fn canonical_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
 }
 
 /// `x` as MySQL and MariaDB store it in a `float(m,d)` or `double(m,d)` column of
@@ -497,25 +599,22 @@ mod tests {
             .into_iter()
             .enumerate()
             .filter_map(|(i, (fraction, scale))| {
-                Coarse::of(i, types[i], "t", fraction, scale, false, false)
+                Coarse::of(i, types[i], "t", fraction, scale, None)
             })
             .collect();
         assert_eq!(coarse.len(), 3);
         // A column that keeps what the type carries is not coarse.
         assert_eq!(
-            Coarse::of(0, ColumnType::Timestamp, "t", Some(6), None, false, false),
+            Coarse::of(0, ColumnType::Timestamp, "t", Some(6), None, None),
+            None
+        );
+        assert_eq!(Coarse::of(1, types[1], "t", None, Some(4), None), None);
+        assert_eq!(
+            Coarse::of(0, ColumnType::BigInt, "t", Some(0), None, None),
             None
         );
         assert_eq!(
-            Coarse::of(1, types[1], "t", None, Some(4), false, false),
-            None
-        );
-        assert_eq!(
-            Coarse::of(0, ColumnType::BigInt, "t", Some(0), None, false, false),
-            None
-        );
-        assert_eq!(
-            Coarse::of(0, ColumnType::Real, "t", None, None, true, false),
+            Coarse::of(0, ColumnType::Real, "t", None, None, Some("float")),
             None
         );
 
@@ -584,7 +683,8 @@ mod tests {
             ]))],
         )
         .unwrap();
-        let coarse = [Coarse::of(0, ColumnType::Double, "float", None, None, true, false).unwrap()];
+        let coarse =
+            [Coarse::of(0, ColumnType::Double, "float", None, None, Some("float")).unwrap()];
         let refused = coarse_refusals(
             &coarse,
             &[("r".to_string(), ColumnType::Double, true, false)],
@@ -598,6 +698,95 @@ mod tests {
         assert_eq!(
             refused[0].reason,
             "column r is float, which keeps single precision: a finer value would be rounded or cut"
+        );
+    }
+
+    #[test]
+    fn mysql_enum_set_and_uuid_text_is_refused_unless_stored_as_sent() {
+        use std::sync::Arc;
+
+        use arrow::array::StringArray;
+        use arrow::datatypes::{DataType, Field, Schema};
+        assert_eq!(
+            members(r"enum('A','it''s','back\\slash','comma,here')"),
+            ["A", "it's", r"back\slash", "comma,here"]
+        );
+        assert!(members("enum()").is_empty());
+        let text = |v: Vec<Option<&str>>| Arc::new(StringArray::from(v)) as arrow::array::ArrayRef;
+        let schema = Arc::new(Schema::new(
+            ["e", "s", "u"]
+                .map(|n| Field::new(n, DataType::Utf8, true))
+                .to_vec(),
+        ));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                text(vec![
+                    Some("A"),
+                    Some("a"),
+                    Some("it's"),
+                    None,
+                    Some("A "),
+                    None,
+                    None,
+                ]),
+                text(vec![
+                    Some("x,z"),
+                    Some(""),
+                    None,
+                    Some("z,x"),
+                    Some("x"),
+                    Some("x,x"),
+                    Some("x,y"),
+                ]),
+                text(vec![
+                    Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+                    None,
+                    Some("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"),
+                    None,
+                    None,
+                    Some("a0eebc999c0b4ef8bb6d6bb9bd380a11"),
+                    None,
+                ]),
+            ],
+        )
+        .unwrap();
+        use ColumnType::*;
+        let coarse: Vec<Coarse> = [
+            ("enum('A','it''s')", "enum"),
+            ("set('x','Y','z')", "set"),
+            ("uuid", "uuid"),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (shown, data_type))| {
+            Coarse::of(i, Text, shown, None, None, Some(data_type)).unwrap()
+        })
+        .collect();
+        assert_eq!(coarse[1].members, ["x", "Y", "z"]);
+        let columns = ["e", "s", "u"].map(|n| (n.to_string(), Text, true, false));
+        let refused = coarse_refusals(&coarse, &columns, &[batch]);
+        let got: Vec<(usize, Option<&str>)> = refused
+            .iter()
+            .map(|r| (r.row, r.column.as_deref()))
+            .collect();
+        // Row 0 is stored as sent; 1: 'a' for 'A'; 2: an uppercase UUID; 3: a set out of
+        // order; 4: a trailing space; 5: a repeated member (and a UUID without dashes);
+        // 6: 'y' for 'Y'.
+        assert_eq!(
+            got,
+            [
+                (1, Some("e")),
+                (2, Some("u")),
+                (3, Some("s")),
+                (4, Some("e")),
+                (5, Some("s")),
+                (6, Some("s")),
+            ]
+        );
+        assert_eq!(
+            refused[0].reason,
+            "column e is enum('A','it''s'), which stores only its members, spelled as declared: another text would be changed or refused"
         );
     }
 
@@ -656,28 +845,32 @@ mod tests {
         .unwrap();
         use ColumnType::*;
         let coarse: Vec<Coarse> = [
-            (Double, "double(10,2)", false, false),
-            (Real, "float(6,2)", true, false),
-            (Double, "float(7,2)", true, false),
-            (Text, "char(8)", false, true),
+            (Double, "double(10,2)", "double"),
+            (Real, "float(6,2)", "float"),
+            (Double, "float(7,2)", "float"),
+            (Text, "char(8)", "char"),
         ]
         .into_iter()
         .enumerate()
-        .map(|(i, (ty, shown, single, strips))| {
-            Coarse::of(i, ty, shown, None, Some(2), single, strips).unwrap()
+        .map(|(i, (ty, shown, data_type))| {
+            Coarse::of(i, ty, shown, None, Some(2), Some(data_type)).unwrap()
         })
         .collect();
         // Plain double and float columns report no scale, or MySQL's 31: they round nothing.
         assert_eq!(
-            Coarse::of(0, Double, "double", None, Some(31), false, false),
+            Coarse::of(0, Double, "double", None, Some(31), Some("double")),
             None
         );
-        assert_eq!(Coarse::of(0, Real, "float", None, None, true, false), None);
-        // Only text is held to a char(n)'s spaces.
         assert_eq!(
-            Coarse::of(0, BigInt, "char(8)", None, None, false, true),
+            Coarse::of(0, Real, "float", None, None, Some("float")),
             None
         );
+        // Only text is held to a char(n)'s spaces, and only in MySQL.
+        assert_eq!(
+            Coarse::of(0, BigInt, "char(8)", None, None, Some("char")),
+            None
+        );
+        assert_eq!(Coarse::of(0, Text, "char(8)", None, None, None), None);
         let columns = ["d", "f", "s", "c"].map(|n| (n.to_string(), Text, true, false));
         let refused = coarse_refusals(&coarse, &columns, &[batch]);
         let got: Vec<(usize, Option<&str>, Option<&str>)> = refused

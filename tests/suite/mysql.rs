@@ -1604,3 +1604,95 @@ ratio = {{ type = "double", expr = "ratio" }}
         ]
     );
 }
+
+#[test]
+fn enum_set_and_uuid_text_an_existing_table_would_rewrite_is_quarantined() {
+    let ws = Workspace::new();
+    let dst = MyDb::new("rs_my_enum_set");
+    // In strict mode too, MariaDB stores 'a' in enum('A') as 'A', 'z,x' in a set as
+    // 'x,z', and an uppercase UUID in lowercase, with no error.
+    dst.exec(&format!(
+        "CREATE TABLE {}.tags (id BIGINT PRIMARY KEY, state ENUM('Open','it''s'), flags SET('x','Y','z'), ref UUID)",
+        dst.q()
+    ));
+    ws.write(
+        "samples/tags.csv",
+        "id,state,flags,ref\n1,Open,\"x,z\",a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n2,open,x,\n3,it's,\"z,x\",\n4,,Y,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11\n5,,,\n",
+    );
+    let p = ws.write(
+        "pipelines/tags.toml",
+        &format!(
+            r#"name = "tags"
+verify = "off"
+[source]
+url = "../samples/tags.csv"
+key = "id"
+[source.types]
+id = "bigint"
+[target]
+url = "{}"
+table = "tags"
+if_exists = "append"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+state = {{ type = "text", expr = "state" }}
+flags = {{ type = "text", expr = "flags" }}
+ref = {{ type = "text", expr = "ref" }}
+"#,
+            dst.url()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT CAST(id AS CHAR), state, flags, CAST(ref AS CHAR) FROM {}.tags ORDER BY id",
+            dst.q()
+        )),
+        [
+            ["1", "Open", "x,z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"],
+            ["5", "NULL", "NULL", "NULL"],
+        ]
+    );
+    let reason = |column: &str, shown: &str, keeps: &str| {
+        format!("the target refused the row: column {column} is {shown}, which {keeps}")
+    };
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT row_key, column_name, value, reason FROM {}.tags_rejects ORDER BY row_key",
+            dst.q()
+        )),
+        [
+            [
+                "2".to_string(),
+                "state".into(),
+                "open".into(),
+                reason(
+                    "state",
+                    "enum('Open','it''s')",
+                    "stores only its members, spelled as declared: another text would be changed or refused"
+                ),
+            ],
+            [
+                "3".into(),
+                "flags".into(),
+                "z,x".into(),
+                reason(
+                    "flags",
+                    "set('x','Y','z')",
+                    "stores its members in their declared order and spelling, each once: this text would be changed or refused"
+                ),
+            ],
+            [
+                "4".into(),
+                "ref".into(),
+                "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into(),
+                reason(
+                    "ref",
+                    "uuid",
+                    "stores a UUID in its lowercase, dashed form: this text would be changed or refused"
+                ),
+            ],
+        ]
+    );
+}
