@@ -142,7 +142,9 @@ impl MyClient {
 /// variable, which the two servers name differently.
 fn session_sql(db: &DbOptions, mariadb: bool) -> String {
     let mut set = vec![
-        "sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_BACKSLASH_ESCAPES')".to_string(),
+        // Without PAD_CHAR_TO_FULL_LENGTH, whatever the server's own mode: a char(n) then
+        // gives its text back without trailing spaces, which the sink refuses to send.
+        "sql_mode = CONCAT(REPLACE(@@sql_mode, 'PAD_CHAR_TO_FULL_LENGTH', ''), ',STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_BACKSLASH_ESCAPES')".to_string(),
         "time_zone = '+00:00'".to_string(),
     ];
     if let Some(ms) = db.lock_timeout_ms {

@@ -8,7 +8,7 @@
 //! `hash_bytes_uint32_extended` compute it (on a little-endian machine, which is what
 //! the tests check them against).
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
@@ -157,6 +157,13 @@ impl Starts {
         self.uint32(fold_int8(v))
     }
 
+    /// An `int8` column's hash: `hashint8extended` folds the halves together (0 and
+    /// 4294967297 hash alike), so the high half, sign-extended, is XORed into the seed
+    /// too, and values that fold alike hash apart.
+    fn int8_whole(&self, v: i64) -> u64 {
+        uint32(fold_int8(v), self.seed ^ (v >> 32) as u64)
+    }
+
     fn float8(&self, v: f64) -> u64 {
         if v == 0.0 {
             return self.seed;
@@ -283,9 +290,8 @@ impl RowHasher {
                 let h = match kind {
                     PgKind::Int2 => format!("hashint2extended({c}, {s})"),
                     PgKind::Int4 => format!("hashint4extended({c}, {s})"),
-                    // `hashint8extended` folds the halves together (0 and 4294967297 hash
-                    // alike), so the high half joins the row's hash as it is.
-                    PgKind::Int8 => format!("hashint8extended({c}, {s}) # ({c} >> 32)"),
+                    // As `Starts::int8_whole`: the high half goes into the seed.
+                    PgKind::Int8 => format!("hashint8extended({c}, {s} # ({c} >> 32))"),
                     PgKind::Float4 => format!("hashfloat4extended({c}, {s})"),
                     PgKind::Float8 => format!("hashfloat8extended({c}, {s})"),
                     PgKind::Bool => format!("hashint4extended({c}::int4, {s})"),
@@ -307,15 +313,15 @@ impl RowHasher {
         parts.join(" # ")
     }
 
-    /// Adds the rows of `columns` (the written columns, in order, as sent) to `sum`:
+    /// Adds the rows of `batch` (the written columns, in order, as sent) to `sum`:
     /// each row's hash as [`RowHasher::sql`] computes it over the values the server
     /// stores from them. Column by column over the typed arrays, so a value costs a
     /// tight loop's step rather than a dynamic call.
     ///
     /// An error when a column is not the Arrow type its kind is sent from.
-    pub fn add_batch(&self, columns: &[ArrayRef], sum: &mut HashSum) -> Result<(), String> {
-        let mut rows = vec![0u64; columns.first().map_or(0, |c| c.len())];
-        for (i, (col, kind)) in columns.iter().zip(&self.kinds).enumerate() {
+    pub fn add_batch(&self, batch: &RecordBatch, sum: &mut HashSum) -> Result<(), String> {
+        let mut rows = vec![0u64; batch.num_rows()];
+        for (i, (col, kind)) in batch.columns().iter().zip(&self.kinds).enumerate() {
             let st = &self.starts[i];
             let (nulls, null) = (col.logical_nulls(), Self::null(i) as u64);
             let nulls = nulls.as_ref();
@@ -332,10 +338,7 @@ impl RowHasher {
                 }
                 (PgKind::Int8, DataType::Int64) => {
                     let a = col.as_primitive::<Int64Type>();
-                    fold_column(&mut rows, nulls, null, |r| {
-                        let v = a.value(r);
-                        st.int8(v) ^ (v >> 32) as u64
-                    });
+                    fold_column(&mut rows, nulls, null, |r| st.int8_whole(a.value(r)));
                 }
                 (PgKind::Float4, DataType::Float32) => {
                     let a = col.as_primitive::<Float32Type>();
@@ -450,7 +453,9 @@ mod tests {
     fn a_batch_hashes_as_its_rows_do_value_by_value_from_any_offset() {
         use std::sync::Arc;
 
-        use arrow::array::{Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+        use arrow::array::{
+            ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+        };
 
         // Text of every length up to 40 bytes and past it, NULLs in every column.
         let text: Vec<Option<String>> = (0..60)
@@ -478,7 +483,7 @@ mod tests {
         let row = |r: usize| -> u64 {
             let s = RowHasher::seed;
             let null = |c| RowHasher::null(c) as u64;
-            ids[r].map_or(null(0), |v| int8(v, s(0)) ^ (v >> 32) as u64)
+            ids[r].map_or(null(0), |v| uint32(fold_int8(v), s(0) ^ (v >> 32) as u64))
                 ^ text[r]
                     .as_ref()
                     .map_or(null(1), |v| bytes(v.as_bytes(), s(1)))
@@ -488,14 +493,18 @@ mod tests {
         for (offset, len) in [(0, 60), (13, 40), (59, 1), (20, 0)] {
             let mut sum = HashSum::default();
             hasher
-                .add_batch(batch.slice(offset, len).columns(), &mut sum)
+                .add_batch(&batch.slice(offset, len), &mut sum)
                 .unwrap();
             let mut want = HashSum::default();
             (offset..offset + len).for_each(|r| want.add(row(r)));
             assert_eq!(sum, want, "rows {offset}..{}", offset + len);
         }
         // A column that is not its kind's Arrow type is an error, not a wrong sum.
-        let wrong = [Arc::new(StringArray::from(vec!["1"])) as ArrayRef];
+        let wrong = RecordBatch::try_from_iter([(
+            "id",
+            Arc::new(StringArray::from(vec!["1"])) as ArrayRef,
+        )])
+        .unwrap();
         let err = RowHasher::new(&[BigInt], None)
             .unwrap()
             .add_batch(&wrong, &mut HashSum::default())

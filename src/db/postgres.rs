@@ -463,7 +463,7 @@ impl Encoder {
         // the server would not store as sent.
         if let Some((hasher, sum)) = &mut self.hashed {
             hasher
-                .add_batch(cols, sum)
+                .add_batch(batch, sum)
                 .map_err(|e| Error::Internal(format!("{here}: {e}")))?;
         }
         Ok(())

@@ -222,7 +222,7 @@ pub(crate) enum Keeps {
     /// A 32-bit float's precision.
     Single,
     /// A float rounded to this many decimal places, as MySQL's `float(m,d)` and
-    /// `double(m,d)` store it (in single precision where `single`).
+    /// `double(m,d)` store it (then in single precision where `single`).
     FloatDigits { digits: u32, single: bool },
     /// Text without its trailing spaces, as MySQL's `char(n)` gives it back.
     NoTrailingSpaces,
@@ -250,7 +250,8 @@ impl Coarse {
         scale: Option<u64>,
         mysql: Option<&str>,
     ) -> Option<Coarse> {
-        let single = mysql == Some("float") && ty == ColumnType::Double;
+        // A float column stores single precision whatever the declared type.
+        let single = mysql == Some("float");
         let keeps = match ty {
             ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Time => {
                 fraction.filter(|&f| f < 6).map(|f| Keeps::Digits(f as u32))
@@ -264,11 +265,11 @@ impl Coarse {
                     digits: d as u32,
                     single,
                 }),
-                None => single.then_some(Keeps::Single),
+                None => (single && ty == ColumnType::Double).then_some(Keeps::Single),
             },
             ColumnType::Text | ColumnType::Varchar(_) => match mysql {
-                // Without PAD_CHAR_TO_FULL_LENGTH (never set), a char(n) is read back
-                // without its trailing spaces.
+                // Sessions run without PAD_CHAR_TO_FULL_LENGTH (`db::mysql`), so a
+                // char(n) is read back without its trailing spaces.
                 Some("char") => Some(Keeps::NoTrailingSpaces),
                 Some("enum") => Some(Keeps::Member),
                 Some("set") => Some(Keeps::Members),
@@ -290,9 +291,9 @@ impl Coarse {
     }
 }
 
-/// The rows of `batches` (counted across them) that hold a value finer than a `coarse`
-/// column keeps, each refused once, for its first such column, with the value and what
-/// the column keeps.
+/// The rows of `batches` (counted across them) that hold a value a `coarse` column would
+/// not keep as sent, each refused once, for its first such column, with the value and
+/// what the column keeps.
 pub(crate) fn coarse_refusals(
     coarse: &[Coarse],
     columns: &[(String, ColumnType, bool, bool)],
@@ -320,18 +321,25 @@ pub(crate) fn coarse_refusals(
             };
             let lossy: Vec<usize> = match (a.data_type(), c.keeps) {
                 (DataType::Float64 | DataType::Float32, Keeps::FloatDigits { digits, single }) => {
-                    let value = |r: usize| match a.data_type() {
-                        DataType::Float32 => f64::from(a.as_primitive::<Float32Type>().value(r)),
-                        _ => a.as_primitive::<Float64Type>().value(r),
+                    let values: Vec<f64> = match a.data_type() {
+                        DataType::Float32 => a
+                            .as_primitive::<Float32Type>()
+                            .values()
+                            .iter()
+                            .map(|v| f64::from(*v))
+                            .collect(),
+                        _ => a.as_primitive::<Float64Type>().values().to_vec(),
                     };
-                    // NaN and the infinities are the server's to refuse.
+                    // What the server stores, bit for bit (-0 becomes 0); NaN and the
+                    // infinities are the server's to refuse.
+                    let stored = |x: f64| {
+                        let s = mysql_rounded(x, digits);
+                        if single { f64::from(s as f32) } else { s }
+                    };
                     (0..a.len())
                         .filter(|&r| {
-                            let x = value(r);
-                            a.is_valid(r)
-                                && x.is_finite()
-                                && (mysql_rounded(x, digits) != x
-                                    || single && f64::from(x as f32) != x)
+                            let x = values[r];
+                            a.is_valid(r) && x.is_finite() && stored(x).to_bits() != x.to_bits()
                         })
                         .collect()
                 }
@@ -499,11 +507,17 @@ fn canonical_uuid(text: &str) -> bool {
         })
 }
 
-/// `x` as MySQL and MariaDB store it in a `float(m,d)` or `double(m,d)` column of
-/// `digits` decimals (`truncate_double`: the fraction rounded half to even), so a value
-/// the column keeps unchanged is the one this returns as it is.
+/// `x` as MySQL and MariaDB round it for a `float(m,d)` or `double(m,d)` column of
+/// `digits` decimals (MariaDB's `truncate_double`, MySQL's `Field_real::truncate`: the
+/// fraction scaled, rounded half to even, scaled back), before a `float` stores it in
+/// single precision.
 fn mysql_rounded(x: f64, digits: u32) -> f64 {
-    let scale = 10f64.powi(digits as i32);
+    // The servers' own table of exact powers of ten (`log_10`); `digits` is below 31.
+    const POW10: [f64; 31] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28, 1e29, 1e30,
+    ];
+    let scale = POW10[digits.min(30) as usize];
     let whole = x.floor();
     whole + ((x - whole) * scale).round_ties_even() / scale
 }
@@ -814,14 +828,15 @@ mod tests {
                     None,
                     Some(7.0),
                 ])),
-                // 0.125 is exact in single precision, but has a third decimal.
+                // 0.125 is exact in single precision, but has a third decimal; 1.23 and
+                // 0.1 as single-precision floats are what the column stores of them.
                 Arc::new(Float32Array::from(vec![
                     Some(0.5),
                     None,
                     Some(0.125),
                     Some(-1.25),
-                    Some(3.0),
-                    Some(1.75),
+                    Some(1.23),
+                    Some(0.1),
                 ])),
                 // A float(7,2): 0.25 is exact and kept; 0.1 is not single precision.
                 Arc::new(Float64Array::from(vec![
@@ -899,5 +914,13 @@ mod tests {
             refused[2].reason,
             "column c is char(8), which gives text back without its trailing spaces: they would be lost"
         );
+        // A double(m,d) stores -0 as 0: the sign would be lost.
+        let zeros = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("d", DataType::Float64, true)])),
+            vec![Arc::new(Float64Array::from(vec![Some(0.0), Some(-0.0)]))],
+        )
+        .unwrap();
+        let refused = coarse_refusals(&coarse[..1], &columns[..1], &[zeros]);
+        assert_eq!(refused.iter().map(|r| r.row).collect::<Vec<_>>(), [1]);
     }
 }

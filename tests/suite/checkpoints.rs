@@ -102,6 +102,9 @@ fn crash_and_resume(ws: &Workspace, pipeline: &str, full: Duration, startup: Dur
     let mut mid_work = 0;
     let mut scale = 1.0f64;
     let mut progress = Vec::new();
+    // Kills of a run that committed chunks and left work: the ones that test a resume
+    // with chunks both done and in flight.
+    let mut mid_progress = 0;
     for _ in 0..20 {
         let mut child = spawn(ws, &["run", pipeline, "--quiet"]);
         x = x
@@ -136,16 +139,23 @@ fn crash_and_resume(ws: &Workspace, pipeline: &str, full: Duration, startup: Dur
         // Aim at one to three chunks a run: more, and the next delay is shorter; none
         // (killed while starting), and it is longer.
         progress.push(done - done_before);
+        if done > done_before && done < 40 {
+            mid_progress += 1;
+        }
         match done - done_before {
-            0 => scale = (scale * 1.3).min(4.0),
+            0 => scale = (scale * 1.3).min(8.0),
             1..=3 => {}
-            _ => scale *= 0.6,
+            _ => scale = (scale * 0.6).max(0.05),
         }
         done_before = done;
     }
     assert!(
         mid_work >= 10,
         "only {mid_work} of 20 kills hit a run with work left (chunks done by each killed run: {progress:?})"
+    );
+    assert!(
+        mid_progress >= 5,
+        "only {mid_progress} of 20 killed runs committed a chunk and left work (chunks done by each: {progress:?})"
     );
     let out = ws.rowshift(&["run", pipeline, "--json"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);

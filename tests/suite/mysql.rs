@@ -1521,12 +1521,12 @@ fn float_digits_and_char_trailing_spaces_an_existing_table_would_change_are_quar
     // a char(n) gives text back without its trailing spaces, with no error even in
     // strict mode; with verify = "off" nothing would notice.
     dst.exec(&format!(
-        "CREATE TABLE {}.prices (id BIGINT PRIMARY KEY, label CHAR(8), price DOUBLE(10,2), ratio FLOAT(7,2))",
+        "CREATE TABLE {}.prices (id BIGINT PRIMARY KEY, label CHAR(8), price DOUBLE(10,2), ratio FLOAT(7,2), share FLOAT(6,2))",
         dst.q()
     ));
     ws.write(
         "samples/prices.csv",
-        "id,label,price,ratio\n1,ok,1.5,0.25\n2,\"trail \",1.5,0.25\n3,ok,12.345,0.25\n4,ok,2,0.1\n5,ok,3,0.125\n6,\" lead\",4.25,0.5\n7,,,\n",
+        "id,label,price,ratio,share\n1,ok,1.5,0.25,1.23\n2,\"trail \",1.5,0.25,1.23\n3,ok,12.345,0.25,1.23\n4,ok,2,0.1,1.23\n5,ok,3,0.125,1.23\n6,\" lead\",4.25,0.5,0.1\n7,,,,\n",
     );
     let p = ws.write(
         "pipelines/prices.toml",
@@ -1540,6 +1540,7 @@ key = "id"
 id = "bigint"
 price = "double"
 ratio = "double"
+share = "real"
 [target]
 url = "{}"
 table = "prices"
@@ -1549,6 +1550,7 @@ id = {{ type = "bigint", expr = "id", primary_key = true }}
 label = {{ type = "text", expr = "label" }}
 price = {{ type = "double", expr = "price" }}
 ratio = {{ type = "double", expr = "ratio" }}
+share = {{ type = "real", expr = "share" }}
 "#,
             dst.url()
         ),
@@ -1557,13 +1559,15 @@ ratio = {{ type = "double", expr = "ratio" }}
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         dst.rows(&format!(
-            "SELECT CAST(id AS CHAR), CONCAT('[', label, ']'), CAST(price AS CHAR), CAST(ratio AS CHAR) FROM {}.prices ORDER BY id",
+            "SELECT CAST(id AS CHAR), CONCAT('[', label, ']'), CAST(price AS CHAR), CAST(ratio AS CHAR), CAST(share AS CHAR) FROM {}.prices ORDER BY id",
             dst.q()
         )),
+        // A real into a float(6,2) is kept as the float it is (1.23, 0.1 in single
+        // precision).
         [
-            ["1", "[ok]", "1.50", "0.25"],
-            ["6", "[ lead]", "4.25", "0.50"],
-            ["7", "NULL", "NULL", "NULL"],
+            ["1", "[ok]", "1.50", "0.25", "1.23"],
+            ["6", "[ lead]", "4.25", "0.50", "0.10"],
+            ["7", "NULL", "NULL", "NULL", "NULL"],
         ]
     );
     let keeps = |column: &str, shown: &str, keeps: &str| {
