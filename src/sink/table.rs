@@ -548,6 +548,14 @@ pub(crate) fn refuse(refused: Vec<super::Refusal>) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Each refusal's row, column and value.
+    fn cells(refused: &[crate::sink::Refusal]) -> Vec<(usize, Option<&str>, Option<&str>)> {
+        refused
+            .iter()
+            .map(|r| (r.row, r.column.as_deref(), r.detail.as_deref()))
+            .collect()
+    }
+
     #[test]
     fn a_created_primary_key_lists_the_source_key_first_in_key_order() {
         let col = |name: &str, pk: bool| (name.to_string(), ColumnType::BigInt, !pk, pk);
@@ -649,10 +657,7 @@ mod tests {
         let columns =
             ["at", "amount", "took"].map(|n| (n.to_string(), ColumnType::Text, true, false));
         let refused = coarse_refusals(&coarse, &columns, &batches);
-        let got: Vec<(usize, Option<&str>, Option<&str>)> = refused
-            .iter()
-            .map(|r| (r.row, r.column.as_deref(), r.detail.as_deref()))
-            .collect();
+        let got = cells(&refused);
         assert_eq!(
             got,
             [
@@ -888,10 +893,7 @@ mod tests {
         assert_eq!(Coarse::of(0, Text, "char(8)", None, None, None), None);
         let columns = ["d", "f", "s", "c"].map(|n| (n.to_string(), Text, true, false));
         let refused = coarse_refusals(&coarse, &columns, &[batch]);
-        let got: Vec<(usize, Option<&str>, Option<&str>)> = refused
-            .iter()
-            .map(|r| (r.row, r.column.as_deref(), r.detail.as_deref()))
-            .collect();
+        let got = cells(&refused);
         assert_eq!(
             got,
             [

@@ -1513,6 +1513,63 @@ fn values_finer_than_an_existing_column_keeps_are_quarantined_not_cut() {
     );
 }
 
+/// Appends `csv` (as `samples/<table>.csv`) to the existing `table` of `dst` with
+/// read-back off: `types` are `[source.types]` lines besides `id`'s, `columns` the target
+/// columns besides `id`. The run must end with rows rejected (exit 1).
+fn append_with_rejects(
+    ws: &Workspace,
+    dst: &MyDb,
+    table: &str,
+    csv: &str,
+    types: &str,
+    columns: &str,
+) {
+    ws.write(&format!("samples/{table}.csv"), csv);
+    let p = ws.write(
+        &format!("pipelines/{table}.toml"),
+        &format!(
+            r#"name = "{table}"
+verify = "off"
+[source]
+url = "../samples/{table}.csv"
+key = "id"
+[source.types]
+id = "bigint"
+{types}
+[target]
+url = "{}"
+table = "{table}"
+if_exists = "append"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+{columns}
+"#,
+            dst.url()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+}
+
+/// `row_key`, `column_name`, `value` and `reason` of `table`'s quarantine, by key.
+fn rejects(dst: &MyDb, table: &str) -> Vec<Vec<String>> {
+    dst.rows(&format!(
+        "SELECT row_key, column_name, value, reason FROM {}.{} ORDER BY row_key",
+        dst.q(),
+        quote(&format!("{table}_rejects"))
+    ))
+}
+
+/// The quarantine row of a value the sink refused for column `column` of type `shown`.
+fn refused(key: &str, column: &str, value: &str, shown: &str, why: &str) -> Vec<String> {
+    vec![
+        key.into(),
+        column.into(),
+        value.into(),
+        format!("the target refused the row: column {column} is {shown}, which {why}"),
+    ]
+}
+
 #[test]
 fn float_digits_and_char_trailing_spaces_an_existing_table_would_change_are_quarantined() {
     let ws = Workspace::new();
@@ -1524,39 +1581,14 @@ fn float_digits_and_char_trailing_spaces_an_existing_table_would_change_are_quar
         "CREATE TABLE {}.prices (id BIGINT PRIMARY KEY, label CHAR(8), price DOUBLE(10,2), ratio FLOAT(7,2), share FLOAT(6,2))",
         dst.q()
     ));
-    ws.write(
-        "samples/prices.csv",
+    append_with_rejects(
+        &ws,
+        &dst,
+        "prices",
         "id,label,price,ratio,share\n1,ok,1.5,0.25,1.23\n2,\"trail \",1.5,0.25,1.23\n3,ok,12.345,0.25,1.23\n4,ok,2,0.1,1.23\n5,ok,3,0.125,1.23\n6,\" lead\",4.25,0.5,0.1\n7,,,,\n",
+        "price = \"double\"\nratio = \"double\"\nshare = \"real\"",
+        "label = { type = \"text\", expr = \"label\" }\nprice = { type = \"double\", expr = \"price\" }\nratio = { type = \"double\", expr = \"ratio\" }\nshare = { type = \"real\", expr = \"share\" }",
     );
-    let p = ws.write(
-        "pipelines/prices.toml",
-        &format!(
-            r#"name = "prices"
-verify = "off"
-[source]
-url = "../samples/prices.csv"
-key = "id"
-[source.types]
-id = "bigint"
-price = "double"
-ratio = "double"
-share = "real"
-[target]
-url = "{}"
-table = "prices"
-if_exists = "append"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-label = {{ type = "text", expr = "label" }}
-price = {{ type = "double", expr = "price" }}
-ratio = {{ type = "double", expr = "ratio" }}
-share = {{ type = "real", expr = "share" }}
-"#,
-            dst.url()
-        ),
-    );
-    let out = ws.rowshift(&["run", &p, "--quiet"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         dst.rows(&format!(
             "SELECT CAST(id AS CHAR), CONCAT('[', label, ']'), CAST(price AS CHAR), CAST(ratio AS CHAR), CAST(share AS CHAR) FROM {}.prices ORDER BY id",
@@ -1570,41 +1602,22 @@ share = {{ type = "real", expr = "share" }}
             ["7", "NULL", "NULL", "NULL", "NULL"],
         ]
     );
-    let keeps = |column: &str, shown: &str, keeps: &str| {
-        format!(
-            "the target refused the row: column {column} is {shown}, which keeps {keeps}: a finer value would be rounded or cut"
-        )
-    };
+    let finer = "keeps 2 decimal places: a finer value would be rounded or cut";
+    let single =
+        "keeps 2 decimal places in single precision: a finer value would be rounded or cut";
     assert_eq!(
-        dst.rows(&format!(
-            "SELECT row_key, column_name, value, reason FROM {}.prices_rejects ORDER BY row_key",
-            dst.q()
-        )),
+        rejects(&dst, "prices"),
         [
-            [
-                "2".to_string(),
-                "label".into(),
-                "trail ".into(),
-                "the target refused the row: column label is char(8), which gives text back without its trailing spaces: they would be lost".into(),
-            ],
-            [
-                "3".into(),
-                "price".into(),
-                "12.345".into(),
-                keeps("price", "double(10,2)", "2 decimal places"),
-            ],
-            [
-                "4".into(),
-                "ratio".into(),
-                "0.1".into(),
-                keeps("ratio", "float(7,2)", "2 decimal places in single precision"),
-            ],
-            [
-                "5".into(),
-                "ratio".into(),
-                "0.125".into(),
-                keeps("ratio", "float(7,2)", "2 decimal places in single precision"),
-            ],
+            refused(
+                "2",
+                "label",
+                "trail ",
+                "char(8)",
+                "gives text back without its trailing spaces: they would be lost"
+            ),
+            refused("3", "price", "12.345", "double(10,2)", finer),
+            refused("4", "ratio", "0.1", "float(7,2)", single),
+            refused("5", "ratio", "0.125", "float(7,2)", single),
         ]
     );
 }
@@ -1613,41 +1626,20 @@ share = {{ type = "real", expr = "share" }}
 fn enum_set_and_uuid_text_an_existing_table_would_rewrite_is_quarantined() {
     let ws = Workspace::new();
     let dst = MyDb::new("rs_my_enum_set");
-    // In strict mode too, MariaDB stores 'a' in enum('A') as 'A', 'z,x' in a set as
-    // 'x,z', and an uppercase UUID in lowercase, with no error.
+    // In strict mode too, MariaDB stores 'open' in enum('Open') as 'Open', 'z,x' in a
+    // set as 'x,z', and an uppercase UUID in lowercase, with no error.
     dst.exec(&format!(
         "CREATE TABLE {}.tags (id BIGINT PRIMARY KEY, state ENUM('Open','it''s'), flags SET('x','Y','z'), ref UUID)",
         dst.q()
     ));
-    ws.write(
-        "samples/tags.csv",
+    append_with_rejects(
+        &ws,
+        &dst,
+        "tags",
         "id,state,flags,ref\n1,Open,\"x,z\",a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n2,open,x,\n3,it's,\"z,x\",\n4,,Y,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11\n5,,,\n",
+        "",
+        "state = { type = \"text\", expr = \"state\" }\nflags = { type = \"text\", expr = \"flags\" }\nref = { type = \"text\", expr = \"ref\" }",
     );
-    let p = ws.write(
-        "pipelines/tags.toml",
-        &format!(
-            r#"name = "tags"
-verify = "off"
-[source]
-url = "../samples/tags.csv"
-key = "id"
-[source.types]
-id = "bigint"
-[target]
-url = "{}"
-table = "tags"
-if_exists = "append"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-state = {{ type = "text", expr = "state" }}
-flags = {{ type = "text", expr = "flags" }}
-ref = {{ type = "text", expr = "ref" }}
-"#,
-            dst.url()
-        ),
-    );
-    let out = ws.rowshift(&["run", &p, "--quiet"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         dst.rows(&format!(
             "SELECT CAST(id AS CHAR), state, flags, CAST(ref AS CHAR) FROM {}.tags ORDER BY id",
@@ -1658,45 +1650,30 @@ ref = {{ type = "text", expr = "ref" }}
             ["5", "NULL", "NULL", "NULL"],
         ]
     );
-    let reason = |column: &str, shown: &str, keeps: &str| {
-        format!("the target refused the row: column {column} is {shown}, which {keeps}")
-    };
     assert_eq!(
-        dst.rows(&format!(
-            "SELECT row_key, column_name, value, reason FROM {}.tags_rejects ORDER BY row_key",
-            dst.q()
-        )),
+        rejects(&dst, "tags"),
         [
-            [
-                "2".to_string(),
-                "state".into(),
-                "open".into(),
-                reason(
-                    "state",
-                    "enum('Open','it''s')",
-                    "stores only its members, spelled as declared: another text would be changed or refused"
-                ),
-            ],
-            [
-                "3".into(),
-                "flags".into(),
-                "z,x".into(),
-                reason(
-                    "flags",
-                    "set('x','Y','z')",
-                    "stores its members in their declared order and spelling, each once: this text would be changed or refused"
-                ),
-            ],
-            [
-                "4".into(),
-                "ref".into(),
-                "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into(),
-                reason(
-                    "ref",
-                    "uuid",
-                    "stores a UUID in its lowercase, dashed form: this text would be changed or refused"
-                ),
-            ],
+            refused(
+                "2",
+                "state",
+                "open",
+                "enum('Open','it''s')",
+                "stores only its members, spelled as declared: another text would be changed or refused"
+            ),
+            refused(
+                "3",
+                "flags",
+                "z,x",
+                "set('x','Y','z')",
+                "stores its members in their declared order and spelling, each once: this text would be changed or refused"
+            ),
+            refused(
+                "4",
+                "ref",
+                "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+                "uuid",
+                "stores a UUID in its lowercase, dashed form: this text would be changed or refused"
+            ),
         ]
     );
 }

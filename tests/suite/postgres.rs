@@ -1493,6 +1493,19 @@ rows = 1
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
 
+/// Sends a binary `COPY` stream into `table` and checks it copied `rows` rows.
+fn copy_binary(pg: &PgSchema, table: &str, stream: &[u8], rows: u64) {
+    pg.rt.block_on(async {
+        let mut conn = pg.pool.acquire().await.unwrap();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+            .await
+            .unwrap();
+        copy.send(stream.to_vec()).await.unwrap();
+        assert_eq!(copy.finish().await.unwrap(), rows);
+    });
+}
+
 #[test]
 fn the_server_hashes_what_it_stores_as_the_sink_hashed_it_when_sending() {
     use std::sync::Arc;
@@ -1618,15 +1631,7 @@ fn the_server_hashes_what_it_stores_as_the_sink_hashed_it_when_sending() {
     let sent = enc.hashed.as_ref().unwrap().1;
     assert_eq!(sent.rows, 5);
     let t = format!("{}.h", pg.q());
-    pg.rt.block_on(async {
-        let mut conn = pg.pool.acquire().await.unwrap();
-        let mut copy = conn
-            .copy_in_raw(&format!("COPY {t} FROM STDIN (FORMAT binary)"))
-            .await
-            .unwrap();
-        copy.send(enc.buf.clone()).await.unwrap();
-        assert_eq!(copy.finish().await.unwrap(), 5);
-    });
+    copy_binary(&pg, &t, &enc.buf, 5);
     let names: Vec<String> = "abcdefghijk".chars().map(|c| format!("\"{c}\"")).collect();
     let stored = |t: &str| {
         pg.rows(&format!(
@@ -1729,15 +1734,7 @@ fn the_server_hashes_text_of_every_length_as_the_sink_does_from_a_sliced_batch()
     let sent = enc.hashed.as_ref().unwrap().1;
     assert_eq!(sent.rows, 80);
     let t = format!("{}.h", pg.q());
-    pg.rt.block_on(async {
-        let mut conn = pg.pool.acquire().await.unwrap();
-        let mut copy = conn
-            .copy_in_raw(&format!("COPY {t} FROM STDIN (FORMAT binary)"))
-            .await
-            .unwrap();
-        copy.send(enc.buf.clone()).await.unwrap();
-        assert_eq!(copy.finish().await.unwrap(), 80);
-    });
+    copy_binary(&pg, &t, &enc.buf, 80);
     let names = ["\"k\"".to_string(), "\"t\"".to_string()];
     let sql = format!(
         "SELECT count(*)::text, sum({})::text, min(octet_length(t))::text, max(octet_length(t))::text FROM {t}",
