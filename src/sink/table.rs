@@ -234,6 +234,13 @@ pub(crate) enum Keeps {
     Members,
     /// A UUID's lowercase, dashed form, which MariaDB's `uuid` stores any other as.
     Uuid,
+    /// This many characters: MySQL's `varchar(n)` cuts the spaces a text ends in past
+    /// them with only a note, even in strict mode (other characters past them it
+    /// refuses itself).
+    MaxChars(usize),
+    /// This many bytes, as MySQL's `tinytext`, `text` and `mediumtext` hold, cutting
+    /// spaces past them alike.
+    MaxBytes(usize),
 }
 
 impl Coarse {
@@ -274,6 +281,13 @@ impl Coarse {
                 Some("enum") => Some(Keeps::Member),
                 Some("set") => Some(Keeps::Members),
                 Some("uuid") => Some(Keeps::Uuid),
+                Some("varchar") => shown
+                    .strip_prefix("varchar(")
+                    .and_then(|rest| rest.split(')').next()?.parse().ok())
+                    .map(Keeps::MaxChars),
+                Some("tinytext") => Some(Keeps::MaxBytes(255)),
+                Some("text") => Some(Keeps::MaxBytes(65_535)),
+                Some("mediumtext") => Some(Keeps::MaxBytes(16_777_215)),
                 _ => None,
             },
             _ => None,
@@ -288,6 +302,58 @@ impl Coarse {
             keeps,
             members,
         })
+    }
+}
+
+impl Coarse {
+    /// Why a value of column `name` is refused (`decimal`: its values are decimals,
+    /// whose digits are places rather than digits of a second).
+    fn reason(&self, name: &str, decimal: bool) -> String {
+        let shown = &self.shown;
+        let kept = match self.keeps {
+            Keeps::NoTrailingSpaces => {
+                return format!(
+                    "column {name} is {shown}, which gives text back without its trailing spaces: they would be lost"
+                );
+            }
+            Keeps::Member => {
+                return format!(
+                    "column {name} is {shown}, which stores only its members, spelled as declared: another text would be changed or refused"
+                );
+            }
+            Keeps::Members => {
+                return format!(
+                    "column {name} is {shown}, which stores its members in their declared order and spelling, each once: this text would be changed or refused"
+                );
+            }
+            Keeps::Uuid => {
+                return format!(
+                    "column {name} is {shown}, which stores a UUID in its lowercase, dashed form: this text would be changed or refused"
+                );
+            }
+            Keeps::MaxChars(n) => {
+                return format!(
+                    "column {name} is {shown}, which holds {n} characters: the spaces past them would be cut"
+                );
+            }
+            Keeps::MaxBytes(n) => {
+                return format!(
+                    "column {name} is {shown}, which holds {n} bytes: the spaces past them would be cut"
+                );
+            }
+            Keeps::Single => "single precision".to_string(),
+            Keeps::FloatDigits {
+                digits,
+                single: true,
+            } => format!("{digits} decimal places in single precision"),
+            Keeps::FloatDigits { digits, .. } => format!("{digits} decimal places"),
+            Keeps::Digits(d) if decimal => format!("{d} decimal places"),
+            Keeps::Digits(0) => "whole seconds".to_string(),
+            Keeps::Digits(d) => format!("{d} digits of a second"),
+        };
+        format!(
+            "column {name} is {shown}, which keeps {kept}: a finer value would be rounded or cut"
+        )
     }
 }
 
@@ -345,13 +411,26 @@ pub(crate) fn coarse_refusals(
                 }
                 (
                     DataType::Utf8,
-                    Keeps::NoTrailingSpaces | Keeps::Member | Keeps::Members | Keeps::Uuid,
+                    Keeps::NoTrailingSpaces
+                    | Keeps::Member
+                    | Keeps::Members
+                    | Keeps::Uuid
+                    | Keeps::MaxChars(_)
+                    | Keeps::MaxBytes(_),
                 ) => {
                     let v = a.as_string::<i32>();
                     let changed = |t: &str| match c.keeps {
                         Keeps::NoTrailingSpaces => t.ends_with(' '),
                         Keeps::Member => !c.members.iter().any(|m| m == t),
                         Keeps::Members => !in_set_order(t, &c.members),
+                        // A text within n bytes is within n characters too.
+                        Keeps::MaxChars(n) => {
+                            t.len() > n
+                                && t.char_indices()
+                                    .nth(n)
+                                    .is_some_and(|(at, _)| spaces_only(&t[at..]))
+                        }
+                        Keeps::MaxBytes(n) => t.len() > n && spaces_only(&t[n..]),
                         _ => !canonical_uuid(t),
                     };
                     (0..v.len())
@@ -385,52 +464,7 @@ pub(crate) fn coarse_refusals(
                 _ => continue,
             };
             let name = columns[c.column].0.as_str();
-            let reason = match (c.keeps, a.data_type()) {
-                (Keeps::NoTrailingSpaces, _) => format!(
-                    "column {name} is {}, which gives text back without its trailing spaces: they would be lost",
-                    c.shown
-                ),
-                (Keeps::Member, _) => format!(
-                    "column {name} is {}, which stores only its members, spelled as declared: another text would be changed or refused",
-                    c.shown
-                ),
-                (Keeps::Members, _) => format!(
-                    "column {name} is {}, which stores its members in their declared order and spelling, each once: this text would be changed or refused",
-                    c.shown
-                ),
-                (Keeps::Uuid, _) => format!(
-                    "column {name} is {}, which stores a UUID in its lowercase, dashed form: this text would be changed or refused",
-                    c.shown
-                ),
-                (keeps, t) => {
-                    let kept = match (keeps, t) {
-                        (Keeps::Single, _) => "single precision".to_string(),
-                        (
-                            Keeps::FloatDigits {
-                                digits,
-                                single: true,
-                            },
-                            _,
-                        ) => {
-                            format!("{digits} decimal places in single precision")
-                        }
-                        (Keeps::FloatDigits { digits: d, .. }, _)
-                        | (Keeps::Digits(d), DataType::Decimal128(..)) => {
-                            format!("{d} decimal places")
-                        }
-                        (Keeps::Digits(0), _) => "whole seconds".to_string(),
-                        (Keeps::Digits(d), _) => format!("{d} digits of a second"),
-                        (
-                            Keeps::NoTrailingSpaces | Keeps::Member | Keeps::Members | Keeps::Uuid,
-                            _,
-                        ) => unreachable!("matched above"),
-                    };
-                    format!(
-                        "column {name} is {}, which keeps {kept}: a finer value would be rounded or cut",
-                        c.shown
-                    )
-                }
-            };
+            let reason = c.reason(name, matches!(a.data_type(), DataType::Decimal128(..)));
             for r in lossy {
                 let std::collections::btree_map::Entry::Vacant(slot) = out.entry(base + r) else {
                     continue;
@@ -478,6 +512,12 @@ fn members(shown: &str) -> Vec<String> {
         out.push(member);
     }
     out
+}
+
+/// Whether `bytes` (past a column's length) are spaces alone, which MySQL cuts with only
+/// a note; past the length, anything else it refuses itself.
+fn spaces_only(bytes: &str) -> bool {
+    bytes.bytes().all(|b| b == b' ')
 }
 
 /// Whether `text` is a `set` value MySQL stores as it is: members spelled as declared,
@@ -783,6 +823,54 @@ mod tests {
         })
         .collect();
         assert_eq!(coarse[1].members, ["x", "Y", "z"]);
+        // A varchar(n) holds n characters, a text type its bytes; only spaces past them
+        // are cut without an error (the server refuses 'abcdef' and 256 x's itself).
+        let long = RecordBatch::try_new(
+            Arc::new(Schema::new(
+                ["v", "t"]
+                    .map(|n| Field::new(n, DataType::Utf8, true))
+                    .to_vec(),
+            )),
+            vec![
+                text(vec![
+                    Some("éééé"),
+                    Some("ab   "),
+                    None,
+                    Some("abcdef"),
+                    None,
+                ]),
+                text(vec![
+                    None,
+                    None,
+                    Some(&format!("{}    ", "x".repeat(254))),
+                    None,
+                    Some(&"x".repeat(256)),
+                ]),
+            ],
+        )
+        .unwrap();
+        let lengths = [
+            Coarse::of(0, Varchar(10), "varchar(4)", None, None, Some("varchar")).unwrap(),
+            Coarse::of(1, Text, "tinytext", None, None, Some("tinytext")).unwrap(),
+        ];
+        let columns2 = ["v", "t"].map(|n| (n.to_string(), Text, true, false));
+        let refused = coarse_refusals(&lengths, &columns2, &[long]);
+        assert_eq!(
+            refused
+                .iter()
+                .map(|r| (r.row, r.reason.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    1,
+                    "column v is varchar(4), which holds 4 characters: the spaces past them would be cut"
+                ),
+                (
+                    2,
+                    "column t is tinytext, which holds 255 bytes: the spaces past them would be cut"
+                ),
+            ]
+        );
         let columns = ["e", "s", "u"].map(|n| (n.to_string(), Text, true, false));
         let refused = coarse_refusals(&coarse, &columns, &[batch]);
         let got: Vec<(usize, Option<&str>)> = refused

@@ -1627,27 +1627,30 @@ fn enum_set_and_uuid_text_an_existing_table_would_rewrite_is_quarantined() {
     let ws = Workspace::new();
     let dst = MyDb::new("rs_my_enum_set");
     // In strict mode too, MariaDB stores 'open' in enum('Open') as 'Open', 'z,x' in a
-    // set as 'x,z', and an uppercase UUID in lowercase, with no error.
+    // set as 'x,z', an uppercase UUID in lowercase, and 'ab   ' in a varchar(4) as
+    // 'ab  ', with no error.
     dst.exec(&format!(
-        "CREATE TABLE {}.tags (id BIGINT PRIMARY KEY, state ENUM('Open','it''s'), flags SET('x','Y','z'), ref UUID)",
+        "CREATE TABLE {}.tags (id BIGINT PRIMARY KEY, state ENUM('Open','it''s'), flags SET('x','Y','z'), ref UUID, code VARCHAR(4))",
         dst.q()
     ));
     append_with_rejects(
         &ws,
         &dst,
         "tags",
-        "id,state,flags,ref\n1,Open,\"x,z\",a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n2,open,x,\n3,it's,\"z,x\",\n4,,Y,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11\n5,,,\n",
+        "id,state,flags,ref,code\n1,Open,\"x,z\",a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,ab\n2,open,x,,\n3,it's,\"z,x\",,\n4,,Y,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11,\n5,,,,\n6,,,,\"ab   \"\n7,,,,éééé\n",
         "",
-        "state = { type = \"text\", expr = \"state\" }\nflags = { type = \"text\", expr = \"flags\" }\nref = { type = \"text\", expr = \"ref\" }",
+        "state = { type = \"text\", expr = \"state\" }\nflags = { type = \"text\", expr = \"flags\" }\nref = { type = \"text\", expr = \"ref\" }\ncode = { type = \"text\", expr = \"code\" }",
     );
     assert_eq!(
         dst.rows(&format!(
-            "SELECT CAST(id AS CHAR), state, flags, CAST(ref AS CHAR) FROM {}.tags ORDER BY id",
+            "SELECT CAST(id AS CHAR), state, flags, CAST(ref AS CHAR), code FROM {}.tags ORDER BY id",
             dst.q()
         )),
+        // Four two-byte characters fit a varchar(4).
         [
-            ["1", "Open", "x,z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"],
-            ["5", "NULL", "NULL", "NULL"],
+            ["1", "Open", "x,z", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "ab"],
+            ["5", "NULL", "NULL", "NULL", "NULL"],
+            ["7", "NULL", "NULL", "NULL", "éééé"],
         ]
     );
     assert_eq!(
@@ -1673,6 +1676,13 @@ fn enum_set_and_uuid_text_an_existing_table_would_rewrite_is_quarantined() {
                 "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
                 "uuid",
                 "stores a UUID in its lowercase, dashed form: this text would be changed or refused"
+            ),
+            refused(
+                "6",
+                "code",
+                "ab   ",
+                "varchar(4)",
+                "holds 4 characters: the spaces past them would be cut"
             ),
         ]
     );
