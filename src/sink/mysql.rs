@@ -260,7 +260,7 @@ impl MysqlSink {
                     *ty,
                     &c.column_type,
                     c.fraction,
-                    c.scale,
+                    c.scale.map(|s| s as i64),
                     Some(&c.data_type),
                 )
             })

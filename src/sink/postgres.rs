@@ -146,11 +146,13 @@ impl TableFacts {
                     .then_some(c.typmod)
                     .filter(|m| *m >= 0)
                     .map(|m| m as u64);
-                    // A numeric's scale; a float in a numeric column is no float column.
+                    // A numeric's scale, 11 bits of two's complement since PostgreSQL 15
+                    // (numeric(5,-2) rounds to hundreds); a float in a numeric column is
+                    // no float column.
                     let scale = (c.type_name == "numeric"
                         && c.typmod >= 4
                         && matches!(ty, ColumnType::Decimal { .. }))
-                    .then(|| ((c.typmod - 4) & 0xffff) as u64);
+                    .then(|| i64::from((((c.typmod - 4) & 0x7ff) ^ 1024) - 1024));
                     table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, None)
                 })
                 .collect(),

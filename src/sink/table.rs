@@ -217,8 +217,8 @@ pub(crate) struct Coarse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Keeps {
     /// The digits after the point: of a second for times and timestamps, of the number
-    /// for decimals.
-    Digits(u32),
+    /// for decimals (below zero, a PostgreSQL `numeric(5,-2)` keeps multiples of 100).
+    Digits(i32),
     /// A 32-bit float's precision.
     Single,
     /// A float rounded to this many decimal places, as MySQL's `float(m,d)` and
@@ -254,20 +254,20 @@ impl Coarse {
         ty: ColumnType,
         shown: &str,
         fraction: Option<u64>,
-        scale: Option<u64>,
+        scale: Option<i64>,
         mysql: Option<&str>,
     ) -> Option<Coarse> {
         // A float column stores single precision whatever the declared type.
         let single = mysql == Some("float");
         let keeps = match ty {
             ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Time => {
-                fraction.filter(|&f| f < 6).map(|f| Keeps::Digits(f as u32))
+                fraction.filter(|&f| f < 6).map(|f| Keeps::Digits(f as i32))
             }
             ColumnType::Decimal { scale: s, .. } => scale
-                .filter(|&kept| kept < u64::from(s.max(0).unsigned_abs()))
-                .map(|kept| Keeps::Digits(kept as u32)),
+                .filter(|&kept| kept < i64::from(s.max(0)))
+                .map(|kept| Keeps::Digits(kept.max(-1000) as i32)),
             // MySQL's 31 decimals (`NOT_FIXED_DEC`) mean no rounding at all.
-            ColumnType::Double | ColumnType::Real => match scale.filter(|&d| d < 31) {
+            ColumnType::Double | ColumnType::Real => match scale.filter(|d| (0..31).contains(d)) {
                 Some(d) => Some(Keeps::FloatDigits {
                     digits: d as u32,
                     single,
@@ -347,6 +347,9 @@ impl Coarse {
                 single: true,
             } => format!("{digits} decimal places in single precision"),
             Keeps::FloatDigits { digits, .. } => format!("{digits} decimal places"),
+            Keeps::Digits(d) if decimal && d < 0 => {
+                format!("multiples of 1{}", "0".repeat(d.unsigned_abs() as usize))
+            }
             Keeps::Digits(d) if decimal => format!("{d} decimal places"),
             Keeps::Digits(0) => "whole seconds".to_string(),
             Keeps::Digits(d) => format!("{d} digits of a second"),
@@ -376,14 +379,13 @@ pub(crate) fn coarse_refusals(
         for c in coarse {
             let a = batch.column(c.column);
             // The unit of the last digit kept, in the array's own unit.
+            // Past 10^38 no Decimal128 value but 0 is a multiple of the step.
             let finer = |unit_digits: u32| -> Option<i128> {
                 let Keeps::Digits(kept) = c.keeps else {
                     return None;
                 };
-                unit_digits
-                    .checked_sub(kept)
-                    .filter(|d| *d > 0)
-                    .map(|d| 10i128.pow(d))
+                let d = i64::from(unit_digits) - i64::from(kept);
+                (d > 0).then(|| 10i128.checked_pow(d as u32).unwrap_or(i128::MAX))
             };
             let lossy: Vec<usize> = match (a.data_type(), c.keeps) {
                 (DataType::Float64 | DataType::Float32, Keeps::FloatDigits { digits, single }) => {

@@ -1995,3 +1995,59 @@ fn values_finer_than_an_existing_column_keeps_are_quarantined_not_rounded() {
         )
     );
 }
+
+#[test]
+fn a_numeric_with_a_negative_scale_refuses_what_it_would_round_to_hundreds() {
+    let ws = Workspace::new();
+    let dst = PgSchema::new("rs_pg_negative_scale");
+    // Since PostgreSQL 15 a numeric(10,-2) rounds 1250 to 1300 without an error.
+    dst.exec(&format!(
+        "CREATE TABLE {}.totals (id bigint PRIMARY KEY, total numeric(10,-2))",
+        dst.q()
+    ));
+    ws.write(
+        "samples/totals.csv",
+        "id,total\n1,1200\n2,1250\n3,-300.00\n4,0.5\n5,\n",
+    );
+    let p = ws.write(
+        "pipelines/totals.toml",
+        &format!(
+            r#"name = "totals"
+verify = "off"
+[source]
+url = "../samples/totals.csv"
+key = "id"
+[source.types]
+id = "bigint"
+total = "numeric(12,2)"
+[target]
+url = "{}"
+schema = {}
+table = "totals"
+if_exists = "append"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+total = {{ type = "numeric(12,2)", expr = "total" }}
+"#,
+            pg_url(),
+            dst.toml()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT id::text, total::text FROM {}.totals ORDER BY id",
+            dst.q()
+        )),
+        [["1", "1200"], ["3", "-300"], ["5", "NULL"]]
+    );
+    let reason = "the target refused the row: column total is numeric(10,-2), which keeps multiples of 100: a finer value would be rounded or cut";
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT row_key, value, reason FROM {}.totals_rejects ORDER BY row_key",
+            dst.q()
+        )),
+        [["2", "1250.00", reason], ["4", "0.50", reason]]
+    );
+}
