@@ -303,60 +303,79 @@ impl Coarse {
             members,
         })
     }
-}
 
-impl Coarse {
     /// Why a value of column `name` is refused (`decimal`: its values are decimals,
     /// whose digits are places rather than digits of a second).
     fn reason(&self, name: &str, decimal: bool) -> String {
-        let shown = &self.shown;
-        let kept = match self.keeps {
-            Keeps::NoTrailingSpaces => {
-                return format!(
-                    "column {name} is {shown}, which gives text back without its trailing spaces: they would be lost"
-                );
-            }
-            Keeps::Member => {
-                return format!(
-                    "column {name} is {shown}, which stores only its members, spelled as declared: another text would be changed or refused"
-                );
-            }
-            Keeps::Members => {
-                return format!(
-                    "column {name} is {shown}, which stores its members in their declared order and spelling, each once: this text would be changed or refused"
-                );
-            }
-            Keeps::Uuid => {
-                return format!(
-                    "column {name} is {shown}, which stores a UUID in its lowercase, dashed form: this text would be changed or refused"
-                );
-            }
-            Keeps::MaxChars(n) => {
-                return format!(
-                    "column {name} is {shown}, which holds {n} characters: the spaces past them would be cut"
-                );
-            }
-            Keeps::MaxBytes(n) => {
-                return format!(
-                    "column {name} is {shown}, which holds {n} bytes: the spaces past them would be cut"
-                );
-            }
-            Keeps::Single => "single precision".to_string(),
+        const FINER: &str = "a finer value would be rounded or cut";
+        const REWRITTEN: &str = "this text would be changed or refused";
+        let (what, outcome) = match self.keeps {
+            Keeps::NoTrailingSpaces => (
+                "gives text back without its trailing spaces".to_string(),
+                "they would be lost",
+            ),
+            Keeps::Member => (
+                "stores only its members, spelled as declared".to_string(),
+                "another text would be changed or refused",
+            ),
+            Keeps::Members => (
+                "stores its members in their declared order and spelling, each once".to_string(),
+                REWRITTEN,
+            ),
+            Keeps::Uuid => (
+                "stores a UUID in its lowercase, dashed form".to_string(),
+                REWRITTEN,
+            ),
+            Keeps::MaxChars(n) => (
+                format!("holds {n} characters"),
+                "the spaces past them would be cut",
+            ),
+            Keeps::MaxBytes(n) => (
+                format!("holds {n} bytes"),
+                "the spaces past them would be cut",
+            ),
+            Keeps::Single => ("keeps single precision".to_string(), FINER),
             Keeps::FloatDigits {
                 digits,
                 single: true,
-            } => format!("{digits} decimal places in single precision"),
-            Keeps::FloatDigits { digits, .. } => format!("{digits} decimal places"),
-            Keeps::Digits(d) if decimal && d < 0 => {
-                format!("multiples of 1{}", "0".repeat(d.unsigned_abs() as usize))
-            }
-            Keeps::Digits(d) if decimal => format!("{d} decimal places"),
-            Keeps::Digits(0) => "whole seconds".to_string(),
-            Keeps::Digits(d) => format!("{d} digits of a second"),
+            } => (
+                format!("keeps {digits} decimal places in single precision"),
+                FINER,
+            ),
+            Keeps::FloatDigits { digits, .. } => (format!("keeps {digits} decimal places"), FINER),
+            Keeps::Digits(d) if decimal && d < 0 => (
+                format!(
+                    "keeps multiples of 1{}",
+                    "0".repeat(d.unsigned_abs() as usize)
+                ),
+                FINER,
+            ),
+            Keeps::Digits(d) if decimal => (format!("keeps {d} decimal places"), FINER),
+            Keeps::Digits(0) => ("keeps whole seconds".to_string(), FINER),
+            Keeps::Digits(d) => (format!("keeps {d} digits of a second"), FINER),
         };
-        format!(
-            "column {name} is {shown}, which keeps {kept}: a finer value would be rounded or cut"
-        )
+        format!("column {name} is {}, which {what}: {outcome}", self.shown)
+    }
+
+    /// Whether the column would store `text` as another text (`false` for a column
+    /// whose values are not text).
+    fn rewrites(&self, text: &str) -> bool {
+        match self.keeps {
+            Keeps::NoTrailingSpaces => text.ends_with(' '),
+            Keeps::Member => !self.members.iter().any(|m| m == text),
+            Keeps::Members => !in_set_order(text, &self.members),
+            Keeps::Uuid => !canonical_uuid(text),
+            // A text within n bytes is within n characters too.
+            Keeps::MaxChars(n) => {
+                text.len() > n
+                    && text
+                        .char_indices()
+                        .nth(n)
+                        .is_some_and(|(at, _)| spaces_only(&text[at..]))
+            }
+            Keeps::MaxBytes(n) => text.len() > n && spaces_only(&text[n..]),
+            Keeps::Digits(_) | Keeps::Single | Keeps::FloatDigits { .. } => false,
+        }
     }
 }
 
@@ -421,22 +440,8 @@ pub(crate) fn coarse_refusals(
                     | Keeps::MaxBytes(_),
                 ) => {
                     let v = a.as_string::<i32>();
-                    let changed = |t: &str| match c.keeps {
-                        Keeps::NoTrailingSpaces => t.ends_with(' '),
-                        Keeps::Member => !c.members.iter().any(|m| m == t),
-                        Keeps::Members => !in_set_order(t, &c.members),
-                        // A text within n bytes is within n characters too.
-                        Keeps::MaxChars(n) => {
-                            t.len() > n
-                                && t.char_indices()
-                                    .nth(n)
-                                    .is_some_and(|(at, _)| spaces_only(&t[at..]))
-                        }
-                        Keeps::MaxBytes(n) => t.len() > n && spaces_only(&t[n..]),
-                        _ => !canonical_uuid(t),
-                    };
                     (0..v.len())
-                        .filter(|&r| v.is_valid(r) && changed(v.value(r)))
+                        .filter(|&r| v.is_valid(r) && c.rewrites(v.value(r)))
                         .collect()
                 }
                 (DataType::Float64, Keeps::Single) => {
