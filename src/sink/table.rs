@@ -371,9 +371,10 @@ impl Coarse {
                     && text
                         .char_indices()
                         .nth(n)
-                        .is_some_and(|(at, _)| spaces_only(&text[at..]))
+                        .is_some_and(|(at, _)| spaces_only(&text.as_bytes()[at..]))
             }
-            Keeps::MaxBytes(n) => text.len() > n && spaces_only(&text[n..]),
+            // Byte n may fall inside a character: compare bytes, not a slice of the text.
+            Keeps::MaxBytes(n) => text.len() > n && spaces_only(&text.as_bytes()[n..]),
             Keeps::Digits(_) | Keeps::Single | Keeps::FloatDigits { .. } => false,
         }
     }
@@ -523,8 +524,8 @@ fn members(shown: &str) -> Vec<String> {
 
 /// Whether `bytes` (past a column's length) are spaces alone, which MySQL cuts with only
 /// a note; past the length, anything else it refuses itself.
-fn spaces_only(bytes: &str) -> bool {
-    bytes.bytes().all(|b| b == b' ')
+fn spaces_only(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| *b == b' ')
 }
 
 /// Whether `text` is a `set` value MySQL stores as it is: members spelled as declared,
@@ -831,7 +832,8 @@ mod tests {
         .collect();
         assert_eq!(coarse[1].members, ["x", "Y", "z"]);
         // A varchar(n) holds n characters, a text type its bytes; only spaces past them
-        // are cut without an error (the server refuses 'abcdef' and 256 x's itself).
+        // are cut without an error (the server refuses 'abcdef', 256 x's and a character
+        // cut in two itself).
         let long = RecordBatch::try_new(
             Arc::new(Schema::new(
                 ["v", "t"]
@@ -845,6 +847,7 @@ mod tests {
                     None,
                     Some("abcdef"),
                     None,
+                    None,
                 ]),
                 text(vec![
                     None,
@@ -852,6 +855,8 @@ mod tests {
                     Some(&format!("{}    ", "x".repeat(254))),
                     None,
                     Some(&"x".repeat(256)),
+                    // The 255-byte limit falls inside 'é': not spaces past it.
+                    Some(&format!("{}é  ", "x".repeat(254))),
                 ]),
             ],
         )
