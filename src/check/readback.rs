@@ -168,6 +168,21 @@ impl ReadBack<'_> {
 }
 
 impl ReadBack<'_> {
+    /// This read-back with `sent` as the rows sent: the same rows in the form the target
+    /// gives them back in (see `Sink::as_read_back`).
+    pub fn as_sent<'b>(&'b self, sent: &'b [RecordBatch]) -> Result<ReadBack<'b>> {
+        let (rows, checksum) = count_and_sum(sent)?;
+        Ok(ReadBack {
+            chunk: self.chunk,
+            rows,
+            checksum,
+            sent,
+            key: self.key,
+            selection: self.selection.clone(),
+            nanos: self.nanos,
+        })
+    }
+
     /// As [`Self::verify`], for rows written beside rows that already stood under the
     /// same keys (`there`, read in the same transaction before the write: a retry under
     /// a key that is not unique): the target must hold those and the rows sent.

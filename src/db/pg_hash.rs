@@ -214,7 +214,9 @@ fn stored_type(kind: PgKind) -> Option<&'static [&'static str]> {
         PgKind::Float4 => &["float4"],
         PgKind::Float8 => &["float8"],
         PgKind::Bool => &["bool"],
-        PgKind::Text => &["text", "varchar"],
+        // A char(n) hashes as text without its trailing spaces (`bpchar::text` drops
+        // them), as the sending side hashes it.
+        PgKind::Text => &["text", "varchar", "bpchar"],
         PgKind::Date => &["date"],
         PgKind::Time => &["time"],
         PgKind::Timestamp => &["timestamp"],
@@ -230,6 +232,10 @@ pub struct RowHasher {
     kinds: Vec<PgKind>,
     /// Each column's start states, by its seed.
     starts: Vec<Starts>,
+    /// Columns stored as `char(n)`: the server pads what it stores and gives it back as
+    /// text without trailing spaces, so the sent text is hashed without them too; under
+    /// `char(n)` such spaces are no part of the value.
+    padded: Vec<bool>,
 }
 
 impl std::fmt::Debug for RowHasher {
@@ -244,25 +250,32 @@ impl RowHasher {
     /// A hasher for columns of these declared types, stored as `stored` types
     /// (`pg_type.typname`; `None` for a table rowshift creates, which stores each
     /// declared type as itself). `None` when some column cannot be hashed alike on both
-    /// sides: a `char(n)` pads, `numeric` and `timestamptz` hash other than they are
-    /// sent, an enum hashes its internal id.
+    /// sides: `numeric` and `timestamptz` hash other than they are sent, an enum hashes
+    /// its internal id. A `char(n)` column is hashed without trailing spaces.
     pub fn new(types: &[ColumnType], stored: Option<&[Option<&str>]>) -> Option<RowHasher> {
         let mut kinds = Vec::with_capacity(types.len());
+        let mut padded = Vec::with_capacity(types.len());
         for (i, ty) in types.iter().enumerate() {
             let kind = PgKind::for_type(*ty);
             let allowed = stored_type(kind)?;
-            if let Some(stored) = stored {
-                let name = stored.get(i).copied().flatten()?;
-                if !allowed.contains(&name) {
-                    return None;
-                }
+            let name = match stored {
+                Some(stored) => Some(stored.get(i).copied().flatten()?),
+                None => None,
+            };
+            if name.is_some_and(|n| !allowed.contains(&n)) {
+                return None;
             }
             kinds.push(kind);
+            padded.push(name == Some("bpchar"));
         }
         let starts = (0..kinds.len())
             .map(|i| Starts::new(Self::seed(i)))
             .collect();
-        Some(RowHasher { kinds, starts })
+        Some(RowHasher {
+            kinds,
+            starts,
+            padded,
+        })
     }
 
     fn seed(column: usize) -> u64 {
@@ -351,6 +364,12 @@ impl RowHasher {
                 (PgKind::Bool, DataType::Boolean) => {
                     let a = col.as_boolean();
                     fold_column(&mut rows, nulls, null, |r| st.uint32(u32::from(a.value(r))));
+                }
+                (PgKind::Text, DataType::Utf8) if self.padded[i] => {
+                    let a = col.as_string::<i32>();
+                    fold_column(&mut rows, nulls, null, |r| {
+                        st.bytes(a.value(r).trim_end_matches(' ').as_bytes())
+                    });
                 }
                 (PgKind::Text, DataType::Utf8) => {
                     let a = col.as_string::<i32>();
@@ -524,8 +543,34 @@ mod tests {
         assert!(RowHasher::new(&[BigInt, dec], None).is_none());
         let stored = |t: &'static str| [Some("int8"), Some(t)];
         assert!(RowHasher::new(&[BigInt, Text], Some(&stored("varchar"))).is_some());
-        assert!(RowHasher::new(&[BigInt, Text], Some(&stored("bpchar"))).is_none());
+        assert!(RowHasher::new(&[BigInt, Text], Some(&stored("bpchar"))).is_some());
         assert!(RowHasher::new(&[BigInt, Text], Some(&stored("jsonb"))).is_none());
         assert!(RowHasher::new(&[BigInt, Text], Some(&[Some("int8"), None])).is_none());
+    }
+
+    #[test]
+    fn a_char_n_column_hashes_text_without_its_trailing_spaces_only() {
+        use std::sync::Arc;
+
+        use arrow::array::{ArrayRef, RecordBatch, StringArray};
+
+        let sum = |hasher: &RowHasher, v: &str| {
+            let batch = RecordBatch::try_from_iter([(
+                "c",
+                Arc::new(StringArray::from(vec![v])) as ArrayRef,
+            )])
+            .unwrap();
+            let mut sum = HashSum::default();
+            hasher.add_batch(&batch, &mut sum).unwrap();
+            sum
+        };
+        let padded = RowHasher::new(&[ColumnType::Text], Some(&[Some("bpchar")])).unwrap();
+        let text = RowHasher::new(&[ColumnType::Text], Some(&[Some("text")])).unwrap();
+        assert_eq!(sum(&padded, "ab   "), sum(&text, "ab"));
+        assert_eq!(sum(&padded, "ab"), sum(&text, "ab"));
+        assert_ne!(sum(&text, "ab "), sum(&text, "ab"));
+        // Only spaces: a tab or a leading space is part of the value.
+        assert_ne!(sum(&padded, "ab\t"), sum(&text, "ab"));
+        assert_eq!(sum(&padded, " ab "), sum(&text, " ab"));
     }
 }

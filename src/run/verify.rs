@@ -115,8 +115,9 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
         if let Some(keys) = refused.get_mut(&chunk.id) {
             expected = without_keys(expected, &key, keys)?;
         }
-        let (rows, sum) = count_and_sum(&expected)?;
         let selection = sink.chunk_rows(&plan.selection(chunk, &expected)?, &key, &expected)?;
+        let expected = sink.as_read_back(expected)?;
+        let (rows, sum) = count_and_sum(&expected)?;
         let found = sink.read_rows(chunk.id, &selection, &key)?;
         let found_rows: u64 = found.iter().map(|b| b.num_rows() as u64).sum();
         report.chunks_checked += 1;

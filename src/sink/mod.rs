@@ -114,6 +114,13 @@ pub trait Sink: Send + Sync {
         key: &[String],
     ) -> Result<Vec<RecordBatch>>;
 
+    /// `sent` (rows as written) in the form [`Sink::read_rows`] gives them back, where
+    /// the target stores an equal value in another form: a PostgreSQL `char(n)` pads
+    /// text to n characters, and such a column reads back without trailing spaces.
+    fn as_read_back(&self, sent: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        Ok(sent)
+    }
+
     /// How to find the rows of a chunk that wrote `sent` (target rows; `key` the target
     /// columns that hold the source key) given the plan's `selection`: a database target
     /// looks them up by key when the chunk upserted (rows outside it may share its key

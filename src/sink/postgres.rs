@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use arrow::array::AsArray;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
@@ -86,6 +87,11 @@ struct TableFacts {
     /// The written columns the table stores more coarsely than declared: a
     /// `timestamp(0)` or a `numeric(10,2)` rounds a finer value without an error.
     coarse: Vec<table::Coarse>,
+    /// The written columns stored as `char(n)`. The server pads a text to n characters
+    /// (and cuts spaces past them); under `char(n)` trailing spaces are no part of the
+    /// value, so such a column is read back as text without them (`bpchar::text`) and
+    /// compared with the text sent without them.
+    padded: Vec<usize>,
 }
 
 impl TableFacts {
@@ -97,6 +103,7 @@ impl TableFacts {
             byte_exact: true,
             hasher: RowHasher::new(&types, None),
             coarse: Vec::new(),
+            padded: Vec::new(),
         }
     }
 
@@ -132,6 +139,12 @@ impl TableFacts {
                 .collect(),
             byte_exact,
             hasher: RowHasher::new(&types, Some(&stored)),
+            padded: stored
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t == Some("bpchar"))
+                .map(|(i, _)| i)
+                .collect(),
             coarse: declared
                 .iter()
                 .enumerate()
@@ -153,7 +166,14 @@ impl TableFacts {
                         && c.typmod >= 4
                         && matches!(ty, ColumnType::Decimal { .. }))
                     .then(|| i64::from((((c.typmod - 4) & 0x7ff) ^ 1024) - 1024));
-                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, None)
+                    table::Coarse::of(i, *ty, &c.shown_type, fraction, scale, None).or_else(|| {
+                        // A varchar(n) cuts the spaces past n characters without an
+                        // error (other characters past them it refuses itself).
+                        let text = matches!(ty, ColumnType::Text | ColumnType::Varchar(_));
+                        (text && c.type_name == "varchar" && c.typmod >= 4).then(|| {
+                            table::Coarse::max_chars(i, &c.shown_type, (c.typmod - 4) as usize)
+                        })
+                    })
                 })
                 .collect(),
         }
@@ -351,6 +371,24 @@ impl PostgresSink {
         Ok(out)
     }
 
+    /// Compares the rows read back (`back`, whose reading began at `started`) with the
+    /// rows `v` sent, beside the rows that stood under their keys before (`there`), in
+    /// the form they read back in.
+    fn compare_back(
+        &self,
+        v: &ReadBack,
+        there: &[RecordBatch],
+        back: &[RecordBatch],
+        started: Instant,
+    ) -> Result<()> {
+        let padded = self.facts.get().map_or(&[][..], |f| &f.padded[..]);
+        if padded.is_empty() {
+            return v.verify_beside(there, back, started);
+        }
+        let sent = unpadded(v.sent.to_vec(), padded)?;
+        v.as_sent(&sent)?.verify_beside(there, back, started)
+    }
+
     /// Streams the rows `selection` names to `f`, batch by batch, so a whole table is
     /// never held at once.
     async fn select_each(
@@ -418,11 +456,23 @@ impl PostgresSink {
         f: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let here = self.here();
+        let facts = self.facts.get().ok_or_else(|| {
+            Error::Internal(format!("{here}: rows read before the table's columns"))
+        })?;
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match facts.padded.contains(&i) {
+                true => format!("{}::text", quote_ident(&c.0)),
+                false => quote_ident(&c.0),
+            })
+            .collect();
         for cond in self.conditions(selection)? {
             decoder.restart();
             let sql = format!(
                 "COPY (SELECT {} FROM {}{cond}) TO STDOUT (FORMAT binary)",
-                self.column_list(),
+                columns.join(", "),
                 self.t()
             );
             let mut stream = conn
@@ -774,6 +824,10 @@ impl Sink for PostgresSink {
         }))
     }
 
+    fn as_read_back(&self, sent: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        unpadded(sent, &self.facts()?.padded)
+    }
+
     fn chunk_rows(
         &self,
         selection: &Selection,
@@ -796,6 +850,7 @@ impl Sink for PostgresSink {
         selection: &Selection,
         _key: &[String],
     ) -> Result<Vec<RecordBatch>> {
+        self.facts()?;
         let pool = self.client.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
@@ -821,6 +876,7 @@ impl Sink for PostgresSink {
     }
 
     fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        self.facts()?;
         let pool = self.client.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
@@ -913,13 +969,37 @@ impl Sink for PostgresSink {
             if let (Some(v), Some(sel)) = (verify, &readback) {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, sel).await?;
-                v.verify_beside(&there, &back, t0)?;
+                self.compare_back(v, &there, &back, t0)?;
             }
             self.replace_rejects(&mut tx, chunk, remaining).await?;
             tx.commit().await.map_err(|e| Error::db(&here, e))?;
             Ok(written)
         })
     }
+}
+
+/// `batches` with the texts of the `padded` columns (stored as `char(n)`) without their
+/// trailing spaces, as such a column reads back.
+fn unpadded(batches: Vec<RecordBatch>, padded: &[usize]) -> Result<Vec<RecordBatch>> {
+    if padded.is_empty() {
+        return Ok(batches);
+    }
+    batches
+        .into_iter()
+        .map(|b| {
+            let mut columns = b.columns().to_vec();
+            for &i in padded {
+                if let Some(text) = columns[i].as_string_opt::<i32>() {
+                    let trimmed: arrow::array::StringArray = text
+                        .iter()
+                        .map(|v| v.map(|v| v.trim_end_matches(' ')))
+                        .collect();
+                    columns[i] = Arc::new(trimmed);
+                }
+            }
+            RecordBatch::try_new(b.schema(), columns).map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect()
 }
 
 /// Buffers a chunk's batches (bounded by the chunk size) and copies them in one
@@ -994,7 +1074,7 @@ impl ChunkWriter for PgChunk<'_> {
                     v.passed(t0);
                 } else {
                     let back = sink.select_rows(&mut tx, sel).await?;
-                    v.verify(&back, t0)?;
+                    sink.compare_back(v, &[], &back, t0)?;
                 }
             }
             let marked = match sink.pipeline.get() {
@@ -1052,7 +1132,12 @@ mod tests {
                 .is_none()
         );
         assert!(hashed(found("c", "varchar", 14), ColumnType::Varchar(10)));
-        assert!(!hashed(found("c", "bpchar", 14), ColumnType::Text));
+        // `char(n)` hashes its text without the padding, as it reads back.
+        assert!(hashed(found("c", "bpchar", 14), ColumnType::Text));
+        assert_eq!(
+            TableFacts::of(&[found("c", "bpchar", 14)], &declared(ColumnType::Text)).padded,
+            [0]
+        );
         assert!(!hashed(found("c", "jsonb", -1), ColumnType::Text));
         assert!(exact(found("c", "text", -1), ColumnType::Text));
         assert!(exact(found("c", "varchar", 14), ColumnType::Varchar(10)));

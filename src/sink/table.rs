@@ -199,7 +199,7 @@ pub(crate) fn primary_key<'c>(
 /// holds values: a `datetime` keeping whole seconds under a `timestamp`, a
 /// `numeric(10,2)` under a `decimal(10,4)`, MySQL's single-precision `float` under a
 /// `double`, or one that stores some texts as others (MySQL's `char(n)`, `enum`, `set`,
-/// MariaDB's `uuid`). Neither server refuses such a value, even in strict mode: it rounds,
+/// MariaDB's `uuid`, a `varchar(n)` cutting trailing spaces). Neither server refuses such a value, even in strict mode: it rounds,
 /// cuts or rewrites it, so the sink refuses the row itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Coarse {
@@ -235,8 +235,8 @@ pub(crate) enum Keeps {
     /// A UUID's lowercase, dashed form, which MariaDB's `uuid` stores any other as.
     Uuid,
     /// This many characters: MySQL's `varchar(n)` cuts the spaces a text ends in past
-    /// them with only a note, even in strict mode (other characters past them it
-    /// refuses itself).
+    /// them with only a note, even in strict mode, and PostgreSQL's without one (other
+    /// characters past them either refuses itself).
     MaxChars(usize),
     /// This many bytes, as MySQL's `tinytext`, `text` and `mediumtext` hold, cutting
     /// spaces past them alike.
@@ -302,6 +302,17 @@ impl Coarse {
             keeps,
             members,
         })
+    }
+
+    /// A text column at `column`, stored as `shown`, that holds `n` characters and cuts
+    /// the spaces past them: PostgreSQL's `varchar(n)`.
+    pub(crate) fn max_chars(column: usize, shown: &str, n: usize) -> Coarse {
+        Coarse {
+            column,
+            shown: shown.to_string(),
+            keeps: Keeps::MaxChars(n),
+            members: Vec::new(),
+        }
     }
 
     /// Why a value of column `name` is refused (`decimal`: its values are decimals,

@@ -2051,3 +2051,99 @@ total = {{ type = "numeric(12,2)", expr = "total" }}
         [["2", "1250.00", reason], ["4", "0.50", reason]]
     );
 }
+
+#[test]
+fn a_char_n_column_reads_back_equal_under_its_padding_and_a_varchar_n_refuses_cut_spaces() {
+    // A table without a numeric column is checked by the server's hashes; one with one
+    // reads its rows back and compares them.
+    for (tag, extra) in [("hashed", ""), ("read", ", amount numeric(8,2)")] {
+        let ws = Workspace::new();
+        let dst = PgSchema::new(&format!("rs_pg_char_n_{tag}"));
+        dst.exec(&format!(
+            "CREATE TABLE {}.codes (id bigint PRIMARY KEY, code char(5), label varchar(4){extra})",
+            dst.q()
+        ));
+        ws.write(
+            "samples/codes.csv",
+            "id,code,label\n1,ab,x\n2,abcde,y\n3,ab   ,z\n4,ab        ,w\n5,,v\n6,q,ab      \n7,\" b\",abcd\n",
+        );
+        let amount = match extra {
+            "" => "",
+            _ => "amount = { type = \"numeric(8,2)\", expr = \"CAST(id AS DECIMAL(8,2))\" }\n",
+        };
+        let p = ws.write(
+            "pipelines/codes.toml",
+            &format!(
+                r#"name = "codes"
+[source]
+url = "../samples/codes.csv"
+key = "id"
+[source.types]
+id = "bigint"
+[target]
+url = "{}"
+schema = {}
+table = "codes"
+if_exists = "append"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+code = {{ type = "text", expr = "code" }}
+label = {{ type = "text", expr = "label" }}
+{amount}"#,
+                pg_url(),
+                dst.toml()
+            ),
+        );
+        // Before, every chunk failed its read-back: 'ab' was sent, 'ab   ' held.
+        let out = ws.rowshift(&["run", &p, "--quiet"]);
+        assert_eq!(out.code, 1, "{tag}: {}{}", out.stdout, out.stderr);
+        assert_eq!(
+            dst.rows(&format!(
+                "SELECT id::text, '[' || code || ']', octet_length(code)::text, label FROM {}.codes ORDER BY id",
+                dst.q()
+            )),
+            [
+                ["1", "[ab]", "5", "x"],
+                ["2", "[abcde]", "5", "y"],
+                ["3", "[ab]", "5", "z"],
+                ["4", "[ab]", "5", "w"],
+                ["5", "NULL", "NULL", "v"],
+                ["7", "[ b]", "5", "abcd"],
+            ],
+            "{tag}"
+        );
+        // A varchar(4) would have cut 'ab      ' to 'ab  ' without an error.
+        assert_eq!(
+            dst.rows(&format!(
+                "SELECT row_key, value, reason FROM {}.codes_rejects ORDER BY row_key",
+                dst.q()
+            )),
+            [[
+                "6",
+                "ab      ",
+                "the target refused the row: column label is character varying(4), which holds 4 characters: the spaces past them would be cut"
+            ]],
+            "{tag}"
+        );
+        let out = ws.rowshift(&["verify", &p]);
+        assert_eq!(out.code, 0, "{tag}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout.contains("1 compared, 0 differ"),
+            "{}",
+            out.stdout
+        );
+        // A changed char(n) value still differs, named with the texts as they compare.
+        dst.exec(&format!(
+            "UPDATE {}.codes SET code = 'ac' WHERE id = 3",
+            dst.q()
+        ));
+        let out = ws.rowshift(&["verify", &p]);
+        assert_eq!(out.code, 1, "{tag}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout
+                .contains("id=3, column code: sent 'ab', the target holds 'ac'"),
+            "{tag}: {}",
+            out.stdout
+        );
+    }
+}
