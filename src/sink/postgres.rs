@@ -371,6 +371,17 @@ impl PostgresSink {
         Ok(out)
     }
 
+    /// The table's facts, read before any row is read back (inside a transaction there
+    /// is no blocking on the catalog).
+    fn read_facts(&self) -> Result<&TableFacts> {
+        self.facts.get().ok_or_else(|| {
+            Error::Internal(format!(
+                "{}: rows read back before the table's columns",
+                self.here()
+            ))
+        })
+    }
+
     /// Compares the rows read back (`back`, whose reading began at `started`) with the
     /// rows `v` sent, beside the rows that stood under their keys before (`there`), in
     /// the form they read back in.
@@ -381,7 +392,7 @@ impl PostgresSink {
         back: &[RecordBatch],
         started: Instant,
     ) -> Result<()> {
-        let padded = self.facts.get().map_or(&[][..], |f| &f.padded[..]);
+        let padded = &self.read_facts()?.padded;
         if padded.is_empty() {
             return v.verify_beside(there, back, started);
         }
@@ -456,9 +467,7 @@ impl PostgresSink {
         f: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let here = self.here();
-        let facts = self.facts.get().ok_or_else(|| {
-            Error::Internal(format!("{here}: rows read before the table's columns"))
-        })?;
+        let facts = self.read_facts()?;
         let columns: Vec<String> = self
             .columns
             .iter()

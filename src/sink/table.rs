@@ -199,8 +199,9 @@ pub(crate) fn primary_key<'c>(
 /// holds values: a `datetime` keeping whole seconds under a `timestamp`, a
 /// `numeric(10,2)` under a `decimal(10,4)`, MySQL's single-precision `float` under a
 /// `double`, or one that stores some texts as others (MySQL's `char(n)`, `enum`, `set`,
-/// MariaDB's `uuid`, a `varchar(n)` cutting trailing spaces). Neither server refuses such a value, even in strict mode: it rounds,
-/// cuts or rewrites it, so the sink refuses the row itself.
+/// MariaDB's `uuid`, a `varchar(n)` cutting trailing spaces). Neither server refuses such
+/// a value, even in strict mode: it rounds, cuts or rewrites it, so the sink refuses the
+/// row itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Coarse {
     /// The column's place among the written columns.
