@@ -250,6 +250,12 @@ fn a_rejected_row_goes_to_the_quarantine_with_file_line_column_value_and_type() 
             "samples/invalid/null_in_not_null.csv line 4 (id=3), column name: is NULL, but the column is declared nullable = false (varchar(255))",
         ),
         (
+            "timestamp_without_zone.csv",
+            "bigint",
+            "column born_on: value has no time zone, and the timestamptz column declares none to read it in; set timezone = \"...\" on the column",
+            "samples/invalid/timestamp_without_zone.csv line 3 (id=2), column born_on, value '1985-06-15 09:30:00': value has no time zone, and the timestamptz column declares none to read it in; set timezone = \"...\" on the column",
+        ),
+        (
             "too_long.csv",
             "bigint",
             "column name: has 300 characters, more than varchar(255) holds",
@@ -406,6 +412,10 @@ fn unreadable_lines_mid_chunk_are_set_aside_without_losing_or_repeating_a_row() 
 }
 
 fn invalid_pipeline(ws: &Workspace, file: &str, amount_type: &str) -> String {
+    let born_on = match file {
+        "timestamp_without_zone.csv" => "timestamptz",
+        _ => "date",
+    };
     ws.write(
         &format!("pipelines/invalid_{file}.toml"),
         &format!(
@@ -420,7 +430,7 @@ format = "csv"
 id = {{ type = "bigint", expr = "id", primary_key = true }}
 name = {{ type = "varchar(255)", expr = "name", nullable = false }}
 amount = {{ type = "{amount_type}", expr = "amount" }}
-born_on = {{ type = "date", expr = "born_on" }}
+born_on = {{ type = "{born_on}", expr = "born_on" }}
 "#,
             file.replace('.', "_")
         ),
