@@ -1752,6 +1752,69 @@ fn the_server_hashes_text_of_every_length_as_the_sink_does_from_a_sliced_batch()
 }
 
 #[test]
+fn the_server_hashes_a_char_n_column_as_the_sink_does_without_trailing_spaces() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use rowshift::db::pg_hash::RowHasher;
+    use rowshift::db::postgres::{Encoder, PgKind};
+    use rowshift::types::ColumnType::*;
+
+    let pg = PgSchema::new("rs_pg_hash_bpchar");
+    pg.exec(&format!("CREATE TABLE {}.h (k int8, c char(6))", pg.q()));
+    // Shorter than 6 (padded), exactly 6, longer with only spaces past 6 (cut), with
+    // and without trailing spaces, a leading space, a tab, empty, NULL, multibyte.
+    let texts = [
+        Some("ab"),
+        Some("ab "),
+        Some("abcdef"),
+        Some("abcdef    "),
+        Some(" ab"),
+        Some("ab\t"),
+        Some(""),
+        None,
+        Some("éé "),
+    ];
+    let batch = RecordBatch::try_from_iter([
+        (
+            "k",
+            Arc::new(Int64Array::from_iter_values(0..texts.len() as i64)) as ArrayRef,
+        ),
+        ("c", Arc::new(StringArray::from(texts.to_vec()))),
+    ])
+    .unwrap();
+    let types = [BigInt, Text];
+    let kinds: Vec<PgKind> = types.iter().map(|t| PgKind::for_type(*t)).collect();
+    let hasher = RowHasher::new(&types, Some(&[Some("int8"), Some("bpchar")])).unwrap();
+    let mut enc = Encoder::hashing(hasher.clone());
+    enc.rows(&batch, &kinds, "test", &[]).unwrap();
+    enc.finish();
+    let sent = enc.hashed.as_ref().unwrap().1;
+    let t = format!("{}.h", pg.q());
+    copy_binary(&pg, &t, &enc.buf, texts.len() as u64);
+    let names = ["\"k\"".to_string(), "\"c\"".to_string()];
+    // The server stores every text padded to 6 characters.
+    let sql = format!(
+        "SELECT count(*)::text, sum({})::text, bool_and(octet_length(c) >= 6)::text FROM {t}",
+        hasher.sql(&names)
+    );
+    assert_eq!(
+        pg.rows(&sql),
+        [[
+            texts.len().to_string(),
+            sent.sum.to_string(),
+            "true".to_string()
+        ]]
+    );
+    // Hashed as plain text, the padding would differ from what was sent.
+    let plain = RowHasher::new(&types, None).unwrap();
+    let mut enc = Encoder::hashing(plain.clone());
+    enc.rows(&batch, &kinds, "test", &[]).unwrap();
+    enc.finish();
+    assert_ne!(enc.hashed.as_ref().unwrap().1.sum, sent.sum);
+}
+
+#[test]
 fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_refuse_src");
