@@ -165,11 +165,7 @@ impl Starts {
     }
 
     fn float8(&self, v: f64) -> u64 {
-        if v == 0.0 {
-            return self.seed;
-        }
-        let v = if v.is_nan() { f64::NAN } else { v };
-        bytes_from(&v.to_le_bytes(), self.short[8])
+        float8_bytes(v).map_or(self.seed, |b| bytes_from(&b, self.short[8]))
     }
 }
 
@@ -197,11 +193,16 @@ pub fn int8(v: i64, seed: u64) -> u64 {
 /// `hashfloat8extended` (and `hashfloat4extended`, the value widened): zero (either
 /// sign) hashes as the seed, every NaN as one.
 pub fn float8(v: f64, seed: u64) -> u64 {
+    float8_bytes(v).map_or(seed, |b| bytes(&b, seed))
+}
+
+/// The bytes `hashfloat8extended` hashes of `v`, every NaN as one NaN; `None` for zero
+/// (either sign), which hashes as the seed itself.
+fn float8_bytes(v: f64) -> Option<[u8; 8]> {
     if v == 0.0 {
-        return seed;
+        return None;
     }
-    let v = if v.is_nan() { f64::NAN } else { v };
-    bytes(&v.to_le_bytes(), seed)
+    Some(if v.is_nan() { f64::NAN } else { v }.to_le_bytes())
 }
 
 /// The kinds the server can hash the same way as they are sent, with the type the
