@@ -24,7 +24,6 @@ use arrow::datatypes::{
     Int64Type, Schema, SchemaRef, Time64MicrosecondType, TimestampMicrosecondType,
 };
 use arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
 use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
 use sqlx::{MySql, Row};
 
@@ -391,13 +390,11 @@ impl MysqlSink {
         let here = self.here();
         for cond in self.conditions(selection)? {
             let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
-            // `fetch_many` itself: `fetch` wraps it in one more boxed stream per row.
-            let mut steps = sqlx::Executor::fetch_many(&mut *conn, sqlx::query(stmt(sql)));
-            while let Some(step) = steps.try_next().await.map_err(|e| Error::db(&here, e))? {
-                if let sqlx::Either::Right(row) = step {
-                    f(&row)?;
-                }
-            }
+            // `for_each_row` (vendor/sqlx-mysql) calls `f` from the packet loop: `fetch`
+            // yields each row through two nested streams, a fifth of a read-back's CPU.
+            conn.for_each_row(sqlx::query(stmt(sql)), &mut *f)
+                .await
+                .map_err(|e| Error::db(&here, e))??;
         }
         Ok(())
     }

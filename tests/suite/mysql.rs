@@ -1687,3 +1687,80 @@ fn enum_set_and_uuid_text_an_existing_table_would_rewrite_is_quarantined() {
         ]
     );
 }
+
+/// `MySqlConnection::for_each_row` (vendor/sqlx-mysql), which the read-back uses: every
+/// row of every result set reaches the closure in order, and a closure that stops early
+/// leaves the connection ready for its next statement, the unread rows skipped.
+#[test]
+fn for_each_row_visits_every_row_and_an_early_stop_leaves_the_connection_usable() {
+    use sqlx::{Acquire, Row};
+    let db = MyDb::new("for_each_row");
+    db.exec(&format!(
+        "CREATE TABLE {}.t (id BIGINT PRIMARY KEY, name LONGTEXT)",
+        db.q()
+    ));
+    let values: Vec<String> = (1..=2500).map(|i| format!("({i}, 'name {i}')")).collect();
+    db.exec(&format!(
+        "INSERT INTO {}.t VALUES {}",
+        db.q(),
+        values.join(", ")
+    ));
+    let select = format!("SELECT id, name FROM {}.t ORDER BY id", db.q());
+    db.rt.block_on(async {
+        let mut pooled = db.pool.acquire().await.unwrap();
+        let conn = pooled.acquire().await.unwrap();
+        let mut seen = Vec::new();
+        let visited = conn
+            .for_each_row(sqlx::query(sqlx::AssertSqlSafe(select.clone())), |row| {
+                seen.push((row.get::<i64, _>(0), row.get::<String, _>(1)));
+                Ok::<_, String>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(visited, 2500);
+        assert_eq!(seen.len(), 2500);
+        assert_eq!(seen[0], (1, "name 1".to_string()));
+        assert_eq!(seen[2499], (2500, "name 2500".to_string()));
+
+        let mut count = 0;
+        let stopped = conn
+            .for_each_row(sqlx::query(sqlx::AssertSqlSafe(select.clone())), |row| {
+                count += 1;
+                match row.get::<i64, _>(0) {
+                    3 => Err(format!("stopped at {}", row.get::<String, _>(1))),
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(stopped, Err("stopped at name 3".to_string()));
+        assert_eq!(count, 3);
+
+        // The 2,497 rows left unread do not reach the next statement.
+        let next: (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*), MAX(name) FROM {}.t",
+            db.q()
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(next, (2500, "name 999".to_string()));
+
+        // A statement that fails on the server is an error, not an empty visit.
+        let missing = conn
+            .for_each_row(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT * FROM {}.missing",
+                    db.q()
+                ))),
+                |_| Ok::<_, String>(()),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("missing' doesn't exist"),
+            "{missing}"
+        );
+    });
+}
