@@ -1693,7 +1693,7 @@ fn enum_set_and_uuid_text_an_existing_table_would_rewrite_is_quarantined() {
 /// leaves the connection ready for its next statement, the unread rows skipped.
 #[test]
 fn for_each_row_visits_every_row_and_an_early_stop_leaves_the_connection_usable() {
-    use sqlx::{Acquire, Row};
+    use sqlx::Row;
     let db = MyDb::new("for_each_row");
     db.exec(&format!(
         "CREATE TABLE {}.t (id BIGINT PRIMARY KEY, name LONGTEXT)",
@@ -1708,7 +1708,7 @@ fn for_each_row_visits_every_row_and_an_early_stop_leaves_the_connection_usable(
     let select = format!("SELECT id, name FROM {}.t ORDER BY id", db.q());
     db.rt.block_on(async {
         let mut pooled = db.pool.acquire().await.unwrap();
-        let conn = pooled.acquire().await.unwrap();
+        let conn: &mut sqlx::MySqlConnection = &mut pooled;
         let mut seen = Vec::new();
         let visited = conn
             .for_each_row(sqlx::query(sqlx::AssertSqlSafe(select.clone())), |row| {
