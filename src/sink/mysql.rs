@@ -25,6 +25,7 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
+use futures::TryStreamExt;
 use sqlx::{MySql, Row};
 
 use super::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
@@ -390,11 +391,10 @@ impl MysqlSink {
         let here = self.here();
         for cond in self.conditions(selection)? {
             let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
-            // `for_each_row` (vendor/sqlx-mysql) calls `f` from the packet loop: `fetch`
-            // yields each row through two nested streams, a fifth of a read-back's CPU.
-            conn.for_each_row(sqlx::query(stmt(sql)), &mut *f)
-                .await
-                .map_err(|e| Error::db(&here, e))??;
+            let mut rows = sqlx::query(stmt(sql)).fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
+                f(&row)?;
+            }
         }
         Ok(())
     }
