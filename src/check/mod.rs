@@ -35,7 +35,7 @@ impl std::ops::AddAssign for ChunkCounts {
 /// of each row. Chunk size, batch size and thread count cannot change it; it is stable
 /// for a given rowshift version.
 pub fn checksum(batch: &arrow::record_batch::RecordBatch) -> Result<u64> {
-    use datafusion::common::hash_utils::{RandomState, create_hashes};
+    use datafusion_common::hash_utils::{RandomState, create_hashes};
     if batch.num_rows() == 0 {
         return Ok(0);
     }

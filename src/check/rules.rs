@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, ArrayRef, BooleanArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use datafusion::common::DFSchema;
-use datafusion::common::hash_utils::{RandomState, create_hashes};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::prelude::SessionContext;
+use datafusion_common::DFSchema;
+use datafusion_common::hash_utils::{RandomState, create_hashes};
+use datafusion_physical_expr::PhysicalExpr;
+use crate::transform::ExprContext;
 use sqlx::sqlite::SqlitePool;
 
 use crate::config::{CheckKind, Diagnostic, Location, Pipeline, Policy};
@@ -79,7 +79,7 @@ impl Checks {
     /// Compiles the pipeline's checks against the target schema. Every problem is reported
     /// at once, at the check's line. Referenced tables are looked up now.
     pub fn compile(pipeline: &Pipeline, output: &SchemaRef, io: &IoRuntime) -> Result<Checks> {
-        let ctx = SessionContext::new();
+        let ctx = ExprContext::new();
         let df_schema = DFSchema::try_from(output.as_ref().clone())
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut diags = pipeline.diagnostics();

@@ -389,7 +389,7 @@ pub(crate) struct StoredSum {
 impl StoredSum {
     fn hasher() -> impl std::hash::Hasher {
         use std::hash::BuildHasher;
-        datafusion::common::hash_utils::RandomState::with_seed(0x726f_7773_6869_6674).build_hasher()
+        datafusion_common::hash_utils::RandomState::with_seed(0x726f_7773_6869_6674).build_hasher()
     }
 
     /// Adds one row, given its values in column order.

@@ -2,6 +2,7 @@
 //! vectorised on Arrow batches by DataFusion, then cast into its declared type without loss.
 
 pub mod cast;
+mod sql;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,14 +12,14 @@ use arrow::compute::kernels::cast::can_cast_types;
 use arrow::compute::{concat, filter_record_batch, prep_null_mask_filter};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use datafusion::common::{DFSchema, DataFusionError, SchemaError};
-use datafusion::logical_expr::simplify::SimplifyContext;
-use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::utils::collect_columns;
-use datafusion::prelude::SessionContext;
+use datafusion_common::{DFSchema, DataFusionError, SchemaError};
+use datafusion_expr::simplify::SimplifyContext;
+use datafusion_optimizer::simplify_expressions::ExprSimplifier;
+use datafusion_physical_expr::PhysicalExpr;
+use datafusion_physical_expr::utils::collect_columns;
 use rayon::prelude::*;
 
+pub(crate) use self::sql::ExprContext;
 use self::cast::{cast_zoned, type_name, value_text};
 use crate::config::{Diagnostic, Diagnostics, Pipeline, suggest};
 use crate::types::ColumnType;
@@ -72,7 +73,7 @@ impl Transform {
     /// Compiles the pipeline's expressions against the source schema. Every problem is
     /// reported at once, each at the line of its expression.
     pub fn compile(pipeline: &Pipeline, input: SchemaRef) -> Result<Transform> {
-        let ctx = SessionContext::new();
+        let ctx = ExprContext::new();
         let df_schema = DFSchema::try_from(input.as_ref().clone())
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut diags = pipeline.diagnostics();
@@ -344,7 +345,7 @@ fn fill_nulls(array: &ArrayRef) -> Result<ArrayRef> {
 }
 
 pub(crate) fn compile_expr(
-    ctx: &SessionContext,
+    ctx: &ExprContext,
     df_schema: &DFSchema,
     input: &SchemaRef,
     sql: &str,
