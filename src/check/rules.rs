@@ -14,12 +14,12 @@ use arrow::record_batch::RecordBatch;
 use datafusion_common::DFSchema;
 use datafusion_common::hash_utils::{RandomState, create_hashes};
 use datafusion_physical_expr::PhysicalExpr;
-use crate::transform::ExprContext;
 use sqlx::sqlite::SqlitePool;
 
 use crate::config::{CheckKind, Diagnostic, Location, Pipeline, Policy};
 use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
+use crate::transform::ExprContext;
 use crate::transform::cast::value_text;
 use crate::transform::{compile_expr, eval_lenient};
 use crate::{Error, Result};

@@ -19,8 +19,8 @@ use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::utils::collect_columns;
 use rayon::prelude::*;
 
-pub(crate) use self::sql::ExprContext;
 use self::cast::{cast_zoned, type_name, value_text};
+pub(crate) use self::sql::ExprContext;
 use crate::config::{Diagnostic, Diagnostics, Pipeline, suggest};
 use crate::types::ColumnType;
 use crate::{Error, Result};
