@@ -144,6 +144,8 @@ pub struct DryRunReport {
     pub plan_error: Option<String>,
     /// Whether the run would fail on this sample: it stops a chunk at its first rejected row.
     pub would_fail: bool,
+    /// When no row of the sample could be read: why (and so no speed, and no estimate).
+    pub nothing_read: Option<String>,
 }
 
 /// Runs the pipeline's transforms and checks on a sample, writing nothing.
@@ -310,6 +312,14 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         })
         .collect();
 
+    // No row read gives no speed: the sample says why instead of an estimate.
+    let nothing_read = (rows_read == 0).then(|| match p.rejects.first() {
+        Some(first) => format!(
+            "no row of the sample could be read: all {} records were unreadable; the first: {first}",
+            p.rejects.len()
+        ),
+        None => "no row of the sample could be read: the source gave no rows".to_string(),
+    });
     let plan_estimate = chunks.map(|chunks| {
         let total_rows: Option<u64> = chunks.iter().map(|c| c.rows).sum();
         let parallel = cfg.parallel.clamp(1, chunks.len().max(1));
@@ -319,7 +329,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
             total_rows,
             parallel,
             estimated_seconds: total_rows
-                .filter(|_| rate.is_finite())
+                .filter(|_| rate.is_finite() && rate > 0.0)
                 .map(|t| t as f64 / (rate * parallel as f64)),
         }
     });
@@ -355,6 +365,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         filtered,
         plan: plan_estimate,
         plan_error,
+        nothing_read,
     })
 }
 
