@@ -189,6 +189,12 @@ pub trait CheckpointStore: Send + Sync {
     /// Forgets the run.
     fn discard(&self) -> Result<()>;
 
+    /// Writes checkpoint changes the store holds back (a SQLite target's ledger), so
+    /// that [`CheckpointStore::load`] sees them.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Releases the store's connections once a command is done with it. Called before
     /// [`crate::sink::Sink::finish`]: a store in a SQLite target shares its file, and the
     /// last connection to close is the one that folds the write-ahead log into the file.

@@ -370,6 +370,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// Writes what is queued now, waiting for the write lock.
+    pub fn flush(&self) -> Result<()> {
+        self.io.block_on(async {
+            let _writing = self.lock.lock().await;
+            self.write_own().await
+        })
+    }
+
     /// Writes what is left, once the workers are done, and closes the ledger's
     /// connection.
     pub fn close(&self) -> Result<()> {
@@ -571,9 +579,12 @@ impl CheckpointStore for SqliteStore {
 
     fn lock(&self, wait: Duration, waiting: &mut dyn FnMut(&Holder)) -> Result<RunLock> {
         // The lease has a connection of its own: it outlives the store's, which closes
-        // before the sink finishes.
-        self.pool()?;
-        let pool = connect(&self.io, &self.path, Access::Write, 1)?;
+        // before the sink finishes. Runs that start together may find the new file
+        // locked while one of them turns on its write-ahead log.
+        until_unlocked(&self.here(), || self.pool().map(|_| ()))?;
+        let pool = until_unlocked(&self.here(), || {
+            connect(&self.io, &self.path, Access::Write, 1)
+        })?;
         let here = self.here();
         let me = Me::now();
         let token = sql::hex(lock::token());
@@ -690,6 +701,13 @@ impl CheckpointStore for SqliteStore {
         Ok(())
     }
 
+    fn flush(&self) -> Result<()> {
+        match &self.ledger {
+            Some(ledger) => ledger.flush(),
+            None => Ok(()),
+        }
+    }
+
     fn close(&self) -> Result<()> {
         let written = match &self.ledger {
             Some(ledger) => ledger.close(),
@@ -758,6 +776,30 @@ impl CheckpointStore for SqliteStore {
             &[Bind::Text(&self.pipeline)],
         )?;
         Ok(())
+    }
+}
+
+/// How long opening a SQLite file is tried again while another process holds a lock
+/// that SQLite's busy handler does not wait for (turning on the write-ahead log).
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs `open` until it does not fail on a locked file, for up to [`OPEN_PATIENCE`];
+/// then fails, saying what it waited for.
+fn until_unlocked<T>(here: &str, mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let start = std::time::Instant::now();
+    loop {
+        match open() {
+            Err(e) if e.is_transient() && start.elapsed() < OPEN_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.is_transient() => {
+                return Err(Error::Unsupported(format!(
+                    "{here}: the file stayed locked by another process for {}s while this run opened it: {e}",
+                    OPEN_PATIENCE.as_secs()
+                )));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -551,6 +551,7 @@ fn run_with(
     failures.sort_by_key(|f| f.chunk);
     let attempted = totals.done + failures.len() + totals.elsewhere;
     // The run's state as the checkpoint has it now, whichever process did the work.
+    store.flush()?;
     let (state, checksum) = match store.load()? {
         Some(c) => run_state(&c),
         None => (RunState::default(), 0),
