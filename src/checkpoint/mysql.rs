@@ -159,13 +159,21 @@ async fn my_holder(pool: &MySqlPool, name: &str, holders: &str, pipeline: &str) 
     let Some(id) = id else {
         return Ok(None);
     };
-    let row = sqlx::query(stmt(format!(
-        "SELECT CAST(host AS CHAR), CAST(pid AS SIGNED), CAST(since AS CHAR) FROM {holders} WHERE pipeline = ? AND connection = ?"
-    )))
-    .bind(pipeline.to_string())
-    .bind(id)
-    .fetch_optional(pool)
-    .await;
+    // The holder writes its row just after taking the lock: give it a moment.
+    let mut row = Ok(None);
+    for _ in 0..40 {
+        row = sqlx::query(stmt(format!(
+            "SELECT CAST(host AS CHAR), CAST(pid AS SIGNED), CAST(since AS CHAR) FROM {holders} WHERE pipeline = ? AND connection = ?"
+        )))
+        .bind(pipeline.to_string())
+        .bind(id)
+        .fetch_optional(pool)
+        .await;
+        if matches!(row, Ok(Some(_))) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Ok(Some(match row {
         Ok(Some(r)) => Holder {
             host: r.get(0),
