@@ -78,14 +78,10 @@ impl RunLock {
         let keeper = std::thread::Builder::new()
             .name("rowshift-lock".into())
             .spawn(move || {
-                loop {
-                    match stopped.recv_timeout(HEARTBEAT) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            if !flag.load(Ordering::SeqCst) && !beat(&mut state) {
-                                flag.store(true, Ordering::SeqCst);
-                            }
-                        }
-                        _ => break,
+                // Ends when the lock is dropped (the sender goes away).
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                    if !flag.load(Ordering::SeqCst) && !beat(&mut state) {
+                        flag.store(true, Ordering::SeqCst);
                     }
                 }
                 release(state);

@@ -118,7 +118,8 @@ pub fn new_claim() -> u64 {
 
 /// Part of the message of a done or failed mark refused because the writer's claim on
 /// the chunk is gone (see [`is_claim_lost`]).
-pub const CLAIM_LOST: &str = "another run took this chunk over (its claim in the checkpoint is no longer this run's)";
+pub const CLAIM_LOST: &str =
+    "another run took this chunk over (its claim in the checkpoint is no longer this run's)";
 
 /// Whether `e` says a chunk's claim was lost to another run: the attempt is rolled back,
 /// and neither retrying it nor marking it failed is this run's to do.

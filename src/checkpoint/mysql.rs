@@ -151,7 +151,12 @@ impl MyStore {
 
 /// The live holder of named lock `name`, named by the row it wrote in `holders`, or by
 /// its connection when it has not written one yet.
-async fn my_holder(pool: &MySqlPool, name: &str, holders: &str, pipeline: &str) -> sqlx::Result<Option<Holder>> {
+async fn my_holder(
+    pool: &MySqlPool,
+    name: &str,
+    holders: &str,
+    pipeline: &str,
+) -> sqlx::Result<Option<Holder>> {
     let id: Option<i64> = sqlx::query_scalar("SELECT CAST(IS_USED_LOCK(?) AS SIGNED)")
         .bind(name.to_string())
         .fetch_one(pool)

@@ -115,7 +115,8 @@ impl PgStore {
                     Ok(()) => return Ok(()),
                     Err(sqlx::Error::Database(e))
                         if tries < 3
-                            && matches!(e.code().as_deref(), Some("23505" | "42P06" | "42P07")) => {}
+                            && matches!(e.code().as_deref(), Some("23505" | "42P06" | "42P07")) => {
+                    }
                     Err(e) => return Err(Error::db(&here, e)),
                 }
             }
@@ -148,7 +149,6 @@ impl PgStore {
         Bind::Text(&self.pipeline)
     }
 }
-
 
 /// What the lock connection's `application_name` says: `rowshift SINCE PID@HOST`, cut to
 /// PostgreSQL's 63 bytes (the host's end goes first).

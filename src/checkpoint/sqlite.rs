@@ -11,11 +11,11 @@ use super::lock::{self, Holder, Me, RunLock, Try};
 use super::sql::{self, Bind, Marks};
 use super::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
 use crate::check::ChunkCounts;
+use crate::checkpoint::CLAIM_LOST;
 use crate::config::show_path;
 use crate::db::IoRuntime;
 use crate::db::sqlite::{Access, connect, connect_async};
 use crate::plan::Chunk;
-use crate::checkpoint::CLAIM_LOST;
 use crate::{Error, Result};
 
 const SCHEMA: &[&str] = &[
@@ -168,7 +168,6 @@ impl SqliteStore {
         })
     }
 }
-
 
 /// Marks a chunk done on `conn` (`here` names the target in messages): inside the
 /// sink's own transaction when the store lives in the target, so rows and mark commit
@@ -609,22 +608,25 @@ impl CheckpointStore for SqliteStore {
                     Some(l) => Some(l.lock.lock().await),
                     None => None,
                 };
-                sqlx::query("UPDATE \"_rowshift_locks\" SET heartbeat = ? WHERE pipeline = ? AND token = ?")
-                    .bind(lock::unix_now())
-                    .bind(beat_pipeline.clone())
-                    .bind(beat_token.clone())
-                    .execute(&beat_pool)
-                    .await
-                    .is_ok_and(|r| r.rows_affected() == 1)
+                sqlx::query(
+                    "UPDATE \"_rowshift_locks\" SET heartbeat = ? WHERE pipeline = ? AND token = ?",
+                )
+                .bind(lock::unix_now())
+                .bind(beat_pipeline.clone())
+                .bind(beat_token.clone())
+                .execute(&beat_pool)
+                .await
+                .is_ok_and(|r| r.rows_affected() == 1)
             })
         };
         let release = move |()| {
             io.block_on(async {
-                let _ = sqlx::query("DELETE FROM \"_rowshift_locks\" WHERE pipeline = ? AND token = ?")
-                    .bind(pipeline)
-                    .bind(token)
-                    .execute(&pool)
-                    .await;
+                let _ =
+                    sqlx::query("DELETE FROM \"_rowshift_locks\" WHERE pipeline = ? AND token = ?")
+                        .bind(pipeline)
+                        .bind(token)
+                        .execute(&pool)
+                        .await;
                 pool.close().await;
             })
         };
@@ -737,7 +739,11 @@ impl CheckpointStore for SqliteStore {
         let json = sql::settings_json(settings)?;
         self.exec(
             sql::record_settings("\"_rowshift_runs\"", Marks::Question),
-            &[Bind::Text(fingerprint), Bind::Text(&json), Bind::Text(&self.pipeline)],
+            &[
+                Bind::Text(fingerprint),
+                Bind::Text(&json),
+                Bind::Text(&self.pipeline),
+            ],
         )?;
         Ok(())
     }
@@ -870,8 +876,12 @@ async fn take_lease(
         let found = read_lease(conn, here, pipeline).await?;
         let sql = match &found {
             Some(l) if l.live(me) => return Ok(Try::Held(l.holder())),
-            Some(_) => "UPDATE \"_rowshift_locks\" SET token = ?, host = ?, pid = ?, started = ?, since = ?, heartbeat = ? WHERE pipeline = ? AND token = ?",
-            None => "INSERT INTO \"_rowshift_locks\" (token, host, pid, started, since, heartbeat, pipeline) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline) DO NOTHING",
+            Some(_) => {
+                "UPDATE \"_rowshift_locks\" SET token = ?, host = ?, pid = ?, started = ?, since = ?, heartbeat = ? WHERE pipeline = ? AND token = ?"
+            }
+            None => {
+                "INSERT INTO \"_rowshift_locks\" (token, host, pid, started, since, heartbeat, pipeline) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline) DO NOTHING"
+            }
         };
         let mut q = sqlx::query(sql)
             .bind(token.to_string())

@@ -176,7 +176,11 @@ fn says_what_changed() {
     ];
     assert_eq!(
         diff_settings(&old, &new),
-        ["filter: \"a\" → \"b\"", "x: 1 was removed", "y: 2 was added"]
+        [
+            "filter: \"a\" → \"b\"",
+            "x: 1 was removed",
+            "y: 2 was added"
+        ]
     );
 }
 
@@ -312,7 +316,10 @@ fn a_losers_marks_never_overwrite_the_winners() {
     assert_eq!(c.chunks[0].last_error, None);
     // Only `verify --repair` puts a done chunk back.
     store.redo(&[0]).unwrap();
-    assert_eq!(store.load().unwrap().unwrap().chunks[0].state, ChunkState::Pending);
+    assert_eq!(
+        store.load().unwrap().unwrap().chunks[0].state,
+        ChunkState::Pending
+    );
 }
 
 #[test]
@@ -325,23 +332,35 @@ fn a_second_lock_is_refused_naming_the_holder_and_a_dead_holders_lease_is_taken_
     let holder = store.holder().unwrap().expect("a live holder");
     assert_eq!(holder.pid, Some(std::process::id()));
     let other = SqliteStore::new(&path, "p", &io);
-    let e = other.lock(std::time::Duration::ZERO, &mut |_| {}).unwrap_err();
+    let e = other
+        .lock(std::time::Duration::ZERO, &mut |_| {})
+        .unwrap_err();
     let text = e.to_string();
     assert!(
-        text.contains(&format!("is held by another run: host {}, pid {}, since ", holder.host, std::process::id())),
+        text.contains(&format!(
+            "is held by another run: host {}, pid {}, since ",
+            holder.host,
+            std::process::id()
+        )),
         "{text}"
     );
     // Waiting: told once, then refused after the bound.
     let mut told = Vec::new();
     let t0 = std::time::Instant::now();
     let e = other
-        .lock(std::time::Duration::from_millis(600), &mut |h| told.push(h.clone()))
+        .lock(std::time::Duration::from_millis(600), &mut |h| {
+            told.push(h.clone())
+        })
         .unwrap_err();
     assert!(t0.elapsed() >= std::time::Duration::from_millis(600));
-    assert_eq!(told, [holder.clone()]);
+    assert_eq!(told, std::slice::from_ref(&holder));
     assert!(e.to_string().contains("(waited 0."), "{e}");
     // Another pipeline in the same file is not held.
-    drop(SqliteStore::new(&path, "q", &io).lock(std::time::Duration::ZERO, &mut |_| {}).unwrap());
+    drop(
+        SqliteStore::new(&path, "q", &io)
+            .lock(std::time::Duration::ZERO, &mut |_| {})
+            .unwrap(),
+    );
     drop(held);
     assert_eq!(store.holder().unwrap(), None);
     // A lease whose process is gone (killed: it never released it) is taken over.
@@ -355,6 +374,10 @@ fn a_second_lock_is_refused_naming_the_holder_and_a_dead_holders_lease_is_taken_
             .unwrap();
     });
     io.block_on(pool.close());
-    assert_eq!(store.holder().unwrap(), None, "a dead process holds nothing");
+    assert_eq!(
+        store.holder().unwrap(),
+        None,
+        "a dead process holds nothing"
+    );
     drop(other.lock(std::time::Duration::ZERO, &mut |_| {}).unwrap());
 }

@@ -478,9 +478,7 @@ fn print_summary(s: &Summary, target: String) {
     );
     println!("  state   {}", s.state);
     for change in &s.accepted_changes {
-        println!(
-            "  accepted {change} (it only widens what passes; recorded in the checkpoint)"
-        );
+        println!("  accepted {change} (it only widens what passes; recorded in the checkpoint)");
     }
     println!(
         "  time    {:.2}s, {:.0} rows/s",

@@ -165,7 +165,11 @@ impl std::fmt::Display for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.chunks_done == self.chunks_total {
             true => write!(f, "all {} chunks done", self.chunks_total)?,
-            false => write!(f, "{} of {} chunks done", self.chunks_done, self.chunks_total)?,
+            false => write!(
+                f,
+                "{} of {} chunks done",
+                self.chunks_done, self.chunks_total
+            )?,
         }
         write!(f, ", {} rows written", group(self.written))?;
         match self.quarantined {
@@ -180,7 +184,7 @@ fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -195,9 +199,7 @@ impl Summary {
     pub fn exit_code(&self) -> i32 {
         if self.interrupted || self.failures.iter().any(|f| !f.data) {
             2
-        } else if !self.failures.is_empty()
-            || self.rows.rejected > 0
-            || self.state.quarantined > 0
+        } else if !self.failures.is_empty() || self.rows.rejected > 0 || self.state.quarantined > 0
         {
             1
         } else if self.state.chunks_done < self.state.chunks_total {
@@ -488,6 +490,7 @@ fn run_with(
                                     claim,
                                     retried,
                                 } = failed;
+                                let e = *e;
                                 let cause = match &e {
                                     Error::Chunk { source, .. } => source.to_string(),
                                     other => other.to_string(),
@@ -679,7 +682,7 @@ enum Outcome {
 
 /// A chunk that failed.
 struct Failed {
-    error: Error,
+    error: Box<Error>,
     /// Whether the whole run must stop (the run-wide reject limit was passed).
     stop: bool,
     /// Attempts made.
@@ -710,9 +713,10 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Outcome, Faile
             std::thread::sleep(pause);
             continue;
         }
-        let stop = matches!(&e, Error::Chunk { source, .. } if matches!(**source, Error::RejectLimit(_)));
+        let stop =
+            matches!(&e, Error::Chunk { source, .. } if matches!(**source, Error::RejectLimit(_)));
         return Err(Failed {
-            error: e,
+            error: Box::new(e),
             stop,
             attempts: attempt,
             claim,
@@ -733,12 +737,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// One attempt of a chunk under the claim `claim`.
-fn attempt_chunk(
-    shared: &Shared<'_>,
-    chunk: &Chunk,
-    attempt: u32,
-    claim: u64,
-) -> Result<Outcome> {
+fn attempt_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32, claim: u64) -> Result<Outcome> {
     inject_fault_at(chunk.id, attempt, true)?;
     if !shared.timed(|| shared.store.claim(chunk.id, claim))? {
         return Ok(Outcome::DoneElsewhere);

@@ -404,9 +404,8 @@ fn a_changed_pipeline_is_refused_until_restart() {
         out.stderr
     );
     assert!(
-        out.stderr.contains(
-            "target.columns.email.expr: \"lower(trim(email))\" → \"upper(trim(email))\""
-        ),
+        out.stderr
+            .contains("target.columns.email.expr: \"lower(trim(email))\" → \"upper(trim(email))\""),
         "{}",
         out.stderr
     );
@@ -583,14 +582,18 @@ fn a_rerun_reports_the_state_of_the_run_not_only_its_own_work() {
     let again = ws.rowshift(&["run", &p]);
     assert_eq!(again.code, 1, "{}{}", again.stdout, again.stderr);
     assert!(
-        again.stdout.contains("rowshift: vals done with rejected rows -> ")
-            && again
-                .stdout
-                .contains("  state   all 3 chunks done, 25 rows written, 5 rows in the quarantine\n")
+        again
+            .stdout
+            .contains("rowshift: vals done with rejected rows -> ")
+            && again.stdout.contains(
+                "  state   all 3 chunks done, 25 rows written, 5 rows in the quarantine\n"
+            )
             && again
                 .stdout
                 .contains(&format!("(checksum {checksum} over the 3 done chunks)"))
-            && again.stdout.contains("fix and run `rowshift retry --rejects`"),
+            && again
+                .stdout
+                .contains("fix and run `rowshift retry --rejects`"),
         "{}",
         again.stdout
     );
@@ -695,8 +698,9 @@ fn every_statement_of_a_chunk_is_retried_within_a_time_budget_and_failures_count
         &[("ROWSHIFT_FAULT", "chunk=1")],
     );
     assert!(
-        out.stdout
-            .contains("injected fault in the sink for chunk 1 (ROWSHIFT_FAULT) (after 1 attempt)\n"),
+        out.stdout.contains(
+            "injected fault in the sink for chunk 1 (ROWSHIFT_FAULT) (after 1 attempt)\n"
+        ),
         "{}",
         out.stdout
     );
@@ -723,8 +727,9 @@ name = { type = "text", expr = "name" }
     let out = ws.rowshift(&["dry-run", &p]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stdout
-            .contains("no row of the sample could be read: all 3 records were unreadable; the first: "),
+        out.stdout.contains(
+            "no row of the sample could be read: all 3 records were unreadable; the first: "
+        ),
         "{}",
         out.stdout
     );

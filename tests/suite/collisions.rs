@@ -249,7 +249,8 @@ fn collide(ws: &Workspace, target: &Target, pipeline: &str, table: &str) -> bool
                 );
                 assert!(me.text.contains(&want), "{want}: {}", me.text);
                 assert!(
-                    me.text.contains("pass --lock-timeout SECONDS to wait for it"),
+                    me.text
+                        .contains("pass --lock-timeout SECONDS to wait for it"),
                     "{}",
                     me.text
                 );
@@ -298,7 +299,10 @@ fn never_duplicates(target: &dyn Fn(bool) -> Target, pk: bool, resume: bool) {
         refusals += usize::from(collide(&ws, target, &p, &name));
     }
     // Two runs started together overlap: most tries see a refusal.
-    assert!(refusals >= TRIES / 2, "only {refusals} refusals in {TRIES} tries");
+    assert!(
+        refusals >= TRIES / 2,
+        "only {refusals} refusals in {TRIES} tries"
+    );
 }
 
 fn sqlite(_fresh: bool) -> Target {
@@ -371,7 +375,9 @@ fn a_run_waits_for_the_lock_with_a_bound_and_says_so() {
             "another run holds this pipeline (host {}, pid {}, since ",
             host(),
             holder.pid
-        )) && out.stderr.contains("waiting up to 30.00s for it to end (--lock-timeout)"),
+        )) && out
+            .stderr
+            .contains("waiting up to 30.00s for it to end (--lock-timeout)"),
         "{}",
         out.stderr
     );
@@ -386,9 +392,8 @@ fn losers_marks(target: Target) {
     let ws = Workspace::new();
     source(&ws);
     let p = pipeline(&ws, &target, "marks", true);
-    let plan =
-        rowshift::plan::Plan::build(rowshift::config::Pipeline::load(&ws.path(&p)).unwrap())
-            .unwrap();
+    let plan = rowshift::plan::Plan::build(rowshift::config::Pipeline::load(&ws.path(&p)).unwrap())
+        .unwrap();
     let sink = plan.open_sink().unwrap();
     let store = sink.checkpoint_store("marks").unwrap();
     let chunks = plan.source.plan(10).unwrap();
@@ -411,7 +416,10 @@ fn losers_marks(target: Target) {
     let e = store.finish(&mark(11, 99)).unwrap_err();
     assert!(is_claim_lost(&e), "{e}");
     store.fail(0, 11, "the loser failed").unwrap();
-    assert!(!store.claim(0, 33).unwrap(), "a done chunk is never claimed again");
+    assert!(
+        !store.claim(0, 33).unwrap(),
+        "a done chunk is never claimed again"
+    );
     let c = store.load().unwrap().unwrap();
     assert_eq!(c.chunks[0].state, ChunkState::Done);
     assert_eq!(c.chunks[0].counts.written, 10);
