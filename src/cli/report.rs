@@ -196,7 +196,13 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
         }
         (None, None) => {}
     }
-    if r.would_fail {
+    if !r.repeated_keys.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nthe key is not unique: the sample holds these values more than once:\n  {}\na file is split into chunks by position and each chunk is found in the target by its keys, so a run fails the chunks that share a key; use a unique key; exit code 1",
+            r.repeated_keys.join("\n  ")
+        );
+    } else if r.would_fail {
         let _ = writeln!(
             s,
             "\nthe sample's rejected rows exceed the pipeline's [limits] (none set: any rejected row counts); exit code 1"

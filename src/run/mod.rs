@@ -940,7 +940,7 @@ fn run_chunk_claiming(
             Err(Error::Refused(refused)) if refusable && rounds < 3 => refused,
             Err(e) => {
                 shared.rejected_total.fetch_sub(counted, Ordering::SeqCst);
-                return Err(wrap(e));
+                return Err(wrap(repeated_key(source, e)));
             }
         };
         rounds += 1;
@@ -1000,6 +1000,24 @@ fn run_chunk_claiming(
         },
         committed,
     ))
+}
+
+/// `e`, saying why, when a chunk of a file read back more rows under a key than it sent:
+/// the key is not unique in the file, and another chunk (a range of lines) holds the
+/// same key.
+fn repeated_key(source: &dyn crate::source::Source, e: Error) -> Error {
+    match e {
+        Error::Check(m)
+            if !source.names_rows_by_key() && m.contains(" rows with this key, 1 was sent") =>
+        {
+            Error::Check(format!(
+                "{m}; the key ({}) is not unique in {}: another chunk holds a row under the same key. A file is split into chunks by position and each chunk's rows are found in the target by their keys, so the key must be unique",
+                source.key().join(", "),
+                source.describe()
+            ))
+        }
+        other => other,
+    }
 }
 
 /// One batch of a chunk as read and as written, for a target that may refuse rows.

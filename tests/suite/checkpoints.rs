@@ -776,3 +776,45 @@ fn a_check_loosened_for_retry_rejects_is_accepted_and_recorded() {
         out.stderr
     );
 }
+
+#[test]
+fn a_key_that_is_not_unique_is_named_by_dry_run_and_by_the_chunk_that_fails() {
+    let ws = Workspace::new();
+    ws.write("samples/dup.csv", "id,name\n1,a\n2,b\n2,c\n3,d\n4,e\n");
+    let p = ws.write(
+        "pipelines/dup.toml",
+        r#"name = "dup"
+[source]
+url = "../samples/dup.csv"
+key = "id"
+[target]
+url = "sqlite://../out/dup.db"
+table = "t"
+[target.columns]
+id = { type = "bigint", expr = "id" }
+name = { type = "text", expr = "name" }
+"#,
+    );
+    let out = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "the key is not unique: the sample holds these values more than once:\n  id=2 ("
+        ) && out.stdout.contains("dup.csv line 3 (id=2); ")
+            && out.stdout.contains("dup.csv line 4 (id=2))\n"),
+        "{}",
+        out.stdout
+    );
+    let out = ws.rowshift(&["run", &p, "--chunk-rows", "2"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "first difference: id=2: the target holds 2 rows with this key, 1 was sent; the key (id) is not unique in "
+        ) && out.stdout.contains("dup.csv: another chunk holds a row under the same key"),
+        "{}",
+        out.stdout
+    );
+    // verify does not pass while that chunk is not done.
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 1, "{}{}", verify.stdout, verify.stderr);
+}
