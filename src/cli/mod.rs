@@ -520,7 +520,7 @@ fn print_summary(s: &Summary, target: String) {
         );
     }
     for f in &s.failures {
-        println!("  failed  {}: {}", f.range, f.error);
+        println!("  failed  {}: {}", f.range, f.line());
     }
     if s.chunks_pending > 0 || !s.failures.is_empty() {
         println!(

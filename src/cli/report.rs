@@ -258,7 +258,7 @@ pub fn verify_text(r: &crate::run::VerifyReport, target: &str) -> String {
                         sum.chunks_failed,
                         sum.failures
                             .iter()
-                            .map(|f| f.error.clone())
+                            .map(|f| f.line())
                             .collect::<Vec<_>>()
                             .join("; ")
                     )

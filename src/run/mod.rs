@@ -74,13 +74,24 @@ pub struct ChunkFailure {
     pub chunk: usize,
     /// The chunk's range, for humans.
     pub range: String,
-    /// The error, redacted, with how many attempts were made.
+    /// The error, redacted.
     pub error: String,
     /// How many times the chunk was tried.
     pub attempts: u32,
+    /// How many attempts were made, and how long transient errors were retried:
+    /// `after 6 attempts: transient errors were retried for 2.56s of the 3s that
+    /// [chunks] retry_seconds allows`.
+    pub tried: String,
     /// Whether the failure is about data (exit code 1) rather than the environment (2).
     #[serde(skip)]
     pub data: bool,
+}
+
+impl ChunkFailure {
+    /// The error with how it was tried, as the summary and the checkpoint show it.
+    pub fn line(&self) -> String {
+        format!("{} ({})", self.error, self.tried)
+    }
 }
 
 /// Rejected rows of a run that share a reason.
@@ -499,19 +510,20 @@ fn run_with(
                                     1 => "after 1 attempt".to_string(),
                                     n => format!("after {n} attempts"),
                                 };
-                                let error = match retried {
+                                let tried = match retried {
                                     Some(waited) => format!(
-                                        "{cause} ({tries}: transient errors were retried for {} of the {}s that [chunks] retry_seconds allows)",
+                                        "{tries}: transient errors were retried for {} of the {}s that [chunks] retry_seconds allows",
                                         fmt_duration(waited),
                                         plan.pipeline.chunks.retry_seconds
                                     ),
-                                    None => format!("{cause} ({tries})"),
+                                    None => tries,
                                 };
                                 let failure = ChunkFailure {
                                     chunk: chunk.id,
                                     range: chunk.to_string(),
-                                    error: crate::config::redact(&error),
+                                    error: crate::config::redact(&cause),
                                     attempts,
+                                    tried,
                                     data: e.is_data_failure(),
                                 };
                                 // If even the failure cannot be recorded, the chunk stays
@@ -519,12 +531,12 @@ fn run_with(
                                 // took over is left to that run.
                                 if !crate::checkpoint::is_claim_lost(&e) {
                                     let _ = shared.timed(|| {
-                                        shared.store.fail(chunk.id, claim, &failure.error)
+                                        shared.store.fail(chunk.id, claim, &failure.line())
                                     });
                                 }
                                 observer.on_event(&Event::ChunkFailed {
                                     chunk: chunk.id,
-                                    error: failure.error.clone(),
+                                    error: failure.line(),
                                 });
                                 results
                                     .lock()
