@@ -560,39 +560,6 @@ fn group_rejects(rejects: Vec<RowFailure>) -> Vec<RejectGroup> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_rejects_by_column_and_reason_without_values() {
-        let f = |col: &str, reason: &str| RowFailure {
-            location: "x".into(),
-            column: Some(col.into()),
-            value: None,
-            reason: reason.into(),
-        };
-        let groups = group_rejects(vec![
-            f(
-                "d",
-                "Cast error: Cannot cast string 'a' to value of Date32 type",
-            ),
-            f(
-                "d",
-                "Cast error: Cannot cast string 'b' to value of Date32 type",
-            ),
-            f("n", "is NULL"),
-        ]);
-        assert_eq!(groups.len(), 2);
-        assert_eq!(
-            groups[0].reason,
-            "column d: Cast error: Cannot cast string '…' to value of Date32 type"
-        );
-        assert_eq!(groups[0].count, 2);
-        assert_eq!(groups[1].reason, "column n: is NULL");
-    }
-}
-
 /// The key values `batch` holds more than once (up to ten), each with the rows that hold
 /// it: `id=2 (dup.csv line 3, dup.csv line 4)`.
 fn repeated_keys(
@@ -624,4 +591,37 @@ fn repeated_keys(
             format!("{}={k} ({})", key.join(", "), at.join("; "))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_rejects_by_column_and_reason_without_values() {
+        let f = |col: &str, reason: &str| RowFailure {
+            location: "x".into(),
+            column: Some(col.into()),
+            value: None,
+            reason: reason.into(),
+        };
+        let groups = group_rejects(vec![
+            f(
+                "d",
+                "Cast error: Cannot cast string 'a' to value of Date32 type",
+            ),
+            f(
+                "d",
+                "Cast error: Cannot cast string 'b' to value of Date32 type",
+            ),
+            f("n", "is NULL"),
+        ]);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            groups[0].reason,
+            "column d: Cast error: Cannot cast string '…' to value of Date32 type"
+        );
+        assert_eq!(groups[0].count, 2);
+        assert_eq!(groups[1].reason, "column n: is NULL");
+    }
 }
