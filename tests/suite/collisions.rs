@@ -437,3 +437,37 @@ fn a_losers_marks_never_overwrite_the_winners_on_postgres() {
 fn a_losers_marks_never_overwrite_the_winners_on_mariadb() {
     losers_marks(Target::mysql("rs_marks"));
 }
+
+/// A SQLite target commits a chunk's rows before it reads them back and marks the chunk
+/// done: when another run took the chunk over in between, the mark is refused, the run
+/// says so, and the next run redoes the chunk without writing its rows twice.
+#[test]
+fn a_sqlite_chunk_taken_over_after_its_commit_is_not_marked_done_and_is_redone() {
+    let ws = Workspace::new();
+    let out = ws.rowshift_env(
+        &["run", "pipelines/quickstart.toml", "--quiet"],
+        &[(
+            "ROWSHIFT_FAULT_SQL",
+            "2:committed:UPDATE _rowshift_chunks SET claim = 'another run' WHERE id = 2",
+        )],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "chunks 2 were written and read back, but another run took this chunk over (its claim in the checkpoint is no longer this run's), so they were not marked done"
+        ),
+        "{}",
+        out.stderr
+    );
+    let s = status(&ws, "pipelines/quickstart.toml");
+    assert_eq!(s["chunks"]["done"], 4, "{s}");
+    let out = ws.rowshift(&["run", "pipelines/quickstart.toml", "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/shop_v2.db"),
+            "SELECT count(*), count(DISTINCT id) FROM users_v2"
+        )[0],
+        ["903", "903"]
+    );
+}
