@@ -117,6 +117,15 @@ impl PgStore {
                         if tries < 3
                             && matches!(e.code().as_deref(), Some("23505" | "42P06" | "42P07")) => {
                     }
+                    // Still racing after three tries: say so, with the server's error.
+                    Err(e) if tries > 1 => {
+                        return Err(Error::db(
+                            format!(
+                                "{here} (tried {tries} times while other sessions created the same schema or tables)"
+                            ),
+                            e,
+                        ));
+                    }
                     Err(e) => return Err(Error::db(&here, e)),
                 }
             }
