@@ -955,3 +955,6 @@ mod postgres;
 
 #[path = "suite/mysql.rs"]
 mod mysql;
+
+#[path = "suite/collisions.rs"]
+mod collisions;

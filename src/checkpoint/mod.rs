@@ -8,15 +8,20 @@
 //! part files are renamed into place before the mark is written, and a chunk redone after
 //! a crash rewrites the same part file.
 
+mod lock;
 mod mysql;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
+pub use self::lock::{Holder, RunLock};
 pub use self::mysql::{MyStore, mark_done as my_mark_done};
 pub use self::postgres::{PgStore, mark_done as pg_mark_done};
-pub use self::sqlite::{Entry, Ledger, SqliteStore, mark_done};
+pub use self::sqlite::{Entry, Ledger, SqliteStore, holds_claim, mark_done};
 use crate::Result;
 use crate::check::ChunkCounts;
 use crate::plan::Chunk;
@@ -100,6 +105,30 @@ pub struct DoneMark {
     pub seconds: f64,
     /// Checksum of the rows written.
     pub checksum: u64,
+    /// The token of the claim the chunk was written under ([`CheckpointStore::claim`]):
+    /// the mark applies only while the chunk is still running under it, so a run whose
+    /// chunk another run took over cannot commit it.
+    pub claim: u64,
+}
+
+/// A fresh token for a claim of a chunk ([`CheckpointStore::claim`]).
+pub fn new_claim() -> u64 {
+    lock::token()
+}
+
+/// Part of the message of a done or failed mark refused because the writer's claim on
+/// the chunk is gone (see [`is_claim_lost`]).
+pub const CLAIM_LOST: &str =
+    "another run took this chunk over (its claim in the checkpoint is no longer this run's)";
+
+/// Whether `e` says a chunk's claim was lost to another run: the attempt is rolled back,
+/// and neither retrying it nor marking it failed is this run's to do.
+pub fn is_claim_lost(e: &crate::Error) -> bool {
+    match e {
+        crate::Error::Chunk { source, .. } => is_claim_lost(source),
+        crate::Error::Unsupported(m) => m.contains(CLAIM_LOST),
+        _ => false,
+    }
 }
 
 /// Durable chunk bookkeeping. Every method is atomic: after a crash the store holds either
@@ -119,14 +148,37 @@ pub trait CheckpointStore: Send + Sync {
         chunks: &[Chunk],
     ) -> Result<()>;
 
-    /// Marks a chunk running and counts the attempt.
-    fn claim(&self, chunk: usize) -> Result<()>;
+    /// Takes the pipeline's run lock, waiting up to `wait` for a run that holds it (and
+    /// telling `waiting` who that is). Refused, naming the holder (host, pid, since
+    /// when), if it is still held then. Taken before anything else of a run touches the
+    /// target.
+    fn lock(&self, wait: Duration, waiting: &mut dyn FnMut(&Holder)) -> Result<RunLock>;
 
-    /// Marks a chunk done. Sinks that commit the mark with the rows do not call this.
+    /// The live run holding the pipeline's lock, if any. Reads only.
+    fn holder(&self) -> Result<Option<Holder>>;
+
+    /// Marks a chunk running under the claim `token` and counts the attempt, unless it is
+    /// done: returns `false` then (another run committed it). The caller holds the run
+    /// lock, so a chunk found running was left by a run that is gone.
+    fn claim(&self, chunk: usize, token: u64) -> Result<bool>;
+
+    /// Marks a chunk done, if it still runs under `mark.claim`; else fails with a
+    /// message that [`is_claim_lost`] recognises. Sinks that commit the mark with the
+    /// rows do not call this.
     fn finish(&self, mark: &DoneMark) -> Result<()>;
 
-    /// Marks a chunk failed with its error.
-    fn fail(&self, chunk: usize, error: &str) -> Result<()>;
+    /// Marks a chunk failed with its error, if it still runs under the claim `token`;
+    /// otherwise changes nothing (the run that took it over owns it now).
+    fn fail(&self, chunk: usize, token: u64, error: &str) -> Result<()>;
+
+    /// Moves `written` + `filtered` + `gone` rows of a done chunk out of its rejected
+    /// count, `written` into its written and `filtered` into its filtered count: what
+    /// `retry --rejects` did with its quarantined rows.
+    fn requeued(&self, chunk: usize, written: u64, filtered: u64, gone: u64) -> Result<()>;
+
+    /// Records that the run goes on under changed settings (changes that only widen what
+    /// passes, see [`Change::widens`]): its fingerprint and settings become these.
+    fn record_settings(&self, fingerprint: &str, settings: &[(String, String)]) -> Result<()>;
 
     /// Marks chunks pending again (for `retry`).
     fn reset(&self, chunks: &[usize]) -> Result<()>;
@@ -138,6 +190,12 @@ pub trait CheckpointStore: Send + Sync {
     /// Forgets the run.
     fn discard(&self) -> Result<()>;
 
+    /// Writes checkpoint changes the store holds back (a SQLite target's ledger), so
+    /// that [`CheckpointStore::load`] sees them.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Releases the store's connections once a command is done with it. Called before
     /// [`crate::sink::Sink::finish`]: a store in a SQLite target shares its file, and the
     /// last connection to close is the one that folds the write-ahead log into the file.
@@ -146,25 +204,270 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
-/// Lines saying what differs between two pipelines' settings.
+/// Lines saying what differs between two pipelines' settings, in the pipeline's own
+/// terms (`check v range: max = 8 → max = 100`).
 pub fn diff_settings(old: &[(String, String)], new: &[(String, String)]) -> Vec<String> {
+    changes(old, new).into_iter().map(|c| c.line).collect()
+}
+
+/// One setting that differs between a checkpoint's pipeline and the pipeline now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What changed, in the pipeline's own terms.
+    pub line: String,
+    /// Whether the change only lets more rows pass (a check removed, a bound moved
+    /// out, a value accepted, a policy made milder): rows already written stay right,
+    /// so the run can go on under it.
+    pub widens: bool,
+}
+
+/// Every setting that differs between `old` and `new`.
+pub fn changes(old: &[(String, String)], new: &[(String, String)]) -> Vec<Change> {
     use std::collections::BTreeMap;
     let a: BTreeMap<_, _> = old.iter().cloned().collect();
     let b: BTreeMap<_, _> = new.iter().cloned().collect();
     let mut out = Vec::new();
     for (k, v) in &a {
         match b.get(k) {
-            None => out.push(format!("{k}: {v} was removed")),
-            Some(w) if w != v => out.push(format!("{k}: {v} -> {w}")),
+            None => out.push(Change {
+                line: format!("{}: {} was removed", shown_key(k), shown_value(k, v)),
+                widens: k.starts_with("checks."),
+            }),
+            Some(w) if w != v => out.push(Change {
+                line: match (k.starts_with("checks."), Check::parse(v), Check::parse(w)) {
+                    (true, Some(old), Some(new)) => format!("{}: {}", shown_key(k), new.diff(&old)),
+                    _ => format!(
+                        "{}: {} → {}",
+                        shown_key(k),
+                        shown_value(k, v),
+                        shown_value(k, w)
+                    ),
+                },
+                widens: k.starts_with("checks.") && check_widens(v, w),
+            }),
             _ => {}
         }
     }
     for (k, v) in &b {
         if !a.contains_key(k) {
-            out.push(format!("{k}: {v} was added"));
+            out.push(Change {
+                line: format!("{}: {} was added", shown_key(k), shown_value(k, v)),
+                widens: false,
+            });
         }
     }
     out
+}
+
+/// A setting's name as the pipeline file says it.
+fn shown_key(key: &str) -> String {
+    match key.strip_prefix("checks.") {
+        Some(name) => format!("check {name}"),
+        None => key.to_string(),
+    }
+}
+
+/// A setting's value as the pipeline file would write it.
+fn shown_value(key: &str, value: &str) -> String {
+    if key.starts_with("checks.")
+        && let Some(check) = Check::parse(value)
+    {
+        return check.to_string();
+    }
+    match parse_debug_option(value) {
+        Some(Some(v)) => v,
+        Some(None) => "unset".into(),
+        None => value.to_string(),
+    }
+}
+
+/// A declared check, read back from how the settings record it (`Some("v") Range {
+/// min: None, max: Some("8") } Reject`).
+#[derive(Debug, Clone, PartialEq)]
+struct Check {
+    column: Option<String>,
+    /// The rule's name, and its values as the file writes them.
+    rule: String,
+    min: Option<String>,
+    max: Option<String>,
+    values: Vec<String>,
+    policy: String,
+}
+
+impl Check {
+    fn parse(text: &str) -> Option<Check> {
+        let (column, rest) = match text.strip_prefix("None ") {
+            Some(rest) => (None, rest),
+            None => {
+                let inner = text.strip_prefix("Some(")?;
+                let (column, rest) = debug_string(inner)?;
+                (Some(column), rest.strip_prefix(") ")?)
+            }
+        };
+        let (kind, policy) = rest.rsplit_once(' ')?;
+        let mut check = Check {
+            column,
+            rule: String::new(),
+            min: None,
+            max: None,
+            values: Vec::new(),
+            policy: policy.to_lowercase(),
+        };
+        if let Some(range) = kind.strip_prefix("Range { min: ") {
+            let (min, rest) = debug_option(range)?;
+            let (max, rest) = debug_option(rest.strip_prefix(", max: ")?)?;
+            (rest == " }").then_some(())?;
+            check.rule = "range".into();
+            check.min = min;
+            check.max = max;
+        } else if let Some(list) = kind.strip_prefix("Accepted([") {
+            let mut rest = list;
+            loop {
+                let r = rest.strip_prefix(", ").unwrap_or(rest);
+                if let Some(end) = r.strip_prefix("])") {
+                    end.is_empty().then_some(())?;
+                    break;
+                }
+                let (v, after) = debug_string(r)?;
+                check.values.push(v);
+                rest = after;
+            }
+            check.rule = "accepted".into();
+        } else {
+            check.rule = kind.to_string();
+        }
+        Some(check)
+    }
+}
+
+impl Check {
+    /// The check's keys and values as the pipeline file writes them.
+    fn parts(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.column {
+            out.push(("column", format!("\"{c}\"")));
+        }
+        match self.rule.as_str() {
+            "range" => {
+                if let Some(min) = &self.min {
+                    out.push(("min", min.clone()));
+                }
+                if let Some(max) = &self.max {
+                    out.push(("max", max.clone()));
+                }
+            }
+            "accepted" => out.push(("accepted", format!("[{}]", self.values.join(", ")))),
+            "NotNull" => out.push(("not_null", "true".into())),
+            "Unique" => out.push(("unique", "true".into())),
+            other => out.push(("rule", other.to_string())),
+        }
+        out.push(("policy", format!("\"{}\"", self.policy)));
+        out
+    }
+
+    /// What differs from `old` to `self`, key by key: `max 8 → 100`.
+    fn diff(&self, old: &Check) -> String {
+        let (a, b) = (old.parts(), self.parts());
+        let find = |parts: &[(&str, String)], k: &str| {
+            parts.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let mut out = Vec::new();
+        for (k, v) in &a {
+            match find(&b, k) {
+                None => out.push(format!("{k} = {v} was removed")),
+                Some(w) if &w != v => out.push(format!("{k} {v} → {w}")),
+                _ => {}
+            }
+        }
+        for (k, v) in &b {
+            if find(&a, k).is_none() {
+                out.push(format!("{k} = {v} was added"));
+            }
+        }
+        out.join(", ")
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .parts()
+            .into_iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        write!(f, "{}", parts.join(", "))
+    }
+}
+
+/// Whether check `old` becoming `new` only lets more rows pass.
+fn check_widens(old: &str, new: &str) -> bool {
+    let (Some(a), Some(b)) = (Check::parse(old), Check::parse(new)) else {
+        return false;
+    };
+    let mildness = |p: &str| match p {
+        "fail" => 0,
+        "reject" => 1,
+        _ => 2,
+    };
+    if a.column != b.column || a.rule != b.rule || mildness(&b.policy) < mildness(&a.policy) {
+        return false;
+    }
+    // A bound widens when it is dropped or moves out; bounds that are not numbers
+    // (dates, text) only when they stay as they were.
+    let number = |v: &str| v.trim().parse::<f64>().ok();
+    let wider = |old: &Option<String>, new: &Option<String>, lower: bool| match (old, new) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(o), Some(n)) if o == n => true,
+        (Some(o), Some(n)) => match (number(o), number(n)) {
+            (Some(o), Some(n)) => (n < o) == lower,
+            _ => false,
+        },
+    };
+    match a.rule.as_str() {
+        "range" => wider(&a.min, &b.min, true) && wider(&a.max, &b.max, false),
+        "accepted" => a.values.iter().all(|v| b.values.contains(v)),
+        _ => a.rule == b.rule,
+    }
+}
+
+/// A Rust `Option<String>` as `{:?}` writes it: `Some(Some(text))`, `Some(None)` for
+/// `None`, `None` if `text` is not one.
+fn parse_debug_option(text: &str) -> Option<Option<String>> {
+    let (v, rest) = debug_option(text)?;
+    rest.is_empty().then_some(v)
+}
+
+/// The `Option<String>` that `text` starts with, as `{:?}` writes it, and what follows.
+fn debug_option(text: &str) -> Option<(Option<String>, &str)> {
+    if let Some(rest) = text.strip_prefix("None") {
+        return Some((None, rest));
+    }
+    let (v, rest) = debug_string(text.strip_prefix("Some(")?)?;
+    Some((Some(v), rest.strip_prefix(')')?))
+}
+
+/// The string that `text` starts with, as `{:?}` writes it, and what follows.
+fn debug_string(text: &str) -> Option<(String, &str)> {
+    let body = text.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &body[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                '0' => out.push('\0'),
+                // `\u{..}`: kept as written, which is what the file would need.
+                'u' => out.push_str("\\u"),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 #[cfg(test)]

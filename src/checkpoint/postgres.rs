@@ -2,10 +2,13 @@
 //! schema, so a chunk's rows and its done mark commit in one transaction.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Connection, Row};
 
+use super::lock::{self, Holder, Me, RunLock, Try};
+use super::sql::{self, Bind, Marks};
 use super::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
 use crate::check::ChunkCounts;
 use crate::db::postgres::{PgClient, qualified};
@@ -76,34 +79,72 @@ impl PgStore {
                     seconds double precision NOT NULL DEFAULT 0,
                     checksum text,
                     last_error text,
+                    claim text,
                     PRIMARY KEY (pipeline, id))",
                 self.chunks()
             ),
+            // A store written before claims were fenced.
+            format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS claim text",
+                self.chunks()
+            ),
         ];
+        // `IF NOT EXISTS` does not keep two sessions from creating the same schema or
+        // table at once: the loser fails on a catalog index. The runs of one pipeline
+        // hold its run lock, and those of others take this lock for the schema's
+        // rowshift tables; a sink creating the same schema at that moment can still
+        // win the race, and a second try then finds it.
+        let ddl_key = lock::lock_key(&self.schema, "\0checkpoint tables");
         self.client.io().block_on(async {
-            for sql in ddl {
-                // Two runs creating the schema at once may race; the second sees it exist.
-                sqlx::query(stmt(sql))
-                    .execute(pool)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let created = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(ddl_key)
+                        .execute(&mut *tx)
+                        .await?;
+                    for sql in &ddl {
+                        sqlx::query(stmt(sql.clone())).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await
+                }
+                .await;
+                match created {
+                    Ok(()) => return Ok(()),
+                    Err(sqlx::Error::Database(e))
+                        if tries < 3
+                            && matches!(e.code().as_deref(), Some("23505" | "42P06" | "42P07")) => {
+                    }
+                    // Still racing after three tries: say so, with the server's error.
+                    Err(e) if tries > 1 => {
+                        return Err(Error::db(
+                            format!(
+                                "{here} (tried {tries} times while other sessions created the same schema or tables)"
+                            ),
+                            e,
+                        ));
+                    }
+                    Err(e) => return Err(Error::db(&here, e)),
+                }
             }
-            Ok::<_, Error>(())
         })?;
         let _ = self.ready.set(());
         Ok(pool)
     }
 
-    fn exec(&self, sql: String, chunk: Option<i64>, text: Option<&str>) -> Result<u64> {
+    /// Runs `sql` with `binds` in order.
+    fn exec(&self, sql: String, binds: &[Bind<'_>]) -> Result<u64> {
         let pool = self.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let mut q = sqlx::query(stmt(sql)).bind(self.pipeline.clone());
-            if let Some(c) = chunk {
-                q = q.bind(c);
-            }
-            if let Some(t) = text {
-                q = q.bind(t.to_string());
+            let mut q = sqlx::query(stmt(sql));
+            for b in binds {
+                q = match b {
+                    Bind::Int(i) => q.bind(*i),
+                    Bind::Text(t) => q.bind(t.to_string()),
+                };
             }
             q.execute(pool)
                 .await
@@ -111,37 +152,98 @@ impl PgStore {
                 .map_err(|e| Error::db(&here, e))
         })
     }
+
+    /// The pipeline, as its statements bind it.
+    fn p(&self) -> Bind<'_> {
+        Bind::Text(&self.pipeline)
+    }
+}
+
+/// What the lock connection's `application_name` says: `rowshift SINCE PID@HOST`, cut to
+/// PostgreSQL's 63 bytes (the host's end goes first).
+fn application_name(me: &Me, since: &str) -> String {
+    let mut name = format!("rowshift {since} {}@{}", me.pid, me.host);
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// The session holding advisory lock `key`, from its `application_name` when it is a
+/// rowshift run's, else by its backend pid and start.
+async fn pg_holder(pool: &PgPool, key: i64) -> sqlx::Result<Option<Holder>> {
+    let bits = key as u64;
+    let row = sqlx::query(
+        "SELECT a.application_name, \
+                to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                a.pid, coalesce(host(a.client_addr), 'a local socket') \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND l.classid::bigint = $1 AND l.objid::bigint = $2",
+    )
+    .bind((bits >> 32) as i64)
+    .bind((bits & 0xffff_ffff) as i64)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let app: Option<String> = r.get(0);
+        let parts: Vec<&str> = app.as_deref().unwrap_or("").splitn(3, ' ').collect();
+        match parts.as_slice() {
+            ["rowshift", since, who] if who.contains('@') => {
+                let (pid, host) = who.split_once('@').unwrap_or((who, ""));
+                Holder {
+                    host: host.to_string(),
+                    pid: pid.parse().ok(),
+                    since: since.to_string(),
+                }
+            }
+            _ => Holder {
+                host: format!(
+                    "PostgreSQL backend {} (from {})",
+                    r.get::<i32, _>(2),
+                    r.get::<String, _>(3)
+                ),
+                pid: None,
+                since: r.get::<Option<String>, _>(1).unwrap_or_default(),
+            },
+        }
+    }))
 }
 
 fn chunks_table(schema: &str) -> String {
     qualified(schema, "_rowshift_chunks")
 }
 
-/// Marks a chunk done on `conn`, inside the sink's transaction, so rows and mark commit
-/// together.
+/// Marks a chunk done on `conn` (`here` names the target in messages), inside the
+/// sink's transaction, so rows and mark commit together. Fails, so that the caller rolls
+/// the rows back, when the chunk no longer runs under the mark's claim.
 pub async fn mark_done(
     conn: &mut PgConnection,
+    here: &str,
     schema: &str,
     pipeline: &str,
     mark: &DoneMark,
-) -> sqlx::Result<u64> {
+) -> Result<()> {
     let c = &mark.counts;
-    sqlx::query(stmt(format!(
-        "UPDATE {} SET state = 'done', rows_read = $1, rows_written = $2, rows_filtered = $3, \
-         rows_rejected = $4, seconds = $5, checksum = $6, last_error = NULL WHERE pipeline = $7 AND id = $8",
-        chunks_table(schema)
-    )))
-    .bind(c.read as i64)
-    .bind(c.written as i64)
-    .bind(c.filtered as i64)
-    .bind(c.rejected as i64)
-    .bind(mark.seconds)
-    .bind(format!("{:016x}", mark.checksum))
-    .bind(pipeline.to_string())
-    .bind(mark.chunk as i64)
-    .execute(conn)
-    .await
-    .map(|r| r.rows_affected())
+    let n = sqlx::query(stmt(sql::done(&chunks_table(schema), Marks::Numbered)))
+        .bind(c.read as i64)
+        .bind(c.written as i64)
+        .bind(c.filtered as i64)
+        .bind(c.rejected as i64)
+        .bind(mark.seconds)
+        .bind(format!("{:016x}", mark.checksum))
+        .bind(pipeline.to_string())
+        .bind(mark.chunk as i64)
+        .bind(sql::hex(mark.claim))
+        .execute(conn)
+        .await
+        .map_err(|e| Error::db(here, e))?
+        .rows_affected();
+    match n {
+        1 => Ok(()),
+        _ => Err(sql::claim_lost(mark.chunk)),
+    }
 }
 
 impl CheckpointStore for PgStore {
@@ -276,51 +378,146 @@ impl CheckpointStore for PgStore {
         })
     }
 
-    fn claim(&self, chunk: usize) -> Result<()> {
+    fn lock(&self, wait: Duration, waiting: &mut dyn FnMut(&Holder)) -> Result<RunLock> {
+        let pool = self.client.pool()?.clone();
+        let io = self.client.io().clone();
+        let here = self.here();
+        let db = |e| Error::db(&here, e);
+        let key = lock::lock_key(&self.schema, &self.pipeline);
+        let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // A connection of the run's own, out of the pool: the lock lives as long as its
+        // session, which the server ends when the process dies.
+        let mut conn = io
+            .block_on(async {
+                let mut conn = pool.acquire().await?.detach();
+                sqlx::query("SELECT set_config('application_name', $1, false)")
+                    .bind(application_name(&Me::now(), &since))
+                    .execute(&mut conn)
+                    .await?;
+                Ok(conn)
+            })
+            .map_err(db)?;
+        let what = format!("pipeline {} ({here})", self.pipeline);
+        let taken = lock::acquire(&what, wait, waiting, || {
+            io.block_on(async {
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if got {
+                    return Ok(Try::Taken(()));
+                }
+                // Released between the two statements: the next try takes it.
+                Ok(Try::Held(pg_holder(&pool, key).await?.unwrap_or(Holder {
+                    host: "a session that just released it".into(),
+                    pid: None,
+                    since: since.clone(),
+                })))
+            })
+            .map_err(db)
+        });
+        if let Err(e) = taken {
+            let _ = io.block_on(conn.close());
+            return Err(e);
+        }
+        let beat_io = io.clone();
+        Ok(RunLock::kept(
+            conn,
+            move |conn| {
+                beat_io.block_on(async {
+                    sqlx::query_scalar::<_, i32>("SELECT 1")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .is_ok()
+                })
+            },
+            move |mut conn| {
+                io.block_on(async {
+                    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(key)
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                })
+            },
+        ))
+    }
+
+    fn holder(&self) -> Result<Option<Holder>> {
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client
+            .io()
+            .block_on(pg_holder(
+                pool,
+                lock::lock_key(&self.schema, &self.pipeline),
+            ))
+            .map_err(|e| Error::db(&here, e))
+    }
+
+    fn claim(&self, chunk: usize, token: u64) -> Result<bool> {
         let n = self.exec(
-            format!(
-                "UPDATE {} SET state = 'running', attempts = attempts + 1 WHERE pipeline = $1 AND id = $2",
-                self.chunks()
-            ),
-            Some(chunk as i64),
-            None,
+            sql::claim(&self.chunks(), Marks::Numbered),
+            &[
+                Bind::Text(&sql::hex(token)),
+                self.p(),
+                Bind::Int(chunk as i64),
+            ],
         )?;
-        expect_one(n, chunk, &self.here())
+        Ok(n == 1)
     }
 
     fn finish(&self, mark: &DoneMark) -> Result<()> {
         let pool = self.pool()?;
         let here = self.here();
-        let n = self.client.io().block_on(async {
+        self.client.io().block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
-            mark_done(&mut conn, &self.schema, &self.pipeline, mark)
-                .await
-                .map_err(|e| Error::db(&here, e))
-        })?;
-        expect_one(n, mark.chunk, &here)
+            mark_done(&mut conn, &here, &self.schema, &self.pipeline, mark).await
+        })
     }
 
-    fn fail(&self, chunk: usize, error: &str) -> Result<()> {
-        let n = self.exec(
-            format!(
-                "UPDATE {} SET state = 'failed', last_error = $3 WHERE pipeline = $1 AND id = $2",
-                self.chunks()
-            ),
-            Some(chunk as i64),
-            Some(error),
+    fn fail(&self, chunk: usize, token: u64, error: &str) -> Result<()> {
+        // Nothing changes when the claim is gone: the run that took the chunk owns it.
+        self.exec(
+            sql::fail(&self.chunks(), Marks::Numbered),
+            &[
+                Bind::Text(error),
+                self.p(),
+                Bind::Int(chunk as i64),
+                Bind::Text(&sql::hex(token)),
+            ],
         )?;
-        expect_one(n, chunk, &self.here())
+        Ok(())
+    }
+
+    fn requeued(&self, chunk: usize, written: u64, filtered: u64, gone: u64) -> Result<()> {
+        self.exec(
+            sql::requeued(&self.chunks(), Marks::Numbered),
+            &[
+                Bind::Int(written as i64),
+                Bind::Int(filtered as i64),
+                Bind::Int((written + filtered + gone) as i64),
+                self.p(),
+                Bind::Int(chunk as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn record_settings(&self, fingerprint: &str, settings: &[(String, String)]) -> Result<()> {
+        let json = sql::settings_json(settings)?;
+        self.exec(
+            sql::record_settings(&self.runs(), Marks::Numbered),
+            &[Bind::Text(fingerprint), Bind::Text(&json), self.p()],
+        )?;
+        Ok(())
     }
 
     fn reset(&self, chunks: &[usize]) -> Result<()> {
         for &c in chunks {
             let n = self.exec(
-                format!(
-                    "UPDATE {} SET state = 'pending' WHERE pipeline = $1 AND id = $2 AND state <> 'done'",
-                    self.chunks()
-                ),
-                Some(c as i64),
-                None,
+                sql::reset(&self.chunks(), Marks::Numbered),
+                &[self.p(), Bind::Int(c as i64)],
             )?;
             expect_one(n, c, &self.here())?;
         }
@@ -330,12 +527,8 @@ impl CheckpointStore for PgStore {
     fn redo(&self, chunks: &[usize]) -> Result<()> {
         for &c in chunks {
             self.exec(
-                format!(
-                    "UPDATE {} SET state = 'pending' WHERE pipeline = $1 AND id = $2 AND state = 'done'",
-                    self.chunks()
-                ),
-                Some(c as i64),
-                None,
+                sql::redo(&self.chunks(), Marks::Numbered),
+                &[self.p(), Bind::Int(c as i64)],
             )?;
         }
         Ok(())
@@ -347,13 +540,11 @@ impl CheckpointStore for PgStore {
         }
         self.exec(
             format!("DELETE FROM {} WHERE pipeline = $1", self.chunks()),
-            None,
-            None,
+            &[self.p()],
         )?;
         self.exec(
             format!("DELETE FROM {} WHERE pipeline = $1", self.runs()),
-            None,
-            None,
+            &[self.p()],
         )?;
         Ok(())
     }

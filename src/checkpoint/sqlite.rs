@@ -2,12 +2,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Row};
 
+use super::lock::{self, Holder, Me, RunLock, Try};
+use super::sql::{self, Bind, Marks};
 use super::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
 use crate::check::ChunkCounts;
+use crate::checkpoint::CLAIM_LOST;
 use crate::config::show_path;
 use crate::db::IoRuntime;
 use crate::db::sqlite::{Access, connect, connect_async};
@@ -33,15 +37,27 @@ const SCHEMA: &[&str] = &[
                 seconds REAL NOT NULL DEFAULT 0,
         checksum TEXT,
         last_error TEXT,
+        claim TEXT,
         PRIMARY KEY (pipeline, id))",
 ];
 
-/// Marks a chunk running and counts the attempt (pipeline, chunk id).
-const CLAIM: &str = "UPDATE \"_rowshift_chunks\" SET state = 'running', attempts = attempts + 1 WHERE pipeline = ? AND id = ?";
+/// The lease that stands for a run lock: one row per pipeline, naming the process that
+/// holds it and when its keeper last renewed it.
+const LEASES: &str = "CREATE TABLE IF NOT EXISTS \"_rowshift_locks\" (
+        pipeline TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started INTEGER,
+        since TEXT NOT NULL,
+        heartbeat REAL NOT NULL)";
+
+/// The chunks table, quoted.
+const CHUNKS: &str = "\"_rowshift_chunks\"";
 
 /// Columns added to `_rowshift_chunks` after its first release, with their declarations.
 /// A store opened for writing adds the ones it lacks; one read as it is reads NULL for them.
-const ADDED_COLUMNS: &[(&str, &str)] = &[("checksum", "TEXT")];
+const ADDED_COLUMNS: &[(&str, &str)] = &[("checksum", "TEXT"), ("claim", "TEXT")];
 
 /// The columns `_rowshift_chunks` has.
 async fn chunk_columns(pool: &SqlitePool, here: &str) -> Result<Vec<String>> {
@@ -131,13 +147,14 @@ impl SqliteStore {
         Ok(self.pool.get_or_init(|| pool))
     }
 
-    fn exec(&self, sql: &'static str, binds: &[Bind<'_>]) -> Result<u64> {
+    fn exec(&self, sql: impl Into<String>, binds: &[Bind<'_>]) -> Result<u64> {
         let pool = self.pool()?;
         let here = self.here();
+        let sql = sql.into();
         self.io.block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            let mut q = sqlx::query(sql);
+            let mut q = sqlx::query(crate::db::stmt(sql));
             for b in binds {
                 q = match b {
                     Bind::Int(i) => q.bind(*i),
@@ -152,41 +169,71 @@ impl SqliteStore {
     }
 }
 
-enum Bind<'a> {
-    Int(i64),
-    Text(&'a str),
+/// Marks a chunk done on `conn` (`here` names the target in messages): inside the
+/// sink's own transaction when the store lives in the target, so rows and mark commit
+/// together. Fails, so that the caller rolls the rows back, when the chunk no longer runs
+/// under the mark's claim.
+pub async fn mark_done(
+    conn: &mut SqliteConnection,
+    here: &str,
+    pipeline: &str,
+    mark: &DoneMark,
+) -> Result<()> {
+    match mark_done_rows(conn, pipeline, mark).await {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(sql::claim_lost(mark.chunk)),
+        Err(e) => Err(Error::db(here, e)),
+    }
 }
 
-/// Marks a chunk done on `conn`: inside the sink's own transaction when the store lives
-/// in the target, so rows and mark commit together.
-pub async fn mark_done(
+/// Fails, as [`mark_done`] would, unless the chunk still runs under `mark`'s claim: for
+/// a commit that writes a chunk's rows before its done mark, inside its transaction.
+pub async fn holds_claim(
+    conn: &mut SqliteConnection,
+    here: &str,
+    pipeline: &str,
+    mark: &DoneMark,
+) -> Result<()> {
+    let n: i64 = sqlx::query_scalar(crate::db::stmt(sql::holds(CHUNKS, Marks::Question)))
+        .bind(pipeline.to_string())
+        .bind(mark.chunk as i64)
+        .bind(sql::hex(mark.claim))
+        .fetch_one(conn)
+        .await
+        .map_err(|e| Error::db(here, e))?;
+    match n {
+        1 => Ok(()),
+        _ => Err(sql::claim_lost(mark.chunk)),
+    }
+}
+
+/// The done mark's update: rows changed, 0 when the claim is gone.
+async fn mark_done_rows(
     conn: &mut SqliteConnection,
     pipeline: &str,
     mark: &DoneMark,
 ) -> sqlx::Result<u64> {
     let c = &mark.counts;
-    sqlx::query(
-        "UPDATE \"_rowshift_chunks\" SET state = 'done', rows_read = ?, rows_written = ?, rows_filtered = ?, \
-         rows_rejected = ?, seconds = ?, checksum = ?, last_error = NULL WHERE pipeline = ? AND id = ?",
-    )
-    .bind(c.read as i64)
-    .bind(c.written as i64)
-    .bind(c.filtered as i64)
-    .bind(c.rejected as i64)
+    sqlx::query(crate::db::stmt(sql::done(CHUNKS, Marks::Question)))
+        .bind(c.read as i64)
+        .bind(c.written as i64)
+        .bind(c.filtered as i64)
+        .bind(c.rejected as i64)
         .bind(mark.seconds)
-    .bind(format!("{:016x}", mark.checksum))
-    .bind(pipeline.to_string())
-    .bind(mark.chunk as i64)
-    .execute(conn)
-    .await
-    .map(|r| r.rows_affected())
+        .bind(format!("{:016x}", mark.checksum))
+        .bind(pipeline.to_string())
+        .bind(mark.chunk as i64)
+        .bind(sql::hex(mark.claim))
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
 }
 
 /// A checkpoint write handed to a [`Ledger`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    /// A chunk was claimed: it is running, one attempt more.
-    Claim(usize),
+    /// A chunk was claimed under a token: it is running, one attempt more.
+    Claim(usize, u64),
     /// A chunk read back after its commit was found the same: it is done.
     Done(DoneMark),
 }
@@ -213,6 +260,8 @@ pub struct Ledger {
     /// The ledger's own connection, for the tasks that write hand-overs.
     pool: OnceLock<SqlitePool>,
     queue: std::sync::Mutex<Vec<Entry>>,
+    /// Chunks whose done mark was refused: another run had claimed them.
+    lost: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Ledger {
@@ -231,6 +280,7 @@ impl Ledger {
             lock,
             pool: OnceLock::new(),
             queue: std::sync::Mutex::new(Vec::new()),
+            lost: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -281,19 +331,25 @@ impl Ledger {
             return Ok(());
         }
         let here = self.here();
+        let mut lost = Vec::new();
         let written = async {
             let mut tx = conn.begin().await?;
             for entry in &entries {
                 match entry {
-                    Entry::Claim(chunk) => {
-                        sqlx::query(CLAIM)
+                    // A chunk found done is not claimed; its done mark, with this
+                    // claim's token, is then refused.
+                    Entry::Claim(chunk, token) => {
+                        sqlx::query(crate::db::stmt(sql::claim(CHUNKS, Marks::Question)))
+                            .bind(sql::hex(*token))
                             .bind(self.pipeline.clone())
                             .bind(*chunk as i64)
                             .execute(&mut *tx)
                             .await?;
                     }
                     Entry::Done(mark) => {
-                        mark_done(&mut tx, &self.pipeline, mark).await?;
+                        if mark_done_rows(&mut tx, &self.pipeline, mark).await? != 1 {
+                            lost.push(mark.chunk);
+                        }
                     }
                 }
             }
@@ -306,7 +362,19 @@ impl Ledger {
             queue.extend(newer);
             return Err(Error::db(here, e));
         }
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(lost);
         Ok(())
+    }
+
+    /// Writes what is queued now, waiting for the write lock.
+    pub fn flush(&self) -> Result<()> {
+        self.io.block_on(async {
+            let _writing = self.lock.lock().await;
+            self.write_own().await
+        })
     }
 
     /// Writes what is left, once the workers are done, and closes the ledger's
@@ -319,13 +387,22 @@ impl Ledger {
         if let Some(pool) = self.pool.get() {
             self.io.block_on(pool.close());
         }
+        let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|p| p.into_inner()));
+        if written.is_ok() && !lost.is_empty() {
+            let ids: Vec<String> = lost.iter().map(|c| c.to_string()).collect();
+            return Err(Error::Unsupported(format!(
+                "{}: chunks {} were written and read back, but {CLAIM_LOST}, so they were not marked done; the run that holds them redoes them",
+                self.here(),
+                ids.join(", ")
+            )));
+        }
         written.map_err(|e| {
             let done: Vec<String> = self
                 .queue()
                 .iter()
                 .filter_map(|entry| match entry {
                     Entry::Done(mark) => Some(mark.chunk.to_string()),
-                    Entry::Claim(_) => None,
+                    Entry::Claim(..) => None,
                 })
                 .collect();
             match done.is_empty() {
@@ -340,6 +417,28 @@ impl Ledger {
 }
 
 impl SqliteStore {
+    /// The live holder of the pipeline's lease as `pool` reads it.
+    fn holder_from(&self, pool: &SqlitePool) -> Result<Option<Holder>> {
+        let here = self.here();
+        let me = Me::now();
+        self.io.block_on(async {
+            let has: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE name = '_rowshift_locks'",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(|e| Error::db(&here, e))?;
+            if has == 0 {
+                return Ok(None);
+            }
+            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            Ok(read_lease(&mut conn, &here, &self.pipeline)
+                .await?
+                .filter(|l| l.live(&me))
+                .map(|l| l.holder()))
+        })
+    }
+
     /// The checkpoint as `pool` reads it.
     fn load_from(&self, pool: &SqlitePool) -> Result<Option<Checkpoint>> {
         let here = self.here();
@@ -477,29 +576,138 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
-    fn claim(&self, chunk: usize) -> Result<()> {
+    fn lock(&self, wait: Duration, waiting: &mut dyn FnMut(&Holder)) -> Result<RunLock> {
+        // The lease has a connection of its own: it outlives the store's, which closes
+        // before the sink finishes. Runs that start together may find the new file
+        // locked while one of them turns on its write-ahead log.
+        until_unlocked(&self.here(), || self.pool().map(|_| ()))?;
+        let pool = until_unlocked(&self.here(), || {
+            connect(&self.io, &self.path, Access::Write, 1)
+        })?;
+        let here = self.here();
+        let me = Me::now();
+        let token = sql::hex(lock::token());
+        let what = format!("pipeline {} ({})", self.pipeline, here);
+        let taken = lock::acquire(&what, wait, waiting, || {
+            self.io.block_on(async {
+                let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+                let _writing = self.writing(&mut conn).await?;
+                take_lease(&mut conn, &here, &self.pipeline, &me, &token).await
+            })
+        });
+        if let Err(e) = taken {
+            self.io.block_on(pool.close());
+            return Err(e);
+        }
+        let (io, ledger, pipeline) = (self.io.clone(), self.ledger.clone(), self.pipeline.clone());
+        let (beat_pool, beat_io, beat_token, beat_pipeline) =
+            (pool.clone(), io.clone(), token.clone(), pipeline.clone());
+        let beat = move |_: &mut ()| {
+            beat_io.block_on(async {
+                let _writing = match &ledger {
+                    Some(l) => Some(l.lock.lock().await),
+                    None => None,
+                };
+                sqlx::query(
+                    "UPDATE \"_rowshift_locks\" SET heartbeat = ? WHERE pipeline = ? AND token = ?",
+                )
+                .bind(lock::unix_now())
+                .bind(beat_pipeline.clone())
+                .bind(beat_token.clone())
+                .execute(&beat_pool)
+                .await
+                .is_ok_and(|r| r.rows_affected() == 1)
+            })
+        };
+        let release = move |()| {
+            io.block_on(async {
+                let _ =
+                    sqlx::query("DELETE FROM \"_rowshift_locks\" WHERE pipeline = ? AND token = ?")
+                        .bind(pipeline)
+                        .bind(token)
+                        .execute(&pool)
+                        .await;
+                pool.close().await;
+            })
+        };
+        Ok(RunLock::kept((), beat, release))
+    }
+
+    fn holder(&self) -> Result<Option<Holder>> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let pool = match self.pool.get() {
+            Some(p) => p.clone(),
+            None => connect(&self.io, &self.path, Access::Read, 1)?,
+        };
+        let found = match self.holder_from(&pool) {
+            // As in `load`: a file a killed run left may need a writer to open it.
+            Err(Error::Database {
+                source: sqlx::Error::Database(db),
+                ..
+            }) if self.pool.get().is_none() && needs_recovery(db.code().as_deref()) => {
+                let pool = connect(&self.io, &self.path, Access::Write, 1)?;
+                let found = self.holder_from(&pool);
+                self.io.block_on(pool.close());
+                found
+            }
+            other => other,
+        };
+        if self.pool.get().is_none() {
+            self.io.block_on(pool.close());
+        }
+        found
+    }
+
+    fn claim(&self, chunk: usize, token: u64) -> Result<bool> {
         if let Some(ledger) = &self.ledger {
-            ledger.hand_over(Entry::Claim(chunk));
-            return Ok(());
+            // Claims never wait for the target's write lock (see `Ledger`); a chunk found
+            // done when it is written has its done mark refused, which rolls back its
+            // rows.
+            ledger.hand_over(Entry::Claim(chunk, token));
+            return Ok(true);
         }
         let n = self.exec(
-            CLAIM,
-            &[Bind::Text(&self.pipeline), Bind::Int(chunk as i64)],
+            sql::claim(CHUNKS, Marks::Question),
+            &[
+                Bind::Text(&sql::hex(token)),
+                Bind::Text(&self.pipeline),
+                Bind::Int(chunk as i64),
+            ],
         )?;
-        expect_one(n, chunk, &self.here())
+        Ok(n == 1)
     }
 
     fn finish(&self, mark: &DoneMark) -> Result<()> {
         let pool = self.pool()?;
         let here = self.here();
-        let n = self.io.block_on(async {
+        self.io.block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            mark_done(&mut conn, &self.pipeline, mark)
-                .await
-                .map_err(|e| Error::db(&here, e))
-        })?;
-        expect_one(n, mark.chunk, &here)
+            mark_done(&mut conn, &here, &self.pipeline, mark).await
+        })
+    }
+
+    fn requeued(&self, chunk: usize, written: u64, filtered: u64, gone: u64) -> Result<()> {
+        self.exec(
+            sql::requeued(CHUNKS, Marks::Question),
+            &[
+                Bind::Int(written as i64),
+                Bind::Int(filtered as i64),
+                Bind::Int((written + filtered + gone) as i64),
+                Bind::Text(&self.pipeline),
+                Bind::Int(chunk as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        match &self.ledger {
+            Some(ledger) => ledger.flush(),
+            None => Ok(()),
+        }
     }
 
     fn close(&self) -> Result<()> {
@@ -513,18 +721,37 @@ impl CheckpointStore for SqliteStore {
         written
     }
 
-    fn fail(&self, chunk: usize, error: &str) -> Result<()> {
-        let n = self.exec(
-            "UPDATE \"_rowshift_chunks\" SET state = 'failed', last_error = ? WHERE pipeline = ? AND id = ?",
-            &[Bind::Text(error), Bind::Text(&self.pipeline), Bind::Int(chunk as i64)],
+    fn fail(&self, chunk: usize, token: u64, error: &str) -> Result<()> {
+        // Nothing changes when the claim is gone: the run that took the chunk owns it.
+        self.exec(
+            sql::fail(CHUNKS, Marks::Question),
+            &[
+                Bind::Text(error),
+                Bind::Text(&self.pipeline),
+                Bind::Int(chunk as i64),
+                Bind::Text(&sql::hex(token)),
+            ],
         )?;
-        expect_one(n, chunk, &self.here())
+        Ok(())
+    }
+
+    fn record_settings(&self, fingerprint: &str, settings: &[(String, String)]) -> Result<()> {
+        let json = sql::settings_json(settings)?;
+        self.exec(
+            sql::record_settings("\"_rowshift_runs\"", Marks::Question),
+            &[
+                Bind::Text(fingerprint),
+                Bind::Text(&json),
+                Bind::Text(&self.pipeline),
+            ],
+        )?;
+        Ok(())
     }
 
     fn reset(&self, chunks: &[usize]) -> Result<()> {
         for &c in chunks {
             let n = self.exec(
-                "UPDATE \"_rowshift_chunks\" SET state = 'pending' WHERE pipeline = ? AND id = ? AND state <> 'done'",
+                sql::reset(CHUNKS, Marks::Question),
                 &[Bind::Text(&self.pipeline), Bind::Int(c as i64)],
             )?;
             expect_one(n, c, &self.here())?;
@@ -535,7 +762,7 @@ impl CheckpointStore for SqliteStore {
     fn redo(&self, chunks: &[usize]) -> Result<()> {
         for &c in chunks {
             self.exec(
-                "UPDATE \"_rowshift_chunks\" SET state = 'pending' WHERE pipeline = ? AND id = ? AND state = 'done'",
+                sql::redo(CHUNKS, Marks::Question),
                 &[Bind::Text(&self.pipeline), Bind::Int(c as i64)],
             )?;
         }
@@ -555,6 +782,128 @@ impl CheckpointStore for SqliteStore {
             &[Bind::Text(&self.pipeline)],
         )?;
         Ok(())
+    }
+}
+
+/// How long opening a SQLite file is tried again while another process holds a lock
+/// that SQLite's busy handler does not wait for (turning on the write-ahead log).
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs `open` until it does not fail on a locked file, for up to [`OPEN_PATIENCE`];
+/// then fails, saying what it waited for.
+fn until_unlocked<T>(here: &str, mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let start = std::time::Instant::now();
+    loop {
+        match open() {
+            Err(e) if e.is_transient() && start.elapsed() < OPEN_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e.is_transient() => {
+                return Err(Error::Unsupported(format!(
+                    "{here}: the file stayed locked by another process for {}s while this run opened it: {e}",
+                    OPEN_PATIENCE.as_secs()
+                )));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A pipeline's lease as stored.
+struct Lease {
+    token: String,
+    host: String,
+    pid: u32,
+    started: Option<u64>,
+    since: String,
+    heartbeat: f64,
+}
+
+impl Lease {
+    /// Whether the process holding it runs: on this host, whether the process (with the
+    /// same start time) still exists; elsewhere, whether its heartbeat is recent.
+    fn live(&self, me: &Me) -> bool {
+        let fresh = lock::unix_now() - self.heartbeat < lock::LEASE_EXPIRY.as_secs_f64();
+        match self.host == me.host {
+            true => lock::alive(self.pid, self.started).unwrap_or(fresh),
+            false => fresh,
+        }
+    }
+
+    fn holder(&self) -> Holder {
+        Holder {
+            host: self.host.clone(),
+            pid: Some(self.pid),
+            since: self.since.clone(),
+        }
+    }
+}
+
+async fn read_lease(
+    conn: &mut SqliteConnection,
+    here: &str,
+    pipeline: &str,
+) -> Result<Option<Lease>> {
+    let row = sqlx::query(
+        "SELECT token, host, pid, started, since, heartbeat FROM \"_rowshift_locks\" WHERE pipeline = ?",
+    )
+    .bind(pipeline.to_string())
+    .fetch_optional(conn)
+    .await
+    .map_err(|e| Error::db(here, e))?;
+    Ok(row.map(|r| Lease {
+        token: r.get(0),
+        host: r.get(1),
+        pid: r.get::<i64, _>(2) as u32,
+        started: r.get::<Option<i64>, _>(3).map(|s| s as u64),
+        since: r.get(4),
+        heartbeat: r.get(5),
+    }))
+}
+
+/// One try at `pipeline`'s lease: taken when there is none or its holder is gone, each
+/// write a compare-and-set on what was read, so two runs never both take it.
+async fn take_lease(
+    conn: &mut SqliteConnection,
+    here: &str,
+    pipeline: &str,
+    me: &Me,
+    token: &str,
+) -> Result<Try<()>> {
+    let db = |e| Error::db(here, e);
+    sqlx::query(LEASES).execute(&mut *conn).await.map_err(db)?;
+    for _ in 0..3 {
+        let found = read_lease(conn, here, pipeline).await?;
+        let sql = match &found {
+            Some(l) if l.live(me) => return Ok(Try::Held(l.holder())),
+            Some(_) => {
+                "UPDATE \"_rowshift_locks\" SET token = ?, host = ?, pid = ?, started = ?, since = ?, heartbeat = ? WHERE pipeline = ? AND token = ?"
+            }
+            None => {
+                "INSERT INTO \"_rowshift_locks\" (token, host, pid, started, since, heartbeat, pipeline) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline) DO NOTHING"
+            }
+        };
+        let mut q = sqlx::query(sql)
+            .bind(token.to_string())
+            .bind(me.host.clone())
+            .bind(me.pid as i64)
+            .bind(me.started.map(|s| s as i64))
+            .bind(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .bind(lock::unix_now())
+            .bind(pipeline.to_string());
+        if let Some(l) = &found {
+            q = q.bind(l.token.clone());
+        }
+        if q.execute(&mut *conn).await.map_err(db)?.rows_affected() == 1 {
+            return Ok(Try::Taken(()));
+        }
+    }
+    // Taken by another run between each read and write: it is live.
+    match read_lease(conn, here, pipeline).await? {
+        Some(l) => Ok(Try::Held(l.holder())),
+        None => Err(Error::Internal(format!(
+            "{here}: the lease of pipeline {pipeline} kept changing while this run tried to take it"
+        ))),
     }
 }
 

@@ -12,8 +12,13 @@ use crate::plan::{ChunkRange, KeyValue};
 #[derive(Debug, Clone)]
 enum Op {
     Claim(usize),
+    /// Marks done under the chunk's latest claim.
     Finish(usize, u64),
+    /// Marks done under a claim another run took over (a loser's mark).
+    FinishStale(usize, u64),
     Fail(usize),
+    /// Marks failed under a claim another run took over.
+    FailStale(usize),
     Reset(usize),
     Crash,
 }
@@ -22,7 +27,9 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..n).prop_map(Op::Claim),
         (0..n, 0u64..1000).prop_map(|(c, r)| Op::Finish(c, r)),
+        (0..n, 0u64..1000).prop_map(|(c, r)| Op::FinishStale(c, r)),
         (0..n).prop_map(Op::Fail),
+        (0..n).prop_map(Op::FailStale),
         (0..n).prop_map(Op::Reset),
         Just(Op::Crash),
     ]
@@ -47,6 +54,9 @@ struct Model {
     attempts: u32,
     written: u64,
     error: Option<String>,
+    /// The latest claim's token, and the one before it (a loser's).
+    claim: u64,
+    stale: u64,
 }
 
 proptest! {
@@ -62,28 +72,48 @@ proptest! {
         let mut store = SqliteStore::new(&path, "p", &io);
         store.create("fp", &settings, &plan).unwrap();
         let mut model: BTreeMap<usize, Model> =
-            (0..5).map(|i| (i, Model { state: ChunkState::Pending, attempts: 0, written: 0, error: None })).collect();
+            (0..5).map(|i| (i, Model { state: ChunkState::Pending, attempts: 0, written: 0, error: None, claim: 0, stale: 0 })).collect();
         for op in ops {
             match op {
                 Op::Claim(c) => {
-                    store.claim(c).unwrap();
+                    let token = new_claim();
+                    let claimed = store.claim(c, token).unwrap();
                     let m = model.get_mut(&c).unwrap();
-                    m.state = ChunkState::Running;
-                    m.attempts += 1;
+                    // A done chunk is never claimed again.
+                    prop_assert_eq!(claimed, m.state != ChunkState::Done);
+                    if claimed {
+                        m.state = ChunkState::Running;
+                        m.attempts += 1;
+                        m.stale = m.claim;
+                        m.claim = token;
+                    }
                 }
-                Op::Finish(c, rows) => {
+                Op::Finish(c, rows) | Op::FinishStale(c, rows) => {
+                    let m = model.get_mut(&c).unwrap();
+                    let stale = matches!(op, Op::FinishStale(..));
+                    let claim = if stale { m.stale } else { m.claim };
                     let counts = ChunkCounts { read: rows, written: rows, filtered: 0, rejected: 0 };
-                    store.finish(&DoneMark { chunk: c, counts, seconds: 0.5, checksum: rows * 7 }).unwrap();
-                    let m = model.get_mut(&c).unwrap();
-                    m.state = ChunkState::Done;
-                    m.written = rows;
-                    m.error = None;
+                    let done = store.finish(&DoneMark { chunk: c, counts, seconds: 0.5, checksum: rows * 7, claim });
+                    // Only the chunk's latest claim, while it runs, marks it done.
+                    if m.state == ChunkState::Running && !stale {
+                        prop_assert!(done.is_ok(), "{:?}", done);
+                        m.state = ChunkState::Done;
+                        m.written = rows;
+                        m.error = None;
+                    } else {
+                        let e = done.unwrap_err();
+                        prop_assert!(is_claim_lost(&e), "{}", e);
+                    }
                 }
-                Op::Fail(c) => {
-                    store.fail(c, &format!("boom {c}")).unwrap();
+                Op::Fail(c) | Op::FailStale(c) => {
                     let m = model.get_mut(&c).unwrap();
-                    m.state = ChunkState::Failed;
-                    m.error = Some(format!("boom {c}"));
+                    let stale = matches!(op, Op::FailStale(..));
+                    let claim = if stale { m.stale } else { m.claim };
+                    store.fail(c, claim, &format!("boom {c}")).unwrap();
+                    if m.state == ChunkState::Running && !stale {
+                        m.state = ChunkState::Failed;
+                        m.error = Some(format!("boom {c}"));
+                    }
                 }
                 Op::Reset(c) => {
                     let m = model.get_mut(&c).unwrap();
@@ -147,11 +177,58 @@ fn says_what_changed() {
     assert_eq!(
         diff_settings(&old, &new),
         [
-            "filter: \"a\" -> \"b\"",
+            "filter: \"a\" → \"b\"",
             "x: 1 was removed",
             "y: 2 was added"
         ]
     );
+}
+
+#[test]
+fn check_changes_are_shown_as_the_pipeline_writes_them_and_widening_ones_are_told_apart() {
+    let check = |v: &str| vec![("checks.v range".to_string(), v.to_string())];
+    let max8 = r#"Some("v") Range { min: None, max: Some("8") } Reject"#;
+    let max100 = r#"Some("v") Range { min: None, max: Some("100") } Reject"#;
+    let c = changes(&check(max8), &check(max100));
+    assert_eq!(
+        c,
+        [Change {
+            line: "check v range: max 8 → 100".into(),
+            widens: true
+        }]
+    );
+    let narrower = changes(&check(max100), &check(max8));
+    assert!(!narrower[0].widens);
+    let with_min = r#"Some("v") Range { min: Some("0"), max: Some("100") } Reject"#;
+    assert_eq!(
+        changes(&check(max100), &check(with_min)),
+        [Change {
+            line: "check v range: min = 0 was added".into(),
+            widens: false
+        }]
+    );
+    let warn = r#"Some("v") Range { min: None, max: Some("8") } Warn"#;
+    assert!(changes(&check(max8), &check(warn))[0].widens);
+    assert!(!changes(&check(warn), &check(max8))[0].widens);
+    let a = r#"Some("c") Accepted(["'a'", "'b'"]) Reject"#;
+    let ab = r#"Some("c") Accepted(["'a'", "'b'", "'c'"]) Reject"#;
+    let ch = |v: &str| vec![("checks.c accepted".to_string(), v.to_string())];
+    assert_eq!(
+        changes(&ch(a), &ch(ab)),
+        [Change {
+            line: "check c accepted: accepted ['a', 'b'] → ['a', 'b', 'c']".into(),
+            widens: true
+        }]
+    );
+    // A removed check widens; an added one does not.
+    assert_eq!(
+        changes(&check(max8), &[]),
+        [Change {
+            line: "check v range: column = \"v\", max = 8, policy = \"reject\" was removed".into(),
+            widens: true
+        }]
+    );
+    assert!(!changes(&[], &check(max8))[0].widens);
 }
 
 #[test]
@@ -178,7 +255,9 @@ fn a_store_from_before_the_checksum_column_is_read_and_upgraded() {
     assert_eq!(loaded.chunks[0].state, ChunkState::Done);
     assert_eq!(loaded.chunks[0].counts.written, 5);
     assert_eq!(loaded.chunks[0].checksum, 0);
-    // Writing adds the column and keeps the rows.
+    // Writing adds the columns and keeps the rows.
+    store.redo(&[0]).unwrap();
+    assert!(store.claim(0, 7).unwrap());
     store
         .finish(&DoneMark {
             chunk: 0,
@@ -190,7 +269,115 @@ fn a_store_from_before_the_checksum_column_is_read_and_upgraded() {
             },
             seconds: 0.1,
             checksum: 0xabc,
+            claim: 7,
         })
         .unwrap();
     assert_eq!(store.load().unwrap().unwrap().chunks[0].checksum, 0xabc);
+}
+
+#[test]
+fn a_losers_marks_never_overwrite_the_winners() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = IoRuntime::new().unwrap();
+    let store = SqliteStore::new(&dir.path().join("state.db"), "p", &io);
+    store.create("fp", &[], &chunks(2)).unwrap();
+    let mark = |claim, written| DoneMark {
+        chunk: 0,
+        counts: ChunkCounts {
+            read: written,
+            written,
+            filtered: 0,
+            rejected: 0,
+        },
+        seconds: 0.1,
+        checksum: written,
+        claim,
+    };
+    // The loser claims first; the winner takes the chunk over (it holds the run lock, so
+    // a running chunk is one whose run is gone) and commits.
+    assert!(store.claim(0, 11).unwrap());
+    assert!(store.claim(0, 22).unwrap());
+    store.finish(&mark(22, 10)).unwrap();
+    // The loser's done mark is refused, its failed mark changes nothing, and a done
+    // chunk cannot be claimed again.
+    let e = store.finish(&mark(11, 99)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "chunk 0: another run took this chunk over (its claim in the checkpoint is no longer this run's); nothing of this attempt is committed"
+    );
+    store.fail(0, 11, "the loser failed").unwrap();
+    assert!(!store.claim(0, 33).unwrap());
+    store.reset(&[1]).unwrap();
+    assert!(store.reset(&[0]).is_err(), "a done chunk is never reset");
+    let c = store.load().unwrap().unwrap();
+    assert_eq!(c.chunks[0].state, ChunkState::Done);
+    assert_eq!(c.chunks[0].counts.written, 10);
+    assert_eq!(c.chunks[0].attempts, 2);
+    assert_eq!(c.chunks[0].last_error, None);
+    // Only `verify --repair` puts a done chunk back.
+    store.redo(&[0]).unwrap();
+    assert_eq!(
+        store.load().unwrap().unwrap().chunks[0].state,
+        ChunkState::Pending
+    );
+}
+
+#[test]
+fn a_second_lock_is_refused_naming_the_holder_and_a_dead_holders_lease_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = IoRuntime::new().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::new(&path, "p", &io);
+    let held = store.lock(std::time::Duration::ZERO, &mut |_| {}).unwrap();
+    let holder = store.holder().unwrap().expect("a live holder");
+    assert_eq!(holder.pid, Some(std::process::id()));
+    let other = SqliteStore::new(&path, "p", &io);
+    let e = other
+        .lock(std::time::Duration::ZERO, &mut |_| {})
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "is held by another run: host {}, pid {}, since ",
+            holder.host,
+            std::process::id()
+        )),
+        "{text}"
+    );
+    // Waiting: told once, then refused after the bound.
+    let mut told = Vec::new();
+    let t0 = std::time::Instant::now();
+    let e = other
+        .lock(std::time::Duration::from_millis(600), &mut |h| {
+            told.push(h.clone())
+        })
+        .unwrap_err();
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(600));
+    assert_eq!(told, std::slice::from_ref(&holder));
+    assert!(e.to_string().contains("(waited 0."), "{e}");
+    // Another pipeline in the same file is not held.
+    drop(
+        SqliteStore::new(&path, "q", &io)
+            .lock(std::time::Duration::ZERO, &mut |_| {})
+            .unwrap(),
+    );
+    drop(held);
+    assert_eq!(store.holder().unwrap(), None);
+    // A lease whose process is gone (killed: it never released it) is taken over.
+    let pool = crate::db::sqlite::connect(&io, &path, crate::db::sqlite::Access::Write, 1).unwrap();
+    io.block_on(async {
+        sqlx::query("INSERT INTO \"_rowshift_locks\" VALUES ('p', 'aa', ?, 4194304, 1, '2026-01-01T00:00:00Z', ?)")
+            .bind(crate::checkpoint::lock::host_name())
+            .bind(crate::checkpoint::lock::unix_now())
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    io.block_on(pool.close());
+    assert_eq!(
+        store.holder().unwrap(),
+        None,
+        "a dead process holds nothing"
+    );
+    drop(other.lock(std::time::Duration::ZERO, &mut |_| {}).unwrap());
 }

@@ -11,6 +11,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +60,10 @@ enum Command {
         /// Discard the checkpoint and what the earlier run wrote, and start over.
         #[arg(long)]
         restart: bool,
+        /// Wait up to this many seconds for another run of the pipeline that holds its
+        /// lock; without it, such a run refuses at once, naming the one that holds it.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
     },
     /// Run the failed chunks again (or the ones named with --chunk), or with --rejects,
     /// the quarantined rows.
@@ -81,6 +86,10 @@ enum Command {
         /// No progress output, only the summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Wait up to this many seconds for another run of the pipeline that holds its
+        /// lock; without it, such a run refuses at once, naming the one that holds it.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
     },
     /// Show a pipeline's progress: chunk states, row counts, last errors, rejects by
     /// reason. Reads the checkpoint and the quarantine; changes nothing.
@@ -109,6 +118,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Wait up to this many seconds for another run of the pipeline that holds its
+        /// lock; without it, such a run refuses at once, naming the one that holds it.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
     },
     /// Run the transforms and checks on a sample of the source and show what would be
     /// written, rejected and executed. Writes nothing: no table, file or state.
@@ -289,12 +302,14 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             fail_fast,
             quiet,
             restart,
+            lock_timeout,
         } => {
             let opts = RunOptions {
                 parallel: parallel.map(|p| p as usize),
                 chunk_rows,
                 fail_fast,
                 restart,
+                lock_wait: Duration::from_secs(lock_timeout),
                 ..RunOptions::default()
             };
             run_command(&pipeline, json, quiet, opts)
@@ -305,11 +320,13 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             rejects,
             json,
             quiet,
+            lock_timeout,
         } => {
+            let lock_wait = Duration::from_secs(lock_timeout);
             if rejects {
                 let plan = load(&pipeline)?;
                 let sink = plan.open_sink()?;
-                let report = run::requeue_rejects(&plan, sink.as_ref())?;
+                let report = run::requeue_rejects(&plan, sink.as_ref(), lock_wait)?;
                 for failure in &report.failures {
                     eprintln!("error: {}", crate::config::redact(failure));
                 }
@@ -325,6 +342,11 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                         report.still_rejected,
                         report.gone
                     );
+                    for change in &report.accepted_changes {
+                        println!(
+                            "  accepted {change} (it only widens what passes; recorded in the checkpoint)"
+                        );
+                    }
                     if report.unmatched > 0 {
                         println!(
                             "  kept: {} under a key that names several source rows, none equal to the row as stored",
@@ -349,6 +371,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             let opts = RunOptions {
                 only: (!chunk.is_empty()).then_some(chunk),
                 failed_only: true,
+                lock_wait,
                 ..RunOptions::default()
             };
             run_command(&pipeline, json, quiet, opts)
@@ -357,10 +380,16 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             pipeline,
             repair,
             json,
+            lock_timeout,
         } => {
             let plan = load(&pipeline)?;
             let sink = plan.open_sink()?;
-            let report = run::verify(&plan, sink.as_ref(), repair)?;
+            let report = run::verify(
+                &plan,
+                sink.as_ref(),
+                repair,
+                Duration::from_secs(lock_timeout),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -431,9 +460,10 @@ fn load(path: &Path) -> crate::Result<Plan> {
 }
 
 fn print_summary(s: &Summary, target: String) {
-    let status = match (s.interrupted, s.failures.is_empty(), s.rows.rejected) {
+    let status = match (s.interrupted, s.failures.is_empty(), s.state.quarantined) {
         (true, _, _) => "INTERRUPTED",
         (_, false, _) => "FAILED",
+        _ if s.state.chunks_done < s.state.chunks_total => "not done",
         (_, true, 0) => "done",
         _ => "done with rejected rows",
     };
@@ -443,9 +473,13 @@ fn print_summary(s: &Summary, target: String) {
         s.chunks_done, s.chunks_failed, s.chunks_pending, s.chunks_skipped, s.chunks_total
     );
     println!(
-        "  rows    {} read, {} written, {} filtered, {} rejected",
+        "  rows    {} read, {} written, {} filtered, {} rejected by this run",
         s.rows.read, s.rows.written, s.rows.filtered, s.rows.rejected
     );
+    println!("  state   {}", s.state);
+    for change in &s.accepted_changes {
+        println!("  accepted {change} (it only widens what passes; recorded in the checkpoint)");
+    }
     println!(
         "  time    {:.2}s, {:.0} rows/s",
         s.seconds, s.rows_per_second
@@ -453,15 +487,18 @@ fn print_summary(s: &Summary, target: String) {
     if let Some(rss) = s.peak_rss_bytes {
         println!("  memory  {:.1} MiB peak", rss as f64 / (1024.0 * 1024.0));
     }
+    let checksum = format!(
+        "checksum {} over the {} done chunks",
+        s.checksum, s.state.chunks_done
+    );
     if s.verified {
         println!(
-            "  checks  conservation on every chunk; read-back of every chunk took {:.2}s of worker time (checksum {})",
-            s.verify_seconds, s.checksum
+            "  checks  conservation on every chunk; read-back of every chunk took {:.2}s of worker time ({checksum})",
+            s.verify_seconds
         );
     } else {
         println!(
-            "  checks  conservation on every chunk; read-back off (verify = \"off\") (checksum {})",
-            s.checksum
+            "  checks  conservation on every chunk; read-back off (verify = \"off\") ({checksum})"
         );
     }
     for w in &s.warnings {
@@ -476,14 +513,14 @@ fn print_summary(s: &Summary, target: String) {
             r.count, r.reason, r.example
         );
     }
-    if !s.rejects.is_empty() {
+    if s.state.quarantined > 0 {
         println!(
             "  rejected rows are kept in {}; fix and run `rowshift retry --rejects`",
             s.quarantine
         );
     }
     for f in &s.failures {
-        println!("  failed  {}: {}", f.range, f.error);
+        println!("  failed  {}: {}", f.range, f.line());
     }
     if s.chunks_pending > 0 || !s.failures.is_empty() {
         println!(

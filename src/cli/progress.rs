@@ -37,6 +37,7 @@ impl Observer for Lines {
                 fmt_duration(*elapsed)
             ),
             Event::ChunkFailed { chunk, error } => eprintln!("chunk {chunk} FAILED: {error}"),
+            Event::WaitingForLock { holder, limit } => eprintln!("{}", waiting(holder, *limit)),
             _ => {}
         }
     }
@@ -89,6 +90,7 @@ impl Observer for Bars {
                     bar.inc(1);
                 }
             }
+            Event::WaitingForLock { holder, limit } => eprintln!("{}", waiting(holder, *limit)),
             Event::Finished(_) => {
                 if let Some(bar) = guard.take() {
                     bar.finish_and_clear();
@@ -97,4 +99,12 @@ impl Observer for Bars {
             _ => {}
         }
     }
+}
+
+/// What a run waiting for the pipeline's lock says.
+pub fn waiting(holder: &crate::checkpoint::Holder, limit: std::time::Duration) -> String {
+    format!(
+        "another run holds this pipeline ({holder}); waiting up to {} for it to end (--lock-timeout)",
+        fmt_duration(limit)
+    )
 }

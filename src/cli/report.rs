@@ -41,7 +41,16 @@ pub fn status_text(r: &crate::run::StatusReport) -> String {
         r.created_at.as_deref().unwrap_or("?"),
         r.checkpoint
     );
-    let states: Vec<String> = r.chunks.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let states: Vec<String> = r
+        .chunks
+        .iter()
+        .map(|(k, v)| match (k.as_str(), &r.running) {
+            ("running", crate::run::RunningState::Interrupted) => {
+                format!("{v} interrupted (no live process)")
+            }
+            _ => format!("{v} {k}"),
+        })
+        .collect();
     let _ = writeln!(
         s,
         "  chunks   {} of {} done ({:.1}%): {}",
@@ -56,6 +65,9 @@ pub fn status_text(r: &crate::run::StatusReport) -> String {
         "  rows     {} read, {} written, {} filtered, {} rejected (done chunks)",
         c.read, c.written, c.filtered, c.rejected
     );
+    if let crate::run::RunningState::Live { holder } = &r.running {
+        let _ = writeln!(s, "  running  now, by {holder}");
+    }
     for f in &r.failed {
         let _ = writeln!(
             s,
@@ -132,6 +144,9 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
         "\nsample: {} rows read, {} would be written, {} filtered out, {} rejected",
         c.read, c.written, c.filtered, c.rejected
     );
+    if let Some(why) = &r.nothing_read {
+        let _ = writeln!(s, "{why}");
+    }
     if !r.rejects.is_empty() {
         let _ = writeln!(s, "\nrejected rows by reason:");
         for g in &r.rejects {
@@ -166,7 +181,7 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
                 "\nplan for the full source: {} chunks of up to {} rows, {total} rows in all",
                 p.chunks, p.rows_per_chunk
             );
-            if let Some(secs) = p.estimated_seconds {
+            if let Some(secs) = p.estimated_seconds.filter(|s| s.is_finite() && *s >= 0.0) {
                 let _ = write!(
                     s,
                     "; about {} with {} in parallel at the sample's read+transform speed (writes not included)",
@@ -181,7 +196,13 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
         }
         (None, None) => {}
     }
-    if r.would_fail {
+    if !r.repeated_keys.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nthe key is not unique: the sample holds these values more than once:\n  {}\na file is split into chunks by position and each chunk is found in the target by its keys, so a run fails the chunks that share a key; use a unique key; exit code 1",
+            r.repeated_keys.join("\n  ")
+        );
+    } else if r.would_fail {
         let _ = writeln!(
             s,
             "\nthe sample's rejected rows exceed the pipeline's [limits] (none set: any rejected row counts); exit code 1"
@@ -237,7 +258,7 @@ pub fn verify_text(r: &crate::run::VerifyReport, target: &str) -> String {
                         sum.chunks_failed,
                         sum.failures
                             .iter()
-                            .map(|f| f.error.clone())
+                            .map(|f| f.line())
                             .collect::<Vec<_>>()
                             .join("; ")
                     )

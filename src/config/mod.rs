@@ -318,6 +318,9 @@ pub struct ChunkConfig {
     pub parallel: usize,
     /// Rows per Arrow batch inside a chunk. Default: 8,192.
     pub batch_rows: usize,
+    /// How long a chunk's transient errors (a dropped connection, a lock wait, a
+    /// deadlock) are retried, in seconds, before the chunk fails. Default: 60.
+    pub retry_seconds: u64,
 }
 
 impl Default for ChunkConfig {
@@ -326,6 +329,7 @@ impl Default for ChunkConfig {
             rows: 100_000,
             parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch_rows: 8192,
+            retry_seconds: 60,
         }
     }
 }
@@ -1424,12 +1428,13 @@ impl<'a> Walker<'a> {
     }
 
     fn chunks(&mut self, s: &Section<'_>) -> ChunkConfig {
-        self.check_keys(s, &["rows", "parallel", "batch_rows"]);
+        self.check_keys(s, &["rows", "parallel", "batch_rows", "retry_seconds"]);
         let d = ChunkConfig::default();
         ChunkConfig {
             rows: self.integer(s, "rows", 1, d.rows as i64) as u64,
             parallel: self.integer(s, "parallel", 1, d.parallel as i64) as usize,
             batch_rows: self.integer(s, "batch_rows", 1, d.batch_rows as i64) as usize,
+            retry_seconds: self.integer(s, "retry_seconds", 0, d.retry_seconds as i64) as u64,
         }
     }
 }

@@ -144,6 +144,11 @@ pub struct DryRunReport {
     pub plan_error: Option<String>,
     /// Whether the run would fail on this sample: it stops a chunk at its first rejected row.
     pub would_fail: bool,
+    /// When no row of the sample could be read: why (and so no speed, and no estimate).
+    pub nothing_read: Option<String>,
+    /// Key values the sample holds more than once, each with where (for a source chunked
+    /// by position, a file: a run fails the chunks that hold them).
+    pub repeated_keys: Vec<String>,
 }
 
 /// Runs the pipeline's transforms and checks on a sample, writing nothing.
@@ -310,6 +315,21 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         })
         .collect();
 
+    // A file is chunked by position, and each chunk's rows are found in the target by
+    // their keys: a key two chunks share is read back twice. A database source keeps
+    // the rows of one key in one chunk.
+    let repeated_keys = match plan.source.names_rows_by_key() {
+        true => Vec::new(),
+        false => repeated_keys(plan.source.as_ref(), &batch, &location),
+    };
+    // No row read gives no speed: the sample says why instead of an estimate.
+    let nothing_read = (rows_read == 0).then(|| match p.rejects.first() {
+        Some(first) => format!(
+            "no row of the sample could be read: all {} records were unreadable; the first: {first}",
+            p.rejects.len()
+        ),
+        None => "no row of the sample could be read: the source gave no rows".to_string(),
+    });
     let plan_estimate = chunks.map(|chunks| {
         let total_rows: Option<u64> = chunks.iter().map(|c| c.rows).sum();
         let parallel = cfg.parallel.clamp(1, chunks.len().max(1));
@@ -319,7 +339,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
             total_rows,
             parallel,
             estimated_seconds: total_rows
-                .filter(|_| rate.is_finite())
+                .filter(|_| rate.is_finite() && rate > 0.0)
                 .map(|t| t as f64 / (rate * parallel as f64)),
         }
     });
@@ -347,7 +367,8 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
             })
             .collect(),
         ddl,
-        would_fail: beyond_limits(&plan.pipeline.limits, &p.counts),
+        would_fail: beyond_limits(&plan.pipeline.limits, &p.counts) || !repeated_keys.is_empty(),
+        repeated_keys,
         rows: p.counts,
         preview,
         rejects: group_rejects(p.rejects),
@@ -355,6 +376,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
         filtered,
         plan: plan_estimate,
         plan_error,
+        nothing_read,
     })
 }
 
@@ -536,6 +558,39 @@ fn group_rejects(rejects: Vec<RowFailure>) -> Vec<RejectGroup> {
     let mut out: Vec<RejectGroup> = groups.into_values().collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     out
+}
+
+/// The key values `batch` holds more than once (up to ten), each with the rows that hold
+/// it: `id=2 (dup.csv line 3, dup.csv line 4)`.
+fn repeated_keys(
+    source: &dyn Source,
+    batch: &arrow::record_batch::RecordBatch,
+    location: &dyn Fn(usize) -> String,
+) -> Vec<String> {
+    let key = source.key();
+    if key.is_empty() {
+        return Vec::new();
+    }
+    let mut rows: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    let mut order = Vec::new();
+    for row in 0..batch.num_rows() {
+        let Some(k) = source::row_key(batch, key, row) else {
+            continue;
+        };
+        let seen = rows.entry(k.clone()).or_default();
+        if seen.len() == 1 {
+            order.push(k);
+        }
+        seen.push(row);
+    }
+    order
+        .into_iter()
+        .take(10)
+        .map(|k| {
+            let at: Vec<String> = rows[&k].iter().map(|&r| location(r)).collect();
+            format!("{}={k} ({})", key.join(", "), at.join("; "))
+        })
+        .collect()
 }
 
 #[cfg(test)]

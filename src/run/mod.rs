@@ -22,13 +22,15 @@ use serde::Serialize;
 pub use self::dry_run::{DryRunOptions, DryRunReport, RejectGroup, SampleMode, dry_run};
 pub use self::observer::{Event, NoopObserver, Observer};
 pub use self::requeue::{RequeueReport, requeue_rejects};
-pub use self::status::{FailedChunk, StatusReport, status};
+pub use self::status::{FailedChunk, RunningState, StatusReport, status};
 pub use self::verify::{ChunkDifference, VerifyReport, verify};
 use crate::check::quarantine::{QuarantineEntry, strip_quoted};
 use crate::check::readback::ReadBack;
 use crate::check::rules::{Claims, Violation};
 use crate::check::{ChunkCounts, conservation};
-use crate::checkpoint::{CheckpointStore, ChunkState, DoneMark, SqliteStore, diff_settings};
+use crate::checkpoint::{
+    CheckpointStore, ChunkState, DoneMark, RunLock, SqliteStore, diff_settings,
+};
 use crate::config::{Policy, Verify};
 use crate::plan::{Chunk, Plan};
 use crate::sink::{Committed, Prepare, Sink};
@@ -52,10 +54,18 @@ pub struct RunOptions {
     pub failed_only: bool,
     /// Set to stop starting new chunks (Ctrl-C); chunks in flight finish.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// How long to wait for another run that holds the pipeline's lock
+    /// (`--lock-timeout`); zero refuses at once.
+    pub lock_wait: Duration,
 }
 
-/// Attempts per chunk for transient errors (connection reset, busy, deadlock).
-const MAX_ATTEMPTS: u32 = 4;
+/// The first pause before a chunk's transient error is retried; each retry doubles it,
+/// up to [`MAX_BACKOFF`], and a random part of it is left out (jitter), so that workers
+/// that failed together do not retry together.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts of a chunk.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A chunk that failed, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -66,9 +76,22 @@ pub struct ChunkFailure {
     pub range: String,
     /// The error, redacted.
     pub error: String,
+    /// How many times the chunk was tried.
+    pub attempts: u32,
+    /// How many attempts were made, and how long transient errors were retried:
+    /// `after 6 attempts: transient errors were retried for 2.56s of the 3s that
+    /// [chunks] retry_seconds allows`.
+    pub tried: String,
     /// Whether the failure is about data (exit code 1) rather than the environment (2).
     #[serde(skip)]
     pub data: bool,
+}
+
+impl ChunkFailure {
+    /// The error with how it was tried, as the summary and the checkpoint show it.
+    pub fn line(&self) -> String {
+        format!("{} ({})", self.error, self.tried)
+    }
 }
 
 /// Rejected rows of a run that share a reason.
@@ -118,9 +141,15 @@ pub struct Summary {
     pub checkpoint_seconds: f64,
     /// Rows read per second of wall time.
     pub rows_per_second: f64,
-    /// Order-independent checksum of the rows this run wrote (hex); the same rows give the
-    /// same checksum whatever the chunk size or thread count.
+    /// Order-independent checksum of the rows of every done chunk (hex), whichever run
+    /// wrote them; the same rows give the same checksum whatever the chunk size or thread
+    /// count.
     pub checksum: String,
+    /// The state of the whole run after this process's work, from the checkpoint.
+    pub state: RunState,
+    /// Changes to the pipeline since its checkpoint that only widen what passes, which
+    /// this run accepted and recorded.
+    pub accepted_changes: Vec<String>,
     /// Peak resident memory of the process so far, bytes (Linux only).
     pub peak_rss_bytes: Option<u64>,
     /// Whether Ctrl-C stopped the run early.
@@ -129,14 +158,63 @@ pub struct Summary {
     pub failures: Vec<ChunkFailure>,
 }
 
+/// Where the whole run stands, whichever process did its work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunState {
+    /// Chunks done.
+    pub chunks_done: usize,
+    /// Chunks in the plan.
+    pub chunks_total: usize,
+    /// Rows the done chunks keep in the quarantine (after `retry --rejects` took out
+    /// those that passed).
+    pub quarantined: u64,
+    /// Rows the done chunks wrote.
+    pub written: u64,
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.chunks_done == self.chunks_total {
+            true => write!(f, "all {} chunks done", self.chunks_total)?,
+            false => write!(
+                f,
+                "{} of {} chunks done",
+                self.chunks_done, self.chunks_total
+            )?,
+        }
+        write!(f, ", {} rows written", group(self.written))?;
+        match self.quarantined {
+            0 => write!(f, ", the quarantine is empty"),
+            n => write!(f, ", {} rows in the quarantine", group(n)),
+        }
+    }
+}
+
+/// `50121` as `50,121`.
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl Summary {
-    /// 0 when every chunk committed and no row was rejected; 1 when rows were rejected or
-    /// only data checks failed; 2 otherwise (including an interrupted run).
+    /// 0 when every chunk is done and the quarantine is empty, whichever run did the
+    /// work; 1 when rows are in the quarantine or only data checks failed; 2 otherwise
+    /// (including an interrupted run, or chunks not done).
     pub fn exit_code(&self) -> i32 {
         if self.interrupted || self.failures.iter().any(|f| !f.data) {
             2
-        } else if !self.failures.is_empty() || self.rows.rejected > 0 {
+        } else if !self.failures.is_empty() || self.rows.rejected > 0 || self.state.quarantined > 0
+        {
             1
+        } else if self.state.chunks_done < self.state.chunks_total {
+            2
         } else {
             0
         }
@@ -161,6 +239,8 @@ struct Shared<'a> {
     plan: &'a Plan,
     sink: &'a dyn Sink,
     store: &'a dyn CheckpointStore,
+    /// The pipeline's run lock, held for the run.
+    lock: &'a RunLock,
     pool: rayon::ThreadPool,
     rejected_total: AtomicU64,
     /// Nanoseconds spent in checkpoint calls, to report bookkeeping's cost.
@@ -182,6 +262,10 @@ impl Shared<'_> {
 
 /// Runs a pipeline: resumes its checkpoint if there is one, or plans it, then runs every
 /// chunk not yet done.
+///
+/// The run first takes the pipeline's run lock, before it reads or creates anything: a
+/// second run of the same pipeline against the same target is refused at once (or waits
+/// up to `opts.lock_wait`), naming the run that holds it.
 pub fn run(
     plan: &Plan,
     sink: &dyn Sink,
@@ -189,7 +273,40 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<Summary> {
     let store = checkpoint_store(plan, sink);
-    let summary = run_with(plan, sink, observer, opts, &store);
+    let lock = match take_lock(store.as_ref(), observer, opts.lock_wait) {
+        Ok(lock) => lock,
+        Err(e) => {
+            let _ = store.close();
+            return Err(e);
+        }
+    };
+    run_locked(plan, sink, observer, opts, &store, &lock)
+}
+
+/// Takes the pipeline's run lock from `store`, telling `observer` when it waits.
+pub(crate) fn take_lock(
+    store: &dyn CheckpointStore,
+    observer: &dyn Observer,
+    wait: Duration,
+) -> Result<RunLock> {
+    store.lock(wait, &mut |holder| {
+        observer.on_event(&Event::WaitingForLock {
+            holder: holder.clone(),
+            limit: wait,
+        })
+    })
+}
+
+/// [`run`] under a lock the caller holds (and releases after this returns).
+pub(crate) fn run_locked(
+    plan: &Plan,
+    sink: &dyn Sink,
+    observer: &dyn Observer,
+    opts: &RunOptions,
+    store: &Arc<dyn CheckpointStore>,
+    lock: &RunLock,
+) -> Result<Summary> {
+    let summary = run_with(plan, sink, observer, opts, store, lock);
     // However the run ended, the store closes before the sink: a SQLite target folds its
     // write-ahead log into the file only when its last connection closes, and a dry run
     // reads the file alone.
@@ -207,12 +324,14 @@ fn run_with(
     observer: &dyn Observer,
     opts: &RunOptions,
     store: &Arc<dyn CheckpointStore>,
+    lock: &RunLock,
 ) -> Result<Summary> {
     let started = Instant::now();
     let cfg = &plan.pipeline.chunks;
     let fingerprint = plan.pipeline.fingerprint();
     let settings = plan.pipeline.settings();
     let existing = store.load()?;
+    let mut accepted = Vec::new();
     let (records, how) = match existing {
         Some(_) if opts.restart => {
             // Forget the checkpoint before cleaning the target: a crash in between leaves
@@ -220,6 +339,13 @@ fn run_with(
             // checkpoint claiming rows that are gone.
             store.discard()?;
             (None, Prepare::Restart)
+        }
+        Some(c) if c.fingerprint != fingerprint && widened(&c, plan).is_some() => {
+            // Changes that only let more rows pass leave what was written right: the
+            // run goes on under them, and the checkpoint records them.
+            accepted = widened(&c, plan).unwrap_or_default();
+            store.record_settings(&fingerprint, &settings)?;
+            (Some(c), Prepare::Resume)
         }
         Some(c) if c.fingerprint != fingerprint => {
             let diff = diff_settings(&c.settings, &settings);
@@ -310,6 +436,7 @@ fn run_with(
         plan,
         sink,
         store: store.as_ref(),
+        lock,
         pool: rayon::ThreadPoolBuilder::new()
             .num_threads(parallel)
             .thread_name(|i| format!("rowshift-cpu-{i}"))
@@ -327,11 +454,13 @@ fn run_with(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::SeqCst))
     };
+    // Set when the lock was found gone: the run starts no more chunks.
+    let lock_lost = AtomicBool::new(false);
 
     std::thread::scope(|s| {
         for w in 0..parallel {
-            let (next, stop, results, todo, chunks, shared) =
-                (&next, &stop, &results, &todo, &chunks, &shared);
+            let (next, stop, results, todo, chunks, shared, lock_lost) =
+                (&next, &stop, &results, &todo, &chunks, &shared, &lock_lost);
             let cancelled = &cancelled;
             std::thread::Builder::new()
                 .name(format!("rowshift-chunk-{w}"))
@@ -340,13 +469,17 @@ fn run_with(
                         if stop.load(Ordering::SeqCst) || cancelled() {
                             break;
                         }
+                        if shared.lock.lost() {
+                            lock_lost.store(true, Ordering::SeqCst);
+                            break;
+                        }
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(&id) = todo.get(i) else { break };
                         let chunk = &chunks[id];
                         observer.on_event(&Event::ChunkStarted { chunk: chunk.id });
                         let t0 = Instant::now();
                         match run_with_retries(shared, chunk) {
-                            Ok(done) => {
+                            Ok(Outcome::Done(done)) => {
                                 observer.on_event(&Event::ChunkDone {
                                     chunk: chunk.id,
                                     counts: done.counts,
@@ -354,24 +487,56 @@ fn run_with(
                                 });
                                 results.lock().unwrap_or_else(|p| p.into_inner()).add(done);
                             }
-                            Err((e, stop_run)) => {
+                            Ok(Outcome::DoneElsewhere) => {
+                                results
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .elsewhere += 1;
+                            }
+                            Err(failed) => {
+                                let Failed {
+                                    error: e,
+                                    stop: stop_run,
+                                    attempts,
+                                    claim,
+                                    retried,
+                                } = failed;
+                                let e = *e;
                                 let cause = match &e {
                                     Error::Chunk { source, .. } => source.to_string(),
                                     other => other.to_string(),
+                                };
+                                let tries = match attempts {
+                                    1 => "after 1 attempt".to_string(),
+                                    n => format!("after {n} attempts"),
+                                };
+                                let tried = match retried {
+                                    Some(waited) => format!(
+                                        "{tries}: transient errors were retried for {} of the {}s that [chunks] retry_seconds allows",
+                                        fmt_duration(waited),
+                                        plan.pipeline.chunks.retry_seconds
+                                    ),
+                                    None => tries,
                                 };
                                 let failure = ChunkFailure {
                                     chunk: chunk.id,
                                     range: chunk.to_string(),
                                     error: crate::config::redact(&cause),
+                                    attempts,
+                                    tried,
                                     data: e.is_data_failure(),
                                 };
                                 // If even the failure cannot be recorded, the chunk stays
-                                // running and a later run redoes it.
-                                let _ =
-                                    shared.timed(|| shared.store.fail(chunk.id, &failure.error));
+                                // running and a later run redoes it. A chunk another run
+                                // took over is left to that run.
+                                if !crate::checkpoint::is_claim_lost(&e) {
+                                    let _ = shared.timed(|| {
+                                        shared.store.fail(chunk.id, claim, &failure.line())
+                                    });
+                                }
                                 observer.on_event(&Event::ChunkFailed {
                                     chunk: chunk.id,
-                                    error: failure.error.clone(),
+                                    error: failure.line(),
                                 });
                                 results
                                     .lock()
@@ -390,9 +555,22 @@ fn run_with(
     });
 
     let totals = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    if lock_lost.load(Ordering::SeqCst) {
+        return Err(Error::Unsupported(format!(
+            "the run lost its lock on pipeline {} ({}): the server ended the session that held it, or another run took it over; it started no more chunks, and those not committed are redone by the next run",
+            plan.pipeline.name,
+            store.describe()
+        )));
+    }
     let mut failures = totals.failures;
     failures.sort_by_key(|f| f.chunk);
-    let attempted = totals.done + failures.len();
+    let attempted = totals.done + failures.len() + totals.elsewhere;
+    // The run's state as the checkpoint has it now, whichever process did the work.
+    store.flush()?;
+    let (state, checksum) = match store.load()? {
+        Some(c) => run_state(&c),
+        None => (RunState::default(), 0),
+    };
     let seconds = started.elapsed().as_secs_f64();
     let by_count = |mut v: Vec<RejectSummary>| {
         v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
@@ -405,7 +583,7 @@ fn run_with(
         resumed: how == Prepare::Resume,
         chunks_total: chunks.len(),
         chunks_done: totals.done,
-        chunks_skipped: skipped,
+        chunks_skipped: skipped + totals.elsewhere,
         chunks_failed: failures.len(),
         chunks_pending: todo.len() - attempted,
         rows: totals.rows,
@@ -416,7 +594,9 @@ fn run_with(
         quarantine: sink.quarantine(),
         seconds,
         checkpoint_seconds: shared.checkpoint_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-        checksum: format!("{:016x}", totals.checksum),
+        checksum: format!("{checksum:016x}"),
+        state,
+        accepted_changes: accepted,
         rows_per_second: if seconds > 0.0 {
             totals.rows.read as f64 / seconds
         } else {
@@ -429,11 +609,46 @@ fn run_with(
     Ok(summary)
 }
 
+/// The changes since `checkpoint` was made, when every one only widens what passes (a
+/// check removed or loosened): the run may go on under them. `None` when a change does
+/// not, or when nothing a setting shows changed but the fingerprint did.
+pub(crate) fn widened(
+    checkpoint: &crate::checkpoint::Checkpoint,
+    plan: &Plan,
+) -> Option<Vec<String>> {
+    let changes = crate::checkpoint::changes(&checkpoint.settings, &plan.pipeline.settings());
+    (!changes.is_empty() && changes.iter().all(|c| c.widens))
+        .then(|| changes.into_iter().map(|c| c.line).collect())
+}
+
+/// Where the run recorded in `checkpoint` stands, and the checksum of its done chunks'
+/// rows.
+fn run_state(checkpoint: &crate::checkpoint::Checkpoint) -> (RunState, u64) {
+    let mut state = RunState {
+        chunks_total: checkpoint.chunks.len(),
+        ..RunState::default()
+    };
+    let mut checksum = 0u64;
+    for r in checkpoint
+        .chunks
+        .iter()
+        .filter(|r| r.state == ChunkState::Done)
+    {
+        state.chunks_done += 1;
+        state.quarantined += r.counts.rejected;
+        state.written += r.counts.written;
+        checksum = checksum.wrapping_add(r.checksum);
+    }
+    (state, checksum)
+}
+
 #[derive(Default)]
 struct Totals {
     rows: ChunkCounts,
     checksum: u64,
     done: usize,
+    /// Chunks found done by another run when claimed.
+    elsewhere: usize,
     failures: Vec<ChunkFailure>,
     rejects: std::collections::BTreeMap<String, RejectSummary>,
     warnings: std::collections::BTreeMap<String, RejectSummary>,
@@ -469,47 +684,101 @@ struct ChunkDone {
     warnings: Vec<(String, u64, RowFailure)>,
 }
 
-/// Runs a chunk, retrying transient errors with exponential backoff. On failure, says
-/// whether the whole run must stop (the run-wide reject limit was passed).
-fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<ChunkDone, (Error, bool)> {
+/// How a chunk's work ended well.
+enum Outcome {
+    /// This run committed it.
+    Done(ChunkDone),
+    /// Another run had committed it when this one claimed it.
+    DoneElsewhere,
+}
+
+/// A chunk that failed.
+struct Failed {
+    error: Box<Error>,
+    /// Whether the whole run must stop (the run-wide reject limit was passed).
+    stop: bool,
+    /// Attempts made.
+    attempts: u32,
+    /// The last attempt's claim, under which the failure is recorded.
+    claim: u64,
+    /// How long transient errors were retried, when the last one was transient.
+    retried: Option<Duration>,
+}
+
+/// Runs a chunk, every statement of it (the claim, the rows, the done mark), retrying
+/// transient errors with exponential backoff and jitter for up to `[chunks]
+/// retry_seconds`.
+fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Outcome, Failed> {
+    let budget = Duration::from_secs(shared.plan.pipeline.chunks.retry_seconds);
+    let started = Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        shared
-            .timed(|| shared.store.claim(chunk.id))
-            .map_err(|e| (e, false))?;
-        let t0 = Instant::now();
-        match run_chunk(shared, chunk, attempt) {
-            Ok((done, committed)) => {
-                if !committed.marked {
-                    let mark = DoneMark {
-                        chunk: chunk.id,
-                        counts: done.counts,
-                        seconds: t0.elapsed().as_secs_f64(),
-                        checksum: done.checksum,
-                    };
-                    shared
-                        .timed(|| shared.store.finish(&mark))
-                        .map_err(|e| (e, false))?;
-                }
-                return Ok(done);
-            }
-            Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                std::thread::sleep(Duration::from_millis(50 << attempt));
-            }
-            Err(e) => {
-                let stop = matches!(&e, Error::Chunk { source, .. } if matches!(**source, Error::RejectLimit(_)));
-                return Err((e, stop));
-            }
+        let claim = crate::checkpoint::new_claim();
+        let e = match attempt_chunk(shared, chunk, attempt, claim) {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) => e,
+        };
+        let transient = e.is_transient() && !crate::checkpoint::is_claim_lost(&e);
+        let pause = backoff(attempt);
+        if transient && started.elapsed() + pause <= budget && !shared.lock.lost() {
+            std::thread::sleep(pause);
+            continue;
         }
+        let stop =
+            matches!(&e, Error::Chunk { source, .. } if matches!(**source, Error::RejectLimit(_)));
+        return Err(Failed {
+            error: Box::new(e),
+            stop,
+            attempts: attempt,
+            claim,
+            retried: transient.then(|| started.elapsed()),
+        });
     }
+}
+
+/// The pause before attempt `attempt + 1`: doubling from [`FIRST_BACKOFF`] up to
+/// [`MAX_BACKOFF`], of which a random part up to half is left out.
+fn backoff(attempt: u32) -> Duration {
+    let full = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let half = full.as_millis() as u64 / 2;
+    let jitter = crate::checkpoint::new_claim() % (half + 1);
+    full - Duration::from_millis(jitter)
+}
+
+/// One attempt of a chunk under the claim `claim`.
+fn attempt_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32, claim: u64) -> Result<Outcome> {
+    inject_fault_at(chunk.id, attempt, true)?;
+    if !shared.timed(|| shared.store.claim(chunk.id, claim))? {
+        return Ok(Outcome::DoneElsewhere);
+    }
+    let t0 = Instant::now();
+    let (done, committed) = run_chunk(shared, chunk, attempt, claim)?;
+    if !committed.marked {
+        let mark = DoneMark {
+            chunk: chunk.id,
+            counts: done.counts,
+            seconds: t0.elapsed().as_secs_f64(),
+            checksum: done.checksum,
+            claim,
+        };
+        shared.timed(|| shared.store.finish(&mark))?;
+    }
+    Ok(Outcome::Done(done))
 }
 
 /// Reads, transforms, checks and commits one chunk. `unique` values it claims are given
 /// back if it does not commit.
-fn run_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32) -> Result<(ChunkDone, Committed)> {
+fn run_chunk(
+    shared: &Shared<'_>,
+    chunk: &Chunk,
+    attempt: u32,
+    claim: u64,
+) -> Result<(ChunkDone, Committed)> {
     let mut claims = Claims::default();
-    let out = run_chunk_claiming(shared, chunk, attempt, &mut claims);
+    let out = run_chunk_claiming(shared, chunk, attempt, claim, &mut claims);
     if out.is_err() {
         shared.plan.checks.release(claims);
     }
@@ -520,6 +789,7 @@ fn run_chunk_claiming(
     shared: &Shared<'_>,
     chunk: &Chunk,
     attempt: u32,
+    claim: u64,
     claims: &mut Claims,
 ) -> Result<(ChunkDone, Committed)> {
     let wrap = |e: Error| Error::Chunk {
@@ -667,6 +937,7 @@ fn run_chunk_claiming(
                     counts,
                     seconds: t0.elapsed().as_secs_f64(),
                     checksum: sum,
+                    claim,
                 },
                 readback.as_ref(),
             )
@@ -681,7 +952,7 @@ fn run_chunk_claiming(
             Err(Error::Refused(refused)) if refusable && rounds < 3 => refused,
             Err(e) => {
                 shared.rejected_total.fetch_sub(counted, Ordering::SeqCst);
-                return Err(wrap(e));
+                return Err(wrap(repeated_key(source, e)));
             }
         };
         rounds += 1;
@@ -741,6 +1012,24 @@ fn run_chunk_claiming(
         },
         committed,
     ))
+}
+
+/// `e`, saying why, when a chunk of a file read back more rows under a key than it sent:
+/// the key is not unique in the file, and another chunk (a range of lines) holds the
+/// same key.
+fn repeated_key(source: &dyn crate::source::Source, e: Error) -> Error {
+    match e {
+        Error::Check(m)
+            if !source.names_rows_by_key() && m.contains(" rows with this key, 1 was sent") =>
+        {
+            Error::Check(format!(
+                "{m}; the key ({}) is not unique in {}: another chunk holds a row under the same key. A file is split into chunks by position and each chunk's rows are found in the target by their keys, so the key must be unique",
+                source.key().join(", "),
+                source.describe()
+            ))
+        }
+        other => other,
+    }
 }
 
 /// One batch of a chunk as read and as written, for a target that may refuse rows.
@@ -962,6 +1251,13 @@ struct Fault {
     transient: Option<u32>,
     /// `crash=POINT`: the process aborts when the chunk reaches the point a sink names.
     crash: Option<String>,
+    /// `pause=MS`: the chunk (every chunk, without `chunk=`) waits this long before its
+    /// commit, with its rows sent: a run that holds its lock for a while, or one killed
+    /// mid-transaction.
+    pause: Option<u64>,
+    /// `at=claim`: the failures of `transient=N` or a permanent one hit the chunk's
+    /// claim instead of its commit.
+    at_claim: bool,
 }
 
 impl Fault {
@@ -973,6 +1269,8 @@ impl Fault {
                 Some(("chunk", v)) => fault.chunk = v.parse().ok(),
                 Some(("transient", v)) => fault.transient = v.parse().ok(),
                 Some(("crash", v)) => fault.crash = Some(v.to_string()),
+                Some(("pause", v)) => fault.pause = v.parse().ok(),
+                Some(("at", "claim")) => fault.at_claim = true,
                 _ => {}
             }
         }
@@ -981,11 +1279,28 @@ impl Fault {
 }
 
 /// Fails a chunk's commit for tests: `ROWSHIFT_FAULT=chunk=3` fails chunk 3 permanently;
-/// `chunk=3,transient=2` fails its first two attempts with a transient error.
+/// `chunk=3,transient=2` fails its first two attempts with a transient error; `pause=MS`
+/// delays it.
 fn inject_fault(chunk: usize, attempt: u32) -> Result<()> {
+    inject_fault_at(chunk, attempt, false)
+}
+
+/// [`inject_fault`] at the chunk's claim (`at=claim`) or its commit.
+fn inject_fault_at(chunk: usize, attempt: u32, claim: bool) -> Result<()> {
     let Some(fault) = Fault::from_env() else {
         return Ok(());
     };
+    if fault.at_claim != claim {
+        return Ok(());
+    }
+    if let Some(ms) = fault.pause
+        && fault.chunk.is_none_or(|c| c == chunk)
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+        if fault.transient.is_none() {
+            return Ok(());
+        }
+    }
     match (fault.chunk == Some(chunk), fault.transient, fault.crash) {
         (false, _, _) | (true, None, Some(_)) => Ok(()),
         (true, None, None) => Err(Error::Unsupported(format!(

@@ -39,6 +39,13 @@ pub enum Event {
         /// Why, redacted.
         error: String,
     },
+    /// Another run holds the pipeline's lock; this one waits for it, up to `limit`.
+    WaitingForLock {
+        /// Who holds it.
+        holder: crate::checkpoint::Holder,
+        /// The longest this run waits.
+        limit: Duration,
+    },
     /// The run ended.
     Finished(Box<Summary>),
 }

@@ -8,12 +8,13 @@ use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use super::{checkpoint_store, locate_row, process_batch};
 use crate::check::quarantine::{QuarantineEntry, rows_from_json};
 use crate::check::readback::{ReadBack, Selection, count_and_sum};
 use crate::check::rules::Claims;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::{Location, Verify};
 use crate::plan::{Chunk, ChunkRange, Plan};
 use crate::sink::Sink;
@@ -39,15 +40,30 @@ pub struct RequeueReport {
     /// Chunks whose retry failed a check (the rows written did not read back as sent),
     /// with why: their rows and quarantine stay as they were, and other chunks go on.
     pub failures: Vec<String>,
+    /// Changes to the pipeline since its run that only widen what passes, recorded in
+    /// the checkpoint so that the run and `verify` go on under them.
+    pub accepted_changes: Vec<String>,
 }
 
 /// Re-processes every quarantined row. A database source is read again by key, so rows
-/// fixed in the source are picked up; file sources use the row as it was stored.
-pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
+/// fixed in the source are picked up; file sources use the row as it was stored. Holds
+/// the pipeline's run lock (waiting up to `lock_wait` for a run that holds it), and
+/// moves the rows that left the quarantine out of their chunks' rejected counts.
+pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink, lock_wait: Duration) -> Result<RequeueReport> {
     let store = checkpoint_store(plan, sink);
-    let report = store.load().and_then(|c| requeue_with(plan, sink, c));
+    let lock = match super::take_lock(store.as_ref(), &super::NoopObserver, lock_wait) {
+        Ok(lock) => lock,
+        Err(e) => {
+            let _ = store.close();
+            return Err(e);
+        }
+    };
+    let report = store
+        .load()
+        .and_then(|c| requeue_with(plan, sink, store.as_ref(), c));
     // However it ended, the store closes before the sink (see `run`).
     let closed = store.close().and_then(|()| sink.finish());
+    drop(lock);
     let report = report?;
     closed?;
     Ok(report)
@@ -57,14 +73,24 @@ pub fn requeue_rejects(plan: &Plan, sink: &dyn Sink) -> Result<RequeueReport> {
 fn requeue_with(
     plan: &Plan,
     sink: &dyn Sink,
+    store: &dyn CheckpointStore,
     checkpoint: Option<Checkpoint>,
 ) -> Result<RequeueReport> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(plan.pipeline.chunks.parallel.max(1))
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut report = RequeueReport::default();
     if let Some(c) = &checkpoint {
         refuse_changed_key(plan, c)?;
+        // A check loosened to let rows pass: the run goes on under it, so what follows
+        // (`run`, `verify`) accepts it too.
+        if c.fingerprint != plan.pipeline.fingerprint()
+            && let Some(changes) = super::widened(c, plan)
+        {
+            store.record_settings(&plan.pipeline.fingerprint(), &plan.pipeline.settings())?;
+            report.accepted_changes = changes;
+        }
     }
     let verify_nanos = AtomicU64::new(0);
     let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
@@ -74,7 +100,6 @@ fn requeue_with(
     }
     let source = plan.source.as_ref();
     let schema = source.schema();
-    let mut report = RequeueReport::default();
     if !by_chunk.is_empty() && plan.checks.has_unique() {
         // A requeued row must be unique against everything already written.
         sink.scan(&mut |b| plan.checks.seed(&b))?;
@@ -177,6 +202,9 @@ fn requeue_with(
                     report.filtered += p.counts.filtered;
                     report.still_rejected += (remaining.len() - kept_count) as u64;
                     report.gone += gone;
+                    // Not in the sink's transaction: a crash in between leaves the
+                    // chunk's counts as they were, while its rows moved.
+                    store.requeued(chunk, written, p.counts.filtered, gone)?;
                 }
                 // Rows the target still refuses stay in the quarantine with its reason;
                 // the others are written. As in a run: the sink's own refusals, the

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::RejectSummary;
 use crate::check::ChunkCounts;
-use crate::checkpoint::{CheckpointStore, ChunkState, SqliteStore, diff_settings};
+use crate::checkpoint::{CheckpointStore, ChunkState, Holder, SqliteStore, diff_settings};
 use crate::config::Pipeline;
 use crate::db::IoRuntime;
 use crate::sink::Sink;
@@ -52,6 +52,24 @@ pub struct StatusReport {
     pub rejects: Vec<RejectSummary>,
     /// Where the quarantine is.
     pub quarantine: String,
+    /// Whether a live run holds the pipeline now, and which.
+    pub running: RunningState,
+}
+
+/// Whether a run of the pipeline is alive, from its run lock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RunningState {
+    /// A live run holds the pipeline's lock: its running chunks are in progress.
+    Live {
+        /// The run.
+        holder: Holder,
+    },
+    /// No live run holds it, and chunks are marked running: the run that claimed them
+    /// was killed. The next run redoes them.
+    Interrupted,
+    /// No live run holds it, and no chunk is running.
+    Idle,
 }
 
 /// Reads the checkpoint and quarantine of `pipeline`'s target. Opens neither the source
@@ -122,6 +140,11 @@ pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
     let mut rejects: Vec<RejectSummary> = groups.into_values().collect();
     rejects.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     let done = chunks["done"];
+    let running = match store.holder()? {
+        Some(holder) => RunningState::Live { holder },
+        None if chunks["running"] > 0 => RunningState::Interrupted,
+        None => RunningState::Idle,
+    };
     Ok(StatusReport {
         pipeline: pipeline.name.clone(),
         checkpoint: store.describe(),
@@ -139,5 +162,6 @@ pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
         failed,
         rejects,
         quarantine: sink.quarantine(),
+        running,
     })
 }

@@ -3,7 +3,8 @@
 //! row count and checksum are compared with the chunk's rows in the target.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::BooleanArray;
 use arrow::record_batch::RecordBatch;
@@ -13,7 +14,7 @@ use serde::Serialize;
 use super::{RunOptions, Summary, checkpoint_store, process_batch};
 use crate::check::readback::{compare, count_and_sum};
 use crate::check::rules::Claims;
-use crate::checkpoint::ChunkState;
+use crate::checkpoint::{CheckpointStore, ChunkState, RunLock};
 use crate::plan::{Chunk, Plan};
 use crate::sink::{REFUSED, Sink};
 use crate::{Error, Result};
@@ -55,11 +56,13 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// 0 when the target matches (or was repaired), 1 when a chunk differs, 2 when a
-    /// repair failed.
+    /// 0 when every chunk is done and the target matches (or was repaired), 1 when a
+    /// chunk differs or is not done (its rows are not all in the target), 2 when a repair
+    /// failed.
     pub fn exit_code(&self) -> i32 {
         match &self.repair {
             Some(s) if s.chunks_failed > 0 || s.interrupted => 2,
+            _ if self.chunks_not_done > 0 => 1,
             Some(_) => 0,
             None if self.differences.is_empty() => 0,
             None => 1,
@@ -68,10 +71,38 @@ impl VerifyReport {
 }
 
 /// Compares every done chunk of the pipeline's checkpoint with the target; with
-/// `repair`, rewrites the chunks that differ.
-pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport> {
-    let started = Instant::now();
+/// `repair`, rewrites the chunks that differ, holding the pipeline's run lock (waiting up
+/// to `lock_wait` for a run that holds it).
+pub fn verify(
+    plan: &Plan,
+    sink: &dyn Sink,
+    repair: bool,
+    lock_wait: Duration,
+) -> Result<VerifyReport> {
     let store = checkpoint_store(plan, sink);
+    let lock = match repair {
+        true => match super::take_lock(store.as_ref(), &super::NoopObserver, lock_wait) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                let _ = store.close();
+                return Err(e);
+            }
+        },
+        false => None,
+    };
+    let report = verify_with(plan, sink, &store, lock.as_ref());
+    // A repair closed it already, before its run; closing again changes nothing.
+    let _ = store.close();
+    report
+}
+
+fn verify_with(
+    plan: &Plan,
+    sink: &dyn Sink,
+    store: &Arc<dyn CheckpointStore>,
+    lock: Option<&RunLock>,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
     let Some(checkpoint) = store.load()? else {
         return Err(Error::Unsupported(format!(
             "no checkpoint for pipeline {} in {}; run it before verifying",
@@ -79,7 +110,11 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
             store.describe()
         )));
     };
-    if checkpoint.fingerprint != plan.pipeline.fingerprint() {
+    // A check loosened since (to retry rejected rows) changes nothing of what was
+    // written: the rows it now lets pass are compared once written.
+    if checkpoint.fingerprint != plan.pipeline.fingerprint()
+        && super::widened(&checkpoint, plan).is_none()
+    {
         return Err(Error::Unsupported(format!(
             "the pipeline changed since its run of {}; verify compares with the transform that wrote the target, so run with --restart first",
             checkpoint.created_at
@@ -137,7 +172,9 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
         }
     }
     plan.checks.release(claims);
-    if repair && !report.differences.is_empty() {
+    if let Some(lock) = lock
+        && !report.differences.is_empty()
+    {
         let ids: Vec<usize> = report.differences.iter().map(|d| d.chunk).collect();
         // Pending first, then remove: a crash in between leaves a pending chunk whose
         // rows a later run writes, never a done chunk with rows missing.
@@ -151,7 +188,15 @@ pub fn verify(plan: &Plan, sink: &dyn Sink, repair: bool) -> Result<VerifyReport
             only: Some(ids),
             ..RunOptions::default()
         };
-        report.repair = Some(super::run(plan, sink, &super::NoopObserver, &opts)?);
+        let store = checkpoint_store(plan, sink);
+        report.repair = Some(super::run_locked(
+            plan,
+            sink,
+            &super::NoopObserver,
+            &opts,
+            &store,
+            lock,
+        )?);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -1088,16 +1088,8 @@ impl ChunkWriter for PgChunk<'_> {
             }
             let marked = match sink.pipeline.get() {
                 Some(p) => {
-                    if pg_mark_done(&mut tx, &sink.schema, p, mark)
-                        .await
-                        .map_err(db)?
-                        != 1
-                    {
-                        return Err(Error::Internal(format!(
-                            "chunk {} is not in the checkpoint",
-                            self.chunk.id
-                        )));
-                    }
+                    // Refused when another run took the chunk over: the rows roll back.
+                    pg_mark_done(&mut tx, &here, &sink.schema, p, mark).await?;
                     true
                 }
                 None => false,

@@ -33,7 +33,9 @@ use super::table;
 use super::{ChunkWriter, Committed, Prepare, Sink, refuse};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
-use crate::checkpoint::{CheckpointStore, DoneMark, Entry, Ledger, SqliteStore, mark_done};
+use crate::checkpoint::{
+    CheckpointStore, DoneMark, Entry, Ledger, SqliteStore, holds_claim, mark_done,
+};
 use crate::config::{IfExists, TargetConfig, show_path};
 use crate::db::decode::{
     BatchBuilder, Bind, KeyCols, Kind, RawConn, RawError, StoredSum, bind_key,
@@ -354,17 +356,8 @@ impl SqliteSink {
         pipeline: &str,
         mark: &DoneMark,
     ) -> Result<()> {
-        if mark_done(conn, pipeline, mark)
-            .await
-            .map_err(|e| Error::db(self.here(), e))?
-            != 1
-        {
-            return Err(Error::Internal(format!(
-                "chunk {} is not in the checkpoint",
-                mark.chunk
-            )));
-        }
-        Ok(())
+        // Refused when another run took the chunk over: the rows roll back.
+        mark_done(conn, &self.here(), pipeline, mark).await
     }
 
     /// Writes the claims and marks the ledger holds, before a transaction of the
@@ -971,6 +964,12 @@ impl ChunkWriter for SqliteChunk<'_> {
                 (Some(p), None) => {
                     sink.mark(&mut tx, p, mark).await?;
                     true
+                }
+                // Marked done only after the read-back: the rows commit only while the
+                // chunk is still this run's.
+                (Some(p), Some(_)) => {
+                    holds_claim(&mut tx, &here, p, mark).await?;
+                    false
                 }
                 _ => false,
             };

@@ -404,9 +404,8 @@ fn a_changed_pipeline_is_refused_until_restart() {
         out.stderr
     );
     assert!(
-        out.stderr.contains(
-            "target.columns.email.expr: \"lower(trim(email))\" -> \"upper(trim(email))\""
-        ),
+        out.stderr
+            .contains("target.columns.email.expr: \"lower(trim(email))\" → \"upper(trim(email))\""),
         "{}",
         out.stderr
     );
@@ -533,4 +532,289 @@ fn retry_rejects_writes_rows_that_now_pass_and_keeps_the_rest_with_their_new_rea
         reasons[0][0].contains("does not fit in numeric(4,1)"),
         "{reasons:?}"
     );
+}
+
+/// A SQLite source of 30 rows, `v` = `id`, and a pipeline whose check rejects `v > 25`:
+/// three chunks of ten rows, five rows quarantined.
+fn rejecting_pipeline(ws: &Workspace) -> String {
+    sqlite_exec(
+        &ws.path("samples/vals.db"),
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, v INTEGER NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30)
+         INSERT INTO src SELECT i, i FROM n;",
+    );
+    ws.write(
+        "pipelines/vals.toml",
+        r#"name = "vals"
+[source]
+url = "sqlite://../samples/vals.db"
+table = "src"
+key = "id"
+[target]
+url = "sqlite://../out/vals.db"
+table = "vals"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+v = { type = "bigint", expr = "v" }
+[[checks]]
+column = "v"
+max = 25
+[chunks]
+rows = 10
+parallel = 2
+"#,
+    )
+}
+
+#[test]
+fn a_rerun_reports_the_state_of_the_run_not_only_its_own_work() {
+    let ws = Workspace::new();
+    let p = rejecting_pipeline(&ws);
+    let first = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(first.code, 1, "{}{}", first.stdout, first.stderr);
+    let first: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(first["state"]["quarantined"], 5, "{first}");
+    let checksum = first["checksum"].as_str().unwrap().to_string();
+    assert_ne!(checksum, "0000000000000000");
+
+    // Every chunk is done: the rerun does nothing, and still says where the run stands
+    // and exits 1, with the checksum of the rows the target holds.
+    let again = ws.rowshift(&["run", &p]);
+    assert_eq!(again.code, 1, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains("rowshift: vals done with rejected rows -> ")
+            && again.stdout.contains(
+                "  state   all 3 chunks done, 25 rows written, 5 rows in the quarantine\n"
+            )
+            && again
+                .stdout
+                .contains(&format!("(checksum {checksum} over the 3 done chunks)"))
+            && again
+                .stdout
+                .contains("fix and run `rowshift retry --rejects`"),
+        "{}",
+        again.stdout
+    );
+
+    // Three of the five rows are fixed in the source; `retry --rejects` writes them, and
+    // `status` and the next run count them as written.
+    sqlite_exec(
+        &ws.path("samples/vals.db"),
+        "UPDATE src SET v = 1 WHERE id > 27",
+    );
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 1, "{}{}", retry.stdout, retry.stderr);
+    assert!(retry.stdout.contains("written  3"), "{}", retry.stdout);
+    let status: serde_json::Value =
+        serde_json::from_str(&ws.rowshift(&["status", &p, "--json"]).stdout).unwrap();
+    assert_eq!(status["rows"]["written"], 28, "{status}");
+    assert_eq!(status["rows"]["rejected"], 2, "{status}");
+    let again = ws.rowshift(&["run", &p]);
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert!(
+        again
+            .stdout
+            .contains("all 3 chunks done, 28 rows written, 2 rows in the quarantine"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        sqlite_rows(&ws.path("out/vals.db"), "SELECT count(*) FROM vals")[0],
+        ["28"]
+    );
+    // With the other two fixed too, the quarantine is empty and the run exits 0.
+    sqlite_exec(&ws.path("samples/vals.db"), "UPDATE src SET v = 1");
+    assert_eq!(ws.rowshift(&["retry", &p, "--rejects"]).code, 0);
+    let done = ws.rowshift(&["run", &p]);
+    assert_eq!(done.code, 0, "{}", done.stdout);
+    assert!(
+        done.stdout
+            .contains("all 3 chunks done, 30 rows written, the quarantine is empty"),
+        "{}",
+        done.stdout
+    );
+}
+
+#[test]
+fn verify_exits_1_while_a_chunk_is_not_done() {
+    let ws = Workspace::new();
+    let out = ws.rowshift_env(
+        &["run", "pipelines/quickstart.toml", "--quiet"],
+        &[("ROWSHIFT_FAULT", "chunk=2")],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let verify = ws.rowshift(&["verify", "pipelines/quickstart.toml"]);
+    assert_eq!(verify.code, 1, "{}{}", verify.stdout, verify.stderr);
+    assert_eq!(ws.rowshift(&["retry", "pipelines/quickstart.toml"]).code, 0);
+    let verify = ws.rowshift(&["verify", "pipelines/quickstart.toml"]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+#[test]
+fn every_statement_of_a_chunk_is_retried_within_a_time_budget_and_failures_count_attempts() {
+    let ws = Workspace::new();
+    // The claim fails twice with a dropped connection: it is retried like the rest.
+    let out = ws.rowshift_env(
+        &["run", "pipelines/quickstart.toml", "--json"],
+        &[("ROWSHIFT_FAULT", "chunk=2,transient=2,at=claim")],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let rows = sqlite_rows(&ws.path("out/shop_v2.db"), "SELECT count(*) FROM users_v2");
+    assert_eq!(rows[0], ["903"]);
+
+    // A transient error that does not end: retried for `retry_seconds`, then the chunk
+    // fails, saying how often and for how long it was tried.
+    let p = std::fs::read_to_string(ws.path("pipelines/quickstart.toml")).unwrap();
+    ws.write(
+        "pipelines/budget.toml",
+        &p.replace("users_v1_to_v2", "budget")
+            .replace("shop_v2.db", "budget.db")
+            .replace("parallel = 2", "parallel = 2\nretry_seconds = 2"),
+    );
+    let t0 = std::time::Instant::now();
+    let out = ws.rowshift_env(
+        &["run", "pipelines/budget.toml", "--quiet"],
+        &[("ROWSHIFT_FAULT", "chunk=2,transient=1000")],
+    );
+    let took = t0.elapsed();
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("  failed  chunk 2"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        line.contains("connection reset (after ")
+            && line.contains(" attempts: transient errors were retried for ")
+            && line.ends_with(" of the 2s that [chunks] retry_seconds allows)"),
+        "{line}"
+    );
+    // A permanent error is tried once, and says so.
+    let out = ws.rowshift_env(
+        &["run", "pipelines/budget.toml", "--restart", "--quiet"],
+        &[("ROWSHIFT_FAULT", "chunk=1")],
+    );
+    assert!(
+        out.stdout.contains(
+            "injected fault in the sink for chunk 1 (ROWSHIFT_FAULT) (after 1 attempt)\n"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_dry_run_whose_sample_has_no_readable_row_says_why() {
+    let ws = Workspace::new();
+    ws.write("samples/bad.csv", "id,name\n1,a,x\n2,b,y\n3,c,z\n");
+    let p = ws.write(
+        "pipelines/bad.toml",
+        r#"name = "bad"
+[source]
+url = "../samples/bad.csv"
+key = "id"
+[target]
+url = "sqlite://../out/bad.db"
+table = "bad"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+name = { type = "text", expr = "name" }
+"#,
+    );
+    let out = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "no row of the sample could be read: all 3 records were unreadable; the first: "
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_check_loosened_for_retry_rejects_is_accepted_and_recorded() {
+    let ws = Workspace::new();
+    let p = rejecting_pipeline(&ws);
+    assert_eq!(ws.rowshift(&["run", &p, "--quiet"]).code, 1);
+    let text = std::fs::read_to_string(ws.path(&p)).unwrap();
+    ws.write(&p, &text.replace("max = 25", "max = 28"));
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 1, "{}{}", retry.stdout, retry.stderr);
+    assert!(
+        retry.stdout.contains(
+            "  accepted check v range: max 25 → 28 (it only widens what passes; recorded in the checkpoint)"
+        ) && retry.stdout.contains("written  3"),
+        "{}",
+        retry.stdout
+    );
+    // The run and verify go on under the recorded change.
+    let run = ws.rowshift(&["run", &p]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("all 3 chunks done, 28 rows written, 2 rows in the quarantine"),
+        "{}",
+        run.stdout
+    );
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    let status: serde_json::Value =
+        serde_json::from_str(&ws.rowshift(&["status", &p, "--json"]).stdout).unwrap();
+    assert_eq!(status["changes"], serde_json::json!([]), "{status}");
+    assert_eq!(status["rows"]["written"], 28, "{status}");
+    // Narrowing it again is a change the run refuses, said in the pipeline's terms.
+    ws.write(&p, &text.replace("max = 25", "max = 20"));
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("check v range: max 28 → 20"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_key_that_is_not_unique_is_named_by_dry_run_and_by_the_chunk_that_fails() {
+    let ws = Workspace::new();
+    ws.write("samples/dup.csv", "id,name\n1,a\n2,b\n2,c\n3,d\n4,e\n");
+    let p = ws.write(
+        "pipelines/dup.toml",
+        r#"name = "dup"
+[source]
+url = "../samples/dup.csv"
+key = "id"
+[target]
+url = "sqlite://../out/dup.db"
+table = "t"
+[target.columns]
+id = { type = "bigint", expr = "id" }
+name = { type = "text", expr = "name" }
+"#,
+    );
+    let out = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "the key is not unique: the sample holds these values more than once:\n  id=2 ("
+        ) && out.stdout.contains("dup.csv line 3 (id=2); ")
+            && out.stdout.contains("dup.csv line 4 (id=2))\n"),
+        "{}",
+        out.stdout
+    );
+    let out = ws.rowshift(&["run", &p, "--chunk-rows", "2"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "first difference: id=2: the target holds 2 rows with this key, 1 was sent; the key (id) is not unique in "
+        ) && out.stdout.contains("dup.csv: another chunk holds a row under the same key"),
+        "{}",
+        out.stdout
+    );
+    // verify does not pass while that chunk is not done.
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 1, "{}{}", verify.stdout, verify.stderr);
 }

@@ -1,0 +1,153 @@
+//! The statements that change a chunk's state, shared by the three stores: each is a
+//! compare-and-set on the state (and claim) its writer expects, so a run that lost a
+//! chunk to another can change nothing of it.
+//!
+//! A claim takes a chunk that is not done and records a fresh token; the done and
+//! failed marks only apply to a running chunk that still holds the writer's token. The
+//! done mark commits in the transaction that writes the chunk's rows (database targets),
+//! so when it finds the chunk claimed by another run, the rows roll back with it.
+
+/// How a database writes bound parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marks {
+    /// `$1, $2, …` (PostgreSQL).
+    Numbered,
+    /// `?` (SQLite, MySQL).
+    Question,
+}
+
+impl Marks {
+    /// Replaces each `?` of `sql` (none of which is inside a literal) with this style's
+    /// parameter, numbered in order.
+    fn apply(self, sql: &str) -> String {
+        match self {
+            Marks::Question => sql.to_string(),
+            Marks::Numbered => {
+                let mut out = String::with_capacity(sql.len() + 8);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push_str(&format!("${n}"));
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Claims a chunk that is not done: binds the token (hex), the pipeline and the chunk id.
+/// A running chunk is taken too: the caller holds the run lock, so its claimant is a run
+/// that died or lost the lock, and its own commit is refused by the new token.
+pub(crate) fn claim(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET state = 'running', attempts = attempts + 1, claim = ? \
+         WHERE pipeline = ? AND id = ? AND state <> 'done'"
+    ))
+}
+
+/// Marks a chunk done if it is running under the writer's claim: binds rows read,
+/// written, filtered, rejected, seconds, checksum (hex), pipeline, chunk id, token (hex).
+pub(crate) fn done(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET state = 'done', rows_read = ?, rows_written = ?, rows_filtered = ?, \
+         rows_rejected = ?, seconds = ?, checksum = ?, last_error = NULL \
+         WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ?"
+    ))
+}
+
+/// Marks a chunk failed if it is running under the writer's claim: binds the error, the
+/// pipeline, the chunk id and the token (hex).
+pub(crate) fn fail(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET state = 'failed', last_error = ? \
+         WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ?"
+    ))
+}
+
+/// Counts (0 or 1) whether a chunk is still running under the writer's claim: binds the
+/// pipeline, the chunk id and the token (hex). For a commit that writes its rows before
+/// its done mark.
+pub(crate) fn holds(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "SELECT count(*) FROM {table} WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ?"
+    ))
+}
+
+/// Puts chunks that are not done back to pending (for `retry`): binds the pipeline and
+/// the chunk id.
+pub(crate) fn reset(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET state = 'pending' WHERE pipeline = ? AND id = ? AND state <> 'done'"
+    ))
+}
+
+/// Puts a done chunk back to pending (`verify --repair`): binds the pipeline and the
+/// chunk id.
+pub(crate) fn redo(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET state = 'pending' WHERE pipeline = ? AND id = ? AND state = 'done'"
+    ))
+}
+
+/// Moves rows from the rejected to the written (and filtered) counts of a done chunk,
+/// after `retry --rejects`: binds written, filtered, written + filtered + gone, the
+/// pipeline and the chunk id.
+pub(crate) fn requeued(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET rows_written = rows_written + ?, rows_filtered = rows_filtered + ?, \
+         rows_rejected = rows_rejected - ? WHERE pipeline = ? AND id = ? AND state = 'done'"
+    ))
+}
+
+/// A bound parameter of a store's statement.
+pub(crate) enum Bind<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// Records a run's new fingerprint and settings: binds the fingerprint, the settings
+/// (JSON) and the pipeline.
+pub(crate) fn record_settings(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET fingerprint = ?, settings = ? WHERE pipeline = ?"
+    ))
+}
+
+/// Settings as stored.
+pub(crate) fn settings_json(settings: &[(String, String)]) -> crate::Result<String> {
+    serde_json::to_string(settings).map_err(|e| crate::Error::Internal(e.to_string()))
+}
+
+/// The token as stored.
+pub(crate) fn hex(token: u64) -> String {
+    format!("{token:016x}")
+}
+
+/// Why a chunk's done or failed mark did not apply: the writer's claim is gone.
+pub(crate) fn claim_lost(chunk: usize) -> crate::Error {
+    crate::Error::Unsupported(format!(
+        "chunk {chunk}: {}; nothing of this attempt is committed",
+        super::CLAIM_LOST
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_order_for_postgres() {
+        assert_eq!(
+            fail("t", Marks::Numbered),
+            "UPDATE t SET state = 'failed', last_error = $1 WHERE pipeline = $2 AND id = $3 AND state = 'running' AND claim = $4"
+        );
+        assert_eq!(
+            fail("t", Marks::Question),
+            "UPDATE t SET state = 'failed', last_error = ? WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ?"
+        );
+    }
+}
