@@ -564,6 +564,58 @@ impl Builder {
         }
     }
 
+    /// `cell` converted into this column's kind by SQLite's own rules (CAST), when that
+    /// loses nothing: a column `[source.types]` declares, whatever the table declares
+    /// and stores. An integer read as text is its decimal text, a float its shortest
+    /// decimal; text is read as an integer only when it is written as one and in
+    /// range, as a float only when the float reads back as the same number; a float
+    /// is read as an integer only when it is whole. Otherwise the value to show and why.
+    fn convert<'a>(&self, cell: Cell<'a>) -> Result<Cell<'a>, (Option<String>, String)> {
+        use crate::transform::cast::{double_text, integer_text};
+        let refused = |reason: String| Err((cell.shown(), reason));
+        let text = |t: &'a [u8]| std::str::from_utf8(t).ok();
+        match (self, cell) {
+            (Builder::Int(_), Cell::Text(t)) => match text(t) {
+                Some(s) => integer_text(s, "an integer", i64::MIN, i64::MAX)
+                    .map(Cell::Int)
+                    .or_else(refused),
+                None => refused("is not valid UTF-8 text, so it cannot be read as an integer".into()),
+            },
+            (Builder::Int(_), Cell::Real(v)) => {
+                // i64::MAX as a float rounds up to 2^63, which is out of range.
+                if v.fract() != 0.0 || !v.is_finite() {
+                    refused("has a fraction, which an integer cannot hold (it takes whole numbers)".into())
+                } else if v < -9.223_372_036_854_776e18 || v >= 9.223_372_036_854_776e18 {
+                    refused(format!(
+                        "is out of range for an integer ({} to {})",
+                        i64::MIN,
+                        i64::MAX
+                    ))
+                } else {
+                    Ok(Cell::Int(v as i64))
+                }
+            }
+            (Builder::Real(_), Cell::Text(t)) => match text(t) {
+                Some(s) => double_text(s).map(Cell::Real).or_else(refused),
+                None => refused("is not valid UTF-8 text, so it cannot be read as double".into()),
+            },
+            (Builder::Text(_), Cell::Blob(b)) => match text(b) {
+                Some(_) => Ok(Cell::Text(b)),
+                None => refused("is a BLOB that is not UTF-8 text".into()),
+            },
+            (Builder::Bool(_), Cell::Int(v)) if v != 0 && v != 1 => {
+                refused("is an integer other than 0 or 1, so it cannot be read as boolean".into())
+            }
+            (Builder::Bool(_), Cell::Real(v)) if v == 0.0 || v == 1.0 => Ok(Cell::Int(v as i64)),
+            (Builder::Bool(_), Cell::Text(t)) => match text(t) {
+                Some("0") => Ok(Cell::Int(0)),
+                Some("1") => Ok(Cell::Int(1)),
+                _ => refused("is text other than '0' or '1', so it cannot be read as boolean".into()),
+            },
+            (b, cell) => b.refuse(cell).map_or(Ok(cell), Err),
+        }
+    }
+
     /// Appends a cell [`Self::refuse`] accepted.
     fn append(&mut self, cell: Cell<'_>) {
         match (self, cell) {
@@ -652,6 +704,9 @@ impl KeyCols {
 /// Column builders for one batch, decoding each value by its storage class.
 pub(crate) struct BatchBuilder {
     kinds: Vec<Kind>,
+    /// The columns whose values are converted into their kind (see [`Builder::convert`])
+    /// rather than refused when stored as another class.
+    convert: Vec<bool>,
     builders: Vec<Builder>,
     pub(crate) len: usize,
     cap: usize,
@@ -661,10 +716,19 @@ impl BatchBuilder {
     pub(crate) fn new(kinds: &[Kind], cap: usize) -> Self {
         BatchBuilder {
             kinds: kinds.to_vec(),
+            convert: vec![false; kinds.len()],
             builders: kinds.iter().map(|k| Builder::new(*k, cap)).collect(),
             len: 0,
             cap,
         }
+    }
+
+    /// A builder that converts the values of the columns `convert` marks into their
+    /// kind by SQLite's rules, where nothing is lost (see [`Builder::convert`]).
+    pub(crate) fn converting(kinds: &[Kind], convert: &[bool], cap: usize) -> Self {
+        let mut b = Self::new(kinds, cap);
+        b.convert = convert.to_vec();
+        b
     }
 
     /// Appends the statement's current row, or, when a value does not fit its column,
@@ -689,8 +753,12 @@ impl BatchBuilder {
         for (i, c) in cells.iter_mut().enumerate() {
             *c = row.cell(i);
         }
-        for (i, (b, cell)) in self.builders.iter().zip(cells.iter()).enumerate() {
-            if let Some((value, reason)) = b.refuse(*cell) {
+        for (i, (b, cell)) in self.builders.iter().zip(cells.iter_mut()).enumerate() {
+            let problem = match self.convert[i] {
+                true => b.convert(*cell).map(|c| *cell = c).err(),
+                false => b.refuse(*cell),
+            };
+            if let Some((value, reason)) = problem {
                 return Err(RowFailure {
                     location: format!("{here}, {}", key.label(row)),
                     column: Some(schema.field(i).name().clone()),
