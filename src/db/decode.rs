@@ -579,12 +579,19 @@ impl Builder {
                 Some(s) => integer_text(s, "an integer", i64::MIN, i64::MAX)
                     .map(Cell::Int)
                     .or_else(refused),
-                None => refused("is not valid UTF-8 text, so it cannot be read as an integer".into()),
+                None => {
+                    refused("is not valid UTF-8 text, so it cannot be read as an integer".into())
+                }
             },
             (Builder::Int(_), Cell::Real(v)) => {
                 // i64::MAX as a float rounds up to 2^63, which is out of range.
-                if v.fract() != 0.0 || !v.is_finite() {
-                    refused("has a fraction, which an integer cannot hold (it takes whole numbers)".into())
+                if !v.is_finite() {
+                    refused("is not a finite number, so it cannot be read as an integer".into())
+                } else if v.fract() != 0.0 {
+                    refused(
+                        "has a fraction, which an integer cannot hold (it takes whole numbers)"
+                            .into(),
+                    )
                 } else if v < -9.223_372_036_854_776e18 || v >= 9.223_372_036_854_776e18 {
                     refused(format!(
                         "is out of range for an integer ({} to {})",
@@ -610,7 +617,9 @@ impl Builder {
             (Builder::Bool(_), Cell::Text(t)) => match text(t) {
                 Some("0") => Ok(Cell::Int(0)),
                 Some("1") => Ok(Cell::Int(1)),
-                _ => refused("is text other than '0' or '1', so it cannot be read as boolean".into()),
+                _ => {
+                    refused("is text other than '0' or '1', so it cannot be read as boolean".into())
+                }
             },
             (b, cell) => b.refuse(cell).map_or(Ok(cell), Err),
         }

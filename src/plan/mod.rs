@@ -256,20 +256,24 @@ impl Plan {
                     crate::db::sqlite::Access::Inspect,
                     1,
                 )?;
-                let cols = self.io.block_on(crate::db::sqlite::table_columns(
-                    &pool, table, &shown,
-                ));
+                let cols = self
+                    .io
+                    .block_on(crate::db::sqlite::table_columns(&pool, table, &shown));
                 self.io.block_on(pool.close());
                 cols?.map(|cols| {
                     cols.into_iter()
                         .map(|c| {
                             let affinity = crate::db::sqlite::Affinity::of(&c.decl);
                             let fit: Fit = Box::new(move |ty| {
-                                affinity.converts(ty).map(|why| {
-                                    format!("its {} affinity {why}", affinity.name())
-                                })
+                                affinity
+                                    .converts(ty)
+                                    .map(|why| format!("its {} affinity {why}", affinity.name()))
                             });
-                            let decl = if c.decl.is_empty() { "untyped".into() } else { c.decl };
+                            let decl = if c.decl.is_empty() {
+                                "untyped".into()
+                            } else {
+                                c.decl
+                            };
                             (c.name, decl, fit)
                         })
                         .collect()
@@ -291,8 +295,12 @@ impl Plan {
                             let fit: Fit = Box::new(move |ty| {
                                 let want = pg_family_of(ty);
                                 let text_into_enum = is_enum && want == "text";
-                                (family.is_some_and(|f| f != want) && !text_into_enum)
-                                    .then(|| format!("it stores {} values, not {ty}", family.unwrap_or("other")))
+                                (family.is_some_and(|f| f != want) && !text_into_enum).then(|| {
+                                    format!(
+                                        "it stores {} values, not {ty}",
+                                        family.unwrap_or("other")
+                                    )
+                                })
                             });
                             (c.name, c.shown_type, fit)
                         })

@@ -229,9 +229,8 @@ impl SqliteSink {
                 .map(|(name, ty, ..)| {
                     matches!(ty, ColumnType::Decimal { .. })
                         && columns.is_some_and(|cols| {
-                            cols.iter().any(|c| {
-                                &c.name == name && Affinity::of(&c.decl) == Affinity::Real
-                            })
+                            cols.iter()
+                                .any(|c| &c.name == name && Affinity::of(&c.decl) == Affinity::Real)
                         })
                 })
                 .collect::<Vec<_>>(),

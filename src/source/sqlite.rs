@@ -196,8 +196,7 @@ impl Source for SqliteSource {
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
         let here = self.describe();
         let (wanted, list) = parse_keys(keys, &self.key, &self.key_int, &here)?;
-        let mut builder =
-            BatchBuilder::converting(&self.kinds, &self.convert, wanted.len().max(1));
+        let mut builder = BatchBuilder::converting(&self.kinds, &self.convert, wanted.len().max(1));
         let mut origin = Vec::new();
         self.io.block_on(async {
             let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
@@ -369,7 +368,9 @@ impl Source for SqliteSource {
                             line: 0,
                             key: key_cols.value(&rows).map(|k| key_value_text(&k)),
                             reason: match (&f.value, declared) {
-                                (Some(v), true) => format!("value {}: {}", quote_value(v), f.reason),
+                                (Some(v), true) => {
+                                    format!("value {}: {}", quote_value(v), f.reason)
+                                }
                                 _ => f.reason,
                             },
                             column: f.column,
@@ -449,9 +450,9 @@ fn cast_declared(
                     return None;
                 }
                 Some(match c.data_type() {
-                    arrow::datatypes::DataType::Int64 => KeyValue::Int(
-                        c.as_primitive::<arrow::datatypes::Int64Type>().value(row),
-                    ),
+                    arrow::datatypes::DataType::Int64 => {
+                        KeyValue::Int(c.as_primitive::<arrow::datatypes::Int64Type>().value(row))
+                    }
                     _ => KeyValue::Text(value_text(c.as_ref(), row)?),
                 })
             })

@@ -728,7 +728,10 @@ mod tests {
             double_text("NA"),
             Err("is not a number, so it cannot be read as double".into())
         );
-        assert_eq!(double_text("inf").unwrap_err(), "is not a number, so it cannot be read as double");
+        assert_eq!(
+            double_text("inf").unwrap_err(),
+            "is not a number, so it cannot be read as double"
+        );
     }
 
     #[test]
@@ -758,7 +761,7 @@ mod tests {
             [
                 (
                     5,
-                    "0.100000000001".to_string(),
+                    "0.10000000000100001".to_string(),
                     "would change to '0.1' in real, which keeps about 7 significant digits"
                         .to_string()
                 ),
