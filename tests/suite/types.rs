@@ -67,7 +67,10 @@ fn a_real_in_sqlite_holds_the_double_of_its_shortest_decimal() {
         ]
     );
     assert_eq!(
-        sqlite_rows(&db, "SELECT row_key, column_name, value, reason FROM t_rejects"),
+        sqlite_rows(
+            &db,
+            "SELECT row_key, column_name, value, reason FROM t_rejects"
+        ),
         [[
             "7",
             "x",
@@ -280,11 +283,7 @@ pt = {{ type = "bytea", expr = "pt" }}
              FROM `{}`.places WHERE id = 1",
             src.name
         )),
-        [[
-            "1",
-            "010100000000000000000008400000000000001040",
-            "1"
-        ]]
+        [["1", "010100000000000000000008400000000000001040", "1"]]
     );
 }
 
@@ -333,10 +332,7 @@ fn a_numeric_in_sqlite_is_exact_text_by_default_and_a_double_in_a_real_column() 
     // is the value, in numeric order, read back exactly.
     let p = sqlite_pipeline(&ws, "prices_real", source, columns, "");
     let db = ws.path("out/prices_real.db");
-    sqlite_exec(
-        &db,
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, price REAL)",
-    );
+    sqlite_exec(&db, "CREATE TABLE t (id INTEGER PRIMARY KEY, price REAL)");
     let dry = ws.rowshift(&["dry-run", &p]);
     assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
     assert!(!dry.stdout.contains("-- warning"), "{}", dry.stdout);
@@ -357,7 +353,10 @@ fn a_numeric_in_sqlite_is_exact_text_by_default_and_a_double_in_a_real_column() 
             ["5", "real", "9999999999999.99"],
         ]
     );
-    assert_eq!(sqlite_rows(&db, "SELECT max(price) FROM t"), [["9999999999999.99"]]);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT max(price) FROM t"),
+        [["9999999999999.99"]]
+    );
     let verified = ws.rowshift(&["verify", &p]);
     assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
     // The read-back compares the values: another double is another value, named.
@@ -427,14 +426,14 @@ fn validate_compares_the_declared_columns_with_an_existing_sqlite_table() {
     let out = ws.rowshift(&["validate", &p]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stderr.contains(
-            "existing.toml:13:1: target column `email` is not in the existing table t"
-        ),
+        out.stderr
+            .contains("existing.toml:13:1: target column `email` is not in the existing table t"),
         "{}",
         out.stderr
     );
     assert!(
-        out.stderr.contains("the table's columns are: id, name, score"),
+        out.stderr
+            .contains("the table's columns are: id, name, score"),
         "{}",
         out.stderr
     );
