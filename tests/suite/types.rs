@@ -35,16 +35,18 @@ fn a_real_in_sqlite_holds_the_double_of_its_shortest_decimal() {
     std::fs::create_dir_all(ws.path("out")).unwrap();
     sqlite_exec(
         &src,
-        "CREATE TABLE m (id INTEGER PRIMARY KEY, v REAL);
-         INSERT INTO m VALUES (1, -2.1), (2, 0.1), (3, 3.4028235e38), (4, 9e999),
-                              (5, -9e999), (6, NULL), (7, 16777217), (8, -0.0);",
+        "CREATE TABLE m (id INTEGER PRIMARY KEY, v REAL, s TEXT);
+         INSERT INTO m VALUES (1, -2.1, '-2.1'), (2, 0.1, '0.1'), (3, 3.4028235e38, '3.4028235e38'),
+                              (4, 9e999, NULL), (5, -9e999, NULL), (6, NULL, NULL),
+                              (7, 16777217, NULL), (8, -0.0, NULL);",
     );
     let p = sqlite_pipeline(
         &ws,
         "reals",
         "url = \"sqlite://../out/reals_src.db\"\ntable = \"m\"\nkey = \"id\"",
         "id = { type = \"bigint\", expr = \"id\", primary_key = true }\n\
-         x = { type = \"real\", expr = \"v\" }",
+         x = { type = \"real\", expr = \"v\" }\n\
+         y = { type = \"real\", expr = \"s\" }",
         "",
     );
     let out = ws.rowshift(&["run", &p]);
@@ -65,6 +67,14 @@ fn a_real_in_sqlite_holds_the_double_of_its_shortest_decimal() {
             ["6", "null", "NULL", "NULL", "NULL"],
             ["8", "real", "0.0", "0", "0"],
         ]
+    );
+    // The same from text (a CSV's, say), as PostgreSQL's real reads and prints it.
+    assert_eq!(
+        sqlite_rows(
+            &db,
+            "SELECT id, CAST(y AS TEXT) FROM t WHERE y IS NOT NULL ORDER BY id"
+        ),
+        [["1", "-2.1"], ["2", "0.1"], ["3", "3.4028235e+38"]]
     );
     assert_eq!(
         sqlite_rows(
