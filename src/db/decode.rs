@@ -592,7 +592,7 @@ impl Builder {
                         "has a fraction, which an integer cannot hold (it takes whole numbers)"
                             .into(),
                     )
-                } else if v < -9.223_372_036_854_776e18 || v >= 9.223_372_036_854_776e18 {
+                } else if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v) {
                     refused(format!(
                         "is out of range for an integer ({} to {})",
                         i64::MIN,
