@@ -518,3 +518,73 @@ fn a_check_on_a_source_column_says_checks_see_target_columns_and_failures_keep_i
         [["2", "n", "a='zz', b=NULL"]]
     );
 }
+
+/// Item 13 of issue 30, on the servers: `validate` reads an existing PostgreSQL or MySQL
+/// target table's columns and names what `run` would trip on.
+#[test]
+fn validate_compares_the_declared_columns_with_existing_server_tables() {
+    let ws = Workspace::new();
+    let pg_base = std::env::var("ROWSHIFT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let pg = crate::common::ServerDb::<sqlx::Postgres>::create(
+        &pg_base,
+        "ROWSHIFT_PG_URL",
+        "rs_validate",
+        |n: &str| format!("\"{}\"", n.replace('"', "\"\"")),
+        "CREATE SCHEMA {}",
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+    );
+    pg.exec(&format!(
+        "CREATE TABLE \"{}\".t (id bigint PRIMARY KEY, name integer)",
+        pg.name
+    ));
+    let (my, my_url) = my_db("rs_validate");
+    my.exec(&format!(
+        "CREATE TABLE `{}`.t (id BIGINT PRIMARY KEY, name INT)",
+        my.name
+    ));
+    for (tag, target) in [
+        (
+            "pg",
+            format!("url = \"{pg_base}\"\nschema = \"{}\"", pg.name),
+        ),
+        ("my", format!("url = \"{my_url}\"")),
+    ] {
+        let p = ws.write(
+            &format!("pipelines/v_{tag}.toml"),
+            &format!(
+                r#"name = "v_{tag}"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+{target}
+table = "t"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "text", expr = "full_name" }}
+email = {{ type = "text", expr = "email" }}
+"#
+            ),
+        );
+        let out = ws.rowshift(&["validate", &p]);
+        assert_eq!(out.code, 2, "{tag}: {}{}", out.stdout, out.stderr);
+        let line = if tag == "pg" { 12 } else { 11 };
+        assert!(
+            out.stderr.contains(&format!(
+                "v_{tag}.toml:{}:1: target column `email` is not in the existing table t",
+                line + 1
+            )),
+            "{tag}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "v_{tag}.toml:{line}:17: target column `name` is text but the existing table t declares it"
+            )),
+            "{tag}: {}",
+            out.stderr
+        );
+    }
+}
