@@ -707,6 +707,10 @@ impl Sink for SqliteSink {
         true
     }
 
+    fn refusals_before_sending(&self, batches: &[RecordBatch]) -> Result<Vec<super::Refusal>> {
+        Ok(nan_refusals(batches, 0))
+    }
+
     fn describe(&self) -> String {
         self.here()
     }
@@ -857,6 +861,8 @@ impl Sink for SqliteSink {
             chunk: chunk.id,
             batches: Vec::new(),
             rejects: Vec::new(),
+            given: 0,
+            nan: Vec::new(),
         }))
     }
 
@@ -964,6 +970,7 @@ impl Sink for SqliteSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.pool()?;
+        table::refuse(nan_refusals(passing, 0))?;
         let real = self.decimals_as_real(None)?;
         let passing = passing
             .iter()
@@ -1007,12 +1014,24 @@ struct SqliteChunk<'a> {
     /// The chunk's batches, made [`bindable`].
     batches: Vec<RecordBatch>,
     rejects: Vec<QuarantineEntry>,
+    /// Rows given so far, counted across batches.
+    given: usize,
+    /// Rows holding a float NaN, which SQLite would store as NULL: the commit refuses
+    /// them, and the chunk is written again without them.
+    nan: Vec<super::Refusal>,
 }
 
 impl ChunkWriter for SqliteChunk<'_> {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() > 0 {
             let real = self.sink.decimals_as_real(None)?;
+            let nan = nan_refusals(std::slice::from_ref(batch), self.given);
+            self.given += batch.num_rows();
+            if !nan.is_empty() {
+                // The chunk is refused at its commit and written again without them.
+                self.nan.extend(nan);
+                return Ok(());
+            }
             self.batches
                 .push(bindable(batch, &self.sink.here(), &real)?);
         }
@@ -1025,6 +1044,9 @@ impl ChunkWriter for SqliteChunk<'_> {
     }
 
     fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed> {
+        if !self.nan.is_empty() {
+            return Err(Error::Refused(self.nan));
+        }
         let sink = self.sink;
         let here = sink.here();
         let pool = sink.pool()?;
@@ -1108,6 +1130,41 @@ impl ChunkWriter for SqliteChunk<'_> {
             }),
         }
     }
+}
+
+/// The rows of `batches` (counted across them, from `first`) holding a float NaN, which
+/// SQLite stores as NULL: refused with the column, so that they go to the quarantine
+/// and the rest of their chunk is written.
+fn nan_refusals(batches: &[RecordBatch], first: usize) -> Vec<super::Refusal> {
+    let mut out = Vec::new();
+    let mut offset = first;
+    for batch in batches {
+        let mut seen = std::collections::HashSet::new();
+        for (field, array) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+            let nan_at = |row: usize| match array.data_type() {
+                DataType::Float32 => {
+                    array.is_valid(row) && array.as_primitive::<Float32Type>().value(row).is_nan()
+                }
+                DataType::Float64 => {
+                    array.is_valid(row) && array.as_primitive::<Float64Type>().value(row).is_nan()
+                }
+                _ => false,
+            };
+            for row in 0..batch.num_rows() {
+                if nan_at(row) && seen.insert(row) {
+                    out.push(super::Refusal {
+                        row: offset + row,
+                        column: Some(field.name().clone()),
+                        detail: Some("NaN".into()),
+                        reason: "SQLite stores NaN as NULL, which would change the value".into(),
+                    });
+                }
+            }
+        }
+        offset += batch.num_rows();
+    }
+    out.sort_by_key(|r| r.row);
+    out
 }
 
 /// `schema` with each `real` (Float32) column as the double SQLite stores for it.

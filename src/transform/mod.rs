@@ -569,7 +569,8 @@ fn is_row_error(e: &DataFusionError) -> bool {
 }
 
 /// The source columns `expr` reads and their values at `row` of `batch`, for the
-/// quarantine of a row whose expression failed: `amount='12,5', qty=3`.
+/// quarantine of a row whose expression failed: `amount=12,5, qty=3` (the row's stored
+/// values are kept beside it as JSON).
 fn inputs_text(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch, row: usize) -> String {
     let mut columns: Vec<_> = collect_columns(expr).into_iter().collect();
     columns.sort_by_key(|c| c.index());
@@ -580,7 +581,7 @@ fn inputs_text(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch, row: usize) ->
                 .columns()
                 .get(c.index())
                 .and_then(|a| value_text(a.as_ref(), row))
-                .map_or_else(|| "NULL".to_string(), |v| crate::types::quote_value(&v));
+                .unwrap_or_else(|| "NULL".to_string());
             format!("{}={value}", c.name())
         })
         .collect::<Vec<_>>()

@@ -515,7 +515,7 @@ fn a_check_on_a_source_column_says_checks_see_target_columns_and_failures_keep_i
             &ws.path("out/inputs.db"),
             "SELECT row_key, column_name, value FROM t_rejects"
         ),
-        [["2", "n", "a='zz', b=NULL"]]
+        [["2", "n", "a=zz, b=NULL"]]
     );
 }
 
@@ -587,4 +587,52 @@ email = {{ type = "text", expr = "email" }}
             out.stderr
         );
     }
+}
+
+/// A float NaN has no SQLite value (SQLite stores it as NULL): its row goes to the
+/// quarantine, and the rest of its chunk is written.
+#[test]
+fn a_nan_into_sqlite_is_quarantined_and_the_rest_of_its_chunk_written() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    sqlite_exec(
+        &ws.path("out/nan_src.db"),
+        "CREATE TABLE m (id INTEGER PRIMARY KEY, v REAL);
+         INSERT INTO m VALUES (1, 1.5), (2, 4), (3, -2.1), (4, 9);",
+    );
+    let p = sqlite_pipeline(
+        &ws,
+        "nan",
+        "url = \"sqlite://../out/nan_src.db\"\ntable = \"m\"\nkey = \"id\"",
+        "id = { type = \"bigint\", expr = \"id\", primary_key = true }\n\
+         x = { type = \"real\", expr = \"CASE WHEN id = 2 THEN (v - v) / (v - v) ELSE v END\" }",
+        "",
+    );
+    let dry = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(dry.code, 1, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("SQLite stores NaN as NULL, which would change the value"),
+        "{}",
+        dry.stdout
+    );
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let db = ws.path("out/nan.db");
+    assert_eq!(
+        sqlite_rows(&db, "SELECT id, CAST(x AS TEXT) FROM t ORDER BY id"),
+        [["1", "1.5"], ["3", "-2.1"], ["4", "9.0"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &db,
+            "SELECT row_key, column_name, value, reason FROM t_rejects"
+        ),
+        [[
+            "2",
+            "x",
+            "NaN",
+            "the target refused the row: SQLite stores NaN as NULL, which would change the value"
+        ]]
+    );
 }
