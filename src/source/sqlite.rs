@@ -367,10 +367,19 @@ impl Source for SqliteSource {
                             location: f.location,
                             line: 0,
                             key: key_cols.value(&rows).map(|k| key_value_text(&k)),
-                            reason: match (&f.value, declared) {
-                                (Some(v), true) => {
+                            reason: match (&f.value, declared, &f.column) {
+                                (Some(v), true, _) => {
                                     format!("value {}: {}", quote_value(v), f.reason)
                                 }
+                                // SQLite keeps any class in any column; say how to read it.
+                                (_, false, Some(c)) if f.reason.contains("UTF-8") => format!(
+                                    "{}; [source.types] {c} = \"bytea\" reads the column's bytes",
+                                    f.reason
+                                ),
+                                (_, false, Some(c)) => format!(
+                                    "{}; [source.types] {c} = \"text\" (or another type) reads the column as that type",
+                                    f.reason
+                                ),
                                 _ => f.reason,
                             },
                             column: f.column,
