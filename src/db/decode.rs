@@ -955,6 +955,119 @@ mod tests {
         );
     }
 
+    /// Reads `sql` with every column but the first converted into its kind.
+    fn read_converting(setup: &str, sql: &str, kinds: &[Kind]) -> Result<RecordBatch, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let schema: SchemaRef = Arc::new(Schema::new(
+                kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| Field::new(format!("c{i}"), k.arrow_type(), true))
+                    .collect::<Vec<_>>(),
+            ));
+            let mut lock = conn.lock_handle().await.unwrap();
+            let raw = RawConn::new(&mut lock);
+            let mut rows = raw.prepare(sql, &[]).map_err(|e| e.to_string())?;
+            let convert: Vec<bool> = (0..kinds.len()).map(|i| i > 0).collect();
+            let mut builder = BatchBuilder::converting(kinds, &convert, 16);
+            let key = KeyCols {
+                index: vec![0],
+                names: vec!["c0".into()],
+            };
+            while rows.step().map_err(|e| e.to_string())? {
+                builder
+                    .push(&rows, &schema, &key, "t")
+                    .map_err(|f| f.to_string())?;
+            }
+            builder
+                .finish(&schema, &schema, "t")
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    #[test]
+    fn declared_kinds_convert_what_sqlite_stores_where_nothing_is_lost() {
+        let setup = "CREATE TABLE t(id INTEGER, v);
+             INSERT INTO t VALUES (1, 1), (2, 1.0), (3, '1'), (4, 0), (5, NULL);";
+        let b = read_converting(
+            setup,
+            "SELECT id, v, v, v FROM t ORDER BY id",
+            &[Kind::Int, Kind::Bool, Kind::Int, Kind::Text],
+        )
+        .unwrap();
+        let bools = b.column(1).as_boolean();
+        assert_eq!(
+            (0..5)
+                .map(|i| bools.is_valid(i).then(|| bools.value(i)))
+                .collect::<Vec<_>>(),
+            [Some(true), Some(true), Some(true), Some(false), None]
+        );
+        let ints = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(ints.values()[..4].to_vec(), vec![1, 1, 1, 0]);
+        let texts = b.column(3).as_string::<i32>();
+        assert_eq!(
+            (texts.value(0), texts.value(1), texts.value(2)),
+            ("1", "1", "1")
+        );
+        let blob = "CREATE TABLE t(id INTEGER, v); INSERT INTO t VALUES (1, x'c3a9'), (2, 2.5);";
+        let b = read_converting(
+            blob,
+            "SELECT id, v FROM t ORDER BY id",
+            &[Kind::Int, Kind::Text],
+        )
+        .unwrap();
+        let texts = b.column(1).as_string::<i32>();
+        assert_eq!((texts.value(0), texts.value(1)), ("é", "2.5"));
+        for (value, kind, why) in [
+            (
+                "2.5",
+                Kind::Int,
+                "t, c0=1, column c1, value '2.5': has a fraction, which an integer cannot hold (it takes whole numbers)",
+            ),
+            (
+                "9e999",
+                Kind::Int,
+                "t, c0=1, column c1, value 'inf': is not a finite number, so it cannot be read as an integer",
+            ),
+            (
+                "9.3e18",
+                Kind::Int,
+                "t, c0=1, column c1, value '9300000000000000000': is out of range for an integer (-9223372036854775808 to 9223372036854775807)",
+            ),
+            (
+                "'x'",
+                Kind::Real,
+                "t, c0=1, column c1, value 'x': is not a number, so it cannot be read as double",
+            ),
+            (
+                "2",
+                Kind::Bool,
+                "t, c0=1, column c1, value '2': is an integer other than 0 or 1, so it cannot be read as boolean",
+            ),
+            (
+                "x'ff'",
+                Kind::Text,
+                "t, c0=1, column c1, value '\u{fffd}': is a BLOB that is not UTF-8 text",
+            ),
+        ] {
+            let setup =
+                format!("CREATE TABLE t(id INTEGER, v); INSERT INTO t VALUES (1, {value});");
+            assert_eq!(
+                read_converting(&setup, "SELECT id, v FROM t", &[Kind::Int, kind]).unwrap_err(),
+                why,
+                "{value}"
+            );
+        }
+    }
+
     #[test]
     fn statement_errors_keep_sqlite_codes() {
         let err = read(
