@@ -177,6 +177,43 @@ impl ColumnType {
     }
 }
 
+/// The double a SQLite (or any float64) target stores for the `real` value `v`: the
+/// double nearest to the shortest decimal that reads back as `v` (`-2.1f32` is stored as
+/// the double `-2.1`, not as `-2.0999999046325684`, which is `v` widened bit for bit).
+/// A reader of the column sees the value as PostgreSQL's `real` prints it. Infinities
+/// and NaN stay what they are.
+pub fn float32_as_double(v: f32) -> f64 {
+    if !v.is_finite() {
+        return v as f64;
+    }
+    // Rust prints the shortest decimal that parses back to the same float32.
+    let mut text = String::with_capacity(24);
+    {
+        use std::fmt::Write;
+        let _ = write!(text, "{v:e}");
+    }
+    text.parse::<f64>().unwrap_or(v as f64)
+}
+
+/// The `real` value a double is, if it is one without loss: the float32 whose
+/// [`float32_as_double`] is `d` (`-2.1`), or whose exact widening is `d`
+/// (`-2.0999999046325684`, the bits of `-2.1f32`). `None` for a double that neither
+/// (`0.1 + 1e-12`, `1e300`).
+pub fn double_as_float32(d: f64) -> Option<f32> {
+    if d.is_nan() {
+        return Some(f32::NAN);
+    }
+    let near = d as f32;
+    if near as f64 == d {
+        return Some(near);
+    }
+    // Rounding the double to float32 lands on the value or, near the middle between two
+    // float32s, on a neighbour.
+    [near, near.next_down(), near.next_up()]
+        .into_iter()
+        .find(|&c| float32_as_double(c).to_bits() == d.to_bits())
+}
+
 /// A value shown in a message: quoted, and shortened when very long.
 pub fn quote_value(value: &str) -> String {
     const MAX: usize = 120;
@@ -192,6 +229,31 @@ pub fn quote_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_real_is_stored_as_the_double_of_its_shortest_decimal() {
+        assert_eq!(float32_as_double(-2.1), -2.1);
+        assert_eq!(float32_as_double(0.1), 0.1);
+        assert_eq!(float32_as_double(3.402_823_5e38), 3.402_823_5e38);
+        assert_eq!(float32_as_double(f32::MIN_POSITIVE), 1.175_494_4e-38);
+        assert_eq!(float32_as_double(1e-45), 1e-45);
+        assert_eq!(float32_as_double(f32::INFINITY), f64::INFINITY);
+        assert!(float32_as_double(-0.0).is_sign_negative());
+        assert!(float32_as_double(f32::NAN).is_nan());
+        for v in [-2.1f32, 0.1, 3.402_823_5e38, 1e-45, 16_777_217.0, -0.0, 7.0] {
+            assert_eq!(
+                double_as_float32(float32_as_double(v)).map(f32::to_bits),
+                Some(v.to_bits())
+            );
+        }
+        // Every float32 in a sweep maps to a double that maps back to it.
+        for bits in (1u32..0x7f80_0000).step_by(4_093) {
+            let v = f32::from_bits(bits);
+            assert_eq!(double_as_float32(float32_as_double(v)), Some(v), "{v:e}");
+        }
+        assert_eq!(double_as_float32((-2.1f32) as f64), Some(-2.1));
+        assert_eq!(double_as_float32(0.1 + 1e-12), None);
+    }
 
     #[test]
     fn parses_type_names_and_round_trips_display() {

@@ -222,14 +222,14 @@ fn a_rejected_row_goes_to_the_quarantine_with_file_line_column_value_and_type() 
         (
             "int_overflow.csv",
             "bigint",
-            "column amount: value cannot be read as bigint",
-            "samples/invalid/int_overflow.csv line 3 (id=2), column amount, value '99999999999999999999': value cannot be read as bigint",
+            "column amount: value is out of range for bigint (-9223372036854775808 to 9223372036854775807)",
+            "samples/invalid/int_overflow.csv line 3 (id=2), column amount, value '99999999999999999999': value is out of range for bigint (-9223372036854775808 to 9223372036854775807)",
         ),
         (
             "float_to_int_fraction.csv",
             "bigint",
-            "column amount: value cannot be read as bigint",
-            "samples/invalid/float_to_int_fraction.csv line 4 (id=3), column amount, value '12.5': value cannot be read as bigint",
+            "column amount: value has a fraction, which bigint cannot hold (it takes whole numbers)",
+            "samples/invalid/float_to_int_fraction.csv line 4 (id=3), column amount, value '12.5': value has a fraction, which bigint cannot hold (it takes whole numbers)",
         ),
         (
             "decimal_scale.csv",
@@ -958,3 +958,6 @@ mod mysql;
 
 #[path = "suite/collisions.rs"]
 mod collisions;
+
+#[path = "suite/types.rs"]
+mod types;

@@ -21,7 +21,7 @@ use crate::db::sqlite::{Access, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::transform::ExprContext;
 use crate::transform::cast::value_text;
-use crate::transform::{compile_expr, eval_lenient};
+use crate::transform::{Scope, compile_expr, eval_lenient};
 use crate::{Error, Result};
 
 /// The compiled `[[checks]]` of a pipeline. Shared by every worker of a run.
@@ -76,9 +76,16 @@ impl Checks {
         Checks { rules: Vec::new() }
     }
 
-    /// Compiles the pipeline's checks against the target schema. Every problem is reported
-    /// at once, at the check's line. Referenced tables are looked up now.
-    pub fn compile(pipeline: &Pipeline, output: &SchemaRef, io: &IoRuntime) -> Result<Checks> {
+    /// Compiles the pipeline's checks against the target schema (`output`; `source` is
+    /// the source's, named in messages about a column the checks do not see). Every
+    /// problem is reported at once, at the check's line. Referenced tables are looked up
+    /// now.
+    pub fn compile(
+        pipeline: &Pipeline,
+        output: &SchemaRef,
+        source: &SchemaRef,
+        io: &IoRuntime,
+    ) -> Result<Checks> {
         let ctx = ExprContext::new();
         let df_schema = DFSchema::try_from(output.as_ref().clone())
             .map_err(|e| Error::Internal(e.to_string()))?;
@@ -157,6 +164,7 @@ impl Checks {
                         &sql,
                         &c.kind.span,
                         &what,
+                        &Scope::Target { source },
                         &mut diags,
                     ) else {
                         continue;

@@ -214,6 +214,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate { pipeline } => {
             let plan = load(&pipeline)?;
             let sink = plan.open_sink()?;
+            plan.check_target_table()?;
             println!(
                 "ok: {} reads {} and writes {} ({} columns)",
                 pipeline.display(),

@@ -564,6 +564,67 @@ impl Builder {
         }
     }
 
+    /// `cell` converted into this column's kind by SQLite's own rules (CAST), when that
+    /// loses nothing: a column `[source.types]` declares, whatever the table declares
+    /// and stores. An integer read as text is its decimal text, a float its shortest
+    /// decimal; text is read as an integer only when it is written as one and in
+    /// range, as a float only when the float reads back as the same number; a float
+    /// is read as an integer only when it is whole. Otherwise the value to show and why.
+    fn convert<'a>(&self, cell: Cell<'a>) -> Result<Cell<'a>, (Option<String>, String)> {
+        use crate::transform::cast::{double_text, integer_text};
+        let refused = |reason: String| Err((cell.shown(), reason));
+        let text = |t: &'a [u8]| std::str::from_utf8(t).ok();
+        match (self, cell) {
+            (Builder::Int(_), Cell::Text(t)) => match text(t) {
+                Some(s) => integer_text(s, "an integer", i64::MIN, i64::MAX)
+                    .map(Cell::Int)
+                    .or_else(refused),
+                None => {
+                    refused("is not valid UTF-8 text, so it cannot be read as an integer".into())
+                }
+            },
+            (Builder::Int(_), Cell::Real(v)) => {
+                // i64::MAX as a float rounds up to 2^63, which is out of range.
+                if !v.is_finite() {
+                    refused("is not a finite number, so it cannot be read as an integer".into())
+                } else if v.fract() != 0.0 {
+                    refused(
+                        "has a fraction, which an integer cannot hold (it takes whole numbers)"
+                            .into(),
+                    )
+                } else if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v) {
+                    refused(format!(
+                        "is out of range for an integer ({} to {})",
+                        i64::MIN,
+                        i64::MAX
+                    ))
+                } else {
+                    Ok(Cell::Int(v as i64))
+                }
+            }
+            (Builder::Real(_), Cell::Text(t)) => match text(t) {
+                Some(s) => double_text(s).map(Cell::Real).or_else(refused),
+                None => refused("is not valid UTF-8 text, so it cannot be read as double".into()),
+            },
+            (Builder::Text(_), Cell::Blob(b)) => match text(b) {
+                Some(_) => Ok(Cell::Text(b)),
+                None => refused("is a BLOB that is not UTF-8 text".into()),
+            },
+            (Builder::Bool(_), Cell::Int(v)) if v != 0 && v != 1 => {
+                refused("is an integer other than 0 or 1, so it cannot be read as boolean".into())
+            }
+            (Builder::Bool(_), Cell::Real(v)) if v == 0.0 || v == 1.0 => Ok(Cell::Int(v as i64)),
+            (Builder::Bool(_), Cell::Text(t)) => match text(t) {
+                Some("0") => Ok(Cell::Int(0)),
+                Some("1") => Ok(Cell::Int(1)),
+                _ => {
+                    refused("is text other than '0' or '1', so it cannot be read as boolean".into())
+                }
+            },
+            (b, cell) => b.refuse(cell).map_or(Ok(cell), Err),
+        }
+    }
+
     /// Appends a cell [`Self::refuse`] accepted.
     fn append(&mut self, cell: Cell<'_>) {
         match (self, cell) {
@@ -652,6 +713,9 @@ impl KeyCols {
 /// Column builders for one batch, decoding each value by its storage class.
 pub(crate) struct BatchBuilder {
     kinds: Vec<Kind>,
+    /// The columns whose values are converted into their kind (see [`Builder::convert`])
+    /// rather than refused when stored as another class.
+    convert: Vec<bool>,
     builders: Vec<Builder>,
     pub(crate) len: usize,
     cap: usize,
@@ -661,10 +725,19 @@ impl BatchBuilder {
     pub(crate) fn new(kinds: &[Kind], cap: usize) -> Self {
         BatchBuilder {
             kinds: kinds.to_vec(),
+            convert: vec![false; kinds.len()],
             builders: kinds.iter().map(|k| Builder::new(*k, cap)).collect(),
             len: 0,
             cap,
         }
+    }
+
+    /// A builder that converts the values of the columns `convert` marks into their
+    /// kind by SQLite's rules, where nothing is lost (see [`Builder::convert`]).
+    pub(crate) fn converting(kinds: &[Kind], convert: &[bool], cap: usize) -> Self {
+        let mut b = Self::new(kinds, cap);
+        b.convert = convert.to_vec();
+        b
     }
 
     /// Appends the statement's current row, or, when a value does not fit its column,
@@ -689,8 +762,12 @@ impl BatchBuilder {
         for (i, c) in cells.iter_mut().enumerate() {
             *c = row.cell(i);
         }
-        for (i, (b, cell)) in self.builders.iter().zip(cells.iter()).enumerate() {
-            if let Some((value, reason)) = b.refuse(*cell) {
+        for (i, (b, cell)) in self.builders.iter().zip(cells.iter_mut()).enumerate() {
+            let problem = match self.convert[i] {
+                true => b.convert(*cell).map(|c| *cell = c).err(),
+                false => b.refuse(*cell),
+            };
+            if let Some((value, reason)) = problem {
                 return Err(RowFailure {
                     location: format!("{here}, {}", key.label(row)),
                     column: Some(schema.field(i).name().clone()),
@@ -876,6 +953,119 @@ mod tests {
             .unwrap_err(),
             "t, c0=10, column c1, value 'A\u{fffd}': is not valid UTF-8 text"
         );
+    }
+
+    /// Reads `sql` with every column but the first converted into its kind.
+    fn read_converting(setup: &str, sql: &str, kinds: &[Kind]) -> Result<RecordBatch, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let schema: SchemaRef = Arc::new(Schema::new(
+                kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| Field::new(format!("c{i}"), k.arrow_type(), true))
+                    .collect::<Vec<_>>(),
+            ));
+            let mut lock = conn.lock_handle().await.unwrap();
+            let raw = RawConn::new(&mut lock);
+            let mut rows = raw.prepare(sql, &[]).map_err(|e| e.to_string())?;
+            let convert: Vec<bool> = (0..kinds.len()).map(|i| i > 0).collect();
+            let mut builder = BatchBuilder::converting(kinds, &convert, 16);
+            let key = KeyCols {
+                index: vec![0],
+                names: vec!["c0".into()],
+            };
+            while rows.step().map_err(|e| e.to_string())? {
+                builder
+                    .push(&rows, &schema, &key, "t")
+                    .map_err(|f| f.to_string())?;
+            }
+            builder
+                .finish(&schema, &schema, "t")
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    #[test]
+    fn declared_kinds_convert_what_sqlite_stores_where_nothing_is_lost() {
+        let setup = "CREATE TABLE t(id INTEGER, v);
+             INSERT INTO t VALUES (1, 1), (2, 1.0), (3, '1'), (4, 0), (5, NULL);";
+        let b = read_converting(
+            setup,
+            "SELECT id, v, v, v FROM t ORDER BY id",
+            &[Kind::Int, Kind::Bool, Kind::Int, Kind::Text],
+        )
+        .unwrap();
+        let bools = b.column(1).as_boolean();
+        assert_eq!(
+            (0..5)
+                .map(|i| bools.is_valid(i).then(|| bools.value(i)))
+                .collect::<Vec<_>>(),
+            [Some(true), Some(true), Some(true), Some(false), None]
+        );
+        let ints = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(ints.values()[..4].to_vec(), vec![1, 1, 1, 0]);
+        let texts = b.column(3).as_string::<i32>();
+        assert_eq!(
+            (texts.value(0), texts.value(1), texts.value(2)),
+            ("1", "1", "1")
+        );
+        let blob = "CREATE TABLE t(id INTEGER, v); INSERT INTO t VALUES (1, x'c3a9'), (2, 2.5);";
+        let b = read_converting(
+            blob,
+            "SELECT id, v FROM t ORDER BY id",
+            &[Kind::Int, Kind::Text],
+        )
+        .unwrap();
+        let texts = b.column(1).as_string::<i32>();
+        assert_eq!((texts.value(0), texts.value(1)), ("é", "2.5"));
+        for (value, kind, why) in [
+            (
+                "2.5",
+                Kind::Int,
+                "t, c0=1, column c1, value '2.5': has a fraction, which an integer cannot hold (it takes whole numbers)",
+            ),
+            (
+                "9e999",
+                Kind::Int,
+                "t, c0=1, column c1, value 'inf': is not a finite number, so it cannot be read as an integer",
+            ),
+            (
+                "9.3e18",
+                Kind::Int,
+                "t, c0=1, column c1, value '9300000000000000000': is out of range for an integer (-9223372036854775808 to 9223372036854775807)",
+            ),
+            (
+                "'x'",
+                Kind::Real,
+                "t, c0=1, column c1, value 'x': is not a number, so it cannot be read as double",
+            ),
+            (
+                "2",
+                Kind::Bool,
+                "t, c0=1, column c1, value '2': is an integer other than 0 or 1, so it cannot be read as boolean",
+            ),
+            (
+                "x'ff'",
+                Kind::Text,
+                "t, c0=1, column c1, value '\u{fffd}': is a BLOB that is not UTF-8 text",
+            ),
+        ] {
+            let setup =
+                format!("CREATE TABLE t(id INTEGER, v); INSERT INTO t VALUES (1, {value});");
+            assert_eq!(
+                read_converting(&setup, "SELECT id, v FROM t", &[Kind::Int, kind]).unwrap_err(),
+                why,
+                "{value}"
+            );
+        }
     }
 
     #[test]

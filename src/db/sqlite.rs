@@ -182,6 +182,12 @@ impl Affinity {
             // a number, so a `DATE` column (NUMERIC affinity) keeps it.
             (T::Date | T::Time | T::Timestamp | T::TimestampTz, _) => None,
             (_, Affinity::Text) => None,
+            // Sent as the double whose shortest decimal is the value (see the SQLite sink):
+            // exact up to 15 significant digits.
+            (T::Decimal { precision, .. }, Affinity::Real) if precision <= 15 => None,
+            (T::Decimal { .. }, Affinity::Real) => Some(
+                "stores numbers as doubles, which hold 15 significant digits without rounding, fewer than the declared precision",
+            ),
             (_, Affinity::Numeric | Affinity::Integer | Affinity::Real) => {
                 Some("stores text that looks like a number as that number ('007' becomes 7)")
             }
@@ -282,6 +288,13 @@ mod tests {
         assert_eq!(n.converts(ColumnType::BigInt), None);
         assert_eq!(n.converts(ColumnType::Double), None);
         assert!(Affinity::Real.converts(ColumnType::BigInt).is_some());
+        let numeric = |precision| ColumnType::Decimal {
+            precision,
+            scale: 2,
+        };
+        assert_eq!(Affinity::Real.converts(numeric(15)), None);
+        assert!(Affinity::Real.converts(numeric(16)).is_some());
+        assert!(Affinity::Integer.converts(numeric(10)).is_some());
         assert!(Affinity::Text.converts(ColumnType::Double).is_some());
         assert_eq!(Affinity::Text.converts(ColumnType::Text), None);
         assert_eq!(Affinity::Blob.converts(ColumnType::Text), None);

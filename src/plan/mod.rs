@@ -172,7 +172,7 @@ impl Plan {
     /// A plan that reads `source` instead of the pipeline's own (a dry run's sample file).
     pub fn with_source(pipeline: Pipeline, source: Arc<dyn Source>, io: IoRuntime) -> Result<Plan> {
         let transform = Transform::compile(&pipeline, source.schema())?;
-        let checks = Checks::compile(&pipeline, &transform.output_schema(), &io)?;
+        let checks = Checks::compile(&pipeline, &transform.output_schema(), &source.schema(), &io)?;
         let database_target = !matches!(pipeline.target.location, Location::Files { .. });
         if pipeline.verify == Verify::ReadBack && database_target {
             let missing = match source.key() {
@@ -218,6 +218,153 @@ impl Plan {
             &self.io,
         )
         .map_err(|e| at_url(&self.pipeline, e, false))
+    }
+
+    /// Compares the declared target columns with an existing target table's (SQLite,
+    /// PostgreSQL, MySQL), as `run` would find them, without changing anything: every
+    /// declared column the table lacks, and every one whose type the table's column
+    /// would not store as sent, is reported at its line in the pipeline file. A table
+    /// that `if_exists = "replace"` drops, a missing table or a file target is fine.
+    /// For `validate`.
+    pub fn check_target_table(&self) -> Result<()> {
+        self.compare_target_table()
+            .map_err(|e| at_url(&self.pipeline, e, false))
+    }
+
+    fn compare_target_table(&self) -> Result<()> {
+        use crate::config::{Diagnostic, IfExists};
+        use crate::types::ColumnType;
+        let target = &self.pipeline.target;
+        if target.if_exists == IfExists::Replace {
+            return Ok(());
+        }
+        let Some(table) = target.table.as_ref().map(|t| t.value.as_str()) else {
+            return Ok(());
+        };
+        // (name, declared type as the catalog shows it, why a declared type would not fit)
+        type Fit = Box<dyn Fn(ColumnType) -> Option<String>>;
+        let existing: Option<Vec<(String, String, Fit)>> = match &target.location {
+            Location::Files { .. } => None,
+            Location::Sqlite { path } => {
+                if !path.exists() {
+                    return Ok(());
+                }
+                let shown = format!("sqlite://{}", crate::config::show_path(path));
+                let pool = crate::db::sqlite::connect(
+                    &self.io,
+                    path,
+                    crate::db::sqlite::Access::Inspect,
+                    1,
+                )?;
+                let cols = self
+                    .io
+                    .block_on(crate::db::sqlite::table_columns(&pool, table, &shown));
+                self.io.block_on(pool.close());
+                cols?.map(|cols| {
+                    cols.into_iter()
+                        .map(|c| {
+                            let affinity = crate::db::sqlite::Affinity::of(&c.decl);
+                            let fit: Fit = Box::new(move |ty| {
+                                affinity
+                                    .converts(ty)
+                                    .map(|why| format!("its {} affinity {why}", affinity.name()))
+                            });
+                            let decl = if c.decl.is_empty() {
+                                "untyped".into()
+                            } else {
+                                c.decl
+                            };
+                            (c.name, decl, fit)
+                        })
+                        .collect()
+                })
+            }
+            Location::Postgres { url, schema } => {
+                let pool = crate::db::postgres::connect(&self.io, url, &target.db)?;
+                let cols = self.io.block_on(crate::db::postgres::table_columns(
+                    &pool,
+                    schema,
+                    table,
+                    &url.shown(),
+                ));
+                self.io.block_on(pool.close());
+                cols?.map(|cols| {
+                    cols.into_iter()
+                        .map(|c| {
+                            let (family, is_enum) = (pg_family(&c.type_name), c.is_enum);
+                            let fit: Fit = Box::new(move |ty| {
+                                let want = pg_family_of(ty);
+                                let text_into_enum = is_enum && want == "text";
+                                (family.is_some_and(|f| f != want) && !text_into_enum).then(|| {
+                                    format!(
+                                        "it stores {} values, not {ty}",
+                                        family.unwrap_or("other")
+                                    )
+                                })
+                            });
+                            (c.name, c.shown_type, fit)
+                        })
+                        .collect()
+                })
+            }
+            Location::Mysql { url, schema } => {
+                let pool = crate::db::mysql::connect(&self.io, url, &target.db)?;
+                let cols = self.io.block_on(crate::db::mysql::table_columns(
+                    &pool,
+                    schema,
+                    table,
+                    &url.shown(),
+                ));
+                self.io.block_on(pool.close());
+                cols?.map(|cols| {
+                    cols.into_iter()
+                        .map(|c| {
+                            let data_type = c.data_type.clone();
+                            let fit: Fit = Box::new(move |ty| {
+                                (!crate::db::mysql::same_family(ty, &data_type)).then(|| {
+                                    format!("the server would convert a {ty} value into it")
+                                })
+                            });
+                            (c.name, c.column_type, fit)
+                        })
+                        .collect()
+                })
+            }
+        };
+        let Some(existing) = existing else {
+            return Ok(());
+        };
+        let names: Vec<&str> = existing.iter().map(|(n, ..)| n.as_str()).collect();
+        let mut d = self.pipeline.diagnostics();
+        for c in &target.columns {
+            match existing.iter().find(|(n, ..)| n == &c.name.value) {
+                None => d.push(
+                    Diagnostic::at(
+                        c.name.span.clone(),
+                        format!(
+                            "target column `{}` is not in the existing table {table}",
+                            c.name.value
+                        ),
+                    )
+                    .with_help(format!(
+                        "the table's columns are: {}; add the column to the table, rename it here, or set if_exists = \"replace\"",
+                        names.join(", ")
+                    )),
+                ),
+                Some((_, decl, fit)) => {
+                    if let Some(why) = fit(c.ty.value) {
+                        d.push(Diagnostic::at(
+                            c.ty.span.clone(),
+                            format!(
+                                "target column `{}` is {} but the existing table {table} declares it {decl}: {why}",
+                                c.name.value, c.ty.value
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        d.into_result()
     }
 
     /// The target columns that hold the source key, and whether they hold it unchanged
@@ -354,5 +501,40 @@ fn at_url(p: &Pipeline, e: Error, source: bool) -> Error {
             d.push(crate::config::Diagnostic::at(span, other.to_string()));
             Error::Config(d)
         }
+    }
+}
+
+/// The family of a PostgreSQL type name (`pg_type.typname`) among those rowshift writes;
+/// `None` for another type, which is not judged here.
+fn pg_family(type_name: &str) -> Option<&'static str> {
+    Some(match type_name {
+        "int2" | "int4" | "int8" => "integer",
+        "float4" | "float8" => "float",
+        "numeric" => "numeric",
+        "bool" => "boolean",
+        "text" | "varchar" | "bpchar" => "text",
+        "date" => "date",
+        "time" => "time",
+        "timestamp" => "timestamp",
+        "timestamptz" => "timestamptz",
+        "bytea" => "bytea",
+        _ => return None,
+    })
+}
+
+/// The family [`pg_family`] gives the column a pipeline type is created as.
+fn pg_family_of(ty: crate::types::ColumnType) -> &'static str {
+    use crate::types::ColumnType as T;
+    match ty {
+        T::SmallInt | T::Int | T::BigInt => "integer",
+        T::Real | T::Double => "float",
+        T::Decimal { .. } => "numeric",
+        T::Boolean => "boolean",
+        T::Text | T::Varchar(_) => "text",
+        T::Date => "date",
+        T::Time => "time",
+        T::Timestamp => "timestamp",
+        T::TimestampTz => "timestamptz",
+        T::Bytes => "bytea",
     }
 }

@@ -45,7 +45,7 @@ use crate::db::sqlite::{Access, Affinity, TableColumn, connect, table_columns};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::KeyValue;
 use crate::plan::{Chunk, TargetKey};
-use crate::types::ColumnType;
+use crate::types::{ColumnType, double_as_float32, float32_as_double};
 use crate::{Error, Result};
 
 /// SQLite allows up to 32,766 bound parameters per statement.
@@ -62,12 +62,19 @@ pub struct SqliteSink {
     table: String,
     columns: Vec<(String, ColumnType, bool, bool)>,
     schema: SchemaRef,
+    /// `schema` as a reader of the table sees it: a `real` column is the double it
+    /// stores (see [`float32_as_double`]).
+    read_schema: SchemaRef,
     if_exists: IfExists,
     /// The target columns that hold the source key: the primary key lists them first.
     key: Option<TargetKey>,
     pipeline: OnceLock<String>,
-    /// How each column is read back.
+    /// How each column is read back. A `numeric` is read as text whether the table
+    /// stores it as text or as a double (whose shortest decimal is the value).
     kinds: Vec<Kind>,
+    /// Which `numeric` columns the table stores as doubles (an existing REAL column, see
+    /// [`SqliteSink::decimals_as_real`]); `None` until looked up.
+    real_decimals: std::sync::Mutex<Option<Arc<Vec<bool>>>>,
     /// Held by the chunk committing. SQLite has one writer per file; a second one waiting
     /// in SQLite's busy handler sleeps in steps of up to 100 ms and leaves the file idle,
     /// while waiting here wakes it the moment the first commits. The checkpoint store in
@@ -106,6 +113,7 @@ impl SqliteSink {
                 .map(|t| t.value.clone())
                 .unwrap_or_default(),
             columns,
+            read_schema: as_stored_schema(&schema),
             schema,
             if_exists: config.if_exists,
             key,
@@ -115,6 +123,7 @@ impl SqliteSink {
                 .iter()
                 .map(|c| Kind::for_type(c.ty.value))
                 .collect(),
+            real_decimals: std::sync::Mutex::new(None),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             ledger: OnceLock::new(),
             defer: AtomicBool::new(false),
@@ -191,6 +200,45 @@ impl SqliteSink {
 
     fn here(&self) -> String {
         format!("{} table {}", self.shown, self.table)
+    }
+
+    /// Which columns are `numeric` ones stored as doubles: those an existing table
+    /// declares with REAL affinity (`REAL`, `DOUBLE`, `FLOAT`), which keep numeric order
+    /// in `max()` and `ORDER BY`. A table rowshift creates stores `numeric` as its exact
+    /// text. Looked up once (from `existing`, or the table in the file), then kept.
+    fn decimals_as_real(&self, existing: Option<&[TableColumn]>) -> Result<Arc<Vec<bool>>> {
+        let mut cached = self
+            .real_decimals
+            .lock()
+            .map_err(|_| Error::Internal("a lock was poisoned".into()))?;
+        if existing.is_none()
+            && let Some(found) = cached.as_ref()
+        {
+            return Ok(Arc::clone(found));
+        }
+        let mut looked_up = None;
+        if existing.is_none() && self.path.exists() {
+            let here = self.here();
+            let pool = connect(&self.io, &self.path, Access::Read, 1)?;
+            let found = self.io.block_on(table_columns(&pool, &self.table, &here));
+            self.io.block_on(pool.close());
+            looked_up = found?;
+        }
+        let columns = existing.or(looked_up.as_deref());
+        let flags = Arc::new(
+            self.columns
+                .iter()
+                .map(|(name, ty, ..)| {
+                    matches!(ty, ColumnType::Decimal { .. })
+                        && columns.is_some_and(|cols| {
+                            cols.iter()
+                                .any(|c| &c.name == name && Affinity::of(&c.decl) == Affinity::Real)
+                        })
+                })
+                .collect::<Vec<_>>(),
+        );
+        *cached = Some(Arc::clone(&flags));
+        Ok(flags)
     }
 
     /// Whether the rows in a chunk's key range can only be ones this pipeline wrote for
@@ -275,7 +323,12 @@ impl SqliteSink {
             return Ok(());
         }
         let back = self.select_rows(conn, &v.selection, v.key).await?;
-        v.verify(&back, t0)
+        if self.read_schema == self.schema {
+            return v.verify(&back, t0);
+        }
+        // Compared as a reader sees them: a `real` as the double the table holds.
+        let sent = widen_reals(v.sent, &self.read_schema)?;
+        v.as_sent(&sent)?.verify(&back, t0)
     }
 
     /// [`Self::read_back`] of committed rows, on a read connection.
@@ -605,12 +658,12 @@ impl SqliteSink {
                     .push(&rows, &raw_schema, &key, &here)
                     .map_err(Error::Row)?;
                 if builder.len == READ_BATCH {
-                    emit(builder.finish(&raw_schema, &self.schema, &here)?)?;
+                    emit(builder.finish(&raw_schema, &self.read_schema, &here)?)?;
                 }
             }
         }
         if builder.len > 0 {
-            emit(builder.finish(&raw_schema, &self.schema, &here)?)?;
+            emit(builder.finish(&raw_schema, &self.read_schema, &here)?)?;
         }
         Ok(())
     }
@@ -647,6 +700,10 @@ impl Sink for SqliteSink {
         true
     }
 
+    fn refusals_before_sending(&self, batches: &[RecordBatch]) -> Result<Vec<super::Refusal>> {
+        Ok(nan_refusals(batches, 0))
+    }
+
     fn describe(&self) -> String {
         self.here()
     }
@@ -660,6 +717,30 @@ impl Sink for SqliteSink {
             self.create_table_sql(),
         );
         out.push(self.create_rejects_sql());
+        // SQL over the table compares text as text: say so where a number is kept as one.
+        let real = match self.if_exists {
+            IfExists::Replace => Arc::new(vec![false; self.columns.len()]),
+            _ => self.decimals_as_real(None)?,
+        };
+        for ((name, ty, ..), real) in self.columns.iter().zip(real.iter()) {
+            let ColumnType::Decimal { precision, .. } = ty else {
+                continue;
+            };
+            if *real {
+                continue;
+            }
+            let order = if *precision <= 15 {
+                format!(
+                    "for numeric order, create the table beforehand with {} REAL: a numeric of up to 15 digits is then stored as the double whose shortest decimal is its value, which loses nothing",
+                    quote_ident(name)
+                )
+            } else {
+                "SQLite has no numeric type that holds more than 15 significant digits without rounding".to_string()
+            };
+            out.push(format!(
+                "-- warning: column {name} is {ty}, stored as its exact text (TEXT): max(), min(), ORDER BY and comparisons in SQL compare it as text ('994.6' > '1010.7'); {order}"
+            ));
+        }
         Ok(out)
     }
 
@@ -697,6 +778,8 @@ impl Sink for SqliteSink {
                     .await
                     .map_err(db)?;
             }
+            let now = table_columns(pool, &self.table, &here).await?;
+            self.decimals_as_real(Some(now.as_deref().unwrap_or(&[])))?;
             sqlx::query(stmt(self.create_rejects_sql()))
                 .execute(pool)
                 .await
@@ -771,6 +854,8 @@ impl Sink for SqliteSink {
             chunk: chunk.id,
             batches: Vec::new(),
             rejects: Vec::new(),
+            given: 0,
+            nan: Vec::new(),
         }))
     }
 
@@ -801,7 +886,15 @@ impl Sink for SqliteSink {
 
     fn scan(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
         // Called after `prepare` or on a target with a quarantine: the table exists.
-        self.read_each(&Selection::All, &[], f)
+        // Checks see rows in the target schema, as a run's transform gives them.
+        let here = self.here();
+        self.read_each(&Selection::All, &[], &mut |b| {
+            f(narrow_reals(b, &self.schema, &here)?)
+        })
+    }
+
+    fn as_read_back(&self, sent: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        widen_reals(&sent, &self.read_schema)
     }
 
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
@@ -870,9 +963,11 @@ impl Sink for SqliteSink {
     ) -> Result<u64> {
         let here = self.here();
         let pool = self.pool()?;
+        table::refuse(nan_refusals(passing, 0))?;
+        let real = self.decimals_as_real(None)?;
         let passing = passing
             .iter()
-            .map(|b| bindable(b, &here))
+            .map(|b| bindable(b, &here, &real))
             .collect::<Result<Vec<_>>>()?;
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
@@ -889,7 +984,8 @@ impl Sink for SqliteSink {
             if let Some(v) = verify {
                 let t0 = Instant::now();
                 let back = self.select_rows(&mut tx, &v.selection, v.key).await?;
-                v.verify_beside(&there, &back, t0)?;
+                let sent = widen_reals(v.sent, &self.read_schema)?;
+                v.as_sent(&sent)?.verify_beside(&there, &back, t0)?;
             }
             self.delete_rejects(&mut tx, chunk).await?;
             self.insert_rejects(&mut tx, chunk, remaining).await?;
@@ -911,12 +1007,26 @@ struct SqliteChunk<'a> {
     /// The chunk's batches, made [`bindable`].
     batches: Vec<RecordBatch>,
     rejects: Vec<QuarantineEntry>,
+    /// Rows given so far, counted across batches.
+    given: usize,
+    /// Rows holding a float NaN, which SQLite would store as NULL: the commit refuses
+    /// them, and the chunk is written again without them.
+    nan: Vec<super::Refusal>,
 }
 
 impl ChunkWriter for SqliteChunk<'_> {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() > 0 {
-            self.batches.push(bindable(batch, &self.sink.here())?);
+            let real = self.sink.decimals_as_real(None)?;
+            let nan = nan_refusals(std::slice::from_ref(batch), self.given);
+            self.given += batch.num_rows();
+            if !nan.is_empty() {
+                // The chunk is refused at its commit and written again without them.
+                self.nan.extend(nan);
+                return Ok(());
+            }
+            self.batches
+                .push(bindable(batch, &self.sink.here(), &real)?);
         }
         Ok(())
     }
@@ -927,6 +1037,9 @@ impl ChunkWriter for SqliteChunk<'_> {
     }
 
     fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed> {
+        if !self.nan.is_empty() {
+            return Err(Error::Refused(self.nan));
+        }
         let sink = self.sink;
         let here = sink.here();
         let pool = sink.pool()?;
@@ -1018,6 +1131,123 @@ impl ChunkWriter for SqliteChunk<'_> {
     }
 }
 
+/// The rows of `batches` (counted across them, from `first`) holding a float NaN, which
+/// SQLite stores as NULL: refused with the column, so that they go to the quarantine
+/// and the rest of their chunk is written.
+fn nan_refusals(batches: &[RecordBatch], first: usize) -> Vec<super::Refusal> {
+    let mut out = Vec::new();
+    let mut offset = first;
+    for batch in batches {
+        let mut seen = std::collections::HashSet::new();
+        for (field, array) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+            let nan_at = |row: usize| match array.data_type() {
+                DataType::Float32 => {
+                    array.is_valid(row) && array.as_primitive::<Float32Type>().value(row).is_nan()
+                }
+                DataType::Float64 => {
+                    array.is_valid(row) && array.as_primitive::<Float64Type>().value(row).is_nan()
+                }
+                _ => false,
+            };
+            for row in 0..batch.num_rows() {
+                if nan_at(row) && seen.insert(row) {
+                    out.push(super::Refusal {
+                        row: offset + row,
+                        column: Some(field.name().clone()),
+                        detail: Some("NaN".into()),
+                        reason: "SQLite stores NaN as NULL, which would change the value".into(),
+                    });
+                }
+            }
+        }
+        offset += batch.num_rows();
+    }
+    out.sort_by_key(|r| r.row);
+    out
+}
+
+/// `schema` with each `real` (Float32) column as the double SQLite stores for it.
+fn as_stored_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Float32 => f.as_ref().clone().with_data_type(DataType::Float64),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `batches` (target rows) as the table holds them (`stored`, see
+/// [`as_stored_schema`]): each `real` as [`float32_as_double`] of it.
+fn widen_reals(batches: &[RecordBatch], stored: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    batches
+        .iter()
+        .map(|b| {
+            if b.schema_ref() == stored {
+                return Ok(b.clone());
+            }
+            let columns = b
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    DataType::Float32 => Arc::new(
+                        c.as_primitive::<Float32Type>()
+                            .unary::<_, Float64Type>(float32_as_double),
+                    ) as ArrayRef,
+                    _ => c.clone(),
+                })
+                .collect();
+            let fields: Vec<_> = b
+                .schema_ref()
+                .fields()
+                .iter()
+                .zip(stored.fields())
+                .map(|(f, s)| f.as_ref().clone().with_data_type(s.data_type().clone()))
+                .collect();
+            RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+                .map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect()
+}
+
+/// A batch read from the table (see [`as_stored_schema`]) in the target `schema`: each
+/// stored double of a `real` column as the float32 it stores. A double no float32 is
+/// stored as (another writer's) fails, naming the column and value.
+fn narrow_reals(batch: RecordBatch, schema: &SchemaRef, here: &str) -> Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (c, f) in batch.columns().iter().zip(schema.fields()) {
+        if f.data_type() != &DataType::Float32 || c.data_type() != &DataType::Float64 {
+            columns.push(c.clone());
+            continue;
+        }
+        let doubles = c.as_primitive::<Float64Type>();
+        let mut out = arrow::array::Float32Builder::with_capacity(doubles.len());
+        for v in doubles.iter() {
+            match v.map(|d| (d, double_as_float32(d))) {
+                None => out.append_null(),
+                Some((_, Some(r))) => out.append_value(r),
+                Some((d, None)) => {
+                    return Err(Error::Row(crate::RowFailure {
+                        location: here.to_string(),
+                        column: Some(f.name().clone()),
+                        value: Some(d.to_string()),
+                        reason: "the real column holds a double that no real value is stored as"
+                            .into(),
+                    }));
+                }
+            }
+        }
+        columns.push(Arc::new(out.finish()) as ArrayRef);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))
+}
+
 /// Writes `days` since 1970-01-01 as `YYYY-MM-DD`, as the `%Y-%m-%d` formatter does for
 /// years 0 to 9999, without parsing a format string per value. `false` for other years,
 /// which the formatter writes.
@@ -1074,12 +1304,12 @@ const FORMAT: FormatOptions<'static> = FormatOptions::new()
 /// `batch` as SQLite stores it, column by column: decimals, dates, times and timestamps
 /// as the text they are stored as (see [`ColumnType::sqlite_decl`]); every other column
 /// as it is. A float NaN is refused: SQLite would store it as NULL.
-fn bindable(batch: &RecordBatch, here: &str) -> Result<RecordBatch> {
+fn bindable(batch: &RecordBatch, here: &str, real: &[bool]) -> Result<RecordBatch> {
     use arrow::array::StringBuilder;
     let schema = batch.schema_ref();
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+    for (i, (field, array)) in schema.fields().iter().zip(batch.columns()).enumerate() {
         let nan = || {
             Error::Row(crate::RowFailure {
                 location: here.to_string(),
@@ -1089,6 +1319,24 @@ fn bindable(batch: &RecordBatch, here: &str) -> Result<RecordBatch> {
             })
         };
         let column = match array.data_type() {
+            // A `numeric` in a REAL column: the double nearest its value, whose shortest
+            // decimal is the value (precision at most 15 digits, checked when the table
+            // was found).
+            DataType::Decimal128(..) if real.get(i).copied().unwrap_or(false) => {
+                let f = ArrayFormatter::try_new(array.as_ref(), &FORMAT)
+                    .map_err(|e| Error::data(here, e))?;
+                let mut doubles = arrow::array::Float64Builder::with_capacity(array.len());
+                for row in 0..array.len() {
+                    if array.is_null(row) {
+                        doubles.append_null();
+                        continue;
+                    }
+                    let text = f.value(row).to_string();
+                    let v: f64 = text.parse().map_err(|e| Error::data(here, e))?;
+                    doubles.append_value(v);
+                }
+                Arc::new(doubles.finish()) as ArrayRef
+            }
             DataType::Decimal128(..)
             | DataType::Date32
             | DataType::Time64(_)
@@ -1204,7 +1452,9 @@ impl<'a> Cells<'a> {
                 Column::I32(a) => a.is_valid(row).then(|| Bind::Int(a.value(row) as i64)),
                 Column::I64(a) => a.is_valid(row).then(|| Bind::Int(a.value(row))),
                 Column::Bool(a) => a.is_valid(row).then(|| Bind::Int(a.value(row) as i64)),
-                Column::F32(a) => a.is_valid(row).then(|| Bind::Real(a.value(row) as f64)),
+                Column::F32(a) => a
+                    .is_valid(row)
+                    .then(|| Bind::Real(float32_as_double(a.value(row)))),
                 Column::F64(a) => a.is_valid(row).then(|| Bind::Real(a.value(row))),
                 Column::Text(a) => a.is_valid(row).then(|| Bind::Text(a.value(row))),
                 Column::Blob(a) => a.is_valid(row).then(|| Bind::Blob(a.value(row))),
@@ -1255,7 +1505,7 @@ mod tests {
             )
             .unwrap()
         };
-        let out = super::bindable(&batch(vec![Some(1.5), None]), "t").unwrap();
+        let out = super::bindable(&batch(vec![Some(1.5), None]), "t", &[]).unwrap();
         let text = |i: usize| {
             let a = out
                 .column(i)
@@ -1300,6 +1550,7 @@ mod tests {
         let err = super::bindable(
             &batch(vec![None, Some(f64::NAN)]),
             "sqlite://out.db table t",
+            &[],
         )
         .unwrap_err()
         .to_string();

@@ -109,7 +109,22 @@ impl MysqlSource {
         for c in &columns {
             let q = quote(&c.name);
             let read = match declared(&c.name) {
-                // Every type has a text form; declared text reads it.
+                // A spatial value has no text form CAST can give ("Illegal parameter data
+                // type geometry for operation 'cast_as_char'"): declared text reads its
+                // WKT, with its SRID in front (EWKT) when it has one so none is lost;
+                // declared bytea reads its WKB.
+                Some(ColumnType::Text | ColumnType::Varchar(_)) if is_spatial(c) => {
+                    exprs.push(format!(
+                        "CAST(CASE WHEN ST_SRID({q}) = 0 THEN ST_AsText({q}) \
+                         ELSE CONCAT('SRID=', ST_SRID({q}), ';', ST_AsText({q})) END AS CHAR)"
+                    ));
+                    Ok((MyKind::Text, DataType::Utf8))
+                }
+                Some(ColumnType::Bytes) if is_spatial(c) => {
+                    exprs.push(format!("ST_AsBinary({q})"));
+                    Ok((MyKind::Bytes, DataType::Binary))
+                }
+                // Every other type has a text form; declared text reads it.
                 Some(ColumnType::Text | ColumnType::Varchar(_)) => {
                     exprs.push(format!("CAST({q} AS CHAR)"));
                     Ok((MyKind::Text, DataType::Utf8))
@@ -124,6 +139,10 @@ impl MysqlSource {
                     kinds.push(kind);
                     raw_fields.push(Field::new(&c.name, arrow_type, !c.not_null));
                 }
+                Err(why) if is_spatial(c) => problems.push(format!(
+                    "column `{}`: {why}; declare [source.types] {} = \"text\" to read it as WKT (EWKT when it has an SRID), or \"bytea\" to read it as WKB",
+                    c.name, c.name
+                )),
                 Err(why) => problems.push(format!(
                     "column `{}`: {why}; declare [source.types] {} = \"text\" to read its text form",
                     c.name, c.name
@@ -231,6 +250,23 @@ impl MysqlSource {
 
 /// Whether a key column is an integer (`true`) or text compared as UTF-8 bytes (`false`);
 /// `Err` says why it cannot be a chunk key.
+/// Whether `c` is of a spatial type (`geometry`, `point`, ...), which has no text form
+/// a CAST gives.
+fn is_spatial(c: &MyColumn) -> bool {
+    matches!(
+        c.data_type.as_str(),
+        "geometry"
+            | "point"
+            | "linestring"
+            | "polygon"
+            | "multipoint"
+            | "multilinestring"
+            | "multipolygon"
+            | "geometrycollection"
+            | "geomcollection"
+    )
+}
+
 fn key_kind(c: &MyColumn) -> Result<bool, String> {
     match c.data_type.as_str() {
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => Ok(true),

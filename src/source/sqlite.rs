@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use sqlx::sqlite::SqlitePool;
@@ -17,6 +18,8 @@ use crate::db::keyset::{KeyChunks, KeySql, marks};
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
 use crate::db::{IoRuntime, quote_ident, stmt};
 use crate::plan::{Chunk, ChunkRange, KeyValue};
+use crate::transform::cast::{cast_lossless, value_text};
+use crate::types::quote_value;
 use crate::{Error, Result};
 
 /// A table in a SQLite database file.
@@ -32,6 +35,9 @@ pub struct SqliteSource {
     key_int: Vec<bool>,
     keyset: KeySql,
     kinds: Vec<Kind>,
+    /// The columns `[source.types]` declares: read as that type whatever the table
+    /// declares or stores, by SQLite's conversions where they lose nothing.
+    convert: Vec<bool>,
     raw_schema: SchemaRef,
     schema: SchemaRef,
     select: String,
@@ -70,15 +76,27 @@ impl SqliteSource {
                 format!("table `{table}` does not exist; {hint}"),
             ));
         };
-        let kinds: Vec<Kind> = columns.iter().map(|c| Kind::from_decl(&c.decl)).collect();
+        let declared: Vec<Kind> = columns.iter().map(|c| Kind::from_decl(&c.decl)).collect();
+        // SQLite stores any class in any column (`.import` leaves 'NA' in an INTEGER
+        // column): a column `[source.types]` names is decoded as that type, so such values
+        // convert where they can and are set aside with their reason where they cannot.
+        let mut kinds = declared.clone();
+        let mut convert = vec![false; columns.len()];
+        for (name, ty) in &config.types {
+            if let Some(i) = columns.iter().position(|c| c.name == name.value) {
+                kinds[i] = Kind::for_type(ty.value);
+                convert[i] = true;
+            }
+        }
         let raw_fields: Vec<Field> = columns
             .iter()
             .zip(&kinds)
-            .map(|(c, k)| {
+            .zip(&declared)
+            .map(|((c, k), d)| {
                 Field::new(
                     &c.name,
                     k.arrow_type(),
-                    !c.not_null || c.pk > 0 && k != &Kind::Int,
+                    !c.not_null || c.pk > 0 && d != &Kind::Int,
                 )
             })
             .collect();
@@ -110,7 +128,7 @@ impl SqliteSource {
         let key_int: Vec<bool> = key_cols
             .index
             .iter()
-            .map(|&i| kinds[i] == Kind::Int)
+            .map(|&i| declared[i] == Kind::Int)
             .collect();
         // Text keys compare in byte order (BINARY), like every other source and target,
         // whatever collation (NOCASE, say) the column declares.
@@ -136,6 +154,7 @@ impl SqliteSource {
             key_int,
             keyset,
             kinds,
+            convert,
             raw_schema,
             schema,
             select,
@@ -177,7 +196,7 @@ impl Source for SqliteSource {
     fn read_keys(&self, keys: &[Option<String>]) -> Result<Option<(RecordBatch, Vec<usize>)>> {
         let here = self.describe();
         let (wanted, list) = parse_keys(keys, &self.key, &self.key_int, &here)?;
-        let mut builder = BatchBuilder::new(&self.kinds, wanted.len().max(1));
+        let mut builder = BatchBuilder::converting(&self.kinds, &self.convert, wanted.len().max(1));
         let mut origin = Vec::new();
         self.io.block_on(async {
             let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
@@ -302,6 +321,7 @@ impl Source for SqliteSource {
         let pool = self.pool.clone();
         let io = self.io.clone();
         let kinds = self.kinds.clone();
+        let convert = self.convert.clone();
         let raw_schema = self.raw_schema.clone();
         let schema = self.schema.clone();
         let here = self.describe();
@@ -327,31 +347,54 @@ impl Source for SqliteSource {
                 let mut rows = raw
                     .prepare(&sql, &binds)
                     .map_err(|e| Error::db(&here, e.into()))?;
-                let mut builder = BatchBuilder::new(&kinds, batch_rows);
+                let mut builder = BatchBuilder::converting(&kinds, &convert, batch_rows);
+                let finish = |builder: &mut BatchBuilder| {
+                    let raw = builder.finish(&raw_schema, &raw_schema, &here)?;
+                    let (batch, bad) = cast_declared(raw, &schema, &key_cols, &here)?;
+                    for u in bad {
+                        set_aside.push(chunk_id, u);
+                    }
+                    Ok::<_, Error>(batch)
+                };
                 while rows.step().map_err(|e| Error::db(&here, e.into()))? {
                     if let Err(f) = builder.push(&rows, &raw_schema, &key_cols, &here) {
+                        let declared = f
+                            .column
+                            .as_ref()
+                            .and_then(|c| names.iter().position(|n| *n == c.as_str()))
+                            .is_some_and(|i| convert[i]);
                         let u = Unreadable {
                             location: f.location,
                             line: 0,
                             key: key_cols.value(&rows).map(|k| key_value_text(&k)),
+                            reason: match (&f.value, declared, &f.column) {
+                                (Some(v), true, _) => {
+                                    format!("value {}: {}", quote_value(v), f.reason)
+                                }
+                                // SQLite keeps any class in any column; say how to read it.
+                                (_, false, Some(c)) if f.reason.contains("UTF-8") => format!(
+                                    "{}; [source.types] {c} = \"bytea\" reads the column's bytes",
+                                    f.reason
+                                ),
+                                (_, false, Some(c)) => format!(
+                                    "{}; [source.types] {c} = \"text\" (or another type) reads the column as that type",
+                                    f.reason
+                                ),
+                                _ => f.reason,
+                            },
                             column: f.column,
-                            reason: f.reason,
                             raw: rows.row_json(&names),
                         };
                         set_aside.push(chunk_id, u);
                         continue;
                     }
-                    if builder.len == batch_rows
-                        && tx
-                            .send(builder.finish(&raw_schema, &schema, &here))
-                            .is_err()
-                    {
+                    if builder.len == batch_rows && tx.send(finish(&mut builder)).is_err() {
                         // The chunk worker stopped reading.
                         return Ok(());
                     }
                 }
                 if builder.len > 0 {
-                    let _ = tx.send(builder.finish(&raw_schema, &schema, &here));
+                    let _ = tx.send(finish(&mut builder));
                 }
                 Ok(())
             })
@@ -374,4 +417,90 @@ impl Source for SqliteSource {
     fn locate(&self, chunk: &Chunk, row: u64) -> String {
         format!("{} {chunk} row {}", self.describe(), row + 1)
     }
+}
+
+/// `raw` (rows as decoded) cast into the declared `schema`, without loss: a row whose
+/// value cannot become its declared type (a `[source.types]` column: text that is no
+/// date, an integer beyond `integer`'s range) is left out and returned, with the value
+/// and the reason, to be quarantined with its stored values, so that the rest of the
+/// chunk is read.
+fn cast_declared(
+    raw: RecordBatch,
+    schema: &SchemaRef,
+    key: &KeyCols,
+    here: &str,
+) -> Result<(RecordBatch, Vec<Unreadable>)> {
+    if raw.schema_ref() == schema {
+        return Ok((raw, Vec::new()));
+    }
+    // The first failure of each row, by row.
+    let mut failed: std::collections::BTreeMap<usize, (String, Option<String>, String)> =
+        std::collections::BTreeMap::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        if raw.column(i).data_type() == f.data_type() {
+            continue;
+        }
+        let (_, failures) =
+            cast_lossless(raw.column(i), f.data_type()).map_err(|e| Error::data(here, e))?;
+        for fl in failures {
+            failed
+                .entry(fl.row)
+                .or_insert_with(|| (f.name().clone(), fl.value, fl.reason));
+        }
+    }
+    let mut bad = Vec::with_capacity(failed.len());
+    for (&row, (column, value, reason)) in &failed {
+        let parts: Option<Vec<KeyValue>> = key
+            .index
+            .iter()
+            .map(|&i| {
+                let c = raw.column(i);
+                if c.is_null(row) {
+                    return None;
+                }
+                Some(match c.data_type() {
+                    arrow::datatypes::DataType::Int64 => {
+                        KeyValue::Int(c.as_primitive::<arrow::datatypes::Int64Type>().value(row))
+                    }
+                    _ => KeyValue::Text(value_text(c.as_ref(), row)?),
+                })
+            })
+            .collect();
+        let label = match &parts {
+            Some(p) => key
+                .names
+                .iter()
+                .zip(p)
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "key unknown".into(),
+        };
+        bad.push(Unreadable {
+            location: format!("{here}, {label}"),
+            line: 0,
+            key: parts.map(|p| key_value_text(&KeyValue::from_parts(p))),
+            column: Some(column.clone()),
+            reason: match value {
+                Some(v) => format!("value {}: {reason}", quote_value(v)),
+                None => reason.clone(),
+            },
+            raw: crate::check::quarantine::row_json(&raw, row).to_string(),
+        });
+    }
+    let raw = if failed.is_empty() {
+        raw
+    } else {
+        let keep = arrow::array::BooleanArray::from(
+            (0..raw.num_rows())
+                .map(|r| !failed.contains_key(&r))
+                .collect::<Vec<_>>(),
+        );
+        arrow::compute::filter_record_batch(&raw, &keep)
+            .map_err(|e| Error::Internal(e.to_string()))?
+    };
+    let batch = crate::transform::cast::cast_batch(raw, schema, here, |row| {
+        format!("{here}, batch row {}", row + 1)
+    })?;
+    Ok((batch, bad))
 }

@@ -48,6 +48,9 @@ pub fn cast_lossless(
     if !can_cast_types(from, to) {
         return Err(ArrowError::CastError(format!("cannot cast {from} to {to}")));
     }
+    if (from, to) == (&DataType::Float64, &DataType::Float32) {
+        return Ok(double_to_real(array));
+    }
     let safe = CastOptions {
         safe: true,
         ..Default::default()
@@ -63,11 +66,17 @@ pub fn cast_lossless(
         for row in 0..array.len() {
             if array.is_valid(row) && cast.is_null(row) {
                 let reason = if parsing {
-                    format!("cannot be read as {}", type_name(to))
+                    array
+                        .as_string_opt::<i32>()
+                        .and_then(|a| integer_reason(a.value(row), to))
+                        .unwrap_or_else(|| format!("cannot be read as {}", type_name(to)))
                 } else if matches!(from, DataType::Binary | DataType::LargeBinary) {
                     "is not valid UTF-8".to_string()
                 } else {
-                    format!("does not fit in {}", type_name(to))
+                    match range_of(to) {
+                        Some(range) => format!("is out of range for {} ({range})", type_name(to)),
+                        None => format!("does not fit in {}", type_name(to)),
+                    }
                 };
                 failures.push(CastFailure {
                     row,
@@ -299,6 +308,184 @@ pub fn cast_zoned(
     }
 }
 
+/// A double as a `real`: the float32 whose shortest decimal is the double's value
+/// (`-2.1` is the real `-2.1`), as a `real` column stores it in SQLite or PostgreSQL
+/// prints it (see [`crate::types::float32_as_double`]). A double that no real is, such
+/// as `0.1 + 1e-12` or 1e300, fails its row instead of being rounded.
+fn double_to_real(array: &ArrayRef) -> (ArrayRef, Vec<CastFailure>) {
+    let doubles = array.as_primitive::<arrow::datatypes::Float64Type>();
+    let mut out = arrow::array::Float32Builder::with_capacity(doubles.len());
+    let mut failures = Vec::new();
+    for (row, v) in doubles.iter().enumerate() {
+        match v.map(|d| (d, crate::types::double_as_float32(d))) {
+            None => out.append_null(),
+            Some((_, Some(r))) => out.append_value(r),
+            Some((d, None)) => {
+                out.append_null();
+                let nearest = d as f32;
+                failures.push(CastFailure {
+                    row,
+                    value: Some(d.to_string()),
+                    reason: if nearest.is_infinite() && d.is_finite() {
+                        "is out of range for real (about ±3.4028235e38)".to_string()
+                    } else {
+                        format!(
+                            "would change to '{nearest}' in real, which keeps about 7 significant digits"
+                        )
+                    },
+                });
+            }
+        }
+    }
+    (Arc::new(out.finish()), failures)
+}
+
+/// A decimal number as written: its sign, its significant digits (no leading or
+/// trailing zeros; empty for zero) and the power of ten of the last of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecimalText {
+    pub(crate) negative: bool,
+    pub(crate) digits: String,
+    pub(crate) exponent: i64,
+    /// Whether it was written with a point or an exponent, not as a whole number.
+    pub(crate) decimal: bool,
+}
+
+/// `text` as a decimal number literal (`-12`, `0.50`, `.5`, `1e3`, `+2.5E-7`), or `None`
+/// when it is not one: SQL's numeric literal, without blanks, `inf` or `NaN`.
+pub(crate) fn decimal_text(text: &str) -> Option<DecimalText> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let negative = match b.first() {
+        Some(b'-') => {
+            i = 1;
+            true
+        }
+        Some(b'+') => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let mut mantissa = String::new();
+    let mut after_point: i64 = 0;
+    let mut point = false;
+    while i < b.len() {
+        match b[i] {
+            c @ b'0'..=b'9' => {
+                mantissa.push(c as char);
+                if point {
+                    after_point += 1;
+                }
+            }
+            b'.' if !point => point = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    if mantissa.is_empty() {
+        return None;
+    }
+    let mut exponent: i64 = 0;
+    let mut exp_written = false;
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        let rest = &text[i + 1..];
+        let digits = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) || digits.len() > 6 {
+            return None;
+        }
+        exponent = rest.parse().ok()?;
+        exp_written = true;
+        i = b.len();
+    }
+    if i != b.len() {
+        return None;
+    }
+    let trimmed = mantissa.trim_start_matches('0');
+    let kept = trimmed.trim_end_matches('0');
+    let trailing = (trimmed.len() - kept.len()) as i64;
+    Some(DecimalText {
+        negative,
+        digits: kept.to_string(),
+        exponent: if kept.is_empty() {
+            0
+        } else {
+            exponent - after_point + trailing
+        },
+        decimal: point || exp_written,
+    })
+}
+
+/// `text` as an integer of `ty` (`min` to `max`), or why not: not a number, a
+/// fraction, a decimal written for a whole number, or out of the type's range.
+pub(crate) fn integer_text(text: &str, ty: &str, min: i64, max: i64) -> Result<i64, String> {
+    let Some(d) = decimal_text(text) else {
+        return Err(format!("is not a number, so it cannot be read as {ty}"));
+    };
+    if d.exponent < 0 {
+        return Err(format!(
+            "has a fraction, which {ty} cannot hold (it takes whole numbers)"
+        ));
+    }
+    let out_of_range = || format!("is out of range for {ty} ({min} to {max})");
+    if d.digits.len() as i64 + d.exponent > 19 {
+        return Err(out_of_range());
+    }
+    let whole: String = d.digits.clone() + &"0".repeat(d.exponent as usize);
+    let magnitude: i128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| out_of_range())?
+    };
+    let value = if d.negative { -magnitude } else { magnitude };
+    if value < min as i128 || value > max as i128 {
+        return Err(out_of_range());
+    }
+    if d.decimal {
+        return Err(format!(
+            "is written as a decimal, not as a whole number, so it cannot be read as {ty}"
+        ));
+    }
+    Ok(value as i64)
+}
+
+/// `text` as a double, or why not: not a number, out of range, or more significant
+/// digits than a double keeps (the text would not read back the same).
+pub(crate) fn double_text(text: &str) -> Result<f64, String> {
+    let Some(d) = decimal_text(text) else {
+        return Err("is not a number, so it cannot be read as double".into());
+    };
+    let v: f64 = text
+        .parse()
+        .map_err(|_| "is not a number, so it cannot be read as double".to_string())?;
+    if v.is_infinite() {
+        return Err("is out of range for double (about ±1.8e308)".into());
+    }
+    // The shortest decimal of the double must be the number written.
+    let shortest = decimal_text(&format!("{v:e}")).map(|s| (s.negative, s.digits, s.exponent));
+    if v == 0.0 && !d.digits.is_empty() {
+        return Err("is too small for double, which would read it as 0".into());
+    }
+    let written = (d.negative, d.digits.clone(), d.exponent);
+    if v != 0.0 && shortest != Some(written) {
+        return Err(format!(
+            "has more significant digits than a double keeps: it would read back as {v}"
+        ));
+    }
+    Ok(v)
+}
+
+/// Why `text` cannot be an integer of type `to`, when `to` is one.
+fn integer_reason(text: &str, to: &DataType) -> Option<String> {
+    let (min, max) = match to {
+        DataType::Int16 => (i16::MIN as i64, i16::MAX as i64),
+        DataType::Int32 => (i32::MIN as i64, i32::MAX as i64),
+        DataType::Int64 => (i64::MIN, i64::MAX),
+        _ => return None,
+    };
+    integer_text(text.trim(), &type_name(to), min, max).err()
+}
+
 /// Whether casting `to` and back `from` must give the original value when nothing was lost.
 fn round_trips(from: &DataType, to: &DataType) -> bool {
     let numeric = |t: &DataType| t.is_numeric() || matches!(t, DataType::Boolean);
@@ -314,6 +501,16 @@ fn fraction_digits(text: &str) -> usize {
     }
     t.split_once('.')
         .map_or(0, |(_, frac)| frac.trim_end_matches('0').len())
+}
+
+/// The values an integer type holds, for messages.
+fn range_of(t: &DataType) -> Option<String> {
+    Some(match t {
+        DataType::Int16 => format!("{} to {}", i16::MIN, i16::MAX),
+        DataType::Int32 => format!("{} to {}", i32::MIN, i32::MAX),
+        DataType::Int64 => format!("{} to {}", i64::MIN, i64::MAX),
+        _ => return None,
+    })
 }
 
 /// A target type's name as a pipeline file writes it.
@@ -359,7 +556,10 @@ mod tests {
         let a: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(40_000)]));
         assert_eq!(
             fail(a, DataType::Int16),
-            [(2, "40000 does not fit in smallint".to_string())]
+            [(
+                2,
+                "40000 is out of range for smallint (-32768 to 32767)".to_string()
+            )]
         );
     }
 
@@ -458,6 +658,119 @@ mod tests {
                 .next()
                 .unwrap(),
             "unknown time zone `Mars/Olympus`"
+        );
+    }
+
+    #[test]
+    fn text_that_is_no_integer_says_why() {
+        let a: ArrayRef = Arc::new(StringArray::from(vec![
+            "12",
+            "99999999999999999999",
+            "1.5",
+            "abc",
+            "4.0",
+            "-40000",
+        ]));
+        assert_eq!(
+            fail(a.clone(), DataType::Int64),
+            [
+                (
+                    1,
+                    "99999999999999999999 is out of range for bigint (-9223372036854775808 to 9223372036854775807)".to_string()
+                ),
+                (
+                    2,
+                    "1.5 has a fraction, which bigint cannot hold (it takes whole numbers)"
+                        .to_string()
+                ),
+                (3, "abc is not a number, so it cannot be read as bigint".to_string()),
+                (
+                    4,
+                    "4.0 is written as a decimal, not as a whole number, so it cannot be read as bigint"
+                        .to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            fail(a, DataType::Int16)[4],
+            (
+                5,
+                "-40000 is out of range for smallint (-32768 to 32767)".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn decimal_texts_are_read_exactly() {
+        assert_eq!(integer_text("-007", "bigint", i64::MIN, i64::MAX), Ok(-7));
+        assert_eq!(
+            integer_text("9223372036854775807", "bigint", i64::MIN, i64::MAX),
+            Ok(i64::MAX)
+        );
+        assert_eq!(
+            integer_text("-9223372036854775808", "bigint", i64::MIN, i64::MAX),
+            Ok(i64::MIN)
+        );
+        assert!(integer_text("1e3", "bigint", i64::MIN, i64::MAX).is_err());
+        assert_eq!(double_text("0.10"), Ok(0.1));
+        assert_eq!(double_text("-2.1e-3"), Ok(-0.0021));
+        assert_eq!(double_text("1e308"), Ok(1e308));
+        assert_eq!(double_text("-0"), Ok(-0.0));
+        assert_eq!(
+            double_text("0.12345678901234567890"),
+            Err("has more significant digits than a double keeps: it would read back as 0.12345678901234568".into())
+        );
+        assert_eq!(
+            double_text("1e999"),
+            Err("is out of range for double (about ±1.8e308)".into())
+        );
+        assert_eq!(
+            double_text("NA"),
+            Err("is not a number, so it cannot be read as double".into())
+        );
+        assert_eq!(
+            double_text("inf").unwrap_err(),
+            "is not a number, so it cannot be read as double"
+        );
+    }
+
+    #[test]
+    fn a_double_is_a_real_when_its_shortest_decimal_is_one() {
+        let a: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(-2.1),
+            Some(0.1),
+            Some(3.402_823_5e38),
+            Some(f64::INFINITY),
+            None,
+            Some(0.1 + 1e-12),
+            Some(1e300),
+        ]));
+        let (cast, f) = cast_lossless(&a, &DataType::Float32).unwrap();
+        let reals = cast.as_primitive::<arrow::datatypes::Float32Type>();
+        assert_eq!(reals.value(0), -2.1f32);
+        assert_eq!(reals.value(1), 0.1f32);
+        assert_eq!(reals.value(2), 3.402_823_5e38f32);
+        assert_eq!(reals.value(3), f32::INFINITY);
+        assert!(reals.is_null(4));
+        let f: Vec<_> = f
+            .into_iter()
+            .map(|f| (f.row, f.value.unwrap(), f.reason))
+            .collect();
+        assert_eq!(
+            f,
+            [
+                (
+                    5,
+                    "0.10000000000100001".to_string(),
+                    "would change to '0.1' in real, which keeps about 7 significant digits"
+                        .to_string()
+                ),
+                (
+                    6,
+                    (1e300f64).to_string(),
+                    "is out of range for real (about ±3.4028235e38)".to_string()
+                ),
+            ]
         );
     }
 

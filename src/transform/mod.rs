@@ -87,6 +87,7 @@ impl Transform {
                 &c.expr.value,
                 &c.expr.span,
                 &what,
+                &Scope::Source,
                 &mut diags,
             ) else {
                 continue;
@@ -125,7 +126,14 @@ impl Transform {
         let mut filter = None;
         if let Some(f) = &pipeline.filter
             && let Some(expr) = compile_expr(
-                &ctx, &df_schema, &input, &f.value, &f.span, "filter", &mut diags,
+                &ctx,
+                &df_schema,
+                &input,
+                &f.value,
+                &f.span,
+                "filter",
+                &Scope::Source,
+                &mut diags,
             )
         {
             match expr.data_type(&input) {
@@ -199,7 +207,7 @@ impl Transform {
                     rejects.push(Reject {
                         row,
                         column: None,
-                        value: None,
+                        value: Some(inputs_text(f, input, row)),
                         reason: format!("filter: {reason}"),
                     });
                 }
@@ -279,9 +287,10 @@ impl Transform {
             reason,
         };
         let (values, failures) = eval_lenient(&c.expr, batch)?;
+        // A failing expression has no value: the inputs it read are what explains it.
         let mut rejects: Vec<Reject> = failures
             .into_iter()
-            .map(|(row, reason)| reject(row, None, reason))
+            .map(|(row, reason)| reject(row, Some(inputs_text(&c.expr, batch, row)), reason))
             .collect();
         let target = c.ty.arrow_type();
         let (mut cast, cast_failures) = cast_zoned(&values, &target, c.zone.as_deref())
@@ -344,6 +353,19 @@ fn fill_nulls(array: &ArrayRef) -> Result<ArrayRef> {
     Ok(arrow::array::make_array(data))
 }
 
+/// The columns an expression sees, for messages about a name it does not find.
+pub(crate) enum Scope<'a> {
+    /// A target column's expression or the filter: the source columns.
+    Source,
+    /// A check: the target columns, beside the source's (`source`), which it does not
+    /// see.
+    Target {
+        /// The source's columns.
+        source: &'a SchemaRef,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn compile_expr(
     ctx: &ExprContext,
     df_schema: &DFSchema,
@@ -351,12 +373,13 @@ pub(crate) fn compile_expr(
     sql: &str,
     span: &Option<Range<usize>>,
     what: &str,
+    scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Arc<dyn PhysicalExpr>> {
     let expr = match ctx.parse_sql_expr(sql, df_schema) {
         Ok(e) => e,
         Err(e) => {
-            diags.push(df_diagnostic(&e, span, what, input));
+            diags.push(df_diagnostic(&e, span, what, input, scope));
             return None;
         }
     };
@@ -381,14 +404,14 @@ pub(crate) fn compile_expr(
     let expr = match simplified {
         Ok(e) => e,
         Err(e) => {
-            diags.push(df_diagnostic(&e, span, what, input));
+            diags.push(df_diagnostic(&e, span, what, input, scope));
             return None;
         }
     };
     match ctx.create_physical_expr(expr, df_schema) {
         Ok(p) => Some(p),
         Err(e) => {
-            diags.push(df_diagnostic(&e, span, what, input));
+            diags.push(df_diagnostic(&e, span, what, input, scope));
             None
         }
     }
@@ -399,8 +422,34 @@ fn df_diagnostic(
     span: &Option<Range<usize>>,
     what: &str,
     input: &SchemaRef,
+    scope: &Scope<'_>,
 ) -> Diagnostic {
     let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+    if let (Some(SchemaError::FieldNotFound { field, .. }), Scope::Target { source }) =
+        (find_schema_error(e), scope)
+    {
+        let sources: Vec<&str> = source.fields().iter().map(|f| f.name().as_str()).collect();
+        let name = &field.name;
+        let mut help = format!(
+            "target columns are: {}; source columns are: {}",
+            names.join(", "),
+            sources.join(", ")
+        );
+        if sources.contains(&name.as_str()) {
+            help = format!(
+                "`{name}` is a source column; to check it, add a target column with expr = \"{name}\" and check that. {help}"
+            );
+        } else if let Some(best) = suggest(name, names.iter().copied()) {
+            help = format!("did you mean `{best}`? {help}");
+        }
+        return Diagnostic::at(
+            span.clone(),
+            format!(
+                "{what} names column `{name}`, which is not a target column: checks see the target columns, not the source's"
+            ),
+        )
+        .with_help(help);
+    }
     if let Some(SchemaError::FieldNotFound { field, .. }) = find_schema_error(e) {
         let d = Diagnostic::at(
             span.clone(),
@@ -518,6 +567,26 @@ fn is_row_error(e: &DataFusionError) -> bool {
         }
         _ => false,
     }
+}
+
+/// The source columns `expr` reads and their values at `row` of `batch`, for the
+/// quarantine of a row whose expression failed: `amount=12,5, qty=3` (the row's stored
+/// values are kept beside it as JSON).
+fn inputs_text(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch, row: usize) -> String {
+    let mut columns: Vec<_> = collect_columns(expr).into_iter().collect();
+    columns.sort_by_key(|c| c.index());
+    columns
+        .iter()
+        .map(|c| {
+            let value = batch
+                .columns()
+                .get(c.index())
+                .and_then(|a| value_text(a.as_ref(), row))
+                .unwrap_or_else(|| "NULL".to_string());
+            format!("{}={value}", c.name())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The text of `batch[column][row]`, for messages.

@@ -139,7 +139,11 @@ born = { type = "date", expr = "CAST(created_at AS DATE)" }"#;
             out.rejects[1].value.as_deref(),
             out.rejects[1].reason.as_str()
         ),
-        (2, Some("3000000000"), "value does not fit in integer")
+        (
+            2,
+            Some("3000000000"),
+            "value is out of range for integer (-2147483648 to 2147483647)",
+        )
     );
 }
 

@@ -809,10 +809,16 @@ fn a_source_value_that_does_not_fit_its_column_is_quarantined_whole() {
                 "42",
                 "score",
                 "1",
-                "a TEXT value in a column read as REAL",
+                "a TEXT value in a column read as REAL; [source.types] score = \"text\" (or another type) reads the column as that type",
                 "1"
             ],
-            ["778", "country", "1", "is not valid UTF-8 text", "1"],
+            [
+                "778",
+                "country",
+                "1",
+                "is not valid UTF-8 text; [source.types] country = \"bytea\" reads the column's bytes",
+                "1"
+            ],
         ]
     );
     let stored = sqlite_rows(
