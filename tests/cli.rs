@@ -42,6 +42,13 @@ fn reference_pipeline_sets_every_option() {
         "quote",
         "escape",
         "null",
+        "quoting",
+        "null_quoted",
+        "null_columns",
+        "max_record_bytes",
+        "encoding",
+        "skip_lines",
+        "trim",
         "[source.types]",
         "format",
         "if_exists",
@@ -955,3 +962,6 @@ mod postgres;
 
 #[path = "suite/mysql.rs"]
 mod mysql;
+
+#[path = "suite/csv_input.rs"]
+mod csv_input;

@@ -48,17 +48,35 @@ impl QuarantineEntry {
     }
 
     /// A source record that could not be read into a row: kept as its raw text under
-    /// `_unreadable`, since it has no columns to name.
+    /// `_unreadable`, since it has no columns to name. When its bytes are not UTF-8, that
+    /// text is a preview (invalid bytes shown as U+FFFD), and the exact bytes are kept in
+    /// base64 under `_unreadable_base64`, so nothing of the record is lost.
     pub fn unreadable(chunk: usize, u: crate::source::Unreadable) -> Self {
+        let mut row = serde_json::Map::new();
+        row.insert(UNREADABLE.into(), u.raw.clone().into());
+        if let Some(bytes) = &u.raw_bytes {
+            row.insert(UNREADABLE_BASE64.into(), base64_encode(bytes).into());
+        }
         QuarantineEntry {
             chunk,
             key: u.key,
             location: u.location,
             column: u.column,
-            value: Some(u.raw.clone()),
+            value: Some(u.raw),
             reason: u.reason,
-            row: serde_json::json!({ UNREADABLE: u.raw }),
+            row: serde_json::Value::Object(row),
         }
+    }
+
+    /// The exact bytes of an unreadable record (see [`Self::unreadable`]).
+    pub fn unreadable_bytes(&self) -> Option<Vec<u8>> {
+        if let Some(b64) = self.row.get(UNREADABLE_BASE64).and_then(|v| v.as_str()) {
+            return base64_decode(b64);
+        }
+        self.row
+            .get(UNREADABLE)
+            .and_then(|v| v.as_str())
+            .map(|t| t.as_bytes().to_vec())
     }
 
     /// Whether this entry is a record that could not be read (see [`Self::unreadable`]):
@@ -78,6 +96,49 @@ impl QuarantineEntry {
 
 /// The key under which an unreadable record's raw text is kept.
 pub const UNREADABLE: &str = "_unreadable";
+
+/// The key under which an unreadable record's exact bytes are kept, in base64 (RFC 4648,
+/// with padding), when they are not UTF-8.
+pub const UNREADABLE_BASE64: &str = "_unreadable_base64";
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(BASE64[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The bytes of standard base64 text; `None` if it is not.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut n, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = BASE64.iter().position(|&b| b == c)? as u32;
+        n = n << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((n >> bits) as u8);
+            n &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
 
 /// A row as a JSON object: numbers and booleans as JSON, everything else as text, so it
 /// reads back exactly ([`rows_from_json`]).
@@ -183,6 +244,33 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     use super::*;
+
+    #[test]
+    fn unreadable_bytes_are_kept_exactly() {
+        let raw = b"JOURDAIN|h\xe9h\xe9\xb6".to_vec();
+        let e = QuarantineEntry::unreadable(
+            0,
+            crate::source::Unreadable {
+                location: "f.csv line 3".into(),
+                line: 3,
+                key: None,
+                column: Some("name".into()),
+                reason: "is not valid UTF-8 text".into(),
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+                raw_bytes: Some(raw.clone()),
+            },
+        );
+        assert_eq!(e.row[UNREADABLE_BASE64], "Sk9VUkRBSU58aOlo6bY=");
+        assert_eq!(e.unreadable_bytes().unwrap(), raw);
+        // Through the JSON the quarantine stores.
+        let back: QuarantineEntry =
+            serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back.unreadable_bytes().unwrap(), raw);
+        for n in 0..7 {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 97 + 200) as u8).collect();
+            assert_eq!(base64_decode(&base64_encode(&bytes)).unwrap(), bytes);
+        }
+    }
 
     #[test]
     fn rows_round_trip_through_json() {

@@ -45,6 +45,9 @@ pub struct Unreadable {
     /// The record as it is in the source (invalid bytes replaced by U+FFFD); a table row
     /// as a JSON object of its stored values.
     pub raw: String,
+    /// The record's exact bytes, when they are not UTF-8 text (so `raw` is not them):
+    /// kept in the quarantine beside `raw`.
+    pub raw_bytes: Option<Vec<u8>>,
 }
 
 /// The unreadable records of each chunk, found while it was read and kept for

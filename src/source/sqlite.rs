@@ -337,6 +337,7 @@ impl Source for SqliteSource {
                             column: f.column,
                             reason: f.reason,
                             raw: rows.row_json(&names),
+                            raw_bytes: None,
                         };
                         set_aside.push(chunk_id, u);
                         continue;
