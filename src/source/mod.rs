@@ -76,11 +76,6 @@ impl SetAside {
         self.with(|m| m.entry(chunk).or_default().push(u));
     }
 
-    /// Replaces `chunk`'s records.
-    pub(crate) fn set(&self, chunk: usize, all: Vec<Unreadable>) {
-        self.with(|m| m.insert(chunk, all));
-    }
-
     /// `chunk`'s records.
     pub(crate) fn get(&self, chunk: usize) -> Vec<Unreadable> {
         self.with(|m| m.get(&chunk).cloned().unwrap_or_default())

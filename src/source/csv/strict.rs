@@ -152,6 +152,7 @@ pub(crate) fn split(buf: &[u8], eof: bool, d: &Dialect, line: u64, f: &mut Field
     loop {
         // The start of a field.
         let mut field_quoted = false;
+        let field_start = i;
         if d.trim {
             while i < n && d.is_blank(buf[i]) {
                 i += 1;
@@ -234,6 +235,9 @@ pub(crate) fn split(buf: &[u8], eof: bool, d: &Dialect, line: u64, f: &mut Field
                 f.end_field(true);
                 return bounded(Split::Record(n), opened);
             }
+            if n - i < delim.len() && !eof && delim.starts_with(&buf[i..]) {
+                return more(n, d, opened, too_long);
+            }
             if buf[i..].starts_with(delim) {
                 f.end_field(true);
                 i += delim.len();
@@ -264,11 +268,10 @@ pub(crate) fn split(buf: &[u8], eof: bool, d: &Dialect, line: u64, f: &mut Field
         // text after a closing quote).
         loop {
             let found = if quoting && !d.lenient {
-                memchr::memchr3(d0, b'\n', q, &buf[i..]).map(|k| {
-                    // `\r` is rarer than the delimiter: looked for in the span only.
-                    let span = &buf[i..i + k];
-                    memchr::memchr(b'\r', span).unwrap_or(k)
-                })
+                // A lone `\r` ends a record too: looked for before the first other stop.
+                let other = memchr::memchr3(d0, b'\n', q, &buf[i..]);
+                let span = &buf[i..other.map_or(n, |k| i + k)];
+                memchr::memchr(b'\r', span).or(other)
             } else {
                 memchr::memchr3(d0, b'\n', b'\r', &buf[i..])
             };
@@ -287,7 +290,7 @@ pub(crate) fn split(buf: &[u8], eof: bool, d: &Dialect, line: u64, f: &mut Field
             let b = buf[at];
             if quoting && !d.lenient && b == q {
                 // A quote in an unquoted field, or after blanks before a quoted one.
-                let start = field_start_in(buf, at, d);
+                let start = field_start;
                 let blanks_only = buf[start..at].iter().all(|&c| c == b' ' || c == b'\t');
                 let Some(end) = cut(at, opened) else {
                     return more(n, d, opened, too_long);
@@ -340,16 +343,6 @@ fn trim_end(f: &mut Fields, d: &Dialect) {
     while f.bytes.len() > start && d.is_blank(*f.bytes.last().expect("non-empty")) {
         f.bytes.pop();
     }
-}
-
-/// Where the field holding byte `at` starts: after the last delimiter byte or line end
-/// before it.
-fn field_start_in(buf: &[u8], at: usize, d: &Dialect) -> usize {
-    let d_last = *d.delimiter.last().expect("a delimiter has a byte");
-    buf[..at]
-        .iter()
-        .rposition(|&c| c == d_last || c == b'\n' || c == b'\r')
-        .map_or(0, |p| p + 1)
 }
 
 /// The record ends at the line end at `at` (`\n`, `\r\n` or a lone `\r`).
@@ -683,7 +676,7 @@ mod tests {
         assert_eq!(got.len(), 4, "{got:?}");
         assert_eq!(
             got[1],
-            "BAD unterminated quoted field opened at line 2: the input ends inside it, 15 bytes later; line 2 is set aside and reading resumes at line 3"
+            "BAD unterminated quoted field opened at line 2: the input ends inside it, 14 bytes later; line 2 is set aside and reading resumes at line 3"
         );
         assert_eq!(&got[2..], ["3|c", "4|d"]);
     }
