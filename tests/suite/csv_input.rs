@@ -90,7 +90,7 @@ fn an_unclosed_quote_is_quarantined_and_the_rest_of_the_file_is_read() {
         assert_eq!(count(&ws, "unclosed", "SELECT count(*) FROM t"), "999");
         assert_eq!(
             count(&ws, "unclosed", "SELECT max(length(name)) FROM t"),
-            "7"
+            "8"
         );
         let rejects = sqlite_rows(
             &ws.path("out/unclosed.db"),
@@ -198,18 +198,42 @@ fn malformed_quoting_is_quarantined_with_its_reason() {
 #[test]
 fn a_quoted_empty_field_is_an_empty_string_and_an_empty_one_is_null() {
     let ws = Workspace::new();
-    let file = "quoted_empty.csv";
-    let p = invalid_pipeline(&ws, file, "bigint");
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    // A SQLite target keeps the empty string apart from NULL.
+    let p = ws.write(
+        "pipelines/quoted_empty.toml",
+        r#"name = "quoted_empty"
+[source]
+url = "../samples/invalid/quoted_empty.csv"
+key = "id"
+[target]
+url = "sqlite://../out/quoted_empty.db"
+table = "t"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+name = { type = "varchar(255)", expr = "name", nullable = false }
+"#,
+    );
     let out = ws.rowshift(&["run", &p, "--quiet"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    // Row 2's name is the empty string; the target writes it quoted to keep it one.
-    let out_text = written(&ws, file);
-    assert!(out_text.starts_with("id,name,amount,born_on\n1,Alice,10,1990-01-01\n2,"), "{out_text}");
-    assert_eq!(out_text.lines().count(), 3, "{out_text}");
-    let q = quarantine(&ws, file);
-    assert_eq!(q.len(), 1, "{q:?}");
-    assert_eq!(q[0]["key"], "3");
-    assert_eq!(q[0]["column"], "name");
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/quoted_empty.db"),
+            "SELECT id, name, typeof(name) FROM t ORDER BY id"
+        ),
+        [["1", "Alice", "text"], ["2", "", "text"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/quoted_empty.db"),
+            "SELECT row_key, column_name, reason FROM t_rejects"
+        ),
+        [[
+            "3",
+            "name",
+            "is NULL, but the column is declared nullable = false (varchar(255))"
+        ]]
+    );
 }
 
 #[test]
