@@ -257,6 +257,9 @@ pub(super) struct FastDecoder {
     batch_rows: usize,
     /// A record longer than this is left to the strict decoder, which sets it aside.
     max_record_bytes: usize,
+    /// Whether a record read so far spans lines (a quoted newline); until one does, the
+    /// chunk's records are on consecutive lines (the decoder declines blank lines).
+    pub(super) multiline: bool,
     /// End offsets (in `buf`) of the current record's fields.
     ends: Vec<usize>,
 }
@@ -287,6 +290,7 @@ impl FastDecoder {
             delim,
             batch_rows: batch_rows.max(1),
             max_record_bytes,
+            multiline: false,
             ends: Vec::new(),
         }
     }
@@ -408,6 +412,8 @@ impl FastDecoder {
             {
                 return Err(Unsure::Data);
             }
+            // A newline inside quotes: records no longer start one line apart.
+            self.multiline |= newlines & inside != 0;
             let mut seps = (delims | newlines) & !inside;
             while seps != 0 {
                 let bit = seps.trailing_zeros();

@@ -33,6 +33,8 @@ use crate::{Error, Result};
 /// One or more CSV files with the same columns.
 pub struct CsvSource {
     files: Vec<PathBuf>,
+    /// Each file as messages show it.
+    shown: Arc<Vec<String>>,
     opts: CsvOptions,
     dialect: Dialect,
     /// Every column as text, the way the reader parses them.
@@ -60,31 +62,43 @@ type Part = (u64, u64, u64, u64);
 /// The lines of readable records, by chunk id; a few chunks at a time.
 #[derive(Clone, Default)]
 struct Lines {
-    map: Arc<Mutex<HashMap<usize, Arc<Vec<u64>>>>>,
+    map: Arc<Mutex<HashMap<usize, ChunkLines>>>,
     /// How many times a chunk was scanned to find them (tests check it is once a chunk).
     scans: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Where a chunk's readable records are.
+#[derive(Clone)]
+enum ChunkLines {
+    /// The first `rows` records are on consecutive lines from `first` (what the fast
+    /// decoder read before any record spanned lines): no scan is needed.
+    Consecutive { first: u64, rows: u64 },
+    /// Each record's line, from a scan of the whole chunk.
+    Listed(Arc<Vec<u64>>),
 }
 
 impl Lines {
     /// Chunks whose lines are kept: a few per worker.
     const KEPT: usize = 64;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<Vec<u64>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, ChunkLines>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, chunk: usize) -> Option<Arc<Vec<u64>>> {
-        self.lock().get(&chunk).cloned()
+    /// The line of record `row` of `chunk`, if known without a scan.
+    fn get(&self, chunk: usize, row: u64) -> Option<Option<u64>> {
+        match self.lock().get(&chunk)? {
+            ChunkLines::Consecutive { first, rows } => (row < *rows).then_some(Some(first + row)),
+            ChunkLines::Listed(lines) => Some(lines.get(row as usize).copied()),
+        }
     }
 
-    fn set(&self, chunk: usize, lines: Vec<u64>) -> Arc<Vec<u64>> {
-        let lines = Arc::new(lines);
+    fn set(&self, chunk: usize, lines: ChunkLines) {
         let mut m = self.lock();
-        if m.len() >= Self::KEPT {
+        if m.len() >= Self::KEPT && !m.contains_key(&chunk) {
             m.clear();
         }
-        m.insert(chunk, lines.clone());
-        lines
+        m.insert(chunk, lines);
     }
 
     fn clear(&self, chunk: usize) {
@@ -152,6 +166,7 @@ impl CsvSource {
         let key = check_key(config, &schema, &describe)?;
         let nulls = Arc::new(names.iter().map(|n| opts.null_of(n).to_vec()).collect());
         Ok(CsvSource {
+            shown: Arc::new(files.iter().map(|f| show_path(f)).collect()),
             files,
             opts,
             dialect,
@@ -203,17 +218,22 @@ impl CsvSource {
         }
     }
 
-    /// The lines of the readable records of `chunk`, in order: found in one pass.
-    fn chunk_lines(&self, chunk: &Chunk) -> Result<Arc<Vec<u64>>> {
-        if let Some(lines) = self.lines.get(chunk.id) {
-            return Ok(lines);
+    /// The line of readable record `row` of `chunk`: known from reading it, or found
+    /// with one pass over the chunk, kept for its other rows.
+    fn line_of(&self, chunk: &Chunk, row: u64) -> Result<Option<u64>> {
+        if let Some(line) = self.lines.get(chunk.id, row) {
+            return Ok(line);
         }
         let mut decoder = SlowDecoder::new(self, chunk, 0, 0, false)?;
         while decoder.next_batch()?.is_some() {}
         self.lines
             .scans
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(self.lines.set(chunk.id, std::mem::take(&mut decoder.lines)))
+        let lines = std::mem::take(&mut decoder.lines);
+        let line = lines.get(row as usize).copied();
+        self.lines
+            .set(chunk.id, ChunkLines::Listed(Arc::new(lines)));
+        Ok(line)
     }
 }
 
@@ -364,14 +384,10 @@ impl Source for CsvSource {
         let ChunkRange::Bytes { file, .. } = &chunk.range else {
             return format!("{chunk} row {row}");
         };
-        let path = &self.files[*file];
-        let line = self
-            .chunk_lines(chunk)
-            .ok()
-            .and_then(|lines| lines.get(row as usize).copied());
-        match line {
-            Some(line) => format!("{} line {line}", show_path(path)),
-            None => format!("{} record {} of {chunk}", show_path(path), row + 1),
+        let shown = &self.shown[*file];
+        match self.line_of(chunk, row).ok().flatten() {
+            Some(line) => format!("{shown} line {line}"),
+            None => format!("{shown} record {} of {chunk}", row + 1),
         }
     }
 }
@@ -498,6 +514,7 @@ impl CsvSource {
     fn clone_plain(&self) -> CsvSource {
         CsvSource {
             files: self.files.clone(),
+            shown: self.shown.clone(),
             opts: self.opts.clone(),
             dialect: self.dialect.clone(),
             raw_schema: self.raw_schema.clone(),
@@ -727,7 +744,20 @@ impl CsvChunkReader {
     fn next_raw(&mut self) -> Option<Result<RecordBatch>> {
         if let Decode::Fast(fast) = &mut self.decode {
             match fast.next_batch() {
-                Ok(Some(b)) => return Some(Ok(b)),
+                Ok(Some(b)) => {
+                    if !fast.multiline {
+                        if let ChunkRange::Bytes { first_line, .. } = &self.chunk.range {
+                            self.source.lines.set(
+                                self.chunk.id,
+                                ChunkLines::Consecutive {
+                                    first: *first_line,
+                                    rows: self.offset + b.num_rows() as u64,
+                                },
+                            );
+                        }
+                    }
+                    return Some(Ok(b));
+                }
                 Ok(None) => return None,
                 Err(Unsure::Io(e)) => {
                     let path = &self.source.files[self.chunk_file()];
@@ -753,9 +783,10 @@ impl CsvChunkReader {
         let out = slow.next_batch().transpose();
         if out.is_none() && slow.skip == 0 {
             // The whole chunk was read: its lines locate rows without another pass.
-            self.source
-                .lines
-                .set(self.chunk.id, std::mem::take(&mut slow.lines));
+            self.source.lines.set(
+                self.chunk.id,
+                ChunkLines::Listed(Arc::new(std::mem::take(&mut slow.lines))),
+            );
         } else if out.is_none() {
             return Some(Err(Error::Internal(format!(
                 "{}: the strict CSV reader found fewer rows than the {} read",
@@ -884,10 +915,32 @@ mod tests {
         }
         let (s, _) = written(dir.path(), "many.csv", &text);
         let chunks = s.plan(10_000).unwrap();
+        // Before the chunk is read, a first lookup scans it, once.
         for row in 0..3000u64 {
             let at = s.locate(&chunks[0], row);
             assert!(at.ends_with(&format!("many.csv line {}", row + 2)), "{at}");
         }
+        assert_eq!(s.lines.scans.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Read by the fast decoder, a chunk of one-line records needs no scan at all.
+        let mut text = String::from("a,b\n");
+        for i in 0..3000 {
+            text.push_str(&format!("{i},x\n"));
+        }
+        text.push_str("3000,\"two\nlines\"\n3001,y\n");
+        let (s, _) = written(dir.path(), "read.csv", &text);
+        let chunks = s.plan(10_000).unwrap();
+        let mut reader = s.read(&chunks[0], 1000).unwrap();
+        reader.next().unwrap().unwrap();
+        for row in 0..1000u64 {
+            assert!(s.locate(&chunks[0], row).ends_with(&format!("read.csv line {}", row + 2)));
+        }
+        assert_eq!(s.lines.scans.load(std::sync::atomic::Ordering::Relaxed), 0);
+        for b in reader {
+            b.unwrap();
+        }
+        // The last batch had a record on two lines: the rest is found in one scan.
+        assert!(s.locate(&chunks[0], 3001).ends_with("read.csv line 3004"));
+        assert!(s.locate(&chunks[0], 3000).ends_with("read.csv line 3002"));
         assert_eq!(s.lines.scans.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
