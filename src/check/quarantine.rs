@@ -1,7 +1,7 @@
 //! The quarantine: rejected rows, kept whole with the reason they failed.
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::transform::cast::{cast_lossless, value_text};
@@ -151,13 +151,20 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
         } else {
             match col.data_type() {
                 DataType::Boolean => serde_json::Value::Bool(col.as_boolean().value(row)),
-                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                    value_text(col.as_ref(), row)
-                        .and_then(|t| t.parse::<i64>().ok())
-                        .map_or(serde_json::Value::Null, |n| {
-                            serde_json::Value::Number(n.into())
-                        })
+                // Read directly: a quarantine with many rows must not format each value
+                // through the generic display path.
+                DataType::Int64 => {
+                    serde_json::Value::Number(col.as_primitive::<Int64Type>().value(row).into())
                 }
+                DataType::Int32 => {
+                    serde_json::Value::Number(col.as_primitive::<Int32Type>().value(row).into())
+                }
+                DataType::Utf8 => serde_json::Value::String(col.as_string::<i32>().value(row).into()),
+                DataType::Int8 | DataType::Int16 => value_text(col.as_ref(), row)
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .map_or(serde_json::Value::Null, |n| {
+                        serde_json::Value::Number(n.into())
+                    }),
                 DataType::Binary => serde_json::Value::String(
                     col.as_binary::<i32>()
                         .value(row)
@@ -221,17 +228,13 @@ fn hex_decode(h: &str) -> Vec<u8> {
 
 /// Replaces quoted values in a reason with `'…'` so reasons group.
 pub fn strip_quoted(text: &str) -> String {
+    if !text.contains('\'') {
+        return text.to_string();
+    }
     let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        if c == '\'' {
-            if !inside {
-                out.push_str("'…'");
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
+    // Pieces alternate: outside quotes, inside, outside, ...
+    for (i, piece) in text.split('\'').enumerate() {
+        out.push_str(if i % 2 == 0 { piece } else { "'…'" });
     }
     out
 }
@@ -266,6 +269,8 @@ mod tests {
         let back: QuarantineEntry =
             serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back.unreadable_bytes().unwrap(), raw);
+        assert_eq!(strip_quoted("value 'x' is 'y"), "value '…' is '…'");
+        assert_eq!(strip_quoted("no quotes"), "no quotes");
         for n in 0..7 {
             let bytes: Vec<u8> = (0..n).map(|i| (i * 97 + 200) as u8).collect();
             assert_eq!(base64_decode(&base64_encode(&bytes)).unwrap(), bytes);
