@@ -659,7 +659,9 @@ fn bench_csv_rejects(config: &Config, rows: u64) -> Result<(Vec<Measurement>, bo
     let mut fine = true;
     let mut list = Vec::new();
     let mut walls = Vec::new();
-    for (label, max, expect_rejected) in [("csv_no_rejects", 100, 0), ("csv_rejects_15", 84, rejected)] {
+    for (label, max, expect_rejected) in
+        [("csv_no_rejects", 100, 0), ("csv_rejects_15", 84, rejected)]
+    {
         let out = dir.join(format!("out_{label}"));
         let pipeline = format!(
             "name = \"bench_{label}\"\n\n[source]\nurl = {}\nkey = \"id\"\n\n[target]\nurl = {}\nformat = \"parquet\"\nif_exists = \"replace\"\n\n[target.columns]\nid = {{ type = \"bigint\", expr = \"id\", primary_key = true }}\nv = {{ type = \"bigint\", expr = \"v\" }}\n\n[[checks]]\ncolumn = \"v\"\nmax = {max}\n\n[chunks]\nrows = {}\nparallel = 1\n",
@@ -670,7 +672,10 @@ fn bench_csv_rejects(config: &Config, rows: u64) -> Result<(Vec<Measurement>, bo
         let file = dir.join(format!("{label}.toml"));
         write_file(&file, &pipeline)?;
         let summary = run_rowshift(&file)?;
-        if summary.read != rows || summary.rejected != expect_rejected || summary.written != rows - expect_rejected {
+        if summary.read != rows
+            || summary.rejected != expect_rejected
+            || summary.written != rows - expect_rejected
+        {
             println!(
                 "  !!! {label}: read {}, written {}, rejected {}; expected {rows}, {}, {expect_rejected}",
                 summary.read,

@@ -159,7 +159,9 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
                 DataType::Int32 => {
                     serde_json::Value::Number(col.as_primitive::<Int32Type>().value(row).into())
                 }
-                DataType::Utf8 => serde_json::Value::String(col.as_string::<i32>().value(row).into()),
+                DataType::Utf8 => {
+                    serde_json::Value::String(col.as_string::<i32>().value(row).into())
+                }
                 DataType::Int8 | DataType::Int16 => value_text(col.as_ref(), row)
                     .and_then(|t| t.parse::<i64>().ok())
                     .map_or(serde_json::Value::Null, |n| {

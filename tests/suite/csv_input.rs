@@ -83,7 +83,8 @@ fn an_unclosed_quote_is_quarantined_and_the_rest_of_the_file_is_read() {
         let out = ws.rowshift(&["run", &p, "--quiet", "--chunk-rows", chunk_rows]);
         assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
         assert!(
-            out.stdout.contains("1000 read, 999 written, 0 filtered, 1 rejected"),
+            out.stdout
+                .contains("1000 read, 999 written, 0 filtered, 1 rejected"),
             "{}",
             out.stdout
         );
@@ -137,7 +138,8 @@ fn a_stray_quote_closed_far_below_cannot_swallow_more_than_max_record_bytes() {
     );
     assert_eq!(rejects[1][0], "samples/bounded.csv line 500");
     assert!(
-        rejects[1][1].starts_with("malformed quoting at line 500: field 2 is not quoted but holds a quote"),
+        rejects[1][1]
+            .starts_with("malformed quoting at line 500: field 2 is not quoted but holds a quote"),
         "{}",
         rejects[1][1]
     );
@@ -179,10 +181,9 @@ fn malformed_quoting_is_quarantined_with_its_reason() {
     }
     // Lenient quoting is asked for, and then keeps the text as it was read.
     let p = invalid_pipeline(&ws, "text_after_quote.csv", "bigint");
-    let text = std::fs::read_to_string(ws.path(&p)).unwrap().replace(
-        "[target]",
-        "[source.csv]\nquoting = \"lenient\"\n[target]",
-    );
+    let text = std::fs::read_to_string(ws.path(&p))
+        .unwrap()
+        .replace("[target]", "[source.csv]\nquoting = \"lenient\"\n[target]");
     std::fs::write(ws.path(&p), text).unwrap();
     std::fs::remove_dir_all(ws.path("out/invalid_text_after_quote.csv")).unwrap();
     let _ = std::fs::remove_dir_all(ws.path("pipelines/.rowshift"));
@@ -261,7 +262,11 @@ fn null_markers_match_unquoted_fields_unless_null_quoted() {
             &ws.path("out/markers.db"),
             "SELECT id, name FROM t ORDER BY id",
         );
-        assert_eq!(rows, expected.map(|r| r.map(String::from).to_vec()), "{extra}");
+        assert_eq!(
+            rows,
+            expected.map(|r| r.map(String::from).to_vec()),
+            "{extra}"
+        );
         std::fs::remove_dir_all(ws.path("out")).unwrap();
         let _ = std::fs::remove_dir_all(ws.path("pipelines/.rowshift"));
     }
@@ -288,10 +293,9 @@ fn bytes_that_are_not_utf8_are_quarantined_exactly_and_read_with_their_encoding(
         String::from_utf8_lossy(raw).as_ref()
     );
     // Read as Latin-1, the same bytes are the text they stand for.
-    let text = std::fs::read_to_string(ws.path(&p)).unwrap().replace(
-        "[target]",
-        "[source.csv]\nencoding = \"latin1\"\n[target]",
-    );
+    let text = std::fs::read_to_string(ws.path(&p))
+        .unwrap()
+        .replace("[target]", "[source.csv]\nencoding = \"latin1\"\n[target]");
     std::fs::write(ws.path(&p), text).unwrap();
     std::fs::remove_dir_all(ws.path(&format!("out/invalid_{file}"))).unwrap();
     let _ = std::fs::remove_dir_all(ws.path("pipelines/.rowshift"));
@@ -312,7 +316,10 @@ fn windows_1252_decodes_exactly_and_quarantines_undefined_bytes() {
     let out = ws.rowshift(&["run", &p, "--quiet"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(
-        sqlite_rows(&ws.path("out/cp1252.db"), "SELECT id, name FROM t ORDER BY id"),
+        sqlite_rows(
+            &ws.path("out/cp1252.db"),
+            "SELECT id, name FROM t ORDER BY id"
+        ),
         [["1", "€ \u{201c}q\u{201d}"], ["3", "ok"]]
     );
     assert_eq!(
@@ -332,7 +339,8 @@ fn windows_1252_decodes_exactly_and_quarantines_undefined_bytes() {
 #[test]
 fn skip_lines_trim_no_quoting_and_a_multi_byte_delimiter() {
     let ws = Workspace::new();
-    let csv = b"exported 2024-01-01\n(c) someone\nid ~| name\n 1 ~| \"a ~| b\" \n2~|  say \"hi\"  \n";
+    let csv =
+        b"exported 2024-01-01\n(c) someone\nid ~| name\n 1 ~| \"a ~| b\" \n2~|  say \"hi\"  \n";
     let p = csv_pipeline(
         &ws,
         "options",
@@ -343,7 +351,10 @@ fn skip_lines_trim_no_quoting_and_a_multi_byte_delimiter() {
     // ` say "hi" `: a quote inside an unquoted field is malformed under strict quoting.
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(
-        sqlite_rows(&ws.path("out/options.db"), "SELECT id, name FROM t ORDER BY id"),
+        sqlite_rows(
+            &ws.path("out/options.db"),
+            "SELECT id, name FROM t ORDER BY id"
+        ),
         [["1", "a ~| b"]]
     );
     assert_eq!(
@@ -361,12 +372,18 @@ fn skip_lines_trim_no_quoting_and_a_multi_byte_delimiter() {
     let out = ws.rowshift(&["run", &p, "--quiet"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(
-        sqlite_rows(&ws.path("out/options.db"), "SELECT id, name FROM t ORDER BY id"),
+        sqlite_rows(
+            &ws.path("out/options.db"),
+            "SELECT id, name FROM t ORDER BY id"
+        ),
         [["2", "say \"hi\""]]
     );
     // Line 4 now has three fields: `"a`, `b"` split at the delimiter inside them.
     assert_eq!(
-        sqlite_rows(&ws.path("out/options.db"), "SELECT location, reason FROM t_rejects"),
+        sqlite_rows(
+            &ws.path("out/options.db"),
+            "SELECT location, reason FROM t_rejects"
+        ),
         [["samples/options.csv line 4", "expected 2 fields, found 3"]]
     );
 }

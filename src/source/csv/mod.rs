@@ -261,7 +261,11 @@ fn skip_lines(path: &Path, n: u64) -> Result<(u64, u64)> {
 }
 
 /// The header's names, and the offset and line where the data starts.
-fn read_header(path: &Path, opts: &CsvOptions, dialect: &Dialect) -> Result<(Vec<String>, u64, u64)> {
+fn read_header(
+    path: &Path,
+    opts: &CsvOptions,
+    dialect: &Dialect,
+) -> Result<(Vec<String>, u64, u64)> {
     let (offset, line) = skip_lines(path, opts.skip_lines)?;
     let mut records = Records::open(path, dialect.clone(), offset, line)?;
     let Some(item) = records.next_item()? else {
@@ -363,7 +367,9 @@ impl Source for CsvSource {
                 self.dialect.max_record_bytes,
             ))
         } else {
-            Decode::Slow(Box::new(SlowDecoder::new(self, chunk, 0, batch_rows, true)?))
+            Decode::Slow(Box::new(SlowDecoder::new(
+                self, chunk, 0, batch_rows, true,
+            )?))
         };
         let this = CsvChunkReader {
             source: self.clone_handle(),
@@ -495,10 +501,7 @@ impl CsvSource {
             && !self.opts.trim
             && self.opts.encoding == Encoding::Utf8
             && !self.opts.null_quoted
-            && self
-                .nulls
-                .iter()
-                .all(|m| m.len() == 1 && m[0].is_empty())
+            && self.nulls.iter().all(|m| m.len() == 1 && m[0].is_empty())
             && q != d
             && ![q, d].iter().any(|b| matches!(b, b'\n' | b'\r'))
     }
@@ -594,7 +597,8 @@ impl SlowDecoder {
     /// The next batch of readable records; `None` at the chunk's end.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let want = self.names.len();
-        let mut columns: Vec<TextColumn> = (0..want).map(|_| text_column(self.batch_rows)).collect();
+        let mut columns: Vec<TextColumn> =
+            (0..want).map(|_| text_column(self.batch_rows)).collect();
         let mut rows = 0;
         while rows < self.batch_rows || !self.build {
             if self.records.offset() >= self.end {
@@ -932,7 +936,10 @@ mod tests {
         let mut reader = s.read(&chunks[0], 1000).unwrap();
         reader.next().unwrap().unwrap();
         for row in 0..1000u64 {
-            assert!(s.locate(&chunks[0], row).ends_with(&format!("read.csv line {}", row + 2)));
+            assert!(
+                s.locate(&chunks[0], row)
+                    .ends_with(&format!("read.csv line {}", row + 2))
+            );
         }
         assert_eq!(s.lines.scans.load(std::sync::atomic::Ordering::Relaxed), 0);
         for b in reader {
@@ -963,16 +970,26 @@ mod tests {
             for c in &chunks {
                 for b in s.read(c, 4).unwrap() {
                     let b = b.unwrap();
-                    let col = b.column(0).as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+                    let col = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::StringArray>()
+                        .unwrap();
                     ids.extend(col.iter().map(|v| v.unwrap().parse::<u64>().unwrap()));
                 }
                 bad.extend(s.unreadable(c));
             }
-            assert_eq!(ids, (1..=50).filter(|&i| i != 10).collect::<Vec<_>>(), "{rows}");
+            assert_eq!(
+                ids,
+                (1..=50).filter(|&i| i != 10).collect::<Vec<_>>(),
+                "{rows}"
+            );
             assert_eq!(bad.len(), 1, "{rows}");
             assert_eq!((bad[0].line, bad[0].raw.as_str()), (11, "10,\"open"));
             assert!(
-                bad[0].reason.starts_with("unterminated quoted field opened at line 11"),
+                bad[0]
+                    .reason
+                    .starts_with("unterminated quoted field opened at line 11"),
                 "{}",
                 bad[0].reason
             );

@@ -296,15 +296,17 @@ pub(crate) fn split(buf: &[u8], eof: bool, d: &Dialect, line: u64, f: &mut Field
                     return more(n, d, opened, too_long);
                 };
                 let what = if blanks_only {
-                    format!(
-                        "field {} has blanks before its opening quote",
-                        f.len() + 1
-                    )
+                    format!("field {} has blanks before its opening quote", f.len() + 1)
                 } else {
                     format!(
                         "field {} is not quoted but holds a quote ({}); a field with a quote must be quoted and the quote doubled",
                         f.len() + 1,
-                        show(&buf[start..(at + 20).min(n)].split(|&c| c == b'\n' || c == b'\r').next().unwrap_or_default())
+                        show(
+                            &buf[start..(at + 20).min(n)]
+                                .split(|&c| c == b'\n' || c == b'\r')
+                                .next()
+                                .unwrap_or_default()
+                        )
                     )
                 };
                 return Split::Bad(
@@ -419,10 +421,8 @@ pub(crate) fn check_record(
     if f.len() != want {
         return Some((None, format!("expected {want} fields, found {}", f.len())));
     }
-    (0..want).find_map(|i| {
-        decode_problem(f.get(i), encoding)
-            .map(|why| (Some(names[i].clone()), why))
-    })
+    (0..want)
+        .find_map(|i| decode_problem(f.get(i), encoding).map(|why| (Some(names[i].clone()), why)))
 }
 
 /// Why `bytes` are not text in `encoding`, if they are not.
@@ -463,9 +463,9 @@ pub(crate) fn decode_into(out: &mut Vec<u8>, bytes: &[u8], encoding: Encoding) {
 /// The character of a windows-1252 byte; `None` for the five bytes it leaves undefined.
 fn windows_1252(b: u8) -> Option<char> {
     const HIGH: [u16; 32] = [
-        0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
-        0x2039, 0x0152, 0, 0x017D, 0, 0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013,
-        0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
+        0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
+        0x0152, 0, 0x017D, 0, 0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC,
+        0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
     ];
     if (0x80..0xA0).contains(&b) {
         match HIGH[usize::from(b - 0x80)] {
@@ -685,9 +685,27 @@ mod tests {
     fn malformed_quoting_is_set_aside() {
         let d = dialect();
         let got = all("\"ab\"cd,1\n \"x\",2\nab\"cd,3\nok,4\n", &d);
-        assert!(got[0].starts_with("BAD malformed quoting at line 1: field 1 has text after its closing quote (`cd`)"), "{}", got[0]);
-        assert!(got[1].starts_with("BAD malformed quoting at line 2: field 1 has blanks before its opening quote"), "{}", got[1]);
-        assert!(got[2].starts_with("BAD malformed quoting at line 3: field 1 is not quoted but holds a quote"), "{}", got[2]);
+        assert!(
+            got[0].starts_with(
+                "BAD malformed quoting at line 1: field 1 has text after its closing quote (`cd`)"
+            ),
+            "{}",
+            got[0]
+        );
+        assert!(
+            got[1].starts_with(
+                "BAD malformed quoting at line 2: field 1 has blanks before its opening quote"
+            ),
+            "{}",
+            got[1]
+        );
+        assert!(
+            got[2].starts_with(
+                "BAD malformed quoting at line 3: field 1 is not quoted but holds a quote"
+            ),
+            "{}",
+            got[2]
+        );
         assert_eq!(got[3], "ok|4");
         let lenient = Dialect {
             lenient: true,
@@ -711,8 +729,14 @@ mod tests {
         match split(&buf[..20], false, &d, 1, &mut Fields::default()) {
             Split::Bad(n, why) => {
                 assert_eq!(n, 9);
-                assert!(why.starts_with("record longer than max_record_bytes = 16"), "{why}");
-                assert!(why.ends_with("line 1 is set aside and reading resumes at line 2"), "{why}");
+                assert!(
+                    why.starts_with("record longer than max_record_bytes = 16"),
+                    "{why}"
+                );
+                assert!(
+                    why.ends_with("line 1 is set aside and reading resumes at line 2"),
+                    "{why}"
+                );
             }
             other => panic!("{other:?}"),
         }
