@@ -749,16 +749,16 @@ impl CsvChunkReader {
         if let Decode::Fast(fast) = &mut self.decode {
             match fast.next_batch() {
                 Ok(Some(b)) => {
-                    if !fast.multiline {
-                        if let ChunkRange::Bytes { first_line, .. } = &self.chunk.range {
-                            self.source.lines.set(
-                                self.chunk.id,
-                                ChunkLines::Consecutive {
-                                    first: *first_line,
-                                    rows: self.offset + b.num_rows() as u64,
-                                },
-                            );
-                        }
+                    if let (false, ChunkRange::Bytes { first_line, .. }) =
+                        (fast.multiline, &self.chunk.range)
+                    {
+                        self.source.lines.set(
+                            self.chunk.id,
+                            ChunkLines::Consecutive {
+                                first: *first_line,
+                                rows: self.offset + b.num_rows() as u64,
+                            },
+                        );
                     }
                     return Some(Ok(b));
                 }

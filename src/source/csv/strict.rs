@@ -302,7 +302,7 @@ pub(crate) fn split(buf: &[u8], eof: bool, d: &Dialect, line: u64, f: &mut Field
                         "field {} is not quoted but holds a quote ({}); a field with a quote must be quoted and the quote doubled",
                         f.len() + 1,
                         show(
-                            &buf[start..(at + 20).min(n)]
+                            buf[start..(at + 20).min(n)]
                                 .split(|&c| c == b'\n' || c == b'\r')
                                 .next()
                                 .unwrap_or_default()
