@@ -387,3 +387,61 @@ fn skip_lines_trim_no_quoting_and_a_multi_byte_delimiter() {
         [["samples/options.csv line 4", "expected 2 fields, found 3"]]
     );
 }
+
+#[test]
+fn init_reads_the_whole_csv_so_markers_outliers_and_zoned_timestamps_run_as_written() {
+    let ws = Workspace::new();
+    // Past the old 1,000-row sample: an `NA`, a float with more digits before the point,
+    // and timestamps with zones throughout.
+    let mut csv = String::from("id,n,x,at\n");
+    for i in 1..=1500 {
+        let n = if i == 1200 {
+            "NA".to_string()
+        } else {
+            (i * 3).to_string()
+        };
+        let x = if i == 1400 {
+            "1048.36"
+        } else {
+            "10.357019999999999"
+        };
+        let at = if i % 2 == 0 {
+            "2024-01-01T10:00:00Z"
+        } else {
+            "2024-01-01 10:00:00+02:00"
+        };
+        csv.push_str(&format!("{i},{n},{x},{at}\n"));
+    }
+    std::fs::write(ws.path("samples/late.csv"), &csv).unwrap();
+    let out = ws.rowshift(&[
+        "init",
+        "--from",
+        "samples/late.csv",
+        "--output",
+        "pipelines/late.toml",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(ws.path("pipelines/late.toml")).unwrap();
+    assert!(
+        text.contains("[source.csv.null_columns]\nn = [\"\", \"NA\"]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("n = { type = \"bigint\", expr = \"n\" }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("at = { type = \"timestamptz\", expr = \"at\" }"),
+        "{text}"
+    );
+    let validate = ws.rowshift(&["validate", "pipelines/late.toml"]);
+    assert_eq!(validate.code, 0, "{}{}", validate.stdout, validate.stderr);
+    let run = ws.rowshift(&["run", "pipelines/late.toml", "--quiet"]);
+    assert_eq!(run.code, 0, "{text}\n{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("1500 read, 1500 written, 0 filtered, 0 rejected"),
+        "{}",
+        run.stdout
+    );
+}
