@@ -8,7 +8,9 @@
 //! - `ROWSHIFT_BENCH_ROWS`: rows per table, default `1000000`; a comma list such as
 //!   `1000000,10000000` runs every size and compares peak memory across them.
 //! - `ROWSHIFT_BENCH_SCENARIOS`: a comma list out of
-//!   `csv_parquet,sqlite_sqlite,pg_pg,sqlite_pg,mysql_pg,pg_mysql` (default: all). The DuckDB peer runs with
+//!   `csv_parquet,csv_rejects,sqlite_sqlite,pg_pg,sqlite_pg,mysql_pg,pg_mysql` (default: all).
+//!   `csv_rejects` times a CSV chunk with 15% of its rows rejected by a check against the
+//!   same job with none rejected (target: at most 1.5x). The DuckDB peer runs with
 //!   `csv_parquet`, `INSERT ... SELECT` with `pg_pg`, pgloader with `sqlite_pg`.
 //! - `ROWSHIFT_PG_URL`: the PostgreSQL server of `pg_pg`, `sqlite_pg`, `mysql_pg` and
 //!   `pg_mysql`, default `postgres://postgres@127.0.0.1:5432/test`.
@@ -124,6 +126,7 @@ note       = { type = "text",   expr = "note" }
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Scenario {
     CsvParquet,
+    CsvRejects,
     SqliteSqlite,
     PgPg,
     SqlitePg,
@@ -132,8 +135,9 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::CsvParquet,
+        Scenario::CsvRejects,
         Scenario::SqliteSqlite,
         Scenario::PgPg,
         Scenario::SqlitePg,
@@ -144,6 +148,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::CsvParquet => "csv_parquet",
+            Scenario::CsvRejects => "csv_rejects",
             Scenario::SqliteSqlite => "sqlite_sqlite",
             Scenario::PgPg => "pg_pg",
             Scenario::SqlitePg => "sqlite_pg",
@@ -369,6 +374,7 @@ fn run_all(config: &Config) -> Result<bool, String> {
         for &scenario in &config.scenarios {
             let outcome = match (scenario, &pg) {
                 (Scenario::CsvParquet, _) => bench_csv_parquet(config, &data),
+                (Scenario::CsvRejects, _) => bench_csv_rejects(config, rows),
                 (Scenario::SqliteSqlite, _) => bench_sqlite_sqlite(config, &data),
                 (Scenario::PgPg, Ok(pg)) => bench_pg_pg(config, pg, &data),
                 (Scenario::SqlitePg, Ok(pg)) => bench_sqlite_pg(config, pg, &data),
@@ -626,6 +632,76 @@ fn bench_csv_parquet(config: &Config, data: &Dataset) -> Result<(Vec<Measurement
             list.push(d);
         }
     }
+    Ok((list, fine))
+}
+
+/// Target (`csv_rejects`): the run with 15% of rows rejected ÷ the run with none.
+const TARGET_REJECTS_RATIO: f64 = 1.5;
+
+/// A CSV `id,v` with `v` uniform in 0..100, into Parquet in one chunk (`parallel = 1`),
+/// once with the check `max = 84` (15% of rows rejected, each located in the file for the
+/// quarantine) and once with `max = 100` (none): locating rejected rows must not make a
+/// chunk quadratic.
+fn bench_csv_rejects(config: &Config, rows: u64) -> Result<(Vec<Measurement>, bool), String> {
+    let dir = fresh_run_dir(&config.data_dir, &format!("csv_rejects_{rows}"))?;
+    let csv = dir.join("values.csv");
+    let mut text = String::with_capacity(rows as usize * 10 + 8);
+    text.push_str("id,v\n");
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rejected = 0u64;
+    for id in 1..=rows {
+        let v = rng.below(100);
+        rejected += u64::from(v > 84);
+        let _ = writeln!(text, "{id},{v}");
+    }
+    write_file(&csv, &text)?;
+    warm_cache(&csv)?;
+    let mut fine = true;
+    let mut list = Vec::new();
+    let mut walls = Vec::new();
+    for (label, max, expect_rejected) in
+        [("csv_no_rejects", 100, 0), ("csv_rejects_15", 84, rejected)]
+    {
+        let out = dir.join(format!("out_{label}"));
+        let pipeline = format!(
+            "name = \"bench_{label}\"\n\n[source]\nurl = {}\nkey = \"id\"\n\n[target]\nurl = {}\nformat = \"parquet\"\nif_exists = \"replace\"\n\n[target.columns]\nid = {{ type = \"bigint\", expr = \"id\", primary_key = true }}\nv = {{ type = \"bigint\", expr = \"v\" }}\n\n[[checks]]\ncolumn = \"v\"\nmax = {max}\n\n[chunks]\nrows = {}\nparallel = 1\n",
+            toml_string(&csv.to_string_lossy()),
+            toml_string(&out.to_string_lossy()),
+            rows.max(1),
+        );
+        let file = dir.join(format!("{label}.toml"));
+        write_file(&file, &pipeline)?;
+        let summary = run_rowshift(&file)?;
+        if summary.read != rows
+            || summary.rejected != expect_rejected
+            || summary.written != rows - expect_rejected
+        {
+            println!(
+                "  !!! {label}: read {}, written {}, rejected {}; expected {rows}, {}, {expect_rejected}",
+                summary.read,
+                summary.written,
+                summary.rejected,
+                rows - expect_rejected
+            );
+            fine = false;
+        }
+        let m = summary.measurement(label, rows);
+        report_line(&m);
+        walls.push(m.wall);
+        list.push(m);
+    }
+    let ratio = walls[1] / walls[0].max(1e-9);
+    println!(
+        "  15% rejects vs none: x{ratio:.2} ({:.2}s vs {:.2}s){}",
+        walls[1],
+        walls[0],
+        if ratio <= TARGET_REJECTS_RATIO {
+            String::new()
+        } else {
+            format!("  (above target {TARGET_REJECTS_RATIO:.2})")
+        }
+    );
+    fine &= ratio <= TARGET_REJECTS_RATIO;
     Ok((list, fine))
 }
 

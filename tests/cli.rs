@@ -42,6 +42,13 @@ fn reference_pipeline_sets_every_option() {
         "quote",
         "escape",
         "null",
+        "quoting",
+        "null_quoted",
+        "null_columns",
+        "max_record_bytes",
+        "encoding",
+        "skip_lines",
+        "trim",
         "[source.types]",
         "format",
         "if_exists",
@@ -961,3 +968,6 @@ mod collisions;
 
 #[path = "suite/types.rs"]
 mod types;
+
+#[path = "suite/csv_input.rs"]
+mod csv_input;

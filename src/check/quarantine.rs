@@ -1,7 +1,7 @@
 //! The quarantine: rejected rows, kept whole with the reason they failed.
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::transform::cast::{cast_lossless, value_text};
@@ -48,17 +48,35 @@ impl QuarantineEntry {
     }
 
     /// A source record that could not be read into a row: kept as its raw text under
-    /// `_unreadable`, since it has no columns to name.
+    /// `_unreadable`, since it has no columns to name. When its bytes are not UTF-8, that
+    /// text is a preview (invalid bytes shown as U+FFFD), and the exact bytes are kept in
+    /// base64 under `_unreadable_base64`, so nothing of the record is lost.
     pub fn unreadable(chunk: usize, u: crate::source::Unreadable) -> Self {
+        let mut row = serde_json::Map::new();
+        row.insert(UNREADABLE.into(), u.raw.clone().into());
+        if let Some(bytes) = &u.raw_bytes {
+            row.insert(UNREADABLE_BASE64.into(), base64_encode(bytes).into());
+        }
         QuarantineEntry {
             chunk,
             key: u.key,
             location: u.location,
             column: u.column,
-            value: Some(u.raw.clone()),
+            value: Some(u.raw),
             reason: u.reason,
-            row: serde_json::json!({ UNREADABLE: u.raw }),
+            row: serde_json::Value::Object(row),
         }
+    }
+
+    /// The exact bytes of an unreadable record (see [`Self::unreadable`]).
+    pub fn unreadable_bytes(&self) -> Option<Vec<u8>> {
+        if let Some(b64) = self.row.get(UNREADABLE_BASE64).and_then(|v| v.as_str()) {
+            return base64_decode(b64);
+        }
+        self.row
+            .get(UNREADABLE)
+            .and_then(|v| v.as_str())
+            .map(|t| t.as_bytes().to_vec())
     }
 
     /// Whether this entry is a record that could not be read (see [`Self::unreadable`]):
@@ -79,6 +97,49 @@ impl QuarantineEntry {
 /// The key under which an unreadable record's raw text is kept.
 pub const UNREADABLE: &str = "_unreadable";
 
+/// The key under which an unreadable record's exact bytes are kept, in base64 (RFC 4648,
+/// with padding), when they are not UTF-8.
+pub const UNREADABLE_BASE64: &str = "_unreadable_base64";
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(BASE64[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The bytes of standard base64 text; `None` if it is not.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut n, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = BASE64.iter().position(|&b| b == c)? as u32;
+        n = n << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((n >> bits) as u8);
+            n &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 /// A row as a JSON object: numbers and booleans as JSON, everything else as text, so it
 /// reads back exactly ([`rows_from_json`]).
 pub fn row_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
@@ -90,13 +151,22 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
         } else {
             match col.data_type() {
                 DataType::Boolean => serde_json::Value::Bool(col.as_boolean().value(row)),
-                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                    value_text(col.as_ref(), row)
-                        .and_then(|t| t.parse::<i64>().ok())
-                        .map_or(serde_json::Value::Null, |n| {
-                            serde_json::Value::Number(n.into())
-                        })
+                // Read directly: a quarantine with many rows must not format each value
+                // through the generic display path.
+                DataType::Int64 => {
+                    serde_json::Value::Number(col.as_primitive::<Int64Type>().value(row).into())
                 }
+                DataType::Int32 => {
+                    serde_json::Value::Number(col.as_primitive::<Int32Type>().value(row).into())
+                }
+                DataType::Utf8 => {
+                    serde_json::Value::String(col.as_string::<i32>().value(row).into())
+                }
+                DataType::Int8 | DataType::Int16 => value_text(col.as_ref(), row)
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .map_or(serde_json::Value::Null, |n| {
+                        serde_json::Value::Number(n.into())
+                    }),
                 DataType::Binary => serde_json::Value::String(
                     col.as_binary::<i32>()
                         .value(row)
@@ -160,17 +230,13 @@ fn hex_decode(h: &str) -> Vec<u8> {
 
 /// Replaces quoted values in a reason with `'…'` so reasons group.
 pub fn strip_quoted(text: &str) -> String {
+    if !text.contains('\'') {
+        return text.to_string();
+    }
     let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        if c == '\'' {
-            if !inside {
-                out.push_str("'…'");
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
-        }
+    // Pieces alternate: outside quotes, inside, outside, ...
+    for (i, piece) in text.split('\'').enumerate() {
+        out.push_str(if i % 2 == 0 { piece } else { "'…'" });
     }
     out
 }
@@ -183,6 +249,35 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     use super::*;
+
+    #[test]
+    fn unreadable_bytes_are_kept_exactly() {
+        let raw = b"JOURDAIN|h\xe9h\xe9\xb6".to_vec();
+        let e = QuarantineEntry::unreadable(
+            0,
+            crate::source::Unreadable {
+                location: "f.csv line 3".into(),
+                line: 3,
+                key: None,
+                column: Some("name".into()),
+                reason: "is not valid UTF-8 text".into(),
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+                raw_bytes: Some(raw.clone()),
+            },
+        );
+        assert_eq!(e.row[UNREADABLE_BASE64], "Sk9VUkRBSU58aOlo6bY=");
+        assert_eq!(e.unreadable_bytes().unwrap(), raw);
+        // Through the JSON the quarantine stores.
+        let back: QuarantineEntry =
+            serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back.unreadable_bytes().unwrap(), raw);
+        assert_eq!(strip_quoted("value 'x' is 'y"), "value '…' is '…'");
+        assert_eq!(strip_quoted("no quotes"), "no quotes");
+        for n in 0..7 {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 97 + 200) as u8).collect();
+            assert_eq!(base64_decode(&base64_encode(&bytes)).unwrap(), bytes);
+        }
+    }
 
     #[test]
     fn rows_round_trip_through_json() {

@@ -39,6 +39,9 @@ struct Column {
     name: String,
     ty: ColumnType,
     nullable: bool,
+    /// A CSV column's one non-numeric value (`NA`) in an otherwise numeric column: read
+    /// as NULL, so the column keeps its numeric type.
+    marker: Option<String>,
 }
 
 /// Introspects the source and returns the text of a starter pipeline file.
@@ -97,6 +100,19 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
             t.push_str(&format!("key = [{}]\n", names.join(", ")));
         }
         None => {}
+    }
+    let marked: Vec<&Column> = columns.iter().filter(|c| c.marker.is_some()).collect();
+    if !marked.is_empty() {
+        t.push_str(
+            "\n# Numeric columns with one other value, read as NULL:\n[source.csv.null_columns]\n",
+        );
+        for c in marked {
+            t.push_str(&format!(
+                "{} = [\"\", {}]\n",
+                toml_key(&c.name),
+                toml_str(c.marker.as_deref().unwrap_or_default())
+            ));
+        }
     }
     t.push_str("\n[target]\n");
     match &opts.target {
@@ -205,6 +221,7 @@ fn sqlite_columns(opts: &InitOptions, path: &Path, io: &IoRuntime) -> Result<Int
             name: c.name.clone(),
             ty,
             nullable: !c.not_null && c.pk == 0,
+            marker: None,
         });
     }
     Ok((columns, Some(key), url, Some(table), Vec::new()))
@@ -229,19 +246,33 @@ fn file_columns(
     let source = source::open(&config, io)?;
     let schema = source.schema();
     let sample = sample_batch(source.as_ref())?;
+    // A CSV's types come from every row: a marker or an outlier far down must not turn
+    // into rejects when the pipeline runs.
+    let whole = if format == FileFormat::Csv {
+        Some(csv_stats(source.as_ref(), schema.fields().len())?)
+    } else {
+        None
+    };
     let mut columns = Vec::new();
     for (i, f) in schema.fields().iter().enumerate() {
-        let ty = infer(
-            sample.as_ref().map(|b| b.column(i).clone()),
-            f.data_type(),
-            f.name(),
-        )?;
+        let (ty, marker) = match &whole {
+            Some(stats) => stats[i].finish(),
+            None => (
+                infer(
+                    sample.as_ref().map(|b| b.column(i).clone()),
+                    f.data_type(),
+                    f.name(),
+                )?,
+                None,
+            ),
+        };
         // CSV says nothing about NULLs; a sample cannot prove a column never holds one.
         let nullable = format == FileFormat::Csv || f.is_nullable();
         columns.push(Column {
             name: f.name().clone(),
             ty,
             nullable,
+            marker,
         });
     }
     let mut notes = Vec::new();
@@ -347,6 +378,128 @@ fn infer(sample: Option<Arc<dyn Array>>, t: &DataType, name: &str) -> Result<Col
             )));
         }
     })
+}
+
+/// Every row of a CSV source, column by column.
+fn csv_stats(source: &dyn Source, columns: usize) -> Result<Vec<TextStats>> {
+    let mut stats: Vec<TextStats> = (0..columns).map(|_| TextStats::new()).collect();
+    for chunk in source.plan(100_000)? {
+        for batch in source.read(&chunk, 8192)? {
+            let batch = batch?;
+            for (i, st) in stats.iter_mut().enumerate() {
+                let a = batch.column(i).as_string::<i32>();
+                for v in a.iter().flatten() {
+                    st.add(v);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// What the text values of a column read as, gathered one value at a time.
+struct TextStats {
+    count: u64,
+    /// Values that read as numbers, and whether all of those are integers.
+    numbers: u64,
+    integers: bool,
+    scale: usize,
+    digits: usize,
+    /// Distinct values that are not numbers, up to two.
+    others: Vec<String>,
+    date: bool,
+    timestamp: bool,
+    timestamptz: bool,
+    boolean: bool,
+}
+
+impl TextStats {
+    fn new() -> Self {
+        TextStats {
+            count: 0,
+            numbers: 0,
+            integers: true,
+            scale: 0,
+            digits: 0,
+            others: Vec::new(),
+            date: true,
+            timestamp: true,
+            timestamptz: true,
+            boolean: true,
+        }
+    }
+
+    fn add(&mut self, v: &str) {
+        self.count += 1;
+        if is_int(v) {
+            self.numbers += 1;
+            self.digits = self.digits.max(v.trim_start_matches('-').len());
+        } else if is_decimal(v) {
+            self.numbers += 1;
+            self.integers = false;
+            let (i, f) = v.trim_start_matches('-').split_once('.').unwrap_or((v, ""));
+            self.digits = self.digits.max(i.len());
+            self.scale = self.scale.max(f.len());
+        } else if self.others.len() < 2 && !self.others.iter().any(|o| o == v) {
+            self.others.push(v.to_string());
+        }
+        self.date &= v.len() == 10 && chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
+        self.timestamp &= ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+            .iter()
+            .any(|f| chrono::NaiveDateTime::parse_from_str(v, f).is_ok());
+        self.timestamptz &= v.len() > 11
+            && matches!(v.as_bytes()[10], b' ' | b'T')
+            && v.is_char_boundary(11)
+            && chrono::DateTime::parse_from_rfc3339(&format!("{}T{}", &v[..10], &v[11..])).is_ok();
+        self.boolean &= matches!(v, "true" | "false");
+    }
+
+    fn numeric(&self) -> ColumnType {
+        if self.integers && self.digits <= 18 {
+            return ColumnType::BigInt;
+        }
+        let precision = (self.digits.max(1) + self.scale).clamp(18, 38);
+        ColumnType::Decimal {
+            precision: precision as u8,
+            scale: self.scale.min(precision) as i8,
+        }
+    }
+
+    /// The column's type, and a marker to read as NULL: a column of numbers but for one
+    /// other value (`NA`, `-`) is numeric, with that value as its null marker.
+    fn finish(&self) -> (ColumnType, Option<String>) {
+        match self.others.as_slice() {
+            _ if self.count == 0 => (ColumnType::Text, None),
+            [] => (self.numeric(), None),
+            [one] if self.numbers > 0 => (self.numeric(), Some(one.clone())),
+            _ if self.date => (ColumnType::Date, None),
+            _ if self.timestamp => (ColumnType::Timestamp, None),
+            _ if self.timestamptz => (ColumnType::TimestampTz, None),
+            _ if self.boolean => (ColumnType::Boolean, None),
+            _ => (ColumnType::Text, None),
+        }
+    }
+}
+
+fn is_int(v: &str) -> bool {
+    let d = v.strip_prefix('-').unwrap_or(v);
+    !d.is_empty()
+        && d.len() <= 18
+        && d.bytes().all(|b| b.is_ascii_digit())
+        && !(d.len() > 1 && d.starts_with('0'))
+}
+
+fn is_decimal(v: &str) -> bool {
+    let d = v.strip_prefix('-').unwrap_or(v);
+    match d.split_once('.') {
+        Some((i, f)) => {
+            !i.is_empty()
+                && !f.is_empty()
+                && i.bytes().all(|b| b.is_ascii_digit())
+                && f.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => is_int(v),
+    }
 }
 
 /// The narrowest type every sampled text value reads as without loss.

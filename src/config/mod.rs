@@ -182,16 +182,77 @@ pub enum WriteMode {
 pub struct CsvOptions {
     /// Whether the first line holds column names. Default: true.
     pub header: bool,
-    /// Field separator. Default: `,`.
+    /// Field separator (its first byte when it has several). Default: `,`.
     pub delimiter: u8,
+    /// A separator of several bytes (`delimiter = "||"`), when reading; `None` when it is
+    /// the one byte `delimiter`.
+    pub delimiter_multi: Option<Vec<u8>>,
     /// Quote character. Default: `"`.
     pub quote: u8,
+    /// How quotes are read (`quoting`, or `quote = ""` for none). Default: strict.
+    pub quoting: Quoting,
     /// Escape character inside quotes; `None` means quotes are doubled. Default: none.
     pub escape: Option<u8>,
-    /// Field texts read as NULL (written as the first one). Default: `[""]`.
+    /// Field texts read as NULL (written as the first one). Default: `[""]`. They match
+    /// unquoted fields only, so `""` is an empty string, unless `null_quoted`.
     pub null: Vec<String>,
+    /// Whether `null` markers also match quoted fields. Default: false.
+    pub null_quoted: bool,
+    /// Per-column null markers (`[source.csv.null_columns] col = ["NA"]`), which replace
+    /// `null` for those columns.
+    pub null_columns: Vec<(String, Vec<String>)>,
     /// Column names when there is no header.
     pub columns: Option<Vec<String>>,
+    /// The longest a record may be, in bytes; a longer one (a stray quote that never
+    /// closes, say) is set aside. Default: 64 MiB.
+    pub max_record_bytes: u64,
+    /// The file's character encoding. Default: UTF-8.
+    pub encoding: Encoding,
+    /// Lines skipped before the header (or the first record). Default: 0.
+    pub skip_lines: u64,
+    /// Whether blanks (spaces, tabs) around fields are removed. Default: false.
+    pub trim: bool,
+}
+
+impl CsvOptions {
+    /// The field separator's bytes.
+    pub fn delimiter_bytes(&self) -> Vec<u8> {
+        self.delimiter_multi
+            .clone()
+            .unwrap_or_else(|| vec![self.delimiter])
+    }
+
+    /// The null markers of column `name`.
+    pub fn null_of(&self, name: &str) -> &[String] {
+        self.null_columns
+            .iter()
+            .find(|(c, _)| c == name)
+            .map_or(self.null.as_slice(), |(_, m)| m.as_slice())
+    }
+}
+
+/// How quotes in a CSV file are read (`quoting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quoting {
+    /// RFC 4180: a quote opens a field only at its start, and a closing quote is followed
+    /// by a delimiter or the line's end; anything else sets the record aside.
+    Strict,
+    /// Quotes elsewhere are kept as text, and text after a closing quote is added to the
+    /// field (`"ab"cd` is `abcd`).
+    Lenient,
+    /// No quoting: quote characters are text (`quote = ""`).
+    Off,
+}
+
+/// A CSV file's character encoding (`encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8; other bytes set the record aside.
+    Utf8,
+    /// ISO-8859-1: every byte is the character of the same number.
+    Latin1,
+    /// Windows-1252; its five undefined bytes set the record aside.
+    Windows1252,
 }
 
 impl Default for CsvOptions {
@@ -199,10 +260,18 @@ impl Default for CsvOptions {
         CsvOptions {
             header: true,
             delimiter: b',',
+            delimiter_multi: None,
             quote: b'"',
+            quoting: Quoting::Strict,
             escape: None,
             null: vec![String::new()],
+            null_quoted: false,
+            null_columns: Vec::new(),
             columns: None,
+            max_record_bytes: 64 << 20,
+            encoding: Encoding::Utf8,
+            skip_lines: 0,
+            trim: false,
         }
     }
 }
@@ -806,19 +875,82 @@ impl<'a> Walker<'a> {
             return o;
         };
         let allowed: &[&str] = if reading {
-            &["header", "delimiter", "quote", "escape", "null", "columns"]
+            &[
+                "header",
+                "delimiter",
+                "quote",
+                "quoting",
+                "escape",
+                "null",
+                "null_quoted",
+                "null_columns",
+                "columns",
+                "max_record_bytes",
+                "encoding",
+                "skip_lines",
+                "trim",
+            ]
         } else {
             &["header", "delimiter", "quote", "null"]
         };
         self.check_keys(&s, allowed);
         o.header = self.bool(&s, "header", true);
-        o.delimiter = self.char(&s, "delimiter", Some(b',')).unwrap_or(b',');
-        o.quote = self.char(&s, "quote", Some(b'"')).unwrap_or(b'"');
+        match self.string(&s, "delimiter", false) {
+            Some(v) if reading && v.value.len() > 1 && !v.value.contains(['\n', '\r']) => {
+                o.delimiter = v.value.as_bytes()[0];
+                o.delimiter_multi = Some(v.value.into_bytes());
+            }
+            _ => o.delimiter = self.char(&s, "delimiter", Some(b',')).unwrap_or(b','),
+        }
+        if reading && s.table.get("quote").and_then(|i| i.as_str()) == Some("") {
+            o.quoting = Quoting::Off;
+        } else {
+            o.quote = self.char(&s, "quote", Some(b'"')).unwrap_or(b'"');
+        }
+        if let Some(v) = self.string(&s, "quoting", false) {
+            match v.value.as_str() {
+                "strict" if o.quoting != Quoting::Off => o.quoting = Quoting::Strict,
+                "lenient" if o.quoting != Quoting::Off => o.quoting = Quoting::Lenient,
+                "strict" | "lenient" => self.error(
+                    v.span,
+                    "`quoting` has no effect with `quote = \"\"` (no quoting); remove one",
+                ),
+                other => self.error(
+                    v.span,
+                    format!("unknown quoting `{other}`; expected \"strict\" or \"lenient\""),
+                ),
+            }
+        }
         o.escape = self.char(&s, "escape", None);
         if let Some(null) = self.string_list(&s, "null") {
             o.null = null;
         }
+        o.null_quoted = self.bool(&s, "null_quoted", false);
+        if let Some(cols) = self.section(&s, "null_columns", false) {
+            for (name, _) in cols.table.iter() {
+                if let Some(markers) = self.string_list(&cols, name) {
+                    o.null_columns.push((name.to_string(), markers));
+                }
+            }
+        }
         o.columns = self.string_list(&s, "columns");
+        o.max_record_bytes =
+            self.integer(&s, "max_record_bytes", 1, o.max_record_bytes as i64) as u64;
+        if let Some(v) = self.string(&s, "encoding", false) {
+            match v.value.to_ascii_lowercase().replace('_', "-").as_str() {
+                "utf-8" | "utf8" => o.encoding = Encoding::Utf8,
+                "latin1" | "latin-1" | "iso-8859-1" => o.encoding = Encoding::Latin1,
+                "windows-1252" | "cp1252" => o.encoding = Encoding::Windows1252,
+                other => self.error(
+                    v.span,
+                    format!(
+                        "unknown encoding `{other}`; expected \"utf-8\", \"latin1\" or \"windows-1252\""
+                    ),
+                ),
+            }
+        }
+        o.skip_lines = self.integer(&s, "skip_lines", 0, 0) as u64;
+        o.trim = self.bool(&s, "trim", false);
         if !o.header && o.columns.is_none() && reading {
             let span = s.span.clone();
             self.error(

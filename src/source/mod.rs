@@ -45,6 +45,9 @@ pub struct Unreadable {
     /// The record as it is in the source (invalid bytes replaced by U+FFFD); a table row
     /// as a JSON object of its stored values.
     pub raw: String,
+    /// The record's exact bytes, when they are not UTF-8 text (so `raw` is not them):
+    /// kept in the quarantine beside `raw`.
+    pub raw_bytes: Option<Vec<u8>>,
 }
 
 /// The unreadable records of each chunk, found while it was read and kept for
@@ -71,11 +74,6 @@ impl SetAside {
     /// Adds a record of `chunk`.
     pub(crate) fn push(&self, chunk: usize, u: Unreadable) {
         self.with(|m| m.entry(chunk).or_default().push(u));
-    }
-
-    /// Replaces `chunk`'s records.
-    pub(crate) fn set(&self, chunk: usize, all: Vec<Unreadable>) {
-        self.with(|m| m.insert(chunk, all));
     }
 
     /// `chunk`'s records.

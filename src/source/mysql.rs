@@ -450,6 +450,7 @@ impl Source for MysqlSource {
                                         column: Some(raw_schema.field(i).name().clone()),
                                         reason,
                                         raw: row_json(&row),
+                                        raw_bytes: None,
                                     },
                                 );
                                 continue;

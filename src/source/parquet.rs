@@ -62,6 +62,50 @@ impl ParquetSource {
     }
 }
 
+/// A chunk's batches, checked against the row count its row groups' metadata gave the
+/// plan: a file whose pages hold fewer (or more) rows than its footer says must fail the
+/// chunk, not lose (or add) rows without a word.
+struct Counted<I> {
+    batches: I,
+    read: u64,
+    planned: Option<u64>,
+    here: String,
+    done: bool,
+}
+
+impl<I: Iterator<Item = Result<arrow::record_batch::RecordBatch>>> Iterator for Counted<I> {
+    type Item = Result<arrow::record_batch::RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.batches.next() {
+            Some(Ok(b)) => {
+                self.read += b.num_rows() as u64;
+                Some(Ok(b))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            None => {
+                self.done = true;
+                match self.planned {
+                    Some(planned) if planned != self.read => Some(Err(Error::data(
+                        &self.here,
+                        format!(
+                            "the footer gives these row groups {planned} rows, but {} were read: has the file changed since the run was planned?",
+                            self.read
+                        ),
+                    ))),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
 fn strip_metadata(schema: &SchemaRef) -> SchemaRef {
     std::sync::Arc::new(arrow::datatypes::Schema::new(schema.fields().clone()))
 }
@@ -102,8 +146,14 @@ impl Source for ParquetSource {
             let groups = meta.metadata().row_groups();
             let (mut first, mut rows, mut first_row, mut file_row) = (0usize, 0u64, 0u64, 0u64);
             for (i, rg) in groups.iter().enumerate() {
-                rows += rg.num_rows() as u64;
-                file_row += rg.num_rows() as u64;
+                let n = u64::try_from(rg.num_rows()).map_err(|_| {
+                    Error::data(
+                        show_path(&self.files[file]),
+                        format!("row group {i} has {} rows in the footer", rg.num_rows()),
+                    )
+                })?;
+                rows += n;
+                file_row += n;
                 if rows >= rows_per_chunk || i + 1 == groups.len() {
                     chunks.push(Chunk {
                         id: chunks.len(),
@@ -141,12 +191,19 @@ impl Source for ParquetSource {
                 .map_err(|e| Error::data(show_path(path), e))?;
         let shown = show_path(path);
         let schema = self.schema.clone();
-        Ok(Box::new(reader.map(move |b| {
+        let batches = reader.map(move |b| {
             let b = b.map_err(|e| Error::data(&shown, e))?;
             // Field metadata may differ per file; the plan's schema is the contract.
             arrow::record_batch::RecordBatch::try_new(schema.clone(), b.columns().to_vec())
                 .map_err(|e| Error::data(&shown, e))
-        })))
+        });
+        Ok(Box::new(Counted {
+            batches,
+            read: 0,
+            planned: chunk.rows,
+            here: format!("{} row groups {first}..{end}", show_path(path)),
+            done: false,
+        }))
     }
 
     fn locate(&self, chunk: &Chunk, row: u64) -> String {
@@ -162,5 +219,50 @@ impl Source for ParquetSource {
             }
             _ => format!("{chunk} row {}", row + 1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Location, Spanned};
+
+    #[test]
+    fn a_chunk_that_reads_other_than_its_planned_rows_fails() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/events.parquet");
+        let config = SourceConfig {
+            url: Spanned {
+                value: "events.parquet".into(),
+                span: None,
+            },
+            location: Location::Files {
+                path: path.clone(),
+                format: crate::config::FileFormat::Parquet,
+            },
+            table: None,
+            key: None,
+            csv: Default::default(),
+            types: Vec::new(),
+            db: Default::default(),
+        };
+        let s = ParquetSource::open(&config, vec![path]).unwrap();
+        let mut chunk = s.plan(u64::MAX).unwrap().remove(0);
+        let planned = chunk.rows.unwrap();
+        let read: u64 = s
+            .read(&chunk, 1000)
+            .unwrap()
+            .map(|b| b.unwrap().num_rows() as u64)
+            .sum();
+        assert_eq!(read, planned);
+        chunk.rows = Some(planned + 1);
+        let last = s.read(&chunk, 1000).unwrap().last().unwrap();
+        let err = last.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "the footer gives these row groups {} rows, but {planned} were read",
+                planned + 1
+            )),
+            "{err}"
+        );
     }
 }

@@ -384,6 +384,7 @@ impl Source for SqliteSource {
                             },
                             column: f.column,
                             raw: rows.row_json(&names),
+                            raw_bytes: None,
                         };
                         set_aside.push(chunk_id, u);
                         continue;
