@@ -958,3 +958,6 @@ mod mysql;
 
 #[path = "suite/collisions.rs"]
 mod collisions;
+
+#[path = "suite/scenarios.rs"]
+mod scenarios;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::common::{ServerDb, Workspace, coarse_pipeline, coarse_rejects, sqlite_rows};
+use crate::scenarios::{Target, mode_pipeline, run_ok};
 
 fn my_url() -> String {
     std::env::var("ROWSHIFT_MYSQL_URL")
@@ -18,7 +19,7 @@ fn pg_url() -> String {
 }
 
 /// A database of the test's own on the server, dropped when the test ends.
-type MyDb = ServerDb<sqlx::MySql>;
+pub(crate) type MyDb = ServerDb<sqlx::MySql>;
 
 impl MyDb {
     fn new(tag: &str) -> Self {
@@ -32,77 +33,124 @@ impl MyDb {
         )
     }
 
-    /// The database name quoted.
-    fn q(&self) -> String {
-        quote(&self.name)
-    }
-
     /// A URL naming this database.
     fn url(&self) -> String {
         let base = my_url();
         let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
         format!("{root}/{}", self.name)
     }
+}
 
-    fn count(&self, table: &str) -> i64 {
+impl Target for MyDb {
+    fn create(tag: &str) -> Self {
+        MyDb::new(tag)
+    }
+
+    fn q(&self) -> String {
+        quote(&self.name)
+    }
+
+    fn quote(name: &str) -> String {
+        quote(name)
+    }
+
+    fn location(&self) -> String {
+        format!("url = \"{}\"", self.url())
+    }
+
+    fn exec(&self, sql: &str) {
+        ServerDb::exec(self, sql)
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        ServerDb::rows(self, sql)
+    }
+
+    fn text(expr: &str) -> String {
+        format!("CAST({expr} AS CHAR)")
+    }
+
+    fn make_items(&self, n: i64) {
+        self.exec(&format!(
+            "CREATE TABLE {s}.items (id BIGINT PRIMARY KEY, name VARCHAR(100) NOT NULL, price DECIMAL(12,2), \
+             qty INT, made DATETIME(6), active BOOLEAN, tag VARCHAR(10)) DEFAULT CHARSET utf8mb4",
+            s = self.q()
+        ));
+        let mut rows = Vec::new();
+        for g in 1..=n {
+            let name = if g % 7 == 0 {
+                format!("item {g} ünï")
+            } else {
+                format!("item {g}")
+            };
+            let qty = if g % 5 == 0 {
+                "NULL".to_string()
+            } else {
+                (g % 13).to_string()
+            };
+            let tag = if g % 3 == 0 {
+                String::new()
+            } else {
+                format!("t{}", g % 4)
+            };
+            rows.push(format!(
+                "({g}, '{name}', {}.{:02}, {qty}, TIMESTAMPADD(MICROSECOND, {g} * 3601500000, '2024-01-01 00:00:00'), {}, '{tag}')",
+                g * 5 / 4,
+                (g * 25) % 100,
+                g % 2 == 0
+            ));
+        }
+        for part in rows.chunks(500) {
+            self.exec(&format!(
+                "INSERT INTO {}.items VALUES {}",
+                self.q(),
+                part.join(", ")
+            ));
+        }
+    }
+
+    const NAME_TYPE: &'static str = "varchar(100)";
+
+    fn change_items(&self) {
+        self.exec(&format!(
+            "UPDATE {s}.items SET name = CONCAT(name, ' v2'), qty = -1 WHERE id % 9 = 0;
+             INSERT INTO {s}.items (id, name, qty) VALUES (301, 'new 301', 301), (302, 'new 302', NULL)",
+            s = self.q()
+        ));
+    }
+
+    const DUPLICATE_KEY: &'static str = "Duplicate entry";
+
+    fn make_words(&self) -> usize {
+        // A case-insensitive collation orders these differently from their bytes.
+        let words = [
+            "apple", "Bpple", "APPLE2", "éclair", "Eclairs", "zebra", "Zebra2", "_under", "~tilde",
+            "a b", "a-b", "ab", "ß", "Ö", "p", "Ø", "日本", "中文", "😀", "0", "10", "9", "It''s",
+        ];
+        let values: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("('{w}', {i})"))
+            .collect();
+        self.exec(&format!(
+            "CREATE TABLE {s}.words (w VARCHAR(40) PRIMARY KEY, n INT) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_general_ci;
+             INSERT INTO {s}.words VALUES {}",
+            values.join(", "),
+            s = self.q()
+        ));
+        words.len()
+    }
+
+    fn words(&self) -> Vec<Vec<String>> {
         self.rows(&format!(
-            "SELECT CAST(count(*) AS CHAR) FROM {}.{}",
-            self.q(),
-            quote(table)
-        ))[0][0]
-            .parse()
-            .unwrap()
+            "SELECT w, CAST(n AS CHAR) FROM {}.words ORDER BY CAST(w AS BINARY)",
+            self.q()
+        ))
     }
 }
 
 fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
-}
-
-fn run_ok(ws: &Workspace, pipeline: &str) -> String {
-    let out = ws.rowshift(&["run", pipeline, "--quiet"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    out.stdout
-}
-
-/// A source table `items` in `db` with `n` rows of several types.
-fn make_items(db: &MyDb, n: i64) {
-    db.exec(&format!(
-        "CREATE TABLE {s}.items (id BIGINT PRIMARY KEY, name VARCHAR(100) NOT NULL, price DECIMAL(12,2), \
-         qty INT, made DATETIME(6), active BOOLEAN, tag VARCHAR(10)) DEFAULT CHARSET utf8mb4",
-        s = db.q()
-    ));
-    let mut rows = Vec::new();
-    for g in 1..=n {
-        let name = if g % 7 == 0 {
-            format!("item {g} ünï")
-        } else {
-            format!("item {g}")
-        };
-        let qty = if g % 5 == 0 {
-            "NULL".to_string()
-        } else {
-            (g % 13).to_string()
-        };
-        let tag = if g % 3 == 0 {
-            String::new()
-        } else {
-            format!("t{}", g % 4)
-        };
-        rows.push(format!(
-            "({g}, '{name}', {}.{:02}, {qty}, TIMESTAMPADD(MICROSECOND, {g} * 3601500000, '2024-01-01 00:00:00'), {}, '{tag}')",
-            g * 5 / 4,
-            (g * 25) % 100,
-            g % 2 == 0
-        ));
-    }
-    for part in rows.chunks(500) {
-        db.exec(&format!(
-            "INSERT INTO {}.items VALUES {}",
-            db.q(),
-            part.join(", ")
-        ));
-    }
 }
 
 fn items_text(db: &MyDb, table: &str) -> Vec<Vec<String>> {
@@ -238,7 +286,7 @@ fn mysql_to_postgres_and_back_with_transforms_matches_the_same_query_run_by_mysq
     let src = MyDb::new("rs_my_pg_src");
     let dst = MyDb::new("rs_my_pg_dst");
     let pg_schema = format!("rs_my_pg_{}", std::process::id());
-    make_items(&src, 1234);
+    src.make_items(1234);
     let there = ws.write(
         "pipelines/my_pg.toml",
         &format!(
@@ -339,7 +387,7 @@ fn rowshift_pg_drop(schema: &str) -> Result<(), String> {
 fn mysql_to_sqlite_matches_the_source_rows() {
     let ws = Workspace::new();
     let src = MyDb::new("rs_my_sqlite");
-    make_items(&src, 500);
+    src.make_items(500);
     let p = ws.write(
         "pipelines/my_sqlite.toml",
         &format!(
@@ -610,123 +658,12 @@ id = {{ type = "integer", expr = "id" }}
     assert!(text.contains("Access denied for user 'nobody'"), "{text}");
 }
 
-fn mode_pipeline(ws: &Workspace, name: &str, src: &MyDb, dst: &MyDb, extra: &str) -> String {
-    ws.write(
-        &format!("pipelines/{name}.toml"),
-        &format!(
-            r#"name = "{name}"
-[source]
-url = "{src}"
-table = "items"
-key = "id"
-[target]
-url = "{dst}"
-table = "items"
-{extra}
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-name = {{ type = "varchar(100)", expr = "name" }}
-qty = {{ type = "integer", expr = "qty" }}
-[chunks]
-rows = 50
-"#,
-            src = src.url(),
-            dst = dst.url()
-        ),
-    )
-}
-
-fn items(db: &MyDb) -> Vec<Vec<String>> {
-    db.rows(&format!(
-        "SELECT CAST(id AS CHAR), name, CAST(qty AS CHAR) FROM {}.items ORDER BY id",
-        db.q()
-    ))
-}
-
-#[test]
-fn upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones() {
-    let ws = Workspace::new();
-    let src = MyDb::new("rs_my_mode_src");
-    let dst = MyDb::new("rs_my_mode_dst");
-    make_items(&src, 300);
-    run_ok(&ws, &mode_pipeline(&ws, "first", &src, &dst, ""));
-    assert_eq!(items(&dst), items(&src));
-
-    src.exec(&format!(
-        "UPDATE {s}.items SET name = CONCAT(name, ' v2'), qty = -1 WHERE id % 9 = 0;
-         INSERT INTO {s}.items (id, name, qty) VALUES (301, 'new 301', 301), (302, 'new 302', NULL)",
-        s = src.q()
-    ));
-    let p = mode_pipeline(
-        &ws,
-        "upsert",
-        &src,
-        &dst,
-        "if_exists = \"append\"\nwrite_mode = \"upsert\"",
-    );
-    run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
-
-    src.exec(&format!("DELETE FROM {}.items WHERE id % 4 = 1", src.q()));
-    let p = mode_pipeline(
-        &ws,
-        "replace",
-        &src,
-        &dst,
-        "if_exists = \"append\"\nwrite_mode = \"replace-chunk\"",
-    );
-    run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
-
-    // Plain insert into the same rows fails on the primary key, and leaves nothing half
-    // written: every chunk failed whole.
-    let p = mode_pipeline(&ws, "dup", &src, &dst, "if_exists = \"append\"");
-    let out = ws.rowshift(&["run", &p, "--quiet"]);
-    assert_ne!(out.code, 0);
-    assert!(out.stdout.contains("Duplicate entry"), "{}", out.stdout);
-    assert_eq!(items(&dst), items(&src));
-}
-
-#[test]
-fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once() {
-    let ws = Workspace::new();
-    let src = MyDb::new("rs_my_resume_src");
-    let dst = MyDb::new("rs_my_resume_dst");
-    make_items(&src, 400);
-    let p = mode_pipeline(&ws, "resume", &src, &dst, "");
-    let out = ws.rowshift_env(&["run", &p, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=3")]);
-    assert_ne!(out.code, 0, "{}", out.stdout);
-    assert_eq!(dst.count("items"), 350);
-    let states = dst.rows(&format!(
-        "SELECT CAST(id AS CHAR), state FROM {}._rowshift_chunks WHERE state <> 'done'",
-        dst.q()
-    ));
-    assert_eq!(states, vec![vec!["3".to_string(), "failed".to_string()]]);
-    let out = ws.rowshift(&["run", &p, "--json"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(items(&dst), items(&src));
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-
-    // Tampering is found chunk by chunk, and --repair rewrites those chunks.
-    dst.exec(&format!(
-        "UPDATE {d}.items SET name = 'changed' WHERE id = 7; DELETE FROM {d}.items WHERE id = 222",
-        d = dst.q()
-    ));
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("id=7, column name"), "{}", out.stdout);
-    let out = ws.rowshift(&["verify", &p, "--repair"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(items(&dst), items(&src));
-}
-
 #[test]
 fn strict_mode_refuses_what_the_server_would_truncate_and_read_back_catches_a_trigger() {
     let ws = Workspace::new();
     let src = MyDb::new("rs_my_strict_src");
     let dst = MyDb::new("rs_my_strict_dst");
-    make_items(&src, 100);
+    src.make_items(100);
     // A column too short for the names: non-strict MySQL would cut them and warn.
     dst.exec(&format!(
         "CREATE TABLE {d}.items (id BIGINT PRIMARY KEY, name VARCHAR(7), qty INT)",
@@ -935,63 +872,6 @@ at = { type = "timestamp", expr = "at" }
             .to_vec(),
         ]
     );
-}
-
-#[test]
-fn text_keys_are_planned_and_read_back_in_byte_order() {
-    let ws = Workspace::new();
-    let src = MyDb::new("rs_my_textkey_src");
-    let dst = MyDb::new("rs_my_textkey_dst");
-    // A case-insensitive collation orders these differently from their bytes.
-    let words = [
-        "apple", "Bpple", "APPLE2", "éclair", "Eclairs", "zebra", "Zebra2", "_under", "~tilde",
-        "a b", "a-b", "ab", "ß", "Ö", "p", "Ø", "日本", "中文", "😀", "0", "10", "9", "It''s",
-    ];
-    let values: Vec<String> = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| format!("('{w}', {i})"))
-        .collect();
-    src.exec(&format!(
-        "CREATE TABLE {s}.words (w VARCHAR(40) PRIMARY KEY, n INT) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_general_ci;
-         INSERT INTO {s}.words VALUES {}",
-        values.join(", "),
-        s = src.q()
-    ));
-    let p = ws.write(
-        "pipelines/words.toml",
-        &format!(
-            r#"name = "words"
-[source]
-url = "{src}"
-table = "words"
-key = "w"
-[target]
-url = "{dst}"
-table = "words"
-write_mode = "replace-chunk"
-[target.columns]
-w = {{ type = "varchar(40)", expr = "w", primary_key = true }}
-n = {{ type = "integer", expr = "n" }}
-[chunks]
-rows = 4
-"#,
-            src = src.url(),
-            dst = dst.url()
-        ),
-    );
-    run_ok(&ws, &p);
-    let q = |db: &MyDb| {
-        db.rows(&format!(
-            "SELECT w, CAST(n AS CHAR) FROM {}.words ORDER BY CAST(w AS BINARY)",
-            db.q()
-        ))
-    };
-    assert_eq!(q(&src).len(), 23);
-    assert_eq!(q(&dst), q(&src));
-    assert_eq!(dst.count("_rowshift_chunks"), 6);
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
 
 #[test]
@@ -1209,7 +1089,7 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
     let ws = Workspace::new();
     let src = MyDb::new("rs_my_refuse_src");
     let dst = MyDb::new("rs_my_refuse_dst");
-    make_items(&src, 300);
+    src.make_items(300);
     // Two rows of one chunk (ids 101-150) share a name the new schema wants unique.
     src.exec(&format!(
         "UPDATE {s}.items SET name = 'same name' WHERE id IN (104, 105)",
@@ -1244,7 +1124,7 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
          WHERE id NOT IN (SELECT id FROM {s}.items WHERE qty IN (11, 12) OR id = 105) ORDER BY id",
         s = src.q()
     ));
-    assert_eq!(items(&dst), kept);
+    assert_eq!(dst.items(), kept);
     assert_eq!(kept.len() + refused.len(), 300);
     let quarantined = dst.rows(&format!(
         "SELECT row_key FROM {}.items_rejects ORDER BY CAST(row_key AS SIGNED)",
@@ -1282,7 +1162,7 @@ fn a_lock_wait_timeout_is_retried_until_the_lock_is_released() {
     let ws = Workspace::new();
     let src = MyDb::new("rs_my_lockwait_src");
     let dst = MyDb::new("rs_my_lockwait_dst");
-    make_items(&src, 10);
+    src.make_items(10);
     dst.exec(&format!(
         "CREATE TABLE {}.items (id BIGINT PRIMARY KEY, name VARCHAR(100), qty INT) ENGINE=InnoDB",
         dst.q()
@@ -1313,7 +1193,7 @@ fn a_lock_wait_timeout_is_retried_until_the_lock_is_released() {
         run.join().unwrap()
     });
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(items(&dst), items(&src));
+    assert_eq!(dst.items(), src.items());
     let attempts = dst.rows(&format!(
         "SELECT CAST(attempts AS CHAR) FROM {}._rowshift_chunks",
         dst.q()

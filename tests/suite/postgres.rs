@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::common::{
     ServerDb, Workspace, coarse_pipeline, coarse_rejects, parquet_rows, sqlite_rows,
 };
+use crate::scenarios::{Target, mode_pipeline, run_ok};
 
 fn pg_url() -> String {
     std::env::var("ROWSHIFT_PG_URL")
@@ -15,7 +16,7 @@ fn pg_url() -> String {
 }
 
 /// A schema of the test's own on the server, dropped when the test ends.
-type PgSchema = ServerDb<sqlx::Postgres>;
+pub(crate) type PgSchema = ServerDb<sqlx::Postgres>;
 
 impl PgSchema {
     fn new(tag: &str) -> Self {
@@ -29,24 +30,82 @@ impl PgSchema {
         )
     }
 
-    /// The schema name quoted.
-    fn q(&self) -> String {
-        quote(&self.name)
-    }
-
     /// The schema name as a TOML string value.
     fn toml(&self) -> String {
         toml_str(&self.name)
     }
+}
 
-    fn count(&self, table: &str) -> i64 {
+impl Target for PgSchema {
+    fn create(tag: &str) -> Self {
+        PgSchema::new(tag)
+    }
+
+    fn q(&self) -> String {
+        quote(&self.name)
+    }
+
+    fn quote(name: &str) -> String {
+        quote(name)
+    }
+
+    fn location(&self) -> String {
+        format!("url = \"{}\"\nschema = {}", pg_url(), self.toml())
+    }
+
+    fn exec(&self, sql: &str) {
+        ServerDb::exec(self, sql)
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        ServerDb::rows(self, sql)
+    }
+
+    fn text(expr: &str) -> String {
+        format!("({expr})::text")
+    }
+
+    fn make_items(&self, n: i64) {
+        self.exec(&format!(
+            "CREATE TABLE {s}.items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2), qty integer, \
+             made timestamp, active boolean, tag varchar(10));
+             INSERT INTO {s}.items SELECT g, 'item ' || g || CASE WHEN g % 7 = 0 THEN ' ünï' ELSE '' END, \
+             (g * 1.25)::numeric(12,2), CASE WHEN g % 5 = 0 THEN NULL ELSE g % 13 END, \
+             timestamp '2024-01-01 00:00:00' + g * interval '1 hour 1.5 seconds', g % 2 = 0, \
+             CASE WHEN g % 3 = 0 THEN '' ELSE 't' || (g % 4) END FROM generate_series(1, {n}) g",
+            s = self.q()
+        ));
+    }
+
+    const NAME_TYPE: &'static str = "text";
+
+    fn change_items(&self) {
+        self.exec(&format!(
+            "UPDATE {s}.items SET name = name || ' v2', qty = -1 WHERE id % 9 = 0;
+             INSERT INTO {s}.items (id, name, qty) SELECT g, 'new ' || g, g FROM generate_series(301, 320) g",
+            s = self.q()
+        ));
+    }
+
+    const DUPLICATE_KEY: &'static str = "duplicate key";
+
+    fn make_words(&self) -> usize {
+        // Mixed case, accents and symbols: byte order differs from most collations.
+        self.exec(&format!(
+            "CREATE TABLE {s}.words (w varchar(40) PRIMARY KEY, n int);
+             INSERT INTO {s}.words SELECT w, row_number() OVER () FROM unnest(ARRAY[
+               'apple','Apple','APPLE','éclair','Eclair','zebra','Zebra','_under','~tilde','a b','a-b','ab',
+               'ß','ss','Ö','o','Ø','日本','中文','😀','0','10','9','It''s','\"quoted\"']) AS w",
+            s = self.q()
+        ));
+        25
+    }
+
+    fn words(&self) -> Vec<Vec<String>> {
         self.rows(&format!(
-            "SELECT count(*)::text FROM {}.{}",
-            self.q(),
-            quote(table)
-        ))[0][0]
-            .parse()
-            .unwrap()
+            "SELECT w::text, n::text FROM {}.words x ORDER BY x.w COLLATE \"C\"",
+            self.q()
+        ))
     }
 }
 
@@ -56,12 +115,6 @@ fn quote(name: &str) -> String {
 
 fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-fn run_ok(ws: &Workspace, pipeline: &str) -> String {
-    let out = ws.rowshift(&["run", pipeline, "--quiet"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    out.stdout
 }
 
 #[test]
@@ -172,25 +225,12 @@ parallel = 3
     );
 }
 
-/// A source table in `pg` with `n` rows of several types.
-fn make_items(pg: &PgSchema, n: i64) {
-    pg.exec(&format!(
-        "CREATE TABLE {s}.items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2), qty integer, \
-         made timestamp, active boolean, tag varchar(10));
-         INSERT INTO {s}.items SELECT g, 'item ' || g || CASE WHEN g % 7 = 0 THEN ' ünï' ELSE '' END, \
-         (g * 1.25)::numeric(12,2), CASE WHEN g % 5 = 0 THEN NULL ELSE g % 13 END, \
-         timestamp '2024-01-01 00:00:00' + g * interval '1 hour 1.5 seconds', g % 2 = 0, \
-         CASE WHEN g % 3 = 0 THEN '' ELSE 't' || (g % 4) END FROM generate_series(1, {n}) g",
-        s = pg.q()
-    ));
-}
-
 #[test]
 fn postgres_to_postgres_in_another_schema_matches_the_same_query_run_by_postgres() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_pg_src");
     let dst = PgSchema::new("rs_pg_dst");
-    make_items(&src, 1234);
+    src.make_items(1234);
     let p = ws.write(
         "pipelines/pg_pg.toml",
         &format!(
@@ -316,7 +356,7 @@ rows = 64
 fn postgres_to_parquet_matches_rows_computed_by_postgres() {
     let ws = Workspace::new();
     let pg = PgSchema::new("rs_pg_parquet");
-    make_items(&pg, 500);
+    pg.make_items(500);
     let p = ws.write(
         "pipelines/pg_parquet.toml",
         &format!(
@@ -658,98 +698,6 @@ id = { type = "bigint", expr = "id" }
     }
 }
 
-/// A PostgreSQL-to-PostgreSQL pipeline over `items` with a given write mode.
-fn mode_pipeline(
-    ws: &Workspace,
-    name: &str,
-    src: &PgSchema,
-    dst: &PgSchema,
-    extra: &str,
-) -> String {
-    ws.write(
-        &format!("pipelines/{name}.toml"),
-        &format!(
-            r#"name = "{name}"
-[source]
-url = "{url}"
-schema = {src}
-table = "items"
-key = "id"
-[target]
-url = "{url}"
-schema = {dst}
-table = "items"
-{extra}
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-name = {{ type = "text", expr = "name" }}
-qty = {{ type = "integer", expr = "qty" }}
-[chunks]
-rows = 50
-"#,
-            url = pg_url(),
-            src = src.toml(),
-            dst = dst.toml()
-        ),
-    )
-}
-
-fn items(pg: &PgSchema) -> Vec<Vec<String>> {
-    pg.rows(&format!(
-        "SELECT id::text, name, coalesce(qty::text, 'NULL') FROM {}.items i ORDER BY i.id",
-        pg.q()
-    ))
-}
-
-#[test]
-fn upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_mode_src");
-    let dst = PgSchema::new("rs_mode_dst");
-    make_items(&src, 300);
-    run_ok(&ws, &mode_pipeline(&ws, "first", &src, &dst, ""));
-    assert_eq!(items(&dst), items(&src));
-
-    // Changed and new rows: upsert updates and inserts.
-    src.exec(&format!(
-        "UPDATE {s}.items SET name = name || ' v2', qty = -1 WHERE id % 9 = 0;
-         INSERT INTO {s}.items (id, name, qty) SELECT g, 'new ' || g, g FROM generate_series(301, 320) g",
-        s = src.q()
-    ));
-    let p = mode_pipeline(
-        &ws,
-        "upsert",
-        &src,
-        &dst,
-        "if_exists = \"append\"\nwrite_mode = \"upsert\"",
-    );
-    run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
-
-    // Deleted rows: replace-chunk deletes each chunk's key range before writing it.
-    src.exec(&format!(
-        "DELETE FROM {s}.items WHERE id % 4 = 1",
-        s = src.q()
-    ));
-    let p = mode_pipeline(
-        &ws,
-        "replace",
-        &src,
-        &dst,
-        "if_exists = \"append\"\nwrite_mode = \"replace-chunk\"",
-    );
-    run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
-
-    // Plain insert into the same rows fails on the primary key, and leaves nothing half
-    // written: every chunk failed whole.
-    let p = mode_pipeline(&ws, "dup", &src, &dst, "if_exists = \"append\"");
-    let out = ws.rowshift(&["run", &p, "--quiet"]);
-    assert_ne!(out.code, 0);
-    assert!(out.stdout.contains("duplicate key"), "{}", out.stdout);
-    assert_eq!(items(&dst), items(&src));
-}
-
 #[test]
 fn upsert_without_a_primary_key_is_a_config_error() {
     let ws = Workspace::new();
@@ -781,56 +729,11 @@ id = {{ type = "bigint", expr = "id" }}
 }
 
 #[test]
-fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_resume_src");
-    let dst = PgSchema::new("rs_resume_dst");
-    make_items(&src, 400);
-    let p = mode_pipeline(&ws, "resume", &src, &dst, "");
-    let out = ws.rowshift_env(&["run", &p, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=3")]);
-    assert_ne!(out.code, 0, "{}", out.stdout);
-    assert_eq!(dst.count("items"), 350);
-    let states = dst.rows(&format!(
-        "SELECT id::text, state FROM {}._rowshift_chunks WHERE state <> 'done'",
-        dst.q()
-    ));
-    assert_eq!(states, vec![vec!["3".to_string(), "failed".to_string()]]);
-    // Rows and marks committed together: a resumed run redoes chunk 3 alone.
-    let out = ws.rowshift(&["run", &p, "--json"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(items(&dst), items(&src));
-    // `verify` reads every chunk back and finds it right.
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-
-    // A table dropped behind the checkpoint's back is not silently refilled in part.
-    let p2 = mode_pipeline(&ws, "resume2", &src, &dst, "if_exists = \"replace\"");
-    let text = std::fs::read_to_string(ws.path(&p2)).unwrap().replace(
-        "table = \"items\"\nif_exists",
-        "table = \"items2\"\nif_exists",
-    );
-    ws.write(&p2, &text);
-    let out = ws.rowshift_env(&["run", &p2, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=5")]);
-    assert_ne!(out.code, 0);
-    dst.exec(&format!("DROP TABLE {}.items2", dst.q()));
-    let out = ws.rowshift(&["run", &p2, "--quiet"]);
-    assert_ne!(out.code, 0);
-    let text = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        text.contains("the table is gone, but the checkpoint says 7 chunks were committed to it; run with --restart"),
-        "{text}"
-    );
-    let out = ws.rowshift(&["run", &p2, "--quiet", "--restart"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(dst.count("items2"), 400);
-}
-
-#[test]
 fn rejected_rows_are_kept_in_the_rejects_table_and_retry_reads_them_again_by_key() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_rejects_src");
     let dst = PgSchema::new("rs_rejects_dst");
-    make_items(&src, 300);
+    src.make_items(300);
     let pipeline =
         |factor: i64| small_pipeline("rejects", &src, &dst, factor, "", "[chunks]\nrows = 40\n");
     // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint.
@@ -886,71 +789,11 @@ fn rejected_rows_are_kept_in_the_rejects_table_and_retry_reads_them_again_by_key
 }
 
 #[test]
-fn text_keys_are_planned_and_read_back_in_byte_order() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_textkey_src");
-    let dst = PgSchema::new("rs_textkey_dst");
-    // Mixed case, accents and symbols: byte order differs from most collations.
-    src.exec(&format!(
-        "CREATE TABLE {s}.words (w varchar(40) PRIMARY KEY, n int);
-         INSERT INTO {s}.words SELECT w, row_number() OVER () FROM unnest(ARRAY[
-           'apple','Apple','APPLE','éclair','Eclair','zebra','Zebra','_under','~tilde','a b','a-b','ab',
-           'ß','ss','Ö','o','Ø','日本','中文','😀','0','10','9','It''s','\"quoted\"']) AS w",
-        s = src.q()
-    ));
-    let p = ws.write(
-        "pipelines/words.toml",
-        &format!(
-            r#"name = "words"
-[source]
-url = "{url}"
-schema = {src}
-table = "words"
-key = "w"
-[target]
-url = "{url}"
-schema = {dst}
-table = "words"
-write_mode = "replace-chunk"
-[target.columns]
-w = {{ type = "varchar(40)", expr = "w", primary_key = true }}
-n = {{ type = "integer", expr = "n" }}
-[chunks]
-rows = 4
-"#,
-            url = pg_url(),
-            src = src.toml(),
-            dst = dst.toml()
-        ),
-    );
-    run_ok(&ws, &p);
-    let q = |pg: &PgSchema| {
-        pg.rows(&format!(
-            "SELECT w::text, n::text FROM {}.words x ORDER BY x.w COLLATE \"C\"",
-            pg.q()
-        ))
-    };
-    assert_eq!(q(&src).len(), 25);
-    assert_eq!(q(&dst), q(&src));
-    assert_eq!(
-        dst.rows(&format!(
-            "SELECT count(*)::text FROM {}._rowshift_chunks WHERE state = 'done'",
-            dst.q()
-        ))[0][0],
-        "7"
-    );
-    // The chunks' ranges cover the keys in byte order without gaps or overlaps: `verify`
-    // finds every chunk's rows by its range.
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-}
-
-#[test]
 fn read_back_catches_a_trigger_that_rewrites_values_and_the_chunk_leaves_nothing() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_trigger_src");
     let dst = PgSchema::new("rs_trigger_dst");
-    make_items(&src, 100);
+    src.make_items(100);
     dst.exec(&format!(
         "CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text, qty integer);
          CREATE FUNCTION {d}.shout() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -1014,7 +857,7 @@ fn lock_timeout_ms_stops_a_run_that_waits_for_a_lock() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_lock_src");
     let dst = PgSchema::new("rs_lock_dst");
-    make_items(&src, 10);
+    src.make_items(10);
     dst.exec(&format!(
         "CREATE TABLE {}.items (id bigint PRIMARY KEY, name text, qty integer)",
         dst.q()
@@ -1047,7 +890,7 @@ fn lock_timeout_ms_stops_a_run_that_waits_for_a_lock() {
     assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
     // Released, the same run goes through.
     run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
+    assert_eq!(dst.items(), src.items());
 }
 
 #[test]
@@ -1055,7 +898,7 @@ fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them(
     let ws = Workspace::new();
     let src = PgSchema::new("rs_verify_src");
     let dst = PgSchema::new("rs_verify_dst");
-    make_items(&src, 400);
+    src.make_items(400);
     let p = mode_pipeline(&ws, "recon", &src, &dst, "");
     run_ok(&ws, &p);
     let clean = ws.rowshift(&["verify", &p]);
@@ -1089,7 +932,7 @@ fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them(
         "{}",
         out.stdout
     );
-    assert_eq!(items(&dst), items(&src));
+    assert_eq!(dst.items(), src.items());
     let again = ws.rowshift(&["verify", &p]);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
 }
@@ -1098,7 +941,7 @@ fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them(
 fn a_view_is_read_like_a_table() {
     let ws = Workspace::new();
     let pg = PgSchema::new("rs_view");
-    make_items(&pg, 300);
+    pg.make_items(300);
     pg.exec(&format!(
         "CREATE VIEW {s}.\"Cheap Items\" AS SELECT id, name, price FROM {s}.items WHERE price < 100",
         s = pg.q()
@@ -1819,7 +1662,7 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
     let ws = Workspace::new();
     let src = PgSchema::new("rs_refuse_src");
     let dst = PgSchema::new("rs_refuse_dst");
-    make_items(&src, 300);
+    src.make_items(300);
     // Two rows of one chunk (ids 101-150) share a name the new schema wants unique.
     src.exec(&format!(
         "UPDATE {s}.items SET name = 'same name' WHERE id IN (104, 105)",
@@ -1849,7 +1692,7 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
          WHERE id NOT IN (SELECT id FROM {s}.items WHERE qty IN (11, 12) OR id = 105) ORDER BY i.id",
         s = src.q()
     ));
-    assert_eq!(items(&dst), kept);
+    assert_eq!(dst.items(), kept);
     assert_eq!(kept.len() + refused.len(), 300);
     let quarantined = dst.rows(&format!(
         "SELECT row_key FROM {}.items_rejects ORDER BY row_key::int",
@@ -1923,7 +1766,7 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
          WHERE id NOT IN (SELECT id FROM {s}.items WHERE qty = 12 OR id = 105) ORDER BY i.id",
         s = src.q()
     ));
-    assert_eq!(items(&dst), kept);
+    assert_eq!(dst.items(), kept);
 }
 
 #[test]
@@ -1931,7 +1774,7 @@ fn retry_rejects_into_an_upsert_target_replaces_the_rows_already_there() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_upretry_src");
     let dst = PgSchema::new("rs_upretry_dst");
-    make_items(&src, 100);
+    src.make_items(100);
     // The target already holds an older version of every row.
     dst.exec(&format!(
         "CREATE TABLE {d}.items (id bigint PRIMARY KEY, small smallint);
