@@ -961,3 +961,6 @@ mod collisions;
 
 #[path = "suite/scenarios.rs"]
 mod scenarios;
+
+#[path = "suite/layout.rs"]
+mod layout;
