@@ -107,6 +107,55 @@ impl Target for PgSchema {
             self.q()
         ))
     }
+
+    fn int(expr: &str) -> String {
+        format!("({expr})::int")
+    }
+
+    fn make_strict_items(&self) {
+        // PostgreSQL names the row of the COPY that breaks the check; the foreign key is
+        // checked at the end of the statement, naming no row.
+        self.exec(&format!(
+            "CREATE TABLE {d}.kinds (qty integer PRIMARY KEY);
+             INSERT INTO {d}.kinds SELECT g FROM generate_series(0, 10) g;
+             CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text UNIQUE,
+               qty integer CHECK (qty <> 12) REFERENCES {d}.kinds (qty))",
+            d = self.q()
+        ));
+    }
+
+    fn refusal(&self, id: i64) -> Vec<String> {
+        self.rows(&format!(
+            "SELECT reason, coalesce(value, 'NULL'), coalesce(column_name, 'NULL'), source_row::jsonb->>'name' FROM {}.items_rejects WHERE row_key = '{id}'",
+            self.q()
+        ))[0]
+            .clone()
+    }
+
+    fn expected_refusal(&self, id: i64) -> Vec<String> {
+        let row: [&str; 4] = match id {
+            12 => [
+                "the target refused the row: new row for relation \"items\" violates check constraint \"items_qty_check\"",
+                "Failing row contains (12, item 12, 12).",
+                "NULL",
+                "item 12",
+            ],
+            11 => [
+                "the target refused the row: insert or update on table \"items\" violates foreign key constraint \"items_qty_fkey\"",
+                "Key (qty)=(11) is not present in table \"kinds\".",
+                "NULL",
+                "item 11",
+            ],
+            105 => [
+                "the target refused the row: duplicate key value violates unique constraint \"items_name_key\"",
+                "Key (name)=(same name) already exists.",
+                "NULL",
+                "same name",
+            ],
+            _ => panic!("no expected refusal for row {id}"),
+        };
+        row.map(String::from).to_vec()
+    }
 }
 
 fn quote(name: &str) -> String {
@@ -1655,118 +1704,6 @@ fn the_server_hashes_a_char_n_column_as_the_sink_does_without_trailing_spaces() 
     enc.rows(&batch, &kinds, "test", &[]).unwrap();
     enc.finish();
     assert_ne!(enc.hashed.as_ref().unwrap().1.sum, sent.sum);
-}
-
-#[test]
-fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_refuse_src");
-    let dst = PgSchema::new("rs_refuse_dst");
-    src.make_items(300);
-    // Two rows of one chunk (ids 101-150) share a name the new schema wants unique.
-    src.exec(&format!(
-        "UPDATE {s}.items SET name = 'same name' WHERE id IN (104, 105)",
-        s = src.q()
-    ));
-    // The new schema is stricter than the data: qty 12 breaks a check (PostgreSQL names
-    // the row of the COPY), qty 11 has no row in `kinds` (the foreign key is checked at
-    // the end of the statement, naming no row), and a name may not repeat.
-    dst.exec(&format!(
-        "CREATE TABLE {d}.kinds (qty integer PRIMARY KEY);
-         INSERT INTO {d}.kinds SELECT g FROM generate_series(0, 10) g;
-         CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text UNIQUE,
-           qty integer CHECK (qty <> 12) REFERENCES {d}.kinds (qty))",
-        d = dst.q()
-    ));
-    let p = mode_pipeline(&ws, "refuse", &src, &dst, "if_exists = \"append\"");
-    let out = ws.rowshift(&["run", &p]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-
-    let refused = src.rows(&format!(
-        "SELECT id::text FROM {}.items i WHERE qty IN (11, 12) OR id = 105 ORDER BY i.id",
-        src.q()
-    ));
-    assert!(refused.len() > 30, "{refused:?}");
-    let kept = src.rows(&format!(
-        "SELECT i.id::text, name, coalesce(qty::text, 'NULL') FROM {s}.items i
-         WHERE id NOT IN (SELECT id FROM {s}.items WHERE qty IN (11, 12) OR id = 105) ORDER BY i.id",
-        s = src.q()
-    ));
-    assert_eq!(dst.items(), kept);
-    assert_eq!(kept.len() + refused.len(), 300);
-    let quarantined = dst.rows(&format!(
-        "SELECT row_key FROM {}.items_rejects ORDER BY row_key::int",
-        dst.q()
-    ));
-    assert_eq!(quarantined, refused);
-    let reasons = |id: i64| {
-        dst.rows(&format!(
-            "SELECT reason, coalesce(value, 'NULL'), coalesce(column_name, 'NULL'), source_row::jsonb->>'name' FROM {}.items_rejects WHERE row_key = '{id}'",
-            dst.q()
-        ))[0]
-            .clone()
-    };
-    assert_eq!(
-        reasons(12),
-        [
-            "the target refused the row: new row for relation \"items\" violates check constraint \"items_qty_check\"",
-            "Failing row contains (12, item 12, 12).",
-            "NULL",
-            "item 12"
-        ]
-    );
-    assert_eq!(
-        reasons(11),
-        [
-            "the target refused the row: insert or update on table \"items\" violates foreign key constraint \"items_qty_fkey\"",
-            "Key (qty)=(11) is not present in table \"kinds\".",
-            "NULL",
-            "item 11"
-        ]
-    );
-    assert_eq!(
-        reasons(105),
-        [
-            "the target refused the row: duplicate key value violates unique constraint \"items_name_key\"",
-            "Key (name)=(same name) already exists.",
-            "NULL",
-            "same name"
-        ]
-    );
-    // The summary counts them by reason, with an example.
-    assert!(
-        out.stdout.contains("the target refused the row: duplicate key value violates unique constraint \"items_name_key\""),
-        "{}",
-        out.stdout
-    );
-    // Every chunk committed: nothing to resume, and verify finds the target as written.
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-
-    // Kind 11 is added: a retry writes those rows; the others are still refused and stay
-    // quarantined with the server's reason.
-    dst.exec(&format!("INSERT INTO {}.kinds VALUES (11)", dst.q()));
-    let out = ws.rowshift(&["retry", &p, "--rejects", "--json"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let still = src.rows(&format!(
-        "SELECT id::text FROM {}.items i WHERE qty = 12 OR id = 105 ORDER BY i.id",
-        src.q()
-    ));
-    let quarantined = dst.rows(&format!(
-        "SELECT row_key FROM {}.items_rejects ORDER BY row_key::int",
-        dst.q()
-    ));
-    assert_eq!(quarantined, still);
-    assert_eq!(
-        reasons(105)[0],
-        "the target refused the row: duplicate key value violates unique constraint \"items_name_key\""
-    );
-    let kept = src.rows(&format!(
-        "SELECT i.id::text, name, coalesce(qty::text, 'NULL') FROM {s}.items i
-         WHERE id NOT IN (SELECT id FROM {s}.items WHERE qty = 12 OR id = 105) ORDER BY i.id",
-        s = src.q()
-    ));
-    assert_eq!(dst.items(), kept);
 }
 
 #[test]

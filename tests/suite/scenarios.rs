@@ -42,6 +42,18 @@ pub(crate) trait Target: Sized {
     fn make_words(&self) -> usize;
     /// `words` ordered by the bytes of `w`, as text.
     fn words(&self) -> Vec<Vec<String>>;
+    /// `expr` (text) as an integer, to order by.
+    fn int(expr: &str) -> String;
+    /// A table `kinds (qty)` holding 0 to 10, and an empty `items (id, name, qty)` stricter
+    /// than the data: `name` unique, `qty` never 12 (a check) and one of `kinds` (a
+    /// foreign key).
+    fn make_strict_items(&self);
+    /// What the quarantine `items_rejects` of this target says about the row with key
+    /// `id`: the reason and, where the server says more, the other columns it fills.
+    fn refusal(&self, id: i64) -> Vec<String>;
+    /// What [`Target::refusal`] must say about rows 12 (the check), 11 (the foreign key)
+    /// and 105 (the unique name) of [`Target::make_strict_items`]: the server's words.
+    fn expected_refusal(&self, id: i64) -> Vec<String>;
 
     /// The number of rows of `table`.
     fn count(&self, table: &str) -> i64 {
@@ -58,7 +70,8 @@ pub(crate) trait Target: Sized {
     /// `items` (id, name, qty) in key order.
     fn items(&self) -> Vec<Vec<String>> {
         self.rows(&format!(
-            "SELECT {}, name, {} FROM {}.items ORDER BY id",
+            // Ordered through an alias: PostgreSQL would order `id` by the text column.
+            "SELECT {}, name, {} FROM {}.items i ORDER BY i.id",
             Self::text("id"),
             Self::text("qty"),
             self.q()
@@ -132,6 +145,7 @@ scenarios!(
         upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones,
         a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once,
         text_keys_are_planned_and_read_back_in_byte_order,
+        rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written,
     ]
 );
 
@@ -275,4 +289,74 @@ rows = 4
     // finds every chunk's rows by its range.
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written<
+    T: Target,
+>() {
+    let ws = Workspace::new();
+    let src = T::create("rs_refuse_src");
+    let dst = T::create("rs_refuse_dst");
+    src.make_items(300);
+    // Two rows of one chunk (ids 101-150) share a name the new schema wants unique.
+    src.exec(&format!(
+        "UPDATE {s}.items SET name = 'same name' WHERE id IN (104, 105)",
+        s = src.q()
+    ));
+    // The new schema is stricter than the data: qty 12 breaks a check, qty 11 has no row
+    // in `kinds`, and a name may not repeat. A server that does not say which row of a
+    // statement it refused has its rows halved until each refused one is found.
+    dst.make_strict_items();
+    let p = mode_pipeline(&ws, "refuse", &src, &dst, "if_exists = \"append\"");
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+
+    let ids = |refused: &str| {
+        src.rows(&format!(
+            "SELECT {} FROM {}.items i WHERE {refused} ORDER BY i.id",
+            T::text("id"),
+            src.q()
+        ))
+    };
+    let kept = |refused: &str| {
+        src.rows(&format!(
+            "SELECT {}, name, {} FROM {s}.items i
+             WHERE id NOT IN (SELECT id FROM {s}.items WHERE {refused}) ORDER BY i.id",
+            T::text("id"),
+            T::text("qty"),
+            s = src.q()
+        ))
+    };
+    let quarantined = || {
+        dst.rows(&format!(
+            "SELECT row_key FROM {}.items_rejects ORDER BY {}",
+            dst.q(),
+            T::int("row_key")
+        ))
+    };
+    let first = "qty IN (11, 12) OR id = 105";
+    let refused = ids(first);
+    assert!(refused.len() > 30, "{refused:?}");
+    assert_eq!(dst.items(), kept(first));
+    assert_eq!(kept(first).len() + refused.len(), 300);
+    assert_eq!(quarantined(), refused);
+    for id in [12, 11, 105] {
+        assert_eq!(dst.refusal(id), dst.expected_refusal(id), "row {id}");
+    }
+    // The summary counts them by reason, with an example.
+    let unique = &dst.expected_refusal(105)[0];
+    assert!(out.stdout.contains(unique.as_str()), "{}", out.stdout);
+    // Every chunk committed: nothing to resume, and verify finds the target as written.
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    // Kind 11 is added: a retry writes those rows; the others are still refused and stay
+    // quarantined with the server's reason.
+    dst.exec(&format!("INSERT INTO {}.kinds VALUES (11)", dst.q()));
+    let out = ws.rowshift(&["retry", &p, "--rejects", "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let still = "qty = 12 OR id = 105";
+    assert_eq!(quarantined(), ids(still));
+    assert_eq!(&dst.refusal(105)[0], unique);
+    assert_eq!(dst.items(), kept(still));
 }
