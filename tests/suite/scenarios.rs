@@ -5,12 +5,13 @@
 //! the server's own words in an error) it says through the trait; what rowshift does is
 //! asserted here, the same for every target.
 //!
-//! The targets: PostgreSQL ([`crate::postgres`]) and MariaDB/MySQL ([`crate::mysql`]).
-//! SQLite is not one yet: its file target has no private-schema helper here, and its
-//! tests of these behaviours are in `tests/suite/checkpoints.rs` and `tests/cli.rs`.
-//! Behaviour only one database has stays in that database's file.
+//! The targets: PostgreSQL ([`crate::postgres`]), MariaDB/MySQL ([`crate::mysql`]) and
+//! SQLite ([`SqliteFile`], below), the last for the scenarios that apply to it. Behaviour
+//! only one database has stays in that database's file.
 
-use crate::common::Workspace;
+use std::path::PathBuf;
+
+use crate::common::{Workspace, sqlite_exec, sqlite_rows};
 
 /// A private place on a database server (a PostgreSQL schema, a MySQL database) that a
 /// scenario reads and writes, dropped when it goes out of scope.
@@ -144,10 +145,127 @@ scenarios!(
     [
         upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones,
         a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once,
+        a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part,
         text_keys_are_planned_and_read_back_in_byte_order,
         rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written,
     ]
 );
+
+// SQLite targets have no upsert or replace-chunk write mode (the upsert and text-key
+// scenarios use them), and enforce no foreign key unless the writing connection turns
+// them on (the refused-rows scenario expects one).
+//
+// Not run yet, though it applies: a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part.
+// A SQLite target fails it today: `SqliteSink` has no `check_done`, so a resumed run
+// recreates the dropped table, writes the one chunk left (50 of 400 rows), exits 0 and
+// reports 400 written. Add it to this list with the fix.
+scenarios!(
+    sqlite: crate::scenarios::SqliteFile;
+    [a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once]
+);
+
+/// A SQLite database file of the test's own, in a temporary folder removed when the test
+/// ends. Its tables are in schema `main`.
+pub(crate) struct SqliteFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Target for SqliteFile {
+    fn create(tag: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{tag}.db"));
+        sqlite_exec(&path, "PRAGMA user_version = 0");
+        SqliteFile { _dir: dir, path }
+    }
+
+    fn q(&self) -> String {
+        "main".to_string()
+    }
+
+    fn quote(name: &str) -> String {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+
+    fn location(&self) -> String {
+        format!("url = \"sqlite://{}\"", self.path.display())
+    }
+
+    fn exec(&self, sql: &str) {
+        sqlite_exec(&self.path, sql)
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        sqlite_rows(&self.path, sql)
+    }
+
+    fn text(expr: &str) -> String {
+        format!("CAST({expr} AS TEXT)")
+    }
+
+    fn make_items(&self, n: i64) {
+        self.exec(&format!(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, qty INTEGER, \
+             made TEXT, active INTEGER, tag TEXT);
+             WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {n})
+             INSERT INTO items SELECT n, 'item ' || n || CASE WHEN n % 7 = 0 THEN ' ünï' ELSE '' END, \
+             n * 1.25, CASE WHEN n % 5 = 0 THEN NULL ELSE n % 13 END, \
+             datetime('2024-01-01 00:00:00', '+' || (n * 3601.5) || ' seconds'), n % 2 = 0, \
+             CASE WHEN n % 3 = 0 THEN '' ELSE 't' || (n % 4) END FROM g"
+        ));
+    }
+
+    const NAME_TYPE: &'static str = "text";
+
+    fn change_items(&self) {
+        self.exec(
+            "UPDATE items SET name = name || ' v2', qty = -1 WHERE id % 9 = 0;
+             WITH RECURSIVE g(n) AS (SELECT 301 UNION ALL SELECT n + 1 FROM g WHERE n < 320)
+             INSERT INTO items (id, name, qty) SELECT n, 'new ' || n, n FROM g",
+        );
+    }
+
+    const DUPLICATE_KEY: &'static str = "UNIQUE constraint failed";
+
+    fn make_words(&self) -> usize {
+        // A case-insensitive collation orders these differently from their bytes.
+        let words = [
+            "apple", "Bpple", "APPLE2", "éclair", "Eclairs", "zebra", "Zebra2", "_under", "~tilde",
+            "a b", "a-b", "ab", "ß", "Ö", "p", "Ø", "日本", "中文", "😀", "0", "10", "9", "It''s",
+        ];
+        let values: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("('{w}', {i})"))
+            .collect();
+        self.exec(&format!(
+            "CREATE TABLE words (w VARCHAR(40) COLLATE NOCASE PRIMARY KEY, n INTEGER);
+             INSERT INTO words VALUES {}",
+            values.join(", ")
+        ));
+        words.len()
+    }
+
+    fn words(&self) -> Vec<Vec<String>> {
+        self.rows("SELECT w, CAST(n AS TEXT) FROM words ORDER BY CAST(w AS BLOB)")
+    }
+
+    fn int(expr: &str) -> String {
+        format!("CAST({expr} AS INTEGER)")
+    }
+
+    fn make_strict_items(&self) {
+        unreachable!("the refused-rows scenario does not run against SQLite")
+    }
+
+    fn refusal(&self, _id: i64) -> Vec<String> {
+        unreachable!("the refused-rows scenario does not run against SQLite")
+    }
+
+    fn expected_refusal(&self, _id: i64) -> Vec<String> {
+        unreachable!("the refused-rows scenario does not run against SQLite")
+    }
+}
 
 fn upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones<T: Target>() {
     let ws = Workspace::new();
@@ -224,8 +342,13 @@ fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once<T: Target>() {
     let out = ws.rowshift(&["verify", &p, "--repair"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(dst.items(), src.items());
+}
 
-    // A table dropped behind the checkpoint's back is not silently refilled in part.
+fn a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part<T: Target>() {
+    let ws = Workspace::new();
+    let src = T::create("rs_dropped_src");
+    let dst = T::create("rs_dropped_dst");
+    src.make_items(400);
     let p2 = mode_pipeline(&ws, "resume2", &src, &dst, "if_exists = \"replace\"");
     let text = std::fs::read_to_string(ws.path(&p2)).unwrap().replace(
         "table = \"items\"\nif_exists",
