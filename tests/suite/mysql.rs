@@ -3,10 +3,8 @@
 //! afterwards, so tests run in parallel. A server that cannot be reached fails the test,
 //! in CI and outside it: a skipped test would pass without checking anything.
 
-use std::collections::BTreeMap;
-
 use crate::common::{ServerDb, Workspace, coarse_pipeline, coarse_rejects, sqlite_rows};
-use crate::scenarios::{Target, mode_pipeline, run_ok};
+use crate::scenarios::{CASELESS_WORDS, Target, caseless_word_rows, mode_pipeline, run_ok};
 
 fn my_url() -> String {
     std::env::var("ROWSHIFT_MYSQL_URL")
@@ -123,22 +121,13 @@ impl Target for MyDb {
 
     fn make_words(&self) -> usize {
         // A case-insensitive collation orders these differently from their bytes.
-        let words = [
-            "apple", "Bpple", "APPLE2", "éclair", "Eclairs", "zebra", "Zebra2", "_under", "~tilde",
-            "a b", "a-b", "ab", "ß", "Ö", "p", "Ø", "日本", "中文", "😀", "0", "10", "9", "It''s",
-        ];
-        let values: Vec<String> = words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| format!("('{w}', {i})"))
-            .collect();
         self.exec(&format!(
             "CREATE TABLE {s}.words (w VARCHAR(40) PRIMARY KEY, n INT) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_general_ci;
              INSERT INTO {s}.words VALUES {}",
-            values.join(", "),
+            caseless_word_rows(),
             s = self.q()
         ));
-        words.len()
+        CASELESS_WORDS.len()
     }
 
     fn words(&self) -> Vec<Vec<String>> {
@@ -150,6 +139,53 @@ impl Target for MyDb {
 
     fn int(expr: &str) -> String {
         format!("CAST({expr} AS SIGNED)")
+    }
+
+    fn tables(&self) -> i64 {
+        self.rows(&format!(
+            "SELECT CAST(count(*) AS CHAR) FROM information_schema.tables WHERE table_schema = '{}'",
+            self.name
+        ))[0][0]
+            .parse()
+            .unwrap()
+    }
+
+    fn users_ddl(&self) -> Vec<String> {
+        vec![
+            format!("CREATE TABLE {}.`users` (", self.q()),
+            "`id` BIGINT NOT NULL".to_string(),
+            "`email` VARCHAR(200) NOT NULL".to_string(),
+            "`country` LONGTEXT".to_string(),
+            "`score` DOUBLE".to_string(),
+            "PRIMARY KEY (`id`)".to_string(),
+        ]
+    }
+
+    fn users_types(&self) -> Vec<String> {
+        self.rows(&format!(
+            "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR) FROM information_schema.columns \
+             WHERE table_schema = '{}' AND table_name = 'users' ORDER BY ordinal_position",
+            self.name
+        ))
+        .iter()
+        .map(|r| r.join(" "))
+        .collect()
+    }
+
+    const USERS_TYPES: &'static [&'static str] = &[
+        "id bigint(20)",
+        "email varchar(200)",
+        "country longtext",
+        "score double",
+        "name_len int(11)",
+    ];
+
+    /// Doubles as Rust prints them, to compare with SQLite's REAL text exactly.
+    fn double_text(text: String) -> String {
+        if text == "NULL" {
+            return text;
+        }
+        text.parse::<f64>().unwrap().to_string()
     }
 
     fn make_strict_items(&self) {
@@ -205,124 +241,6 @@ fn items_text(db: &MyDb, table: &str) -> Vec<Vec<String>> {
         db.q(),
         quote(table)
     ))
-}
-
-#[test]
-fn sqlite_to_mysql_with_transforms_matches_rows_computed_here() {
-    let ws = Workspace::new();
-    let db = MyDb::new("rs_sqlite_my");
-    let p = ws.write(
-        "pipelines/to_my.toml",
-        &format!(
-            r#"name = "to_my"
-[source]
-url = "sqlite://../samples/shop.db"
-table = "users_v1"
-key = "id"
-[target]
-url = "{url}"
-table = "users"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-email = {{ type = "varchar(200)", expr = "lower(trim(email))", nullable = false }}
-country = {{ type = "text", expr = "country" }}
-score = {{ type = "double", expr = "score" }}
-name_len = {{ type = "integer", expr = "character_length(full_name)" }}
-[filter]
-where = "deleted_at IS NULL"
-[chunks]
-rows = 97
-parallel = 3
-"#,
-            url = db.url()
-        ),
-    );
-    // A dry run shows the DDL with MySQL types and creates nothing.
-    let out = ws.rowshift(&["dry-run", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    for want in [
-        format!("CREATE TABLE {}.`users` (", db.q()),
-        "`id` BIGINT NOT NULL".to_string(),
-        "`email` VARCHAR(200) NOT NULL".to_string(),
-        "`country` LONGTEXT".to_string(),
-        "`score` DOUBLE".to_string(),
-        "PRIMARY KEY (`id`)".to_string(),
-    ] {
-        assert!(out.stdout.contains(&want), "{want}: {}", out.stdout);
-    }
-    let tables = db.rows(&format!(
-        "SELECT CAST(count(*) AS CHAR) FROM information_schema.tables WHERE table_schema = '{}'",
-        db.name
-    ));
-    assert_eq!(tables[0][0], "0");
-    run_ok(&ws, &p);
-    let mut expected = BTreeMap::new();
-    for r in sqlite_rows(
-        &ws.path("samples/shop.db"),
-        "SELECT id, email, country, score, full_name, deleted_at FROM users_v1",
-    ) {
-        if r[5] != "NULL" {
-            continue;
-        }
-        let id: i64 = r[0].parse().unwrap();
-        expected.insert(
-            id,
-            vec![
-                id.to_string(),
-                r[1].trim().to_lowercase(),
-                r[2].clone(),
-                r[3].clone(),
-                r[4].chars().count().to_string(),
-            ],
-        );
-    }
-    // Doubles as Rust prints them, to compare with SQLite's REAL text exactly.
-    let got: BTreeMap<i64, Vec<String>> = db
-        .rows(&format!(
-            "SELECT CAST(id AS CHAR), email, country, CAST(score AS CHAR), CAST(name_len AS CHAR) FROM {}.users",
-            db.q()
-        ))
-        .into_iter()
-        .map(|mut r| {
-            if r[3] != "NULL" {
-                r[3] = r[3].parse::<f64>().unwrap().to_string();
-            }
-            (r[0].parse().unwrap(), r)
-        })
-        .collect();
-    let expected: BTreeMap<i64, Vec<String>> = expected
-        .into_iter()
-        .map(|(k, mut r)| {
-            if r[3] != "NULL" {
-                r[3] = r[3].parse::<f64>().unwrap().to_string();
-            }
-            (k, r)
-        })
-        .collect();
-    assert!(expected.len() > 500, "{}", expected.len());
-    assert_eq!(got, expected);
-    // The checkpoint lives in the target and says every chunk is done.
-    let states = db.rows(&format!(
-        "SELECT state, CAST(count(*) AS CHAR) FROM {}._rowshift_chunks WHERE pipeline = 'to_my' GROUP BY 1",
-        db.q()
-    ));
-    assert_eq!(states, vec![vec!["done".to_string(), "11".to_string()]]);
-    let types = db.rows(&format!(
-        "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR) FROM information_schema.columns \
-         WHERE table_schema = '{}' AND table_name = 'users' ORDER BY ordinal_position",
-        db.name
-    ));
-    let types: Vec<String> = types.iter().map(|r| r.join(" ")).collect();
-    assert_eq!(
-        types,
-        [
-            "id bigint(20)",
-            "email varchar(200)",
-            "country longtext",
-            "score double",
-            "name_len int(11)"
-        ]
-    );
 }
 
 #[test]

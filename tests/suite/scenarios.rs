@@ -9,6 +9,7 @@
 //! SQLite ([`SqliteFile`], below), the last for the scenarios that apply to it. Behaviour
 //! only one database has stays in that database's file.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::common::{Workspace, sqlite_exec, sqlite_rows};
@@ -56,6 +57,23 @@ pub(crate) trait Target: Sized {
     /// and 105 (the unique name) of [`Target::make_strict_items`]: the server's words.
     fn expected_refusal(&self, id: i64) -> Vec<String>;
 
+    /// The number of tables in this schema or database.
+    fn tables(&self) -> i64;
+    /// What a dry run of `users` from `samples/shop.db` (id bigint primary key, email
+    /// varchar(200) not null, country text, score double, name_len integer) must show
+    /// of the DDL it would run, in this server's types.
+    fn users_ddl(&self) -> Vec<String>;
+    /// `users`' columns as the server's catalog describes them, one line each.
+    fn users_types(&self) -> Vec<String>;
+    /// What [`Target::users_types`] must say.
+    const USERS_TYPES: &'static [&'static str];
+
+    /// A double's text as this server prints it, in the form the comparison uses: the
+    /// same text where the server prints doubles as SQLite does.
+    fn double_text(text: String) -> String {
+        text
+    }
+
     /// The number of rows of `table`.
     fn count(&self, table: &str) -> i64 {
         self.rows(&format!(
@@ -78,6 +96,23 @@ pub(crate) trait Target: Sized {
             self.q()
         ))
     }
+}
+
+/// Keys that a case-insensitive collation orders differently from their bytes, none
+/// equal to another under such a collation.
+pub(crate) const CASELESS_WORDS: [&str; 23] = [
+    "apple", "Bpple", "APPLE2", "éclair", "Eclairs", "zebra", "Zebra2", "_under", "~tilde", "a b",
+    "a-b", "ab", "ß", "Ö", "p", "Ø", "日本", "中文", "😀", "0", "10", "9", "It''s",
+];
+
+/// `(word, n)` SQL rows of [`CASELESS_WORDS`], n its position.
+pub(crate) fn caseless_word_rows() -> String {
+    CASELESS_WORDS
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("('{w}', {i})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs a pipeline quietly, asserting it succeeded; returns what it printed.
@@ -143,6 +178,7 @@ scenarios!(
     postgres: crate::postgres::PgSchema,
     mysql: crate::mysql::MyDb;
     [
+        sqlite_to_the_target_with_transforms_matches_rows_computed_here,
         upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones,
         a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once,
         a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part,
@@ -228,22 +264,12 @@ impl Target for SqliteFile {
     const DUPLICATE_KEY: &'static str = "UNIQUE constraint failed";
 
     fn make_words(&self) -> usize {
-        // A case-insensitive collation orders these differently from their bytes.
-        let words = [
-            "apple", "Bpple", "APPLE2", "éclair", "Eclairs", "zebra", "Zebra2", "_under", "~tilde",
-            "a b", "a-b", "ab", "ß", "Ö", "p", "Ø", "日本", "中文", "😀", "0", "10", "9", "It''s",
-        ];
-        let values: Vec<String> = words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| format!("('{w}', {i})"))
-            .collect();
         self.exec(&format!(
             "CREATE TABLE words (w VARCHAR(40) COLLATE NOCASE PRIMARY KEY, n INTEGER);
              INSERT INTO words VALUES {}",
-            values.join(", ")
+            caseless_word_rows()
         ));
-        words.len()
+        CASELESS_WORDS.len()
     }
 
     fn words(&self) -> Vec<Vec<String>> {
@@ -253,6 +279,20 @@ impl Target for SqliteFile {
     fn int(expr: &str) -> String {
         format!("CAST({expr} AS INTEGER)")
     }
+
+    fn tables(&self) -> i64 {
+        unreachable!("the SQLite-source scenario does not run against a SQLite target")
+    }
+
+    fn users_ddl(&self) -> Vec<String> {
+        unreachable!("the SQLite-source scenario does not run against a SQLite target")
+    }
+
+    fn users_types(&self) -> Vec<String> {
+        unreachable!("the SQLite-source scenario does not run against a SQLite target")
+    }
+
+    const USERS_TYPES: &'static [&'static str] = &[];
 
     fn make_strict_items(&self) {
         unreachable!("the refused-rows scenario does not run against SQLite")
@@ -265,6 +305,90 @@ impl Target for SqliteFile {
     fn expected_refusal(&self, _id: i64) -> Vec<String> {
         unreachable!("the refused-rows scenario does not run against SQLite")
     }
+}
+
+fn sqlite_to_the_target_with_transforms_matches_rows_computed_here<T: Target>() {
+    let ws = Workspace::new();
+    let db = T::create("rs_sqlite_to");
+    let p = ws.write(
+        "pipelines/to_target.toml",
+        &format!(
+            r#"name = "to_target"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+{target}
+table = "users"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+email = {{ type = "varchar(200)", expr = "lower(trim(email))", nullable = false }}
+country = {{ type = "text", expr = "country" }}
+score = {{ type = "double", expr = "score" }}
+name_len = {{ type = "integer", expr = "character_length(full_name)" }}
+[filter]
+where = "deleted_at IS NULL"
+[chunks]
+rows = 97
+parallel = 3
+"#,
+            target = db.location()
+        ),
+    );
+    // A dry run shows the DDL with the server's types and creates nothing.
+    let out = ws.rowshift(&["dry-run", &p]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    for want in db.users_ddl() {
+        assert!(out.stdout.contains(&want), "{want}: {}", out.stdout);
+    }
+    assert_eq!(db.tables(), 0);
+    run_ok(&ws, &p);
+    let mut expected = BTreeMap::new();
+    for r in sqlite_rows(
+        &ws.path("samples/shop.db"),
+        "SELECT id, email, country, score, full_name, deleted_at FROM users_v1",
+    ) {
+        if r[5] != "NULL" {
+            continue;
+        }
+        let id: i64 = r[0].parse().unwrap();
+        expected.insert(
+            id,
+            vec![
+                id.to_string(),
+                r[1].trim().to_lowercase(),
+                r[2].clone(),
+                T::double_text(r[3].clone()),
+                r[4].chars().count().to_string(),
+            ],
+        );
+    }
+    let got: BTreeMap<i64, Vec<String>> = db
+        .rows(&format!(
+            "SELECT {}, email, country, {}, {} FROM {}.users",
+            T::text("id"),
+            T::text("score"),
+            T::text("name_len"),
+            db.q()
+        ))
+        .into_iter()
+        .map(|mut r| {
+            r[3] = T::double_text(std::mem::take(&mut r[3]));
+            (r[0].parse().unwrap(), r)
+        })
+        .collect();
+    assert!(expected.len() > 500, "{}", expected.len());
+    assert_eq!(got, expected);
+    // The checkpoint lives in the target and says every chunk is done.
+    let states = db.rows(&format!(
+        "SELECT state, {} FROM {}._rowshift_chunks WHERE pipeline = 'to_target' GROUP BY state",
+        T::text("count(*)"),
+        db.q()
+    ));
+    assert_eq!(states, vec![vec!["done".to_string(), "11".to_string()]]);
+    // The column types are the server's.
+    assert_eq!(db.users_types(), T::USERS_TYPES);
 }
 
 fn upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones<T: Target>() {
