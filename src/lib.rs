@@ -16,12 +16,15 @@
 //! | write one chunk, commit it atomically | [`sink`] |
 //! | per-chunk invariants | [`check`] |
 //! | the parallel executor, progress events | [`run`] |
-//! | the `rowshift` command line | [`cli`] |
+//!
+//! The `rowshift` command line is not part of the library: it lives in the binary
+//! (`src/main.rs`, `src/cli/`), built with the default feature `cli`. A program that
+//! uses rowshift as a library can turn that feature off
+//! (`default-features = false`) and compile neither clap, indicatif, ctrlc nor anyhow.
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod checkpoint;
-pub mod cli;
 pub mod config;
 pub mod db;
 mod error;

@@ -971,3 +971,9 @@ mod types;
 
 #[path = "suite/csv_input.rs"]
 mod csv_input;
+
+#[path = "suite/scenarios.rs"]
+mod scenarios;
+
+#[path = "suite/layout.rs"]
+mod layout;

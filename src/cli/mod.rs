@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Pipeline;
-use crate::plan::Plan;
-use crate::run::{self, RunOptions, Summary};
+use rowshift::config::Pipeline;
+use rowshift::plan::Plan;
+use rowshift::run::{self, RunOptions, Summary};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 a check failed or rows were rejected, 2 error.";
 
@@ -203,7 +203,7 @@ pub fn main() -> i32 {
     match execute(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", crate::config::redact(&format!("{e:#}")));
+            eprintln!("error: {}", rowshift::config::redact(&format!("{e:#}")));
             2
         }
     }
@@ -237,7 +237,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            let opts = crate::config::init::InitOptions {
+            let opts = rowshift::config::init::InitOptions {
                 from,
                 table,
                 key,
@@ -245,7 +245,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 target,
                 pipeline_dir,
             };
-            let text = crate::config::init::starter_pipeline(&opts)?;
+            let text = rowshift::config::init::starter_pipeline(&opts)?;
             let Some(out) = output else {
                 print!("{text}");
                 return Ok(0);
@@ -260,7 +260,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             let check_path = out.with_extension("toml.check");
             Pipeline::parse(&check_path, &text, &|n| std::env::var(n).ok())
                 .and_then(Plan::build)?;
-            std::fs::write(&out, &text).map_err(|e| crate::Error::io(&out, e))?;
+            std::fs::write(&out, &text).map_err(|e| rowshift::Error::io(&out, e))?;
             println!(
                 "wrote {}; next: rowshift dry-run {}",
                 out.display(),
@@ -329,7 +329,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 let sink = plan.open_sink()?;
                 let report = run::requeue_rejects(&plan, sink.as_ref(), lock_wait)?;
                 for failure in &report.failures {
-                    eprintln!("error: {}", crate::config::redact(failure));
+                    eprintln!("error: {}", rowshift::config::redact(failure));
                 }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -456,7 +456,7 @@ fn clock_seed() -> u64 {
         .map_or(1, |d| d.as_nanos() as u64)
 }
 
-fn load(path: &Path) -> crate::Result<Plan> {
+fn load(path: &Path) -> rowshift::Result<Plan> {
     Plan::build(Pipeline::load(path)?)
 }
 

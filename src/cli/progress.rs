@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::run::{Event, Observer, fmt_duration};
+use rowshift::run::{Event, Observer, fmt_duration};
 
 /// Plain log lines on stderr, for CI logs and pipes.
 pub struct Lines;
@@ -102,7 +102,7 @@ impl Observer for Bars {
 }
 
 /// What a run waiting for the pipeline's lock says.
-pub fn waiting(holder: &crate::checkpoint::Holder, limit: std::time::Duration) -> String {
+pub fn waiting(holder: &rowshift::checkpoint::Holder, limit: std::time::Duration) -> String {
     format!(
         "another run holds this pipeline ({holder}); waiting up to {} for it to end (--lock-timeout)",
         fmt_duration(limit)

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::run::{DryRunReport, fmt_duration};
+use rowshift::run::{DryRunReport, fmt_duration};
 
 fn cell(value: &Option<String>) -> String {
     match value {
@@ -28,7 +28,7 @@ fn row(cells: &[(String, Option<String>)]) -> String {
 }
 
 /// Renders a status report as readable text.
-pub fn status_text(r: &crate::run::StatusReport) -> String {
+pub fn status_text(r: &rowshift::run::StatusReport) -> String {
     let mut s = String::new();
     if !r.recorded {
         let _ = writeln!(s, "{}: no run recorded in {}", r.pipeline, r.checkpoint);
@@ -45,7 +45,7 @@ pub fn status_text(r: &crate::run::StatusReport) -> String {
         .chunks
         .iter()
         .map(|(k, v)| match (k.as_str(), &r.running) {
-            ("running", crate::run::RunningState::Interrupted) => {
+            ("running", rowshift::run::RunningState::Interrupted) => {
                 format!("{v} interrupted (no live process)")
             }
             _ => format!("{v} {k}"),
@@ -65,7 +65,7 @@ pub fn status_text(r: &crate::run::StatusReport) -> String {
         "  rows     {} read, {} written, {} filtered, {} rejected (done chunks)",
         c.read, c.written, c.filtered, c.rejected
     );
-    if let crate::run::RunningState::Live { holder } = &r.running {
+    if let rowshift::run::RunningState::Live { holder } = &r.running {
         let _ = writeln!(s, "  running  now, by {holder}");
     }
     for f in &r.failed {
@@ -212,7 +212,7 @@ pub fn dry_run_text(r: &DryRunReport) -> String {
 }
 
 /// Renders a verify report as readable text.
-pub fn verify_text(r: &crate::run::VerifyReport, target: &str) -> String {
+pub fn verify_text(r: &rowshift::run::VerifyReport, target: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,

@@ -5,9 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{
-    ServerDb, Workspace, coarse_pipeline, coarse_rejects, parquet_rows, sqlite_rows,
-};
+use crate::common::{ServerDb, Workspace, coarse_pipeline, coarse_rejects, parquet_rows};
+use crate::scenarios::{Target, mode_pipeline, run_ok};
 
 fn pg_url() -> String {
     std::env::var("ROWSHIFT_PG_URL")
@@ -15,7 +14,7 @@ fn pg_url() -> String {
 }
 
 /// A schema of the test's own on the server, dropped when the test ends.
-type PgSchema = ServerDb<sqlx::Postgres>;
+pub(crate) type PgSchema = ServerDb<sqlx::Postgres>;
 
 impl PgSchema {
     fn new(tag: &str) -> Self {
@@ -29,24 +28,169 @@ impl PgSchema {
         )
     }
 
-    /// The schema name quoted.
-    fn q(&self) -> String {
-        quote(&self.name)
-    }
-
     /// The schema name as a TOML string value.
     fn toml(&self) -> String {
         toml_str(&self.name)
     }
+}
 
-    fn count(&self, table: &str) -> i64 {
+impl Target for PgSchema {
+    fn create(tag: &str) -> Self {
+        PgSchema::new(tag)
+    }
+
+    fn q(&self) -> String {
+        quote(&self.name)
+    }
+
+    fn quote(name: &str) -> String {
+        quote(name)
+    }
+
+    fn location(&self) -> String {
+        format!("url = \"{}\"\nschema = {}", pg_url(), self.toml())
+    }
+
+    fn exec(&self, sql: &str) {
+        ServerDb::exec(self, sql)
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        ServerDb::rows(self, sql)
+    }
+
+    fn text(expr: &str) -> String {
+        format!("({expr})::text")
+    }
+
+    fn make_items(&self, n: i64) {
+        self.exec(&format!(
+            "CREATE TABLE {s}.items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2), qty integer, \
+             made timestamp, active boolean, tag varchar(10));
+             INSERT INTO {s}.items SELECT g, 'item ' || g || CASE WHEN g % 7 = 0 THEN ' ünï' ELSE '' END, \
+             (g * 1.25)::numeric(12,2), CASE WHEN g % 5 = 0 THEN NULL ELSE g % 13 END, \
+             timestamp '2024-01-01 00:00:00' + g * interval '1 hour 1.5 seconds', g % 2 = 0, \
+             CASE WHEN g % 3 = 0 THEN '' ELSE 't' || (g % 4) END FROM generate_series(1, {n}) g",
+            s = self.q()
+        ));
+    }
+
+    const NAME_TYPE: &'static str = "text";
+
+    fn change_items(&self) {
+        self.exec(&format!(
+            "UPDATE {s}.items SET name = name || ' v2', qty = -1 WHERE id % 9 = 0;
+             INSERT INTO {s}.items (id, name, qty) SELECT g, 'new ' || g, g FROM generate_series(301, 320) g",
+            s = self.q()
+        ));
+    }
+
+    const DUPLICATE_KEY: &'static str = "duplicate key";
+
+    fn make_words(&self) -> usize {
+        // Mixed case, accents and symbols: byte order differs from most collations.
+        self.exec(&format!(
+            "CREATE TABLE {s}.words (w varchar(40) PRIMARY KEY, n int);
+             INSERT INTO {s}.words SELECT w, row_number() OVER () FROM unnest(ARRAY[
+               'apple','Apple','APPLE','éclair','Eclair','zebra','Zebra','_under','~tilde','a b','a-b','ab',
+               'ß','ss','Ö','o','Ø','日本','中文','😀','0','10','9','It''s','\"quoted\"']) AS w",
+            s = self.q()
+        ));
+        25
+    }
+
+    fn words(&self) -> Vec<Vec<String>> {
         self.rows(&format!(
-            "SELECT count(*)::text FROM {}.{}",
-            self.q(),
-            quote(table)
+            "SELECT w::text, n::text FROM {}.words x ORDER BY x.w COLLATE \"C\"",
+            self.q()
+        ))
+    }
+
+    fn int(expr: &str) -> String {
+        format!("({expr})::int")
+    }
+
+    fn tables(&self) -> i64 {
+        self.rows(&format!(
+            "SELECT count(*)::text FROM information_schema.tables WHERE table_schema = '{}'",
+            self.name.replace('\'', "''")
         ))[0][0]
             .parse()
             .unwrap()
+    }
+
+    fn users_ddl(&self) -> Vec<String> {
+        vec![
+            format!("CREATE TABLE {}.\"users\" (", quote(&self.name)),
+            "\"id\" bigint NOT NULL".to_string(),
+            "\"email\" varchar(200) NOT NULL".to_string(),
+            "\"score\" double precision".to_string(),
+            "PRIMARY KEY (\"id\")".to_string(),
+        ]
+    }
+
+    fn users_types(&self) -> Vec<String> {
+        self.rows(&format!(
+            "SELECT column_name::text, data_type::text, coalesce(character_maximum_length::text, '') FROM information_schema.columns \
+             WHERE table_schema = '{}' AND table_name = 'users' ORDER BY ordinal_position",
+            self.name
+        ))
+        .iter()
+        .map(|r| r.join(" "))
+        .collect()
+    }
+
+    const USERS_TYPES: &'static [&'static str] = &[
+        "id bigint ",
+        "email character varying 200",
+        "country text ",
+        "score double precision ",
+        "name_len integer ",
+    ];
+
+    fn make_strict_items(&self) {
+        // PostgreSQL names the row of the COPY that breaks the check; the foreign key is
+        // checked at the end of the statement, naming no row.
+        self.exec(&format!(
+            "CREATE TABLE {d}.kinds (qty integer PRIMARY KEY);
+             INSERT INTO {d}.kinds SELECT g FROM generate_series(0, 10) g;
+             CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text UNIQUE,
+               qty integer CHECK (qty <> 12) REFERENCES {d}.kinds (qty))",
+            d = self.q()
+        ));
+    }
+
+    fn refusal(&self, id: i64) -> Vec<String> {
+        self.rows(&format!(
+            "SELECT reason, coalesce(value, 'NULL'), coalesce(column_name, 'NULL'), source_row::jsonb->>'name' FROM {}.items_rejects WHERE row_key = '{id}'",
+            self.q()
+        ))[0]
+            .clone()
+    }
+
+    fn expected_refusal(&self, id: i64) -> Vec<String> {
+        let row: [&str; 4] = match id {
+            12 => [
+                "the target refused the row: new row for relation \"items\" violates check constraint \"items_qty_check\"",
+                "Failing row contains (12, item 12, 12).",
+                "NULL",
+                "item 12",
+            ],
+            11 => [
+                "the target refused the row: insert or update on table \"items\" violates foreign key constraint \"items_qty_fkey\"",
+                "Key (qty)=(11) is not present in table \"kinds\".",
+                "NULL",
+                "item 11",
+            ],
+            105 => [
+                "the target refused the row: duplicate key value violates unique constraint \"items_name_key\"",
+                "Key (name)=(same name) already exists.",
+                "NULL",
+                "same name",
+            ],
+            _ => panic!("no expected refusal for row {id}"),
+        };
+        row.map(String::from).to_vec()
     }
 }
 
@@ -58,139 +202,12 @@ fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn run_ok(ws: &Workspace, pipeline: &str) -> String {
-    let out = ws.rowshift(&["run", pipeline, "--quiet"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    out.stdout
-}
-
-#[test]
-fn sqlite_to_postgres_with_transforms_matches_rows_computed_here() {
-    let ws = Workspace::new();
-    let pg = PgSchema::new("rs_sqlite_pg");
-    let p = ws.write(
-        "pipelines/to_pg.toml",
-        &format!(
-            r#"name = "to_pg"
-[source]
-url = "sqlite://../samples/shop.db"
-table = "users_v1"
-key = "id"
-[target]
-url = "{url}"
-schema = {schema}
-table = "users"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-email = {{ type = "varchar(200)", expr = "lower(trim(email))", nullable = false }}
-country = {{ type = "text", expr = "country" }}
-score = {{ type = "double", expr = "score" }}
-name_len = {{ type = "integer", expr = "character_length(full_name)" }}
-[filter]
-where = "deleted_at IS NULL"
-[chunks]
-rows = 97
-parallel = 3
-"#,
-            url = pg_url(),
-            schema = pg.toml()
-        ),
-    );
-    // A dry run shows the DDL with PostgreSQL types and creates nothing.
-    let out = ws.rowshift(&["dry-run", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    let table = format!("{}.\"users\"", quote(&pg.name));
-    for want in [
-        format!("CREATE TABLE {table} ("),
-        "\"id\" bigint NOT NULL".to_string(),
-        "\"email\" varchar(200) NOT NULL".to_string(),
-        "\"score\" double precision".to_string(),
-        "PRIMARY KEY (\"id\")".to_string(),
-    ] {
-        assert!(out.stdout.contains(&want), "{want}: {}", out.stdout);
-    }
-    assert!(
-        pg.rows(&format!(
-            "SELECT to_regclass('{}')::text",
-            table.replace('\'', "''")
-        ))[0][0]
-            == "NULL"
-    );
-    run_ok(&ws, &p);
-    let mut expected = BTreeMap::new();
-    for r in sqlite_rows(
-        &ws.path("samples/shop.db"),
-        "SELECT id, email, country, score, full_name, deleted_at FROM users_v1",
-    ) {
-        if r[5] != "NULL" {
-            continue;
-        }
-        let id: i64 = r[0].parse().unwrap();
-        expected.insert(
-            id,
-            vec![
-                id.to_string(),
-                r[1].trim().to_lowercase(),
-                r[2].clone(),
-                r[3].clone(),
-                r[4].chars().count().to_string(),
-            ],
-        );
-    }
-    let got: BTreeMap<i64, Vec<String>> = pg
-        .rows(&format!(
-            "SELECT id::text, email, country, score::text, name_len::text FROM {}.users",
-            pg.q()
-        ))
-        .into_iter()
-        .map(|r| (r[0].parse().unwrap(), r))
-        .collect();
-    assert!(expected.len() > 500, "{}", expected.len());
-    assert_eq!(got, expected);
-    // The checkpoint lives in the target and says every chunk is done.
-    let states = pg.rows(&format!(
-        "SELECT state, count(*)::text FROM {}._rowshift_chunks WHERE pipeline = 'to_pg' GROUP BY 1",
-        pg.q()
-    ));
-    assert_eq!(states, vec![vec!["done".to_string(), "11".to_string()]]);
-    // The column types are PostgreSQL's.
-    let types = pg.rows(&format!(
-        "SELECT column_name::text, data_type::text, coalesce(character_maximum_length::text, '') FROM information_schema.columns \
-         WHERE table_schema = '{}' AND table_name = 'users' ORDER BY ordinal_position",
-        pg.name
-    ));
-    let types: Vec<String> = types.iter().map(|r| r.join(" ")).collect();
-    assert_eq!(
-        types,
-        [
-            "id bigint ",
-            "email character varying 200",
-            "country text ",
-            "score double precision ",
-            "name_len integer "
-        ]
-    );
-}
-
-/// A source table in `pg` with `n` rows of several types.
-fn make_items(pg: &PgSchema, n: i64) {
-    pg.exec(&format!(
-        "CREATE TABLE {s}.items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2), qty integer, \
-         made timestamp, active boolean, tag varchar(10));
-         INSERT INTO {s}.items SELECT g, 'item ' || g || CASE WHEN g % 7 = 0 THEN ' ünï' ELSE '' END, \
-         (g * 1.25)::numeric(12,2), CASE WHEN g % 5 = 0 THEN NULL ELSE g % 13 END, \
-         timestamp '2024-01-01 00:00:00' + g * interval '1 hour 1.5 seconds', g % 2 = 0, \
-         CASE WHEN g % 3 = 0 THEN '' ELSE 't' || (g % 4) END FROM generate_series(1, {n}) g",
-        s = pg.q()
-    ));
-}
-
 #[test]
 fn postgres_to_postgres_in_another_schema_matches_the_same_query_run_by_postgres() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_pg_src");
     let dst = PgSchema::new("rs_pg_dst");
-    make_items(&src, 1234);
+    src.make_items(1234);
     let p = ws.write(
         "pipelines/pg_pg.toml",
         &format!(
@@ -316,7 +333,7 @@ rows = 64
 fn postgres_to_parquet_matches_rows_computed_by_postgres() {
     let ws = Workspace::new();
     let pg = PgSchema::new("rs_pg_parquet");
-    make_items(&pg, 500);
+    pg.make_items(500);
     let p = ws.write(
         "pipelines/pg_parquet.toml",
         &format!(
@@ -658,98 +675,6 @@ id = { type = "bigint", expr = "id" }
     }
 }
 
-/// A PostgreSQL-to-PostgreSQL pipeline over `items` with a given write mode.
-fn mode_pipeline(
-    ws: &Workspace,
-    name: &str,
-    src: &PgSchema,
-    dst: &PgSchema,
-    extra: &str,
-) -> String {
-    ws.write(
-        &format!("pipelines/{name}.toml"),
-        &format!(
-            r#"name = "{name}"
-[source]
-url = "{url}"
-schema = {src}
-table = "items"
-key = "id"
-[target]
-url = "{url}"
-schema = {dst}
-table = "items"
-{extra}
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-name = {{ type = "text", expr = "name" }}
-qty = {{ type = "integer", expr = "qty" }}
-[chunks]
-rows = 50
-"#,
-            url = pg_url(),
-            src = src.toml(),
-            dst = dst.toml()
-        ),
-    )
-}
-
-fn items(pg: &PgSchema) -> Vec<Vec<String>> {
-    pg.rows(&format!(
-        "SELECT id::text, name, coalesce(qty::text, 'NULL') FROM {}.items i ORDER BY i.id",
-        pg.q()
-    ))
-}
-
-#[test]
-fn upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_mode_src");
-    let dst = PgSchema::new("rs_mode_dst");
-    make_items(&src, 300);
-    run_ok(&ws, &mode_pipeline(&ws, "first", &src, &dst, ""));
-    assert_eq!(items(&dst), items(&src));
-
-    // Changed and new rows: upsert updates and inserts.
-    src.exec(&format!(
-        "UPDATE {s}.items SET name = name || ' v2', qty = -1 WHERE id % 9 = 0;
-         INSERT INTO {s}.items (id, name, qty) SELECT g, 'new ' || g, g FROM generate_series(301, 320) g",
-        s = src.q()
-    ));
-    let p = mode_pipeline(
-        &ws,
-        "upsert",
-        &src,
-        &dst,
-        "if_exists = \"append\"\nwrite_mode = \"upsert\"",
-    );
-    run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
-
-    // Deleted rows: replace-chunk deletes each chunk's key range before writing it.
-    src.exec(&format!(
-        "DELETE FROM {s}.items WHERE id % 4 = 1",
-        s = src.q()
-    ));
-    let p = mode_pipeline(
-        &ws,
-        "replace",
-        &src,
-        &dst,
-        "if_exists = \"append\"\nwrite_mode = \"replace-chunk\"",
-    );
-    run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
-
-    // Plain insert into the same rows fails on the primary key, and leaves nothing half
-    // written: every chunk failed whole.
-    let p = mode_pipeline(&ws, "dup", &src, &dst, "if_exists = \"append\"");
-    let out = ws.rowshift(&["run", &p, "--quiet"]);
-    assert_ne!(out.code, 0);
-    assert!(out.stdout.contains("duplicate key"), "{}", out.stdout);
-    assert_eq!(items(&dst), items(&src));
-}
-
 #[test]
 fn upsert_without_a_primary_key_is_a_config_error() {
     let ws = Workspace::new();
@@ -781,56 +706,11 @@ id = {{ type = "bigint", expr = "id" }}
 }
 
 #[test]
-fn a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_resume_src");
-    let dst = PgSchema::new("rs_resume_dst");
-    make_items(&src, 400);
-    let p = mode_pipeline(&ws, "resume", &src, &dst, "");
-    let out = ws.rowshift_env(&["run", &p, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=3")]);
-    assert_ne!(out.code, 0, "{}", out.stdout);
-    assert_eq!(dst.count("items"), 350);
-    let states = dst.rows(&format!(
-        "SELECT id::text, state FROM {}._rowshift_chunks WHERE state <> 'done'",
-        dst.q()
-    ));
-    assert_eq!(states, vec![vec!["3".to_string(), "failed".to_string()]]);
-    // Rows and marks committed together: a resumed run redoes chunk 3 alone.
-    let out = ws.rowshift(&["run", &p, "--json"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(items(&dst), items(&src));
-    // `verify` reads every chunk back and finds it right.
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-
-    // A table dropped behind the checkpoint's back is not silently refilled in part.
-    let p2 = mode_pipeline(&ws, "resume2", &src, &dst, "if_exists = \"replace\"");
-    let text = std::fs::read_to_string(ws.path(&p2)).unwrap().replace(
-        "table = \"items\"\nif_exists",
-        "table = \"items2\"\nif_exists",
-    );
-    ws.write(&p2, &text);
-    let out = ws.rowshift_env(&["run", &p2, "--quiet"], &[("ROWSHIFT_FAULT", "chunk=5")]);
-    assert_ne!(out.code, 0);
-    dst.exec(&format!("DROP TABLE {}.items2", dst.q()));
-    let out = ws.rowshift(&["run", &p2, "--quiet"]);
-    assert_ne!(out.code, 0);
-    let text = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        text.contains("the table is gone, but the checkpoint says 7 chunks were committed to it; run with --restart"),
-        "{text}"
-    );
-    let out = ws.rowshift(&["run", &p2, "--quiet", "--restart"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(dst.count("items2"), 400);
-}
-
-#[test]
 fn rejected_rows_are_kept_in_the_rejects_table_and_retry_reads_them_again_by_key() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_rejects_src");
     let dst = PgSchema::new("rs_rejects_dst");
-    make_items(&src, 300);
+    src.make_items(300);
     let pipeline =
         |factor: i64| small_pipeline("rejects", &src, &dst, factor, "", "[chunks]\nrows = 40\n");
     // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint.
@@ -886,71 +766,11 @@ fn rejected_rows_are_kept_in_the_rejects_table_and_retry_reads_them_again_by_key
 }
 
 #[test]
-fn text_keys_are_planned_and_read_back_in_byte_order() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_textkey_src");
-    let dst = PgSchema::new("rs_textkey_dst");
-    // Mixed case, accents and symbols: byte order differs from most collations.
-    src.exec(&format!(
-        "CREATE TABLE {s}.words (w varchar(40) PRIMARY KEY, n int);
-         INSERT INTO {s}.words SELECT w, row_number() OVER () FROM unnest(ARRAY[
-           'apple','Apple','APPLE','éclair','Eclair','zebra','Zebra','_under','~tilde','a b','a-b','ab',
-           'ß','ss','Ö','o','Ø','日本','中文','😀','0','10','9','It''s','\"quoted\"']) AS w",
-        s = src.q()
-    ));
-    let p = ws.write(
-        "pipelines/words.toml",
-        &format!(
-            r#"name = "words"
-[source]
-url = "{url}"
-schema = {src}
-table = "words"
-key = "w"
-[target]
-url = "{url}"
-schema = {dst}
-table = "words"
-write_mode = "replace-chunk"
-[target.columns]
-w = {{ type = "varchar(40)", expr = "w", primary_key = true }}
-n = {{ type = "integer", expr = "n" }}
-[chunks]
-rows = 4
-"#,
-            url = pg_url(),
-            src = src.toml(),
-            dst = dst.toml()
-        ),
-    );
-    run_ok(&ws, &p);
-    let q = |pg: &PgSchema| {
-        pg.rows(&format!(
-            "SELECT w::text, n::text FROM {}.words x ORDER BY x.w COLLATE \"C\"",
-            pg.q()
-        ))
-    };
-    assert_eq!(q(&src).len(), 25);
-    assert_eq!(q(&dst), q(&src));
-    assert_eq!(
-        dst.rows(&format!(
-            "SELECT count(*)::text FROM {}._rowshift_chunks WHERE state = 'done'",
-            dst.q()
-        ))[0][0],
-        "7"
-    );
-    // The chunks' ranges cover the keys in byte order without gaps or overlaps: `verify`
-    // finds every chunk's rows by its range.
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-}
-
-#[test]
 fn read_back_catches_a_trigger_that_rewrites_values_and_the_chunk_leaves_nothing() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_trigger_src");
     let dst = PgSchema::new("rs_trigger_dst");
-    make_items(&src, 100);
+    src.make_items(100);
     dst.exec(&format!(
         "CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text, qty integer);
          CREATE FUNCTION {d}.shout() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -1014,7 +834,7 @@ fn lock_timeout_ms_stops_a_run_that_waits_for_a_lock() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_lock_src");
     let dst = PgSchema::new("rs_lock_dst");
-    make_items(&src, 10);
+    src.make_items(10);
     dst.exec(&format!(
         "CREATE TABLE {}.items (id bigint PRIMARY KEY, name text, qty integer)",
         dst.q()
@@ -1047,7 +867,7 @@ fn lock_timeout_ms_stops_a_run_that_waits_for_a_lock() {
     assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
     // Released, the same run goes through.
     run_ok(&ws, &p);
-    assert_eq!(items(&dst), items(&src));
+    assert_eq!(dst.items(), src.items());
 }
 
 #[test]
@@ -1055,7 +875,7 @@ fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them(
     let ws = Workspace::new();
     let src = PgSchema::new("rs_verify_src");
     let dst = PgSchema::new("rs_verify_dst");
-    make_items(&src, 400);
+    src.make_items(400);
     let p = mode_pipeline(&ws, "recon", &src, &dst, "");
     run_ok(&ws, &p);
     let clean = ws.rowshift(&["verify", &p]);
@@ -1089,7 +909,7 @@ fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them(
         "{}",
         out.stdout
     );
-    assert_eq!(items(&dst), items(&src));
+    assert_eq!(dst.items(), src.items());
     let again = ws.rowshift(&["verify", &p]);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
 }
@@ -1098,7 +918,7 @@ fn verify_finds_tampered_chunks_of_a_postgresql_target_and_repair_rewrites_them(
 fn a_view_is_read_like_a_table() {
     let ws = Workspace::new();
     let pg = PgSchema::new("rs_view");
-    make_items(&pg, 300);
+    pg.make_items(300);
     pg.exec(&format!(
         "CREATE VIEW {s}.\"Cheap Items\" AS SELECT id, name, price FROM {s}.items WHERE price < 100",
         s = pg.q()
@@ -1815,123 +1635,11 @@ fn the_server_hashes_a_char_n_column_as_the_sink_does_without_trailing_spaces() 
 }
 
 #[test]
-fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written() {
-    let ws = Workspace::new();
-    let src = PgSchema::new("rs_refuse_src");
-    let dst = PgSchema::new("rs_refuse_dst");
-    make_items(&src, 300);
-    // Two rows of one chunk (ids 101-150) share a name the new schema wants unique.
-    src.exec(&format!(
-        "UPDATE {s}.items SET name = 'same name' WHERE id IN (104, 105)",
-        s = src.q()
-    ));
-    // The new schema is stricter than the data: qty 12 breaks a check (PostgreSQL names
-    // the row of the COPY), qty 11 has no row in `kinds` (the foreign key is checked at
-    // the end of the statement, naming no row), and a name may not repeat.
-    dst.exec(&format!(
-        "CREATE TABLE {d}.kinds (qty integer PRIMARY KEY);
-         INSERT INTO {d}.kinds SELECT g FROM generate_series(0, 10) g;
-         CREATE TABLE {d}.items (id bigint PRIMARY KEY, name text UNIQUE,
-           qty integer CHECK (qty <> 12) REFERENCES {d}.kinds (qty))",
-        d = dst.q()
-    ));
-    let p = mode_pipeline(&ws, "refuse", &src, &dst, "if_exists = \"append\"");
-    let out = ws.rowshift(&["run", &p]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-
-    let refused = src.rows(&format!(
-        "SELECT id::text FROM {}.items i WHERE qty IN (11, 12) OR id = 105 ORDER BY i.id",
-        src.q()
-    ));
-    assert!(refused.len() > 30, "{refused:?}");
-    let kept = src.rows(&format!(
-        "SELECT i.id::text, name, coalesce(qty::text, 'NULL') FROM {s}.items i
-         WHERE id NOT IN (SELECT id FROM {s}.items WHERE qty IN (11, 12) OR id = 105) ORDER BY i.id",
-        s = src.q()
-    ));
-    assert_eq!(items(&dst), kept);
-    assert_eq!(kept.len() + refused.len(), 300);
-    let quarantined = dst.rows(&format!(
-        "SELECT row_key FROM {}.items_rejects ORDER BY row_key::int",
-        dst.q()
-    ));
-    assert_eq!(quarantined, refused);
-    let reasons = |id: i64| {
-        dst.rows(&format!(
-            "SELECT reason, coalesce(value, 'NULL'), coalesce(column_name, 'NULL'), source_row::jsonb->>'name' FROM {}.items_rejects WHERE row_key = '{id}'",
-            dst.q()
-        ))[0]
-            .clone()
-    };
-    assert_eq!(
-        reasons(12),
-        [
-            "the target refused the row: new row for relation \"items\" violates check constraint \"items_qty_check\"",
-            "Failing row contains (12, item 12, 12).",
-            "NULL",
-            "item 12"
-        ]
-    );
-    assert_eq!(
-        reasons(11),
-        [
-            "the target refused the row: insert or update on table \"items\" violates foreign key constraint \"items_qty_fkey\"",
-            "Key (qty)=(11) is not present in table \"kinds\".",
-            "NULL",
-            "item 11"
-        ]
-    );
-    assert_eq!(
-        reasons(105),
-        [
-            "the target refused the row: duplicate key value violates unique constraint \"items_name_key\"",
-            "Key (name)=(same name) already exists.",
-            "NULL",
-            "same name"
-        ]
-    );
-    // The summary counts them by reason, with an example.
-    assert!(
-        out.stdout.contains("the target refused the row: duplicate key value violates unique constraint \"items_name_key\""),
-        "{}",
-        out.stdout
-    );
-    // Every chunk committed: nothing to resume, and verify finds the target as written.
-    let out = ws.rowshift(&["verify", &p]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-
-    // Kind 11 is added: a retry writes those rows; the others are still refused and stay
-    // quarantined with the server's reason.
-    dst.exec(&format!("INSERT INTO {}.kinds VALUES (11)", dst.q()));
-    let out = ws.rowshift(&["retry", &p, "--rejects", "--json"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let still = src.rows(&format!(
-        "SELECT id::text FROM {}.items i WHERE qty = 12 OR id = 105 ORDER BY i.id",
-        src.q()
-    ));
-    let quarantined = dst.rows(&format!(
-        "SELECT row_key FROM {}.items_rejects ORDER BY row_key::int",
-        dst.q()
-    ));
-    assert_eq!(quarantined, still);
-    assert_eq!(
-        reasons(105)[0],
-        "the target refused the row: duplicate key value violates unique constraint \"items_name_key\""
-    );
-    let kept = src.rows(&format!(
-        "SELECT i.id::text, name, coalesce(qty::text, 'NULL') FROM {s}.items i
-         WHERE id NOT IN (SELECT id FROM {s}.items WHERE qty = 12 OR id = 105) ORDER BY i.id",
-        s = src.q()
-    ));
-    assert_eq!(items(&dst), kept);
-}
-
-#[test]
 fn retry_rejects_into_an_upsert_target_replaces_the_rows_already_there() {
     let ws = Workspace::new();
     let src = PgSchema::new("rs_upretry_src");
     let dst = PgSchema::new("rs_upretry_dst");
-    make_items(&src, 100);
+    src.make_items(100);
     // The target already holds an older version of every row.
     dst.exec(&format!(
         "CREATE TABLE {d}.items (id bigint PRIMARY KEY, small smallint);
