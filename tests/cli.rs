@@ -955,3 +955,9 @@ mod postgres;
 
 #[path = "suite/mysql.rs"]
 mod mysql;
+
+#[path = "suite/secrets.rs"]
+mod secrets;
+
+#[path = "suite/faults.rs"]
+mod faults;

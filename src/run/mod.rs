@@ -498,7 +498,8 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<ChunkDone, (Er
                 std::thread::sleep(Duration::from_millis(50 << attempt));
             }
             Err(e) => {
-                let stop = matches!(&e, Error::Chunk { source, .. } if matches!(**source, Error::RejectLimit(_)));
+                // Past the reject limit, or on a full disk, no chunk may start.
+                let stop = e.stops_run();
                 return Err((e, stop));
             }
         }
