@@ -203,7 +203,7 @@ fn backends_terminated_mid_run_on_postgres_end_as_a_clean_run() {
     );
     run_until_done(&ws, &p, 5);
     let got = pg.rows(&format!(
-        "SELECT id::text, name, qty::text, note FROM {}.items ORDER BY id",
+        "SELECT i.id::text, name, qty::text, note FROM {}.items i ORDER BY i.id",
         pg_quote(&pg.name)
     ));
     assert_eq!(got, source_rows(&source));
@@ -312,7 +312,7 @@ fn a_lock_held_past_lock_timeout_on_postgres_ends_as_a_clean_run() {
     }
     run_until_done(&ws, &p, 3);
     let got = pg.rows(&format!(
-        "SELECT id::text, name, qty::text, note FROM {}.items ORDER BY id",
+        "SELECT i.id::text, name, qty::text, note FROM {}.items i ORDER BY i.id",
         pg_quote(&pg.name)
     ));
     assert_eq!(got, source_rows(&source));
@@ -583,7 +583,7 @@ fn a_file_that_is_not_utf8_is_reported_once_at_its_line_and_column() {
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         out.stderr.trim(),
-        "error: pipelines/latin.toml has 1 error\npipelines/latin.toml:3:29: the file is not UTF-8: byte 0xE9 cannot start or continue a character\n    url = \"sqlite://../samples/caf\u{FFFD}.db\"\n                                ^\n    help: save the file as UTF-8 (Latin-1 and Windows-1252 text must be converted)"
+        "error: pipelines/latin.toml has 1 error\npipelines/latin.toml:3:31: the file is not UTF-8: byte 0xE9 cannot start or continue a character\n    url = \"sqlite://../samples/caf\u{FFFD}.db\"\n                                  ^\n    help: save the file as UTF-8 (Latin-1 and Windows-1252 text must be converted)"
     );
 }
 
