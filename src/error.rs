@@ -87,8 +87,9 @@ pub enum Error {
     #[error("{}", refused_text(.0))]
     Refused(Vec<crate::sink::Refusal>),
     /// The target refused too many rows of a chunk to find them one by one (more than
-    /// [`crate::sink::MAX_REFUSED_SHARE`]'s share, or every row of a half): it refuses
-    /// the chunk, not some rows. Nothing of the chunk is written.
+    /// 1 in [`crate::sink::MAX_REFUSED_SHARE`], or every row tried over half of the chunk
+    /// or past [`crate::sink::MIN_REFUSED`] rows): it refuses the chunk, not some rows.
+    /// Nothing of the chunk is written.
     #[error("{}", refused_chunk_text(*rows, *tried, *refused, named, first))]
     RefusedChunk {
         /// Rows the chunk sent.
@@ -281,7 +282,7 @@ fn refused_chunk_text(
         })
         .collect();
     format!(
-        "the target refused {refused} of the first {tried} of the chunk's {rows} rows, so it refuses the chunk rather than some rows (at most 1 in {} rows, or {}, is quarantined one by one, and never a whole half); nothing of the chunk was written. The first refused, counted among the rows sent: {}",
+        "the target refused {refused} of the first {tried} of the chunk's {rows} rows, so it refuses the chunk rather than some rows (rows are found one by one only while fewer than 1 in {} of them, or {}, are refused, and not every row tried); nothing of the chunk was written. The first refused, counted among the rows sent: {}",
         crate::sink::MAX_REFUSED_SHARE,
         crate::sink::MIN_REFUSED,
         rows_named.join("; ")

@@ -12,7 +12,7 @@
 //! duplicate key for one), and no write resends more rows than the window holds.
 //!
 //! The search is bounded. When more than a share of the chunk is refused, or every row
-//! of a whole half of it, the table refuses the chunk rather than some rows (an
+//! tried is, over a whole half of it or past its first hundred rows, the table refuses the chunk rather than some rows (an
 //! `append` into a table that holds those keys, a CHECK no row passes, another run
 //! writing the same rows): the search stops with [`Error::RefusedChunk`], naming the
 //! first refused rows and the server's reason. It also stops, between two writes, when
@@ -271,7 +271,8 @@ fn row_name(batches: &[RecordBatch], key: &[String], row: usize) -> String {
 ///
 /// `first` is the error that made the caller look: when no row is refused on its own
 /// (the statement, not a row, failed), it is returned. Past [`MAX_REFUSED_SHARE`] of
-/// the rows, or when every row of a half of them is refused, the search stops with
+/// the rows, or when every row tried is refused over half of them or more than
+/// [`MIN_REFUSED`], the search stops with
 /// [`Error::RefusedChunk`]; when `cancelled` says so, with [`Error::Cancelled`].
 async fn find_with(
     rows: usize,
@@ -310,9 +311,12 @@ async fn find_with(
             });
             at += 1;
             window = (window / 2).max(1);
-            // Every row of a whole half refused: the table refuses the chunk.
-            let whole_half = rows > 1 && found.len() == at && 2 * at >= rows;
-            if found.len() > limit || whole_half {
+            // Every row so far refused, over a whole half of the chunk or past the
+            // first [`MIN_REFUSED`]: the table refuses the chunk. (Each attempt is a
+            // subtransaction, and PostgreSQL slows down as thousands of them pile up
+            // in one transaction, so this is where a search must not go on.)
+            let all_so_far = rows > 1 && found.len() == at;
+            if found.len() > limit || (all_so_far && (2 * at >= rows || at > MIN_REFUSED)) {
                 return Err(Error::RefusedChunk {
                     rows,
                     tried: at,
@@ -492,12 +496,20 @@ mod tests {
             else {
                 panic!("{found:?}");
             };
-            assert_eq!((rows, tried, refused), (n, 5_001, 5_001));
+            assert_eq!((rows, tried, refused), (n, 101, 101));
             assert_eq!(first.iter().map(|r| r.row).collect::<Vec<_>>(), [0, 1, 2]);
             assert_eq!(first[0].reason, if lines { "refused at 1" } else { "refused at -" });
-            assert!(writes <= 5_001 + 20, "{writes} writes");
+            assert!(writes <= 101 + 20, "{writes} writes");
             assert!(sent <= 3 * n, "{sent} rows sent");
         }
+        // One row in 5 refused, spread out: past 1 in 10, the search stops there.
+        let bad: Vec<usize> = (0..n).filter(|r| r % 5 == 0).collect();
+        let (found, writes, _) = table_finds(n, &keys, &bad, true);
+        assert!(
+            matches!(found, Err(Error::RefusedChunk { refused: 5_001, .. })),
+            "{found:?}"
+        );
+        assert!(writes <= 4 * 5_001, "{writes} writes");
         // A small chunk refused whole stops at its half.
         let (found, writes, _) = table_finds(6, &[0, 1, 2, 3, 4, 5], &[0, 1, 2, 3, 4, 5], false);
         assert!(

@@ -655,3 +655,55 @@ fn a_key_column_whose_name_holds_a_quote_is_recognised_as_the_key() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(pg.rows(&format!("SELECT count(*)::text FROM {}.t", pg_quote(&pg.name))), [["30"]]);
 }
+
+/// The reproducer of issue 33 item 2: an `append` of a 50,000-row chunk into a table that
+/// already holds every key. Before, the search for refused rows sent one COPY per row,
+/// each resending the rest, for many minutes; now it stops past its bound and the chunk
+/// fails naming the first refused rows and the server's reason, leaving no backend in a
+/// transaction.
+#[test]
+fn a_50k_row_chunk_whose_every_row_is_refused_fails_fast_naming_the_rows() {
+    let ws = Workspace::new();
+    make_source(&ws, 50_000, 10);
+    let pg = pg_schema("rs_refuse_all");
+    pg.exec(&format!(
+        "CREATE TABLE {s}.items (id bigint PRIMARY KEY, name text, qty integer, note text);
+         INSERT INTO {s}.items SELECT g, 'old', 0, '' FROM generate_series(1, 50000) g",
+        s = pg_quote(&pg.name)
+    ));
+    let p = pipeline(
+        &ws,
+        "refuse_all",
+        &format!(
+            "url = \"{}\"\nschema = \"{}\"\ntable = \"items\"\nif_exists = \"append\"",
+            pg_url(),
+            pg.name
+        ),
+        50_000,
+        1,
+    );
+    let t0 = Instant::now();
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    let took = t0.elapsed();
+    eprintln!("50k refused: exit {} after {took:?}", out.code);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("the target refused 101 of the first 101 of the chunk's 50000 rows, so it refuses the chunk rather than some rows (rows are found one by one only while fewer than 1 in 10 of them, or 100, are refused, and not every row tried); nothing of the chunk was written. The first refused, counted among the rows sent: row 1 (id='1'): duplicate key value violates unique constraint \"items_pkey\" (Key (id)=(1) already exists.); row 2 (id='2'): duplicate key value violates unique constraint \"items_pkey\" (Key (id)=(2) already exists.); row 3 (id='3')"),
+        "{all}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(
+        pg.rows(&format!(
+            "SELECT count(*)::text, count(*) FILTER (WHERE name = 'old')::text FROM {}.items",
+            pg_quote(&pg.name)
+        )),
+        [["50000", "50000"]]
+    );
+    assert_eq!(
+        pg.rows(
+            "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'rowshift' AND state LIKE 'idle in transaction%'"
+        ),
+        [["0"]]
+    );
+}
