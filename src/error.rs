@@ -87,7 +87,7 @@ pub enum Error {
     #[error("{}", refused_text(.0))]
     Refused(Vec<crate::sink::Refusal>),
     /// The target refused too many rows of a chunk to find them one by one (more than
-    /// 1 in [`crate::sink::MAX_REFUSED_SHARE`], or every row tried over half of the chunk
+    /// 1 in [`crate::sink::MAX_REFUSED_SHARE`], or every row tried, all of the chunk
     /// or past [`crate::sink::MIN_REFUSED`] rows): it refuses the chunk, not some rows.
     /// Nothing of the chunk is written.
     #[error("{}", refused_chunk_text(*rows, *tried, *refused, named, first))]
@@ -200,8 +200,7 @@ impl Error {
                         // 1021 disk full, 1114 table full, 3 and 1030 a write that
                         // failed with the OS's error 28 (ENOSPC).
                         return matches!(my.number(), 1021 | 1114)
-                            || (matches!(my.number(), 3 | 1030)
-                                && my.message().contains("28"));
+                            || (matches!(my.number(), 3 | 1030) && my.message().contains("28"));
                     }
                     match db.code().as_deref() {
                         Some("53100") => true,
@@ -259,7 +258,10 @@ fn refused_text(refused: &[crate::sink::Refusal]) -> String {
 }
 
 fn refusal_text(r: &crate::sink::Refusal) -> String {
-    let detail = r.detail.as_ref().map_or(String::new(), |d| format!(" ({d})"));
+    let detail = r
+        .detail
+        .as_ref()
+        .map_or(String::new(), |d| format!(" ({d})"));
     format!("{}{detail}", r.reason)
 }
 
@@ -294,7 +296,8 @@ fn refused_chunk_text(
 /// of the server's C source that raised it, which reads like a line of the pipeline.
 fn driver_text(e: &sqlx::Error) -> String {
     match e {
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        {
             Some(pg) => pg.message().to_string(),
             None => db.to_string(),
         },
@@ -306,7 +309,9 @@ fn driver_text(e: &sqlx::Error) -> String {
 /// said once: a cause whose text the line already holds (a wrapper that shows its
 /// cause, as most of rowshift's errors do) is left out, and so are the driver's repeats
 /// of a server message and PostgreSQL's source line.
-pub fn chain_text<'a>(chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
+pub fn chain_text<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
     let mut text = String::new();
     for c in chain {
         let said = if let Some(e) = c.downcast_ref::<sqlx::Error>() {

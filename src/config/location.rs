@@ -212,7 +212,11 @@ pub fn redact(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let url_end = tail.find(END).unwrap_or(tail.len());
+        let mut url_end = tail.find(END).unwrap_or(tail.len());
+        // `URL: message` (how errors name a place): the colon is the message's.
+        if url_end > 0 && tail[..url_end].ends_with(':') {
+            url_end -= 1;
+        }
         let url = &tail[..url_end];
         // The user-info ends at the last `@` before the path: a password may hold `?`
         // or `#` unescaped, a query may hold `@`.
@@ -267,9 +271,17 @@ fn is_secret_key(key: &str) -> bool {
         .chars()
         .filter(|c| !matches!(c, '-' | '_' | ' ' | '.'))
         .collect();
-    ["password", "passwd", "pwd", "secret", "token", "apikey", "credential"]
-        .iter()
-        .any(|w| key.contains(w))
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "credential",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
         || key == "pass"
 }
 
@@ -356,7 +368,14 @@ mod tests {
             assert!(!redact(&text).contains("S3"), "{}", redact(&text));
             assert!(!redact(&text).contains("CR3T"), "{}", redact(&text));
         }
-        assert_eq!(redact("no url here: a=b&password=x"), "no url here: a=b&password=x");
+        assert_eq!(
+            redact("no url here: a=b&password=x"),
+            "no url here: a=b&password=x"
+        );
+        assert_eq!(
+            redact("postgres://u@h:1/db?password=S3CR3T: connection refused"),
+            "postgres://u@h:1/db?password=***: connection refused"
+        );
     }
 
     #[test]

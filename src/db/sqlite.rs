@@ -111,7 +111,8 @@ async fn no_open_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, 
     }
     let mut handle = conn.lock_handle().await?;
     // SAFETY: the handle is locked away from the worker thread while it is read.
-    let autocommit = unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    let autocommit =
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
     Ok(autocommit != 0)
 }
 

@@ -441,14 +441,14 @@ impl PartWriter {
             .unwrap_or_default();
         let tmp = sink.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = match sink.new_writer(BufWriter::with_capacity(1 << 20, file), &show_path(&tmp))
-        {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let writer =
+            match sink.new_writer(BufWriter::with_capacity(1 << 20, file), &show_path(&tmp)) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
         Ok(PartWriter {
             tmp,
             path: path.to_path_buf(),

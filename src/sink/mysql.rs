@@ -24,8 +24,8 @@ use arrow::datatypes::{
     Int64Type, Schema, SchemaRef, Time64MicrosecondType, TimestampMicrosecondType,
 };
 use arrow::record_batch::RecordBatch;
-use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
 use futures::TryStreamExt;
+use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
 use sqlx::{MySql, Row};
 
 use super::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};

@@ -12,7 +12,7 @@
 //! duplicate key for one), and no write resends more rows than the window holds.
 //!
 //! The search is bounded. When more than a share of the chunk is refused, or every row
-//! tried is, over a whole half of it or past its first hundred rows, the table refuses the chunk rather than some rows (an
+//! tried is, all of it or past its first hundred rows, the table refuses the chunk rather than some rows (an
 //! `append` into a table that holds those keys, a CHECK no row passes, another run
 //! writing the same rows): the search stops with [`Error::RefusedChunk`], naming the
 //! first refused rows and the server's reason. It also stops, between two writes, when
@@ -249,9 +249,7 @@ fn row_name(batches: &[RecordBatch], key: &[String], row: usize) -> String {
     let columns: Vec<usize> = if key.is_empty() {
         (0..schema.fields().len().min(3)).collect()
     } else {
-        key.iter()
-            .filter_map(|k| schema.index_of(k).ok())
-            .collect()
+        key.iter().filter_map(|k| schema.index_of(k).ok()).collect()
     };
     let values: Vec<String> = columns
         .iter()
@@ -271,7 +269,7 @@ fn row_name(batches: &[RecordBatch], key: &[String], row: usize) -> String {
 ///
 /// `first` is the error that made the caller look: when no row is refused on its own
 /// (the statement, not a row, failed), it is returned. Past [`MAX_REFUSED_SHARE`] of
-/// the rows, or when every row tried is refused over half of them or more than
+/// the rows, or when every row tried is refused, all of them or more than
 /// [`MIN_REFUSED`], the search stops with
 /// [`Error::RefusedChunk`]; when `cancelled` says so, with [`Error::Cancelled`].
 async fn find_with(
@@ -311,12 +309,12 @@ async fn find_with(
             });
             at += 1;
             window = (window / 2).max(1);
-            // Every row so far refused, over a whole half of the chunk or past the
-            // first [`MIN_REFUSED`]: the table refuses the chunk. (Each attempt is a
+            // Every row so far refused, the whole chunk or past the first
+            // [`MIN_REFUSED`]: the table refuses the chunk. (Each attempt is a
             // subtransaction, and PostgreSQL slows down as thousands of them pile up
             // in one transaction, so this is where a search must not go on.)
             let all_so_far = rows > 1 && found.len() == at;
-            if found.len() > limit || (all_so_far && (2 * at >= rows || at > MIN_REFUSED)) {
+            if found.len() > limit || (all_so_far && (at == rows || at > MIN_REFUSED)) {
                 return Err(Error::RefusedChunk {
                     rows,
                     tried: at,
@@ -454,7 +452,9 @@ mod tests {
     #[test]
     fn no_refusal_returns_the_first_error_and_one_refused_row_of_one_is_found() {
         for lines in [true, false] {
-            let e = table_finds(6, &[0, 1, 2, 3, 4, 5], &[], lines).0.unwrap_err();
+            let e = table_finds(6, &[0, 1, 2, 3, 4, 5], &[], lines)
+                .0
+                .unwrap_err();
             assert_eq!(
                 e.to_string(),
                 "internal error (this is a bug in rowshift): first"
@@ -498,7 +498,14 @@ mod tests {
             };
             assert_eq!((rows, tried, refused), (n, 101, 101));
             assert_eq!(first.iter().map(|r| r.row).collect::<Vec<_>>(), [0, 1, 2]);
-            assert_eq!(first[0].reason, if lines { "refused at 1" } else { "refused at -" });
+            assert_eq!(
+                first[0].reason,
+                if lines {
+                    "refused at 1"
+                } else {
+                    "refused at -"
+                }
+            );
             assert!(writes <= 101 + 20, "{writes} writes");
             assert!(sent <= 3 * n, "{sent} rows sent");
         }
@@ -510,13 +517,23 @@ mod tests {
             "{found:?}"
         );
         assert!(writes <= 4 * 5_001, "{writes} writes");
-        // A small chunk refused whole stops at its half.
-        let (found, writes, _) = table_finds(6, &[0, 1, 2, 3, 4, 5], &[0, 1, 2, 3, 4, 5], false);
+        // A small chunk refused whole fails; one with a row that passes does not.
+        let all6 = [0, 1, 2, 3, 4, 5];
+        let (found, _, _) = table_finds(6, &all6, &all6, false);
         assert!(
-            matches!(found, Err(Error::RefusedChunk { rows: 6, tried: 3, refused: 3, .. })),
+            matches!(
+                found,
+                Err(Error::RefusedChunk {
+                    rows: 6,
+                    tried: 6,
+                    refused: 6,
+                    ..
+                })
+            ),
             "{found:?}"
         );
-        assert!(writes <= 6, "{writes}");
+        let (found, _, _) = table_finds(4, &[0, 1, 2, 3], &[0, 1, 3], true);
+        assert_eq!(found.unwrap(), vec![0, 1, 3]);
     }
 
     #[test]

@@ -76,10 +76,7 @@ fn make_source(ws: &Workspace, n: i64, width: usize) -> PathBuf {
 
 /// The source rows as text, in key order.
 fn source_rows(source: &Path) -> Vec<Vec<String>> {
-    sqlite_rows(
-        source,
-        "SELECT id, name, qty, note FROM items ORDER BY id",
-    )
+    sqlite_rows(source, "SELECT id, name, qty, note FROM items ORDER BY id")
 }
 
 /// A pipeline from the source to `target` (its `[target]` lines besides the columns).
@@ -158,7 +155,10 @@ fn run_while(
             break;
         }
         assert!(Instant::now() < deadline, "the run hangs");
-        killed += kill();
+        // A few faults, then the run may finish: what is checked is the end state.
+        if killed < 3 {
+            killed += kill();
+        }
     }
     let out = child.wait_with_output().unwrap();
     (
@@ -188,14 +188,23 @@ fn backends_terminated_mid_run_on_postgres_end_as_a_clean_run() {
         2,
     );
     let (killed, out) = run_while(&ws, &p, Duration::from_millis(150), || {
-        let n = pg.rows(
+        // Only this test's run: its statements name its schema (other tests run
+        // rowshift on the same server at the same time).
+        let n = pg.rows(&format!(
             "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
-             WHERE application_name = 'rowshift' AND pid <> pg_backend_pid()",
-        );
+             WHERE application_name = 'rowshift' AND pid <> pg_backend_pid() \
+             AND strpos(query, '{}') > 0",
+            pg.name
+        ));
         n[0][0].parse().unwrap()
     });
     eprintln!("terminated {killed} backends; the run ended {}", out.code);
-    assert!(killed > 0, "no backend was terminated: {}{}", out.stdout, out.stderr);
+    assert!(
+        killed > 0,
+        "no backend was terminated: {}{}",
+        out.stdout,
+        out.stderr
+    );
     assert!(
         !out.stderr.contains("at line"),
         "a server source line in: {}",
@@ -240,7 +249,12 @@ fn connections_killed_mid_run_on_mariadb_end_as_a_clean_run() {
         n
     });
     eprintln!("killed {killed} connections; the run ended {}", out.code);
-    assert!(killed > 0, "no connection was killed: {}{}", out.stdout, out.stderr);
+    assert!(
+        killed > 0,
+        "no connection was killed: {}{}",
+        out.stdout,
+        out.stderr
+    );
     run_until_done(&ws, &p, 5);
     let got = my.rows(&format!(
         "SELECT CAST(id AS CHAR), name, CAST(qty AS CHAR), note FROM {}.items ORDER BY id",
@@ -350,14 +364,20 @@ fn a_lock_held_past_lock_timeout_on_mariadb_ends_as_a_clean_run() {
                     .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_secs(4)).await;
-                sqlx::raw_sql("UNLOCK TABLES").execute(&mut c).await.unwrap();
+                sqlx::raw_sql("UNLOCK TABLES")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
             })
         })
     };
     std::thread::sleep(Duration::from_millis(300));
     let first = ws.rowshift(&["run", &p, "--quiet"]);
     hold.join().unwrap();
-    eprintln!("with the lock held the run ended {}: {}", first.code, first.stderr);
+    eprintln!(
+        "with the lock held the run ended {}: {}",
+        first.code, first.stderr
+    );
     run_until_done(&ws, &p, 3);
     let got = my.rows(&format!(
         "SELECT CAST(id AS CHAR), name, CAST(qty AS CHAR), note FROM {}.items ORDER BY id",
@@ -400,7 +420,11 @@ impl Tmpfs {
             .arg(&self.dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -429,7 +453,10 @@ fn a_full_disk_under_a_sqlite_target_stops_the_run_and_it_resumes_once_space_is_
     let t0 = Instant::now();
     let out = ws.rowshift(&["run", &p, "--quiet"]);
     let took = t0.elapsed();
-    eprintln!("full disk: exit {} after {took:?}\n{}{}", out.code, out.stdout, out.stderr);
+    eprintln!(
+        "full disk: exit {} after {took:?}\n{}{}",
+        out.code, out.stdout, out.stderr
+    );
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(took < Duration::from_secs(60), "the run took {took:?}");
     let all = format!("{}{}", out.stdout, out.stderr);
@@ -445,13 +472,20 @@ fn a_full_disk_under_a_sqlite_target_stops_the_run_and_it_resumes_once_space_is_
         "SELECT (id - 1) / 10000, count(*), count(DISTINCT id) FROM items GROUP BY 1",
     );
     for c in &per_chunk {
-        assert_eq!((c[1].as_str(), c[2].as_str()), ("10000", "10000"), "{per_chunk:?}");
+        assert_eq!(
+            (c[1].as_str(), c[2].as_str()),
+            ("10000", "10000"),
+            "{per_chunk:?}"
+        );
     }
     let done = sqlite_rows(
         &t,
         "SELECT count(*) FROM _rowshift_chunks WHERE state = 'done'",
     );
-    assert!(done[0][0].parse::<usize>().unwrap() <= per_chunk.len(), "{done:?} {per_chunk:?}");
+    assert!(
+        done[0][0].parse::<usize>().unwrap() <= per_chunk.len(),
+        "{done:?} {per_chunk:?}"
+    );
     let want = source_rows(&source);
     let got = sqlite_rows(&t, "SELECT id, name, qty, note FROM items ORDER BY id");
     let by_id: std::collections::BTreeMap<&str, &Vec<String>> =
@@ -599,8 +633,11 @@ fn a_table_of_the_wrong_type_is_reported_as_such_not_as_missing() {
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(!out.stderr.contains("missing"), "{}", out.stderr);
     assert!(
-        out.stderr.contains("pipelines/arr.toml:4:9: `source.table` must be a string, not array")
-            && out.stderr.contains("pipelines/arr.toml:8:9: `target.table` must be a string, not array"),
+        out.stderr
+            .contains("pipelines/arr.toml:4:9: `source.table` must be a string, not array")
+            && out
+                .stderr
+                .contains("pipelines/arr.toml:8:9: `target.table` must be a string, not array"),
         "{}",
         out.stderr
     );
@@ -616,16 +653,23 @@ fn a_file_with_a_byte_order_mark_and_crlf_line_ends_runs_and_points_at_the_right
     let out = ws.rowshift(&["run", "pipelines/bom.toml", "--quiet"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(
-        sqlite_rows(&ws.path("out/bom.db"), "SELECT id, email FROM users ORDER BY id"),
+        sqlite_rows(
+            &ws.path("out/bom.db"),
+            "SELECT id, email FROM users ORDER BY id"
+        ),
         [["1", "a@x"], ["2", "b@x"]]
     );
     // An error on the first line is at column 1, not after the mark.
-    let bad = format!("\u{FEFF}{}", text.replace("name = ", "nme = ").replace('\n', "\r\n"));
+    let bad = format!(
+        "\u{FEFF}{}",
+        text.replace("name = ", "nme = ").replace('\n', "\r\n")
+    );
     std::fs::write(ws.path("pipelines/bom.toml"), &bad).unwrap();
     let out = ws.rowshift(&["validate", "pipelines/bom.toml"]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stderr.contains("pipelines/bom.toml:1:1: unknown key `nme`"),
+        out.stderr
+            .contains("pipelines/bom.toml:1:1: unknown key `nme`"),
         "{}",
         out.stderr
     );
@@ -653,7 +697,13 @@ fn a_key_column_whose_name_holds_a_quote_is_recognised_as_the_key() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let out = ws.rowshift(&["verify", &p]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert_eq!(pg.rows(&format!("SELECT count(*)::text FROM {}.t", pg_quote(&pg.name))), [["30"]]);
+    assert_eq!(
+        pg.rows(&format!(
+            "SELECT count(*)::text FROM {}.t",
+            pg_quote(&pg.name)
+        )),
+        [["30"]]
+    );
 }
 
 /// The reproducer of issue 33 item 2: an `append` of a 50,000-row chunk into a table that

@@ -45,7 +45,10 @@ fn forms(base: &str, user: &str) -> Vec<(&'static str, String)> {
             "password after another key",
             format!("{plain}?connect_timeout=10&password={SECRET}"),
         ),
-        ("percent-encoded key", format!("{plain}?pass%77ord={SECRET}")),
+        (
+            "percent-encoded key",
+            format!("{plain}?pass%77ord={SECRET}"),
+        ),
         (
             "ssl passwords and a capitalised key",
             format!("{info}?sslpassword={SECRET}&ssl-password={SECRET}&PASSWORD={SECRET}"),
@@ -148,8 +151,14 @@ fn unreachable_outputs(ws: &Workspace, p: &str, env: &[(&str, &str)]) {
             assert_eq!(out.code, 2, "{args:?}: {}{}", out.stdout, out.stderr);
             assert!(out.stderr.contains("error"), "{args:?}: {}", out.stderr);
         }
-        assert_clean(&format!("the stderr of {args:?} (unreachable)"), &out.stderr);
-        assert_clean(&format!("the stdout of {args:?} (unreachable)"), &out.stdout);
+        assert_clean(
+            &format!("the stderr of {args:?} (unreachable)"),
+            &out.stderr,
+        );
+        assert_clean(
+            &format!("the stdout of {args:?} (unreachable)"),
+            &out.stdout,
+        );
     }
 }
 
@@ -202,10 +211,10 @@ fn my_dump(my: &MyDb) -> String {
     ));
     let mut by_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for c in columns {
-        by_table
-            .entry(c[0].clone())
-            .or_default()
-            .push(format!("COALESCE(CAST({} AS CHAR), 'NULL')", my_quote(&c[1])));
+        by_table.entry(c[0].clone()).or_default().push(format!(
+            "COALESCE(CAST({} AS CHAR), 'NULL')",
+            my_quote(&c[1])
+        ));
     }
     assert!(by_table.len() >= 2, "{by_table:?}");
     let mut out = String::new();
@@ -249,7 +258,10 @@ fn a_password_in_any_url_form_shows_nowhere_with_a_postgres_source_and_target() 
         assert!(run.contains("\"written\": 19"), "{form}: {run}");
         let dump = pg_dump(&dst);
         assert_clean(&format!("the target tables ({form})"), &dump);
-        assert!(dump.contains("qty"), "{form}: the quarantine holds rows: {dump}");
+        assert!(
+            dump.contains("qty"),
+            "{form}: the quarantine holds rows: {dump}"
+        );
         assert_files_clean(&ws.path(""));
         let port = pg_url()
             .rsplit_once(':')
@@ -281,7 +293,10 @@ fn a_password_in_any_url_form_shows_nowhere_with_a_sqlite_target() {
     for (form, url) in forms(&pg_url(), "postgres") {
         let ws = Workspace::new();
         let p = pipeline(&ws, &format!("schema = \"{}\"", src.name), "");
-        let env = [("SRC_URL", url.as_str()), ("DST_URL", "sqlite://../out/t.db")];
+        let env = [
+            ("SRC_URL", url.as_str()),
+            ("DST_URL", "sqlite://../out/t.db"),
+        ];
         let run = every_output(&ws, &p, &env);
         assert!(run.contains("\"written\": 19"), "{form}: {run}");
         let quarantine = crate::common::sqlite_rows(
@@ -304,7 +319,10 @@ fn a_password_in_any_url_form_shows_nowhere_with_a_sqlite_target() {
         unreachable_outputs(
             &ws,
             &p,
-            &[("SRC_URL", down.as_str()), ("DST_URL", "sqlite://../out/t.db")],
+            &[
+                ("SRC_URL", down.as_str()),
+                ("DST_URL", "sqlite://../out/t.db"),
+            ],
         );
     }
 }
@@ -356,7 +374,10 @@ fn a_password_in_any_url_form_shows_nowhere_with_a_mariadb_source_and_target() {
         assert!(run.contains("\"written\": 19"), "{form}: {run}");
         let dump = my_dump(&src);
         assert_clean(&format!("the tables ({form})"), &dump);
-        assert!(dump.contains("qty"), "{form}: the quarantine holds rows: {dump}");
+        assert!(
+            dump.contains("qty"),
+            "{form}: the quarantine holds rows: {dump}"
+        );
         assert_files_clean(&ws.path(""));
         let port = base
             .rsplit_once(':')
@@ -373,7 +394,11 @@ fn a_password_in_any_url_form_shows_nowhere_with_a_mariadb_source_and_target() {
         let wrong = url.replace(SECRET, &format!("{SECRET}x"));
         let out = ws.rowshift_env(&["run", &p], &[("SRC_URL", &wrong), ("DST_URL", &wrong)]);
         assert_eq!(out.code, 2, "{form}: {}{}", out.stdout, out.stderr);
-        assert!(out.stderr.contains("Access denied"), "{form}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("Access denied"),
+            "{form}: {}",
+            out.stderr
+        );
         assert_clean(&format!("a wrong password's error ({form})"), &out.stderr);
         src.exec(&format!(
             "DROP TABLE IF EXISTS {d}.items_out, {d}.items_out_rejects, {d}._rowshift_runs, {d}._rowshift_chunks",
