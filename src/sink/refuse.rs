@@ -518,8 +518,7 @@ mod tests {
         );
         assert!(writes <= 4 * 5_001, "{writes} writes");
         // A small chunk refused whole fails; one with a row that passes does not.
-        let all6 = [0, 1, 2, 3, 4, 5];
-        let (found, _, _) = table_finds(6, &all6, &all6, false);
+        let (found, _, _) = table_finds(6, &[0, 1, 2, 3, 4, 5], &[0, 1, 2, 3, 4, 5], false);
         assert!(
             matches!(
                 found,
