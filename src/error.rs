@@ -322,7 +322,13 @@ pub fn chain_text<'a>(
             c.to_string()
         };
         let said = said.trim();
-        if said.is_empty() || text.contains(said) {
+        // A server message as PostgreSQL's error type shows it, with its source line,
+        // repeats the text already said without it.
+        let bare = said
+            .rsplit_once(" at line ")
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(said, |(m, _)| m);
+        if said.is_empty() || text.contains(said) || text.contains(bare) {
             continue;
         }
         if !text.is_empty() {
@@ -346,5 +352,53 @@ fn full_hint(e: &Error) -> &'static str {
         " (the disk is full: free space, then run again; the run resumes where it stopped)"
     } else {
         ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug)]
+    struct Leaf(&'static str);
+    impl std::fmt::Display for Leaf {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Leaf {}
+
+    #[derive(Debug)]
+    struct Wrap(&'static str, Leaf);
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once_and_without_a_server_source_line() {
+        let e = Wrap(
+            "t.items: canceling statement due to lock timeout",
+            Leaf("canceling statement due to lock timeout at line 3312"),
+        );
+        let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        });
+        assert_eq!(
+            super::chain_text(chain),
+            "t.items: canceling statement due to lock timeout"
+        );
+        let e = Wrap("cannot write t.db", Leaf("disk I/O error"));
+        let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        });
+        assert_eq!(
+            super::chain_text(chain),
+            "cannot write t.db: disk I/O error"
+        );
     }
 }

@@ -317,6 +317,17 @@ fn a_lock_held_past_lock_timeout_on_postgres_ends_as_a_clean_run() {
         first.stderr
     );
     if first.code != 0 {
+        // The server's reason once, without its source line.
+        assert!(!first.stderr.contains(" at line "), "{}", first.stderr);
+        assert_eq!(
+            first
+                .stderr
+                .matches("canceling statement due to lock timeout")
+                .count(),
+            1,
+            "{}",
+            first.stderr
+        );
         assert!(
             first.stderr.contains("lock") || first.stdout.contains("lock"),
             "{}{}",
