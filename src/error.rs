@@ -44,7 +44,7 @@ pub enum Error {
     #[error("{0}")]
     Config(Diagnostics),
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}{}", path.display(), full_hint(self))]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A database call failed.
-    #[error("{location}: {source}")]
+    #[error("{location}: {}{}", driver_text(source), full_hint(self))]
     Database {
         /// The redacted URL and table, or the statement's purpose.
         location: String,
@@ -86,6 +86,29 @@ pub enum Error {
     /// them in the quarantine and commits the chunk again without them.
     #[error("{}", refused_text(.0))]
     Refused(Vec<crate::sink::Refusal>),
+    /// The target refused too many rows of a chunk to find them one by one (more than
+    /// 1 in [`crate::sink::MAX_REFUSED_SHARE`], or every row tried, all of the chunk
+    /// or past [`crate::sink::MIN_REFUSED`] rows): it refuses the chunk, not some rows.
+    /// Nothing of the chunk is written.
+    #[error("{}", refused_chunk_text(*rows, *tried, *refused, named, first))]
+    RefusedChunk {
+        /// Rows the chunk sent.
+        rows: usize,
+        /// Rows tried before the search stopped.
+        tried: usize,
+        /// Rows of those refused.
+        refused: usize,
+        /// The first refused rows, each as `row N (key=value)`.
+        named: Vec<String>,
+        /// The server's reasons for them, in the same order.
+        first: Vec<crate::sink::Refusal>,
+    },
+    /// The run was interrupted (Ctrl-C, SIGTERM) during a long operation, which stopped
+    /// and rolled back; the chunk is redone by the next run.
+    #[error(
+        "interrupted while {0}; nothing of the chunk was committed, and the next run redoes it"
+    )]
+    Cancelled(String),
     /// More rows were rejected than `max_rejects` allows; the run stops.
     #[error("reject limit: {0}")]
     RejectLimit(String),
@@ -129,6 +152,9 @@ impl Error {
     /// deadlock, a serialization failure, a pool timeout. Constraint violations and bad
     /// data are permanent.
     pub fn is_transient(&self) -> bool {
+        if self.is_disk_full() {
+            return false;
+        }
         match self {
             Error::Chunk { source, .. } => source.is_transient(),
             Error::Database { source, .. } => match source {
@@ -157,11 +183,58 @@ impl Error {
         }
     }
 
+    /// Whether this error (or the one it wraps) says the disk is full: SQLite's
+    /// `SQLITE_FULL`, PostgreSQL's `53100 disk_full`, MySQL's and MariaDB's full disk
+    /// and full table errors, `ENOSPC` on a file. Never transient: retrying fills the
+    /// disk again. The run stops at once (see [`Error::stops_run`]), and a later run
+    /// resumes once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Chunk { source, .. } => source.is_disk_full(),
+            Error::Io { source, .. } => io_full(source),
+            Error::Data { message, .. } => message.contains("No space left on device"),
+            Error::Database { source, .. } => match source {
+                sqlx::Error::Io(e) => io_full(e),
+                sqlx::Error::Database(db) => {
+                    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                        // 1021 disk full, 1114 table full, 3 and 1030 a write that
+                        // failed with the OS's error 28 (ENOSPC).
+                        return matches!(my.number(), 1021 | 1114)
+                            || (matches!(my.number(), 3 | 1030) && my.message().contains("28"));
+                    }
+                    match db.code().as_deref() {
+                        Some("53100") => true,
+                        // SQLite: the primary code in the low byte; 13 is SQLITE_FULL.
+                        Some(code) => code.parse::<u32>().is_ok_and(|c| c & 0xff == 13),
+                        None => false,
+                    }
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether the run must stop starting chunks after this error: the reject limit was
+    /// passed, or the disk is full (every later chunk would fail the same way, and
+    /// each would leave less room for the rollback).
+    pub fn stops_run(&self) -> bool {
+        match self {
+            Error::Chunk { source, .. } => source.stops_run(),
+            Error::RejectLimit(_) => true,
+            other => other.is_disk_full(),
+        }
+    }
+
     /// Whether this error (or the one it wraps) is about the data rather than the
     /// environment: a rejected row or a failed check. The CLI maps these to exit code 1.
     pub fn is_data_failure(&self) -> bool {
         match self {
-            Error::Row(_) | Error::Check(_) | Error::RejectLimit(_) | Error::Refused(_) => true,
+            Error::Row(_)
+            | Error::Check(_)
+            | Error::RejectLimit(_)
+            | Error::Refused(_)
+            | Error::RefusedChunk { .. } => true,
             Error::Chunk { source, .. } => source.is_data_failure(),
             _ => false,
         }
@@ -182,4 +255,150 @@ fn refused_text(refused: &[crate::sink::Refusal]) -> String {
         first.row + 1,
         first.reason
     )
+}
+
+fn refusal_text(r: &crate::sink::Refusal) -> String {
+    let detail = r
+        .detail
+        .as_ref()
+        .map_or(String::new(), |d| format!(" ({d})"));
+    format!("{}{detail}", r.reason)
+}
+
+fn refused_chunk_text(
+    rows: usize,
+    tried: usize,
+    refused: usize,
+    named: &[String],
+    first: &[crate::sink::Refusal],
+) -> String {
+    let rows_named: Vec<String> = first
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let name = named
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("row {}", r.row + 1));
+            format!("{name}: {}", refusal_text(r))
+        })
+        .collect();
+    format!(
+        "the target refused {refused} of the first {tried} of the chunk's {rows} rows, so it refuses the chunk rather than some rows (rows are found one by one only while fewer than 1 in {} of them, or {}, are refused, and not every row tried); nothing of the chunk was written. The first refused, counted among the rows sent: {}",
+        crate::sink::MAX_REFUSED_SHARE,
+        crate::sink::MIN_REFUSED,
+        rows_named.join("; ")
+    )
+}
+
+/// A driver error as messages show it: the server's own words, without sqlx's
+/// `error returned from database:` prefix and without PostgreSQL's `at line N`, the line
+/// of the server's C source that raised it, which reads like a line of the pipeline.
+fn driver_text(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        {
+            Some(pg) => pg.message().to_string(),
+            None => db.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// An error and its causes (as `anyhow::Error::chain` gives them) as one line, each
+/// said once: a cause whose text the line already holds (a wrapper that shows its
+/// cause, as most of rowshift's errors do) is left out, and so are the driver's repeats
+/// of a server message and PostgreSQL's source line.
+pub fn chain_text<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut text = String::new();
+    for c in chain {
+        let said = if let Some(e) = c.downcast_ref::<sqlx::Error>() {
+            driver_text(e)
+        } else if let Some(pg) = c.downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            pg.message().to_string()
+        } else {
+            c.to_string()
+        };
+        let said = said.trim();
+        // A server message as PostgreSQL's error type shows it, with its source line,
+        // repeats the text already said without it.
+        let bare = said
+            .rsplit_once(" at line ")
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(said, |(m, _)| m);
+        if said.is_empty() || text.contains(said) || text.contains(bare) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(said);
+    }
+    text
+}
+
+/// Whether an I/O error is a full disk (ENOSPC, or a quota: EDQUOT).
+fn io_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+/// What a full disk's message adds: that it is not the data, and how to go on.
+fn full_hint(e: &Error) -> &'static str {
+    if e.is_disk_full() {
+        " (the disk is full: free space, then run again; the run resumes where it stopped)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug)]
+    struct Leaf(&'static str);
+    impl std::fmt::Display for Leaf {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Leaf {}
+
+    #[derive(Debug)]
+    struct Wrap(&'static str, Leaf);
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once_and_without_a_server_source_line() {
+        let e = Wrap(
+            "t.items: canceling statement due to lock timeout",
+            Leaf("canceling statement due to lock timeout at line 3312"),
+        );
+        let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        });
+        assert_eq!(
+            super::chain_text(chain),
+            "t.items: canceling statement due to lock timeout"
+        );
+        let e = Wrap("cannot write t.db", Leaf("disk I/O error"));
+        let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        });
+        assert_eq!(
+            super::chain_text(chain),
+            "cannot write t.db: disk I/O error"
+        );
+    }
 }

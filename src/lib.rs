@@ -35,4 +35,4 @@ pub mod source;
 pub mod transform;
 pub mod types;
 
-pub use error::{Error, Result, RowFailure};
+pub use error::{Error, Result, RowFailure, chain_text};

@@ -977,3 +977,9 @@ mod scenarios;
 
 #[path = "suite/layout.rs"]
 mod layout;
+
+#[path = "suite/secrets.rs"]
+mod secrets;
+
+#[path = "suite/faults.rs"]
+mod faults;

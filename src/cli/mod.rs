@@ -203,7 +203,10 @@ pub fn main() -> i32 {
     match execute(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", rowshift::config::redact(&format!("{e:#}")));
+            eprintln!(
+                "error: {}",
+                rowshift::config::redact(&rowshift::chain_text(e.chain()))
+            );
             2
         }
     }
@@ -424,6 +427,8 @@ fn run_command(
     let _ = ctrlc::set_handler(move || {
         if presses.fetch_add(1, Ordering::SeqCst) == 0 {
             cancel.store(true, Ordering::SeqCst);
+            // Long operations inside a chunk (the search for refused rows) stop too.
+            rowshift::db::request_cancel();
             eprintln!(
                 "stopping: chunks in flight will finish (Ctrl-C again to abort at once; the run can be resumed)"
             );

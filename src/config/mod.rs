@@ -14,6 +14,7 @@ use std::sync::Arc;
 use toml_edit::{Item, TableLike};
 
 pub use diag::{Diagnostic, Diagnostics, suggest};
+pub(crate) use location::percent_decode;
 pub use location::{FileFormat, Location, SecretUrl, redact, show_path};
 
 use crate::types::ColumnType;
@@ -405,9 +406,19 @@ impl Default for ChunkConfig {
 
 impl Pipeline {
     /// Reads and parses a pipeline file, expanding `${VAR}` from the process environment.
+    ///
+    /// The file must be UTF-8. A byte-order mark before the first line is skipped and
+    /// CRLF line ends are read like LF ones (TOML allows both), so a file saved by a
+    /// Windows editor works as written; lines and columns in messages count from the
+    /// text after the mark.
     pub fn load(file: &Path) -> Result<Pipeline> {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-        Pipeline::parse(file, &text, &|name| std::env::var(name).ok())
+        let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => return Err(not_utf8(file, e)),
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        Pipeline::parse(file, text, &|name| std::env::var(name).ok())
     }
 
     /// Parses pipeline text; `env` looks up variables for `${VAR}`.
@@ -605,6 +616,23 @@ impl Pipeline {
             .collect();
         blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
     }
+}
+
+/// A pipeline file that is not UTF-8, as a diagnostic at its first invalid byte.
+fn not_utf8(file: &Path, e: std::string::FromUtf8Error) -> Error {
+    let at = e.utf8_error().valid_up_to();
+    let bytes = e.as_bytes();
+    let bad = bytes[at];
+    let text: Arc<str> = String::from_utf8_lossy(bytes).into();
+    let mut diags = Diagnostics::new(file.to_path_buf(), text);
+    diags.push(
+        Diagnostic::at(
+            Some(at..at + 1),
+            format!("the file is not UTF-8: byte 0x{bad:02X} cannot start or continue a character"),
+        )
+        .with_help("save the file as UTF-8 (Latin-1 and Windows-1252 text must be converted)"),
+    );
+    Error::Config(diags)
 }
 
 /// A table of the document being walked, with its dotted path for messages.
@@ -1010,7 +1038,8 @@ impl<'a> Walker<'a> {
             location,
             Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. }
         ) {
-            if table.is_none() {
+            // A `table` of the wrong type was reported as such already.
+            if table.is_none() && !s.table.contains_key("table") {
                 self.missing(s, "table");
             }
             if key.is_none() && !s.table.contains_key("key") {
@@ -1180,6 +1209,7 @@ impl<'a> Walker<'a> {
         };
         let (url, mut location) = url?;
         self.set_schema(s, &mut location, schema);
+        self.same_names(&location, &columns);
         if let Some(v) = &write_mode_item {
             if write_mode != WriteMode::Insert
                 && !matches!(location, Location::Postgres { .. } | Location::Mysql { .. })
@@ -1198,7 +1228,7 @@ impl<'a> Walker<'a> {
         }
         match &location {
             Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. }
-                if table.is_none() =>
+                if table.is_none() && !s.table.contains_key("table") =>
             {
                 self.missing(s, "table")
             }
@@ -1219,6 +1249,43 @@ impl<'a> Walker<'a> {
             write_mode,
             db,
         })
+    }
+
+    /// Reports target columns whose names the target database takes for one: SQLite
+    /// compares column names with ASCII case folded, MySQL and MariaDB with any case
+    /// folded. (PostgreSQL keeps quoted names apart; files keep every name.)
+    fn same_names(&mut self, location: &Location, columns: &[TargetColumn]) {
+        let (fold, db): (fn(&str) -> String, &str) = match location {
+            Location::Sqlite { .. } => (|n| n.to_ascii_lowercase(), "SQLite"),
+            Location::Mysql { .. } => (|n| n.to_lowercase(), "MySQL and MariaDB"),
+            _ => return,
+        };
+        let mut seen: std::collections::HashMap<String, &TargetColumn> = Default::default();
+        for c in columns {
+            match seen.get(&fold(&c.name.value)) {
+                Some(first) => {
+                    let line = first
+                        .name
+                        .span
+                        .as_ref()
+                        .map(|sp| self.diags.line_col(sp.start).0);
+                    let at = line.map_or(String::new(), |l| format!(" (line {l})"));
+                    self.diags.push(
+                        Diagnostic::at(
+                            c.name.span.clone(),
+                            format!(
+                                "column `{}` and column `{}`{at} are one column to {db}, which compares column names without case",
+                                c.name.value, first.name.value
+                            ),
+                        )
+                        .with_help("rename one of them"),
+                    );
+                }
+                None => {
+                    seen.insert(fold(&c.name.value), c);
+                }
+            }
+        }
     }
 
     fn parquet(&mut self, parent: &Section<'_>) -> ParquetOptions {

@@ -11,6 +11,23 @@ pub mod sqlite;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Set once the run is asked to stop (Ctrl-C, SIGTERM): see [`request_cancel`].
+static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every long operation of the process (a sink's search for refused rows, a wait
+/// for a busy database) to stop at its next check and fail its chunk, rolled back, with
+/// [`crate::Error::Cancelled`]. The command line calls it on Ctrl-C and SIGTERM; the run
+/// stops starting chunks through its own flag.
+pub fn request_cancel() {
+    CANCEL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`request_cancel`] was called. Loops that can run for more than a second
+/// poll it between statements.
+pub fn cancel_requested() -> bool {
+    CANCEL.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Quotes an identifier from a pipeline file for SQL: `a"b` becomes `"a""b"`.
 ///
 /// Every table and column name that reaches a statement goes through this, so names with

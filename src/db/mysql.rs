@@ -98,7 +98,26 @@ pub fn options(url: &SecretUrl) -> Result<MySqlConnectOptions, String> {
                 crate::config::redact(&e.to_string())
             )
         })
-        .map(|o| o.charset("utf8mb4").timezone(Some("+00:00".to_string())))
+        .map(|o| {
+            let o = match query_password(&text) {
+                Some(password) => o.password(&password),
+                None => o,
+            };
+            o.charset("utf8mb4").timezone(Some("+00:00".to_string()))
+        })
+}
+
+/// The `password` query parameter of a MySQL URL, decoded. sqlx reads only the user-info
+/// password and ignores this one, which other clients take (and which PostgreSQL URLs
+/// take too); rowshift passes it on, and redacts it in every message like the other.
+fn query_password(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        let decode = |t: &str| crate::config::percent_decode(&t.replace('+', " "));
+        (decode(key) == "password").then(|| decode(value))
+    })
 }
 
 /// A lazily opened pool on one server, shared by a sink and its checkpoint store.

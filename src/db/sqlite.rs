@@ -90,9 +90,30 @@ pub async fn connect_async(path: &Path, access: Access, max: u32) -> Result<Sqli
     }
     super::pool_options::<sqlx::Sqlite>()
         .max_connections(max)
+        .after_release(|conn, _| Box::pin(no_open_transaction(conn)))
         .connect_with(opts)
         .await
         .map_err(|e| Error::db(shown, e))
+}
+
+/// Whether a connection given back to the pool may be kept: only with no transaction
+/// open, in SQLite's view and in sqlx's. After a failed statement SQLite may have rolled
+/// the transaction back itself (a full disk does), so sqlx's `ROLLBACK` fails and its
+/// count of open transactions stays one too high; the next `begin` on that connection
+/// then opens a savepoint, whose rollback leaves the transaction, and its write lock,
+/// open. Every other connection to the file then waits for that lock, each statement up
+/// to the busy timeout: a full disk once kept a run asleep for minutes. Such a
+/// connection is closed instead, which ends whatever it holds.
+async fn no_open_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        return Ok(false);
+    }
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is locked away from the worker thread while it is read.
+    let autocommit =
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    Ok(autocommit != 0)
 }
 
 /// The columns of `table`, or an error listing the tables that do exist.

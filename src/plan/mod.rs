@@ -456,7 +456,13 @@ impl Plan {
 fn target_key<'p>(p: &'p Pipeline, key: &str) -> Option<(&'p str, bool)> {
     let unquoted = |e: &str| {
         let e = e.trim();
-        e == key || e.strip_prefix('"').and_then(|r| r.strip_suffix('"')) == Some(key)
+        // A quoted identifier doubles the quotes it holds: `"a""b"` names a"b.
+        e == key
+            || e.strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .map(|r| r.replace("\"\"", "\""))
+                .as_deref()
+                == Some(key)
     };
     let cast = |e: &str| {
         let e = e.trim();

@@ -725,8 +725,8 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Outcome, Faile
             std::thread::sleep(pause);
             continue;
         }
-        let stop =
-            matches!(&e, Error::Chunk { source, .. } if matches!(**source, Error::RejectLimit(_)));
+        // Past the reject limit, or on a full disk, no chunk may start.
+        let stop = e.stops_run();
         return Err(Failed {
             error: Box::new(e),
             stop,

@@ -216,10 +216,17 @@ fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(text).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = (|| {
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(text).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if written.is_err() {
+        // A partial file would hold the disk's space (a full disk is the usual cause).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn ndjson(entries: &[QuarantineEntry]) -> Result<Vec<u8>> {
@@ -421,6 +428,9 @@ struct PartWriter {
     writer: Option<Format>,
     rows: u64,
     schema: SchemaRef,
+    /// Set once the file has its final name; until then dropping the writer, whatever
+    /// failed (a Parquet footer, a flush, an fsync on a full disk), removes it.
+    renamed: bool,
 }
 
 impl PartWriter {
@@ -431,13 +441,21 @@ impl PartWriter {
             .unwrap_or_default();
         let tmp = sink.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = sink.new_writer(BufWriter::with_capacity(1 << 20, file), &show_path(&tmp))?;
+        let writer =
+            match sink.new_writer(BufWriter::with_capacity(1 << 20, file), &show_path(&tmp)) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
         Ok(PartWriter {
             tmp,
             path: path.to_path_buf(),
             writer: Some(writer),
             rows: 0,
             schema: sink.schema.clone(),
+            renamed: false,
         })
     }
 
@@ -473,18 +491,18 @@ impl PartWriter {
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
-        if let Err(e) = check(&self.tmp) {
-            let _ = std::fs::remove_file(&self.tmp);
-            return Err(e);
-        }
+        check(&self.tmp)?;
         std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        self.renamed = true;
         Ok(self.rows)
     }
 }
 
 impl Drop for PartWriter {
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if !self.renamed {
+            // Close the file first (a Parquet writer holds it), then remove it.
+            self.writer = None;
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -16,7 +16,7 @@ use arrow::record_batch::RecordBatch;
 pub use self::files::FileSink;
 pub use self::mysql::MysqlSink;
 pub use self::postgres::PostgresSink;
-pub use self::refuse::{REFUSED, Refusal, is_refusal};
+pub use self::refuse::{MAX_REFUSED_SHARE, MIN_REFUSED, REFUSED, Refusal, is_refusal};
 pub use self::sqlite::SqliteSink;
 use crate::Result;
 use crate::check::quarantine::QuarantineEntry;

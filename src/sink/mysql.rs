@@ -552,6 +552,7 @@ impl MysqlSink {
             pool,
             &self.here(),
             batches,
+            self.key.as_ref().map_or(&[][..], |k| k.columns.as_slice()),
             first,
             async |conn: &mut MySqlConnection| match replace {
                 Some(sel) => self.delete_rows(conn, sel).await,

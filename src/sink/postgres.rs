@@ -573,6 +573,7 @@ impl PostgresSink {
             pool,
             &self.here(),
             batches,
+            self.key.as_ref().map_or(&[][..], |k| k.columns.as_slice()),
             first,
             async |conn: &mut PgConnection| match replace {
                 Some(sel) => self.delete_rows(conn, sel).await,

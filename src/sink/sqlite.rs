@@ -442,6 +442,7 @@ impl SqliteSink {
             pool,
             &self.here(),
             batches,
+            self.key.as_ref().map_or(&[][..], |k| k.columns.as_slice()),
             first,
             async |conn: &mut SqliteConnection| match clear {
                 Some(selection) => self.delete_rows(conn, selection).await,
