@@ -48,8 +48,10 @@ const KNOWN: &[(&str, &str)] = &[
     ("src/sink/postgres.rs", "checkpoint"),
     ("src/sink/sqlite.rs", "checkpoint"),
     ("src/sink/sqlite.rs", "run"),
-    ("src/source/csv.rs", "transform"),
+    ("src/source/csv/mod.rs", "transform"),
     ("src/source/mod.rs", "transform"),
+    ("src/source/sqlite.rs", "check"),
+    ("src/source/sqlite.rs", "transform"),
 ];
 
 fn rank(folder: &str) -> Option<u8> {
