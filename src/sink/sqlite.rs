@@ -85,6 +85,9 @@ pub struct SqliteSink {
     /// Whether chunks whose rows are found by key range are read back after their
     /// commit, decided by [`Sink::prepare`] (see [`SqliteSink::defers_read_back`]).
     defer: AtomicBool,
+    /// Whether a resumed run found the table gone and created it again: the chunks its
+    /// checkpoint says were committed then hold nothing ([`Sink::check_done`]).
+    created_on_resume: AtomicBool,
 }
 
 impl SqliteSink {
@@ -127,6 +130,7 @@ impl SqliteSink {
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             ledger: OnceLock::new(),
             defer: AtomicBool::new(false),
+            created_on_resume: AtomicBool::new(false),
         })
     }
 
@@ -774,6 +778,8 @@ impl Sink for SqliteSink {
                 }
             }
             if table_columns(pool, &self.table, &here).await?.is_none() {
+                self.created_on_resume
+                    .store(how == Prepare::Resume, Ordering::SeqCst);
                 sqlx::query(stmt(self.create_table_sql()))
                     .execute(pool)
                     .await
@@ -801,6 +807,14 @@ impl Sink for SqliteSink {
                 .store(self.owns_ranges() && entangled == 0, Ordering::Relaxed);
             Ok(())
         })
+    }
+
+    fn check_done(&self, chunks: &[usize]) -> Result<()> {
+        table::check_not_recreated(
+            self.created_on_resume.load(Ordering::SeqCst),
+            chunks,
+            &self.here(),
+        )
     }
 
     fn settle(&self, unfinished: &[(usize, Selection)]) -> Result<()> {

@@ -190,14 +190,12 @@ scenarios!(
 // SQLite targets have no upsert or replace-chunk write mode (the upsert and text-key
 // scenarios use them), and enforce no foreign key unless the writing connection turns
 // them on (the refused-rows scenario expects one).
-//
-// Not run yet, though it applies: a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part.
-// A SQLite target fails it today: `SqliteSink` has no `check_done`, so a resumed run
-// recreates the dropped table, writes the one chunk left (50 of 400 rows), exits 0 and
-// reports 400 written. Add it to this list with the fix.
 scenarios!(
     sqlite: crate::scenarios::SqliteFile;
-    [a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once]
+    [
+        a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once,
+        a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part,
+    ]
 );
 
 /// A SQLite database file of the test's own, in a temporary folder removed when the test
