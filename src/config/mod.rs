@@ -348,6 +348,10 @@ pub struct TargetColumn {
     /// For `timestamptz` columns: the zone of values that carry none. Without it, a
     /// value without a zone is rejected rather than guessed to be UTC.
     pub timezone: Option<Spanned<String>>,
+    /// For date, timestamp and timestamptz columns: the chrono strftime format their text
+    /// values are written in (`"%d/%m/%Y"`). Each text must match it whole, with a
+    /// four-digit year, or its row fails.
+    pub format: Option<Spanned<String>>,
 }
 
 /// `[target.parquet]`.
@@ -590,6 +594,9 @@ impl Pipeline {
             s.push((format!("{p}.primary_key"), c.primary_key.to_string()));
             if let Some(tz) = &c.timezone {
                 s.push((format!("{p}.timezone"), tz.value.clone()));
+            }
+            if let Some(f) = &c.format {
+                s.push((format!("{p}.format"), f.value.clone()));
             }
         }
         s
@@ -1253,7 +1260,17 @@ impl<'a> Walker<'a> {
                 path: format!("{}.{name}", s.path),
                 span: item.span().or(s.key_span(name)),
             };
-            self.check_keys(&c, &["type", "expr", "primary_key", "nullable", "timezone"]);
+            self.check_keys(
+                &c,
+                &[
+                    "type",
+                    "expr",
+                    "primary_key",
+                    "nullable",
+                    "timezone",
+                    "format",
+                ],
+            );
             let ty =
                 self.string(&c, "type", true)
                     .and_then(|t| match t.value.parse::<ColumnType>() {
@@ -1292,6 +1309,12 @@ impl<'a> Walker<'a> {
                     self.error(tz.span.clone(), msg);
                 }
             }
+            let format = self.string(&c, "format", false);
+            if let (Some(f), Some(t)) = (&format, &ty)
+                && let Err(msg) = crate::transform::datefmt::check_format(&f.value, &t.value)
+            {
+                self.error(f.span.clone(), msg);
+            }
             if let (Some(ty), Some(expr)) = (ty, expr) {
                 out.push(TargetColumn {
                     name: Spanned {
@@ -1303,6 +1326,7 @@ impl<'a> Walker<'a> {
                     primary_key,
                     nullable,
                     timezone,
+                    format,
                 });
             }
         }

@@ -445,3 +445,189 @@ fn init_reads_the_whole_csv_so_markers_outliers_and_zoned_timestamps_run_as_writ
         run.stdout
     );
 }
+
+/// A pipeline over `csv` (`id,d`, with a header) into SQLite table `t`, whose column `d`
+/// is `column` (the inside of its `{ ... }`).
+fn dated_pipeline(ws: &Workspace, name: &str, csv: &str, column: &str) -> String {
+    std::fs::write(ws.path(&format!("samples/{name}.csv")), csv).unwrap();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            r#"name = "{name}"
+[source]
+url = "../samples/{name}.csv"
+key = "id"
+[target]
+url = "sqlite://../out/{name}.db"
+table = "t"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+d = {{ {column} }}
+"#
+        ),
+    )
+}
+
+#[test]
+fn a_column_format_reads_dates_whole_with_four_digit_years_or_rejects_the_row() {
+    let ws = Workspace::new();
+    let csv = "id,d\n1,03/02/2024\n2,10/7/6\n3,2024-02-03\n4,01/02/2024 x\n5,\n6,31/02/2024\n";
+    let p = dated_pipeline(
+        &ws,
+        "dmy",
+        csv,
+        r#"type = "date", expr = "d", format = "%d/%m/%Y""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(&ws.path("out/dmy.db"), "SELECT id, d FROM t ORDER BY id"),
+        [["1", "2024-02-03"], ["5", "NULL"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/dmy.db"),
+            "SELECT row_key, column_name, value, reason FROM t_rejects ORDER BY row_key"
+        ),
+        [
+            [
+                "2",
+                "d",
+                "10/7/6",
+                "value does not match format `%d/%m/%Y`: its year `6` has 1 digit, and a year is read only when written with 4, never completed by a guess"
+            ],
+            [
+                "3",
+                "d",
+                "2024-02-03",
+                "value does not match format `%d/%m/%Y` at `24-02-03` (input contains invalid characters)"
+            ],
+            [
+                "4",
+                "d",
+                "01/02/2024 x",
+                "value does not match format `%d/%m/%Y`: ` x` is left unread after it"
+            ],
+            [
+                "6",
+                "d",
+                "31/02/2024",
+                "value does not match format `%d/%m/%Y`: it gives no valid date (input is out of range)"
+            ],
+        ]
+    );
+}
+
+#[test]
+fn a_timestamptz_column_format_reads_wall_clock_times_in_its_zone() {
+    let ws = Workspace::new();
+    let csv = "id,d\n1,03/02/2024 10:30\n2,03/02/2024\n";
+    let p = dated_pipeline(
+        &ws,
+        "dmyhm",
+        csv,
+        r#"type = "timestamptz", expr = "d", format = "%d/%m/%Y %H:%M", timezone = "+02:00""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let rows = sqlite_rows(&ws.path("out/dmyhm.db"), "SELECT id, d FROM t ORDER BY id");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0], "1");
+    assert!(
+        rows[0][1].starts_with("2024-02-03 08:30:00")
+            || rows[0][1].starts_with("2024-02-03T08:30:00"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/dmyhm.db"),
+            "SELECT row_key, reason FROM t_rejects"
+        ),
+        [[
+            "2",
+            "value does not match format `%d/%m/%Y %H:%M`: the text ends before the format does (premature end of input)"
+        ]]
+    );
+}
+
+#[test]
+fn to_date_reads_its_formats_strictly_and_tries_the_next_one() {
+    let ws = Workspace::new();
+    // `%Y/%m/%d` first: DataFusion read `10/7/6` by it as the year 10, and `6/7/2010` never
+    // reached the second format.
+    let csv = "id,d\n1,2010/07/06\n2,6/7/2010\n3,10/7/6\n";
+    let p = dated_pipeline(
+        &ws,
+        "todate",
+        csv,
+        r#"type = "date", expr = "to_date(d, '%Y/%m/%d', '%d/%m/%Y')""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(&ws.path("out/todate.db"), "SELECT id, d FROM t ORDER BY id"),
+        [["1", "2010-07-06"], ["2", "2010-07-06"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/todate.db"),
+            "SELECT row_key, value, reason FROM t_rejects"
+        ),
+        [[
+            "3",
+            "d=10/7/6",
+            "to_date('10/7/6'): '10/7/6' does not match format `%Y/%m/%d`: its year `10` has 2 digits, and a year is read only when written with 4, never completed by a guess; it does not match format `%d/%m/%Y`: its year `6` has 1 digit, and a year is read only when written with 4, never completed by a guess"
+        ]]
+    );
+}
+
+#[test]
+fn a_column_format_with_a_two_digit_year_or_on_a_text_column_is_refused_at_its_line() {
+    let ws = Workspace::new();
+    let p = dated_pipeline(
+        &ws,
+        "yy",
+        "id,d\n1,03/02/24\n",
+        r#"type = "date", expr = "d", format = "%d/%m/%y""#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("format `%d/%m/%y` reads a two-digit year (%y or %D), whose century would be a guess; write the year with %Y"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("pipelines/yy.toml:10:43: format"),
+        "{}",
+        out.stderr
+    );
+    let p = dated_pipeline(
+        &ws,
+        "fmt_text",
+        "id,d\n1,x\n",
+        r#"type = "text", expr = "d", format = "%Y""#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert!(
+        out.stderr.contains(
+            "`format` applies to date, timestamp and timestamptz columns only; this one is text"
+        ),
+        "{}",
+        out.stderr
+    );
+    let p = dated_pipeline(
+        &ws,
+        "fmt_noday",
+        "id,d\n1,x\n",
+        r#"type = "date", expr = "d", format = "%Y-%m""#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert!(
+        out.stderr
+            .contains("format `%Y-%m` does not read a whole date"),
+        "{}",
+        out.stderr
+    );
+}
