@@ -546,7 +546,10 @@ impl Pipeline {
                     other => format!("{other:?}"),
                 },
             ),
-            ("source.csv".to_string(), format!("{:?}", self.source.csv)),
+            (
+                "source.csv".to_string(),
+                format!("{:?}", self.csv_settings().0),
+            ),
             (
                 "target.url".to_string(),
                 format!(
@@ -576,6 +579,7 @@ impl Pipeline {
                 format!("{:?}", self.target.write_mode),
             ));
         }
+        s.extend(self.csv_settings().1);
         for (name, ty) in &self.source.types {
             s.push((format!("source.types.{}", name.value), ty.value.to_string()));
         }
@@ -600,6 +604,31 @@ impl Pipeline {
             }
         }
         s
+    }
+
+    /// The CSV options as settings: the options whose change `retry --rejects` may accept
+    /// (see [`crate::checkpoint::changes`]) are taken out of the rest and get keys of
+    /// their own when they are not the default, so a pipeline that keeps the defaults has
+    /// the settings it had before they existed.
+    fn csv_settings(&self) -> (CsvOptions, Vec<(String, String)>) {
+        let mut csv = self.source.csv.clone();
+        let mut own = Vec::new();
+        if csv.quoting == Quoting::Lenient {
+            csv.quoting = Quoting::Strict;
+            own.push(("source.csv.quoting".to_string(), "lenient".to_string()));
+        }
+        if csv.encoding != Encoding::Utf8 {
+            own.push((
+                "source.csv.encoding".to_string(),
+                match csv.encoding {
+                    Encoding::Latin1 => "latin1",
+                    _ => "windows-1252",
+                }
+                .to_string(),
+            ));
+            csv.encoding = Encoding::Utf8;
+        }
+        (csv, own)
     }
 
     /// A hash of [`Pipeline::settings`]: a checkpoint made under another fingerprint is not

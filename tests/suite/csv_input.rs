@@ -631,3 +631,86 @@ fn a_column_format_with_a_two_digit_year_or_on_a_text_column_is_refused_at_its_l
         out.stderr
     );
 }
+
+#[test]
+fn retry_rejects_reads_set_aside_lines_again_under_a_fixed_encoding_and_quoting() {
+    let ws = Workspace::new();
+    let csv: &[u8] = b"1|ann\n2|h\xe9l\xe8ne\n3|\"ab\"cd\n4|x|y\n5|bob\n";
+    let p = pipe_pipeline(&ws, "reread", csv, "");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let db = ws.path("out/reread.db");
+    assert_eq!(
+        sqlite_rows(&db, "SELECT id, name FROM t ORDER BY id"),
+        [["1", "ann"], ["5", "bob"]]
+    );
+    assert_eq!(count(&ws, "reread", "SELECT count(*) FROM t_rejects"), "3");
+
+    // The cause is fixed in the pipeline: the file is Latin-1 and its quoting is loose.
+    let text = std::fs::read_to_string(ws.path(&p)).unwrap().replace(
+        "[target]",
+        "encoding = \"latin1\"\nquoting = \"lenient\"\n[target]",
+    );
+    std::fs::write(ws.path(&p), text).unwrap();
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 1, "{}{}", retry.stdout, retry.stderr);
+    assert!(retry.stdout.contains("written  2"), "{}", retry.stdout);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT id, name FROM t ORDER BY id"),
+        [["1", "ann"], ["2", "hélène"], ["3", "abcd"], ["5", "bob"]]
+    );
+    // The line with a field too many stays, with its reason under the new options.
+    assert_eq!(
+        sqlite_rows(
+            &db,
+            "SELECT location, reason, json_extract(source_row, '$._unreadable') FROM t_rejects"
+        ),
+        [[
+            "samples/reread.csv line 4",
+            "expected 2 fields, found 3",
+            "4|x|y"
+        ]]
+    );
+    let again = ws.rowshift(&["run", &p]);
+    assert_eq!(again.code, 1, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains("4 rows written, 1 rows in the quarantine"),
+        "{}",
+        again.stdout
+    );
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+#[test]
+fn retry_rejects_refuses_a_delimiter_change_that_would_move_the_fields_already_written() {
+    let ws = Workspace::new();
+    let p = pipe_pipeline(&ws, "redelim", b"1|ann\n2|x|y\n", "");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let text = std::fs::read_to_string(ws.path(&p))
+        .unwrap()
+        .replace("delimiter = \"|\"", "delimiter = \",\"");
+    std::fs::write(ws.path(&p), text).unwrap();
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 2, "{}{}", retry.stdout, retry.stderr);
+    assert!(
+        retry
+            .stderr
+            .contains("[source.csv] changed since the run of")
+            && retry.stderr.contains(
+                "only quoting = \"lenient\" and encoding may be set for `retry --rejects`"
+            ),
+        "{}",
+        retry.stderr
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/redelim.db"),
+            "SELECT location, reason FROM t_rejects"
+        ),
+        [["samples/redelim.csv line 2", "expected 2 fields, found 3"]]
+    );
+}
