@@ -714,3 +714,40 @@ fn retry_rejects_refuses_a_delimiter_change_that_would_move_the_fields_already_w
         [["samples/redelim.csv line 2", "expected 2 fields, found 3"]]
     );
 }
+
+#[test]
+fn verify_reports_a_row_written_under_utf8_that_an_accepted_latin1_reads_differently() {
+    let ws = Workspace::new();
+    let p = pipe_pipeline(&ws, "utf8then", b"1|caf\xc3\xa9\n2|h\xe9\n", "");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let text = std::fs::read_to_string(ws.path(&p))
+        .unwrap()
+        .replace("[target]", "encoding = \"latin1\"\n[target]");
+    std::fs::write(ws.path(&p), text).unwrap();
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 0, "{}{}", retry.stdout, retry.stderr);
+    assert!(
+        retry
+            .stdout
+            .contains("accepted source.csv.encoding: latin1 was added"),
+        "{}",
+        retry.stdout
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/utf8then.db"),
+            "SELECT id, name FROM t ORDER BY id"
+        ),
+        [["1", "café"], ["2", "hé"]]
+    );
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 1, "{}{}", verify.stdout, verify.stderr);
+    assert!(
+        verify
+            .stdout
+            .contains("first difference: id=1, column name: sent 'cafÃ©', the target holds 'café'"),
+        "{}",
+        verify.stdout
+    );
+}
