@@ -751,3 +751,37 @@ fn verify_reports_a_row_written_under_utf8_that_an_accepted_latin1_reads_differe
         verify.stdout
     );
 }
+
+#[test]
+fn to_timestamp_refuses_a_short_year_and_text_left_unread() {
+    let ws = Workspace::new();
+    let csv = "id,d\n1,06/07/2010 10:30\n2,10/7/6 10:30\n3,06/07/2010 10:30:15\n";
+    let p = dated_pipeline(
+        &ws,
+        "tots",
+        csv,
+        r#"type = "timestamp", expr = "to_timestamp(d, '%d/%m/%Y %H:%M')""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(&ws.path("out/tots.db"), "SELECT id, d FROM t ORDER BY id"),
+        [["1", "2010-07-06 10:30:00"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/tots.db"),
+            "SELECT row_key, reason FROM t_rejects ORDER BY row_key"
+        ),
+        [
+            [
+                "2",
+                "to_timestamp('10/7/6 10:30'): '10/7/6 10:30' does not match format `%d/%m/%Y %H:%M`: its year `6` has 1 digit, and a year is read only when written with 4, never completed by a guess"
+            ],
+            [
+                "3",
+                "to_timestamp('06/07/2010 10:30:15'): '06/07/2010 10:30:15' does not match format `%d/%m/%Y %H:%M`: `:15` is left unread after it"
+            ]
+        ]
+    );
+}
