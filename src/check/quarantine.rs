@@ -79,8 +79,9 @@ impl QuarantineEntry {
             .map(|t| t.as_bytes().to_vec())
     }
 
-    /// Whether this entry is a record that could not be read (see [`Self::unreadable`]):
-    /// only fixing the file makes it readable, so `retry --rejects` keeps it.
+    /// Whether this entry is a record that could not be read (see [`Self::unreadable`]).
+    /// `retry --rejects` reads it again from [`Self::unreadable_bytes`] when the source
+    /// can (a CSV file whose options were fixed), and keeps it otherwise.
     pub fn is_unreadable(&self) -> bool {
         self.row.get(UNREADABLE).is_some()
     }

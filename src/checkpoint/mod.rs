@@ -252,11 +252,24 @@ pub fn changes(old: &[(String, String)], new: &[(String, String)]) -> Vec<Change
         if !a.contains_key(k) {
             out.push(Change {
                 line: format!("{}: {} was added", shown_key(k), shown_value(k, v)),
-                widens: false,
+                widens: csv_widens(k),
             });
         }
     }
     out
+}
+
+/// Whether setting CSV option `key` (from its default) only lets more records be read.
+/// `quoting = "lenient"` reads the same text from every record that strict quoting
+/// reads, and reads the records it set aside. `encoding = "latin1"` or
+/// `"windows-1252"` reads every record that UTF-8 read, and the ones it set aside; a
+/// record of valid UTF-8 beyond ASCII would read as other characters (`é` as `Ã©`), but a
+/// file in a single-byte encoding rarely holds one, and `verify` reads every chunk again
+/// under the new encoding and reports a chunk whose written rows differ. Every other CSV
+/// option (the delimiter, the quote, null markers, `max_record_bytes`, ...) moves or
+/// changes fields of records already written, so it is never accepted.
+fn csv_widens(key: &str) -> bool {
+    matches!(key, "source.csv.quoting" | "source.csv.encoding")
 }
 
 /// A setting's name as the pipeline file says it.

@@ -349,6 +349,10 @@ pub struct TargetColumn {
     /// For `timestamptz` columns: the zone of values that carry none. Without it, a
     /// value without a zone is rejected rather than guessed to be UTC.
     pub timezone: Option<Spanned<String>>,
+    /// For date, timestamp and timestamptz columns: the chrono strftime format their text
+    /// values are written in (`"%d/%m/%Y"`). Each text must match it whole, with a
+    /// four-digit year, or its row fails.
+    pub format: Option<Spanned<String>>,
 }
 
 /// `[target.parquet]`.
@@ -553,7 +557,10 @@ impl Pipeline {
                     other => format!("{other:?}"),
                 },
             ),
-            ("source.csv".to_string(), format!("{:?}", self.source.csv)),
+            (
+                "source.csv".to_string(),
+                format!("{:?}", self.csv_settings().0),
+            ),
             (
                 "target.url".to_string(),
                 format!(
@@ -583,6 +590,7 @@ impl Pipeline {
                 format!("{:?}", self.target.write_mode),
             ));
         }
+        s.extend(self.csv_settings().1);
         for (name, ty) in &self.source.types {
             s.push((format!("source.types.{}", name.value), ty.value.to_string()));
         }
@@ -602,8 +610,36 @@ impl Pipeline {
             if let Some(tz) = &c.timezone {
                 s.push((format!("{p}.timezone"), tz.value.clone()));
             }
+            if let Some(f) = &c.format {
+                s.push((format!("{p}.format"), f.value.clone()));
+            }
         }
         s
+    }
+
+    /// The CSV options as settings: the options whose change `retry --rejects` may accept
+    /// (see [`crate::checkpoint::changes`]) are taken out of the rest and get keys of
+    /// their own when they are not the default, so a pipeline that keeps the defaults has
+    /// the settings it had before they existed.
+    fn csv_settings(&self) -> (CsvOptions, Vec<(String, String)>) {
+        let mut csv = self.source.csv.clone();
+        let mut own = Vec::new();
+        if csv.quoting == Quoting::Lenient {
+            csv.quoting = Quoting::Strict;
+            own.push(("source.csv.quoting".to_string(), "lenient".to_string()));
+        }
+        if csv.encoding != Encoding::Utf8 {
+            own.push((
+                "source.csv.encoding".to_string(),
+                match csv.encoding {
+                    Encoding::Latin1 => "latin1",
+                    _ => "windows-1252",
+                }
+                .to_string(),
+            ));
+            csv.encoding = Encoding::Utf8;
+        }
+        (csv, own)
     }
 
     /// A hash of [`Pipeline::settings`]: a checkpoint made under another fingerprint is not
@@ -1320,7 +1356,17 @@ impl<'a> Walker<'a> {
                 path: format!("{}.{name}", s.path),
                 span: item.span().or(s.key_span(name)),
             };
-            self.check_keys(&c, &["type", "expr", "primary_key", "nullable", "timezone"]);
+            self.check_keys(
+                &c,
+                &[
+                    "type",
+                    "expr",
+                    "primary_key",
+                    "nullable",
+                    "timezone",
+                    "format",
+                ],
+            );
             let ty =
                 self.string(&c, "type", true)
                     .and_then(|t| match t.value.parse::<ColumnType>() {
@@ -1359,6 +1405,12 @@ impl<'a> Walker<'a> {
                     self.error(tz.span.clone(), msg);
                 }
             }
+            let format = self.string(&c, "format", false);
+            if let (Some(f), Some(t)) = (&format, &ty)
+                && let Err(msg) = crate::transform::datefmt::check_format(&f.value, &t.value)
+            {
+                self.error(f.span.clone(), msg);
+            }
             if let (Some(ty), Some(expr)) = (ty, expr) {
                 out.push(TargetColumn {
                     name: Spanned {
@@ -1370,6 +1422,7 @@ impl<'a> Walker<'a> {
                     primary_key,
                     nullable,
                     timezone,
+                    format,
                 });
             }
         }

@@ -109,9 +109,10 @@ fn requeue_with(
         // A record that could not be read stays until the file is fixed and re-run; so
         // does a row of a database source whose key is unknown (a key part was NULL):
         // it cannot be read again, and must not be taken for a row that is gone.
-        let (mut kept, entries): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) = all
+        let (mut kept, mut entries): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) = all
             .into_iter()
             .partition(|e| e.is_unreadable() || (source.names_rows_by_key() && e.key.is_none()));
+        reread_records(source, chunk, &mut kept, &mut entries)?;
         if entries.is_empty() {
             report.still_rejected += kept.len() as u64;
             continue;
@@ -257,6 +258,60 @@ fn requeue_with(
     Ok(report)
 }
 
+/// Reads the unreadable records among `kept` again, from their stored bytes, when the
+/// source can (a CSV file, under its options now: a fixed `encoding` or `quoting`). A
+/// record that now reads becomes an entry of `entries`, to be processed like any
+/// quarantined row; one that still cannot be read stays in `kept` with its new reason.
+fn reread_records(
+    source: &dyn crate::source::Source,
+    chunk: usize,
+    kept: &mut Vec<QuarantineEntry>,
+    entries: &mut Vec<QuarantineEntry>,
+) -> Result<()> {
+    let (unreadable, others): (Vec<QuarantineEntry>, Vec<QuarantineEntry>) =
+        std::mem::take(kept).into_iter().partition(|e| {
+            e.is_unreadable() && e.unreadable_bytes().is_some() && !source.names_rows_by_key()
+        });
+    *kept = others;
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<(Vec<u8>, u64, String)> = unreadable
+        .iter()
+        .map(|e| {
+            let line = e
+                .location
+                .rsplit_once(" line ")
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(0);
+            (
+                e.unreadable_bytes().unwrap_or_default(),
+                line,
+                e.location.clone(),
+            )
+        })
+        .collect();
+    let Some(read) = source.reread(&records)? else {
+        kept.extend(unreadable);
+        return Ok(());
+    };
+    for (e, r) in unreadable.into_iter().zip(read) {
+        match r {
+            Ok(batch) => entries.push(QuarantineEntry {
+                chunk,
+                key: crate::source::row_key(&batch, source.key(), 0),
+                location: e.location,
+                column: None,
+                value: None,
+                reason: e.reason,
+                row: crate::check::quarantine::row_json(&batch, 0),
+            }),
+            Err(u) => kept.push(QuarantineEntry::unreadable(chunk, u)),
+        }
+    }
+    Ok(())
+}
+
 /// The rows read again under quarantined keys that stand for the quarantined rows, with
 /// the entry each stands for (`origin`), the entries whose row the source no longer has
 /// (`gone`), and, by entry, those that cannot be told apart (`ambiguous`).
@@ -376,6 +431,21 @@ fn refuse_changed_key(plan: &Plan, checkpoint: &Checkpoint) -> Result<()> {
                 is.unwrap_or_else(|| "unset".into())
             )));
         }
+    }
+    // Records set aside are read again from their bytes under the options now; the
+    // records already written were read under the old ones. Only options that read the
+    // same text from those have keys of their own (see `Pipeline::csv_settings`).
+    let (was, is) = (
+        setting(&checkpoint.settings, "source.csv"),
+        setting(&now, "source.csv"),
+    );
+    if was != is {
+        return Err(Error::Unsupported(format!(
+            "[source.csv] changed since the run of {} that rejected these rows in a way that would read the records already written differently ({} then, {} now); only quoting = \"lenient\" and encoding may be set for `retry --rejects`, so restore the other options, or run the pipeline again from the start",
+            checkpoint.created_at,
+            was.unwrap_or_else(|| "unset".into()),
+            is.unwrap_or_else(|| "unset".into())
+        )));
     }
     Ok(())
 }

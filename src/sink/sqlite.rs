@@ -384,22 +384,30 @@ impl SqliteSink {
         entries: &[QuarantineEntry],
     ) -> Result<()> {
         let here = self.here();
-        let sql = format!(
-            "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            quote_ident(&self.rejects_table())
-        );
         let now = chrono::Utc::now().to_rfc3339();
-        for e in entries {
-            sqlx::query(stmt(sql.clone()))
-                .bind(chunk as i64)
-                .bind(e.key.clone())
-                .bind(e.location.clone())
-                .bind(e.column.clone())
-                .bind(e.value.clone())
-                .bind(e.reason.clone())
-                .bind(e.row.to_string())
-                .bind(now.clone())
-                .execute(&mut *conn)
+        // Many rows per statement: each statement is a round trip to sqlx's SQLite worker
+        // thread, and one per rejected row made a chunk with 15% rejects several times
+        // slower than one without (8 parameters a row stays far below SQLite's limit).
+        const ROWS: usize = 256;
+        for group in entries.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row, rejected_at) VALUES {}",
+                quote_ident(&self.rejects_table()),
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; group.len()].join(", ")
+            );
+            let mut q = sqlx::query(stmt(sql));
+            for e in group {
+                q = q
+                    .bind(chunk as i64)
+                    .bind(e.key.clone())
+                    .bind(e.location.clone())
+                    .bind(e.column.clone())
+                    .bind(e.value.clone())
+                    .bind(e.reason.clone())
+                    .bind(e.row.to_string())
+                    .bind(now.clone());
+            }
+            q.execute(&mut *conn)
                 .await
                 .map_err(|err| Error::db(&here, err))?;
         }

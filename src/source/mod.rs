@@ -134,6 +134,19 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Reads records that were set aside again from their exact bytes, under the
+    /// source's options now, for `retry --rejects`: each of `records` is the bytes, the
+    /// line they started on and where they were. For each, a one-row batch in
+    /// [`Source::schema`], or why it still cannot be read. `None` when the source cannot
+    /// read its records apart from its files.
+    #[allow(clippy::type_complexity)]
+    fn reread(
+        &self,
+        _records: &[(Vec<u8>, u64, String)],
+    ) -> Result<Option<Vec<std::result::Result<RecordBatch, Unreadable>>>> {
+        Ok(None)
+    }
+
     /// Whether messages name a row by its key alone (databases) rather than by its
     /// position in a file.
     fn names_rows_by_key(&self) -> bool {

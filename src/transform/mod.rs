@@ -2,6 +2,7 @@
 //! vectorised on Arrow batches by DataFusion, then cast into its declared type without loss.
 
 pub mod cast;
+pub mod datefmt;
 mod sql;
 
 use std::ops::Range;
@@ -40,6 +41,8 @@ struct OutputColumn {
     nullable: bool,
     /// For timestamptz: the zone of values that carry none.
     zone: Option<String>,
+    /// For date and timestamp columns: the strict format of their text values.
+    format: Option<String>,
 }
 
 /// The result of transforming one batch.
@@ -103,6 +106,21 @@ impl Transform {
                     continue;
                 }
             };
+            if let Some(f) = &c.format
+                && !matches!(
+                    got,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            {
+                diags.push(Diagnostic::at(
+                    f.span.clone(),
+                    format!(
+                        "`format` reads text, but the {what} gives {}",
+                        type_name(&got)
+                    ),
+                ));
+                continue;
+            }
             if !can_cast_types(&got, &ty.arrow_type()) {
                 diags.push(
                     Diagnostic::at(
@@ -121,6 +139,7 @@ impl Transform {
                 ty,
                 nullable: c.nullable,
                 zone: c.timezone.as_ref().map(|z| z.value.clone()),
+                format: c.format.as_ref().map(|f| f.value.clone()),
             });
         }
         let mut filter = None;
@@ -293,8 +312,15 @@ impl Transform {
             .map(|(row, reason)| reject(row, Some(inputs_text(&c.expr, batch, row)), reason))
             .collect();
         let target = c.ty.arrow_type();
-        let (mut cast, cast_failures) = cast_zoned(&values, &target, c.zone.as_deref())
+        let (values, format_failures) = match &c.format {
+            Some(f) => datefmt::parse_column(&values, f, &target)
+                .map_err(|e| Error::Internal(format!("column {}: {e}", c.name)))?,
+            None => (values, Vec::new()),
+        };
+        let (mut cast, mut cast_failures) = cast_zoned(&values, &target, c.zone.as_deref())
             .map_err(|e| Error::Internal(format!("column {}: {e}", c.name)))?;
+        cast_failures.extend(format_failures);
+        cast_failures.sort_by_key(|f| f.row);
         rejects.extend(
             cast_failures
                 .into_iter()

@@ -39,6 +39,13 @@ impl ExprContext {
     pub(crate) fn new() -> Self {
         let mut functions = HashMap::new();
         for f in datafusion_functions::all_default_functions() {
+            // Their formats are read strictly: a year of one digit or text left over fails
+            // the row instead of becoming a guessed date (see `datefmt`).
+            let f = if matches!(f.name(), "to_date" | "to_timestamp") {
+                Arc::new(super::datefmt::StrictDateFunction::wrap(&f))
+            } else {
+                f
+            };
             for alias in f.aliases() {
                 functions.insert(alias.clone(), Arc::clone(&f));
             }

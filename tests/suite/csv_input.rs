@@ -445,3 +445,343 @@ fn init_reads_the_whole_csv_so_markers_outliers_and_zoned_timestamps_run_as_writ
         run.stdout
     );
 }
+
+/// A pipeline over `csv` (`id,d`, with a header) into SQLite table `t`, whose column `d`
+/// is `column` (the inside of its `{ ... }`).
+fn dated_pipeline(ws: &Workspace, name: &str, csv: &str, column: &str) -> String {
+    std::fs::write(ws.path(&format!("samples/{name}.csv")), csv).unwrap();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            r#"name = "{name}"
+[source]
+url = "../samples/{name}.csv"
+key = "id"
+[target]
+url = "sqlite://../out/{name}.db"
+table = "t"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+d = {{ {column} }}
+"#
+        ),
+    )
+}
+
+#[test]
+fn a_column_format_reads_dates_whole_with_four_digit_years_or_rejects_the_row() {
+    let ws = Workspace::new();
+    let csv = "id,d\n1,03/02/2024\n2,10/7/6\n3,2024-02-03\n4,01/02/2024 x\n5,\n6,31/02/2024\n";
+    let p = dated_pipeline(
+        &ws,
+        "dmy",
+        csv,
+        r#"type = "date", expr = "d", format = "%d/%m/%Y""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(&ws.path("out/dmy.db"), "SELECT id, d FROM t ORDER BY id"),
+        [["1", "2024-02-03"], ["5", "NULL"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/dmy.db"),
+            "SELECT row_key, column_name, value, reason FROM t_rejects ORDER BY row_key"
+        ),
+        [
+            [
+                "2",
+                "d",
+                "10/7/6",
+                "value does not match format `%d/%m/%Y`: its year `6` has 1 digit, and a year is read only when written with 4, never completed by a guess"
+            ],
+            [
+                "3",
+                "d",
+                "2024-02-03",
+                "value does not match format `%d/%m/%Y` at `24-02-03` (input contains invalid characters)"
+            ],
+            [
+                "4",
+                "d",
+                "01/02/2024 x",
+                "value does not match format `%d/%m/%Y`: ` x` is left unread after it"
+            ],
+            [
+                "6",
+                "d",
+                "31/02/2024",
+                "value does not match format `%d/%m/%Y`: it gives no valid date (input is out of range)"
+            ],
+        ]
+    );
+}
+
+#[test]
+fn a_timestamptz_column_format_reads_wall_clock_times_in_its_zone() {
+    let ws = Workspace::new();
+    let csv = "id,d\n1,03/02/2024 10:30\n2,03/02/2024\n";
+    let p = dated_pipeline(
+        &ws,
+        "dmyhm",
+        csv,
+        r#"type = "timestamptz", expr = "d", format = "%d/%m/%Y %H:%M", timezone = "+02:00""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let rows = sqlite_rows(&ws.path("out/dmyhm.db"), "SELECT id, d FROM t ORDER BY id");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0], "1");
+    assert!(
+        rows[0][1].starts_with("2024-02-03 08:30:00")
+            || rows[0][1].starts_with("2024-02-03T08:30:00"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/dmyhm.db"),
+            "SELECT row_key, reason FROM t_rejects"
+        ),
+        [[
+            "2",
+            "value does not match format `%d/%m/%Y %H:%M`: the text ends before the format does (premature end of input)"
+        ]]
+    );
+}
+
+#[test]
+fn to_date_reads_its_formats_strictly_and_tries_the_next_one() {
+    let ws = Workspace::new();
+    // `%Y/%m/%d` first: DataFusion read `10/7/6` by it as the year 10, and `6/7/2010` never
+    // reached the second format.
+    let csv = "id,d\n1,2010/07/06\n2,6/7/2010\n3,10/7/6\n";
+    let p = dated_pipeline(
+        &ws,
+        "todate",
+        csv,
+        r#"type = "date", expr = "to_date(d, '%Y/%m/%d', '%d/%m/%Y')""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(&ws.path("out/todate.db"), "SELECT id, d FROM t ORDER BY id"),
+        [["1", "2010-07-06"], ["2", "2010-07-06"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/todate.db"),
+            "SELECT row_key, value, reason FROM t_rejects"
+        ),
+        [[
+            "3",
+            "d=10/7/6",
+            "to_date('10/7/6'): '10/7/6' does not match format `%Y/%m/%d`: its year `10` has 2 digits, and a year is read only when written with 4, never completed by a guess; it does not match format `%d/%m/%Y`: its year `6` has 1 digit, and a year is read only when written with 4, never completed by a guess"
+        ]]
+    );
+}
+
+#[test]
+fn a_column_format_with_a_two_digit_year_or_on_a_text_column_is_refused_at_its_line() {
+    let ws = Workspace::new();
+    let p = dated_pipeline(
+        &ws,
+        "yy",
+        "id,d\n1,03/02/24\n",
+        r#"type = "date", expr = "d", format = "%d/%m/%y""#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("format `%d/%m/%y` reads a two-digit year (%y or %D), whose century would be a guess; write the year with %Y"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("pipelines/yy.toml:10:43: format"),
+        "{}",
+        out.stderr
+    );
+    let p = dated_pipeline(
+        &ws,
+        "fmt_text",
+        "id,d\n1,x\n",
+        r#"type = "text", expr = "d", format = "%Y""#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert!(
+        out.stderr.contains(
+            "`format` applies to date, timestamp and timestamptz columns only; this one is text"
+        ),
+        "{}",
+        out.stderr
+    );
+    let p = dated_pipeline(
+        &ws,
+        "fmt_noday",
+        "id,d\n1,x\n",
+        r#"type = "date", expr = "d", format = "%Y-%m""#,
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert!(
+        out.stderr
+            .contains("format `%Y-%m` does not read a whole date"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn retry_rejects_reads_set_aside_lines_again_under_a_fixed_encoding_and_quoting() {
+    let ws = Workspace::new();
+    let csv: &[u8] = b"1|ann\n2|h\xe9l\xe8ne\n3|\"ab\"cd\n4|x|y\n5|bob\n";
+    let p = pipe_pipeline(&ws, "reread", csv, "");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let db = ws.path("out/reread.db");
+    assert_eq!(
+        sqlite_rows(&db, "SELECT id, name FROM t ORDER BY id"),
+        [["1", "ann"], ["5", "bob"]]
+    );
+    assert_eq!(count(&ws, "reread", "SELECT count(*) FROM t_rejects"), "3");
+
+    // The cause is fixed in the pipeline: the file is Latin-1 and its quoting is loose.
+    let text = std::fs::read_to_string(ws.path(&p)).unwrap().replace(
+        "[target]",
+        "encoding = \"latin1\"\nquoting = \"lenient\"\n[target]",
+    );
+    std::fs::write(ws.path(&p), text).unwrap();
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 1, "{}{}", retry.stdout, retry.stderr);
+    assert!(retry.stdout.contains("written  2"), "{}", retry.stdout);
+    assert_eq!(
+        sqlite_rows(&db, "SELECT id, name FROM t ORDER BY id"),
+        [["1", "ann"], ["2", "hélène"], ["3", "abcd"], ["5", "bob"]]
+    );
+    // The line with a field too many stays, with its reason under the new options.
+    assert_eq!(
+        sqlite_rows(
+            &db,
+            "SELECT location, reason, json_extract(source_row, '$._unreadable') FROM t_rejects"
+        ),
+        [[
+            "samples/reread.csv line 4",
+            "expected 2 fields, found 3",
+            "4|x|y"
+        ]]
+    );
+    let again = ws.rowshift(&["run", &p]);
+    assert_eq!(again.code, 1, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stdout
+            .contains("4 rows written, 1 rows in the quarantine"),
+        "{}",
+        again.stdout
+    );
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+#[test]
+fn retry_rejects_refuses_a_delimiter_change_that_would_move_the_fields_already_written() {
+    let ws = Workspace::new();
+    let p = pipe_pipeline(&ws, "redelim", b"1|ann\n2|x|y\n", "");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let text = std::fs::read_to_string(ws.path(&p))
+        .unwrap()
+        .replace("delimiter = \"|\"", "delimiter = \",\"");
+    std::fs::write(ws.path(&p), text).unwrap();
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 2, "{}{}", retry.stdout, retry.stderr);
+    assert!(
+        retry
+            .stderr
+            .contains("[source.csv] changed since the run of")
+            && retry.stderr.contains(
+                "only quoting = \"lenient\" and encoding may be set for `retry --rejects`"
+            ),
+        "{}",
+        retry.stderr
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/redelim.db"),
+            "SELECT location, reason FROM t_rejects"
+        ),
+        [["samples/redelim.csv line 2", "expected 2 fields, found 3"]]
+    );
+}
+
+#[test]
+fn verify_reports_a_row_written_under_utf8_that_an_accepted_latin1_reads_differently() {
+    let ws = Workspace::new();
+    let p = pipe_pipeline(&ws, "utf8then", b"1|caf\xc3\xa9\n2|h\xe9\n", "");
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let text = std::fs::read_to_string(ws.path(&p))
+        .unwrap()
+        .replace("[target]", "encoding = \"latin1\"\n[target]");
+    std::fs::write(ws.path(&p), text).unwrap();
+    let retry = ws.rowshift(&["retry", &p, "--rejects"]);
+    assert_eq!(retry.code, 0, "{}{}", retry.stdout, retry.stderr);
+    assert!(
+        retry
+            .stdout
+            .contains("accepted source.csv.encoding: latin1 was added"),
+        "{}",
+        retry.stdout
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/utf8then.db"),
+            "SELECT id, name FROM t ORDER BY id"
+        ),
+        [["1", "café"], ["2", "hé"]]
+    );
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 1, "{}{}", verify.stdout, verify.stderr);
+    assert!(
+        verify
+            .stdout
+            .contains("first difference: id=1, column name: sent 'cafÃ©', the target holds 'café'"),
+        "{}",
+        verify.stdout
+    );
+}
+
+#[test]
+fn to_timestamp_refuses_a_short_year_and_text_left_unread() {
+    let ws = Workspace::new();
+    let csv = "id,d\n1,06/07/2010 10:30\n2,10/7/6 10:30\n3,06/07/2010 10:30:15\n";
+    let p = dated_pipeline(
+        &ws,
+        "tots",
+        csv,
+        r#"type = "timestamp", expr = "to_timestamp(d, '%d/%m/%Y %H:%M')""#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(&ws.path("out/tots.db"), "SELECT id, d FROM t ORDER BY id"),
+        [["1", "2010-07-06 10:30:00"]]
+    );
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/tots.db"),
+            "SELECT row_key, reason FROM t_rejects ORDER BY row_key"
+        ),
+        [
+            [
+                "2",
+                "to_timestamp('10/7/6 10:30'): '10/7/6 10:30' does not match format `%d/%m/%Y %H:%M`: its year `6` has 1 digit, and a year is read only when written with 4, never completed by a guess"
+            ],
+            [
+                "3",
+                "to_timestamp('06/07/2010 10:30:15'): '06/07/2010 10:30:15' does not match format `%d/%m/%Y %H:%M`: `:15` is left unread after it"
+            ]
+        ]
+    );
+}

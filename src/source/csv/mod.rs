@@ -382,6 +382,69 @@ impl Source for CsvSource {
         Ok(Box::new(this))
     }
 
+    /// The stored bytes are read, not the file: they are what was set aside, whatever
+    /// happened to the file since, and a record read on its own cannot swallow the lines
+    /// after it. Under the new options the bytes must make exactly one record.
+    fn reread(
+        &self,
+        records: &[(Vec<u8>, u64, String)],
+    ) -> Result<Option<Vec<std::result::Result<RecordBatch, Unreadable>>>> {
+        let names = self.names();
+        let mut out = Vec::with_capacity(records.len());
+        for (bytes, line, location) in records {
+            let aside = |column: Option<String>, reason: String| {
+                let raw = String::from_utf8_lossy(bytes).into_owned();
+                let raw_bytes = (raw.as_bytes() != bytes.as_slice()).then(|| bytes.clone());
+                Unreadable {
+                    location: location.clone(),
+                    line: *line,
+                    key: None,
+                    column,
+                    reason,
+                    raw,
+                    raw_bytes,
+                }
+            };
+            let mut f = strict::Fields::default();
+            let read = match strict::split(bytes, true, &self.dialect, *line, &mut f) {
+                strict::Split::Record(len)
+                    if bytes[len..].iter().all(|b| matches!(b, b'\r' | b'\n')) =>
+                {
+                    match check_record(&f, names.len(), self.opts.encoding, &names) {
+                        Some((column, reason)) => Err(aside(column, reason)),
+                        None => Ok(self.one_row(&f)?),
+                    }
+                }
+                strict::Split::Record(len) => Err(aside(
+                    None,
+                    format!(
+                        "reads as more than one record under the options now (the first ends after {len} of its {} bytes)",
+                        bytes.len()
+                    ),
+                )),
+                strict::Split::Bad(_, why) => Err(aside(None, why)),
+                _ => Err(aside(None, "holds no record".into())),
+            };
+            out.push(match read {
+                Ok(batch) => {
+                    match cast_batch(batch, &self.schema, &self.describe(), |_| location.clone()) {
+                        Ok(b) => Ok(b),
+                        Err(Error::Row(rf)) => Err(aside(
+                            rf.column,
+                            match rf.value {
+                                Some(v) => format!("value '{v}' {}", rf.reason),
+                                None => rf.reason,
+                            },
+                        )),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(u) => Err(u),
+            });
+        }
+        Ok(Some(out))
+    }
+
     fn unreadable(&self, chunk: &Chunk) -> Vec<Unreadable> {
         self.unreadable.get(chunk.id)
     }
@@ -512,6 +575,24 @@ impl CsvSource {
         f.seek(SeekFrom::Start(start))
             .map_err(|e| Error::io(path, e))?;
         Ok(f.take(end - start))
+    }
+
+    /// The record split into `f` as a one-row batch of text, with null markers applied as
+    /// the decoders apply them.
+    fn one_row(&self, f: &strict::Fields) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(f.len());
+        for i in 0..f.len() {
+            let mut text = Vec::new();
+            decode_into(&mut text, f.get(i), self.opts.encoding);
+            let null = (!f.quoted[i] || self.opts.null_quoted)
+                && self.nulls[i]
+                    .iter()
+                    .any(|m| m.as_bytes() == text.as_slice());
+            let value = (!null).then(|| String::from_utf8_lossy(&text).into_owned());
+            columns.push(Arc::new(arrow::array::StringArray::from(vec![value])));
+        }
+        RecordBatch::try_new(self.raw_schema.clone(), columns)
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     fn clone_plain(&self) -> CsvSource {
