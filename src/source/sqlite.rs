@@ -487,6 +487,7 @@ fn cast_declared(
                 None => reason.clone(),
             },
             raw: crate::check::quarantine::row_json(&raw, row).to_string(),
+            raw_bytes: None,
         });
     }
     let raw = if failed.is_empty() {
