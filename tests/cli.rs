@@ -971,3 +971,6 @@ mod types;
 
 #[path = "suite/csv_input.rs"]
 mod csv_input;
+
+#[path = "suite/init.rs"]
+mod init;

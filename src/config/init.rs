@@ -190,24 +190,31 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
                 Ok(
                     Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. },
                 ) => {
-                    // The source's own table is never the target: same database, new name.
-                    let same =
-                        cwd_target.as_ref().ok() == Some(&location) && source_schema.is_none();
+                    // The source's own table is never the target: in the same database
+                    // (and schema) the copy is `<name>_v2` beside it.
+                    let same = cwd_target.as_ref().ok() == Some(&location);
                     let table = if same {
                         format!("{name}_v2")
                     } else {
                         name.clone()
                     };
-                    let shown = url_text(url, "ROWSHIFT_TARGET_URL", &mut vars, &mut out_notes);
-                    t.push_str(&format!(
-                        "url = {}\ntable = {}\n",
-                        toml_str(&shown),
-                        toml_str(&table)
-                    ));
+                    let shown = match &cwd_target {
+                        // Relative paths in the file are read against the file's folder.
+                        Ok(Location::Sqlite { path }) => format!(
+                            "sqlite://{}",
+                            relative_to(path, &opts.pipeline_dir).display()
+                        ),
+                        _ => url_text(url, "ROWSHIFT_TARGET_URL", &mut vars, &mut out_notes),
+                    };
+                    t.push_str(&format!("url = {}\n", toml_str(&shown)));
+                    if let Some(schema) = source_schema.as_ref().filter(|_| same) {
+                        t.push_str(&format!("schema = {}\n", toml_str(schema)));
+                    }
+                    t.push_str(&format!("table = {}\n", toml_str(&table)));
                 }
-                Ok(Location::Files { format, .. }) => t.push_str(&format!(
+                Ok(Location::Files { path, format }) => t.push_str(&format!(
                     "url = {}\nformat = \"{}\"\n",
-                    toml_str(url),
+                    toml_str(&relative_to(&path, &opts.pipeline_dir).display().to_string()),
                     format_name(format)
                 )),
                 Err(_) => t.push_str(&format!("url = {}\nformat = \"parquet\"\n", toml_str(url))),
@@ -843,6 +850,26 @@ mod tests {
             infer_text(&v(&["05/03/2024", "2024-03-05"])),
             ColumnType::Text
         );
+    }
+
+    #[test]
+    fn floats_printed_in_full_are_double_and_money_is_decimal() {
+        assert_eq!(
+            infer_text(&v(&["10.357019999999999", "1048.36"])),
+            ColumnType::Double
+        );
+        assert_eq!(
+            infer_text(&v(&["12.50", "0.0725", "1048"])),
+            ColumnType::Decimal {
+                precision: 18,
+                scale: 4
+            }
+        );
+        let mut stats = TextStats::new();
+        for x in ["10.357019999999999", "NA", "1048.36", "3"] {
+            stats.add(x);
+        }
+        assert_eq!(stats.finish(), (ColumnType::Double, Some("NA".into())));
     }
 
     #[test]

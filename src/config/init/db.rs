@@ -211,7 +211,7 @@ fn pg_type(c: &PgColumn) -> Result<Mapped> {
         Err(why) => {
             let copied = PG_TEXT_TYPES.contains(&c.type_name.as_str());
             Ok(Mapped::Text {
-                why: text_why(&c.shown_type, &why, copied),
+                why: text_why(&why, copied),
                 copied,
             })
         }
@@ -220,23 +220,27 @@ fn pg_type(c: &PgColumn) -> Result<Mapped> {
 
 fn my_type(c: &MyColumn) -> Result<Mapped> {
     match MyKind::for_column(c) {
+        // A key of text must have a length in a MySQL target; keep the declared one.
+        Ok((MyKind::Text, _)) if matches!(c.data_type.as_str(), "varchar" | "char") => Ok(
+            Mapped::Type(c.column_type.parse().unwrap_or(ColumnType::Text)),
+        ),
         Ok((_, t)) => Ok(Mapped::Type(arrow_type(&t, &c.name)?)),
         Err(why) => {
             let copied = MY_TEXT_TYPES.contains(&c.data_type.as_str());
             Ok(Mapped::Text {
-                why: text_why(&c.column_type, &why, copied),
+                why: text_why(&why, copied),
                 copied,
             })
         }
     }
 }
 
-fn text_why(shown: &str, why: &str, copied: bool) -> String {
+fn text_why(why: &str, copied: bool) -> String {
     if copied {
-        format!("{shown}: {why}; its text form holds the value, so it is read and copied as text")
+        format!("{why}; its text form holds the value, so it is read and copied as text")
     } else {
         format!(
-            "{shown}: {why}, and no rowshift type maps it; it is read as text so the table can be read"
+            "{why}, and no rowshift type maps it; it is read as text only so the table can be read (uncomment its line in [target.columns] to copy that text)"
         )
     }
 }
