@@ -983,3 +983,6 @@ mod secrets;
 
 #[path = "suite/faults.rs"]
 mod faults;
+
+#[path = "suite/init.rs"]
+mod init;

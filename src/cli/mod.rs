@@ -248,7 +248,11 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 target,
                 pipeline_dir,
             };
-            let text = rowshift::config::init::starter_pipeline(&opts)?;
+            let starter = rowshift::config::init::starter(&opts)?;
+            for note in &starter.notes {
+                eprintln!("note: {note}");
+            }
+            let text = &starter.text;
             let Some(out) = output else {
                 print!("{text}");
                 return Ok(0);
@@ -260,10 +264,13 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
             // What init writes must validate as written.
-            let check_path = out.with_extension("toml.check");
-            Pipeline::parse(&check_path, &text, &|n| std::env::var(n).ok())
-                .and_then(Plan::build)?;
-            std::fs::write(&out, &text).map_err(|e| rowshift::Error::io(&out, e))?;
+            starter.validate(&out).map_err(|e| {
+                anyhow::anyhow!(
+                    "the pipeline init made for {} does not validate, so it was not written: {e}",
+                    out.display()
+                )
+            })?;
+            std::fs::write(&out, text).map_err(|e| rowshift::Error::io(&out, e))?;
             println!(
                 "wrote {}; next: rowshift dry-run {}",
                 out.display(),

@@ -17,6 +17,8 @@ use crate::source::{self, Source};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
+mod db;
+
 /// What `rowshift init` was asked for.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -35,7 +37,7 @@ pub struct InitOptions {
 }
 
 /// One source column and what init made of it.
-struct Column {
+pub(crate) struct Column {
     name: String,
     ty: ColumnType,
     nullable: bool,
@@ -44,18 +46,64 @@ struct Column {
     marker: Option<String>,
 }
 
+/// A generated pipeline and what its author should know about it.
+#[derive(Debug, Clone)]
+pub struct Starter {
+    /// The pipeline file's text.
+    pub text: String,
+    /// Lines to print beside it: columns left out, passwords kept out of the file.
+    pub notes: Vec<String>,
+    /// `${VAR}`s the text uses for URLs with a password, with the URL each stands for,
+    /// so the pipeline validates before the user has set them.
+    vars: Vec<(String, String)>,
+}
+
+impl Starter {
+    /// Checks the pipeline as if it were the file `path`: it must validate as written.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let env = |name: &str| {
+            std::env::var(name).ok().or_else(|| {
+                self.vars
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        crate::config::Pipeline::parse(path, &self.text, &env)
+            .and_then(crate::plan::Plan::build)
+            .map(|_| ())
+    }
+}
+
 /// Introspects the source and returns the text of a starter pipeline file.
 pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
+    starter(opts).map(|s| s.text)
+}
+
+/// Introspects the source and returns a starter pipeline with its notes.
+pub fn starter(opts: &InitOptions) -> Result<Starter> {
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let location = Location::parse(&opts.from, &cwd, None).map_err(Error::Unsupported)?;
     let io = IoRuntime::new()?;
+    let mut vars = Vec::new();
+    let mut out_notes = Vec::new();
+    let mut source_types: Vec<db::SourceType> = Vec::new();
+    let mut source_schema = None;
     let (columns, key, source_url, table, notes) = match &location {
         Location::Sqlite { path } => sqlite_columns(opts, path, &io)?,
         Location::Files { path, format } => file_columns(opts, path, *format, &io)?,
         Location::Postgres { .. } | Location::Mysql { .. } => {
-            return Err(Error::Unsupported(
-                "rowshift init reads SQLite and files only, so far; for a PostgreSQL or MySQL table, start from pipelines/reference.toml".into(),
-            ));
+            let found = db::server_columns(opts, &location, &io)?;
+            source_types = found.types;
+            source_schema = found.schema;
+            let url = url_text(&opts.from, "ROWSHIFT_SOURCE_URL", &mut vars, &mut out_notes);
+            (
+                found.columns,
+                Some(found.key),
+                url,
+                Some(found.table),
+                found.notes,
+            )
         }
     };
     let name = opts.name.clone().unwrap_or_else(|| {
@@ -85,11 +133,20 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
     for n in &notes {
         t.push_str(&format!("# note: {n}\n"));
     }
+    for (var, shown) in &vars {
+        t.push_str(&format!(
+            "# ${{{var}}}: set it to {} with its password; the password is not written into this file.\n",
+            crate::config::redact(shown)
+        ));
+    }
     t.push_str(&format!(
         "name = {}\n\n[source]\nurl = {}\n",
         toml_str(&name),
         toml_str(&source_url)
     ));
+    if let Some(schema) = &source_schema {
+        t.push_str(&format!("schema = {}\n", toml_str(schema)));
+    }
     if let Some(table) = &table {
         t.push_str(&format!("table = {}\n", toml_str(table)));
     }
@@ -100,6 +157,17 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
             t.push_str(&format!("key = [{}]\n", names.join(", ")));
         }
         None => {}
+    }
+    if !source_types.is_empty() {
+        t.push_str("\n[source.types]\n");
+        for st in &source_types {
+            t.push_str(&format!("# {}\n", st.why));
+            t.push_str(&format!(
+                "{} = {}\n",
+                toml_key(&st.column),
+                toml_str(&st.ty.to_string())
+            ));
+        }
     }
     let marked: Vec<&Column> = columns.iter().filter(|c| c.marker.is_some()).collect();
     if !marked.is_empty() {
@@ -116,14 +184,42 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
     }
     t.push_str("\n[target]\n");
     match &opts.target {
-        Some(url) if url.starts_with("sqlite:") => {
-            t.push_str(&format!(
-                "url = {}\ntable = {}\n",
-                toml_str(url),
-                toml_str(&format!("{name}_v2"))
-            ));
+        Some(url) => {
+            let cwd_target = Location::parse(url, &cwd, None);
+            match cwd_target {
+                Ok(
+                    Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. },
+                ) => {
+                    // The source's own table is never the target: in the same database
+                    // (and schema) the copy is `<name>_v2` beside it.
+                    let same = cwd_target.as_ref().ok() == Some(&location);
+                    let table = if same {
+                        format!("{name}_v2")
+                    } else {
+                        name.clone()
+                    };
+                    let shown = match &cwd_target {
+                        // Relative paths in the file are read against the file's folder.
+                        Ok(Location::Sqlite { path }) => format!(
+                            "sqlite://{}",
+                            relative_to(path, &opts.pipeline_dir).display()
+                        ),
+                        _ => url_text(url, "ROWSHIFT_TARGET_URL", &mut vars, &mut out_notes),
+                    };
+                    t.push_str(&format!("url = {}\n", toml_str(&shown)));
+                    if let Some(schema) = source_schema.as_ref().filter(|_| same) {
+                        t.push_str(&format!("schema = {}\n", toml_str(schema)));
+                    }
+                    t.push_str(&format!("table = {}\n", toml_str(&table)));
+                }
+                Ok(Location::Files { path, format }) => t.push_str(&format!(
+                    "url = {}\nformat = \"{}\"\n",
+                    toml_str(&relative_to(&path, &opts.pipeline_dir).display().to_string()),
+                    format_name(format)
+                )),
+                Err(_) => t.push_str(&format!("url = {}\nformat = \"parquet\"\n", toml_str(url))),
+            }
         }
-        Some(url) => t.push_str(&format!("url = {}\nformat = \"parquet\"\n", toml_str(url))),
         None => t.push_str(&format!(
             "url = {}\nformat = \"parquet\"\n",
             toml_str(&format!("out/{name}"))
@@ -147,8 +243,51 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
             fields.join(", ")
         ));
     }
+    for st in source_types.iter().filter(|st| !st.copied) {
+        t.push_str(&format!(
+            "# {} = {{ type = \"text\", expr = {} }}  # not copied: {}\n",
+            toml_key(&st.column),
+            toml_str(&sql_ident(&st.column)),
+            st.why
+        ));
+        out_notes.push(format!(
+            "column `{}` is not copied: {}; its line in [target.columns] is a comment",
+            st.column, st.why
+        ));
+    }
     t.push_str("\n[chunks]\nrows = 100000\n");
-    Ok(t)
+    Ok(Starter {
+        text: t,
+        notes: out_notes,
+        vars,
+    })
+}
+
+/// The name `format = ...` takes for a file format.
+fn format_name(format: FileFormat) -> &'static str {
+    match format {
+        FileFormat::Csv => "csv",
+        FileFormat::Parquet => "parquet",
+    }
+}
+
+/// A URL as the pipeline file holds it: as given, or when it holds a password, the
+/// variable `var` (whose value is remembered in `vars` for validation only).
+fn url_text(
+    url: &str,
+    var: &str,
+    vars: &mut Vec<(String, String)>,
+    notes: &mut Vec<String>,
+) -> String {
+    if crate::config::redact(url) == url {
+        return url.to_string();
+    }
+    vars.push((var.to_string(), url.to_string()));
+    notes.push(format!(
+        "{} holds a password, which is not written into the pipeline: it reads ${{{var}}}; set {var} before running it",
+        crate::config::redact(url)
+    ));
+    format!("${{{var}}}")
 }
 
 type Introspected = (
@@ -458,11 +597,7 @@ impl TextStats {
         if self.integers && self.digits <= 18 {
             return ColumnType::BigInt;
         }
-        let precision = (self.digits.max(1) + self.scale).clamp(18, 38);
-        ColumnType::Decimal {
-            precision: precision as u8,
-            scale: self.scale.min(precision) as i8,
-        }
+        fractional_type(self.digits, self.scale)
     }
 
     /// The column's type, and a marker to read as NULL: a column of numbers but for one
@@ -547,11 +682,7 @@ pub fn infer_text(values: &[String]) -> ColumnType {
             })
             .max()
             .unwrap_or(1);
-        let precision = (digits + scale).clamp(18, 38);
-        return ColumnType::Decimal {
-            precision: precision as u8,
-            scale: scale.min(precision) as i8,
-        };
+        return fractional_type(digits, scale);
     }
     let date = |v: &str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok() && v.len() == 10;
     if all(&date) {
@@ -569,6 +700,26 @@ pub fn infer_text(values: &[String]) -> ColumnType {
         return ColumnType::Boolean;
     }
     ColumnType::Text
+}
+
+/// The most decimals a column of numbers with a fraction may have and still read as
+/// decimal money (`12.50`, `0.0725`) rather than as measurements.
+const MONEY_SCALE: usize = 4;
+
+/// The type for numbers with a fraction: a decimal when every value has at most
+/// [`MONEY_SCALE`] decimals (the text is clearly decimal, like money), else `double`. A
+/// float printed in full (`10.357019999999999`) would otherwise make a decimal whose
+/// scale leaves no room for the integer digits of the next value (`1048.36`).
+fn fractional_type(digits: usize, scale: usize) -> ColumnType {
+    if scale <= MONEY_SCALE && digits + scale <= 38 {
+        let precision = (digits.max(1) + scale).clamp(18, 38);
+        ColumnType::Decimal {
+            precision: precision as u8,
+            scale: scale as i8,
+        }
+    } else {
+        ColumnType::Double
+    }
 }
 
 /// A unique, non-null `id` or `*_id` column of the sample, first one wins.
@@ -699,6 +850,26 @@ mod tests {
             infer_text(&v(&["05/03/2024", "2024-03-05"])),
             ColumnType::Text
         );
+    }
+
+    #[test]
+    fn floats_printed_in_full_are_double_and_money_is_decimal() {
+        assert_eq!(
+            infer_text(&v(&["10.357019999999999", "1048.36"])),
+            ColumnType::Double
+        );
+        assert_eq!(
+            infer_text(&v(&["12.50", "0.0725", "1048"])),
+            ColumnType::Decimal {
+                precision: 18,
+                scale: 4
+            }
+        );
+        let mut stats = TextStats::new();
+        for x in ["10.357019999999999", "NA", "1048.36", "3"] {
+            stats.add(x);
+        }
+        assert_eq!(stats.finish(), (ColumnType::Double, Some("NA".into())));
     }
 
     #[test]
