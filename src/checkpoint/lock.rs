@@ -148,6 +148,12 @@ pub(crate) fn acquire<T>(
             told = true;
             waiting(&holder);
         }
+        // Ctrl-C or SIGTERM while waiting: this run has touched nothing yet.
+        if crate::db::cancel_requested() {
+            return Err(Error::Unsupported(format!(
+                "interrupted while waiting for {what}, which another run holds ({holder}); this run touched nothing"
+            )));
+        }
         std::thread::sleep(POLL.min(wait - waited));
     }
 }

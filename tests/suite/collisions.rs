@@ -385,6 +385,49 @@ fn a_run_waits_for_the_lock_with_a_bound_and_says_so() {
     assert_eq!(target.counts(&ws, "w"), (ROWS, ROWS));
 }
 
+/// Ctrl-C (here SIGINT) while a run waits for the lock ends the wait within a poll: the
+/// waiter exits 2 saying what it waited for, and the holder goes on undisturbed.
+#[test]
+fn a_run_waiting_for_the_lock_stops_at_ctrl_c() {
+    let ws = Workspace::new();
+    source(&ws);
+    let target = Target::postgres("rs_lockint");
+    let p = pipeline(&ws, &target, "w", true);
+    let holder = start(&ws, &p, 1500);
+    std::thread::sleep(Duration::from_millis(500));
+    let waiter = Command::new(env!("CARGO_BIN_EXE_rowshift"))
+        .args(["run", &p, "--lock-timeout", "120"])
+        .current_dir(ws.path("."))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let sent = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &waiter.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let waiter = wait(waiter);
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "the waiter took {:?} to stop",
+        sent.elapsed()
+    );
+    assert_eq!(waiter.code, 2, "{}", waiter.text);
+    assert!(
+        waiter.text.contains("interrupted while waiting for")
+            && waiter.text.contains("which another run holds (host ")
+            && waiter.text.contains("this run touched nothing"),
+        "{}",
+        waiter.text
+    );
+    let holder = wait(holder);
+    assert_eq!(holder.code, 0, "{}", holder.text);
+    assert_eq!(target.counts(&ws, "w"), (ROWS, ROWS));
+}
+
 /// The loser's done and failed marks change nothing of the winner's, in the stores of
 /// PostgreSQL and MariaDB targets (the SQLite store has a unit test of its own).
 fn losers_marks(target: Target) {
