@@ -721,7 +721,13 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Outcome, Faile
         };
         let transient = e.is_transient() && !crate::checkpoint::is_claim_lost(&e);
         let pause = backoff(attempt);
-        if transient && started.elapsed() + pause <= budget && !shared.lock.lost() {
+        // After Ctrl-C or SIGTERM no transient error is waited out: the chunk fails with
+        // it at once, and the next run redoes it.
+        if transient
+            && started.elapsed() + pause <= budget
+            && !shared.lock.lost()
+            && !crate::db::cancel_requested()
+        {
             std::thread::sleep(pause);
             continue;
         }
