@@ -729,7 +729,9 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Outcome, Faile
             && !crate::db::cancel_requested()
         {
             std::thread::sleep(pause);
-            continue;
+            if !crate::db::cancel_requested() {
+                continue;
+            }
         }
         // Past the reject limit, or on a full disk, no chunk may start.
         let stop = e.stops_run();

@@ -818,3 +818,46 @@ name = { type = "text", expr = "name" }
     let verify = ws.rowshift(&["verify", &p]);
     assert_eq!(verify.code, 1, "{}{}", verify.stdout, verify.stderr);
 }
+
+/// Ctrl-C (here SIGINT) while a chunk waits out a transient error that does not end: the
+/// chunk stops retrying within a backoff pause instead of using its whole 60 s budget, the
+/// run exits 2 with the chunk failed, and the next run writes every row once.
+#[test]
+fn ctrl_c_ends_a_chunk_s_retries_at_once_and_the_next_run_redoes_it() {
+    let ws = Workspace::new();
+    let child = Command::new(env!("CARGO_BIN_EXE_rowshift"))
+        .args(["run", "pipelines/quickstart.toml", "--quiet"])
+        .current_dir(ws.path("."))
+        .env("ROWSHIFT_FAULT", "chunk=2,transient=100000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "stopped after {took:?}: {text}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("connection reset (after "), "{text}");
+    let out = ws.rowshift(&["run", "pipelines/quickstart.toml", "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let rows = sqlite_rows(
+        &ws.path("out/shop_v2.db"),
+        "SELECT count(*), count(DISTINCT id) FROM users_v2",
+    );
+    assert_eq!(rows[0], ["903", "903"]);
+}
