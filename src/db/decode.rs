@@ -830,6 +830,18 @@ mod tests {
 
     /// Reads `sql` from a database holding `setup`, returning the batch or the failure.
     fn read(setup: &str, sql: &str, kinds: &[Kind]) -> Result<RecordBatch, String> {
+        read_in(setup, sql, kinds, &[KeyValue::Int(0)], false)
+    }
+
+    /// Reads `sql` (bound to `params`) from a database holding `setup`; with `convert`,
+    /// every column but the first (the key `c0`) is converted into its kind.
+    fn read_in(
+        setup: &str,
+        sql: &str,
+        kinds: &[Kind],
+        params: &[KeyValue],
+        convert: bool,
+    ) -> Result<RecordBatch, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -848,21 +860,19 @@ mod tests {
             ));
             let mut lock = conn.lock_handle().await.unwrap();
             let raw = RawConn::new(&mut lock);
-            let mut rows = raw
-                .prepare(sql, &[KeyValue::Int(0)])
-                .map_err(|e| e.to_string())?;
-            let mut builder = BatchBuilder::new(kinds, 16);
+            let mut rows = raw.prepare(sql, params).map_err(|e| e.to_string())?;
+            let converted: Vec<bool> = (0..kinds.len()).map(|i| i > 0).collect();
+            let mut builder = match convert {
+                true => BatchBuilder::converting(kinds, &converted, 16),
+                false => BatchBuilder::new(kinds, 16),
+            };
+            let key = KeyCols {
+                index: vec![0],
+                names: vec!["c0".into()],
+            };
             while rows.step().map_err(|e| e.to_string())? {
                 builder
-                    .push(
-                        &rows,
-                        &schema,
-                        &KeyCols {
-                            index: vec![0],
-                            names: vec!["c0".into()],
-                        },
-                        "t",
-                    )
+                    .push(&rows, &schema, &key, "t")
                     .map_err(|f| f.to_string())?;
             }
             builder
@@ -957,40 +967,7 @@ mod tests {
 
     /// Reads `sql` with every column but the first converted into its kind.
     fn read_converting(setup: &str, sql: &str, kinds: &[Kind]) -> Result<RecordBatch, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let schema: SchemaRef = Arc::new(Schema::new(
-                kinds
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| Field::new(format!("c{i}"), k.arrow_type(), true))
-                    .collect::<Vec<_>>(),
-            ));
-            let mut lock = conn.lock_handle().await.unwrap();
-            let raw = RawConn::new(&mut lock);
-            let mut rows = raw.prepare(sql, &[]).map_err(|e| e.to_string())?;
-            let convert: Vec<bool> = (0..kinds.len()).map(|i| i > 0).collect();
-            let mut builder = BatchBuilder::converting(kinds, &convert, 16);
-            let key = KeyCols {
-                index: vec![0],
-                names: vec!["c0".into()],
-            };
-            while rows.step().map_err(|e| e.to_string())? {
-                builder
-                    .push(&rows, &schema, &key, "t")
-                    .map_err(|f| f.to_string())?;
-            }
-            builder
-                .finish(&schema, &schema, "t")
-                .map_err(|e| e.to_string())
-        })
+        read_in(setup, sql, kinds, &[], true)
     }
 
     #[test]
