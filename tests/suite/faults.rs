@@ -131,6 +131,36 @@ fn assert_all_done(ws: &Workspace, p: &str) {
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
 }
 
+/// Runs `p` until it finishes (at most `tries` runs), then checks that the target holds
+/// exactly the source's rows (`stored` reads them), every chunk is done and `verify` agrees.
+fn ends_as_a_clean_run(
+    ws: &Workspace,
+    p: &str,
+    tries: usize,
+    source: &Path,
+    stored: impl FnOnce() -> Vec<Vec<String>>,
+) {
+    run_until_done(ws, p, tries);
+    assert_eq!(stored(), source_rows(source));
+    assert_all_done(ws, p);
+}
+
+/// The `items` rows of a PostgreSQL target, as text in key order.
+fn pg_items(pg: &PgSchema) -> Vec<Vec<String>> {
+    pg.rows(&format!(
+        "SELECT i.id::text, name, qty::text, note FROM {}.items i ORDER BY i.id",
+        pg_quote(&pg.name)
+    ))
+}
+
+/// The `items` rows of a MariaDB target, as text in key order.
+fn my_items(my: &MyDb) -> Vec<Vec<String>> {
+    my.rows(&format!(
+        "SELECT CAST(id AS CHAR), name, CAST(qty AS CHAR), note FROM {}.items ORDER BY id",
+        my_quote(&my.name)
+    ))
+}
+
 /// Runs `kill` every `every` while the run of `p` goes on; returns how many times it
 /// killed something and the run's output.
 fn run_while(
@@ -210,13 +240,7 @@ fn backends_terminated_mid_run_on_postgres_end_as_a_clean_run() {
         "a server source line in: {}",
         out.stderr
     );
-    run_until_done(&ws, &p, 5);
-    let got = pg.rows(&format!(
-        "SELECT i.id::text, name, qty::text, note FROM {}.items i ORDER BY i.id",
-        pg_quote(&pg.name)
-    ));
-    assert_eq!(got, source_rows(&source));
-    assert_all_done(&ws, &p);
+    ends_as_a_clean_run(&ws, &p, 5, &source, || pg_items(&pg));
 }
 
 #[test]
@@ -255,13 +279,7 @@ fn connections_killed_mid_run_on_mariadb_end_as_a_clean_run() {
         out.stdout,
         out.stderr
     );
-    run_until_done(&ws, &p, 5);
-    let got = my.rows(&format!(
-        "SELECT CAST(id AS CHAR), name, CAST(qty AS CHAR), note FROM {}.items ORDER BY id",
-        my_quote(&my.name)
-    ));
-    assert_eq!(got, source_rows(&source));
-    assert_all_done(&ws, &p);
+    ends_as_a_clean_run(&ws, &p, 5, &source, || my_items(&my));
 }
 
 /// Holds a lock on `table` from another connection for `hold` while `p` runs with a
@@ -335,13 +353,7 @@ fn a_lock_held_past_lock_timeout_on_postgres_ends_as_a_clean_run() {
             first.stderr
         );
     }
-    run_until_done(&ws, &p, 3);
-    let got = pg.rows(&format!(
-        "SELECT i.id::text, name, qty::text, note FROM {}.items i ORDER BY i.id",
-        pg_quote(&pg.name)
-    ));
-    assert_eq!(got, source_rows(&source));
-    assert_all_done(&ws, &p);
+    ends_as_a_clean_run(&ws, &p, 3, &source, || pg_items(&pg));
 }
 
 #[test]
@@ -389,13 +401,7 @@ fn a_lock_held_past_lock_timeout_on_mariadb_ends_as_a_clean_run() {
         "with the lock held the run ended {}: {}",
         first.code, first.stderr
     );
-    run_until_done(&ws, &p, 3);
-    let got = my.rows(&format!(
-        "SELECT CAST(id AS CHAR), name, CAST(qty AS CHAR), note FROM {}.items ORDER BY id",
-        my_quote(&my.name)
-    ));
-    assert_eq!(got, source_rows(&source));
-    assert_all_done(&ws, &p);
+    ends_as_a_clean_run(&ws, &p, 3, &source, || my_items(&my));
 }
 
 /// A tmpfs of `size` mounted on `dir`, unmounted when dropped. Mounting needs root (or
