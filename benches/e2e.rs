@@ -1487,7 +1487,7 @@ impl Pg {
 
 /// A quoted PostgreSQL identifier.
 fn quote(name: &str) -> String {
-    rowshift::db::quote_ident(name)
+    rowshift::sql::quote_ident(name)
 }
 
 /// A PostgreSQL string literal.
@@ -2421,8 +2421,8 @@ fn sqlite_count(db: &Path, table: &str) -> Result<u64, String> {
             .connect()
             .await
             .map_err(|e| format!("opening {}: {e}", db.display()))?;
-        let sql = format!("SELECT count(*) FROM {}", rowshift::db::quote_ident(table));
-        let n: i64 = sqlx::query_scalar(rowshift::db::stmt(sql))
+        let sql = format!("SELECT count(*) FROM {}", rowshift::sql::quote_ident(table));
+        let n: i64 = sqlx::query_scalar(rowshift::sql::stmt(sql))
             .fetch_one(&mut conn)
             .await
             .map_err(|e| format!("counting {table} in {}: {e}", db.display()))?;

@@ -25,14 +25,19 @@
 
 pub mod check;
 pub mod checkpoint;
+pub mod chunk;
 pub mod config;
 pub mod db;
 mod error;
+pub mod fault;
 pub mod init;
 pub mod plan;
 pub mod run;
+pub mod runtime;
+pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod sql;
 pub mod transform;
 pub mod types;
 

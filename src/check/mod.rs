@@ -4,32 +4,8 @@ pub mod quarantine;
 pub mod readback;
 pub mod rules;
 
-use serde::{Deserialize, Serialize};
-
-use crate::plan::{Chunk, ChunkRange};
+use crate::chunk::{Chunk, ChunkCounts, ChunkRange};
 use crate::{Error, Result};
-
-/// Row counts of one chunk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkCounts {
-    /// Rows read from the source.
-    pub read: u64,
-    /// Rows written to the target.
-    pub written: u64,
-    /// Rows the filter dropped.
-    pub filtered: u64,
-    /// Rows that failed a conversion or check.
-    pub rejected: u64,
-}
-
-impl std::ops::AddAssign for ChunkCounts {
-    fn add_assign(&mut self, o: Self) {
-        self.read += o.read;
-        self.written += o.written;
-        self.filtered += o.filtered;
-        self.rejected += o.rejected;
-    }
-}
 
 /// An order-independent checksum of a batch's rows: the wrapping sum of a fixed-seed hash
 /// of each row. Chunk size, batch size and thread count cannot change it; it is stable

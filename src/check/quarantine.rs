@@ -4,7 +4,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use crate::transform::cast::{cast_lossless, value_text};
+use crate::types::cast::{cast_lossless, value_text};
 use crate::{Error, Result, RowFailure};
 
 /// One rejected row.
@@ -35,7 +35,7 @@ impl QuarantineEntry {
         key: &[String],
         failure: &RowFailure,
     ) -> Self {
-        let key = crate::source::row_key(batch, key, row);
+        let key = crate::chunk::key::row_key(batch, key, row);
         QuarantineEntry {
             chunk,
             key,

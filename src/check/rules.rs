@@ -14,15 +14,30 @@ use arrow::record_batch::RecordBatch;
 use datafusion_common::DFSchema;
 use datafusion_common::hash_utils::{RandomState, create_hashes};
 use datafusion_physical_expr::PhysicalExpr;
-use sqlx::sqlite::SqlitePool;
 
-use crate::config::{CheckKind, Diagnostic, Location, Pipeline, Policy};
-use crate::db::sqlite::{Access, connect, table_columns};
-use crate::db::{IoRuntime, quote_ident, stmt};
+use crate::config::{CheckKind, Diagnostic, Pipeline, Policy};
 use crate::transform::ExprContext;
-use crate::transform::cast::value_text;
 use crate::transform::{Scope, compile_expr, eval_lenient};
+use crate::types::cast::value_text;
 use crate::{Error, Result};
+
+/// The table a `references` check looks its values up in.
+///
+/// Contract: `missing` is called from several workers at once, with a column of the
+/// target schema; it returns the rows whose non-NULL value the referenced column does
+/// not hold (a NULL is never missing), and fails rather than guess when the lookup
+/// cannot be made.
+pub trait Lookup: Send + Sync {
+    /// Rows of `values` whose (non-NULL) value the referenced column does not hold.
+    fn missing(&self, values: &ArrayRef) -> Result<Vec<usize>>;
+
+    /// The referenced `table.column`, for messages.
+    fn referenced(&self) -> String;
+}
+
+/// Opens the [`Lookup`] of `references = { table, column }`, or says why it cannot:
+/// the message is reported at the check's line.
+pub type OpenLookup<'a> = dyn Fn(&str, &str) -> std::result::Result<Box<dyn Lookup>, String> + 'a;
 
 /// The compiled `[[checks]]` of a pipeline. Shared by every worker of a run.
 pub struct Checks {
@@ -46,7 +61,7 @@ enum RuleKind {
     },
     /// Value hash -> the chunk that wrote it.
     Unique(Mutex<HashMap<u128, usize>>),
-    References(Lookup),
+    References(Box<dyn Lookup>),
 }
 
 /// One row that failed a check.
@@ -84,7 +99,7 @@ impl Checks {
         pipeline: &Pipeline,
         output: &SchemaRef,
         source: &SchemaRef,
-        io: &IoRuntime,
+        open_lookup: &OpenLookup<'_>,
     ) -> Result<Checks> {
         let ctx = ExprContext::new();
         let df_schema = DFSchema::try_from(output.as_ref().clone())
@@ -198,7 +213,7 @@ impl Checks {
                         table,
                         column: rcol,
                     },
-                ) => match Lookup::open(pipeline, table, rcol, io) {
+                ) => match open_lookup(table, rcol) {
                     Ok(l) => RuleKind::References(l),
                     Err(msg) => {
                         diags.push(Diagnostic::at(c.kind.span.clone(), msg));
@@ -289,7 +304,7 @@ impl Checks {
                         out.push(violation(
                             rule,
                             row,
-                            format!("has no match in {}.{}", lookup.table, lookup.column),
+                            format!("has no match in {}", lookup.referenced()),
                         ));
                     }
                 }
@@ -433,151 +448,6 @@ fn value_hashes(column: &ArrayRef) -> Result<Vec<u128>> {
         .zip(b)
         .map(|(x, y)| (u128::from(x) << 64) | u128::from(y))
         .collect())
-}
-
-/// `references`: values looked up in a table of a SQLite database.
-struct Lookup {
-    pool: SqlitePool,
-    io: IoRuntime,
-    table: String,
-    column: String,
-    shown: String,
-    /// Values known to exist, as text.
-    found: Mutex<HashSet<String>>,
-}
-
-/// Values per lookup query, well under SQLite's bound-parameter limit.
-const LOOKUP_BATCH: usize = 1000;
-/// Found values kept; the cache is cleared when it grows past this.
-const CACHE_MAX: usize = 1 << 20;
-
-impl Lookup {
-    /// Opens the database that holds `table`: the target's if it has it, else the
-    /// source's.
-    fn open(
-        pipeline: &Pipeline,
-        table: &str,
-        column: &str,
-        io: &IoRuntime,
-    ) -> Result<Lookup, String> {
-        let candidates: Vec<&std::path::Path> =
-            [&pipeline.target.location, &pipeline.source.location]
-                .into_iter()
-                .filter_map(|l| match l {
-                    Location::Sqlite { path } if path.exists() => Some(path.as_path()),
-                    _ => None,
-                })
-                .collect();
-        if candidates.is_empty() {
-            let postgres = [&pipeline.target.location, &pipeline.source.location]
-                .iter()
-                .any(|l| matches!(l, Location::Postgres { .. } | Location::Mysql { .. }));
-            return Err(if postgres {
-                format!(
-                    "`references` looks tables up in SQLite databases only, so far; for PostgreSQL and MySQL, declare a foreign key to `{table}` on the target table"
-                )
-            } else {
-                format!(
-                    "`references` looks `{table}` up in the target or source database, and this pipeline has no SQLite database that exists yet"
-                )
-            });
-        }
-        let mut searched = Vec::new();
-        for path in candidates {
-            let shown = format!("sqlite://{}", crate::config::show_path(path));
-            let pool = connect(io, path, Access::Read, 1).map_err(|e| e.to_string())?;
-            let columns = io
-                .block_on(table_columns(&pool, table, &shown))
-                .map_err(|e| e.to_string())?;
-            match columns {
-                None => {
-                    io.block_on(pool.close());
-                    searched.push(shown);
-                }
-                Some(cols) if !cols.iter().any(|c| c.name == column) => {
-                    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
-                    return Err(format!(
-                        "referenced table `{table}` in {shown} has no column `{column}`; it has: {}",
-                        names.join(", ")
-                    ));
-                }
-                Some(_) => {
-                    return Ok(Lookup {
-                        pool,
-                        io: io.clone(),
-                        table: table.to_string(),
-                        column: column.to_string(),
-                        shown,
-                        found: Mutex::new(HashSet::new()),
-                    });
-                }
-            }
-        }
-        Err(format!(
-            "referenced table `{table}` does not exist in {}",
-            searched.join(" or ")
-        ))
-    }
-
-    /// Rows of `values` whose (non-NULL) value the referenced column does not hold.
-    fn missing(&self, values: &ArrayRef) -> Result<Vec<usize>> {
-        let texts: Vec<Option<String>> = (0..values.len())
-            .map(|r| value_text(values.as_ref(), r))
-            .collect();
-        let unknown: Vec<String> = {
-            let found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-            let mut u: Vec<String> = texts
-                .iter()
-                .flatten()
-                .filter(|t| !found.contains(*t))
-                .cloned()
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            u.sort();
-            u
-        };
-        let integers = values.data_type().is_integer();
-        let mut present = HashSet::new();
-        let sql_head = format!(
-            "SELECT CAST({c} AS TEXT) FROM {t} WHERE {c} IN ",
-            c = quote_ident(&self.column),
-            t = quote_ident(&self.table)
-        );
-        for group in unknown.chunks(LOOKUP_BATCH) {
-            let sql = format!("{sql_head}({})", vec!["?"; group.len()].join(", "));
-            let rows: Vec<Option<String>> = self.io.block_on(async {
-                let mut q = sqlx::query_scalar(stmt(sql));
-                for v in group {
-                    // Integers bind as integers so an INTEGER column's index is used.
-                    q = match (integers, v.parse::<i64>()) {
-                        (true, Ok(i)) => q.bind(i),
-                        _ => q.bind(v.clone()),
-                    };
-                }
-                q.fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| Error::db(format!("{} table {}", self.shown, self.table), e))
-            })?;
-            present.extend(rows.into_iter().flatten());
-        }
-        let unknown: HashSet<String> = unknown.into_iter().collect();
-        let missing = texts
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| {
-                t.as_ref()
-                    .is_some_and(|t| unknown.contains(t) && !present.contains(t))
-            })
-            .map(|(r, _)| r)
-            .collect();
-        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
-        if found.len() + present.len() > CACHE_MAX {
-            found.clear();
-        }
-        found.extend(present);
-        Ok(missing)
-    }
 }
 
 /// A SQL identifier for DataFusion, quoted so any name works.

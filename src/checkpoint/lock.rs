@@ -138,7 +138,7 @@ pub(crate) fn acquire<T>(
         if waited >= wait {
             let after = match wait.is_zero() {
                 true => String::new(),
-                false => format!(" (waited {})", crate::run::fmt_duration(waited)),
+                false => format!(" (waited {})", crate::error::diag::fmt_duration(waited)),
             };
             return Err(Error::Unsupported(format!(
                 "{what} is held by another run: {holder}{after}; it runs this pipeline now, so this run stops before touching anything. Wait for it to end, or pass --lock-timeout SECONDS to wait for it"
@@ -149,7 +149,7 @@ pub(crate) fn acquire<T>(
             waiting(&holder);
         }
         // Ctrl-C or SIGTERM while waiting: this run has touched nothing yet.
-        if crate::db::cancel_requested() {
+        if crate::runtime::cancel_requested() {
             return Err(Error::Unsupported(format!(
                 "interrupted while waiting for {what}, which another run holds ({holder}); this run touched nothing"
             )));

@@ -8,23 +8,17 @@
 //! part files are renamed into place before the mark is written, and a chunk redone after
 //! a crash rewrites the same part file.
 
-mod lock;
-mod mysql;
-mod postgres;
-mod sql;
-mod sqlite;
+pub(crate) mod lock;
+pub mod sql;
 
 use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
 pub use self::lock::{Holder, RunLock};
-pub use self::mysql::{MyStore, mark_done as my_mark_done};
-pub use self::postgres::{PgStore, mark_done as pg_mark_done};
-pub use self::sqlite::{Entry, Ledger, SqliteStore, holds_claim, mark_done};
 use crate::Result;
-use crate::check::ChunkCounts;
-use crate::plan::Chunk;
+use crate::chunk::Chunk;
+use crate::chunk::ChunkCounts;
 
 /// Where a chunk is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,7 +45,7 @@ impl ChunkState {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "pending" => ChunkState::Pending,
             "running" => ChunkState::Running,

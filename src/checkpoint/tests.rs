@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::db::IoRuntime;
-use crate::plan::{ChunkRange, KeyValue};
+use crate::chunk::{ChunkRange, KeyValue};
+use crate::db::sqlite::checkpoint::SqliteStore;
+use crate::runtime::IoRuntime;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -246,7 +247,7 @@ fn a_store_from_before_the_checksum_column_is_read_and_upgraded() {
             "INSERT INTO \"_rowshift_runs\" VALUES ('p', 'fp', '[]', '2026-11-01T00:00:00Z')".to_string(),
             format!("INSERT INTO \"_rowshift_chunks\" (pipeline, id, chunk, state, rows_read, rows_written) VALUES ('p', 0, '{chunk}', 'done', 5, 5)"),
         ] {
-            sqlx::query(crate::db::stmt(sql)).execute(&pool).await.unwrap();
+            sqlx::query(crate::sql::stmt(sql)).execute(&pool).await.unwrap();
         }
     });
     io.block_on(pool.close());

@@ -435,7 +435,7 @@ fn run_command(
         if presses.fetch_add(1, Ordering::SeqCst) == 0 {
             cancel.store(true, Ordering::SeqCst);
             // Long operations inside a chunk (the search for refused rows) stop too.
-            rowshift::db::request_cancel();
+            rowshift::runtime::request_cancel();
             eprintln!(
                 "stopping: chunks in flight will finish (Ctrl-C again to abort at once; the run can be resumed)"
             );

@@ -3,7 +3,6 @@
 //! The file is parsed into a spanned TOML document and walked by hand rather than through
 //! serde, so that *every* problem is collected in one pass and each points at its own line.
 
-mod diag;
 mod location;
 
 use std::ops::Range;
@@ -12,9 +11,10 @@ use std::sync::Arc;
 
 use toml_edit::{Item, TableLike};
 
-pub use diag::{Diagnostic, Diagnostics, suggest};
-pub(crate) use location::percent_decode;
-pub use location::{FileFormat, Location, SecretUrl, redact, show_path};
+pub use crate::error::diag::{Diagnostic, Diagnostics, suggest};
+pub use crate::secret::percent_decode;
+pub use crate::secret::{SecretUrl, redact};
+pub use location::{FileFormat, Location, show_path};
 
 use crate::types::ColumnType;
 use crate::{Error, Result};
@@ -1400,13 +1400,13 @@ impl<'a> Walker<'a> {
                             "`timezone` applies to timestamptz columns only; `{name}` is not one"
                         ),
                     );
-                } else if let Err(msg) = crate::transform::cast::check_zone(&tz.value) {
+                } else if let Err(msg) = crate::types::cast::check_zone(&tz.value) {
                     self.error(tz.span.clone(), msg);
                 }
             }
             let format = self.string(&c, "format", false);
             if let (Some(f), Some(t)) = (&format, &ty)
-                && let Err(msg) = crate::transform::datefmt::check_format(&f.value, &t.value)
+                && let Err(msg) = crate::types::datefmt::check_format(&f.value, &t.value)
             {
                 self.error(f.span.clone(), msg);
             }

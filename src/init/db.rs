@@ -5,9 +5,9 @@ use arrow::datatypes::DataType;
 
 use super::{Column, InitOptions, infer};
 use crate::config::{DbOptions, Location};
-use crate::db::IoRuntime;
 use crate::db::mysql::{MyColumn, MyKind};
 use crate::db::postgres::{PgColumn, PgKind};
+use crate::runtime::IoRuntime;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -91,9 +91,9 @@ pub(crate) fn server_columns(
                     ),
                 ));
             };
-            let key = io
-                .block_on(pg_primary_key(&pool, &schema, &table))
-                .map_err(|e| Error::db(&shown, e))?;
+            let key = io.block_on(crate::db::postgres::primary_key(
+                &pool, &schema, &table, &shown,
+            ))?;
             let mut found = Found {
                 columns: Vec::new(),
                 key: Vec::new(),
@@ -128,9 +128,9 @@ pub(crate) fn server_columns(
                     ),
                 ));
             };
-            let key = io
-                .block_on(my_primary_key(&pool, &database, &table))
-                .map_err(|e| Error::db(&shown, e))?;
+            let key = io.block_on(crate::db::mysql::primary_key(
+                &pool, &database, &table, &shown,
+            ))?;
             let mut found = Found {
                 columns: Vec::new(),
                 key: Vec::new(),
@@ -247,40 +247,4 @@ fn text_why(why: &str, copied: bool) -> String {
 
 fn arrow_type(t: &DataType, name: &str) -> Result<ColumnType> {
     infer(None, t, name)
-}
-
-/// The primary key's columns in key order, or none.
-async fn pg_primary_key(
-    pool: &sqlx::PgPool,
-    schema: &str,
-    table: &str,
-) -> std::result::Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT a.attname::text FROM pg_index i \
-         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
-         WHERE i.indisprimary AND i.indrelid = (SELECT c.oid FROM pg_class c \
-               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2) \
-         ORDER BY array_position(i.indkey::int2[], a.attnum)",
-    )
-    .bind(schema)
-    .bind(table)
-    .fetch_all(pool)
-    .await
-}
-
-/// The primary key's columns in key order, or none.
-async fn my_primary_key(
-    pool: &sqlx::MySqlPool,
-    database: &str,
-    table: &str,
-) -> std::result::Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
-         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
-         ORDER BY ORDINAL_POSITION",
-    )
-    .bind(database)
-    .bind(table)
-    .fetch_all(pool)
-    .await
 }

@@ -11,9 +11,9 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit};
 
 use crate::config::{CsvOptions, FileFormat, Location, SourceConfig, Spanned, show_path};
-use crate::db::IoRuntime;
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
-use crate::source::{self, Source};
+use crate::runtime::IoRuntime;
+use crate::source::Source;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -347,7 +347,7 @@ fn sqlite_columns(opts: &InitOptions, path: &Path, io: &IoRuntime) -> Result<Int
         Some(&table),
         &key,
     );
-    let source = source::open(&config, io)?;
+    let source = crate::plan::open_source(&config, io)?;
     let sample = sample_batch(source.as_ref())?;
     let mut columns = Vec::new();
     for (i, c) in cols.iter().enumerate() {
@@ -382,7 +382,7 @@ fn file_columns(
         None,
         &[],
     );
-    let source = source::open(&config, io)?;
+    let source = crate::plan::open_source(&config, io)?;
     let schema = source.schema();
     let sample = sample_batch(source.as_ref())?;
     // A CSV's types come from every row: a marker or an outlier far down must not turn
@@ -759,7 +759,7 @@ fn sql_ident(name: &str) -> String {
     if simple {
         name.to_string()
     } else {
-        crate::db::quote_ident(name)
+        crate::sql::quote_ident(name)
     }
 }
 

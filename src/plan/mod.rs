@@ -5,147 +5,23 @@
 //! expression naming a missing column, a type that cannot be cast) are reported here, with
 //! the line of the pipeline file, before any row moves.
 
-use std::fmt;
+mod open;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
-use crate::check::readback::Selection;
 use crate::check::rules::Checks;
+use crate::chunk::{Chunk, ChunkRange, Selection, TargetKey};
 use crate::config::{Location, Pipeline, Verify};
-use crate::db::IoRuntime;
-use crate::sink::{self, Sink};
-use crate::source::{self, Source};
+use crate::runtime::IoRuntime;
+use crate::sink::Sink;
+use crate::source::Source;
 use crate::transform::Transform;
+
+pub use self::open::{open_sink, open_source};
 use crate::{Error, Result};
-
-/// A value of the chunking key, as stored in chunk boundaries.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum KeyValue {
-    /// An integer key.
-    Int(i64),
-    /// A text key.
-    Text(String),
-    /// A composite key's value, one part per key column, compared part by part (SQL's
-    /// row-value comparison). Parts are never themselves tuples.
-    Tuple(Vec<KeyValue>),
-}
-
-impl KeyValue {
-    /// The parts: a tuple's, or the value itself for a one-column key.
-    pub fn parts(&self) -> &[KeyValue] {
-        match self {
-            KeyValue::Tuple(parts) => parts,
-            one => std::slice::from_ref(one),
-        }
-    }
-
-    /// A key value from its parts: the part itself for a one-column key.
-    pub fn from_parts(mut parts: Vec<KeyValue>) -> KeyValue {
-        if parts.len() == 1 {
-            parts.remove(0)
-        } else {
-            KeyValue::Tuple(parts)
-        }
-    }
-}
-
-impl fmt::Display for KeyValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyValue::Int(v) => write!(f, "{v}"),
-            KeyValue::Text(v) => write!(f, "'{}'", v.replace('\'', "''")),
-            KeyValue::Tuple(parts) => {
-                f.write_str("(")?;
-                for (i, p) in parts.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{p}")?;
-                }
-                f.write_str(")")
-            }
-        }
-    }
-}
-
-/// What part of the source a chunk covers. Fixed at plan time.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ChunkRange {
-    /// Rows with `lo < key <= hi` (an open end is unbounded).
-    Keys {
-        /// Exclusive lower bound; `None` for the first chunk.
-        lo: Option<KeyValue>,
-        /// Inclusive upper bound; `None` for the last chunk, so rows added after planning
-        /// are not lost.
-        hi: Option<KeyValue>,
-    },
-    /// Whole records between two byte offsets of a CSV file.
-    Bytes {
-        /// Index into the source's file list.
-        file: usize,
-        /// First byte of the first record.
-        start: u64,
-        /// One past the last byte of the last record.
-        end: u64,
-        /// 1-based line number of the first record.
-        first_line: u64,
-    },
-    /// Consecutive row groups of a Parquet file.
-    RowGroups {
-        /// Index into the source's file list.
-        file: usize,
-        /// First row group.
-        first: usize,
-        /// One past the last row group.
-        end: usize,
-        /// Row number (0-based, within the file) of the chunk's first row.
-        first_row: u64,
-    },
-}
-
-/// One unit of work: read, transform, check and commit as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Chunk {
-    /// Position in the plan, from 0.
-    pub id: usize,
-    /// What it covers.
-    pub range: ChunkRange,
-    /// Rows in the chunk when known exactly at plan time (files, key ranges).
-    pub rows: Option<u64>,
-}
-
-impl fmt::Display for Chunk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.range {
-            ChunkRange::Keys { lo, hi } => match (lo, hi) {
-                (None, None) => write!(f, "chunk {} (all keys)", self.id),
-                (Some(lo), None) => write!(f, "chunk {} (key > {lo})", self.id),
-                (None, Some(hi)) => write!(f, "chunk {} (key <= {hi})", self.id),
-                (Some(lo), Some(hi)) => write!(f, "chunk {} ({lo} < key <= {hi})", self.id),
-            },
-            ChunkRange::Bytes { start, end, .. } => {
-                write!(f, "chunk {} (bytes {start}..{end})", self.id)
-            }
-            ChunkRange::RowGroups { first, end, .. } => {
-                write!(f, "chunk {} (row groups {first}..{end})", self.id)
-            }
-        }
-    }
-}
-
-/// The target columns that hold the source key (see [`Plan::target_key`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetKey {
-    /// One target column per source key column, in key order.
-    pub columns: Vec<String>,
-    /// Whether every one holds its key column's value unchanged, so a chunk's key range
-    /// finds its rows in the target.
-    pub unchanged: bool,
-}
 
 /// A validated pipeline, ready to run.
 pub struct Plan {
@@ -165,14 +41,23 @@ impl Plan {
     /// Opens the source and compiles every expression, reporting all problems at once.
     pub fn build(pipeline: Pipeline) -> Result<Plan> {
         let io = IoRuntime::new()?;
-        let source = source::open(&pipeline.source, &io).map_err(|e| at_url(&pipeline, e, true))?;
+        let source = open_source(&pipeline.source, &io).map_err(|e| at_url(&pipeline, e, true))?;
         Plan::with_source(pipeline, source, io)
     }
 
     /// A plan that reads `source` instead of the pipeline's own (a dry run's sample file).
     pub fn with_source(pipeline: Pipeline, source: Arc<dyn Source>, io: IoRuntime) -> Result<Plan> {
         let transform = Transform::compile(&pipeline, source.schema())?;
-        let checks = Checks::compile(&pipeline, &transform.output_schema(), &source.schema(), &io)?;
+        let open_lookup = |table: &str, column: &str| {
+            crate::db::sqlite::lookup::SqliteLookup::open(&pipeline, table, column, &io)
+                .map(|l| Box::new(l) as Box<dyn crate::check::rules::Lookup>)
+        };
+        let checks = Checks::compile(
+            &pipeline,
+            &transform.output_schema(),
+            &source.schema(),
+            &open_lookup,
+        )?;
         let database_target = !matches!(pipeline.target.location, Location::Files { .. });
         if pipeline.verify == Verify::ReadBack && database_target {
             let missing = match source.key() {
@@ -211,7 +96,7 @@ impl Plan {
 
     /// Opens the target. Touches nothing until [`Sink::prepare`] is called.
     pub fn open_sink(&self) -> Result<Arc<dyn Sink>> {
-        sink::open(
+        open_sink(
             &self.pipeline.target,
             self.transform.output_schema(),
             self.target_key(),

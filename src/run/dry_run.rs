@@ -11,14 +11,15 @@ use arrow::compute::{interleave_record_batch, take_record_batch};
 use serde::Serialize;
 
 use super::{Processed, locate_row, process_batch};
-use crate::check::ChunkCounts;
 use crate::check::quarantine::strip_quoted;
 use crate::check::rules::Claims;
+use crate::chunk::Chunk;
+use crate::chunk::ChunkCounts;
 use crate::config::{FileFormat, Location, Pipeline};
-use crate::db::IoRuntime;
-use crate::plan::{Chunk, Plan};
-use crate::source::{self, Source};
-use crate::transform::cast::value_text;
+use crate::plan::Plan;
+use crate::runtime::IoRuntime;
+use crate::source::Source;
+use crate::types::cast::value_text;
 use crate::{Error, Result, RowFailure};
 
 /// How to take the sample.
@@ -415,7 +416,7 @@ fn open_sample_file(
     if format == FileFormat::Parquet {
         config.types.clear();
     }
-    source::open(&config, io)
+    crate::plan::open_source(&config, io)
 }
 
 /// The first `n` rows in plan order, as one batch, with each row's location.
@@ -574,7 +575,7 @@ fn repeated_keys(
     let mut rows: std::collections::HashMap<String, Vec<usize>> = Default::default();
     let mut order = Vec::new();
     for row in 0..batch.num_rows() {
-        let Some(k) = source::row_key(batch, key, row) else {
+        let Some(k) = crate::chunk::key::row_key(batch, key, row) else {
             continue;
         };
         let seen = rows.entry(k.clone()).or_default();

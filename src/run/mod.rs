@@ -24,15 +24,17 @@ pub use self::observer::{Event, NoopObserver, Observer};
 pub use self::requeue::{RequeueReport, requeue_rejects};
 pub use self::status::{FailedChunk, RunningState, StatusReport, status};
 pub use self::verify::{ChunkDifference, VerifyReport, verify};
+use crate::check::conservation;
 use crate::check::quarantine::{QuarantineEntry, strip_quoted};
 use crate::check::readback::ReadBack;
 use crate::check::rules::{Claims, Violation};
-use crate::check::{ChunkCounts, conservation};
-use crate::checkpoint::{
-    CheckpointStore, ChunkState, DoneMark, RunLock, SqliteStore, diff_settings,
-};
+use crate::checkpoint::{CheckpointStore, ChunkState, DoneMark, RunLock, diff_settings};
+use crate::chunk::Chunk;
+use crate::chunk::ChunkCounts;
 use crate::config::{Policy, Verify};
-use crate::plan::{Chunk, Plan};
+use crate::db::sqlite::checkpoint::SqliteStore;
+pub use crate::error::diag::fmt_duration;
+use crate::plan::Plan;
 use crate::sink::{Committed, Prepare, Sink};
 use crate::transform::cell_text;
 use crate::{Error, Result, RowFailure};
@@ -726,10 +728,10 @@ fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Outcome, Faile
         if transient
             && started.elapsed() + pause <= budget
             && !shared.lock.lost()
-            && !crate::db::cancel_requested()
+            && !crate::runtime::cancel_requested()
         {
             std::thread::sleep(pause);
-            if !crate::db::cancel_requested() {
+            if !crate::runtime::cancel_requested() {
                 continue;
             }
         }
@@ -758,7 +760,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// One attempt of a chunk under the claim `claim`.
 fn attempt_chunk(shared: &Shared<'_>, chunk: &Chunk, attempt: u32, claim: u64) -> Result<Outcome> {
-    inject_fault_at(chunk.id, attempt, true)?;
+    crate::fault::inject_fault_at(chunk.id, attempt, true)?;
     if !shared.timed(|| shared.store.claim(chunk.id, claim))? {
         return Ok(Outcome::DoneElsewhere);
     }
@@ -938,7 +940,7 @@ fn run_chunk_claiming(
             (None, false) => Ok(None),
         };
         let result = readback.and_then(|readback| {
-            inject_fault(chunk.id, attempt)?;
+            crate::fault::inject_fault(chunk.id, attempt)?;
             writer.commit(
                 &DoneMark {
                     chunk: chunk.id,
@@ -1195,7 +1197,7 @@ fn whole_rows(
     let source = plan.source.as_ref();
     let keys: Vec<Option<String>> = rows
         .iter()
-        .map(|&r| crate::source::row_key(batch, source.key(), r))
+        .map(|&r| crate::chunk::key::row_key(batch, source.key(), r))
         .collect();
     // A key need not be unique: each is looked up once, and each row takes a row read
     // again under its key that matches it.
@@ -1248,102 +1250,6 @@ fn whole_rows(
     }
     arrow::compute::take_record_batch(&found, &arrow::array::UInt32Array::from(take))
         .map_err(|e| Error::Internal(e.to_string()))
-}
-
-/// A fault for tests, from `ROWSHIFT_FAULT`.
-#[derive(Default)]
-struct Fault {
-    /// The chunk it hits.
-    chunk: Option<usize>,
-    /// `transient=N`: its first N attempts fail with a transient error.
-    transient: Option<u32>,
-    /// `crash=POINT`: the process aborts when the chunk reaches the point a sink names.
-    crash: Option<String>,
-    /// `pause=MS`: the chunk (every chunk, without `chunk=`) waits this long before its
-    /// commit, with its rows sent: a run that holds its lock for a while, or one killed
-    /// mid-transaction.
-    pause: Option<u64>,
-    /// `at=claim`: the failures of `transient=N` or a permanent one hit the chunk's
-    /// claim instead of its commit.
-    at_claim: bool,
-}
-
-impl Fault {
-    fn from_env() -> Option<Fault> {
-        let spec = std::env::var("ROWSHIFT_FAULT").ok()?;
-        let mut fault = Fault::default();
-        for part in spec.split(',') {
-            match part.split_once('=') {
-                Some(("chunk", v)) => fault.chunk = v.parse().ok(),
-                Some(("transient", v)) => fault.transient = v.parse().ok(),
-                Some(("crash", v)) => fault.crash = Some(v.to_string()),
-                Some(("pause", v)) => fault.pause = v.parse().ok(),
-                Some(("at", "claim")) => fault.at_claim = true,
-                _ => {}
-            }
-        }
-        Some(fault)
-    }
-}
-
-/// Fails a chunk's commit for tests: `ROWSHIFT_FAULT=chunk=3` fails chunk 3 permanently;
-/// `chunk=3,transient=2` fails its first two attempts with a transient error; `pause=MS`
-/// delays it.
-fn inject_fault(chunk: usize, attempt: u32) -> Result<()> {
-    inject_fault_at(chunk, attempt, false)
-}
-
-/// [`inject_fault`] at the chunk's claim (`at=claim`) or its commit.
-fn inject_fault_at(chunk: usize, attempt: u32, claim: bool) -> Result<()> {
-    let Some(fault) = Fault::from_env() else {
-        return Ok(());
-    };
-    if fault.at_claim != claim {
-        return Ok(());
-    }
-    if let Some(ms) = fault.pause
-        && fault.chunk.is_none_or(|c| c == chunk)
-    {
-        std::thread::sleep(Duration::from_millis(ms));
-        if fault.transient.is_none() {
-            return Ok(());
-        }
-    }
-    match (fault.chunk == Some(chunk), fault.transient, fault.crash) {
-        (false, _, _) | (true, None, Some(_)) => Ok(()),
-        (true, None, None) => Err(Error::Unsupported(format!(
-            "injected fault in the sink for chunk {chunk} (ROWSHIFT_FAULT)"
-        ))),
-        (true, Some(n), _) if attempt <= n => Err(Error::db(
-            "injected fault (ROWSHIFT_FAULT)",
-            sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "connection reset",
-            )),
-        )),
-        (true, Some(_), _) => Ok(()),
-    }
-}
-
-/// Aborts the process, as a crash would, when `ROWSHIFT_FAULT=chunk=N,crash=POINT` names
-/// this chunk and point: for tests of what a run that dies there leaves behind.
-pub(crate) fn crash_point(chunk: usize, point: &str) {
-    if let Some(fault) = Fault::from_env()
-        && fault.chunk == Some(chunk)
-        && fault.crash.as_deref() == Some(point)
-    {
-        std::process::abort();
-    }
-}
-
-/// The statement a test has run on the target when `chunk` reaches `point`:
-/// `ROWSHIFT_FAULT_SQL=CHUNK:POINT:SQL`, standing in for another writer that changes a
-/// committed row before its read-back.
-pub(crate) fn fault_sql(chunk: usize, point: &str) -> Option<String> {
-    let spec = std::env::var("ROWSHIFT_FAULT_SQL").ok()?;
-    let (at, rest) = spec.split_once(':')?;
-    let (p, sql) = rest.split_once(':')?;
-    (at.parse() == Ok(chunk) && p == point).then(|| sql.to_string())
 }
 
 /// One source batch after the transform and the declared checks: what would be written,
@@ -1481,16 +1387,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Formats a duration as `1.23s` or `2m03s`.
-pub fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.2}s")
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -1500,9 +1396,10 @@ mod tests {
     use arrow::record_batch::RecordBatch;
 
     use super::*;
+    use crate::chunk::ChunkRange;
+    use crate::chunk::key::row_key;
     use crate::config::Pipeline;
-    use crate::plan::ChunkRange;
-    use crate::source::{BatchIter, Source, row_key};
+    use crate::source::{BatchIter, Source};
 
     /// A table as a source whose rows can change between reads: `now` is what a lookup
     /// by key finds.
@@ -1576,7 +1473,7 @@ mod tests {
             now,
             key: vec!["id".into()],
         });
-        Plan::with_source(pipeline, source, crate::db::IoRuntime::new().unwrap()).unwrap()
+        Plan::with_source(pipeline, source, crate::runtime::IoRuntime::new().unwrap()).unwrap()
     }
 
     fn shown(batch: RecordBatch) -> String {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Summary;
-use crate::check::ChunkCounts;
+use crate::chunk::ChunkCounts;
 
 /// Something that happened during a run.
 #[derive(Debug, Clone)]

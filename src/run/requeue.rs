@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use super::{checkpoint_store, locate_row, process_batch};
 use crate::check::quarantine::{QuarantineEntry, rows_from_json};
-use crate::check::readback::{ReadBack, Selection, count_and_sum};
+use crate::check::readback::{ReadBack, count_and_sum};
 use crate::check::rules::Claims;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::chunk::Selection;
+use crate::chunk::{Chunk, ChunkRange};
 use crate::config::{Location, Verify};
-use crate::plan::{Chunk, ChunkRange, Plan};
+use crate::plan::Plan;
 use crate::sink::Sink;
 use crate::{Error, Result};
 
@@ -299,7 +301,7 @@ fn reread_records(
         match r {
             Ok(batch) => entries.push(QuarantineEntry {
                 chunk,
-                key: crate::source::row_key(&batch, source.key(), 0),
+                key: crate::chunk::key::row_key(&batch, source.key(), 0),
                 location: e.location,
                 column: None,
                 value: None,

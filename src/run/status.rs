@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::RejectSummary;
-use crate::check::ChunkCounts;
-use crate::checkpoint::{CheckpointStore, ChunkState, Holder, SqliteStore, diff_settings};
+use crate::checkpoint::{CheckpointStore, ChunkState, Holder, diff_settings};
+use crate::chunk::ChunkCounts;
 use crate::config::Pipeline;
-use crate::db::IoRuntime;
+use crate::db::sqlite::checkpoint::SqliteStore;
+use crate::runtime::IoRuntime;
 use crate::sink::Sink;
-use crate::{Result, RowFailure, sink};
+use crate::{Result, RowFailure};
 
 /// A failed chunk in the status.
 #[derive(Debug, Clone, Serialize)]
@@ -77,7 +78,7 @@ pub enum RunningState {
 pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
     let io = IoRuntime::new()?;
     let sink: std::sync::Arc<dyn Sink> =
-        sink::open(&pipeline.target, pipeline.target.schema(), None, &io)?;
+        crate::plan::open_sink(&pipeline.target, pipeline.target.schema(), None, &io)?;
     let store: std::sync::Arc<dyn CheckpointStore> =
         sink.checkpoint_store(&pipeline.name).unwrap_or_else(|| {
             std::sync::Arc::new(SqliteStore::new(

@@ -15,7 +15,8 @@ use super::{RunOptions, Summary, checkpoint_store, process_batch};
 use crate::check::readback::{compare, count_and_sum};
 use crate::check::rules::Claims;
 use crate::checkpoint::{CheckpointStore, ChunkState, RunLock};
-use crate::plan::{Chunk, Plan};
+use crate::chunk::Chunk;
+use crate::plan::Plan;
 use crate::sink::{REFUSED, Sink};
 use crate::{Error, Result};
 
@@ -227,7 +228,7 @@ fn without_keys(
     for b in batches {
         let keep: Vec<bool> = (0..b.num_rows())
             .map(
-                |r| match keys.get_mut(&crate::source::row_key(&b, key, r)) {
+                |r| match keys.get_mut(&crate::chunk::key::row_key(&b, key, r)) {
                     Some(n) if *n > 0 => {
                         *n -= 1;
                         false

@@ -16,10 +16,11 @@ use std::time::Instant;
 
 use super::{ChunkWriter, Committed, Prepare, Sink};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{ReadBack, Selection};
+use crate::check::readback::ReadBack;
 use crate::checkpoint::DoneMark;
+use crate::chunk::Chunk;
+use crate::chunk::Selection;
 use crate::config::{CsvOptions, FileFormat, IfExists, ParquetOptions, TargetConfig, show_path};
-use crate::plan::Chunk;
 use crate::{Error, Result};
 
 /// Writes `part-NNNNN.<ext>` files into a directory.

@@ -2,29 +2,21 @@
 //! keeps the quarantine of rejected rows next to the target.
 
 mod files;
-mod mysql;
-mod postgres;
-mod refuse;
-mod sqlite;
-mod table;
+pub mod refuse;
+pub mod table;
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 pub use self::files::FileSink;
-pub use self::mysql::MysqlSink;
-pub use self::postgres::PostgresSink;
 pub use self::refuse::{MAX_REFUSED_SHARE, MIN_REFUSED, REFUSED, Refusal, is_refusal};
-pub use self::sqlite::SqliteSink;
 use crate::Result;
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{ReadBack, Selection};
+use crate::check::readback::ReadBack;
 use crate::checkpoint::{CheckpointStore, DoneMark};
-use crate::config::{Location, TargetConfig};
-use crate::db::IoRuntime;
-use crate::plan::{Chunk, TargetKey};
+use crate::chunk::Chunk;
+use crate::chunk::Selection;
 
 /// How [`Sink::prepare`] treats what the target already holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,27 +170,4 @@ pub trait ChunkWriter: Send {
     /// nothing, if it is not what was sent. A database target that refuses rows
     /// fails with [`crate::Error::Refused`] naming every one of them, leaving nothing.
     fn commit(self: Box<Self>, mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed>;
-}
-
-/// Opens the target a pipeline names, for batches of `schema`. Touches nothing.
-///
-/// `key` is the target columns that hold the source key (see
-/// [`crate::plan::Plan::target_key`]); `write_mode = "replace-chunk"` finds a chunk's rows
-/// by them.
-pub fn open(
-    config: &TargetConfig,
-    schema: SchemaRef,
-    key: Option<TargetKey>,
-    io: &IoRuntime,
-) -> Result<Arc<dyn Sink>> {
-    Ok(match &config.location {
-        Location::Sqlite { path } => Arc::new(SqliteSink::open(config, path, schema, key, io)?),
-        Location::Postgres { url, schema: pg } => {
-            Arc::new(PostgresSink::open(config, url, pg, schema, key, io)?)
-        }
-        Location::Mysql { url, schema: db } => {
-            Arc::new(MysqlSink::open(config, url, db, schema, key, io)?)
-        }
-        Location::Files { path, format } => Arc::new(FileSink::new(config, path, *format, schema)),
-    })
 }

@@ -16,114 +16,32 @@
 //! `append` into a table that holds those keys, a CHECK no row passes, another run
 //! writing the same rows): the search stops with [`Error::RefusedChunk`], naming the
 //! first refused rows and the server's reason. It also stops, between two writes, when
-//! the run is interrupted (see [`crate::db::cancel_requested`]).
+//! the run is interrupted (see [`crate::runtime::cancel_requested`]).
 
 use std::ops::Range;
 
 use arrow::record_batch::RecordBatch;
 
+use crate::error::RefusedRow;
+pub use crate::error::{MAX_REFUSED_SHARE, MIN_REFUSED, Refusal};
 use crate::{Error, Result};
 
 /// How the reason of a refused row begins in the quarantine: `verify` does not expect
 /// those rows in the target.
 pub const REFUSED: &str = "the target refused the row: ";
 
-/// A row the target refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The row's place among the rows the chunk sent, counted across its batches.
-    pub row: usize,
-    /// The column the server named, if it named one.
-    pub column: Option<String>,
-    /// The server's detail (`Key (id)=(7) already exists.`), if it gave one.
-    pub detail: Option<String>,
-    /// The server's message.
-    pub reason: String,
-}
-
-/// What a refusal error says: the server's words and, where it tells, which row of the
-/// statement (0-based) it refused.
-#[derive(Debug)]
-struct Refused {
-    row: Option<usize>,
-    column: Option<String>,
-    detail: Option<String>,
-    reason: String,
-}
-
 /// Whether `e` is the server refusing a row rather than the statement, the connection
-/// or the table failing: PostgreSQL's data exceptions (class 22), integrity constraint
-/// violations (class 23) and `RAISE EXCEPTION` (P0001); MySQL's SQLSTATE classes 22 and
-/// 23, `SIGNAL SQLSTATE '45000'` and MySQL 8's failed CHECK and incorrect values;
-/// SQLite's constraint failures and datatype mismatches.
+/// or the table failing (as the database's own code classified it: see
+/// [`crate::error::DbErrorKind::refused`]).
 pub fn is_refusal(e: &Error) -> bool {
     refused(e).is_some()
 }
 
-fn refused(e: &Error) -> Option<Refused> {
-    let Error::Database {
-        source: sqlx::Error::Database(db),
-        ..
-    } = e
-    else {
-        return None;
-    };
-    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-        let code = pg.code();
-        if !(code.starts_with("22") || code.starts_with("23") || code == "P0001") {
-            return None;
-        }
-        return Some(Refused {
-            row: pg.r#where().and_then(copy_line),
-            column: pg.column().map(str::to_string),
-            detail: pg.detail().map(str::to_string),
-            reason: pg.message().to_string(),
-        });
+fn refused(e: &Error) -> Option<RefusedRow> {
+    match e {
+        Error::Database { kind, .. } => kind.refused.clone(),
+        _ => None,
     }
-    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        let code = my.code().unwrap_or_default();
-        // MySQL 8 reports a failed CHECK (3819) and a value its column cannot take
-        // (1366 incorrect value, 1292 truncated value, 1265 data truncated) as HY000.
-        let value = matches!(my.number(), 3819 | 1366 | 1292 | 1265);
-        if !(code.starts_with("22") || code.starts_with("23") || code == "45000" || value) {
-            return None;
-        }
-        return Some(Refused {
-            row: None,
-            column: None,
-            detail: None,
-            reason: my.message().to_string(),
-        });
-    }
-    // SQLite, through sqlx or the raw handle: the extended result code, whose low byte
-    // is the primary one: 19 is SQLITE_CONSTRAINT (unique, check, not null, foreign key,
-    // RAISE(ABORT) in a trigger), 20 SQLITE_MISMATCH (a STRICT table's column type).
-    let code: u32 = db.code()?.parse().ok()?;
-    if !matches!(code & 0xff, 19 | 20) {
-        return None;
-    }
-    Some(Refused {
-        row: None,
-        column: None,
-        detail: None,
-        reason: db.message().to_string(),
-    })
-}
-
-/// The row of a `COPY` that PostgreSQL names in an error's context (`COPY t, line 3` or
-/// `COPY t, line 3, column qty: "x"`), 0-based. The last `, line ` is taken: a table name
-/// may hold those words too.
-fn copy_line(context: &str) -> Option<usize> {
-    let first = context.lines().next()?;
-    if !first.starts_with("COPY ") {
-        return None;
-    }
-    let at = first.rfind(", line ")? + ", line ".len();
-    let digits: String = first[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse::<usize>().ok()?.checked_sub(1)
 }
 
 /// Rows `range` of `batches`, counted across them, as slices (nothing is copied).
@@ -141,14 +59,6 @@ pub fn slice_rows(batches: &[RecordBatch], range: Range<usize>) -> Vec<RecordBat
     out
 }
 
-/// At most this share (1 in N) of a chunk's rows, but at least [`MIN_REFUSED`], are
-/// found one by one; past it the chunk fails with [`Error::RefusedChunk`].
-pub const MAX_REFUSED_SHARE: usize = 10;
-
-/// The fewest refused rows a chunk may have before the search gives up, whatever its
-/// size (a small chunk of a table with a few duplicates still quarantines them).
-pub const MIN_REFUSED: usize = 100;
-
 /// Refused rows named in [`Error::RefusedChunk`].
 const NAMED: usize = 3;
 
@@ -164,6 +74,7 @@ pub async fn refusals<DB: sqlx::Database>(
     failed: sqlx::Transaction<'_, DB>,
     pool: &sqlx::Pool<DB>,
     here: &str,
+    error: fn(String, sqlx::Error) -> Error,
     batches: &[RecordBatch],
     key: &[String],
     first: Error,
@@ -176,7 +87,7 @@ where
     if !is_refusal(&first) {
         return first;
     }
-    let db = |e| Error::db(here, e);
+    let db = |e| error(here.to_string(), e);
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     let found = async {
         failed.rollback().await.map_err(db)?;
@@ -207,7 +118,7 @@ where
                 wrote
             },
             refused,
-            crate::db::cancel_requested,
+            crate::runtime::cancel_requested,
         )
         .await;
         // Dropping a transaction only queues its rollback; an explicit one ends it
@@ -276,7 +187,7 @@ async fn find_with(
     rows: usize,
     first: Error,
     mut write: impl AsyncFnMut(Range<usize>) -> Result<()>,
-    refused: impl Fn(&Error) -> Option<Refused>,
+    refused: impl Fn(&Error) -> Option<RefusedRow>,
     cancelled: impl Fn() -> bool,
 ) -> Result<Vec<Refusal>> {
     let limit = (rows / MAX_REFUSED_SHARE).max(MIN_REFUSED);
@@ -345,18 +256,6 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_copy_line_is_read_from_the_context() {
-        assert_eq!(copy_line("COPY t, line 3"), Some(2));
-        assert_eq!(copy_line("COPY t, line 12, column qty: \"x\""), Some(11));
-        assert_eq!(
-            copy_line("COPY my, line 9 table, line 4: \"4,-1\""),
-            Some(3)
-        );
-        assert_eq!(copy_line("SQL statement \"SELECT 1\""), None);
-        assert_eq!(copy_line("COPY t, line 0"), None);
-    }
-
     fn batch(ids: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids.to_vec()))]).unwrap()
@@ -416,7 +315,7 @@ mod tests {
                 Ok(())
             },
             |e| match e {
-                Error::Check(line) => Some(Refused {
+                Error::Check(line) => Some(RefusedRow {
                     row: line.parse::<usize>().ok().map(|l| l - 1),
                     column: None,
                     detail: None,
@@ -546,7 +445,7 @@ mod tests {
                 Err(Error::Check("-".into()))
             },
             |_| {
-                Some(Refused {
+                Some(RefusedRow {
                     row: None,
                     column: None,
                     detail: None,

@@ -5,10 +5,11 @@
 use arrow::record_batch::RecordBatch;
 
 use super::Prepare;
-use crate::check::readback::{KEYS_PER_QUERY, Selection, key_values};
+use crate::check::readback::KEYS_PER_QUERY;
+use crate::chunk::{Chunk, ChunkRange, TargetKey};
+use crate::chunk::{Selection, key_values};
 use crate::config::IfExists;
-use crate::db::keyset::{KeySql, Render};
-use crate::plan::{Chunk, ChunkRange, TargetKey};
+use crate::sql::keyset::{KeySql, Render};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 

@@ -9,8 +9,8 @@ use parquet::arrow::arrow_reader::{
 };
 
 use super::{BatchIter, Source, check_key};
+use crate::chunk::{Chunk, ChunkRange};
 use crate::config::{SourceConfig, show_path};
-use crate::plan::{Chunk, ChunkRange};
 use crate::{Error, Result};
 
 /// One or more Parquet files with the same schema.

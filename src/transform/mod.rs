@@ -1,8 +1,6 @@
 //! Transforms: each target column is a SQL expression over the source columns, evaluated
 //! vectorised on Arrow batches by DataFusion, then cast into its declared type without loss.
 
-pub mod cast;
-pub mod datefmt;
 mod sql;
 
 use std::ops::Range;
@@ -20,10 +18,10 @@ use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::utils::collect_columns;
 use rayon::prelude::*;
 
-use self::cast::{cast_zoned, type_name, value_text};
 pub(crate) use self::sql::ExprContext;
 use crate::config::{Diagnostic, Diagnostics, Pipeline, suggest};
 use crate::types::ColumnType;
+use crate::types::cast::{cast_zoned, type_name, value_text};
 use crate::{Error, Result};
 
 /// A compiled set of target-column expressions and the filter. Pure and `Sync`: any
@@ -313,7 +311,7 @@ impl Transform {
             .collect();
         let target = c.ty.arrow_type();
         let (values, format_failures) = match &c.format {
-            Some(f) => datefmt::parse_column(&values, f, &target)
+            Some(f) => crate::types::datefmt::parse_column(&values, f, &target)
                 .map_err(|e| Error::Internal(format!("column {}: {e}", c.name)))?,
             None => (values, Vec::new()),
         };

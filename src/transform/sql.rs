@@ -42,7 +42,7 @@ impl ExprContext {
             // Their formats are read strictly: a year of one digit or text left over fails
             // the row instead of becoming a guessed date (see `datefmt`).
             let f = if matches!(f.name(), "to_date" | "to_timestamp") {
-                Arc::new(super::datefmt::StrictDateFunction::wrap(&f))
+                Arc::new(crate::types::datefmt::StrictDateFunction::wrap(&f))
             } else {
                 f
             };

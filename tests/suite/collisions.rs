@@ -443,7 +443,7 @@ fn losers_marks(target: Target) {
     store.create("fp", &[], &chunks).unwrap();
     let mark = |claim, written| DoneMark {
         chunk: 0,
-        counts: rowshift::check::ChunkCounts {
+        counts: rowshift::chunk::ChunkCounts {
             read: written,
             written,
             filtered: 0,

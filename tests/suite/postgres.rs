@@ -1334,7 +1334,7 @@ fn the_server_hashes_what_it_stores_as_the_sink_hashed_it_when_sending() {
         ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int16Array, Int32Array,
         Int64Array, RecordBatch, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
     };
-    use rowshift::db::pg_hash::RowHasher;
+    use rowshift::db::postgres::hash::RowHasher;
     use rowshift::db::postgres::{Encoder, PgKind};
     use rowshift::types::ColumnType::*;
 
@@ -1511,7 +1511,7 @@ fn the_server_hashes_text_of_every_length_as_the_sink_does_from_a_sliced_batch()
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-    use rowshift::db::pg_hash::RowHasher;
+    use rowshift::db::postgres::hash::RowHasher;
     use rowshift::db::postgres::{Encoder, PgKind};
     use rowshift::types::ColumnType::*;
 
@@ -1576,7 +1576,7 @@ fn the_server_hashes_a_char_n_column_as_the_sink_does_without_trailing_spaces() 
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-    use rowshift::db::pg_hash::RowHasher;
+    use rowshift::db::postgres::hash::RowHasher;
     use rowshift::db::postgres::{Encoder, PgKind};
     use rowshift::types::ColumnType::*;
 

@@ -25,9 +25,9 @@ use arrow::record_batch::RecordBatch;
 use self::fast::{BlockScan, FastDecoder, TextColumn, Unsure};
 use self::strict::{Dialect, Records, check_record, decode_into};
 use super::{BatchIter, SetAside, Source, Unreadable, check_key};
+use crate::chunk::{Chunk, ChunkRange};
 use crate::config::{CsvOptions, Encoding, Quoting, SourceConfig, show_path};
-use crate::plan::{Chunk, ChunkRange};
-use crate::transform::cast::cast_batch;
+use crate::types::cast::cast_batch;
 use crate::{Error, Result};
 
 /// One or more CSV files with the same columns.

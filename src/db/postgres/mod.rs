@@ -28,6 +28,12 @@
 //! instead. `infinity` dates and timestamps and numeric `NaN` have no Arrow value: such a
 //! row is an error naming it.
 
+pub mod checkpoint;
+mod errors;
+pub mod hash;
+pub mod sink;
+pub mod source;
+
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -44,10 +50,11 @@ use arrow::datatypes::{
 use arrow::record_batch::RecordBatch;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
-use super::IoRuntime;
-pub use super::RowDigest;
-use super::pg_hash::{HashSum, RowHasher};
+use self::hash::{HashSum, RowHasher};
 use crate::config::{DbOptions, SecretUrl};
+use crate::db::postgres::errors::error as db_error;
+use crate::runtime::IoRuntime;
+pub use crate::sql::RowDigest;
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
@@ -60,8 +67,8 @@ pub(crate) const EPOCH_MICROS: i64 = 946_684_800_000_000;
 pub fn qualified(schema: &str, table: &str) -> String {
     format!(
         "{}.{}",
-        super::quote_ident(schema),
-        super::quote_ident(table)
+        crate::sql::quote_ident(schema),
+        crate::sql::quote_ident(table)
     )
 }
 
@@ -141,7 +148,7 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<PgPool
             Err(e) => {
                 let transient = matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut);
                 if !transient || attempt >= 3 {
-                    return Err(Error::db(&shown, e));
+                    return Err(db_error(&shown, e));
                 }
                 std::thread::sleep(Duration::from_millis(200 << attempt));
             }
@@ -151,7 +158,7 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<PgPool
     // on the runtime, whose tasks maintain it.
     let max = db.pool_size.unwrap_or(crate::config::DEFAULT_POOL_SIZE);
     Ok(io.block_on(async move {
-        super::pool_options::<sqlx::Postgres>()
+        crate::sql::pool_options::<sqlx::Postgres>()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(60))
             .connect_lazy_with(opts)
@@ -199,7 +206,7 @@ pub async fn table_columns(
     .bind(table)
     .fetch_all(pool)
     .await
-    .map_err(|e| Error::db(shown, e))?;
+    .map_err(|e| db_error(shown, e))?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -216,7 +223,7 @@ pub async fn table_columns(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map(Some)
-        .map_err(|e| Error::db(shown, e))
+        .map_err(|e| db_error(shown, e))
 }
 
 /// Names of the tables and views in `schema`, for "did you mean" messages.
@@ -228,7 +235,7 @@ pub async fn table_names(pool: &PgPool, schema: &str, shown: &str) -> Result<Vec
     .bind(schema)
     .fetch_all(pool)
     .await
-    .map_err(|e| Error::db(shown, e))
+    .map_err(|e| db_error(shown, e))
 }
 
 /// How a column's values are laid out in binary `COPY`, and the Arrow type they become.
@@ -443,14 +450,14 @@ impl Encoder {
             for (i, (col, kind)) in cols.iter().zip(kinds).enumerate() {
                 encode_value(&mut self.buf, col, *kind, row).map_err(|reason| {
                     let name = batch.schema().field(i).name().clone();
-                    let at = match crate::source::row_label(batch, key, row) {
+                    let at = match crate::chunk::key::row_label(batch, key, row) {
                         Some(k) => format!("{here}, {k}"),
                         None => format!("{here}, row {}", row + 1),
                     };
                     Error::Row(RowFailure {
                         location: at,
                         column: Some(name),
-                        value: crate::transform::cast::value_text(col.as_ref(), row),
+                        value: crate::types::cast::value_text(col.as_ref(), row),
                         reason,
                     })
                 })?;
@@ -1049,10 +1056,10 @@ impl Decoder {
 
 /// A key value as a SQL literal: a number as is, anything else quoted (`'` doubled;
 /// connections run with `standard_conforming_strings = on`).
-pub fn literal(v: &crate::plan::KeyValue) -> Result<String> {
+pub fn literal(v: &crate::chunk::KeyValue) -> Result<String> {
     match v {
-        crate::plan::KeyValue::Int(i) => Ok(i.to_string()),
-        crate::plan::KeyValue::Text(t) => {
+        crate::chunk::KeyValue::Int(i) => Ok(i.to_string()),
+        crate::chunk::KeyValue::Text(t) => {
             if t.contains('\0') {
                 return Err(Error::Unsupported(
                     "a key value holds the NUL character, which PostgreSQL text cannot".into(),
@@ -1060,11 +1067,32 @@ pub fn literal(v: &crate::plan::KeyValue) -> Result<String> {
             }
             Ok(format!("'{}'", t.replace('\'', "''")))
         }
-        crate::plan::KeyValue::Tuple(parts) => Err(Error::Internal(format!(
+        crate::chunk::KeyValue::Tuple(parts) => Err(Error::Internal(format!(
             "a composite key value ({} parts) where one part was expected",
             parts.len()
         ))),
     }
+}
+
+/// The primary key's columns in key order, or none.
+pub async fn primary_key(
+    pool: &sqlx::PgPool,
+    schema: &str,
+    table: &str,
+    shown: &str,
+) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+         WHERE i.indisprimary AND i.indrelid = (SELECT c.oid FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2) \
+         ORDER BY array_position(i.indkey::int2[], a.attnum)",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| db_error(shown, e))
 }
 
 #[cfg(test)]
@@ -1326,7 +1354,7 @@ mod tests {
                 .unwrap();
             proptest::prop_assert_eq!(
                 numeric_text(&bytes).unwrap(),
-                crate::transform::cast::value_text(&arrow, 0).unwrap()
+                crate::types::cast::value_text(&arrow, 0).unwrap()
             );
         }
     }

@@ -14,18 +14,20 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 
-use super::{
-    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, join_key, key_positions,
-    null_key_error, parse_keys, row_key,
-};
+use crate::chunk::key::{join_key, null_key_error, parse_keys, row_key};
+use crate::chunk::{Chunk, ChunkRange, KeyValue};
 use crate::config::{SecretUrl, SourceConfig};
-use crate::db::keyset::{KeyChunks, KeySql, marks};
+use crate::db::mysql::errors::error as db_error;
 use crate::db::mysql::{
     Decoder, MyColumn, MyKind, bind_key, connect, literal, qualified, quote, row_json,
     table_columns, table_names,
 };
-use crate::db::{IoRuntime, stmt};
-use crate::plan::{Chunk, ChunkRange, KeyValue};
+use crate::runtime::IoRuntime;
+use crate::source::{
+    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, key_positions,
+};
+use crate::sql::keyset::{KeyChunks, KeySql, marks};
+use crate::sql::stmt;
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
@@ -318,7 +320,7 @@ impl Source for MysqlSource {
             })
             .collect();
         self.io.block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             // The plan sees one snapshot, like each chunk.
             let mut tx = self.pool.begin_with(BEGIN).await.map_err(db)?;
             let nulls: i64 = sqlx::query_scalar(stmt(format!(
@@ -423,7 +425,7 @@ impl Source for MysqlSource {
         self.io.spawn(async move {
             let sender = tx.clone();
             let result = async {
-                let db = |e| Error::db(&here, e);
+                let db = |e| db_error(&here, e);
                 let mut conn = pool.begin_with(BEGIN).await.map_err(db)?;
                 let mut decoder = Decoder::new(&kinds, raw_schema.clone(), batch_rows);
                 {
@@ -483,7 +485,7 @@ impl Source for MysqlSource {
         let (wanted, values) = parse_keys(keys, &self.key, &self.key_int, &here)?;
         let mut batches = Vec::new();
         self.io.block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             let mut conn = self.pool.begin_with(BEGIN).await.map_err(db)?;
             for part in values.chunks(KEYS_PER_LOOKUP) {
                 let sql = format!(
@@ -563,7 +565,7 @@ fn label(key: &[String], index: &[usize], row: &sqlx::mysql::MySqlRow) -> String
         .join(", ")
 }
 
-/// The key of a row as the quarantine keeps it (see [`super::row_key`]).
+/// The key of a row as the quarantine keeps it (see [`crate::chunk::key::row_key`]).
 fn key_of(index: &[usize], row: &sqlx::mysql::MySqlRow) -> String {
     join_key(index.iter().map(|&i| key_text_of(row, i)).collect()).unwrap_or_default()
 }

@@ -1,5 +1,12 @@
 //! Opening SQLite databases and reading their catalog.
 
+pub mod checkpoint;
+pub(crate) mod decode;
+mod errors;
+pub mod lookup;
+pub mod sink;
+pub mod source;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -7,7 +14,9 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
-use super::{IoRuntime, quote_ident};
+use crate::db::sqlite::errors::error as db_error;
+use crate::runtime::IoRuntime;
+use crate::sql::quote_ident;
 use crate::{Error, Result};
 
 /// A column as `PRAGMA table_info` reports it.
@@ -68,7 +77,7 @@ pub async fn connect_async(path: &Path, access: Access, max: u32) -> Result<Sqli
     let unchanging = access == Access::Inspect
         && std::fs::metadata(std::path::Path::new(&wal)).map_or(true, |m| m.len() == 0);
     let mut opts = SqliteConnectOptions::from_str("sqlite://")
-        .map_err(|e| Error::db(&shown, e))?
+        .map_err(|e| db_error(&shown, e))?
         .filename(path)
         .create_if_missing(write)
         .read_only(!write)
@@ -88,12 +97,12 @@ pub async fn connect_async(path: &Path, access: Access, max: u32) -> Result<Sqli
     if let Some(dir) = path.parent().filter(|_| write) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    super::pool_options::<sqlx::Sqlite>()
+    crate::sql::pool_options::<sqlx::Sqlite>()
         .max_connections(max)
         .after_release(|conn, _| Box::pin(no_open_transaction(conn)))
         .connect_with(opts)
         .await
-        .map_err(|e| Error::db(shown, e))
+        .map_err(|e| db_error(shown, e))
 }
 
 /// Whether a connection given back to the pool may be kept: only with no transaction
@@ -123,10 +132,10 @@ pub async fn table_columns(
     shown: &str,
 ) -> Result<Option<Vec<TableColumn>>> {
     let sql = format!("PRAGMA table_info({})", quote_ident(table));
-    let rows = sqlx::query(super::stmt(sql))
+    let rows = sqlx::query(crate::sql::stmt(sql))
         .fetch_all(pool)
         .await
-        .map_err(|e| Error::db(shown, e))?;
+        .map_err(|e| db_error(shown, e))?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -141,7 +150,7 @@ pub async fn table_columns(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map(Some)
-        .map_err(|e| Error::db(shown, e))
+        .map_err(|e| db_error(shown, e))
 }
 
 /// Names of the user tables in the database, for "did you mean" messages.
@@ -149,7 +158,7 @@ pub async fn table_names(pool: &SqlitePool, shown: &str) -> Result<Vec<String>> 
     sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table','view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .fetch_all(pool)
         .await
-        .map_err(|e| Error::db(shown, e))
+        .map_err(|e| db_error(shown, e))
 }
 
 /// A SQLite column's type affinity: how it converts the values stored in it.

@@ -19,19 +19,23 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use super::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
+use super::checkpoint::{PgStore, mark_done as pg_mark_done};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{ReadBack, Selection};
-use crate::checkpoint::{CheckpointStore, DoneMark, PgStore, pg_mark_done};
+use crate::check::readback::ReadBack;
+use crate::checkpoint::{CheckpointStore, DoneMark};
+use crate::chunk::Selection;
+use crate::chunk::{Chunk, TargetKey};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
-use crate::db::keyset::KeySql;
-use crate::db::pg_hash::{HashSum, RowHasher};
+use crate::db::postgres::errors::error as db_error;
+use crate::db::postgres::hash::{HashSum, RowHasher};
 use crate::db::postgres::{
     Decoder, Encoder, PgClient, PgColumn, PgKind, RowDigest, literal, pg_decl, qualified,
     table_columns,
 };
-use crate::db::{IoRuntime, quote_ident, stmt};
-use crate::plan::{Chunk, TargetKey};
+use crate::runtime::IoRuntime;
+use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
+use crate::sql::keyset::KeySql;
+use crate::sql::{quote_ident, stmt};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -291,7 +295,7 @@ impl PostgresSink {
             let n: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {}", self.t())))
                 .fetch_one(pool)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             Ok(Some(n))
         })
     }
@@ -448,7 +452,7 @@ impl PostgresSink {
             let (rows, sum): (i64, String) = sqlx::query_as(stmt(sql))
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             total.rows += rows as u64;
             total.sum += sum.parse::<i128>().map_err(|e| {
                 Error::data(&here, format!("reading back a sum of hashes `{sum}`: {e}"))
@@ -487,8 +491,8 @@ impl PostgresSink {
             let mut stream = conn
                 .copy_out_raw(&sql)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
-            while let Some(data) = stream.try_next().await.map_err(|e| Error::db(&here, e))? {
+                .map_err(|e| db_error(&here, e))?;
+            while let Some(data) = stream.try_next().await.map_err(|e| db_error(&here, e))? {
                 decoder.feed(&data, f).map_err(|(col, reason)| {
                     let col =
                         col.map_or(String::new(), |i| format!(", column {}", self.columns[i].0));
@@ -515,7 +519,7 @@ impl PostgresSink {
         check: bool,
     ) -> Result<(u64, Sent)> {
         let here = self.here();
-        let db = |e| Error::db(&here, e);
+        let db = |e| db_error(&here, e);
         let sql = format!(
             "COPY {table} ({}) FROM STDIN (FORMAT binary)",
             self.column_list()
@@ -554,7 +558,7 @@ impl PostgresSink {
             sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| Error::db(self.here(), e))?;
+                .map_err(|e| db_error(self.here(), e))?;
         }
         Ok(())
     }
@@ -572,6 +576,7 @@ impl PostgresSink {
             failed,
             pool,
             &self.here(),
+            super::errors::error,
             batches,
             self.key.as_ref().map_or(&[][..], |k| k.columns.as_slice()),
             first,
@@ -597,7 +602,7 @@ impl PostgresSink {
         check: bool,
     ) -> Result<(u64, Sent)> {
         let here = self.here();
-        let db = |e| Error::db(&here, e);
+        let db = |e| db_error(&here, e);
         if let Some(sel) = replace {
             self.delete_rows(conn, sel).await?;
         }
@@ -680,7 +685,7 @@ impl PostgresSink {
         .bind(col(&|e| Some(e.row.to_string())))
         .execute(&mut *conn)
         .await
-        .map_err(|e| Error::db(&here, e))?;
+        .map_err(|e| db_error(&here, e))?;
         Ok(())
     }
 
@@ -694,7 +699,7 @@ impl PostgresSink {
             .bind(chunk as i64)
             .execute(&mut *conn)
             .await
-            .map_err(|e| Error::db(self.here(), e))?;
+            .map_err(|e| db_error(self.here(), e))?;
         self.insert_rejects(conn, chunk, entries).await
     }
 
@@ -781,7 +786,7 @@ impl Sink for PostgresSink {
         }
         let pool = self.client.pool()?;
         self.client.io().block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
             sqlx::query(stmt(self.create_schema_sql())).execute(&mut *tx).await.map_err(db)?;
             if let Some(existing) = table_columns(pool, &self.schema, &self.table, &here).await? {
@@ -864,7 +869,7 @@ impl Sink for PostgresSink {
         let pool = self.client.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             self.select_rows(&mut conn, selection).await
         })
     }
@@ -874,14 +879,14 @@ impl Sink for PostgresSink {
         let conds = self.conditions(selection)?;
         let pool = self.client.pool()?;
         self.client.io().block_on(async {
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = pool.begin().await.map_err(|e| db_error(&here, e))?;
             for cond in conds {
                 sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
             }
-            tx.commit().await.map_err(|e| Error::db(&here, e))
+            tx.commit().await.map_err(|e| db_error(&here, e))
         })
     }
 
@@ -890,7 +895,7 @@ impl Sink for PostgresSink {
         let pool = self.client.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             self.select_each(&mut conn, &Selection::All, f).await
         })
     }
@@ -921,7 +926,7 @@ impl Sink for PostgresSink {
                 .bind(self.r())
                 .fetch_one(pool)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             if exists.is_none() {
                 return Ok(Vec::new());
             }
@@ -931,7 +936,7 @@ impl Sink for PostgresSink {
             )))
             .fetch_all(pool)
             .await
-            .map_err(|e| Error::db(&here, e))?;
+            .map_err(|e| db_error(&here, e))?;
             rows.iter()
                 .map(|r| {
                     Ok(QuarantineEntry {
@@ -963,7 +968,7 @@ impl Sink for PostgresSink {
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
         self.client.io().block_on(async {
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = pool.begin().await.map_err(|e| db_error(&here, e))?;
             // Rows already under the retried keys (a key need not be unique) stay.
             // (An upsert replaces them: only the rows sent are expected then.)
             let there = match &readback {
@@ -982,7 +987,7 @@ impl Sink for PostgresSink {
                 self.compare_back(v, &there, &back, t0)?;
             }
             self.replace_rejects(&mut tx, chunk, remaining).await?;
-            tx.commit().await.map_err(|e| Error::db(&here, e))?;
+            tx.commit().await.map_err(|e| db_error(&here, e))?;
             Ok(written)
         })
     }
@@ -1048,7 +1053,7 @@ impl ChunkWriter for PgChunk<'_> {
             .map(|v| sink.chunk_rows(&v.selection, v.key, &self.batches))
             .transpose()?;
         sink.client.io().block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
             sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
                 .await?;

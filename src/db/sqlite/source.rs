@@ -8,17 +8,17 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use sqlx::sqlite::SqlitePool;
 
-use super::{
-    BatchIter, SetAside, Source, Unreadable, key_positions, key_value_text, null_key_error,
-    parse_keys, show_key,
-};
+use crate::chunk::key::{key_value_text, null_key_error, parse_keys, show_key};
+use crate::chunk::{Chunk, ChunkRange, KeyValue};
 use crate::config::{SourceConfig, show_path};
-use crate::db::decode::{BatchBuilder, KeyCols, Kind, RawConn};
-use crate::db::keyset::{KeyChunks, KeySql, marks};
+use crate::db::sqlite::decode::{BatchBuilder, KeyCols, Kind, RawConn};
+use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
-use crate::db::{IoRuntime, quote_ident, stmt};
-use crate::plan::{Chunk, ChunkRange, KeyValue};
-use crate::transform::cast::{cast_lossless, value_text};
+use crate::runtime::IoRuntime;
+use crate::source::{BatchIter, SetAside, Source, Unreadable, key_positions};
+use crate::sql::keyset::{KeyChunks, KeySql, marks};
+use crate::sql::{quote_ident, stmt};
+use crate::types::cast::{cast_lossless, value_text};
 use crate::types::quote_value;
 use crate::{Error, Result};
 
@@ -199,8 +199,8 @@ impl Source for SqliteSource {
         let mut builder = BatchBuilder::converting(&self.kinds, &self.convert, wanted.len().max(1));
         let mut origin = Vec::new();
         self.io.block_on(async {
-            let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
-            let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = self.pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            let mut lock = conn.lock_handle().await.map_err(|e| db_error(&here, e))?;
             let raw = RawConn::new(&mut lock);
             // At most 500 parameters per statement, whatever the key's width.
             for part in list.chunks((500 / self.key.len()).max(1)) {
@@ -213,8 +213,8 @@ impl Source for SqliteSource {
                 );
                 let mut rows = raw
                     .prepare(&sql, &binds)
-                    .map_err(|e| Error::db(&here, e.into()))?;
-                while rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                    .map_err(|e| db_error(&here, e.into()))?;
+                while rows.step().map_err(|e| db_error(&here, e.into()))? {
                     builder
                         .push(&rows, &self.raw_schema, &self.key_cols, &here)
                         .map_err(Error::Row)?;
@@ -242,16 +242,16 @@ impl Source for SqliteSource {
         let any_null = self.keyset.any_null();
         let selected: Vec<String> = self.key.iter().map(|k| quote_ident(k)).collect();
         self.io.block_on(async {
-            let mut conn = self.pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = self.pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let nulls: i64 =
                 sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t} WHERE {any_null}")))
                     .fetch_one(&mut *conn)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
             if nulls > 0 {
                 return Err(null_key_error(&here, nulls, &self.key));
             }
-            let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+            let mut lock = conn.lock_handle().await.map_err(|e| db_error(&here, e))?;
             let raw = RawConn::new(&mut lock);
             // Keyset paging: each step walks the key index `rows_per_chunk` entries from
             // the previous boundary, so the cost does not grow with the position.
@@ -267,8 +267,8 @@ impl Source for SqliteSource {
                 )?;
                 let mut rows = raw
                     .prepare(&sql, &binds)
-                    .map_err(|e| Error::db(&here, e.into()))?;
-                let hi = if rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                    .map_err(|e| db_error(&here, e.into()))?;
+                let hi = if rows.step().map_err(|e| db_error(&here, e.into()))? {
                     let all = KeyCols {
                         index: (0..self.key.len()).collect(),
                         names: self.key.clone(),
@@ -296,8 +296,8 @@ impl Source for SqliteSource {
                     );
                     let mut rows = raw
                         .prepare(&sql, &binds)
-                        .map_err(|e| Error::db(&here, e.into()))?;
-                    rows.step().map_err(|e| Error::db(&here, e.into()))?;
+                        .map_err(|e| db_error(&here, e.into()))?;
+                    rows.step().map_err(|e| db_error(&here, e.into()))?;
                     let count = match rows.cell(0).key() {
                         Some(KeyValue::Int(n)) => n as u64,
                         _ => 0,
@@ -341,12 +341,12 @@ impl Source for SqliteSource {
         let read = move |tx: &std::sync::mpsc::SyncSender<Result<RecordBatch>>| -> Result<()> {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             io.block_on(async {
-                let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
-                let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+                let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+                let mut lock = conn.lock_handle().await.map_err(|e| db_error(&here, e))?;
                 let raw = RawConn::new(&mut lock);
                 let mut rows = raw
                     .prepare(&sql, &binds)
-                    .map_err(|e| Error::db(&here, e.into()))?;
+                    .map_err(|e| db_error(&here, e.into()))?;
                 let mut builder = BatchBuilder::converting(&kinds, &convert, batch_rows);
                 let finish = |builder: &mut BatchBuilder| {
                     let raw = builder.finish(&raw_schema, &raw_schema, &here)?;
@@ -356,7 +356,7 @@ impl Source for SqliteSource {
                     }
                     Ok::<_, Error>(batch)
                 };
-                while rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                while rows.step().map_err(|e| db_error(&here, e.into()))? {
                     if let Err(f) = builder.push(&rows, &raw_schema, &key_cols, &here) {
                         let declared = f
                             .column
@@ -501,7 +501,7 @@ fn cast_declared(
         arrow::compute::filter_record_batch(&raw, &keep)
             .map_err(|e| Error::Internal(e.to_string()))?
     };
-    let batch = crate::transform::cast::cast_batch(raw, schema, here, |row| {
+    let batch = crate::types::cast::cast_batch(raw, schema, here, |row| {
         format!("{here}, batch row {}", row + 1)
     })?;
     Ok((batch, bad))

@@ -7,15 +7,16 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Row};
 
-use super::lock::{self, Holder, Me, RunLock, Try};
-use super::sql::{self, Bind, Marks};
-use super::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
-use crate::check::ChunkCounts;
 use crate::checkpoint::CLAIM_LOST;
+use crate::checkpoint::lock::{self, Holder, Me, RunLock, Try};
+use crate::checkpoint::sql::{self, Bind, Marks};
+use crate::checkpoint::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
+use crate::chunk::Chunk;
+use crate::chunk::ChunkCounts;
 use crate::config::show_path;
-use crate::db::IoRuntime;
+use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, connect, connect_async};
-use crate::plan::Chunk;
+use crate::runtime::IoRuntime;
 use crate::{Error, Result};
 
 const SCHEMA: &[&str] = &[
@@ -64,7 +65,7 @@ async fn chunk_columns(pool: &SqlitePool, here: &str) -> Result<Vec<String>> {
     let rows = sqlx::query("SELECT name FROM pragma_table_info('_rowshift_chunks')")
         .fetch_all(pool)
         .await
-        .map_err(|e| Error::db(here, e))?;
+        .map_err(|e| db_error(here, e))?;
     Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
 }
 
@@ -128,18 +129,18 @@ impl SqliteStore {
                 sqlx::query(*s)
                     .execute(&pool)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
             }
             // A store written by an older rowshift: add what it lacks, keep its rows.
             let have = chunk_columns(&pool, &here).await?;
             for (name, decl) in ADDED_COLUMNS {
                 if !have.iter().any(|h| h == name) {
-                    sqlx::query(crate::db::stmt(format!(
+                    sqlx::query(crate::sql::stmt(format!(
                         "ALTER TABLE \"_rowshift_chunks\" ADD COLUMN {name} {decl}"
                     )))
                     .execute(&pool)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
                 }
             }
             Ok::<_, Error>(())
@@ -152,9 +153,9 @@ impl SqliteStore {
         let here = self.here();
         let sql = sql.into();
         self.io.block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            let mut q = sqlx::query(crate::db::stmt(sql));
+            let mut q = sqlx::query(crate::sql::stmt(sql));
             for b in binds {
                 q = match b {
                     Bind::Int(i) => q.bind(*i),
@@ -164,7 +165,7 @@ impl SqliteStore {
             q.execute(&mut *conn)
                 .await
                 .map(|r| r.rows_affected())
-                .map_err(|e| Error::db(&here, e))
+                .map_err(|e| db_error(&here, e))
         })
     }
 }
@@ -182,7 +183,7 @@ pub async fn mark_done(
     match mark_done_rows(conn, pipeline, mark).await {
         Ok(1) => Ok(()),
         Ok(_) => Err(sql::claim_lost(mark.chunk)),
-        Err(e) => Err(Error::db(here, e)),
+        Err(e) => Err(db_error(here, e)),
     }
 }
 
@@ -194,13 +195,13 @@ pub async fn holds_claim(
     pipeline: &str,
     mark: &DoneMark,
 ) -> Result<()> {
-    let n: i64 = sqlx::query_scalar(crate::db::stmt(sql::holds(CHUNKS, Marks::Question)))
+    let n: i64 = sqlx::query_scalar(crate::sql::stmt(sql::holds(CHUNKS, Marks::Question)))
         .bind(pipeline.to_string())
         .bind(mark.chunk as i64)
         .bind(sql::hex(mark.claim))
         .fetch_one(conn)
         .await
-        .map_err(|e| Error::db(here, e))?;
+        .map_err(|e| db_error(here, e))?;
     match n {
         1 => Ok(()),
         _ => Err(sql::claim_lost(mark.chunk)),
@@ -214,7 +215,7 @@ async fn mark_done_rows(
     mark: &DoneMark,
 ) -> sqlx::Result<u64> {
     let c = &mark.counts;
-    sqlx::query(crate::db::stmt(sql::done(CHUNKS, Marks::Question)))
+    sqlx::query(crate::sql::stmt(sql::done(CHUNKS, Marks::Question)))
         .bind(c.read as i64)
         .bind(c.written as i64)
         .bind(c.filtered as i64)
@@ -316,10 +317,7 @@ impl Ledger {
                 self.pool.get_or_init(|| pool)
             }
         };
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| Error::db(self.here(), e))?;
+        let mut conn = pool.acquire().await.map_err(|e| db_error(self.here(), e))?;
         self.write_queued(&mut conn).await
     }
 
@@ -339,7 +337,7 @@ impl Ledger {
                     // A chunk found done is not claimed; its done mark, with this
                     // claim's token, is then refused.
                     Entry::Claim(chunk, token) => {
-                        sqlx::query(crate::db::stmt(sql::claim(CHUNKS, Marks::Question)))
+                        sqlx::query(crate::sql::stmt(sql::claim(CHUNKS, Marks::Question)))
                             .bind(sql::hex(*token))
                             .bind(self.pipeline.clone())
                             .bind(*chunk as i64)
@@ -360,7 +358,7 @@ impl Ledger {
             let mut queue = self.queue();
             let newer = std::mem::replace(&mut *queue, entries);
             queue.extend(newer);
-            return Err(Error::db(here, e));
+            return Err(db_error(here, e));
         }
         self.lost
             .lock()
@@ -427,11 +425,11 @@ impl SqliteStore {
             )
             .fetch_one(pool)
             .await
-            .map_err(|e| Error::db(&here, e))?;
+            .map_err(|e| db_error(&here, e))?;
             if has == 0 {
                 return Ok(None);
             }
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             Ok(read_lease(&mut conn, &here, &self.pipeline)
                 .await?
                 .filter(|l| l.live(&me))
@@ -447,7 +445,7 @@ impl SqliteStore {
             let has: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = '_rowshift_runs'")
                 .fetch_one(&pool)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             if has == 0 {
                 return Ok(None);
             }
@@ -455,21 +453,21 @@ impl SqliteStore {
                 .bind(self.pipeline.clone())
                 .fetch_optional(&pool)
                 .await
-                .map_err(|e| Error::db(&here, e))?
+                .map_err(|e| db_error(&here, e))?
             else {
                 return Ok(None);
             };
             let settings: String = run.get(1);
             let have = chunk_columns(&pool, &here).await?;
             let checksum = if have.iter().any(|c| c == "checksum") { "checksum" } else { "NULL" };
-            let rows = sqlx::query(crate::db::stmt(format!(
+            let rows = sqlx::query(crate::sql::stmt(format!(
                 "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error, {checksum} \
                  FROM \"_rowshift_chunks\" WHERE pipeline = ? ORDER BY id"
             )))
             .bind(self.pipeline.clone())
             .fetch_all(&pool)
             .await
-            .map_err(|e| Error::db(&here, e))?;
+            .map_err(|e| db_error(&here, e))?;
             let corrupt = |what: &str| Error::data(&here, format!("the checkpoint is unreadable ({what}); run with --restart"));
             let mut chunks = Vec::with_capacity(rows.len());
             for r in rows {
@@ -547,11 +545,11 @@ impl CheckpointStore for SqliteStore {
             serde_json::to_string(settings).map_err(|e| Error::Internal(e.to_string()))?;
         let now = chrono::Utc::now().to_rfc3339();
         self.io.block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            let mut tx = conn.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = conn.begin().await.map_err(|e| db_error(&here, e))?;
             let p = self.pipeline.clone();
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             sqlx::query("DELETE FROM \"_rowshift_chunks\" WHERE pipeline = ?").bind(p.clone()).execute(&mut *tx).await.map_err(db)?;
             sqlx::query("DELETE FROM \"_rowshift_runs\" WHERE pipeline = ?").bind(p.clone()).execute(&mut *tx).await.map_err(db)?;
             sqlx::query("INSERT INTO \"_rowshift_runs\" (pipeline, fingerprint, settings, created_at) VALUES (?, ?, ?, ?)")
@@ -590,7 +588,7 @@ impl CheckpointStore for SqliteStore {
         let what = format!("pipeline {} ({})", self.pipeline, here);
         let taken = lock::acquire(&what, wait, waiting, || {
             self.io.block_on(async {
-                let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+                let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
                 let _writing = self.writing(&mut conn).await?;
                 take_lease(&mut conn, &here, &self.pipeline, &me, &token).await
             })
@@ -683,7 +681,7 @@ impl CheckpointStore for SqliteStore {
         let pool = self.pool()?;
         let here = self.here();
         self.io.block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
             mark_done(&mut conn, &here, &self.pipeline, mark).await
         })
@@ -850,7 +848,7 @@ async fn read_lease(
     .bind(pipeline.to_string())
     .fetch_optional(conn)
     .await
-    .map_err(|e| Error::db(here, e))?;
+    .map_err(|e| db_error(here, e))?;
     Ok(row.map(|r| Lease {
         token: r.get(0),
         host: r.get(1),
@@ -870,7 +868,7 @@ async fn take_lease(
     me: &Me,
     token: &str,
 ) -> Result<Try<()>> {
-    let db = |e| Error::db(here, e);
+    let db = |e| db_error(here, e);
     sqlx::query(LEASES).execute(&mut *conn).await.map_err(db)?;
     for _ in 0..3 {
         let found = read_lease(conn, here, pipeline).await?;

@@ -28,20 +28,24 @@ use futures::TryStreamExt;
 use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
 use sqlx::{MySql, Row};
 
-use super::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
+use super::checkpoint::{MyStore, mark_done as my_mark_done};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{ReadBack, Selection};
-use crate::checkpoint::{CheckpointStore, DoneMark, MyStore, my_mark_done};
+use crate::check::readback::ReadBack;
+use crate::checkpoint::{CheckpointStore, DoneMark};
+use crate::chunk::Selection;
+use crate::chunk::{Chunk, KeyValue, TargetKey};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
-use crate::db::keyset::KeySql;
+use crate::db::mysql::errors::error as db_error;
 use crate::db::mysql::{
     Decoder, DigestLayout, MAX_PLACEHOLDERS, MyClient, MyColumn, MyKind, RowDigest, literal,
     my_decl, qualified, quote, same_family, table_columns, write_date, write_time, write_timestamp,
     written,
 };
-use crate::db::{IoRuntime, stmt};
-use crate::plan::{Chunk, KeyValue, TargetKey};
+use crate::runtime::IoRuntime;
+use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
 use crate::source::SchemaCast;
+use crate::sql::keyset::KeySql;
+use crate::sql::stmt;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -225,7 +229,7 @@ impl MysqlSink {
         )))
         .fetch_one(conn)
         .await
-        .map_err(|e| Error::db(self.here(), e))
+        .map_err(|e| db_error(self.here(), e))
     }
 
     /// The table's row count if it exists.
@@ -239,7 +243,7 @@ impl MysqlSink {
             {
                 return Ok(None);
             }
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             Ok(Some(self.count(&mut conn, &self.t()).await?))
         })
     }
@@ -392,7 +396,7 @@ impl MysqlSink {
         for cond in self.conditions(selection)? {
             let sql = format!("SELECT {} FROM {}{cond}", self.column_list(), self.t());
             let mut rows = sqlx::query(stmt(sql)).fetch(&mut *conn);
-            while let Some(row) = rows.try_next().await.map_err(|e| Error::db(&here, e))? {
+            while let Some(row) = rows.try_next().await.map_err(|e| db_error(&here, e))? {
                 f(&row)?;
             }
         }
@@ -423,7 +427,7 @@ impl MysqlSink {
         let p: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
             .fetch_one(conn)
             .await
-            .map_err(|e| Error::db(self.here(), e))?;
+            .map_err(|e| db_error(self.here(), e))?;
         Ok(*self.packet.get_or_init(|| p.max(1 << 20) as usize))
     }
 
@@ -496,7 +500,7 @@ impl MysqlSink {
             let done = q
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             if self.write_mode != WriteMode::Upsert && done.rows_affected() != rows as u64 {
                 return Err(Error::data(
                     &here,
@@ -531,7 +535,7 @@ impl MysqlSink {
             sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| Error::db(self.here(), e))?;
+                .map_err(|e| db_error(self.here(), e))?;
         }
         Ok(())
     }
@@ -551,6 +555,7 @@ impl MysqlSink {
             failed,
             pool,
             &self.here(),
+            super::errors::error,
             batches,
             self.key.as_ref().map_or(&[][..], |k| k.columns.as_slice()),
             first,
@@ -592,7 +597,7 @@ impl MysqlSink {
             }
             q.execute(&mut *conn)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
         }
         Ok(())
     }
@@ -607,7 +612,7 @@ impl MysqlSink {
             .bind(chunk as i64)
             .execute(&mut *conn)
             .await
-            .map_err(|e| Error::db(self.here(), e))?;
+            .map_err(|e| db_error(self.here(), e))?;
         self.insert_rejects(conn, chunk, entries).await
     }
 
@@ -722,13 +727,13 @@ impl<'a> Cols<'a> {
                 _ => None,
             };
             if let Some(row) = bad {
-                let at = crate::source::row_label(batch, key, row)
+                let at = crate::chunk::key::row_label(batch, key, row)
                     .unwrap_or_else(|| format!("batch row {}", row + 1));
                 return Err(Error::data(
                     format!("{here}, {at}"),
                     format!(
                         "column {name} holds {}, which a MySQL float column cannot store",
-                        crate::transform::cast::value_text(a.as_ref(), row).unwrap_or_default()
+                        crate::types::cast::value_text(a.as_ref(), row).unwrap_or_default()
                     ),
                 ));
             }
@@ -829,7 +834,7 @@ impl Sink for MysqlSink {
         // MySQL commits each DDL statement on its own; the steps are ordered so that a
         // crash between them leaves a state the next `prepare` completes.
         self.client.io().block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             let mut conn = pool.acquire().await.map_err(db)?;
             let exec = |sql: String| sqlx::raw_sql(stmt(sql));
             exec(self.create_database_sql())
@@ -915,7 +920,7 @@ impl Sink for MysqlSink {
         let pool = self.client.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             self.select_rows(&mut conn, selection).await
         })
     }
@@ -925,14 +930,14 @@ impl Sink for MysqlSink {
         let conds = self.conditions(selection)?;
         let pool = self.client.pool()?;
         self.client.io().block_on(async {
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = pool.begin().await.map_err(|e| db_error(&here, e))?;
             for cond in conds {
                 sqlx::query(stmt(format!("DELETE FROM {}{cond}", self.t())))
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
             }
-            tx.commit().await.map_err(|e| Error::db(&here, e))
+            tx.commit().await.map_err(|e| db_error(&here, e))
         })
     }
 
@@ -940,7 +945,7 @@ impl Sink for MysqlSink {
         let pool = self.client.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             self.select_each(&mut conn, &Selection::All, f).await
         })
     }
@@ -979,12 +984,12 @@ impl Sink for MysqlSink {
             )))
             .fetch_all(pool)
             .await
-            .map_err(|e| Error::db(&here, e))?;
+            .map_err(|e| db_error(&here, e))?;
             rows.iter()
                 .map(|r| {
-                    let get = |i: usize| r.try_get::<Option<String>, _>(i).map_err(|e| Error::db(&here, e));
+                    let get = |i: usize| r.try_get::<Option<String>, _>(i).map_err(|e| db_error(&here, e));
                     Ok(QuarantineEntry {
-                        chunk: r.try_get::<i64, _>(0).map_err(|e| Error::db(&here, e))? as usize,
+                        chunk: r.try_get::<i64, _>(0).map_err(|e| db_error(&here, e))? as usize,
                         key: get(1)?,
                         location: get(2)?.unwrap_or_default(),
                         column: get(3)?,
@@ -1012,7 +1017,7 @@ impl Sink for MysqlSink {
             .map(|v| self.chunk_rows(&v.selection, v.key, passing))
             .transpose()?;
         self.client.io().block_on(async {
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = pool.begin().await.map_err(|e| db_error(&here, e))?;
             // Rows already under the retried keys (a key need not be unique) stay.
             // (An upsert replaces them: only the rows sent are expected then.)
             let there = match &readback {
@@ -1031,7 +1036,7 @@ impl Sink for MysqlSink {
                 v.verify_beside(&there, &back, t0)?;
             }
             self.replace_rejects(&mut tx, chunk, remaining).await?;
-            tx.commit().await.map_err(|e| Error::db(&here, e))?;
+            tx.commit().await.map_err(|e| db_error(&here, e))?;
             Ok(written)
         })
     }
@@ -1072,7 +1077,7 @@ impl ChunkWriter for MyChunk<'_> {
             .map(|v| sink.chunk_rows(&v.selection, v.key, &self.batches))
             .transpose()?;
         sink.client.io().block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
             sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
                 .await?;

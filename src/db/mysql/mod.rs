@@ -49,6 +49,11 @@
 //!
 //! Tables are created `DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_bin`.
 
+pub mod checkpoint;
+mod errors;
+pub mod sink;
+pub mod source;
+
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -63,10 +68,12 @@ use arrow::record_batch::RecordBatch;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlRow};
 use sqlx::{Column, Decode, MySql, Row, TypeInfo};
 
-pub use super::RowDigest;
-use super::{IoRuntime, hash_bytes};
+use crate::chunk::KeyValue;
 use crate::config::{DbOptions, SecretUrl};
-use crate::plan::KeyValue;
+use crate::db::mysql::errors::error as db_error;
+use crate::runtime::IoRuntime;
+pub use crate::sql::RowDigest;
+use crate::sql::hash_bytes;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -81,43 +88,6 @@ pub fn quote(name: &str) -> String {
 /// Quotes a database-qualified name: `` `db`.`table` ``.
 pub fn qualified(database: &str, table: &str) -> String {
     format!("{}.{}", quote(database), quote(table))
-}
-
-/// The connect options of a `mysql://` or `mariadb://` URL.
-pub fn options(url: &SecretUrl) -> Result<MySqlConnectOptions, String> {
-    let text = url.expose();
-    let text = match text.strip_prefix("mariadb://") {
-        Some(rest) => format!("mysql://{rest}"),
-        None => text.to_string(),
-    };
-    MySqlConnectOptions::from_str(&text)
-        .map_err(|e| {
-            format!(
-                "invalid MySQL url `{}`: {}",
-                url.shown(),
-                crate::config::redact(&e.to_string())
-            )
-        })
-        .map(|o| {
-            let o = match query_password(&text) {
-                Some(password) => o.password(&password),
-                None => o,
-            };
-            o.charset("utf8mb4").timezone(Some("+00:00".to_string()))
-        })
-}
-
-/// The `password` query parameter of a MySQL URL, decoded. sqlx reads only the user-info
-/// password and ignores this one, which other clients take (and which PostgreSQL URLs
-/// take too); rowshift passes it on, and redacts it in every message like the other.
-fn query_password(url: &str) -> Option<String> {
-    let (_, query) = url.split_once('?')?;
-    let query = query.split('#').next().unwrap_or(query);
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        let decode = |t: &str| crate::config::percent_decode(&t.replace('+', " "));
-        (decode(key) == "password").then(|| decode(value))
-    })
 }
 
 /// A lazily opened pool on one server, shared by a sink and its checkpoint store.
@@ -182,6 +152,43 @@ fn session_sql(db: &DbOptions, mariadb: bool) -> String {
     format!("SET SESSION {}", set.join(", "))
 }
 
+/// The connect options of a `mysql://` or `mariadb://` URL.
+pub fn options(url: &SecretUrl) -> Result<MySqlConnectOptions, String> {
+    let text = url.expose();
+    let text = match text.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => text.to_string(),
+    };
+    MySqlConnectOptions::from_str(&text)
+        .map_err(|e| {
+            format!(
+                "invalid MySQL url `{}`: {}",
+                url.shown(),
+                crate::config::redact(&e.to_string())
+            )
+        })
+        .map(|o| {
+            let o = match query_password(&text) {
+                Some(password) => o.password(&password),
+                None => o,
+            };
+            o.charset("utf8mb4").timezone(Some("+00:00".to_string()))
+        })
+}
+
+/// The `password` query parameter of a MySQL URL, decoded. sqlx reads only the user-info
+/// password and ignores this one, which other clients take (and which PostgreSQL URLs
+/// take too); rowshift passes it on, and redacts it in every message like the other.
+fn query_password(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        let decode = |t: &str| crate::config::percent_decode(&t.replace('+', " "));
+        (decode(key) == "password").then(|| decode(value))
+    })
+}
+
 /// Opens a pool on `url` and checks that one connection works, retrying a refused or
 /// dropped connection with backoff. Every connection gets the strict session settings.
 pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<MySqlPool> {
@@ -203,7 +210,7 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<MySqlP
             Err(e) => {
                 let transient = matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut);
                 if !transient || attempt >= 3 {
-                    return Err(Error::db(&shown, e));
+                    return Err(db_error(&shown, e));
                 }
                 std::thread::sleep(Duration::from_millis(200 << attempt));
             }
@@ -212,13 +219,13 @@ pub fn connect(io: &IoRuntime, url: &SecretUrl, db: &DbOptions) -> Result<MySqlP
     let session: Arc<str> = session_sql(db, version.contains("MariaDB")).into();
     let max = db.pool_size.unwrap_or(crate::config::DEFAULT_POOL_SIZE);
     Ok(io.block_on(async move {
-        super::pool_options::<sqlx::MySql>()
+        crate::sql::pool_options::<sqlx::MySql>()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(60))
             .after_connect(move |conn, _| {
                 let session = session.clone();
                 Box::pin(async move {
-                    sqlx::raw_sql(super::stmt(session.to_string()))
+                    sqlx::raw_sql(crate::sql::stmt(session.to_string()))
                         .execute(&mut *conn)
                         .await?;
                     // Chunks read from one snapshot each, whatever the server's default.
@@ -275,7 +282,7 @@ pub async fn table_columns(
     .bind(table)
     .fetch_all(pool)
     .await
-    .map_err(|e| Error::db(shown, e))?;
+    .map_err(|e| db_error(shown, e))?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -294,7 +301,7 @@ pub async fn table_columns(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map(Some)
-        .map_err(|e| Error::db(shown, e))
+        .map_err(|e| db_error(shown, e))
 }
 
 /// Names of the tables and views in `database`, for "did you mean" messages.
@@ -305,7 +312,7 @@ pub async fn table_names(pool: &MySqlPool, database: &str, shown: &str) -> Resul
     .bind(database)
     .fetch_all(pool)
     .await
-    .map_err(|e| Error::db(shown, e))
+    .map_err(|e| db_error(shown, e))
 }
 
 /// The Arrow column a value is decoded into.
@@ -1197,6 +1204,25 @@ fn fold_each(
         *row = fold(*row, value);
     }
     true
+}
+
+/// The primary key's columns in key order, or none.
+pub async fn primary_key(
+    pool: &sqlx::MySqlPool,
+    database: &str,
+    table: &str,
+    shown: &str,
+) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+         ORDER BY ORDINAL_POSITION",
+    )
+    .bind(database)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| db_error(shown, e))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! `(a, b)`. A one-column key is written plainly, `a > 1`, so plans and statements for it
 //! stay what they were before composite keys.
 
-use crate::plan::{Chunk, ChunkRange, KeyValue};
+use crate::chunk::{Chunk, ChunkRange, KeyValue};
 use crate::{Error, Result};
 
 /// Renders a key value's part as SQL: a literal, or a placeholder that binds it.

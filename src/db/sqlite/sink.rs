@@ -29,22 +29,24 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use std::time::Instant;
 
-use super::table;
-use super::{ChunkWriter, Committed, Prepare, Sink, refuse};
+use super::checkpoint::{Entry, Ledger, SqliteStore, holds_claim, mark_done};
 use crate::check::quarantine::QuarantineEntry;
-use crate::check::readback::{KEYS_PER_QUERY, ReadBack, Selection};
-use crate::checkpoint::{
-    CheckpointStore, DoneMark, Entry, Ledger, SqliteStore, holds_claim, mark_done,
-};
+use crate::check::readback::{KEYS_PER_QUERY, ReadBack};
+use crate::checkpoint::{CheckpointStore, DoneMark};
+use crate::chunk::KeyValue;
+use crate::chunk::Selection;
+use crate::chunk::{Chunk, TargetKey};
 use crate::config::{IfExists, TargetConfig, show_path};
-use crate::db::decode::{
+use crate::db::sqlite::decode::{
     BatchBuilder, Bind, KeyCols, Kind, RawConn, RawError, StoredSum, bind_key,
 };
-use crate::db::keyset::{KeySql, marks};
+use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, Affinity, TableColumn, connect, table_columns};
-use crate::db::{IoRuntime, quote_ident, stmt};
-use crate::plan::KeyValue;
-use crate::plan::{Chunk, TargetKey};
+use crate::runtime::IoRuntime;
+use crate::sink::table;
+use crate::sink::{ChunkWriter, Committed, Prepare, Sink, refuse};
+use crate::sql::keyset::{KeySql, marks};
+use crate::sql::{quote_ident, stmt};
 use crate::types::{ColumnType, double_as_float32, float32_as_double};
 use crate::{Error, Result};
 
@@ -281,7 +283,7 @@ impl SqliteSink {
             }
             q.execute(&mut *conn)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
         }
         Ok(())
     }
@@ -295,7 +297,7 @@ impl SqliteSink {
         .bind(chunk as i64)
         .execute(&mut *conn)
         .await
-        .map_err(|e| Error::db(self.here(), e))?;
+        .map_err(|e| db_error(self.here(), e))?;
         Ok(())
     }
 
@@ -340,7 +342,7 @@ impl SqliteSink {
         let here = self.here();
         let pool = self.read_pool()?;
         self.io.block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             self.read_back(&mut conn, v, bound).await
         })
     }
@@ -370,7 +372,7 @@ impl SqliteSink {
             let n: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}")))
                 .fetch_one(&pool)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             Ok::<_, Error>(Some(n))
         });
         self.io.block_on(pool.close());
@@ -409,7 +411,7 @@ impl SqliteSink {
             }
             q.execute(&mut *conn)
                 .await
-                .map_err(|err| Error::db(&here, err))?;
+                .map_err(|err| db_error(&here, err))?;
         }
         Ok(())
     }
@@ -431,10 +433,7 @@ impl SqliteSink {
         let Some(ledger) = self.ledger.get() else {
             return Ok(());
         };
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| Error::db(self.here(), e))?;
+        let mut conn = pool.acquire().await.map_err(|e| db_error(self.here(), e))?;
         ledger.write_queued(&mut conn).await
     }
 
@@ -453,6 +452,7 @@ impl SqliteSink {
             failed,
             pool,
             &self.here(),
+            super::errors::error,
             batches,
             self.key.as_ref().map_or(&[][..], |k| k.columns.as_slice()),
             first,
@@ -487,9 +487,9 @@ impl SqliteSink {
         let rows_per_stmt = (MAX_PARAMS / width.max(1)).clamp(1, 500);
         let row_sql = format!("({})", vec!["?"; width].join(", "));
         let statement = |rows: usize| format!("{head}{}", vec![row_sql.as_str(); rows].join(", "));
-        let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+        let mut lock = conn.lock_handle().await.map_err(|e| db_error(&here, e))?;
         let raw = RawConn::new(&mut lock);
-        let failed = |e: RawError| Error::db(&here, e.into());
+        let failed = |e: RawError| db_error(&here, e.into());
         // One statement for full groups of rows, prepared once per chunk and re-bound.
         let mut full = raw
             .prepare(&statement(rows_per_stmt), &[])
@@ -609,13 +609,13 @@ impl SqliteSink {
         let here = self.here();
         let head = self.select_all();
         let mut sum = StoredSum::default();
-        let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+        let mut lock = conn.lock_handle().await.map_err(|e| db_error(&here, e))?;
         let raw = RawConn::new(&mut lock);
         for (sql, binds) in self.filtered(&head, selection)? {
             let mut rows = raw
                 .prepare(&sql, &binds)
-                .map_err(|e| Error::db(&here, e.into()))?;
-            while rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                .map_err(|e| db_error(&here, e.into()))?;
+            while rows.step().map_err(|e| db_error(&here, e.into()))? {
                 sum.add_stored(&rows, self.columns.len());
             }
         }
@@ -632,7 +632,7 @@ impl SqliteSink {
         let pool = connect(&self.io, &self.path, Access::Read, 1)?;
         let here = self.here();
         let out = self.io.block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             self.select_each(&mut conn, selection, key, emit).await
         });
         self.io.block_on(pool.close());
@@ -660,13 +660,13 @@ impl SqliteSink {
         ));
         let key = KeyCols::find(key, self.columns.iter().map(|c| c.0.as_str()));
         let mut builder = BatchBuilder::new(&self.kinds, READ_BATCH);
-        let mut lock = conn.lock_handle().await.map_err(|e| Error::db(&here, e))?;
+        let mut lock = conn.lock_handle().await.map_err(|e| db_error(&here, e))?;
         let raw = RawConn::new(&mut lock);
         for (sql, binds) in queries {
             let mut rows = raw
                 .prepare(&sql, &binds)
-                .map_err(|e| Error::db(&here, e.into()))?;
-            while rows.step().map_err(|e| Error::db(&here, e.into()))? {
+                .map_err(|e| db_error(&here, e.into()))?;
+            while rows.step().map_err(|e| db_error(&here, e.into()))? {
                 builder
                     .push(&rows, &raw_schema, &key, &here)
                     .map_err(Error::Row)?;
@@ -713,7 +713,10 @@ impl Sink for SqliteSink {
         true
     }
 
-    fn refusals_before_sending(&self, batches: &[RecordBatch]) -> Result<Vec<super::Refusal>> {
+    fn refusals_before_sending(
+        &self,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<crate::sink::Refusal>> {
         Ok(nan_refusals(batches, 0))
     }
 
@@ -764,7 +767,7 @@ impl Sink for SqliteSink {
         table::check_restart(how, self.if_exists, &here)?;
         let pool = self.pool()?;
         self.io.block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             if let Some(existing) = table_columns(pool, &self.table, &here).await? {
                 let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}")))
                     .fetch_one(pool)
@@ -840,11 +843,11 @@ impl Sink for SqliteSink {
         let pool = self.pool()?;
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = pool.begin().await.map_err(|e| db_error(&here, e))?;
             for (chunk, selection) in ranges {
                 self.delete_chunk(&mut tx, *chunk, selection).await?;
             }
-            tx.commit().await.map_err(|e| Error::db(&here, e))
+            tx.commit().await.map_err(|e| db_error(&here, e))
         })
     }
 
@@ -863,7 +866,7 @@ impl Sink for SqliteSink {
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(pool)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
                 pool.close().await;
                 Ok::<_, Error>(())
             })?;
@@ -901,9 +904,9 @@ impl Sink for SqliteSink {
         let pool = self.pool()?;
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = pool.begin().await.map_err(|e| db_error(&here, e))?;
             self.delete_rows(&mut tx, selection).await?;
-            tx.commit().await.map_err(|e| Error::db(&here, e))
+            tx.commit().await.map_err(|e| db_error(&here, e))
         })
     }
 
@@ -950,14 +953,14 @@ impl Sink for SqliteSink {
                     .bind(self.rejects_table())
                     .fetch_one(&pool)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
             if exists == 0 {
                 return Ok(Vec::new());
             }
             let rows = sqlx::query(stmt(sql))
                 .fetch_all(&pool)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             rows.iter()
                 .map(|r| {
                     Ok(QuarantineEntry {
@@ -994,7 +997,7 @@ impl Sink for SqliteSink {
             .collect::<Result<Vec<_>>>()?;
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
-            let mut tx = pool.begin().await.map_err(|e| Error::db(&here, e))?;
+            let mut tx = pool.begin().await.map_err(|e| db_error(&here, e))?;
             // Rows already under the retried keys (a key need not be unique) stay.
             let there = match verify {
                 Some(v) => self.select_rows(&mut tx, &v.selection, v.key).await?,
@@ -1012,7 +1015,7 @@ impl Sink for SqliteSink {
             }
             self.delete_rejects(&mut tx, chunk).await?;
             self.insert_rejects(&mut tx, chunk, remaining).await?;
-            tx.commit().await.map_err(|e| Error::db(&here, e))?;
+            tx.commit().await.map_err(|e| db_error(&here, e))?;
             Ok(written)
         })
     }
@@ -1034,7 +1037,7 @@ struct SqliteChunk<'a> {
     given: usize,
     /// Rows holding a float NaN, which SQLite would store as NULL: the commit refuses
     /// them, and the chunk is written again without them.
-    nan: Vec<super::Refusal>,
+    nan: Vec<crate::sink::Refusal>,
 }
 
 impl ChunkWriter for SqliteChunk<'_> {
@@ -1072,7 +1075,7 @@ impl ChunkWriter for SqliteChunk<'_> {
         };
         let after = verify.filter(|v| sink.defers_read_back(&v.selection));
         let (rows, marked) = sink.io.block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             let _writing = sink.write_lock.lock().await;
             sink.write_ledger(pool).await?;
             let mut tx = pool.begin().await.map_err(db)?;
@@ -1115,17 +1118,17 @@ impl ChunkWriter for SqliteChunk<'_> {
         let (Some(v), Some(bound)) = (after, bound) else {
             return Ok(Committed { rows, marked });
         };
-        crate::run::crash_point(self.chunk, "committed");
-        if let Some(sql) = crate::run::fault_sql(self.chunk, "committed") {
+        crate::fault::crash_point(self.chunk, "committed");
+        if let Some(sql) = crate::fault::fault_sql(self.chunk, "committed") {
             sink.io
                 .block_on(sqlx::raw_sql(stmt(sql)).execute(pool))
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
         }
         // The rows are committed but the chunk is still running: the next chunk's insert
         // goes on while this one reads back.
         if let Err(mismatch) = sink.read_back_committed(v, &bound) {
             let deleted = sink.io.block_on(async {
-                let db = |e| Error::db(&here, e);
+                let db = |e| db_error(&here, e);
                 let _writing = sink.write_lock.lock().await;
                 sink.write_ledger(pool).await?;
                 let mut tx = pool.begin().await.map_err(db)?;
@@ -1157,7 +1160,7 @@ impl ChunkWriter for SqliteChunk<'_> {
 /// The rows of `batches` (counted across them, from `first`) holding a float NaN, which
 /// SQLite stores as NULL: refused with the column, so that they go to the quarantine
 /// and the rest of their chunk is written.
-fn nan_refusals(batches: &[RecordBatch], first: usize) -> Vec<super::Refusal> {
+fn nan_refusals(batches: &[RecordBatch], first: usize) -> Vec<crate::sink::Refusal> {
     let mut out = Vec::new();
     let mut offset = first;
     for batch in batches {
@@ -1174,7 +1177,7 @@ fn nan_refusals(batches: &[RecordBatch], first: usize) -> Vec<super::Refusal> {
             };
             for row in 0..batch.num_rows() {
                 if nan_at(row) && seen.insert(row) {
-                    out.push(super::Refusal {
+                    out.push(crate::sink::Refusal {
                         row: offset + row,
                         column: Some(field.name().clone()),
                         detail: Some("NaN".into()),
@@ -1552,8 +1555,8 @@ mod tests {
         assert_eq!(out.column(4).data_type(), &DataType::Float64);
 
         // The sum of a bindable batch is the sum of the values it binds.
-        let mut expected = crate::db::decode::StoredSum::default();
-        use crate::db::decode::Bind;
+        let mut expected = crate::db::sqlite::decode::StoredSum::default();
+        use crate::db::sqlite::decode::Bind;
         expected.add_bound(&[
             Bind::Int(-7),
             Bind::Text("2024-02-29"),

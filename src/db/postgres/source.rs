@@ -10,17 +10,17 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::{
-    BatchIter, ChannelIter, Projection, SchemaCast, Source, key_positions, null_key_error,
-    parse_keys, row_key,
-};
+use crate::chunk::key::{null_key_error, parse_keys, row_key};
+use crate::chunk::{Chunk, ChunkRange, KeyValue};
 use crate::config::{SecretUrl, SourceConfig};
-use crate::db::keyset::{KeyChunks, KeySql};
+use crate::db::postgres::errors::error as db_error;
 use crate::db::postgres::{
     Decoder, PgColumn, PgKind, connect, literal, qualified, table_columns, table_names,
 };
-use crate::db::{IoRuntime, quote_ident, stmt};
-use crate::plan::{Chunk, ChunkRange, KeyValue};
+use crate::runtime::IoRuntime;
+use crate::source::{BatchIter, ChannelIter, Projection, SchemaCast, Source, key_positions};
+use crate::sql::keyset::{KeyChunks, KeySql};
+use crate::sql::{quote_ident, stmt};
 use crate::types::ColumnType;
 use crate::{Error, Result, RowFailure};
 
@@ -252,7 +252,7 @@ impl PostgresSource {
                 let mut conn = pool
                     .begin_with(BEGIN)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
+                    .map_err(|e| db_error(&here, e))?;
                 let mut decoder = Decoder::new(&kinds, raw_schema.clone(), batch_rows);
                 let mut pending: Vec<RecordBatch> = Vec::new();
                 // Batches are handed over as the stream is decoded, not at the end.
@@ -260,8 +260,8 @@ impl PostgresSource {
                 let mut stream = conn
                     .copy_out_raw(&copy)
                     .await
-                    .map_err(|e| Error::db(&here, e))?;
-                while let Some(data) = stream.try_next().await.map_err(|e| Error::db(&here, e))? {
+                    .map_err(|e| db_error(&here, e))?;
+                while let Some(data) = stream.try_next().await.map_err(|e| db_error(&here, e))? {
                     let mut emit = |b: RecordBatch| {
                         pending.push(b);
                         Ok(())
@@ -294,7 +294,7 @@ impl PostgresSource {
                     let b = decoder.finish()?;
                     let _ = sender.send(this.cast(b, &here)).await;
                 }
-                conn.rollback().await.map_err(|e| Error::db(&here, e))?;
+                conn.rollback().await.map_err(|e| db_error(&here, e))?;
                 Ok::<_, Error>(())
             }
             .await;
@@ -323,8 +323,8 @@ async fn copy_out(
     let mut stream = conn
         .copy_out_raw(&copy)
         .await
-        .map_err(|e| Error::db(here, e))?;
-    while let Some(data) = stream.try_next().await.map_err(|e| Error::db(here, e))? {
+        .map_err(|e| db_error(here, e))?;
+    while let Some(data) = stream.try_next().await.map_err(|e| db_error(here, e))? {
         decoder
             .feed(&data, emit)
             .map_err(|(col, reason)| match col {
@@ -372,7 +372,7 @@ impl Source for PostgresSource {
         let any_null = self.keyset.any_null();
         let selected = &self.bounds;
         self.io.block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             // The plan sees one snapshot, like each chunk.
             let mut tx = self.pool.begin_with(BEGIN).await.map_err(db)?;
             let nulls: i64 =
@@ -457,7 +457,7 @@ impl Source for PostgresSource {
                 .pool
                 .begin_with(BEGIN)
                 .await
-                .map_err(|e| Error::db(&here, e))?;
+                .map_err(|e| db_error(&here, e))?;
             for part in values.chunks(1000) {
                 let sql = format!(
                     "{} WHERE {} ORDER BY {}",
@@ -479,7 +479,7 @@ impl Source for PostgresSource {
                 )
                 .await?;
             }
-            conn.rollback().await.map_err(|e| Error::db(&here, e))
+            conn.rollback().await.map_err(|e| db_error(&here, e))
         })?;
         let batch = if batches.is_empty() {
             RecordBatch::new_empty(self.raw_schema.clone())

@@ -97,7 +97,7 @@ impl std::fmt::Display for Diagnostics {
                     let (line, col) = self.line_col(span.start);
                     write!(f, "\n{}:{line}:{col}: {}", self.file.display(), d.message)?;
                     // The quoted line may hold a URL with a password.
-                    let text = super::redact(self.text.lines().nth(line - 1).unwrap_or(""));
+                    let text = crate::secret::redact(self.text.lines().nth(line - 1).unwrap_or(""));
                     write!(f, "\n    {text}\n    {:>width$}^", "", width = col - 1)?;
                 }
                 None => write!(f, "\n{}: {}", self.file.display(), d.message)?,
@@ -124,6 +124,28 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
+}
+
+/// Formats a duration as `1.23s` or `2m03s`.
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.2}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+/// A value shown in a message: quoted, and shortened when very long.
+pub fn quote_value(value: &str) -> String {
+    const MAX: usize = 120;
+    let n = value.chars().count();
+    if n <= MAX {
+        format!("'{value}'")
+    } else {
+        let head: String = value.chars().take(MAX).collect();
+        format!("'{head}…' ({n} characters)")
+    }
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ use libsqlite3_sys as ffi;
 use sqlx::Sqlite;
 use sqlx::sqlite::LockedSqliteHandle;
 
-use crate::plan::KeyValue;
-use crate::transform::cast::cast_batch;
+use crate::chunk::KeyValue;
 use crate::types::ColumnType;
+use crate::types::cast::cast_batch;
 use crate::{Error, Result, RowFailure};
 
 /// How a column's values are read, from its declared type's affinity.
@@ -571,7 +571,7 @@ impl Builder {
     /// range, as a float only when the float reads back as the same number; a float
     /// is read as an integer only when it is whole. Otherwise the value to show and why.
     fn convert<'a>(&self, cell: Cell<'a>) -> Result<Cell<'a>, (Option<String>, String)> {
-        use crate::transform::cast::{double_text, integer_text};
+        use crate::types::cast::{double_text, integer_text};
         let refused = |reason: String| Err((cell.shown(), reason));
         let text = |t: &'a [u8]| std::str::from_utf8(t).ok();
         match (self, cell) {

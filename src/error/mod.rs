@@ -1,8 +1,10 @@
-//! The library's error type.
+//! The library's error type, and the diagnostics that point at a pipeline file's lines.
+
+pub mod diag;
 
 use std::path::PathBuf;
 
-use crate::config::Diagnostics;
+use self::diag::Diagnostics;
 
 /// A `Result` with rowshift's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -27,7 +29,7 @@ impl std::fmt::Display for RowFailure {
             write!(f, ", column {column}")?;
         }
         if let Some(value) = &self.value {
-            write!(f, ", value {}", crate::types::quote_value(value))?;
+            write!(f, ", value {}", self::diag::quote_value(value))?;
         }
         write!(f, ": {}", self.reason)
     }
@@ -53,13 +55,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A database call failed.
-    #[error("{location}: {}{}", driver_text(source), full_hint(self))]
+    #[error("{location}: {}{}", kind.said.clone().unwrap_or_else(|| driver_text(source)), full_hint(self))]
     Database {
         /// The redacted URL and table, or the statement's purpose.
         location: String,
         /// The driver's error.
         #[source]
         source: sqlx::Error,
+        /// What the database's own code made of it (see [`DbErrorKind`]).
+        kind: Box<DbErrorKind>,
     },
     /// Arrow or Parquet failed to read or write data.
     #[error("{location}: {message}")]
@@ -85,10 +89,10 @@ pub enum Error {
     /// cannot hold), each named by its place among the rows the chunk sent. A run puts
     /// them in the quarantine and commits the chunk again without them.
     #[error("{}", refused_text(.0))]
-    Refused(Vec<crate::sink::Refusal>),
+    Refused(Vec<Refusal>),
     /// The target refused too many rows of a chunk to find them one by one (more than
-    /// 1 in [`crate::sink::MAX_REFUSED_SHARE`], or every row tried, all of the chunk
-    /// or past [`crate::sink::MIN_REFUSED`] rows): it refuses the chunk, not some rows.
+    /// 1 in [`MAX_REFUSED_SHARE`], or every row tried, all of the chunk
+    /// or past [`MIN_REFUSED`] rows): it refuses the chunk, not some rows.
     /// Nothing of the chunk is written.
     #[error("{}", refused_chunk_text(*rows, *tried, *refused, named, first))]
     RefusedChunk {
@@ -101,7 +105,7 @@ pub enum Error {
         /// The first refused rows, each as `row N (key=value)`.
         named: Vec<String>,
         /// The server's reasons for them, in the same order.
-        first: Vec<crate::sink::Refusal>,
+        first: Vec<Refusal>,
     },
     /// The run was interrupted (Ctrl-C, SIGTERM) during a long operation, which stopped
     /// and rolled back; the chunk is redone by the next run.
@@ -132,11 +136,36 @@ impl Error {
         }
     }
 
-    /// A database error at `location` (already redacted).
+    /// A database error at `location` (already redacted), classified only by what any
+    /// driver says alike: a dropped connection or a pool timeout is transient, a full
+    /// disk under the connection is not. A database's own code classifies its server's
+    /// errors with [`Error::db_kind`].
     pub fn db(location: impl Into<String>, source: sqlx::Error) -> Self {
+        let kind = match &source {
+            sqlx::Error::Io(e) if io_full(e) => DbErrorKind::disk_full(),
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => DbErrorKind::transient(),
+            _ => DbErrorKind::default(),
+        };
+        Error::db_kind(location, source, kind)
+    }
+
+    /// A database error at `location` (already redacted), with what the database's
+    /// own code made of it.
+    pub fn db_kind(location: impl Into<String>, source: sqlx::Error, kind: DbErrorKind) -> Self {
         Error::Database {
             location: location.into(),
             source,
+            kind: Box::new(kind),
+        }
+    }
+
+    /// What a database's code made of this error (or the one it wraps), if it is a
+    /// database error.
+    pub fn db_error_kind(&self) -> Option<&DbErrorKind> {
+        match self {
+            Error::Chunk { source, .. } => source.db_error_kind(),
+            Error::Database { kind, .. } => Some(kind),
+            _ => None,
         }
     }
 
@@ -152,33 +181,9 @@ impl Error {
     /// deadlock, a serialization failure, a pool timeout. Constraint violations and bad
     /// data are permanent.
     pub fn is_transient(&self) -> bool {
-        if self.is_disk_full() {
-            return false;
-        }
         match self {
             Error::Chunk { source, .. } => source.is_transient(),
-            Error::Database { source, .. } => match source {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
-                // MySQL's code is the SQLSTATE, and a lock wait timeout's (1205) is the
-                // catch-all HY000: its error number tells (1213 is a deadlock).
-                sqlx::Error::Database(db)
-                    if db
-                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                        .is_some_and(|my| matches!(my.number(), 1205 | 1213)) =>
-                {
-                    true
-                }
-                sqlx::Error::Database(db) => matches!(
-                    db.code().as_deref(),
-                    // SQLite busy/locked; PostgreSQL and MySQL serialization failure or
-                    // deadlock; PostgreSQL lock timeout.
-                    Some("5" | "6" | "517" | "40001" | "40P01" | "55P03")
-                    // PostgreSQL: the connection failed, or the server is shutting down
-                    // or starting up.
-                    | Some("08000" | "08003" | "08006" | "57P01" | "57P02" | "57P03")
-                ),
-                _ => false,
-            },
+            Error::Database { kind, .. } => kind.transient && !kind.disk_full,
             _ => false,
         }
     }
@@ -193,24 +198,7 @@ impl Error {
             Error::Chunk { source, .. } => source.is_disk_full(),
             Error::Io { source, .. } => io_full(source),
             Error::Data { message, .. } => message.contains("No space left on device"),
-            Error::Database { source, .. } => match source {
-                sqlx::Error::Io(e) => io_full(e),
-                sqlx::Error::Database(db) => {
-                    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                        // 1021 disk full, 1114 table full, 3 and 1030 a write that
-                        // failed with the OS's error 28 (ENOSPC).
-                        return matches!(my.number(), 1021 | 1114)
-                            || (matches!(my.number(), 3 | 1030) && my.message().contains("28"));
-                    }
-                    match db.code().as_deref() {
-                        Some("53100") => true,
-                        // SQLite: the primary code in the low byte; 13 is SQLITE_FULL.
-                        Some(code) => code.parse::<u32>().is_ok_and(|c| c & 0xff == 13),
-                        None => false,
-                    }
-                }
-                _ => false,
-            },
+            Error::Database { kind, .. } => kind.disk_full,
             _ => false,
         }
     }
@@ -241,7 +229,7 @@ impl Error {
     }
 }
 
-fn refused_text(refused: &[crate::sink::Refusal]) -> String {
+fn refused_text(refused: &[Refusal]) -> String {
     let Some(first) = refused.first() else {
         return "the target refused no row".into();
     };
@@ -257,7 +245,7 @@ fn refused_text(refused: &[crate::sink::Refusal]) -> String {
     )
 }
 
-fn refusal_text(r: &crate::sink::Refusal) -> String {
+fn refusal_text(r: &Refusal) -> String {
     let detail = r
         .detail
         .as_ref()
@@ -270,7 +258,7 @@ fn refused_chunk_text(
     tried: usize,
     refused: usize,
     named: &[String],
-    first: &[crate::sink::Refusal],
+    first: &[Refusal],
 ) -> String {
     let rows_named: Vec<String> = first
         .iter()
@@ -285,24 +273,68 @@ fn refused_chunk_text(
         .collect();
     format!(
         "the target refused {refused} of the first {tried} of the chunk's {rows} rows, so it refuses the chunk rather than some rows (rows are found one by one only while fewer than 1 in {} of them, or {}, are refused, and not every row tried); nothing of the chunk was written. The first refused, counted among the rows sent: {}",
-        crate::sink::MAX_REFUSED_SHARE,
-        crate::sink::MIN_REFUSED,
+        MAX_REFUSED_SHARE,
+        MIN_REFUSED,
         rows_named.join("; ")
     )
 }
 
-/// A driver error as messages show it: the server's own words, without sqlx's
-/// `error returned from database:` prefix and without PostgreSQL's `at line N`, the line
-/// of the server's C source that raised it, which reads like a line of the pipeline.
+/// A driver error as messages show it, when the database's code gave no words of its
+/// own ([`DbErrorKind::said`]): without sqlx's `error returned from database:` prefix.
 fn driver_text(e: &sqlx::Error) -> String {
     match e {
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-        {
-            Some(pg) => pg.message().to_string(),
-            None => db.to_string(),
-        },
+        sqlx::Error::Database(db) => db.to_string(),
         other => other.to_string(),
     }
+}
+
+/// What a database's own code makes of one of its driver's errors. Only the database
+/// folders of `crate::db` read a server's error codes; the rest of rowshift asks this.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbErrorKind {
+    /// Retrying may succeed: a dropped connection, a busy or locked database, a
+    /// deadlock, a serialization failure, a lock or pool timeout.
+    pub transient: bool,
+    /// The disk or a table is full: never transient, and the run stops.
+    pub disk_full: bool,
+    /// The server refused a row rather than the statement, the connection or the table
+    /// (a constraint, a trigger that raised, a value its column cannot hold).
+    pub refused: Option<RefusedRow>,
+    /// The server's words as messages show them, where they differ from the driver's
+    /// text (PostgreSQL's, without the line of the server's C source that raised it,
+    /// which reads like a line of the pipeline).
+    pub said: Option<String>,
+}
+
+impl DbErrorKind {
+    /// A transient error.
+    pub fn transient() -> Self {
+        DbErrorKind {
+            transient: true,
+            ..DbErrorKind::default()
+        }
+    }
+
+    /// A full disk.
+    pub fn disk_full() -> Self {
+        DbErrorKind {
+            disk_full: true,
+            ..DbErrorKind::default()
+        }
+    }
+}
+
+/// A row the server refused, as its error says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRow {
+    /// Which row of the statement (0-based), where the server tells.
+    pub row: Option<usize>,
+    /// The column the server named, if it named one.
+    pub column: Option<String>,
+    /// The server's detail (`Key (id)=(7) already exists.`), if it gave one.
+    pub detail: Option<String>,
+    /// The server's message.
+    pub reason: String,
 }
 
 /// An error and its causes (as `anyhow::Error::chain` gives them) as one line, each
@@ -313,13 +345,22 @@ pub fn chain_text<'a>(
     chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
 ) -> String {
     let mut text = String::new();
+    // The server's error under a driver's `Database` error repeats it.
+    let mut repeat = false;
     for c in chain {
-        let said = if let Some(e) = c.downcast_ref::<sqlx::Error>() {
-            driver_text(e)
-        } else if let Some(pg) = c.downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-            pg.message().to_string()
-        } else {
-            c.to_string()
+        if std::mem::take(&mut repeat) {
+            continue;
+        }
+        let said = match c.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(db)) => {
+                repeat = true;
+                if text.contains(db.message()) {
+                    continue;
+                }
+                db.to_string()
+            }
+            Some(e) => e.to_string(),
+            None => c.to_string(),
         };
         let said = said.trim();
         // A server message as PostgreSQL's error type shows it, with its source line,
@@ -354,6 +395,27 @@ fn full_hint(e: &Error) -> &'static str {
         ""
     }
 }
+
+/// A row the target refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The row's place among the rows the chunk sent, counted across its batches.
+    pub row: usize,
+    /// The column the server named, if it named one.
+    pub column: Option<String>,
+    /// The server's detail (`Key (id)=(7) already exists.`), if it gave one.
+    pub detail: Option<String>,
+    /// The server's message.
+    pub reason: String,
+}
+
+/// At most this share (1 in N) of a chunk's rows, but at least [`MIN_REFUSED`], are
+/// found one by one; past it the chunk fails with [`Error::RefusedChunk`].
+pub const MAX_REFUSED_SHARE: usize = 10;
+
+/// The fewest refused rows a chunk may have before the search gives up, whatever its
+/// size (a small chunk of a table with a few duplicates still quarantines them).
+pub const MIN_REFUSED: usize = 100;
 
 #[cfg(test)]
 mod tests {

@@ -1,33 +1,34 @@
-//! The MySQL/MariaDB checkpoint store: `_rowshift_runs` and `_rowshift_chunks` in the
-//! target's database, so a chunk's rows and its done mark commit in one transaction.
+//! The PostgreSQL checkpoint store: `_rowshift_runs` and `_rowshift_chunks` in the target's
+//! schema, so a chunk's rows and its done mark commit in one transaction.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlConnection, MySqlPool};
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Connection, Row};
 
-use super::lock::{self, Holder, Me, RunLock, Try};
-use super::sql::{self, Bind, Marks};
-use super::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
-use crate::check::ChunkCounts;
-use crate::db::mysql::{MyClient, qualified, table_columns};
-use crate::db::stmt;
-use crate::plan::Chunk;
+use crate::checkpoint::lock::{self, Holder, Me, RunLock, Try};
+use crate::checkpoint::sql::{self, Bind, Marks};
+use crate::checkpoint::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
+use crate::chunk::Chunk;
+use crate::chunk::ChunkCounts;
+use crate::db::postgres::errors::error as db_error;
+use crate::db::postgres::{PgClient, qualified};
+use crate::sql::stmt;
 use crate::{Error, Result};
 
-/// A checkpoint store in a MySQL database (the target's).
-pub struct MyStore {
-    client: Arc<MyClient>,
+/// A checkpoint store in a PostgreSQL schema (the target's).
+pub struct PgStore {
+    client: Arc<PgClient>,
     schema: String,
     pipeline: String,
     ready: OnceLock<()>,
 }
 
-impl MyStore {
+impl PgStore {
     /// A store for `pipeline` in `schema`. Touches nothing until written.
-    pub fn new(client: Arc<MyClient>, schema: &str, pipeline: &str) -> Self {
-        MyStore {
+    pub fn new(client: Arc<PgClient>, schema: &str, pipeline: &str) -> Self {
+        PgStore {
             client,
             schema: schema.to_string(),
             pipeline: pipeline.to_string(),
@@ -36,7 +37,7 @@ impl MyStore {
     }
 
     fn here(&self) -> String {
-        format!("checkpoint {} database {}", self.client.shown, self.schema)
+        format!("checkpoint {} schema {}", self.client.shown, self.schema)
     }
 
     fn runs(&self) -> String {
@@ -48,63 +49,87 @@ impl MyStore {
     }
 
     /// The pool, with the store's tables created.
-    fn pool(&self) -> Result<&MySqlPool> {
+    fn pool(&self) -> Result<&PgPool> {
         let pool = self.client.pool()?;
         if self.ready.get().is_some() {
             return Ok(pool);
         }
         let here = self.here();
-        let s = crate::db::mysql::quote(&self.schema);
+        let s = crate::sql::quote_ident(&self.schema);
         let ddl = [
-            format!("CREATE DATABASE IF NOT EXISTS {s} DEFAULT CHARACTER SET utf8mb4"),
+            format!("CREATE SCHEMA IF NOT EXISTS {s}"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (
-                    pipeline VARCHAR(255) PRIMARY KEY,
-                    fingerprint LONGTEXT NOT NULL,
-                    settings LONGTEXT NOT NULL,
-                    created_at VARCHAR(64) NOT NULL
-                ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                    pipeline text PRIMARY KEY,
+                    fingerprint text NOT NULL,
+                    settings text NOT NULL,
+                    created_at text NOT NULL)",
                 self.runs()
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (
-                    pipeline VARCHAR(255) NOT NULL,
-                    id BIGINT NOT NULL,
-                    chunk LONGTEXT NOT NULL,
-                    state VARCHAR(16) NOT NULL,
-                    attempts BIGINT NOT NULL DEFAULT 0,
-                    rows_read BIGINT NOT NULL DEFAULT 0,
-                    rows_written BIGINT NOT NULL DEFAULT 0,
-                    rows_filtered BIGINT NOT NULL DEFAULT 0,
-                    rows_rejected BIGINT NOT NULL DEFAULT 0,
-                    seconds DOUBLE NOT NULL DEFAULT 0,
-                    checksum VARCHAR(16),
-                    last_error LONGTEXT,
-                    claim VARCHAR(16),
-                    PRIMARY KEY (pipeline, id)
-                ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                    pipeline text NOT NULL,
+                    id bigint NOT NULL,
+                    chunk text NOT NULL,
+                    state text NOT NULL,
+                    attempts bigint NOT NULL DEFAULT 0,
+                    rows_read bigint NOT NULL DEFAULT 0,
+                    rows_written bigint NOT NULL DEFAULT 0,
+                    rows_filtered bigint NOT NULL DEFAULT 0,
+                    rows_rejected bigint NOT NULL DEFAULT 0,
+                    seconds double precision NOT NULL DEFAULT 0,
+                    checksum text,
+                    last_error text,
+                    claim text,
+                    PRIMARY KEY (pipeline, id))",
+                self.chunks()
+            ),
+            // A store written before claims were fenced.
+            format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS claim text",
                 self.chunks()
             ),
         ];
+        // `IF NOT EXISTS` does not keep two sessions from creating the same schema or
+        // table at once: the loser fails on a catalog index. The runs of one pipeline
+        // hold its run lock, and those of others take this lock for the schema's
+        // rowshift tables; a sink creating the same schema at that moment can still
+        // win the race, and a second try then finds it.
+        let ddl_key = lock::lock_key(&self.schema, "\0checkpoint tables");
         self.client.io().block_on(async {
-            for sql in ddl {
-                sqlx::raw_sql(stmt(sql))
-                    .execute(pool)
-                    .await
-                    .map_err(|e| Error::db(&here, e))?;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let created = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(ddl_key)
+                        .execute(&mut *tx)
+                        .await?;
+                    for sql in &ddl {
+                        sqlx::query(stmt(sql.clone())).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await
+                }
+                .await;
+                match created {
+                    Ok(()) => return Ok(()),
+                    Err(sqlx::Error::Database(e))
+                        if tries < 3
+                            && matches!(e.code().as_deref(), Some("23505" | "42P06" | "42P07")) => {
+                    }
+                    // Still racing after three tries: say so, with the server's error.
+                    Err(e) if tries > 1 => {
+                        return Err(db_error(
+                            format!(
+                                "{here} (tried {tries} times while other sessions created the same schema or tables)"
+                            ),
+                            e,
+                        ));
+                    }
+                    Err(e) => return Err(db_error(&here, e)),
+                }
             }
-            // A store written before claims were fenced.
-            let columns = table_columns(pool, &self.schema, "_rowshift_chunks", &here).await?;
-            if columns.is_some_and(|c| !c.iter().any(|c| c.name == "claim")) {
-                sqlx::raw_sql(stmt(format!(
-                    "ALTER TABLE {} ADD COLUMN claim VARCHAR(16)",
-                    self.chunks()
-                )))
-                .execute(pool)
-                .await
-                .map_err(|e| Error::db(&here, e))?;
-            }
-            Ok::<_, Error>(())
         })?;
         let _ = self.ready.set(());
         Ok(pool)
@@ -125,7 +150,7 @@ impl MyStore {
             q.execute(pool)
                 .await
                 .map(|r| r.rows_affected())
-                .map_err(|e| Error::db(&here, e))
+                .map_err(|e| db_error(&here, e))
         })
     }
 
@@ -133,64 +158,57 @@ impl MyStore {
     fn p(&self) -> Bind<'_> {
         Bind::Text(&self.pipeline)
     }
-
-    /// The named lock of the pipeline (MySQL allows 64 characters).
-    fn lock_name(&self) -> String {
-        format!(
-            "rowshift:{:016x}",
-            lock::lock_key(&self.schema, &self.pipeline) as u64
-        )
-    }
-
-    /// The table where the lock's holder says who it is: MySQL's named locks tell only
-    /// the holding connection's id.
-    fn holders(&self) -> String {
-        qualified(&self.schema, "_rowshift_locks")
-    }
 }
 
-/// The live holder of named lock `name`, named by the row it wrote in `holders`, or by
-/// its connection when it has not written one yet.
-async fn my_holder(
-    pool: &MySqlPool,
-    name: &str,
-    holders: &str,
-    pipeline: &str,
-) -> sqlx::Result<Option<Holder>> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT CAST(IS_USED_LOCK(?) AS SIGNED)")
-        .bind(name.to_string())
-        .fetch_one(pool)
-        .await?;
-    let Some(id) = id else {
-        return Ok(None);
-    };
-    // The holder writes its row just after taking the lock: give it a moment.
-    let mut row = Ok(None);
-    for _ in 0..40 {
-        row = sqlx::query(stmt(format!(
-            "SELECT CAST(host AS CHAR), CAST(pid AS SIGNED), CAST(since AS CHAR) FROM {holders} WHERE pipeline = ? AND connection = ?"
-        )))
-        .bind(pipeline.to_string())
-        .bind(id)
-        .fetch_optional(pool)
-        .await;
-        if matches!(row, Ok(Some(_))) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// What the lock connection's `application_name` says: `rowshift SINCE PID@HOST`, cut to
+/// PostgreSQL's 63 bytes (the host's end goes first).
+fn application_name(me: &Me, since: &str) -> String {
+    let mut name = format!("rowshift {since} {}@{}", me.pid, me.host);
+    while name.len() > 63 {
+        name.pop();
     }
-    Ok(Some(match row {
-        Ok(Some(r)) => Holder {
-            host: r.get(0),
-            pid: r.get::<Option<i64>, _>(1).map(|p| p as u32),
-            since: r.get(2),
-        },
-        // No such table or row yet: the holder took the lock a moment ago.
-        _ => Holder {
-            host: format!("MySQL connection {id}"),
-            pid: None,
-            since: "a moment ago (it has not said who it is yet)".into(),
-        },
+    name
+}
+
+/// The session holding advisory lock `key`, from its `application_name` when it is a
+/// rowshift run's, else by its backend pid and start.
+async fn pg_holder(pool: &PgPool, key: i64) -> sqlx::Result<Option<Holder>> {
+    let bits = key as u64;
+    let row = sqlx::query(
+        "SELECT a.application_name, \
+                to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                a.pid, coalesce(host(a.client_addr), 'a local socket') \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND l.classid::bigint = $1 AND l.objid::bigint = $2",
+    )
+    .bind((bits >> 32) as i64)
+    .bind((bits & 0xffff_ffff) as i64)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let app: Option<String> = r.get(0);
+        let parts: Vec<&str> = app.as_deref().unwrap_or("").splitn(3, ' ').collect();
+        match parts.as_slice() {
+            ["rowshift", since, who] if who.contains('@') => {
+                let (pid, host) = who.split_once('@').unwrap_or((who, ""));
+                Holder {
+                    host: host.to_string(),
+                    pid: pid.parse().ok(),
+                    since: since.to_string(),
+                }
+            }
+            _ => Holder {
+                host: format!(
+                    "PostgreSQL backend {} (from {})",
+                    r.get::<i32, _>(2),
+                    r.get::<String, _>(3)
+                ),
+                pid: None,
+                since: r.get::<Option<String>, _>(1).unwrap_or_default(),
+            },
+        }
     }))
 }
 
@@ -202,14 +220,14 @@ fn chunks_table(schema: &str) -> String {
 /// sink's transaction, so rows and mark commit together. Fails, so that the caller rolls
 /// the rows back, when the chunk no longer runs under the mark's claim.
 pub async fn mark_done(
-    conn: &mut MySqlConnection,
+    conn: &mut PgConnection,
     here: &str,
-    database: &str,
+    schema: &str,
     pipeline: &str,
     mark: &DoneMark,
 ) -> Result<()> {
     let c = &mark.counts;
-    let n = sqlx::query(stmt(sql::done(&chunks_table(database), Marks::Question)))
+    let n = sqlx::query(stmt(sql::done(&chunks_table(schema), Marks::Numbered)))
         .bind(c.read as i64)
         .bind(c.written as i64)
         .bind(c.filtered as i64)
@@ -221,7 +239,7 @@ pub async fn mark_done(
         .bind(sql::hex(mark.claim))
         .execute(conn)
         .await
-        .map_err(|e| Error::db(here, e))?
+        .map_err(|e| db_error(here, e))?
         .rows_affected();
     match n {
         1 => Ok(()),
@@ -229,7 +247,7 @@ pub async fn mark_done(
     }
 }
 
-impl CheckpointStore for MyStore {
+impl CheckpointStore for PgStore {
     fn describe(&self) -> String {
         self.here()
     }
@@ -238,13 +256,17 @@ impl CheckpointStore for MyStore {
         let pool = self.client.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let db = |e| Error::db(&here, e);
-            let has = table_columns(pool, &self.schema, "_rowshift_chunks", &here).await?;
+            let db = |e| db_error(&here, e);
+            let has: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                .bind(self.chunks())
+                .fetch_one(pool)
+                .await
+                .map_err(db)?;
             if has.is_none() {
                 return Ok(None);
             }
             let Some(run) = sqlx::query(stmt(format!(
-                "SELECT fingerprint, settings, created_at FROM {} WHERE pipeline = ?",
+                "SELECT fingerprint, settings, created_at FROM {} WHERE pipeline = $1",
                 self.runs()
             )))
             .bind(self.pipeline.clone())
@@ -257,7 +279,7 @@ impl CheckpointStore for MyStore {
             let settings: String = run.get(1);
             let rows = sqlx::query(stmt(format!(
                 "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error, checksum \
-                 FROM {} WHERE pipeline = ? ORDER BY id",
+                 FROM {} WHERE pipeline = $1 ORDER BY id",
                 self.chunks()
             )))
             .bind(self.pipeline.clone())
@@ -316,18 +338,18 @@ impl CheckpointStore for MyStore {
             serde_json::to_string(settings).map_err(|e| Error::Internal(e.to_string()))?;
         let now = chrono::Utc::now().to_rfc3339();
         self.client.io().block_on(async {
-            let db = |e| Error::db(&here, e);
+            let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
             let p = self.pipeline.clone();
             for t in [self.chunks(), self.runs()] {
-                sqlx::query(stmt(format!("DELETE FROM {t} WHERE pipeline = ?")))
+                sqlx::query(stmt(format!("DELETE FROM {t} WHERE pipeline = $1")))
                     .bind(p.clone())
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
             }
             sqlx::query(stmt(format!(
-                "INSERT INTO {} (pipeline, fingerprint, settings, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO {} (pipeline, fingerprint, settings, created_at) VALUES ($1, $2, $3, $4)",
                 self.runs()
             )))
             .bind(p.clone())
@@ -337,23 +359,22 @@ impl CheckpointStore for MyStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+            let ids: Vec<i64> = chunks.iter().map(|c| c.id as i64).collect();
             let json = chunks
                 .iter()
                 .map(serde_json::to_string)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            for group in chunks.iter().zip(&json).collect::<Vec<_>>().chunks(1000) {
-                let mut sql = format!(
-                    "INSERT INTO {} (pipeline, id, chunk, state) VALUES ",
-                    self.chunks()
-                );
-                sql.push_str(&vec!["(?, ?, ?, 'pending')"; group.len()].join(", "));
-                let mut q = sqlx::query(stmt(sql));
-                for (c, j) in group {
-                    q = q.bind(p.clone()).bind(c.id as i64).bind(j.as_str());
-                }
-                q.execute(&mut *tx).await.map_err(db)?;
-            }
+            sqlx::query(stmt(format!(
+                "INSERT INTO {} (pipeline, id, chunk, state) SELECT $1, id, chunk, 'pending' FROM unnest($2::bigint[], $3::text[]) AS u(id, chunk)",
+                self.chunks()
+            )))
+            .bind(p)
+            .bind(ids)
+            .bind(json)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             tx.commit().await.map_err(db)
         })
     }
@@ -362,33 +383,37 @@ impl CheckpointStore for MyStore {
         let pool = self.client.pool()?.clone();
         let io = self.client.io().clone();
         let here = self.here();
-        let db = |e| Error::db(&here, e);
-        let name = self.lock_name();
+        let db = |e| db_error(&here, e);
+        let key = lock::lock_key(&self.schema, &self.pipeline);
+        let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         // A connection of the run's own, out of the pool: the lock lives as long as its
         // session, which the server ends when the process dies.
         let mut conn = io
-            .block_on(async { Ok(pool.acquire().await?.detach()) })
+            .block_on(async {
+                let mut conn = pool.acquire().await?.detach();
+                sqlx::query("SELECT set_config('application_name', $1, false)")
+                    .bind(application_name(&Me::now(), &since))
+                    .execute(&mut conn)
+                    .await?;
+                Ok(conn)
+            })
             .map_err(db)?;
         let what = format!("pipeline {} ({here})", self.pipeline);
-        let (holders, pipeline) = (self.holders(), self.pipeline.clone());
         let taken = lock::acquire(&what, wait, waiting, || {
             io.block_on(async {
-                let got: Option<i64> = sqlx::query_scalar("SELECT CAST(GET_LOCK(?, 0) AS SIGNED)")
-                    .bind(name.clone())
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
                     .fetch_one(&mut conn)
                     .await?;
-                if got == Some(1) {
+                if got {
                     return Ok(Try::Taken(()));
                 }
-                Ok(Try::Held(
-                    my_holder(&pool, &name, &holders, &pipeline)
-                        .await?
-                        .unwrap_or(Holder {
-                            host: "a session that just released it".into(),
-                            pid: None,
-                            since: "now".into(),
-                        }),
-                ))
+                // Released between the two statements: the next try takes it.
+                Ok(Try::Held(pg_holder(&pool, key).await?.unwrap_or(Holder {
+                    host: "a session that just released it".into(),
+                    pid: None,
+                    since: since.clone(),
+                })))
             })
             .map_err(db)
         });
@@ -396,65 +421,21 @@ impl CheckpointStore for MyStore {
             let _ = io.block_on(conn.close());
             return Err(e);
         }
-        // Who holds it, for a run refused meanwhile. Written only now, under the lock:
-        // nothing of a run creates anything before it holds the lock.
-        let me = Me::now();
-        let said = io.block_on(async {
-            let s = crate::db::mysql::quote(&self.schema);
-            sqlx::raw_sql(stmt(format!(
-                "CREATE DATABASE IF NOT EXISTS {s} DEFAULT CHARACTER SET utf8mb4"
-            )))
-            .execute(&mut conn)
-            .await?;
-            sqlx::raw_sql(stmt(format!(
-                "CREATE TABLE IF NOT EXISTS {holders} (
-                    pipeline VARCHAR(255) PRIMARY KEY,
-                    connection BIGINT NOT NULL,
-                    host VARCHAR(255) NOT NULL,
-                    pid BIGINT,
-                    since VARCHAR(64) NOT NULL
-                ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-            )))
-            .execute(&mut conn)
-            .await?;
-            sqlx::query(stmt(format!(
-                "REPLACE INTO {holders} (pipeline, connection, host, pid, since) VALUES (?, CONNECTION_ID(), ?, ?, ?)"
-            )))
-            .bind(pipeline.clone())
-            .bind(me.host.clone())
-            .bind(me.pid as i64)
-            .bind(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .execute(&mut conn)
-            .await
-        });
-        if let Err(e) = said {
-            let _ = io.block_on(conn.close());
-            return Err(db(e));
-        }
-        let (beat_io, beat_name) = (io.clone(), name.clone());
+        let beat_io = io.clone();
         Ok(RunLock::kept(
             conn,
             move |conn| {
                 beat_io.block_on(async {
-                    sqlx::query_scalar::<_, Option<i64>>(
-                        "SELECT CAST(IS_USED_LOCK(?) = CONNECTION_ID() AS SIGNED)",
-                    )
-                    .bind(beat_name.clone())
-                    .fetch_one(&mut *conn)
-                    .await
-                    .is_ok_and(|held| held == Some(1))
+                    sqlx::query_scalar::<_, i32>("SELECT 1")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .is_ok()
                 })
             },
             move |mut conn| {
                 io.block_on(async {
-                    let _ = sqlx::query(stmt(format!(
-                        "DELETE FROM {holders} WHERE pipeline = ? AND connection = CONNECTION_ID()"
-                    )))
-                    .bind(pipeline)
-                    .execute(&mut conn)
-                    .await;
-                    let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
-                        .bind(name)
+                    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(key)
                         .execute(&mut conn)
                         .await;
                     let _ = conn.close().await;
@@ -468,18 +449,16 @@ impl CheckpointStore for MyStore {
         let here = self.here();
         self.client
             .io()
-            .block_on(my_holder(
+            .block_on(pg_holder(
                 pool,
-                &self.lock_name(),
-                &self.holders(),
-                &self.pipeline,
+                lock::lock_key(&self.schema, &self.pipeline),
             ))
-            .map_err(|e| Error::db(&here, e))
+            .map_err(|e| db_error(&here, e))
     }
 
     fn claim(&self, chunk: usize, token: u64) -> Result<bool> {
         let n = self.exec(
-            sql::claim(&self.chunks(), Marks::Question),
+            sql::claim(&self.chunks(), Marks::Numbered),
             &[
                 Bind::Text(&sql::hex(token)),
                 self.p(),
@@ -493,7 +472,7 @@ impl CheckpointStore for MyStore {
         let pool = self.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| Error::db(&here, e))?;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             mark_done(&mut conn, &here, &self.schema, &self.pipeline, mark).await
         })
     }
@@ -501,7 +480,7 @@ impl CheckpointStore for MyStore {
     fn fail(&self, chunk: usize, token: u64, error: &str) -> Result<()> {
         // Nothing changes when the claim is gone: the run that took the chunk owns it.
         self.exec(
-            sql::fail(&self.chunks(), Marks::Question),
+            sql::fail(&self.chunks(), Marks::Numbered),
             &[
                 Bind::Text(error),
                 self.p(),
@@ -514,7 +493,7 @@ impl CheckpointStore for MyStore {
 
     fn requeued(&self, chunk: usize, written: u64, filtered: u64, gone: u64) -> Result<()> {
         self.exec(
-            sql::requeued(&self.chunks(), Marks::Question),
+            sql::requeued(&self.chunks(), Marks::Numbered),
             &[
                 Bind::Int(written as i64),
                 Bind::Int(filtered as i64),
@@ -529,7 +508,7 @@ impl CheckpointStore for MyStore {
     fn record_settings(&self, fingerprint: &str, settings: &[(String, String)]) -> Result<()> {
         let json = sql::settings_json(settings)?;
         self.exec(
-            sql::record_settings(&self.runs(), Marks::Question),
+            sql::record_settings(&self.runs(), Marks::Numbered),
             &[Bind::Text(fingerprint), Bind::Text(&json), self.p()],
         )?;
         Ok(())
@@ -538,7 +517,7 @@ impl CheckpointStore for MyStore {
     fn reset(&self, chunks: &[usize]) -> Result<()> {
         for &c in chunks {
             let n = self.exec(
-                sql::reset(&self.chunks(), Marks::Question),
+                sql::reset(&self.chunks(), Marks::Numbered),
                 &[self.p(), Bind::Int(c as i64)],
             )?;
             expect_one(n, c, &self.here())?;
@@ -549,7 +528,7 @@ impl CheckpointStore for MyStore {
     fn redo(&self, chunks: &[usize]) -> Result<()> {
         for &c in chunks {
             self.exec(
-                sql::redo(&self.chunks(), Marks::Question),
+                sql::redo(&self.chunks(), Marks::Numbered),
                 &[self.p(), Bind::Int(c as i64)],
             )?;
         }
@@ -561,11 +540,11 @@ impl CheckpointStore for MyStore {
             return Ok(());
         }
         self.exec(
-            format!("DELETE FROM {} WHERE pipeline = ?", self.chunks()),
+            format!("DELETE FROM {} WHERE pipeline = $1", self.chunks()),
             &[self.p()],
         )?;
         self.exec(
-            format!("DELETE FROM {} WHERE pipeline = ?", self.runs()),
+            format!("DELETE FROM {} WHERE pipeline = $1", self.runs()),
             &[self.p()],
         )?;
         Ok(())

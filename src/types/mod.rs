@@ -1,5 +1,10 @@
 //! Declared column types and their Arrow and SQL counterparts.
 
+pub mod cast;
+pub mod datefmt;
+
+pub use crate::error::diag::quote_value;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -212,18 +217,6 @@ pub fn double_as_float32(d: f64) -> Option<f32> {
     [near, near.next_down(), near.next_up()]
         .into_iter()
         .find(|&c| float32_as_double(c).to_bits() == d.to_bits())
-}
-
-/// A value shown in a message: quoted, and shortened when very long.
-pub fn quote_value(value: &str) -> String {
-    const MAX: usize = 120;
-    let n = value.chars().count();
-    if n <= MAX {
-        format!("'{value}'")
-    } else {
-        let head: String = value.chars().take(MAX).collect();
-        format!("'{head}…' ({n} characters)")
-    }
 }
 
 #[cfg(test)]
