@@ -785,3 +785,69 @@ fn to_timestamp_refuses_a_short_year_and_text_left_unread() {
         ]
     );
 }
+
+/// A CSV target writes an empty string as `""` and NULL as an empty unquoted field, and
+/// quotes what holds the delimiter, a quote or a line end; its read-back reads the part
+/// with the CSV source's rules, and a CSV source reads the same values from it.
+#[test]
+fn a_csv_target_keeps_empty_strings_apart_from_null_and_reads_them_back() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    ws.write(
+        "samples/texts.csv",
+        "id,v\n1,\"\"\n2,\n3,\"he said \"\"hi\"\"\"\n4,\"a,b\"\n5,\"two\nlines\"\n6,plain\n",
+    );
+    let p = ws.write(
+        "pipelines/texts.toml",
+        r#"name = "texts"
+[source]
+url = "../samples/texts.csv"
+key = "id"
+[target]
+url = "../out/texts"
+format = "csv"
+[target.columns]
+id = { type = "bigint", expr = "id" }
+v = { type = "text", expr = "v" }
+empty = { type = "text", expr = "CASE WHEN id = 2 THEN '' ELSE NULL END" }
+"#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("out/texts/part-00000.csv")).unwrap(),
+        "id,v,empty\n1,\"\",\n2,,\"\"\n3,\"he said \"\"hi\"\"\",\n4,\"a,b\",\n5,\"two\nlines\",\n6,plain,\n"
+    );
+    // Read by a CSV source again, the values are the ones sent.
+    let back = ws.write(
+        "pipelines/back.toml",
+        r#"name = "back"
+[source]
+url = "../out/texts/part-00000.csv"
+key = "id"
+[target]
+url = "sqlite://../out/back.db"
+table = "t"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+v = { type = "text", expr = "v" }
+empty = { type = "text", expr = "empty" }
+"#,
+    );
+    let out = ws.rowshift(&["run", &back, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/back.db"),
+            "SELECT id, quote(v), quote(empty) FROM t ORDER BY id"
+        ),
+        [
+            ["1", "''", "NULL"],
+            ["2", "NULL", "''"],
+            ["3", "'he said \"hi\"'", "NULL"],
+            ["4", "'a,b'", "NULL"],
+            ["5", "'two\nlines'", "NULL"],
+            ["6", "'plain'", "NULL"]
+        ]
+    );
+}
