@@ -1457,6 +1457,10 @@ pub(crate) fn locate_row(
     row: usize,
     locate: &dyn Fn(usize) -> String,
 ) -> String {
+    // A row known by its place: the location says it all.
+    if source.key() == source.position() {
+        return locate(row);
+    }
     let parts: Option<Vec<String>> = source
         .key()
         .iter()
