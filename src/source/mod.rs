@@ -225,6 +225,80 @@ pub(crate) fn position_fields<'n>(
     ])
 }
 
+/// Where row `row` of `batch` is in the source, from its position columns:
+/// `dup.csv line 3`, `events.parquet row 7`. `None` for a source without them.
+pub(crate) fn place(source: &dyn Source, batch: &RecordBatch, row: usize) -> Option<String> {
+    let [file, at] = source.position() else {
+        return None;
+    };
+    let file = batch.column_by_name(file)?;
+    let at = batch.column_by_name(at)?;
+    let word = if source.position()[1] == POSITION_LINE {
+        "line"
+    } else {
+        "row"
+    };
+    Some(format!(
+        "{} {word} {}",
+        crate::transform::cast::value_text(file.as_ref(), row)?,
+        crate::transform::cast::value_text(at.as_ref(), row)?
+    ))
+}
+
+/// The key values of a file source's `chunk` that other rows of the source hold too (up
+/// to three), each with every place that holds it: `id=2 at dup.csv line 3 and dup.csv
+/// line 4`. Reads the whole source, so it is for a chunk that failed. Empty for a source
+/// without a declared key.
+pub(crate) fn repeated_places(source: &dyn Source, chunk: &Chunk) -> Result<Vec<String>> {
+    let key = source.key();
+    if key.is_empty() || key == source.position() || source.position().is_empty() {
+        return Ok(Vec::new());
+    }
+    // Chunk ids of their own: a file source keeps per-chunk state under a chunk's id,
+    // which a run's workers may be using.
+    const SCAN_IDS: usize = usize::MAX / 2;
+    let mut mine = chunk.clone();
+    mine.id = SCAN_IDS;
+    let mut places: std::collections::HashMap<String, (String, Vec<String>)> = Default::default();
+    let mut order = Vec::new();
+    for b in source.read(&mine, 8192)? {
+        let b = b?;
+        for row in 0..b.num_rows() {
+            if let Some(k) = row_key(&b, key, row)
+                && !places.contains_key(&k)
+            {
+                let label = row_label(&b, key, row).unwrap_or_else(|| k.clone());
+                places.insert(k.clone(), (label, Vec::new()));
+                order.push(k);
+            }
+        }
+    }
+    for (i, mut c) in source.plan(1 << 20)?.into_iter().enumerate() {
+        c.id = SCAN_IDS + 1 + i;
+        for b in source.read(&c, 8192)? {
+            let b = b?;
+            for row in 0..b.num_rows() {
+                if let Some((_, at)) = row_key(&b, key, row).and_then(|k| places.get_mut(&k))
+                    && let Some(p) = place(source, &b, row)
+                {
+                    at.push(p);
+                }
+            }
+        }
+    }
+    Ok(order
+        .iter()
+        .filter_map(|k| {
+            let (label, at) = &places[k];
+            (at.len() > 1).then(|| {
+                let (last, rest) = at.split_last().expect("more than one");
+                format!("{label} at {} and {last}", rest.join(", "))
+            })
+        })
+        .take(3)
+        .collect())
+}
+
 /// `batch` with the position columns of `schema` (its last two) appended: `file` on
 /// every row, and each row's line or row number from `places`.
 pub(crate) fn with_position(

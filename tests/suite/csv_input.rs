@@ -851,3 +851,39 @@ empty = { type = "text", expr = "empty" }
         ]
     );
 }
+
+/// A declared key that repeats within one chunk fails the chunk, naming the value and
+/// both lines; one that repeats across chunks fails the later chunk's read-back naming
+/// the value and both places too.
+#[test]
+fn a_repeated_key_of_a_file_is_named_with_both_places_within_and_across_chunks() {
+    let ws = Workspace::new();
+    let csv = b"id,name\n1,a\n2,b\n2,c\n3,d\n";
+    let p = csv_pipeline(&ws, "rep", csv, "");
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "the key (id) is not unique in samples/rep.csv: id=2 at rep.csv line 3 and rep.csv line 4"
+        ),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(count(&ws, "rep", "SELECT count(*) FROM t"), "0");
+    // Without a primary key in the target, which would refuse the second row instead.
+    let p = csv_pipeline(&ws, "rep2", csv, "");
+    let text = std::fs::read_to_string(ws.path("pipelines/rep2.toml")).unwrap();
+    ws.write(
+        "pipelines/rep2.toml",
+        &text.replace(", primary_key = true", ""),
+    );
+    let out = ws.rowshift(&["run", &p, "--chunk-rows", "2", "--parallel", "1"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("first difference: id=2: the target holds 2 rows with this key, 1 was sent; the key (id) is not unique in samples/rep2.csv: another chunk holds a row under the same key (id=2 at rep2.csv line 3 and rep2.csv line 4)"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
