@@ -212,7 +212,7 @@ fn typed(text: &ArrayRef, ty: &DataType, shown: &str) -> Result<ArrayRef> {
 }
 
 fn hex(t: &str) -> std::result::Result<Vec<u8>, String> {
-    if t.len() % 2 != 0 || !t.is_ascii() {
+    if !t.len().is_multiple_of(2) || !t.is_ascii() {
         return Err(format!("'{t}' is not hex"));
     }
     (0..t.len())

@@ -112,10 +112,10 @@ impl FileSink {
                     .set_compression(self.parquet.compression)
                     .set_max_row_group_row_count(Some(self.parquet.row_group_rows))
                     .build();
-                Format::Parquet(
+                Format::Parquet(Box::new(
                     ArrowWriter::try_new(out, self.schema.clone(), Some(props))
                         .map_err(|e| Error::data(shown, e))?,
-                )
+                ))
             }
             FileFormat::Csv => Format::Csv(CsvPart::new(out, &self.csv, &self.schema, shown)?),
         })
@@ -394,7 +394,7 @@ impl Sink for FileSink {
 }
 
 enum Format {
-    Parquet(ArrowWriter<BufWriter<File>>),
+    Parquet(Box<ArrowWriter<BufWriter<File>>>),
     Csv(CsvPart),
 }
 

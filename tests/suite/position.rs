@@ -339,3 +339,58 @@ fn init_on_a_csv_without_a_unique_column_writes_a_pipeline_that_runs_verified() 
     let verify = ws.rowshift(&["verify", &p]);
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
 }
+
+/// A Parquet file without a key: each row is known by its number in the file, from 1,
+/// across row groups; a deleted row fails `verify`, named by file and row.
+#[test]
+fn parquet_rows_without_a_key_are_known_by_their_row_number() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    let p = ws.write(
+        "pipelines/pq.toml",
+        r#"name = "pq"
+[source]
+url = "../samples/events.parquet"
+[target]
+url = "sqlite://../out/pq.db"
+table = "e"
+[target.columns]
+source_file = { type = "text", expr = "_rowshift_file", primary_key = true }
+source_row = { type = "bigint", expr = "_rowshift_row", primary_key = true }
+event_id = { type = "bigint", expr = "event_id" }
+[chunks]
+rows = 1
+"#,
+    );
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(json["chunks_total"].as_u64().unwrap() > 1, "{json}");
+    let db = ws.path("out/pq.db");
+    let n = sqlite_rows(&db, "SELECT count(*) FROM e")[0][0].clone();
+    assert_eq!(
+        sqlite_rows(
+            &db,
+            "SELECT min(source_row), max(source_row), count(DISTINCT source_row), min(source_file), max(source_file) FROM e"
+        ),
+        [[
+            "1",
+            n.as_str(),
+            n.as_str(),
+            "events.parquet",
+            "events.parquet"
+        ]]
+    );
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+    crate::common::sqlite_exec(&db, "DELETE FROM e WHERE source_row = 7");
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 1, "{}{}", verify.stdout, verify.stderr);
+    assert!(
+        verify
+            .stdout
+            .contains("source_file=events.parquet, source_row=7: missing from the target"),
+        "{}",
+        verify.stdout
+    );
+}
