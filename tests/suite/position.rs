@@ -394,3 +394,52 @@ rows = 1
         verify.stdout
     );
 }
+
+/// A record set aside as unreadable keeps its place when `retry --rejects` reads it again
+/// under a fixed `encoding`, even from another working directory, where its file shows
+/// under another path.
+#[test]
+fn a_record_read_again_by_retry_keeps_its_file_and_line() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    std::fs::write(
+        ws.path("samples/latin.csv"),
+        b"name,qty\npen,1\nh\xe9h\xe9,2\npen,1\n",
+    )
+    .unwrap();
+    let text = r#"name = "latin"
+[source]
+url = "../samples/latin.csv"
+[source.csv]
+encoding = "utf-8"
+[target]
+url = "sqlite://../out/latin.db"
+table = "t"
+[target.columns]
+source_file = { type = "text", expr = "_rowshift_file", primary_key = true }
+source_line = { type = "bigint", expr = "_rowshift_line", primary_key = true }
+name = { type = "text", expr = "name" }
+"#;
+    let p = ws.write("pipelines/latin.toml", text);
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    ws.write(
+        "pipelines/latin.toml",
+        &text.replace("\"utf-8\"", "\"latin1\""),
+    );
+    let out = ws.rowshift_in("pipelines", &["retry", "latin.toml", "--rejects"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/latin.db"),
+            "SELECT source_file, source_line, name FROM t ORDER BY source_line"
+        ),
+        [
+            ["latin.csv", "2", "pen"],
+            ["latin.csv", "3", "héhé"],
+            ["latin.csv", "4", "pen"]
+        ]
+    );
+    let verify = ws.rowshift(&["verify", &p]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}

@@ -233,6 +233,28 @@ impl CsvSource {
             .collect()
     }
 
+    /// The file a quarantined record was set aside in, from its location
+    /// (`data/a.csv line 7`): the file shown so now, else the one file whose name
+    /// ([`POSITION_FILE`]) ends the path (the run was in another working directory),
+    /// else the only file.
+    fn file_at(&self, location: &str, line: u64) -> Option<usize> {
+        let path = location.strip_suffix(&format!(" line {line}"))?;
+        if let Some(i) = self.shown.iter().position(|s| s == path) {
+            return Some(i);
+        }
+        let ends: Vec<usize> = (0..self.files.len())
+            .filter(|&i| {
+                path.strip_suffix(self.file_names[i].as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.ends_with('/'))
+            })
+            .collect();
+        match ends.as_slice() {
+            [one] => Some(*one),
+            [] if self.files.len() == 1 => Some(0),
+            _ => None,
+        }
+    }
+
     /// Where the data of `path` starts: after `skip_lines` lines and the header.
     fn data_start(&self, path: &Path) -> Result<(u64, u64)> {
         if self.opts.header {
@@ -457,9 +479,7 @@ impl Source for CsvSource {
                     match check_record(&f, names.len(), self.opts.encoding, &names) {
                         Some((column, reason)) => Err(aside(column, reason)),
                         // The record keeps the place it was set aside at.
-                        None => match self.shown.iter().position(|s| {
-                            location.strip_prefix(s.as_str()) == Some(&format!(" line {line}"))
-                        }) {
+                        None => match self.file_at(location, *line) {
                             Some(file) => Ok((self.one_row(&f)?, file)),
                             None => Err(aside(
                                 None,
