@@ -1173,6 +1173,65 @@ mod tests {
         }
     }
 
+    #[test]
+    fn each_row_carries_the_line_its_record_starts_on_whichever_decoder_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Line 4's record spans three lines; line 9's quote breaks RFC 4180, so the fast
+        // decoder hands over to the strict one there (and the record is set aside).
+        let text = "a,b\n1,x\n2,y\n3,\"p\nq\nr\"\n4,z\n5,w\nbad,x\"y\n6,v\n7,\"s\nt\"\n8,u\n";
+        let (s, _) = written(dir.path(), "lines.csv", text);
+        let want: Vec<(&str, i64)> = vec![
+            ("1", 2),
+            ("2", 3),
+            ("3", 4),
+            ("4", 7),
+            ("5", 8),
+            ("6", 10),
+            ("7", 11),
+            ("8", 13),
+        ];
+        for fast in [true, false] {
+            let s = CsvSource {
+                fast_scan: fast,
+                ..s.clone_plain()
+            };
+            for (rows, batch_rows) in [(100, 1), (100, 3), (3, 2), (1, 1)] {
+                let mut got = Vec::new();
+                for c in s.plan(rows).unwrap() {
+                    for b in s.read(&c, batch_rows).unwrap() {
+                        let b = b.unwrap();
+                        let a = b
+                            .column(0)
+                            .as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .unwrap();
+                        let l = b
+                            .column_by_name(POSITION_LINE)
+                            .unwrap()
+                            .as_any()
+                            .downcast_ref::<arrow::array::Int64Array>()
+                            .unwrap();
+                        let f = b
+                            .column_by_name(POSITION_FILE)
+                            .unwrap()
+                            .as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .unwrap();
+                        for r in 0..b.num_rows() {
+                            assert_eq!(f.value(r), "lines.csv");
+                            got.push((a.value(r).to_string(), l.value(r)));
+                        }
+                    }
+                }
+                let got: Vec<(&str, i64)> = got.iter().map(|(a, l)| (a.as_str(), *l)).collect();
+                assert_eq!(
+                    got, want,
+                    "fast {fast}, chunks of {rows}, batches of {batch_rows}"
+                );
+            }
+        }
+    }
+
     /// A source over `text`, written to `dir/name`.
     fn written(dir: &Path, name: &str, text: &str) -> (CsvSource, PathBuf) {
         let path = dir.join(name);
