@@ -986,3 +986,9 @@ mod faults;
 
 #[path = "suite/init.rs"]
 mod init;
+
+#[path = "suite/readback.rs"]
+mod readback;
+
+#[path = "suite/quarantine.rs"]
+mod quarantine;

@@ -7,31 +7,15 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{ServerDb, Workspace, sqlite_exec, sqlite_rows};
+use crate::common::{
+    ServerDb, Workspace, my_quote, my_url, pg_quote, pg_url, sqlite_exec, sqlite_rows,
+};
 
 /// Tries per scenario: the issue's bar. Each try is small (60 rows).
 const TRIES: usize = 20;
 
 /// Rows in the source.
 const ROWS: usize = 60;
-
-fn pg_url() -> String {
-    std::env::var("ROWSHIFT_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn my_url() -> String {
-    std::env::var("ROWSHIFT_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
-}
-
-fn pg_quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn my_quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
 
 /// Where a test's runs write.
 enum Target {
