@@ -1014,3 +1014,6 @@ mod quarantine;
 
 #[path = "suite/examples.rs"]
 mod examples;
+
+#[path = "suite/package.rs"]
+mod package;
