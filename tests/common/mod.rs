@@ -84,6 +84,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The `(chunk, detail)` of each difference that `verify --json` printed in `stdout`.
+pub fn verify_differences(stdout: &str) -> Vec<(u64, String)> {
+    let json: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    json["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["chunk"].as_u64().unwrap(),
+                d["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Every row of a query, each value as text (`NULL` for NULL).
 pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
     use sqlx::{Row, TypeInfo, ValueRef};

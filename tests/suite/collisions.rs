@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    ServerDb, Workspace, my_quote, my_url, pg_quote, pg_url, sqlite_exec, sqlite_rows,
+    MyDb, PgSchema, ServerDb, Workspace, my_quote, pg_quote, pg_url, sqlite_exec, sqlite_rows,
 };
 
 /// Tries per scenario: the bar. Each try is small (60 rows).
@@ -20,20 +20,13 @@ const ROWS: usize = 60;
 /// Where a test's runs write.
 enum Target {
     Sqlite,
-    Postgres(ServerDb<sqlx::Postgres>),
-    Mysql(ServerDb<sqlx::MySql>),
+    Postgres(PgSchema),
+    Mysql(MyDb),
 }
 
 impl Target {
     fn postgres(tag: &str) -> Target {
-        Target::Postgres(ServerDb::create(
-            &pg_url(),
-            "ROWSHIFT_PG_URL",
-            tag,
-            pg_quote,
-            "CREATE SCHEMA {}",
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-        ))
+        Target::Postgres(PgSchema::new(tag))
     }
 
     /// A schema that does not exist yet (dropped when the test ends): runs that start
@@ -50,14 +43,7 @@ impl Target {
     }
 
     fn mysql(tag: &str) -> Target {
-        Target::Mysql(ServerDb::create(
-            &my_url(),
-            "ROWSHIFT_MYSQL_URL",
-            tag,
-            my_quote,
-            "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
-            "DROP DATABASE IF EXISTS {}",
-        ))
+        Target::Mysql(MyDb::new(tag))
     }
 
     /// The `[target]` lines for table `table` (file `<table>.db` for SQLite).
@@ -69,11 +55,7 @@ impl Target {
                 pg_url(),
                 pg.name
             ),
-            Target::Mysql(my) => {
-                let base = my_url();
-                let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
-                format!("url = \"{root}/{}\"\ntable = \"{table}\"", my.name)
-            }
+            Target::Mysql(my) => format!("url = \"{}\"\ntable = \"{table}\"", my.url()),
         }
     }
 

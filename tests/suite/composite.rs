@@ -5,7 +5,7 @@
 //! end.
 
 use crate::common::{Workspace, sqlite_exec, sqlite_rows};
-use crate::scenarios::{Target, run_ok, scenarios};
+use crate::scenarios::{Target, pipeline, run_ok, scenarios};
 
 /// Regions in byte order `B b` < `Banana` < `Zürich` < `apple` < `b`, which no collation
 /// of the servers keeps; none equal to another under a case-insensitive one (MariaDB's).
@@ -61,32 +61,27 @@ fn make_lines<T: Target>(db: &T) {
 fn lines_pipeline<T: Target>(
     ws: &Workspace,
     name: &str,
-    (src, dst): (&T, &T),
+    places: (&T, &T),
     factor: i64,
     extra: &str,
 ) -> String {
-    ws.write(
-        &format!("pipelines/{name}.toml"),
+    pipeline(
+        ws,
+        name,
+        places,
+        (
+            "table = \"lines\"\nkey = [\"region\", \"n\"]",
+            &format!("table = \"lines\"\n{extra}"),
+        ),
         &format!(
-            r#"name = "{name}"
-[source]
-{src}
-table = "lines"
-key = ["region", "n"]
-[target]
-{dst}
-table = "lines"
-{extra}
-[target.columns]
+            r#"[target.columns]
 region = {{ type = "varchar(20)", expr = "region", primary_key = true }}
 n = {{ type = "integer", expr = "n", primary_key = true }}
 small = {{ type = "smallint", expr = "qty * {factor}" }}
 [chunks]
 rows = 7
 parallel = 2
-"#,
-            src = src.location(),
-            dst = dst.location()
+"#
         ),
     )
 }
@@ -218,18 +213,7 @@ fn verify_names_a_row_by_every_part_of_its_key<T: Target>() {
     ));
     let out = ws.rowshift(&["verify", &p, "--json"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let diffs: Vec<(u64, String)> = json["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["chunk"].as_u64().unwrap(),
-                d["detail"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let diffs = crate::common::verify_differences(&out.stdout);
     assert_eq!(
         diffs,
         [

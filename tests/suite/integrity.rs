@@ -627,18 +627,7 @@ fn verify_reports_exactly_the_tampered_chunks_and_repair_fixes_them() {
     );
     let out = ws.rowshift(&["verify", &p, "--json"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let diffs: Vec<(u64, String)> = json["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["chunk"].as_u64().unwrap(),
-                d["detail"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let diffs = crate::common::verify_differences(&out.stdout);
     let email_150 = sqlite_rows(
         &ws.path("samples/shop.db"),
         "SELECT lower(trim(email)) FROM users_v1 WHERE id = 150",

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::common::Workspace;
-use crate::scenarios::{Target, scenarios};
+use crate::scenarios::{Target, items_pipeline, scenarios};
 
 scenarios!(
     postgres: crate::common::PgSchema,
@@ -33,25 +33,13 @@ fn small_pipeline<T: Target>(
     target: &str,
     tail: &str,
 ) -> String {
-    ws.write(
-        &format!("pipelines/{name}.toml"),
-        &format!(
-            r#"name = "{name}"
-[source]
-{src}
-table = "items"
-key = "id"
-[target]
-{dst}
-table = "items"
-{target}[target.columns]
+    let columns = format!(
+        r#"[target.columns]
 id = {{ type = "bigint", expr = "id", primary_key = true }}
 small = {{ type = "smallint", expr = "qty * {factor}" }}
-{tail}"#,
-            src = src.location(),
-            dst = dst.location()
-        ),
-    )
+{tail}"#
+    );
+    items_pipeline(ws, name, (src, dst), target, &columns)
 }
 
 /// `(id, qty)` of the source's rows whose qty is 11 or more: those whose `qty * 3000`
@@ -163,7 +151,7 @@ fn retry_rejects_into_an_upsert_target_replaces_the_rows_already_there<T: Target
         old.join(", "),
         d = dst.q()
     ));
-    let upsert = "if_exists = \"append\"\nwrite_mode = \"upsert\"\n";
+    let upsert = "if_exists = \"append\"\nwrite_mode = \"upsert\"";
     // qty is 0 to 12: times 3000, 11 and 12 overflow a smallint and keep their old row.
     let p = small_pipeline(&ws, "upretry", (&src, &dst), 3000, upsert, "");
     let out = ws.rowshift(&["run", &p, "--quiet"]);

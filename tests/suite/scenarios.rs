@@ -193,6 +193,40 @@ pub(crate) fn run_ok(ws: &Workspace, pipeline: &str) -> String {
     out.stdout
 }
 
+/// Writes `pipelines/<name>.toml`, a pipeline from `src` to `dst`: `source` and `target`
+/// are the lines of `[source]` and `[target]` besides the location, `rest` what follows
+/// (`[target.columns]`, `[chunks]`, ...).
+pub(crate) fn pipeline<T: Target>(
+    ws: &Workspace,
+    name: &str,
+    (src, dst): (&T, &T),
+    (source, target): (&str, &str),
+    rest: &str,
+) -> String {
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            "name = \"{name}\"\n[source]\n{}\n{source}\n[target]\n{}\n{target}\n{rest}",
+            src.location(),
+            dst.location()
+        ),
+    )
+}
+
+/// A pipeline from `items` in `src` to `items` in `dst`, with `extra` lines in its
+/// `[target]` and `rest` after it.
+pub(crate) fn items_pipeline<T: Target>(
+    ws: &Workspace,
+    name: &str,
+    places: (&T, &T),
+    extra: &str,
+    rest: &str,
+) -> String {
+    let target = format!("table = \"items\"\n{extra}");
+    let source = "table = \"items\"\nkey = \"id\"";
+    pipeline(ws, name, places, (source, &target), rest)
+}
+
 /// A pipeline from `items` in `src` to `items` in `dst` (id, name, qty; 50 rows a chunk),
 /// with `extra` lines in its `[target]`.
 pub(crate) fn mode_pipeline<T: Target>(
@@ -202,30 +236,17 @@ pub(crate) fn mode_pipeline<T: Target>(
     dst: &T,
     extra: &str,
 ) -> String {
-    ws.write(
-        &format!("pipelines/{name}.toml"),
-        &format!(
-            r#"name = "{name}"
-[source]
-{src}
-table = "items"
-key = "id"
-[target]
-{dst}
-table = "items"
-{extra}
-[target.columns]
+    let columns = format!(
+        r#"[target.columns]
 id = {{ type = "bigint", expr = "id", primary_key = true }}
-name = {{ type = "{name_type}", expr = "name" }}
+name = {{ type = "{}", expr = "name" }}
 qty = {{ type = "integer", expr = "qty" }}
 [chunks]
 rows = 50
 "#,
-            src = src.location(),
-            dst = dst.location(),
-            name_type = T::NAME_TYPE,
-        ),
-    )
+        T::NAME_TYPE
+    );
+    items_pipeline(ws, name, (src, dst), extra, &columns)
 }
 
 /// One `#[test]` per target and scenario: `scenarios!(target_module: Type; scenario, ...)`.
