@@ -830,7 +830,7 @@ fn run_chunk_claiming(
         let batch = batch.map_err(wrap)?;
         let base = offset;
         if let Some(seen) = seen.as_mut() {
-            check_repeats(source, chunk, &batch, base, seen).map_err(wrap)?;
+            check_repeats(source, chunk, &batch, seen).map_err(wrap)?;
         }
         let p = process_batch(
             plan,
@@ -1050,43 +1050,93 @@ fn repeated_key(source: &dyn crate::source::Source, chunk: &Chunk, e: Error) -> 
     }
 }
 
-/// The first place of each key value a file source's chunk has read so far, to fail the
-/// chunk at a value it holds twice: its read-back could not tell the two rows apart
-/// from one row written twice. `None` for a source whose key is unique by nature (a
-/// database's, or a file's position).
-fn key_places(
-    source: &dyn crate::source::Source,
-) -> Option<std::collections::HashMap<String, String>> {
+/// The key values a file source's chunk has read so far, each with the line (or row)
+/// it was first read at, to fail the chunk at a value it holds twice: its read-back
+/// could not tell the two rows apart from one row written twice. An integer key is
+/// kept as it is, any other as its text. `None` for a source whose key is unique by
+/// nature (a database's, or a file's position).
+enum KeyPlaces {
+    Int(std::collections::HashMap<i64, i64>),
+    Text(std::collections::HashMap<String, i64>),
+}
+
+fn key_places(source: &dyn crate::source::Source) -> Option<KeyPlaces> {
     let key = source.key();
-    (!source.names_rows_by_key() && !key.is_empty() && key != source.position())
-        .then(Default::default)
+    let integer = match (key, source.schema().field_with_name(&key[0]).ok()) {
+        ([_], Some(f)) => f.data_type().is_integer(),
+        _ => false,
+    };
+    (!source.names_rows_by_key() && !key.is_empty() && key != source.position()).then(|| {
+        if integer {
+            KeyPlaces::Int(Default::default())
+        } else {
+            KeyPlaces::Text(Default::default())
+        }
+    })
 }
 
 /// Fails when a row of `batch` repeats a key value `seen` holds (see [`key_places`]),
-/// naming the value and both places.
+/// naming the value and both places (a chunk is one file: they differ by line).
 fn check_repeats(
     source: &dyn crate::source::Source,
     chunk: &Chunk,
     batch: &arrow::record_batch::RecordBatch,
-    base: u64,
-    seen: &mut std::collections::HashMap<String, String>,
+    seen: &mut KeyPlaces,
 ) -> Result<()> {
+    use arrow::array::{Array, AsArray};
     let key = source.key();
+    let [_, at] = source.position() else {
+        return Ok(());
+    };
+    let Some(at) = batch.column_by_name(at) else {
+        return Ok(());
+    };
+    let at = arrow::compute::cast(at, &arrow::datatypes::DataType::Int64)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let at = at.as_primitive::<arrow::datatypes::Int64Type>();
+    let ints = match seen {
+        KeyPlaces::Int(_) => {
+            let column = batch
+                .column_by_name(&key[0])
+                .ok_or_else(|| Error::Internal(format!("no key column `{}`", key[0])))?;
+            Some(
+                arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            )
+        }
+        KeyPlaces::Text(_) => None,
+    };
     for row in 0..batch.num_rows() {
-        let Some(k) = crate::chunk::key::row_key(batch, key, row) else {
-            continue;
+        let first = match (&mut *seen, &ints) {
+            (KeyPlaces::Int(m), Some(ints)) => {
+                if ints.is_null(row) {
+                    continue;
+                }
+                let v = ints
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(row);
+                m.insert(v, at.value(row))
+            }
+            (KeyPlaces::Text(m), _) => match crate::chunk::key::row_key(batch, key, row) {
+                Some(k) => m.insert(k, at.value(row)),
+                None => continue,
+            },
+            (KeyPlaces::Int(_), None) => continue,
         };
-        let here = crate::source::place(source, batch, row)
-            .unwrap_or_else(|| source.locate(chunk, base + row as u64));
-        if let Some(first) = seen.get(&k) {
-            let label = crate::chunk::key::row_label(batch, key, row).unwrap_or(k);
+        if let Some(first) = first {
+            let here = crate::source::place(source, batch, row)
+                .unwrap_or_else(|| source.locate(chunk, row as u64));
+            // The first place is in the same file, at another line or row.
+            let first_place = here
+                .rsplit_once(' ')
+                .map_or_else(|| first.to_string(), |(file, _)| format!("{file} {first}"));
+            let label = crate::chunk::key::row_label(batch, key, row).unwrap_or_default();
             return Err(Error::Check(format!(
-                "{chunk}: the key ({}) is not unique in {}: {label} at {first} and {here}. A file's rows are found in the target by their keys, so the key must be unique; name a unique column as `key`, or leave `key` out and rows are known by their place in the file",
+                "{chunk}: the key ({}) is not unique in {}: {label} at {first_place} and {here}. A file's rows are found in the target by their keys, so the key must be unique; name a unique column as `key`, or leave `key` out and rows are known by their place in the file",
                 key.join(", "),
                 source.describe()
             )));
         }
-        seen.insert(k, here);
     }
     Ok(())
 }
