@@ -504,6 +504,401 @@ fn a_full_disk_under_a_parquet_target_leaves_no_temporary_file() {
     assert_eq!(rows.len(), source_rows(&source).len());
 }
 
+/// The owner (uid, gid) of a local server's data directory: the OS user the server runs as,
+/// who must own a directory the server is to write in. A server on another machine
+/// cannot be given a tmpfs from here: the test fails and says so.
+fn server_owner(data_dir: &str, server: &str) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data_dir).unwrap_or_else(|e| {
+        panic!(
+            "{server}'s data directory {data_dir} is not on this machine ({e}); this test mounts a small tmpfs for the server to fill, so it needs the server local"
+        )
+    });
+    (meta.uid(), meta.gid())
+}
+
+/// A PostgreSQL tablespace on a small tmpfs of its own, outside the workspace (the
+/// server's user cannot enter a test's private temporary folder). Dropped before the
+/// tmpfs is unmounted; its tables must be gone by then (drop the test's schema first).
+struct PgTablespace {
+    name: String,
+    disk: Tmpfs,
+    _dir: tempfile::TempDir,
+}
+
+impl PgTablespace {
+    fn new(pg: &PgSchema, size: &str) -> PgTablespace {
+        use std::os::unix::fs::PermissionsExt;
+        let su = pg.rows("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user");
+        assert_eq!(
+            su,
+            [["true"]],
+            "the test role of {} is not a superuser; CREATE TABLESPACE needs one",
+            rowshift::config::redact(&pg_url())
+        );
+        let data_dir = pg.rows("SELECT setting FROM pg_settings WHERE name = 'data_directory'");
+        let (uid, gid) = server_owner(&data_dir[0][0], "PostgreSQL");
+        let dir = tempfile::Builder::new()
+            .prefix("rowshift-pgts")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let disk = Tmpfs::mount(&dir.path().join("disk"), size);
+        let location = dir.path().join("disk/ts");
+        std::fs::create_dir(&location).unwrap();
+        std::os::unix::fs::chown(&location, Some(uid), Some(gid)).unwrap();
+        let ts = PgTablespace {
+            name: format!("{}_ts", pg.name),
+            disk,
+            _dir: dir,
+        };
+        pg.exec(&format!(
+            "CREATE TABLESPACE {} LOCATION '{}'",
+            pg_quote(&ts.name),
+            location.display()
+        ));
+        ts
+    }
+}
+
+impl Drop for PgTablespace {
+    fn drop(&mut self) {
+        let sql = format!("DROP TABLESPACE IF EXISTS {}", pg_quote(&self.name));
+        let dropped = crate::common::block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&pg_url()).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut c)
+                .await
+        });
+        if let Err(e) = dropped {
+            eprintln!("{sql}: {e}");
+        }
+    }
+}
+
+/// Per chunk of `schema`'s checkpoint: (id, state, rows_written, rows of `items` in the
+/// chunk's key range), for chunks of an integer key.
+fn pg_rows_per_chunk(pg: &PgSchema) -> Vec<(u64, String, u64, u64)> {
+    let s = pg_quote(&pg.name);
+    pg.rows(&format!(
+        "SELECT c.id::text, c.state, c.rows_written::text, (SELECT count(*) FROM {s}.items i \
+         WHERE i.id > coalesce((c.chunk::jsonb #>> '{{range,Keys,lo,Int}}')::bigint, -9223372036854775808) \
+         AND i.id <= coalesce((c.chunk::jsonb #>> '{{range,Keys,hi,Int}}')::bigint, 9223372036854775807))::text \
+         FROM {s}._rowshift_chunks c ORDER BY c.id"
+    ))
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].parse().unwrap(),
+            r[1].clone(),
+            r[2].parse().unwrap(),
+            r[3].parse().unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// Issue 30 item 17 on PostgreSQL: the target table lives in a tablespace on a 4 MB
+/// tmpfs, and the rows do not fit. The run stops within seconds with `53100 disk_full`'s
+/// reason and the full-disk hint; every chunk holds exactly the rows its checkpoint says
+/// it wrote (done chunks all of theirs, the others none); once the tmpfs is grown the
+/// next run resumes, leaves the done chunks' rows untouched and ends as a clean run.
+#[test]
+fn a_full_tablespace_under_a_postgres_target_stops_the_run_and_it_resumes_once_space_is_freed() {
+    let ws = Workspace::new();
+    let source = make_source(&ws, 40_000, 200);
+    let ts = PgTablespace::new(&PgSchema::new("rs_full_probe"), "4m");
+    let pg = PgSchema::new("rs_full_pg");
+    pg.exec(&format!(
+        "CREATE TABLE {}.items (id bigint, name text, qty integer, note text, \
+         PRIMARY KEY (id) USING INDEX TABLESPACE {t}) TABLESPACE {t}",
+        pg_quote(&pg.name),
+        t = pg_quote(&ts.name)
+    ));
+    let p = pipeline(
+        &ws,
+        "full_pg",
+        &format!(
+            "url = \"{}\"\nschema = \"{}\"\ntable = \"items\"\nif_exists = \"append\"",
+            pg_url(),
+            pg.name
+        ),
+        2_000,
+        2,
+    );
+    let t0 = Instant::now();
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    let took = t0.elapsed();
+    eprintln!(
+        "full tablespace: exit {} after {took:?}\n{}{}",
+        out.code, out.stdout, out.stderr
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(took < Duration::from_secs(20), "the run took {took:?}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let ts_oid = pg.rows(&format!(
+        "SELECT oid::text FROM pg_tablespace WHERE spcname = '{}'",
+        ts.name
+    ));
+    // Each failed chunk names the table, 53100's reason (the server could not extend a
+    // file of the tablespace: ENOSPC, or a short write on the last free page) and the
+    // hint, and was tried once: a full disk is not retried.
+    let failed: Vec<&str> = all
+        .lines()
+        .filter(|l| l.trim_start().starts_with("failed  chunk "))
+        .collect();
+    assert!(!failed.is_empty(), "{all}");
+    let place = format!(
+        "table {}.items: could not extend file \"pg_tblspc/{}/",
+        pg.name, ts_oid[0][0]
+    );
+    let hint = " (the disk is full: free space, then run again; the run resumes where it stopped) (after 1 attempt)";
+    for line in &failed {
+        let reason = line
+            .split_once(&place)
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| panic!("{line}"));
+        let said = reason
+            .strip_suffix(hint)
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            said.ends_with("\": No space left on device")
+                || (said.contains("\": wrote only ") && said.contains(" of 8192 bytes at block ")),
+            "{line}"
+        );
+    }
+    assert!(!all.contains("database is locked"), "{all}");
+    let chunks = pg_rows_per_chunk(&pg);
+    eprintln!("per chunk (id, state, rows_written, rows found): {chunks:?}");
+    assert_eq!(chunks.len(), 20, "{chunks:?}");
+    for (id, state, written, found) in &chunks {
+        if state == "done" {
+            assert_eq!((*written, *found), (2_000, 2_000), "chunk {id}: {chunks:?}");
+        } else {
+            assert_eq!(*found, 0, "chunk {id} ({state}) left rows: {chunks:?}");
+        }
+    }
+    let done: Vec<u64> = chunks
+        .iter()
+        .filter(|c| c.1 == "done")
+        .map(|c| c.0)
+        .collect();
+    assert!(
+        !done.is_empty() && done.len() < chunks.len(),
+        "the disk filled before any chunk, or never: {chunks:?}"
+    );
+    let stored: u64 = pg.rows(&format!(
+        "SELECT count(*)::text FROM {}.items",
+        pg_quote(&pg.name)
+    ))[0][0]
+        .parse()
+        .unwrap();
+    assert_eq!(stored, 2_000 * done.len() as u64, "{chunks:?}");
+    // Which transaction wrote each row: a resumed run leaves the done chunks' rows alone.
+    let xmin = |pg: &PgSchema| {
+        pg.rows(&format!(
+            "SELECT id::text, xmin::text FROM {}.items ORDER BY id",
+            pg_quote(&pg.name)
+        ))
+    };
+    let before = xmin(&pg);
+
+    ts.disk.resize("64m");
+    let t0 = Instant::now();
+    let again = ws.rowshift(&["run", &p, "--quiet"]);
+    eprintln!(
+        "space freed: exit {} after {:?}\n{}{}",
+        again.code,
+        t0.elapsed(),
+        again.stdout,
+        again.stderr
+    );
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    let resumed = format!(
+        "chunks  {} done, 0 failed, 0 pending, {} skipped as done by an earlier run, 20 planned",
+        20 - done.len(),
+        done.len()
+    );
+    assert!(
+        again.stdout.contains(&resumed) || again.stderr.contains(&resumed),
+        "{}{}",
+        again.stdout,
+        again.stderr
+    );
+    assert_eq!(pg_items(&pg), source_rows(&source));
+    let after: std::collections::BTreeMap<String, String> = xmin(&pg)
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    for r in &before {
+        assert_eq!(after.get(&r[0]), Some(&r[1]), "row {} was rewritten", r[0]);
+    }
+    assert!(
+        pg_rows_per_chunk(&pg)
+            .iter()
+            .all(|c| c.1 == "done" && c.2 == 2_000 && c.3 == 2_000)
+    );
+    assert_all_done(&ws, &p);
+    drop(pg);
+    let name = ts.name.clone();
+    drop(ts);
+    let probe = PgSchema::new("rs_full_check");
+    assert_eq!(
+        probe.rows(&format!(
+            "SELECT count(*)::text FROM pg_tablespace WHERE spcname = '{name}'"
+        )),
+        [["0"]],
+        "the tablespace outlived the test"
+    );
+}
+
+/// Per chunk of `my`'s checkpoint: (id, state, rows_written, rows of `items` in the
+/// chunk's key range), for chunks of an integer key.
+fn my_rows_per_chunk(my: &MyDb) -> Vec<(u64, String, u64, u64)> {
+    let d = my_quote(&my.name);
+    my.rows(&format!(
+        "SELECT CAST(c.id AS CHAR), c.state, CAST(c.rows_written AS CHAR), CAST((SELECT count(*) FROM {d}.items i \
+         WHERE i.id > coalesce(CAST(JSON_VALUE(c.chunk, '$.range.Keys.lo.Int') AS SIGNED), -9223372036854775808) \
+         AND i.id <= coalesce(CAST(JSON_VALUE(c.chunk, '$.range.Keys.hi.Int') AS SIGNED), 9223372036854775807)) AS CHAR) \
+         FROM {d}._rowshift_chunks c ORDER BY c.id"
+    ))
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].parse().unwrap(),
+            r[1].clone(),
+            r[2].parse().unwrap(),
+            r[3].parse().unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// Issue 30 item 17 on MariaDB: a MEMORY table capped at 1 MB by `max_heap_table_size`
+/// fills (1114, "The table ... is full"). The run stops within seconds with that reason
+/// and the full-disk hint, each failed chunk tried once; done chunks hold all their rows,
+/// chunks not started none; once the cap is raised the next run skips the done chunks and
+/// ends with every source row once.
+///
+/// What this cannot show is that a failed chunk leaves nothing: MEMORY does not roll
+/// back, so the rows a failed `INSERT` stored before the table filled stay until the
+/// chunk is redone (`replace-chunk` deletes its key range first; `insert` would then
+/// refuse them as duplicates). A full disk under InnoDB, the engine rowshift creates,
+/// is not tested: MariaDB 10.11 aborts when a rollback finds the tablespace full
+/// ("[FATAL] InnoDB: Error (Out of disk space) in rollback"), taking the shared server
+/// down.
+#[test]
+fn a_full_table_under_a_mariadb_target_stops_the_run_and_it_resumes_once_the_limit_is_raised() {
+    let ws = Workspace::new();
+    let source = make_source(&ws, 10_000, 40);
+    let my = MyDb::new("rs_full_my");
+    // The cap is the session's when the table is created (or rebuilt), and one
+    // statement batch runs on one connection.
+    my.exec(&format!(
+        "SET SESSION max_heap_table_size = 1048576;
+         CREATE TABLE {}.items (id BIGINT PRIMARY KEY, name VARCHAR(32), qty INT, note VARCHAR(64))
+         ENGINE=MEMORY DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_bin",
+        my_quote(&my.name)
+    ));
+    let p = ws.write(
+        "pipelines/full_my.toml",
+        &format!(
+            r#"name = "full_my"
+[source]
+url = "sqlite://../samples/faults.db"
+table = "items"
+key = "id"
+[target]
+url = "{}"
+table = "items"
+if_exists = "append"
+write_mode = "replace-chunk"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "varchar(32)", expr = "name" }}
+qty = {{ type = "integer", expr = "qty" }}
+note = {{ type = "varchar(64)", expr = "note" }}
+[chunks]
+rows = 500
+parallel = 2
+"#,
+            my.url()
+        ),
+    );
+    let t0 = Instant::now();
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    let took = t0.elapsed();
+    eprintln!(
+        "full table: exit {} after {took:?}\n{}{}",
+        out.code, out.stdout, out.stderr
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(took < Duration::from_secs(20), "the run took {took:?}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let failed: Vec<&str> = all
+        .lines()
+        .filter(|l| l.trim_start().starts_with("failed  chunk "))
+        .collect();
+    assert!(!failed.is_empty(), "{all}");
+    let reason = format!(
+        "table {}.items: 1114 (HY000): The table 'items' is full (the disk is full: free space, then run again; the run resumes where it stopped) (after 1 attempt)",
+        my.name
+    );
+    for line in &failed {
+        assert!(line.ends_with(&reason), "{line}");
+    }
+    let chunks = my_rows_per_chunk(&my);
+    eprintln!("per chunk (id, state, rows_written, rows found): {chunks:?}");
+    assert_eq!(chunks.len(), 20, "{chunks:?}");
+    for (id, state, written, found) in &chunks {
+        match state.as_str() {
+            "done" => assert_eq!((*written, *found), (500, 500), "chunk {id}: {chunks:?}"),
+            "failed" => assert_eq!(*written, 0, "chunk {id}: {chunks:?}"),
+            _ => assert_eq!((*written, *found), (0, 0), "chunk {id}: {chunks:?}"),
+        }
+    }
+    let done = chunks.iter().filter(|c| c.1 == "done").count();
+    assert_eq!(
+        chunks.iter().filter(|c| c.1 == "failed").count(),
+        failed.len(),
+        "{chunks:?}"
+    );
+    assert!(done > 0 && done < chunks.len(), "{chunks:?}");
+
+    my.exec(&format!(
+        "SET SESSION max_heap_table_size = 67108864; ALTER TABLE {}.items ENGINE=MEMORY",
+        my_quote(&my.name)
+    ));
+    let t0 = Instant::now();
+    let again = ws.rowshift(&["run", &p, "--quiet"]);
+    eprintln!(
+        "cap raised: exit {} after {:?}\n{}{}",
+        again.code,
+        t0.elapsed(),
+        again.stdout,
+        again.stderr
+    );
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    let resumed = format!(
+        "chunks  {} done, 0 failed, 0 pending, {done} skipped as done by an earlier run, 20 planned",
+        20 - done
+    );
+    assert!(
+        again.stdout.contains(&resumed) || again.stderr.contains(&resumed),
+        "{}{}",
+        again.stdout,
+        again.stderr
+    );
+    assert_eq!(my_items(&my), source_rows(&source));
+    assert!(
+        my_rows_per_chunk(&my)
+            .iter()
+            .all(|c| c.1 == "done" && c.2 == 500 && c.3 == 500)
+    );
+    assert_all_done(&ws, &p);
+}
+
 // Hostile pipeline files: what `validate` must catch before anything is created.
 
 /// A SQLite source `users` (id, email) for the validation tests.
