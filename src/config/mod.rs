@@ -153,6 +153,16 @@ pub struct SourceConfig {
     pub db: DbOptions,
 }
 
+impl SourceConfig {
+    /// The type `[source.types]` declares for column `name`, if it declares one.
+    pub fn declared_type(&self, name: &str) -> Option<ColumnType> {
+        self.types
+            .iter()
+            .find(|(n, _)| n.value == name)
+            .map(|(_, t)| t.value)
+    }
+}
+
 /// Connection settings of a database server source or target (PostgreSQL).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DbOptions {

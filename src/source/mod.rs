@@ -329,6 +329,33 @@ pub fn open_files(
     })
 }
 
+/// The error for a source table `table` that does not exist, at `shown`: the closest
+/// of the `names` there are, or all of them. `within` (`("schema", "public")`) qualifies
+/// the table in the message, and names where it was looked for when there are none.
+pub(crate) fn no_such_table(
+    shown: &str,
+    within: Option<(&str, &str)>,
+    table: &str,
+    names: &[String],
+) -> Error {
+    let hint = match crate::config::suggest(table, names.iter().map(String::as_str)) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None if names.is_empty() => match within {
+            Some((kind, name)) => format!("{kind} `{name}` has no tables"),
+            None => "it has no tables".to_string(),
+        },
+        None => format!("tables are: {}", names.join(", ")),
+    };
+    let shown_table = match within {
+        Some((_, name)) => format!("{name}.{table}"),
+        None => table.to_string(),
+    };
+    Error::data(
+        shown,
+        format!("table `{shown_table}` does not exist; {hint}"),
+    )
+}
+
 /// The files a path or glob names, sorted so the plan is the same on every run.
 fn expand_glob(pattern: &std::path::Path) -> Result<Vec<PathBuf>> {
     let text = pattern.to_string_lossy();

@@ -27,6 +27,11 @@ pub(crate) trait Target: Sized {
     fn name(&self) -> &str;
     /// Its name, quoted for SQL.
     fn q(&self) -> String;
+    /// `table` as rowshift's messages name a table of this place: `schema.table` on a
+    /// server, the bare name in a SQLite file.
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{table}", self.name())
+    }
     /// An identifier quoted for this server's SQL.
     fn quote(name: &str) -> String;
     /// The lines of a pipeline's `[source]` or `[target]` that point at this place.
@@ -280,6 +285,7 @@ scenarios!(
         rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written,
         verify_finds_tampered_chunks_and_repair_rewrites_them,
         identifiers_with_spaces_quotes_backticks_mixed_case_and_reserved_words_work,
+        a_missing_source_table_is_named_with_the_closest_or_every_table_there_is,
     ]
 );
 
@@ -289,6 +295,7 @@ scenarios!(
 scenarios!(
     sqlite: crate::scenarios::SqliteFile;
     [
+        a_missing_source_table_is_named_with_the_closest_or_every_table_there_is,
         a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once,
         a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part,
         verify_finds_tampered_chunks_and_repair_rewrites_them,
@@ -316,6 +323,10 @@ impl Target for SqliteFile {
 
     fn name(&self) -> &str {
         "main"
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        table.to_string()
     }
 
     fn q(&self) -> String {
@@ -392,7 +403,9 @@ impl Target for SqliteFile {
     }
 
     fn tables(&self) -> i64 {
-        unreachable!("the SQLite-source scenario does not run against a SQLite target")
+        self.rows("SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type = 'table'")[0][0]
+            .parse()
+            .unwrap()
     }
 
     fn users_ddl(&self) -> Vec<String> {
@@ -914,4 +927,36 @@ rows = 64
     ));
     got.sort_by_key(|r| r[0].parse::<i64>().unwrap());
     assert_eq!(got, expected);
+}
+
+/// A source table that does not exist is an error naming it, with the closest table
+/// there is, or every table when none is close; nothing is written.
+fn a_missing_source_table_is_named_with_the_closest_or_every_table_there_is<T: Target>() {
+    let ws = Workspace::new();
+    let (src, dst) = (T::create("rs_nosrc"), T::create("rs_nodst"));
+    src.make_items(3);
+    for (table, hint) in [
+        ("itemz", "did you mean `items`?".to_string()),
+        ("orders_archive", "tables are: items".to_string()),
+    ] {
+        let p = pipeline(
+            &ws,
+            table,
+            (&src, &dst),
+            (
+                &format!("table = \"{table}\"\nkey = \"id\""),
+                "table = \"copy\"",
+            ),
+            "[target.columns]\nid = { type = \"bigint\", expr = \"id\" }\n",
+        );
+        let out = ws.rowshift(&["run", &p, "--quiet"]);
+        assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+        let expected = format!("table `{}` does not exist; {hint}", src.qualified(table));
+        assert!(
+            out.stderr.contains(&expected),
+            "expected {expected:?} in {}",
+            out.stderr
+        );
+        assert_eq!(dst.tables(), 0, "nothing is created in the target");
+    }
 }

@@ -24,7 +24,7 @@ use crate::db::mysql::{
 };
 use crate::runtime::IoRuntime;
 use crate::source::{
-    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, key_positions,
+    BatchIter, ChannelIter, SchemaCast, SetAside, Source, Unreadable, key_positions, no_such_table,
 };
 use crate::sql::keyset::{KeyChunks, KeySql, marks};
 use crate::sql::stmt;
@@ -87,23 +87,10 @@ impl MysqlSource {
         let pool = connect(io, url, &config.db)?;
         let Some(columns) = io.block_on(table_columns(&pool, database, &table, &shown))? else {
             let names = io.block_on(table_names(&pool, database, &shown))?;
-            let hint = match crate::config::suggest(&table, names.iter().map(String::as_str)) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None if names.is_empty() => format!("database `{database}` has no tables"),
-                None => format!("tables are: {}", names.join(", ")),
-            };
-            return Err(Error::data(
-                &shown,
-                format!("table `{database}.{table}` does not exist; {hint}"),
-            ));
+            let within = Some(("database", database));
+            return Err(no_such_table(&shown, within, &table, &names));
         };
-        let declared = |name: &str| {
-            config
-                .types
-                .iter()
-                .find(|(n, _)| n.value == name)
-                .map(|(_, t)| t.value)
-        };
+        let declared = |name: &str| config.declared_type(name);
         let mut kinds = Vec::new();
         let mut raw_fields = Vec::new();
         let mut exprs = Vec::new();

@@ -18,7 +18,9 @@ use crate::db::postgres::{
     Decoder, PgColumn, PgKind, connect, literal, qualified, table_columns, table_names,
 };
 use crate::runtime::IoRuntime;
-use crate::source::{BatchIter, ChannelIter, Projection, SchemaCast, Source, key_positions};
+use crate::source::{
+    BatchIter, ChannelIter, Projection, SchemaCast, Source, key_positions, no_such_table,
+};
 use crate::sql::keyset::{KeyChunks, KeySql};
 use crate::sql::{quote_ident, stmt};
 use crate::types::ColumnType;
@@ -74,23 +76,10 @@ impl PostgresSource {
         let columns = io.block_on(table_columns(&pool, schema_name, &table, &shown))?;
         let Some(columns) = columns else {
             let names = io.block_on(table_names(&pool, schema_name, &shown))?;
-            let hint = match crate::config::suggest(&table, names.iter().map(String::as_str)) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None if names.is_empty() => format!("schema `{schema_name}` has no tables"),
-                None => format!("tables are: {}", names.join(", ")),
-            };
-            return Err(Error::data(
-                &shown,
-                format!("table `{schema_name}.{table}` does not exist; {hint}"),
-            ));
+            let within = Some(("schema", schema_name));
+            return Err(no_such_table(&shown, within, &table, &names));
         };
-        let declared = |name: &str| {
-            config
-                .types
-                .iter()
-                .find(|(n, _)| n.value == name)
-                .map(|(_, t)| t.value)
-        };
+        let declared = |name: &str| config.declared_type(name);
         let mut kinds = Vec::new();
         let mut exprs = Vec::new();
         let mut problems = Vec::new();

@@ -15,7 +15,7 @@ use crate::db::sqlite::decode::{BatchBuilder, KeyCols, Kind, RawConn};
 use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, connect, table_columns, table_names};
 use crate::runtime::IoRuntime;
-use crate::source::{BatchIter, SetAside, Source, Unreadable, key_positions};
+use crate::source::{BatchIter, SetAside, Source, Unreadable, key_positions, no_such_table};
 use crate::sql::keyset::{KeyChunks, KeySql, marks};
 use crate::sql::{quote_ident, stmt};
 use crate::types::cast::{cast_lossless, value_text};
@@ -67,14 +67,7 @@ impl SqliteSource {
         let columns = io.block_on(table_columns(&pool, &table, &shown))?;
         let Some(columns) = columns else {
             let names = io.block_on(table_names(&pool, &shown))?;
-            let hint = match crate::config::suggest(&table, names.iter().map(String::as_str)) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!("tables are: {}", names.join(", ")),
-            };
-            return Err(Error::data(
-                &shown,
-                format!("table `{table}` does not exist; {hint}"),
-            ));
+            return Err(no_such_table(&shown, None, &table, &names));
         };
         let declared: Vec<Kind> = columns.iter().map(|c| Kind::from_decl(&c.decl)).collect();
         // SQLite stores any class in any column (`.import` leaves 'NA' in an INTEGER
