@@ -1122,3 +1122,72 @@ fn a_50k_row_chunk_whose_every_row_is_refused_fails_fast_naming_the_rows() {
         [["0"]]
     );
 }
+
+/// An existing MariaDB table whose engine cannot roll back (MEMORY) keeps the rows a
+/// failed chunk sent, so plain inserts into it are refused before anything is written,
+/// naming the engine and the two ways out; once the table is InnoDB the run writes every
+/// row once.
+#[test]
+fn plain_inserts_into_a_table_that_cannot_roll_back_are_refused_before_any_row_moves() {
+    let ws = Workspace::new();
+    let _source = make_source(&ws, 2_000, 40);
+    let my = MyDb::new("rs_memory_my");
+    my.exec(&format!(
+        "CREATE TABLE {}.items (id BIGINT PRIMARY KEY, name VARCHAR(32), qty INT, note VARCHAR(64))
+         ENGINE=MEMORY DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_bin",
+        my_quote(&my.name)
+    ));
+    let p = ws.write(
+        "pipelines/memory_my.toml",
+        &format!(
+            r#"name = "memory_my"
+[source]
+url = "sqlite://../samples/faults.db"
+table = "items"
+key = "id"
+[target]
+url = "{}"
+table = "items"
+if_exists = "append"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "varchar(32)", expr = "name" }}
+qty = {{ type = "integer", expr = "qty" }}
+note = {{ type = "varchar(64)", expr = "note" }}
+[chunks]
+rows = 500
+"#,
+            my.url()
+        ),
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let expected = format!(
+        "table {}.items: the table uses the MEMORY engine, which cannot roll back: a chunk that fails would leave the rows sent before the failure, and redoing it would write them twice. Convert the table (ALTER TABLE ... ENGINE=InnoDB), or set write_mode = \"upsert\" or \"replace-chunk\" under [target], which redo a chunk without duplicates",
+        my.name
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    let count = |my: &MyDb| -> i64 {
+        my.rows(&format!(
+            "SELECT CAST(count(*) AS CHAR) FROM {}.items",
+            my_quote(&my.name)
+        ))[0][0]
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count(&my), 0, "nothing was written");
+    my.exec(&format!(
+        "ALTER TABLE {}.items ENGINE=InnoDB",
+        my_quote(&my.name)
+    ));
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(count(&my), 2_000);
+    let distinct: i64 = my.rows(&format!(
+        "SELECT CAST(count(DISTINCT id) AS CHAR) FROM {}.items",
+        my_quote(&my.name)
+    ))[0][0]
+        .parse()
+        .unwrap();
+    assert_eq!(distinct, 2_000);
+}

@@ -65,7 +65,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlRow};
 use sqlx::{Column, Decode, MySql, Row, TypeInfo};
 
 use crate::chunk::KeyValue;
@@ -1223,6 +1223,29 @@ pub async fn primary_key(
     .fetch_all(pool)
     .await
     .map_err(|e| db_error(shown, e))
+}
+
+/// The engine of table `database.table` and whether it supports transactions, or
+/// `None` when the table does not exist.
+pub async fn table_engine(
+    conn: &mut MySqlConnection,
+    database: &str,
+    table: &str,
+    shown: &str,
+) -> Result<Option<(String, bool)>> {
+    let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT CAST(t.ENGINE AS CHAR), CAST(e.TRANSACTIONS = 'YES' AS SIGNED) \
+         FROM information_schema.TABLES t \
+         LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE \
+         WHERE t.TABLE_SCHEMA = ? AND t.TABLE_NAME = ?",
+    )
+    .bind(database)
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| db_error(shown, e))?;
+    Ok(row
+        .map(|(engine, transactions)| (engine.unwrap_or_default(), transactions.unwrap_or(0) == 1)))
 }
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
 use crate::db::mysql::errors::error as db_error;
 use crate::db::mysql::{
     Decoder, DigestLayout, MAX_PLACEHOLDERS, MyClient, MyColumn, MyKind, RowDigest, literal,
-    my_decl, qualified, quote, same_family, table_columns, write_date, write_time, write_timestamp,
-    written,
+    my_decl, qualified, quote, same_family, table_columns, table_engine, write_date, write_time,
+    write_timestamp, written,
 };
 use crate::runtime::IoRuntime;
 use crate::sink::table::{self, DeclaredColumn};
@@ -638,6 +638,23 @@ impl MysqlSink {
         )
     }
 
+    /// Refuses to insert into an existing table whose engine cannot roll back (MEMORY,
+    /// MyISAM, ARCHIVE, ...): a chunk that fails there keeps the rows sent before the
+    /// failure, and redoing it with plain inserts would write them twice. `upsert` and
+    /// `replace-chunk` redo a chunk without duplicates, so they may write there.
+    async fn check_engine(&self, conn: &mut MySqlConnection) -> Result<()> {
+        if self.write_mode != WriteMode::Insert {
+            return Ok(());
+        }
+        let here = self.here();
+        match table_engine(conn, &self.database, &self.table, &here).await? {
+            Some((engine, false)) => Err(Error::Unsupported(format!(
+                "{here}: the table uses the {engine} engine, which cannot roll back: a chunk that fails would leave the rows sent before the failure, and redoing it would write them twice. Convert the table (ALTER TABLE ... ENGINE=InnoDB), or set write_mode = \"upsert\" or \"replace-chunk\" under [target], which redo a chunk without duplicates"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks an existing table against the declared columns: each must be there, with a
     /// type of the same family.
     fn check_existing(&self, existing: &[crate::db::mysql::MyColumn]) -> Result<()> {
@@ -870,6 +887,7 @@ impl Sink for MysqlSink {
                         .map_err(db)?;
                 } else {
                     self.check_existing(&existing)?;
+                    self.check_engine(&mut conn).await?;
                     kept = Some(existing);
                 }
             } else {
