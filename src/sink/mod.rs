@@ -2,6 +2,7 @@
 //! keeps the quarantine of rejected rows next to the target.
 
 mod files;
+pub mod quarantine;
 pub mod refuse;
 pub mod table;
 

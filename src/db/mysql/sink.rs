@@ -28,10 +28,11 @@ use futures::TryStreamExt;
 use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
 use sqlx::{MySql, Row};
 
-use super::checkpoint::{MyStore, mark_done as my_mark_done};
+use super::checkpoint::MyStore;
+use super::dialect::MyDialect;
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::ReadBack;
-use crate::checkpoint::{CheckpointStore, DoneMark};
+use crate::checkpoint::{CheckpointStore, DoneMark, Tables};
 use crate::chunk::Selection;
 use crate::chunk::{Chunk, KeyValue, TargetKey};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
@@ -953,6 +954,7 @@ impl Sink for MysqlSink {
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
         let _ = self.pipeline.set(pipeline.to_string());
         Some(Arc::new(MyStore::new(
+            MyDialect,
             self.client.clone(),
             &self.database,
             pipeline,
@@ -1117,7 +1119,9 @@ impl ChunkWriter for MyChunk<'_> {
             let marked = match sink.pipeline.get() {
                 Some(p) => {
                     // Refused when another run took the chunk over: the rows roll back.
-                    my_mark_done(&mut tx, &here, &sink.database, p, mark).await?;
+                    Tables::new(MyDialect, &sink.database, p)
+                        .mark_done(&mut tx, &here, mark)
+                        .await?;
                     true
                 }
                 None => false,

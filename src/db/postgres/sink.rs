@@ -19,10 +19,11 @@ use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use super::checkpoint::{PgStore, mark_done as pg_mark_done};
+use super::checkpoint::PgStore;
+use super::dialect::PgDialect;
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::ReadBack;
-use crate::checkpoint::{CheckpointStore, DoneMark};
+use crate::checkpoint::{CheckpointStore, DoneMark, Tables};
 use crate::chunk::Selection;
 use crate::chunk::{Chunk, TargetKey};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
@@ -903,6 +904,7 @@ impl Sink for PostgresSink {
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
         let _ = self.pipeline.set(pipeline.to_string());
         Some(Arc::new(PgStore::new(
+            PgDialect,
             self.client.clone(),
             &self.schema,
             pipeline,
@@ -1095,7 +1097,9 @@ impl ChunkWriter for PgChunk<'_> {
             let marked = match sink.pipeline.get() {
                 Some(p) => {
                     // Refused when another run took the chunk over: the rows roll back.
-                    pg_mark_done(&mut tx, &here, &sink.schema, p, mark).await?;
+                    Tables::new(PgDialect, &sink.schema, p)
+                        .mark_done(&mut tx, &here, mark)
+                        .await?;
                     true
                 }
                 None => false,

@@ -29,7 +29,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use std::time::Instant;
 
-use super::checkpoint::{Entry, Ledger, SqliteStore, holds_claim, mark_done};
+use super::checkpoint::{Entry, Ledger, SqliteStore, tables};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack};
 use crate::checkpoint::{CheckpointStore, DoneMark};
@@ -424,7 +424,7 @@ impl SqliteSink {
         mark: &DoneMark,
     ) -> Result<()> {
         // Refused when another run took the chunk over: the rows roll back.
-        mark_done(conn, &self.here(), pipeline, mark).await
+        tables(pipeline).mark_done(conn, &self.here(), mark).await
     }
 
     /// Writes the claims and marks the ledger holds, before a transaction of the
@@ -1107,7 +1107,7 @@ impl ChunkWriter for SqliteChunk<'_> {
                 // Marked done only after the read-back: the rows commit only while the
                 // chunk is still this run's.
                 (Some(p), Some(_)) => {
-                    holds_claim(&mut tx, &here, p, mark).await?;
+                    tables(p).holds_claim(&mut tx, &here, mark).await?;
                     false
                 }
                 _ => false,
