@@ -183,6 +183,8 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
         }
     }
     t.push_str("\n[target]\n");
+    let mut database_target = false;
+    let mut mysql_target = false;
     match &opts.target {
         Some(url) => {
             let cwd_target = Location::parse(url, &cwd, None);
@@ -190,6 +192,8 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
                 Ok(
                     Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. },
                 ) => {
+                    database_target = true;
+                    mysql_target = matches!(cwd_target, Ok(Location::Mysql { .. }));
                     // The source's own table is never the target: in the same database
                     // (and schema) the copy is `<name>_v2` beside it.
                     let same = cwd_target.as_ref().ok() == Some(&location);
@@ -242,6 +246,28 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
             toml_key(&c.name),
             fields.join(", ")
         ));
+    }
+    // Without a key a row is known by its place in the file: a database target keeps it,
+    // so that read-back and `verify` find a chunk's rows (the primary key makes that an
+    // index search).
+    if let (Location::Files { format, .. }, None, true) = (&location, &key, database_target) {
+        let place = match format {
+            FileFormat::Csv => crate::source::POSITION_LINE,
+            FileFormat::Parquet => crate::source::POSITION_ROW,
+        };
+        // MySQL keys no TEXT column; a longer path is refused with its row, never cut.
+        let file_type = if mysql_target { "varchar(255)" } else { "text" };
+        for (expr, ty) in [(crate::source::POSITION_FILE, file_type), (place, "bigint")] {
+            let base = format!("source_{}", expr.trim_start_matches("_rowshift_"));
+            let name = std::iter::once(base.clone())
+                .chain((2..).map(|i| format!("{base}_{i}")))
+                .find(|n| !columns.iter().any(|c| &c.name == n))
+                .expect("an unbounded list of names");
+            t.push_str(&format!(
+                "{} = {{ type = \"{ty}\", expr = \"{expr}\", primary_key = true }}\n",
+                toml_key(&name)
+            ));
+        }
     }
     for st in source_types.iter().filter(|st| !st.copied) {
         t.push_str(&format!(
@@ -387,13 +413,15 @@ fn file_columns(
     let sample = sample_batch(source.as_ref())?;
     // A CSV's types come from every row: a marker or an outlier far down must not turn
     // into rejects when the pipeline runs.
+    // The position columns the source adds come last; they are not the file's.
+    let data_columns = schema.fields().len() - source.position().len();
     let whole = if format == FileFormat::Csv {
-        Some(csv_stats(source.as_ref(), schema.fields().len())?)
+        Some(csv_stats(source.as_ref(), data_columns)?)
     } else {
         None
     };
     let mut columns = Vec::new();
-    for (i, f) in schema.fields().iter().enumerate() {
+    for (i, f) in schema.fields().iter().enumerate().take(data_columns) {
         let (ty, marker) = match &whole {
             Some(stats) => stats[i].finish(),
             None => (
@@ -418,7 +446,7 @@ fn file_columns(
     let key = if opts.key.is_empty() {
         let found = guess_key(&columns, sample.as_ref());
         if found.is_none() {
-            notes.push("no key column found (a unique, non-null `id` or `*_id`); rows are named by line in messages. Set key = \"COLUMN\" in [source] if there is one".into());
+            notes.push("no key column found (a unique, non-null `id` or `*_id`): each row is known by its place in the source (file and line, or row in a Parquet file), which a database target keeps in columns of its own so that read-back finds a chunk's rows. Set key = \"COLUMN\" in [source] if there is one".into());
         }
         found.map(|k| vec![k])
     } else {

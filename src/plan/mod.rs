@@ -67,6 +67,10 @@ impl Plan {
                     .find(|k| target_key(&pipeline, k).is_none())
                     .map(|k| format!("no target column holds the source key `{k}`")),
             };
+            let position = source.position();
+            if missing.is_some() && !position.is_empty() && source.key() == position {
+                return Err(position_unmapped(&pipeline, source.as_ref()));
+            }
             if let Some(why) = missing {
                 let mut d = pipeline.diagnostics();
                 let span = pipeline
@@ -376,6 +380,56 @@ fn target_key<'p>(p: &'p Pipeline, key: &str) -> Option<(&'p str, bool)> {
                 .find(|c| cast(&c.expr.value))
                 .map(|c| (c.name.value.as_str(), false))
         })
+}
+
+/// The error for a file source without a `key` whose rows' position no target column
+/// holds: it names the position columns the target lacks, with a ready-to-paste
+/// `[target.columns]` line for each.
+fn position_unmapped(p: &Pipeline, source: &dyn Source) -> Error {
+    let schema = source.schema();
+    let taken = |name: &str| p.target.columns.iter().any(|c| c.name.value == name);
+    let mut lines = Vec::new();
+    let mut missing = Vec::new();
+    for k in source.position() {
+        if target_key(p, k).is_some() {
+            continue;
+        }
+        missing.push(format!("`{k}`"));
+        let base = format!("source_{}", k.trim_start_matches("_rowshift_"));
+        let name = std::iter::once(base.clone())
+            .chain((2..).map(|i| format!("{base}_{i}")))
+            .find(|n| !taken(n))
+            .expect("an unbounded list of names");
+        let ty = match schema.field_with_name(k).map(|f| f.data_type().clone()) {
+            Ok(arrow::datatypes::DataType::Int64) => "bigint",
+            _ => "text",
+        };
+        lines.push(format!("{name} = {{ type = \"{ty}\", expr = \"{k}\" }}"));
+    }
+    let all: Vec<String> = source.position().iter().map(|k| format!("`{k}`")).collect();
+    let mut d = p.diagnostics();
+    let span = p
+        .target
+        .table
+        .as_ref()
+        .and_then(|t| t.span.clone())
+        .or(p.target.url.span.clone());
+    d.push(
+        crate::config::Diagnostic::at(
+            span,
+            format!(
+                "read-back verification cannot find a chunk's rows in the target table: [source] names no `key`, so a row is known by its place in the source ({}), and no target column holds {}",
+                all.join(", "),
+                missing.join(" or ")
+            ),
+        )
+        .with_help(format!(
+            "add {} under [target.columns]:\n{}\nor name a unique source column as `key` under [source], or set verify = \"off\" at the top of the file",
+            if lines.len() == 1 { "this line" } else { "these lines" },
+            lines.join("\n")
+        )),
+    );
+    Error::Config(d)
 }
 
 /// Points an error about opening the source or target at the `url` line.

@@ -825,9 +825,13 @@ fn run_chunk_claiming(
     let mut kept: Vec<Kept> = Vec::new();
     let mut quarantined: Vec<QuarantineEntry> = Vec::new();
     let (batches, left_out) = read_chunk(plan, chunk).map_err(wrap)?;
+    let mut seen = key_places(source);
     for batch in batches {
         let batch = batch.map_err(wrap)?;
         let base = offset;
+        if let Some(seen) = seen.as_mut() {
+            check_repeats(source, chunk, &batch, base, seen).map_err(wrap)?;
+        }
         let p = process_batch(
             plan,
             &shared.pool,
@@ -962,7 +966,7 @@ fn run_chunk_claiming(
             Err(Error::Refused(refused)) if refusable && rounds < 3 => refused,
             Err(e) => {
                 shared.rejected_total.fetch_sub(counted, Ordering::SeqCst);
-                return Err(wrap(repeated_key(source, e)));
+                return Err(wrap(repeated_key(source, chunk, e)));
             }
         };
         rounds += 1;
@@ -1026,20 +1030,65 @@ fn run_chunk_claiming(
 
 /// `e`, saying why, when a chunk of a file read back more rows under a key than it sent:
 /// the key is not unique in the file, and another chunk (a range of lines) holds the
-/// same key.
-fn repeated_key(source: &dyn crate::source::Source, e: Error) -> Error {
+/// same key. The repeated values are named with every place that holds them.
+fn repeated_key(source: &dyn crate::source::Source, chunk: &Chunk, e: Error) -> Error {
     match e {
         Error::Check(m)
             if !source.names_rows_by_key() && m.contains(" rows with this key, 1 was sent") =>
         {
+            let repeats = match crate::source::repeated_places(source, chunk) {
+                Ok(r) if !r.is_empty() => format!(" ({})", r.join("; ")),
+                _ => String::new(),
+            };
             Error::Check(format!(
-                "{m}; the key ({}) is not unique in {}: another chunk holds a row under the same key. A file is split into chunks by position and each chunk's rows are found in the target by their keys, so the key must be unique",
+                "{m}; the key ({}) is not unique in {}: another chunk holds a row under the same key{repeats}. A file is split into chunks by position and each chunk's rows are found in the target by their keys, so the key must be unique",
                 source.key().join(", "),
                 source.describe()
             ))
         }
         other => other,
     }
+}
+
+/// The first place of each key value a file source's chunk has read so far, to fail the
+/// chunk at a value it holds twice: its read-back could not tell the two rows apart
+/// from one row written twice. `None` for a source whose key is unique by nature (a
+/// database's, or a file's position).
+fn key_places(
+    source: &dyn crate::source::Source,
+) -> Option<std::collections::HashMap<String, String>> {
+    let key = source.key();
+    (!source.names_rows_by_key() && !key.is_empty() && key != source.position())
+        .then(Default::default)
+}
+
+/// Fails when a row of `batch` repeats a key value `seen` holds (see [`key_places`]),
+/// naming the value and both places.
+fn check_repeats(
+    source: &dyn crate::source::Source,
+    chunk: &Chunk,
+    batch: &arrow::record_batch::RecordBatch,
+    base: u64,
+    seen: &mut std::collections::HashMap<String, String>,
+) -> Result<()> {
+    let key = source.key();
+    for row in 0..batch.num_rows() {
+        let Some(k) = crate::chunk::key::row_key(batch, key, row) else {
+            continue;
+        };
+        let here = crate::source::place(source, batch, row)
+            .unwrap_or_else(|| source.locate(chunk, base + row as u64));
+        if let Some(first) = seen.get(&k) {
+            let label = crate::chunk::key::row_label(batch, key, row).unwrap_or(k);
+            return Err(Error::Check(format!(
+                "{chunk}: the key ({}) is not unique in {}: {label} at {first} and {here}. A file's rows are found in the target by their keys, so the key must be unique; name a unique column as `key`, or leave `key` out and rows are known by their place in the file",
+                key.join(", "),
+                source.describe()
+            )));
+        }
+        seen.insert(k, here);
+    }
+    Ok(())
 }
 
 /// One batch of a chunk as read and as written, for a target that may refuse rows.
@@ -1363,6 +1412,10 @@ pub(crate) fn locate_row(
     row: usize,
     locate: &dyn Fn(usize) -> String,
 ) -> String {
+    // A row known by its place: the location says it all.
+    if source.key() == source.position() {
+        return locate(row);
+    }
     let parts: Option<Vec<String>> = source
         .key()
         .iter()

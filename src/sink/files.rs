@@ -14,6 +14,7 @@ use parquet::file::properties::WriterProperties;
 
 use std::time::Instant;
 
+use super::csv_part::{self, CsvPart};
 use super::{ChunkWriter, Committed, Prepare, Sink};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::ReadBack;
@@ -112,51 +113,27 @@ impl FileSink {
                     .set_compression(self.parquet.compression)
                     .set_max_row_group_row_count(Some(self.parquet.row_group_rows))
                     .build();
-                Format::Parquet(
+                Format::Parquet(Box::new(
                     ArrowWriter::try_new(out, self.schema.clone(), Some(props))
                         .map_err(|e| Error::data(shown, e))?,
-                )
+                ))
             }
-            FileFormat::Csv => {
-                let mut b = arrow::csv::WriterBuilder::new()
-                    .with_header(self.csv.header)
-                    .with_delimiter(self.csv.delimiter)
-                    .with_quote(self.csv.quote);
-                if let Some(null) = self.csv.null.first() {
-                    b = b.with_null(null.clone());
-                }
-                Format::Csv(b.build(out))
-            }
+            FileFormat::Csv => Format::Csv(CsvPart::new(out, &self.csv, &self.schema, shown)?),
         })
     }
 
     /// Reads a part file back into the target schema.
     fn read_part(&self, path: &Path) -> Result<Vec<RecordBatch>> {
         let shown = show_path(path);
+        if self.format == FileFormat::Csv {
+            return csv_part::read_back(path, &self.csv, &self.schema);
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let batches: std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> =
-            match self.format {
-                FileFormat::Parquet => {
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .and_then(|b| b.with_batch_size(8192).build())
-                        .map_err(|e| Error::data(&shown, format!("cannot be read back: {e}")))?
-                        .collect()
-                }
-                FileFormat::Csv => {
-                    let null = self.csv.null.first().cloned().unwrap_or_default();
-                    let null = regex::Regex::new(&format!("^{}$", regex::escape(&null)))
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    arrow::csv::ReaderBuilder::new(self.schema.clone())
-                        .with_header(self.csv.header)
-                        .with_delimiter(self.csv.delimiter)
-                        .with_quote(self.csv.quote)
-                        .with_null_regex(null)
-                        .with_batch_size(8192)
-                        .build(std::io::BufReader::new(file))
-                        .map_err(|e| Error::data(&shown, e))?
-                        .collect()
-                }
-            };
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.with_batch_size(8192).build())
+                .map_err(|e| Error::data(&shown, format!("cannot be read back: {e}")))?
+                .collect();
         let batches =
             batches.map_err(|e| Error::data(&shown, format!("cannot be read back: {e}")))?;
         // Parquet keeps the schema it was written with, field metadata included; compare
@@ -418,8 +395,8 @@ impl Sink for FileSink {
 }
 
 enum Format {
-    Parquet(ArrowWriter<BufWriter<File>>),
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    Parquet(Box<ArrowWriter<BufWriter<File>>>),
+    Csv(CsvPart),
 }
 
 /// One part file being written under a temporary name.
@@ -428,7 +405,6 @@ struct PartWriter {
     path: PathBuf,
     writer: Option<Format>,
     rows: u64,
-    schema: SchemaRef,
     /// Set once the file has its final name; until then dropping the writer, whatever
     /// failed (a Parquet footer, a flush, an fsync on a full disk), removes it.
     renamed: bool,
@@ -455,7 +431,6 @@ impl PartWriter {
             path: path.to_path_buf(),
             writer: Some(writer),
             rows: 0,
-            schema: sink.schema.clone(),
             renamed: false,
         })
     }
@@ -464,7 +439,7 @@ impl PartWriter {
         let shown = show_path(&self.tmp);
         match self.writer.as_mut() {
             Some(Format::Parquet(w)) => w.write(batch).map_err(|e| Error::data(shown, e))?,
-            Some(Format::Csv(w)) => w.write(batch).map_err(|e| Error::data(shown, e))?,
+            Some(Format::Csv(w)) => w.write(batch, &shown)?,
             None => return Err(Error::Internal("write after commit".into())),
         }
         self.rows += batch.num_rows() as u64;
@@ -476,20 +451,14 @@ impl PartWriter {
     fn finish_checked(mut self, check: impl FnOnce(&Path) -> Result<()>) -> Result<u64> {
         let shown = show_path(&self.tmp);
         let file = match self.writer.take() {
-            Some(Format::Parquet(w)) => w.into_inner().map_err(|e| Error::data(&shown, e))?,
-            Some(Format::Csv(mut w)) => {
-                if self.rows == 0 {
-                    // arrow writes the header with the first batch; an empty part still gets one.
-                    w.write(&RecordBatch::new_empty(self.schema.clone()))
-                        .map_err(|e| Error::data(&shown, e))?;
-                }
-                w.into_inner()
-            }
+            Some(Format::Parquet(w)) => w
+                .into_inner()
+                .map_err(|e| Error::data(&shown, e))?
+                .into_inner()
+                .map_err(|e| Error::io(&self.tmp, e.into_error()))?,
+            Some(Format::Csv(w)) => w.into_inner().map_err(|e| Error::io(&self.tmp, e))?,
             None => return Err(Error::Internal("commit twice".into())),
         };
-        let file = file
-            .into_inner()
-            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         check(&self.tmp)?;

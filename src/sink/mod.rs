@@ -1,6 +1,7 @@
 //! Sinks: something that prepares a target once, then commits chunks atomically, and
 //! keeps the quarantine of rejected rows next to the target.
 
+mod csv_part;
 mod files;
 pub mod quarantine;
 pub mod refuse;

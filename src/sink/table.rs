@@ -177,14 +177,52 @@ pub(crate) fn conditions(
     })
 }
 
-/// The primary key columns of a table rowshift creates, from `columns` (name, type,
-/// nullable, primary key): the source key's columns first, in key order, so the key's
+/// A column of the target table as the database sinks create and write it: the
+/// declared name and type, and whether it may hold NULL and is part of the primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredColumn {
+    /// The column's name, unquoted.
+    pub name: String,
+    /// Its declared type.
+    pub ty: ColumnType,
+    /// Whether it may hold NULL.
+    pub nullable: bool,
+    /// Whether it is (part of) the primary key.
+    pub primary_key: bool,
+}
+
+impl DeclaredColumn {
+    /// A column of `name` and type `ty`.
+    pub fn new(name: impl Into<String>, ty: ColumnType, nullable: bool, primary_key: bool) -> Self {
+        DeclaredColumn {
+            name: name.into(),
+            ty,
+            nullable,
+            primary_key,
+        }
+    }
+
+    /// The column a pipeline's `[target.columns]` entry declares.
+    pub fn of(c: &crate::config::TargetColumn) -> DeclaredColumn {
+        DeclaredColumn {
+            name: c.name.value.clone(),
+            ty: c.ty.value,
+            nullable: c.nullable,
+            primary_key: c.primary_key,
+        }
+    }
+}
+
+/// The primary key columns of a table rowshift creates, from `columns`: the source key's columns first, in key order, so the key's
 /// index serves a chunk's range; then any other declared ones, in their order.
 pub(crate) fn primary_key<'c>(
-    columns: &'c [(String, ColumnType, bool, bool)],
+    columns: &'c [DeclaredColumn],
     key: Option<&'c TargetKey>,
 ) -> Vec<&'c str> {
-    let declared = columns.iter().filter(|c| c.3).map(|c| c.0.as_str());
+    let declared = columns
+        .iter()
+        .filter(|c| c.primary_key)
+        .map(|c| c.name.as_str());
     let in_key = |name: &str| key.is_some_and(|k| k.columns.iter().any(|c| c == name));
     let mut pk: Vec<&str> = key
         .map(|k| k.columns.iter().map(String::as_str).collect::<Vec<_>>())
@@ -398,7 +436,7 @@ impl Coarse {
 /// what the column keeps.
 pub(crate) fn coarse_refusals(
     coarse: &[Coarse],
-    columns: &[(String, ColumnType, bool, bool)],
+    columns: &[DeclaredColumn],
     batches: &[RecordBatch],
 ) -> Vec<super::Refusal> {
     use arrow::array::{Array, AsArray};
@@ -484,7 +522,7 @@ pub(crate) fn coarse_refusals(
                 }
                 _ => continue,
             };
-            let name = columns[c.column].0.as_str();
+            let name = columns[c.column].name.as_str();
             let reason = c.reason(name, matches!(a.data_type(), DataType::Decimal128(..)));
             for r in lossy {
                 let std::collections::btree_map::Entry::Vacant(slot) = out.entry(base + r) else {
@@ -619,7 +657,7 @@ mod tests {
 
     #[test]
     fn a_created_primary_key_lists_the_source_key_first_in_key_order() {
-        let col = |name: &str, pk: bool| (name.to_string(), ColumnType::BigInt, !pk, pk);
+        let col = |name: &str, pk: bool| DeclaredColumn::new(name, ColumnType::BigInt, !pk, pk);
         let columns = [
             col("n", true),
             col("note", false),
@@ -716,7 +754,7 @@ mod tests {
             ),
         ];
         let columns =
-            ["at", "amount", "took"].map(|n| (n.to_string(), ColumnType::Text, true, false));
+            ["at", "amount", "took"].map(|n| DeclaredColumn::new(n, ColumnType::Text, true, false));
         let refused = coarse_refusals(&coarse, &columns, &batches);
         let got = cells(&refused);
         assert_eq!(
@@ -767,7 +805,7 @@ mod tests {
             [Coarse::of(0, ColumnType::Double, "float", None, None, Some("float")).unwrap()];
         let refused = coarse_refusals(
             &coarse,
-            &[("r".to_string(), ColumnType::Double, true, false)],
+            &[DeclaredColumn::new("r", ColumnType::Double, true, false)],
             &[batch],
         );
         let got: Vec<(usize, Option<&str>)> = refused
@@ -878,7 +916,7 @@ mod tests {
             Coarse::of(0, Varchar(10), "varchar(4)", None, None, Some("varchar")).unwrap(),
             Coarse::of(1, Text, "tinytext", None, None, Some("tinytext")).unwrap(),
         ];
-        let columns2 = ["v", "t"].map(|n| (n.to_string(), Text, true, false));
+        let columns2 = ["v", "t"].map(|n| DeclaredColumn::new(n, Text, true, false));
         let refused = coarse_refusals(&lengths, &columns2, &[long]);
         assert_eq!(
             refused
@@ -896,7 +934,7 @@ mod tests {
                 ),
             ]
         );
-        let columns = ["e", "s", "u"].map(|n| (n.to_string(), Text, true, false));
+        let columns = ["e", "s", "u"].map(|n| DeclaredColumn::new(n, Text, true, false));
         let refused = coarse_refusals(&coarse, &columns, &[batch]);
         let got: Vec<(usize, Option<&str>)> = refused
             .iter()
@@ -1004,7 +1042,7 @@ mod tests {
             None
         );
         assert_eq!(Coarse::of(0, Text, "char(8)", None, None, None), None);
-        let columns = ["d", "f", "s", "c"].map(|n| (n.to_string(), Text, true, false));
+        let columns = ["d", "f", "s", "c"].map(|n| DeclaredColumn::new(n, Text, true, false));
         let refused = coarse_refusals(&coarse, &columns, &[batch]);
         let got = cells(&refused);
         assert_eq!(

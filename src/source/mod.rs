@@ -144,6 +144,176 @@ pub trait Source: Send + Sync {
     fn names_rows_by_key(&self) -> bool {
         false
     }
+
+    /// The columns a file source adds to every row for its place in the source
+    /// ([`POSITION_FILE`] and [`POSITION_LINE`] or [`POSITION_ROW`]); empty for a
+    /// database. With no declared `key` they are the key: a row is known by where it is.
+    fn position(&self) -> &[String] {
+        &[]
+    }
+}
+
+/// The column a file source adds to each row for the file it comes from: its path below
+/// the folder all of the source's files share (the file name alone for one file).
+pub const POSITION_FILE: &str = "_rowshift_file";
+/// The column a CSV source adds to each row for the 1-based line its record starts on (a
+/// quoted field can span lines).
+pub const POSITION_LINE: &str = "_rowshift_line";
+/// The column a Parquet source adds to each row for its 1-based row number in its file.
+pub const POSITION_ROW: &str = "_rowshift_row";
+
+/// Each file's name as [`POSITION_FILE`] holds it: its path below the folder all of
+/// `files` share, with `/` between folders, so it does not depend on the working
+/// directory or where the pipeline file is.
+pub(crate) fn position_names(files: &[PathBuf]) -> Vec<String> {
+    let mut common: Option<&std::path::Path> = files.first().and_then(|f| f.parent());
+    for f in files {
+        while let Some(c) = common {
+            if f.starts_with(c) {
+                break;
+            }
+            common = c.parent();
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            let rel = common.and_then(|c| f.strip_prefix(c).ok()).unwrap_or(f);
+            rel.components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect()
+}
+
+/// The position columns of a file source whose second one is `place`
+/// ([`POSITION_LINE`] or [`POSITION_ROW`]): the file as text, the place as bigint. A
+/// source column with either name is refused, naming both: the two must not be
+/// confused.
+pub(crate) fn position_fields<'n>(
+    place: &str,
+    mut columns: impl Iterator<Item = &'n str>,
+    here: &str,
+) -> Result<Vec<arrow::datatypes::Field>> {
+    if let Some(clash) = columns.find(|c| *c == POSITION_FILE || *c == place) {
+        let what = if clash == POSITION_FILE {
+            "the file each row comes from"
+        } else if place == POSITION_LINE {
+            "the line each record starts on"
+        } else {
+            "each row's number in its file"
+        };
+        return Err(Error::data(
+            here,
+            format!(
+                "source column `{clash}` has the name of the column rowshift adds for {what} (`{POSITION_FILE}`, `{place}`); rename the source column (for a CSV file: header = false with columns = [...], and skip_lines = 1 to pass over the header)"
+            ),
+        ));
+    }
+    Ok(vec![
+        arrow::datatypes::Field::new(POSITION_FILE, arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new(place, arrow::datatypes::DataType::Int64, false),
+    ])
+}
+
+/// Where row `row` of `batch` is in the source, from its position columns:
+/// `dup.csv line 3`, `events.parquet row 7`. `None` for a source without them.
+pub(crate) fn place(source: &dyn Source, batch: &RecordBatch, row: usize) -> Option<String> {
+    let [file, at] = source.position() else {
+        return None;
+    };
+    let file = batch.column_by_name(file)?;
+    let at = batch.column_by_name(at)?;
+    let word = if source.position()[1] == POSITION_LINE {
+        "line"
+    } else {
+        "row"
+    };
+    Some(format!(
+        "{} {word} {}",
+        crate::types::cast::value_text(file.as_ref(), row)?,
+        crate::types::cast::value_text(at.as_ref(), row)?
+    ))
+}
+
+/// The key values of a file source's `chunk` that other rows of the source hold too (up
+/// to three), each with every place that holds it: `id=2 at dup.csv line 3 and dup.csv
+/// line 4`. Reads the whole source, so it is for a chunk that failed. Empty for a source
+/// without a declared key.
+pub(crate) fn repeated_places(source: &dyn Source, chunk: &Chunk) -> Result<Vec<String>> {
+    let key = source.key();
+    if key.is_empty() || key == source.position() || source.position().is_empty() {
+        return Ok(Vec::new());
+    }
+    // Chunk ids of their own: a file source keeps per-chunk state under a chunk's id,
+    // which a run's workers may be using.
+    const SCAN_IDS: usize = usize::MAX / 2;
+    let mut mine = chunk.clone();
+    mine.id = SCAN_IDS;
+    let mut places: std::collections::HashMap<String, (String, Vec<String>)> = Default::default();
+    let mut order = Vec::new();
+    for b in source.read(&mine, 8192)? {
+        let b = b?;
+        for row in 0..b.num_rows() {
+            if let Some(k) = crate::chunk::key::row_key(&b, key, row)
+                && !places.contains_key(&k)
+            {
+                let label = crate::chunk::key::row_label(&b, key, row).unwrap_or_else(|| k.clone());
+                places.insert(k.clone(), (label, Vec::new()));
+                order.push(k);
+            }
+        }
+    }
+    for (i, mut c) in source.plan(1 << 20)?.into_iter().enumerate() {
+        c.id = SCAN_IDS + 1 + i;
+        for b in source.read(&c, 8192)? {
+            let b = b?;
+            for row in 0..b.num_rows() {
+                if let Some((_, at)) =
+                    crate::chunk::key::row_key(&b, key, row).and_then(|k| places.get_mut(&k))
+                    && let Some(p) = place(source, &b, row)
+                {
+                    at.push(p);
+                }
+            }
+        }
+    }
+    Ok(order
+        .iter()
+        .filter_map(|k| {
+            let (label, at) = &places[k];
+            (at.len() > 1).then(|| {
+                let (last, rest) = at.split_last().expect("more than one");
+                format!("{label} at {} and {last}", rest.join(", "))
+            })
+        })
+        .take(3)
+        .collect())
+}
+
+/// `batch` with the position columns of `schema` (its last two) appended: `file` on
+/// every row, and each row's line or row number from `places`.
+pub(crate) fn with_position(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    file: &str,
+    places: Vec<i64>,
+) -> Result<RecordBatch> {
+    if places.len() != batch.num_rows() {
+        return Err(Error::Internal(format!(
+            "{} row positions for {} rows",
+            places.len(),
+            batch.num_rows()
+        )));
+    }
+    let mut columns = batch.columns().to_vec();
+    let files: arrow::array::ArrayRef = Arc::new(arrow::array::StringArray::from_iter_values(
+        std::iter::repeat_n(file, places.len()),
+    ));
+    columns.push(files);
+    columns.push(Arc::new(arrow::array::Int64Array::from(places)));
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Opens a file source: the CSV or Parquet files `path` (a file or a glob) names.

@@ -8,7 +8,10 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 
-use super::{BatchIter, Source, check_key};
+use super::{
+    BatchIter, POSITION_FILE, POSITION_ROW, Source, check_key, position_fields, position_names,
+    with_position,
+};
 use crate::chunk::{Chunk, ChunkRange};
 use crate::config::{SourceConfig, show_path};
 use crate::{Error, Result};
@@ -17,8 +20,15 @@ use crate::{Error, Result};
 pub struct ParquetSource {
     files: Vec<PathBuf>,
     metas: Vec<ArrowReaderMetadata>,
+    /// The files' columns.
+    data_schema: SchemaRef,
+    /// `data_schema` and the position columns (file, row).
     schema: SchemaRef,
     key: Vec<String>,
+    /// The position columns' names.
+    position: Vec<String>,
+    /// Each file as the position column names it.
+    file_names: Vec<String>,
 }
 
 impl ParquetSource {
@@ -52,12 +62,29 @@ impl ParquetSource {
                 ));
             }
         }
-        let key = check_key(config, &schema, &show_path(&files[0]))?;
+        let here = show_path(&files[0]);
+        let mut fields: Vec<arrow::datatypes::Field> =
+            schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(position_fields(
+            POSITION_ROW,
+            schema.fields().iter().map(|f| f.name().as_str()),
+            &here,
+        )?);
+        let data_schema = schema;
+        let schema: SchemaRef = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        let position = vec![POSITION_FILE.to_string(), POSITION_ROW.to_string()];
+        let mut key = check_key(config, &schema, &here)?;
+        if key.is_empty() {
+            key = position.clone();
+        }
         Ok(ParquetSource {
+            file_names: position_names(&files),
             files,
             metas,
+            data_schema,
             schema,
             key,
+            position,
         })
     }
 }
@@ -140,6 +167,10 @@ impl Source for ParquetSource {
         &self.key
     }
 
+    fn position(&self) -> &[String] {
+        &self.position
+    }
+
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
         let mut chunks = Vec::new();
         for (file, meta) in self.metas.iter().enumerate() {
@@ -176,7 +207,10 @@ impl Source for ParquetSource {
 
     fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter> {
         let ChunkRange::RowGroups {
-            file, first, end, ..
+            file,
+            first,
+            end,
+            first_row,
         } = &chunk.range
         else {
             return Err(Error::Internal(format!("{chunk} is not a Parquet chunk")));
@@ -190,12 +224,21 @@ impl Source for ParquetSource {
                 .build()
                 .map_err(|e| Error::data(show_path(path), e))?;
         let shown = show_path(path);
-        let schema = self.schema.clone();
+        let (data_schema, schema) = (self.data_schema.clone(), self.schema.clone());
+        let name = self.file_names[*file].clone();
+        // The 1-based row number of the next row in its file.
+        let mut next_row = *first_row as i64 + 1;
         let batches = reader.map(move |b| {
             let b = b.map_err(|e| Error::data(&shown, e))?;
             // Field metadata may differ per file; the plan's schema is the contract.
-            arrow::record_batch::RecordBatch::try_new(schema.clone(), b.columns().to_vec())
-                .map_err(|e| Error::data(&shown, e))
+            let b = arrow::record_batch::RecordBatch::try_new(
+                data_schema.clone(),
+                b.columns().to_vec(),
+            )
+            .map_err(|e| Error::data(&shown, e))?;
+            let rows = (next_row..next_row + b.num_rows() as i64).collect();
+            next_row += b.num_rows() as i64;
+            with_position(b, &schema, &name, rows)
         });
         Ok(Box::new(Counted {
             batches,

@@ -41,7 +41,7 @@ impl ExprContext {
         for f in datafusion_functions::all_default_functions() {
             // Their formats are read strictly: a year of one digit or text left over fails
             // the row instead of becoming a guessed date (see `datefmt`).
-            let f = if matches!(f.name(), "to_date" | "to_timestamp") {
+            let f = if crate::types::datefmt::PARSING_FUNCTIONS.contains(&f.name()) {
                 Arc::new(crate::types::datefmt::StrictDateFunction::wrap(&f))
             } else {
                 f

@@ -223,3 +223,98 @@ fn input_columns_are_the_ones_expressions_and_the_filter_read() {
     .unwrap();
     assert_eq!(constant.input_columns(), Vec::<usize>::new());
 }
+
+/// The reasons `expr` (a `ty` column over `created_at`) gives for each of `texts`, or its
+/// value as text when it passes.
+fn parsed(ty: &str, expr: &str, texts: &[&str]) -> Vec<String> {
+    let cols = format!("v = {{ type = \"{ty}\", expr = \"{expr}\" }}");
+    let t = Transform::compile(&pipeline(&cols, None), source_schema()).unwrap();
+    texts
+        .iter()
+        .map(|text| {
+            let out = t
+                .apply(&batch(vec![(1, None, None, Some(text), None)]))
+                .unwrap();
+            match out.rejects.first() {
+                Some(r) => r.reason.clone(),
+                None => crate::types::cast::value_text(out.batch.column(0).as_ref(), 0)
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_date_time_parsing_function_reads_its_formats_strictly() {
+    let short_year = "its year `10` has 2 digits, and a year is read only when written with 4, never completed by a guess";
+    let got = parsed(
+        "timestamp",
+        "to_timestamp_seconds(created_at, '%d/%m/%Y %H:%M:%S%.f')",
+        &[
+            "06/07/2010 10:30:15",
+            "6/7/10 10:30:15",
+            "06/07/2010 10:30:15.5",
+            "06/07/2010 10:30:15 x",
+        ],
+    );
+    assert_eq!(got[0], "2010-07-06T10:30:15");
+    assert!(got[1].contains(short_year), "{}", got[1]);
+    assert!(
+        got[2].contains("is read by format `%d/%m/%Y %H:%M:%S%.f` with a fraction to_timestamp_seconds keeps only whole seconds of, which it would cut"),
+        "{}",
+        got[2]
+    );
+    assert!(
+        got[3].contains("` x` is left unread after it"),
+        "{}",
+        got[3]
+    );
+    for (f, kept, fine) in [
+        ("to_timestamp_millis", "milliseconds", "10:30:15.123"),
+        ("to_timestamp_micros", "microseconds", "10:30:15.123456"),
+        ("to_timestamp_nanos", "", "10:30:15.123456789"),
+    ] {
+        let expr = format!("{f}(created_at, '%d/%m/%Y %H:%M:%S%.f')");
+        let got = parsed(
+            "text",
+            &expr,
+            &[
+                &format!("06/07/2010 {fine}"),
+                "6/7/10 10:30:15",
+                "06/07/2010 10:30:15.1234567891",
+            ],
+        );
+        assert_eq!(got[0], format!("2010-07-06T{fine}"), "{f}");
+        assert!(got[1].contains(short_year), "{f}: {}", got[1]);
+        if !kept.is_empty() {
+            assert!(
+                got[2].contains(&format!("with a fraction {f} keeps only {kept} of")),
+                "{f}: {}",
+                got[2]
+            );
+        }
+    }
+    let got = parsed(
+        "time",
+        "to_time(created_at, '%H:%M', '%H:%M:%S')",
+        &["10:30", "10:30:15", "10:30 pm", "1030"],
+    );
+    assert_eq!(got[..2], ["10:30:00", "10:30:15"]);
+    assert!(
+        got[2].contains("to_time('10:30 pm'): '10:30 pm' does not match format `%H:%M`: ` pm` is left unread after it; it does not match format `%H:%M:%S`"),
+        "{}",
+        got[2]
+    );
+    assert!(
+        got[3].contains("does not match format `%H:%M`"),
+        "{}",
+        got[3]
+    );
+    let got = parsed(
+        "bigint",
+        "to_unixtime(created_at, '%d/%m/%Y %H:%M:%S')",
+        &["06/07/2010 10:30:15", "6/7/10 10:30:15"],
+    );
+    assert_eq!(got[0], "1278412215");
+    assert!(got[1].contains(short_year), "{}", got[1]);
+}

@@ -1,5 +1,7 @@
 //! Strict date and timestamp formats: a column's `format = "%d/%m/%Y"` and the format
-//! arguments of `to_date` / `to_timestamp` in expressions.
+//! arguments of DataFusion's parsing functions in expressions (`to_date`, `to_time`,
+//! `to_timestamp` and its `_seconds` / `_millis` / `_micros` / `_nanos` forms,
+//! `to_unixtime`).
 //!
 //! chrono reads `%Y` from any number of digits, so `10/7/6` under `%d/%m/%Y` is the year 6,
 //! and `%y` makes up a century. Both are guesses. Here a text must be read whole by the
@@ -237,10 +239,51 @@ pub fn parse_column(
     Ok((out, failures))
 }
 
-/// `to_date` / `to_timestamp` with strict formats. Called with a text and one or more
-/// formats, each text is read by the first format that reads it whole (with a four-digit
-/// year); a text that none reads fails its row, naming every format's reason. Every other
-/// call (no format, a number, a date) is DataFusion's own function unchanged.
+/// The functions of DataFusion that read text under formats; [`StrictDateFunction`]
+/// wraps each of them.
+pub(crate) const PARSING_FUNCTIONS: [&str; 8] = [
+    "to_date",
+    "to_time",
+    "to_timestamp",
+    "to_timestamp_seconds",
+    "to_timestamp_millis",
+    "to_timestamp_micros",
+    "to_timestamp_nanos",
+    "to_unixtime",
+];
+
+/// `text` as nanoseconds since midnight under `format`.
+fn time_of_day(text: &str, format: &str, items: &[Item<'_>]) -> Result<i64, String> {
+    let parsed = parse(text, format, items)?;
+    let t = parsed
+        .to_naive_time()
+        .map_err(|e| format!("does not match format `{format}`: it gives no valid time ({e})"))?;
+    Ok((t - NaiveTime::MIN)
+        .num_nanoseconds()
+        .expect("a day in nanoseconds fits"))
+}
+
+/// Nanoseconds per unit of what a parsing function returns: a value finer than that
+/// unit fails its row rather than being cut.
+fn unit_nanos(ret: &DataType) -> Option<(i64, &'static str)> {
+    use arrow::datatypes::TimeUnit;
+    match ret {
+        DataType::Timestamp(TimeUnit::Second, _) | DataType::Int64 => {
+            Some((1_000_000_000, "whole seconds"))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Some((1_000_000, "milliseconds")),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Some((1_000, "microseconds")),
+        _ => None,
+    }
+}
+
+/// `to_date`, `to_time`, `to_timestamp` (and its `_seconds`, `_millis`, `_micros`,
+/// `_nanos` forms) and `to_unixtime` with strict formats. Called with a text and one or
+/// more formats, each text is read by the first format that reads it whole (with a
+/// four-digit year); a text that none reads fails its row, naming every format's reason,
+/// and so does a text finer than the function's unit (`10:00:00.5` for
+/// `to_timestamp_seconds`), which DataFusion would cut. Every other call (no format, a
+/// number, a date) is DataFusion's own function unchanged.
 ///
 /// Wrapping is chosen over checking DataFusion's result afterwards: DataFusion takes the
 /// first format chrono accepts, so when an earlier format reads a text loosely (`10/7/6`
@@ -252,7 +295,7 @@ pub(crate) struct StrictDateFunction {
 }
 
 impl StrictDateFunction {
-    /// Wraps `inner`, DataFusion's `to_date` or `to_timestamp`.
+    /// Wraps `inner`, one of DataFusion's [`PARSING_FUNCTIONS`].
     pub(crate) fn wrap(inner: &ScalarUDF) -> ScalarUDF {
         ScalarUDF::new_from_impl(StrictDateFunction {
             inner: inner.clone(),
@@ -302,6 +345,8 @@ impl ScalarUDFImpl for StrictDateFunction {
         let formats: Vec<&StringArray> = arrays[1..].iter().map(|a| a.as_string()).collect();
         let ret = args.return_field.data_type().clone();
         let is_date = ret == DataType::Date32;
+        let is_time = matches!(ret, DataType::Time64(_));
+        let unit = unit_nanos(&ret);
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch");
         let mut out: Vec<Option<i64>> = Vec::with_capacity(n);
         for row in 0..n {
@@ -320,10 +365,19 @@ impl ScalarUDFImpl for StrictDateFunction {
                 let read = items(format).and_then(|items| {
                     if is_date {
                         date(text, format, &items, true).map(|d| (d - epoch).num_days())
+                    } else if is_time {
+                        time_of_day(text, format, &items)
                     } else {
                         instant(text, format, &items, has_offset(&items), true)
                     }
                 });
+                let read = match (read, unit) {
+                    (Ok(v), Some((per, name))) if v % per != 0 => Err(format!(
+                        "is read by format `{format}` with a fraction {} keeps only {name} of, which it would cut",
+                        self.name()
+                    )),
+                    (read, _) => read,
+                };
                 match read {
                     Ok(v) => {
                         got = Some(v);
@@ -348,6 +402,16 @@ impl ScalarUDFImpl for StrictDateFunction {
             Arc::new(Date32Array::from(
                 out.into_iter()
                     .map(|d| d.map(|d| d as i32))
+                    .collect::<Vec<_>>(),
+            ))
+        } else if is_time {
+            let nanos = arrow::array::Time64NanosecondArray::from(out);
+            arrow::compute::cast(&nanos, &ret)?
+        } else if ret == DataType::Int64 {
+            // `to_unixtime`: whole seconds, checked above.
+            Arc::new(arrow::array::Int64Array::from(
+                out.into_iter()
+                    .map(|v| v.map(|v| v / 1_000_000_000))
                     .collect::<Vec<_>>(),
             ))
         } else {

@@ -785,3 +785,105 @@ fn to_timestamp_refuses_a_short_year_and_text_left_unread() {
         ]
     );
 }
+
+/// A CSV target writes an empty string as `""` and NULL as an empty unquoted field, and
+/// quotes what holds the delimiter, a quote or a line end; its read-back reads the part
+/// with the CSV source's rules, and a CSV source reads the same values from it.
+#[test]
+fn a_csv_target_keeps_empty_strings_apart_from_null_and_reads_them_back() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("out")).unwrap();
+    ws.write(
+        "samples/texts.csv",
+        "id,v\n1,\"\"\n2,\n3,\"he said \"\"hi\"\"\"\n4,\"a,b\"\n5,\"two\nlines\"\n6,plain\n",
+    );
+    let p = ws.write(
+        "pipelines/texts.toml",
+        r#"name = "texts"
+[source]
+url = "../samples/texts.csv"
+key = "id"
+[target]
+url = "../out/texts"
+format = "csv"
+[target.columns]
+id = { type = "bigint", expr = "id" }
+v = { type = "text", expr = "v" }
+empty = { type = "text", expr = "CASE WHEN id = 2 THEN '' ELSE NULL END" }
+"#,
+    );
+    let out = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("out/texts/part-00000.csv")).unwrap(),
+        "id,v,empty\n1,\"\",\n2,,\"\"\n3,\"he said \"\"hi\"\"\",\n4,\"a,b\",\n5,\"two\nlines\",\n6,plain,\n"
+    );
+    // Read by a CSV source again, the values are the ones sent.
+    let back = ws.write(
+        "pipelines/back.toml",
+        r#"name = "back"
+[source]
+url = "../out/texts/part-00000.csv"
+key = "id"
+[target]
+url = "sqlite://../out/back.db"
+table = "t"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true }
+v = { type = "text", expr = "v" }
+empty = { type = "text", expr = "empty" }
+"#,
+    );
+    let out = ws.rowshift(&["run", &back, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        sqlite_rows(
+            &ws.path("out/back.db"),
+            "SELECT id, quote(v), quote(empty) FROM t ORDER BY id"
+        ),
+        [
+            ["1", "''", "NULL"],
+            ["2", "NULL", "''"],
+            ["3", "'he said \"hi\"'", "NULL"],
+            ["4", "'a,b'", "NULL"],
+            ["5", "'two\nlines'", "NULL"],
+            ["6", "'plain'", "NULL"]
+        ]
+    );
+}
+
+/// A declared key that repeats within one chunk fails the chunk, naming the value and
+/// both lines; one that repeats across chunks fails the later chunk's read-back naming
+/// the value and both places too.
+#[test]
+fn a_repeated_key_of_a_file_is_named_with_both_places_within_and_across_chunks() {
+    let ws = Workspace::new();
+    let csv = b"id,name\n1,a\n2,b\n2,c\n3,d\n";
+    let p = csv_pipeline(&ws, "rep", csv, "");
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "the key (id) is not unique in samples/rep.csv: id=2 at rep.csv line 3 and rep.csv line 4"
+        ),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(count(&ws, "rep", "SELECT count(*) FROM t"), "0");
+    // Without a primary key in the target, which would refuse the second row instead.
+    let p = csv_pipeline(&ws, "rep2", csv, "");
+    let text = std::fs::read_to_string(ws.path("pipelines/rep2.toml")).unwrap();
+    ws.write(
+        "pipelines/rep2.toml",
+        &text.replace(", primary_key = true", ""),
+    );
+    let out = ws.rowshift(&["run", &p, "--chunk-rows", "2", "--parallel", "1"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("first difference: id=2: the target holds 2 rows with this key, 1 was sent; the key (id) is not unique in samples/rep2.csv: another chunk holds a row under the same key (id=2 at rep2.csv line 3 and rep2.csv line 4)"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}

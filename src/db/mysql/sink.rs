@@ -43,7 +43,8 @@ use crate::db::mysql::{
     written,
 };
 use crate::runtime::IoRuntime;
-use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
+use crate::sink::table::{self, DeclaredColumn};
+use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
 use crate::source::SchemaCast;
 use crate::sql::keyset::KeySql;
 use crate::sql::stmt;
@@ -64,7 +65,7 @@ pub struct MysqlSink {
     client: Arc<MyClient>,
     database: String,
     table: String,
-    columns: Vec<(String, ColumnType, bool, bool)>,
+    columns: Vec<DeclaredColumn>,
     /// Each column's read-back decoding, and the schema it decodes into (decimals as
     /// text, cast to `arrow_schema` afterwards).
     kinds: Vec<MyKind>,
@@ -100,11 +101,7 @@ impl MysqlSink {
         key: Option<TargetKey>,
         io: &IoRuntime,
     ) -> Result<Self> {
-        let columns: Vec<_> = config
-            .columns
-            .iter()
-            .map(|c| (c.name.value.clone(), c.ty.value, c.nullable, c.primary_key))
-            .collect();
+        let columns: Vec<_> = config.columns.iter().map(DeclaredColumn::of).collect();
         let table = config
             .table
             .as_ref()
@@ -113,7 +110,7 @@ impl MysqlSink {
         let shown = url.shown();
         let problems: Vec<String> = columns
             .iter()
-            .filter_map(|(name, ty, _, pk)| match my_decl(*ty) {
+            .filter_map(|DeclaredColumn { name, ty, primary_key: pk, .. }| match my_decl(*ty) {
                 Err(why) => Some(format!("column `{name}`: {why}")),
                 Ok(_) if *pk && *ty == ColumnType::Text => Some(format!(
                     "column `{name}`: a MySQL primary key cannot be LONGTEXT; declare type = \"varchar(N)\""
@@ -127,7 +124,7 @@ impl MysqlSink {
                 problems.join("; "),
             ));
         }
-        let kinds: Vec<MyKind> = columns.iter().map(|c| MyKind::for_type(c.1)).collect();
+        let kinds: Vec<MyKind> = columns.iter().map(|c| MyKind::for_type(c.ty)).collect();
         let decoded_schema = Arc::new(Schema::new(
             arrow_schema
                 .fields()
@@ -177,7 +174,7 @@ impl MysqlSink {
     fn column_list(&self) -> String {
         self.columns
             .iter()
-            .map(|c| quote(&c.0))
+            .map(|c| quote(&c.name))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -187,14 +184,18 @@ impl MysqlSink {
         let mut defs: Vec<String> = self
             .columns
             .iter()
-            .map(|(name, ty, nullable, _)| {
-                format!(
-                    "{} {}{}",
-                    quote(name),
-                    my_decl(*ty).expect("checked in open"),
-                    if *nullable { "" } else { " NOT NULL" }
-                )
-            })
+            .map(
+                |DeclaredColumn {
+                     name, ty, nullable, ..
+                 }| {
+                    format!(
+                        "{} {}{}",
+                        quote(name),
+                        my_decl(*ty).expect("checked in open"),
+                        if *nullable { "" } else { " NOT NULL" }
+                    )
+                },
+            )
             .collect();
         let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
             .into_iter()
@@ -258,7 +259,7 @@ impl MysqlSink {
         self.columns
             .iter()
             .enumerate()
-            .filter_map(|(i, (name, ty, ..))| {
+            .filter_map(|(i, DeclaredColumn { name, ty, .. })| {
                 let c = existing.iter().find(|c| &c.name == name)?;
                 table::Coarse::of(
                     i,
@@ -290,7 +291,7 @@ impl MysqlSink {
 
     /// The column type of target column `name`.
     fn column_type(&self, name: &str) -> Option<ColumnType> {
-        self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
+        self.columns.iter().find(|c| c.name == name).map(|c| c.ty)
     }
 
     /// The key columns in SQL, text compared as bytes: the order chunks are planned in,
@@ -353,7 +354,10 @@ impl MysqlSink {
             let full = decoder.push(row).map_err(|(i, reason)| {
                 Error::data(
                     &here,
-                    format!("reading rows back, column {}: {reason}", self.columns[i].0),
+                    format!(
+                        "reading rows back, column {}: {reason}",
+                        self.columns[i].name
+                    ),
                 )
             })?;
             match full {
@@ -407,12 +411,12 @@ impl MysqlSink {
     /// The digest layout of the written columns, stored as `existing` (`None`: the table
     /// rowshift created).
     fn digest_layout(&self, existing: Option<&[MyColumn]>) -> Option<DigestLayout> {
-        let types: Vec<ColumnType> = self.columns.iter().map(|c| c.1).collect();
+        let types: Vec<ColumnType> = self.columns.iter().map(|c| c.ty).collect();
         let stored = match existing {
             Some(have) => Some(
                 self.columns
                     .iter()
-                    .map(|c| have.iter().find(|h| h.name == c.0))
+                    .map(|c| have.iter().find(|h| h.name == c.name))
                     .collect::<Option<Vec<&MyColumn>>>()?,
             ),
             None => None,
@@ -446,12 +450,19 @@ impl MysqlSink {
             let set: Vec<String> = self
                 .columns
                 .iter()
-                .filter(|c| !c.3)
-                .map(|c| format!("{0} = VALUES({0})", quote(&c.0)))
+                .filter(|c| !c.primary_key)
+                .map(|c| format!("{0} = VALUES({0})", quote(&c.name)))
                 .collect();
             if set.is_empty() {
                 // Every column is in the key: a row already there is left as it is.
-                let pk = quote(&self.columns.iter().find(|c| c.3).expect("validated").0);
+                let pk = quote(
+                    &self
+                        .columns
+                        .iter()
+                        .find(|c| c.primary_key)
+                        .expect("validated")
+                        .name,
+                );
                 format!(" ON DUPLICATE KEY UPDATE {pk} = {pk}")
             } else {
                 format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "))
@@ -633,8 +644,8 @@ impl MysqlSink {
     fn check_existing(&self, existing: &[crate::db::mysql::MyColumn]) -> Result<()> {
         let here = self.here();
         let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
-        table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
-        for (name, ty, ..) in &self.columns {
+        table::check_columns(self.columns.iter().map(|c| c.name.as_str()), &have, &here)?;
+        for DeclaredColumn { name, ty, .. } in &self.columns {
             let found = existing
                 .iter()
                 .find(|c| &c.name == name)
@@ -696,12 +707,12 @@ impl<'a> Cols<'a> {
     /// which it refuses with a message that names no row.
     fn new(
         batch: &'a RecordBatch,
-        columns: &[(String, ColumnType, bool, bool)],
+        columns: &[DeclaredColumn],
         here: &str,
         key: &[String],
     ) -> Result<Self> {
         let mut cols = Vec::with_capacity(columns.len());
-        for (i, (name, ..)) in columns.iter().enumerate() {
+        for (i, DeclaredColumn { name, .. }) in columns.iter().enumerate() {
             let a = batch.column(i);
             let c = match a.data_type() {
                 DataType::Int16 => ColRef::I16(a.as_primitive::<Int16Type>()),

@@ -34,7 +34,8 @@ use crate::db::postgres::{
     table_columns,
 };
 use crate::runtime::IoRuntime;
-use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse, table};
+use crate::sink::table::{self, DeclaredColumn};
+use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
 use crate::sql::keyset::KeySql;
 use crate::sql::{quote_ident, stmt};
 use crate::types::ColumnType;
@@ -51,7 +52,7 @@ pub struct PostgresSink {
     client: Arc<PgClient>,
     schema: String,
     table: String,
-    columns: Vec<(String, ColumnType, bool, bool)>,
+    columns: Vec<DeclaredColumn>,
     kinds: Vec<PgKind>,
     arrow_schema: SchemaRef,
     if_exists: IfExists,
@@ -101,8 +102,8 @@ struct TableFacts {
 
 impl TableFacts {
     /// The facts of a table rowshift creates from the `declared` columns.
-    fn created(declared: &[(String, ColumnType, bool, bool)]) -> Self {
-        let types: Vec<ColumnType> = declared.iter().map(|c| c.1).collect();
+    fn created(declared: &[DeclaredColumn]) -> Self {
+        let types: Vec<ColumnType> = declared.iter().map(|c| c.ty).collect();
         TableFacts {
             enums: Vec::new(),
             byte_exact: true,
@@ -113,8 +114,8 @@ impl TableFacts {
     }
 
     /// The facts of an existing table with `found` columns, `declared` written into it.
-    fn of(found: &[PgColumn], declared: &[(String, ColumnType, bool, bool)]) -> Self {
-        let byte_exact = declared.iter().all(|(name, ty, ..)| {
+    fn of(found: &[PgColumn], declared: &[DeclaredColumn]) -> Self {
+        let byte_exact = declared.iter().all(|DeclaredColumn { name, ty, .. }| {
             found.iter().find(|c| &c.name == name).is_none_or(|c| {
                 match (c.type_name.as_str(), ty) {
                     ("bpchar", _) => false,
@@ -126,10 +127,10 @@ impl TableFacts {
                 }
             })
         });
-        let types: Vec<ColumnType> = declared.iter().map(|c| c.1).collect();
+        let types: Vec<ColumnType> = declared.iter().map(|c| c.ty).collect();
         let stored: Vec<Option<&str>> = declared
             .iter()
-            .map(|(name, ..)| {
+            .map(|DeclaredColumn { name, .. }| {
                 found
                     .iter()
                     .find(|c| &c.name == name && !c.is_enum)
@@ -153,7 +154,7 @@ impl TableFacts {
             coarse: declared
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (name, ty, ..))| {
+                .filter_map(|(i, DeclaredColumn { name, ty, .. })| {
                     let c = found.iter().find(|c| &c.name == name)?;
                     // `atttypmod` is the digits of a second for times and timestamps,
                     // 4 + (precision << 16 | scale) for a numeric; -1 when unconstrained.
@@ -198,11 +199,7 @@ impl PostgresSink {
         key: Option<TargetKey>,
         io: &IoRuntime,
     ) -> Result<Self> {
-        let columns: Vec<_> = config
-            .columns
-            .iter()
-            .map(|c| (c.name.value.clone(), c.ty.value, c.nullable, c.primary_key))
-            .collect();
+        let columns: Vec<_> = config.columns.iter().map(DeclaredColumn::of).collect();
         Ok(PostgresSink {
             client: Arc::new(PgClient::new(url, &config.db, io)),
             schema: schema.to_string(),
@@ -211,7 +208,7 @@ impl PostgresSink {
                 .as_ref()
                 .map(|t| t.value.clone())
                 .unwrap_or_default(),
-            kinds: columns.iter().map(|c| PgKind::for_type(c.1)).collect(),
+            kinds: columns.iter().map(|c| PgKind::for_type(c.ty)).collect(),
             columns,
             arrow_schema,
             if_exists: config.if_exists,
@@ -242,7 +239,7 @@ impl PostgresSink {
     fn column_list(&self) -> String {
         self.columns
             .iter()
-            .map(|c| quote_ident(&c.0))
+            .map(|c| quote_ident(&c.name))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -252,14 +249,18 @@ impl PostgresSink {
         let mut defs: Vec<String> = self
             .columns
             .iter()
-            .map(|(name, ty, nullable, _)| {
-                format!(
-                    "{} {}{}",
-                    quote_ident(name),
-                    pg_decl(*ty),
-                    if *nullable { "" } else { " NOT NULL" }
-                )
-            })
+            .map(
+                |DeclaredColumn {
+                     name, ty, nullable, ..
+                 }| {
+                    format!(
+                        "{} {}{}",
+                        quote_ident(name),
+                        pg_decl(*ty),
+                        if *nullable { "" } else { " NOT NULL" }
+                    )
+                },
+            )
             .collect();
         let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
             .into_iter()
@@ -329,7 +330,7 @@ impl PostgresSink {
         {
             return None;
         }
-        self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
+        self.columns.iter().find(|c| c.name == name).map(|c| c.ty)
     }
 
     /// `WHERE` clauses (several for a long key list) restricting to `selection`, with
@@ -442,7 +443,7 @@ impl PostgresSink {
         hasher: &RowHasher,
     ) -> Result<HashSum> {
         let here = self.here();
-        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.0)).collect();
+        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let row = hasher.sql(&columns);
         let mut total = HashSum::default();
         for cond in self.conditions(selection)? {
@@ -478,8 +479,8 @@ impl PostgresSink {
             .iter()
             .enumerate()
             .map(|(i, c)| match facts.padded.contains(&i) {
-                true => format!("{}::text", quote_ident(&c.0)),
-                false => quote_ident(&c.0),
+                true => format!("{}::text", quote_ident(&c.name)),
+                false => quote_ident(&c.name),
             })
             .collect();
         for cond in self.conditions(selection)? {
@@ -495,8 +496,9 @@ impl PostgresSink {
                 .map_err(|e| db_error(&here, e))?;
             while let Some(data) = stream.try_next().await.map_err(|e| db_error(&here, e))? {
                 decoder.feed(&data, f).map_err(|(col, reason)| {
-                    let col =
-                        col.map_or(String::new(), |i| format!(", column {}", self.columns[i].0));
+                    let col = col.map_or(String::new(), |i| {
+                        format!(", column {}", self.columns[i].name)
+                    });
                     Error::data(&here, format!("reading rows back{col}: {reason}"))
                 })?;
             }
@@ -634,8 +636,8 @@ impl PostgresSink {
         let set: Vec<String> = self
             .columns
             .iter()
-            .filter(|c| !c.3)
-            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.0)))
+            .filter(|c| !c.primary_key)
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(&c.name)))
             .collect();
         let action = if set.is_empty() {
             "DO NOTHING".to_string()
@@ -800,10 +802,10 @@ impl Sink for PostgresSink {
                 } else {
                     let _ = self.facts.set(TableFacts::of(&existing, &self.columns));
                     let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
-                    table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
+                    table::check_columns(self.columns.iter().map(|c| c.name.as_str()), &have, &here)?;
                     // Binary COPY sends each value in the declared type's layout, so the
                     // table's columns must have those types.
-                    for (name, ty, ..) in &self.columns {
+                    for DeclaredColumn { name, ty, .. } in &self.columns {
                         let found = existing.iter().find(|c| &c.name == name).expect("checked above");
                         if !same_type(*ty, found) {
                             return Err(Error::data(
@@ -1128,7 +1130,7 @@ mod tests {
     #[test]
     fn a_read_back_compares_bytes_only_where_the_table_stores_what_it_is_sent() {
         let dec = |precision, scale| ColumnType::Decimal { precision, scale };
-        let declared = |ty| vec![("c".to_string(), ty, true, false)];
+        let declared = |ty| vec![DeclaredColumn::new("c", ty, true, false)];
         let exact = |c: PgColumn, ty| TableFacts::of(&[c], &declared(ty)).byte_exact;
         assert!(TableFacts::created(&declared(ColumnType::Text)).byte_exact);
         let hashed = |c: PgColumn, ty| TableFacts::of(&[c], &declared(ty)).hasher.is_some();

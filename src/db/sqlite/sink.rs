@@ -43,7 +43,7 @@ use crate::db::sqlite::decode::{
 use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, Affinity, TableColumn, connect, table_columns};
 use crate::runtime::IoRuntime;
-use crate::sink::table;
+use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Sink, refuse};
 use crate::sql::keyset::{KeySql, marks};
 use crate::sql::{quote_ident, stmt};
@@ -62,7 +62,7 @@ pub struct SqliteSink {
     io: IoRuntime,
     shown: String,
     table: String,
-    columns: Vec<(String, ColumnType, bool, bool)>,
+    columns: Vec<DeclaredColumn>,
     schema: SchemaRef,
     /// `schema` as a reader of the table sees it: a `real` column is the double it
     /// stores (see [`float32_as_double`]).
@@ -101,11 +101,7 @@ impl SqliteSink {
         key: Option<TargetKey>,
         io: &IoRuntime,
     ) -> Result<Self> {
-        let columns = config
-            .columns
-            .iter()
-            .map(|c| (c.name.value.clone(), c.ty.value, c.nullable, c.primary_key))
-            .collect();
+        let columns = config.columns.iter().map(DeclaredColumn::of).collect();
         Ok(SqliteSink {
             path: path.to_path_buf(),
             pool: OnceLock::new(),
@@ -141,7 +137,7 @@ impl SqliteSink {
     /// `STRICT` table, so a read-back would fail the chunk and no read-back would let it
     /// pass.
     fn check_affinities(&self, existing: &[TableColumn]) -> Result<()> {
-        for (name, ty, ..) in &self.columns {
+        for DeclaredColumn { name, ty, .. } in &self.columns {
             let Some(found) = existing.iter().find(|c| &c.name == name) else {
                 continue;
             };
@@ -170,14 +166,18 @@ impl SqliteSink {
         let mut defs: Vec<String> = self
             .columns
             .iter()
-            .map(|(name, ty, nullable, _)| {
-                format!(
-                    "{} {}{}",
-                    quote_ident(name),
-                    ty.sqlite_decl(),
-                    if *nullable { "" } else { " NOT NULL" }
-                )
-            })
+            .map(
+                |DeclaredColumn {
+                     name, ty, nullable, ..
+                 }| {
+                    format!(
+                        "{} {}{}",
+                        quote_ident(name),
+                        ty.sqlite_decl(),
+                        if *nullable { "" } else { " NOT NULL" }
+                    )
+                },
+            )
             .collect();
         let pk: Vec<String> = table::primary_key(&self.columns, self.key.as_ref())
             .into_iter()
@@ -234,7 +234,7 @@ impl SqliteSink {
         let flags = Arc::new(
             self.columns
                 .iter()
-                .map(|(name, ty, ..)| {
+                .map(|DeclaredColumn { name, ty, .. }| {
                     matches!(ty, ColumnType::Decimal { .. })
                         && columns.is_some_and(|cols| {
                             cols.iter()
@@ -480,7 +480,7 @@ impl SqliteSink {
             quote_ident(&self.table),
             self.columns
                 .iter()
-                .map(|c| quote_ident(&c.0))
+                .map(|c| quote_ident(&c.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -531,7 +531,7 @@ impl SqliteSink {
                 columns
                     .iter()
                     .map(|c| {
-                        let ty = self.columns.iter().find(|d| &d.0 == c).map(|d| d.1);
+                        let ty = self.columns.iter().find(|d| &d.name == c).map(|d| d.ty);
                         match ty {
                             Some(ColumnType::Text | ColumnType::Varchar(_)) => {
                                 format!("{} COLLATE BINARY", quote_ident(c))
@@ -592,7 +592,7 @@ impl SqliteSink {
 
     /// `SELECT <every target column> FROM <table>`.
     fn select_all(&self) -> String {
-        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.0)).collect();
+        let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
         format!(
             "SELECT {} FROM {}",
             columns.join(", "),
@@ -655,10 +655,10 @@ impl SqliteSink {
             self.columns
                 .iter()
                 .zip(&self.kinds)
-                .map(|(c, k)| arrow::datatypes::Field::new(&c.0, k.arrow_type(), true))
+                .map(|(c, k)| arrow::datatypes::Field::new(&c.name, k.arrow_type(), true))
                 .collect::<Vec<_>>(),
         ));
-        let key = KeyCols::find(key, self.columns.iter().map(|c| c.0.as_str()));
+        let key = KeyCols::find(key, self.columns.iter().map(|c| c.name.as_str()));
         let mut builder = BatchBuilder::new(&self.kinds, READ_BATCH);
         let mut lock = conn.lock_handle().await.map_err(|e| db_error(&here, e))?;
         let raw = RawConn::new(&mut lock);
@@ -738,7 +738,7 @@ impl Sink for SqliteSink {
             IfExists::Replace => Arc::new(vec![false; self.columns.len()]),
             _ => self.decimals_as_real(None)?,
         };
-        for ((name, ty, ..), real) in self.columns.iter().zip(real.iter()) {
+        for (DeclaredColumn { name, ty, .. }, real) in self.columns.iter().zip(real.iter()) {
             let ColumnType::Decimal { precision, .. } = ty else {
                 continue;
             };
@@ -784,7 +784,7 @@ impl Sink for SqliteSink {
                         .map_err(db)?;
                 } else {
                     let have: Vec<&str> = existing.iter().map(|c| c.name.as_str()).collect();
-                    table::check_columns(self.columns.iter().map(|c| c.0.as_str()), &have, &here)?;
+                    table::check_columns(self.columns.iter().map(|c| c.name.as_str()), &have, &here)?;
                     self.check_affinities(&existing)?;
                 }
             }

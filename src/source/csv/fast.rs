@@ -260,6 +260,10 @@ pub(super) struct FastDecoder {
     /// Whether a record read so far spans lines (a quoted newline); until one does, the
     /// chunk's records are on consecutive lines (the decoder declines blank lines).
     pub(super) multiline: bool,
+    /// The line the next record starts on.
+    next_line: u64,
+    /// The line each record of the batch being decoded starts on.
+    pub(super) lines: Vec<u64>,
     /// End offsets (in `buf`) of the current record's fields.
     ends: Vec<usize>,
 }
@@ -278,6 +282,7 @@ impl FastDecoder {
         (quote, delim): (u8, u8),
         batch_rows: usize,
         max_record_bytes: usize,
+        first_line: u64,
     ) -> Self {
         FastDecoder {
             input,
@@ -291,6 +296,8 @@ impl FastDecoder {
             batch_rows: batch_rows.max(1),
             max_record_bytes,
             multiline: false,
+            next_line: first_line,
+            lines: Vec::new(),
             ends: Vec::new(),
         }
     }
@@ -298,6 +305,7 @@ impl FastDecoder {
     /// The next batch, `None` at the chunk's end.
     pub(super) fn next_batch(&mut self) -> Result<Option<RecordBatch>, Unsure> {
         let n = self.schema.fields().len();
+        self.lines.clear();
         let mut columns: Vec<TextColumn> = (0..n)
             .map(|_| {
                 let mut offsets = Vec::with_capacity(self.batch_rows + 1);
@@ -435,6 +443,13 @@ impl FastDecoder {
                     field_start = end + 1;
                 }
                 self.ends.clear();
+                self.lines.push(self.next_line);
+                // A record's quoted newlines move the next one down as many lines.
+                self.next_line += 1 + if self.multiline {
+                    memchr::memchr_iter(b'\n', &self.buf[self.start..at]).count() as u64
+                } else {
+                    0
+                };
                 self.start = at + 1;
                 rows += 1;
                 if rows == max {

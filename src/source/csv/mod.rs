@@ -24,7 +24,10 @@ use arrow::record_batch::RecordBatch;
 
 use self::fast::{BlockScan, FastDecoder, TextColumn, Unsure};
 use self::strict::{Dialect, Records, check_record, decode_into};
-use super::{BatchIter, SetAside, Source, Unreadable, check_key};
+use super::{
+    BatchIter, POSITION_FILE, POSITION_LINE, SetAside, Source, Unreadable, check_key,
+    position_fields, position_names, with_position,
+};
 use crate::chunk::{Chunk, ChunkRange};
 use crate::config::{CsvOptions, Encoding, Quoting, SourceConfig, show_path};
 use crate::types::cast::cast_batch;
@@ -40,8 +43,14 @@ pub struct CsvSource {
     /// Every column as text, the way the reader parses them.
     raw_schema: SchemaRef,
     /// After `[source.types]` casts.
+    data_schema: SchemaRef,
+    /// `data_schema` and the position columns (file, line).
     schema: SchemaRef,
     key: Vec<String>,
+    /// The position columns' names.
+    position: Vec<String>,
+    /// Each file as the position column names it.
+    file_names: Arc<Vec<String>>,
     /// Each column's null markers.
     nulls: Arc<Vec<Vec<String>>>,
     /// Plan with the fast byte scan where it is sure; off only in tests that compare it
@@ -161,18 +170,31 @@ impl CsvSource {
                 }
             }
         }
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let data_schema: SchemaRef = Arc::new(Schema::new(fields.clone()));
         let describe = show_path(&files[0]);
-        let key = check_key(config, &schema, &describe)?;
+        fields.extend(position_fields(
+            POSITION_LINE,
+            names.iter().map(String::as_str),
+            &describe,
+        )?);
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let position = vec![POSITION_FILE.to_string(), POSITION_LINE.to_string()];
+        let mut key = check_key(config, &schema, &describe)?;
+        if key.is_empty() {
+            key = position.clone();
+        }
         let nulls = Arc::new(names.iter().map(|n| opts.null_of(n).to_vec()).collect());
         Ok(CsvSource {
             shown: Arc::new(files.iter().map(|f| show_path(f)).collect()),
+            file_names: Arc::new(position_names(&files)),
             files,
             opts,
             dialect,
             raw_schema,
+            data_schema,
             schema,
             key,
+            position,
             nulls,
             fast_scan: true,
             unreadable: SetAside::default(),
@@ -180,13 +202,27 @@ impl CsvSource {
         })
     }
 
-    fn cast_declared(&self, batch: RecordBatch, chunk: &Chunk, offset: u64) -> Result<RecordBatch> {
-        if self.schema == self.raw_schema {
-            return Ok(batch);
-        }
-        cast_batch(batch, &self.schema, &self.describe(), |row| {
-            self.locate(chunk, offset + row as u64)
-        })
+    /// The batch of text columns cast to the declared types, with each row's position
+    /// (its file, and the line its record starts on, from `lines`).
+    fn cast_declared(
+        &self,
+        batch: RecordBatch,
+        chunk: &Chunk,
+        offset: u64,
+        lines: Vec<i64>,
+    ) -> Result<RecordBatch> {
+        let batch = if self.data_schema == self.raw_schema {
+            batch
+        } else {
+            cast_batch(batch, &self.data_schema, &self.describe(), |row| {
+                self.locate(chunk, offset + row as u64)
+            })?
+        };
+        let file = match &chunk.range {
+            ChunkRange::Bytes { file, .. } => *file,
+            _ => return Err(Error::Internal(format!("{chunk} is not a CSV chunk"))),
+        };
+        with_position(batch, &self.schema, &self.file_names[file], lines)
     }
 
     fn names(&self) -> Vec<String> {
@@ -195,6 +231,28 @@ impl CsvSource {
             .iter()
             .map(|f| f.name().clone())
             .collect()
+    }
+
+    /// The file a quarantined record was set aside in, from its location
+    /// (`data/a.csv line 7`): the file shown so now, else the one file whose name
+    /// ([`POSITION_FILE`]) ends the path (the run was in another working directory),
+    /// else the only file.
+    fn file_at(&self, location: &str, line: u64) -> Option<usize> {
+        let path = location.strip_suffix(&format!(" line {line}"))?;
+        if let Some(i) = self.shown.iter().position(|s| s == path) {
+            return Some(i);
+        }
+        let ends: Vec<usize> = (0..self.files.len())
+            .filter(|&i| {
+                path.strip_suffix(self.file_names[i].as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.ends_with('/'))
+            })
+            .collect();
+        match ends.as_slice() {
+            [one] => Some(*one),
+            [] if self.files.len() == 1 => Some(0),
+            _ => None,
+        }
     }
 
     /// Where the data of `path` starts: after `skip_lines` lines and the header.
@@ -318,6 +376,10 @@ impl Source for CsvSource {
         &self.key
     }
 
+    fn position(&self) -> &[String] {
+        &self.position
+    }
+
     fn plan(&self, rows_per_chunk: u64) -> Result<Vec<Chunk>> {
         let mut chunks = Vec::new();
         for (file_index, path) in self.files.iter().enumerate() {
@@ -349,7 +411,10 @@ impl Source for CsvSource {
 
     fn read(&self, chunk: &Chunk, batch_rows: usize) -> Result<BatchIter> {
         let ChunkRange::Bytes {
-            file, start, end, ..
+            file,
+            start,
+            end,
+            first_line,
         } = &chunk.range
         else {
             return Err(Error::Internal(format!("{chunk} is not a CSV chunk")));
@@ -365,6 +430,7 @@ impl Source for CsvSource {
                 (self.opts.quote, self.opts.delimiter),
                 batch_rows,
                 self.dialect.max_record_bytes,
+                *first_line,
             ))
         } else {
             Decode::Slow(Box::new(SlowDecoder::new(
@@ -412,7 +478,17 @@ impl Source for CsvSource {
                 {
                     match check_record(&f, names.len(), self.opts.encoding, &names) {
                         Some((column, reason)) => Err(aside(column, reason)),
-                        None => Ok(self.one_row(&f)?),
+                        // The record keeps the place it was set aside at.
+                        None => match self.file_at(location, *line) {
+                            Some(file) => Ok((self.one_row(&f)?, file)),
+                            None => Err(aside(
+                                None,
+                                format!(
+                                    "was set aside at {location}, which names none of the source's files now ({})",
+                                    self.shown.join(", ")
+                                ),
+                            )),
+                        },
                     }
                 }
                 strict::Split::Record(len) => Err(aside(
@@ -426,8 +502,14 @@ impl Source for CsvSource {
                 _ => Err(aside(None, "holds no record".into())),
             };
             out.push(match read {
-                Ok(batch) => {
-                    match cast_batch(batch, &self.schema, &self.describe(), |_| location.clone()) {
+                Ok((batch, file)) => {
+                    let cast = cast_batch(batch, &self.data_schema, &self.describe(), |_| {
+                        location.clone()
+                    })
+                    .and_then(|b| {
+                        with_position(b, &self.schema, &self.file_names[file], vec![*line as i64])
+                    });
+                    match cast {
                         Ok(b) => Ok(b),
                         Err(Error::Row(rf)) => Err(aside(
                             rf.column,
@@ -602,8 +684,11 @@ impl CsvSource {
             opts: self.opts.clone(),
             dialect: self.dialect.clone(),
             raw_schema: self.raw_schema.clone(),
+            data_schema: self.data_schema.clone(),
             schema: self.schema.clone(),
             key: self.key.clone(),
+            position: self.position.clone(),
+            file_names: self.file_names.clone(),
             nulls: self.nulls.clone(),
             fast_scan: self.fast_scan,
             unreadable: self.unreadable.clone(),
@@ -813,23 +898,26 @@ impl Iterator for CsvChunkReader {
                 return self.check_count().err().map(Err);
             }
         };
+        let (batch, lines) = batch;
         let offset = self.offset;
         self.offset += batch.num_rows() as u64;
-        let out = self.source.cast_declared(batch, &self.chunk, offset);
+        let lines = lines.into_iter().map(|l| l as i64).collect();
+        let out = self.source.cast_declared(batch, &self.chunk, offset, lines);
         self.failed = out.is_err();
         Some(out)
     }
 }
 
 impl CsvChunkReader {
-    /// The next batch of text columns. When the fast decoder is unsure of a batch, the
-    /// strict decoder reads the chunk again from its start, passes over the records
-    /// already returned, and decodes the rest, so its results and messages are the
-    /// reference.
-    fn next_raw(&mut self) -> Option<Result<RecordBatch>> {
+    /// The next batch of text columns, with the line each of its records starts on.
+    /// When the fast decoder is unsure of a batch, the strict decoder reads the chunk
+    /// again from its start, passes over the records already returned, and decodes the
+    /// rest, so its results and messages are the reference.
+    fn next_raw(&mut self) -> Option<Result<(RecordBatch, Vec<u64>)>> {
         if let Decode::Fast(fast) = &mut self.decode {
             match fast.next_batch() {
                 Ok(Some(b)) => {
+                    let lines = std::mem::take(&mut fast.lines);
                     if let (false, ChunkRange::Bytes { first_line, .. }) =
                         (fast.multiline, &self.chunk.range)
                     {
@@ -841,7 +929,7 @@ impl CsvChunkReader {
                             },
                         );
                     }
-                    return Some(Ok(b));
+                    return Some(Ok((b, lines)));
                 }
                 Ok(None) => return None,
                 Err(Unsure::Io(e)) => {
@@ -865,7 +953,15 @@ impl CsvChunkReader {
         let Decode::Slow(slow) = &mut self.decode else {
             unreachable!("the fast decoder returned above");
         };
-        let out = slow.next_batch().transpose();
+        let first = self.offset as usize;
+        let out = slow.next_batch().transpose().map(|b| {
+            b.and_then(|b| {
+                let lines = slow.lines.get(first..first + b.num_rows()).ok_or_else(|| {
+                    Error::Internal(format!("{}: a batch's records have no lines", self.chunk))
+                })?;
+                Ok((b, lines.to_vec()))
+            })
+        });
         if out.is_none() && slow.skip == 0 {
             // The whole chunk was read: its lines locate rows without another pass.
             self.source.lines.set(
@@ -1074,6 +1170,65 @@ mod tests {
                 "{}",
                 bad[0].reason
             );
+        }
+    }
+
+    #[test]
+    fn each_row_carries_the_line_its_record_starts_on_whichever_decoder_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Line 4's record spans three lines; line 9's quote breaks RFC 4180, so the fast
+        // decoder hands over to the strict one there (and the record is set aside).
+        let text = "a,b\n1,x\n2,y\n3,\"p\nq\nr\"\n4,z\n5,w\nbad,x\"y\n6,v\n7,\"s\nt\"\n8,u\n";
+        let (s, _) = written(dir.path(), "lines.csv", text);
+        let want: Vec<(&str, i64)> = vec![
+            ("1", 2),
+            ("2", 3),
+            ("3", 4),
+            ("4", 7),
+            ("5", 8),
+            ("6", 10),
+            ("7", 11),
+            ("8", 13),
+        ];
+        for fast in [true, false] {
+            let s = CsvSource {
+                fast_scan: fast,
+                ..s.clone_plain()
+            };
+            for (rows, batch_rows) in [(100, 1), (100, 3), (3, 2), (1, 1)] {
+                let mut got = Vec::new();
+                for c in s.plan(rows).unwrap() {
+                    for b in s.read(&c, batch_rows).unwrap() {
+                        let b = b.unwrap();
+                        let a = b
+                            .column(0)
+                            .as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .unwrap();
+                        let l = b
+                            .column_by_name(POSITION_LINE)
+                            .unwrap()
+                            .as_any()
+                            .downcast_ref::<arrow::array::Int64Array>()
+                            .unwrap();
+                        let f = b
+                            .column_by_name(POSITION_FILE)
+                            .unwrap()
+                            .as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .unwrap();
+                        for r in 0..b.num_rows() {
+                            assert_eq!(f.value(r), "lines.csv");
+                            got.push((a.value(r).to_string(), l.value(r)));
+                        }
+                    }
+                }
+                let got: Vec<(&str, i64)> = got.iter().map(|(a, l)| (a.as_str(), *l)).collect();
+                assert_eq!(
+                    got, want,
+                    "fast {fast}, chunks of {rows}, batches of {batch_rows}"
+                );
+            }
         }
     }
 
