@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::Connection;
 
 use super::lock::{self, Holder, RunLock, SessionLock, Try};
-use super::tables::{Tables, expect_one};
+use super::tables::{Tables, statement_writes};
 use super::{Checkpoint, CheckpointStore, DoneMark};
 use crate::Result;
 use crate::chunk::Chunk;
@@ -223,35 +223,7 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> CheckpointStore for SqlStore<D, C> {
         })
     }
 
-    fn fail(&self, chunk: usize, token: u64, error: &str) -> Result<()> {
-        // Nothing changes when the claim is gone: the run that took the chunk owns it.
-        self.exec(self.tables.fail(chunk, token, error))?;
-        Ok(())
-    }
-
-    fn requeued(&self, chunk: usize, written: u64, filtered: u64, gone: u64) -> Result<()> {
-        self.exec(self.tables.requeued(chunk, written, filtered, gone))?;
-        Ok(())
-    }
-
-    fn record_settings(&self, fingerprint: &str, settings: &[(String, String)]) -> Result<()> {
-        self.exec(self.tables.record_settings(fingerprint, settings)?)?;
-        Ok(())
-    }
-
-    fn reset(&self, chunks: &[usize]) -> Result<()> {
-        for &c in chunks {
-            expect_one(self.exec(self.tables.reset(c))?, c, &self.here())?;
-        }
-        Ok(())
-    }
-
-    fn redo(&self, chunks: &[usize]) -> Result<()> {
-        for &c in chunks {
-            self.exec(self.tables.redo(c))?;
-        }
-        Ok(())
-    }
+    statement_writes!();
 
     fn discard(&self) -> Result<()> {
         if self.load()?.is_none() {

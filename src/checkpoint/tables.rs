@@ -434,3 +434,52 @@ pub(crate) fn expect_one(n: u64, chunk: usize, here: &str) -> Result<()> {
         )))
     }
 }
+
+/// The [`super::CheckpointStore`] methods that run one of [`Tables`]' statements each,
+/// for an `impl CheckpointStore` block whose type has `tables: Tables<_>`,
+/// `exec(&self, Stmt) -> Result<u64>` (on whatever connection the store writes with)
+/// and `here(&self) -> String`.
+macro_rules! statement_writes {
+    () => {
+        fn fail(&self, chunk: usize, token: u64, error: &str) -> $crate::Result<()> {
+            // Nothing changes when the claim is gone: the run that took the chunk owns it.
+            self.exec(self.tables.fail(chunk, token, error)).map(drop)
+        }
+
+        fn requeued(
+            &self,
+            chunk: usize,
+            written: u64,
+            filtered: u64,
+            gone: u64,
+        ) -> $crate::Result<()> {
+            self.exec(self.tables.requeued(chunk, written, filtered, gone))
+                .map(drop)
+        }
+
+        fn record_settings(
+            &self,
+            fingerprint: &str,
+            settings: &[(String, String)],
+        ) -> $crate::Result<()> {
+            self.exec(self.tables.record_settings(fingerprint, settings)?)
+                .map(drop)
+        }
+
+        fn reset(&self, chunks: &[usize]) -> $crate::Result<()> {
+            for &c in chunks {
+                let n = self.exec(self.tables.reset(c))?;
+                $crate::checkpoint::tables::expect_one(n, c, &self.here())?;
+            }
+            Ok(())
+        }
+
+        fn redo(&self, chunks: &[usize]) -> $crate::Result<()> {
+            for &c in chunks {
+                self.exec(self.tables.redo(c))?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(crate) use statement_writes;

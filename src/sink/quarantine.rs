@@ -3,7 +3,7 @@
 //! batches, replacing them, and reading them all back (`retry --rejects`).
 
 use crate::check::quarantine::QuarantineEntry;
-use crate::sql::dialect::{Conn, Ddl, Dialect, Driver, Kind, Stmt, Value};
+use crate::sql::dialect::{Conn, Ddl, Dialect, Driver, Kind, Pooled, Stmt, Value};
 use crate::{Error, Result};
 
 /// Rejected rows inserted per statement: seven or eight values each, far below every
@@ -183,5 +183,18 @@ impl<D: Dialect> Quarantine<D> {
                 })
             })
             .collect()
+    }
+
+    /// [`Quarantine::read`] on a connection of `client`'s pool.
+    pub fn read_on<C: Pooled<Db = D::Db>>(
+        &self,
+        client: &C,
+        here: &str,
+    ) -> Result<Vec<QuarantineEntry>> {
+        let pool = client.pool()?;
+        client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| self.d.error(here, e))?;
+            self.read(&mut *conn, here).await
+        })
     }
 }

@@ -927,12 +927,7 @@ impl Sink for MysqlSink {
     }
 
     fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
-        let here = self.quarantine();
-        let pool = self.client.pool()?;
-        self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
-            self.rejects().read(&mut conn, &here).await
-        })
+        self.rejects().read_on(&*self.client, &self.quarantine())
     }
 
     fn requeue(

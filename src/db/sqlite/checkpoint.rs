@@ -13,7 +13,7 @@ use super::dialect::SqliteDialect;
 use crate::checkpoint::CLAIM_LOST;
 use crate::checkpoint::lock::{self, Holder, Me, RunLock, Try};
 use crate::checkpoint::sql;
-use crate::checkpoint::tables::{Tables, expect_one};
+use crate::checkpoint::tables::{Tables, statement_writes};
 use crate::checkpoint::{Checkpoint, CheckpointStore, DoneMark};
 use crate::chunk::Chunk;
 use crate::config::show_path;
@@ -500,11 +500,6 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
-    fn requeued(&self, chunk: usize, written: u64, filtered: u64, gone: u64) -> Result<()> {
-        self.exec(self.tables.requeued(chunk, written, filtered, gone))?;
-        Ok(())
-    }
-
     fn flush(&self) -> Result<()> {
         match &self.ledger {
             Some(ledger) => ledger.flush(),
@@ -523,30 +518,7 @@ impl CheckpointStore for SqliteStore {
         written
     }
 
-    fn fail(&self, chunk: usize, token: u64, error: &str) -> Result<()> {
-        // Nothing changes when the claim is gone: the run that took the chunk owns it.
-        self.exec(self.tables.fail(chunk, token, error))?;
-        Ok(())
-    }
-
-    fn record_settings(&self, fingerprint: &str, settings: &[(String, String)]) -> Result<()> {
-        self.exec(self.tables.record_settings(fingerprint, settings)?)?;
-        Ok(())
-    }
-
-    fn reset(&self, chunks: &[usize]) -> Result<()> {
-        for &c in chunks {
-            expect_one(self.exec(self.tables.reset(c))?, c, &self.here())?;
-        }
-        Ok(())
-    }
-
-    fn redo(&self, chunks: &[usize]) -> Result<()> {
-        for &c in chunks {
-            self.exec(self.tables.redo(c))?;
-        }
-        Ok(())
-    }
+    statement_writes!();
 
     fn discard(&self) -> Result<()> {
         if !self.path.exists() {
