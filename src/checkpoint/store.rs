@@ -126,12 +126,10 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> CheckpointStore for SqlStore<D, C> {
         let pool = self.pool()?;
         let here = self.here();
         self.client.io().block_on(async {
-            let db = |e| self.d().error(&here, e);
-            let mut tx = pool.begin().await.map_err(db)?;
+            let mut conn = pool.acquire().await.map_err(|e| self.d().error(&here, e))?;
             self.tables
-                .create(&mut *tx, &here, fingerprint, settings, chunks)
-                .await?;
-            tx.commit().await.map_err(db)
+                .create_in(&mut *conn, &here, fingerprint, settings, chunks)
+                .await
         })
     }
 

@@ -244,6 +244,23 @@ impl<D: Dialect> Tables<D> {
         }))
     }
 
+    /// Records a new plan on `conn` in a transaction of its own (see
+    /// [`Tables::create`]).
+    pub async fn create_in(
+        &self,
+        conn: &mut Conn<D>,
+        here: &str,
+        fingerprint: &str,
+        settings: &[(String, String)],
+        chunks: &[Chunk],
+    ) -> Result<()> {
+        let db = |e| self.d.error(here, e);
+        let mut tx = sqlx::Connection::begin(conn).await.map_err(db)?;
+        self.create(&mut *tx, here, fingerprint, settings, chunks)
+            .await?;
+        tx.commit().await.map_err(db)
+    }
+
     /// Records a new plan on `conn` (in the caller's transaction), every chunk pending,
     /// replacing the pipeline's earlier one.
     pub async fn create(

@@ -3,7 +3,7 @@
 //! batches, replacing them, and reading them all back (`retry --rejects`).
 
 use crate::check::quarantine::QuarantineEntry;
-use crate::sql::dialect::{Conn, Ddl, Dialect, Driver, Kind, Pooled, Stmt, Value};
+use crate::sql::dialect::{Conn, Ddl, Dialect, Driver, Kind, Pooled, Stmt, Value, run};
 use crate::{Error, Result};
 
 /// Rejected rows inserted per statement: seven or eight values each, far below every
@@ -101,28 +101,15 @@ impl<D: Dialect> Quarantine<D> {
                     binds.push(Value::Text(now.clone()));
                 }
             }
-            let stmt = Stmt {
-                sql: self.d.params(&sql),
-                binds,
-            };
-            D::Db::execute(conn, stmt)
-                .await
-                .map_err(|e| self.d.error(here, e))?;
+            run(&self.d, conn, here, &sql, binds).await?;
         }
         Ok(())
     }
 
     /// Deletes `chunk`'s rejected rows on `conn`.
     pub async fn delete(&self, conn: &mut Conn<D>, here: &str, chunk: usize) -> Result<()> {
-        let stmt = Stmt {
-            sql: self
-                .d
-                .params(&format!("DELETE FROM {} WHERE chunk = ?", self.table())),
-            binds: vec![Value::Int(chunk as i64)],
-        };
-        D::Db::execute(conn, stmt)
-            .await
-            .map_err(|e| self.d.error(here, e))?;
+        let sql = format!("DELETE FROM {} WHERE chunk = ?", self.table());
+        run(&self.d, conn, here, &sql, vec![Value::Int(chunk as i64)]).await?;
         Ok(())
     }
 

@@ -323,6 +323,24 @@ where
     }
 }
 
+/// Runs `sql` (written with `?`) with `binds` on `conn`; the rows it changed, or the
+/// error classified by `d`, naming `here`.
+pub async fn run<D: Dialect>(
+    d: &D,
+    conn: &mut Conn<D>,
+    here: &str,
+    sql: &str,
+    binds: Vec<Value>,
+) -> crate::Result<u64> {
+    let stmt = Stmt {
+        sql: d.params(sql),
+        binds,
+    };
+    D::Db::execute(conn, stmt)
+        .await
+        .map_err(|e| d.error(here, e))
+}
+
 /// `stmt` as a sqlx query with its values bound.
 fn query<DB>(stmt: Stmt) -> sqlx::query::Query<'static, DB, DB::Arguments>
 where

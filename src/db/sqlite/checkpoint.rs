@@ -383,11 +383,9 @@ impl CheckpointStore for SqliteStore {
         self.io.block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            let mut tx = conn.begin().await.map_err(|e| db_error(&here, e))?;
             self.tables
-                .create(&mut tx, &here, fingerprint, settings, chunks)
-                .await?;
-            tx.commit().await.map_err(|e| db_error(&here, e))
+                .create_in(&mut conn, &here, fingerprint, settings, chunks)
+                .await
         })
     }
 
