@@ -128,7 +128,7 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> CheckpointStore for SqlStore<D, C> {
         self.client.io().block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| self.d().error(&here, e))?;
             self.tables
-                .create_in(&mut *conn, &here, fingerprint, settings, chunks)
+                .create(&mut *conn, &here, fingerprint, settings, chunks)
                 .await
         })
     }

@@ -244,25 +244,8 @@ impl<D: Dialect> Tables<D> {
         }))
     }
 
-    /// Records a new plan on `conn` in a transaction of its own (see
-    /// [`Tables::create`]).
-    pub async fn create_in(
-        &self,
-        conn: &mut Conn<D>,
-        here: &str,
-        fingerprint: &str,
-        settings: &[(String, String)],
-        chunks: &[Chunk],
-    ) -> Result<()> {
-        let db = |e| self.d.error(here, e);
-        let mut tx = sqlx::Connection::begin(conn).await.map_err(db)?;
-        self.create(&mut *tx, here, fingerprint, settings, chunks)
-            .await?;
-        tx.commit().await.map_err(db)
-    }
-
-    /// Records a new plan on `conn` (in the caller's transaction), every chunk pending,
-    /// replacing the pipeline's earlier one.
+    /// Records a new plan on `conn`, in one transaction, every chunk pending, replacing
+    /// the pipeline's earlier one.
     pub async fn create(
         &self,
         conn: &mut Conn<D>,
@@ -274,6 +257,8 @@ impl<D: Dialect> Tables<D> {
         let db = |e| self.d.error(here, e);
         let settings = sql::settings_json(settings)?;
         let now = chrono::Utc::now().to_rfc3339();
+        let mut tx = sqlx::Connection::begin(conn).await.map_err(db)?;
+        let conn = &mut *tx;
         for forget in self.discard() {
             D::Db::execute(conn, forget).await.map_err(db)?;
         }
@@ -305,7 +290,7 @@ impl<D: Dialect> Tables<D> {
                 .await
                 .map_err(db)?;
         }
-        Ok(())
+        tx.commit().await.map_err(db)
     }
 
     /// The done mark's update: binds `mark`, changes one row while the chunk runs under

@@ -384,7 +384,7 @@ impl CheckpointStore for SqliteStore {
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
             self.tables
-                .create_in(&mut conn, &here, fingerprint, settings, chunks)
+                .create(&mut conn, &here, fingerprint, settings, chunks)
                 .await
         })
     }
