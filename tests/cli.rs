@@ -12,20 +12,39 @@ use rowshift::config::Pipeline;
 use rowshift::plan::Plan;
 use rowshift::run::{NoopObserver, RunOptions, run};
 
+/// Every example validates as the user would run it; the database examples with
+/// `ROWSHIFT_PG_URL` and `ROWSHIFT_MYSQL_URL` set to the test servers, in a schema and a
+/// database of this test's own that hold the tables they read.
 #[test]
 fn every_pipeline_in_pipelines_validates() {
     let ws = Workspace::new();
-    let mut seen = 0;
+    let pg = common::PgSchema::new("rs_examples_validate");
+    let my = common::MyDb::new("rs_examples_validate");
+    examples::make_example_sources(&pg, &my);
+    let env = examples::example_env();
+    let lookup = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+    let (mut seen, mut on_servers) = (0, 0);
     for entry in std::fs::read_dir(ws.path("pipelines")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let plan = Plan::build(Pipeline::load(&path).unwrap())
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("${ROWSHIFT_") {
+                on_servers += 1;
+            }
+            let text = examples::in_own_schemas(&text, &pg.name, &my.name);
+            let pipeline = Pipeline::parse(&path, &text, &lookup)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            plan.open_sink().unwrap();
+            let plan = Plan::build(pipeline).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            plan.open_sink()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }
     }
-    assert!(seen >= 4, "expected at least 4 pipelines, found {seen}");
+    assert!(seen >= 7, "expected at least 7 pipelines, found {seen}");
+    assert!(
+        on_servers >= 3,
+        "expected at least 3 database examples, found {on_servers}"
+    );
 }
 
 #[test]
@@ -989,3 +1008,15 @@ mod init;
 
 #[path = "suite/position.rs"]
 mod position;
+
+#[path = "suite/readback.rs"]
+mod readback;
+
+#[path = "suite/quarantine.rs"]
+mod quarantine;
+
+#[path = "suite/examples.rs"]
+mod examples;
+
+#[path = "suite/package.rs"]
+mod package;

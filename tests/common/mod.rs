@@ -84,6 +84,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The `(chunk, detail)` of each difference that `verify --json` printed in `stdout`.
+pub fn verify_differences(stdout: &str) -> Vec<(u64, String)> {
+    let json: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    json["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["chunk"].as_u64().unwrap(),
+                d["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Every row of a query, each value as text (`NULL` for NULL).
 pub fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
     use sqlx::{Row, TypeInfo, ValueRef};
@@ -186,6 +202,81 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// The PostgreSQL server the tests use: `ROWSHIFT_PG_URL`, by default the local one
+/// (trust authentication, database `test`).
+pub fn pg_url() -> String {
+    std::env::var("ROWSHIFT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// The MySQL/MariaDB server the tests use: `ROWSHIFT_MYSQL_URL`, by default the local one
+/// (user root without a password, database `test`).
+pub fn my_url() -> String {
+    std::env::var("ROWSHIFT_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
+}
+
+/// An identifier quoted for PostgreSQL (and SQLite).
+pub fn pg_quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An identifier quoted for MySQL/MariaDB.
+pub fn my_quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `s` as a TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A schema of a test's own on the PostgreSQL server ([`pg_url`]).
+pub type PgSchema = ServerDb<sqlx::Postgres>;
+
+/// A database of a test's own on the MySQL/MariaDB server ([`my_url`]).
+pub type MyDb = ServerDb<sqlx::MySql>;
+
+impl PgSchema {
+    /// A new schema named from `tag`, dropped with everything in it when the test ends.
+    pub fn new(tag: &str) -> Self {
+        ServerDb::create(
+            &pg_url(),
+            "ROWSHIFT_PG_URL",
+            tag,
+            pg_quote,
+            "CREATE SCHEMA {}",
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+        )
+    }
+
+    /// The schema name as a TOML string value.
+    pub fn toml(&self) -> String {
+        toml_str(&self.name)
+    }
+}
+
+impl MyDb {
+    /// A new database named from `tag`, dropped when the test ends.
+    pub fn new(tag: &str) -> Self {
+        ServerDb::create(
+            &my_url(),
+            "ROWSHIFT_MYSQL_URL",
+            tag,
+            my_quote,
+            "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
+            "DROP DATABASE IF EXISTS {}",
+        )
+    }
+
+    /// A URL naming this database.
+    pub fn url(&self) -> String {
+        let base = my_url();
+        let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
+        format!("{root}/{}", self.name)
+    }
 }
 
 /// A schema (PostgreSQL) or database (MySQL) of a test's own on a real server, dropped

@@ -7,7 +7,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{ServerDb, Workspace, sqlite_exec, sqlite_rows};
+use crate::common::{
+    MyDb, PgSchema, ServerDb, Workspace, my_quote, pg_quote, pg_url, sqlite_exec, sqlite_rows,
+};
 
 /// Tries per scenario: the issue's bar. Each try is small (60 rows).
 const TRIES: usize = 20;
@@ -15,41 +17,16 @@ const TRIES: usize = 20;
 /// Rows in the source.
 const ROWS: usize = 60;
 
-fn pg_url() -> String {
-    std::env::var("ROWSHIFT_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn my_url() -> String {
-    std::env::var("ROWSHIFT_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
-}
-
-fn pg_quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn my_quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
 /// Where a test's runs write.
 enum Target {
     Sqlite,
-    Postgres(ServerDb<sqlx::Postgres>),
-    Mysql(ServerDb<sqlx::MySql>),
+    Postgres(PgSchema),
+    Mysql(MyDb),
 }
 
 impl Target {
     fn postgres(tag: &str) -> Target {
-        Target::Postgres(ServerDb::create(
-            &pg_url(),
-            "ROWSHIFT_PG_URL",
-            tag,
-            pg_quote,
-            "CREATE SCHEMA {}",
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-        ))
+        Target::Postgres(PgSchema::new(tag))
     }
 
     /// A schema that does not exist yet (dropped when the test ends): runs that start
@@ -66,14 +43,7 @@ impl Target {
     }
 
     fn mysql(tag: &str) -> Target {
-        Target::Mysql(ServerDb::create(
-            &my_url(),
-            "ROWSHIFT_MYSQL_URL",
-            tag,
-            my_quote,
-            "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
-            "DROP DATABASE IF EXISTS {}",
-        ))
+        Target::Mysql(MyDb::new(tag))
     }
 
     /// The `[target]` lines for table `table` (file `<table>.db` for SQLite).
@@ -85,11 +55,7 @@ impl Target {
                 pg_url(),
                 pg.name
             ),
-            Target::Mysql(my) => {
-                let base = my_url();
-                let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
-                format!("url = \"{root}/{}\"\ntable = \"{table}\"", my.name)
-            }
+            Target::Mysql(my) => format!("url = \"{}\"\ntable = \"{table}\"", my.url()),
         }
     }
 

@@ -871,6 +871,26 @@ fn a_repeated_key_of_a_file_is_named_with_both_places_within_and_across_chunks()
         out.stderr
     );
     assert_eq!(count(&ws, "rep", "SELECT count(*) FROM t"), "0");
+    // The same with the key read as an integer.
+    let p = csv_pipeline(&ws, "rep_int", csv, "");
+    let text = std::fs::read_to_string(ws.path("pipelines/rep_int.toml")).unwrap();
+    ws.write(
+        "pipelines/rep_int.toml",
+        &text.replace(
+            "[source.csv]",
+            "[source.types]\nid = \"bigint\"\n[source.csv]",
+        ),
+    );
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "the key (id) is not unique in samples/rep_int.csv: id=2 at rep_int.csv line 3 and rep_int.csv line 4"
+        ),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
     // Without a primary key in the target, which would refuse the second row instead.
     let p = csv_pipeline(&ws, "rep2", csv, "");
     let text = std::fs::read_to_string(ws.path("pipelines/rep2.toml")).unwrap();

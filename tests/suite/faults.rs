@@ -9,56 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{ServerDb, Workspace, sqlite_exec, sqlite_rows};
-
-fn pg_url() -> String {
-    std::env::var("ROWSHIFT_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn my_url() -> String {
-    std::env::var("ROWSHIFT_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
-}
-
-fn pg_quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn my_quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-type PgSchema = ServerDb<sqlx::Postgres>;
-type MyDb = ServerDb<sqlx::MySql>;
-
-fn pg_schema(tag: &str) -> PgSchema {
-    ServerDb::create(
-        &pg_url(),
-        "ROWSHIFT_PG_URL",
-        tag,
-        pg_quote,
-        "CREATE SCHEMA {}",
-        "DROP SCHEMA IF EXISTS {} CASCADE",
-    )
-}
-
-fn my_db(tag: &str) -> MyDb {
-    ServerDb::create(
-        &my_url(),
-        "ROWSHIFT_MYSQL_URL",
-        tag,
-        my_quote,
-        "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
-        "DROP DATABASE IF EXISTS {}",
-    )
-}
-
-fn my_db_url(db: &MyDb) -> String {
-    let base = my_url();
-    let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
-    format!("{root}/{}", db.name)
-}
+use crate::common::{
+    MyDb, PgSchema, Workspace, my_quote, pg_quote, pg_url, sqlite_exec, sqlite_rows,
+};
 
 /// A SQLite source `items` (id, name, qty, note) of `n` rows, `note` `width` bytes.
 fn make_source(ws: &Workspace, n: i64, width: usize) -> PathBuf {
@@ -205,7 +158,7 @@ fn run_while(
 fn backends_terminated_mid_run_on_postgres_end_as_a_clean_run() {
     let ws = Workspace::new();
     let source = make_source(&ws, 40_000, 40);
-    let pg = pg_schema("rs_fault_term");
+    let pg = PgSchema::new("rs_fault_term");
     let p = pipeline(
         &ws,
         "term_pg",
@@ -247,13 +200,13 @@ fn backends_terminated_mid_run_on_postgres_end_as_a_clean_run() {
 fn connections_killed_mid_run_on_mariadb_end_as_a_clean_run() {
     let ws = Workspace::new();
     let source = make_source(&ws, 40_000, 40);
-    let my = my_db("rs_fault_kill");
+    let my = MyDb::new("rs_fault_kill");
     let p = pipeline(
         &ws,
         "kill_my",
         &format!(
             "url = \"{}\"\ntable = \"items\"\nif_exists = \"replace\"",
-            my_db_url(&my)
+            my.url()
         ),
         2_000,
         2,
@@ -289,7 +242,7 @@ fn connections_killed_mid_run_on_mariadb_end_as_a_clean_run() {
 fn a_lock_held_past_lock_timeout_on_postgres_ends_as_a_clean_run() {
     let ws = Workspace::new();
     let source = make_source(&ws, 10_000, 20);
-    let pg = pg_schema("rs_fault_lock");
+    let pg = PgSchema::new("rs_fault_lock");
     pg.exec(&format!(
         "CREATE TABLE {}.items (id bigint PRIMARY KEY, name text, qty integer, note text)",
         pg_quote(&pg.name)
@@ -360,7 +313,7 @@ fn a_lock_held_past_lock_timeout_on_postgres_ends_as_a_clean_run() {
 fn a_lock_held_past_lock_timeout_on_mariadb_ends_as_a_clean_run() {
     let ws = Workspace::new();
     let source = make_source(&ws, 10_000, 20);
-    let my = my_db("rs_fault_lock");
+    let my = MyDb::new("rs_fault_lock");
     my.exec(&format!(
         "CREATE TABLE {}.items (id BIGINT PRIMARY KEY, name LONGTEXT, qty INT, note LONGTEXT) DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_bin",
         my_quote(&my.name)
@@ -370,14 +323,14 @@ fn a_lock_held_past_lock_timeout_on_mariadb_ends_as_a_clean_run() {
         "lock_my",
         &format!(
             "url = \"{}\"\ntable = \"items\"\nif_exists = \"append\"\nlock_timeout_ms = 1000",
-            my_db_url(&my)
+            my.url()
         ),
         1_000,
         2,
     );
     let hold = {
         let q = my_quote(&my.name);
-        let url = my_db_url(&my);
+        let url = my.url();
         std::thread::spawn(move || {
             crate::common::block_on(async move {
                 use sqlx::Connection;
@@ -586,9 +539,9 @@ fn columns_one_name_apart_by_case_fail_validate_for_sqlite_and_mariadb_and_creat
     }
     assert!(!ws.path("out/dup.db").exists(), "run created the target");
 
-    let my = my_db("rs_dup_case");
+    let my = MyDb::new("rs_dup_case");
     let fresh = format!("{}_new", my.name);
-    let url = my_db_url(&my).replace(&my.name, &fresh);
+    let url = my.url().replace(&my.name, &fresh);
     let p = ws.write(
         "pipelines/dup.toml",
         &two_emails(&format!("url = \"{url}\"")),
@@ -606,7 +559,7 @@ fn columns_one_name_apart_by_case_fail_validate_for_sqlite_and_mariadb_and_creat
     assert_eq!(left[0][0], "0", "run created the database");
 
     // PostgreSQL keeps quoted names apart: the same columns are fine there.
-    let pg = pg_schema("rs_dup_case");
+    let pg = PgSchema::new("rs_dup_case");
     let p = ws.write(
         "pipelines/dup.toml",
         &two_emails(&format!("url = \"{}\"\nschema = \"{}\"", pg_url(), pg.name)),
@@ -701,7 +654,7 @@ fn a_key_column_whose_name_holds_a_quote_is_recognised_as_the_key() {
          WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 30)
          INSERT INTO t SELECT i, 'v' || i FROM g;",
     );
-    let pg = pg_schema("rs_quote_key");
+    let pg = PgSchema::new("rs_quote_key");
     let p = ws.write(
         "pipelines/q.toml",
         &format!(
@@ -732,7 +685,7 @@ fn a_key_column_whose_name_holds_a_quote_is_recognised_as_the_key() {
 fn a_50k_row_chunk_whose_every_row_is_refused_fails_fast_naming_the_rows() {
     let ws = Workspace::new();
     make_source(&ws, 50_000, 10);
-    let pg = pg_schema("rs_refuse_all");
+    let pg = PgSchema::new("rs_refuse_all");
     pg.exec(&format!(
         "CREATE TABLE {s}.items (id bigint PRIMARY KEY, name text, qty integer, note text);
          INSERT INTO {s}.items SELECT g, 'old', 0, '' FROM generate_series(1, 50000) g",

@@ -3,39 +3,7 @@
 //! PostgreSQL and MariaDB tables with a composite key and a column no type maps. Each
 //! generated pipeline is run by the binary and its target rows compared with the source's.
 
-use crate::common::{ServerDb, Workspace, sqlite_rows};
-
-fn pg_url() -> String {
-    std::env::var("ROWSHIFT_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn my_url() -> String {
-    std::env::var("ROWSHIFT_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
-}
-
-fn pg_schema(tag: &str) -> ServerDb<sqlx::Postgres> {
-    ServerDb::create(
-        &pg_url(),
-        "ROWSHIFT_PG_URL",
-        tag,
-        |n| format!("\"{}\"", n.replace('"', "\"\"")),
-        "CREATE SCHEMA {}",
-        "DROP SCHEMA IF EXISTS {} CASCADE",
-    )
-}
-
-fn my_db(tag: &str) -> ServerDb<sqlx::MySql> {
-    ServerDb::create(
-        &my_url(),
-        "ROWSHIFT_MYSQL_URL",
-        tag,
-        |n| format!("`{}`", n.replace('`', "``")),
-        "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
-        "DROP DATABASE IF EXISTS {}",
-    )
-}
+use crate::common::{MyDb, PgSchema, Workspace, my_url, pg_url, sqlite_rows};
 
 /// Runs `init` with `args`, then `validate` and `run` on what it wrote; returns the
 /// pipeline's text and init's stderr.
@@ -149,7 +117,7 @@ fn init_on_a_csv_with_full_floats_and_zoned_timestamps_runs_and_copies_every_val
 #[test]
 fn init_with_a_database_target_writes_its_table_and_runs() {
     let ws = Workspace::new();
-    let schema = pg_schema("init_target");
+    let schema = PgSchema::new("init_target");
     let file = format!("{}.csv", schema.name);
     let expected = mixed_csv(&ws, &file);
     let target = pg_url();
@@ -195,7 +163,7 @@ fn init_with_a_database_target_writes_its_table_and_runs() {
 #[test]
 fn init_from_a_postgres_table_keeps_its_composite_key_and_lists_the_unmapped_column() {
     let ws = Workspace::new();
-    let s = pg_schema("init_from_pg");
+    let s = PgSchema::new("init_from_pg");
     let q = format!("\"{}\"", s.name);
     s.exec(&format!(
         "CREATE TABLE {q}.orders (region text, n int, amount numeric(10,2) NOT NULL, \
@@ -255,7 +223,7 @@ fn init_from_a_postgres_table_keeps_its_composite_key_and_lists_the_unmapped_col
 #[test]
 fn init_from_a_mariadb_table_keeps_its_composite_key_and_lists_the_unmapped_column() {
     let ws = Workspace::new();
-    let d = my_db("init_from_my");
+    let d = MyDb::new("init_from_my");
     let q = format!("`{}`", d.name);
     d.exec(&format!(
         "CREATE TABLE {q}.orders (region varchar(8), n int, amount decimal(10,2) NOT NULL, \

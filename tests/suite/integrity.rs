@@ -2,6 +2,7 @@
 //! timestamptz zone rule, and `rowshift verify [--repair]`.
 
 use crate::common::{Workspace, sqlite_exec, sqlite_rows};
+use crate::scenarios::{Target, scenarios};
 
 /// A pipeline from the sample users table into `out/users.db`, 1000 rows in chunks of
 /// 100, with `extra` appended (checks, options).
@@ -468,47 +469,6 @@ fn a_fail_policy_fails_the_chunk_naming_row_column_and_value() {
 }
 
 #[test]
-fn unique_holds_across_chunks_and_a_resumed_run() {
-    let ws = Workspace::new();
-    // Emails are made to repeat every 300 ids, so duplicates land in other chunks.
-    let columns = r#"id = { type = "bigint", expr = "id" }
-tag = { type = "text", expr = "CAST(id % 300 AS TEXT)" }"#;
-    let p = users_pipeline(
-        &ws,
-        "uniq",
-        columns,
-        "[[checks]]\ncolumn = \"tag\"\nunique = true\n",
-    );
-    let out = ws.rowshift_env(
-        &["run", &p, "--json", "--parallel", "2"],
-        &[("ROWSHIFT_FAULT", "chunk=5")],
-    );
-    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    let out = ws.rowshift(&["run", &p, "--json"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(json["chunks_skipped"], 9, "{json}");
-    // Every tag value is written exactly once over both runs; the other 700 rows are
-    // in the quarantine as duplicates.
-    assert_eq!(
-        sqlite_rows(
-            &ws.path("out/uniq.db"),
-            "SELECT count(*), count(DISTINCT tag) FROM users"
-        ),
-        [["300", "300"]]
-    );
-    assert_eq!(
-        count(&ws, "out/uniq.db", "SELECT count(*) FROM users_rejects"),
-        700
-    );
-    let reasons = sqlite_rows(
-        &ws.path("out/uniq.db"),
-        "SELECT DISTINCT substr(reason, 1, 40) FROM users_rejects",
-    );
-    assert_eq!(reasons, [["check `tag unique`: is not unique: a row"]]);
-}
-
-#[test]
 fn references_look_values_up_in_the_source_database() {
     let ws = Workspace::new();
     let columns = r#"id = { type = "bigint", expr = "id" }
@@ -667,18 +627,7 @@ fn verify_reports_exactly_the_tampered_chunks_and_repair_fixes_them() {
     );
     let out = ws.rowshift(&["verify", &p, "--json"]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let diffs: Vec<(u64, String)> = json["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["chunk"].as_u64().unwrap(),
-                d["detail"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let diffs = crate::common::verify_differences(&out.stdout);
     let email_150 = sqlite_rows(
         &ws.path("samples/shop.db"),
         "SELECT lower(trim(email)) FROM users_v1 WHERE id = 150",
@@ -1022,4 +971,70 @@ parallel = 1
         [["150"]]
     );
     assert_eq!(rows("SELECT count(*) FROM t"), [["199"]]);
+}
+
+scenarios!(
+    postgres: crate::common::PgSchema,
+    mysql: crate::common::MyDb,
+    sqlite: crate::scenarios::SqliteFile;
+    [unique_holds_across_chunks_and_a_resumed_run]
+);
+
+fn unique_holds_across_chunks_and_a_resumed_run<T: Target>() {
+    let ws = Workspace::new();
+    let dst = T::create("rs_unique");
+    // Tags repeat every 300 ids, so duplicates land in other chunks; a resumed run reads
+    // the committed chunks' tags back from the target, streaming.
+    let p = ws.write(
+        "pipelines/uniq.toml",
+        &format!(
+            r#"name = "uniq"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+{}
+table = "users"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+tag = {{ type = "text", expr = "CAST(id % 300 AS TEXT)" }}
+[chunks]
+rows = 100
+parallel = 2
+[[checks]]
+column = "tag"
+unique = true
+"#,
+            dst.location()
+        ),
+    );
+    let out = ws.rowshift_env(
+        &["run", &p, "--json", "--parallel", "2"],
+        &[("ROWSHIFT_FAULT", "chunk=5")],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let out = ws.rowshift(&["run", &p, "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["chunks_skipped"], 9, "{json}");
+    // Every tag value is written exactly once over both runs; the other 700 rows are
+    // in the quarantine as duplicates.
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT {}, {} FROM {}.users",
+            T::text("count(*)"),
+            T::text("count(DISTINCT tag)"),
+            dst.q()
+        )),
+        [["300", "300"]]
+    );
+    assert_eq!(dst.count("users_rejects"), 700);
+    assert_eq!(
+        dst.rows(&format!(
+            "SELECT DISTINCT substr(reason, 1, 40) FROM {}.users_rejects",
+            dst.q()
+        )),
+        [["check `tag unique`: is not unique: a row"]]
+    );
 }

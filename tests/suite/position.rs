@@ -209,10 +209,10 @@ macro_rules! on_each_database {
             $(#[test] fn $name() { super::$name::<crate::scenarios::SqliteFile>(); })+
         }
         mod postgres {
-            $(#[test] fn $name() { super::$name::<crate::postgres::PgSchema>(); })+
+            $(#[test] fn $name() { super::$name::<crate::common::PgSchema>(); })+
         }
         mod mysql {
-            $(#[test] fn $name() { super::$name::<crate::mysql::MyDb>(); })+
+            $(#[test] fn $name() { super::$name::<crate::common::MyDb>(); })+
         }
     };
 }

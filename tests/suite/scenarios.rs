@@ -1,13 +1,17 @@
 //! Behaviour every SQL target must have, written once and run against each of them, in
 //! the manner of Vector's sink compliance tests: a scenario is a generic function over
 //! [`Target`], and `scenarios!` makes one `#[test]` per (target, scenario), named
-//! `scenarios::<target>::<scenario>`. What a target does differently (its SQL dialect,
+//! `<file>::<target>::<scenario>`. What a target does differently (its SQL dialect,
 //! the server's own words in an error) it says through the trait; what rowshift does is
-//! asserted here, the same for every target.
+//! asserted in the scenario, the same for every target.
 //!
-//! The targets: PostgreSQL ([`crate::postgres`]), MariaDB/MySQL ([`crate::mysql`]) and
-//! SQLite ([`SqliteFile`], below), the last for the scenarios that apply to it. Behaviour
-//! only one database has stays in that database's file.
+//! The targets: PostgreSQL ([`crate::common::PgSchema`], implemented in
+//! [`crate::postgres`]), MariaDB/MySQL ([`crate::common::MyDb`], in [`crate::mysql`])
+//! and SQLite ([`SqliteFile`], below), the last for the scenarios that apply to it. This
+//! file holds the trait, the macro and the core scenarios (write modes, resume, verify,
+//! refused rows, identifiers); `composite.rs`, `quarantine.rs`, `readback.rs`,
+//! `integrity.rs`, `types.rs` and `secrets.rs` hold more. Behaviour only one database
+//! has stays in that database's file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +23,8 @@ use crate::common::{Workspace, sqlite_exec, sqlite_rows};
 pub(crate) trait Target: Sized {
     /// A new private schema or database; `tag` is the start of its name.
     fn create(tag: &str) -> Self;
+    /// Its name.
+    fn name(&self) -> &str;
     /// Its name, quoted for SQL.
     fn q(&self) -> String;
     /// An identifier quoted for this server's SQL.
@@ -67,6 +73,71 @@ pub(crate) trait Target: Sized {
     fn users_types(&self) -> Vec<String>;
     /// What [`Target::users_types`] must say.
     const USERS_TYPES: &'static [&'static str];
+
+    /// The lines of a pipeline's `[source]` or `[target]` that point at this place by a
+    /// `schema` line, where its name may hold any character.
+    fn location_by_name(&self) -> String {
+        self.location()
+    }
+
+    /// The scheme of this server's URLs.
+    const SCHEME: &'static str = "";
+    /// This server's URL with a user and the password `pw`; `None` where the URL the
+    /// tests use names no user to give one to.
+    fn url_with_password(_pw: &str) -> Option<String> {
+        unreachable!("this target has no passwords")
+    }
+    /// What the server says to [`Target::url_with_password`], or `None` where it lets
+    /// the user in whatever the password (trust authentication).
+    const PASSWORD_REFUSED: Option<&'static str> = None;
+
+    /// A table `wide` (`id` and columns of types no pipeline type holds) with rows;
+    /// returns the names of those columns.
+    fn make_unmapped(&self) -> &'static [&'static str] {
+        unreachable!("this target has no unmapped types")
+    }
+    /// What `validate` says of each of the columns [`Target::make_unmapped`] names.
+    const UNMAPPED_ERRORS: &'static [&'static str] = &[];
+    /// The rows of `wide`, those columns read as text, each as `id|value|...`.
+    const UNMAPPED_ROWS: &'static [&'static str] = &[];
+
+    /// A table `t` (`id integer` and a column of each mapped type) with rows at the edges
+    /// of each type; returns how many.
+    fn make_typed_table(&self) -> usize {
+        unreachable!("the type round trip does not run against this target")
+    }
+    /// The columns of [`Target::make_typed_table`] besides `id`, each with the pipeline
+    /// type that holds it.
+    const TYPED_COLUMNS: &'static [(&'static str, &'static str)] = &[];
+    /// A column of `t` as text, to compare source and target with.
+    fn typed_text(column: &str) -> String {
+        Self::text(column)
+    }
+    /// What else this server must show of the round trip: `rows` the source's text of
+    /// `t`, `dst` the target.
+    fn check_typed(_rows: &[Vec<String>], _dst: &Self) {}
+
+    /// An empty `items (id, name, qty)` whose trigger turns row 42's name upper case.
+    fn make_shouting_items(&self) {
+        unreachable!("the trigger scenario does not run against this target")
+    }
+
+    /// An empty `payments` coarser than `common::coarse_pipeline`'s rows 2 to 4: `at`
+    /// in whole seconds, `amount` with 2 decimals, `took` in milliseconds; and
+    /// `CHECK (amount < 100)`.
+    fn make_coarse_payments(&self) {
+        unreachable!("the coarse-values scenario does not run against this target")
+    }
+    /// `payments`' column types as the catalog shows them: at, amount, took.
+    const COARSE_TYPES: [&'static str; 3] = ["", "", ""];
+    /// The quarantine row (`row_key`, `column_name`, `value`, `reason`) of row 6, which
+    /// breaks the `CHECK`: the server's words.
+    fn coarse_check_refusal(&self) -> Vec<String> {
+        unreachable!("the coarse-values scenario does not run against this target")
+    }
+
+    /// Drops the primary key of `items` in this place, so that a row can be repeated.
+    fn drop_items_key(&self);
 
     /// A double's text as this server prints it, in the form the comparison uses: the
     /// same text where the server prints doubles as SQLite does.
@@ -122,6 +193,40 @@ pub(crate) fn run_ok(ws: &Workspace, pipeline: &str) -> String {
     out.stdout
 }
 
+/// Writes `pipelines/<name>.toml`, a pipeline from `src` to `dst`: `source` and `target`
+/// are the lines of `[source]` and `[target]` besides the location, `rest` what follows
+/// (`[target.columns]`, `[chunks]`, ...).
+pub(crate) fn pipeline<T: Target>(
+    ws: &Workspace,
+    name: &str,
+    (src, dst): (&T, &T),
+    (source, target): (&str, &str),
+    rest: &str,
+) -> String {
+    ws.write(
+        &format!("pipelines/{name}.toml"),
+        &format!(
+            "name = \"{name}\"\n[source]\n{}\n{source}\n[target]\n{}\n{target}\n{rest}",
+            src.location(),
+            dst.location()
+        ),
+    )
+}
+
+/// A pipeline from `items` in `src` to `items` in `dst`, with `extra` lines in its
+/// `[target]` and `rest` after it.
+pub(crate) fn items_pipeline<T: Target>(
+    ws: &Workspace,
+    name: &str,
+    places: (&T, &T),
+    extra: &str,
+    rest: &str,
+) -> String {
+    let target = format!("table = \"items\"\n{extra}");
+    let source = "table = \"items\"\nkey = \"id\"";
+    pipeline(ws, name, places, (source, &target), rest)
+}
+
 /// A pipeline from `items` in `src` to `items` in `dst` (id, name, qty; 50 rows a chunk),
 /// with `extra` lines in its `[target]`.
 pub(crate) fn mode_pipeline<T: Target>(
@@ -131,30 +236,17 @@ pub(crate) fn mode_pipeline<T: Target>(
     dst: &T,
     extra: &str,
 ) -> String {
-    ws.write(
-        &format!("pipelines/{name}.toml"),
-        &format!(
-            r#"name = "{name}"
-[source]
-{src}
-table = "items"
-key = "id"
-[target]
-{dst}
-table = "items"
-{extra}
-[target.columns]
+    let columns = format!(
+        r#"[target.columns]
 id = {{ type = "bigint", expr = "id", primary_key = true }}
-name = {{ type = "{name_type}", expr = "name" }}
+name = {{ type = "{}", expr = "name" }}
 qty = {{ type = "integer", expr = "qty" }}
 [chunks]
 rows = 50
 "#,
-            src = src.location(),
-            dst = dst.location(),
-            name_type = T::NAME_TYPE,
-        ),
-    )
+        T::NAME_TYPE
+    );
+    items_pipeline(ws, name, (src, dst), extra, &columns)
 }
 
 /// One `#[test]` per target and scenario: `scenarios!(target_module: Type; scenario, ...)`.
@@ -173,17 +265,21 @@ macro_rules! scenarios {
         }
     };
 }
+pub(crate) use scenarios;
 
 scenarios!(
-    postgres: crate::postgres::PgSchema,
-    mysql: crate::mysql::MyDb;
+    postgres: crate::common::PgSchema,
+    mysql: crate::common::MyDb;
     [
         sqlite_to_the_target_with_transforms_matches_rows_computed_here,
+        csv_to_the_target_matches_rows_computed_here,
         upsert_updates_changed_rows_and_replace_chunk_removes_deleted_ones,
         a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once,
         a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part,
         text_keys_are_planned_and_read_back_in_byte_order,
         rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_written,
+        verify_finds_tampered_chunks_and_repair_rewrites_them,
+        identifiers_with_spaces_quotes_backticks_mixed_case_and_reserved_words_work,
     ]
 );
 
@@ -195,6 +291,9 @@ scenarios!(
     [
         a_failed_chunk_leaves_nothing_and_resume_writes_each_row_once,
         a_table_dropped_behind_the_checkpoint_s_back_is_not_refilled_in_part,
+        verify_finds_tampered_chunks_and_repair_rewrites_them,
+        identifiers_with_spaces_quotes_backticks_mixed_case_and_reserved_words_work,
+        csv_to_the_target_matches_rows_computed_here,
     ]
 );
 
@@ -208,9 +307,15 @@ pub(crate) struct SqliteFile {
 impl Target for SqliteFile {
     fn create(tag: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(format!("{tag}.db"));
+        // The tag may hold any character; the file's folder is the test's own anyway.
+        let stem: String = tag.chars().filter(char::is_ascii_alphanumeric).collect();
+        let path = dir.path().join(format!("{stem}.db"));
         sqlite_exec(&path, "PRAGMA user_version = 0");
         SqliteFile { _dir: dir, path }
+    }
+
+    fn name(&self) -> &str {
+        "main"
     }
 
     fn q(&self) -> String {
@@ -260,6 +365,14 @@ impl Target for SqliteFile {
     }
 
     const DUPLICATE_KEY: &'static str = "UNIQUE constraint failed";
+
+    fn drop_items_key(&self) {
+        // SQLite cannot drop a primary key: the table is made again without one.
+        self.exec(
+            "CREATE TABLE keyless AS SELECT * FROM items; DROP TABLE items;
+             ALTER TABLE keyless RENAME TO items",
+        );
+    }
 
     fn make_words(&self) -> usize {
         self.exec(&format!(
@@ -604,4 +717,201 @@ fn rows_the_target_refuses_are_quarantined_with_the_servers_reason_and_the_rest_
     assert_eq!(quarantined(), ids(still));
     assert_eq!(&dst.refusal(105)[0], unique);
     assert_eq!(dst.items(), kept(still));
+}
+
+fn identifiers_with_spaces_quotes_backticks_mixed_case_and_reserved_words_work<T: Target>() {
+    let ws = Workspace::new();
+    let src = T::create("rs my `odd` \"Src\" Schema");
+    let dst = T::create("select");
+    let q = T::quote;
+    // Row 3 has no user name.
+    let values: Vec<String> = (1..=50)
+        .map(|g| {
+            let user = if g == 3 {
+                "NULL".into()
+            } else {
+                format!("'u{g}'")
+            };
+            format!("({g}, {user}, 'it''s {g}', 'M{g}', {})", g * 10)
+        })
+        .collect();
+    src.exec(&format!(
+        "CREATE TABLE {s}.{table} ({key} bigint PRIMARY KEY, {user} varchar(20), {here} varchar(20), \
+         {mixed} varchar(20), {spaced} integer);
+         INSERT INTO {s}.{table} VALUES {}",
+        values.join(", "),
+        s = src.q(),
+        table = q("Order Lines \"x\""),
+        key = q("select"),
+        user = q("user name"),
+        here = q("it's `here`"),
+        mixed = q("MixedCase"),
+        spaced = q("Mixed Case"),
+    ));
+    let p = ws.write(
+        "pipelines/weird.toml",
+        &format!(
+            r#"name = "weird"
+[source]
+{src}
+table = 'Order Lines "x"'
+key = "select"
+[target]
+{dst}
+table = 'from "t" Table'
+[target.columns]
+"where" = {{ type = "bigint", expr = '"select"', primary_key = true }}
+"user name" = {{ type = "text", expr = '"user name"' }}
+"it's `here`" = {{ type = "text", expr = "\"it's `here`\"" }}
+'a "quoted" Col' = {{ type = "text", expr = '"MixedCase"' }}
+"Group By" = {{ type = "integer", expr = '"Mixed Case" * 2 + 1' }}
+[chunks]
+rows = 7
+"#,
+            src = src.location_by_name(),
+            dst = dst.location_by_name()
+        ),
+    );
+    run_ok(&ws, &p);
+    let mut got = dst.rows(&format!(
+        "SELECT {}, {}, {}, {}, {} FROM {}.{}",
+        T::text(&q("where")),
+        q("user name"),
+        q("it's `here`"),
+        q("a \"quoted\" Col"),
+        T::text(&q("Group By")),
+        dst.q(),
+        q("from \"t\" Table")
+    ));
+    got.sort_by_key(|r| r[0].parse::<i64>().unwrap());
+    let expected: Vec<Vec<String>> = (1..=50)
+        .map(|g| {
+            vec![
+                g.to_string(),
+                if g == 3 {
+                    "NULL".into()
+                } else {
+                    format!("u{g}")
+                },
+                format!("it's {g}"),
+                format!("M{g}"),
+                (g * 20 + 1).to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(dst.count("from \"t\" Table_rejects"), 0);
+}
+
+fn verify_finds_tampered_chunks_and_repair_rewrites_them<T: Target>() {
+    let ws = Workspace::new();
+    let src = T::create("rs_verify_src");
+    let dst = T::create("rs_verify_dst");
+    src.make_items(400);
+    let p = mode_pipeline(&ws, "recon", &src, &dst, "");
+    run_ok(&ws, &p);
+    let clean = ws.rowshift(&["verify", &p]);
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    assert!(
+        clean.stdout.contains("8 compared, 0 differ"),
+        "{}",
+        clean.stdout
+    );
+    // A changed value in chunk 1, a deleted row in chunk 4, an extra row in chunk 6 (no
+    // primary key stops it once dropped).
+    dst.exec(&format!(
+        "UPDATE {d}.items SET name = 'changed' WHERE id = 75;
+         DELETE FROM {d}.items WHERE id = 220",
+        d = dst.q()
+    ));
+    dst.drop_items_key();
+    dst.exec(&format!(
+        "INSERT INTO {d}.items SELECT * FROM {d}.items WHERE id = 333",
+        d = dst.q()
+    ));
+    let out = ws.rowshift(&["verify", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("8 compared, 3 differ"),
+        "{}",
+        out.stdout
+    );
+    let out = ws.rowshift(&["verify", &p, "--repair"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("repaired 3 of 3 chunks (150 rows written)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(dst.items(), src.items());
+    let again = ws.rowshift(&["verify", &p]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+}
+
+fn csv_to_the_target_matches_rows_computed_here<T: Target>() {
+    let ws = Workspace::new();
+    let db = T::create("rs_csv_to");
+    let mut csv = String::from("id,name,amount,day\n");
+    let mut expected = Vec::new();
+    for i in 1..=300i64 {
+        let name = match i % 4 {
+            0 => format!("\"Zoë, \"\"the\"\" {i}\""),
+            1 => String::new(),
+            _ => format!("name {i}"),
+        };
+        csv.push_str(&format!(
+            "{i},{name},{}.{:02},2024-03-{:02}\n",
+            i * 3,
+            i % 100,
+            i % 28 + 1
+        ));
+        let shown = match i % 4 {
+            0 => format!("ZOË, \"THE\" {i}"),
+            1 => "NULL".into(),
+            _ => format!("NAME {i}"),
+        };
+        expected.push(vec![
+            i.to_string(),
+            shown,
+            format!("{}.{:02}", i * 3 + 1, i % 100),
+            format!("2024-03-{:02}", i % 28 + 1),
+        ]);
+    }
+    ws.write("samples/pay.csv", &csv);
+    let p = ws.write(
+        "pipelines/csv_to.toml",
+        &format!(
+            r#"name = "csv_to"
+[source]
+url = "../samples/pay.csv"
+key = "id"
+[source.types]
+id = "bigint"
+amount = "numeric(10,2)"
+day = "date"
+[target]
+{target}
+table = "payments"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "text", expr = "upper(name)" }}
+amount = {{ type = "numeric(10,2)", expr = "amount + 1" }}
+day = {{ type = "date", expr = "day" }}
+[chunks]
+rows = 64
+"#,
+            target = db.location()
+        ),
+    );
+    run_ok(&ws, &p);
+    let mut got = db.rows(&format!(
+        "SELECT {}, name, {}, {} FROM {}.payments",
+        T::text("id"),
+        T::text("amount"),
+        T::text("day"),
+        db.q()
+    ));
+    got.sort_by_key(|r| r[0].parse::<i64>().unwrap());
+    assert_eq!(got, expected);
 }

@@ -5,28 +5,11 @@
 //! the whole workspace can be searched for it. The password still reaches the driver:
 //! on MariaDB the user has one and the run connects with it.
 
-use crate::common::{ServerDb, Workspace};
+use crate::common::{MyDb, PgSchema, ServerDb, Workspace, my_quote, my_url, pg_quote, pg_url};
+use crate::scenarios::{Target, scenarios};
 
 /// The password: letters and digits only, so it reads the same percent-encoded.
 const SECRET: &str = "Hx7Qpw9SeCrEt";
-
-fn pg_url() -> String {
-    std::env::var("ROWSHIFT_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn my_url() -> String {
-    std::env::var("ROWSHIFT_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
-}
-
-fn pg_quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn my_quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
 
 /// `base` (`scheme://user@host:port/db`) with the user `user` and the secret put in
 /// every form: the user-info, `password` in the query (alone, after another parameter,
@@ -167,20 +150,6 @@ fn unreachable(url: &str, port: &str) -> String {
     url.replacen(&format!(":{port}/"), ":1/", 1)
 }
 
-type PgSchema = ServerDb<sqlx::Postgres>;
-type MyDb = ServerDb<sqlx::MySql>;
-
-fn pg_schema(tag: &str) -> PgSchema {
-    ServerDb::create(
-        &pg_url(),
-        "ROWSHIFT_PG_URL",
-        tag,
-        pg_quote,
-        "CREATE SCHEMA {}",
-        "DROP SCHEMA IF EXISTS {} CASCADE",
-    )
-}
-
 /// Every row of every table in the schema, as text.
 fn pg_dump(pg: &PgSchema) -> String {
     let tables = pg.rows(&format!(
@@ -243,8 +212,8 @@ fn items_sql(table: &str) -> String {
 
 #[test]
 fn a_password_in_any_url_form_shows_nowhere_with_a_postgres_source_and_target() {
-    let src = pg_schema("rs_secret_src");
-    let dst = pg_schema("rs_secret_dst");
+    let src = PgSchema::new("rs_secret_src");
+    let dst = PgSchema::new("rs_secret_dst");
     src.exec(&items_sql(&format!("{}.items", pg_quote(&src.name))));
     for (form, url) in forms(&pg_url(), "postgres") {
         let ws = Workspace::new();
@@ -288,7 +257,7 @@ fn a_password_in_any_url_form_shows_nowhere_with_a_postgres_source_and_target() 
 
 #[test]
 fn a_password_in_any_url_form_shows_nowhere_with_a_sqlite_target() {
-    let src = pg_schema("rs_secret_lite");
+    let src = PgSchema::new("rs_secret_lite");
     src.exec(&items_sql(&format!("{}.items", pg_quote(&src.name))));
     for (form, url) in forms(&pg_url(), "postgres") {
         let ws = Workspace::new();
@@ -404,5 +373,108 @@ fn a_password_in_any_url_form_shows_nowhere_with_a_mariadb_source_and_target() {
             "DROP TABLE IF EXISTS {d}.items_out, {d}.items_out_rejects, {d}._rowshift_runs, {d}._rowshift_chunks",
             d = my_quote(&src.name)
         ));
+    }
+}
+
+scenarios!(
+    postgres: crate::common::PgSchema,
+    mysql: crate::common::MyDb;
+    [a_password_in_the_url_is_never_printed]
+);
+
+fn a_password_in_the_url_is_never_printed<T: Target>() {
+    let ws = Workspace::new();
+    // Port 1: nothing listens, so connecting fails and the error names the url.
+    let unreachable = |pw: &str| format!("{}://app:{pw}@127.0.0.1:1/test", T::SCHEME);
+    let p = ws.write(
+        "pipelines/secret.toml",
+        &format!(
+            r#"name = "secret"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{}"
+table = "users"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+"#,
+            unreachable("sup3r-s3cret")
+        ),
+    );
+    for args in [
+        vec!["run", p.as_str()],
+        vec!["run", p.as_str(), "--json"],
+        vec!["validate", p.as_str()],
+        vec!["status", p.as_str()],
+        vec!["dry-run", p.as_str()],
+    ] {
+        let out = ws.rowshift(&args);
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(!text.contains("sup3r"), "{args:?}: {text}");
+        if args[0] == "run" && args.len() == 2 {
+            assert_ne!(out.code, 0);
+            assert!(text.contains(&unreachable("***")), "{text}");
+        }
+    }
+
+    // The server itself, as source and as target: it ignores the password (trust
+    // authentication) and the run succeeds, or refuses the user and says so; either
+    // way no output shows the password.
+    let Some(url) = T::url_with_password("sup3r-s3cret") else {
+        return;
+    };
+    let db = T::create("rs_secret");
+    db.make_items(10);
+    let as_source = format!(
+        r#"name = "secret_src"
+[source]
+url = "{url}"
+schema = {schema}
+table = "items"
+key = "id"
+[target]
+url = "../out/items.parquet"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+"#,
+        schema = crate::common::toml_str(db.name())
+    );
+    let as_target = format!(
+        r#"name = "secret_dst"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+url = "{url}"
+schema = {schema}
+table = "users"
+[target.columns]
+id = {{ type = "bigint", expr = "id" }}
+"#,
+        schema = crate::common::toml_str(db.name())
+    );
+    for text in [as_source, as_target] {
+        let p = ws.write("pipelines/secret.toml", &text);
+        let out = ws.rowshift(&["run", &p, "--json"]);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(!all.contains("sup3r"), "{all}");
+        match T::PASSWORD_REFUSED {
+            None => assert_eq!(out.code, 0, "{all}"),
+            Some(refusal) => {
+                assert_eq!(out.code, 2, "{all}");
+                assert!(all.contains(&T::url_with_password("***").unwrap()), "{all}");
+                assert!(all.contains(refusal), "{all}");
+            }
+        }
+    }
+    if T::PASSWORD_REFUSED.is_none() {
+        assert_eq!(
+            crate::common::parquet_rows(&ws.path("out/items.parquet")).len(),
+            10
+        );
+        assert_eq!(db.count("users"), 1000);
     }
 }

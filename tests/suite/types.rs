@@ -1,7 +1,8 @@
 //! Types across sources and targets: what a declared type means in each database, and
 //! that a value reads back as a reader of the target sees it.
 
-use crate::common::{Workspace, sqlite_exec, sqlite_rows};
+use crate::common::{MyDb, Workspace, parquet_rows, sqlite_exec, sqlite_rows};
+use crate::scenarios::{Target, run_ok, scenarios};
 
 /// Writes `pipelines/<name>.toml`: `source` (the `[source]` table's lines) into the SQLite
 /// table `t` of `out/<name>.db`, with `columns` as `[target.columns]` and `extra` after.
@@ -200,32 +201,14 @@ fn source_types_decide_how_a_sqlite_column_is_read_whatever_it_stores() {
     );
 }
 
-/// A database of the test's own on the MySQL/MariaDB server (`ROWSHIFT_MYSQL_URL`), and
-/// its URL.
-fn my_db(tag: &str) -> (crate::common::ServerDb<sqlx::MySql>, String) {
-    let base = std::env::var("ROWSHIFT_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string());
-    let quote = |n: &str| format!("`{}`", n.replace('`', "``"));
-    let db = crate::common::ServerDb::create(
-        &base,
-        "ROWSHIFT_MYSQL_URL",
-        tag,
-        quote,
-        "CREATE DATABASE {} DEFAULT CHARACTER SET utf8mb4",
-        "DROP DATABASE IF EXISTS {}",
-    );
-    let root = base.rsplit_once('/').map_or(base.as_str(), |(r, _)| r);
-    let url = format!("{root}/{}", db.name);
-    (db, url)
-}
-
 /// Item 14 of issue 30: `validate` suggested `[source.types] location = "text"` for a
 /// MariaDB geometry column, and `run` then failed with `Illegal parameter data type
 /// geometry for operation 'cast_as_char'`.
 #[test]
 fn a_geometry_column_reads_as_wkt_text_or_wkb_bytes_as_validate_suggests() {
     let ws = Workspace::new();
-    let (src, url) = my_db("rs_geo");
+    let src = MyDb::new("rs_geo");
+    let url = src.url();
     src.exec(&format!(
         "CREATE TABLE `{s}`.places (id INT PRIMARY KEY, location GEOMETRY, pt POINT);
          INSERT INTO `{s}`.places VALUES
@@ -519,76 +502,6 @@ fn a_check_on_a_source_column_says_checks_see_target_columns_and_failures_keep_i
     );
 }
 
-/// Item 13 of issue 30, on the servers: `validate` reads an existing PostgreSQL or MySQL
-/// target table's columns and names what `run` would trip on.
-#[test]
-fn validate_compares_the_declared_columns_with_existing_server_tables() {
-    let ws = Workspace::new();
-    let pg_base = std::env::var("ROWSHIFT_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let pg = crate::common::ServerDb::<sqlx::Postgres>::create(
-        &pg_base,
-        "ROWSHIFT_PG_URL",
-        "rs_validate",
-        |n: &str| format!("\"{}\"", n.replace('"', "\"\"")),
-        "CREATE SCHEMA {}",
-        "DROP SCHEMA IF EXISTS {} CASCADE",
-    );
-    pg.exec(&format!(
-        "CREATE TABLE \"{}\".t (id bigint PRIMARY KEY, name integer)",
-        pg.name
-    ));
-    let (my, my_url) = my_db("rs_validate");
-    my.exec(&format!(
-        "CREATE TABLE `{}`.t (id BIGINT PRIMARY KEY, name INT)",
-        my.name
-    ));
-    for (tag, target) in [
-        (
-            "pg",
-            format!("url = \"{pg_base}\"\nschema = \"{}\"", pg.name),
-        ),
-        ("my", format!("url = \"{my_url}\"")),
-    ] {
-        let p = ws.write(
-            &format!("pipelines/v_{tag}.toml"),
-            &format!(
-                r#"name = "v_{tag}"
-[source]
-url = "sqlite://../samples/shop.db"
-table = "users_v1"
-key = "id"
-[target]
-{target}
-table = "t"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-name = {{ type = "text", expr = "full_name" }}
-email = {{ type = "text", expr = "email" }}
-"#
-            ),
-        );
-        let out = ws.rowshift(&["validate", &p]);
-        assert_eq!(out.code, 2, "{tag}: {}{}", out.stdout, out.stderr);
-        let line = if tag == "pg" { 12 } else { 11 };
-        assert!(
-            out.stderr.contains(&format!(
-                "v_{tag}.toml:{}:1: target column `email` is not in the existing table t",
-                line + 1
-            )),
-            "{tag}: {}",
-            out.stderr
-        );
-        assert!(
-            out.stderr.contains(&format!(
-                "v_{tag}.toml:{line}:17: target column `name` is text but the existing table t declares it"
-            )),
-            "{tag}: {}",
-            out.stderr
-        );
-    }
-}
-
 /// A float NaN has no SQLite value (SQLite stores it as NULL): its row goes to the
 /// quarantine, and the rest of its chunk is written.
 #[test]
@@ -634,5 +547,152 @@ fn a_nan_into_sqlite_is_quarantined_and_the_rest_of_its_chunk_written() {
             "NaN",
             "the target refused the row: SQLite stores NaN as NULL, which would change the value"
         ]]
+    );
+}
+
+scenarios!(
+    postgres: crate::common::PgSchema,
+    mysql: crate::common::MyDb;
+    [
+        every_mapped_type_round_trips_its_edge_values,
+        a_type_that_cannot_be_mapped_is_an_error_naming_the_column_and_text_reads_it,
+        validate_compares_the_declared_columns_with_an_existing_table,
+    ]
+);
+
+fn every_mapped_type_round_trips_its_edge_values<T: Target>() {
+    let ws = Workspace::new();
+    let src = T::create("rs_types_src");
+    let dst = T::create("rs_types_dst");
+    let n = src.make_typed_table();
+    let mut columns =
+        String::from("id = { type = \"integer\", expr = \"id\", primary_key = true }\n");
+    for (c, ty) in T::TYPED_COLUMNS {
+        columns.push_str(&format!("{c} = {{ type = \"{ty}\", expr = \"{c}\" }}\n"));
+    }
+    let p = ws.write(
+        "pipelines/types.toml",
+        &format!(
+            r#"name = "types"
+[source]
+{src}
+table = "t"
+key = "id"
+[target]
+{dst}
+table = "t"
+[target.columns]
+{columns}
+[chunks]
+rows = 2
+"#,
+            src = src.location(),
+            dst = dst.location()
+        ),
+    );
+    run_ok(&ws, &p);
+    // Every value reads back as the same text from source and target.
+    let list: Vec<String> = std::iter::once("id")
+        .chain(T::TYPED_COLUMNS.iter().map(|(c, _)| *c))
+        .map(T::typed_text)
+        .collect();
+    let select = |db: &T| {
+        db.rows(&format!(
+            "SELECT {} FROM {}.t ORDER BY id",
+            list.join(", "),
+            db.q()
+        ))
+    };
+    let want = select(&src);
+    assert_eq!(want.len(), n);
+    assert_eq!(select(&dst), want);
+    T::check_typed(&want, &dst);
+}
+
+fn a_type_that_cannot_be_mapped_is_an_error_naming_the_column_and_text_reads_it<T: Target>() {
+    let ws = Workspace::new();
+    let src = T::create("rs_unmapped");
+    let unmapped = src.make_unmapped();
+    let pipeline = |types: &str| {
+        let columns: String = unmapped
+            .iter()
+            .map(|c| format!("{c} = {{ type = \"text\", expr = \"{c}\" }}\n"))
+            .collect();
+        format!(
+            r#"name = "unmapped"
+[source]
+{src}
+table = "wide"
+key = "id"
+{types}
+[target]
+url = "../out/wide.parquet"
+[target.columns]
+id = {{ type = "integer", expr = "id" }}
+{columns}"#,
+            src = src.location()
+        )
+    };
+    let p = ws.write("pipelines/unmapped.toml", &pipeline(""));
+    let out = ws.rowshift(&["validate", &p]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    for error in T::UNMAPPED_ERRORS {
+        assert!(out.stderr.contains(error), "{error}: {}", out.stderr);
+    }
+    let types: String = unmapped
+        .iter()
+        .map(|c| format!("{c} = \"text\"\n"))
+        .collect();
+    ws.write(&p, &pipeline(&format!("[source.types]\n{types}")));
+    run_ok(&ws, &p);
+    let rows = parquet_rows(&ws.path("out/wide.parquet"));
+    assert_eq!(rows.values().cloned().collect::<Vec<_>>(), T::UNMAPPED_ROWS);
+}
+
+/// Item 13 of issue 30, on the servers: `validate` reads an existing target table's
+/// columns and names what `run` would trip on, at its line and column.
+fn validate_compares_the_declared_columns_with_an_existing_table<T: Target>() {
+    let ws = Workspace::new();
+    let db = T::create("rs_validate");
+    db.exec(&format!(
+        "CREATE TABLE {}.t (id bigint PRIMARY KEY, name integer)",
+        db.q()
+    ));
+    let p = ws.write(
+        "pipelines/v.toml",
+        &format!(
+            r#"name = "v"
+[source]
+url = "sqlite://../samples/shop.db"
+table = "users_v1"
+key = "id"
+[target]
+{}
+table = "t"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+name = {{ type = "text", expr = "full_name" }}
+email = {{ type = "text", expr = "email" }}
+"#,
+            db.location()
+        ),
+    );
+    let out = ws.rowshift(&["validate", &p]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let line = 10 + db.location().lines().count();
+    assert!(
+        out.stderr.contains(&format!(
+            "v.toml:{}:1: target column `email` is not in the existing table t",
+            line + 1
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "v.toml:{line}:17: target column `name` is text but the existing table t declares it"
+        )),
+        "{}",
+        out.stderr
     );
 }

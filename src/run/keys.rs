@@ -1,0 +1,116 @@
+//! A file source's keys that repeat, named with their places.
+
+use super::*;
+
+/// `e`, saying why, when a chunk of a file read back more rows under a key than it sent:
+/// the key is not unique in the file, and another chunk (a range of lines) holds the
+/// same key. The repeated values are named with every place that holds them.
+pub(super) fn repeated_key(source: &dyn crate::source::Source, chunk: &Chunk, e: Error) -> Error {
+    match e {
+        Error::Check(m)
+            if !source.names_rows_by_key() && m.contains(" rows with this key, 1 was sent") =>
+        {
+            let repeats = match crate::source::repeated_places(source, chunk) {
+                Ok(r) if !r.is_empty() => format!(" ({})", r.join("; ")),
+                _ => String::new(),
+            };
+            Error::Check(format!(
+                "{m}; the key ({}) is not unique in {}: another chunk holds a row under the same key{repeats}. A file is split into chunks by position and each chunk's rows are found in the target by their keys, so the key must be unique",
+                source.key().join(", "),
+                source.describe()
+            ))
+        }
+        other => other,
+    }
+}
+
+/// The key values a file source's chunk has read so far, each with the line (or row)
+/// it was first read at, to fail the chunk at a value it holds twice: its read-back
+/// could not tell the two rows apart from one row written twice. An integer key is
+/// kept as it is, any other as its text. `None` for a source whose key is unique by
+/// nature (a database's, or a file's position).
+pub(super) enum KeyPlaces {
+    Int(std::collections::HashMap<i64, i64>),
+    Text(std::collections::HashMap<String, i64>),
+}
+
+pub(super) fn key_places(source: &dyn crate::source::Source) -> Option<KeyPlaces> {
+    let key = source.key();
+    let integer = match (key, source.schema().field_with_name(&key[0]).ok()) {
+        ([_], Some(f)) => f.data_type().is_integer(),
+        _ => false,
+    };
+    (!source.names_rows_by_key() && !key.is_empty() && key != source.position()).then(|| {
+        if integer {
+            KeyPlaces::Int(Default::default())
+        } else {
+            KeyPlaces::Text(Default::default())
+        }
+    })
+}
+
+/// Fails when a row of `batch` repeats a key value `seen` holds (see [`key_places`]),
+/// naming the value and both places (a chunk is one file: they differ by line).
+pub(super) fn check_repeats(
+    source: &dyn crate::source::Source,
+    chunk: &Chunk,
+    batch: &arrow::record_batch::RecordBatch,
+    seen: &mut KeyPlaces,
+) -> Result<()> {
+    use arrow::array::{Array, AsArray};
+    let key = source.key();
+    let [_, at] = source.position() else {
+        return Ok(());
+    };
+    let Some(at) = batch.column_by_name(at) else {
+        return Ok(());
+    };
+    let at = arrow::compute::cast(at, &arrow::datatypes::DataType::Int64)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let at = at.as_primitive::<arrow::datatypes::Int64Type>();
+    let ints = match seen {
+        KeyPlaces::Int(_) => {
+            let column = batch
+                .column_by_name(&key[0])
+                .ok_or_else(|| Error::Internal(format!("no key column `{}`", key[0])))?;
+            Some(
+                arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            )
+        }
+        KeyPlaces::Text(_) => None,
+    };
+    for row in 0..batch.num_rows() {
+        let first = match (&mut *seen, &ints) {
+            (KeyPlaces::Int(m), Some(ints)) => {
+                if ints.is_null(row) {
+                    continue;
+                }
+                let v = ints
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(row);
+                m.insert(v, at.value(row))
+            }
+            (KeyPlaces::Text(m), _) => match crate::chunk::key::row_key(batch, key, row) {
+                Some(k) => m.insert(k, at.value(row)),
+                None => continue,
+            },
+            (KeyPlaces::Int(_), None) => continue,
+        };
+        if let Some(first) = first {
+            let here = crate::source::place(source, batch, row)
+                .unwrap_or_else(|| source.locate(chunk, row as u64));
+            // The first place is in the same file, at another line or row.
+            let first_place = here
+                .rsplit_once(' ')
+                .map_or_else(|| first.to_string(), |(file, _)| format!("{file} {first}"));
+            let label = crate::chunk::key::row_label(batch, key, row).unwrap_or_default();
+            return Err(Error::Check(format!(
+                "{chunk}: the key ({}) is not unique in {}: {label} at {first_place} and {here}. A file's rows are found in the target by their keys, so the key must be unique; name a unique column as `key`, or leave `key` out and rows are known by their place in the file",
+                key.join(", "),
+                source.describe()
+            )));
+        }
+    }
+    Ok(())
+}
