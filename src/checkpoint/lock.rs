@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::sql::dialect::Conn;
 use crate::{Error, Result};
 
 /// How often a held lock is checked (and a lease renewed).
@@ -108,6 +109,68 @@ impl std::fmt::Debug for RunLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RunLock {{ lost: {} }}", self.lost())
     }
+}
+
+/// How a server holds a run lock: on a session of its own, which the server ends (and
+/// with it the lock) when the process dies. PostgreSQL takes an advisory lock, MySQL a
+/// named lock; [`super::store::SqlStore::lock`] does the rest, the same for both.
+///
+/// The contract: `open` prepares the lock's own connection (it may name the process
+/// there, for `holder`); `try_lock` takes the lock without waiting and says whether it
+/// did; `announce`, called once it is taken, records whatever `holder` needs to name this
+/// run; `holder` reads who holds the lock now, from any connection of the pool, or
+/// `None` when nobody does; `still_held` says whether the lock's session still holds it
+/// (for the heartbeat); `unlock` gives it up, ignoring errors (the session closes next).
+/// `schema` and `pipeline` name the lock (see [`lock_key`]).
+pub trait SessionLock: crate::sql::dialect::Dialect {
+    /// Prepares `conn`, the lock's own connection, before the first try.
+    fn open(
+        &self,
+        conn: &mut Conn<Self>,
+        since: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// One try at the lock, not waiting.
+    fn try_lock(
+        &self,
+        conn: &mut Conn<Self>,
+        schema: &str,
+        pipeline: &str,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+
+    /// Records who holds the lock, once it is taken.
+    fn announce(
+        &self,
+        _conn: &mut Conn<Self>,
+        _schema: &str,
+        _pipeline: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Who holds the lock now.
+    fn holder(
+        &self,
+        pool: &sqlx::Pool<Self::Db>,
+        schema: &str,
+        pipeline: &str,
+    ) -> impl Future<Output = sqlx::Result<Option<Holder>>> + Send;
+
+    /// Whether `conn` still holds the lock.
+    fn still_held(
+        &self,
+        conn: &mut Conn<Self>,
+        schema: &str,
+        pipeline: &str,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Gives the lock up.
+    fn unlock(
+        &self,
+        conn: &mut Conn<Self>,
+        schema: &str,
+        pipeline: &str,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// What one try at the lock found.

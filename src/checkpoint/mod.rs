@@ -10,12 +10,16 @@
 
 pub(crate) mod lock;
 pub mod sql;
+pub mod store;
+pub mod tables;
 
 use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-pub use self::lock::{Holder, RunLock};
+pub use self::lock::{Holder, RunLock, SessionLock};
+pub use self::store::SqlStore;
+pub use self::tables::Tables;
 use crate::Result;
 use crate::chunk::Chunk;
 use crate::chunk::ChunkCounts;

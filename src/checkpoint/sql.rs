@@ -7,37 +7,7 @@
 //! done mark commits in the transaction that writes the chunk's rows (database targets),
 //! so when it finds the chunk claimed by another run, the rows roll back with it.
 
-/// How a database writes bound parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Marks {
-    /// `$1, $2, …` (PostgreSQL).
-    Numbered,
-    /// `?` (SQLite, MySQL).
-    Question,
-}
-
-impl Marks {
-    /// Replaces each `?` of `sql` (none of which is inside a literal) with this style's
-    /// parameter, numbered in order.
-    fn apply(self, sql: &str) -> String {
-        match self {
-            Marks::Question => sql.to_string(),
-            Marks::Numbered => {
-                let mut out = String::with_capacity(sql.len() + 8);
-                let mut n = 0;
-                for c in sql.chars() {
-                    if c == '?' {
-                        n += 1;
-                        out.push_str(&format!("${n}"));
-                    } else {
-                        out.push(c);
-                    }
-                }
-                out
-            }
-        }
-    }
-}
+pub(crate) use crate::sql::dialect::Marks;
 
 /// Claims a chunk that is not done: binds the token (hex), the pipeline and the chunk id.
 /// A running chunk is taken too: the caller holds the run lock, so its claimant is a run
@@ -101,12 +71,6 @@ pub(crate) fn requeued(table: &str, m: Marks) -> String {
         "UPDATE {table} SET rows_written = rows_written + ?, rows_filtered = rows_filtered + ?, \
          rows_rejected = rows_rejected - ? WHERE pipeline = ? AND id = ? AND state = 'done'"
     ))
-}
-
-/// A bound parameter of a store's statement.
-pub(crate) enum Bind<'a> {
-    Int(i64),
-    Text(&'a str),
 }
 
 /// Records a run's new fingerprint and settings: binds the fingerprint, the settings

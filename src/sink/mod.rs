@@ -3,6 +3,7 @@
 
 mod csv_part;
 mod files;
+pub mod quarantine;
 pub mod refuse;
 pub mod table;
 

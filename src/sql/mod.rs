@@ -2,6 +2,7 @@
 //! conditions over one or more key columns, the order-independent row digest, and the
 //! pool settings. It names no database: each one's own code is in `crate::db`.
 
+pub mod dialect;
 pub mod keyset;
 
 /// Quotes an identifier from a pipeline file for SQL: `a"b` becomes `"a""b"`.

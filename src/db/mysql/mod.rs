@@ -50,6 +50,7 @@
 //! Tables are created `DEFAULT CHARSET utf8mb4 COLLATE utf8mb4_bin`.
 
 pub mod checkpoint;
+pub mod dialect;
 mod errors;
 pub mod sink;
 pub mod source;

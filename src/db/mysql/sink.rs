@@ -25,13 +25,14 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
+use sqlx::MySql;
 use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
-use sqlx::{MySql, Row};
 
-use super::checkpoint::{MyStore, mark_done as my_mark_done};
+use super::checkpoint::MyStore;
+use super::dialect::MyDialect;
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::ReadBack;
-use crate::checkpoint::{CheckpointStore, DoneMark};
+use crate::checkpoint::{CheckpointStore, DoneMark, Tables};
 use crate::chunk::Selection;
 use crate::chunk::{Chunk, KeyValue, TargetKey};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
@@ -42,6 +43,7 @@ use crate::db::mysql::{
     write_timestamp, written,
 };
 use crate::runtime::IoRuntime;
+use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
 use crate::source::SchemaCast;
@@ -162,12 +164,9 @@ impl MysqlSink {
         qualified(&self.database, &self.table)
     }
 
-    fn rejects_table(&self) -> String {
-        format!("{}_rejects", self.table)
-    }
-
-    fn r(&self) -> String {
-        qualified(&self.database, &self.rejects_table())
+    /// The quarantine table, `<table>_rejects`.
+    fn rejects(&self) -> Quarantine<MyDialect> {
+        Quarantine::new(MyDialect, &self.database, &self.table)
     }
 
     fn column_list(&self) -> String {
@@ -214,13 +213,6 @@ impl MysqlSink {
         format!(
             "CREATE DATABASE IF NOT EXISTS {} DEFAULT CHARACTER SET utf8mb4",
             quote(&self.database)
-        )
-    }
-
-    fn create_rejects_sql(&self) -> String {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n  id BIGINT AUTO_INCREMENT PRIMARY KEY,\n  chunk BIGINT NOT NULL,\n  row_key LONGTEXT,\n  location LONGTEXT NOT NULL,\n  column_name LONGTEXT,\n  value LONGTEXT,\n  reason LONGTEXT NOT NULL,\n  source_row LONGTEXT NOT NULL,\n  rejected_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),\n  KEY (chunk)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-            self.r()
         )
     }
 
@@ -581,52 +573,6 @@ impl MysqlSink {
         .await
     }
 
-    async fn insert_rejects(
-        &self,
-        conn: &mut MySqlConnection,
-        chunk: usize,
-        entries: &[QuarantineEntry],
-    ) -> Result<()> {
-        let here = self.here();
-        // Seven placeholders a row; rows are small, but a source row can be long.
-        for group in entries.chunks(500) {
-            let mut sql = format!(
-                "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row) VALUES ",
-                self.r()
-            );
-            sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?)"; group.len()].join(", "));
-            let mut q = sqlx::query(stmt(sql));
-            for e in group {
-                q = q
-                    .bind(chunk as i64)
-                    .bind(e.key.clone())
-                    .bind(e.location.clone())
-                    .bind(e.column.clone())
-                    .bind(e.value.clone())
-                    .bind(e.reason.clone())
-                    .bind(e.row.to_string());
-            }
-            q.execute(&mut *conn)
-                .await
-                .map_err(|e| db_error(&here, e))?;
-        }
-        Ok(())
-    }
-
-    async fn replace_rejects(
-        &self,
-        conn: &mut MySqlConnection,
-        chunk: usize,
-        entries: &[QuarantineEntry],
-    ) -> Result<()> {
-        sqlx::query(stmt(format!("DELETE FROM {} WHERE chunk = ?", self.r())))
-            .bind(chunk as i64)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| db_error(self.here(), e))?;
-        self.insert_rejects(conn, chunk, entries).await
-    }
-
     /// Which target rows are the chunk's, for `replace-chunk`.
     fn chunk_selection(&self, chunk: &Chunk, batches: &[RecordBatch]) -> Result<Selection> {
         table::chunk_selection(
@@ -844,14 +790,14 @@ impl Sink for MysqlSink {
             &t,
             self.create_table_sql(),
         ));
-        out.push(self.create_rejects_sql());
+        out.push(self.rejects().create_sql());
         Ok(out)
     }
 
     fn prepare(&self, how: Prepare) -> Result<()> {
         let here = self.here();
         let t = self.t();
-        let r = self.r();
+        let r = self.rejects().table();
         table::check_restart(how, self.if_exists, &here)?;
         if self.write_mode == WriteMode::ReplaceChunk && self.key.is_none() {
             return Err(Error::Unsupported(format!(
@@ -898,7 +844,7 @@ impl Sink for MysqlSink {
                     .await
                     .map_err(db)?;
             }
-            exec(self.create_rejects_sql())
+            exec(self.rejects().create_sql())
                 .execute(&mut *conn)
                 .await
                 .map_err(db)?;
@@ -982,6 +928,7 @@ impl Sink for MysqlSink {
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
         let _ = self.pipeline.set(pipeline.to_string());
         Some(Arc::new(MyStore::new(
+            MyDialect,
             self.client.clone(),
             &self.database,
             pipeline,
@@ -993,43 +940,12 @@ impl Sink for MysqlSink {
             "{} table {}.{}",
             self.client.shown,
             self.database,
-            self.rejects_table()
+            self.rejects().name()
         )
     }
 
     fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
-        let here = self.quarantine();
-        let pool = self.client.pool()?;
-        self.client.io().block_on(async {
-            if table_columns(pool, &self.database, &self.rejects_table(), &here)
-                .await?
-                .is_none()
-            {
-                return Ok(Vec::new());
-            }
-            let rows = sqlx::query(stmt(format!(
-                "SELECT chunk, row_key, location, column_name, value, reason, source_row FROM {} ORDER BY id",
-                self.r()
-            )))
-            .fetch_all(pool)
-            .await
-            .map_err(|e| db_error(&here, e))?;
-            rows.iter()
-                .map(|r| {
-                    let get = |i: usize| r.try_get::<Option<String>, _>(i).map_err(|e| db_error(&here, e));
-                    Ok(QuarantineEntry {
-                        chunk: r.try_get::<i64, _>(0).map_err(|e| db_error(&here, e))? as usize,
-                        key: get(1)?,
-                        location: get(2)?.unwrap_or_default(),
-                        column: get(3)?,
-                        value: get(4)?,
-                        reason: get(5)?.unwrap_or_default(),
-                        row: serde_json::from_str(&get(6)?.unwrap_or_default())
-                            .map_err(|e| Error::data(&here, e))?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-        })
+        self.rejects().read_on(&*self.client, &self.quarantine())
     }
 
     fn requeue(
@@ -1064,7 +980,9 @@ impl Sink for MysqlSink {
                 let back = self.select_rows(&mut tx, sel).await?;
                 v.verify_beside(&there, &back, t0)?;
             }
-            self.replace_rejects(&mut tx, chunk, remaining).await?;
+            self.rejects()
+                .replace(&mut tx, &here, chunk, remaining)
+                .await?;
             tx.commit().await.map_err(|e| db_error(&here, e))?;
             Ok(written)
         })
@@ -1108,7 +1026,8 @@ impl ChunkWriter for MyChunk<'_> {
         sink.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
-            sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
+            sink.rejects()
+                .replace(&mut tx, &here, self.chunk.id, &self.rejects)
                 .await?;
             let rows = match sink
                 .write_rows(&mut tx, &self.batches, replace.as_ref())
@@ -1146,7 +1065,9 @@ impl ChunkWriter for MyChunk<'_> {
             let marked = match sink.pipeline.get() {
                 Some(p) => {
                     // Refused when another run took the chunk over: the rows roll back.
-                    my_mark_done(&mut tx, &here, &sink.database, p, mark).await?;
+                    Tables::new(MyDialect, &sink.database, p)
+                        .mark_done(&mut tx, &here, mark)
+                        .await?;
                     true
                 }
                 None => false,

@@ -29,6 +29,7 @@
 //! row is an error naming it.
 
 pub mod checkpoint;
+pub mod dialect;
 mod errors;
 pub mod hash;
 pub mod sink;

@@ -16,13 +16,13 @@ use arrow::array::AsArray;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
-use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use super::checkpoint::{PgStore, mark_done as pg_mark_done};
+use super::checkpoint::PgStore;
+use super::dialect::PgDialect;
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::ReadBack;
-use crate::checkpoint::{CheckpointStore, DoneMark};
+use crate::checkpoint::{CheckpointStore, DoneMark, Tables};
 use crate::chunk::Selection;
 use crate::chunk::{Chunk, TargetKey};
 use crate::config::{IfExists, SecretUrl, TargetConfig, WriteMode};
@@ -33,6 +33,7 @@ use crate::db::postgres::{
     table_columns,
 };
 use crate::runtime::IoRuntime;
+use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
 use crate::sql::keyset::KeySql;
@@ -227,12 +228,9 @@ impl PostgresSink {
         qualified(&self.schema, &self.table)
     }
 
-    fn rejects_table(&self) -> String {
-        format!("{}_rejects", self.table)
-    }
-
-    fn r(&self) -> String {
-        qualified(&self.schema, &self.rejects_table())
+    /// The quarantine table, `<table>_rejects`.
+    fn rejects(&self) -> Quarantine<PgDialect> {
+        Quarantine::new(PgDialect, &self.schema, &self.table)
     }
 
     fn column_list(&self) -> String {
@@ -273,13 +271,6 @@ impl PostgresSink {
 
     fn create_schema_sql(&self) -> String {
         format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.schema))
-    }
-
-    fn create_rejects_sql(&self) -> String {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n  id bigserial PRIMARY KEY,\n  chunk bigint NOT NULL,\n  row_key text,\n  location text NOT NULL,\n  column_name text,\n  value text,\n  reason text NOT NULL,\n  source_row text NOT NULL,\n  rejected_at timestamptz NOT NULL DEFAULT now()\n)",
-            self.r()
-        )
     }
 
     /// The table's row count if it exists.
@@ -660,51 +651,6 @@ impl PostgresSink {
         Ok((rows, sent))
     }
 
-    async fn insert_rejects(
-        &self,
-        conn: &mut PgConnection,
-        chunk: usize,
-        entries: &[QuarantineEntry],
-    ) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let here = self.here();
-        let col = |f: &dyn Fn(&QuarantineEntry) -> Option<String>| -> Vec<Option<String>> {
-            entries.iter().map(f).collect()
-        };
-        sqlx::query(stmt(format!(
-            "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row) \
-             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
-            self.r()
-        )))
-        .bind(chunk as i64)
-        .bind(col(&|e| e.key.clone()))
-        .bind(col(&|e| Some(e.location.clone())))
-        .bind(col(&|e| e.column.clone()))
-        .bind(col(&|e| e.value.clone()))
-        .bind(col(&|e| Some(e.reason.clone())))
-        .bind(col(&|e| Some(e.row.to_string())))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| db_error(&here, e))?;
-        Ok(())
-    }
-
-    async fn replace_rejects(
-        &self,
-        conn: &mut PgConnection,
-        chunk: usize,
-        entries: &[QuarantineEntry],
-    ) -> Result<()> {
-        sqlx::query(stmt(format!("DELETE FROM {} WHERE chunk = $1", self.r())))
-            .bind(chunk as i64)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| db_error(self.here(), e))?;
-        self.insert_rejects(conn, chunk, entries).await
-    }
-
     /// Which target rows are the chunk's, for `replace-chunk`.
     fn chunk_selection(&self, chunk: &Chunk, batches: &[RecordBatch]) -> Result<Selection> {
         table::chunk_selection(
@@ -772,14 +718,14 @@ impl Sink for PostgresSink {
             &t,
             self.create_table_sql(),
         ));
-        out.push(self.create_rejects_sql());
+        out.push(self.rejects().create_sql());
         Ok(out)
     }
 
     fn prepare(&self, how: Prepare) -> Result<()> {
         let here = self.here();
         let t = self.t();
-        let r = self.r();
+        let r = self.rejects().table();
         table::check_restart(how, self.if_exists, &here)?;
         if self.write_mode == WriteMode::ReplaceChunk && self.key.is_none() {
             return Err(Error::Unsupported(format!(
@@ -819,7 +765,7 @@ impl Sink for PostgresSink {
                 sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
                 let _ = self.facts.set(TableFacts::created(&self.columns));
             }
-            sqlx::query(stmt(self.create_rejects_sql())).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(stmt(self.rejects().create_sql())).execute(&mut *tx).await.map_err(db)?;
             tx.commit().await.map_err(db)
         })
     }
@@ -905,6 +851,7 @@ impl Sink for PostgresSink {
     fn checkpoint_store(&self, pipeline: &str) -> Option<Arc<dyn CheckpointStore>> {
         let _ = self.pipeline.set(pipeline.to_string());
         Some(Arc::new(PgStore::new(
+            PgDialect,
             self.client.clone(),
             &self.schema,
             pipeline,
@@ -916,44 +863,12 @@ impl Sink for PostgresSink {
             "{} table {}.{}",
             self.client.shown,
             self.schema,
-            self.rejects_table()
+            self.rejects().name()
         )
     }
 
     fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
-        let here = self.quarantine();
-        let pool = self.client.pool()?;
-        self.client.io().block_on(async {
-            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-                .bind(self.r())
-                .fetch_one(pool)
-                .await
-                .map_err(|e| db_error(&here, e))?;
-            if exists.is_none() {
-                return Ok(Vec::new());
-            }
-            let rows = sqlx::query(stmt(format!(
-                "SELECT chunk, row_key, location, column_name, value, reason, source_row FROM {} ORDER BY id",
-                self.r()
-            )))
-            .fetch_all(pool)
-            .await
-            .map_err(|e| db_error(&here, e))?;
-            rows.iter()
-                .map(|r| {
-                    Ok(QuarantineEntry {
-                        chunk: r.get::<i64, _>(0) as usize,
-                        key: r.get(1),
-                        location: r.get(2),
-                        column: r.get(3),
-                        value: r.get(4),
-                        reason: r.get(5),
-                        row: serde_json::from_str(r.get::<&str, _>(6))
-                            .map_err(|e| Error::data(&here, e))?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-        })
+        self.rejects().read_on(&*self.client, &self.quarantine())
     }
 
     fn requeue(
@@ -988,7 +903,9 @@ impl Sink for PostgresSink {
                 let back = self.select_rows(&mut tx, sel).await?;
                 self.compare_back(v, &there, &back, t0)?;
             }
-            self.replace_rejects(&mut tx, chunk, remaining).await?;
+            self.rejects()
+                .replace(&mut tx, &here, chunk, remaining)
+                .await?;
             tx.commit().await.map_err(|e| db_error(&here, e))?;
             Ok(written)
         })
@@ -1057,7 +974,8 @@ impl ChunkWriter for PgChunk<'_> {
         sink.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
-            sink.replace_rejects(&mut tx, self.chunk.id, &self.rejects)
+            sink.rejects()
+                .replace(&mut tx, &here, self.chunk.id, &self.rejects)
                 .await?;
             let written = sink
                 .write_rows(&mut tx, &self.batches, replace.as_ref(), verify.is_some())
@@ -1097,7 +1015,9 @@ impl ChunkWriter for PgChunk<'_> {
             let marked = match sink.pipeline.get() {
                 Some(p) => {
                     // Refused when another run took the chunk over: the rows roll back.
-                    pg_mark_done(&mut tx, &here, &sink.schema, p, mark).await?;
+                    Tables::new(PgDialect, &sink.schema, p)
+                        .mark_done(&mut tx, &here, mark)
+                        .await?;
                     true
                 }
                 None => false,

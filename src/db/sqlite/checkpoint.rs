@@ -1,4 +1,6 @@
-//! The SQLite checkpoint store.
+//! The SQLite checkpoint store: the shared [`Tables`] in a SQLite file (the state
+//! directory's, or the target database), with a lease for its run lock and, in a target,
+//! the sink's ledger for its writes.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -7,40 +9,19 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Row};
 
+use super::dialect::SqliteDialect;
 use crate::checkpoint::CLAIM_LOST;
 use crate::checkpoint::lock::{self, Holder, Me, RunLock, Try};
-use crate::checkpoint::sql::{self, Bind, Marks};
-use crate::checkpoint::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState, DoneMark};
+use crate::checkpoint::sql;
+use crate::checkpoint::tables::{Tables, statement_writes};
+use crate::checkpoint::{Checkpoint, CheckpointStore, DoneMark};
 use crate::chunk::Chunk;
-use crate::chunk::ChunkCounts;
 use crate::config::show_path;
 use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, connect, connect_async};
 use crate::runtime::IoRuntime;
+use crate::sql::dialect::{Driver, Stmt};
 use crate::{Error, Result};
-
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS \"_rowshift_runs\" (
-        pipeline TEXT PRIMARY KEY,
-        fingerprint TEXT NOT NULL,
-        settings TEXT NOT NULL,
-        created_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS \"_rowshift_chunks\" (
-        pipeline TEXT NOT NULL,
-        id INTEGER NOT NULL,
-        chunk TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        rows_read INTEGER NOT NULL DEFAULT 0,
-        rows_written INTEGER NOT NULL DEFAULT 0,
-        rows_filtered INTEGER NOT NULL DEFAULT 0,
-        rows_rejected INTEGER NOT NULL DEFAULT 0,
-                seconds REAL NOT NULL DEFAULT 0,
-        checksum TEXT,
-        last_error TEXT,
-        claim TEXT,
-        PRIMARY KEY (pipeline, id))",
-];
 
 /// The lease that stands for a run lock: one row per pipeline, naming the process that
 /// holds it and when its keeper last renewed it.
@@ -53,26 +34,15 @@ const LEASES: &str = "CREATE TABLE IF NOT EXISTS \"_rowshift_locks\" (
         since TEXT NOT NULL,
         heartbeat REAL NOT NULL)";
 
-/// The chunks table, quoted.
-const CHUNKS: &str = "\"_rowshift_chunks\"";
-
-/// Columns added to `_rowshift_chunks` after its first release, with their declarations.
-/// A store opened for writing adds the ones it lacks; one read as it is reads NULL for them.
-const ADDED_COLUMNS: &[(&str, &str)] = &[("checksum", "TEXT"), ("claim", "TEXT")];
-
-/// The columns `_rowshift_chunks` has.
-async fn chunk_columns(pool: &SqlitePool, here: &str) -> Result<Vec<String>> {
-    let rows = sqlx::query("SELECT name FROM pragma_table_info('_rowshift_chunks')")
-        .fetch_all(pool)
-        .await
-        .map_err(|e| db_error(here, e))?;
-    Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+/// The checkpoint tables of `pipeline` in a SQLite file.
+pub fn tables(pipeline: &str) -> Tables<SqliteDialect> {
+    Tables::new(SqliteDialect, "", pipeline)
 }
 
 /// A checkpoint store in a SQLite file: the state directory's, or the target database.
 pub struct SqliteStore {
     path: PathBuf,
-    pipeline: String,
+    tables: Tables<SqliteDialect>,
     io: IoRuntime,
     pool: OnceLock<SqlitePool>,
     /// The ledger of the sink writing the same file, whose write lock every write here
@@ -85,7 +55,7 @@ impl SqliteStore {
     pub fn new(path: &Path, pipeline: &str, io: &IoRuntime) -> Self {
         SqliteStore {
             path: path.to_path_buf(),
-            pipeline: pipeline.to_string(),
+            tables: tables(pipeline),
             io: io.clone(),
             pool: OnceLock::new(),
             ledger: None,
@@ -98,6 +68,10 @@ impl SqliteStore {
     pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
         self.ledger = Some(ledger);
         self
+    }
+
+    fn pipeline(&self) -> &str {
+        self.tables.pipeline()
     }
 
     /// Takes the shared write lock, if there is one, and writes what the ledger holds
@@ -125,109 +99,26 @@ impl SqliteStore {
         let pool = connect(&self.io, &self.path, Access::Write, 1)?;
         let here = self.here();
         self.io.block_on(async {
-            for s in SCHEMA {
-                sqlx::query(*s)
-                    .execute(&pool)
-                    .await
-                    .map_err(|e| db_error(&here, e))?;
-            }
-            // A store written by an older rowshift: add what it lacks, keep its rows.
-            let have = chunk_columns(&pool, &here).await?;
-            for (name, decl) in ADDED_COLUMNS {
-                if !have.iter().any(|h| h == name) {
-                    sqlx::query(crate::sql::stmt(format!(
-                        "ALTER TABLE \"_rowshift_chunks\" ADD COLUMN {name} {decl}"
-                    )))
-                    .execute(&pool)
-                    .await
-                    .map_err(|e| db_error(&here, e))?;
-                }
-            }
-            Ok::<_, Error>(())
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            self.tables
+                .create_tables(&mut conn)
+                .await
+                .map_err(|e| db_error(&here, e))
         })?;
         Ok(self.pool.get_or_init(|| pool))
     }
 
-    fn exec(&self, sql: impl Into<String>, binds: &[Bind<'_>]) -> Result<u64> {
+    fn exec(&self, stmt: Stmt) -> Result<u64> {
         let pool = self.pool()?;
         let here = self.here();
-        let sql = sql.into();
         self.io.block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            let mut q = sqlx::query(crate::sql::stmt(sql));
-            for b in binds {
-                q = match b {
-                    Bind::Int(i) => q.bind(*i),
-                    Bind::Text(s) => q.bind(s.to_string()),
-                };
-            }
-            q.execute(&mut *conn)
+            sqlx::Sqlite::execute(&mut conn, stmt)
                 .await
-                .map(|r| r.rows_affected())
                 .map_err(|e| db_error(&here, e))
         })
     }
-}
-
-/// Marks a chunk done on `conn` (`here` names the target in messages): inside the
-/// sink's own transaction when the store lives in the target, so rows and mark commit
-/// together. Fails, so that the caller rolls the rows back, when the chunk no longer runs
-/// under the mark's claim.
-pub async fn mark_done(
-    conn: &mut SqliteConnection,
-    here: &str,
-    pipeline: &str,
-    mark: &DoneMark,
-) -> Result<()> {
-    match mark_done_rows(conn, pipeline, mark).await {
-        Ok(1) => Ok(()),
-        Ok(_) => Err(sql::claim_lost(mark.chunk)),
-        Err(e) => Err(db_error(here, e)),
-    }
-}
-
-/// Fails, as [`mark_done`] would, unless the chunk still runs under `mark`'s claim: for
-/// a commit that writes a chunk's rows before its done mark, inside its transaction.
-pub async fn holds_claim(
-    conn: &mut SqliteConnection,
-    here: &str,
-    pipeline: &str,
-    mark: &DoneMark,
-) -> Result<()> {
-    let n: i64 = sqlx::query_scalar(crate::sql::stmt(sql::holds(CHUNKS, Marks::Question)))
-        .bind(pipeline.to_string())
-        .bind(mark.chunk as i64)
-        .bind(sql::hex(mark.claim))
-        .fetch_one(conn)
-        .await
-        .map_err(|e| db_error(here, e))?;
-    match n {
-        1 => Ok(()),
-        _ => Err(sql::claim_lost(mark.chunk)),
-    }
-}
-
-/// The done mark's update: rows changed, 0 when the claim is gone.
-async fn mark_done_rows(
-    conn: &mut SqliteConnection,
-    pipeline: &str,
-    mark: &DoneMark,
-) -> sqlx::Result<u64> {
-    let c = &mark.counts;
-    sqlx::query(crate::sql::stmt(sql::done(CHUNKS, Marks::Question)))
-        .bind(c.read as i64)
-        .bind(c.written as i64)
-        .bind(c.filtered as i64)
-        .bind(c.rejected as i64)
-        .bind(mark.seconds)
-        .bind(format!("{:016x}", mark.checksum))
-        .bind(pipeline.to_string())
-        .bind(mark.chunk as i64)
-        .bind(sql::hex(mark.claim))
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected())
 }
 
 /// A checkpoint write handed to a [`Ledger`].
@@ -254,7 +145,7 @@ pub enum Entry {
 /// what is left and fails if it cannot, naming the chunks whose marks are lost.
 pub struct Ledger {
     path: PathBuf,
-    pipeline: String,
+    tables: Tables<SqliteDialect>,
     io: IoRuntime,
     /// The target's write lock, shared with its sink.
     lock: Arc<tokio::sync::Mutex<()>>,
@@ -276,7 +167,7 @@ impl Ledger {
     ) -> Arc<Self> {
         Arc::new(Ledger {
             path: path.to_path_buf(),
-            pipeline: pipeline.to_string(),
+            tables: tables(pipeline),
             io: io.clone(),
             lock,
             pool: OnceLock::new(),
@@ -337,15 +228,10 @@ impl Ledger {
                     // A chunk found done is not claimed; its done mark, with this
                     // claim's token, is then refused.
                     Entry::Claim(chunk, token) => {
-                        sqlx::query(crate::sql::stmt(sql::claim(CHUNKS, Marks::Question)))
-                            .bind(sql::hex(*token))
-                            .bind(self.pipeline.clone())
-                            .bind(*chunk as i64)
-                            .execute(&mut *tx)
-                            .await?;
+                        sqlx::Sqlite::execute(&mut tx, self.tables.claim(*chunk, *token)).await?;
                     }
                     Entry::Done(mark) => {
-                        if mark_done_rows(&mut tx, &self.pipeline, mark).await? != 1 {
+                        if sqlx::Sqlite::execute(&mut tx, self.tables.done(mark)).await? != 1 {
                             lost.push(mark.chunk);
                         }
                     }
@@ -430,7 +316,7 @@ impl SqliteStore {
                 return Ok(None);
             }
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
-            Ok(read_lease(&mut conn, &here, &self.pipeline)
+            Ok(read_lease(&mut conn, &here, self.pipeline())
                 .await?
                 .filter(|l| l.live(&me))
                 .map(|l| l.holder()))
@@ -440,56 +326,9 @@ impl SqliteStore {
     /// The checkpoint as `pool` reads it.
     fn load_from(&self, pool: &SqlitePool) -> Result<Option<Checkpoint>> {
         let here = self.here();
-        let pool = pool.clone();
         self.io.block_on(async {
-            let has: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = '_rowshift_runs'")
-                .fetch_one(&pool)
-                .await
-                .map_err(|e| db_error(&here, e))?;
-            if has == 0 {
-                return Ok(None);
-            }
-            let Some(run) = sqlx::query("SELECT fingerprint, settings, created_at FROM \"_rowshift_runs\" WHERE pipeline = ?")
-                .bind(self.pipeline.clone())
-                .fetch_optional(&pool)
-                .await
-                .map_err(|e| db_error(&here, e))?
-            else {
-                return Ok(None);
-            };
-            let settings: String = run.get(1);
-            let have = chunk_columns(&pool, &here).await?;
-            let checksum = if have.iter().any(|c| c == "checksum") { "checksum" } else { "NULL" };
-            let rows = sqlx::query(crate::sql::stmt(format!(
-                "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error, {checksum} \
-                 FROM \"_rowshift_chunks\" WHERE pipeline = ? ORDER BY id"
-            )))
-            .bind(self.pipeline.clone())
-            .fetch_all(&pool)
-            .await
-            .map_err(|e| db_error(&here, e))?;
-            let corrupt = |what: &str| Error::data(&here, format!("the checkpoint is unreadable ({what}); run with --restart"));
-            let mut chunks = Vec::with_capacity(rows.len());
-            for r in rows {
-                let chunk: Chunk = serde_json::from_str(r.get::<&str, _>(0)).map_err(|_| corrupt("chunk range"))?;
-                let state = ChunkState::parse(r.get::<&str, _>(1)).ok_or_else(|| corrupt("chunk state"))?;
-                let n = |i: usize| r.get::<i64, _>(i) as u64;
-                chunks.push(ChunkRecord {
-                    chunk,
-                    state,
-                    attempts: r.get::<i64, _>(2) as u32,
-                    counts: ChunkCounts { read: n(3), written: n(4), filtered: n(5), rejected: n(6) },
-                                        seconds: r.get(7),
-                    last_error: r.get(8),
-                    checksum: r.get::<Option<&str>, _>(9).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0),
-                });
-            }
-            Ok(Some(Checkpoint {
-                fingerprint: run.get(0),
-                settings: serde_json::from_str(&settings).map_err(|_| corrupt("settings"))?,
-                created_at: run.get(2),
-                chunks,
-            }))
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            self.tables.load(&mut conn, &here).await
         })
     }
 }
@@ -541,36 +380,12 @@ impl CheckpointStore for SqliteStore {
     ) -> Result<()> {
         let pool = self.pool()?;
         let here = self.here();
-        let settings =
-            serde_json::to_string(settings).map_err(|e| Error::Internal(e.to_string()))?;
-        let now = chrono::Utc::now().to_rfc3339();
         self.io.block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            let mut tx = conn.begin().await.map_err(|e| db_error(&here, e))?;
-            let p = self.pipeline.clone();
-            let db = |e| db_error(&here, e);
-            sqlx::query("DELETE FROM \"_rowshift_chunks\" WHERE pipeline = ?").bind(p.clone()).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query("DELETE FROM \"_rowshift_runs\" WHERE pipeline = ?").bind(p.clone()).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query("INSERT INTO \"_rowshift_runs\" (pipeline, fingerprint, settings, created_at) VALUES (?, ?, ?, ?)")
-                .bind(p.clone())
-                .bind(fingerprint.to_string())
-                .bind(settings)
-                .bind(now)
-                .execute(&mut *tx)
+            self.tables
+                .create(&mut conn, &here, fingerprint, settings, chunks)
                 .await
-                .map_err(db)?;
-            for c in chunks {
-                let json = serde_json::to_string(c).map_err(|e| Error::Internal(e.to_string()))?;
-                sqlx::query("INSERT INTO \"_rowshift_chunks\" (pipeline, id, chunk, state) VALUES (?, ?, ?, 'pending')")
-                    .bind(p.clone())
-                    .bind(c.id as i64)
-                    .bind(json)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-            tx.commit().await.map_err(db)
         })
     }
 
@@ -585,19 +400,23 @@ impl CheckpointStore for SqliteStore {
         let here = self.here();
         let me = Me::now();
         let token = sql::hex(lock::token());
-        let what = format!("pipeline {} ({})", self.pipeline, here);
+        let what = format!("pipeline {} ({})", self.pipeline(), here);
         let taken = lock::acquire(&what, wait, waiting, || {
             self.io.block_on(async {
                 let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
                 let _writing = self.writing(&mut conn).await?;
-                take_lease(&mut conn, &here, &self.pipeline, &me, &token).await
+                take_lease(&mut conn, &here, self.pipeline(), &me, &token).await
             })
         });
         if let Err(e) = taken {
             self.io.block_on(pool.close());
             return Err(e);
         }
-        let (io, ledger, pipeline) = (self.io.clone(), self.ledger.clone(), self.pipeline.clone());
+        let (io, ledger, pipeline) = (
+            self.io.clone(),
+            self.ledger.clone(),
+            self.pipeline().to_string(),
+        );
         let (beat_pool, beat_io, beat_token, beat_pipeline) =
             (pool.clone(), io.clone(), token.clone(), pipeline.clone());
         let beat = move |_: &mut ()| {
@@ -666,15 +485,7 @@ impl CheckpointStore for SqliteStore {
             ledger.hand_over(Entry::Claim(chunk, token));
             return Ok(true);
         }
-        let n = self.exec(
-            sql::claim(CHUNKS, Marks::Question),
-            &[
-                Bind::Text(&sql::hex(token)),
-                Bind::Text(&self.pipeline),
-                Bind::Int(chunk as i64),
-            ],
-        )?;
-        Ok(n == 1)
+        Ok(self.exec(self.tables.claim(chunk, token))? == 1)
     }
 
     fn finish(&self, mark: &DoneMark) -> Result<()> {
@@ -683,22 +494,8 @@ impl CheckpointStore for SqliteStore {
         self.io.block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             let _writing = self.writing(&mut conn).await?;
-            mark_done(&mut conn, &here, &self.pipeline, mark).await
+            self.tables.mark_done(&mut conn, &here, mark).await
         })
-    }
-
-    fn requeued(&self, chunk: usize, written: u64, filtered: u64, gone: u64) -> Result<()> {
-        self.exec(
-            sql::requeued(CHUNKS, Marks::Question),
-            &[
-                Bind::Int(written as i64),
-                Bind::Int(filtered as i64),
-                Bind::Int((written + filtered + gone) as i64),
-                Bind::Text(&self.pipeline),
-                Bind::Int(chunk as i64),
-            ],
-        )?;
-        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
@@ -719,66 +516,15 @@ impl CheckpointStore for SqliteStore {
         written
     }
 
-    fn fail(&self, chunk: usize, token: u64, error: &str) -> Result<()> {
-        // Nothing changes when the claim is gone: the run that took the chunk owns it.
-        self.exec(
-            sql::fail(CHUNKS, Marks::Question),
-            &[
-                Bind::Text(error),
-                Bind::Text(&self.pipeline),
-                Bind::Int(chunk as i64),
-                Bind::Text(&sql::hex(token)),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn record_settings(&self, fingerprint: &str, settings: &[(String, String)]) -> Result<()> {
-        let json = sql::settings_json(settings)?;
-        self.exec(
-            sql::record_settings("\"_rowshift_runs\"", Marks::Question),
-            &[
-                Bind::Text(fingerprint),
-                Bind::Text(&json),
-                Bind::Text(&self.pipeline),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn reset(&self, chunks: &[usize]) -> Result<()> {
-        for &c in chunks {
-            let n = self.exec(
-                sql::reset(CHUNKS, Marks::Question),
-                &[Bind::Text(&self.pipeline), Bind::Int(c as i64)],
-            )?;
-            expect_one(n, c, &self.here())?;
-        }
-        Ok(())
-    }
-
-    fn redo(&self, chunks: &[usize]) -> Result<()> {
-        for &c in chunks {
-            self.exec(
-                sql::redo(CHUNKS, Marks::Question),
-                &[Bind::Text(&self.pipeline), Bind::Int(c as i64)],
-            )?;
-        }
-        Ok(())
-    }
+    statement_writes!();
 
     fn discard(&self) -> Result<()> {
         if !self.path.exists() {
             return Ok(());
         }
-        self.exec(
-            "DELETE FROM \"_rowshift_chunks\" WHERE pipeline = ?",
-            &[Bind::Text(&self.pipeline)],
-        )?;
-        self.exec(
-            "DELETE FROM \"_rowshift_runs\" WHERE pipeline = ?",
-            &[Bind::Text(&self.pipeline)],
-        )?;
+        for forget in self.tables.discard() {
+            self.exec(forget)?;
+        }
         Ok(())
     }
 }
@@ -902,15 +648,5 @@ async fn take_lease(
         None => Err(Error::Internal(format!(
             "{here}: the lease of pipeline {pipeline} kept changing while this run tried to take it"
         ))),
-    }
-}
-
-fn expect_one(n: u64, chunk: usize, here: &str) -> Result<()> {
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(Error::Internal(format!(
-            "{here}: chunk {chunk} is not in the checkpoint (or not in a state that allows this)"
-        )))
     }
 }

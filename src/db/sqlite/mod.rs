@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub(crate) mod decode;
+pub mod dialect;
 mod errors;
 pub mod lookup;
 pub mod sink;

@@ -24,12 +24,12 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use std::time::Instant;
 
-use super::checkpoint::{Entry, Ledger, SqliteStore, holds_claim, mark_done};
+use super::checkpoint::{Entry, Ledger, SqliteStore, tables};
+use super::dialect::SqliteDialect;
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::{KEYS_PER_QUERY, ReadBack};
 use crate::checkpoint::{CheckpointStore, DoneMark};
@@ -43,6 +43,7 @@ use crate::db::sqlite::decode::{
 use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, Affinity, TableColumn, connect, table_columns};
 use crate::runtime::IoRuntime;
+use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Sink, refuse};
 use crate::sql::keyset::{KeySql, marks};
@@ -193,15 +194,9 @@ impl SqliteSink {
         )
     }
 
-    fn rejects_table(&self) -> String {
-        format!("{}_rejects", self.table)
-    }
-
-    fn create_rejects_sql(&self) -> String {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n  id INTEGER PRIMARY KEY,\n  chunk INTEGER NOT NULL,\n  row_key TEXT,\n  location TEXT NOT NULL,\n  column_name TEXT,\n  value TEXT,\n  reason TEXT NOT NULL,\n  source_row TEXT NOT NULL,\n  rejected_at TEXT NOT NULL\n)",
-            quote_ident(&self.rejects_table())
-        )
+    /// The quarantine table, `<table>_rejects`.
+    fn rejects(&self) -> Quarantine<SqliteDialect> {
+        Quarantine::new(SqliteDialect, "", &self.table)
     }
 
     fn here(&self) -> String {
@@ -288,19 +283,6 @@ impl SqliteSink {
         Ok(())
     }
 
-    /// Deletes `chunk`'s quarantined rows.
-    async fn delete_rejects(&self, conn: &mut SqliteConnection, chunk: usize) -> Result<()> {
-        sqlx::query(stmt(format!(
-            "DELETE FROM {} WHERE chunk = ?",
-            quote_ident(&self.rejects_table())
-        )))
-        .bind(chunk as i64)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| db_error(self.here(), e))?;
-        Ok(())
-    }
-
     /// Deletes what a commit of `chunk` (rows in `selection`) wrote.
     async fn delete_chunk(
         &self,
@@ -309,7 +291,7 @@ impl SqliteSink {
         selection: &Selection,
     ) -> Result<()> {
         self.delete_rows(conn, selection).await?;
-        self.delete_rejects(conn, chunk).await
+        self.rejects().delete(conn, &self.here(), chunk).await
     }
 
     /// Reads back the rows `v` selects on `conn`: first the values as stored against
@@ -379,43 +361,6 @@ impl SqliteSink {
         rows
     }
 
-    async fn insert_rejects(
-        &self,
-        conn: &mut SqliteConnection,
-        chunk: usize,
-        entries: &[QuarantineEntry],
-    ) -> Result<()> {
-        let here = self.here();
-        let now = chrono::Utc::now().to_rfc3339();
-        // Many rows per statement: each statement is a round trip to sqlx's SQLite worker
-        // thread, and one per rejected row made a chunk with 15% rejects several times
-        // slower than one without (8 parameters a row stays far below SQLite's limit).
-        const ROWS: usize = 256;
-        for group in entries.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO {} (chunk, row_key, location, column_name, value, reason, source_row, rejected_at) VALUES {}",
-                quote_ident(&self.rejects_table()),
-                vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; group.len()].join(", ")
-            );
-            let mut q = sqlx::query(stmt(sql));
-            for e in group {
-                q = q
-                    .bind(chunk as i64)
-                    .bind(e.key.clone())
-                    .bind(e.location.clone())
-                    .bind(e.column.clone())
-                    .bind(e.value.clone())
-                    .bind(e.reason.clone())
-                    .bind(e.row.to_string())
-                    .bind(now.clone());
-            }
-            q.execute(&mut *conn)
-                .await
-                .map_err(|err| db_error(&here, err))?;
-        }
-        Ok(())
-    }
-
     /// Marks `mark`'s chunk done in the sink's transaction.
     async fn mark(
         &self,
@@ -424,7 +369,7 @@ impl SqliteSink {
         mark: &DoneMark,
     ) -> Result<()> {
         // Refused when another run took the chunk over: the rows roll back.
-        mark_done(conn, &self.here(), pipeline, mark).await
+        tables(pipeline).mark_done(conn, &self.here(), mark).await
     }
 
     /// Writes the claims and marks the ledger holds, before a transaction of the
@@ -732,7 +677,7 @@ impl Sink for SqliteSink {
             &t,
             self.create_table_sql(),
         );
-        out.push(self.create_rejects_sql());
+        out.push(self.rejects().create_sql());
         // SQL over the table compares text as text: say so where a number is kept as one.
         let real = match self.if_exists {
             IfExists::Replace => Arc::new(vec![false; self.columns.len()]),
@@ -763,7 +708,7 @@ impl Sink for SqliteSink {
     fn prepare(&self, how: Prepare) -> Result<()> {
         let here = self.here();
         let t = quote_ident(&self.table);
-        let r = quote_ident(&self.rejects_table());
+        let r = self.rejects().table();
         table::check_restart(how, self.if_exists, &here)?;
         let pool = self.pool()?;
         self.io.block_on(async {
@@ -798,7 +743,7 @@ impl Sink for SqliteSink {
             }
             let now = table_columns(pool, &self.table, &here).await?;
             self.decimals_as_real(Some(now.as_deref().unwrap_or(&[])))?;
-            sqlx::query(stmt(self.create_rejects_sql()))
+            sqlx::query(stmt(self.rejects().create_sql()))
                 .execute(pool)
                 .await
                 .map_err(db)?;
@@ -934,7 +879,7 @@ impl Sink for SqliteSink {
     }
 
     fn quarantine(&self) -> String {
-        format!("{} table {}", self.shown, self.rejects_table())
+        format!("{} table {}", self.shown, self.rejects().name())
     }
 
     fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
@@ -943,38 +888,9 @@ impl Sink for SqliteSink {
         }
         let here = self.quarantine();
         let pool = connect(&self.io, &self.path, Access::Read, 1)?;
-        let sql = format!(
-            "SELECT chunk, row_key, location, column_name, value, reason, source_row FROM {} ORDER BY id",
-            quote_ident(&self.rejects_table())
-        );
         let out = self.io.block_on(async {
-            let exists: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = ?")
-                    .bind(self.rejects_table())
-                    .fetch_one(&pool)
-                    .await
-                    .map_err(|e| db_error(&here, e))?;
-            if exists == 0 {
-                return Ok(Vec::new());
-            }
-            let rows = sqlx::query(stmt(sql))
-                .fetch_all(&pool)
-                .await
-                .map_err(|e| db_error(&here, e))?;
-            rows.iter()
-                .map(|r| {
-                    Ok(QuarantineEntry {
-                        chunk: r.get::<i64, _>(0) as usize,
-                        key: r.get(1),
-                        location: r.get(2),
-                        column: r.get(3),
-                        value: r.get(4),
-                        reason: r.get(5),
-                        row: serde_json::from_str(r.get::<&str, _>(6))
-                            .map_err(|e| Error::data(&here, e))?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            self.rejects().read(&mut conn, &here).await
         });
         self.io.block_on(pool.close());
         out
@@ -1013,8 +929,9 @@ impl Sink for SqliteSink {
                 let sent = widen_reals(v.sent, &self.read_schema)?;
                 v.as_sent(&sent)?.verify_beside(&there, &back, t0)?;
             }
-            self.delete_rejects(&mut tx, chunk).await?;
-            self.insert_rejects(&mut tx, chunk, remaining).await?;
+            self.rejects()
+                .replace(&mut tx, &here, chunk, remaining)
+                .await?;
             tx.commit().await.map_err(|e| db_error(&here, e))?;
             Ok(written)
         })
@@ -1084,11 +1001,12 @@ impl ChunkWriter for SqliteChunk<'_> {
             // Otherwise a chunk redone after a crash never committed, so it has no rows
             // here yet.
             let clear = after.map(|v| &v.selection);
-            sink.delete_rejects(&mut tx, self.chunk).await?;
+            sink.rejects().delete(&mut tx, &here, self.chunk).await?;
             if let Some(selection) = clear {
                 sink.delete_rows(&mut tx, selection).await?;
             }
-            sink.insert_rejects(&mut tx, self.chunk, &self.rejects)
+            sink.rejects()
+                .insert(&mut tx, &here, self.chunk, &self.rejects)
                 .await?;
             let rows = match sink.insert_rows(&mut tx, &self.batches).await {
                 Ok(w) => w,
@@ -1107,7 +1025,7 @@ impl ChunkWriter for SqliteChunk<'_> {
                 // Marked done only after the read-back: the rows commit only while the
                 // chunk is still this run's.
                 (Some(p), Some(_)) => {
-                    holds_claim(&mut tx, &here, p, mark).await?;
+                    tables(p).holds_claim(&mut tx, &here, mark).await?;
                     false
                 }
                 _ => false,
