@@ -353,7 +353,10 @@ impl MysqlSink {
             let full = decoder.push(row).map_err(|(i, reason)| {
                 Error::data(
                     &here,
-                    format!("reading rows back, column {}: {reason}", self.columns[i].name),
+                    format!(
+                        "reading rows back, column {}: {reason}",
+                        self.columns[i].name
+                    ),
                 )
             })?;
             match full {

@@ -495,8 +495,9 @@ impl PostgresSink {
                 .map_err(|e| db_error(&here, e))?;
             while let Some(data) = stream.try_next().await.map_err(|e| db_error(&here, e))? {
                 decoder.feed(&data, f).map_err(|(col, reason)| {
-                    let col =
-                        col.map_or(String::new(), |i| format!(", column {}", self.columns[i].name));
+                    let col = col.map_or(String::new(), |i| {
+                        format!(", column {}", self.columns[i].name)
+                    });
                     Error::data(&here, format!("reading rows back{col}: {reason}"))
                 })?;
             }
