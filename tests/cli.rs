@@ -986,3 +986,6 @@ mod faults;
 
 #[path = "suite/init.rs"]
 mod init;
+
+#[path = "suite/migrate.rs"]
+mod migrate;

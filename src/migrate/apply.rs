@@ -255,6 +255,8 @@ pub(crate) fn changes(set: &MigrationSet, records: &[Record]) -> Vec<(u64, Strin
                 r.name,
                 what_changed(r, s)
             )),
+            // The cause is named already, at the earlier step.
+            Some(_) if !out.is_empty() => None,
             Some(s) if chains.get(&s.number) != Some(&r.chain) => Some(format!(
                 "step {} ({}) was {when}, and a step before it changed, was removed or was inserted since",
                 r.step, r.name
@@ -335,41 +337,54 @@ impl<'a> Session<'a> {
             .collect())
     }
 
-    /// Refuses when an applied step changed, unless `allow`: then records the change.
+    /// Refuses when an applied step changed, unless `allow`: then returns what changed,
+    /// for [`Session::accept`] to record once nothing else refuses.
     fn check_changes(
         &self,
-        records: &mut BTreeMap<u64, Record>,
+        records: &BTreeMap<u64, Record>,
         allow: bool,
         command: &str,
-    ) -> Result<Vec<String>, SetError> {
+    ) -> Result<Vec<(u64, String)>, SetError> {
         let list: Vec<Record> = records.values().cloned().collect();
         let found = changes(self.set, &list);
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        if !allow {
+        if !found.is_empty() && !allow {
             let lines: Vec<String> = found.iter().map(|(_, m)| m.clone()).collect();
             return Err(SetError::Refused(format!(
                 "{command} refuses to go on: {}.\nRestore the step's files as they were applied, or pass --allow-changed to accept them as they are now (the history records it)",
                 lines.join(";\n")
             )));
         }
+        Ok(found)
+    }
+
+    /// Records `--allow-changed`: the changed steps take their files as they are now,
+    /// with what changed, and every later step's chain follows.
+    fn accept(
+        &self,
+        records: &mut BTreeMap<u64, Record>,
+        found: &[(u64, String)],
+    ) -> Result<Vec<String>, SetError> {
         let chains = chains(self.set);
-        let mut accepted = Vec::new();
         let stamp = format!("accepted {} by {}@{}", now(), self.who.user, self.who.host);
-        for (n, message) in &found {
-            accepted.push(message.clone());
+        for (n, message) in found {
             let (Some(r), Some(step)) = (records.get_mut(n), self.set.step(*n)) else {
                 continue;
             };
             r.name = step.name.clone();
             r.checksum = step.checksum.clone();
-            r.chain = chains[n].clone();
             r.applied_text = applied_text(step);
             r.allowed_change = Some(format!("{stamp}: {message}"));
-            self.history.save(r)?;
         }
-        Ok(accepted)
+        for r in records.values_mut().filter(|r| r.state != State::Reverted) {
+            let changed = found.iter().any(|(n, _)| *n == r.step);
+            if let Some(chain) = chains.get(&r.step)
+                && (changed || *chain != r.chain)
+            {
+                r.chain = chain.clone();
+                self.history.save(r)?;
+            }
+        }
+        Ok(found.iter().map(|(_, m)| m.clone()).collect())
     }
 
     fn fresh_record(&self, step: &Step, chain: &str) -> Record {
@@ -458,7 +473,7 @@ impl<'a> Session<'a> {
             next(&mut done);
             let n = step.number;
             let out = self.history.apply(todo, &done, &mut |i| {
-                crash_point(n, &format!("statement:{}", from + i + 1))
+                crash_point(n, &format!("{section}:{}", from + i + 1))
             });
             match out {
                 Ok(()) => {
@@ -487,12 +502,12 @@ impl<'a> Session<'a> {
                     ));
                 }
                 let at = from + k + 1;
-                crash_point(step.number, &format!("statement:{at}"));
+                crash_point(step.number, &format!("{section}:{at}"));
                 record.statements_done = at as u64;
                 let t0 = Instant::now();
                 self.history.save(record)?;
                 *history_nanos += t0.elapsed().as_nanos();
-                crash_point(step.number, &format!("recorded:{at}"));
+                crash_point(step.number, &format!("{section}-recorded:{at}"));
             }
             next(record);
             let t0 = Instant::now();
@@ -598,7 +613,8 @@ fn up_in(session: &Session<'_>, opts: &MigrateOptions, t0: Instant) -> Result<Up
             r.step, r.name, r.statements_done
         )));
     }
-    let accepted = session.check_changes(&mut records, opts.allow_changed, "up")?;
+    let found = session.check_changes(&records, opts.allow_changed, "up")?;
+    let accepted = session.accept(&mut records, &found)?;
     let chains = chains(set);
     let mut report = UpReport {
         set: set.name.clone(),
@@ -774,7 +790,7 @@ fn down_in(
 ) -> Result<DownReport, SetError> {
     let set = session.set;
     let mut records = session.records()?;
-    session.check_changes(&mut records, opts.allow_changed, "down")?;
+    let found = session.check_changes(&records, opts.allow_changed, "down")?;
     let targets: Vec<Record> = records
         .values()
         .rev()
@@ -818,6 +834,7 @@ fn down_in(
             refusals.join(";\n")
         )));
     }
+    session.accept(&mut records, &found)?;
     let mut report = DownReport {
         set: set.name.clone(),
         target: set.shown.clone(),

@@ -262,7 +262,11 @@ fn parse_set_file(
     const KEYS: &[&str] = &["name", "url", "schema"];
     for (key, item) in root.iter() {
         if !KEYS.contains(&key) {
-            let mut d = Diagnostic::at(item.span(), format!("unknown key `{key}` in the set file"));
+            let span = root
+                .get_key_value(key)
+                .and_then(|(k, _)| k.span())
+                .or_else(|| item.span());
+            let mut d = Diagnostic::at(span, format!("unknown key `{key}` in the set file"));
             d = match suggest(key, KEYS.iter().copied()) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
                 None => d.with_help("the set file knows `name`, `url` and `schema`"),
@@ -445,13 +449,14 @@ fn read_step(
             .map(|(_, t)| Arc::from(t.as_str()))
             .unwrap_or_else(|| Arc::from(""));
         let mut diags = Diagnostics::new(s.path.clone(), text.clone());
-        let message = match s.up.is_empty() {
-            true => "a SQL step without a data pipeline needs a `-- rowshift:up` section with at least one statement".to_string(),
-            false => format!(
+        let after = !s.after.is_empty();
+        let message = match after {
+            false => "a SQL step without a data pipeline needs a `-- rowshift:up` section with at least one statement".to_string(),
+            true => format!(
                 "`-- rowshift:after` runs after the data move of {number:03}_{name}.toml, which does not exist; put these statements under `-- rowshift:up`"
             ),
         };
-        let at = marker_span(&text, if s.up.is_empty() { "up" } else { "after" });
+        let at = marker_span(&text, if after { "after" } else { "up" });
         diags.push(Diagnostic::at(at, message));
         problems.push(diags);
         ok = false;
