@@ -121,13 +121,6 @@ pub fn up(
     for change in &report.accepted_changes {
         println!("accepted (--allow-changed, recorded in the history): {change}");
     }
-    let at = report.steps.last().map(|s| s.step).or_else(|| {
-        set.steps
-            .iter()
-            .take(report.already_applied)
-            .last()
-            .map(|s| s.number)
-    });
     println!(
         "rowshift: set {} -> {}: {} steps applied now, {} were already applied, {} pending{}",
         report.set,
@@ -135,7 +128,10 @@ pub fn up(
         report.steps.len(),
         report.already_applied,
         report.pending.len(),
-        at.map(|a| format!("; at step {a}")).unwrap_or_default()
+        report
+            .at
+            .map(|a| format!("; at step {a}"))
+            .unwrap_or_default()
     );
     for s in &report.steps {
         println!("  {}", step_line(s));

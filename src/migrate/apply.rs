@@ -75,6 +75,8 @@ pub struct UpReport {
     pub accepted_changes: Vec<String>,
     /// Steps left pending (after `--to`, or after a step whose rows were rejected).
     pub pending: Vec<u64>,
+    /// The highest step applied now, if any.
+    pub at: Option<u64>,
     /// Seconds to take the set lock.
     pub lock_seconds: f64,
     /// Wall time, seconds.
@@ -623,6 +625,7 @@ fn up_in(session: &Session<'_>, opts: &MigrateOptions, t0: Instant) -> Result<Up
         steps: Vec::new(),
         accepted_changes: accepted,
         pending: Vec::new(),
+        at: None,
         lock_seconds: session.lock_seconds,
         seconds: 0.0,
     };
@@ -631,6 +634,7 @@ fn up_in(session: &Session<'_>, opts: &MigrateOptions, t0: Instant) -> Result<Up
         let existing = records.get(&step.number);
         if existing.is_some_and(|r| r.state.is_applied()) {
             report.already_applied += 1;
+            report.at = Some(step.number);
             continue;
         }
         if stop || opts.to.is_some_and(|to| step.number > to) {
@@ -643,6 +647,7 @@ fn up_in(session: &Session<'_>, opts: &MigrateOptions, t0: Instant) -> Result<Up
             .observer
             .on_set_event(&SetEvent::StepDone(Box::new(outcome.clone())));
         report.steps.push(outcome);
+        report.at = Some(step.number);
         crash_point(step.number, "done");
     }
     report.seconds = t0.elapsed().as_secs_f64();

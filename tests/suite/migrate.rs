@@ -20,6 +20,9 @@ fn my_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
 }
 
+/// A target's tables, the rows of `items` and `notes`, and the indexes of `notes`.
+type Snapshot = (Vec<String>, Vec<Vec<String>>, Vec<Vec<String>>, Vec<String>);
+
 /// Where a test's set applies.
 enum Db {
     Sqlite(PathBuf),
@@ -216,7 +219,7 @@ impl Fixture {
     }
 
     /// Everything a comparison looks at: tables, their rows, the index made after the load.
-    fn snapshot(&self) -> (Vec<String>, Vec<Vec<String>>, Vec<Vec<String>>, Vec<String>) {
+    fn snapshot(&self) -> Snapshot {
         (
             self.tables(),
             self.rows("items", "label"),
@@ -242,7 +245,7 @@ impl Fixture {
 }
 
 /// What a clean run of the whole set leaves.
-fn full() -> (Vec<String>, Vec<Vec<String>>, Vec<Vec<String>>, Vec<String>) {
+fn full() -> Snapshot {
     (
         vec!["audit".into(), "items".into(), "notes".into()],
         ITEMS
