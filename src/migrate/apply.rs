@@ -237,7 +237,10 @@ pub(crate) fn changes(set: &MigrationSet, records: &[Record]) -> Vec<(u64, Strin
         .filter(|r| r.state != State::Reverted)
         .map(|r| r.step)
         .max();
-    for r in records.iter().filter(|r| r.state != State::Reverted) {
+    for r in records
+        .iter()
+        .filter(|r| r.state != State::Reverted && !untouched(r))
+    {
         let when = match &r.ended_at {
             Some(t) => format!("applied on {t}"),
             None => format!("started on {t}", t = r.started_at),
@@ -288,6 +291,14 @@ pub(crate) fn changes(set: &MigrationSet, records: &[Record]) -> Vec<(u64, Strin
     out.sort_by_key(|(n, _)| *n);
     out.dedup();
     out
+}
+
+/// Whether a started step has changed nothing yet (it failed or was killed in its first
+/// section before any statement's record): its files may change before it runs again.
+fn untouched(r: &Record) -> bool {
+    matches!(r.state, State::Running | State::Failed)
+        && r.phase == Phase::Up
+        && r.statements_done == 0
 }
 
 /// An open session on the target: the set lock held, the history ready.
@@ -663,7 +674,7 @@ fn apply_step(
 ) -> Result<StepOutcome, SetError> {
     let t0 = Instant::now();
     let mut history_nanos = 0u128;
-    let resumed = existing.is_some_and(|r| r.state != State::Reverted);
+    let resumed = existing.is_some_and(|r| r.state != State::Reverted && !untouched(r));
     session.observer.on_set_event(&SetEvent::StepStarted {
         step: step.number,
         name: step.name.clone(),

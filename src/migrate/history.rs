@@ -533,7 +533,11 @@ impl History {
             )),
             _ => None,
         };
-        let db = |i: Option<usize>, e| (i, Error::db(&here, e));
+        // A statement's error names the target; the history's own, the history.
+        let db = |i: Option<usize>, e| match i {
+            Some(_) => (i, Error::db(&self.shown, e)),
+            None => (i, Error::db(&here, e)),
+        };
         on_pool!(self, p => self.io.block_on(async {
             let mut tx = p.begin().await.map_err(|e| db(None, e))?;
             if let Some(sql) = &prelude {
@@ -576,7 +580,7 @@ impl History {
                         .await
                 })
                 .map(|_| ())
-                .map_err(|e| Error::db(here, e)),
+                .map_err(|e| Error::db(&self.shown, e)),
             _ => Err(Error::Internal(
                 "a statement run on its own outside MySQL".into(),
             )),
