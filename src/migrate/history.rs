@@ -563,7 +563,6 @@ impl History {
     /// Runs one statement on its own (MySQL, whose DDL commits by itself), in the target
     /// database.
     pub fn execute_alone(&self, statement: &Statement) -> Result<()> {
-        let here = self.here();
         match &self.pool {
             Pool::My(p) => self
                 .io
