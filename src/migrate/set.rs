@@ -13,9 +13,7 @@ use std::sync::Arc;
 
 use super::SetError;
 use super::statements::{Statement, split};
-use crate::config::{
-    DbOptions, Diagnostic, Diagnostics, Location, Pipeline, expand_env, redact, suggest,
-};
+use crate::config::{Diagnostic, Diagnostics, Location, Pipeline, expand_env, redact, suggest};
 
 /// The set file's name inside a set's directory.
 pub const SET_FILE: &str = "rowshift.toml";
@@ -200,15 +198,6 @@ impl MigrationSet {
             shown,
             steps,
         })
-    }
-
-    /// The connection settings for the target: the defaults, with one connection more
-    /// than the data moves need.
-    pub fn db_options(&self) -> DbOptions {
-        DbOptions {
-            pool_size: Some(2),
-            ..DbOptions::default()
-        }
     }
 
     /// The step numbered `n`.

@@ -19,7 +19,6 @@ pub struct Statement {
 pub fn split(text: &str, range: Range<usize>) -> Result<Vec<Statement>, (usize, String)> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
-    let mut start = range.start;
     let mut i = range.start;
     let end = range.end;
     // Whether the current piece holds anything but blanks and comments.
@@ -84,7 +83,6 @@ pub fn split(text: &str, range: Range<usize>) -> Result<Vec<Statement>, (usize, 
                 }
                 code_at = None;
                 i += 1;
-                start = i;
             }
             _ => {
                 if !c.is_ascii_whitespace() {
@@ -97,7 +95,6 @@ pub fn split(text: &str, range: Range<usize>) -> Result<Vec<Statement>, (usize, 
     if let Some(at) = code_at {
         out.push(piece(text, at, end));
     }
-    let _ = start;
     Ok(out)
 }
 
