@@ -31,6 +31,7 @@ pub mod db;
 mod error;
 pub mod fault;
 pub mod init;
+pub mod migrate;
 pub mod plan;
 pub mod run;
 pub mod runtime;

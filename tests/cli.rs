@@ -1020,3 +1020,6 @@ mod examples;
 
 #[path = "suite/package.rs"]
 mod package;
+
+#[path = "suite/migrate.rs"]
+mod migrate;

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 a check failed or rows were rejected; 2 an error (bad
 //! pipeline file, unreachable source or target, I/O).
 
+mod migrate;
 mod progress;
 mod report;
 
@@ -92,12 +93,13 @@ enum Command {
         lock_timeout: u64,
     },
     /// Show a pipeline's progress: chunk states, row counts, last errors, rejects by
-    /// reason. Reads the checkpoint and the quarantine; changes nothing.
+    /// reason; or, for a migration set's directory, each step: applied, pending, changed,
+    /// failed, with rows moved, rejects and checksum. Reads only; changes nothing.
     #[command(
-        after_help = "Example:\n  rowshift status pipelines/quickstart.toml --json\n\nExit codes: 0 shown, 2 error."
+        after_help = "Example:\n  rowshift status pipelines/quickstart.toml --json\n  rowshift status pipelines/shop_v2\n\nExit codes: 0 shown, 2 error."
     )]
     Status {
-        /// The pipeline file (TOML).
+        /// The pipeline file (TOML), or a migration set's directory.
         pipeline: PathBuf,
         /// Print as JSON.
         #[arg(long)]
@@ -185,8 +187,75 @@ enum Command {
         after_help = "Example:\n  rowshift validate pipelines/quickstart.toml\n\nExit codes: 0 valid, 2 invalid."
     )]
     Validate {
-        /// The pipeline file (TOML).
+        /// The pipeline file (TOML), or a migration set's directory (every file of the
+        /// set is checked; a data step's source is not opened, as it may be made by an
+        /// earlier step).
         pipeline: PathBuf,
+    },
+    /// Apply a migration set's pending steps in order, under the target's migration lock;
+    /// continues a step an interrupted run left where the history says it stopped.
+    #[command(
+        after_help = "Example:\n  rowshift up pipelines/shop_v2\n  rowshift up pipelines/shop_v2 --to 3\n\nExit codes: 0 applied, 1 a data step rejected rows (up stopped after it), 2 error (the history records where it stopped)."
+    )]
+    Up {
+        /// The migration set's directory.
+        dir: PathBuf,
+        /// Apply the steps up to this number only.
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Accept applied steps whose files changed since they ran (recorded in the
+        /// history).
+        #[arg(long)]
+        allow_changed: bool,
+        /// Wait up to this many seconds for another process that holds the target's
+        /// migration lock; without it, refuse at once, naming the holder.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No chunk lines, only step lines and the summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Revert a migration set's applied steps after step N, last first, by each step's
+    /// down SQL. Checks every step first and changes nothing if one cannot be reverted.
+    #[command(
+        after_help = "Example:\n  rowshift down pipelines/shop_v2 --to 1\n\nExit codes: 0 reverted, 2 refused or error (the history records where it stopped)."
+    )]
+    Down {
+        /// The migration set's directory.
+        dir: PathBuf,
+        /// The step to go back to (0: revert every step).
+        #[arg(long, value_name = "N")]
+        to: u64,
+        /// Revert data steps even when their tables hold rows the set did not write.
+        #[arg(long)]
+        force: bool,
+        /// Accept applied steps whose files changed since they ran (recorded).
+        #[arg(long)]
+        allow_changed: bool,
+        /// Wait up to this many seconds for the target's migration lock.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adopt an existing database at step N: record the steps up to N as applied without
+    /// running them.
+    #[command(
+        after_help = "Example:\n  rowshift baseline pipelines/shop_v2 --to 2\n\nExit codes: 0 recorded, 2 refused or error."
+    )]
+    Baseline {
+        /// The migration set's directory.
+        dir: PathBuf,
+        /// The step the database is at.
+        #[arg(long, value_name = "N")]
+        to: u64,
+        /// Wait up to this many seconds for the target's migration lock.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
     },
 }
 
@@ -214,6 +283,33 @@ pub fn main() -> i32 {
 
 fn execute(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Validate { pipeline } if migrate::is_set(&pipeline) => {
+            migrate::validate(&pipeline)
+        }
+        Command::Status { pipeline, json } if migrate::is_set(&pipeline) => {
+            migrate::status(&pipeline, json)
+        }
+        Command::Up {
+            dir,
+            to,
+            allow_changed,
+            lock_timeout,
+            json,
+            quiet,
+        } => migrate::up(&dir, to, allow_changed, lock_timeout, json, quiet),
+        Command::Down {
+            dir,
+            to,
+            force,
+            allow_changed,
+            lock_timeout,
+            json,
+        } => migrate::down(&dir, to, force, allow_changed, lock_timeout, json),
+        Command::Baseline {
+            dir,
+            to,
+            lock_timeout,
+        } => migrate::baseline(&dir, to, lock_timeout),
         Command::Validate { pipeline } => {
             let plan = load(&pipeline)?;
             let sink = plan.open_sink()?;

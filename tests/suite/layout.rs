@@ -35,6 +35,8 @@ const RANK: &[(&str, u8)] = &[
     ("run", 14),
     // `init` reads a source the way a run does, to write a pipeline: it may use all of it.
     ("init", 14),
+    // `migrate` applies sets of steps, moving each step's data through `run`.
+    ("migrate", 15),
 ];
 
 /// Imports against the flow that exist today (file, folder it uses). Remove a line when

@@ -1,0 +1,2 @@
+-- rowshift:down
+DELETE FROM categories;

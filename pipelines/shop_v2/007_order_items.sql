@@ -1,0 +1,2 @@
+-- rowshift:down
+DELETE FROM order_items;

@@ -1,0 +1,268 @@
+//! The migration-set commands: `up`, `down`, `baseline`, and `status` and `validate` on a
+//! set's directory. Draws the library's `SetEvent`s and prints the reports.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rowshift::migrate::{
+    self, MigrateOptions, MigrationSet, SetEvent, SetObserver, StatusReport, StepOutcome,
+};
+use rowshift::run::{self, Observer, fmt_duration};
+
+use super::progress;
+
+/// Step lines on stderr, with the data moves' chunk lines (unless quiet).
+struct StepLines {
+    chunks: Box<dyn Observer>,
+}
+
+impl SetObserver for StepLines {
+    fn on_set_event(&self, event: &SetEvent) {
+        match event {
+            SetEvent::WaitingForLock { holder, limit } => eprintln!(
+                "another process holds this target's migration lock ({holder}); waiting up to {} for it (--lock-timeout)",
+                fmt_duration(*limit)
+            ),
+            SetEvent::StepStarted {
+                step,
+                name,
+                direction,
+                resumed,
+            } => eprintln!(
+                "step {step} ({name}): {direction}{}",
+                if *resumed {
+                    ", continuing where an earlier run stopped"
+                } else {
+                    ""
+                }
+            ),
+            SetEvent::DataStarted { step, pipeline } => {
+                eprintln!("step {step}: moving data (pipeline {pipeline})")
+            }
+            SetEvent::StepDone(o) => eprintln!("{}", step_line(o)),
+        }
+    }
+
+    fn run_observer(&self) -> &dyn Observer {
+        self.chunks.as_ref()
+    }
+}
+
+fn observer(quiet: bool) -> StepLines {
+    StepLines {
+        chunks: match quiet {
+            true => Box::new(run::NoopObserver),
+            false => Box::new(progress::Lines),
+        },
+    }
+}
+
+fn step_line(o: &StepOutcome) -> String {
+    let r = &o.record;
+    let data = match o.kind.as_str() {
+        "sql" => String::new(),
+        _ if o.direction == "down" => String::new(),
+        _ => format!(
+            ", {} rows read, {} written, {} filtered, {} rejected, checksum {}",
+            r.rows_read,
+            r.rows_written,
+            r.rows_filtered,
+            r.rows_rejected,
+            r.data_checksum.as_deref().unwrap_or("-")
+        ),
+    };
+    format!(
+        "step {} ({}) {}: {} statements{data} in {}",
+        o.step,
+        o.name,
+        match o.direction {
+            "up" => "applied",
+            _ => "reverted",
+        },
+        o.statements,
+        fmt_duration(Duration::from_secs_f64(o.seconds))
+    )
+}
+
+/// Whether `path` is a migration set's directory.
+pub fn is_set(path: &Path) -> bool {
+    path.is_dir()
+}
+
+fn options(to: Option<u64>, allow_changed: bool, force: bool, lock_timeout: u64) -> MigrateOptions {
+    MigrateOptions {
+        to,
+        allow_changed,
+        force,
+        lock_wait: Duration::from_secs(lock_timeout),
+        parallel: None,
+    }
+}
+
+/// `rowshift up DIR`.
+pub fn up(
+    dir: &Path,
+    to: Option<u64>,
+    allow_changed: bool,
+    lock_timeout: u64,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    let set = MigrationSet::load(dir)?;
+    let report = migrate::up(
+        &set,
+        &options(to, allow_changed, false, lock_timeout),
+        &observer(quiet),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(report.exit_code());
+    }
+    for change in &report.accepted_changes {
+        println!("accepted (--allow-changed, recorded in the history): {change}");
+    }
+    println!(
+        "rowshift: set {} -> {}: {} steps applied now, {} were already applied, {} pending{}",
+        report.set,
+        report.target,
+        report.steps.len(),
+        report.already_applied,
+        report.pending.len(),
+        report
+            .at
+            .map(|a| format!("; at step {a}"))
+            .unwrap_or_default()
+    );
+    for s in &report.steps {
+        println!("  {}", step_line(s));
+    }
+    if report.exit_code() == 1 {
+        println!(
+            "  rows were rejected (they are in the quarantine); up stopped after that step: fix the data or the pipeline, run `rowshift retry --rejects` on it, then `rowshift up` again"
+        );
+    }
+    Ok(report.exit_code())
+}
+
+/// `rowshift down DIR --to N`.
+pub fn down(
+    dir: &Path,
+    to: u64,
+    force: bool,
+    allow_changed: bool,
+    lock_timeout: u64,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let set = MigrationSet::load(dir)?;
+    let report = migrate::down(
+        &set,
+        &options(Some(to), allow_changed, force, lock_timeout),
+        &observer(true),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    println!(
+        "rowshift: set {} -> {}: {} steps reverted; at step {}",
+        report.set,
+        report.target,
+        report.steps.len(),
+        report.at
+    );
+    for s in &report.steps {
+        println!("  {}", step_line(s));
+    }
+    Ok(0)
+}
+
+/// `rowshift baseline DIR --to N`.
+pub fn baseline(dir: &Path, to: u64, lock_timeout: u64) -> anyhow::Result<i32> {
+    let set = MigrationSet::load(dir)?;
+    let report = migrate::baseline(
+        &set,
+        &options(Some(to), false, false, lock_timeout),
+        &observer(true),
+    )?;
+    let steps: Vec<String> = report.steps.iter().map(u64::to_string).collect();
+    println!(
+        "rowshift: set {} -> {}: steps {} recorded as applied (baseline); nothing ran",
+        report.set,
+        report.target,
+        steps.join(", ")
+    );
+    Ok(0)
+}
+
+/// `rowshift validate DIR`.
+pub fn validate(dir: &Path) -> anyhow::Result<i32> {
+    let set = MigrationSet::load(dir)?;
+    let data = set.steps.iter().filter(|s| s.pipeline.is_some()).count();
+    println!(
+        "ok: set {} in {} has {} steps ({} with a data move) for {}",
+        set.name,
+        dir.display(),
+        set.steps.len(),
+        data,
+        set.shown
+    );
+    Ok(0)
+}
+
+/// `rowshift status DIR`.
+pub fn status(dir: &Path, json: bool) -> anyhow::Result<i32> {
+    let set = MigrationSet::load(dir)?;
+    let report = migrate::status(&set)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", status_text(&report));
+    }
+    Ok(0)
+}
+
+fn status_text(r: &StatusReport) -> String {
+    let mut out = format!(
+        "set {} -> {}: {}\n",
+        r.set,
+        r.target,
+        match r.at() {
+            Some(n) => format!("at step {n}"),
+            None => "no step applied".into(),
+        }
+    );
+    for s in &r.steps {
+        out.push_str(&format!(
+            "  {:>4} {:<24} {:<8} {:<9}",
+            s.step, s.name, s.kind, s.status
+        ));
+        if let Some(rec) = &s.record
+            && s.kind != "sql"
+            && rec.state.is_applied()
+        {
+            out.push_str(&format!(
+                " rows {} read, {} written, {} filtered, {} rejected; checksum {}",
+                rec.rows_read,
+                rec.rows_written,
+                rec.rows_filtered,
+                rec.rows_rejected,
+                rec.data_checksum.as_deref().unwrap_or("-")
+            ));
+        }
+        if let Some(rec) = &s.record
+            && rec.state.is_applied()
+        {
+            out.push_str(&format!(
+                " ({} by {}@{})",
+                rec.ended_at.as_deref().unwrap_or("-"),
+                rec.run_by,
+                rec.host
+            ));
+        }
+        out.push('\n');
+        if let Some(note) = &s.note {
+            out.push_str(&format!("       {note}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,1025 @@
+//! `up`, `down` and `baseline`: the target's set lock first, then the history, then the
+//! steps in order, each recorded as it goes so that a kill at any moment leaves the
+//! history saying where it stopped, and the next command continues from there.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::history::{History, Phase, Record, State};
+use super::set::{MigrationSet, Step};
+use super::statements::Statement;
+use super::{SetError, SetEvent, SetObserver, crash_point, lock};
+use crate::checkpoint::{ChunkState, RunLock};
+use crate::chunk::ChunkCounts;
+use crate::config::redact;
+use crate::plan::Plan;
+use crate::run::{RunOptions, Summary};
+use crate::runtime::IoRuntime;
+
+/// Knobs of `up`, `down` and `baseline`.
+#[derive(Debug, Clone, Default)]
+pub struct MigrateOptions {
+    /// `up`: apply steps up to this number (default: all). `down`: revert the steps after
+    /// it. `baseline`: adopt the steps up to it.
+    pub to: Option<u64>,
+    /// Accept applied steps whose files changed since, and record that.
+    pub allow_changed: bool,
+    /// `down`: revert data steps even when their tables hold rows the set did not write.
+    pub force: bool,
+    /// How long to wait for the target's set lock.
+    pub lock_wait: Duration,
+    /// Chunks in flight in a data move (overrides the pipeline's `parallel`).
+    pub parallel: Option<usize>,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOutcome {
+    /// The step's number.
+    pub step: u64,
+    /// Its name.
+    pub name: String,
+    /// `sql`, `data` or `sql+data`.
+    pub kind: String,
+    /// `up` or `down`.
+    pub direction: &'static str,
+    /// Whether an interrupted attempt was continued.
+    pub resumed: bool,
+    /// Statements run by this process.
+    pub statements: usize,
+    /// The history row after the step.
+    pub record: Record,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Seconds spent writing the history (the step's own rows; a record committed in
+    /// the statements' transaction counts with them).
+    pub history_seconds: f64,
+    /// The data move's summary, for a data step.
+    pub data: Option<Summary>,
+}
+
+/// What `up` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    /// The set's name.
+    pub set: String,
+    /// The target, redacted.
+    pub target: String,
+    /// Steps that were already applied.
+    pub already_applied: usize,
+    /// The steps this run applied, in order.
+    pub steps: Vec<StepOutcome>,
+    /// Applied steps whose change `--allow-changed` accepted, each with what changed.
+    pub accepted_changes: Vec<String>,
+    /// Steps left pending (after `--to`, or after a step whose rows were rejected).
+    pub pending: Vec<u64>,
+    /// The highest step applied now, if any.
+    pub at: Option<u64>,
+    /// Seconds to take the set lock.
+    pub lock_seconds: f64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+impl UpReport {
+    /// 0 when every step ran clean; 1 when a data step rejected rows (they are in the
+    /// quarantine, and `up` stopped after that step).
+    pub fn exit_code(&self) -> i32 {
+        match self.steps.iter().any(|s| s.record.rows_rejected > 0) {
+            true => 1,
+            false => 0,
+        }
+    }
+}
+
+/// What `down` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownReport {
+    /// The set's name.
+    pub set: String,
+    /// The target, redacted.
+    pub target: String,
+    /// The steps reverted, last first.
+    pub steps: Vec<StepOutcome>,
+    /// The step the target is at now.
+    pub at: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// What `baseline` recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineReport {
+    /// The set's name.
+    pub set: String,
+    /// The target, redacted.
+    pub target: String,
+    /// The steps recorded as already applied.
+    pub steps: Vec<u64>,
+}
+
+/// Who runs the command, as the history records it.
+struct Who {
+    user: String,
+    host: String,
+    pid: u32,
+}
+
+impl Who {
+    fn now() -> Who {
+        Who {
+            user: std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".into()),
+            host: crate::checkpoint::lock::host_name(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The chain checksum of each step: over its own checksum and every step's before it.
+pub(crate) fn chains(set: &MigrationSet) -> BTreeMap<u64, String> {
+    let mut prev = String::new();
+    let mut out = BTreeMap::new();
+    for step in &set.steps {
+        let mut h = blake3::Hasher::new();
+        h.update(prev.as_bytes());
+        h.update(&step.number.to_be_bytes());
+        h.update(step.checksum.as_bytes());
+        prev = h.finalize().to_hex().to_string();
+        out.insert(step.number, prev.clone());
+    }
+    out
+}
+
+/// The step's files as the history keeps them.
+fn applied_text(step: &Step) -> String {
+    step.texts
+        .iter()
+        .map(|(f, t)| format!("== {f} ==\n{t}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `applied_text` back into (file, text) pairs.
+fn split_applied(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches('\n');
+        if let Some(file) = bare.strip_prefix("== ").and_then(|r| r.strip_suffix(" ==")) {
+            out.push((file.to_string(), String::new()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push_str(line);
+        }
+    }
+    // The separator between two files added one newline.
+    let n = out.len();
+    for (i, (_, t)) in out.iter_mut().enumerate() {
+        if i + 1 < n && t.ends_with('\n') {
+            t.pop();
+        }
+    }
+    out
+}
+
+/// How an applied step's files differ from what ran: the first file and line.
+pub(crate) fn what_changed(record: &Record, step: &Step) -> String {
+    let old = split_applied(&record.applied_text);
+    let new = &step.texts;
+    for (file, text) in new {
+        let number_free = |f: &str| f.split_once('_').map_or(f.to_string(), |(_, r)| r.into());
+        let Some((_, was)) = old
+            .iter()
+            .find(|(f, _)| number_free(f) == number_free(file))
+        else {
+            return format!("{file} was added");
+        };
+        if was == text {
+            continue;
+        }
+        let (a, b): (Vec<&str>, Vec<&str>) = (was.lines().collect(), text.lines().collect());
+        let line = (0..a.len().max(b.len()))
+            .find(|&i| a.get(i) != b.get(i))
+            .unwrap_or(0);
+        let show = |l: Option<&&str>| match l {
+            Some(l) => format!("`{}`", redact(l.trim())),
+            None => "nothing".to_string(),
+        };
+        return format!(
+            "{file} line {} was {} and is now {}",
+            line + 1,
+            show(a.get(line)),
+            show(b.get(line))
+        );
+    }
+    for (file, _) in &old {
+        let number_free = |f: &str| f.split_once('_').map_or(f.to_string(), |(_, r)| r.into());
+        if !new.iter().any(|(f, _)| number_free(f) == number_free(file)) {
+            return format!("{file} was removed");
+        }
+    }
+    "its files are the same, but a step before it changed, was removed or was inserted".into()
+}
+
+/// Applied (or started) steps whose files no longer match the history: each as (step
+/// number, message).
+pub(crate) fn changes(set: &MigrationSet, records: &[Record]) -> Vec<(u64, String)> {
+    let chains = chains(set);
+    let mut out = Vec::new();
+    let last_applied = records
+        .iter()
+        .filter(|r| r.state != State::Reverted)
+        .map(|r| r.step)
+        .max();
+    for r in records
+        .iter()
+        .filter(|r| r.state != State::Reverted && !untouched(r))
+    {
+        let when = match &r.ended_at {
+            Some(t) => format!("applied on {t}"),
+            None => format!("started on {t}", t = r.started_at),
+        };
+        let what = match set.step(r.step) {
+            None => Some(format!(
+                "step {} ({}) was {when}, but the set has no step {} any more",
+                r.step, r.name, r.step
+            )),
+            Some(s) if s.name != r.name => Some(format!(
+                "step {} ({}) was {when}, but the set's step {} is now `{}`",
+                r.step, r.name, r.step, s.name
+            )),
+            Some(s) if s.checksum != r.checksum => Some(format!(
+                "step {} ({}) was {when}, and since then {}",
+                r.step,
+                r.name,
+                what_changed(r, s)
+            )),
+            // The cause is named already, at the earlier step.
+            Some(_) if !out.is_empty() => None,
+            Some(s) if chains.get(&s.number) != Some(&r.chain) => Some(format!(
+                "step {} ({}) was {when}, and a step before it changed, was removed or was inserted since",
+                r.step, r.name
+            )),
+            Some(_) => None,
+        };
+        if let Some(w) = what {
+            out.push((r.step, w));
+        }
+    }
+    if let Some(last) = last_applied {
+        for s in set.steps.iter().filter(|s| s.number < last) {
+            let recorded = records
+                .iter()
+                .any(|r| r.step == s.number && r.state != State::Reverted);
+            if !recorded {
+                out.push((
+                    s.number,
+                    format!(
+                        "{} is new, but step {last} after it is already applied: number a new step after the last applied one",
+                        s.label()
+                    ),
+                ));
+            }
+        }
+    }
+    out.sort_by_key(|(n, _)| *n);
+    out.dedup();
+    out
+}
+
+/// Whether a started step has changed nothing yet (it failed or was killed in its first
+/// section before any statement's record): its files may change before it runs again.
+fn untouched(r: &Record) -> bool {
+    matches!(r.state, State::Running | State::Failed)
+        && r.phase == Phase::Up
+        && r.statements_done == 0
+}
+
+/// An open session on the target: the set lock held, the history ready.
+struct Session<'a> {
+    set: &'a MigrationSet,
+    history: History,
+    io: IoRuntime,
+    who: Who,
+    observer: &'a dyn SetObserver,
+    lock: RunLock,
+    lock_seconds: f64,
+}
+
+impl<'a> Session<'a> {
+    fn open(
+        set: &'a MigrationSet,
+        opts: &MigrateOptions,
+        observer: &'a dyn SetObserver,
+    ) -> Result<Session<'a>, SetError> {
+        let io = IoRuntime::new()?;
+        let t0 = Instant::now();
+        // The lock comes before anything touches the target, the history table too.
+        let lock = lock::take(&set.target, &io, opts.lock_wait, &mut |holder| {
+            observer.on_set_event(&SetEvent::WaitingForLock {
+                holder: holder.clone(),
+                limit: opts.lock_wait,
+            })
+        })?;
+        let lock_seconds = t0.elapsed().as_secs_f64();
+        let history = History::open(&set.target, &set.name, &io)?;
+        history.ensure()?;
+        Ok(Session {
+            set,
+            history,
+            io,
+            who: Who::now(),
+            observer,
+            lock,
+            lock_seconds,
+        })
+    }
+
+    fn records(&self) -> Result<BTreeMap<u64, Record>, SetError> {
+        Ok(self
+            .history
+            .load()?
+            .into_iter()
+            .map(|r| (r.step, r))
+            .collect())
+    }
+
+    /// Refuses when an applied step changed, unless `allow`: then returns what changed,
+    /// for [`Session::accept`] to record once nothing else refuses.
+    fn check_changes(
+        &self,
+        records: &BTreeMap<u64, Record>,
+        allow: bool,
+        command: &str,
+    ) -> Result<Vec<(u64, String)>, SetError> {
+        let list: Vec<Record> = records.values().cloned().collect();
+        let found = changes(self.set, &list);
+        if !found.is_empty() && !allow {
+            let lines: Vec<String> = found.iter().map(|(_, m)| m.clone()).collect();
+            return Err(SetError::Refused(format!(
+                "{command} refuses to go on: {}.\nRestore the step's files as they were applied, or pass --allow-changed to accept them as they are now (the history records it)",
+                lines.join(";\n")
+            )));
+        }
+        Ok(found)
+    }
+
+    /// Records `--allow-changed`: the changed steps take their files as they are now,
+    /// with what changed, and every later step's chain follows.
+    fn accept(
+        &self,
+        records: &mut BTreeMap<u64, Record>,
+        found: &[(u64, String)],
+    ) -> Result<Vec<String>, SetError> {
+        let chains = chains(self.set);
+        let stamp = format!("accepted {} by {}@{}", now(), self.who.user, self.who.host);
+        for (n, message) in found {
+            let (Some(r), Some(step)) = (records.get_mut(n), self.set.step(*n)) else {
+                continue;
+            };
+            r.name = step.name.clone();
+            r.checksum = step.checksum.clone();
+            r.applied_text = applied_text(step);
+            r.allowed_change = Some(format!("{stamp}: {message}"));
+        }
+        for r in records.values_mut().filter(|r| r.state != State::Reverted) {
+            let changed = found.iter().any(|(n, _)| *n == r.step);
+            if let Some(chain) = chains.get(&r.step)
+                && (changed || *chain != r.chain)
+            {
+                r.chain = chain.clone();
+                self.history.save(r)?;
+            }
+        }
+        Ok(found.iter().map(|(_, m)| m.clone()).collect())
+    }
+
+    fn fresh_record(&self, step: &Step, chain: &str) -> Record {
+        Record {
+            step: step.number,
+            name: step.name.clone(),
+            kind: step.kind().into(),
+            checksum: step.checksum.clone(),
+            chain: chain.into(),
+            state: State::Running,
+            phase: Phase::Up,
+            statements_done: 0,
+            run_by: self.who.user.clone(),
+            host: self.who.host.clone(),
+            pid: self.who.pid,
+            started_at: now(),
+            ended_at: None,
+            rows_read: 0,
+            rows_written: 0,
+            rows_filtered: 0,
+            rows_rejected: 0,
+            data_checksum: None,
+            allowed_change: None,
+            error: None,
+            applied_text: applied_text(step),
+        }
+    }
+
+    /// Forgets a data step's checkpoint, so that its next move starts from nothing.
+    fn discard_checkpoint(&self, step: &Step) -> Result<(), SetError> {
+        let Some(p) = &step.pipeline else {
+            return Ok(());
+        };
+        let store = lock::store_for(&self.set.target, &p.name, &self.io)?;
+        let out = match store.load() {
+            Ok(Some(_)) => store.discard(),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let _ = store.close();
+        out.map_err(|e| SetError::Step {
+            step: step.label(),
+            source: e,
+        })
+    }
+
+    /// Runs `statements[from..]` of `step` and moves its record to `next`: in one
+    /// transaction on PostgreSQL and SQLite, one recorded statement at a time on MySQL.
+    fn run_statements(
+        &self,
+        step: &Step,
+        section: &str,
+        statements: &[Statement],
+        record: &mut Record,
+        next: impl Fn(&mut Record),
+        history_nanos: &mut u128,
+    ) -> Result<usize, SetError> {
+        let from = (record.statements_done as usize).min(statements.len());
+        let todo = &statements[from..];
+        let file = step
+            .sql
+            .as_ref()
+            .map(|s| s.path.display().to_string())
+            .unwrap_or_default();
+        let fail = |record: &mut Record, k: usize, e: crate::Error, note: &str| {
+            let s = &todo[k];
+            let text = format!(
+                "{file}:{}: statement {} of {section} failed: {}; {note}",
+                s.line,
+                from + k + 1,
+                redact(&e.to_string())
+            );
+            record.state = match section {
+                "down" => State::Reverting,
+                _ => State::Failed,
+            };
+            record.error = Some(text.clone());
+            let _ = self.history.save(record);
+            SetError::Step {
+                step: step.label(),
+                source: crate::Error::Unsupported(text),
+            }
+        };
+        if !self.history.per_statement() {
+            let mut done = record.clone();
+            next(&mut done);
+            let n = step.number;
+            let out = self.history.apply(todo, &done, &mut |i| {
+                crash_point(n, &format!("{section}:{}", from + i + 1))
+            });
+            match out {
+                Ok(()) => {
+                    *record = done;
+                    Ok(todo.len())
+                }
+                Err((Some(k), e)) => Err(fail(
+                    record,
+                    k,
+                    e,
+                    "nothing of this section was applied (it ran in one transaction); the next up runs it again",
+                )),
+                Err((None, e)) => Err(SetError::Step {
+                    step: step.label(),
+                    source: e,
+                }),
+            }
+        } else {
+            for (k, s) in todo.iter().enumerate() {
+                if let Err(e) = self.history.execute_alone(s) {
+                    return Err(fail(
+                        record,
+                        k,
+                        e,
+                        "the statements before it are applied and recorded; the next up continues with this one",
+                    ));
+                }
+                let at = from + k + 1;
+                crash_point(step.number, &format!("{section}:{at}"));
+                record.statements_done = at as u64;
+                let t0 = Instant::now();
+                self.history.save(record)?;
+                *history_nanos += t0.elapsed().as_nanos();
+                crash_point(step.number, &format!("{section}-recorded:{at}"));
+            }
+            next(record);
+            let t0 = Instant::now();
+            self.history.save(record)?;
+            *history_nanos += t0.elapsed().as_nanos();
+            Ok(todo.len())
+        }
+    }
+
+    /// Moves a data step's rows through the run machinery (checked, resumable).
+    fn move_data(
+        &self,
+        step: &Step,
+        record: &mut Record,
+        opts: &MigrateOptions,
+    ) -> Result<Summary, SetError> {
+        let pipeline = step.pipeline.clone().expect("a data step");
+        let as_step = |e: crate::Error| SetError::Step {
+            step: step.label(),
+            source: e,
+        };
+        self.observer.on_set_event(&SetEvent::DataStarted {
+            step: step.number,
+            pipeline: pipeline.name.clone(),
+        });
+        crash_point(step.number, "data");
+        let plan = Plan::build(pipeline).map_err(as_step)?;
+        let sink = plan.open_sink().map_err(as_step)?;
+        let run_opts = RunOptions {
+            parallel: opts.parallel,
+            lock_wait: opts.lock_wait,
+            cancel: None,
+            ..RunOptions::default()
+        };
+        let summary = crate::run::run(
+            &plan,
+            sink.as_ref(),
+            self.observer.run_observer(),
+            &run_opts,
+        );
+        let summary = match summary {
+            Ok(s) => s,
+            Err(e) => {
+                record.state = State::Failed;
+                record.error = Some(redact(&e.to_string()));
+                self.history.save(record)?;
+                return Err(as_step(e));
+            }
+        };
+        // The counts over every done chunk, whichever process moved it.
+        let store = crate::run::checkpoint_store(&plan, sink.as_ref());
+        let checkpoint = store.load();
+        let _ = store.close();
+        let mut counts = ChunkCounts::default();
+        if let Some(c) = checkpoint.map_err(as_step)? {
+            for chunk in c.chunks.iter().filter(|c| c.state == ChunkState::Done) {
+                counts += chunk.counts;
+            }
+        }
+        record.rows_read = counts.read;
+        record.rows_written = counts.written;
+        record.rows_filtered = counts.filtered;
+        record.rows_rejected = counts.rejected;
+        record.data_checksum = Some(summary.checksum.clone());
+        if summary.exit_code() == 2 {
+            let why = match summary.failures.first() {
+                Some(f) => format!("chunk {} failed: {}", f.chunk, redact(&f.line())),
+                None if summary.interrupted => "the data move was interrupted".into(),
+                None => format!("the data move ended with {}", summary.state),
+            };
+            record.state = State::Failed;
+            record.error = Some(why.clone());
+            self.history.save(record)?;
+            return Err(as_step(crate::Error::Unsupported(format!(
+                "{why}; the history records the step as failed in its data move, and the next up resumes it"
+            ))));
+        }
+        Ok(summary)
+    }
+}
+
+/// Applies the set's pending steps in order, up to `opts.to`, continuing a step an
+/// earlier run left unfinished from where the history says it stopped.
+pub fn up(
+    set: &MigrationSet,
+    opts: &MigrateOptions,
+    observer: &dyn SetObserver,
+) -> Result<UpReport, SetError> {
+    let t0 = Instant::now();
+    let session = Session::open(set, opts, observer)?;
+    let out = up_in(&session, opts, t0);
+    session.history.close();
+    drop(session.lock);
+    out
+}
+
+fn up_in(session: &Session<'_>, opts: &MigrateOptions, t0: Instant) -> Result<UpReport, SetError> {
+    let set = session.set;
+    let mut records = session.records()?;
+    if let Some((_, r)) = records.iter().find(|(_, r)| r.state == State::Reverting) {
+        return Err(SetError::Refused(format!(
+            "step {} ({}) was being reverted by down when it stopped ({} statements of its down section recorded); run `rowshift down` again to finish reverting it before up",
+            r.step, r.name, r.statements_done
+        )));
+    }
+    let found = session.check_changes(&records, opts.allow_changed, "up")?;
+    let accepted = session.accept(&mut records, &found)?;
+    let chains = chains(set);
+    let mut report = UpReport {
+        set: set.name.clone(),
+        target: set.shown.clone(),
+        already_applied: 0,
+        steps: Vec::new(),
+        accepted_changes: accepted,
+        pending: Vec::new(),
+        at: None,
+        lock_seconds: session.lock_seconds,
+        seconds: 0.0,
+    };
+    let mut stop = false;
+    for step in &set.steps {
+        let existing = records.get(&step.number);
+        if existing.is_some_and(|r| r.state.is_applied()) {
+            report.already_applied += 1;
+            report.at = Some(step.number);
+            continue;
+        }
+        if stop || opts.to.is_some_and(|to| step.number > to) {
+            report.pending.push(step.number);
+            continue;
+        }
+        let outcome = apply_step(session, step, existing, &chains[&step.number], opts)?;
+        stop = outcome.record.rows_rejected > 0;
+        session
+            .observer
+            .on_set_event(&SetEvent::StepDone(Box::new(outcome.clone())));
+        report.steps.push(outcome);
+        report.at = Some(step.number);
+        crash_point(step.number, "done");
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn apply_step(
+    session: &Session<'_>,
+    step: &Step,
+    existing: Option<&Record>,
+    chain: &str,
+    opts: &MigrateOptions,
+) -> Result<StepOutcome, SetError> {
+    let t0 = Instant::now();
+    let mut history_nanos = 0u128;
+    let resumed = existing.is_some_and(|r| r.state != State::Reverted && !untouched(r));
+    session.observer.on_set_event(&SetEvent::StepStarted {
+        step: step.number,
+        name: step.name.clone(),
+        direction: "up",
+        resumed,
+    });
+    let mut record = match existing {
+        Some(r) if resumed => {
+            let mut r = r.clone();
+            r.state = State::Running;
+            r.error = None;
+            r.pid = session.who.pid;
+            r.host = session.who.host.clone();
+            r.run_by = session.who.user.clone();
+            r
+        }
+        _ => {
+            // A step applied, reverted and applied again moves its data from nothing.
+            session.discard_checkpoint(step)?;
+            session.fresh_record(step, chain)
+        }
+    };
+    let h0 = Instant::now();
+    session.history.save(&record)?;
+    history_nanos += h0.elapsed().as_nanos();
+    let (up, after) = step.up_statements();
+    let has_data = step.pipeline.is_some();
+    let mut statements = 0;
+    let mut data = None;
+    loop {
+        match record.phase {
+            Phase::Up => {
+                let next_phase = match (has_data, after.is_empty()) {
+                    (true, _) => Phase::Data,
+                    (false, false) => Phase::After,
+                    (false, true) => Phase::Done,
+                };
+                statements += session.run_statements(
+                    step,
+                    "up",
+                    up,
+                    &mut record,
+                    |r| advance(r, next_phase),
+                    &mut history_nanos,
+                )?;
+            }
+            Phase::Data => {
+                let summary = session.move_data(step, &mut record, opts)?;
+                advance(
+                    &mut record,
+                    if after.is_empty() {
+                        Phase::Done
+                    } else {
+                        Phase::After
+                    },
+                );
+                let h0 = Instant::now();
+                session.history.save(&record)?;
+                history_nanos += h0.elapsed().as_nanos();
+                data = Some(summary);
+            }
+            Phase::After => {
+                statements += session.run_statements(
+                    step,
+                    "after",
+                    after,
+                    &mut record,
+                    |r| advance(r, Phase::Done),
+                    &mut history_nanos,
+                )?;
+            }
+            Phase::Done => break,
+            Phase::Down => {
+                return Err(SetError::Refused(format!(
+                    "{} is recorded mid-down; run `rowshift down` again to finish it",
+                    step.label()
+                )));
+            }
+        }
+    }
+    Ok(StepOutcome {
+        step: step.number,
+        name: step.name.clone(),
+        kind: step.kind().into(),
+        direction: "up",
+        resumed,
+        statements,
+        record,
+        seconds: t0.elapsed().as_secs_f64(),
+        history_seconds: history_nanos as f64 / 1e9,
+        data,
+    })
+}
+
+/// Moves a record to `phase`; at `Done` the step is applied.
+fn advance(r: &mut Record, phase: Phase) {
+    r.phase = phase;
+    r.statements_done = 0;
+    if phase == Phase::Done {
+        r.state = State::Applied;
+        r.ended_at = Some(now());
+        r.error = None;
+    }
+}
+
+/// Reverts the applied steps after `opts.to`, last first, by each step's down SQL.
+/// Everything is checked before anything changes: every step to revert has a down
+/// section, none changed, and (without `force`) no data step's table holds rows the set
+/// did not write.
+pub fn down(
+    set: &MigrationSet,
+    opts: &MigrateOptions,
+    observer: &dyn SetObserver,
+) -> Result<DownReport, SetError> {
+    let t0 = Instant::now();
+    let to = opts.to.unwrap_or(0);
+    let session = Session::open(set, opts, observer)?;
+    let out = down_in(&session, opts, to, t0);
+    session.history.close();
+    drop(session.lock);
+    out
+}
+
+fn down_in(
+    session: &Session<'_>,
+    opts: &MigrateOptions,
+    to: u64,
+    t0: Instant,
+) -> Result<DownReport, SetError> {
+    let set = session.set;
+    let mut records = session.records()?;
+    let found = session.check_changes(&records, opts.allow_changed, "down")?;
+    let targets: Vec<Record> = records
+        .values()
+        .rev()
+        .filter(|r| r.step > to && r.state != State::Reverted)
+        .cloned()
+        .collect();
+    let mut refusals = Vec::new();
+    for r in &targets {
+        let Some(step) = set.step(r.step) else {
+            refusals.push(format!(
+                "step {} ({}) has no file in the set, so it has no down section",
+                r.step, r.name
+            ));
+            continue;
+        };
+        if matches!(r.state, State::Running | State::Failed) {
+            refusals.push(format!(
+                "{} is not wholly applied (it is {} in its {} section); run `rowshift up` to finish it first",
+                step.label(),
+                r.state.as_str(),
+                r.phase.as_str()
+            ));
+        }
+        if step.down_statements().is_none() {
+            let file = format!("{:03}_{}.sql", step.number, step.name);
+            refusals.push(format!(
+                "{} has no down section, so it cannot be reverted: add `-- rowshift:down` with the statements that undo it to {}",
+                step.label(),
+                step.sql
+                    .as_ref()
+                    .map_or(file, |s| s.path.display().to_string())
+            ));
+        }
+    }
+    if !opts.force {
+        refusals.extend(foreign_rows(session, &records, &targets)?);
+    }
+    if !refusals.is_empty() {
+        return Err(SetError::Refused(format!(
+            "down changed nothing: {}",
+            refusals.join(";\n")
+        )));
+    }
+    session.accept(&mut records, &found)?;
+    let mut report = DownReport {
+        set: set.name.clone(),
+        target: set.shown.clone(),
+        steps: Vec::new(),
+        at: to,
+        seconds: 0.0,
+    };
+    for r in targets {
+        let step = set.step(r.step).expect("checked above");
+        let t1 = Instant::now();
+        let mut history_nanos = 0u128;
+        let resumed = r.state == State::Reverting;
+        session.observer.on_set_event(&SetEvent::StepStarted {
+            step: step.number,
+            name: step.name.clone(),
+            direction: "down",
+            resumed,
+        });
+        let mut record = r.clone();
+        if !resumed {
+            record.state = State::Reverting;
+            record.phase = Phase::Down;
+            record.statements_done = 0;
+        }
+        record.error = None;
+        let h0 = Instant::now();
+        session.history.save(&record)?;
+        history_nanos += h0.elapsed().as_nanos();
+        let stmts = step.down_statements().unwrap_or(&[]);
+        let statements = session.run_statements(
+            step,
+            "down",
+            stmts,
+            &mut record,
+            |r| {
+                r.state = State::Reverted;
+                r.phase = Phase::Done;
+                r.statements_done = 0;
+                r.ended_at = Some(now());
+            },
+            &mut history_nanos,
+        )?;
+        session.discard_checkpoint(step)?;
+        let outcome = StepOutcome {
+            step: step.number,
+            name: step.name.clone(),
+            kind: step.kind().into(),
+            direction: "down",
+            resumed,
+            statements,
+            record,
+            seconds: t1.elapsed().as_secs_f64(),
+            history_seconds: history_nanos as f64 / 1e9,
+            data: None,
+        };
+        session
+            .observer
+            .on_set_event(&SetEvent::StepDone(Box::new(outcome.clone())));
+        report.steps.push(outcome);
+        crash_point(step.number, "done");
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The data steps about to be reverted whose tables hold more rows than the set's
+/// applied data steps wrote into them.
+fn foreign_rows(
+    session: &Session<'_>,
+    records: &BTreeMap<u64, Record>,
+    targets: &[Record],
+) -> Result<Vec<String>, SetError> {
+    let set = session.set;
+    // Rows the set's applied data steps wrote, by table.
+    let mut written: BTreeMap<String, (u64, Vec<u64>)> = BTreeMap::new();
+    for r in records.values().filter(|r| r.state.is_applied()) {
+        if let Some(table) = set
+            .step(r.step)
+            .and_then(|s| s.pipeline.as_ref())
+            .and_then(|p| p.target.table.as_ref())
+        {
+            let e = written.entry(table.value.clone()).or_default();
+            e.0 += r.rows_written;
+            e.1.push(r.step);
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    for r in targets {
+        let Some(table) = set
+            .step(r.step)
+            .and_then(|s| s.pipeline.as_ref())
+            .and_then(|p| p.target.table.as_ref())
+        else {
+            continue;
+        };
+        if seen.contains(&table.value) {
+            continue;
+        }
+        seen.push(table.value.clone());
+        let (wrote, steps) = written.get(&table.value).cloned().unwrap_or_default();
+        if let Some(now) = session.history.count_rows(&table.value)?
+            && now > wrote
+        {
+            let steps: Vec<String> = steps.iter().map(u64::to_string).collect();
+            out.push(format!(
+                "step {} ({}): table {} holds {now} rows, but this set wrote {wrote} (step {}); reverting could drop {} rows it did not write. Pass --force to revert anyway",
+                r.step,
+                r.name,
+                table.value,
+                steps.join(", "),
+                now - wrote
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Records the steps up to `opts.to` as applied without running them: for a database
+/// already at that step. Refused when the set already has a history in the target.
+pub fn baseline(
+    set: &MigrationSet,
+    opts: &MigrateOptions,
+    observer: &dyn SetObserver,
+) -> Result<BaselineReport, SetError> {
+    let Some(to) = opts.to else {
+        return Err(SetError::Refused(
+            "baseline needs --to N, the step the database is at".into(),
+        ));
+    };
+    let session = Session::open(set, opts, observer)?;
+    let out = (|| {
+        let records = session.records()?;
+        let live: Vec<String> = records
+            .values()
+            .filter(|r| r.state != State::Reverted)
+            .map(|r| format!("{} ({})", r.step, r.name))
+            .collect();
+        if !live.is_empty() {
+            return Err(SetError::Refused(format!(
+                "set {} already has a history in {}: steps {}; baseline is for a database the set has never run on",
+                set.name,
+                session.history.shown(),
+                live.join(", ")
+            )));
+        }
+        let steps: Vec<&Step> = set.steps.iter().filter(|s| s.number <= to).collect();
+        if steps.is_empty() {
+            return Err(SetError::Refused(format!(
+                "the set has no step numbered {to} or lower"
+            )));
+        }
+        let chains = chains(set);
+        let mut done = Vec::new();
+        for step in steps {
+            let mut r = session.fresh_record(step, &chains[&step.number]);
+            r.state = State::Baseline;
+            r.phase = Phase::Done;
+            r.ended_at = Some(r.started_at.clone());
+            session.history.save(&r)?;
+            done.push(step.number);
+        }
+        Ok(BaselineReport {
+            set: set.name.clone(),
+            target: set.shown.clone(),
+            steps: done,
+        })
+    })();
+    session.history.close();
+    drop(session.lock);
+    out
+}

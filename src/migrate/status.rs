@@ -1,0 +1,134 @@
+//! `status DIR`: each step of a set with where the history says it stands. Reads only:
+//! no lock, and a target without a history shows every step pending.
+
+use serde::Serialize;
+
+use super::SetError;
+use super::apply::changes;
+use super::history::{History, Record, State};
+use super::set::MigrationSet;
+use crate::config::Location;
+use crate::runtime::IoRuntime;
+
+/// One step's line in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepStatus {
+    /// The step's number.
+    pub step: u64,
+    /// Its name (the history's, for a step whose file is gone).
+    pub name: String,
+    /// `sql`, `data` or `sql+data`.
+    pub kind: String,
+    /// `applied`, `baseline`, `pending`, `changed`, `failed`, `running` (or interrupted),
+    /// `reverting`, or `missing` (in the history, not in the set).
+    pub status: String,
+    /// What changed, for a changed step; where it stopped, for one not finished.
+    pub note: Option<String>,
+    /// The history's row, when there is one.
+    pub record: Option<Record>,
+}
+
+/// What `status DIR` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// The set's name.
+    pub set: String,
+    /// The target, redacted.
+    pub target: String,
+    /// Every step of the set and of the history, in order.
+    pub steps: Vec<StepStatus>,
+}
+
+impl StatusReport {
+    /// The number of the last applied step, if any.
+    pub fn at(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .filter(|s| s.status == "applied" || s.status == "baseline")
+            .map(|s| s.step)
+            .max()
+    }
+}
+
+/// Reads the set's history in its target.
+pub fn status(set: &MigrationSet) -> Result<StatusReport, SetError> {
+    let records = match &set.target {
+        // Opening a missing SQLite file would create it.
+        Location::Sqlite { path } if !path.exists() => Vec::new(),
+        _ => {
+            let io = IoRuntime::new()?;
+            let history = History::open(&set.target, &set.name, &io)?;
+            let out = match history.exists()? {
+                true => history.load(),
+                false => Ok(Vec::new()),
+            };
+            history.close();
+            out?
+        }
+    };
+    let changed = changes(set, &records);
+    let mut steps = Vec::new();
+    let mut numbers: Vec<u64> = set.steps.iter().map(|s| s.number).collect();
+    numbers.extend(records.iter().map(|r| r.step));
+    numbers.sort_unstable();
+    numbers.dedup();
+    for n in numbers {
+        let step = set.step(n);
+        let record = records.iter().find(|r| r.step == n).cloned();
+        let change = changed
+            .iter()
+            .find(|(c, _)| *c == n)
+            .map(|(_, m)| m.clone());
+        let live = record.as_ref().filter(|r| r.state != State::Reverted);
+        let (status, note) = match (step, live) {
+            (None, Some(_)) => ("missing", change),
+            (None, None) => continue,
+            (Some(_), _) if change.is_some() && live.is_some() => ("changed", change),
+            (Some(_), None) => ("pending", change),
+            (Some(_), Some(r)) => match r.state {
+                State::Applied => ("applied", r.allowed_change.clone()),
+                State::Baseline => ("baseline", None),
+                State::Failed => ("failed", r.error.clone()),
+                State::Running => (
+                    "running",
+                    Some(format!(
+                        "started {} by {}@{} pid {}; stopped in its {} section after {} recorded statements, unless that process still runs: the next up continues from there",
+                        r.started_at,
+                        r.run_by,
+                        r.host,
+                        r.pid,
+                        r.phase.as_str(),
+                        r.statements_done
+                    )),
+                ),
+                State::Reverting => (
+                    "reverting",
+                    Some(format!(
+                        "down stopped after {} recorded statements of its down section; the next down continues from there",
+                        r.statements_done
+                    )),
+                ),
+                State::Reverted => ("pending", None),
+            },
+        };
+        steps.push(StepStatus {
+            step: n,
+            name: step.map_or_else(
+                || record.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+                |s| s.name.clone(),
+            ),
+            kind: step.map_or_else(
+                || record.as_ref().map(|r| r.kind.clone()).unwrap_or_default(),
+                |s| s.kind().to_string(),
+            ),
+            status: status.into(),
+            note,
+            record,
+        });
+    }
+    Ok(StatusReport {
+        set: set.name.clone(),
+        target: set.shown.clone(),
+        steps,
+    })
+}
