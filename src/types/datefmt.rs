@@ -69,6 +69,25 @@ fn parse(text: &str, format: &str, items: &[Item<'_>]) -> Result<Parsed, String>
                 }
             },
         )?;
+        if let Item::Fixed(
+            Fixed::Nanosecond
+            | Fixed::Nanosecond3
+            | Fixed::Nanosecond6
+            | Fixed::Nanosecond9
+            | Fixed::Internal(_),
+        ) = item
+        {
+            // chrono reads any number of fraction digits and keeps nine: a tenth digit
+            // other than 0 would be cut without a word.
+            let read = &before[..before.len() - rest.len()];
+            let digits: String = read.chars().filter(char::is_ascii_digit).collect();
+            if digits.len() > 9 && digits[9..].bytes().any(|b| b != b'0') {
+                return Err(format!(
+                    "does not match format `{format}`: its fraction `{read}` has {} digits, and a timestamp keeps 9 (nanoseconds); the rest would be cut",
+                    digits.len()
+                ));
+            }
+        }
         if let Item::Numeric(Numeric::Year | Numeric::IsoYear, _) = item {
             let read = before[..before.len() - rest.len()].trim_start();
             let digits = read.trim_start_matches(['+', '-']);
@@ -132,6 +151,11 @@ fn instant(
     if nanos {
         t.timestamp_nanos_opt()
             .ok_or_else(|| "is out of range for a nanosecond timestamp".to_string())
+    } else if t.timestamp_subsec_nanos() % 1_000 != 0 {
+        // A timestamp column keeps microseconds: finer digits would be cut.
+        Err(format!(
+            "is read by format `{format}` with a fraction finer than the microseconds a timestamp keeps, which it would cut"
+        ))
     } else {
         Ok(t.timestamp_micros())
     }
@@ -433,5 +457,50 @@ impl ScalarUDFImpl for StrictDateFunction {
             )?));
         }
         Ok(ColumnarValue::Array(array))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray, StringArray};
+    use arrow::datatypes::TimestampMicrosecondType;
+
+    use super::*;
+
+    #[test]
+    fn a_timestamp_column_s_format_refuses_a_fraction_it_would_cut() {
+        let texts: ArrayRef = Arc::new(StringArray::from(vec![
+            "2010-07-06 10:30:15.123456",
+            "2010-07-06 10:30:15.1234560",
+            "2010-07-06 10:30:15.1234567",
+            "2010-07-06 10:30:15.1234567891",
+        ]));
+        let ty = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
+        let (out, failures) = parse_column(&texts, "%Y-%m-%d %H:%M:%S%.f", &ty).unwrap();
+        let out = out.as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(out.value(0), 1_278_412_215_123_456);
+        assert_eq!(
+            out.value(1),
+            1_278_412_215_123_456,
+            "trailing zeros lose nothing"
+        );
+        assert!(out.is_null(2) && out.is_null(3));
+        let reasons: Vec<(usize, &str)> = failures
+            .iter()
+            .map(|f| (f.row, f.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    2,
+                    "is read by format `%Y-%m-%d %H:%M:%S%.f` with a fraction finer than the microseconds a timestamp keeps, which it would cut"
+                ),
+                (
+                    3,
+                    "does not match format `%Y-%m-%d %H:%M:%S%.f`: its fraction `.1234567891` has 10 digits, and a timestamp keeps 9 (nanoseconds); the rest would be cut"
+                ),
+            ]
+        );
     }
 }
