@@ -24,29 +24,20 @@ pub(super) fn repeated_key(source: &dyn crate::source::Source, chunk: &Chunk, e:
     }
 }
 
-/// The key values a file source's chunk has read so far, each with the line (or row)
-/// it was first read at, to fail the chunk at a value it holds twice: its read-back
-/// could not tell the two rows apart from one row written twice. An integer key is
-/// kept as it is, any other as its text. `None` for a source whose key is unique by
-/// nature (a database's, or a file's position).
-pub(super) enum KeyPlaces {
-    Int(std::collections::HashMap<i64, i64>),
-    Text(std::collections::HashMap<String, i64>),
-}
+/// The key values a file source's chunk has read so far, as 128-bit hashes of the key's
+/// columns, each with the line (or row) it was first read at, to fail the chunk at a
+/// value it holds twice: its read-back could not tell the two rows apart from one row
+/// written twice. Hashing the key's arrays is vectorised and allocates nothing per row,
+/// so a chunk of a million rows pays milliseconds; two values share a hash about once in
+/// 2^64 pairs, which would fail the chunk naming both rows, never pass it wrongly.
+pub(super) struct KeyPlaces(std::collections::HashMap<u128, i64, foldhash::fast::FixedState>);
 
+/// The [`KeyPlaces`] of a chunk of `source`, or `None` for a source whose key is unique
+/// by nature (a database's, or a file's position).
 pub(super) fn key_places(source: &dyn crate::source::Source) -> Option<KeyPlaces> {
     let key = source.key();
-    let integer = match (key, source.schema().field_with_name(&key[0]).ok()) {
-        ([_], Some(f)) => f.data_type().is_integer(),
-        _ => false,
-    };
-    (!source.names_rows_by_key() && !key.is_empty() && key != source.position()).then(|| {
-        if integer {
-            KeyPlaces::Int(Default::default())
-        } else {
-            KeyPlaces::Text(Default::default())
-        }
-    })
+    (!source.names_rows_by_key() && !key.is_empty() && key != source.position())
+        .then(|| KeyPlaces(Default::default()))
 }
 
 /// Fails when a row of `batch` repeats a key value `seen` holds (see [`key_places`]),
@@ -58,6 +49,7 @@ pub(super) fn check_repeats(
     seen: &mut KeyPlaces,
 ) -> Result<()> {
     use arrow::array::{Array, AsArray};
+    use datafusion_common::hash_utils::{RandomState, create_hashes};
     let key = source.key();
     let [_, at] = source.position() else {
         return Ok(());
@@ -68,36 +60,27 @@ pub(super) fn check_repeats(
     let at = arrow::compute::cast(at, &arrow::datatypes::DataType::Int64)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let at = at.as_primitive::<arrow::datatypes::Int64Type>();
-    let ints = match seen {
-        KeyPlaces::Int(_) => {
-            let column = batch
-                .column_by_name(&key[0])
-                .ok_or_else(|| Error::Internal(format!("no key column `{}`", key[0])))?;
-            Some(
-                arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-            )
+    let columns = key
+        .iter()
+        .map(|k| {
+            batch
+                .column_by_name(k)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("no key column `{k}`")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rows = batch.num_rows();
+    let (mut a, mut b) = (vec![0u64; rows], vec![0u64; rows]);
+    create_hashes(&columns, &RandomState::with_seed(0x6b65_7973_0001), &mut a)
+        .and_then(|_| create_hashes(&columns, &RandomState::with_seed(0x6b65_7973_0002), &mut b))
+        .map_err(|e| Error::Internal(format!("hashing the key: {e}")))?;
+    for row in 0..rows {
+        // A row with a NULL key part falls in no key; the read-back names it.
+        if columns.iter().any(|c| c.is_null(row)) {
+            continue;
         }
-        KeyPlaces::Text(_) => None,
-    };
-    for row in 0..batch.num_rows() {
-        let first = match (&mut *seen, &ints) {
-            (KeyPlaces::Int(m), Some(ints)) => {
-                if ints.is_null(row) {
-                    continue;
-                }
-                let v = ints
-                    .as_primitive::<arrow::datatypes::Int64Type>()
-                    .value(row);
-                m.insert(v, at.value(row))
-            }
-            (KeyPlaces::Text(m), _) => match crate::chunk::key::row_key(batch, key, row) {
-                Some(k) => m.insert(k, at.value(row)),
-                None => continue,
-            },
-            (KeyPlaces::Int(_), None) => continue,
-        };
-        if let Some(first) = first {
+        let hash = (u128::from(a[row]) << 64) | u128::from(b[row]);
+        if let Some(first) = seen.0.insert(hash, at.value(row)) {
             let here = crate::source::place(source, batch, row)
                 .unwrap_or_else(|| source.locate(chunk, row as u64));
             // The first place is in the same file, at another line or row.
