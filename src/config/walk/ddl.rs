@@ -83,6 +83,13 @@ impl Walker<'_> {
             }
             return out;
         }
+        let keys = columns.iter().filter(|c| c.primary_key).count();
+        for c in columns.iter().filter(|c| c.identity && keys > 1) {
+            self.error(
+                c.name.span.clone(),
+                format!("`identity` column `{}` must be the whole primary key; this one has {keys} columns", c.name.value),
+            );
+        }
         let mut taken: Vec<(String, Option<Range<usize>>)> = Vec::new();
         for e in self.entries(s, "indexes") {
             self.check_keys(&e, &["columns", "unique", "name"]);
