@@ -270,6 +270,49 @@ fn a_kill_before_the_post_load_ddl_then_a_rerun_ends_with_the_indexes<T: Catalog
     assert_eq!(declared_ddl(&dst), expected());
 }
 
+/// A row whose foreign-key value the referenced table lacks is named with its key, exit
+/// 1, and the key is not added; once the referenced row exists, the same command adds it.
+fn a_row_without_its_referenced_row_is_named_and_the_key_added_once_it_exists<T: Catalog>() {
+    let ws = Workspace::new();
+    let dst = T::create("ddl_fk");
+    let p = setup(
+        &ws,
+        &dst,
+        "(1, 'a@x', 30, 1), (4, 'b@x', 41, 7), (6, 'c@x', 2, NULL)",
+    );
+    let out = ws.rowshift(&["run", &p]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    if std::any::type_name::<T>().contains("Sqlite") {
+        // SQLite's key is part of CREATE TABLE and enforced as rows are written (sqlx
+        // turns foreign keys on): the row is refused at the load and quarantined.
+        assert!(
+            out.stdout
+                .contains("rejected 1 × the target refused the row: FOREIGN KEY constraint failed"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(dst.count("users"), 2);
+        assert_eq!(dst.count("users_rejects"), 1);
+        assert_eq!(declared_ddl(&dst), expected());
+        return;
+    }
+    assert!(
+        out.stdout.contains(
+            "not built foreign key `users_team_fkey` cannot be added to users: teams(id) has no row for team '7' (id=4)\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(dst.count("users"), 3);
+    let (indexes, constraints) = declared_ddl(&dst);
+    assert_eq!(indexes, expected().0);
+    assert_eq!(constraints, vec!["users_age_check CHECK".to_string()]);
+    dst.exec(&format!("INSERT INTO {}.teams VALUES (7)", dst.q()));
+    let again = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(declared_ddl(&dst), expected());
+}
+
 scenarios!(
     postgres: crate::common::PgSchema,
     mysql: crate::common::MyDb,
@@ -278,5 +321,6 @@ scenarios!(
         declared_indexes_constraints_defaults_and_identity_exist_after_the_run,
         a_duplicate_in_a_unique_column_is_reported_with_its_keys_and_a_rerun_builds_it,
         a_kill_before_the_post_load_ddl_then_a_rerun_ends_with_the_indexes,
+        a_row_without_its_referenced_row_is_named_and_the_key_added_once_it_exists,
     ]
 );
