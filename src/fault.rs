@@ -93,7 +93,9 @@ pub fn crash_point(chunk: usize, point: &str) {
 }
 
 /// Aborts the process when `ROWSHIFT_FAULT=crash=POINT` names this point of the run
-/// itself (no chunk): for tests of a run that dies after its chunks, as at `post-load`.
+/// itself (no chunk): for tests of a run that dies after its chunks, at `post-load`
+/// (before the post-load DDL) or `post-load:NAME` (just after the index or constraint
+/// NAME was built).
 pub fn crash_run(point: &str) {
     if let Some(fault) = Fault::from_env()
         && fault.chunk.is_none()

@@ -175,6 +175,7 @@ impl<D: TableDdl> PostLoad<'_, D> {
                 list(self.d, &ix.columns)
             );
             self.exec(conn, sql).await?;
+            crate::fault::crash_run(&format!("post-load:{}", ix.name));
         }
         for c in &self.declared.constraints {
             if !self.d.alters_constraints() {
@@ -190,6 +191,7 @@ impl<D: TableDdl> PostLoad<'_, D> {
             }
             let add = format!("CHECK ({})", c.check);
             self.add_constraint(conn, &c.name, state, add).await?;
+            crate::fault::crash_run(&format!("post-load:{}", c.name));
         }
         for fk in &self.declared.foreign_keys {
             let state = if self.d.alters_constraints() {

@@ -270,6 +270,25 @@ fn a_kill_before_the_post_load_ddl_then_a_rerun_ends_with_the_indexes<T: Catalog
     assert_eq!(declared_ddl(&dst), expected());
 }
 
+/// A run killed in the middle of its post-load DDL, just after the unique index was
+/// built, has the next run build the rest, skipping what is there.
+fn a_kill_during_the_post_load_ddl_then_a_rerun_builds_the_rest<T: Catalog>() {
+    let ws = Workspace::new();
+    let dst = T::create("ddl_mid");
+    let p = setup(&ws, &dst, CLEAN);
+    let out = ws.rowshift_env(
+        &["run", &p, "--quiet"],
+        &[("ROWSHIFT_FAULT", "crash=post-load:users_email")],
+    );
+    assert_ne!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let (indexes, _) = declared_ddl(&dst);
+    assert_eq!(indexes, vec!["users_email unique".to_string()]);
+    let again = ws.rowshift(&["run", &p, "--quiet"]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(dst.count("users"), 4);
+    assert_eq!(declared_ddl(&dst), expected());
+}
+
 /// A row whose foreign-key value the referenced table lacks is named with its key, exit
 /// 1, and the key is not added; once the referenced row exists, the same command adds it.
 fn a_row_without_its_referenced_row_is_named_and_the_key_added_once_it_exists<T: Catalog>() {
@@ -321,6 +340,7 @@ scenarios!(
         declared_indexes_constraints_defaults_and_identity_exist_after_the_run,
         a_duplicate_in_a_unique_column_is_reported_with_its_keys_and_a_rerun_builds_it,
         a_kill_before_the_post_load_ddl_then_a_rerun_ends_with_the_indexes,
+        a_kill_during_the_post_load_ddl_then_a_rerun_builds_the_rest,
         a_row_without_its_referenced_row_is_named_and_the_key_added_once_it_exists,
     ]
 );
