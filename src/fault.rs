@@ -92,6 +92,19 @@ pub fn crash_point(chunk: usize, point: &str) {
     }
 }
 
+/// Aborts the process when `ROWSHIFT_FAULT=crash=POINT` names this point of the run
+/// itself (no chunk): for tests of a run that dies after its chunks, at `post-load`
+/// (before the post-load DDL) or `post-load:NAME` (just after the index or constraint
+/// NAME was built).
+pub fn crash_run(point: &str) {
+    if let Some(fault) = Fault::from_env()
+        && fault.chunk.is_none()
+        && fault.crash.as_deref() == Some(point)
+    {
+        std::process::abort();
+    }
+}
+
 /// The statement a test has run on the target when `chunk` reaches `point`:
 /// `ROWSHIFT_FAULT_SQL=CHUNK:POINT:SQL`, standing in for another writer that changes a
 /// committed row before its read-back.

@@ -1023,3 +1023,6 @@ mod package;
 
 #[path = "suite/migrate.rs"]
 mod migrate;
+
+#[path = "suite/ddl.rs"]
+mod ddl;

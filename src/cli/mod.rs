@@ -573,6 +573,7 @@ fn print_summary(s: &Summary, target: String) {
         (true, _, _) => "INTERRUPTED",
         (_, false, _) => "FAILED",
         _ if s.state.chunks_done < s.state.chunks_total => "not done",
+        _ if !s.post_load.is_empty() => "loaded, but its declared indexes or constraints failed",
         (_, true, 0) => "done",
         _ => "done with rejected rows",
     };
@@ -631,12 +632,20 @@ fn print_summary(s: &Summary, target: String) {
     for f in &s.failures {
         println!("  failed  {}: {}", f.range, f.line());
     }
+    for p in &s.post_load {
+        println!("  not built {p}");
+    }
+    if !s.post_load.is_empty() {
+        println!(
+            "  the rows stay loaded; fix them (or the declaration) and run the same command again to build the rest"
+        );
+    }
     if s.chunks_pending > 0 || !s.failures.is_empty() {
         println!(
             "  run the same command again to resume, or `rowshift retry` for the failed chunks"
         );
     }
-    if !s.failures.is_empty() {
+    if !s.failures.is_empty() || !s.post_load.is_empty() {
         println!("{EXIT_CODES}");
     }
 }

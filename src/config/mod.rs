@@ -319,6 +319,51 @@ pub struct TargetConfig {
     pub write_mode: WriteMode,
     /// Connection settings, for database servers.
     pub db: DbOptions,
+    /// Secondary and unique indexes (`[[target.indexes]]`), built after the load.
+    pub indexes: Vec<IndexDecl>,
+    /// Foreign keys (`[[target.foreign_keys]]`), added after the load.
+    pub foreign_keys: Vec<ForeignKeyDecl>,
+    /// Table check constraints (`[[target.constraints]]`), added after the load.
+    pub constraints: Vec<ConstraintDecl>,
+}
+
+/// One `[[target.indexes]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDecl {
+    /// The index's name: as declared, or `<table>_<columns>_key` (unique) /
+    /// `<table>_<columns>_idx`.
+    pub name: String,
+    /// Its columns, in order.
+    pub columns: Vec<String>,
+    /// Whether two rows may not share its (non-NULL) values.
+    pub unique: bool,
+}
+
+/// One `[[target.foreign_keys]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeyDecl {
+    /// The constraint's name: as declared, or `<table>_<columns>_fkey`.
+    pub name: String,
+    /// The referencing columns of the target table.
+    pub columns: Vec<String>,
+    /// The referenced table (in the target's schema or database).
+    pub table: String,
+    /// The referenced columns, one per referencing column.
+    pub references: Vec<String>,
+    /// `on_delete`, in SQL words (`CASCADE`, `SET NULL`, ...).
+    pub on_delete: Option<&'static str>,
+    /// `on_update`, in SQL words.
+    pub on_update: Option<&'static str>,
+}
+
+/// One `[[target.constraints]]` entry: a SQL `CHECK` the target itself enforces, unlike
+/// a `[[checks]]` rule, which rowshift applies to each row it moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConstraintDecl {
+    /// The constraint's name: as declared, or `<table>_check<N>`.
+    pub name: String,
+    /// The SQL boolean expression over the table's columns, written into the DDL as is.
+    pub check: String,
 }
 
 impl TargetConfig {
@@ -363,6 +408,12 @@ pub struct TargetColumn {
     /// values are written in (`"%d/%m/%Y"`). Each text must match it whole, with a
     /// four-digit year, or its row fails.
     pub format: Option<Spanned<String>>,
+    /// `default`: the column's DEFAULT in the table rowshift creates, a SQL expression
+    /// (a TOML number or boolean is its literal).
+    pub default: Option<Spanned<String>>,
+    /// `identity`: an integer primary key the target numbers itself (PostgreSQL identity,
+    /// MySQL `AUTO_INCREMENT`, SQLite's rowid), set past the largest value loaded.
+    pub identity: bool,
 }
 
 /// `[target.parquet]`.

@@ -231,3 +231,125 @@ fn a_database_pool_holds_a_connection_for_every_chunk_in_flight() {
         "{e}"
     );
 }
+
+const DDL: &str = r#"name = "users"
+[source]
+url = "sqlite://src.db"
+table = "users"
+key = "id"
+[target]
+url = "sqlite://dst.db"
+table = "users"
+[target.columns]
+id = { type = "bigint", expr = "id", primary_key = true, identity = true }
+email = { type = "text", expr = "email" }
+team = { type = "integer", expr = "team", default = 1 }
+status = { type = "text", expr = "'x'", default = "'new'" }
+[[target.indexes]]
+columns = ["email"]
+unique = true
+[[target.indexes]]
+columns = ["team", "email"]
+name = "by_team"
+[[target.foreign_keys]]
+columns = ["team"]
+references = "teams (id)"
+on_delete = "set null"
+[[target.constraints]]
+check = "length(email) > 3"
+"#;
+
+#[test]
+fn parses_the_table_declarations_with_their_default_names() {
+    let p = parse(DDL).unwrap();
+    let t = &p.target;
+    assert!(t.columns[0].identity);
+    assert_eq!(t.columns[2].default.as_ref().unwrap().value, "1");
+    assert_eq!(t.columns[3].default.as_ref().unwrap().value, "'new'");
+    assert_eq!(
+        t.indexes,
+        vec![
+            IndexDecl {
+                name: "users_email_key".into(),
+                columns: vec!["email".into()],
+                unique: true
+            },
+            IndexDecl {
+                name: "by_team".into(),
+                columns: vec!["team".into(), "email".into()],
+                unique: false
+            },
+        ]
+    );
+    assert_eq!(
+        t.foreign_keys,
+        vec![ForeignKeyDecl {
+            name: "users_team_fkey".into(),
+            columns: vec!["team".into()],
+            table: "teams".into(),
+            references: vec!["id".into()],
+            on_delete: Some("SET NULL"),
+            on_update: None,
+        }]
+    );
+    assert_eq!(
+        t.constraints,
+        vec![ConstraintDecl {
+            name: "users_check1".into(),
+            check: "length(email) > 3".into()
+        }]
+    );
+    // None of them decides which rows are written: the fingerprint ignores them.
+    let bare = DDL
+        .split("[[target.indexes]]")
+        .next()
+        .unwrap()
+        .replace(", identity = true", "");
+    assert_eq!(parse(&bare).unwrap().fingerprint(), p.fingerprint());
+}
+
+#[test]
+fn mistakes_in_the_table_declarations_are_reported_at_their_place() {
+    let bad = DDL
+        .replace("identity = true", "identity = \"yes\"")
+        .replace(
+            "email = { type = \"text\", expr = \"email\" }",
+            "email = { type = \"text\", expr = \"email\", identity = true }",
+        )
+        .replace("[\"team\", \"email\"]", "[\"team\", \"mail\"]")
+        .replace("teams (id)", "teams")
+        .replace("set null", "nullify")
+        .replace("expr = \"team\",", "expr = \"team\", primary_key = true,")
+        .replace("> 3\"", "> 3\"\nname = \"users_email_key\"");
+    let text = errors(&bad);
+    for want in [
+        "/p/move.toml:10:69: `target.columns.id.identity` must be true or false, not string",
+        "/p/move.toml:11:42: `identity` applies to an integer primary key column (smallint, int or bigint with primary_key = true); `email` is not one",
+        "/p/move.toml:11:1: `identity` column `email` must be the whole primary key; this one has 2 columns",
+        "/p/move.toml:18:11: `target.indexes.1.columns` names column `mail`, which [target.columns] does not declare",
+        "/p/move.toml:26:8: the name `users_email_key` is declared twice (line 14); an index, foreign key or constraint needs a name of its own",
+        "/p/move.toml:22:14: `references` must be written \"table(column, ...)\", not \"teams\"",
+        "/p/move.toml:23:13: unknown on_delete `nullify`; expected \"no action\", \"restrict\", \"cascade\", \"set null\", \"set default\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_file_target_takes_no_table_declarations() {
+    let bad = DDL.replace(
+        "url = \"sqlite://dst.db\"",
+        "url = \"out/users\"\nformat = \"csv\"",
+    );
+    let text = errors(&bad);
+    assert!(
+        text.contains("/p/move.toml:15:10: `target.indexes` works for database targets only; a file has no indexes"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "column `id` declares `default` or `identity`, which only a database target holds"
+        ),
+        "{text}"
+    );
+}

@@ -119,6 +119,8 @@ impl Pipeline {
     }
 }
 
+mod ddl;
+
 /// A table of the document being walked, with its dotted path for messages.
 struct Section<'t> {
     table: &'t dyn TableLike,
@@ -653,6 +655,9 @@ impl<'a> Walker<'a> {
                 "pool_size",
                 "statement_timeout_ms",
                 "lock_timeout_ms",
+                "indexes",
+                "foreign_keys",
+                "constraints",
             ],
         );
         let format = self.format(s);
@@ -694,6 +699,8 @@ impl<'a> Walker<'a> {
         let (url, mut location) = url?;
         self.set_schema(s, &mut location, schema);
         self.same_names(&location, &columns);
+        let table_name = table.as_ref().map_or("", |t| t.value.as_str());
+        let decls = self.declarations(s, table_name, &location, &columns);
         if let Some(v) = &write_mode_item {
             if write_mode != WriteMode::Insert
                 && !matches!(location, Location::Postgres { .. } | Location::Mysql { .. })
@@ -732,6 +739,9 @@ impl<'a> Walker<'a> {
             parquet,
             write_mode,
             db,
+            indexes: decls.indexes,
+            foreign_keys: decls.foreign_keys,
+            constraints: decls.constraints,
         })
     }
 
@@ -813,6 +823,8 @@ impl<'a> Walker<'a> {
                     "nullable",
                     "timezone",
                     "format",
+                    "default",
+                    "identity",
                 ],
             );
             let ty =
@@ -859,6 +871,29 @@ impl<'a> Walker<'a> {
             {
                 self.error(f.span.clone(), msg);
             }
+            let default = self.default(&c);
+            let identity = self.bool(&c, "identity", false);
+            if identity {
+                let span = c.key_span("identity");
+                let integer = ty.as_ref().is_none_or(|t| {
+                    matches!(
+                        t.value,
+                        ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt
+                    )
+                });
+                if !primary_key || !integer {
+                    self.error(
+                        span.clone(),
+                        format!("`identity` applies to an integer primary key column (smallint, int or bigint with primary_key = true); `{name}` is not one"),
+                    );
+                }
+                if default.is_some() {
+                    self.error(
+                        span,
+                        format!("column `{name}` has both `identity` and `default`; an identity column is numbered by the target"),
+                    );
+                }
+            }
             if let (Some(ty), Some(expr)) = (ty, expr) {
                 out.push(TargetColumn {
                     name: Spanned {
@@ -871,6 +906,8 @@ impl<'a> Walker<'a> {
                     nullable,
                     timezone,
                     format,
+                    default,
+                    identity,
                 });
             }
         }

@@ -585,10 +585,17 @@ impl<'a> Session<'a> {
         record.rows_filtered = counts.filtered;
         record.rows_rejected = counts.rejected;
         record.data_checksum = Some(summary.checksum.clone());
-        if summary.exit_code() == 2 {
+        // A declared index or constraint the rows did not allow fails the step, not just
+        // counts against it: an applied step is never run again, and the next up must
+        // retry what the data move left unbuilt.
+        if summary.exit_code() == 2 || !summary.post_load.is_empty() {
             let why = match summary.failures.first() {
                 Some(f) => format!("chunk {} failed: {}", f.chunk, redact(&f.line())),
                 None if summary.interrupted => "the data move was interrupted".into(),
+                None if !summary.post_load.is_empty() => format!(
+                    "the rows were loaded, but {}",
+                    redact(&summary.post_load.join("; "))
+                ),
                 None => format!("the data move ended with {}", summary.state),
             };
             record.state = State::Failed;

@@ -429,6 +429,15 @@ fn run_with(
         Some(c) => run_state(&c),
         None => (RunState::default(), 0),
     };
+    let interrupted = cancelled() && todo.len() > attempted;
+    // The declared indexes and constraints come once every chunk is done, whichever run
+    // did them: a rerun of a finished run builds what the last one could not.
+    let post_load = if failures.is_empty() && !interrupted && state.chunks_done == chunks.len() {
+        crate::fault::crash_run("post-load");
+        sink.post_load()?
+    } else {
+        Vec::new()
+    };
     let seconds = started.elapsed().as_secs_f64();
     let by_count = |mut v: Vec<RejectSummary>| {
         v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
@@ -461,8 +470,9 @@ fn run_with(
             0.0
         },
         peak_rss_bytes: peak_rss_bytes(),
-        interrupted: cancelled() && todo.len() > attempted,
+        interrupted,
         failures,
+        post_load,
     };
     Ok(summary)
 }

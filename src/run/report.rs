@@ -91,6 +91,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// Each failed chunk.
     pub failures: Vec<ChunkFailure>,
+    /// The declared indexes and constraints the loaded rows do not allow, each naming
+    /// the rows in the way; they are not built, and the next run tries them again.
+    pub post_load: Vec<String>,
 }
 
 /// Where the whole run stands, whichever process did its work.
@@ -145,7 +148,10 @@ impl Summary {
     pub fn exit_code(&self) -> i32 {
         if self.interrupted || self.failures.iter().any(|f| !f.data) {
             2
-        } else if !self.failures.is_empty() || self.rows.rejected > 0 || self.state.quarantined > 0
+        } else if !self.failures.is_empty()
+            || self.rows.rejected > 0
+            || self.state.quarantined > 0
+            || !self.post_load.is_empty()
         {
             1
         } else if self.state.chunks_done < self.state.chunks_total {

@@ -2,6 +2,7 @@
 //! keeps the quarantine of rejected rows next to the target.
 
 mod csv_part;
+pub mod ddl;
 mod files;
 pub mod quarantine;
 pub mod refuse;
@@ -68,6 +69,15 @@ pub trait Sink: Send + Sync {
     /// place when the run dies in between; other sinks never leave anything.
     fn settle(&self, _unfinished: &[(usize, Selection)]) -> Result<()> {
         Ok(())
+    }
+
+    /// Called when every chunk is done, by each run that finds them so (a rerun of a
+    /// finished run too): builds the declared indexes, check constraints and foreign keys
+    /// that are not there yet, after checking the rows they cover, and sets identity
+    /// counters past the largest value loaded. Returns what the data does not allow, each
+    /// naming its rows; that is left undone.
+    fn post_load(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 
     /// Called once after the last chunk: release connections, flush what needs it.

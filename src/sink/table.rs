@@ -189,6 +189,10 @@ pub struct DeclaredColumn {
     pub nullable: bool,
     /// Whether it is (part of) the primary key.
     pub primary_key: bool,
+    /// Its `default`, a SQL expression.
+    pub default: Option<String>,
+    /// Whether the target numbers it (`identity`).
+    pub identity: bool,
 }
 
 impl DeclaredColumn {
@@ -199,6 +203,8 @@ impl DeclaredColumn {
             ty,
             nullable,
             primary_key,
+            default: None,
+            identity: false,
         }
     }
 
@@ -209,6 +215,8 @@ impl DeclaredColumn {
             ty: c.ty.value,
             nullable: c.nullable,
             primary_key: c.primary_key,
+            default: c.default.as_ref().map(|d| d.value.clone()),
+            identity: c.identity,
         }
     }
 }

@@ -1027,3 +1027,42 @@ fn the_sample_set_moves_shopfront_to_v2_and_back() {
         before
     );
 }
+
+#[test]
+fn a_data_step_whose_declared_unique_index_its_rows_break_fails_and_up_builds_it_once_fixed() {
+    let f = Fixture::new("sqlite");
+    f.write(
+        "002_load_items.toml",
+        &format!(
+            "{}\n[[target.indexes]]\ncolumns = [\"label\"]\nunique = true\nname = \"items_label\"\n",
+            f.pipeline(
+                "t_items",
+                "items_src",
+                "items",
+                "label",
+                "upper(substr(label, 1, 1))"
+            )
+        ),
+    );
+    let out = f.rowshift(&["up", "set"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("the rows were loaded, but unique index `items_label` cannot be built on items: label 'P' is held by id=2 and id=4"),
+        "{text}"
+    );
+    let Db::Sqlite(db) = &f.db else {
+        unreachable!()
+    };
+    let index = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'items_label'";
+    assert!(sqlite_rows(db, index).is_empty());
+    assert_eq!(
+        sqlite_rows(db, "SELECT state FROM _rowshift_history WHERE step = 2"),
+        [["failed"]]
+    );
+    sqlite_exec(db, "UPDATE items SET label = 'Q' WHERE id = 4");
+    let out = f.rowshift(&["up", "set"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(sqlite_rows(db, index), [["items_label"]]);
+    assert_eq!(sqlite_rows(db, "SELECT count(*) FROM items"), [["6"]]);
+}

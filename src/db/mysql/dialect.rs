@@ -86,3 +86,33 @@ impl Pooled for MyClient {
         &self.shown
     }
 }
+
+/// MySQL's and MariaDB's declared table DDL: `AUTO_INCREMENT`, and constraints added
+/// with `ALTER TABLE` (each committed on its own; the catalog records it).
+impl crate::sink::ddl::TableDdl for MyDialect {
+    fn identity_words(&self) -> &'static str {
+        "AUTO_INCREMENT"
+    }
+
+    fn text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS CHAR)")
+    }
+
+    fn index_exists(&self, schema: &str, table: &str, name: &str) -> crate::sql::dialect::Stmt {
+        crate::sql::dialect::Stmt {
+            sql: "SELECT CAST(count(*) AS SIGNED) FROM information_schema.statistics WHERE table_schema = ? AND table_name = ? AND index_name = ?".into(),
+            binds: vec![schema.into(), table.into(), name.into()],
+        }
+    }
+
+    fn constraint_state(&self, schema: &str, table: &str, name: &str) -> crate::sql::dialect::Stmt {
+        crate::sql::dialect::Stmt {
+            sql: "SELECT CAST(2 AS SIGNED) FROM information_schema.table_constraints WHERE constraint_schema = ? AND table_name = ? AND constraint_name = ?".into(),
+            binds: vec![schema.into(), table.into(), name.into()],
+        }
+    }
+
+    fn restart_identity(&self, table: &str, _column: &str, next: i64) -> Option<String> {
+        Some(format!("ALTER TABLE {table} AUTO_INCREMENT = {next}"))
+    }
+}

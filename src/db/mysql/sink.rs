@@ -43,6 +43,7 @@ use crate::db::mysql::{
     write_timestamp, written,
 };
 use crate::runtime::IoRuntime;
+use crate::sink::ddl::{self, Declared, PostLoad};
 use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
@@ -89,6 +90,8 @@ pub struct MysqlSink {
     /// The written columns the table stores more coarsely than declared (see
     /// [`table::Coarse`]), found by `prepare` or the first commit without it.
     coarse: OnceLock<Vec<table::Coarse>>,
+    /// The indexes, constraints and foreign keys built after the load.
+    declared: Declared,
 }
 
 impl MysqlSink {
@@ -150,6 +153,7 @@ impl MysqlSink {
             created_on_resume: AtomicBool::new(false),
             digest: OnceLock::new(),
             coarse: OnceLock::new(),
+            declared: Declared::of(config),
         })
     }
 
@@ -183,14 +187,15 @@ impl MysqlSink {
             .columns
             .iter()
             .map(
-                |DeclaredColumn {
+                |c @ DeclaredColumn {
                      name, ty, nullable, ..
                  }| {
                     format!(
-                        "{} {}{}",
+                        "{} {}{}{}",
                         quote(name),
                         my_decl(*ty).expect("checked in open"),
-                        if *nullable { "" } else { " NOT NULL" }
+                        if *nullable { "" } else { " NOT NULL" },
+                        ddl::column_clauses(&MyDialect, c)
                     )
                 },
             )
@@ -851,6 +856,27 @@ impl Sink for MysqlSink {
             let _ = self.digest.set(self.digest_layout(kept.as_deref()));
             let _ = self.coarse.set(self.coarse_of(kept.as_deref()));
             Ok(())
+        })
+    }
+
+    fn post_load(&self) -> Result<Vec<String>> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        let post = PostLoad {
+            d: &MyDialect,
+            schema: &self.database,
+            table: &self.table,
+            columns: &self.columns,
+            key: table::primary_key(&self.columns, self.key.as_ref())
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            declared: &self.declared,
+            here: &here,
+        };
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            post.run(&mut conn).await
         })
     }
 

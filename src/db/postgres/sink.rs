@@ -33,6 +33,7 @@ use crate::db::postgres::{
     table_columns,
 };
 use crate::runtime::IoRuntime;
+use crate::sink::ddl::{self, Declared, PostLoad};
 use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
@@ -65,6 +66,8 @@ pub struct PostgresSink {
     created_on_resume: AtomicBool,
     /// What `prepare`, or the first statement that needed it, found of the table.
     facts: OnceLock<TableFacts>,
+    /// The indexes, constraints and foreign keys built after the load.
+    declared: Declared,
 }
 
 /// What a chunk's rows were sent as, for the read-back to compare: the sum of
@@ -217,6 +220,7 @@ impl PostgresSink {
             pipeline: OnceLock::new(),
             created_on_resume: AtomicBool::new(false),
             facts: OnceLock::new(),
+            declared: Declared::of(config),
         })
     }
 
@@ -247,14 +251,15 @@ impl PostgresSink {
             .columns
             .iter()
             .map(
-                |DeclaredColumn {
+                |c @ DeclaredColumn {
                      name, ty, nullable, ..
                  }| {
                     format!(
-                        "{} {}{}",
+                        "{} {}{}{}",
                         quote_ident(name),
                         pg_decl(*ty),
-                        if *nullable { "" } else { " NOT NULL" }
+                        if *nullable { "" } else { " NOT NULL" },
+                        ddl::column_clauses(&PgDialect, c)
                     )
                 },
             )
@@ -767,6 +772,27 @@ impl Sink for PostgresSink {
             }
             sqlx::query(stmt(self.rejects().create_sql())).execute(&mut *tx).await.map_err(db)?;
             tx.commit().await.map_err(db)
+        })
+    }
+
+    fn post_load(&self) -> Result<Vec<String>> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        let post = PostLoad {
+            d: &PgDialect,
+            schema: &self.schema,
+            table: &self.table,
+            columns: &self.columns,
+            key: table::primary_key(&self.columns, self.key.as_ref())
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            declared: &self.declared,
+            here: &here,
+        };
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            post.run(&mut conn).await
         })
     }
 

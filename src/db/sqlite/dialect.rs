@@ -63,3 +63,42 @@ impl Affected for sqlx::sqlite::SqliteQueryResult {
         self.rows_affected()
     }
 }
+
+/// SQLite's declared table DDL: an `INTEGER` primary key is the rowid, which numbers new
+/// rows past the largest one by itself; checks and foreign keys go into `CREATE TABLE`.
+impl crate::sink::ddl::TableDdl for SqliteDialect {
+    fn identity_words(&self) -> &'static str {
+        ""
+    }
+
+    fn text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS TEXT)")
+    }
+
+    fn alters_constraints(&self) -> bool {
+        false
+    }
+
+    fn index_exists(&self, _schema: &str, table: &str, name: &str) -> crate::sql::dialect::Stmt {
+        crate::sql::dialect::Stmt {
+            sql: "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?".into(),
+            binds: vec![table.into(), name.into()],
+        }
+    }
+
+    fn constraint_state(
+        &self,
+        _schema: &str,
+        _table: &str,
+        _name: &str,
+    ) -> crate::sql::dialect::Stmt {
+        crate::sql::dialect::Stmt {
+            sql: "SELECT 2".into(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn restart_identity(&self, _table: &str, _column: &str, _next: i64) -> Option<String> {
+        None
+    }
+}

@@ -43,6 +43,7 @@ use crate::db::sqlite::decode::{
 use crate::db::sqlite::errors::error as db_error;
 use crate::db::sqlite::{Access, Affinity, TableColumn, connect, table_columns};
 use crate::runtime::IoRuntime;
+use crate::sink::ddl::{self, Declared, PostLoad};
 use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Sink, refuse};
@@ -88,6 +89,8 @@ pub struct SqliteSink {
     /// Whether chunks whose rows are found by key range are read back after their
     /// commit, decided by [`Sink::prepare`] (see [`SqliteSink::defers_read_back`]).
     defer: AtomicBool,
+    /// The indexes, checks and foreign keys the pipeline declares.
+    declared: Declared,
     /// Whether a resumed run found the table gone and created it again: the chunks its
     /// checkpoint says were committed then hold nothing ([`Sink::check_done`]).
     created_on_resume: AtomicBool,
@@ -130,6 +133,7 @@ impl SqliteSink {
             ledger: OnceLock::new(),
             defer: AtomicBool::new(false),
             created_on_resume: AtomicBool::new(false),
+            declared: Declared::of(config),
         })
     }
 
@@ -168,14 +172,15 @@ impl SqliteSink {
             .columns
             .iter()
             .map(
-                |DeclaredColumn {
+                |c @ DeclaredColumn {
                      name, ty, nullable, ..
                  }| {
                     format!(
-                        "{} {}{}",
+                        "{} {}{}{}",
                         quote_ident(name),
                         ty.sqlite_decl(),
-                        if *nullable { "" } else { " NOT NULL" }
+                        if *nullable { "" } else { " NOT NULL" },
+                        ddl::column_clauses(&SqliteDialect, c)
                     )
                 },
             )
@@ -187,6 +192,9 @@ impl SqliteSink {
         if !pk.is_empty() {
             defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
         }
+        // SQLite adds no constraint to an existing table: the declared checks and foreign
+        // keys are part of it from the start.
+        defs.extend(ddl::inline_constraints(&SqliteDialect, "", &self.declared));
         format!(
             "CREATE TABLE {} (\n  {}\n)",
             quote_ident(&self.table),
@@ -762,6 +770,28 @@ impl Sink for SqliteSink {
             self.defer
                 .store(self.owns_ranges() && entangled == 0, Ordering::Relaxed);
             Ok(())
+        })
+    }
+
+    fn post_load(&self) -> Result<Vec<String>> {
+        let here = self.here();
+        let pool = self.pool()?;
+        let post = PostLoad {
+            d: &SqliteDialect,
+            schema: "",
+            table: &self.table,
+            columns: &self.columns,
+            key: table::primary_key(&self.columns, self.key.as_ref())
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            declared: &self.declared,
+            here: &here,
+        };
+        self.io.block_on(async {
+            let _writing = self.write_lock.lock().await;
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            post.run(&mut conn).await
         })
     }
 
