@@ -156,7 +156,7 @@ pub(super) fn run_chunk_claiming(
     let mut kept: Vec<Kept> = Vec::new();
     let mut quarantined: Vec<QuarantineEntry> = Vec::new();
     let (batches, left_out) = read_chunk(plan, chunk).map_err(wrap)?;
-    let mut seen = key_places(source);
+    let mut seen = key_places(source, chunk);
     for batch in batches {
         let batch = batch.map_err(wrap)?;
         let base = offset;

@@ -34,10 +34,17 @@ pub(super) struct KeyPlaces(std::collections::HashMap<u128, i64, foldhash::fast:
 
 /// The [`KeyPlaces`] of a chunk of `source`, or `None` for a source whose key is unique
 /// by nature (a database's, or a file's position).
-pub(super) fn key_places(source: &dyn crate::source::Source) -> Option<KeyPlaces> {
+pub(super) fn key_places(source: &dyn crate::source::Source, chunk: &Chunk) -> Option<KeyPlaces> {
     let key = source.key();
-    (!source.names_rows_by_key() && !key.is_empty() && key != source.position())
-        .then(|| KeyPlaces(Default::default()))
+    // A file chunk's row count is known from its plan: sized once, the map never grows
+    // (growing a map of a million keys rehashes it about twenty times).
+    let rows = chunk.rows.unwrap_or(0).min(1 << 24) as usize;
+    (!source.names_rows_by_key() && !key.is_empty() && key != source.position()).then(|| {
+        KeyPlaces(std::collections::HashMap::with_capacity_and_hasher(
+            rows,
+            Default::default(),
+        ))
+    })
 }
 
 /// Fails when a row of `batch` repeats a key value `seen` holds (see [`key_places`]),
