@@ -1,7 +1,9 @@
 //! The quarantine: rejected rows, kept whole with the reason they failed.
 
+use std::io::Write as _;
+
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::types::cast::{cast_lossless, value_text};
@@ -23,28 +25,201 @@ pub struct QuarantineEntry {
     /// Why it was rejected.
     pub reason: String,
     /// The whole source row, column name to value.
-    pub row: serde_json::Value,
+    pub row: RowJson,
+}
+
+/// A source row as the text of a JSON object, column name to value, keys in byte order.
+///
+/// Kept as text because a chunk may reject hundreds of thousands of rows, and each is
+/// written once and rarely read: building a `serde_json::Value` map per row cost more
+/// than the rest of the chunk (issue 30, item 11). The text is what
+/// `serde_json::to_string` of the map would be, so quarantines written before read the
+/// same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowJson(String);
+
+impl RowJson {
+    /// The JSON text of `map`.
+    pub fn from_map(map: &serde_json::Map<String, serde_json::Value>) -> RowJson {
+        RowJson(serde_json::Value::Object(map.clone()).to_string())
+    }
+
+    /// Stored text, checked to be a JSON object.
+    pub fn parse(text: &str) -> std::result::Result<RowJson, String> {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => Ok(RowJson::from_map(&map)),
+            Ok(other) => Err(format!("expected a JSON object, found {other}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The row as a map. The text is always an object (see [`RowJson::parse`]).
+    pub fn map(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::from_str(&self.0) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        self.map().remove(key)
+    }
+}
+
+impl std::fmt::Display for RowJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for RowJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde_json::Value::Object(self.map()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RowJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        Ok(RowJson::from_map(&map))
+    }
+}
+
+/// Writes rows of batches of one schema as [`RowJson`]: the keys are escaped and put in
+/// order once, not per row.
+pub struct RowJsonWriter {
+    /// Column index and its `"name":` text, in key order.
+    keys: Vec<(usize, Vec<u8>)>,
+}
+
+impl RowJsonWriter {
+    /// A writer for batches of `schema`.
+    pub fn new(schema: &Schema) -> RowJsonWriter {
+        let mut keys: Vec<(usize, &String)> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, f.name()))
+            .collect();
+        keys.sort_by(|a, b| a.1.cmp(b.1));
+        let keys = keys
+            .into_iter()
+            .map(|(i, name)| {
+                let mut key = serde_json::to_vec(name).unwrap_or_default();
+                key.push(b':');
+                (i, key)
+            })
+            .collect();
+        RowJsonWriter { keys }
+    }
+
+    /// Row `row` of `batch` (of the writer's schema).
+    pub fn row(&self, batch: &RecordBatch, row: usize) -> RowJson {
+        let mut out = Vec::with_capacity(16 + self.keys.len() * 24);
+        out.push(b'{');
+        for (n, (i, key)) in self.keys.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key);
+            write_value(&mut out, batch.column(*i).as_ref(), row);
+        }
+        out.push(b'}');
+        // Every piece is ASCII punctuation or serde_json's own output.
+        RowJson(String::from_utf8(out).unwrap_or_default())
+    }
+}
+
+/// Appends `v` as JSON.
+fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<()> {
+    serde_json::to_writer(out, v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// One value as JSON: numbers and booleans as JSON, everything else as text, so that it
+/// reads back exactly ([`rows_from_json`]).
+fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
+    if col.is_null(row) {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    // Writing into a Vec cannot fail.
+    let _ = match col.data_type() {
+        DataType::Boolean => serde_json::to_writer(&mut *out, &col.as_boolean().value(row)),
+        // Read directly: a quarantine with many rows must not format each value through
+        // the generic display path.
+        DataType::Int64 => {
+            serde_json::to_writer(&mut *out, &col.as_primitive::<Int64Type>().value(row))
+        }
+        DataType::Int32 => {
+            serde_json::to_writer(&mut *out, &col.as_primitive::<Int32Type>().value(row))
+        }
+        DataType::Utf8 => serde_json::to_writer(&mut *out, col.as_string::<i32>().value(row)),
+        DataType::Int8 | DataType::Int16 => {
+            match value_text(col, row).and_then(|t| t.parse::<i64>().ok()) {
+                Some(n) => serde_json::to_writer(&mut *out, &n),
+                None => serde_json::to_writer(&mut *out, &()),
+            }
+        }
+        DataType::Binary => {
+            out.push(b'"');
+            for b in col.as_binary::<i32>().value(row) {
+                let _ = write!(out, "{b:02x}");
+            }
+            out.push(b'"');
+            Ok(())
+        }
+        _ => serde_json::to_writer(&mut *out, &value_text(col, row).unwrap_or_default()),
+    };
 }
 
 impl QuarantineEntry {
-    /// An entry for row `row` of `batch` that failed with `failure`.
+    /// An entry for row `row` of `batch` that failed with `failure`; `json` is a writer
+    /// for `batch`'s schema.
     pub fn new(
         chunk: usize,
         batch: &RecordBatch,
         row: usize,
         key: &[String],
-        failure: &RowFailure,
+        failure: RowFailure,
+        json: &RowJsonWriter,
     ) -> Self {
         let key = crate::chunk::key::row_key(batch, key, row);
         QuarantineEntry {
             chunk,
             key,
-            location: failure.location.clone(),
-            column: failure.column.clone(),
-            value: failure.value.clone(),
-            reason: failure.reason.clone(),
-            row: row_json(batch, row),
+            location: failure.location,
+            column: failure.column,
+            value: failure.value,
+            reason: failure.reason,
+            row: json.row(batch, row),
         }
+    }
+
+    /// Appends the entry as one line of NDJSON: the text `serde_json` writes for it, built
+    /// without a map per row.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(b"{\"chunk\":");
+        json(out, &(self.chunk as u64))?;
+        out.extend_from_slice(b",\"key\":");
+        json(out, &self.key)?;
+        out.extend_from_slice(b",\"location\":");
+        json(out, &self.location)?;
+        out.extend_from_slice(b",\"column\":");
+        json(out, &self.column)?;
+        out.extend_from_slice(b",\"value\":");
+        json(out, &self.value)?;
+        out.extend_from_slice(b",\"reason\":");
+        json(out, &self.reason)?;
+        out.extend_from_slice(b",\"row\":");
+        out.extend_from_slice(self.row.as_str().as_bytes());
+        out.extend_from_slice(b"}\n");
+        Ok(())
     }
 
     /// A source record that could not be read into a row: kept as its raw text under
@@ -64,17 +239,17 @@ impl QuarantineEntry {
             column: u.column,
             value: Some(u.raw),
             reason: u.reason,
-            row: serde_json::Value::Object(row),
+            row: RowJson::from_map(&row),
         }
     }
 
     /// The exact bytes of an unreadable record (see [`Self::unreadable`]).
     pub fn unreadable_bytes(&self) -> Option<Vec<u8>> {
-        if let Some(b64) = self.row.get(UNREADABLE_BASE64).and_then(|v| v.as_str()) {
+        let row = self.row.map();
+        if let Some(b64) = row.get(UNREADABLE_BASE64).and_then(|v| v.as_str()) {
             return base64_decode(b64);
         }
-        self.row
-            .get(UNREADABLE)
+        row.get(UNREADABLE)
             .and_then(|v| v.as_str())
             .map(|t| t.as_bytes().to_vec())
     }
@@ -83,15 +258,21 @@ impl QuarantineEntry {
     /// `retry --rejects` reads it again from [`Self::unreadable_bytes`] when the source
     /// can (a CSV file whose options were fixed), and keeps it otherwise.
     pub fn is_unreadable(&self) -> bool {
-        self.row.get(UNREADABLE).is_some()
+        // Cheap before exact: most entries are rows, not unreadable records.
+        self.row.as_str().contains(UNREADABLE) && self.row.get(UNREADABLE).is_some()
     }
 
     /// The reason with the column, the way summaries group them.
     pub fn grouped_reason(&self) -> String {
-        match &self.column {
-            Some(c) => format!("column {c}: {}", strip_quoted(&self.reason)),
-            None => strip_quoted(&self.reason),
-        }
+        grouped_reason(self.column.as_deref(), &self.reason)
+    }
+}
+
+/// A reason with its column, the way summaries group rejects: quoted values taken out.
+pub fn grouped_reason(column: Option<&str>, reason: &str) -> String {
+    match column {
+        Some(c) => format!("column {c}: {}", strip_quoted(reason)),
+        None => strip_quoted(reason),
     }
 }
 
@@ -141,50 +322,14 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A row as a JSON object: numbers and booleans as JSON, everything else as text, so it
-/// reads back exactly ([`rows_from_json`]).
-pub fn row_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for (i, f) in batch.schema().fields().iter().enumerate() {
-        let col = batch.column(i);
-        let v = if col.is_null(row) {
-            serde_json::Value::Null
-        } else {
-            match col.data_type() {
-                DataType::Boolean => serde_json::Value::Bool(col.as_boolean().value(row)),
-                // Read directly: a quarantine with many rows must not format each value
-                // through the generic display path.
-                DataType::Int64 => {
-                    serde_json::Value::Number(col.as_primitive::<Int64Type>().value(row).into())
-                }
-                DataType::Int32 => {
-                    serde_json::Value::Number(col.as_primitive::<Int32Type>().value(row).into())
-                }
-                DataType::Utf8 => {
-                    serde_json::Value::String(col.as_string::<i32>().value(row).into())
-                }
-                DataType::Int8 | DataType::Int16 => value_text(col.as_ref(), row)
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .map_or(serde_json::Value::Null, |n| {
-                        serde_json::Value::Number(n.into())
-                    }),
-                DataType::Binary => serde_json::Value::String(
-                    col.as_binary::<i32>()
-                        .value(row)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect(),
-                ),
-                _ => serde_json::Value::String(value_text(col.as_ref(), row).unwrap_or_default()),
-            }
-        };
-        map.insert(f.name().clone(), v);
-    }
-    serde_json::Value::Object(map)
+/// Row `row` of `batch` as JSON (see [`RowJsonWriter`] for many rows).
+pub fn row_json(batch: &RecordBatch, row: usize) -> RowJson {
+    RowJsonWriter::new(batch.schema_ref()).row(batch, row)
 }
 
 /// Rebuilds source rows from their JSON in `schema`, exactly as they were read.
-pub fn rows_from_json(schema: &SchemaRef, rows: &[serde_json::Value]) -> Result<RecordBatch> {
+pub fn rows_from_json(schema: &SchemaRef, rows: &[RowJson]) -> Result<RecordBatch> {
+    let rows: Vec<_> = rows.iter().map(RowJson::map).collect();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
         let texts: Vec<Option<String>> = rows
@@ -266,7 +411,11 @@ mod tests {
                 raw_bytes: Some(raw.clone()),
             },
         );
-        assert_eq!(e.row[UNREADABLE_BASE64], "Sk9VUkRBSU58aOlo6bY=");
+        assert_eq!(
+            e.row.get(UNREADABLE_BASE64).unwrap(),
+            "Sk9VUkRBSU58aOlo6bY="
+        );
+        assert!(e.is_unreadable());
         assert_eq!(e.unreadable_bytes().unwrap(), raw);
         // Through the JSON the quarantine stores.
         let back: QuarantineEntry =
@@ -304,8 +453,50 @@ mod tests {
         )
         .unwrap();
         let rows: Vec<_> = (0..2).map(|r| row_json(&batch, r)).collect();
-        assert_eq!(rows[0]["id"], 1);
-        assert_eq!(rows[0]["raw"], "00ff");
+        assert_eq!(
+            rows[0].as_str(),
+            r#"{"day":"2022-01-08","id":1,"name":"Zoë \"x\"\n","ok":true,"raw":"00ff"}"#
+        );
+        assert_eq!(
+            rows[1].as_str(),
+            r#"{"day":null,"id":-9007199254740993,"name":null,"ok":null,"raw":null}"#
+        );
         assert_eq!(rows_from_json(&schema, &rows).unwrap(), batch);
+        // The text is what serde_json writes for the same map, so older quarantines and
+        // this one read alike.
+        for r in &rows {
+            assert_eq!(r.as_str(), serde_json::Value::Object(r.map()).to_string());
+        }
+    }
+
+    #[test]
+    fn an_entry_line_is_what_serde_writes() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("v", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![7])),
+                Arc::new(StringArray::from(vec![Some("tab\there \u{1}")])),
+            ],
+        )
+        .unwrap();
+        let failure = RowFailure {
+            location: "f.csv line 8 (id=7)".into(),
+            column: Some("v".into()),
+            value: None,
+            reason: "check `v range`: \"x\" is out of range".into(),
+        };
+        let writer = RowJsonWriter::new(batch.schema_ref());
+        let e = QuarantineEntry::new(3, &batch, 0, &["id".to_string()], failure, &writer);
+        let mut line = Vec::new();
+        e.write_json_line(&mut line).unwrap();
+        let mut expected = serde_json::to_string(&e).unwrap();
+        expected.push('\n');
+        assert_eq!(String::from_utf8(line.clone()).unwrap(), expected);
+        let back: QuarantineEntry = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, e);
+        assert!(!e.is_unreadable());
     }
 }

@@ -268,9 +268,10 @@ impl Checks {
                 .column
                 .as_ref()
                 .and_then(|(_, i)| value_text(batch.column(*i).as_ref(), row)),
-            reason: format!("check `{}`: {reason}", rule.name),
+            reason,
             policy: rule.policy,
         };
+        let named = |rule: &Rule, reason: &str| format!("check `{}`: {reason}", rule.name);
         for rule in &self.rules {
             match &rule.kind {
                 RuleKind::Predicate {
@@ -285,8 +286,11 @@ impl Checks {
                         .ok_or_else(|| Error::Internal("check is not boolean".into()))?;
                     let errored: HashSet<usize> = errors.iter().map(|(r, _)| *r).collect();
                     for (row, e) in errors {
-                        out.push(violation(rule, row, format!("cannot be evaluated: {e}")));
+                        let why = named(rule, &format!("cannot be evaluated: {e}"));
+                        out.push(violation(rule, row, why));
                     }
+                    // Made once: every failing row has the same reason.
+                    let reason = named(rule, reason);
                     for row in 0..n {
                         let failed = if mask.is_null(row) {
                             *null_fails && !errored.contains(&row)
@@ -301,11 +305,8 @@ impl Checks {
                 RuleKind::References(lookup) => {
                     let (_, i) = rule.column.as_ref().expect("references has a column");
                     for row in lookup.missing(batch.column(*i))? {
-                        out.push(violation(
-                            rule,
-                            row,
-                            format!("has no match in {}", lookup.referenced()),
-                        ));
+                        let why = named(rule, &format!("has no match in {}", lookup.referenced()));
+                        out.push(violation(rule, row, why));
                     }
                 }
                 RuleKind::Unique(_) => {}
@@ -338,11 +339,9 @@ impl Checks {
                         } else {
                             format!("a row of chunk {owner}")
                         };
-                        out.push(violation(
-                            rule,
-                            row,
-                            format!("is not unique: {whose} has the same value"),
-                        ));
+                        let why =
+                            named(rule, &format!("is not unique: {whose} has the same value"));
+                        out.push(violation(rule, row, why));
                     }
                     None => {
                         seen.insert(hash, chunk);

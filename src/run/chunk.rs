@@ -174,22 +174,44 @@ pub(super) fn run_chunk_claiming(
         .map_err(wrap)?;
         counts += p.counts;
         if !p.rejects.is_empty() {
-            let rows: Vec<usize> = p.out.rejects.iter().map(|r| r.row).collect();
+            let rows = &p.reject_rows;
             let whole = match &left_out {
-                Some(used) => Some(whole_rows(plan, chunk, &batch, &rows, used).map_err(wrap)?),
+                Some(used) => Some(whole_rows(plan, chunk, &batch, rows, used).map_err(wrap)?),
                 None => None,
             };
+            let (from, json) = match &whole {
+                Some(whole) => (whole, RowJsonWriter::new(whole.schema_ref())),
+                None => (&batch, RowJsonWriter::new(batch.schema_ref())),
+            };
             let mut entries = Vec::with_capacity(p.rejects.len());
+            // A check rejects many rows for one reason: its group is found again without
+            // building the grouped text for each row.
+            let mut last: Option<(Option<String>, String, String)> = None;
             for (i, (&row, failure)) in rows.iter().zip(p.rejects).enumerate() {
-                let entry = match &whole {
-                    Some(whole) => QuarantineEntry::new(chunk.id, whole, i, source.key(), &failure),
-                    None => QuarantineEntry::new(chunk.id, &batch, row, source.key(), &failure),
-                };
-                let slot = by_reason
-                    .entry(entry.grouped_reason())
-                    .or_insert((0, failure));
-                slot.0 += 1;
-                entries.push(entry);
+                let at = if whole.is_some() { i } else { row };
+                let same = last
+                    .as_ref()
+                    .is_some_and(|(c, r, _)| *c == failure.column && *r == failure.reason);
+                if !same {
+                    let grouped = grouped_reason(failure.column.as_deref(), &failure.reason);
+                    by_reason
+                        .entry(grouped.clone())
+                        .or_insert_with(|| (0, failure.clone()));
+                    last = Some((failure.column.clone(), failure.reason.clone(), grouped));
+                }
+                if let Some((_, _, grouped)) = &last
+                    && let Some(slot) = by_reason.get_mut(grouped)
+                {
+                    slot.0 += 1;
+                }
+                entries.push(QuarantineEntry::new(
+                    chunk.id,
+                    from,
+                    at,
+                    source.key(),
+                    failure,
+                    &json,
+                ));
             }
             if refusable {
                 quarantined.extend(entries.iter().cloned());

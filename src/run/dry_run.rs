@@ -303,8 +303,7 @@ pub fn dry_run(pipeline: Pipeline, opts: &DryRunOptions) -> Result<DryRunReport>
                 .collect(),
         })
         .collect();
-    let mut rejected: std::collections::HashSet<usize> =
-        p.out.rejects.iter().map(|r| r.row).collect();
+    let mut rejected: std::collections::HashSet<usize> = p.reject_rows.iter().copied().collect();
     rejected.extend(refused_rows);
     let passed: std::collections::HashSet<usize> = input_rows.iter().copied().collect();
     let filtered = (0..batch.num_rows())

@@ -35,7 +35,7 @@ pub use self::requeue::{RequeueReport, requeue_rejects};
 pub use self::status::{FailedChunk, RunningState, StatusReport, status};
 pub use self::verify::{ChunkDifference, VerifyReport, verify};
 use crate::check::conservation;
-use crate::check::quarantine::{QuarantineEntry, strip_quoted};
+use crate::check::quarantine::{QuarantineEntry, RowJsonWriter, grouped_reason};
 use crate::check::readback::ReadBack;
 use crate::check::rules::{Claims, Violation};
 use crate::checkpoint::{CheckpointStore, ChunkState, DoneMark, RunLock, diff_settings};

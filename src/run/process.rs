@@ -96,8 +96,11 @@ pub(crate) struct Processed {
     pub out: crate::transform::Transformed,
     /// Counts for this batch (written = rows that passed).
     pub counts: ChunkCounts,
-    /// Rejected rows, located in the source.
+    /// Rejected rows, located in the source (the transform's rejects and the checks',
+    /// in row order; `out.rejects` is left empty).
     pub rejects: Vec<RowFailure>,
+    /// The input row of each of `rejects`.
+    pub reject_rows: Vec<usize>,
     /// Rows written although a `warn` check failed, with the reason as summaries group it.
     pub warnings: Vec<(String, RowFailure)>,
 }
@@ -133,25 +136,28 @@ pub(crate) fn process_batch(
                 )));
             }
             let mut drop = vec![false; out.batch.num_rows()];
-            for v in violations.iter().filter(|v| v.policy != Policy::Warn) {
-                if !drop[v.row] {
+            for v in &violations {
+                if v.policy != Policy::Warn {
                     drop[v.row] = true;
-                    out.rejects.push(crate::transform::Reject {
-                        row: input_row(v.row),
-                        column: v.column.clone(),
-                        value: v.value.clone(),
-                        reason: v.reason.clone(),
-                    });
                 }
             }
-            // Warnings count rows that are written, once per check.
-            for v in violations.iter().filter(|v| v.policy == Policy::Warn) {
-                if !drop[v.row] {
-                    let grouped = match &v.column {
-                        Some(c) => format!("column {c}: {}", strip_quoted(&v.reason)),
-                        None => strip_quoted(&v.reason),
-                    };
-                    warnings.push((grouped, failure(v)));
+            // Each violation moves into what it becomes: a chunk may reject every row.
+            let mut rejected = vec![false; out.batch.num_rows()];
+            for v in violations {
+                if v.policy != Policy::Warn {
+                    if !rejected[v.row] {
+                        rejected[v.row] = true;
+                        out.rejects.push(crate::transform::Reject {
+                            row: input_row(v.row),
+                            column: v.column,
+                            value: v.value,
+                            reason: v.reason,
+                        });
+                    }
+                } else if !drop[v.row] {
+                    // Warnings count rows that are written, once per check.
+                    let grouped = grouped_reason(v.column.as_deref(), &v.reason);
+                    warnings.push((grouped, failure(&v)));
                 }
             }
             if drop.iter().any(|d| *d) {
@@ -168,14 +174,17 @@ pub(crate) fn process_batch(
             }
         }
     }
-    let rejects = out
-        .rejects
-        .iter()
-        .map(|r| RowFailure {
-            location: locate_row(source, batch, r.row, locate),
-            column: r.column.clone(),
-            value: r.value.clone(),
-            reason: r.reason.clone(),
+    let mut reject_rows = Vec::with_capacity(out.rejects.len());
+    let rejects = std::mem::take(&mut out.rejects)
+        .into_iter()
+        .map(|r| {
+            reject_rows.push(r.row);
+            RowFailure {
+                location: locate_row(source, batch, r.row, locate),
+                column: r.column,
+                value: r.value,
+                reason: r.reason,
+            }
         })
         .collect::<Vec<_>>();
     let counts = ChunkCounts {
@@ -188,6 +197,7 @@ pub(crate) fn process_batch(
         out,
         counts,
         rejects,
+        reject_rows,
         warnings,
     })
 }
@@ -204,18 +214,34 @@ pub(crate) fn locate_row(
     if source.key() == source.position() {
         return locate(row);
     }
-    let parts: Option<Vec<String>> = source
-        .key()
-        .iter()
-        .map(|k| {
-            let i = batch.schema().index_of(k).ok()?;
-            Some(format!("{k}={}", cell_text(batch, i, row)?))
-        })
-        .collect();
-    let key = parts.filter(|p| !p.is_empty()).map(|p| p.join(", "));
-    match key {
-        Some(k) if source.names_rows_by_key() => format!("{}, {k}", source.describe()),
-        Some(k) => format!("{} ({k})", locate(row)),
-        None => locate(row),
+    // Built in one string: a chunk may name every one of its rows in the quarantine.
+    let schema = batch.schema_ref();
+    let mut key = String::new();
+    for (n, k) in source.key().iter().enumerate() {
+        let text = schema
+            .index_of(k)
+            .ok()
+            .and_then(|i| cell_text(batch, i, row));
+        let Some(text) = text else {
+            return locate(row);
+        };
+        if n > 0 {
+            key.push_str(", ");
+        }
+        key.push_str(k);
+        key.push('=');
+        key.push_str(&text);
     }
+    if key.is_empty() {
+        return locate(row);
+    }
+    if source.names_rows_by_key() {
+        return format!("{}, {key}", source.describe());
+    }
+    let mut at = locate(row);
+    at.reserve(key.len() + 3);
+    at.push_str(" (");
+    at.push_str(&key);
+    at.push(')');
+    at
 }

@@ -101,6 +101,10 @@ pub(super) fn refused_entries(
             Some(used) => Some(whole_rows(plan, chunk, &k.source, &rows, used)?),
             None => None,
         };
+        let json = RowJsonWriter::new(match &whole {
+            Some(whole) => whole.schema_ref(),
+            None => k.source.schema_ref(),
+        });
         for (i, (r, &row)) in here.iter().zip(&rows).enumerate() {
             let failure = refusal_failure(
                 r,
@@ -109,8 +113,12 @@ pub(super) fn refused_entries(
                 }),
             );
             entries.push(match &whole {
-                Some(whole) => QuarantineEntry::new(chunk.id, whole, i, source.key(), &failure),
-                None => QuarantineEntry::new(chunk.id, &k.source, row, source.key(), &failure),
+                Some(whole) => {
+                    QuarantineEntry::new(chunk.id, whole, i, source.key(), failure, &json)
+                }
+                None => {
+                    QuarantineEntry::new(chunk.id, &k.source, row, source.key(), failure, &json)
+                }
             });
         }
         let drop: Vec<usize> = here.iter().map(|r| r.row - start).collect();

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use super::{checkpoint_store, locate_row, process_batch};
-use crate::check::quarantine::{QuarantineEntry, rows_from_json};
+use crate::check::quarantine::{QuarantineEntry, RowJsonWriter, rows_from_json};
 use crate::check::readback::{ReadBack, count_and_sum};
 use crate::check::rules::Claims;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
@@ -156,11 +156,12 @@ fn requeue_with(
         let mut claims = Claims::default();
         let p = process_batch(plan, &pool, &batch, &locate, chunk, &mut claims)?;
         let kept_count = kept.len();
+        let json = RowJsonWriter::new(batch.schema_ref());
         let mut remaining: Vec<QuarantineEntry> = kept
             .into_iter()
-            .chain(p.out.rejects.iter().zip(&p.rejects).map(|(r, failure)| {
-                let mut e = QuarantineEntry::new(chunk, &batch, r.row, source.key(), failure);
-                e.location = locate_row(source, &batch, r.row, &locate);
+            .chain(p.reject_rows.iter().zip(p.rejects).map(|(&row, failure)| {
+                let mut e = QuarantineEntry::new(chunk, &batch, row, source.key(), failure, &json);
+                e.location = locate_row(source, &batch, row, &locate);
                 e
             }))
             .collect();
@@ -223,7 +224,8 @@ fn requeue_with(
                             &batch,
                             row,
                             source.key(),
-                            &failure,
+                            failure,
+                            &json,
                         ));
                     }
                     let drop: Vec<usize> = refused.iter().map(|r| r.row).collect();

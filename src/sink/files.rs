@@ -15,6 +15,7 @@ use parquet::file::properties::WriterProperties;
 use std::time::Instant;
 
 use super::csv_part::{self, CsvPart};
+use super::rejects_file::RejectsFile;
 use super::{ChunkWriter, Committed, Prepare, Sink};
 use crate::check::quarantine::QuarantineEntry;
 use crate::check::readback::ReadBack;
@@ -208,10 +209,9 @@ fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
 }
 
 fn ndjson(entries: &[QuarantineEntry]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(entries.len() * 256);
     for e in entries {
-        serde_json::to_writer(&mut out, e).map_err(|e| Error::Internal(e.to_string()))?;
-        out.push(b'\n');
+        e.write_json_line(&mut out)?;
     }
     Ok(out)
 }
@@ -302,8 +302,7 @@ impl Sink for FileSink {
         Ok(Box::new(FileChunk {
             sink: self,
             part,
-            rejects: Vec::new(),
-            rejects_path: self.rejects_path(chunk.id),
+            rejects: RejectsFile::new(self.rejects_path(chunk.id)),
         }))
     }
 
@@ -367,12 +366,9 @@ impl Sink for FileSink {
             // Named after its content, so a repeat after a crash rewrites the same file.
             let mut hasher = blake3::Hasher::new();
             for b in passing {
+                let json = crate::check::quarantine::RowJsonWriter::new(b.schema_ref());
                 for r in 0..b.num_rows() {
-                    hasher.update(
-                        crate::check::quarantine::row_json(b, r)
-                            .to_string()
-                            .as_bytes(),
-                    );
+                    hasher.update(json.row(b, r).as_str().as_bytes());
                 }
             }
             let tag = &hasher.finalize().to_hex()[..12];
@@ -481,8 +477,7 @@ impl Drop for PartWriter {
 struct FileChunk<'a> {
     sink: &'a FileSink,
     part: PartWriter,
-    rejects: Vec<QuarantineEntry>,
-    rejects_path: PathBuf,
+    rejects: RejectsFile,
 }
 
 impl ChunkWriter for FileChunk<'_> {
@@ -491,26 +486,20 @@ impl ChunkWriter for FileChunk<'_> {
     }
 
     fn reject(&mut self, entries: Vec<QuarantineEntry>) -> Result<()> {
-        self.rejects.extend(entries);
-        Ok(())
+        self.rejects.write(&entries)
     }
 
     fn commit(self: Box<Self>, _mark: &DoneMark, verify: Option<&ReadBack>) -> Result<Committed> {
         // Rejects first: a crash between the two renames redoes the chunk, which rewrites
         // both files under the same names.
-        if self.rejects.is_empty() {
-            if self.rejects_path.exists() {
-                std::fs::remove_file(&self.rejects_path)
-                    .map_err(|e| Error::io(&self.rejects_path, e))?;
-            }
-        } else {
-            write_atomic(&self.rejects_path, &ndjson(&self.rejects)?)?;
-        }
-        let sink = self.sink;
+        let FileChunk {
+            sink,
+            part,
+            rejects,
+        } = *self;
+        rejects.commit()?;
         // Read the finished file back before it takes its final name.
-        let rows = self
-            .part
-            .finish_checked(|tmp| sink.read_back(tmp, verify))?;
+        let rows = part.finish_checked(|tmp| sink.read_back(tmp, verify))?;
         Ok(Committed {
             rows,
             marked: false,

@@ -6,6 +6,7 @@ pub mod ddl;
 mod files;
 pub mod quarantine;
 pub mod refuse;
+mod rejects_file;
 pub mod table;
 
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! database over its [`Dialect`]: creating it, inserting a chunk's rejected rows in
 //! batches, replacing them, and reading them all back (`retry --rejects`).
 
-use crate::check::quarantine::QuarantineEntry;
+use crate::check::quarantine::{QuarantineEntry, RowJson};
 use crate::sql::dialect::{Conn, Ddl, Dialect, Driver, Kind, Pooled, Stmt, Value, run};
 use crate::{Error, Result};
 
@@ -165,8 +165,8 @@ impl<D: Dialect> Quarantine<D> {
                     column: text(),
                     value: text(),
                     reason: text().unwrap_or_default(),
-                    row: serde_json::from_str(&text().unwrap_or_default())
-                        .map_err(|e| Error::data(here, e))?,
+                    row: RowJson::parse(&text().unwrap_or_default())
+                        .map_err(|e| Error::data(here, format!("a stored row: {e}")))?,
                 })
             })
             .collect()

@@ -6,7 +6,7 @@ use arrow::compute::kernels::cast::{CastOptions, can_cast_types, cast_with_optio
 use arrow::compute::kernels::cmp::neq;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -27,6 +27,14 @@ pub struct CastFailure {
 pub fn value_text(array: &dyn Array, row: usize) -> Option<String> {
     if array.is_null(row) {
         return None;
+    }
+    // The common types without building a formatter: a chunk may name every one of its
+    // rows in the quarantine. The text is the formatter's.
+    match array.data_type() {
+        DataType::Utf8 => return Some(array.as_string::<i32>().value(row).to_string()),
+        DataType::Int64 => return Some(array.as_primitive::<Int64Type>().value(row).to_string()),
+        DataType::Int32 => return Some(array.as_primitive::<Int32Type>().value(row).to_string()),
+        _ => {}
     }
     ArrayFormatter::try_new(array, &FormatOptions::default())
         .ok()
