@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rowshift::config::Pipeline;
 use rowshift::migrate::{
-    self, Entry, MigrateOptions, MigrationSet, PlanOptions, SetEvent, SetObserver,
-    StatusReport, StepOutcome,
+    self, Entry, MigrateOptions, MigrationSet, PlanOptions, SetEvent, SetObserver, StatusReport,
+    StepOutcome,
 };
 use rowshift::run::{self, Observer, fmt_duration};
 
@@ -341,7 +341,10 @@ pub fn plan(
         plan.command, plan.set, plan.target, plan.database, plan.connected
     );
     for s in &plan.steps {
-        println!("--   step {:>4} {:<24} {:<8} {}", s.step, s.name, s.kind, s.status);
+        println!(
+            "--   step {:>4} {:<24} {:<8} {}",
+            s.step, s.name, s.kind, s.status
+        );
     }
     if let Some(why) = &plan.refusal {
         println!("-- refused: {why}");

@@ -328,7 +328,15 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             json,
             quiet,
             print_sql,
-        } => migrate::up(&dir, to, allow_changed, lock_timeout, json, quiet, print_sql),
+        } => migrate::up(
+            &dir,
+            to,
+            allow_changed,
+            lock_timeout,
+            json,
+            quiet,
+            print_sql,
+        ),
         Command::Down {
             dir,
             to,
@@ -337,7 +345,15 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             lock_timeout,
             json,
             print_sql,
-        } => migrate::down(&dir, to, force, allow_changed, lock_timeout, json, print_sql),
+        } => migrate::down(
+            &dir,
+            to,
+            force,
+            allow_changed,
+            lock_timeout,
+            json,
+            print_sql,
+        ),
         Command::Plan {
             path,
             down,

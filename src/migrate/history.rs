@@ -498,7 +498,7 @@ impl History {
             };
             if let Some(sql) = set_read_only {
                 let here = history.here();
-                on_pool!(history, p => history.io.block_on(sqlx::raw_sql(stmt(sql)).execute(p)))
+                on_pool!(history, p => history.io.block_on(sqlx::raw_sql(stmt(sql)).execute(p)).map(|_| ()))
                     .map_err(|e| Error::db(here, e))?;
             }
         }

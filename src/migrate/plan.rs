@@ -15,12 +15,12 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema};
 use serde::Serialize;
 
+use super::SetError;
 use super::apply::{changes, untouched};
 use super::history::{History, HistorySql, Phase, Record, State};
 use super::lock::LOCK_NAME;
 use super::set::{MigrationSet, Step};
 use super::statements::Statement;
-use super::SetError;
 use crate::chunk::TargetKey;
 use crate::config::{Location, Pipeline};
 use crate::db::mysql::dialect::MyDialect;
@@ -157,7 +157,12 @@ struct Look {
 }
 
 impl Look {
-    fn open(location: &Location, set: &str, offline: bool, io: &IoRuntime) -> Result<(Look, String)> {
+    fn open(
+        location: &Location,
+        set: &str,
+        offline: bool,
+        io: &IoRuntime,
+    ) -> Result<(Look, String)> {
         let nothing = Look {
             history: None,
             changed: BTreeMap::new(),
@@ -169,7 +174,10 @@ impl Look {
             && !path.exists()
         {
             // Opening it would create it.
-            return Ok((nothing, "nothing there (the SQLite file does not exist yet)".into()));
+            return Ok((
+                nothing,
+                "nothing there (the SQLite file does not exist yet)".into(),
+            ));
         }
         let history = History::open_read_only(location, set, io)?;
         Ok((
@@ -211,10 +219,8 @@ impl Look {
     /// Follows what a planned statement does to the tables.
     fn follow(&mut self, sql: &str) -> Result<()> {
         match classify(sql) {
-            Op::CreateTable { table, .. } => {
-                if self.rows(&table)?.is_none() {
-                    self.changed.insert(table, Some(0));
-                }
+            Op::CreateTable { table, .. } if self.rows(&table)?.is_none() => {
+                self.changed.insert(table, Some(0));
             }
             Op::DropTable { tables } => {
                 for t in tables {
@@ -269,7 +275,14 @@ impl Planner<'_> {
 
     /// `Session::run_statements`: `statements[from..]` of `section`, then the record
     /// of the section's end.
-    fn section(&mut self, step: u64, section: &str, statements: &[Statement], from: usize, look: &mut Look) -> Result<()> {
+    fn section(
+        &mut self,
+        step: u64,
+        section: &str,
+        statements: &[Statement],
+        from: usize,
+        look: &mut Look,
+    ) -> Result<()> {
         let todo = &statements[from.min(statements.len())..];
         if self.hsql.per_statement() {
             for s in todo {
@@ -293,7 +306,13 @@ impl Planner<'_> {
     }
 
     /// A data move: the sink's DDL, the load, the post-load DDL.
-    fn data(&mut self, step: Option<u64>, pipeline: &Pipeline, look: &mut Look, offline: bool) -> Result<()> {
+    fn data(
+        &mut self,
+        step: Option<u64>,
+        pipeline: &Pipeline,
+        look: &mut Look,
+        offline: bool,
+    ) -> Result<()> {
         let table = pipeline
             .target
             .table
@@ -305,7 +324,10 @@ impl Planner<'_> {
         // The source is opened (read-only by nature) for its chunk plan, unless offline or
         // unreadable yet (an earlier step may create it).
         let (sink, estimate) = match offline {
-            true => (offline_sink(pipeline, &io)?, "not estimated (offline)".to_string()),
+            true => (
+                offline_sink(pipeline, &io)?,
+                "not estimated (offline)".to_string(),
+            ),
             false => match Plan::build(pipeline.clone()) {
                 Ok(plan) => {
                     let sink = plan.open_sink()?;
@@ -433,11 +455,7 @@ fn plan_in(
         look.follow(&sql)?;
         p.push(None, "history", sql, None);
     }
-    let records: BTreeMap<u64, Record> = look
-        .records()?
-        .into_iter()
-        .map(|r| (r.step, r))
-        .collect();
+    let records: BTreeMap<u64, Record> = look.records()?.into_iter().map(|r| (r.step, r)).collect();
     let list: Vec<Record> = records.values().cloned().collect();
     let changed = changes(set, &list);
     if !changed.is_empty() {

@@ -302,7 +302,9 @@ impl<D: TableDdl> PostLoad<'_, D> {
         let mut out = Vec::new();
         if state.is_none() {
             let not_valid = if self.d.not_valid() { " NOT VALID" } else { "" };
-            out.push(format!("ALTER TABLE {t} ADD CONSTRAINT {q} {clause}{not_valid}"));
+            out.push(format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {q} {clause}{not_valid}"
+            ));
         }
         if self.d.not_valid() {
             out.push(format!("ALTER TABLE {t} VALIDATE CONSTRAINT {q}"));

@@ -212,7 +212,9 @@ fn tokens(sql: &str) -> Vec<Tok> {
             }
         } else if c.is_alphanumeric() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$') {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -300,9 +302,18 @@ impl Words {
         self.toks[self.at..].iter().any(|t| t.is(word))
     }
 
+    /// The first `n` words of the statement.
     fn first_words(&self, n: usize) -> String {
-        self.toks
-            .iter()
+        Self::words(&self.toks, n)
+    }
+
+    /// The next `n` words.
+    fn next_words(&self, n: usize) -> String {
+        Self::words(&self.toks[self.at..], n)
+    }
+
+    fn words(toks: &[Tok], n: usize) -> String {
+        toks.iter()
             .filter_map(|t| match t {
                 Tok::Word(w) => Some(w.clone()),
                 _ => None,
@@ -355,7 +366,7 @@ pub fn classify(sql: &str) -> Op {
         if w.eat("DATABASE") {
             return Op::CreateDatabase;
         }
-        return Op::CreateOther(w.first_words(3));
+        return Op::CreateOther(w.next_words(3));
     }
     if w.eat("DROP") {
         if w.eat("TABLE") {
@@ -372,7 +383,7 @@ pub fn classify(sql: &str) -> Op {
                 concurrently: w.eat("CONCURRENTLY"),
             };
         }
-        return Op::DropOther(w.first_words(3));
+        return Op::DropOther(w.next_words(3));
     }
     if w.eat("ALTER") {
         if !w.eat("TABLE") {
@@ -418,7 +429,9 @@ pub fn classify(sql: &str) -> Op {
             .collect();
         return Op::Select { calls };
     }
-    let session = ["SET", "USE", "BEGIN", "START", "COMMIT", "ROLLBACK", "PRAGMA"];
+    let session = [
+        "SET", "USE", "BEGIN", "START", "COMMIT", "ROLLBACK", "PRAGMA",
+    ];
     if session.iter().any(|s| w.peek().is_some_and(|t| t.is(s))) {
         return Op::Session;
     }
@@ -442,7 +455,11 @@ fn alter(clause: &[Tok]) -> Alter {
             Some(t) if t.is("CHECK") => Alter::AddCheck { not_valid },
             Some(t) if t.is("FOREIGN") => Alter::AddForeignKey { not_valid },
             Some(t) if t.is("PRIMARY") => Alter::AddIndex { primary: true },
-            Some(t) if ["UNIQUE", "INDEX", "KEY", "FULLTEXT", "SPATIAL"].iter().any(|k| t.is(k)) => {
+            Some(t)
+                if ["UNIQUE", "INDEX", "KEY", "FULLTEXT", "SPATIAL"]
+                    .iter()
+                    .any(|k| t.is(k)) =>
+            {
                 Alter::AddIndex { primary: false }
             }
             Some(t) if t.is("GENERATED") => Alter::Identity,
@@ -524,10 +541,16 @@ mod tests {
             }
         );
         assert_eq!(
-            classify("ALTER TABLE t ADD COLUMN x int DEFAULT 1, ALTER COLUMN y SET NOT NULL, VALIDATE CONSTRAINT f"),
+            classify(
+                "ALTER TABLE t ADD COLUMN x int DEFAULT 1, ALTER COLUMN y SET NOT NULL, VALIDATE CONSTRAINT f"
+            ),
             Op::AlterTable {
                 table: "t".into(),
-                ops: vec![Alter::AddColumn, Alter::SetNotNull, Alter::ValidateConstraint]
+                ops: vec![
+                    Alter::AddColumn,
+                    Alter::SetNotNull,
+                    Alter::ValidateConstraint
+                ]
             }
         );
         assert_eq!(

@@ -25,7 +25,12 @@ pub fn stop() {
 
 /// The statements kept since the last call, in the order they ran.
 pub fn take() -> Vec<String> {
-    TRACE.with(|t| t.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default())
+    TRACE.with(|t| {
+        t.borrow_mut()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    })
 }
 
 /// Reports a statement that was executed on this thread.

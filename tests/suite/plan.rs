@@ -7,9 +7,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rowshift::migrate::{
-    self, Entry, MigrateOptions, MigrationSet, PlanOptions, SetEvent, SetObserver,
-};
+use rowshift::migrate::{self, Entry, MigrateOptions, MigrationSet, SetEvent, SetObserver};
 use rowshift::run::Observer;
 
 use crate::common::{Workspace, sqlite_exec};
@@ -48,7 +46,7 @@ fn write_set<T: Target>(ws: &Workspace, dst: &T) {
          INSERT INTO notes VALUES (10, 'first'), (11, 'second'), (12, 'third');",
     );
     std::fs::create_dir_all(ws.path("set")).unwrap();
-    let drop_index = |index: &str, table: &str| match is::<T>("MyDb") {
+    let drop_index = |index: &str, table: &str| match is::<T>("MySql") {
         true => format!("DROP INDEX {index} ON {table}"),
         false => format!("DROP INDEX {index}"),
     };
@@ -133,15 +131,25 @@ fn everything<T: Target>(dst: &T) -> Vec<Vec<String>> {
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1".to_string(),
             None,
         ),
-        _ if is::<T>("Pg") => (
-            format!("SELECT c.relkind::text || ' ' || c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{name}' ORDER BY 1"),
-            format!("SELECT table_name::text FROM information_schema.tables WHERE table_schema = '{name}' ORDER BY 1"),
+        _ if is::<T>("Postgres") => (
+            format!(
+                "SELECT c.relkind::text || ' ' || c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{name}' ORDER BY 1"
+            ),
+            format!(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = '{name}' ORDER BY 1"
+            ),
             // The history of every PostgreSQL target is in one shared table.
-            Some(format!("SELECT count(*)::text FROM rowshift.history WHERE target = '{name}'")),
+            Some(format!(
+                "SELECT count(*)::text FROM rowshift.history WHERE target = '{name}'"
+            )),
         ),
         _ => (
-            format!("SELECT CAST(CONCAT(table_name, ' ', index_name) AS CHAR) FROM information_schema.statistics WHERE table_schema = '{name}' UNION ALL SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = '{name}' ORDER BY 1"),
-            format!("SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = '{name}' ORDER BY 1"),
+            format!(
+                "SELECT CAST(CONCAT(table_name, ' ', index_name) AS CHAR) FROM information_schema.statistics WHERE table_schema = '{name}' UNION ALL SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = '{name}' ORDER BY 1"
+            ),
+            format!(
+                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = '{name}' ORDER BY 1"
+            ),
             None,
         ),
     };
@@ -173,8 +181,8 @@ fn plan_cli(ws: &Workspace, args: &[&str]) -> (serde_json::Value, Vec<Entry>) {
     all.extend(args);
     let out = ws.rowshift(&all);
     assert_eq!(out.code, 0, "plan {args:?}: {}{}", out.stdout, out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
     let entries = v["statements"]
         .as_array()
         .unwrap()
@@ -232,7 +240,10 @@ fn assert_same(planned: &[Entry], executed: &[Entry], what: &str) {
         assert_eq!((p.step, &p.phase), (e.step, &e.phase), "{}", context());
         match p.sql.split_once("<MAX(") {
             Some((head, _)) => {
-                let rest = e.sql.strip_prefix(head).unwrap_or_else(|| panic!("{}", context()));
+                let rest = e
+                    .sql
+                    .strip_prefix(head)
+                    .unwrap_or_else(|| panic!("{}", context()));
                 assert!(rest.parse::<i64>().is_ok(), "{}", context());
             }
             None => assert_eq!(p.sql, e.sql, "{}", context()),
@@ -260,12 +271,20 @@ fn a_plan_lists_exactly_what_up_and_down_then_execute<T: Target>() {
     assert_eq!(everything(&dst), before, "plan changed the target");
     assert_eq!(json["connected"], "read-only", "{json}");
     let (_, offline) = plan_cli(&ws, &["--offline"]);
-    assert_eq!(everything(&dst), before, "plan --offline changed the target");
+    assert_eq!(
+        everything(&dst),
+        before,
+        "plan --offline changed the target"
+    );
 
     // The plan's shape: the set's lock and history first, every step, the loads.
     assert_eq!(planned[0].phase, "lock");
     assert_eq!(planned[0].step, None);
-    assert!(of(&planned, "history").iter().any(|e| e.sql.starts_with("CREATE TABLE IF NOT EXISTS")));
+    assert!(
+        of(&planned, "history")
+            .iter()
+            .any(|e| e.sql.starts_with("CREATE TABLE IF NOT EXISTS"))
+    );
     let loads = of(&planned, "load");
     assert_eq!(loads.len(), 2, "{planned:#?}");
     assert_eq!(
@@ -279,17 +298,22 @@ fn a_plan_lists_exactly_what_up_and_down_then_execute<T: Target>() {
     assert!(loads[0].sql.contains("users"), "{}", loads[0].sql);
     let ddl = of(&planned, "ddl");
     assert!(
-        ddl.iter().any(|e| e.step == Some(2) && e.sql.starts_with("CREATE TABLE") && e.sql.contains("users")),
+        ddl.iter().any(|e| e.step == Some(2)
+            && e.sql.starts_with("CREATE TABLE")
+            && e.sql.contains("users")),
         "the sink creates users: {ddl:#?}"
     );
     assert!(
-        !ddl.iter().any(|e| e.step == Some(3) && e.sql.starts_with("CREATE TABLE") && !e.sql.contains("notes_rejects")),
+        !ddl.iter().any(|e| e.step == Some(3)
+            && e.sql.starts_with("CREATE TABLE")
+            && !e.sql.contains("notes_rejects")),
         "notes is created by step 3's up section, not by its sink: {ddl:#?}"
     );
     let post = of(&planned, "post-load");
     assert!(
-        post.iter().any(|e| e.sql.starts_with("CREATE UNIQUE INDEX \"users_email\"")
-            || e.sql.starts_with("CREATE UNIQUE INDEX `users_email`")),
+        post.iter()
+            .any(|e| e.sql.starts_with("CREATE UNIQUE INDEX \"users_email\"")
+                || e.sql.starts_with("CREATE UNIQUE INDEX `users_email`")),
         "{post:#?}"
     );
     // Offline: the same statements, no estimates.
@@ -325,7 +349,11 @@ fn a_plan_lists_exactly_what_up_and_down_then_execute<T: Target>() {
     let before = everything(&dst);
     let (_, planned) = plan_cli(&ws, &["--down", "--to", "1"]);
     assert_eq!(everything(&dst), before, "plan --down changed the target");
-    assert!(of(&planned, "down").iter().any(|e| e.sql == "DROP TABLE notes"));
+    assert!(
+        of(&planned, "down")
+            .iter()
+            .any(|e| e.sql == "DROP TABLE notes")
+    );
     assert_same(&planned, &down(&set, 1), "down --to 1");
 
     let before = everything(&dst);
@@ -363,19 +391,36 @@ fn each_statement_carries_its_database_s_lock<T: Target>() {
         for l in [&create_index, &create_table, &load, &insert] {
             assert!(l.starts_with("the database write lock"), "{l}");
         }
-        assert!(planned[0].sql.contains("\"_rowshift_locks\""), "{}", planned[0].sql);
-    } else if is::<T>("Pg") {
-        assert!(create_index.starts_with("SHARE on users:"), "{create_index}");
-        assert!(create_table.starts_with("ACCESS EXCLUSIVE on users:"), "{create_table}");
+        assert!(
+            planned[0].sql.contains("\"_rowshift_locks\""),
+            "{}",
+            planned[0].sql
+        );
+    } else if is::<T>("Postgres") {
+        assert!(
+            create_index.starts_with("SHARE on users:"),
+            "{create_index}"
+        );
+        assert!(
+            create_table.starts_with("ACCESS EXCLUSIVE on users:"),
+            "{create_table}"
+        );
         assert!(load.starts_with("ROW EXCLUSIVE on users:"), "{load}");
         assert!(insert.starts_with("ROW EXCLUSIVE on teams:"), "{insert}");
         let validate = lock("post-load", "ALTER TABLE \"");
-        assert!(validate.starts_with("ACCESS EXCLUSIVE on users"), "{validate}");
+        assert!(
+            validate.starts_with("ACCESS EXCLUSIVE on users"),
+            "{validate}"
+        );
         let v = planned
             .iter()
             .find(|e| e.sql.contains("VALIDATE CONSTRAINT \"users_team_fkey\""))
             .unwrap();
-        assert!(v.lock.starts_with("SHARE UPDATE EXCLUSIVE on users:"), "{}", v.lock);
+        assert!(
+            v.lock.starts_with("SHARE UPDATE EXCLUSIVE on users:"),
+            "{}",
+            v.lock
+        );
         let fk = planned
             .iter()
             .find(|e| e.sql.contains("ADD CONSTRAINT \"users_team_fkey\""))
@@ -386,25 +431,62 @@ fn each_statement_carries_its_database_s_lock<T: Target>() {
             .iter()
             .find(|e| e.sql.contains("RESTART WITH"))
             .unwrap();
-        assert!(restart.lock.starts_with("ACCESS EXCLUSIVE on users"), "{}", restart.lock);
-        assert!(planned[0].sql.starts_with("SELECT pg_try_advisory_lock("), "{}", planned[0].sql);
-        assert!(planned[0].lock.starts_with("session advisory lock"), "{}", planned[0].lock);
+        assert!(
+            restart.lock.starts_with("ACCESS EXCLUSIVE on users"),
+            "{}",
+            restart.lock
+        );
+        assert!(
+            planned[0].sql.starts_with("SELECT pg_try_advisory_lock("),
+            "{}",
+            planned[0].sql
+        );
+        assert!(
+            planned[0].lock.starts_with("session advisory lock"),
+            "{}",
+            planned[0].lock
+        );
     } else {
-        assert!(create_index.starts_with("ALGORITHM=INPLACE, LOCK=NONE on users"), "{create_index}");
-        assert!(create_table.starts_with("exclusive metadata lock on the new table users"), "{create_table}");
-        assert!(load.starts_with("shared write metadata lock on users"), "{load}");
+        assert!(
+            create_index.starts_with("ALGORITHM=INPLACE, LOCK=NONE on users"),
+            "{create_index}"
+        );
+        assert!(
+            create_table.starts_with("exclusive metadata lock on the new table users"),
+            "{create_table}"
+        );
+        assert!(
+            load.starts_with("shared write metadata lock on users"),
+            "{load}"
+        );
         let fk = planned
             .iter()
             .find(|e| e.sql.contains("ADD CONSTRAINT `users_team_fkey`"))
             .unwrap();
-        assert!(fk.lock.starts_with("ALGORITHM=COPY, LOCK=SHARED"), "{}", fk.lock);
+        assert!(
+            fk.lock.starts_with("ALGORITHM=COPY, LOCK=SHARED"),
+            "{}",
+            fk.lock
+        );
         let restart = planned
             .iter()
             .find(|e| e.sql.contains("AUTO_INCREMENT ="))
             .unwrap();
-        assert!(restart.lock.starts_with("ALGORITHM=INPLACE, LOCK=NONE"), "{}", restart.lock);
-        assert!(planned[0].sql.starts_with("SELECT GET_LOCK('rowshift:"), "{}", planned[0].sql);
-        assert!(planned[0].lock.starts_with("named lock (GET_LOCK)"), "{}", planned[0].lock);
+        assert!(
+            restart.lock.starts_with("ALGORITHM=INPLACE, LOCK=NONE"),
+            "{}",
+            restart.lock
+        );
+        assert!(
+            planned[0].sql.starts_with("SELECT GET_LOCK('rowshift:"),
+            "{}",
+            planned[0].sql
+        );
+        assert!(
+            planned[0].lock.starts_with("named lock (GET_LOCK)"),
+            "{}",
+            planned[0].lock
+        );
     }
 }
 
@@ -423,8 +505,17 @@ fn a_pipeline_s_plan_is_what_its_run_executes<T: Target>() {
     let before = everything(&dst);
     let out = ws.rowshift(&["plan", pipeline.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("-- set, load; lock: "), "{}", out.stdout);
-    assert!(out.stdout.contains("--   rows: 4 rows in 2 chunks (the source's chunk plan)\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("-- set, load; lock: "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("--   rows: 4 rows in 2 chunks (the source's chunk plan)\n"),
+        "{}",
+        out.stdout
+    );
     let p = rowshift::config::Pipeline::load(&pipeline).unwrap();
     let planned = migrate::plan_pipeline(&p, false).unwrap();
     assert_eq!(everything(&dst), before, "plan changed the target");
@@ -477,7 +568,10 @@ fn a_pipeline_s_plan_is_what_its_run_executes<T: Target>() {
 fn an_offline_plan_opens_nothing_and_says_so() {
     let ws = Workspace::new();
     std::fs::create_dir_all(ws.path("set")).unwrap();
-    ws.write("set/rowshift.toml", "name = \"o\"\nurl = \"sqlite://../nowhere/t.db\"\n");
+    ws.write(
+        "set/rowshift.toml",
+        "name = \"o\"\nurl = \"sqlite://../nowhere/t.db\"\n",
+    );
     ws.write(
         "set/001_a.sql",
         "-- rowshift:up\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n-- rowshift:down\nDROP TABLE a;\n",
@@ -485,7 +579,12 @@ fn an_offline_plan_opens_nothing_and_says_so() {
     let out = ws.rowshift(&["plan", "set", "--offline"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("(SQLite, offline)"), "{}", out.stdout);
-    assert!(out.stdout.contains("-- note: offline: the history was not read"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("-- note: offline: the history was not read"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("-- step 1, up; lock: the database write lock: other writers wait until the commit; readers go on (WAL)\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n"),
         "{}",
@@ -493,8 +592,17 @@ fn an_offline_plan_opens_nothing_and_says_so() {
     );
     let online = ws.rowshift(&["plan", "set"]);
     assert_eq!(online.code, 0, "{}{}", online.stdout, online.stderr);
-    assert!(online.stdout.contains("(SQLite, nothing there (the SQLite file does not exist yet))"), "{}", online.stdout);
-    assert!(!Path::new(&ws.path("nowhere")).exists(), "plan created the target's folder");
+    assert!(
+        online
+            .stdout
+            .contains("(SQLite, nothing there (the SQLite file does not exist yet))"),
+        "{}",
+        online.stdout
+    );
+    assert!(
+        !Path::new(&ws.path("nowhere")).exists(),
+        "plan created the target's folder"
+    );
     // `up --print-sql` shows the statements as they run, in the plan's words.
     let up = ws.rowshift(&["up", "set", "--print-sql"]);
     assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);

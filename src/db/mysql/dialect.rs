@@ -140,7 +140,9 @@ impl crate::sql::dialect::Locks for MyDialect {
             Op::CreateSchema | Op::CreateDatabase => {
                 format!("{MDL} on the database's name; commits on its own")
             }
-            Op::CreateOther(w) => format!("{MDL} on the new object (CREATE {w}); commits on its own"),
+            Op::CreateOther(w) => {
+                format!("{MDL} on the new object (CREATE {w}); commits on its own")
+            }
             Op::DropTable { tables } => format!(
                 "{MDL} on {}: waits for every transaction using it; commits on its own",
                 tables.join(", ")
@@ -148,7 +150,9 @@ impl crate::sql::dialect::Locks for MyDialect {
             Op::DropIndex { .. } => {
                 "ALGORITHM=INPLACE, LOCK=NONE: metadata only; commits on its own".into()
             }
-            Op::DropOther(w) => format!("{MDL} on the object dropped (DROP {w}); commits on its own"),
+            Op::DropOther(w) => {
+                format!("{MDL} on the object dropped (DROP {w}); commits on its own")
+            }
             Op::AlterTable { table, ops } => {
                 // The statement runs with the weakest algorithm and strongest lock any of
                 // its changes needs.
@@ -201,10 +205,12 @@ impl crate::sql::dialect::Locks for MyDialect {
                     .unwrap_or((5, "ALGORITHM=COPY, LOCK=SHARED at worst"));
                 format!("{text}; {MDL} on {table} briefly; commits on its own")
             }
-            Op::Insert(t) | Op::Update(t) | Op::Delete(t) | Op::Copy(t) => format!(
-                "shared write metadata lock on {t}; InnoDB row locks on the rows written"
-            ),
-            Op::Truncate(t) => format!("{MDL} on {t} (dropped and created again); commits on its own"),
+            Op::Insert(t) | Op::Update(t) | Op::Delete(t) | Op::Copy(t) => {
+                format!("shared write metadata lock on {t}; InnoDB row locks on the rows written")
+            }
+            Op::Truncate(t) => {
+                format!("{MDL} on {t} (dropped and created again); commits on its own")
+            }
             Op::Select { calls } if calls.iter().any(|c| c == "get_lock") => {
                 "named lock (GET_LOCK), held by the session; no table lock".into()
             }

@@ -159,9 +159,7 @@ impl crate::sql::dialect::Locks for PgDialect {
                 table,
                 "reads go on, INSERT, UPDATE and DELETE wait until the index is built",
             ),
-            Op::CreateSchema | Op::CreateDatabase => {
-                "no table lock (a row of the catalog)".into()
-            }
+            Op::CreateSchema | Op::CreateDatabase => "no table lock (a row of the catalog)".into(),
             Op::CreateOther(w) => format!("no lock on a table's rows (CREATE {w})"),
             Op::DropTable { tables } => on(
                 ACCESS_EXCLUSIVE,

@@ -116,7 +116,10 @@ impl crate::sql::dialect::Locks for SqliteDialect {
         match op {
             Op::Select { .. } => "none (a read: SHARED while it reads)".into(),
             Op::Session => "none (a setting of the connection)".into(),
-            _ => "the database write lock: other writers wait until the commit; readers go on (WAL)".into(),
+            _ => {
+                "the database write lock: other writers wait until the commit; readers go on (WAL)"
+                    .into()
+            }
         }
     }
 
