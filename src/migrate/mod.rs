@@ -99,9 +99,10 @@ pub enum SetEvent {
     },
     /// A step ended.
     StepDone(Box<StepOutcome>),
-    /// A statement was executed (reported once it ran, or for a section run in one
-    /// transaction, once the section committed): the set's lock and history, a step's
-    /// SQL, a data move's DDL, its load as one entry, and its post-load DDL.
+    /// A statement was executed: the set's lock and history, a step's SQL, a data move's
+    /// table DDL, its load as one entry, and its post-load DDL. Reported in the order
+    /// they ran, once the operation they belong to (a section, a history write, a data
+    /// move) ended; `rowshift plan` lists the same entries beforehand.
     Executed(Box<Entry>),
 }
 
