@@ -613,6 +613,72 @@ fn an_offline_plan_opens_nothing_and_says_so() {
     );
 }
 
+/// A plan says when the command would refuse (an applied step edited since), and why,
+/// with exit code 1; the statements it lists stop where the command would stop.
+#[test]
+fn a_plan_says_when_up_would_refuse_and_why() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("set")).unwrap();
+    ws.write(
+        "set/rowshift.toml",
+        "name = \"r\"\nurl = \"sqlite://../t.db\"\n",
+    );
+    ws.write(
+        "set/001_a.sql",
+        "-- rowshift:up\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n-- rowshift:down\nDROP TABLE a;\n",
+    );
+    let up = ws.rowshift(&["up", "set"]);
+    assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    ws.write(
+        "set/001_a.sql",
+        "-- rowshift:up\nCREATE TABLE a (id INTEGER PRIMARY KEY, b TEXT);\n-- rowshift:down\nDROP TABLE a;\n",
+    );
+    ws.write(
+        "set/002_b.sql",
+        "-- rowshift:up\nCREATE TABLE b (id INTEGER PRIMARY KEY);\n",
+    );
+    let out = ws.rowshift(&["plan", "set", "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let refusal = v["refusal"].as_str().unwrap();
+    assert!(
+        refusal.starts_with("up would refuse to go on: step 1 (a) was applied on ")
+            && refusal.contains("and since then 001_a.sql line 2 was `CREATE TABLE a (id INTEGER PRIMARY KEY);` and is now `CREATE TABLE a (id INTEGER PRIMARY KEY, b TEXT);`"),
+        "{refusal}"
+    );
+    let phases: Vec<&str> = v["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["lock", "history"]);
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["applied", "pending"]);
+    let text = ws.rowshift(&["plan", "set"]);
+    assert_eq!(text.code, 1);
+    assert!(
+        text.stdout
+            .contains("-- refused: up would refuse to go on: step 1 (a)"),
+        "{}",
+        text.stdout
+    );
+    // The up it describes refuses as it said.
+    let up = ws.rowshift(&["up", "set"]);
+    assert_eq!(up.code, 2, "{}{}", up.stdout, up.stderr);
+    assert!(
+        up.stderr
+            .contains("up refuses to go on: step 1 (a) was applied on "),
+        "{}",
+        up.stderr
+    );
+}
+
 scenarios!(
     postgres: crate::common::PgSchema,
     mysql: crate::common::MyDb,
