@@ -1026,3 +1026,6 @@ mod migrate;
 
 #[path = "suite/ddl.rs"]
 mod ddl;
+
+#[path = "suite/plan.rs"]
+mod plan;

@@ -4,16 +4,20 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rowshift::config::Pipeline;
 use rowshift::migrate::{
-    self, MigrateOptions, MigrationSet, SetEvent, SetObserver, StatusReport, StepOutcome,
+    self, Entry, MigrateOptions, MigrationSet, PlanOptions, SetEvent, SetObserver, StatusReport,
+    StepOutcome,
 };
 use rowshift::run::{self, Observer, fmt_duration};
 
 use super::progress;
 
-/// Step lines on stderr, with the data moves' chunk lines (unless quiet).
+/// Step lines on stderr, with the data moves' chunk lines (unless quiet) and, with
+/// `--print-sql`, each statement as it was executed.
 struct StepLines {
     chunks: Box<dyn Observer>,
+    print_sql: bool,
 }
 
 impl SetObserver for StepLines {
@@ -40,6 +44,8 @@ impl SetObserver for StepLines {
                 eprintln!("step {step}: moving data (pipeline {pipeline})")
             }
             SetEvent::StepDone(o) => eprintln!("{}", step_line(o)),
+            SetEvent::Executed(e) if self.print_sql => eprint!("{}", entry_text(e)),
+            SetEvent::Executed(_) => {}
         }
     }
 
@@ -48,13 +54,32 @@ impl SetObserver for StepLines {
     }
 }
 
-fn observer(quiet: bool) -> StepLines {
+fn observer(quiet: bool, print_sql: bool) -> StepLines {
     StepLines {
         chunks: match quiet {
             true => Box::new(run::NoopObserver),
             false => Box::new(progress::Lines),
         },
+        print_sql,
     }
+}
+
+/// A statement as a plan or `--print-sql` shows it: a comment line saying where it runs,
+/// the lock it takes and, for a load, its rows; then the statement.
+pub fn entry_text(e: &Entry) -> String {
+    let at = match e.step {
+        Some(n) => format!("step {n}"),
+        None => "set".to_string(),
+    };
+    let estimate = e
+        .estimate
+        .as_ref()
+        .map(|r| format!("\n--   rows: {r}"))
+        .unwrap_or_default();
+    format!(
+        "-- {at}, {}; lock: {}{estimate}\n{};\n",
+        e.phase, e.lock, e.sql
+    )
 }
 
 fn step_line(o: &StepOutcome) -> String {
@@ -107,12 +132,13 @@ pub fn up(
     lock_timeout: u64,
     json: bool,
     quiet: bool,
+    print_sql: bool,
 ) -> anyhow::Result<i32> {
     let set = MigrationSet::load(dir)?;
     let report = migrate::up(
         &set,
         &options(to, allow_changed, false, lock_timeout),
-        &observer(quiet),
+        &observer(quiet, print_sql),
     )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -152,12 +178,13 @@ pub fn down(
     allow_changed: bool,
     lock_timeout: u64,
     json: bool,
+    print_sql: bool,
 ) -> anyhow::Result<i32> {
     let set = MigrationSet::load(dir)?;
     let report = migrate::down(
         &set,
         &options(Some(to), allow_changed, force, lock_timeout),
-        &observer(true),
+        &observer(true, print_sql),
     )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -182,7 +209,7 @@ pub fn baseline(dir: &Path, to: u64, lock_timeout: u64) -> anyhow::Result<i32> {
     let report = migrate::baseline(
         &set,
         &options(Some(to), false, false, lock_timeout),
-        &observer(true),
+        &observer(true, false),
     )?;
     let steps: Vec<String> = report.steps.iter().map(u64::to_string).collect();
     println!(
@@ -265,4 +292,68 @@ fn status_text(r: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// `rowshift plan DIR` (`--down --to N`, `--to N`) or `rowshift plan PIPELINE`.
+pub fn plan(
+    path: &Path,
+    down: bool,
+    to: Option<u64>,
+    offline: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    if !is_set(path) {
+        if down || to.is_some() {
+            anyhow::bail!(
+                "--down and --to plan a migration set's directory; {} is a pipeline file, planned as one run",
+                path.display()
+            );
+        }
+        let plan = migrate::plan_pipeline(&Pipeline::load(path)?, offline)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+            return Ok(0);
+        }
+        println!(
+            "-- plan: one run of pipeline {} -> {} ({}, {})",
+            plan.pipeline, plan.target, plan.database, plan.connected
+        );
+        for note in &plan.notes {
+            println!("-- note: {note}");
+        }
+        for e in &plan.statements {
+            print!("\n{}", entry_text(e));
+        }
+        return Ok(0);
+    }
+    if down && to.is_none() {
+        anyhow::bail!("plan --down needs --to N, the step to go back to (0: every step)");
+    }
+    let set = MigrationSet::load(path)?;
+    let plan = migrate::plan(&set, &PlanOptions { down, to, offline })?;
+    let code = if plan.refusal.is_some() { 1 } else { 0 };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(code);
+    }
+    println!(
+        "-- plan: {} of set {} -> {} ({}, {})",
+        plan.command, plan.set, plan.target, plan.database, plan.connected
+    );
+    for s in &plan.steps {
+        println!(
+            "--   step {:>4} {:<24} {:<8} {}",
+            s.step, s.name, s.kind, s.status
+        );
+    }
+    if let Some(why) = &plan.refusal {
+        println!("-- refused: {why}");
+    }
+    for note in &plan.notes {
+        println!("-- note: {note}");
+    }
+    for e in &plan.statements {
+        print!("\n{}", entry_text(e));
+    }
+    Ok(code)
 }

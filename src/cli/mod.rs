@@ -217,6 +217,10 @@ enum Command {
         /// No chunk lines, only step lines and the summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Print each statement on stderr as it was executed, with the lock it takes
+        /// (as `rowshift plan` shows them).
+        #[arg(long)]
+        print_sql: bool,
     },
     /// Revert a migration set's applied steps after step N, last first, by each step's
     /// down SQL. Checks every step first and changes nothing if one cannot be reverted.
@@ -239,6 +243,33 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         lock_timeout: u64,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print each statement on stderr as it was executed, with the lock it takes.
+        #[arg(long)]
+        print_sql: bool,
+    },
+    /// Print every statement `up` (or `down --to N`) of a migration set would execute, or
+    /// one run of a pipeline, in order, with the lock each takes and the rows and chunks
+    /// of each data move. Connects read-only (or not at all with --offline); changes
+    /// nothing.
+    #[command(
+        after_help = "Example:\n  rowshift plan pipelines/shop_v2\n  rowshift plan pipelines/shop_v2 --down --to 1\n  rowshift plan pipelines/shop_v2 --offline --json\n  rowshift plan pipelines/quickstart.toml\n\nExit codes: 0 planned, 1 the command would refuse (the plan says why), 2 error."
+    )]
+    Plan {
+        /// The migration set's directory, or a pipeline file.
+        path: PathBuf,
+        /// Plan `down --to N` rather than `up`.
+        #[arg(long, requires = "to")]
+        down: bool,
+        /// `up`: the steps up to this number only; `down`: the step to go back to.
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Connect to nothing: plan every step as pending, without row estimates.
+        #[arg(long)]
+        offline: bool,
+        /// Print the plan as JSON (one object per statement: step, phase, sql, lock,
+        /// estimate).
         #[arg(long)]
         json: bool,
     },
@@ -296,7 +327,16 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             lock_timeout,
             json,
             quiet,
-        } => migrate::up(&dir, to, allow_changed, lock_timeout, json, quiet),
+            print_sql,
+        } => migrate::up(
+            &dir,
+            to,
+            allow_changed,
+            lock_timeout,
+            json,
+            quiet,
+            print_sql,
+        ),
         Command::Down {
             dir,
             to,
@@ -304,7 +344,23 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             allow_changed,
             lock_timeout,
             json,
-        } => migrate::down(&dir, to, force, allow_changed, lock_timeout, json),
+            print_sql,
+        } => migrate::down(
+            &dir,
+            to,
+            force,
+            allow_changed,
+            lock_timeout,
+            json,
+            print_sql,
+        ),
+        Command::Plan {
+            path,
+            down,
+            to,
+            offline,
+            json,
+        } => migrate::plan(&path, down, to, offline, json),
         Command::Baseline {
             dir,
             to,

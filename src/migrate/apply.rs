@@ -10,13 +10,15 @@ use serde::Serialize;
 use super::history::{History, Phase, Record, State};
 use super::set::{MigrationSet, Step};
 use super::statements::Statement;
-use super::{SetError, SetEvent, SetObserver, crash_point, lock};
+use super::{SetError, SetEvent, SetObserver, crash_point, lock, plan};
 use crate::checkpoint::{ChunkState, RunLock};
 use crate::chunk::ChunkCounts;
 use crate::config::redact;
 use crate::plan::Plan;
 use crate::run::{RunOptions, Summary};
 use crate::runtime::IoRuntime;
+use crate::sql::dialect::Locks;
+use crate::sql::trace;
 
 /// Knobs of `up`, `down` and `baseline`.
 #[derive(Debug, Clone, Default)]
@@ -295,7 +297,7 @@ pub(crate) fn changes(set: &MigrationSet, records: &[Record]) -> Vec<(u64, Strin
 
 /// Whether a started step has changed nothing yet (it failed or was killed in its first
 /// section before any statement's record): its files may change before it runs again.
-fn untouched(r: &Record) -> bool {
+pub(crate) fn untouched(r: &Record) -> bool {
     matches!(r.state, State::Running | State::Failed)
         && r.phase == Phase::Up
         && r.statements_done == 0
@@ -305,6 +307,8 @@ fn untouched(r: &Record) -> bool {
 struct Session<'a> {
     set: &'a MigrationSet,
     history: History,
+    /// The target's locks, to show beside the statements reported as executed.
+    locks: Box<dyn Locks>,
     io: IoRuntime,
     who: Who,
     observer: &'a dyn SetObserver,
@@ -328,17 +332,93 @@ impl<'a> Session<'a> {
             })
         })?;
         let lock_seconds = t0.elapsed().as_secs_f64();
+        let locks = plan::locks_for(&set.target)?;
         let history = History::open(&set.target, &set.name, &io)?;
-        history.ensure()?;
-        Ok(Session {
+        // From here on, every statement this thread executes is reported.
+        trace::start();
+        let session = Session {
             set,
             history,
+            locks,
             io,
             who: Who::now(),
             observer,
             lock,
             lock_seconds,
-        })
+        };
+        let taken = session
+            .locks
+            .run_lock(&plan::schema_of(&set.target), lock::LOCK_NAME);
+        session.report(None, "lock", vec![taken]);
+        let ensured = session.history.ensure();
+        session.flush(None, "history");
+        if let Err(e) = ensured {
+            session.close();
+            return Err(e.into());
+        }
+        Ok(session)
+    }
+
+    /// Reports `statements` as executed in `phase` of `step`; the history's own writes
+    /// are reported as `history`.
+    fn report(&self, step: Option<u64>, phase: &str, statements: Vec<String>) {
+        let writes = self.history.sql().writes();
+        for sql in statements {
+            let phase = match writes.contains(&sql) {
+                true => "history",
+                false => phase,
+            };
+            self.observer
+                .on_set_event(&SetEvent::Executed(Box::new(plan::Entry {
+                    step,
+                    phase: phase.into(),
+                    lock: self.locks.lock_of(&sql),
+                    sql,
+                    estimate: None,
+                })));
+        }
+    }
+
+    /// Reports the statements executed since the last report.
+    fn flush(&self, step: Option<u64>, phase: &str) {
+        self.report(step, phase, trace::take());
+    }
+
+    /// Reports a data move's statements: the table's DDL before its load, the load as
+    /// one entry with what it moved, and the post-load DDL after it.
+    fn flush_data(&self, step: u64, load: &str, moved: Option<String>) {
+        let all = trace::take();
+        let at = all.iter().position(|s| s == load);
+        let (before, after) = match at {
+            Some(i) => (all[..i].to_vec(), all[i + 1..].to_vec()),
+            None => (all, Vec::new()),
+        };
+        self.report(Some(step), "ddl", before);
+        if at.is_some() {
+            self.observer
+                .on_set_event(&SetEvent::Executed(Box::new(plan::Entry {
+                    step: Some(step),
+                    phase: "load".into(),
+                    sql: load.to_string(),
+                    lock: self.locks.lock_of(load),
+                    estimate: moved,
+                })));
+        }
+        self.report(Some(step), "post-load", after);
+    }
+
+    /// Saves `record`, reporting the statements.
+    fn save(&self, record: &Record) -> Result<(), SetError> {
+        let out = self.history.save(record);
+        self.flush(Some(record.step), "history");
+        Ok(out?)
+    }
+
+    /// Ends the session: the history's connections closed, the lock released.
+    fn close(self) {
+        trace::stop();
+        self.history.close();
+        drop(self.lock);
     }
 
     fn records(&self) -> Result<BTreeMap<u64, Record>, SetError> {
@@ -394,7 +474,7 @@ impl<'a> Session<'a> {
                 && (changed || *chain != r.chain)
             {
                 r.chain = chain.clone();
-                self.history.save(r)?;
+                self.save(r)?;
             }
         }
         Ok(found.iter().map(|(_, m)| m.clone()).collect())
@@ -447,6 +527,20 @@ impl<'a> Session<'a> {
     /// Runs `statements[from..]` of `step` and moves its record to `next`: in one
     /// transaction on PostgreSQL and SQLite, one recorded statement at a time on MySQL.
     fn run_statements(
+        &self,
+        step: &Step,
+        section: &str,
+        statements: &[Statement],
+        record: &mut Record,
+        next: impl Fn(&mut Record),
+        history_nanos: &mut u128,
+    ) -> Result<usize, SetError> {
+        let out = self.run_statements_in(step, section, statements, record, next, history_nanos);
+        self.flush(Some(step.number), section);
+        out
+    }
+
+    fn run_statements_in(
         &self,
         step: &Step,
         section: &str,
@@ -547,6 +641,7 @@ impl<'a> Session<'a> {
             pipeline: pipeline.name.clone(),
         });
         crash_point(step.number, "data");
+        let load = plan::load_sql(self.locks.as_ref(), &pipeline);
         let plan = Plan::build(pipeline).map_err(as_step)?;
         let sink = plan.open_sink().map_err(as_step)?;
         let run_opts = RunOptions {
@@ -555,18 +650,20 @@ impl<'a> Session<'a> {
             cancel: None,
             ..RunOptions::default()
         };
-        let summary = crate::run::run(
-            &plan,
-            sink.as_ref(),
-            self.observer.run_observer(),
-            &run_opts,
-        );
+        let tap = LoadTap {
+            inner: self.observer.run_observer(),
+            load: &load,
+            moved: std::sync::Mutex::new(None),
+        };
+        let summary = crate::run::run(&plan, sink.as_ref(), &tap, &run_opts);
+        let moved = tap.moved.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.flush_data(step.number, &load, moved);
         let summary = match summary {
             Ok(s) => s,
             Err(e) => {
                 record.state = State::Failed;
                 record.error = Some(redact(&e.to_string()));
-                self.history.save(record)?;
+                self.save(record)?;
                 return Err(as_step(e));
             }
         };
@@ -600,12 +697,33 @@ impl<'a> Session<'a> {
             };
             record.state = State::Failed;
             record.error = Some(why.clone());
-            self.history.save(record)?;
+            self.save(record)?;
             return Err(as_step(crate::Error::Unsupported(format!(
                 "{why}; the history records the step as failed in its data move, and the next up resumes it"
             ))));
         }
         Ok(summary)
+    }
+}
+
+/// The run observer of a data move: hears its chunk events for the set's observer, and
+/// reports the load as executed where the run starts its chunks (after the table's DDL,
+/// before the post-load DDL), with the rows and chunks it plans to move.
+struct LoadTap<'a> {
+    inner: &'a dyn crate::run::Observer,
+    load: &'a str,
+    moved: std::sync::Mutex<Option<String>>,
+}
+
+impl crate::run::Observer for LoadTap<'_> {
+    fn on_event(&self, event: &crate::run::Event) {
+        if let crate::run::Event::Planned { chunks, rows, .. } = event {
+            // The run's own thread: the statements around it are reported on it too.
+            trace::executed(self.load);
+            *self.moved.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(plan::rows_in_chunks(*rows, *chunks));
+        }
+        self.inner.on_event(event);
     }
 }
 
@@ -619,8 +737,7 @@ pub fn up(
     let t0 = Instant::now();
     let session = Session::open(set, opts, observer)?;
     let out = up_in(&session, opts, t0);
-    session.history.close();
-    drop(session.lock);
+    session.close();
     out
 }
 
@@ -705,7 +822,7 @@ fn apply_step(
         }
     };
     let h0 = Instant::now();
-    session.history.save(&record)?;
+    session.save(&record)?;
     history_nanos += h0.elapsed().as_nanos();
     let (up, after) = step.up_statements();
     let has_data = step.pipeline.is_some();
@@ -739,7 +856,7 @@ fn apply_step(
                     },
                 );
                 let h0 = Instant::now();
-                session.history.save(&record)?;
+                session.save(&record)?;
                 history_nanos += h0.elapsed().as_nanos();
                 data = Some(summary);
             }
@@ -800,8 +917,7 @@ pub fn down(
     let to = opts.to.unwrap_or(0);
     let session = Session::open(set, opts, observer)?;
     let out = down_in(&session, opts, to, t0);
-    session.history.close();
-    drop(session.lock);
+    session.close();
     out
 }
 
@@ -884,7 +1000,7 @@ fn down_in(
         }
         record.error = None;
         let h0 = Instant::now();
-        session.history.save(&record)?;
+        session.save(&record)?;
         history_nanos += h0.elapsed().as_nanos();
         let stmts = step.down_statements().unwrap_or(&[]);
         let statements = session.run_statements(
@@ -1017,7 +1133,7 @@ pub fn baseline(
             r.state = State::Baseline;
             r.phase = Phase::Done;
             r.ended_at = Some(r.started_at.clone());
-            session.history.save(&r)?;
+            session.save(&r)?;
             done.push(step.number);
         }
         Ok(BaselineReport {
@@ -1026,7 +1142,6 @@ pub fn baseline(
             steps: done,
         })
     })();
-    session.history.close();
-    drop(session.lock);
+    session.close();
     out
 }

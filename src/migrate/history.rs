@@ -14,7 +14,7 @@ use super::statements::Statement;
 use crate::config::Location;
 use crate::db::postgres::qualified as pg_qualified;
 use crate::runtime::IoRuntime;
-use crate::sql::{quote_ident, stmt};
+use crate::sql::{quote_ident, stmt, trace};
 use crate::{Error, Result};
 
 /// The schema that holds rowshift's bookkeeping on PostgreSQL.
@@ -257,9 +257,141 @@ enum Pool {
     My(MySqlPool),
 }
 
+/// Which database a history is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Sqlite,
+    Pg,
+    My,
+}
+
+/// The history's statements as the target spells them, known without connecting: what
+/// the history runs, and what `rowshift plan` shows it would run.
+#[derive(Debug, Clone)]
+pub(crate) struct HistorySql {
+    kind: Kind,
+    /// The target schema (PostgreSQL), database (MySQL) or `main` (SQLite).
+    target: String,
+    /// The history table, qualified and quoted.
+    table: String,
+}
+
+impl HistorySql {
+    /// The history's statements in `location`.
+    pub(crate) fn of(location: &Location) -> Result<HistorySql> {
+        Ok(match location {
+            Location::Sqlite { .. } => HistorySql {
+                kind: Kind::Sqlite,
+                target: "main".into(),
+                table: quote_ident("_rowshift_history"),
+            },
+            Location::Postgres { schema, .. } => HistorySql {
+                kind: Kind::Pg,
+                target: schema.clone(),
+                table: pg_qualified(PG_SCHEMA, "history"),
+            },
+            Location::Mysql { schema, .. } => HistorySql {
+                kind: Kind::My,
+                target: schema.clone(),
+                table: crate::db::mysql::qualified(schema, "_rowshift_history"),
+            },
+            Location::Files { .. } => {
+                return Err(Error::Unsupported(
+                    "a migration set's target is a database, not files".into(),
+                ));
+            }
+        })
+    }
+
+    fn ph(&self, i: usize) -> String {
+        match self.kind {
+            Kind::Pg => format!("${i}"),
+            _ => "?".into(),
+        }
+    }
+
+    /// The statements `ensure` runs, in order (PostgreSQL's first takes the lock that
+    /// serialises them, with its key bound).
+    pub(crate) fn ensure(&self) -> Vec<String> {
+        let (text, big, key) = match self.kind {
+            Kind::Pg => ("text", "bigint", "text"),
+            Kind::My => ("TEXT", "BIGINT", "VARCHAR(191)"),
+            Kind::Sqlite => ("TEXT", "INTEGER", "TEXT"),
+        };
+        let cols = format!(
+            "set_name {key} NOT NULL, target {key} NOT NULL, step {big} NOT NULL, name {text} NOT NULL, kind {text} NOT NULL, \
+             checksum {text} NOT NULL, chain {text} NOT NULL, state {text} NOT NULL, phase {text} NOT NULL, \
+             statements_done {big} NOT NULL, run_by {text} NOT NULL, host {text} NOT NULL, pid {big} NOT NULL, \
+             started_at {text} NOT NULL, ended_at {text}, rows_read {big} NOT NULL, rows_written {big} NOT NULL, \
+             rows_filtered {big} NOT NULL, rows_rejected {big} NOT NULL, data_checksum {text}, allowed_change {text}, \
+             error {text}, applied_text {text} NOT NULL, PRIMARY KEY (set_name, target, step)"
+        );
+        let create = format!("CREATE TABLE IF NOT EXISTS {} ({cols})", self.table);
+        match self.kind {
+            Kind::Sqlite => vec![create],
+            Kind::My => vec![
+                format!(
+                    "CREATE DATABASE IF NOT EXISTS {} DEFAULT CHARACTER SET utf8mb4",
+                    crate::db::mysql::quote(&self.target)
+                ),
+                format!("{create} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+            ],
+            Kind::Pg => vec![
+                "SELECT pg_advisory_xact_lock($1)".into(),
+                format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(PG_SCHEMA)),
+                format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.target)),
+                create,
+            ],
+        }
+    }
+
+    /// The statements that replace a step's row: delete, then insert.
+    pub(crate) fn writes(&self) -> [String; 2] {
+        let phs: Vec<String> = (1..=COLUMNS.len() + 2).map(|i| self.ph(i)).collect();
+        let insert = format!(
+            "INSERT INTO {} (set_name, target, {}) VALUES ({})",
+            self.table,
+            COLUMNS.join(", "),
+            phs.join(", ")
+        );
+        let delete = format!(
+            "DELETE FROM {} WHERE set_name = {} AND target = {} AND step = {}",
+            self.table,
+            self.ph(1),
+            self.ph(2),
+            self.ph(3)
+        );
+        [delete, insert]
+    }
+
+    /// The statement a transaction of the history starts with (PostgreSQL: the target
+    /// schema first on the search path, for a step's statements).
+    pub(crate) fn prelude(&self) -> Option<String> {
+        match self.kind {
+            Kind::Pg => Some(format!(
+                "SET LOCAL search_path TO {}",
+                quote_ident(&self.target)
+            )),
+            _ => None,
+        }
+    }
+
+    /// The statement before each statement run on its own (MySQL).
+    pub(crate) fn use_target(&self) -> String {
+        format!("USE {}", crate::db::mysql::quote(&self.target))
+    }
+
+    /// Whether each statement is run and recorded on its own (MySQL, whose DDL commits
+    /// by itself), rather than in one transaction with the step's row.
+    pub(crate) fn per_statement(&self) -> bool {
+        self.kind == Kind::My
+    }
+}
+
 /// The history of one set in one target, with the connection that runs its steps' SQL.
 pub struct History {
     pool: Pool,
+    sql: HistorySql,
     io: IoRuntime,
     set: String,
     /// The target schema (PostgreSQL), database (MySQL) or `main` (SQLite).
@@ -298,18 +430,36 @@ macro_rules! bind_all {
 impl History {
     /// Connects to the target `location` for set `set`. Touches nothing.
     pub fn open(location: &Location, set: &str, io: &IoRuntime) -> Result<History> {
+        Self::open_as(location, set, io, false)
+    }
+
+    /// Connects to the target `location` for set `set` in read-only sessions (a read-only
+    /// SQLite connection; PostgreSQL's and MySQL's sessions refuse every write), for
+    /// `rowshift plan`. A SQLite file must exist.
+    pub fn open_read_only(location: &Location, set: &str, io: &IoRuntime) -> Result<History> {
+        Self::open_as(location, set, io, true)
+    }
+
+    fn open_as(location: &Location, set: &str, io: &IoRuntime, read_only: bool) -> Result<History> {
         let db = crate::config::DbOptions {
-            pool_size: Some(2),
+            // One connection, so that the session's read-only setting holds for every
+            // query.
+            pool_size: Some(if read_only { 1 } else { 2 }),
             ..Default::default()
         };
-        Ok(match location {
+        let sql = HistorySql::of(location)?;
+        let history = match location {
             Location::Sqlite { path } => History {
                 pool: Pool::Sqlite(crate::db::sqlite::connect(
                     io,
                     path,
-                    crate::db::sqlite::Access::Write,
+                    match read_only {
+                        true => crate::db::sqlite::Access::Read,
+                        false => crate::db::sqlite::Access::Write,
+                    },
                     1,
                 )?),
+                sql,
                 io: io.clone(),
                 set: set.into(),
                 target: "main".into(),
@@ -318,6 +468,7 @@ impl History {
             },
             Location::Postgres { url, schema } => History {
                 pool: Pool::Pg(crate::db::postgres::connect(io, url, &db)?),
+                sql,
                 io: io.clone(),
                 set: set.into(),
                 target: schema.clone(),
@@ -326,6 +477,7 @@ impl History {
             },
             Location::Mysql { url, schema } => History {
                 pool: Pool::My(crate::db::mysql::connect(io, url, &db)?),
+                sql,
                 io: io.clone(),
                 set: set.into(),
                 target: schema.clone(),
@@ -337,7 +489,25 @@ impl History {
                     "a migration set's target is a database, not files".into(),
                 ));
             }
-        })
+        };
+        if read_only {
+            let set_read_only = match history.pool {
+                Pool::Pg(_) => Some("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+                Pool::My(_) => Some("SET SESSION TRANSACTION READ ONLY"),
+                Pool::Sqlite(_) => None,
+            };
+            if let Some(sql) = set_read_only {
+                let here = history.here();
+                on_pool!(history, p => history.io.block_on(sqlx::raw_sql(stmt(sql)).execute(p)).map(|_| ()))
+                    .map_err(|e| Error::db(here, e))?;
+            }
+        }
+        Ok(history)
+    }
+
+    /// The history's statements as this target spells them.
+    pub(crate) fn sql(&self) -> &HistorySql {
+        &self.sql
     }
 
     /// The target, redacted, for messages.
@@ -361,72 +531,36 @@ impl History {
     /// creating them at the same moment.
     pub fn ensure(&self) -> Result<()> {
         let here = self.here();
-        let (text, big, key) = match self.pool {
-            Pool::Pg(_) => ("text", "bigint", "text"),
-            Pool::My(_) => ("TEXT", "BIGINT", "VARCHAR(191)"),
-            Pool::Sqlite(_) => ("TEXT", "INTEGER", "TEXT"),
-        };
-        let cols = format!(
-            "set_name {key} NOT NULL, target {key} NOT NULL, step {big} NOT NULL, name {text} NOT NULL, kind {text} NOT NULL, \
-             checksum {text} NOT NULL, chain {text} NOT NULL, state {text} NOT NULL, phase {text} NOT NULL, \
-             statements_done {big} NOT NULL, run_by {text} NOT NULL, host {text} NOT NULL, pid {big} NOT NULL, \
-             started_at {text} NOT NULL, ended_at {text}, rows_read {big} NOT NULL, rows_written {big} NOT NULL, \
-             rows_filtered {big} NOT NULL, rows_rejected {big} NOT NULL, data_checksum {text}, allowed_change {text}, \
-             error {text}, applied_text {text} NOT NULL, PRIMARY KEY (set_name, target, step)"
-        );
-        let create = format!("CREATE TABLE IF NOT EXISTS {} ({cols})", self.table);
+        let ddl = self.sql.ensure();
         match &self.pool {
-            Pool::Sqlite(p) => self
-                .io
-                .block_on(sqlx::raw_sql(stmt(create)).execute(p))
-                .map(|_| ())
-                .map_err(|e| Error::db(here, e)),
-            Pool::My(p) => {
-                let db = crate::db::mysql::quote(&self.target);
-                self.io
-                    .block_on(async {
-                        sqlx::raw_sql(stmt(format!(
-                            "CREATE DATABASE IF NOT EXISTS {db} DEFAULT CHARACTER SET utf8mb4"
-                        )))
-                        .execute(p)
-                        .await?;
-                        sqlx::raw_sql(stmt(format!(
-                            "{create} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-                        )))
-                        .execute(p)
-                        .await
-                    })
-                    .map(|_| ())
-                    .map_err(|e| Error::db(here, e))
-            }
+            Pool::Sqlite(p) => self.run_each(p, &ddl).map_err(|e| Error::db(here, e)),
+            Pool::My(p) => self.run_each(p, &ddl).map_err(|e| Error::db(here, e)),
             Pool::Pg(p) => {
                 // Sets on other targets hold other locks: this one serialises the
                 // creation of the shared schema, and a sink creating the same schema
                 // at that moment loses to a second try.
                 let key = crate::checkpoint::lock::lock_key(PG_SCHEMA, "\0history tables");
-                let ddl = [
-                    format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(PG_SCHEMA)),
-                    format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.target)),
-                    create,
-                ];
                 self.io.block_on(async {
                     let mut tries = 0;
                     loop {
                         tries += 1;
                         let done = async {
                             let mut tx = p.begin().await?;
-                            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                            sqlx::query(stmt(ddl[0].clone()))
                                 .bind(key)
                                 .execute(&mut *tx)
                                 .await?;
-                            for sql in &ddl {
+                            for sql in &ddl[1..] {
                                 sqlx::raw_sql(stmt(sql.clone())).execute(&mut *tx).await?;
                             }
                             tx.commit().await
                         }
                         .await;
                         match done {
-                            Ok(()) => return Ok(()),
+                            Ok(()) => {
+                                ddl.iter().for_each(|s| trace::executed(s));
+                                return Ok(());
+                            }
                             Err(sqlx::Error::Database(e))
                                 if tries < 3
                                     && matches!(
@@ -439,6 +573,24 @@ impl History {
                 })
             }
         }
+    }
+
+    /// Runs `statements` one after the other, each on its own.
+    fn run_each<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+        statements: &[String],
+    ) -> sqlx::Result<()>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    {
+        self.io.block_on(async {
+            for sql in statements {
+                sqlx::raw_sql(stmt(sql.clone())).execute(pool).await?;
+                trace::executed(sql);
+            }
+            Ok(())
+        })
     }
 
     /// Every recorded step of the set, by step number.
@@ -487,25 +639,12 @@ impl History {
             Val::Text(Some(self.target.clone())),
         ];
         all.extend(record.values());
-        let phs: Vec<String> = (1..=all.len()).map(|i| self.ph(i)).collect();
-        let insert = format!(
-            "INSERT INTO {} (set_name, target, {}) VALUES ({})",
-            self.table,
-            COLUMNS.join(", "),
-            phs.join(", ")
-        );
-        let delete = format!(
-            "DELETE FROM {} WHERE set_name = {} AND target = {} AND step = {}",
-            self.table,
-            self.ph(1),
-            self.ph(2),
-            self.ph(3)
-        );
         let key = vec![
             Val::Text(Some(self.set.clone())),
             Val::Text(Some(self.target.clone())),
             Val::Int(record.step as i64),
         ];
+        let [delete, insert] = self.sql.writes();
         [(delete, key), (insert, all)]
     }
 
@@ -526,13 +665,7 @@ impl History {
     ) -> std::result::Result<(), (Option<usize>, Error)> {
         let writes = self.writes(record);
         let here = self.here();
-        let prelude = match self.pool {
-            Pool::Pg(_) => Some(format!(
-                "SET LOCAL search_path TO {}",
-                quote_ident(&self.target)
-            )),
-            _ => None,
-        };
+        let prelude = self.sql.prelude();
         // A statement's error names the target; the history's own, the history.
         let db = |i: Option<usize>, e| match i {
             Some(_) => (i, Error::db(&self.shown, e)),
@@ -542,12 +675,14 @@ impl History {
             let mut tx = p.begin().await.map_err(|e| db(None, e))?;
             if let Some(sql) = &prelude {
                 sqlx::raw_sql(stmt(sql.clone())).execute(&mut *tx).await.map_err(|e| db(None, e))?;
+                trace::executed(sql);
             }
             for (i, s) in statements.iter().enumerate() {
                 sqlx::raw_sql(stmt(s.sql.clone()))
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| db(Some(i), e))?;
+                trace::executed(&s.sql);
                 after(i);
             }
             for (sql, vals) in &writes {
@@ -555,6 +690,7 @@ impl History {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| db(None, e))?;
+                trace::executed(sql);
             }
             tx.commit().await.map_err(|e| db(None, e))
         }))
@@ -568,15 +704,16 @@ impl History {
                 .io
                 .block_on(async {
                     let mut conn = p.acquire().await?;
-                    sqlx::raw_sql(stmt(format!(
-                        "USE {}",
-                        crate::db::mysql::quote(&self.target)
-                    )))
-                    .execute(&mut *conn)
-                    .await?;
+                    let use_target = self.sql.use_target();
+                    sqlx::raw_sql(stmt(use_target.clone()))
+                        .execute(&mut *conn)
+                        .await?;
+                    trace::executed(&use_target);
                     sqlx::raw_sql(stmt(statement.sql.clone()))
                         .execute(&mut *conn)
-                        .await
+                        .await?;
+                    trace::executed(&statement.sql);
+                    Ok::<_, sqlx::Error>(())
                 })
                 .map(|_| ())
                 .map_err(|e| Error::db(&self.shown, e)),
@@ -589,7 +726,24 @@ impl History {
     /// Whether each statement must be recorded on its own (MySQL), rather than in one
     /// transaction with the step's row.
     pub fn per_statement(&self) -> bool {
-        matches!(self.pool, Pool::My(_))
+        self.sql.per_statement()
+    }
+
+    /// Runs a catalog query (in the target's placeholders, its values text) and gives
+    /// the integers of its rows' first column: for the plan's look at the catalog.
+    pub fn query_ints(&self, query: &crate::sql::dialect::Stmt) -> Result<Vec<i64>> {
+        let here = self.here();
+        on_pool!(self, p => self.io.block_on(async {
+            let mut q = sqlx::query_scalar::<_, i64>(stmt(query.sql.clone()));
+            for v in &query.binds {
+                q = match v {
+                    crate::sql::dialect::Value::Int(n) => q.bind(*n),
+                    other => q.bind(other.clone().text()),
+                };
+            }
+            q.fetch_all(p).await
+        }))
+        .map_err(|e| Error::db(format!("{here}: {}", query.sql), e))
     }
 
     /// Whether the history table exists (without creating it).

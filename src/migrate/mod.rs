@@ -7,12 +7,14 @@
 //! - `history.rs` is the history table, and runs a step's statements with its record.
 //! - `lock.rs` takes the target's set lock.
 //! - `apply.rs` is `up`, `down` and `baseline`; `status.rs` is `status`.
+//! - `plan.rs` is `plan`: the statements `up` or `down` would execute, with their locks.
 //!
 //! The format is described in `docs/migrations.md`.
 
 mod apply;
 mod history;
 mod lock;
+mod plan;
 mod set;
 mod statements;
 mod status;
@@ -23,6 +25,7 @@ pub use self::apply::{
     BaselineReport, DownReport, MigrateOptions, StepOutcome, UpReport, baseline, down, up,
 };
 pub use self::history::{PG_SCHEMA, Phase, Record, State};
+pub use self::plan::{Entry, PipelinePlan, PlanOptions, SetPlan, StepPlan, plan, plan_pipeline};
 pub use self::set::{MigrationSet, SET_FILE, SqlFile, Step};
 pub use self::statements::Statement;
 pub use self::status::{StatusReport, StepStatus, status};
@@ -96,6 +99,11 @@ pub enum SetEvent {
     },
     /// A step ended.
     StepDone(Box<StepOutcome>),
+    /// A statement was executed: the set's lock and history, a step's SQL, a data move's
+    /// table DDL, its load as one entry, and its post-load DDL. Reported in the order
+    /// they ran, once the operation they belong to (a section, a history write, a data
+    /// move) ended; `rowshift plan` lists the same entries beforehand.
+    Executed(Box<Entry>),
 }
 
 /// Hears a set's progress. `run_observer` hears the data moves' chunk events.

@@ -47,8 +47,9 @@ pub trait TableDdl: Dialect {
     fn constraint_state(&self, schema: &str, table: &str, name: &str) -> Stmt;
 
     /// The statement that makes the identity `column` of `table` (quoted) number on
-    /// from `next`; `None` when the target needs none.
-    fn restart_identity(&self, table: &str, column: &str, next: i64) -> Option<String>;
+    /// from `next` (a number, or in a plan the expression it will be); `None` when the
+    /// target needs none.
+    fn restart_identity(&self, table: &str, column: &str, next: &str) -> Option<String>;
 }
 
 /// What the pipeline declares for the table beyond its columns.
@@ -167,14 +168,7 @@ impl<D: TableDdl> PostLoad<'_, D> {
                 problems.push(p);
                 continue;
             }
-            let sql = format!(
-                "CREATE {}INDEX {} ON {} ({})",
-                if ix.unique { "UNIQUE " } else { "" },
-                self.d.quote(&ix.name),
-                self.t(),
-                list(self.d, &ix.columns)
-            );
-            self.exec(conn, sql).await?;
+            self.exec(conn, self.index_sql(ix)).await?;
             crate::fault::crash_run(&format!("post-load:{}", ix.name));
         }
         for c in &self.declared.constraints {
@@ -225,7 +219,7 @@ impl<D: TableDdl> PostLoad<'_, D> {
                     },
                 )
                 .await?;
-            if let Some(sql) = self.d.restart_identity(&self.t(), &col, next) {
+            if let Some(sql) = self.d.restart_identity(&self.t(), &col, &next.to_string()) {
                 self.exec(conn, sql).await?;
             }
         }
@@ -239,7 +233,83 @@ impl<D: TableDdl> PostLoad<'_, D> {
     async fn exec(&self, conn: &mut Conn<D>, sql: String) -> Result<()> {
         <D::Db as Driver>::execute_raw(conn, sql.clone())
             .await
-            .map_err(|e| self.d.error(&format!("{}: {sql}", self.here), e))
+            .map_err(|e| self.d.error(&format!("{}: {sql}", self.here), e))?;
+        crate::sql::trace::executed(&sql);
+        Ok(())
+    }
+
+    /// The statements [`PostLoad::run`] would run on rows that allow every declaration,
+    /// in its order, running none: `catalog` runs a catalog query (in the database's
+    /// placeholders) and gives its integers, so that what the catalog holds is skipped
+    /// as the run skips it. An identity counter's next value is shown as the expression
+    /// the run computes after the load.
+    pub fn planned(
+        &self,
+        catalog: &mut dyn FnMut(Stmt) -> Result<Vec<i64>>,
+    ) -> Result<Vec<String>> {
+        let mut ask = |stmt: Stmt| {
+            catalog(Stmt {
+                sql: self.d.params(&stmt.sql),
+                binds: stmt.binds,
+            })
+        };
+        let mut out = Vec::new();
+        for ix in &self.declared.indexes {
+            let found = ask(self.d.index_exists(self.schema, self.table, &ix.name))?;
+            if found.first().copied().unwrap_or(0) == 0 {
+                out.push(self.index_sql(ix));
+            }
+        }
+        let alters = self.d.alters_constraints();
+        let mut constraint = |name: &str, clause: String, out: &mut Vec<String>| -> Result<()> {
+            let state = ask(self.d.constraint_state(self.schema, self.table, name))?
+                .into_iter()
+                .max();
+            if state != Some(2) {
+                out.extend(self.constraint_sql(name, state, clause));
+            }
+            Ok(())
+        };
+        for c in self.declared.constraints.iter().filter(|_| alters) {
+            constraint(&c.name, format!("CHECK ({})", c.check), &mut out)?;
+        }
+        for fk in self.declared.foreign_keys.iter().filter(|_| alters) {
+            constraint(&fk.name, fk_clause(self.d, self.schema, fk), &mut out)?;
+        }
+        for c in self.columns.iter().filter(|c| c.identity) {
+            let col = self.d.quote(&c.name);
+            let next = format!("<MAX({col}) + 1 after the load>");
+            out.extend(self.d.restart_identity(&self.t(), &col, &next));
+        }
+        Ok(out)
+    }
+
+    fn index_sql(&self, ix: &IndexDecl) -> String {
+        format!(
+            "CREATE {}INDEX {} ON {} ({})",
+            if ix.unique { "UNIQUE " } else { "" },
+            self.d.quote(&ix.name),
+            self.t(),
+            list(self.d, &ix.columns)
+        )
+    }
+
+    /// The statements that add constraint `name` (`clause`) in `state` (see
+    /// [`PostLoad::state`]): added `NOT VALID` then validated where the database can.
+    fn constraint_sql(&self, name: &str, state: Option<i64>, clause: String) -> Vec<String> {
+        let t = self.t();
+        let q = self.d.quote(name);
+        let mut out = Vec::new();
+        if state.is_none() {
+            let not_valid = if self.d.not_valid() { " NOT VALID" } else { "" };
+            out.push(format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {q} {clause}{not_valid}"
+            ));
+        }
+        if self.d.not_valid() {
+            out.push(format!("ALTER TABLE {t} VALIDATE CONSTRAINT {q}"));
+        }
+        out
     }
 
     async fn fetch(
@@ -276,19 +346,8 @@ impl<D: TableDdl> PostLoad<'_, D> {
         state: Option<i64>,
         clause: String,
     ) -> Result<()> {
-        let t = self.t();
-        let q = self.d.quote(name);
-        if state.is_none() {
-            let not_valid = if self.d.not_valid() { " NOT VALID" } else { "" };
-            self.exec(
-                conn,
-                format!("ALTER TABLE {t} ADD CONSTRAINT {q} {clause}{not_valid}"),
-            )
-            .await?;
-        }
-        if self.d.not_valid() {
-            self.exec(conn, format!("ALTER TABLE {t} VALIDATE CONSTRAINT {q}"))
-                .await?;
+        for sql in self.constraint_sql(name, state, clause) {
+            self.exec(conn, sql).await?;
         }
         Ok(())
     }

@@ -54,6 +54,26 @@ pub trait Sink: Send + Sync {
     /// without changing anything. Dry runs print it.
     fn planned_ddl(&self) -> Result<Vec<String>>;
 
+    /// The statements [`Sink::prepare`] runs on a fresh run when the table holds
+    /// `existing` rows (`None`: there is no table), found without connecting: what
+    /// `rowshift plan` shows, in the order `prepare` runs them. A line that starts with
+    /// `--` is a note (nothing runs). A file target runs no SQL.
+    fn planned_prepare(&self, _existing: Option<i64>) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The statements [`Sink::post_load`] would run, in order, without running any:
+    /// `catalog` runs one of the database's catalog queries (a [`crate::sql::dialect::Stmt`]
+    /// in its own placeholders) and gives its integers; it gives none for a table that
+    /// does not exist yet. A row check that could leave a declaration unbuilt is not
+    /// made: the plan shows the statement as the run would run it on clean rows.
+    fn planned_post_load(
+        &self,
+        _catalog: &mut dyn FnMut(crate::sql::dialect::Stmt) -> Result<Vec<i64>>,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Creates the target (table or directory) and its quarantine. Called once, before
     /// any chunk is opened.
     fn prepare(&self, how: Prepare) -> Result<()>;

@@ -156,6 +156,31 @@ pub trait Dialect: Clone + Send + Sync + 'static {
     }
 }
 
+/// The locks statements take, in a database's own terms: what `rowshift plan` shows
+/// beside each statement. Each database implements it in its `dialect.rs`, from what its
+/// documentation says a statement locks; [`crate::sql::locks::classify`] reads what a
+/// statement does.
+pub trait Locks: Send + Sync {
+    /// The database's name in messages (`PostgreSQL`).
+    fn database(&self) -> &'static str;
+
+    /// The lock `op` takes, and what it lets others do meanwhile.
+    fn lock(&self, op: &crate::sql::locks::Op) -> String;
+
+    /// The statement that takes the run lock of `pipeline` in `schema` (a migration
+    /// set's lock too), as the checkpoint store runs it, with its values in place.
+    fn run_lock(&self, schema: &str, pipeline: &str) -> String;
+
+    /// How a data move writes its rows into `table` of `schema`, shown as one statement
+    /// for all of its chunks.
+    fn load(&self, schema: &str, table: &str, columns: &[String]) -> String;
+
+    /// The lock `sql` takes.
+    fn lock_of(&self, sql: &str) -> String {
+        self.lock(&crate::sql::locks::classify(sql))
+    }
+}
+
 /// A connection of dialect `D`'s database.
 pub type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
 

@@ -4,6 +4,8 @@
 
 pub mod dialect;
 pub mod keyset;
+pub mod locks;
+pub mod trace;
 
 /// Quotes an identifier from a pipeline file for SQL: `a"b` becomes `"a""b"`.
 ///

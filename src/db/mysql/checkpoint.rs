@@ -16,7 +16,7 @@ use crate::sql::stmt;
 pub type MyStore = SqlStore<MyDialect, MyClient>;
 
 /// The named lock of a pipeline (MySQL allows 64 characters).
-fn lock_name(database: &str, pipeline: &str) -> String {
+pub(crate) fn lock_name(database: &str, pipeline: &str) -> String {
     format!("rowshift:{:016x}", lock_key(database, pipeline) as u64)
 }
 

@@ -50,6 +50,7 @@ use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
 use crate::source::SchemaCast;
 use crate::sql::keyset::KeySql;
 use crate::sql::stmt;
+use crate::sql::trace::traced;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
@@ -212,6 +213,22 @@ impl MysqlSink {
             self.t(),
             defs.join(",\n  ")
         )
+    }
+
+    /// The post-load DDL of the table, as `post_load` runs it and `rowshift plan` shows it.
+    fn post_load_of<'a>(&'a self, here: &'a str) -> PostLoad<'a, MyDialect> {
+        PostLoad {
+            d: &MyDialect,
+            schema: &self.database,
+            table: &self.table,
+            columns: &self.columns,
+            key: table::primary_key(&self.columns, self.key.as_ref())
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            declared: &self.declared,
+            here,
+        }
     }
 
     fn create_database_sql(&self) -> String {
@@ -815,7 +832,7 @@ impl Sink for MysqlSink {
         self.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             let mut conn = pool.acquire().await.map_err(db)?;
-            let exec = |sql: String| sqlx::raw_sql(stmt(sql));
+            let exec = |sql: String| sqlx::raw_sql(stmt(traced(sql)));
             exec(self.create_database_sql())
                 .execute(&mut *conn)
                 .await
@@ -862,22 +879,38 @@ impl Sink for MysqlSink {
     fn post_load(&self) -> Result<Vec<String>> {
         let here = self.here();
         let pool = self.client.pool()?;
-        let post = PostLoad {
-            d: &MyDialect,
-            schema: &self.database,
-            table: &self.table,
-            columns: &self.columns,
-            key: table::primary_key(&self.columns, self.key.as_ref())
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            declared: &self.declared,
-            here: &here,
-        };
+        let post = self.post_load_of(&here);
         self.client.io().block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             post.run(&mut conn).await
         })
+    }
+
+    fn planned_prepare(&self, existing: Option<i64>) -> Vec<String> {
+        let t = self.t();
+        let mut out = vec![self.create_database_sql()];
+        match (existing, self.if_exists) {
+            (None, _) => out.push(self.create_table_sql()),
+            (Some(_), IfExists::Replace) => {
+                out.push(format!("DROP TABLE IF EXISTS {}", self.rejects().table()));
+                out.push(format!("DROP TABLE {t}"));
+                out.push(self.create_table_sql());
+            }
+            (Some(rows), IfExists::Fail) if rows > 0 => {
+                out.push(format!("-- the table already holds {rows} rows and if_exists = \"fail\": the run would stop here"));
+                return out;
+            }
+            (Some(_), _) => {}
+        }
+        out.push(self.rejects().create_sql());
+        out
+    }
+
+    fn planned_post_load(
+        &self,
+        catalog: &mut dyn FnMut(crate::sql::dialect::Stmt) -> Result<Vec<i64>>,
+    ) -> Result<Vec<String>> {
+        self.post_load_of(&self.here()).planned(catalog)
     }
 
     fn check_done(&self, chunks: &[usize]) -> Result<()> {

@@ -112,9 +112,149 @@ impl crate::sink::ddl::TableDdl for PgDialect {
         }
     }
 
-    fn restart_identity(&self, table: &str, column: &str, next: i64) -> Option<String> {
+    fn restart_identity(&self, table: &str, column: &str, next: &str) -> Option<String> {
         Some(format!(
             "ALTER TABLE {table} ALTER COLUMN {column} RESTART WITH {next}"
         ))
+    }
+}
+
+/// PostgreSQL's table locks, as its documentation ("Explicit Locking", and each
+/// statement's page) gives them. Weakest to strongest: ROW EXCLUSIVE lets everything but
+/// DDL go on; SHARE UPDATE EXCLUSIVE lets reads and writes go on; SHARE blocks writes;
+/// SHARE ROW EXCLUSIVE blocks writes and other SHARE locks; ACCESS EXCLUSIVE blocks
+/// reads too.
+impl crate::sql::dialect::Locks for PgDialect {
+    fn database(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    fn lock(&self, op: &crate::sql::locks::Op) -> String {
+        use crate::sql::locks::{Alter, Op};
+        const ACCESS_EXCLUSIVE: &str = "ACCESS EXCLUSIVE";
+        let on = |mode: &str, table: &str, what: &str| format!("{mode} on {table}: {what}");
+        match op {
+            Op::CreateTable { table, references } => {
+                let mut s = on(
+                    ACCESS_EXCLUSIVE,
+                    table,
+                    "a new table, which no one else sees before the commit",
+                );
+                if *references {
+                    s.push_str("; SHARE ROW EXCLUSIVE on each referenced table (its writes wait)");
+                }
+                s
+            }
+            Op::CreateIndex {
+                table,
+                concurrently: true,
+                ..
+            } => on(
+                "SHARE UPDATE EXCLUSIVE",
+                table,
+                "reads and writes go on while the index is built (not inside a transaction)",
+            ),
+            Op::CreateIndex { table, .. } => on(
+                "SHARE",
+                table,
+                "reads go on, INSERT, UPDATE and DELETE wait until the index is built",
+            ),
+            Op::CreateSchema | Op::CreateDatabase => "no table lock (a row of the catalog)".into(),
+            Op::CreateOther(w) => format!("no lock on a table's rows (CREATE {w})"),
+            Op::DropTable { tables } => on(
+                ACCESS_EXCLUSIVE,
+                &tables.join(", "),
+                "reads and writes wait; it waits for every transaction using it",
+            ),
+            Op::DropIndex { concurrently: true } => {
+                "SHARE UPDATE EXCLUSIVE on the index's table: reads and writes go on".into()
+            }
+            Op::DropIndex { .. } => {
+                "ACCESS EXCLUSIVE on the index's table: reads and writes wait".into()
+            }
+            Op::DropOther(w) => format!("ACCESS EXCLUSIVE on the object dropped (DROP {w})"),
+            Op::AlterTable { table, ops } => {
+                // The statement holds the strongest lock any of its changes needs.
+                let (_, mode, what) = ops
+                    .iter()
+                    .map(|a| match a {
+                        Alter::ValidateConstraint => (
+                            4,
+                            "SHARE UPDATE EXCLUSIVE",
+                            "reads and writes go on while the rows are checked (ROW SHARE on a referenced table)",
+                        ),
+                        Alter::AddForeignKey { not_valid: true } => (
+                            6,
+                            "SHARE ROW EXCLUSIVE",
+                            "writes wait, briefly, here and on the referenced table (the rows are not checked: NOT VALID)",
+                        ),
+                        Alter::AddForeignKey { not_valid: false } => (
+                            6,
+                            "SHARE ROW EXCLUSIVE",
+                            "writes wait, here and on the referenced table, while every row is checked",
+                        ),
+                        Alter::AddCheck { not_valid: true } => (
+                            8,
+                            ACCESS_EXCLUSIVE,
+                            "reads and writes wait, briefly (the rows are not checked: NOT VALID)",
+                        ),
+                        Alter::AddCheck { not_valid: false } | Alter::SetNotNull => (
+                            8,
+                            ACCESS_EXCLUSIVE,
+                            "reads and writes wait while every row is checked",
+                        ),
+                        Alter::AddColumn => (
+                            8,
+                            ACCESS_EXCLUSIVE,
+                            "reads and writes wait, briefly (a volatile default rewrites the table)",
+                        ),
+                        Alter::ColumnType => (
+                            8,
+                            ACCESS_EXCLUSIVE,
+                            "reads and writes wait while the table is rewritten",
+                        ),
+                        Alter::AddIndex { .. } => (
+                            8,
+                            ACCESS_EXCLUSIVE,
+                            "reads and writes wait while the index is built",
+                        ),
+                        _ => (8, ACCESS_EXCLUSIVE, "reads and writes wait, briefly"),
+                    })
+                    .max_by_key(|(rank, _, _)| *rank)
+                    .unwrap_or((8, ACCESS_EXCLUSIVE, "reads and writes wait"));
+                on(mode, table, what)
+            }
+            Op::Insert(t) | Op::Update(t) | Op::Delete(t) | Op::Copy(t) => on(
+                "ROW EXCLUSIVE",
+                t,
+                "reads and writes go on; the rows written are locked",
+            ),
+            Op::Truncate(t) => on(ACCESS_EXCLUSIVE, t, "reads and writes wait"),
+            Op::Select { calls } if calls.iter().any(|c| c == "pg_try_advisory_lock") => {
+                "session advisory lock (no table lock; tried, never waited for)".into()
+            }
+            Op::Select { calls } if calls.iter().any(|c| c == "pg_advisory_xact_lock") => {
+                "transaction advisory lock (no table lock; held to the commit)".into()
+            }
+            Op::Select { .. } => "ACCESS SHARE on the tables read".into(),
+            Op::Session => "none (a setting of the session)".into(),
+            Op::Other(w) => format!("not known to rowshift ({w}): see PostgreSQL's documentation"),
+        }
+    }
+
+    fn run_lock(&self, schema: &str, pipeline: &str) -> String {
+        format!(
+            "SELECT pg_try_advisory_lock({})",
+            crate::checkpoint::lock::lock_key(schema, pipeline)
+        )
+    }
+
+    fn load(&self, schema: &str, table: &str, columns: &[String]) -> String {
+        let table = self.qualified(schema, table);
+        let cols: Vec<String> = columns.iter().map(|c| self.quote(c)).collect();
+        format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            cols.join(", ")
+        )
     }
 }

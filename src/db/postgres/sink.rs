@@ -38,6 +38,7 @@ use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Refusal, Sink, refuse};
 use crate::sql::keyset::KeySql;
+use crate::sql::trace::traced;
 use crate::sql::{quote_ident, stmt};
 use crate::types::ColumnType;
 use crate::{Error, Result};
@@ -272,6 +273,22 @@ impl PostgresSink {
             defs.push(format!("PRIMARY KEY ({})", pk.join(", ")));
         }
         format!("CREATE TABLE {} (\n  {}\n)", self.t(), defs.join(",\n  "))
+    }
+
+    /// The post-load DDL of the table, as `post_load` runs it and `rowshift plan` shows it.
+    fn post_load_of<'a>(&'a self, here: &'a str) -> PostLoad<'a, PgDialect> {
+        PostLoad {
+            d: &PgDialect,
+            schema: &self.schema,
+            table: &self.table,
+            columns: &self.columns,
+            key: table::primary_key(&self.columns, self.key.as_ref())
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            declared: &self.declared,
+            here,
+        }
     }
 
     fn create_schema_sql(&self) -> String {
@@ -741,13 +758,13 @@ impl Sink for PostgresSink {
         self.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
-            sqlx::query(stmt(self.create_schema_sql())).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(stmt(traced(self.create_schema_sql()))).execute(&mut *tx).await.map_err(db)?;
             if let Some(existing) = table_columns(pool, &self.schema, &self.table, &here).await? {
                 let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}"))).fetch_one(&mut *tx).await.map_err(db)?;
                 if table::drops_existing(how, self.if_exists, rows, &here)? {
-                    sqlx::query(stmt(format!("DROP TABLE {t}"))).execute(&mut *tx).await.map_err(db)?;
-                    sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}"))).execute(&mut *tx).await.map_err(db)?;
-                    sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
+                    sqlx::query(stmt(traced(format!("DROP TABLE {t}")))).execute(&mut *tx).await.map_err(db)?;
+                    sqlx::query(stmt(traced(format!("DROP TABLE IF EXISTS {r}")))).execute(&mut *tx).await.map_err(db)?;
+                    sqlx::query(stmt(traced(self.create_table_sql()))).execute(&mut *tx).await.map_err(db)?;
                     let _ = self.facts.set(TableFacts::created(&self.columns));
                 } else {
                     let _ = self.facts.set(TableFacts::of(&existing, &self.columns));
@@ -767,10 +784,10 @@ impl Sink for PostgresSink {
                 }
             } else {
                 self.created_on_resume.store(how == Prepare::Resume, Ordering::SeqCst);
-                sqlx::query(stmt(self.create_table_sql())).execute(&mut *tx).await.map_err(db)?;
+                sqlx::query(stmt(traced(self.create_table_sql()))).execute(&mut *tx).await.map_err(db)?;
                 let _ = self.facts.set(TableFacts::created(&self.columns));
             }
-            sqlx::query(stmt(self.rejects().create_sql())).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(stmt(traced(self.rejects().create_sql()))).execute(&mut *tx).await.map_err(db)?;
             tx.commit().await.map_err(db)
         })
     }
@@ -778,22 +795,38 @@ impl Sink for PostgresSink {
     fn post_load(&self) -> Result<Vec<String>> {
         let here = self.here();
         let pool = self.client.pool()?;
-        let post = PostLoad {
-            d: &PgDialect,
-            schema: &self.schema,
-            table: &self.table,
-            columns: &self.columns,
-            key: table::primary_key(&self.columns, self.key.as_ref())
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            declared: &self.declared,
-            here: &here,
-        };
+        let post = self.post_load_of(&here);
         self.client.io().block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             post.run(&mut conn).await
         })
+    }
+
+    fn planned_prepare(&self, existing: Option<i64>) -> Vec<String> {
+        let t = self.t();
+        let mut out = vec![self.create_schema_sql()];
+        match (existing, self.if_exists) {
+            (None, _) => out.push(self.create_table_sql()),
+            (Some(_), IfExists::Replace) => {
+                out.push(format!("DROP TABLE {t}"));
+                out.push(format!("DROP TABLE IF EXISTS {}", self.rejects().table()));
+                out.push(self.create_table_sql());
+            }
+            (Some(rows), IfExists::Fail) if rows > 0 => {
+                out.push(format!("-- the table already holds {rows} rows and if_exists = \"fail\": the run would stop here"));
+                return out;
+            }
+            (Some(_), _) => {}
+        }
+        out.push(self.rejects().create_sql());
+        out
+    }
+
+    fn planned_post_load(
+        &self,
+        catalog: &mut dyn FnMut(crate::sql::dialect::Stmt) -> Result<Vec<i64>>,
+    ) -> Result<Vec<String>> {
+        self.post_load_of(&self.here()).planned(catalog)
     }
 
     fn check_done(&self, chunks: &[usize]) -> Result<()> {

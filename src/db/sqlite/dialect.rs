@@ -98,7 +98,42 @@ impl crate::sink::ddl::TableDdl for SqliteDialect {
         }
     }
 
-    fn restart_identity(&self, _table: &str, _column: &str, _next: i64) -> Option<String> {
+    fn restart_identity(&self, _table: &str, _column: &str, _next: &str) -> Option<String> {
         None
+    }
+}
+
+/// SQLite's one lock: a statement that writes (DDL too) takes the database's write lock
+/// (RESERVED, then EXCLUSIVE at the commit), so there is one writer at a time; in WAL
+/// mode, readers go on meanwhile.
+impl crate::sql::dialect::Locks for SqliteDialect {
+    fn database(&self) -> &'static str {
+        "SQLite"
+    }
+
+    fn lock(&self, op: &crate::sql::locks::Op) -> String {
+        use crate::sql::locks::Op;
+        match op {
+            Op::Select { .. } => "none (a read: SHARED while it reads)".into(),
+            Op::Session => "none (a setting of the connection)".into(),
+            _ => {
+                "the database write lock: other writers wait until the commit; readers go on (WAL)"
+                    .into()
+            }
+        }
+    }
+
+    fn run_lock(&self, _schema: &str, pipeline: &str) -> String {
+        format!(
+            "INSERT INTO \"_rowshift_locks\" (token, host, pid, started, since, heartbeat, pipeline) VALUES (?, ?, ?, ?, ?, ?, {}) ON CONFLICT (pipeline) DO NOTHING",
+            crate::error::diag::quote_value(pipeline)
+        )
+    }
+
+    fn load(&self, schema: &str, table: &str, columns: &[String]) -> String {
+        let table = self.qualified(schema, table);
+        let cols: Vec<String> = columns.iter().map(|c| self.quote(c)).collect();
+        let marks = vec!["?"; cols.len()].join(", ");
+        format!("INSERT INTO {table} ({}) VALUES ({marks})", cols.join(", "))
     }
 }

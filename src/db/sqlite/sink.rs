@@ -48,6 +48,7 @@ use crate::sink::quarantine::Quarantine;
 use crate::sink::table::{self, DeclaredColumn};
 use crate::sink::{ChunkWriter, Committed, Prepare, Sink, refuse};
 use crate::sql::keyset::{KeySql, marks};
+use crate::sql::trace::traced;
 use crate::sql::{quote_ident, stmt};
 use crate::types::{ColumnType, double_as_float32, float32_as_double};
 use crate::{Error, Result};
@@ -164,6 +165,22 @@ impl SqliteSink {
             }
         }
         Ok(())
+    }
+
+    /// The post-load DDL of the table, as `post_load` runs it and `rowshift plan` shows it.
+    fn post_load_of<'a>(&'a self, here: &'a str) -> PostLoad<'a, SqliteDialect> {
+        PostLoad {
+            d: &SqliteDialect,
+            schema: "",
+            table: &self.table,
+            columns: &self.columns,
+            key: table::primary_key(&self.columns, self.key.as_ref())
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            declared: &self.declared,
+            here,
+        }
     }
 
     /// The `CREATE TABLE` statement for the declared columns.
@@ -727,11 +744,11 @@ impl Sink for SqliteSink {
                     .await
                     .map_err(db)?;
                 if table::drops_existing(how, self.if_exists, rows, &here)? {
-                    sqlx::query(stmt(format!("DROP TABLE {t}")))
+                    sqlx::query(stmt(traced(format!("DROP TABLE {t}"))))
                         .execute(pool)
                         .await
                         .map_err(db)?;
-                    sqlx::query(stmt(format!("DROP TABLE IF EXISTS {r}")))
+                    sqlx::query(stmt(traced(format!("DROP TABLE IF EXISTS {r}"))))
                         .execute(pool)
                         .await
                         .map_err(db)?;
@@ -744,14 +761,14 @@ impl Sink for SqliteSink {
             if table_columns(pool, &self.table, &here).await?.is_none() {
                 self.created_on_resume
                     .store(how == Prepare::Resume, Ordering::SeqCst);
-                sqlx::query(stmt(self.create_table_sql()))
+                sqlx::query(stmt(traced(self.create_table_sql())))
                     .execute(pool)
                     .await
                     .map_err(db)?;
             }
             let now = table_columns(pool, &self.table, &here).await?;
             self.decimals_as_real(Some(now.as_deref().unwrap_or(&[])))?;
-            sqlx::query(stmt(self.rejects().create_sql()))
+            sqlx::query(stmt(traced(self.rejects().create_sql())))
                 .execute(pool)
                 .await
                 .map_err(db)?;
@@ -776,23 +793,39 @@ impl Sink for SqliteSink {
     fn post_load(&self) -> Result<Vec<String>> {
         let here = self.here();
         let pool = self.pool()?;
-        let post = PostLoad {
-            d: &SqliteDialect,
-            schema: "",
-            table: &self.table,
-            columns: &self.columns,
-            key: table::primary_key(&self.columns, self.key.as_ref())
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            declared: &self.declared,
-            here: &here,
-        };
+        let post = self.post_load_of(&here);
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
             post.run(&mut conn).await
         })
+    }
+
+    fn planned_prepare(&self, existing: Option<i64>) -> Vec<String> {
+        let t = quote_ident(&self.table);
+        let mut out = Vec::new();
+        match (existing, self.if_exists) {
+            (None, _) => out.push(self.create_table_sql()),
+            (Some(_), IfExists::Replace) => {
+                out.push(format!("DROP TABLE {t}"));
+                out.push(format!("DROP TABLE IF EXISTS {}", self.rejects().table()));
+                out.push(self.create_table_sql());
+            }
+            (Some(rows), IfExists::Fail) if rows > 0 => {
+                out.push(format!("-- the table already holds {rows} rows and if_exists = \"fail\": the run would stop here"));
+                return out;
+            }
+            (Some(_), _) => {}
+        }
+        out.push(self.rejects().create_sql());
+        out
+    }
+
+    fn planned_post_load(
+        &self,
+        catalog: &mut dyn FnMut(crate::sql::dialect::Stmt) -> Result<Vec<i64>>,
+    ) -> Result<Vec<String>> {
+        self.post_load_of(&self.here()).planned(catalog)
     }
 
     fn check_done(&self, chunks: &[usize]) -> Result<()> {
