@@ -22,7 +22,10 @@ pub mod source;
 mod temporal;
 mod types;
 
-pub use self::catalog::{MyColumn, primary_key, table_columns, table_engine, table_names};
+pub use self::catalog::{
+    MyColumn, MyColumnDetail, MyForeignKey, MyIndex, MySchemaObjects, MyTableDetails, enum_labels,
+    primary_key, schema_objects, table_columns, table_details, table_engine, table_names,
+};
 pub use self::decode::{Decoder, row_json};
 pub use self::digest::DigestLayout;
 pub use self::temporal::{write_date, write_time, write_timestamp, written};

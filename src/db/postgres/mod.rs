@@ -7,6 +7,7 @@
 //! documentation holds the type table); `encode.rs` and `decode.rs` are the binary `COPY`
 //! format each way, with `numeric.rs` its `numeric` codec.
 
+mod catalog;
 pub mod checkpoint;
 mod decode;
 pub mod dialect;
@@ -17,6 +18,11 @@ mod numeric;
 pub mod sink;
 pub mod source;
 mod types;
+
+pub use self::catalog::{
+    PgColumnDetail, PgForeignKey, PgIndex, PgSchemaObjects, PgTableDetails, schema_objects,
+    table_details,
+};
 
 pub use self::decode::Decoder;
 pub use self::encode::Encoder;
