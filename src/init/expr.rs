@@ -111,7 +111,16 @@ pub(crate) fn default(
     while let Expr::Nested(inner) = expr {
         expr = *inner;
     }
-    let expr = strip_casts(expr);
+    let mut expr = strip_casts(expr);
+    // A text literal cast to a type of the source's own (an enum, a domain) is the
+    // value's text, which a text column holds as it is.
+    if matches!(ty, ColumnType::Text | ColumnType::Varchar(_))
+        && let Expr::Cast { expr: inner, .. } = &expr
+        && let Expr::Value(v) = inner.as_ref()
+        && matches!(v.value, Value::SingleQuotedString(_))
+    {
+        expr = *inner.clone();
+    }
     if let Expr::Value(v) = &expr
         && v.value == Value::Null
     {
@@ -472,6 +481,10 @@ mod tests {
         assert_eq!(
             d("(datetime('now'))", Engine::Sqlite, Engine::Postgres, ColumnType::Text),
             Some("CURRENT_TIMESTAMP".into())
+        );
+        assert_eq!(
+            d("'happy'::\"s 1\".mood", Engine::Postgres, Engine::Mysql, ColumnType::Text),
+            Some("'happy'".into())
         );
         assert!(default("nextval('t_id_seq'::regclass)", Engine::Postgres, Engine::Sqlite, ColumnType::BigInt).is_err());
     }

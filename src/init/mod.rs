@@ -110,6 +110,7 @@ pub(crate) struct InSet<'a> {
 }
 
 fn generate(opts: &InitOptions, in_set: Option<InSet<'_>>) -> Result<Starter> {
+    let set_mode = in_set.is_some();
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let location = Location::parse(&opts.from, &cwd, None).map_err(Error::Unsupported)?;
     let io = IoRuntime::new()?;
@@ -247,10 +248,11 @@ fn generate(opts: &InitOptions, in_set: Option<InSet<'_>>) -> Result<Starter> {
                     }
                     let same = cwd_target.as_ref().ok() == Some(&source_at);
                     same_place = same;
-                    let table = if same {
-                        format!("{name}_v2")
-                    } else {
-                        name.clone()
+                    let table = match (&table, set_mode) {
+                        // A set's step writes the table of the same name.
+                        (Some(t), true) => t.clone(),
+                        _ if same => format!("{name}_v2"),
+                        _ => name.clone(),
                     };
                     let shown = match &cwd_target {
                         // Relative paths in the file are read against the file's folder.

@@ -471,7 +471,11 @@ fn init_set_moves_the_shopfront_sample_into_postgres() {
             "orders" => "CAST(id AS TEXT), CAST(customer_id AS TEXT), status",
             _ => "CAST(id AS TEXT), CAST(order_id AS TEXT), CAST(amount_cents AS TEXT), method",
         };
-        let sql = format!("SELECT {cols} FROM {{t}}{table} ORDER BY {key}");
+        let order: Vec<String> = key.split(", ").map(|k| format!("{table}.{k}")).collect();
+        let sql = format!(
+            "SELECT {cols} FROM {{t}}{table} ORDER BY {}",
+            order.join(", ")
+        );
         assert_eq!(
             s.rows(&sql.replace("{t}", &format!("{q}."))),
             sqlite_rows(&db, &sql.replace("{t}", "")),
