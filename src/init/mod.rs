@@ -246,7 +246,12 @@ fn generate(opts: &InitOptions, in_set: Option<InSet<'_>>) -> Result<Starter> {
                     {
                         *schema = in_schema.clone();
                     }
-                    let same = cwd_target.as_ref().ok() == Some(&source_at);
+                    // Without --target-schema, the source's URL as the target means the
+                    // source's own schema (`--table SCHEMA.T`).
+                    let same = match &opts.target_schema {
+                        Some(_) => cwd_target.as_ref().ok() == Some(&source_at),
+                        None => cwd_target.as_ref().ok() == Some(&location),
+                    };
                     same_place = same;
                     let table = match (&table, set_mode) {
                         // A set's step writes the table of the same name.
