@@ -83,7 +83,11 @@ pub fn init_set(opts: InitOptions, force: bool) -> anyhow::Result<i32> {
         "wrote {}: {} steps moving {} tables ({}); next: rowshift up {}",
         dir.display(),
         set.tables.len()
-            + usize::from(set.files.iter().any(|(f, _)| f.ends_with("_foreign_keys.sql"))),
+            + usize::from(
+                set.files
+                    .iter()
+                    .any(|(f, _)| f.ends_with("_foreign_keys.sql"))
+            ),
         set.tables.len(),
         set.tables.join(", "),
         dir.display()

@@ -98,7 +98,11 @@ pub(crate) fn schema_tables(
         }
         Location::Mysql { url, .. } => {
             let pool = crate::db::mysql::connect(io, url, &DbOptions::default())?;
-            let o = io.block_on(crate::db::mysql::schema_objects(&pool, schema, &url.shown()))?;
+            let o = io.block_on(crate::db::mysql::schema_objects(
+                &pool,
+                schema,
+                &url.shown(),
+            ))?;
             (o.tables, o.others)
         }
         Location::Files { .. } => {

@@ -212,7 +212,9 @@ pub(crate) fn declare(
             Err(why) => {
                 out.lost.push(format!(
                     "check {}on `{table}` ({}) is not carried over: {why}",
-                    c.name.as_deref().map_or(String::new(), |n| format!("`{n}` ")),
+                    c.name
+                        .as_deref()
+                        .map_or(String::new(), |n| format!("`{n}` ")),
                     c.expr
                 ));
                 continue;

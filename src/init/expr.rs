@@ -9,9 +9,7 @@ use datafusion_sql::sqlparser::ast::{
     BinaryOperator, CastKind, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
     ObjectNamePart, UnaryOperator, Value,
 };
-use datafusion_sql::sqlparser::dialect::{
-    Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect,
-};
+use datafusion_sql::sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use datafusion_sql::sqlparser::parser::Parser;
 
 use crate::types::ColumnType;
@@ -73,14 +71,79 @@ impl Engine {
 /// Words that are reserved in at least one of the three databases, so a column of that
 /// name is quoted.
 const RESERVED: &[&str] = &[
-    "all", "and", "any", "as", "asc", "between", "by", "case", "check", "column", "constraint",
-    "create", "cross", "current_date", "current_time", "current_timestamp", "default", "desc",
-    "distinct", "drop", "else", "end", "exists", "false", "for", "foreign", "from", "full",
-    "grant", "group", "having", "in", "index", "inner", "insert", "interval", "into", "is",
-    "join", "key", "left", "like", "limit", "natural", "not", "null", "offset", "on", "or",
-    "order", "outer", "primary", "range", "references", "right", "rows", "select", "set",
-    "some", "table", "then", "to", "true", "union", "unique", "update", "user", "using",
-    "values", "when", "where", "window", "with",
+    "all",
+    "and",
+    "any",
+    "as",
+    "asc",
+    "between",
+    "by",
+    "case",
+    "check",
+    "column",
+    "constraint",
+    "create",
+    "cross",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "default",
+    "desc",
+    "distinct",
+    "drop",
+    "else",
+    "end",
+    "exists",
+    "false",
+    "for",
+    "foreign",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "index",
+    "inner",
+    "insert",
+    "interval",
+    "into",
+    "is",
+    "join",
+    "key",
+    "left",
+    "like",
+    "limit",
+    "natural",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "or",
+    "order",
+    "outer",
+    "primary",
+    "range",
+    "references",
+    "right",
+    "rows",
+    "select",
+    "set",
+    "some",
+    "table",
+    "then",
+    "to",
+    "true",
+    "union",
+    "unique",
+    "update",
+    "user",
+    "using",
+    "values",
+    "when",
+    "where",
+    "window",
+    "with",
 ];
 
 /// A check constraint's expression, from `source`'s SQL into `target`'s.
@@ -180,7 +243,12 @@ fn strip_casts(e: Expr) -> Expr {
 
 fn plain_type(t: &str) -> bool {
     let t = t.to_ascii_lowercase();
-    let base = t.split('(').next().unwrap_or("").trim().trim_end_matches("[]");
+    let base = t
+        .split('(')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches("[]");
     matches!(
         base,
         "text"
@@ -265,7 +333,8 @@ impl Writer {
                 list,
                 negated,
             } => {
-                let items: Result<Vec<String>, String> = list.iter().map(|i| self.expr(i)).collect();
+                let items: Result<Vec<String>, String> =
+                    list.iter().map(|i| self.expr(i)).collect();
                 format!(
                     "{} {}IN ({})",
                     self.operand(expr)?,
@@ -323,9 +392,7 @@ impl Writer {
         }
         let text = self.expr(&inner)?;
         Ok(match inner {
-            Expr::Identifier(_) | Expr::Value(_) | Expr::TypedString(_) | Expr::Function(_) => {
-                text
-            }
+            Expr::Identifier(_) | Expr::Value(_) | Expr::TypedString(_) | Expr::Function(_) => text,
             _ => format!("({text})"),
         })
     }
@@ -437,9 +504,13 @@ mod tests {
             "status IN ('new', 'paid')"
         );
         assert_eq!(
-            check("((price >= (0)::numeric) AND (qty > 0))", Engine::Postgres, Engine::Sqlite)
-                .unwrap()
-                .0,
+            check(
+                "((price >= (0)::numeric) AND (qty > 0))",
+                Engine::Postgres,
+                Engine::Sqlite
+            )
+            .unwrap()
+            .0,
             "(price >= 0) AND (qty > 0)"
         );
         assert_eq!(
@@ -459,7 +530,12 @@ mod tests {
     fn writes_defaults_for_the_column_type() {
         let d = |t, s, tg, ty| default(t, s, tg, ty).unwrap();
         assert_eq!(
-            d("'new'::character varying", Engine::Postgres, Engine::Mysql, ColumnType::Text),
+            d(
+                "'new'::character varying",
+                Engine::Postgres,
+                Engine::Mysql,
+                ColumnType::Text
+            ),
             Some("'new'".into())
         );
         assert_eq!(
@@ -467,11 +543,21 @@ mod tests {
             Some("false".into())
         );
         assert_eq!(
-            d("current_timestamp()", Engine::Mysql, Engine::Postgres, ColumnType::Timestamp),
+            d(
+                "current_timestamp()",
+                Engine::Mysql,
+                Engine::Postgres,
+                ColumnType::Timestamp
+            ),
             Some("CURRENT_TIMESTAMP".into())
         );
         assert_eq!(
-            d("now()", Engine::Postgres, Engine::Mysql, ColumnType::TimestampTz),
+            d(
+                "now()",
+                Engine::Postgres,
+                Engine::Mysql,
+                ColumnType::TimestampTz
+            ),
             Some("CURRENT_TIMESTAMP(6)".into())
         );
         assert_eq!(
@@ -479,13 +565,31 @@ mod tests {
             None
         );
         assert_eq!(
-            d("(datetime('now'))", Engine::Sqlite, Engine::Postgres, ColumnType::Text),
+            d(
+                "(datetime('now'))",
+                Engine::Sqlite,
+                Engine::Postgres,
+                ColumnType::Text
+            ),
             Some("CURRENT_TIMESTAMP".into())
         );
         assert_eq!(
-            d("'happy'::\"s 1\".mood", Engine::Postgres, Engine::Mysql, ColumnType::Text),
+            d(
+                "'happy'::\"s 1\".mood",
+                Engine::Postgres,
+                Engine::Mysql,
+                ColumnType::Text
+            ),
             Some("'happy'".into())
         );
-        assert!(default("nextval('t_id_seq'::regclass)", Engine::Postgres, Engine::Sqlite, ColumnType::BigInt).is_err());
+        assert!(
+            default(
+                "nextval('t_id_seq'::regclass)",
+                Engine::Postgres,
+                Engine::Sqlite,
+                ColumnType::BigInt
+            )
+            .is_err()
+        );
     }
 }

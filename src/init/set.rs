@@ -79,7 +79,8 @@ pub fn starter_set(opts: &InitOptions) -> Result<SetStarter> {
     {
         *schema = s.clone();
     }
-    let (Some(source), Some(target_engine)) = (catalog::engine(&location), catalog::engine(&target))
+    let (Some(source), Some(target_engine)) =
+        (catalog::engine(&location), catalog::engine(&target))
     else {
         return Err(Error::Unsupported(
             "a migration set moves a database into a database: --from and --target are sqlite://, postgres:// or mysql:// URLs".into(),
@@ -94,8 +95,7 @@ pub fn starter_set(opts: &InitOptions) -> Result<SetStarter> {
         (Location::Files { .. }, None) => unreachable!("not a database"),
     };
     let mut source_at = location.clone();
-    if let Location::Postgres { schema: s, .. } | Location::Mysql { schema: s, .. } =
-        &mut source_at
+    if let Location::Postgres { schema: s, .. } | Location::Mysql { schema: s, .. } = &mut source_at
     {
         *s = schema.clone();
     }

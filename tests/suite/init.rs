@@ -325,7 +325,14 @@ fn init_from_a_postgres_table_carries_its_indexes_checks_foreign_keys_defaults_a
     let table = format!("{}.members", s.name);
     let (text, stderr) = init_and_run(
         &ws,
-        &["--from", &pg_url(), "--table", &table, "--target", &pg_url()],
+        &[
+            "--from",
+            &pg_url(),
+            "--table",
+            &table,
+            "--target",
+            &pg_url(),
+        ],
         "pipelines/members.toml",
         3,
     );
@@ -353,7 +360,9 @@ fn init_from_a_postgres_table_carries_its_indexes_checks_foreign_keys_defaults_a
         text.contains("check = \"((nick ~ '^[a-z]+$'::text))\""),
         "{text}"
     );
-    s.exec(&format!("INSERT INTO {q}.members_v2 (team_id, email) VALUES (2, 'd@x')"));
+    s.exec(&format!(
+        "INSERT INTO {q}.members_v2 (team_id, email) VALUES (2, 'd@x')"
+    ));
     assert_eq!(
         s.rows(&format!(
             "SELECT CAST(id AS text), role FROM {q}.members_v2 WHERE email = 'd@x'"
@@ -392,7 +401,14 @@ fn init_from_a_mariadb_table_carries_its_enum_as_a_check_and_its_auto_increment(
     ));
     let (text, _) = init_and_run(
         &ws,
-        &["--from", &d.url(), "--table", "tickets", "--target", &d.url()],
+        &[
+            "--from",
+            &d.url(),
+            "--table",
+            "tickets",
+            "--target",
+            &d.url(),
+        ],
         "pipelines/tickets.toml",
         3,
     );
@@ -413,9 +429,8 @@ fn init_from_a_mariadb_table_carries_its_enum_as_a_check_and_its_auto_increment(
         )),
         vec![vec!["5".to_string(), "open".into()]]
     );
-    let err = d
-        .rt
-        .block_on(
+    let err =
+        d.rt.block_on(
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO {q}.tickets_v2 (state, title) VALUES ('lost', 'f')"
             )))
@@ -423,7 +438,8 @@ fn init_from_a_mariadb_table_carries_its_enum_as_a_check_and_its_auto_increment(
         )
         .unwrap_err();
     assert!(
-        err.to_string().contains("CONSTRAINT `tickets_v2_state_check` failed"),
+        err.to_string()
+            .contains("CONSTRAINT `tickets_v2_state_check` failed"),
         "{err}"
     );
 }

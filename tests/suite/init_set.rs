@@ -5,7 +5,7 @@
 //! holds the source's keys, indexes, checks (an ENUM's labels too), foreign keys,
 //! defaults and identity columns, which continue past the largest id loaded.
 
-use crate::common::{MyDb, PgSchema, Workspace, my_url, pg_url, sqlite_exec, sqlite_rows};
+use crate::common::{MyDb, PgSchema, Workspace, pg_url, sqlite_exec, sqlite_rows};
 
 /// Runs `init --set` with `args`, then `validate` and `up`; returns init's stderr and
 /// the set's files as one text.
@@ -35,7 +35,11 @@ fn init_and_up(ws: &Workspace, args: &[&str], dir: &str) -> (String, String) {
         })
         .collect();
     let validate = ws.rowshift(&["validate", dir]);
-    assert_eq!(validate.code, 0, "{text}\n{}{}", validate.stdout, validate.stderr);
+    assert_eq!(
+        validate.code, 0,
+        "{text}\n{}{}",
+        validate.stdout, validate.stderr
+    );
     let up = ws.rowshift(&["up", dir, "--quiet"]);
     assert_eq!(up.code, 0, "{text}\n{}{}", up.stdout, up.stderr);
     (init.stderr, text)
@@ -90,7 +94,11 @@ fn init_set_moves_a_mariadb_database_into_postgres_with_its_keys_checks_and_iden
         "sets/shop",
     );
     // Parents first: customers, then orders, then order_lines.
-    for f in ["001_customers.toml", "002_orders.toml", "003_order_lines.toml"] {
+    for f in [
+        "001_customers.toml",
+        "002_orders.toml",
+        "003_order_lines.toml",
+    ] {
         assert!(text.contains(&format!("==> {f}")), "{text}");
     }
     for line in [
@@ -185,10 +193,9 @@ fn init_set_moves_a_mariadb_database_into_postgres_with_its_keys_checks_and_iden
         format!("INSERT INTO {t}.orders (customer_id) VALUES (77)"),
         format!("INSERT INTO {t}.customers (email) VALUES ('a@x')"),
     ] {
-        let err = s
-            .rt
-            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(bad.clone())).execute(&s.pool))
-            .expect_err(&bad);
+        let err =
+            s.rt.block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(bad.clone())).execute(&s.pool))
+                .expect_err(&bad);
         let msg = err.to_string();
         assert!(
             msg.contains("violates check constraint")
@@ -229,7 +236,10 @@ fn init_set_moves_a_mariadb_database_into_sqlite() {
         &db,
         "SELECT name, \"unique\" FROM pragma_index_list('customers') WHERE origin = 'c' ORDER BY name",
     );
-    assert_eq!(indexes, vec![vec!["customers_email".to_string(), "1".into()]]);
+    assert_eq!(
+        indexes,
+        vec![vec!["customers_email".to_string(), "1".into()]]
+    );
     let fks = sqlite_rows(
         &db,
         "SELECT \"from\", \"table\", \"to\", on_delete FROM pragma_foreign_key_list('orders')",
@@ -260,6 +270,23 @@ fn init_set_moves_a_mariadb_database_into_sqlite() {
         table_sql[0][0].contains("CHECK (status IN ('active', 'blocked'))"),
         "{table_sql:?}"
     );
+    // The steps' down sections drop the tables, children first; the row added since is
+    // not the set's, so down asks for --force.
+    let down = ws.rowshift(&["down", "sets/shop", "--to", "0"]);
+    assert_eq!(down.code, 2, "{}{}", down.stdout, down.stderr);
+    assert!(
+        down.stderr
+            .contains("table customers holds 4 rows, but this set wrote 3"),
+        "{}",
+        down.stderr
+    );
+    let down = ws.rowshift(&["down", "sets/shop", "--to", "0", "--force"]);
+    assert_eq!(down.code, 0, "{}{}", down.stdout, down.stderr);
+    let left = sqlite_rows(
+        &db,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('customers', 'orders', 'order_lines')",
+    );
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// A PostgreSQL schema: identity and serial keys, a composite key, an enum type, a
@@ -301,7 +328,14 @@ fn init_set_moves_a_postgres_schema_into_mariadb_and_adds_a_cycles_keys_last() {
     let d = MyDb::new("init_set_pg_my");
     let (stderr, text) = init_and_up(
         &ws,
-        &["--from", &pg_url(), "--schema", &s.name, "--target", &d.url()],
+        &[
+            "--from",
+            &pg_url(),
+            "--schema",
+            &s.name,
+            "--target",
+            &d.url(),
+        ],
         "sets/library",
     );
     assert!(
@@ -352,7 +386,11 @@ fn init_set_moves_a_postgres_schema_into_mariadb_and_adds_a_cycles_keys_last() {
         ),
         vec![
             vec!["authors_name_key".to_string(), "0".into(), "name".into()],
-            vec!["books_author_id_fkey".to_string(), "1".into(), "author_id".into()],
+            vec![
+                "books_author_id_fkey".to_string(),
+                "1".into(),
+                "author_id".into()
+            ],
             vec!["books_title".to_string(), "1".into(), "title".into()],
         ]
     );
@@ -362,10 +400,30 @@ fn init_set_moves_a_postgres_schema_into_mariadb_and_adds_a_cycles_keys_last() {
              FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '{db}' ORDER BY 1"
         ),
         vec![
-            vec!["books_author_id_fkey".to_string(), "books".into(), "authors".into(), "CASCADE".into()],
-            vec!["players_team_id_fkey".to_string(), "players".into(), "teams".into(), "RESTRICT".into()],
-            vec!["tags_book_id_fkey".to_string(), "tags".into(), "books".into(), "RESTRICT".into()],
-            vec!["teams_captain".to_string(), "teams".into(), "players".into(), "RESTRICT".into()],
+            vec![
+                "books_author_id_fkey".to_string(),
+                "books".into(),
+                "authors".into(),
+                "CASCADE".into()
+            ],
+            vec![
+                "players_team_id_fkey".to_string(),
+                "players".into(),
+                "teams".into(),
+                "RESTRICT".into()
+            ],
+            vec![
+                "tags_book_id_fkey".to_string(),
+                "tags".into(),
+                "books".into(),
+                "RESTRICT".into()
+            ],
+            vec![
+                "teams_captain".to_string(),
+                "teams".into(),
+                "players".into(),
+                "RESTRICT".into()
+            ],
         ]
     );
     assert_eq!(
@@ -374,9 +432,15 @@ fn init_set_moves_a_postgres_schema_into_mariadb_and_adds_a_cycles_keys_last() {
              WHERE CONSTRAINT_SCHEMA = '{db}' ORDER BY 1"
         ),
         vec![
-            vec!["authors_mood_check".to_string(), "`mood` in ('happy','sad')".into()],
+            vec![
+                "authors_mood_check".to_string(),
+                "`mood` in ('happy','sad')".into()
+            ],
             vec!["books_price_check".to_string(), "`price` >= 0".into()],
-            vec!["books_status_check".to_string(), "`status` in ('draft','published')".into()],
+            vec![
+                "books_status_check".to_string(),
+                "`status` in ('draft','published')".into()
+            ],
         ]
     );
     // Identity and serial keys continue; defaults fill in.
@@ -466,8 +530,12 @@ fn init_set_moves_the_shopfront_sample_into_postgres() {
         let cols = match table {
             "categories" => "code, title",
             "customers" => "CAST(id AS TEXT), email, name, country",
-            "products" => "CAST(id AS TEXT), sku, category_code, title, CAST(price_cents AS TEXT), status",
-            "order_items" => "CAST(order_id AS TEXT), CAST(line_no AS TEXT), CAST(product_id AS TEXT), CAST(quantity AS TEXT)",
+            "products" => {
+                "CAST(id AS TEXT), sku, category_code, title, CAST(price_cents AS TEXT), status"
+            }
+            "order_items" => {
+                "CAST(order_id AS TEXT), CAST(line_no AS TEXT), CAST(product_id AS TEXT), CAST(quantity AS TEXT)"
+            }
             "orders" => "CAST(id AS TEXT), CAST(customer_id AS TEXT), status",
             _ => "CAST(id AS TEXT), CAST(order_id AS TEXT), CAST(amount_cents AS TEXT), method",
         };
@@ -493,8 +561,16 @@ fn init_set_moves_the_shopfront_sample_into_postgres() {
     assert_eq!(
         catalog,
         vec![
-            vec!["customers".to_string(), "customers_email".into(), "true".into()],
-            vec!["products".to_string(), "products_sku_key".into(), "true".into()],
+            vec![
+                "customers".to_string(),
+                "customers_email".into(),
+                "true".into()
+            ],
+            vec![
+                "products".to_string(),
+                "products_sku_key".into(),
+                "true".into()
+            ],
         ]
     );
     let fks = s.rows(&format!(

@@ -320,7 +320,15 @@ pub async fn table_details(
             Some(d) => {
                 let numeric = matches!(
                     data_type.as_str(),
-                    "tinyint" | "smallint" | "mediumint" | "int" | "bigint" | "decimal" | "float" | "double" | "bit"
+                    "tinyint"
+                        | "smallint"
+                        | "mediumint"
+                        | "int"
+                        | "bigint"
+                        | "decimal"
+                        | "float"
+                        | "double"
+                        | "bit"
                 );
                 Some(if numeric {
                     d

@@ -209,7 +209,11 @@ pub async fn table_details(
     }
     // PRAGMA lists the foreign keys last first; the declaration's order reads better.
     out.foreign_keys.reverse();
-    for fk in out.foreign_keys.iter_mut().filter(|f| f.references.is_empty()) {
+    for fk in out
+        .foreign_keys
+        .iter_mut()
+        .filter(|f| f.references.is_empty())
+    {
         fk.references = parent_key(pool, &fk.table, shown).await?;
     }
     let sql: Option<String> =
