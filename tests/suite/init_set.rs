@@ -616,3 +616,47 @@ fn init_set_moves_the_shopfront_sample_into_postgres() {
         vec![vec![max]]
     );
 }
+
+#[test]
+fn init_set_keeps_a_password_out_of_the_set_and_runs_with_it_from_the_environment() {
+    let ws = Workspace::new();
+    let s = PgSchema::new("init_set_secret");
+    // The local server trusts its clients, so any password connects.
+    let target = pg_url().replacen("postgres@", "postgres:s3cret@", 1);
+    assert!(target.contains(":s3cret@"), "{target}");
+    let init = ws.rowshift(&[
+        "init",
+        "--from",
+        "sqlite://samples/shopfront.db",
+        "--target",
+        &target,
+        "--target-schema",
+        &s.name,
+        "--set",
+        "sets/secret",
+    ]);
+    assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
+    assert!(!init.stdout.contains("s3cret"), "{}", init.stdout);
+    assert!(!init.stderr.contains("s3cret"), "{}", init.stderr);
+    assert!(init.stderr.contains("holds a password"), "{}", init.stderr);
+    for e in std::fs::read_dir(ws.path("sets/secret")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    let set = std::fs::read_to_string(ws.path("sets/secret/rowshift.toml")).unwrap();
+    assert!(set.contains("url = \"${ROWSHIFT_TARGET_URL}\""), "{set}");
+    let env = [("ROWSHIFT_TARGET_URL", target.as_str())];
+    let up = ws.rowshift_env(&["up", "sets/secret", "--quiet"], &env);
+    assert_eq!(up.code, 0, "{}{}", up.stdout, up.stderr);
+    assert!(!up.stdout.contains("s3cret"), "{}", up.stdout);
+    let q = format!("\"{}\"", s.name);
+    assert_eq!(
+        s.rows(&format!(
+            "SELECT CAST(count(*) AS text) FROM {q}.order_items"
+        )),
+        sqlite_rows(
+            &ws.path("samples/shopfront.db"),
+            "SELECT count(*) FROM order_items"
+        )
+    );
+}
