@@ -512,6 +512,34 @@ fn init_set_moves_the_shopfront_sample_into_postgres() {
         text.contains("url = \"sqlite://../../samples/shopfront.db\""),
         "{text}"
     );
+    // Written once; again only with --force, which replaces the set's files.
+    let args = [
+        "init",
+        "--from",
+        "sqlite://samples/shopfront.db",
+        "--target",
+        "sqlite://out/other.db",
+        "--set",
+        "sets/shopfront",
+    ];
+    let again = ws.rowshift(&args);
+    assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("sets/shopfront already holds a migration set (13 files); pass --force to replace its set files"),
+        "{}",
+        again.stderr
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let again = ws.rowshift(&forced);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    let set = std::fs::read_to_string(ws.path("sets/shopfront/rowshift.toml")).unwrap();
+    assert!(
+        set.contains("url = \"sqlite://../../out/other.db\""),
+        "{set}"
+    );
     let db = ws.path("samples/shopfront.db");
     let q = format!("\"{}\"", s.name);
     for (table, key) in [

@@ -6,7 +6,8 @@
 //! would otherwise truncate or coerce, with `time_zone = '+00:00'`, and with
 //! `NO_BACKSLASH_ESCAPES`, so a quote doubled is the only escape in a literal.
 //!
-//! The files: this one connects and sets up the session; `catalog.rs` reads the catalog;
+//! The files: this one connects and sets up the session; `catalog.rs` reads the catalog
+//! (columns, keys, and what `init` carries: defaults, indexes, foreign keys, checks);
 //! `types.rs` maps the types (its documentation holds the type tables); `decode.rs`
 //! decodes the binary protocol, `temporal.rs` writes dates and times as MySQL's text, and
 //! `digest.rs` digests rows without decoding them.

@@ -3,7 +3,8 @@
 //! Rows travel as binary `COPY` in both directions, decoded straight into Arrow builders
 //! and encoded straight from Arrow arrays, never through generic rows.
 //!
-//! The files: this one connects and reads the catalog; `types.rs` maps the types (its
+//! The files: this one connects and reads the catalog (`catalog.rs`: what `init` carries
+//! beyond the columns); `types.rs` maps the types (its
 //! documentation holds the type table); `encode.rs` and `decode.rs` are the binary `COPY`
 //! format each way, with `numeric.rs` its `numeric` codec.
 

@@ -1,4 +1,5 @@
-//! Opening SQLite databases and reading their catalog.
+//! Opening SQLite databases and reading their catalog (`catalog.rs`: what `init` carries
+//! beyond a table's columns).
 
 mod catalog;
 pub mod checkpoint;
