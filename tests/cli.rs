@@ -1006,6 +1006,9 @@ mod faults;
 #[path = "suite/init.rs"]
 mod init;
 
+#[path = "suite/init_set.rs"]
+mod init_set;
+
 #[path = "suite/position.rs"]
 mod position;
 

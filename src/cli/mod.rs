@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 a check failed or rows were rejected; 2 an error (bad
 //! pipeline file, unreachable source or target, I/O).
 
+mod init;
 mod migrate;
 mod progress;
 mod report;
@@ -153,17 +154,30 @@ enum Command {
         json: bool,
     },
     /// Write a starter pipeline from an existing table, CSV or Parquet file: one identity
-    /// expression per column, with the types found.
+    /// expression per column, with the types found, and for a database table into a
+    /// database its keys, indexes, checks, foreign keys, defaults and identity columns.
+    /// With --set, a migration set that moves every table of a database or schema.
     #[command(
-        after_help = "Example:\n  rowshift init --from sqlite://samples/shop.db --table users_v1 --output pipelines/users.toml\n  rowshift init --from samples/orders.csv\n\nExit codes: 0 written, 2 error (for example, no key found)."
+        after_help = "Example:\n  rowshift init --from sqlite://samples/shop.db --table users_v1 --output pipelines/users.toml\n  rowshift init --from samples/orders.csv\n  rowshift init --from mysql://root@db/shop --set migrations/shop --target postgres://pg/app --target-schema shop\n\nExit codes: 0 written, 2 error (for example, no key found)."
     )]
     Init {
-        /// The source: sqlite://PATH, or a .csv or .parquet file.
+        /// The source: sqlite://PATH, postgres://..., mysql://..., or a .csv or .parquet
+        /// file.
         #[arg(long, value_name = "URL|FILE")]
         from: String,
         /// The table, for a database source.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "set")]
         table: Option<String>,
+        /// Write a migration set into this directory: one data step per table of the
+        /// source's database or schema, in foreign-key order. Needs --target.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["output", "key", "name"], requires = "target")]
+        set: Option<PathBuf>,
+        /// The source's PostgreSQL schema or MySQL database (default: public / the URL's).
+        #[arg(long, value_name = "NAME")]
+        schema: Option<String>,
+        /// The target's PostgreSQL schema or MySQL database (default: public / the URL's).
+        #[arg(long, value_name = "NAME")]
+        target_schema: Option<String>,
         /// The key column to chunk by, overriding the one init finds; repeat it for a
         /// composite key (`--key tenant_id --key id`).
         #[arg(long)]
@@ -177,7 +191,7 @@ enum Command {
         /// Write the pipeline to this file (default: print it).
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Overwrite --output if it exists.
+        /// Overwrite --output if it exists; with --set, replace the set files of DIR.
         #[arg(long)]
         force: bool,
     },
@@ -382,11 +396,36 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Init {
             from,
             table,
+            set: Some(dir),
+            schema,
+            target_schema,
+            target,
+            force,
+            ..
+        } => init::init_set(
+            rowshift::init::InitOptions {
+                from,
+                table,
+                key: Vec::new(),
+                name: None,
+                target,
+                pipeline_dir: dir,
+                schema,
+                target_schema,
+            },
+            force,
+        ),
+        Command::Init {
+            from,
+            table,
             key,
             name,
             target,
             output,
             force,
+            schema,
+            target_schema,
+            set: None,
         } => {
             let pipeline_dir = match output.as_ref().and_then(|o| o.parent()) {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -399,11 +438,14 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 name,
                 target,
                 pipeline_dir,
+                schema,
+                target_schema,
             };
             let starter = rowshift::init::starter(&opts)?;
             for note in &starter.notes {
                 eprintln!("note: {note}");
             }
+            init::print_lost(&starter.lost);
             let text = &starter.text;
             let Some(out) = output else {
                 print!("{text}");

@@ -30,6 +30,8 @@ pub(crate) struct Found {
     pub table: String,
     /// The schema (PostgreSQL) to write in [source], when it is not the default.
     pub schema: Option<String>,
+    /// The schema or database the table is in.
+    pub in_schema: String,
     pub types: Vec<SourceType>,
     pub notes: Vec<String>,
 }
@@ -65,15 +67,16 @@ pub(crate) fn server_columns(
 ) -> Result<Found> {
     let Some(given) = opts.table.clone() else {
         return Err(Error::Unsupported(
-            "name the table with --table (SCHEMA.TABLE for a PostgreSQL schema other than public)"
+            "name the table with --table (SCHEMA.TABLE for a PostgreSQL schema other than public), or pass --set DIR to write a migration set of every table"
                 .into(),
         ));
     };
     match location {
         Location::Postgres { url, schema } => {
-            let (schema, table) = match given.split_once('.') {
-                Some((s, t)) => (s.to_string(), t.to_string()),
-                None => (schema.clone(), given.clone()),
+            let (schema, table) = match (&opts.schema, given.split_once('.')) {
+                (Some(s), _) => (s.clone(), given.clone()),
+                (None, Some((s, t))) => (s.to_string(), t.to_string()),
+                (None, None) => (schema.clone(), given.clone()),
             };
             let shown = url.shown();
             let pool = crate::db::postgres::connect(io, url, &DbOptions::default())?;
@@ -99,6 +102,7 @@ pub(crate) fn server_columns(
                 key: Vec::new(),
                 table: table.clone(),
                 schema: (schema != "public").then_some(schema.clone()),
+                in_schema: schema.clone(),
                 types: Vec::new(),
                 notes: Vec::new(),
             };
@@ -109,9 +113,10 @@ pub(crate) fn server_columns(
             Ok(found)
         }
         Location::Mysql { url, schema } => {
-            let (database, table) = match given.split_once('.') {
-                Some((s, t)) => (s.to_string(), t.to_string()),
-                None => (schema.clone(), given.clone()),
+            let (database, table) = match (&opts.schema, given.split_once('.')) {
+                (Some(s), _) => (s.clone(), given.clone()),
+                (None, Some((s, t))) => (s.to_string(), t.to_string()),
+                (None, None) => (schema.clone(), given.clone()),
             };
             let shown = url.shown();
             let pool = crate::db::mysql::connect(io, url, &DbOptions::default())?;
@@ -136,6 +141,7 @@ pub(crate) fn server_columns(
                 key: Vec::new(),
                 table: table.clone(),
                 schema: (&database != schema).then_some(database.clone()),
+                in_schema: database.clone(),
                 types: Vec::new(),
                 notes: Vec::new(),
             };
@@ -219,6 +225,11 @@ fn pg_type(c: &PgColumn) -> Result<Mapped> {
 }
 
 fn my_type(c: &MyColumn) -> Result<Mapped> {
+    // An ENUM is its labels' text: as long as the longest, which its check keeps to.
+    if let Some(labels) = crate::db::mysql::enum_labels(&c.column_type) {
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1);
+        return Ok(Mapped::Type(ColumnType::Varchar(longest.max(1) as u32)));
+    }
     match MyKind::for_column(c) {
         // A key of text must have a length in a MySQL target; keep the declared one.
         Ok((MyKind::Text, _)) if matches!(c.data_type.as_str(), "varchar" | "char") => Ok(

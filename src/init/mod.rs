@@ -17,7 +17,13 @@ use crate::source::Source;
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
+mod catalog;
 mod db;
+mod decl;
+mod expr;
+mod set;
+
+pub use set::{SetStarter, starter_set};
 
 /// What `rowshift init` was asked for.
 #[derive(Debug, Clone)]
@@ -34,6 +40,10 @@ pub struct InitOptions {
     pub target: Option<String>,
     /// The folder the pipeline file will live in: relative paths are written against it.
     pub pipeline_dir: PathBuf,
+    /// The source's PostgreSQL schema or MySQL database, when not the URL's.
+    pub schema: Option<String>,
+    /// The target's PostgreSQL schema or MySQL database, when not the URL's.
+    pub target_schema: Option<String>,
 }
 
 /// One source column and what init made of it.
@@ -53,6 +63,10 @@ pub struct Starter {
     pub text: String,
     /// Lines to print beside it: columns left out, passwords kept out of the file.
     pub notes: Vec<String>,
+    /// What the source declares that the pipeline does not carry over (views, a check
+    /// or default the target cannot evaluate, ...), each in words; also comments in the
+    /// text.
+    pub lost: Vec<String>,
     /// `${VAR}`s the text uses for URLs with a password, with the URL each stands for,
     /// so the pipeline validates before the user has set them.
     vars: Vec<(String, String)>,
@@ -82,6 +96,21 @@ pub fn starter_pipeline(opts: &InitOptions) -> Result<String> {
 
 /// Introspects the source and returns a starter pipeline with its notes.
 pub fn starter(opts: &InitOptions) -> Result<Starter> {
+    generate(opts, None)
+}
+
+/// What a migration set gives one table's pipeline: the table's declarations read with
+/// the others', the set's tables, the foreign keys a later step adds, and the names the
+/// other steps took.
+pub(crate) struct InSet<'a> {
+    info: &'a catalog::TableInfo,
+    tables: &'a [String],
+    deferred: &'a [catalog::FkInfo],
+    names: &'a mut decl::Names,
+}
+
+fn generate(opts: &InitOptions, in_set: Option<InSet<'_>>) -> Result<Starter> {
+    let set_mode = in_set.is_some();
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let location = Location::parse(&opts.from, &cwd, None).map_err(Error::Unsupported)?;
     let io = IoRuntime::new()?;
@@ -89,13 +118,15 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
     let mut out_notes = Vec::new();
     let mut source_types: Vec<db::SourceType> = Vec::new();
     let mut source_schema = None;
-    let (columns, key, source_url, table, notes) = match &location {
+    let mut in_schema = String::new();
+    let (mut columns, key, source_url, table, notes) = match &location {
         Location::Sqlite { path } => sqlite_columns(opts, path, &io)?,
         Location::Files { path, format } => file_columns(opts, path, *format, &io)?,
         Location::Postgres { .. } | Location::Mysql { .. } => {
             let found = db::server_columns(opts, &location, &io)?;
             source_types = found.types;
             source_schema = found.schema;
+            in_schema = found.in_schema;
             let url = url_text(&opts.from, "ROWSHIFT_SOURCE_URL", &mut vars, &mut out_notes);
             (
                 found.columns,
@@ -185,9 +216,20 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
     t.push_str("\n[target]\n");
     let mut database_target = false;
     let mut mysql_target = false;
+    let mut target_engine = None;
+    let mut same_place = false;
+    let mut target_table = name.clone();
     match &opts.target {
         Some(url) => {
-            let cwd_target = Location::parse(url, &cwd, None);
+            let mut cwd_target = Location::parse(url, &cwd, None);
+            if let (
+                Ok(Location::Postgres { schema, .. } | Location::Mysql { schema, .. }),
+                Some(s),
+            ) = (&mut cwd_target, &opts.target_schema)
+            {
+                *schema = s.clone();
+            }
+            target_engine = cwd_target.as_ref().ok().and_then(catalog::engine);
             match cwd_target {
                 Ok(
                     Location::Sqlite { .. } | Location::Postgres { .. } | Location::Mysql { .. },
@@ -196,11 +238,26 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
                     mysql_target = matches!(cwd_target, Ok(Location::Mysql { .. }));
                     // The source's own table is never the target: in the same database
                     // (and schema) the copy is `<name>_v2` beside it.
-                    let same = cwd_target.as_ref().ok() == Some(&location);
-                    let table = if same {
-                        format!("{name}_v2")
-                    } else {
-                        name.clone()
+                    let mut source_at = location.clone();
+                    if let (
+                        Location::Postgres { schema, .. } | Location::Mysql { schema, .. },
+                        false,
+                    ) = (&mut source_at, in_schema.is_empty())
+                    {
+                        *schema = in_schema.clone();
+                    }
+                    // Without --target-schema, the source's URL as the target means the
+                    // source's own schema (`--table SCHEMA.T`).
+                    let same = match &opts.target_schema {
+                        Some(_) => cwd_target.as_ref().ok() == Some(&source_at),
+                        None => cwd_target.as_ref().ok() == Some(&location),
+                    };
+                    same_place = same;
+                    let table = match (&table, set_mode) {
+                        // A set's step writes the table of the same name.
+                        (Some(t), true) => t.clone(),
+                        _ if same => format!("{name}_v2"),
+                        _ => name.clone(),
                     };
                     let shown = match &cwd_target {
                         // Relative paths in the file are read against the file's folder.
@@ -213,8 +270,11 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
                     t.push_str(&format!("url = {}\n", toml_str(&shown)));
                     if let Some(schema) = source_schema.as_ref().filter(|_| same) {
                         t.push_str(&format!("schema = {}\n", toml_str(schema)));
+                    } else if let Some(schema) = &opts.target_schema {
+                        t.push_str(&format!("schema = {}\n", toml_str(schema)));
                     }
                     t.push_str(&format!("table = {}\n", toml_str(&table)));
+                    target_table = table;
                 }
                 Ok(Location::Files { path, format }) => t.push_str(&format!(
                     "url = {}\nformat = \"{}\"\n",
@@ -229,6 +289,39 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
             toml_str(&format!("out/{name}"))
         )),
     }
+    // The table's declarations, when both ends are databases.
+    let source_engine = catalog::engine(&location);
+    let mut declared = None;
+    if let (Some(source), Some(target), Some(table)) = (source_engine, target_engine, &table) {
+        let read;
+        let (info, tables, deferred, mut own_names, names) = match in_set {
+            Some(s) => (s.info, Some(s.tables), s.deferred, None, Some(s.names)),
+            None => {
+                read = catalog::table_info(&location, &in_schema, table, &io)?;
+                let mut names = decl::Names::default();
+                if same_place {
+                    // Beside the source table, its declarations' names are taken.
+                    names.reserve(read.indexes.iter().map(|i| i.name.as_str()));
+                    names.reserve(read.checks.iter().filter_map(|c| c.name.as_deref()));
+                    names.reserve(read.foreign_keys.iter().filter_map(|f| f.name.as_deref()));
+                }
+                (&read, None, &[][..], Some(names), None)
+            }
+        };
+        let names = match names {
+            Some(n) => n,
+            None => own_names.as_mut().expect("made above"),
+        };
+        let cx = decl::DeclContext {
+            source,
+            target,
+            table: &target_table,
+            tables,
+            deferred,
+        };
+        let key = key.clone().unwrap_or_default();
+        declared = Some(decl::declare(info, &mut columns, &key, &cx, names));
+    }
     t.push_str("\n[target.columns]\n");
     for c in &columns {
         let pk = key.as_ref().is_some_and(|k| k.contains(&c.name));
@@ -240,6 +333,12 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
             fields.push("primary_key = true".into());
         } else if !c.nullable {
             fields.push("nullable = false".into());
+        }
+        if let Some((_, more)) = declared
+            .as_ref()
+            .and_then(|d| d.fields.iter().find(|(n, _)| n == &c.name))
+        {
+            fields.extend(more.iter().cloned());
         }
         t.push_str(&format!(
             "{} = {{ {} }}\n",
@@ -281,10 +380,23 @@ pub fn starter(opts: &InitOptions) -> Result<Starter> {
             st.column, st.why
         ));
     }
+    let mut lost = Vec::new();
+    if let Some(d) = declared {
+        t.push_str(&d.body);
+        if !d.lost.is_empty() {
+            t.push_str("\n# Not carried over from the source:\n");
+            for l in &d.lost {
+                t.push_str(&format!("# - {}\n", l.replace('\n', " ")));
+            }
+        }
+        out_notes.extend(d.notes);
+        lost = d.lost;
+    }
     t.push_str("\n[chunks]\nrows = 100000\n");
     Ok(Starter {
         text: t,
         notes: out_notes,
+        lost,
         vars,
     })
 }

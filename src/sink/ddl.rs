@@ -210,15 +210,30 @@ impl<D: TableDdl> PostLoad<'_, D> {
         }
         for c in self.columns.iter().filter(|c| c.identity) {
             let col = self.d.quote(&c.name);
-            let next = self
-                .count(
+            // As text: the column's own integer type (PostgreSQL's int4 too) reads as
+            // that, whatever its width.
+            let max = self.d.text(&format!("COALESCE(MAX({col}), 0) + 1"));
+            let rows = self
+                .fetch(
                     conn,
                     Stmt {
-                        sql: format!("SELECT COALESCE(MAX({col}), 0) + 1 FROM {}", self.t()),
+                        sql: format!("SELECT {max} FROM {}", self.t()),
                         binds: Vec::new(),
                     },
+                    &[Kind::Text],
                 )
                 .await?;
+            let text = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.clone().text())
+                .unwrap_or_default();
+            let next: i64 = text.parse().map_err(|_| {
+                Error::Internal(format!(
+                    "{}: the next value of identity column {col} read as {text:?}",
+                    self.here
+                ))
+            })?;
             if let Some(sql) = self.d.restart_identity(&self.t(), &col, &next.to_string()) {
                 self.exec(conn, sql).await?;
             }

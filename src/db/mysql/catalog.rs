@@ -123,3 +123,314 @@ pub async fn table_engine(
     Ok(row
         .map(|(engine, transactions)| (engine.unwrap_or_default(), transactions.unwrap_or(0) == 1)))
 }
+
+/// A database's base tables, and its other objects as `(kind, name)`.
+#[derive(Debug, Clone, Default)]
+pub struct MySchemaObjects {
+    /// Base tables, by name.
+    pub tables: Vec<String>,
+    /// Views, sequences, routines, triggers and events: `("view", "v_orders")`.
+    pub others: Vec<(String, String)>,
+}
+
+/// Reads the tables and other objects of `database`.
+pub async fn schema_objects(
+    pool: &MySqlPool,
+    database: &str,
+    shown: &str,
+) -> Result<MySchemaObjects> {
+    let err = |e| db_error(shown, e);
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(TABLE_NAME AS CHAR), CAST(TABLE_TYPE AS CHAR) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = ? ORDER BY 1",
+    )
+    .bind(database)
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    let mut out = MySchemaObjects::default();
+    for (name, kind) in rows {
+        match kind.as_str() {
+            "BASE TABLE" | "SYSTEM VERSIONED" => out.tables.push(name),
+            other => out.others.push((other.to_lowercase(), name)),
+        }
+    }
+    for sql in [
+        "SELECT CAST(LOWER(ROUTINE_TYPE) AS CHAR), CAST(ROUTINE_NAME AS CHAR) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? ORDER BY 2",
+        "SELECT 'trigger', CAST(CONCAT(TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE) AS CHAR) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY 2",
+        "SELECT 'event', CAST(EVENT_NAME AS CHAR) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? ORDER BY 2",
+    ] {
+        let rows: Vec<(String, String)> = sqlx::query_as(sql)
+            .bind(database)
+            .fetch_all(pool)
+            .await
+            .map_err(err)?;
+        out.others.extend(rows);
+    }
+    Ok(out)
+}
+
+/// A column's default, auto-increment and enum labels.
+#[derive(Debug, Clone)]
+pub struct MyColumnDetail {
+    /// Name.
+    pub name: String,
+    /// The default as a SQL expression in MySQL's syntax (a string literal quoted), or
+    /// `None` for no default (or `DEFAULT NULL`).
+    pub default: Option<String>,
+    /// `AUTO_INCREMENT`.
+    pub auto_increment: bool,
+    /// A generated column's expression (`VIRTUAL` or `STORED`).
+    pub generated: Option<String>,
+    /// `ON UPDATE CURRENT_TIMESTAMP`, which no declaration holds.
+    pub on_update: bool,
+    /// An `ENUM`'s labels, in order.
+    pub labels: Option<Vec<String>>,
+}
+
+/// An index other than the primary key.
+#[derive(Debug, Clone)]
+pub struct MyIndex {
+    /// Name.
+    pub name: String,
+    /// Columns in order; `None` for an expression (MySQL 8's functional key parts).
+    pub columns: Vec<Option<String>>,
+    /// Unique.
+    pub unique: bool,
+    /// What makes it other than a plain list of columns (a prefix length, FULLTEXT,
+    /// SPATIAL), in words.
+    pub unusual: Vec<String>,
+}
+
+/// A foreign key.
+#[derive(Debug, Clone)]
+pub struct MyForeignKey {
+    /// Constraint name.
+    pub name: String,
+    /// Referencing columns.
+    pub columns: Vec<String>,
+    /// The referenced table's database.
+    pub database: String,
+    /// The referenced table.
+    pub table: String,
+    /// Referenced columns.
+    pub references: Vec<String>,
+    /// `ON DELETE`, in SQL words; `None` for NO ACTION / RESTRICT's default.
+    pub on_delete: Option<&'static str>,
+    /// `ON UPDATE`.
+    pub on_update: Option<&'static str>,
+}
+
+/// What a table declares beyond its column types.
+#[derive(Debug, Clone, Default)]
+pub struct MyTableDetails {
+    /// One per column, in order.
+    pub columns: Vec<MyColumnDetail>,
+    /// Indexes, but the primary key.
+    pub indexes: Vec<MyIndex>,
+    /// Foreign keys.
+    pub foreign_keys: Vec<MyForeignKey>,
+    /// Check constraints: name and expression.
+    pub checks: Vec<(String, String)>,
+}
+
+/// The labels of `enum('a','b''c')`, or `None` for another type.
+pub fn enum_labels(column_type: &str) -> Option<Vec<String>> {
+    let inner = column_type.strip_prefix("enum(")?.strip_suffix(')')?;
+    let mut labels = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        if chars.next() != Some('\'') {
+            return None;
+        }
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+        match chars.next() {
+            None => return Some(labels),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+/// A rule of `REFERENTIAL_CONSTRAINTS` in SQL words. MySQL shows RESTRICT for a key
+/// declared without one; it checks at once, as NO ACTION does where nothing is deferred.
+fn action(rule: &str) -> Option<&'static str> {
+    match rule {
+        "CASCADE" => Some("CASCADE"),
+        "SET NULL" => Some("SET NULL"),
+        "SET DEFAULT" => Some("SET DEFAULT"),
+        _ => None,
+    }
+}
+
+/// Reads the defaults, auto-increment columns, indexes, foreign keys and checks of
+/// `database.table`.
+pub async fn table_details(
+    pool: &MySqlPool,
+    database: &str,
+    table: &str,
+    shown: &str,
+) -> Result<MyTableDetails> {
+    let err = |e| db_error(shown, e);
+    let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+        .fetch_one(pool)
+        .await
+        .map_err(err)?;
+    // MariaDB writes a default as an expression (a string quoted, NULL as `NULL`); MySQL
+    // writes a literal bare and marks an expression DEFAULT_GENERATED.
+    let mariadb = version.contains("MariaDB");
+    let mut out = MyTableDetails::default();
+    let rows = sqlx::query(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_DEFAULT AS CHAR), CAST(EXTRA AS CHAR), \
+                CAST(COLUMN_TYPE AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), CAST(GENERATION_EXPRESSION AS CHAR) \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+    )
+    .bind(database)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    for r in &rows {
+        let default: Option<String> = r.try_get(1).map_err(err)?;
+        let extra: String = r
+            .try_get::<Option<String>, _>(2)
+            .map_err(err)?
+            .unwrap_or_default()
+            .to_lowercase();
+        let column_type: String = r.try_get(3).map_err(err)?;
+        let data_type: String = r.try_get(4).map_err(err)?;
+        let generation: Option<String> = r.try_get(5).map_err(err)?;
+        let generated = extra.contains("generated") && !extra.contains("default_generated");
+        let default = match default {
+            _ if generated => None,
+            None => None,
+            Some(d) if mariadb => (d != "NULL").then_some(d),
+            Some(d) if extra.contains("default_generated") => Some(d),
+            Some(d) => {
+                let numeric = matches!(
+                    data_type.as_str(),
+                    "tinyint"
+                        | "smallint"
+                        | "mediumint"
+                        | "int"
+                        | "bigint"
+                        | "decimal"
+                        | "float"
+                        | "double"
+                        | "bit"
+                );
+                Some(if numeric {
+                    d
+                } else {
+                    format!("'{}'", d.replace('\'', "''"))
+                })
+            }
+        };
+        out.columns.push(MyColumnDetail {
+            name: r.try_get(0).map_err(err)?,
+            default,
+            auto_increment: extra.contains("auto_increment"),
+            generated: generation.filter(|g| generated && !g.is_empty()),
+            on_update: extra.contains("on update"),
+            labels: enum_labels(&column_type),
+        });
+    }
+    let rows = sqlx::query(
+        "SELECT CAST(INDEX_NAME AS CHAR), CAST(NON_UNIQUE AS SIGNED), CAST(COLUMN_NAME AS CHAR), \
+                CAST(SUB_PART AS SIGNED), CAST(INDEX_TYPE AS CHAR) \
+         FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME <> 'PRIMARY' \
+         ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+    )
+    .bind(database)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    for r in &rows {
+        let name: String = r.try_get(0).map_err(err)?;
+        let column: Option<String> = r.try_get(2).map_err(err)?;
+        let prefix: Option<i64> = r.try_get(3).map_err(err)?;
+        let kind: String = r.try_get(4).map_err(err)?;
+        if out.indexes.last().is_none_or(|ix| ix.name != name) {
+            let mut unusual = Vec::new();
+            if kind != "BTREE" && kind != "HASH" {
+                unusual.push(format!("a {kind} index"));
+            }
+            out.indexes.push(MyIndex {
+                name: name.clone(),
+                columns: Vec::new(),
+                unique: r.try_get::<i64, _>(1).map_err(err)? == 0,
+                unusual,
+            });
+        }
+        let ix = out.indexes.last_mut().expect("pushed above");
+        if let (Some(n), Some(c)) = (prefix, &column) {
+            ix.unusual
+                .push(format!("it indexes the first {n} characters of `{c}` only"));
+        }
+        ix.columns.push(column);
+    }
+    let rows = sqlx::query(
+        "SELECT CAST(k.CONSTRAINT_NAME AS CHAR), CAST(k.COLUMN_NAME AS CHAR), \
+                CAST(k.REFERENCED_TABLE_SCHEMA AS CHAR), CAST(k.REFERENCED_TABLE_NAME AS CHAR), \
+                CAST(k.REFERENCED_COLUMN_NAME AS CHAR), CAST(r.DELETE_RULE AS CHAR), CAST(r.UPDATE_RULE AS CHAR) \
+         FROM information_schema.KEY_COLUMN_USAGE k \
+         JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA \
+              AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME \
+         WHERE k.TABLE_SCHEMA = ? AND k.TABLE_NAME = ? AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+         ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+    )
+    .bind(database)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    for r in &rows {
+        let name: String = r.try_get(0).map_err(err)?;
+        if out.foreign_keys.last().is_none_or(|fk| fk.name != name) {
+            let del: String = r.try_get(5).map_err(err)?;
+            let upd: String = r.try_get(6).map_err(err)?;
+            out.foreign_keys.push(MyForeignKey {
+                name: name.clone(),
+                columns: Vec::new(),
+                database: r.try_get(2).map_err(err)?,
+                table: r.try_get(3).map_err(err)?,
+                references: Vec::new(),
+                on_delete: action(&del),
+                on_update: action(&upd),
+            });
+        }
+        let fk = out.foreign_keys.last_mut().expect("pushed above");
+        fk.columns.push(r.try_get(1).map_err(err)?);
+        fk.references.push(r.try_get(4).map_err(err)?);
+    }
+    // MariaDB names a column's check after the column, so names repeat across tables:
+    // its CHECK_CONSTRAINTS has the table. MySQL's names are the database's own.
+    let sql = if mariadb {
+        "SELECT CAST(CONSTRAINT_NAME AS CHAR), CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+         WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? ORDER BY 1"
+    } else {
+        "SELECT CAST(c.CONSTRAINT_NAME AS CHAR), CAST(c.CHECK_CLAUSE AS CHAR) FROM information_schema.TABLE_CONSTRAINTS t \
+         JOIN information_schema.CHECK_CONSTRAINTS c ON c.CONSTRAINT_SCHEMA = t.CONSTRAINT_SCHEMA \
+              AND c.CONSTRAINT_NAME = t.CONSTRAINT_NAME \
+         WHERE t.TABLE_SCHEMA = ? AND t.TABLE_NAME = ? AND t.CONSTRAINT_TYPE = 'CHECK' ORDER BY 1"
+    };
+    out.checks = sqlx::query_as(sql)
+        .bind(database)
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .map_err(err)?;
+    Ok(out)
+}

@@ -6,7 +6,8 @@
 //! would otherwise truncate or coerce, with `time_zone = '+00:00'`, and with
 //! `NO_BACKSLASH_ESCAPES`, so a quote doubled is the only escape in a literal.
 //!
-//! The files: this one connects and sets up the session; `catalog.rs` reads the catalog;
+//! The files: this one connects and sets up the session; `catalog.rs` reads the catalog
+//! (columns, keys, and what `init` carries: defaults, indexes, foreign keys, checks);
 //! `types.rs` maps the types (its documentation holds the type tables); `decode.rs`
 //! decodes the binary protocol, `temporal.rs` writes dates and times as MySQL's text, and
 //! `digest.rs` digests rows without decoding them.
@@ -22,7 +23,10 @@ pub mod source;
 mod temporal;
 mod types;
 
-pub use self::catalog::{MyColumn, primary_key, table_columns, table_engine, table_names};
+pub use self::catalog::{
+    MyColumn, MyColumnDetail, MyForeignKey, MyIndex, MySchemaObjects, MyTableDetails, enum_labels,
+    primary_key, schema_objects, table_columns, table_details, table_engine, table_names,
+};
 pub use self::decode::{Decoder, row_json};
 pub use self::digest::DigestLayout;
 pub use self::temporal::{write_date, write_time, write_timestamp, written};

@@ -3,10 +3,12 @@
 //! Rows travel as binary `COPY` in both directions, decoded straight into Arrow builders
 //! and encoded straight from Arrow arrays, never through generic rows.
 //!
-//! The files: this one connects and reads the catalog; `types.rs` maps the types (its
+//! The files: this one connects and reads the catalog (`catalog.rs`: what `init` carries
+//! beyond the columns); `types.rs` maps the types (its
 //! documentation holds the type table); `encode.rs` and `decode.rs` are the binary `COPY`
 //! format each way, with `numeric.rs` its `numeric` codec.
 
+mod catalog;
 pub mod checkpoint;
 mod decode;
 pub mod dialect;
@@ -17,6 +19,11 @@ mod numeric;
 pub mod sink;
 pub mod source;
 mod types;
+
+pub use self::catalog::{
+    PgColumnDetail, PgForeignKey, PgIndex, PgSchemaObjects, PgTableDetails, schema_objects,
+    table_details,
+};
 
 pub use self::decode::Decoder;
 pub use self::encode::Encoder;

@@ -1,5 +1,7 @@
-//! Opening SQLite databases and reading their catalog.
+//! Opening SQLite databases and reading their catalog (`catalog.rs`: what `init` carries
+//! beyond a table's columns).
 
+mod catalog;
 pub mod checkpoint;
 pub(crate) mod decode;
 pub mod dialect;
@@ -7,6 +9,11 @@ mod errors;
 pub mod lookup;
 pub mod sink;
 pub mod source;
+
+pub use self::catalog::{
+    SqliteColumnDetail, SqliteForeignKey, SqliteIndex, SqliteObjects, SqliteTableDetails,
+    schema_objects, table_details,
+};
 
 use std::path::Path;
 use std::str::FromStr;
