@@ -183,8 +183,23 @@ fn kill_midway(ws: &Workspace, pipeline: &str) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    // Nothing holds the pipeline now: running chunks are those of a dead run.
-    let s = status(ws, pipeline);
+    // Nothing holds the pipeline now: running chunks are those of a dead run. A database
+    // server may still be finishing what the dead process sent last (a COMMIT already in
+    // its socket), so the checkpoint is read once it has stopped changing.
+    let t0 = Instant::now();
+    let mut s = status(ws, pipeline);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let again = status(ws, pipeline);
+        if again == s && again["running"]["state"] != "live" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the checkpoint still changes 15 s after the kill: {again}"
+        );
+        s = again;
+    }
     assert_ne!(s["running"]["state"], "live", "{s}");
     if s["chunks"]["running"].as_u64().unwrap() > 0 {
         assert_eq!(s["running"]["state"], "interrupted", "{s}");
