@@ -61,6 +61,41 @@ pub(crate) fn planned_ddl(
     }
 }
 
+/// The statements a database sink's `prepare` runs, exactly and in its order, for
+/// `plan`: what differs between the databases is given, the decision is made here once.
+pub(crate) struct PreparePlan {
+    /// What comes first whatever the table's state (`CREATE SCHEMA`, `CREATE DATABASE`).
+    pub prelude: Option<String>,
+    /// The `DROP`s of an existing table and its quarantine table, in the order this
+    /// database's `prepare` runs them.
+    pub drops: Vec<String>,
+    /// The table's `CREATE TABLE`.
+    pub create_table: String,
+    /// The quarantine table's `CREATE TABLE IF NOT EXISTS`.
+    pub create_rejects: String,
+}
+
+impl PreparePlan {
+    /// The statements for a table that holds `existing` rows (`None`: no table yet).
+    pub(crate) fn statements(self, existing: Option<i64>, if_exists: IfExists) -> Vec<String> {
+        let mut out: Vec<String> = self.prelude.into_iter().collect();
+        match (existing, if_exists) {
+            (None, _) => out.push(self.create_table),
+            (Some(_), IfExists::Replace) => {
+                out.extend(self.drops);
+                out.push(self.create_table);
+            }
+            (Some(rows), IfExists::Fail) if rows > 0 => {
+                out.push(format!("-- the table already holds {rows} rows and if_exists = \"fail\": the run would stop here"));
+                return out;
+            }
+            (Some(_), _) => {}
+        }
+        out.push(self.create_rejects);
+        out
+    }
+}
+
 /// Checks that an existing table has every declared column.
 pub(crate) fn check_columns<'a>(
     declared: impl Iterator<Item = &'a str>,

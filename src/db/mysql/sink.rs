@@ -887,23 +887,17 @@ impl Sink for MysqlSink {
     }
 
     fn planned_prepare(&self, existing: Option<i64>) -> Vec<String> {
-        let t = self.t();
-        let mut out = vec![self.create_database_sql()];
-        match (existing, self.if_exists) {
-            (None, _) => out.push(self.create_table_sql()),
-            (Some(_), IfExists::Replace) => {
-                out.push(format!("DROP TABLE IF EXISTS {}", self.rejects().table()));
-                out.push(format!("DROP TABLE {t}"));
-                out.push(self.create_table_sql());
-            }
-            (Some(rows), IfExists::Fail) if rows > 0 => {
-                out.push(format!("-- the table already holds {rows} rows and if_exists = \"fail\": the run would stop here"));
-                return out;
-            }
-            (Some(_), _) => {}
+        let (table, rejects) = (
+            format!("DROP TABLE {}", self.t()),
+            format!("DROP TABLE IF EXISTS {}", self.rejects().table()),
+        );
+        table::PreparePlan {
+            prelude: Some(self.create_database_sql()),
+            drops: vec![rejects, table],
+            create_table: self.create_table_sql(),
+            create_rejects: self.rejects().create_sql(),
         }
-        out.push(self.rejects().create_sql());
-        out
+        .statements(existing, self.if_exists)
     }
 
     fn planned_post_load(

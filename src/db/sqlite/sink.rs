@@ -802,23 +802,17 @@ impl Sink for SqliteSink {
     }
 
     fn planned_prepare(&self, existing: Option<i64>) -> Vec<String> {
-        let t = quote_ident(&self.table);
-        let mut out = Vec::new();
-        match (existing, self.if_exists) {
-            (None, _) => out.push(self.create_table_sql()),
-            (Some(_), IfExists::Replace) => {
-                out.push(format!("DROP TABLE {t}"));
-                out.push(format!("DROP TABLE IF EXISTS {}", self.rejects().table()));
-                out.push(self.create_table_sql());
-            }
-            (Some(rows), IfExists::Fail) if rows > 0 => {
-                out.push(format!("-- the table already holds {rows} rows and if_exists = \"fail\": the run would stop here"));
-                return out;
-            }
-            (Some(_), _) => {}
+        let (table, rejects) = (
+            format!("DROP TABLE {}", quote_ident(&self.table)),
+            format!("DROP TABLE IF EXISTS {}", self.rejects().table()),
+        );
+        table::PreparePlan {
+            prelude: None,
+            drops: vec![table, rejects],
+            create_table: self.create_table_sql(),
+            create_rejects: self.rejects().create_sql(),
         }
-        out.push(self.rejects().create_sql());
-        out
+        .statements(existing, self.if_exists)
     }
 
     fn planned_post_load(
