@@ -314,6 +314,10 @@ impl Checks {
         }
         // Unique last: a row that another rule keeps out of the target must not take the
         // value from a later row that is written.
+        if !self.has_unique() {
+            out.sort_by_key(|v| v.row);
+            return Ok(out);
+        }
         let blocked: HashSet<usize> = out
             .iter()
             .filter(|v| v.policy != Policy::Warn)

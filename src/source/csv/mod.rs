@@ -539,7 +539,15 @@ impl Source for CsvSource {
         };
         let shown = &self.shown[*file];
         match self.line_of(chunk, row).ok().flatten() {
-            Some(line) => format!("{shown} line {line}"),
+            Some(line) => {
+                // Sized for what a caller adds (the row's key): a chunk may name every
+                // one of its rows.
+                let mut at = String::with_capacity(shown.len() + 48);
+                at.push_str(shown);
+                at.push_str(" line ");
+                at.push_str(itoa::Buffer::new().format(line));
+                at
+            }
             None => format!("{shown} record {} of {chunk}", row + 1),
         }
     }
