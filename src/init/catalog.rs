@@ -129,7 +129,8 @@ pub(crate) fn table_info(
         name: table.to_string(),
         ..Default::default()
     };
-    match location {
+    // Each database's catalog, read into one shape; what follows is the same for all.
+    let (d, outside) = match location {
         Location::Sqlite { path } => {
             let shown = format!("sqlite://{}", crate::config::show_path(path));
             let pool = crate::db::sqlite::connect(io, path, crate::db::sqlite::Access::Read, 1)?;
@@ -143,190 +144,100 @@ pub(crate) fn table_info(
                 .collect();
             pk.sort();
             t.primary_key = pk.into_iter().map(|(_, n)| n).collect();
-            for c in d.columns {
-                if c.generated {
-                    t.lost.push(format!(
-                        "column `{}` is generated: its values are copied, its expression is not",
-                        c.name
-                    ));
-                }
-                t.columns.push(ColumnInfo {
-                    name: c.name,
-                    default: c.default,
-                    identity: c.rowid,
-                    labels: None,
-                });
-            }
-            for ix in d.indexes {
-                // A UNIQUE constraint's automatic index has a name SQLite keeps for itself.
-                let name = if ix.name.starts_with("sqlite_autoindex_") {
-                    let cols: Vec<&str> = ix.columns.iter().flatten().map(String::as_str).collect();
-                    format!("{table}_{}_key", cols.join("_"))
-                } else {
-                    ix.name.clone()
-                };
-                push_index(&mut t, name, ix.columns, ix.unique, ix.unusual, None);
-            }
-            for fk in d.foreign_keys {
-                t.foreign_keys.push(FkInfo {
-                    name: None,
-                    columns: fk.columns,
-                    table: fk.table,
-                    references: fk.references,
-                    on_delete: fk.on_delete,
-                    on_update: fk.on_update,
-                });
-            }
-            t.checks = d
-                .checks
-                .into_iter()
-                .map(|(name, expr)| CheckInfo { name, expr })
-                .collect();
-            if let Some(why) = d.unread_checks {
-                t.lost.push(format!(
-                    "the CHECK constraints of `{table}` could not be read ({why}): write them as [[target.constraints]]"
-                ));
-            }
+            (d, "")
         }
         Location::Postgres { url, .. } => {
             let pool = crate::db::postgres::connect(io, url, &DbOptions::default())?;
+            let shown = url.shown();
             let d = io.block_on(crate::db::postgres::table_details(
-                &pool,
-                schema,
-                table,
-                &url.shown(),
+                &pool, schema, table, &shown,
             ))?;
             t.primary_key = io.block_on(crate::db::postgres::primary_key(
-                &pool,
-                schema,
-                table,
-                &url.shown(),
+                &pool, schema, table, &shown,
             ))?;
-            for c in d.columns {
-                if let Some(g) = &c.generated {
-                    t.lost.push(format!(
-                        "column `{}` is generated ({g}): its values are copied, its expression is not",
-                        c.name
-                    ));
-                }
-                let serial = c
-                    .default
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with("nextval("));
-                t.columns.push(ColumnInfo {
-                    name: c.name,
-                    default: c.default.filter(|_| !serial),
-                    identity: c.identity || serial,
-                    labels: c.labels,
-                });
-            }
-            for ix in d.indexes {
-                push_index(
-                    &mut t,
-                    ix.name,
-                    ix.columns,
-                    ix.unique,
-                    ix.unusual,
-                    Some(ix.definition),
-                );
-            }
-            for fk in d.foreign_keys {
-                if fk.schema != schema {
-                    t.lost.push(format!(
-                        "foreign key `{}` references `{}.{}`, outside schema `{schema}`: write it in a SQL step",
-                        fk.name, fk.schema, fk.table
-                    ));
-                    continue;
-                }
-                t.foreign_keys.push(FkInfo {
-                    name: Some(fk.name),
-                    columns: fk.columns,
-                    table: fk.table,
-                    references: fk.references,
-                    on_delete: fk.on_delete,
-                    on_update: fk.on_update,
-                });
-            }
-            t.checks = d
-                .checks
-                .into_iter()
-                .map(|(name, expr)| CheckInfo {
-                    name: Some(name),
-                    expr,
-                })
-                .collect();
-            for (name, def) in d.others {
-                t.lost.push(format!(
-                    "constraint `{name}` ({def}) is not carried over: write it in a SQL step"
-                ));
-            }
+            (d, "schema")
         }
         Location::Mysql { url, .. } => {
             let pool = crate::db::mysql::connect(io, url, &DbOptions::default())?;
+            let shown = url.shown();
             let d = io.block_on(crate::db::mysql::table_details(
-                &pool,
-                schema,
-                table,
-                &url.shown(),
+                &pool, schema, table, &shown,
             ))?;
-            t.primary_key = io.block_on(crate::db::mysql::primary_key(
-                &pool,
-                schema,
-                table,
-                &url.shown(),
-            ))?;
-            for c in d.columns {
-                if let Some(g) = &c.generated {
-                    t.lost.push(format!(
-                        "column `{}` is generated ({g}): its values are copied, its expression is not",
-                        c.name
-                    ));
-                }
-                if c.on_update {
-                    t.lost.push(format!(
-                        "column `{}` is set ON UPDATE CURRENT_TIMESTAMP, which no declaration holds: write a trigger in a SQL step",
-                        c.name
-                    ));
-                }
-                t.columns.push(ColumnInfo {
-                    name: c.name,
-                    default: c.default,
-                    identity: c.auto_increment,
-                    labels: c.labels,
-                });
-            }
-            for ix in d.indexes {
-                push_index(&mut t, ix.name, ix.columns, ix.unique, ix.unusual, None);
-            }
-            for fk in d.foreign_keys {
-                if fk.database != schema {
-                    t.lost.push(format!(
-                        "foreign key `{}` references `{}.{}`, outside database `{schema}`: write it in a SQL step",
-                        fk.name, fk.database, fk.table
-                    ));
-                    continue;
-                }
-                t.foreign_keys.push(FkInfo {
-                    name: Some(fk.name),
-                    columns: fk.columns,
-                    table: fk.table,
-                    references: fk.references,
-                    on_delete: fk.on_delete,
-                    on_update: fk.on_update,
-                });
-            }
-            t.checks = d
-                .checks
-                .into_iter()
-                .map(|(name, expr)| CheckInfo {
-                    name: Some(name),
-                    expr,
-                })
-                .collect();
+            t.primary_key =
+                io.block_on(crate::db::mysql::primary_key(&pool, schema, table, &shown))?;
+            (d, "database")
         }
         Location::Files { .. } => {
             return Err(Error::Internal("table_info on a file source".into()));
         }
+    };
+    for c in d.columns {
+        match c.generated.as_deref() {
+            Some("") => t.lost.push(format!(
+                "column `{}` is generated: its values are copied, its expression is not",
+                c.name
+            )),
+            Some(g) => t.lost.push(format!(
+                "column `{}` is generated ({g}): its values are copied, its expression is not",
+                c.name
+            )),
+            None => {}
+        }
+        if c.on_update {
+            t.lost.push(format!(
+                "column `{}` is set ON UPDATE CURRENT_TIMESTAMP, which no declaration holds: write a trigger in a SQL step",
+                c.name
+            ));
+        }
+        t.columns.push(ColumnInfo {
+            name: c.name,
+            default: c.default,
+            identity: c.identity,
+            labels: c.labels,
+        });
+    }
+    for ix in d.indexes {
+        push_index(
+            &mut t,
+            ix.name,
+            ix.columns,
+            ix.unique,
+            ix.unusual,
+            ix.definition,
+        );
+    }
+    for fk in d.foreign_keys {
+        if let Some(other) = fk.schema.as_deref().filter(|s| *s != schema) {
+            t.lost.push(format!(
+                "foreign key `{}` references `{other}.{}`, outside {outside} `{schema}`: write it in a SQL step",
+                fk.name.as_deref().unwrap_or_default(),
+                fk.table
+            ));
+            continue;
+        }
+        t.foreign_keys.push(FkInfo {
+            name: fk.name,
+            columns: fk.columns,
+            table: fk.table,
+            references: fk.references,
+            on_delete: fk.on_delete,
+            on_update: fk.on_update,
+        });
+    }
+    t.checks = d
+        .checks
+        .into_iter()
+        .map(|(name, expr)| CheckInfo { name, expr })
+        .collect();
+    if let Some(why) = d.unread_checks {
+        t.lost.push(format!(
+            "the CHECK constraints of `{table}` could not be read ({why}): write them as [[target.constraints]]"
+        ));
+    }
+    for (name, def) in d.others {
+        t.lost.push(format!(
+            "constraint `{name}` ({def}) is not carried over: write it in a SQL step"
+        ));
     }
     Ok(t)
 }

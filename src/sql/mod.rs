@@ -2,6 +2,7 @@
 //! conditions over one or more key columns, the order-independent row digest, and the
 //! pool settings. It names no database: each one's own code is in `crate::db`.
 
+pub mod catalog;
 pub mod dialect;
 pub mod keyset;
 pub mod locks;

@@ -5,6 +5,9 @@ use sqlx::mysql::{MySqlConnection, MySqlPool};
 
 use crate::Result;
 use crate::db::mysql::errors::error as db_error;
+use crate::sql::catalog::{
+    ColumnDetail, ForeignKeyDetail, IndexDetail, SchemaObjects, TableDetails,
+};
 
 /// A column as `information_schema.columns` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,21 +127,12 @@ pub async fn table_engine(
         .map(|(engine, transactions)| (engine.unwrap_or_default(), transactions.unwrap_or(0) == 1)))
 }
 
-/// A database's base tables, and its other objects as `(kind, name)`.
-#[derive(Debug, Clone, Default)]
-pub struct MySchemaObjects {
-    /// Base tables, by name.
-    pub tables: Vec<String>,
-    /// Views, sequences, routines, triggers and events: `("view", "v_orders")`.
-    pub others: Vec<(String, String)>,
-}
-
 /// Reads the tables and other objects of `database`.
 pub async fn schema_objects(
     pool: &MySqlPool,
     database: &str,
     shown: &str,
-) -> Result<MySchemaObjects> {
+) -> Result<SchemaObjects> {
     let err = |e| db_error(shown, e);
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT CAST(TABLE_NAME AS CHAR), CAST(TABLE_TYPE AS CHAR) FROM information_schema.TABLES \
@@ -148,7 +142,7 @@ pub async fn schema_objects(
     .fetch_all(pool)
     .await
     .map_err(err)?;
-    let mut out = MySchemaObjects::default();
+    let mut out = SchemaObjects::default();
     for (name, kind) in rows {
         match kind.as_str() {
             "BASE TABLE" | "SYSTEM VERSIONED" => out.tables.push(name),
@@ -168,70 +162,6 @@ pub async fn schema_objects(
         out.others.extend(rows);
     }
     Ok(out)
-}
-
-/// A column's default, auto-increment and enum labels.
-#[derive(Debug, Clone)]
-pub struct MyColumnDetail {
-    /// Name.
-    pub name: String,
-    /// The default as a SQL expression in MySQL's syntax (a string literal quoted), or
-    /// `None` for no default (or `DEFAULT NULL`).
-    pub default: Option<String>,
-    /// `AUTO_INCREMENT`.
-    pub auto_increment: bool,
-    /// A generated column's expression (`VIRTUAL` or `STORED`).
-    pub generated: Option<String>,
-    /// `ON UPDATE CURRENT_TIMESTAMP`, which no declaration holds.
-    pub on_update: bool,
-    /// An `ENUM`'s labels, in order.
-    pub labels: Option<Vec<String>>,
-}
-
-/// An index other than the primary key.
-#[derive(Debug, Clone)]
-pub struct MyIndex {
-    /// Name.
-    pub name: String,
-    /// Columns in order; `None` for an expression (MySQL 8's functional key parts).
-    pub columns: Vec<Option<String>>,
-    /// Unique.
-    pub unique: bool,
-    /// What makes it other than a plain list of columns (a prefix length, FULLTEXT,
-    /// SPATIAL), in words.
-    pub unusual: Vec<String>,
-}
-
-/// A foreign key.
-#[derive(Debug, Clone)]
-pub struct MyForeignKey {
-    /// Constraint name.
-    pub name: String,
-    /// Referencing columns.
-    pub columns: Vec<String>,
-    /// The referenced table's database.
-    pub database: String,
-    /// The referenced table.
-    pub table: String,
-    /// Referenced columns.
-    pub references: Vec<String>,
-    /// `ON DELETE`, in SQL words; `None` for NO ACTION / RESTRICT's default.
-    pub on_delete: Option<&'static str>,
-    /// `ON UPDATE`.
-    pub on_update: Option<&'static str>,
-}
-
-/// What a table declares beyond its column types.
-#[derive(Debug, Clone, Default)]
-pub struct MyTableDetails {
-    /// One per column, in order.
-    pub columns: Vec<MyColumnDetail>,
-    /// Indexes, but the primary key.
-    pub indexes: Vec<MyIndex>,
-    /// Foreign keys.
-    pub foreign_keys: Vec<MyForeignKey>,
-    /// Check constraints: name and expression.
-    pub checks: Vec<(String, String)>,
 }
 
 /// The labels of `enum('a','b''c')`, or `None` for another type.
@@ -281,7 +211,7 @@ pub async fn table_details(
     database: &str,
     table: &str,
     shown: &str,
-) -> Result<MyTableDetails> {
+) -> Result<TableDetails> {
     let err = |e| db_error(shown, e);
     let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
         .fetch_one(pool)
@@ -290,7 +220,7 @@ pub async fn table_details(
     // MariaDB writes a default as an expression (a string quoted, NULL as `NULL`); MySQL
     // writes a literal bare and marks an expression DEFAULT_GENERATED.
     let mariadb = version.contains("MariaDB");
-    let mut out = MyTableDetails::default();
+    let mut out = TableDetails::default();
     let rows = sqlx::query(
         "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_DEFAULT AS CHAR), CAST(EXTRA AS CHAR), \
                 CAST(COLUMN_TYPE AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), CAST(GENERATION_EXPRESSION AS CHAR) \
@@ -337,10 +267,10 @@ pub async fn table_details(
                 })
             }
         };
-        out.columns.push(MyColumnDetail {
+        out.columns.push(ColumnDetail {
             name: r.try_get(0).map_err(err)?,
             default,
-            auto_increment: extra.contains("auto_increment"),
+            identity: extra.contains("auto_increment"),
             generated: generation.filter(|g| generated && !g.is_empty()),
             on_update: extra.contains("on update"),
             labels: enum_labels(&column_type),
@@ -367,11 +297,12 @@ pub async fn table_details(
             if kind != "BTREE" && kind != "HASH" {
                 unusual.push(format!("a {kind} index"));
             }
-            out.indexes.push(MyIndex {
+            out.indexes.push(IndexDetail {
                 name: name.clone(),
                 columns: Vec::new(),
                 unique: r.try_get::<i64, _>(1).map_err(err)? == 0,
                 unusual,
+                definition: None,
             });
         }
         let ix = out.indexes.last_mut().expect("pushed above");
@@ -398,13 +329,17 @@ pub async fn table_details(
     .map_err(err)?;
     for r in &rows {
         let name: String = r.try_get(0).map_err(err)?;
-        if out.foreign_keys.last().is_none_or(|fk| fk.name != name) {
+        if out
+            .foreign_keys
+            .last()
+            .is_none_or(|fk| fk.name.as_deref() != Some(name.as_str()))
+        {
             let del: String = r.try_get(5).map_err(err)?;
             let upd: String = r.try_get(6).map_err(err)?;
-            out.foreign_keys.push(MyForeignKey {
-                name: name.clone(),
+            out.foreign_keys.push(ForeignKeyDetail {
+                name: Some(name.clone()),
                 columns: Vec::new(),
-                database: r.try_get(2).map_err(err)?,
+                schema: Some(r.try_get(2).map_err(err)?),
                 table: r.try_get(3).map_err(err)?,
                 references: Vec::new(),
                 on_delete: action(&del),
@@ -426,11 +361,12 @@ pub async fn table_details(
               AND c.CONSTRAINT_NAME = t.CONSTRAINT_NAME \
          WHERE t.TABLE_SCHEMA = ? AND t.TABLE_NAME = ? AND t.CONSTRAINT_TYPE = 'CHECK' ORDER BY 1"
     };
-    out.checks = sqlx::query_as(sql)
+    let checks: Vec<(String, String)> = sqlx::query_as(sql)
         .bind(database)
         .bind(table)
         .fetch_all(pool)
         .await
         .map_err(err)?;
+    out.checks = checks.into_iter().map(|(n, c)| (Some(n), c)).collect();
     Ok(out)
 }

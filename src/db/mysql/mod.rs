@@ -24,8 +24,8 @@ mod temporal;
 mod types;
 
 pub use self::catalog::{
-    MyColumn, MyColumnDetail, MyForeignKey, MyIndex, MySchemaObjects, MyTableDetails, enum_labels,
-    primary_key, schema_objects, table_columns, table_details, table_engine, table_names,
+    MyColumn, enum_labels, primary_key, schema_objects, table_columns, table_details, table_engine,
+    table_names,
 };
 pub use self::decode::{Decoder, row_json};
 pub use self::digest::DigestLayout;

@@ -7,23 +7,16 @@ use sqlx::postgres::PgPool;
 
 use crate::Result;
 use crate::db::postgres::errors::error as db_error;
+use crate::sql::catalog::{
+    ColumnDetail, ForeignKeyDetail, IndexDetail, SchemaObjects, TableDetails,
+};
 
 /// The relation `$1.$2`'s oid, as a subquery.
 const OID: &str = "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                     WHERE n.nspname = $1 AND c.relname = $2)";
 
-/// A schema's tables, and its other objects as `(kind, name)`.
-#[derive(Debug, Clone, Default)]
-pub struct PgSchemaObjects {
-    /// Tables (plain and partitioned, not partitions), by name.
-    pub tables: Vec<String>,
-    /// Views, materialized views, foreign tables, routines, triggers and sequences that
-    /// no column owns: `("view", "active_users")`, `("trigger", "audit on orders")`.
-    pub others: Vec<(String, String)>,
-}
-
 /// Reads the tables and other objects of `schema`.
-pub async fn schema_objects(pool: &PgPool, schema: &str, shown: &str) -> Result<PgSchemaObjects> {
+pub async fn schema_objects(pool: &PgPool, schema: &str, shown: &str) -> Result<SchemaObjects> {
     let rows = sqlx::query(
         "SELECT c.relname::text, c.relkind::text FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -36,7 +29,7 @@ pub async fn schema_objects(pool: &PgPool, schema: &str, shown: &str) -> Result<
     .fetch_all(pool)
     .await
     .map_err(|e| db_error(shown, e))?;
-    let mut out = PgSchemaObjects::default();
+    let mut out = SchemaObjects::default();
     for r in &rows {
         let name: String = r.try_get(0).map_err(|e| db_error(shown, e))?;
         let kind: String = r.try_get(1).map_err(|e| db_error(shown, e))?;
@@ -76,71 +69,6 @@ pub async fn schema_objects(pool: &PgPool, schema: &str, shown: &str) -> Result<
     Ok(out)
 }
 
-/// A column's default and identity.
-#[derive(Debug, Clone)]
-pub struct PgColumnDetail {
-    /// Name.
-    pub name: String,
-    /// The default as `pg_get_expr` writes it (`'new'::text`, `nextval('t_id_seq'::regclass)`).
-    pub default: Option<String>,
-    /// `GENERATED ... AS IDENTITY`.
-    pub identity: bool,
-    /// A generated column (`GENERATED ALWAYS AS (...) STORED`): its expression.
-    pub generated: Option<String>,
-    /// An enum type's labels, in their order.
-    pub labels: Option<Vec<String>>,
-}
-
-/// An index of the table other than its primary key's.
-#[derive(Debug, Clone)]
-pub struct PgIndex {
-    /// Name.
-    pub name: String,
-    /// Key columns in order; `None` for an expression.
-    pub columns: Vec<Option<String>>,
-    /// Unique.
-    pub unique: bool,
-    /// What makes it other than a plain list of ascending columns (partial, a method other
-    /// than btree, descending, included columns), in words; empty when nothing does.
-    pub unusual: Vec<String>,
-    /// `pg_get_indexdef`, for messages.
-    pub definition: String,
-}
-
-/// A foreign key.
-#[derive(Debug, Clone)]
-pub struct PgForeignKey {
-    /// Constraint name.
-    pub name: String,
-    /// Referencing columns.
-    pub columns: Vec<String>,
-    /// The referenced table's schema and name.
-    pub schema: String,
-    /// The referenced table.
-    pub table: String,
-    /// Referenced columns.
-    pub references: Vec<String>,
-    /// `ON DELETE` action in SQL words, `None` for NO ACTION.
-    pub on_delete: Option<&'static str>,
-    /// `ON UPDATE` action.
-    pub on_update: Option<&'static str>,
-}
-
-/// What a table declares beyond its column types.
-#[derive(Debug, Clone, Default)]
-pub struct PgTableDetails {
-    /// One per column, in order.
-    pub columns: Vec<PgColumnDetail>,
-    /// Indexes, but the primary key's.
-    pub indexes: Vec<PgIndex>,
-    /// Foreign keys.
-    pub foreign_keys: Vec<PgForeignKey>,
-    /// Check constraints: name and the expression inside `CHECK (...)`.
-    pub checks: Vec<(String, String)>,
-    /// Exclusion constraints and constraint triggers: name and definition.
-    pub others: Vec<(String, String)>,
-}
-
 /// A referential action code of `pg_constraint` in SQL words (`None`: NO ACTION).
 fn action(code: &str) -> Option<&'static str> {
     match code {
@@ -158,9 +86,9 @@ pub async fn table_details(
     schema: &str,
     table: &str,
     shown: &str,
-) -> Result<PgTableDetails> {
+) -> Result<TableDetails> {
     let err = |e| db_error(shown, e);
-    let mut out = PgTableDetails::default();
+    let mut out = TableDetails::default();
     let rows = sqlx::query(crate::sql::stmt(format!(
         "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text, \
                 CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
@@ -179,11 +107,17 @@ pub async fn table_details(
         let identity: String = r.try_get(2).map_err(err)?;
         let generated: String = r.try_get(3).map_err(err)?;
         let is_generated = !generated.is_empty();
-        out.columns.push(PgColumnDetail {
+        // A serial column's default is its sequence: it numbers rows like an identity.
+        let serial = !is_generated
+            && default
+                .as_deref()
+                .is_some_and(|d| d.starts_with("nextval("));
+        out.columns.push(ColumnDetail {
             name: r.try_get(0).map_err(err)?,
-            default: default.clone().filter(|_| !is_generated),
-            identity: !identity.is_empty(),
+            default: default.clone().filter(|_| !is_generated && !serial),
+            identity: !identity.is_empty() || serial,
             generated: default.filter(|_| is_generated),
+            on_update: false,
             labels: r.try_get(4).map_err(err)?,
         });
     }
@@ -218,12 +152,12 @@ pub async fn table_details(
         if r.try_get::<bool, _>(6).map_err(err)? {
             unusual.push("a column is descending".to_string());
         }
-        out.indexes.push(PgIndex {
+        out.indexes.push(IndexDetail {
             name: r.try_get(0).map_err(err)?,
             unique: r.try_get(1).map_err(err)?,
             columns: r.try_get(4).map_err(err)?,
             unusual,
-            definition: r.try_get(7).map_err(err)?,
+            definition: Some(r.try_get(7).map_err(err)?),
         });
     }
     let rows = sqlx::query(crate::sql::stmt(format!(
@@ -246,10 +180,10 @@ pub async fn table_details(
     for r in &rows {
         let del: String = r.try_get(5).map_err(err)?;
         let upd: String = r.try_get(6).map_err(err)?;
-        out.foreign_keys.push(PgForeignKey {
-            name: r.try_get(0).map_err(err)?,
+        out.foreign_keys.push(ForeignKeyDetail {
+            name: Some(r.try_get(0).map_err(err)?),
             columns: r.try_get(1).map_err(err)?,
-            schema: r.try_get(2).map_err(err)?,
+            schema: Some(r.try_get(2).map_err(err)?),
             table: r.try_get(3).map_err(err)?,
             references: r.try_get(4).map_err(err)?,
             on_delete: action(&del),
@@ -270,7 +204,7 @@ pub async fn table_details(
             .strip_prefix("CHECK ")
             .map(|s| s.trim_end_matches(" NOT VALID").trim());
         match (kind.as_str(), inner) {
-            ("c", Some(expr)) => out.checks.push((name, expr.to_string())),
+            ("c", Some(expr)) => out.checks.push((Some(name), expr.to_string())),
             _ => out.others.push((name, def)),
         }
     }

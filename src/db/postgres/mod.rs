@@ -20,10 +20,7 @@ pub mod sink;
 pub mod source;
 mod types;
 
-pub use self::catalog::{
-    PgColumnDetail, PgForeignKey, PgIndex, PgSchemaObjects, PgTableDetails, schema_objects,
-    table_details,
-};
+pub use self::catalog::{schema_objects, table_details};
 
 pub use self::decode::Decoder;
 pub use self::encode::Encoder;

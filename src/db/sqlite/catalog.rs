@@ -10,19 +10,13 @@ use sqlx::sqlite::SqlitePool;
 
 use crate::Result;
 use crate::db::sqlite::errors::error as db_error;
+use crate::sql::catalog::{
+    ColumnDetail, ForeignKeyDetail, IndexDetail, SchemaObjects, TableDetails,
+};
 use crate::sql::quote_ident;
 
-/// A database's tables, and its other objects as `(kind, name)`.
-#[derive(Debug, Clone, Default)]
-pub struct SqliteObjects {
-    /// Tables, by name (not SQLite's own `sqlite_*`).
-    pub tables: Vec<String>,
-    /// Views and triggers: `("view", "recent")`, `("trigger", "audit on orders")`.
-    pub others: Vec<(String, String)>,
-}
-
 /// Reads the tables, views and triggers.
-pub async fn schema_objects(pool: &SqlitePool, shown: &str) -> Result<SqliteObjects> {
+pub async fn schema_objects(pool: &SqlitePool, shown: &str) -> Result<SchemaObjects> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT type, name, tbl_name FROM sqlite_master \
          WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
@@ -30,7 +24,7 @@ pub async fn schema_objects(pool: &SqlitePool, shown: &str) -> Result<SqliteObje
     .fetch_all(pool)
     .await
     .map_err(|e| db_error(shown, e))?;
-    let mut out = SqliteObjects::default();
+    let mut out = SchemaObjects::default();
     for (kind, name, table) in rows {
         match kind.as_str() {
             "table" => out.tables.push(name),
@@ -39,62 +33,6 @@ pub async fn schema_objects(pool: &SqlitePool, shown: &str) -> Result<SqliteObje
         }
     }
     Ok(out)
-}
-
-/// A column's default and whether it numbers new rows.
-#[derive(Debug, Clone)]
-pub struct SqliteColumnDetail {
-    /// Name.
-    pub name: String,
-    /// The default as written in `CREATE TABLE`.
-    pub default: Option<String>,
-    /// The table's rowid: its whole primary key, declared `INTEGER` in a rowid table.
-    pub rowid: bool,
-    /// A generated column.
-    pub generated: bool,
-}
-
-/// An index other than the primary key's.
-#[derive(Debug, Clone)]
-pub struct SqliteIndex {
-    /// Name (`sqlite_autoindex_...` for a UNIQUE constraint's).
-    pub name: String,
-    /// Key columns in order; `None` for an expression.
-    pub columns: Vec<Option<String>>,
-    /// Unique.
-    pub unique: bool,
-    /// What makes it other than a plain list of ascending columns, in words.
-    pub unusual: Vec<String>,
-}
-
-/// A foreign key.
-#[derive(Debug, Clone)]
-pub struct SqliteForeignKey {
-    /// Referencing columns.
-    pub columns: Vec<String>,
-    /// The referenced table.
-    pub table: String,
-    /// Referenced columns (the parent's primary key when the declaration names none).
-    pub references: Vec<String>,
-    /// `ON DELETE`, in SQL words; `None` for NO ACTION.
-    pub on_delete: Option<&'static str>,
-    /// `ON UPDATE`.
-    pub on_update: Option<&'static str>,
-}
-
-/// What a table declares beyond its column types.
-#[derive(Debug, Clone, Default)]
-pub struct SqliteTableDetails {
-    /// One per column, in order.
-    pub columns: Vec<SqliteColumnDetail>,
-    /// Indexes, but the primary key's.
-    pub indexes: Vec<SqliteIndex>,
-    /// Foreign keys.
-    pub foreign_keys: Vec<SqliteForeignKey>,
-    /// Check constraints: name (when given) and expression, as written.
-    pub checks: Vec<(Option<String>, String)>,
-    /// Why the checks could not be read, when `CREATE TABLE` did not parse.
-    pub unread_checks: Option<String>,
 }
 
 fn action(a: &str) -> Option<&'static str> {
@@ -108,14 +46,10 @@ fn action(a: &str) -> Option<&'static str> {
 }
 
 /// Reads the defaults, rowid key, indexes, foreign keys and checks of `table`.
-pub async fn table_details(
-    pool: &SqlitePool,
-    table: &str,
-    shown: &str,
-) -> Result<SqliteTableDetails> {
+pub async fn table_details(pool: &SqlitePool, table: &str, shown: &str) -> Result<TableDetails> {
     let err = |e| db_error(shown, e);
     let q = quote_ident(table);
-    let mut out = SqliteTableDetails::default();
+    let mut out = TableDetails::default();
     let indexes = sqlx::query(crate::sql::stmt(format!("PRAGMA index_list({q})")))
         .fetch_all(pool)
         .await
@@ -151,14 +85,22 @@ pub async fn table_details(
             }
             columns.push(p.try_get::<Option<String>, _>("name").map_err(err)?);
         }
-        out.indexes.push(SqliteIndex {
+        out.indexes.push(IndexDetail {
             name,
             columns,
             unique: r.try_get::<i64, _>("unique").map_err(err)? != 0,
             unusual,
+            definition: None,
         });
     }
     out.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+    for ix in &mut out.indexes {
+        // A UNIQUE constraint's automatic index has a name SQLite keeps for itself.
+        if ix.name.starts_with("sqlite_autoindex_") {
+            let cols: Vec<&str> = ix.columns.iter().flatten().map(String::as_str).collect();
+            ix.name = format!("{table}_{}_key", cols.join("_"));
+        }
+    }
     let cols = sqlx::query(crate::sql::stmt(format!("PRAGMA table_xinfo({q})")))
         .fetch_all(pool)
         .await
@@ -175,11 +117,15 @@ pub async fn table_details(
         }
         let decl: String = r.try_get("type").map_err(err)?;
         let pk: i64 = r.try_get("pk").map_err(err)?;
-        out.columns.push(SqliteColumnDetail {
+        out.columns.push(ColumnDetail {
             name: r.try_get("name").map_err(err)?,
             default: r.try_get("dflt_value").map_err(err)?,
-            rowid: pk > 0 && keys == 1 && !pk_index && decl.eq_ignore_ascii_case("INTEGER"),
-            generated: hidden >= 2,
+            // The rowid: the whole primary key, declared `INTEGER`, in a rowid table.
+            identity: pk > 0 && keys == 1 && !pk_index && decl.eq_ignore_ascii_case("INTEGER"),
+            // PRAGMA says a column is generated, not how.
+            generated: (hidden >= 2).then(String::new),
+            on_update: false,
+            labels: None,
         });
     }
     let fks = sqlx::query(crate::sql::stmt(format!("PRAGMA foreign_key_list({q})")))
@@ -193,7 +139,9 @@ pub async fn table_details(
             last = id;
             let del: String = r.try_get("on_delete").map_err(err)?;
             let upd: String = r.try_get("on_update").map_err(err)?;
-            out.foreign_keys.push(SqliteForeignKey {
+            out.foreign_keys.push(ForeignKeyDetail {
+                name: None,
+                schema: None,
                 columns: Vec::new(),
                 table: r.try_get("table").map_err(err)?,
                 references: Vec::new(),

@@ -10,10 +10,7 @@ pub mod lookup;
 pub mod sink;
 pub mod source;
 
-pub use self::catalog::{
-    SqliteColumnDetail, SqliteForeignKey, SqliteIndex, SqliteObjects, SqliteTableDetails,
-    schema_objects, table_details,
-};
+pub use self::catalog::{schema_objects, table_details};
 
 use std::path::Path;
 use std::str::FromStr;
