@@ -8,6 +8,7 @@
 //! - `lock.rs` takes the target's set lock.
 //! - `apply.rs` is `up`, `down` and `baseline`; `status.rs` is `status`.
 //! - `plan.rs` is `plan`: the statements `up` or `down` would execute, with their locks.
+//! - `rollback.rs` is what `down` checks of a data step's source before it drops rows.
 //!
 //! The format is described in `docs/migrations.md`.
 
@@ -15,6 +16,7 @@ mod apply;
 mod history;
 mod lock;
 mod plan;
+mod rollback;
 mod set;
 mod statements;
 mod status;

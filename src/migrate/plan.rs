@@ -564,7 +564,7 @@ fn plan_step(
                 p.section(n, "after", after, from, look).map_err(as_step)?;
                 phase = Phase::Done;
             }
-            Phase::Done | Phase::Down => break,
+            Phase::Done | Phase::Down | Phase::Reverse => break,
         }
         from = 0;
     }
@@ -607,6 +607,11 @@ fn plan_down(
         }
     }
     refusals.extend(foreign_rows(set, look, records, &reverted)?);
+    if !opts.offline {
+        let io = IoRuntime::new()?;
+        let targets: Vec<Record> = reverted.iter().map(|r| (*r).clone()).collect();
+        refusals.extend(super::rollback::source_refusals(set, &targets, &io)?);
+    }
     if !refusals.is_empty() {
         report.refusal.get_or_insert(format!(
             "down would refuse, changing nothing: {}",
@@ -636,6 +641,20 @@ fn plan_down(
             _ => 0,
         };
         p.save(step.number);
+        if let Some(reverse) = &step.reverse
+            && super::rollback::reverse_pending(r, true)
+        {
+            p.data(Some(step.number), reverse, look, opts.offline)
+                .map_err(|e| SetError::Step {
+                    step: step.label(),
+                    source: e,
+                })?;
+            p.save(step.number);
+        }
+        let from = match r.phase {
+            Phase::Down => from,
+            _ => 0,
+        };
         let stmts = step.down_statements().unwrap_or(&[]);
         p.section(step.number, "down", stmts, from, look)
             .map_err(|e| SetError::Step {
