@@ -5,7 +5,6 @@
 //! that brings the rows back (or `--force`).
 
 use super::SetError;
-use super::apply::pipeline_file;
 use super::history::{History, Record, State};
 use super::set::MigrationSet;
 use crate::config::{Location, Pipeline, redact};
@@ -155,10 +154,6 @@ pub(crate) fn source_refusals(
     Ok(out)
 }
 
-/// The reverse pipeline's file, for messages.
-pub(crate) fn reverse_file(pipeline: &Pipeline) -> String {
-    pipeline_file(pipeline)
-}
 
 /// Whether a record is past its reverse move (or has none to run).
 pub(crate) fn reverse_pending(r: &Record, has_reverse: bool) -> bool {
