@@ -486,10 +486,10 @@ fn validate_checks_reverse_pipelines() {
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     let err = &out.stderr;
     for expected in [
-        "set/001_audit.down.toml:4:7: error: a reverse pipeline undoes a data step's move, and step 1 has no data pipeline (001_audit.toml does not exist)",
-        "set/003_tags.down.toml:5:9: error: the reverse pipeline reads table `tag`, but 003_tags.toml writes table `tags`: it reads the rows the step wrote",
-        "set/003_tags.down.toml:9:7: error: the reverse pipeline writes to sqlite://../other.db, but 003_tags.toml reads from sqlite://../src.db: it brings the rows back where they came from",
-        "set/003_tags.down.toml:4:7: error: the reverse pipeline has the name `t_tags` of 003_tags.toml",
+        "error: set/001_audit.down.toml:4:7: a reverse pipeline undoes a data step's move, and step 1 has no data pipeline (001_audit.toml does not exist)",
+        "set/003_tags.down.toml:5:9: the reverse pipeline reads table `tag`, but 003_tags.toml writes table `tags`: it reads the rows the step wrote",
+        "set/003_tags.down.toml:9:7: the reverse pipeline writes to sqlite://../other.db, but 003_tags.toml reads from sqlite://../src.db: it brings the rows back where they came from",
+        "set/003_tags.down.toml:4:7: the reverse pipeline has the name `t_tags` of 003_tags.toml",
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
