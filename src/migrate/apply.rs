@@ -1109,6 +1109,7 @@ fn down_in(
                 session.discard_reverse_checkpoint(step, reverse)?;
             }
             data = Some(session.move_rows(step, reverse.clone(), &mut record, opts, Direction::Down)?);
+            crash_point(step.number, "reverse");
             record.phase = Phase::Down;
             record.statements_done = 0;
             let h0 = Instant::now();

@@ -139,8 +139,9 @@ impl SetObserver for NoopSetObserver {
 /// `crash=POINT` for this step and point: for tests of what a kill there leaves behind.
 /// The points are `SECTION:K` (statement K of the step's `up`, `after` or `down` section
 /// ran, its record is not yet committed), `SECTION-recorded:K` (statement K's record
-/// committed, MySQL), `data` (before the data move starts) and `done` (the step's record
-/// is committed, the next step has not started).
+/// committed, MySQL), `data` (before the data move starts), `reverse` (down's reverse
+/// move is done, the record still says it runs) and `done` (the step's record is
+/// committed, the next step has not started).
 pub(crate) fn crash_point(step: u64, point: &str) {
     let Ok(spec) = std::env::var("ROWSHIFT_FAULT") else {
         return;

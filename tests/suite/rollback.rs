@@ -444,8 +444,41 @@ fn reverse_restores_rows(kind: &str) {
     // The old schema goes away, as a later release would drop it.
     f.source_exec(&format!("DELETE FROM {}", f.source_table("people_v1")));
     f.source_exec(&format!("DROP TABLE {}", f.source_table("tags_v1")));
-    let out = f.rowshift(&["down", "set", "--to", "1"]);
+    // The plan lists each reverse move before the step's down section.
+    let out = f.rowshift(&["plan", "set", "--down", "--to", "1", "--json"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let phases: Vec<(u64, String)> = plan["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["step"].is_null() && s["phase"] != "history")
+        .map(|s| (s["step"].as_u64().unwrap(), s["phase"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        phases.iter().filter(|(_, p)| p == "load" || p == "down").collect::<Vec<_>>(),
+        [
+            &(3, "load".to_string()),
+            &(3, "down".into()),
+            &(2, "load".into()),
+            &(2, "down".into())
+        ]
+    );
+    let out = f.rowshift(&["down", "set", "--to", "1", "--print-sql"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // What ran is what the plan listed, statement by statement.
+    let ran: Vec<(u64, String)> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("-- step "))
+        .filter_map(|l| {
+            let (n, rest) = l.split_once(", ")?;
+            let phase = rest.split(';').next()?;
+            Some((n.parse().ok()?, phase.to_string()))
+        })
+        .filter(|(_, p)| p != "history")
+        .collect();
+    assert_eq!(ran, phases, "{}", out.stderr);
     assert!(
         out.stdout.contains("step 3 (tags) reverted: 1 statements, reverse pipeline t_tags_down: 3 rows moved back"),
         "{}",
@@ -468,6 +501,38 @@ fn reverse_restores_rows(kind: &str) {
     let out = f.rowshift(&["up", "set", "-q"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(f.target_state().0, ["audit", "people", "tags"]);
+}
+
+/// A down killed after a reverse move, before its record moved on, is continued by the
+/// next down: the history said where it stopped, the move's checkpoint is finished, and
+/// the old rows end up exactly as they were, once.
+fn resumes_a_killed_reverse(kind: &str) {
+    let f = Fixture::new(kind, false);
+    let out = f.rowshift(&["up", "set", "-q"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    f.source_exec(&format!("DROP TABLE {}", f.source_table("tags_v1")));
+    let out = f
+        .ws
+        .rowshift_env(&["down", "set", "--to", "2"], &[("ROWSHIFT_FAULT", "step=3,crash=reverse")]);
+    assert_ne!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let (tables, history) = f.target_state();
+    assert_eq!(tables, ["audit", "people", "tags"], "nothing dropped yet");
+    assert_eq!(history[2], ["3", "reverting", "reverse"]);
+    let out = f.rowshift(&["status", "set"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let out = f.rowshift(&["up", "set"]);
+    assert_eq!(out.code, 2, "up refuses a step mid-down: {}{}", out.stdout, out.stderr);
+    let out = f.rowshift(&["down", "set", "--to", "2"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("step 3 (tags) reverted: 1 statements"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(f.tags(), tag_rows());
+    let (tables, history) = f.target_state();
+    assert_eq!(tables, ["audit", "people"]);
+    assert_eq!(history[2], ["3", "reverted", "done"]);
 }
 
 /// `validate` checks a reverse pipeline against its step, with file:line:col.
@@ -513,6 +578,10 @@ macro_rules! on_each {
             #[test]
             fn down_with_reverse_pipelines_restores_the_old_rows() {
                 super::reverse_restores_rows($name);
+            }
+            #[test]
+            fn down_killed_after_a_reverse_move_is_continued() {
+                super::resumes_a_killed_reverse($name);
             }
         }
     )*};
