@@ -754,7 +754,9 @@ impl<'a> Session<'a> {
         // A declared index or constraint the rows did not allow fails the step, not just
         // counts against it: an applied step is never run again, and the next up must
         // retry what the data move left unbuilt.
-        if summary.exit_code() == 2 || !summary.post_load.is_empty() {
+        // A chunk that failed (its rows refused whole, say) left rows unmoved: the step
+        // is not applied, however the run's exit code counts it.
+        if summary.exit_code() == 2 || !summary.failures.is_empty() || !summary.post_load.is_empty() {
             let why = match summary.failures.first() {
                 Some(f) => format!("chunk {} failed: {}", f.chunk, redact(&f.line())),
                 None if summary.interrupted => "the data move was interrupted".into(),

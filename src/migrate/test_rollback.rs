@@ -29,7 +29,7 @@ use crate::sql::quote_ident;
 use crate::Error;
 
 /// The rows of each source table copied when `--sample` is not given.
-pub const DEFAULT_SAMPLE: u64 = 1000;
+pub const DEFAULT_SAMPLE: u64 = 10_000;
 
 /// Knobs of test-rollback.
 #[derive(Debug, Clone)]

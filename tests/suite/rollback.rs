@@ -539,6 +539,34 @@ fn resumes_a_killed_reverse(kind: &str) {
     assert_eq!(history[2], ["3", "reverted", "done"]);
 }
 
+/// A data step whose chunk the target refuses whole is not recorded applied: up exits 2,
+/// the history says failed with the refusal, and down has nothing of it to revert.
+#[test]
+fn a_refused_chunk_fails_its_step() {
+    let f = Fixture::new("sqlite", false);
+    f.write(
+        "002_people.sql",
+        "-- rowshift:up\nCREATE TABLE people (id BIGINT PRIMARY KEY, full_name TEXT NOT NULL CHECK (length(full_name) > 5), email TEXT);\n\n-- rowshift:down\nDROP TABLE people;\n",
+    );
+    f.write(
+        "002_people.toml",
+        &std::fs::read_to_string(f.ws.path("set/002_people.toml"))
+            .unwrap()
+            .replace("[target]\n", "[target]\nif_exists = \"append\"\n"),
+    );
+    let out = f.rowshift(&["up", "set", "-q"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("step 2 (people): chunk 0 failed: the target refused"),
+        "{}",
+        out.stderr
+    );
+    let (tables, history) = f.target_state();
+    assert_eq!(tables, ["audit", "people"]);
+    assert_eq!(history[1][..2], ["2", "failed"]);
+    assert_eq!(history.len(), 2, "up stopped at the failed step: {history:?}");
+}
+
 /// `validate` checks a reverse pipeline against its step, with file:line:col.
 #[test]
 fn validate_checks_reverse_pipelines() {
