@@ -238,7 +238,10 @@ pub fn test_rollback(dir: &Path, sample: u64, json: bool, quiet: bool) -> anyhow
                 fmt_duration(Duration::from_secs_f64(report.seconds))
             );
             for t in &report.tables {
-                println!("  table {}: {} rows, checksum {}", t.table, t.rows, t.checksum);
+                println!(
+                    "  table {}: {} rows, checksum {}",
+                    t.table, t.rows, t.checksum
+                );
             }
             for t in &report.round_trips {
                 println!(

@@ -270,12 +270,10 @@ enum Command {
     /// the first gave (tables, columns and types, indexes, constraints, rows) and that
     /// each reverse pipeline gives back the rows it was given. Never touches the real
     /// target or sources, but to read them.
-    #[command(
-        after_help = "Example:
+    #[command(after_help = "Example:
   rowshift test-rollback pipelines/shop_v2 --sample 500
 
-Exit codes: 0 nothing lost, 1 a difference (named), 2 an error."
-    )]
+Exit codes: 0 nothing lost, 1 a difference (named), 2 an error.")]
     TestRollback {
         /// The migration set's directory.
         dir: PathBuf,

@@ -756,7 +756,8 @@ impl<'a> Session<'a> {
         // retry what the data move left unbuilt.
         // A chunk that failed (its rows refused whole, say) left rows unmoved: the step
         // is not applied, however the run's exit code counts it.
-        if summary.exit_code() == 2 || !summary.failures.is_empty() || !summary.post_load.is_empty() {
+        if summary.exit_code() == 2 || !summary.failures.is_empty() || !summary.post_load.is_empty()
+        {
             let why = match summary.failures.first() {
                 Some(f) => format!("chunk {} failed: {}", f.chunk, redact(&f.line())),
                 None if summary.interrupted => "the data move was interrupted".into(),
@@ -983,9 +984,10 @@ pub(super) enum Direction {
 
 /// A pipeline's file, as messages name it.
 pub(super) fn pipeline_file(p: &crate::config::Pipeline) -> String {
-    p.file
-        .file_name()
-        .map_or_else(|| p.file.display().to_string(), |f| f.to_string_lossy().into_owned())
+    p.file.file_name().map_or_else(
+        || p.file.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
 }
 
 /// Moves a record to `phase`; at `Done` the step is applied.
@@ -1110,7 +1112,13 @@ fn down_in(
             if !resumed {
                 session.discard_reverse_checkpoint(step, reverse)?;
             }
-            data = Some(session.move_rows(step, reverse.clone(), &mut record, opts, Direction::Down)?);
+            data = Some(session.move_rows(
+                step,
+                reverse.clone(),
+                &mut record,
+                opts,
+                Direction::Down,
+            )?);
             crash_point(step.number, "reverse");
             record.phase = Phase::Down;
             record.statements_done = 0;

@@ -633,8 +633,14 @@ impl History {
             return Ok(());
         }
         let alter = [
-            format!("ALTER TABLE {} ADD COLUMN source_rows {add_rows}", self.table),
-            format!("ALTER TABLE {} ADD COLUMN source_checksum {add_sum}", self.table),
+            format!(
+                "ALTER TABLE {} ADD COLUMN source_rows {add_rows}",
+                self.table
+            ),
+            format!(
+                "ALTER TABLE {} ADD COLUMN source_checksum {add_sum}",
+                self.table
+            ),
         ];
         on_pool!(self, p => self.io.block_on(async {
             for sql in &alter {
@@ -880,7 +886,11 @@ impl History {
     /// Runs a query with `binds` (text) and gives every column of every row as text:
     /// test-rollback's look at the catalog and at the rows. A value that is not text
     /// (MySQL's binary strings) comes as its bytes, non-UTF-8 ones replaced.
-    pub(crate) fn query_texts(&self, sql: &str, binds: &[String]) -> Result<Vec<Vec<Option<String>>>> {
+    pub(crate) fn query_texts(
+        &self,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<Vec<Option<String>>>> {
         let here = self.here();
         on_pool!(self, p => self.io.block_on(async {
             let mut q = sqlx::query(stmt(sql.to_string()));

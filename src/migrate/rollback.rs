@@ -154,7 +154,6 @@ pub(crate) fn source_refusals(
     Ok(out)
 }
 
-
 /// Whether a record is past its reverse move (or has none to run).
 pub(crate) fn reverse_pending(r: &Record, has_reverse: bool) -> bool {
     match r.state {

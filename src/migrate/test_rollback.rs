@@ -23,10 +23,10 @@ use super::history::{History, PG_SCHEMA};
 use super::set::MigrationSet;
 use super::snapshot::{Snapshotter, TableSnap, first_row_difference, first_schema_difference};
 use super::{SetError, SetEvent, SetObserver};
+use crate::Error;
 use crate::config::{Location, Pipeline};
 use crate::runtime::IoRuntime;
 use crate::sql::quote_ident;
-use crate::Error;
 
 /// The rows of each source table copied when `--sample` is not given.
 pub const DEFAULT_SAMPLE: u64 = 10_000;
@@ -390,7 +390,12 @@ fn run(
             continue;
         };
         let real = p.source.location.clone();
-        let table = p.source.table.as_ref().map(|t| t.value.clone()).unwrap_or_default();
+        let table = p
+            .source
+            .table
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default();
         let source = scratch.copy_of(&real).map_err(lib)?;
         // A table an earlier data step writes into the target is that step's, not a copy.
         let earlier = real == set.target && written.contains(&table);
@@ -431,7 +436,12 @@ fn run(
     let mut samples: Vec<(u64, String, Location, Option<TableSnap>)> = Vec::new();
     for step in &copy.steps {
         if let (Some(p), Some(_)) = (&step.pipeline, &step.reverse) {
-            let table = p.source.table.as_ref().map(|t| t.value.clone()).unwrap_or_default();
+            let table = p
+                .source
+                .table
+                .as_ref()
+                .map(|t| t.value.clone())
+                .unwrap_or_default();
             let look = Snapshotter::open(&p.source.location, io).map_err(lib)?;
             let snap = match look.exists(&table) {
                 Ok(true) => look.table(&table).map(Some),
@@ -439,7 +449,12 @@ fn run(
                 Err(e) => Err(e),
             };
             look.close();
-            samples.push((step.number, table, p.source.location.clone(), snap.map_err(lib)?));
+            samples.push((
+                step.number,
+                table,
+                p.source.location.clone(),
+                snap.map_err(lib)?,
+            ));
         }
     }
     let skip_tables: Vec<String> = copy
@@ -504,8 +519,15 @@ fn run(
         .collect();
 
     stage(observer, "down");
-    down(&copy, &MigrateOptions { to: Some(0), ..run_opts.clone() }, observer)
-        .map_err(context("down"))?;
+    down(
+        &copy,
+        &MigrateOptions {
+            to: Some(0),
+            ..run_opts.clone()
+        },
+        observer,
+    )
+    .map_err(context("down"))?;
     for (step, table, loc, sample) in &samples {
         let label = copy.step(*step).map_or_else(String::new, |s| s.label());
         let file = copy
@@ -545,8 +567,12 @@ fn run(
     stage(observer, "second up");
     up(&copy, &run_opts, observer).map_err(context("the second up"))?;
     let after_second = snap(&target)?;
-    report.difference =
-        first_schema_difference(&after_first, &after_second, "after the first up", "after the second")
-            .map(|d| format!("the second up does not give the target the first gave: {d}"));
+    report.difference = first_schema_difference(
+        &after_first,
+        &after_second,
+        "after the first up",
+        "after the second",
+    )
+    .map(|d| format!("the second up does not give the target the first gave: {d}"));
     Ok(report)
 }

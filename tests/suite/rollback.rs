@@ -268,7 +268,13 @@ impl Fixture {
 fn people_rows() -> Vec<Vec<String>> {
     PEOPLE
         .iter()
-        .map(|(i, n, e)| vec![i.to_string(), n.to_string(), e.unwrap_or("NULL").to_string()])
+        .map(|(i, n, e)| {
+            vec![
+                i.to_string(),
+                n.to_string(),
+                e.unwrap_or("NULL").to_string(),
+            ]
+        })
         .collect()
 }
 
@@ -295,11 +301,20 @@ fn passes(kind: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["table"].as_str().unwrap().to_string(), t["rows"].as_u64().unwrap()))
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_string(),
+                t["rows"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         tables,
-        [("audit".to_string(), 0), ("people".into(), 3), ("tags".into(), 3)]
+        [
+            ("audit".to_string(), 0),
+            ("people".into(), 3),
+            ("tags".into(), 3)
+        ]
     );
     let trips: Vec<(u64, String, u64)> = report["round_trips"]
         .as_array()
@@ -313,7 +328,10 @@ fn passes(kind: &str) {
             )
         })
         .collect();
-    assert_eq!(trips, [(2, "people_v1".to_string(), 3), (3, "tags_v1".into(), 3)]);
+    assert_eq!(
+        trips,
+        [(2, "people_v1".to_string(), 3), (3, "tags_v1".into(), 3)]
+    );
     // Never the real target, nor the source; no copy left behind.
     assert_eq!(f.target_state(), before);
     assert_eq!(f.target_state(), (Vec::new(), Vec::new()));
@@ -328,12 +346,15 @@ fn passes(kind: &str) {
     let out = f.rowshift(&["test-rollback", "set", "-q"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("the second up gave the same target, and every reverse pipeline gave back its rows"),
+        out.stdout.contains(
+            "the second up gave the same target, and every reverse pipeline gave back its rows"
+        ),
         "{}",
         out.stdout
     );
     assert!(
-        out.stdout.contains("step 2: down(up(x)) = x for table people_v1: 4 rows"),
+        out.stdout
+            .contains("step 2: down(up(x)) = x for table people_v1: 4 rows"),
         "{}",
         out.stdout
     );
@@ -397,7 +418,10 @@ fn refuses_a_changed_source(kind: &str) {
         )),
         "{err}"
     );
-    assert!(err.contains(": 1 rows added (4 then, 5 now) and the checksum differs ("), "{err}");
+    assert!(
+        err.contains(": 1 rows added (4 then, 5 now) and the checksum differs ("),
+        "{err}"
+    );
     assert!(
         err.contains("the rows that reverting drops from table people could not be had again from it as they were; add a reverse pipeline, 002_people.down.toml, that brings them back, or pass --force to revert anyway"),
         "{err}"
@@ -409,7 +433,10 @@ fn refuses_a_changed_source(kind: &str) {
         )),
         "{err}"
     );
-    assert!(err.contains(": the same 3 rows, but their checksum differs ("), "{err}");
+    assert!(
+        err.contains(": the same 3 rows, but their checksum differs ("),
+        "{err}"
+    );
     assert_eq!(f.target_state(), applied, "a refused down changed nothing");
 
     // A source gone is refused too.
@@ -453,10 +480,17 @@ fn reverse_restores_rows(kind: &str) {
         .unwrap()
         .iter()
         .filter(|s| !s["step"].is_null() && s["phase"] != "history")
-        .map(|s| (s["step"].as_u64().unwrap(), s["phase"].as_str().unwrap().to_string()))
+        .map(|s| {
+            (
+                s["step"].as_u64().unwrap(),
+                s["phase"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    let mut order: Vec<&(u64, String)> =
-        phases.iter().filter(|(_, p)| p == "load" || p == "down").collect();
+    let mut order: Vec<&(u64, String)> = phases
+        .iter()
+        .filter(|(_, p)| p == "load" || p == "down")
+        .collect();
     // PostgreSQL's section starts with its search path, also under `down`.
     order.dedup();
     assert_eq!(
@@ -484,7 +518,9 @@ fn reverse_restores_rows(kind: &str) {
         .collect();
     assert_eq!(ran, phases, "{}", out.stderr);
     assert!(
-        out.stdout.contains("step 3 (tags) reverted: 1 statements, reverse pipeline t_tags_down: 3 rows moved back"),
+        out.stdout.contains(
+            "step 3 (tags) reverted: 1 statements, reverse pipeline t_tags_down: 3 rows moved back"
+        ),
         "{}",
         out.stdout
     );
@@ -492,7 +528,10 @@ fn reverse_restores_rows(kind: &str) {
     assert_eq!(f.tags(), tag_rows());
     let (tables, history) = f.target_state();
     assert_eq!(tables, ["audit"]);
-    let states: Vec<(String, String)> = history.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    let states: Vec<(String, String)> = history
+        .iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
     assert_eq!(
         states,
         [
@@ -515,9 +554,10 @@ fn resumes_a_killed_reverse(kind: &str) {
     let out = f.rowshift(&["up", "set", "-q"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     f.source_exec(&format!("DROP TABLE {}", f.source_table("tags_v1")));
-    let out = f
-        .ws
-        .rowshift_env(&["down", "set", "--to", "2"], &[("ROWSHIFT_FAULT", "step=3,crash=reverse")]);
+    let out = f.ws.rowshift_env(
+        &["down", "set", "--to", "2"],
+        &[("ROWSHIFT_FAULT", "step=3,crash=reverse")],
+    );
     assert_ne!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let (tables, history) = f.target_state();
     assert_eq!(tables, ["audit", "people", "tags"], "nothing dropped yet");
@@ -525,7 +565,11 @@ fn resumes_a_killed_reverse(kind: &str) {
     let out = f.rowshift(&["status", "set"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let out = f.rowshift(&["up", "set"]);
-    assert_eq!(out.code, 2, "up refuses a step mid-down: {}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code, 2,
+        "up refuses a step mid-down: {}{}",
+        out.stdout, out.stderr
+    );
     let out = f.rowshift(&["down", "set", "--to", "2"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -557,14 +601,19 @@ fn a_refused_chunk_fails_its_step() {
     let out = f.rowshift(&["up", "set", "-q"]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stderr.contains("step 2 (people): chunk 0 failed: the target refused"),
+        out.stderr
+            .contains("step 2 (people): chunk 0 failed: the target refused"),
         "{}",
         out.stderr
     );
     let (tables, history) = f.target_state();
     assert_eq!(tables, ["audit", "people"]);
     assert_eq!(history[1][..2], ["2", "failed"]);
-    assert_eq!(history.len(), 2, "up stopped at the failed step: {history:?}");
+    assert_eq!(
+        history.len(),
+        2,
+        "up stopped at the failed step: {history:?}"
+    );
 }
 
 /// `validate` checks a reverse pipeline against its step, with file:line:col.
