@@ -583,6 +583,29 @@ fn resumes_a_killed_reverse(kind: &str) {
     assert_eq!(history[2], ["3", "reverted", "done"]);
 }
 
+/// A step whose down section leaves its rows behind makes the second up differ from the
+/// first: test-rollback names the table and the row's key.
+fn catches_a_second_up_that_differs(kind: &str) {
+    let f = Fixture::new(kind, false);
+    f.write(
+        "001_audit.sql",
+        "-- rowshift:up\nCREATE TABLE IF NOT EXISTS audit (id BIGINT PRIMARY KEY, note VARCHAR(100));\nINSERT INTO audit (id, note) SELECT COALESCE(MAX(id), 0) + 1, 'started' FROM audit;\n\n-- rowshift:down\n",
+    );
+    let out = f.rowshift(&["test-rollback", "set", "-q"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let key = match f.db {
+        Db::My(..) => "id='2'",
+        _ => "id=2",
+    };
+    assert_eq!(
+        out.stdout.trim(),
+        format!(
+            "test-rollback: set t: the second up does not give the target the first gave: table audit: row {key} is there after the second, not after the first up"
+        )
+    );
+    assert_eq!(f.target_state(), (Vec::new(), Vec::new()));
+}
+
 /// A data step whose chunk the target refuses whole is not recorded applied: up exits 2,
 /// the history says failed with the refusal, and down has nothing of it to revert.
 #[test]
@@ -659,6 +682,10 @@ macro_rules! on_each {
             #[test]
             fn down_with_reverse_pipelines_restores_the_old_rows() {
                 super::reverse_restores_rows($name);
+            }
+            #[test]
+            fn test_rollback_catches_a_second_up_that_differs() {
+                super::catches_a_second_up_that_differs($name);
             }
             #[test]
             fn down_killed_after_a_reverse_move_is_continued() {
