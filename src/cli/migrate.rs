@@ -7,7 +7,7 @@ use std::time::Duration;
 use rowshift::config::Pipeline;
 use rowshift::migrate::{
     self, Entry, MigrateOptions, MigrationSet, PlanOptions, SetEvent, SetObserver, StatusReport,
-    StepOutcome,
+    StepOutcome, TestRollbackOptions,
 };
 use rowshift::run::{self, Observer, fmt_duration};
 
@@ -44,6 +44,7 @@ impl SetObserver for StepLines {
                 eprintln!("step {step}: moving data (pipeline {pipeline})")
             }
             SetEvent::StepDone(o) => eprintln!("{}", step_line(o)),
+            SetEvent::Stage(what) => eprintln!("test-rollback: {what}"),
             SetEvent::Executed(e) if self.print_sql => eprint!("{}", entry_text(e)),
             SetEvent::Executed(_) => {}
         }
@@ -86,7 +87,13 @@ fn step_line(o: &StepOutcome) -> String {
     let r = &o.record;
     let data = match o.kind.as_str() {
         "sql" => String::new(),
-        _ if o.direction == "down" => String::new(),
+        _ if o.direction == "down" => match &o.data {
+            Some(d) => format!(
+                ", reverse pipeline {}: {} rows moved back, checksum {}",
+                d.pipeline, d.rows.written, d.checksum
+            ),
+            None => String::new(),
+        },
         _ => format!(
             ", {} rows read, {} written, {} filtered, {} rejected, checksum {}",
             r.rows_read,
@@ -201,6 +208,53 @@ pub fn down(
         println!("  {}", step_line(s));
     }
     Ok(0)
+}
+
+/// `rowshift test-rollback DIR`.
+pub fn test_rollback(dir: &Path, sample: u64, json: bool, quiet: bool) -> anyhow::Result<i32> {
+    let set = MigrationSet::load(dir)?;
+    let report = migrate::test_rollback(
+        &set,
+        &TestRollbackOptions {
+            sample,
+            migrate: options(None, false, false, 0),
+        },
+        &observer(quiet, false),
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(report.exit_code());
+    }
+    for c in &report.cleanup {
+        eprintln!("warning: test-rollback could not drop its copy: {c}");
+    }
+    match &report.difference {
+        Some(d) => println!("test-rollback: set {}: {d}", report.set),
+        None => {
+            println!(
+                "test-rollback: set {}: up, down and up again on a throwaway copy with a sample of {} rows per source: the second up gave the same target, and every reverse pipeline gave back its rows, in {}",
+                report.set,
+                report.sample,
+                fmt_duration(Duration::from_secs_f64(report.seconds))
+            );
+            for t in &report.tables {
+                println!(
+                    "  table {}: {} rows, checksum {}",
+                    t.table, t.rows, t.checksum
+                );
+            }
+            for t in &report.round_trips {
+                println!(
+                    "  step {}: down(up(x)) = x for table {}: {} rows, checksum {}",
+                    t.step.unwrap_or(0),
+                    t.table,
+                    t.rows,
+                    t.checksum
+                );
+            }
+        }
+    }
+    Ok(report.exit_code())
 }
 
 /// `rowshift baseline DIR --to N`.

@@ -247,7 +247,8 @@ enum Command {
         /// The step to go back to (0: revert every step).
         #[arg(long, value_name = "N")]
         to: u64,
-        /// Revert data steps even when their tables hold rows the set did not write.
+        /// Revert data steps even when their rows could not be had again: their tables
+        /// hold rows the set did not write, or their source is gone or changed since.
         #[arg(long)]
         force: bool,
         /// Accept applied steps whose files changed since they ran (recorded).
@@ -262,6 +263,29 @@ enum Command {
         /// Print each statement on stderr as it was executed, with the lock it takes.
         #[arg(long)]
         print_sql: bool,
+    },
+    /// Prove a migration set's rollback: up, down and up again on a throwaway copy (a
+    /// temporary SQLite file, PostgreSQL schema or MySQL database, dropped after) with
+    /// a sample of each data step's source. Checks that the second up gives the target
+    /// the first gave (tables, columns and types, indexes, constraints, rows) and that
+    /// each reverse pipeline gives back the rows it was given. Never touches the real
+    /// target or sources, but to read them.
+    #[command(after_help = "Example:
+  rowshift test-rollback pipelines/shop_v2 --sample 500
+
+Exit codes: 0 nothing lost, 1 a difference (named), 2 an error.")]
+    TestRollback {
+        /// The migration set's directory.
+        dir: PathBuf,
+        /// Rows copied from each data step's source table (its first, by key).
+        #[arg(long, value_name = "N", default_value_t = rowshift::migrate::DEFAULT_SAMPLE)]
+        sample: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No chunk lines, only step lines and the summary.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Print every statement `up` (or `down --to N`) of a migration set would execute, or
     /// one run of a pipeline, in order, with the lock each takes and the rows and chunks
@@ -368,6 +392,12 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             json,
             print_sql,
         ),
+        Command::TestRollback {
+            dir,
+            sample,
+            json,
+            quiet,
+        } => migrate::test_rollback(&dir, sample, json, quiet),
         Command::Plan {
             path,
             down,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::history::{History, Phase, Record, State};
 use super::set::{MigrationSet, Step};
 use super::statements::Statement;
-use super::{SetError, SetEvent, SetObserver, crash_point, lock, plan};
+use super::{SetError, SetEvent, SetObserver, crash_point, lock, plan, rollback};
 use crate::checkpoint::{ChunkState, RunLock};
 use crate::chunk::ChunkCounts;
 use crate::config::redact;
@@ -500,10 +500,34 @@ impl<'a> Session<'a> {
             rows_filtered: 0,
             rows_rejected: 0,
             data_checksum: None,
+            source_rows: None,
+            source_checksum: None,
             allowed_change: None,
             error: None,
             applied_text: applied_text(step),
         }
+    }
+
+    /// Forgets a reverse pipeline's checkpoint (kept in its target, the step's source),
+    /// so that a revert started fresh moves every row back.
+    fn discard_reverse_checkpoint(
+        &self,
+        step: &Step,
+        reverse: &crate::config::Pipeline,
+    ) -> Result<(), SetError> {
+        let as_step = |e: crate::Error| SetError::Step {
+            step: step.label(),
+            source: e,
+        };
+        let store =
+            lock::store_for(&reverse.target.location, &reverse.name, &self.io).map_err(as_step)?;
+        let out = match store.load() {
+            Ok(Some(_)) => store.discard(),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let _ = store.close();
+        out.map_err(as_step)
     }
 
     /// Forgets a data step's checkpoint, so that its next move starts from nothing.
@@ -632,6 +656,24 @@ impl<'a> Session<'a> {
         opts: &MigrateOptions,
     ) -> Result<Summary, SetError> {
         let pipeline = step.pipeline.clone().expect("a data step");
+        self.move_rows(step, pipeline, record, opts, Direction::Up)
+    }
+
+    /// Moves the rows of `pipeline` (the step's data move, or with `Direction::Down` its
+    /// reverse pipeline) and checks the run ended clean. Up records the counts in
+    /// `record`; a failure is recorded as the direction's failed state.
+    pub(super) fn move_rows(
+        &self,
+        step: &Step,
+        pipeline: crate::config::Pipeline,
+        record: &mut Record,
+        opts: &MigrateOptions,
+        direction: Direction,
+    ) -> Result<Summary, SetError> {
+        let failed = match direction {
+            Direction::Up => State::Failed,
+            Direction::Down => State::Reverting,
+        };
         let as_step = |e: crate::Error| SetError::Step {
             step: step.label(),
             source: e,
@@ -642,6 +684,7 @@ impl<'a> Session<'a> {
         });
         crash_point(step.number, "data");
         let load = plan::load_sql(self.locks.as_ref(), &pipeline);
+        let file = pipeline_file(&pipeline);
         let plan = Plan::build(pipeline).map_err(as_step)?;
         let sink = plan.open_sink().map_err(as_step)?;
         let run_opts = RunOptions {
@@ -661,12 +704,38 @@ impl<'a> Session<'a> {
         let summary = match summary {
             Ok(s) => s,
             Err(e) => {
-                record.state = State::Failed;
+                record.state = failed;
                 record.error = Some(redact(&e.to_string()));
                 self.save(record)?;
                 return Err(as_step(e));
             }
         };
+        if direction == Direction::Down {
+            // The reverse move writes the old table: every row it read must be there.
+            let s = &summary;
+            if s.exit_code() != 0 || s.rows.rejected > 0 || !s.post_load.is_empty() {
+                let why = match s.failures.first() {
+                    Some(f) => format!("chunk {} failed: {}", f.chunk, redact(&f.line())),
+                    None if s.rows.rejected > 0 => format!(
+                        "it rejected {} rows (they are in its quarantine), which the old table would lose",
+                        s.rows.rejected
+                    ),
+                    None if !s.post_load.is_empty() => format!(
+                        "the rows were loaded, but {}",
+                        redact(&s.post_load.join("; "))
+                    ),
+                    None => format!("the reverse move ended with {}", s.state),
+                };
+                let why = format!(
+                    "the reverse pipeline {file}: {why}; down stopped before the step's down section, so nothing was dropped, and the next down resumes the reverse move"
+                );
+                record.state = failed;
+                record.error = Some(why.clone());
+                self.save(record)?;
+                return Err(as_step(crate::Error::Unsupported(why)));
+            }
+            return Ok(summary);
+        }
         // The counts over every done chunk, whichever process moved it.
         let store = crate::run::checkpoint_store(&plan, sink.as_ref());
         let checkpoint = store.load();
@@ -685,7 +754,10 @@ impl<'a> Session<'a> {
         // A declared index or constraint the rows did not allow fails the step, not just
         // counts against it: an applied step is never run again, and the next up must
         // retry what the data move left unbuilt.
-        if summary.exit_code() == 2 || !summary.post_load.is_empty() {
+        // A chunk that failed (its rows refused whole, say) left rows unmoved: the step
+        // is not applied, however the run's exit code counts it.
+        if summary.exit_code() == 2 || !summary.failures.is_empty() || !summary.post_load.is_empty()
+        {
             let why = match summary.failures.first() {
                 Some(f) => format!("chunk {} failed: {}", f.chunk, redact(&f.line())),
                 None if summary.interrupted => "the data move was interrupted".into(),
@@ -847,6 +919,16 @@ fn apply_step(
             }
             Phase::Data => {
                 let summary = session.move_data(step, &mut record, opts)?;
+                // What the source held when its rows were moved, for down to compare.
+                let pipeline = step.pipeline.as_ref().expect("a data step");
+                let figures = rollback::source_figures(pipeline, &session.io).map_err(|e| {
+                    SetError::Step {
+                        step: step.label(),
+                        source: e,
+                    }
+                })?;
+                record.source_rows = figures.as_ref().map(|f| f.rows);
+                record.source_checksum = figures.map(|f| f.checksum);
                 advance(
                     &mut record,
                     if after.is_empty() {
@@ -871,7 +953,7 @@ fn apply_step(
                 )?;
             }
             Phase::Done => break,
-            Phase::Down => {
+            Phase::Down | Phase::Reverse => {
                 return Err(SetError::Refused(format!(
                     "{} is recorded mid-down; run `rowshift down` again to finish it",
                     step.label()
@@ -891,6 +973,21 @@ fn apply_step(
         history_seconds: history_nanos as f64 / 1e9,
         data,
     })
+}
+
+/// Which way a data move goes: a step's pipeline (`up`) or its reverse pipeline (`down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    Up,
+    Down,
+}
+
+/// A pipeline's file, as messages name it.
+pub(super) fn pipeline_file(p: &crate::config::Pipeline) -> String {
+    p.file.file_name().map_or_else(
+        || p.file.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
 }
 
 /// Moves a record to `phase`; at `Done` the step is applied.
@@ -966,6 +1063,7 @@ fn down_in(
     }
     if !opts.force {
         refusals.extend(foreign_rows(session, &records, &targets)?);
+        refusals.extend(rollback::source_refusals(set, &targets, &session.io)?);
     }
     if !refusals.is_empty() {
         return Err(SetError::Refused(format!(
@@ -995,13 +1093,39 @@ fn down_in(
         let mut record = r.clone();
         if !resumed {
             record.state = State::Reverting;
-            record.phase = Phase::Down;
+            record.phase = match step.reverse {
+                Some(_) => Phase::Reverse,
+                None => Phase::Down,
+            };
             record.statements_done = 0;
         }
         record.error = None;
         let h0 = Instant::now();
         session.save(&record)?;
         history_nanos += h0.elapsed().as_nanos();
+        let mut data = None;
+        if record.phase == Phase::Reverse
+            && let Some(reverse) = &step.reverse
+        {
+            // A revert started fresh moves the rows back from nothing; a resumed one
+            // continues its checkpoint.
+            if !resumed {
+                session.discard_reverse_checkpoint(step, reverse)?;
+            }
+            data = Some(session.move_rows(
+                step,
+                reverse.clone(),
+                &mut record,
+                opts,
+                Direction::Down,
+            )?);
+            crash_point(step.number, "reverse");
+            record.phase = Phase::Down;
+            record.statements_done = 0;
+            let h0 = Instant::now();
+            session.save(&record)?;
+            history_nanos += h0.elapsed().as_nanos();
+        }
         let stmts = step.down_statements().unwrap_or(&[]);
         let statements = session.run_statements(
             step,
@@ -1027,7 +1151,7 @@ fn down_in(
             record,
             seconds: t1.elapsed().as_secs_f64(),
             history_seconds: history_nanos as f64 / 1e9,
-            data: None,
+            data,
         };
         session
             .observer
@@ -1063,8 +1187,10 @@ fn foreign_rows(
     let mut out = Vec::new();
     let mut seen = Vec::new();
     for r in targets {
+        // A reverse pipeline moves every row of the table back, the set's or not.
         let Some(table) = set
             .step(r.step)
+            .filter(|s| s.reverse.is_none())
             .and_then(|s| s.pipeline.as_ref())
             .and_then(|p| p.target.table.as_ref())
         else {

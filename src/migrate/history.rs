@@ -85,6 +85,8 @@ pub enum Phase {
     Done,
     /// The `-- rowshift:down` statements.
     Down,
+    /// `down`'s reverse data move (`NNN_name.down.toml`), before the down statements.
+    Reverse,
 }
 
 impl Phase {
@@ -96,6 +98,7 @@ impl Phase {
             Phase::After => "after",
             Phase::Done => "done",
             Phase::Down => "down",
+            Phase::Reverse => "reverse",
         }
     }
 
@@ -106,6 +109,7 @@ impl Phase {
             Phase::After,
             Phase::Done,
             Phase::Down,
+            Phase::Reverse,
         ]
         .into_iter()
         .find(|p| p.as_str() == s)
@@ -152,6 +156,11 @@ pub struct Record {
     pub rows_rejected: u64,
     /// The checksum of the rows the data move wrote and read back (hex).
     pub data_checksum: Option<String>,
+    /// A data step's source rows when its move ended: `down` compares them with the
+    /// source as it is then, to know whether the rows it drops could be had again.
+    pub source_rows: Option<u64>,
+    /// The order-independent checksum of those source rows (hex).
+    pub source_checksum: Option<String>,
     /// What `--allow-changed` accepted, when it did.
     pub allowed_change: Option<String>,
     /// The last error.
@@ -183,6 +192,8 @@ const COLUMNS: &[&str] = &[
     "allowed_change",
     "error",
     "applied_text",
+    "source_rows",
+    "source_checksum",
 ];
 
 /// A value bound into a history statement.
@@ -190,6 +201,7 @@ const COLUMNS: &[&str] = &[
 enum Val {
     Text(Option<String>),
     Int(i64),
+    Null,
 }
 
 impl Record {
@@ -219,6 +231,11 @@ impl Record {
             o(&self.allowed_change),
             o(&self.error),
             t(&self.applied_text),
+            match self.source_rows {
+                Some(n) => i(n),
+                None => Val::Null,
+            },
+            o(&self.source_checksum),
         ]
     }
 
@@ -247,6 +264,8 @@ impl Record {
             allowed_change: s(18),
             error: s(19),
             applied_text: s(20).unwrap_or_default(),
+            source_rows: s(21).and_then(|x| x.parse().ok()),
+            source_checksum: s(22),
         })
     }
 }
@@ -324,7 +343,8 @@ impl HistorySql {
              statements_done {big} NOT NULL, run_by {text} NOT NULL, host {text} NOT NULL, pid {big} NOT NULL, \
              started_at {text} NOT NULL, ended_at {text}, rows_read {big} NOT NULL, rows_written {big} NOT NULL, \
              rows_filtered {big} NOT NULL, rows_rejected {big} NOT NULL, data_checksum {text}, allowed_change {text}, \
-             error {text}, applied_text {text} NOT NULL, PRIMARY KEY (set_name, target, step)"
+             error {text}, applied_text {text} NOT NULL, source_rows {big}, source_checksum {text}, \
+             PRIMARY KEY (set_name, target, step)"
         );
         let create = format!("CREATE TABLE IF NOT EXISTS {} ({cols})", self.table);
         match self.kind {
@@ -341,6 +361,11 @@ impl HistorySql {
                 format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(PG_SCHEMA)),
                 format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&self.target)),
                 create,
+                // A history table made before the source figures were recorded.
+                format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS source_rows bigint, ADD COLUMN IF NOT EXISTS source_checksum text",
+                    self.table
+                ),
             ],
         }
     }
@@ -421,6 +446,7 @@ macro_rules! bind_all {
             q = match v {
                 Val::Text(t) => q.bind(t.clone()),
                 Val::Int(n) => q.bind(*n),
+                Val::Null => q.bind(None::<i64>),
             };
         }
         q
@@ -533,8 +559,14 @@ impl History {
         let here = self.here();
         let ddl = self.sql.ensure();
         match &self.pool {
-            Pool::Sqlite(p) => self.run_each(p, &ddl).map_err(|e| Error::db(here, e)),
-            Pool::My(p) => self.run_each(p, &ddl).map_err(|e| Error::db(here, e)),
+            Pool::Sqlite(p) => {
+                self.run_each(p, &ddl).map_err(|e| Error::db(&here, e))?;
+                self.upgrade()
+            }
+            Pool::My(p) => {
+                self.run_each(p, &ddl).map_err(|e| Error::db(&here, e))?;
+                self.upgrade()
+            }
             Pool::Pg(p) => {
                 // Sets on other targets hold other locks: this one serialises the
                 // creation of the shared schema, and a sink creating the same schema
@@ -573,6 +605,50 @@ impl History {
                 })
             }
         }
+    }
+
+    /// Adds the source figures' columns to a SQLite or MySQL history table made before
+    /// they were recorded (PostgreSQL's `ensure` adds them `IF NOT EXISTS`). A one-time
+    /// change of rowshift's own table, so not among the statements a plan lists.
+    fn upgrade(&self) -> Result<()> {
+        let here = self.here();
+        let (probe, add_rows, add_sum) = match self.pool {
+            Pool::Sqlite(_) => (
+                "SELECT count(*) FROM pragma_table_info('_rowshift_history') WHERE ? <> '' AND name = 'source_rows'",
+                "INTEGER",
+                "TEXT",
+            ),
+            Pool::My(_) => (
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = '_rowshift_history' AND column_name = 'source_rows'",
+                "BIGINT",
+                "TEXT",
+            ),
+            Pool::Pg(_) => return Ok(()),
+        };
+        let has: i64 = on_pool!(self, p => self.io.block_on(
+            sqlx::query_scalar::<_, i64>(probe).bind(self.target.clone()).fetch_one(p)
+        ))
+        .map_err(|e| Error::db(&here, e))?;
+        if has > 0 {
+            return Ok(());
+        }
+        let alter = [
+            format!(
+                "ALTER TABLE {} ADD COLUMN source_rows {add_rows}",
+                self.table
+            ),
+            format!(
+                "ALTER TABLE {} ADD COLUMN source_checksum {add_sum}",
+                self.table
+            ),
+        ];
+        on_pool!(self, p => self.io.block_on(async {
+            for sql in &alter {
+                sqlx::raw_sql(stmt(sql.clone())).execute(p).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }))
+        .map_err(|e| Error::db(&here, e))
     }
 
     /// Runs `statements` one after the other, each on its own.
@@ -797,6 +873,45 @@ impl History {
             Ok(Some(rows as u64))
         }))
         .map_err(|e| Error::db(format!("{here}: counting the rows of {table}"), e))
+    }
+
+    /// Runs `sql` (several statements, none bound) outside any transaction, unrecorded:
+    /// test-rollback's making and dropping of its throwaway schemas and copies.
+    pub(crate) fn execute_raw(&self, sql: &str) -> Result<()> {
+        let here = self.here();
+        on_pool!(self, p => self.io.block_on(sqlx::raw_sql(stmt(sql.to_string())).execute(p)).map(|_| ()))
+            .map_err(|e| Error::db(format!("{here}: {sql}"), e))
+    }
+
+    /// Runs a query with `binds` (text) and gives every column of every row as text:
+    /// test-rollback's look at the catalog and at the rows. A value that is not text
+    /// (MySQL's binary strings) comes as its bytes, non-UTF-8 ones replaced.
+    pub(crate) fn query_texts(
+        &self,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<Vec<Option<String>>>> {
+        let here = self.here();
+        on_pool!(self, p => self.io.block_on(async {
+            let mut q = sqlx::query(stmt(sql.to_string()));
+            for b in binds {
+                q = q.bind(b.clone());
+            }
+            let rows = q.fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| match r.try_get::<Option<String>, _>(i) {
+                            Ok(v) => Ok(v),
+                            Err(_) => r
+                                .try_get::<Option<Vec<u8>>, _>(i)
+                                .map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned())),
+                        })
+                        .collect::<sqlx::Result<Vec<_>>>()
+                })
+                .collect::<sqlx::Result<Vec<_>>>()
+        }))
+        .map_err(|e| Error::db(format!("{here}: {sql}"), e))
     }
 
     /// Closes the connections.

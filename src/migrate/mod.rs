@@ -8,6 +8,9 @@
 //! - `lock.rs` takes the target's set lock.
 //! - `apply.rs` is `up`, `down` and `baseline`; `status.rs` is `status`.
 //! - `plan.rs` is `plan`: the statements `up` or `down` would execute, with their locks.
+//! - `rollback.rs` is what `down` checks of a data step's source before it drops rows;
+//!   `test_rollback.rs` is `test-rollback`, up, down and up on a throwaway copy, compared
+//!   by `snapshot.rs`.
 //!
 //! The format is described in `docs/migrations.md`.
 
@@ -15,9 +18,12 @@ mod apply;
 mod history;
 mod lock;
 mod plan;
+mod rollback;
 mod set;
+mod snapshot;
 mod statements;
 mod status;
+mod test_rollback;
 
 use std::time::Duration;
 
@@ -29,6 +35,9 @@ pub use self::plan::{Entry, PipelinePlan, PlanOptions, SetPlan, StepPlan, plan, 
 pub use self::set::{MigrationSet, SET_FILE, SqlFile, Step};
 pub use self::statements::Statement;
 pub use self::status::{StatusReport, StepStatus, status};
+pub use self::test_rollback::{
+    DEFAULT_SAMPLE, TableFigures, TestRollbackOptions, TestRollbackReport, test_rollback,
+};
 use crate::checkpoint::Holder;
 use crate::config::Diagnostics;
 use crate::run::Observer;
@@ -99,6 +108,8 @@ pub enum SetEvent {
     },
     /// A step ended.
     StepDone(Box<StepOutcome>),
+    /// test-rollback starts a stage (`first up`, `down`, `second up`).
+    Stage(String),
     /// A statement was executed: the set's lock and history, a step's SQL, a data move's
     /// table DDL, its load as one entry, and its post-load DDL. Reported in the order
     /// they ran, once the operation they belong to (a section, a history write, a data
@@ -128,8 +139,9 @@ impl SetObserver for NoopSetObserver {
 /// `crash=POINT` for this step and point: for tests of what a kill there leaves behind.
 /// The points are `SECTION:K` (statement K of the step's `up`, `after` or `down` section
 /// ran, its record is not yet committed), `SECTION-recorded:K` (statement K's record
-/// committed, MySQL), `data` (before the data move starts) and `done` (the step's record
-/// is committed, the next step has not started).
+/// committed, MySQL), `data` (before the data move starts), `reverse` (down's reverse
+/// move is done, the record still says it runs) and `done` (the step's record is
+/// committed, the next step has not started).
 pub(crate) fn crash_point(step: u64, point: &str) {
     let Ok(spec) = std::env::var("ROWSHIFT_FAULT") else {
         return;

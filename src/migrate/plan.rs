@@ -564,7 +564,7 @@ fn plan_step(
                 p.section(n, "after", after, from, look).map_err(as_step)?;
                 phase = Phase::Done;
             }
-            Phase::Done | Phase::Down => break,
+            Phase::Done | Phase::Down | Phase::Reverse => break,
         }
         from = 0;
     }
@@ -607,6 +607,11 @@ fn plan_down(
         }
     }
     refusals.extend(foreign_rows(set, look, records, &reverted)?);
+    if !opts.offline {
+        let io = IoRuntime::new()?;
+        let targets: Vec<Record> = reverted.iter().map(|r| (*r).clone()).collect();
+        refusals.extend(super::rollback::source_refusals(set, &targets, &io)?);
+    }
     if !refusals.is_empty() {
         report.refusal.get_or_insert(format!(
             "down would refuse, changing nothing: {}",
@@ -629,6 +634,23 @@ fn plan_down(
     if report.refusal.is_some() {
         return Ok(());
     }
+    let mut others: Vec<(Location, Look)> = Vec::new();
+    let out = plan_reverts(set, opts, look, p, reverted, &mut others);
+    for (_, other) in &others {
+        other.close();
+    }
+    out
+}
+
+/// The statements of `down` for the steps it reverts, last first.
+fn plan_reverts(
+    set: &MigrationSet,
+    opts: &PlanOptions,
+    look: &mut Look,
+    p: &mut Planner<'_>,
+    reverted: Vec<&Record>,
+    others: &mut Vec<(Location, Look)>,
+) -> Result<(), SetError> {
     for r in reverted {
         let step = set.step(r.step).expect("checked above");
         let from = match r.state {
@@ -636,6 +658,34 @@ fn plan_down(
             _ => 0,
         };
         p.save(step.number);
+        if let Some(reverse) = &step.reverse
+            && super::rollback::reverse_pending(r, true)
+        {
+            let as_step = |e: Error| SetError::Step {
+                step: step.label(),
+                source: e,
+            };
+            // The reverse move writes the step's source, which may be another database:
+            // its tables are looked at there, and followed through the plan.
+            let at = &reverse.target.location;
+            let planned = if *at == set.target {
+                p.data(Some(step.number), reverse, look, opts.offline)
+            } else {
+                if !others.iter().any(|(l, _)| l == at) {
+                    let io = IoRuntime::new()?;
+                    let (other, _) = Look::open(at, "", opts.offline, &io)?;
+                    others.push((at.clone(), other));
+                }
+                let other = &mut others.iter_mut().find(|(l, _)| l == at).expect("added").1;
+                p.data(Some(step.number), reverse, other, opts.offline)
+            };
+            planned.map_err(as_step)?;
+            p.save(step.number);
+        }
+        let from = match r.phase {
+            Phase::Down => from,
+            _ => 0,
+        };
         let stmts = step.down_statements().unwrap_or(&[]);
         p.section(step.number, "down", stmts, from, look)
             .map_err(|e| SetError::Step {

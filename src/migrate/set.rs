@@ -5,6 +5,9 @@
 //! `NNN_name.sql` (SQL with `-- rowshift:up`, `-- rowshift:after` and `-- rowshift:down`
 //! sections) and `NNN_name.toml` (a pipeline whose target is the set's target). Steps are
 //! ordered by the number's value, so `10_` comes after `9_` and `002_` after `1_`.
+//! A data step may have a reverse pipeline, `NNN_name.down.toml`: its data moved from the
+//! step's target table back to its source table, which `down` runs before the step's
+//! down section.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -18,8 +21,11 @@ use crate::config::{Diagnostic, Diagnostics, Location, Pipeline, expand_env, red
 /// The set file's name inside a set's directory.
 pub const SET_FILE: &str = "rowshift.toml";
 
+/// What ends a reverse pipeline's stem: `002_items.down.toml`.
+const REVERSE_SUFFIX: &str = ".down";
+
 /// A migration set, read from its directory and checked.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MigrationSet {
     /// The directory, as the user named it.
     pub dir: PathBuf,
@@ -35,7 +41,7 @@ pub struct MigrationSet {
 }
 
 /// One step of a set.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Step {
     /// The leading number.
     pub number: u64,
@@ -45,6 +51,10 @@ pub struct Step {
     pub sql: Option<SqlFile>,
     /// The data pipeline, when the step moves data.
     pub pipeline: Option<Pipeline>,
+    /// The reverse pipeline (`NNN_name.down.toml`), when the step declares how its data
+    /// goes back from the new schema to the old: `down` runs it before the step's down
+    /// section drops anything.
+    pub reverse: Option<Pipeline>,
     /// The step's files as `(file name, text)`, in a fixed order: what the history keeps,
     /// to say what changed in an applied step.
     pub texts: Vec<(String, String)>,
@@ -132,6 +142,11 @@ impl MigrationSet {
             if ext != "sql" && ext != "toml" {
                 continue;
             }
+            // `NNN_name.down.toml` is the reverse pipeline of step NNN's data move.
+            let stem = match ext {
+                "toml" => stem.strip_suffix(REVERSE_SUFFIX).unwrap_or(stem),
+                _ => stem,
+            };
             match step_name(stem) {
                 Some((number, name)) => by_number
                     .entry(number)
@@ -353,6 +368,7 @@ fn read_step(
     let name = files[0].0.clone();
     let mut sql = None;
     let mut pipeline = None;
+    let mut reverse: Option<(Pipeline, Arc<str>)> = None;
     let mut texts = Vec::new();
     let mut ok = true;
     for (_, file) in files {
@@ -381,6 +397,14 @@ fn read_step(
             } else {
                 problems.push(diags);
                 ok = false;
+            }
+        } else if file.ends_with(".down.toml") {
+            match Pipeline::parse(&path, &text, &|n| std::env::var(n).ok()) {
+                Ok(p) => reverse = Some((p, text.clone())),
+                Err(e) => {
+                    problems.push(pipeline_problem(&path, &text, e));
+                    ok = false;
+                }
             }
         } else {
             match Pipeline::parse(&path, &text, &|n| std::env::var(n).ok()) {
@@ -416,19 +440,28 @@ fn read_step(
                     }
                     pipeline = Some(p);
                 }
-                Err(crate::Error::Config(d)) => {
-                    problems.push(d);
-                    ok = false;
-                }
                 Err(e) => {
-                    let mut d = Diagnostics::new(path.clone(), text.clone());
-                    d.push(Diagnostic::at(None, redact(&e.to_string())));
-                    problems.push(d);
+                    problems.push(pipeline_problem(&path, &text, e));
                     ok = false;
                 }
             }
         }
     }
+    let reverse = match reverse {
+        Some((r, text)) => {
+            let found = check_reverse(&r, pipeline.as_ref(), target, number, &name);
+            if !found.is_empty() {
+                let mut diags = Diagnostics::new(r.file.clone(), text);
+                for d in found {
+                    diags.push(d);
+                }
+                problems.push(diags);
+                ok = false;
+            }
+            Some(r)
+        }
+        None => None,
+    };
     if let (Some(s), None) = (&sql, &pipeline)
         && (!s.after.is_empty() || s.up.is_empty())
     {
@@ -470,9 +503,133 @@ fn read_step(
         name,
         sql,
         pipeline,
+        reverse,
         texts,
         checksum: hasher.finalize().to_hex().to_string(),
     })
+}
+
+/// A pipeline file's error as the file's diagnostics.
+fn pipeline_problem(path: &Path, text: &Arc<str>, e: crate::Error) -> Diagnostics {
+    match e {
+        crate::Error::Config(d) => d,
+        e => {
+            let mut d = Diagnostics::new(path.to_path_buf(), text.clone());
+            d.push(Diagnostic::at(None, redact(&e.to_string())));
+            d
+        }
+    }
+}
+
+/// What is wrong with a reverse pipeline: it must read the table its step's data move
+/// writes, in the set's target, and write the table that move reads, where it reads it,
+/// so that `down` brings the step's rows back to where they came from.
+fn check_reverse(
+    reverse: &Pipeline,
+    forward: Option<&Pipeline>,
+    target: Option<&Location>,
+    number: u64,
+    name: &str,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let file = format!("{number:03}_{name}.toml");
+    let Some(forward) = forward else {
+        out.push(
+            Diagnostic::at(
+                reverse.source.url.span.clone(),
+                format!("a reverse pipeline undoes a data step's move, and step {number} has no data pipeline ({file} does not exist)"),
+            )
+            .with_help("name it after the step whose data it brings back: `NNN_name.down.toml` beside `NNN_name.toml`"),
+        );
+        return out;
+    };
+    let table_of = |t: &Option<crate::config::Spanned<String>>| t.as_ref().map(|t| t.value.clone());
+    if let Some(target) = target
+        && &reverse.source.location != target
+    {
+        out.push(
+            Diagnostic::at(
+                reverse.source.url.span.clone(),
+                format!(
+                    "the reverse pipeline reads {}, which is not the set's target",
+                    redact(&reverse.source.url.value)
+                ),
+            )
+            .with_help(format!(
+                "it reads the rows {file} wrote: its [source] is the set's target (url and schema)"
+            )),
+        );
+    }
+    let wrote = table_of(&forward.target.table);
+    if table_of(&reverse.source.table) != wrote {
+        let span = reverse
+            .source
+            .table
+            .as_ref()
+            .map_or(reverse.source.url.span.clone(), |t| t.span.clone());
+        out.push(Diagnostic::at(
+            span,
+            format!(
+                "the reverse pipeline reads table {}, but {file} writes table {}: it reads the rows the step wrote",
+                show_table(&reverse.source.table),
+                show_table(&forward.target.table)
+            ),
+        ));
+    }
+    if reverse.target.location != forward.source.location {
+        out.push(
+            Diagnostic::at(
+                reverse.target.url.span.clone(),
+                format!(
+                    "the reverse pipeline writes to {}, but {file} reads from {}: it brings the rows back where they came from",
+                    redact(&reverse.target.url.value),
+                    redact(&forward.source.url.value)
+                ),
+            )
+            .with_help("give its [target] the url (and schema) of the step's [source]"),
+        );
+    }
+    if matches!(reverse.target.location, Location::Files { .. }) {
+        out.push(Diagnostic::at(
+            reverse.target.url.span.clone(),
+            "a reverse pipeline writes a database table; down does not write files",
+        ));
+    }
+    if table_of(&reverse.target.table) != table_of(&forward.source.table) {
+        let span = reverse
+            .target
+            .table
+            .as_ref()
+            .map_or(reverse.target.url.span.clone(), |t| t.span.clone());
+        out.push(Diagnostic::at(
+            span,
+            format!(
+                "the reverse pipeline writes table {}, but {file} reads table {}",
+                show_table(&reverse.target.table),
+                show_table(&forward.source.table)
+            ),
+        ));
+    }
+    if reverse.name == forward.name {
+        out.push(
+            Diagnostic::at(
+                reverse.source.url.span.clone(),
+                format!(
+                    "the reverse pipeline has the name `{}` of {file}: each keeps its own checkpoint by its name",
+                    reverse.name
+                ),
+            )
+            .with_help("give it a `name` of its own, as `<name>_down`"),
+        );
+    }
+    out
+}
+
+fn show_table(t: &Option<crate::config::Spanned<String>>) -> String {
+    match t {
+        Some(t) => format!("`{}`", t.value),
+        None => "(none)".into(),
+    }
 }
 
 /// Where `-- rowshift:<section>` is written, if it is.
