@@ -1032,3 +1032,6 @@ mod ddl;
 
 #[path = "suite/plan.rs"]
 mod plan;
+
+#[path = "suite/online.rs"]
+mod online;
