@@ -37,7 +37,7 @@ impl<D: Dialect> ReplayTable<D> {
             t(Ddl::KeyText),
             self.d.table_options(),
             int = t(Ddl::BigInt),
-            text = t(Ddl::ShortText),
+            text = t(Ddl::Text),
         );
         D::Db::execute_raw(conn, sql)
             .await

@@ -33,9 +33,15 @@ pub fn finalize(pipeline: &Path) -> anyhow::Result<i32> {
     let old = online::finalize(&plan, sink.as_ref())?;
     sink.finish()?;
     if online::same_database(&plan) {
-        println!("dropped the old table {old} and the change log of pipeline {}", plan.pipeline.name);
+        println!(
+            "dropped the old table {old} and the change log of pipeline {}",
+            plan.pipeline.name
+        );
     } else {
-        println!("dropped the capture triggers and the change log of pipeline {}", plan.pipeline.name);
+        println!(
+            "dropped the capture triggers and the change log of pipeline {}",
+            plan.pipeline.name
+        );
     }
     Ok(0)
 }
@@ -44,7 +50,9 @@ pub fn finalize(pipeline: &Path) -> anyhow::Result<i32> {
 pub fn report_text(r: &OnlineReport) -> String {
     let mut out = String::new();
     let pos = |p: Option<rowshift::source::capture::Position>| {
-        p.map_or("the start of the log".to_string(), |p| format!("log position {p}"))
+        p.map_or("the start of the log".to_string(), |p| {
+            format!("log position {p}")
+        })
     };
     out.push_str(&format!(
         "online: replayed {} changes in {} transactions ({} rows written, {} quarantined) in {:.2}s; the target is current as of {}\n",
@@ -80,7 +88,11 @@ pub fn status_text(s: &CaptureStatus) -> String {
     format!(
         "online: capture on {} is {}; replayed {} changes, up to {}\ncapture lag: {} changes, the oldest {:.1}s old\n",
         s.capture,
-        if s.installed { "installed" } else { "removed (cut over)" },
+        if s.installed {
+            "installed"
+        } else {
+            "removed (cut over)"
+        },
         s.replayed,
         s.position
             .map_or("none yet".to_string(), |p| format!("log position {p}")),

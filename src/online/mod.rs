@@ -104,11 +104,12 @@ impl Online {
             }
         }
         replay::check_key_types(plan)?;
-        let capture = crate::plan::open_capture(&p.source, &p.name, &plan.io)?.ok_or_else(|| {
-            Error::Unsupported(format!(
-                "{here}: an online move needs a database source: a file has no triggers"
-            ))
-        })?;
+        let capture =
+            crate::plan::open_capture(&p.source, &p.name, &plan.io)?.ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{here}: an online move needs a database source: a file has no triggers"
+                ))
+            })?;
         Ok(Online {
             capture,
             report: Mutex::new(OnlineReport::default()),
@@ -123,7 +124,10 @@ impl Online {
 
     /// What the catch-up and cut-over did so far.
     pub fn report(&self) -> OnlineReport {
-        self.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn cancelled(&self) -> bool {
@@ -136,7 +140,13 @@ impl Online {
     /// Replays logged changes until fewer than `until` wait (or the command is
     /// stopped). `chunks` is the plan: a rejected row is quarantined under the chunk whose
     /// range holds its key.
-    pub fn catch_up(&self, plan: &Plan, sink: &dyn Sink, chunks: &[Chunk], until: u64) -> Result<()> {
+    pub fn catch_up(
+        &self,
+        plan: &Plan,
+        sink: &dyn Sink,
+        chunks: &[Chunk],
+        until: u64,
+    ) -> Result<()> {
         let name = &plan.pipeline.name;
         let batch = plan.pipeline.online.batch_rows;
         let t0 = Instant::now();
@@ -325,7 +335,10 @@ impl RunHooks for Online {
 
 /// Whether source and target are one database (and schema): then the cut-over renames.
 pub fn same_database(plan: &Plan) -> bool {
-    let (s, t) = (&plan.pipeline.source.location, &plan.pipeline.target.location);
+    let (s, t) = (
+        &plan.pipeline.source.location,
+        &plan.pipeline.target.location,
+    );
     match (s, t) {
         (Location::Sqlite { path: a }, Location::Sqlite { path: b }) => {
             std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()

@@ -84,14 +84,23 @@ pub(super) fn replay(
     })?;
     let mut claims = Claims::default();
     let here = format!("{} (replayed change)", source.describe());
-    let p = process_batch(plan, pool, &batch, &|row| format!("{here} row {}", row + 1), 0, &mut claims)?;
+    let p = process_batch(
+        plan,
+        pool,
+        &batch,
+        &|row| format!("{here} row {}", row + 1),
+        0,
+        &mut claims,
+    )?;
     let json = RowJsonWriter::new(batch.schema_ref());
     let mut rejects = Vec::with_capacity(p.rejects.len());
     for (&row, failure) in p.reject_rows.iter().zip(p.rejects) {
         let owner = crate::chunk::key::row_key(&batch, key, row)
             .and_then(|_| key_value(&batch, key, row))
             .map_or(0, |k| owner(chunks, &k));
-        rejects.push(QuarantineEntry::new(owner, &batch, row, key, failure, &json));
+        rejects.push(QuarantineEntry::new(
+            owner, &batch, row, key, failure, &json,
+        ));
     }
     // The target rows of every key: one array per key column, typed like the key.
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(key.len());
@@ -107,7 +116,10 @@ pub(super) fn replay(
                 .iter()
                 .map(|v| {
                     v.parse::<i64>().map_err(|_| {
-                        Error::data(&here, format!("logged key `{v}` of `{k}` is not an integer"))
+                        Error::data(
+                            &here,
+                            format!("logged key `{v}` of `{k}` is not an integer"),
+                        )
                     })
                 })
                 .collect::<Result<Vec<i64>>>()?;
@@ -136,7 +148,11 @@ pub(super) fn replay(
 }
 
 /// Row `row`'s key as a chunk bound compares it.
-fn key_value(batch: &arrow::record_batch::RecordBatch, key: &[String], row: usize) -> Option<KeyValue> {
+fn key_value(
+    batch: &arrow::record_batch::RecordBatch,
+    key: &[String],
+    row: usize,
+) -> Option<KeyValue> {
     let parts = key
         .iter()
         .map(|k| {

@@ -62,7 +62,11 @@ pub fn open_capture(
     pipeline: &str,
     io: &IoRuntime,
 ) -> Result<Option<Box<dyn Capture>>> {
-    let table = config.table.as_ref().map(|t| t.value.as_str()).unwrap_or("");
+    let table = config
+        .table
+        .as_ref()
+        .map(|t| t.value.as_str())
+        .unwrap_or("");
     let key: &[String] = config.key.as_ref().map_or(&[], |k| k.value.as_slice());
     Ok(Some(match &config.location {
         Location::Sqlite { path } => Box::new(sqlite::capture::SqliteCapture::new(

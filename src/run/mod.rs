@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use self::chunk::*;
-pub use self::hooks::RunHooks;
 pub use self::dry_run::{DryRunOptions, DryRunReport, RejectGroup, SampleMode, dry_run};
+pub use self::hooks::RunHooks;
 use self::keys::*;
 pub use self::observer::{Event, NoopObserver, Observer};
 pub(crate) use self::process::*;

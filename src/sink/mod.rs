@@ -6,8 +6,8 @@ pub mod ddl;
 mod files;
 pub mod quarantine;
 pub mod refuse;
-pub mod replay;
 mod rejects_file;
+pub mod replay;
 pub mod table;
 
 use std::sync::Arc;

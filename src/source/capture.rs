@@ -95,6 +95,12 @@ pub fn trigger_name(pipeline: &str) -> String {
 fn plain(pipeline: &str) -> String {
     pipeline
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

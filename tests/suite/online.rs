@@ -19,6 +19,9 @@ const ROWS: i64 = 20_000;
 /// The table as the writer left it: id -> (qty, note).
 type Model = BTreeMap<i64, (i64, String)>;
 
+/// A statement and what it does to the [`Model`] when it succeeds.
+type Op = (String, Box<dyn FnOnce(&mut Model)>);
+
 /// What the writer saw.
 #[derive(Default)]
 struct Seen {
@@ -101,7 +104,10 @@ impl Db {
 
     fn pipeline(&self, ws: &Workspace) -> String {
         let (url, extra) = match self.kind {
-            Kind::Pg => (pg_url(), format!("schema = {}\n", self.pg.as_ref().unwrap().toml())),
+            Kind::Pg => (
+                pg_url(),
+                format!("schema = {}\n", self.pg.as_ref().unwrap().toml()),
+            ),
             Kind::My => (self.my.as_ref().unwrap().url(), String::new()),
             Kind::Lite => ("sqlite://shop.db".to_string(), String::new()),
         };
@@ -136,7 +142,11 @@ lock_timeout_ms = 3000
 
     /// Creates `items` with [`ROWS`] rows; returns them.
     fn seed(&self) -> Model {
-        let ty = if self.kind == Kind::Lite { "INTEGER" } else { "BIGINT" };
+        let ty = if self.kind == Kind::Lite {
+            "INTEGER"
+        } else {
+            "BIGINT"
+        };
         self.exec(&format!(
             "CREATE TABLE {} (id {ty} PRIMARY KEY, qty INT NOT NULL, note VARCHAR(40) NOT NULL)",
             self.table("items")
@@ -256,7 +266,7 @@ fn write_steadily(
         };
         let op = random(10);
         let t0 = Instant::now();
-        let (sql, apply): (String, Box<dyn FnOnce(&mut Model)>) = match (op, ids.first()) {
+        let (sql, apply): Op = match (op, ids.first()) {
             (0..=3, _) | (_, None) => {
                 let (id, qty) = (next, random(1000) as i64);
                 next += 1;
@@ -357,7 +367,11 @@ fn online_move(kind: Kind) {
     assert_ne!(code, 0, "the run was killed");
 
     // Killed during the catch-up: after its first replayed batch commits.
-    let (code, text) = finish(rowshift(&ws, &["run", &p], &[("ROWSHIFT_FAULT", "crash=replayed")]));
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["run", &p],
+        &[("ROWSHIFT_FAULT", "crash=replayed")],
+    ));
     assert_ne!(code, 0, "the catch-up crashed: {text}");
 
     // Resumed: the copy is done, the catch-up goes on from the recorded position.
@@ -371,18 +385,31 @@ fn online_move(kind: Kind) {
     let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cut-over: swapped"), "{text}");
+    eprintln!("{text}");
     // Writes go on into the new table for a while, then stop.
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
 
     let seen = seen.lock().unwrap();
-    assert!(seen.errors.is_empty(), "the writer saw errors: {:?}", seen.errors);
+    assert!(
+        seen.errors.is_empty(),
+        "the writer saw errors: {:?}",
+        seen.errors
+    );
     assert!(seen.ops > 300, "the writer ran {} statements", seen.ops);
     let model = model.lock().unwrap();
     let now = db.table_rows("items");
-    let missing: Vec<_> = model.iter().filter(|(k, v)| now.get(k) != Some(v)).take(5).collect();
-    let extra: Vec<_> = now.iter().filter(|(k, _)| !model.contains_key(k)).take(5).collect();
+    let missing: Vec<_> = model
+        .iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = now
+        .iter()
+        .filter(|(k, _)| !model.contains_key(k))
+        .take(5)
+        .collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "after the swap: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
@@ -396,8 +423,14 @@ fn online_move(kind: Kind) {
         db.text("s"),
         db.table("items")
     ));
-    let expected: i64 = model.iter().map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64).sum();
-    assert_eq!(sum, vec![vec![model.len().to_string(), expected.to_string()]]);
+    let expected: i64 = model
+        .iter()
+        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
+        .sum();
+    assert_eq!(
+        sum,
+        vec![vec![model.len().to_string(), expected.to_string()]]
+    );
     // The old table is kept, without triggers: the writer's later statements did not
     // reach it.
     let old = db.table_rows("items__v1");

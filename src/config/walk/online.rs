@@ -8,7 +8,11 @@ use crate::config::OnlineConfig;
 impl Walker<'_> {
     /// `[online]`: `enabled`, `max_lag_rows`, `batch_rows`, `cutover`, `lock_timeout_ms`,
     /// `lock_attempts`.
-    pub(super) fn online(&mut self, s: &Section<'_>, source: Option<&SourceConfig>) -> OnlineConfig {
+    pub(super) fn online(
+        &mut self,
+        s: &Section<'_>,
+        source: Option<&SourceConfig>,
+    ) -> OnlineConfig {
         self.check_keys(
             s,
             &[

@@ -59,7 +59,10 @@ impl MyCapture {
     }
 
     fn here(&self) -> String {
-        format!("{} table {}.{}", self.client.shown, self.database, self.table)
+        format!(
+            "{} table {}.{}",
+            self.client.shown, self.database, self.table
+        )
     }
 
     fn source(&self) -> String {
@@ -193,10 +196,9 @@ impl Capture for MyCapture {
                 .bind(limit as i64)
                 .fetch_all(pool)
                 .await?;
-            let now: String =
-                sqlx::query_scalar(stmt("SELECT CAST(NOW() AS CHAR)".to_string()))
-                    .fetch_one(pool)
-                    .await?;
+            let now: String = sqlx::query_scalar(stmt("SELECT CAST(NOW() AS CHAR)".to_string()))
+                .fetch_one(pool)
+                .await?;
             let changes = rows
                 .iter()
                 .map(|r| {
@@ -234,9 +236,10 @@ impl Capture for MyCapture {
         if after.is_none() && !out.is_empty() && !settled {
             let first = out[0].at.b;
             let lowest: Option<i64> = self.with(async |pool| {
-                sqlx::query_scalar(stmt(format!(
+                sqlx::query_scalar(stmt(
                     "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_started <= CAST(? AS DATETIME)"
-                )))
+                        .to_string(),
+                ))
                 .bind(&now)
                 .fetch_one(pool)
                 .await
@@ -260,10 +263,8 @@ impl Capture for MyCapture {
         );
         let last = format!("SELECT MAX(pos) FROM {}", self.log);
         self.with(async |pool| {
-            let (rows, micros, _): (i64, i64, Option<i64>) = sqlx::query_as(stmt(sql))
-                .bind(from)
-                .fetch_one(pool)
-                .await?;
+            let (rows, micros, _): (i64, i64, Option<i64>) =
+                sqlx::query_as(stmt(sql)).bind(from).fetch_one(pool).await?;
             let last: Option<i64> = sqlx::query_scalar(stmt(last)).fetch_one(pool).await?;
             Ok(Lag {
                 rows: rows as u64,
@@ -323,7 +324,10 @@ impl Capture for MyCapture {
 impl MyCapture {
     /// The names of the capture's triggers that exist.
     fn existing(&self) -> Result<Vec<String>> {
-        let (db, prefix) = (self.database.clone(), format!("{}\\_%", self.trigger.replace('_', "\\_")));
+        let (db, prefix) = (
+            self.database.clone(),
+            format!("{}\\_%", self.trigger.replace('_', "\\_")),
+        );
         self.with(async |pool| {
             sqlx::query_scalar(stmt(
                 "SELECT CAST(TRIGGER_NAME AS CHAR) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ?"

@@ -46,7 +46,13 @@ impl PgCapture {
         pipeline: &str,
     ) -> Self {
         let plain = trigger_name(pipeline);
-        let suffix = plain.trim_start_matches("_rowshift_capture_");
+        // The `rowshift` schema is the database's: the names carry the source table's
+        // so that one pipeline name on two tables never shares a log or a function.
+        let suffix = format!(
+            "{}_{:08x}",
+            plain.trim_start_matches("_rowshift_capture_"),
+            fnv(&format!("{schema}\0{table}")) as u32
+        );
         PgCapture {
             client: PgClient::new(url, db, io),
             schema: schema.to_string(),
@@ -153,7 +159,11 @@ END $rowshift$",
             self.function
         );
         let installed = self.installed()?;
-        let (schema, table, name) = (self.schema.clone(), self.table.clone(), self.trigger.clone());
+        let (schema, table, name) = (
+            self.schema.clone(),
+            self.table.clone(),
+            self.trigger.clone(),
+        );
         self.with(async |pool| {
             let mut tx = pool.begin().await?;
             for s in statements {
@@ -182,7 +192,11 @@ END $rowshift$",
     }
 
     fn installed(&self) -> Result<bool> {
-        let (schema, table, name) = (self.schema.clone(), self.table.clone(), self.trigger.clone());
+        let (schema, table, name) = (
+            self.schema.clone(),
+            self.table.clone(),
+            self.trigger.clone(),
+        );
         self.with(async |pool| {
             sqlx::query_scalar(stmt(TRIGGER_EXISTS.to_string()))
                 .bind(schema)
@@ -235,7 +249,10 @@ END $rowshift$",
             "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(at))::float8, 0) FROM {} WHERE (xid, pos) > ($1, $2)",
             self.log
         );
-        let last = format!("SELECT xid, pos FROM {} ORDER BY xid DESC, pos DESC LIMIT 1", self.log);
+        let last = format!(
+            "SELECT xid, pos FROM {} ORDER BY xid DESC, pos DESC LIMIT 1",
+            self.log
+        );
         self.with(async |pool| {
             let (rows, oldest): (i64, f64) = sqlx::query_as(stmt(sql))
                 .bind(after.a)
@@ -292,6 +309,13 @@ END $rowshift$",
             Ok(())
         })
     }
+}
+
+/// FNV-1a: a hash that stays the same across releases, for names.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Whether the trigger `$3` is on table `$2` of schema `$1`.

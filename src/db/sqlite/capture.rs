@@ -203,10 +203,8 @@ impl Capture for SqliteCapture {
         );
         let last = format!("SELECT max(pos) FROM {}", quote_ident(&self.log));
         self.with(async |pool| {
-            let (rows, oldest): (i64, f64) = sqlx::query_as(stmt(sql))
-                .bind(from)
-                .fetch_one(pool)
-                .await?;
+            let (rows, oldest): (i64, f64) =
+                sqlx::query_as(stmt(sql)).bind(from).fetch_one(pool).await?;
             let last: Option<i64> = sqlx::query_scalar(stmt(last)).fetch_one(pool).await?;
             Ok(Lag {
                 rows: rows as u64,

@@ -16,7 +16,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use super::*;
 use crate::checkpoint::replay::ReplayTable;
 use crate::sink::replay::{Cutover, Replayed, lock_not_had};
@@ -56,7 +55,9 @@ impl MysqlSink {
             let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
             self.delete_rows(&mut tx, &batch.delete).await?;
-            self.rejects().delete_keys(&mut tx, &here, batch.keys).await?;
+            self.rejects()
+                .delete_keys(&mut tx, &here, batch.keys)
+                .await?;
             let rows = self.write_rows(&mut tx, batch.rows, None).await?;
             let mut groups: std::collections::BTreeMap<usize, Vec<QuarantineEntry>> =
                 Default::default();
@@ -64,7 +65,9 @@ impl MysqlSink {
                 groups.entry(r.chunk).or_default().push(r.clone());
             }
             for (chunk, entries) in groups {
-                self.rejects().insert(&mut tx, &here, chunk, &entries).await?;
+                self.rejects()
+                    .insert(&mut tx, &here, chunk, &entries)
+                    .await?;
             }
             self.replay_table()
                 .record(&mut tx, &here, batch.pipeline, batch.at, batch.changes)

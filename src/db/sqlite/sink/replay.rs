@@ -166,7 +166,10 @@ impl SqliteSink {
 fn is_busy(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|c| c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6))
+        .is_some_and(|c| {
+            c.parse::<i32>()
+                .is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6)
+        })
 }
 
 /// Rejected rows grouped by the chunk each belongs to.
@@ -204,7 +207,9 @@ impl Cutover for SqliteCutover<'_> {
     fn replay(&mut self, batch: &Replayed<'_>) -> Result<u64> {
         let rows = self.sink.replay_rows(batch)?;
         let conn = self.conn.as_mut().expect("open until swapped or dropped");
-        self.sink.io.block_on(self.sink.replay_on(conn, batch, &rows))
+        self.sink
+            .io
+            .block_on(self.sink.replay_on(conn, batch, &rows))
     }
 
     fn swap(
@@ -250,7 +255,8 @@ impl Cutover for SqliteCutover<'_> {
                 .io
                 .block_on(sqlx::raw_sql(stmt("ROLLBACK".to_string())).execute(&mut *conn));
             let _ = sink.io.block_on(
-                sqlx::raw_sql(stmt("PRAGMA legacy_alter_table = OFF".to_string())).execute(&mut *conn),
+                sqlx::raw_sql(stmt("PRAGMA legacy_alter_table = OFF".to_string()))
+                    .execute(&mut *conn),
             );
         }
         // A pooled connection goes back to its pool on the runtime.
