@@ -32,6 +32,7 @@ mod error;
 pub mod fault;
 pub mod init;
 pub mod migrate;
+pub mod online;
 pub mod plan;
 pub mod run;
 pub mod runtime;

@@ -1035,3 +1035,6 @@ mod plan;
 
 #[path = "suite/rollback.rs"]
 mod rollback;
+
+#[path = "suite/online.rs"]
+mod online;

@@ -9,6 +9,7 @@
 //! a crash rewrites the same part file.
 
 pub(crate) mod lock;
+pub mod replay;
 pub mod sql;
 pub mod store;
 pub mod tables;

@@ -6,6 +6,7 @@
 
 mod init;
 mod migrate;
+mod online;
 mod progress;
 mod report;
 
@@ -105,6 +106,34 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Swap an online move's new table into the source table's place: catch up, lock
+    /// the source against writes (bounded, retried), drain the last changes, rename the
+    /// old table to `<table>__v1` and the new one into its name, drop the capture
+    /// triggers. Between two databases: catch up until no change waits and say the
+    /// log position the target is current as of. See docs/online.md.
+    #[command(
+        after_help = "Example:\n  rowshift cutover pipelines/users_v2.toml\n\nExit codes: 0 swapped (or caught up), 2 error (a lock not had changes nothing)."
+    )]
+    Cutover {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for a run of the pipeline that holds its lock (0: refuse at
+        /// once).
+        #[arg(long, default_value_t = 0)]
+        lock_timeout: u64,
+    },
+    /// Drop what an online move kept after its cut-over: the old table (`<table>__v1`)
+    /// and the change log. Between two databases: the capture triggers and the log.
+    #[command(
+        after_help = "Example:\n  rowshift finalize pipelines/users_v2.toml\n\nExit codes: 0 dropped, 2 error."
+    )]
+    Finalize {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
     },
     /// Reconcile the target with the source: re-read every done chunk's source range,
     /// transform it again, and compare row count and checksum with the chunk's rows in
@@ -633,14 +662,35 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             Ok(report.exit_code())
         }
         Command::Status { pipeline, json } => {
-            let report = run::status(&Pipeline::load(&pipeline)?)?;
+            let loaded = Pipeline::load(&pipeline)?;
+            let report = run::status(&loaded)?;
+            let capture = if loaded.online.enabled {
+                let plan = Plan::build(loaded)?;
+                let sink = plan.open_sink()?;
+                Some(rowshift::online::status(&plan, sink.as_ref())?)
+            } else {
+                None
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                if let (Some(c), Some(map)) = (&capture, value.as_object_mut()) {
+                    map.insert("online".into(), serde_json::to_value(c)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", report::status_text(&report));
+                if let Some(c) = &capture {
+                    print!("{}", online::status_text(c));
+                }
             }
             Ok(0)
         }
+        Command::Cutover {
+            pipeline,
+            json,
+            lock_timeout,
+        } => online::cutover(&pipeline, json, lock_timeout),
+        Command::Finalize { pipeline } => online::finalize(&pipeline),
     }
 }
 
@@ -677,11 +727,26 @@ fn run_command(
     } else {
         Box::new(progress::Lines)
     };
+    let online = if plan.pipeline.online.enabled {
+        let o = Arc::new(rowshift::online::Online::open(&plan, opts.cancel.clone())?);
+        opts.hooks = Some(o.clone());
+        Some(o)
+    } else {
+        None
+    };
     let summary = run::run(&plan, sink.as_ref(), observer.as_ref(), &opts)?;
+    let online = online.map(|o| o.report());
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let mut value = serde_json::to_value(&summary)?;
+        if let (Some(o), Some(map)) = (&online, value.as_object_mut()) {
+            map.insert("online".into(), serde_json::to_value(o)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_summary(&summary, sink.describe());
+        if let Some(o) = &online {
+            print!("{}", online::report_text(o));
+        }
     }
     Ok(summary.exit_code())
 }

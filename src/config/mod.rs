@@ -63,7 +63,40 @@ pub struct Pipeline {
     pub checks: Vec<CheckConfig>,
     /// Whether each chunk is read back from the target and compared with what was sent.
     pub verify: Verify,
+    /// `[online]`: change capture during the copy, catch-up and cut-over.
+    pub online: OnlineConfig,
     text: Arc<str>,
+}
+
+/// `[online]`: capture the source table's changes while it is copied, replay them, and
+/// optionally swap the new table in (docs/online.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineConfig {
+    /// Whether `run` installs change capture on the source table before it plans.
+    pub enabled: bool,
+    /// The catch-up stops once fewer changes than this wait (0: until none wait).
+    pub max_lag_rows: u64,
+    /// Logged changes replayed per transaction.
+    pub batch_rows: usize,
+    /// Whether `run` cuts over once it has caught up.
+    pub cutover: bool,
+    /// How long one attempt at the cut-over's lock may wait, in milliseconds.
+    pub lock_timeout_ms: u64,
+    /// Attempts at the cut-over's lock, with a growing pause between them.
+    pub lock_attempts: u32,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            enabled: false,
+            max_lag_rows: 1000,
+            batch_rows: 1000,
+            cutover: false,
+            lock_timeout_ms: 2000,
+            lock_attempts: 5,
+        }
+    }
 }
 
 /// `verify`: whether each committed chunk is read back from the target.

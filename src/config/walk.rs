@@ -46,6 +46,7 @@ impl Pipeline {
             &root,
             &[
                 "name", "verify", "source", "target", "filter", "chunks", "limits", "checks",
+                "online",
             ],
         );
         let name = w.string(&root, "name", true).map(|s| s.value);
@@ -87,6 +88,10 @@ impl Pipeline {
             },
         };
         let checks = w.checks(&root, target.as_ref());
+        let online = match w.section(&root, "online", false) {
+            Some(s) => w.online(&s, source.as_ref()),
+            None => OnlineConfig::default(),
+        };
         if let Some(name) = &name
             && (name.is_empty()
                 || !name
@@ -112,6 +117,7 @@ impl Pipeline {
                 limits,
                 checks,
                 verify,
+                online,
                 text,
             }),
             _ => Err(Error::Internal("a missing section was not reported".into())),
@@ -120,6 +126,7 @@ impl Pipeline {
 }
 
 mod ddl;
+mod online;
 
 /// A table of the document being walked, with its dotted path for messages.
 struct Section<'t> {

@@ -20,7 +20,7 @@ use crate::sink::Sink;
 use crate::source::Source;
 use crate::transform::Transform;
 
-pub use self::open::{open_sink, open_source};
+pub use self::open::{open_capture, open_sink, open_source};
 use crate::{Error, Result};
 
 /// A validated pipeline, ready to run.

@@ -11,6 +11,7 @@ use crate::config::{Location, SourceConfig, TargetConfig};
 use crate::db::{mysql, postgres, sqlite};
 use crate::runtime::IoRuntime;
 use crate::sink::{FileSink, Sink};
+use crate::source::capture::Capture;
 use crate::source::{self, Source};
 
 /// Opens the source a pipeline names.
@@ -52,4 +53,31 @@ pub fn open_sink(
         )?),
         Location::Files { path, format } => Arc::new(FileSink::new(config, path, *format, schema)),
     })
+}
+
+/// Opens change capture on the source table a pipeline names (`[online]`); `None` for a
+/// file source, which has no triggers.
+pub fn open_capture(
+    config: &SourceConfig,
+    pipeline: &str,
+    io: &IoRuntime,
+) -> Result<Option<Box<dyn Capture>>> {
+    let table = config
+        .table
+        .as_ref()
+        .map(|t| t.value.as_str())
+        .unwrap_or("");
+    let key: &[String] = config.key.as_ref().map_or(&[], |k| k.value.as_slice());
+    Ok(Some(match &config.location {
+        Location::Sqlite { path } => Box::new(sqlite::capture::SqliteCapture::new(
+            path, io, table, key, pipeline,
+        )),
+        Location::Postgres { url, schema } => Box::new(postgres::capture::PgCapture::new(
+            url, &config.db, io, schema, table, key, pipeline,
+        )),
+        Location::Mysql { url, schema } => Box::new(mysql::capture::MyCapture::new(
+            url, &config.db, io, schema, table, key, pipeline,
+        )),
+        Location::Files { .. } => return Ok(None),
+    }))
 }

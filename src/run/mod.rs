@@ -9,6 +9,7 @@
 
 mod chunk;
 mod dry_run;
+mod hooks;
 mod keys;
 mod observer;
 mod process;
@@ -26,6 +27,7 @@ use serde::Serialize;
 
 use self::chunk::*;
 pub use self::dry_run::{DryRunOptions, DryRunReport, RejectGroup, SampleMode, dry_run};
+pub use self::hooks::RunHooks;
 use self::keys::*;
 pub use self::observer::{Event, NoopObserver, Observer};
 pub(crate) use self::process::*;
@@ -69,6 +71,8 @@ pub struct RunOptions {
     /// How long to wait for another run that holds the pipeline's lock
     /// (`--lock-timeout`); zero refuses at once.
     pub lock_wait: Duration,
+    /// An online move's capture and catch-up (`[online]`), joined to the run.
+    pub hooks: Option<Arc<dyn RunHooks>>,
 }
 
 /// The first pause before a chunk's transient error is retried; each retry doubles it,
@@ -226,6 +230,9 @@ fn run_with(
         )));
     }
     sink.prepare(how)?;
+    if let Some(h) = &opts.hooks {
+        h.before_plan(plan, sink, records.is_none())?;
+    }
     let (chunks, states): (Vec<Chunk>, Vec<ChunkState>) = match &records {
         Some(c) => c.chunks.iter().map(|r| (r.chunk.clone(), r.state)).unzip(),
         None => {
@@ -433,6 +440,9 @@ fn run_with(
     // The declared indexes and constraints come once every chunk is done, whichever run
     // did them: a rerun of a finished run builds what the last one could not.
     let post_load = if failures.is_empty() && !interrupted && state.chunks_done == chunks.len() {
+        if let Some(h) = &opts.hooks {
+            h.after_copy(plan, sink, &chunks)?;
+        }
         crate::fault::crash_run("post-load");
         sink.post_load()?
     } else {

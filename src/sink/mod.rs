@@ -7,6 +7,7 @@ mod files;
 pub mod quarantine;
 pub mod refuse;
 mod rejects_file;
+pub mod replay;
 pub mod table;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::check::readback::ReadBack;
 use crate::checkpoint::{CheckpointStore, DoneMark};
 use crate::chunk::Chunk;
 use crate::chunk::Selection;
+use crate::source::capture::Position;
 
 /// How [`Sink::prepare`] treats what the target already holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +171,47 @@ pub trait Sink: Send + Sync {
     /// Where rejected rows are kept, for messages.
     fn quarantine(&self) -> String;
 
+    /// The replay position an online move recorded in this target, with the changes it
+    /// replayed so far; `None` before any (see docs/online.md).
+    fn replay_position(&self, pipeline: &str) -> Result<Option<(Position, u64)>> {
+        let _ = pipeline;
+        Err(no_online(&self.describe()))
+    }
+
+    /// Forgets the replay position (a fresh or restarted run replays the whole log).
+    fn forget_replay(&self, pipeline: &str) -> Result<()> {
+        let _ = pipeline;
+        Err(no_online(&self.describe()))
+    }
+
+    /// Writes replayed changes and their position in one transaction: deletes the rows
+    /// of every replayed key, inserts the rows the source has now, replaces their keys'
+    /// quarantined rows. Returns the rows written.
+    fn replay(&self, batch: &replay::Replayed<'_>) -> Result<u64> {
+        let _ = batch;
+        Err(no_online(&self.describe()))
+    }
+
+    /// Locks `source_table` (in the target's own database and schema) against writes,
+    /// waiting at most `lock_timeout` (see [`replay::Cutover`]).
+    /// `old` is the name the source table will take; MySQL creates it at once as the
+    /// sentry that keeps a half-done swap from renaming anything.
+    fn cutover(
+        &self,
+        source_table: &str,
+        old: &str,
+        lock_timeout: std::time::Duration,
+    ) -> Result<Box<dyn replay::Cutover + '_>> {
+        let _ = (source_table, old, lock_timeout);
+        Err(no_online(&self.describe()))
+    }
+
+    /// Drops `table` (the old table an online move kept, `rowshift finalize`).
+    fn drop_table(&self, table: &str) -> Result<()> {
+        let _ = table;
+        Err(no_online(&self.describe()))
+    }
+
     /// Every quarantined row.
     fn read_quarantine(&self) -> Result<Vec<QuarantineEntry>>;
 
@@ -184,6 +227,13 @@ pub trait Sink: Send + Sync {
         remaining: &[QuarantineEntry],
         verify: Option<&ReadBack>,
     ) -> Result<u64>;
+}
+
+/// The error of an online move into a target that cannot take one (files).
+fn no_online(target: &str) -> crate::Error {
+    crate::Error::Unsupported(format!(
+        "{target}: an online move needs a database target (SQLite, PostgreSQL or MySQL/MariaDB)"
+    ))
 }
 
 /// The writer of one chunk.

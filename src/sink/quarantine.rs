@@ -113,6 +113,21 @@ impl<D: Dialect> Quarantine<D> {
         Ok(())
     }
 
+    /// Deletes the rejected rows of these keys (`row_key`), in any chunk, on `conn`: an
+    /// online move's replay of a key replaces what its earlier rows left here.
+    pub async fn delete_keys(&self, conn: &mut Conn<D>, here: &str, keys: &[String]) -> Result<()> {
+        for group in keys.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "DELETE FROM {} WHERE row_key IN ({})",
+                self.table(),
+                vec!["?"; group.len()].join(", ")
+            );
+            let binds = group.iter().map(|k| Value::Text(k.clone())).collect();
+            run(&self.d, conn, here, &sql, binds).await?;
+        }
+        Ok(())
+    }
+
     /// Replaces `chunk`'s rejected rows with `entries` on `conn`.
     pub async fn replace(
         &self,

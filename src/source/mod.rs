@@ -1,6 +1,7 @@
 //! Sources: something that declares a schema, plans itself into chunks, and reads one
 //! chunk as Arrow batches.
 
+pub mod capture;
 mod csv;
 mod parquet;
 

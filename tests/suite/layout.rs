@@ -35,8 +35,11 @@ const RANK: &[(&str, u8)] = &[
     ("run", 14),
     // `init` reads a source the way a run does, to write a pipeline: it may use all of it.
     ("init", 14),
+    // `online` captures a source's changes during a run and replays them through the
+    // run's transform and checks (`run::process_batch`), so it comes after `run`.
+    ("online", 15),
     // `migrate` applies sets of steps, moving each step's data through `run`.
-    ("migrate", 15),
+    ("migrate", 16),
 ];
 
 /// Imports against the flow that exist today (file, folder it uses). Remove a line when

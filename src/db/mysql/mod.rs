@@ -12,6 +12,7 @@
 //! decodes the binary protocol, `temporal.rs` writes dates and times as MySQL's text, and
 //! `digest.rs` digests rows without decoding them.
 
+pub mod capture;
 mod catalog;
 pub mod checkpoint;
 mod decode;

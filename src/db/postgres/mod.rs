@@ -8,6 +8,7 @@
 //! documentation holds the type table); `encode.rs` and `decode.rs` are the binary `COPY`
 //! format each way, with `numeric.rs` its `numeric` codec.
 
+pub mod capture;
 mod catalog;
 pub mod checkpoint;
 mod decode;

@@ -1,6 +1,7 @@
 //! Opening SQLite databases and reading their catalog (`catalog.rs`: what `init` carries
 //! beyond a table's columns).
 
+pub mod capture;
 mod catalog;
 pub mod checkpoint;
 pub(crate) mod decode;

@@ -1,0 +1,102 @@
+//! `rowshift cutover` and `rowshift finalize`, and the online lines of `run` and `status`
+//! (docs/online.md).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rowshift::online::{self, CaptureStatus, OnlineReport};
+
+use super::load;
+
+/// `rowshift cutover PIPELINE`.
+pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result<i32> {
+    let plan = load(pipeline)?;
+    let sink = plan.open_sink()?;
+    let report = online::cutover_pipeline(
+        &plan,
+        sink.as_ref(),
+        Duration::from_secs(lock_timeout),
+        None,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report_text(&report));
+    }
+    Ok(0)
+}
+
+/// `rowshift finalize PIPELINE`.
+pub fn finalize(pipeline: &Path) -> anyhow::Result<i32> {
+    let plan = load(pipeline)?;
+    let sink = plan.open_sink()?;
+    let old = online::finalize(&plan, sink.as_ref())?;
+    sink.finish()?;
+    if online::same_database(&plan) {
+        println!(
+            "dropped the old table {old} and the change log of pipeline {}",
+            plan.pipeline.name
+        );
+    } else {
+        println!(
+            "dropped the capture triggers and the change log of pipeline {}",
+            plan.pipeline.name
+        );
+    }
+    Ok(0)
+}
+
+/// What an online run's catch-up and cut-over did, as text.
+pub fn report_text(r: &OnlineReport) -> String {
+    let mut out = String::new();
+    let pos = |p: Option<rowshift::source::capture::Position>| {
+        p.map_or("the start of the log".to_string(), |p| {
+            format!("log position {p}")
+        })
+    };
+    out.push_str(&format!(
+        "online: replayed {} changes in {} transactions ({} rows written, {} quarantined) in {:.2}s; the target is current as of {}\n",
+        r.replayed,
+        r.batches,
+        r.rows_written,
+        r.rejected,
+        r.seconds,
+        pos(r.position)
+    ));
+    match &r.cutover {
+        Some(c) if c.swapped => out.push_str(&format!(
+            "cut-over: swapped after {} lock attempt(s); writes waited {:.1} ms, {} changes drained under the lock; the old table is {} (rowshift finalize drops it)\n",
+            c.attempts,
+            c.lock_ms,
+            c.drained,
+            c.old_table.as_deref().unwrap_or("")
+        )),
+        Some(c) => out.push_str(&format!(
+            "cut-over: source and target are different databases, so nothing was renamed: the target was current as of {} when the lag was zero; point the application at the target, then run rowshift finalize to drop the capture\n",
+            pos(c.position)
+        )),
+        None => out.push_str(&format!(
+            "capture lag: {} changes, the oldest {:.1}s old\n",
+            r.lag.rows, r.lag.oldest_seconds
+        )),
+    }
+    out
+}
+
+/// The capture's lines of `rowshift status`.
+pub fn status_text(s: &CaptureStatus) -> String {
+    format!(
+        "online: capture on {} is {}; replayed {} changes, up to {}\ncapture lag: {} changes, the oldest {:.1}s old\n",
+        s.capture,
+        if s.installed {
+            "installed"
+        } else {
+            "removed (cut over)"
+        },
+        s.replayed,
+        s.position
+            .map_or("none yet".to_string(), |p| format!("log position {p}")),
+        s.lag.rows,
+        s.lag.oldest_seconds
+    )
+}

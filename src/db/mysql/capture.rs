@@ -1,0 +1,342 @@
+//! Change capture on a MySQL/MariaDB table (docs/online.md): three `AFTER` triggers
+//! (insert, update, delete) that log the changed row's key (the old and the new key
+//! when an update changes it) into `_rowshift_changes_<pipeline>` in the source's
+//! database.
+//!
+//! InnoDB hands out `AUTO_INCREMENT` values when rows are inserted, not when their
+//! transactions commit, so the log may show 12 while 11 is not committed yet. The log
+//! is read up to its first gap. A gap is passed over only once it is known to stay one
+//! (its transaction rolled back): when the log is read again after every InnoDB
+//! transaction that started no later than the read that found the gap has ended
+//! (`information_schema.INNODB_TRX`), and the gap is still there.
+
+use std::sync::Mutex;
+
+use sqlx::Row;
+use sqlx::mysql::MySqlPool;
+
+use super::errors::error as db_error;
+use super::{MyClient, qualified, quote};
+use crate::Result;
+use crate::config::{DbOptions, SecretUrl};
+use crate::runtime::IoRuntime;
+use crate::source::capture::{Capture, Change, Lag, Position, log_name, trigger_name};
+use crate::sql::stmt;
+
+/// Change capture on one MySQL/MariaDB table.
+pub struct MyCapture {
+    client: MyClient,
+    database: String,
+    table: String,
+    key: Vec<String>,
+    log: String,
+    trigger: String,
+    /// The first gap the last read found, and the server's time (to the second) just
+    /// after that read.
+    gap: Mutex<Option<(i64, String)>>,
+}
+
+impl MyCapture {
+    /// Capture on `database.table` (key columns `key`) for `pipeline`.
+    pub fn new(
+        url: &SecretUrl,
+        db: &DbOptions,
+        io: &IoRuntime,
+        database: &str,
+        table: &str,
+        key: &[String],
+        pipeline: &str,
+    ) -> Self {
+        MyCapture {
+            client: MyClient::new(url, db, io),
+            database: database.to_string(),
+            table: table.to_string(),
+            key: key.to_vec(),
+            log: qualified(database, &log_name(pipeline)),
+            trigger: trigger_name(pipeline),
+            gap: Mutex::new(None),
+        }
+    }
+
+    fn here(&self) -> String {
+        format!(
+            "{} table {}.{}",
+            self.client.shown, self.database, self.table
+        )
+    }
+
+    fn source(&self) -> String {
+        qualified(&self.database, &self.table)
+    }
+
+    fn with<T>(&self, f: impl AsyncFnOnce(&MySqlPool) -> sqlx::Result<T>) -> Result<T> {
+        let pool = self.client.pool()?;
+        self.client
+            .io()
+            .block_on(f(pool))
+            .map_err(|e| db_error(self.here(), e))
+    }
+
+    fn triggers(&self) -> [(String, &'static str); 3] {
+        [
+            (format!("{}_ins", self.trigger), "INSERT"),
+            (format!("{}_upd", self.trigger), "UPDATE"),
+            (format!("{}_del", self.trigger), "DELETE"),
+        ]
+    }
+
+    fn log_row(&self, row: &str) -> String {
+        format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            self.log,
+            (0..self.key.len())
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.key
+                .iter()
+                .map(|k| format!("{row}.{}", quote(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    fn body(&self, event: &str) -> String {
+        match event {
+            "INSERT" => self.log_row("NEW"),
+            "DELETE" => self.log_row("OLD"),
+            _ => {
+                let same = self
+                    .key
+                    .iter()
+                    .map(|k| format!("OLD.{0} <=> NEW.{0}", quote(k)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!(
+                    "BEGIN {}; IF NOT ({same}) THEN {}; END IF; END",
+                    self.log_row("OLD"),
+                    self.log_row("NEW")
+                )
+            }
+        }
+    }
+}
+
+impl Capture for MyCapture {
+    fn describe(&self) -> String {
+        format!("{} (change log {})", self.here(), self.log)
+    }
+
+    fn install(&self) -> Result<()> {
+        let keys: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} AS k{i}", quote(k)))
+            .collect();
+        let mut statements = vec![format!(
+            "CREATE TABLE IF NOT EXISTS {} (pos BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB SELECT {} FROM {} WHERE FALSE",
+            self.log,
+            keys.join(", "),
+            self.source()
+        )];
+        let there = self.existing()?;
+        for (name, event) in self.triggers() {
+            if !there.contains(&name) {
+                statements.push(format!(
+                    "CREATE TRIGGER {} AFTER {event} ON {} FOR EACH ROW {}",
+                    qualified(&self.database, &name),
+                    self.source(),
+                    self.body(event)
+                ));
+            }
+        }
+        self.with(async |pool| {
+            for s in statements {
+                sqlx::raw_sql(stmt(s)).execute(pool).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn installed(&self) -> Result<bool> {
+        Ok(self.existing()?.len() == 3)
+    }
+
+    fn read(&self, after: Option<Position>, limit: usize) -> Result<Vec<Change>> {
+        let from = after.map_or(0, |p| p.b);
+        let keys: Vec<String> = (0..self.key.len())
+            .map(|i| format!("CAST(k{i} AS CHAR)"))
+            .collect();
+        let sql = format!(
+            "SELECT pos, {} FROM {} WHERE pos > ? ORDER BY pos LIMIT ?",
+            keys.join(", "),
+            self.log
+        );
+        let seen = self.gap.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let n = self.key.len();
+        let (changes, settled, now) = self.with(async |pool| {
+            // Read before the log: a transaction that ended by now shows in the log read
+            // after.
+            let settled = match &seen {
+                Some((_, at)) => {
+                    let running: i64 = sqlx::query_scalar(stmt(
+                        "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_started <= ?"
+                            .to_string(),
+                    ))
+                    .bind(at)
+                    .fetch_one(pool)
+                    .await?;
+                    running == 0
+                }
+                None => false,
+            };
+            let rows = sqlx::query(stmt(sql))
+                .bind(from)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?;
+            let now: String = sqlx::query_scalar(stmt("SELECT CAST(NOW() AS CHAR)".to_string()))
+                .fetch_one(pool)
+                .await?;
+            let changes = rows
+                .iter()
+                .map(|r| {
+                    Ok(Change {
+                        at: Position {
+                            a: 0,
+                            b: r.try_get(0)?,
+                        },
+                        key: (0..n)
+                            .map(|i| r.try_get::<String, _>(1 + i))
+                            .collect::<sqlx::Result<_>>()?,
+                    })
+                })
+                .collect::<sqlx::Result<Vec<_>>>()?;
+            Ok((changes, settled, now))
+        })?;
+        let mut out = Vec::with_capacity(changes.len());
+        let mut expect = after.map(|p| p.b + 1);
+        let mut gap = None;
+        for c in changes {
+            if let Some(e) = expect
+                && c.at.b != e
+            {
+                let known = seen.as_ref().is_some_and(|(g, _)| *g == e);
+                if !(known && settled) {
+                    gap = Some((e, now.clone()));
+                    break;
+                }
+            }
+            expect = Some(c.at.b + 1);
+            out.push(c);
+        }
+        // The first read has no place to count from: it starts where the log starts,
+        // which is no gap, unless a position before the first is still running.
+        if after.is_none() && !out.is_empty() && !settled {
+            let first = out[0].at.b;
+            let lowest: Option<i64> = self.with(async |pool| {
+                sqlx::query_scalar(stmt(
+                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_started <= CAST(? AS DATETIME)"
+                        .to_string(),
+                ))
+                .bind(&now)
+                .fetch_one(pool)
+                .await
+                .map(|n: i64| (n > 0).then_some(first))
+            })?;
+            if lowest.is_some() {
+                // Wait for those transactions: one of them may hold a lower position.
+                *self.gap.lock().unwrap_or_else(|p| p.into_inner()) = Some((first, now));
+                return Ok(Vec::new());
+            }
+        }
+        *self.gap.lock().unwrap_or_else(|p| p.into_inner()) = gap;
+        Ok(out)
+    }
+
+    fn lag(&self, after: Option<Position>) -> Result<Lag> {
+        let from = after.map_or(0, |p| p.b);
+        let sql = format!(
+            "SELECT COUNT(*), CAST(COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(at), NOW(6)), 0) AS SIGNED), MAX(pos) FROM {} WHERE pos > ?",
+            self.log
+        );
+        let last = format!("SELECT MAX(pos) FROM {}", self.log);
+        self.with(async |pool| {
+            let (rows, micros, _): (i64, i64, Option<i64>) =
+                sqlx::query_as(stmt(sql)).bind(from).fetch_one(pool).await?;
+            let last: Option<i64> = sqlx::query_scalar(stmt(last)).fetch_one(pool).await?;
+            Ok(Lag {
+                rows: rows as u64,
+                oldest_seconds: micros as f64 / 1e6,
+                last: last.map(|b| Position { a: 0, b }),
+            })
+        })
+    }
+
+    fn prune(&self, upto: Position) -> Result<()> {
+        // The last row stays: InnoDB may hand out its AUTO_INCREMENT value again after a
+        // restart if the table is empty, and positions must only grow.
+        let sql = format!("DELETE FROM {} WHERE pos < ?", self.log);
+        self.with(async |pool| {
+            sqlx::query(stmt(sql))
+                .bind(upto.b)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn drop_trigger_sql(&self) -> Vec<String> {
+        self.triggers()
+            .into_iter()
+            .map(|(name, _)| {
+                format!(
+                    "DROP TRIGGER IF EXISTS {}",
+                    qualified(&self.database, &name)
+                )
+            })
+            .collect()
+    }
+
+    fn drop_triggers(&self) -> Result<()> {
+        let statements = self.drop_trigger_sql();
+        self.with(async |pool| {
+            for s in statements {
+                sqlx::raw_sql(stmt(s)).execute(pool).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove(&self) -> Result<()> {
+        let mut statements = self.drop_trigger_sql();
+        statements.push(format!("DROP TABLE IF EXISTS {}", self.log));
+        self.with(async |pool| {
+            for s in statements {
+                sqlx::raw_sql(stmt(s)).execute(pool).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl MyCapture {
+    /// The names of the capture's triggers that exist.
+    fn existing(&self) -> Result<Vec<String>> {
+        let (db, prefix) = (
+            self.database.clone(),
+            format!("{}\\_%", self.trigger.replace('_', "\\_")),
+        );
+        self.with(async |pool| {
+            sqlx::query_scalar(stmt(
+                "SELECT CAST(TRIGGER_NAME AS CHAR) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ?"
+                    .to_string(),
+            ))
+            .bind(db)
+            .bind(prefix)
+            .fetch_all(pool)
+            .await
+        })
+    }
+}

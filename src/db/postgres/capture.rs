@@ -1,0 +1,322 @@
+//! Change capture on a PostgreSQL table (docs/online.md): one `AFTER INSERT OR UPDATE
+//! OR DELETE ... FOR EACH ROW` trigger whose function logs the changed row's key (the
+//! old and the new key when an update changes it) into `rowshift.changes_<pipeline>`,
+//! with the writing transaction's id.
+//!
+//! A sequence hands out positions in the order rows are logged, not the order their
+//! transactions commit: a change logged at 11 may become visible after one logged at
+//! 12. The log is therefore read in (transaction id, position) order, and only the
+//! changes of transactions older than every one still running
+//! (`pg_snapshot_xmin(pg_current_snapshot())`): nothing can later appear before them.
+
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+
+use super::errors::error as db_error;
+use super::{PgClient, qualified};
+use crate::Result;
+use crate::config::{DbOptions, SecretUrl};
+use crate::runtime::IoRuntime;
+use crate::source::capture::{Capture, Change, Lag, Position, trigger_name};
+use crate::sql::{quote_ident, stmt};
+
+/// The schema rowshift keeps its bookkeeping in (as the migration history does).
+const SCHEMA: &str = "rowshift";
+
+/// Change capture on one PostgreSQL table.
+pub struct PgCapture {
+    client: PgClient,
+    schema: String,
+    table: String,
+    key: Vec<String>,
+    log: String,
+    function: String,
+    trigger: String,
+}
+
+impl PgCapture {
+    /// Capture on `schema.table` (key columns `key`) for `pipeline`. Connects on first use.
+    pub fn new(
+        url: &SecretUrl,
+        db: &DbOptions,
+        io: &IoRuntime,
+        schema: &str,
+        table: &str,
+        key: &[String],
+        pipeline: &str,
+    ) -> Self {
+        let plain = trigger_name(pipeline);
+        // The `rowshift` schema is the database's: the names carry the source table's
+        // so that one pipeline name on two tables never shares a log or a function.
+        let suffix = format!(
+            "{}_{:08x}",
+            plain.trim_start_matches("_rowshift_capture_"),
+            fnv(&format!("{schema}\0{table}")) as u32
+        );
+        PgCapture {
+            client: PgClient::new(url, db, io),
+            schema: schema.to_string(),
+            table: table.to_string(),
+            key: key.to_vec(),
+            log: qualified(SCHEMA, &format!("changes_{suffix}")),
+            function: qualified(SCHEMA, &format!("capture_{suffix}")),
+            trigger: plain,
+        }
+    }
+
+    fn here(&self) -> String {
+        format!("{} table {}.{}", self.client.shown, self.schema, self.table)
+    }
+
+    fn source(&self) -> String {
+        qualified(&self.schema, &self.table)
+    }
+
+    fn with<T>(&self, f: impl AsyncFnOnce(&PgPool) -> sqlx::Result<T>) -> Result<T> {
+        let pool = self.client.pool()?;
+        self.client
+            .io()
+            .block_on(f(pool))
+            .map_err(|e| db_error(self.here(), e))
+    }
+
+    /// `k0, k1, ...`: the log's key columns.
+    fn key_columns(&self) -> Vec<String> {
+        (0..self.key.len()).map(|i| format!("k{i}")).collect()
+    }
+
+    /// The trigger function's statements that log `row`'s key (`OLD` or `NEW`).
+    fn log_row(&self, row: &str) -> String {
+        format!(
+            "INSERT INTO {} ({}) VALUES ({});",
+            self.log,
+            self.key_columns().join(", "),
+            self.key
+                .iter()
+                .map(|k| format!("{row}.{}", quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    fn tuple(&self, row: &str) -> String {
+        let parts: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| format!("{row}.{}", quote_ident(k)))
+            .collect();
+        format!("ROW({})", parts.join(", "))
+    }
+}
+
+impl Capture for PgCapture {
+    fn describe(&self) -> String {
+        format!("{} (change log {})", self.here(), self.log)
+    }
+
+    fn install(&self) -> Result<()> {
+        let keys: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} AS k{i}", quote_ident(k)))
+            .collect();
+        let statements = vec![
+            format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(SCHEMA)),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA",
+                self.log,
+                keys.join(", "),
+                self.source()
+            ),
+            format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS pos bigserial, ADD COLUMN IF NOT EXISTS xid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint), ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT clock_timestamp()",
+                self.log
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (xid, pos)",
+                quote_ident(&format!("{}_order", self.trigger)),
+                self.log
+            ),
+            format!(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $rowshift$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN {} END IF;
+  IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND {} IS DISTINCT FROM {}) THEN {} END IF;
+  RETURN NULL;
+END $rowshift$",
+                self.function,
+                self.log_row("OLD"),
+                self.tuple("OLD"),
+                self.tuple("NEW"),
+                self.log_row("NEW"),
+            ),
+        ];
+        let trigger = format!(
+            "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            quote_ident(&self.trigger),
+            self.source(),
+            self.function
+        );
+        let installed = self.installed()?;
+        let (schema, table, name) = (
+            self.schema.clone(),
+            self.table.clone(),
+            self.trigger.clone(),
+        );
+        self.with(async |pool| {
+            let mut tx = pool.begin().await?;
+            for s in statements {
+                sqlx::query(stmt(s)).execute(&mut *tx).await?;
+            }
+            if !installed {
+                // Two runs creating it at once: the lock on the table settles it.
+                sqlx::query(stmt(format!(
+                    "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+                    qualified(&schema, &table)
+                )))
+                .execute(&mut *tx)
+                .await?;
+                let there: bool = sqlx::query_scalar(stmt(TRIGGER_EXISTS.to_string()))
+                    .bind(&schema)
+                    .bind(&table)
+                    .bind(&name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if !there {
+                    sqlx::query(stmt(trigger)).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await
+        })
+    }
+
+    fn installed(&self) -> Result<bool> {
+        let (schema, table, name) = (
+            self.schema.clone(),
+            self.table.clone(),
+            self.trigger.clone(),
+        );
+        self.with(async |pool| {
+            sqlx::query_scalar(stmt(TRIGGER_EXISTS.to_string()))
+                .bind(schema)
+                .bind(table)
+                .bind(name)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    fn read(&self, after: Option<Position>, limit: usize) -> Result<Vec<Change>> {
+        let after = after.unwrap_or(Position { a: -1, b: -1 });
+        let keys: Vec<String> = self
+            .key_columns()
+            .iter()
+            .map(|k| format!("{k}::text"))
+            .collect();
+        let sql = format!(
+            "SELECT xid, pos, {} FROM {} WHERE xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AND (xid, pos) > ($1, $2) ORDER BY xid, pos LIMIT $3",
+            keys.join(", "),
+            self.log
+        );
+        let n = self.key.len();
+        self.with(async |pool| {
+            let rows = sqlx::query(stmt(sql))
+                .bind(after.a)
+                .bind(after.b)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Change {
+                        at: Position {
+                            a: r.try_get(0)?,
+                            b: r.try_get(1)?,
+                        },
+                        key: (0..n)
+                            .map(|i| r.try_get::<String, _>(2 + i))
+                            .collect::<sqlx::Result<_>>()?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn lag(&self, after: Option<Position>) -> Result<Lag> {
+        let after = after.unwrap_or(Position { a: -1, b: -1 });
+        let sql = format!(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(at))::float8, 0) FROM {} WHERE (xid, pos) > ($1, $2)",
+            self.log
+        );
+        let last = format!(
+            "SELECT xid, pos FROM {} ORDER BY xid DESC, pos DESC LIMIT 1",
+            self.log
+        );
+        self.with(async |pool| {
+            let (rows, oldest): (i64, f64) = sqlx::query_as(stmt(sql))
+                .bind(after.a)
+                .bind(after.b)
+                .fetch_one(pool)
+                .await?;
+            let last: Option<(i64, i64)> = sqlx::query_as(stmt(last)).fetch_optional(pool).await?;
+            Ok(Lag {
+                rows: rows as u64,
+                oldest_seconds: oldest,
+                last: last.map(|(a, b)| Position { a, b }),
+            })
+        })
+    }
+
+    fn prune(&self, upto: Position) -> Result<()> {
+        let sql = format!("DELETE FROM {} WHERE (xid, pos) <= ($1, $2)", self.log);
+        self.with(async |pool| {
+            sqlx::query(stmt(sql))
+                .bind(upto.a)
+                .bind(upto.b)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn drop_trigger_sql(&self) -> Vec<String> {
+        vec![format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote_ident(&self.trigger),
+            self.source()
+        )]
+    }
+
+    fn drop_triggers(&self) -> Result<()> {
+        let statements = self.drop_trigger_sql();
+        self.with(async |pool| {
+            for s in statements {
+                sqlx::query(stmt(s)).execute(pool).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove(&self) -> Result<()> {
+        let mut statements = self.drop_trigger_sql();
+        statements.push(format!("DROP TABLE IF EXISTS {}", self.log));
+        statements.push(format!("DROP FUNCTION IF EXISTS {}()", self.function));
+        self.with(async |pool| {
+            for s in statements {
+                sqlx::query(stmt(s)).execute(pool).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// FNV-1a: a hash that stays the same across releases, for names.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Whether the trigger `$3` is on table `$2` of schema `$1`.
+const TRIGGER_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND t.tgname = $3)";

@@ -1,0 +1,218 @@
+//! An online move into a PostgreSQL table (docs/online.md): replayed changes written by
+//! key with their position in one transaction, and the cut-over.
+//!
+//! The cut-over takes `EXCLUSIVE` on the source table first: it stops every write (and
+//! so every trigger) while rowshift's other connections still read the table and its
+//! change log to drain the last changes. Once drained, the same transaction takes
+//! `ACCESS EXCLUSIVE` on both tables (a lock upgrade: waiting writers queue behind the
+//! holder), checks that nothing is left, drops the triggers and renames both tables,
+//! and commits. Writers queued on the old name find the new table when they get their
+//! lock: PostgreSQL looks a name up again after waiting for its lock.
+
+use std::time::{Duration, Instant};
+
+use sqlx::Postgres;
+
+use super::*;
+use crate::checkpoint::replay::ReplayTable;
+use crate::sink::replay::{Cutover, Replayed, lock_not_had};
+use crate::source::capture::{Capture, Position};
+
+impl PostgresSink {
+    fn replay_table(&self) -> ReplayTable<PgDialect> {
+        ReplayTable::new(PgDialect, &self.schema)
+    }
+
+    /// See [`Sink::replay_position`].
+    pub(super) fn replay_position_of(&self, pipeline: &str) -> Result<Option<(Position, u64)>> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            self.replay_table().load(&mut conn, &here, pipeline).await
+        })
+    }
+
+    /// See [`Sink::forget_replay`].
+    pub(super) fn forget_replay_of(&self, pipeline: &str) -> Result<()> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
+            self.replay_table().forget(&mut conn, &here, pipeline).await
+        })
+    }
+
+    /// Writes `batch` on `conn`, inside the caller's transaction.
+    async fn replay_on(&self, conn: &mut PgConnection, batch: &Replayed<'_>) -> Result<u64> {
+        let here = self.here();
+        self.delete_rows(conn, &batch.delete).await?;
+        self.rejects().delete_keys(conn, &here, batch.keys).await?;
+        let (rows, _) = self.write_rows(conn, batch.rows, None, false).await?;
+        for (chunk, entries) in by_chunk(batch.rejects) {
+            self.rejects().insert(conn, &here, chunk, &entries).await?;
+        }
+        self.replay_table()
+            .record(conn, &here, batch.pipeline, batch.at, batch.changes)
+            .await?;
+        Ok(rows)
+    }
+
+    /// See [`Sink::replay`].
+    pub(super) fn replay_batch(&self, batch: &Replayed<'_>) -> Result<u64> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        self.facts()?;
+        table::refuse(self.refusals_before_sending(batch.rows)?)?;
+        self.client.io().block_on(async {
+            let db = |e| db_error(&here, e);
+            let mut tx = pool.begin().await.map_err(db)?;
+            let rows = self.replay_on(&mut tx, batch).await?;
+            tx.commit().await.map_err(db)?;
+            Ok(rows)
+        })
+    }
+
+    /// See [`Sink::cutover`].
+    pub(super) fn begin_cutover(
+        &self,
+        source_table: &str,
+        _old: &str,
+        lock_timeout: Duration,
+    ) -> Result<Box<dyn Cutover + '_>> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        self.facts()?;
+        let source = qualified(&self.schema, source_table);
+        let ms = lock_timeout.as_millis().max(1) as u64;
+        let tx = self.client.io().block_on(async {
+            let db = |e| db_error(&here, e);
+            let mut tx = pool.begin().await.map_err(db)?;
+            sqlx::query(stmt(format!("SET LOCAL lock_timeout = {ms}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            match sqlx::query(stmt(format!("LOCK TABLE {source} IN EXCLUSIVE MODE")))
+                .execute(&mut *tx)
+                .await
+            {
+                Ok(_) => Ok(tx),
+                Err(e) if is_lock_timeout(&e) => Err(lock_not_had(&source, ms, &e.to_string())),
+                Err(e) => Err(db(e)),
+            }
+        })?;
+        Ok(Box::new(PgCutover {
+            sink: self,
+            tx,
+            source_table: source_table.to_string(),
+            locked: Instant::now(),
+            ms,
+        }))
+    }
+
+    /// See [`Sink::drop_table`].
+    pub(super) fn drop_table_of(&self, table: &str) -> Result<()> {
+        let here = self.here();
+        let pool = self.client.pool()?;
+        self.client.io().block_on(async {
+            sqlx::query(stmt(format!(
+                "DROP TABLE IF EXISTS {}",
+                qualified(&self.schema, table)
+            )))
+            .execute(pool)
+            .await
+            .map_err(|e| db_error(&here, e))?;
+            Ok(())
+        })
+    }
+}
+
+/// Whether `e` is PostgreSQL's `lock_not_available` (a `lock_timeout` ran out).
+fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "55P03")
+}
+
+/// Rejected rows grouped by the chunk each belongs to.
+pub(crate) fn by_chunk(rejects: &[QuarantineEntry]) -> Vec<(usize, Vec<QuarantineEntry>)> {
+    let mut out: std::collections::BTreeMap<usize, Vec<QuarantineEntry>> = Default::default();
+    for r in rejects {
+        out.entry(r.chunk).or_default().push(r.clone());
+    }
+    out.into_iter().collect()
+}
+
+struct PgCutover<'a> {
+    sink: &'a PostgresSink,
+    tx: sqlx::Transaction<'static, Postgres>,
+    source_table: String,
+    locked: Instant,
+    ms: u64,
+}
+
+impl Cutover for PgCutover<'_> {
+    fn replay(&mut self, batch: &Replayed<'_>) -> Result<u64> {
+        // The lock stops writes only: the drain reads and writes on other connections.
+        self.sink.replay_batch(batch)
+    }
+
+    fn swap(
+        self: Box<Self>,
+        old: &str,
+        capture: &dyn Capture,
+        drained: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Duration> {
+        let PgCutover {
+            sink,
+            mut tx,
+            source_table,
+            locked,
+            ms,
+        } = *self;
+        let here = sink.here();
+        let source = qualified(&sink.schema, &source_table);
+        let target = sink.t();
+        sink.client.io().block_on(async {
+            let db = |e| db_error(&here, e);
+            for t in [&source, &target] {
+                match sqlx::query(stmt(format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE")))
+                    .execute(&mut *tx)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_lock_timeout(&e) => {
+                        return Err(lock_not_had(t, ms, &e.to_string()));
+                    }
+                    Err(e) => return Err(db(e)),
+                }
+            }
+            Ok(())
+        })?;
+        // Checked under the lock, on the capture's own connection: nothing is left.
+        drained()?;
+        sink.client.io().block_on(async {
+            let db = |e| db_error(&here, e);
+            for sql in capture.drop_trigger_sql() {
+                sqlx::query(stmt(sql)).execute(&mut *tx).await.map_err(db)?;
+            }
+            sqlx::query(stmt(format!(
+                "ALTER TABLE {source} RENAME TO {}",
+                quote_ident(old)
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(stmt(format!(
+                "ALTER TABLE {target} RENAME TO {}",
+                quote_ident(&source_table)
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            crate::fault::crash_run("cutover-commit");
+            tx.commit().await.map_err(db)
+        })?;
+        Ok(locked.elapsed())
+    }
+}

@@ -1,0 +1,459 @@
+//! Online moves (docs/online.md): change capture on the source table while the chunks
+//! are copied, the catch-up that replays the logged changes through the same transform,
+//! checks and quarantine, and the cut-over that swaps the new table into the source
+//! table's place under a short lock.
+//!
+//! The capture is the source database's ([`Capture`], in `db/<db>/capture.rs`); the
+//! replayed writes and the swap are the target's ([`Sink::replay`], [`Sink::cutover`]).
+//! This folder only drives them, so it names no driver.
+
+mod replay;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::chunk::Chunk;
+use crate::config::Location;
+use crate::plan::Plan;
+use crate::run::RunHooks;
+use crate::sink::Sink;
+use crate::source::capture::{Capture, Lag, Position};
+use crate::{Error, Result};
+
+/// What the catch-up and the cut-over did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OnlineReport {
+    /// Logged changes replayed by this command.
+    pub replayed: u64,
+    /// Rows those changes wrote.
+    pub rows_written: u64,
+    /// Replayed rows that failed the transform or a check (quarantined).
+    pub rejected: u64,
+    /// Transactions they took.
+    pub batches: u64,
+    /// Seconds the catch-up took.
+    pub seconds: f64,
+    /// The log position the target is current as of.
+    pub position: Option<Position>,
+    /// The changes still waiting when the catch-up stopped.
+    pub lag: Lag,
+    /// The cut-over, when one ran.
+    pub cutover: Option<CutoverReport>,
+}
+
+/// What a cut-over did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutoverReport {
+    /// Whether the new table was swapped in (source and target in one database); if not,
+    /// the target is current as of `position` and nothing was renamed.
+    pub swapped: bool,
+    /// The name the old table now has (kept for rollback until `finalize`).
+    pub old_table: Option<String>,
+    /// Milliseconds the source table was locked against writes.
+    pub lock_ms: f64,
+    /// Attempts at the lock.
+    pub attempts: u32,
+    /// Changes drained under the lock.
+    pub drained: u64,
+    /// The log position the target is current as of.
+    pub position: Option<Position>,
+}
+
+/// An online move of one pipeline: its capture and what it did.
+pub struct Online {
+    capture: Box<dyn Capture>,
+    report: Mutex<OnlineReport>,
+    cancel: Option<std::sync::Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for Online {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Online")
+            .field("capture", &self.capture.describe())
+            .finish()
+    }
+}
+
+impl Online {
+    /// The online move `plan` declares (`[online] enabled = true`). Checks what it needs:
+    /// a database source and target, a key the target holds unchanged, integer or text
+    /// key columns.
+    pub fn open(plan: &Plan, cancel: Option<std::sync::Arc<AtomicBool>>) -> Result<Online> {
+        let p = &plan.pipeline;
+        let here = p.file.display().to_string();
+        if !p.online.enabled {
+            return Err(Error::Unsupported(format!(
+                "{here}: pipeline {} is not an online move; set [online] enabled = true",
+                p.name
+            )));
+        }
+        if matches!(p.target.location, Location::Files { .. }) {
+            return Err(Error::Unsupported(format!(
+                "{here}: an online move needs a database target: replayed changes are written by key"
+            )));
+        }
+        match plan.target_key() {
+            Some(k) if k.unchanged => {}
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "{here}: an online move needs target columns that hold the source key unchanged (expr = the key column): a replayed delete finds its row by them"
+                )));
+            }
+        }
+        replay::check_key_types(plan)?;
+        let capture =
+            crate::plan::open_capture(&p.source, &p.name, &plan.io)?.ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{here}: an online move needs a database source: a file has no triggers"
+                ))
+            })?;
+        Ok(Online {
+            capture,
+            report: Mutex::new(OnlineReport::default()),
+            cancel,
+        })
+    }
+
+    /// The capture.
+    pub fn capture(&self) -> &dyn Capture {
+        self.capture.as_ref()
+    }
+
+    /// What the catch-up and cut-over did so far.
+    pub fn report(&self) -> OnlineReport {
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+            || crate::runtime::cancel_requested()
+    }
+
+    /// Replays logged changes until fewer than `until` wait (or the command is
+    /// stopped). `chunks` is the plan: a rejected row is quarantined under the chunk whose
+    /// range holds its key.
+    pub fn catch_up(
+        &self,
+        plan: &Plan,
+        sink: &dyn Sink,
+        chunks: &[Chunk],
+        until: u64,
+    ) -> Result<()> {
+        let name = &plan.pipeline.name;
+        let batch = plan.pipeline.online.batch_rows;
+        let t0 = Instant::now();
+        let pool = replay::cpu_pool()?;
+        let mut pos = sink.replay_position(name)?.map(|p| p.0);
+        loop {
+            if self.cancelled() {
+                break;
+            }
+            let changes = self.capture.read(pos, batch)?;
+            if let Some(last) = changes.last().map(|c| c.at) {
+                let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| sink.replay(r))?;
+                crate::fault::crash_run("replayed");
+                // The position is in the target now: the source may forget what it covers.
+                self.capture.prune(last)?;
+                pos = Some(last);
+                self.with_report(|r| {
+                    r.replayed += changes.len() as u64;
+                    r.rows_written += done.written;
+                    r.rejected += done.rejected;
+                    r.batches += 1;
+                    r.position = pos;
+                });
+            }
+            if changes.len() < batch {
+                let lag = self.capture.lag(pos)?;
+                if lag.rows <= until {
+                    self.with_report(|r| {
+                        r.lag = lag;
+                        r.position = pos;
+                    });
+                    break;
+                }
+                if changes.is_empty() {
+                    // Changes not yet readable (a transaction still open): wait for them.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        self.with_report(|r| r.seconds += t0.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn with_report(&self, f: impl FnOnce(&mut OnlineReport)) {
+        f(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Catches up, then swaps the new table in under a lock (source and target in one
+    /// database), or, between two databases, replays until nothing waits and reports
+    /// the position the target is current as of.
+    pub fn cutover(&self, plan: &Plan, sink: &dyn Sink, chunks: &[Chunk]) -> Result<CutoverReport> {
+        let cfg = &plan.pipeline.online;
+        let name = &plan.pipeline.name;
+        self.catch_up(plan, sink, chunks, cfg.max_lag_rows)?;
+        if !same_database(plan) {
+            // Writes go on in the source: "current" holds at the moment the lag is zero.
+            self.catch_up(plan, sink, chunks, 0)?;
+            let report = CutoverReport {
+                swapped: false,
+                old_table: None,
+                lock_ms: 0.0,
+                attempts: 0,
+                drained: 0,
+                position: self.report().position,
+            };
+            self.with_report(|r| r.cutover = Some(report.clone()));
+            return Ok(report);
+        }
+        let source_table = plan
+            .pipeline
+            .source
+            .table
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default();
+        let old = format!("{source_table}__v1");
+        let timeout = Duration::from_millis(cfg.lock_timeout_ms);
+        let pool = replay::cpu_pool()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Close behind before each attempt, so that the lock is held briefly.
+            self.catch_up(plan, sink, chunks, cfg.max_lag_rows)?;
+            let start = sink.replay_position(name)?.map(|p| p.0);
+            let mut cut = match sink.cutover(&source_table, &old, timeout) {
+                Ok(c) => c,
+                Err(e) if is_lock_not_had(&e) && attempt < cfg.lock_attempts => {
+                    std::thread::sleep(Duration::from_millis((100u64 << attempt.min(5)).min(2000)));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // The lock is held: writes to the source wait. Drain what is left.
+            let mut pos = start;
+            let mut drained = 0u64;
+            let t_drain = Instant::now();
+            loop {
+                let changes = self.capture.read(pos, cfg.batch_rows)?;
+                if changes.is_empty() {
+                    if self.capture.lag(pos)?.rows == 0 {
+                        break;
+                    }
+                    if t_drain.elapsed() > Duration::from_secs(30) {
+                        return Err(Error::Check(format!(
+                            "{}: changes logged before the lock could not be read within 30 s; nothing was swapped",
+                            self.capture.describe()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let last = changes.last().expect("not empty").at;
+                let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| cut.replay(r))?;
+                drained += changes.len() as u64;
+                pos = Some(last);
+                self.with_report(|r| {
+                    r.replayed += changes.len() as u64;
+                    r.rows_written += done.written;
+                    r.rejected += done.rejected;
+                    r.batches += 1;
+                });
+            }
+            crate::fault::crash_run("drained");
+            let capture = self.capture.as_ref();
+            let mut check = || {
+                let lag = capture.lag(pos)?;
+                if lag.rows > 0 {
+                    return Err(Error::Check(format!(
+                        "{}: {} changes were logged after position {} although writes were locked out; the swap is refused",
+                        capture.describe(),
+                        lag.rows,
+                        pos.map_or("start".to_string(), |p| p.to_string())
+                    )));
+                }
+                Ok(())
+            };
+            let window = cut.swap(&old, capture, &mut check)?;
+            if let Some(p) = pos {
+                // Best effort: the log goes with `finalize` anyway.
+                let _ = capture.prune(p);
+            }
+            let report = CutoverReport {
+                swapped: true,
+                old_table: Some(old),
+                lock_ms: window.as_secs_f64() * 1000.0,
+                attempts: attempt,
+                drained,
+                position: pos,
+            };
+            self.with_report(|r| {
+                r.position = pos;
+                r.lag = Lag::default();
+                r.cutover = Some(report.clone());
+            });
+            return Ok(report);
+        }
+    }
+}
+
+impl RunHooks for Online {
+    fn before_plan(&self, plan: &Plan, sink: &dyn Sink, fresh: bool) -> Result<()> {
+        if fresh {
+            // Installed before the chunks are planned: every change made while they are
+            // copied is logged. A position left by an earlier run means nothing now.
+            self.capture.install()?;
+            sink.forget_replay(&plan.pipeline.name)
+        } else if !self.capture.installed()? {
+            Err(Error::Unsupported(format!(
+                "{}: the change capture triggers of pipeline {} are gone, so changes made since they went may be missing from the target; run with --restart to copy again",
+                self.capture.describe(),
+                plan.pipeline.name
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn after_copy(&self, plan: &Plan, sink: &dyn Sink, chunks: &[Chunk]) -> Result<()> {
+        if plan.pipeline.online.cutover {
+            self.cutover(plan, sink, chunks).map(|_| ())
+        } else {
+            self.catch_up(plan, sink, chunks, plan.pipeline.online.max_lag_rows)
+        }
+    }
+}
+
+/// Whether source and target are one database (and schema): then the cut-over renames.
+pub fn same_database(plan: &Plan) -> bool {
+    let (s, t) = (
+        &plan.pipeline.source.location,
+        &plan.pipeline.target.location,
+    );
+    match (s, t) {
+        (Location::Sqlite { path: a }, Location::Sqlite { path: b }) => {
+            std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+        }
+        (Location::Postgres { url: a, schema: x }, Location::Postgres { url: b, schema: y })
+        | (Location::Mysql { url: a, schema: x }, Location::Mysql { url: b, schema: y }) => {
+            a.expose() == b.expose() && x == y
+        }
+        _ => false,
+    }
+}
+
+fn is_lock_not_had(e: &Error) -> bool {
+    e.to_string().contains("the cut-over could not lock table")
+}
+
+/// Where an online move stands: the replay position recorded in the target, the
+/// changes replayed so far, and the lag.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureStatus {
+    /// The source table and its change log.
+    pub capture: String,
+    /// Whether the triggers are in place (not after a cut-over).
+    pub installed: bool,
+    /// The last position replayed into the target.
+    pub position: Option<Position>,
+    /// Changes replayed so far, over every run.
+    pub replayed: u64,
+    /// What waits.
+    pub lag: Lag,
+}
+
+/// The capture's state for `rowshift status`.
+pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
+    let online = Online::open(plan, None)?;
+    let recorded = sink.replay_position(&plan.pipeline.name)?;
+    let position = recorded.map(|r| r.0);
+    Ok(CaptureStatus {
+        capture: online.capture.describe(),
+        installed: online.capture.installed()?,
+        position,
+        replayed: recorded.map_or(0, |r| r.1),
+        lag: online.capture.lag(position)?,
+    })
+}
+
+/// `rowshift finalize`: drops the old table a cut-over kept and the change log.
+/// Refused before a cut-over (the source table is still the live one).
+pub fn finalize(plan: &Plan, sink: &dyn Sink) -> Result<String> {
+    let online = Online::open(plan, None)?;
+    let table = plan
+        .pipeline
+        .source
+        .table
+        .as_ref()
+        .map(|t| t.value.clone())
+        .unwrap_or_default();
+    if same_database(plan) && online.capture.installed()? {
+        return Err(Error::Unsupported(format!(
+            "{}: the capture triggers are still on table {table}: there was no cut-over, so there is no old table to drop; run `rowshift cutover {}` first",
+            online.capture.describe(),
+            plan.pipeline.name
+        )));
+    }
+    let old = format!("{table}__v1");
+    if same_database(plan) {
+        sink.drop_table(&old)?;
+    }
+    online.capture.remove()?;
+    sink.forget_replay(&plan.pipeline.name)?;
+    Ok(old)
+}
+
+/// `rowshift cutover`: under the pipeline's run lock, once every chunk is done, catches
+/// up and cuts over (see [`Online::cutover`]). `lock_wait` is how long to wait for a run
+/// that holds the run lock.
+pub fn cutover_pipeline(
+    plan: &Plan,
+    sink: &dyn Sink,
+    lock_wait: Duration,
+    cancel: Option<std::sync::Arc<AtomicBool>>,
+) -> Result<OnlineReport> {
+    let online = Online::open(plan, cancel)?;
+    let store = crate::run::checkpoint_store(plan, sink);
+    let outcome = (|| {
+        let _lock = crate::run::take_lock(store.as_ref(), &crate::run::NoopObserver, lock_wait)?;
+        let name = &plan.pipeline.name;
+        let checkpoint = store.load()?.ok_or_else(|| {
+            Error::Unsupported(format!(
+                "no checkpoint for pipeline {name} in {}: run it first (`rowshift run`), which copies the table while capturing its changes",
+                store.describe()
+            ))
+        })?;
+        let pending = checkpoint
+            .chunks
+            .iter()
+            .filter(|c| c.state != crate::checkpoint::ChunkState::Done)
+            .count();
+        if pending > 0 {
+            return Err(Error::Unsupported(format!(
+                "pipeline {name} has {pending} chunks not done; finish the copy (`rowshift run`) before the cut-over"
+            )));
+        }
+        if !online.capture.installed()? {
+            return Err(Error::Unsupported(format!(
+                "{}: no capture triggers on the source table (an earlier cut-over swapped it already, or the run did not install them); nothing to cut over",
+                online.capture.describe()
+            )));
+        }
+        let chunks: Vec<Chunk> = checkpoint.chunks.into_iter().map(|c| c.chunk).collect();
+        online.cutover(plan, sink, &chunks)?;
+        Ok(online.report())
+    })();
+    let closed = store.close().and_then(|()| sink.finish());
+    let report = outcome?;
+    closed?;
+    Ok(report)
+}

@@ -1,0 +1,55 @@
+//! What an online move asks of a database target (see docs/online.md): writing a batch
+//! of replayed changes by key, with the replay position, in one transaction
+//! ([`Replayed`]), and swapping the new table into the source table's place under a
+//! lock ([`Cutover`]). Each database implements both beside its sink.
+
+use arrow::record_batch::RecordBatch;
+
+use crate::check::quarantine::QuarantineEntry;
+use crate::chunk::Selection;
+use crate::source::capture::{Capture, Position};
+
+/// A batch of replayed changes, as one transaction writes it.
+pub struct Replayed<'a> {
+    /// The pipeline, whose replay position is recorded.
+    pub pipeline: &'a str,
+    /// The target rows of every key the batch replays: deleted first, whether the source
+    /// still has the row or not.
+    pub delete: Selection,
+    /// The keys' rows as the source has them now, transformed and checked (target schema).
+    pub rows: &'a [RecordBatch],
+    /// The keys as the quarantine stores them (`row_key`): their earlier quarantined
+    /// rows are removed, a row that now fails is in `rejects`.
+    pub keys: &'a [String],
+    /// The rows that failed the transform or a check now, for the quarantine.
+    pub rejects: &'a [QuarantineEntry],
+    /// The log position the batch reaches.
+    pub at: Position,
+    /// How many logged changes the batch replays.
+    pub changes: u64,
+}
+
+/// A cut-over in progress: the lock is held, the source table takes no writes. Dropping
+/// it without [`Cutover::swap`] releases the lock and changes nothing.
+pub trait Cutover {
+    /// Writes replayed changes while the lock is held (in the lock's transaction where
+    /// the database needs that).
+    fn replay(&mut self, batch: &Replayed<'_>) -> crate::Result<u64>;
+
+    /// Renames the source table to `old` and the target table into the source's name,
+    /// and drops the capture triggers, once `drained` says (under the lock) that no
+    /// change is left to replay. Returns how long the source table was locked.
+    fn swap(
+        self: Box<Self>,
+        old: &str,
+        capture: &dyn Capture,
+        drained: &mut dyn FnMut() -> crate::Result<()>,
+    ) -> crate::Result<std::time::Duration>;
+}
+
+/// A cut-over's lock that could not be had: nothing was changed.
+pub fn lock_not_had(table: &str, waited_ms: u64, cause: &str) -> crate::Error {
+    crate::Error::Unsupported(format!(
+        "the cut-over could not lock table {table} within {waited_ms} ms ({cause}); nothing was renamed and capture goes on: run `rowshift cutover` again, or raise [online] lock_timeout_ms"
+    ))
+}

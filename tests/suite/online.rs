@@ -1,0 +1,470 @@
+//! Online moves (docs/online.md) on PostgreSQL, MariaDB and SQLite: a writer inserts,
+//! updates (a key too) and deletes rows at a steady rate during the whole copy, the
+//! catch-up and the cut-over, while rowshift is killed during the copy and during the
+//! catch-up and resumed. After the swap, the table under the source's name must hold
+//! exactly what the writer's successful statements left, and the writer must never
+//! have seen an error.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Rows in the source before the copy.
+const ROWS: i64 = 20_000;
+
+/// The table as the writer left it: id -> (qty, note).
+type Model = BTreeMap<i64, (i64, String)>;
+
+/// A statement and what it does to the [`Model`] when it succeeds.
+type Op = (String, Box<dyn FnOnce(&mut Model)>);
+
+/// What the writer saw.
+#[derive(Default)]
+struct Seen {
+    ops: u64,
+    errors: Vec<String>,
+    slowest: Duration,
+}
+
+/// One database under test: how the writer connects and runs a statement, and how the
+/// test reads a table.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Pg,
+    My,
+    Lite,
+}
+
+struct Db {
+    kind: Kind,
+    pg: Option<PgSchema>,
+    my: Option<MyDb>,
+    lite: Option<std::path::PathBuf>,
+}
+
+impl Db {
+    fn new(kind: Kind, ws: &Workspace) -> Db {
+        Db {
+            kind,
+            pg: (kind == Kind::Pg).then(|| PgSchema::new("online")),
+            my: (kind == Kind::My).then(|| MyDb::new("online")),
+            lite: (kind == Kind::Lite).then(|| ws.path("shop.db")),
+        }
+    }
+
+    fn table(&self, t: &str) -> String {
+        match self.kind {
+            Kind::Pg => format!("{}.{}", pg_quote(&self.pg.as_ref().unwrap().name), t),
+            Kind::My => format!("{}.{}", my_quote(&self.my.as_ref().unwrap().name), t),
+            Kind::Lite => t.to_string(),
+        }
+    }
+
+    fn exec(&self, sql: &str) {
+        match self.kind {
+            Kind::Pg => self.pg.as_ref().unwrap().exec(sql),
+            Kind::My => self.my.as_ref().unwrap().exec(sql),
+            Kind::Lite => sqlite_exec(self.lite.as_ref().unwrap(), sql),
+        }
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        match self.kind {
+            Kind::Pg => self.pg.as_ref().unwrap().rows(sql),
+            Kind::My => self.my.as_ref().unwrap().rows(sql),
+            Kind::Lite => sqlite_rows(self.lite.as_ref().unwrap(), sql),
+        }
+    }
+
+    fn text(&self, column: &str) -> String {
+        match self.kind {
+            Kind::Pg => format!("{column}::text"),
+            Kind::My => format!("CAST({column} AS CHAR)"),
+            Kind::Lite => format!("CAST({column} AS TEXT)"),
+        }
+    }
+
+    /// Every row of `table`, by id.
+    fn table_rows(&self, table: &str) -> Model {
+        let sql = format!(
+            "SELECT {}, {}, note FROM {} ORDER BY id",
+            self.text("id"),
+            self.text("qty"),
+            self.table(table)
+        );
+        self.rows(&sql)
+            .into_iter()
+            .map(|r| (r[0].parse().unwrap(), (r[1].parse().unwrap(), r[2].clone())))
+            .collect()
+    }
+
+    fn pipeline(&self, ws: &Workspace) -> String {
+        let (url, extra) = match self.kind {
+            Kind::Pg => (
+                pg_url(),
+                format!("schema = {}\n", self.pg.as_ref().unwrap().toml()),
+            ),
+            Kind::My => (self.my.as_ref().unwrap().url(), String::new()),
+            Kind::Lite => ("sqlite://shop.db".to_string(), String::new()),
+        };
+        ws.write(
+            "online.toml",
+            &format!(
+                r#"name = "items-v2"
+[source]
+url = {url}
+{extra}table = "items"
+key = "id"
+[target]
+url = {url}
+{extra}table = "items_new"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+qty = {{ type = "bigint", expr = "qty" }}
+note = {{ type = "text", expr = "note" }}
+[chunks]
+rows = 2000
+parallel = 2
+[online]
+enabled = true
+max_lag_rows = 100
+batch_rows = 200
+lock_timeout_ms = 3000
+"#,
+                url = toml_str(&url)
+            ),
+        )
+    }
+
+    /// Creates `items` with [`ROWS`] rows; returns them.
+    fn seed(&self) -> Model {
+        let ty = if self.kind == Kind::Lite {
+            "INTEGER"
+        } else {
+            "BIGINT"
+        };
+        self.exec(&format!(
+            "CREATE TABLE {} (id {ty} PRIMARY KEY, qty INT NOT NULL, note VARCHAR(40) NOT NULL)",
+            self.table("items")
+        ));
+        let mut model = Model::new();
+        for start in (1..=ROWS).step_by(1000) {
+            let values: Vec<String> = (start..start + 1000)
+                .map(|i| {
+                    model.insert(i, (i % 97, format!("n{i}")));
+                    format!("({i}, {}, 'n{i}')", i % 97)
+                })
+                .collect();
+            self.exec(&format!(
+                "INSERT INTO {} (id, qty, note) VALUES {}",
+                self.table("items"),
+                values.join(", ")
+            ));
+        }
+        model
+    }
+}
+
+/// A connection of the writer's own, which runs one statement at a time (autocommit).
+trait Writer {
+    fn run(&mut self, sql: &str) -> Result<u64, String>;
+}
+
+struct SqlxWriter<DB: sqlx::Database> {
+    rt: tokio::runtime::Runtime,
+    conn: DB::Connection,
+}
+
+impl<DB: sqlx::Database> Writer for SqlxWriter<DB>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::QueryResult: Affected,
+{
+    fn run(&mut self, sql: &str) -> Result<u64, String> {
+        self.rt
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut self.conn))
+            .map(|r| r.rows())
+            .map_err(|e| e.to_string())
+    }
+}
+
+trait Affected {
+    fn rows(&self) -> u64;
+}
+impl Affected for sqlx::postgres::PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+impl Affected for sqlx::mysql::MySqlQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+impl Affected for sqlx::sqlite::SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+fn connect<DB: sqlx::Database>(url: &str) -> SqlxWriter<DB> {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let conn = rt.block_on(DB::Connection::connect(url)).unwrap();
+    SqlxWriter { rt, conn }
+}
+
+fn writer_for(db: &Db) -> Box<dyn Writer + Send> {
+    match db.kind {
+        Kind::Pg => Box::new(connect::<sqlx::Postgres>(&pg_url())),
+        Kind::My => Box::new(connect::<sqlx::MySql>(&db.my.as_ref().unwrap().url())),
+        Kind::Lite => {
+            let w = connect::<sqlx::Sqlite>(&format!(
+                "sqlite://{}",
+                db.lite.as_ref().unwrap().display()
+            ));
+            let mut w: Box<dyn Writer + Send> = Box::new(w);
+            // Writers wait for the cut-over's lock rather than fail.
+            w.run("PRAGMA busy_timeout = 30000").unwrap();
+            w
+        }
+    }
+}
+
+/// Runs inserts, updates (one in ten changes the key) and deletes on `items` every few
+/// milliseconds until `stop`, keeping `model` as what the statements that succeeded
+/// left.
+fn write_steadily(
+    mut w: Box<dyn Writer + Send>,
+    table: String,
+    model: Arc<Mutex<Model>>,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut next = ROWS + 1;
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let mut m = model.lock().unwrap();
+        let ids: Vec<i64> = if m.is_empty() {
+            vec![]
+        } else {
+            let nth = random(m.len() as u64) as usize;
+            m.keys().nth(nth).copied().into_iter().collect()
+        };
+        let op = random(10);
+        let t0 = Instant::now();
+        let (sql, apply): Op = match (op, ids.first()) {
+            (0..=3, _) | (_, None) => {
+                let (id, qty) = (next, random(1000) as i64);
+                next += 1;
+                (
+                    format!("INSERT INTO {table} (id, qty, note) VALUES ({id}, {qty}, 'i{id}')"),
+                    Box::new(move |m: &mut Model| {
+                        m.insert(id, (qty, format!("i{id}")));
+                    }),
+                )
+            }
+            (4..=6, Some(&id)) => {
+                let qty = random(1000) as i64;
+                (
+                    format!("UPDATE {table} SET qty = {qty}, note = 'u{qty}' WHERE id = {id}"),
+                    Box::new(move |m: &mut Model| {
+                        m.insert(id, (qty, format!("u{qty}")));
+                    }),
+                )
+            }
+            (7, Some(&id)) => {
+                let to = next + 1_000_000;
+                next += 1;
+                (
+                    format!("UPDATE {table} SET id = {to} WHERE id = {id}"),
+                    Box::new(move |m: &mut Model| {
+                        let row = m.remove(&id).unwrap();
+                        m.insert(to, row);
+                    }),
+                )
+            }
+            (_, Some(&id)) => (
+                format!("DELETE FROM {table} WHERE id = {id}"),
+                Box::new(move |m: &mut Model| {
+                    m.remove(&id);
+                }),
+            ),
+        };
+        let done = w.run(&sql);
+        let took = t0.elapsed();
+        let mut s = seen.lock().unwrap();
+        s.ops += 1;
+        s.slowest = s.slowest.max(took);
+        match done {
+            Ok(_) => apply(&mut m),
+            Err(e) => s.errors.push(format!("{sql}: {e}")),
+        }
+        drop(s);
+        drop(m);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+fn rowshift(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rowshift"))
+        .args(args)
+        .current_dir(ws.path("."))
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn online_move(kind: Kind) {
+    let ws = Workspace::new();
+    let db = Db::new(kind, &ws);
+    let model = Arc::new(Mutex::new(db.seed()));
+    let p = db.pipeline(&ws);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (w, t, m, s, st) = (
+            writer_for(&db),
+            db.table("items"),
+            model.clone(),
+            seen.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || write_steadily(w, t, m, s, st))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Killed (SIGKILL) during the copy: every chunk pauses before its commit.
+    let mut child = rowshift(&ws, &["run", &p], &[("ROWSHIFT_FAULT", "pause=400")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    let (code, _) = finish(child);
+    assert_ne!(code, 0, "the run was killed");
+
+    // Killed during the catch-up: after its first replayed batch commits.
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["run", &p],
+        &[("ROWSHIFT_FAULT", "crash=replayed")],
+    ));
+    assert_ne!(code, 0, "the catch-up crashed: {text}");
+
+    // Resumed: the copy is done, the catch-up goes on from the recorded position.
+    let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("online: replayed"), "{text}");
+    let (code, text) = finish(rowshift(&ws, &["status", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("capture lag: "), "{text}");
+
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("cut-over: swapped"), "{text}");
+    eprintln!("{text}");
+    // Writes go on into the new table for a while, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.errors.is_empty(),
+        "the writer saw errors: {:?}",
+        seen.errors
+    );
+    assert!(seen.ops > 300, "the writer ran {} statements", seen.ops);
+    let model = model.lock().unwrap();
+    let now = db.table_rows("items");
+    let missing: Vec<_> = model
+        .iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = now
+        .iter()
+        .filter(|(k, _)| !model.contains_key(k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "after the swap: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
+        now.len(),
+        model.len()
+    );
+    // The same as a checksum and count computed by the server.
+    let sum = db.rows(&format!(
+        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t",
+        db.text("n"),
+        db.text("s"),
+        db.table("items")
+    ));
+    let expected: i64 = model
+        .iter()
+        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
+        .sum();
+    assert_eq!(
+        sum,
+        vec![vec![model.len().to_string(), expected.to_string()]]
+    );
+    // The old table is kept, without triggers: the writer's later statements did not
+    // reach it.
+    let old = db.table_rows("items__v1");
+    assert!(old.len() as i64 >= ROWS / 2, "{}", old.len());
+    eprintln!(
+        "{}: {} writer statements, the slowest {:?}",
+        match kind {
+            Kind::Pg => "postgres",
+            Kind::My => "mariadb",
+            Kind::Lite => "sqlite",
+        },
+        seen.ops,
+        seen.slowest
+    );
+    assert!(seen.slowest < Duration::from_secs(5), "{:?}", seen.slowest);
+
+    let (code, text) = finish(rowshift(&ws, &["finalize", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("dropped the old table items__v1"), "{text}");
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
+    assert_eq!(code, 2, "{text}");
+}
+
+#[test]
+fn postgres_online_move_with_a_writer_kills_and_cutover() {
+    online_move(Kind::Pg);
+}
+
+#[test]
+fn mariadb_online_move_with_a_writer_kills_and_cutover() {
+    online_move(Kind::My);
+}
+
+#[test]
+fn sqlite_online_move_with_a_writer_kills_and_cutover() {
+    online_move(Kind::Lite);
+}
