@@ -69,8 +69,6 @@ enum RuleKind {
 pub struct Violation {
     /// Row index in the checked batch.
     pub row: usize,
-    /// The check's name.
-    pub check: String,
     /// The column checked, if the check has one.
     pub column: Option<String>,
     /// The value, as text.
@@ -262,7 +260,6 @@ impl Checks {
         }
         let violation = |rule: &Rule, row: usize, reason: String| Violation {
             row,
-            check: rule.name.clone(),
             column: rule.column.as_ref().map(|c| c.0.clone()),
             value: rule
                 .column

@@ -5,7 +5,7 @@
 
 use crate::Result;
 use crate::source::capture::Position;
-use crate::sql::dialect::{Conn, Ddl, Dialect, Driver, Kind, Stmt, Value, run};
+use crate::sql::dialect::{Conn, Ddl, Dialect, Driver, Kind, Pooled, Stmt, Value, run};
 
 /// The replay position table of one schema.
 #[derive(Debug, Clone)]
@@ -124,6 +124,34 @@ impl<D: Dialect> ReplayTable<D> {
                 r[2].int() as u64,
             )
         }))
+    }
+
+    /// [`ReplayTable::load`] on a connection of `client`'s pool.
+    pub fn load_on<C: Pooled<Db = D::Db>>(
+        &self,
+        client: &C,
+        here: &str,
+        pipeline: &str,
+    ) -> Result<Option<(Position, u64)>> {
+        let pool = client.pool()?;
+        client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| self.d.error(here, e))?;
+            self.load(&mut conn, here, pipeline).await
+        })
+    }
+
+    /// [`ReplayTable::forget`] on a connection of `client`'s pool.
+    pub fn forget_on<C: Pooled<Db = D::Db>>(
+        &self,
+        client: &C,
+        here: &str,
+        pipeline: &str,
+    ) -> Result<()> {
+        let pool = client.pool()?;
+        client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| self.d.error(here, e))?;
+            self.forget(&mut conn, here, pipeline).await
+        })
     }
 
     /// Forgets `pipeline`'s position (a fresh or restarted run replays the whole log).

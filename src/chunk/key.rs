@@ -60,6 +60,11 @@ pub(crate) fn key_text(a: &dyn Array, row: usize) -> String {
 /// key (`["7","b"]`, unambiguous whatever the parts hold). `None` when the batch lacks a
 /// key column or a part is NULL.
 pub(crate) fn row_key(batch: &RecordBatch, key: &[String], row: usize) -> Option<String> {
+    // One column, the usual key, without a list to join: a chunk may key every row.
+    if let [k] = key {
+        let c = batch.column_by_name(k)?;
+        return (!c.is_null(row)).then(|| key_text(c.as_ref(), row));
+    }
     let parts = key
         .iter()
         .map(|k| {

@@ -25,22 +25,14 @@ impl PostgresSink {
 
     /// See [`Sink::replay_position`].
     pub(super) fn replay_position_of(&self, pipeline: &str) -> Result<Option<(Position, u64)>> {
-        let here = self.here();
-        let pool = self.client.pool()?;
-        self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
-            self.replay_table().load(&mut conn, &here, pipeline).await
-        })
+        self.replay_table()
+            .load_on(&*self.client, &self.here(), pipeline)
     }
 
     /// See [`Sink::forget_replay`].
     pub(super) fn forget_replay_of(&self, pipeline: &str) -> Result<()> {
-        let here = self.here();
-        let pool = self.client.pool()?;
-        self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
-            self.replay_table().forget(&mut conn, &here, pipeline).await
-        })
+        self.replay_table()
+            .forget_on(&*self.client, &self.here(), pipeline)
     }
 
     /// Writes `batch` on `conn`, inside the caller's transaction.
