@@ -85,6 +85,9 @@ impl MysqlSink {
         let secs = ms.div_ceil(1000);
         let conn = self.client.io().block_on(async {
             let db = |e| db_error(&here, e);
+            if let Some(sql) = crate::fault::fault_sql(0, "cutover-lock") {
+                sqlx::raw_sql(stmt(sql)).execute(pool).await.map_err(db)?;
+            }
             let mut conn = pool.acquire().await.map_err(db)?.detach();
             sqlx::raw_sql(stmt(format!("SET SESSION lock_wait_timeout = {secs}")))
                 .execute(&mut conn)
@@ -184,6 +187,11 @@ impl Drop for MyCutover<'_> {
 impl Cutover for MyCutover<'_> {
     fn replay(&mut self, batch: &Replayed<'_>) -> Result<u64> {
         self.sink.replay_batch(batch)
+    }
+
+    fn read_back(&mut self, selection: &Selection, key: &[String]) -> Result<Vec<RecordBatch>> {
+        // The drain committed: any connection reads its rows (the lock is on the source).
+        self.sink.read_rows(0, selection, key)
     }
 
     fn swap(

@@ -79,6 +79,9 @@ impl PostgresSink {
         let ms = lock_timeout.as_millis().max(1) as u64;
         let tx = self.client.io().block_on(async {
             let db = |e| db_error(&here, e);
+            if let Some(sql) = crate::fault::fault_sql(0, "cutover-lock") {
+                sqlx::raw_sql(stmt(sql)).execute(pool).await.map_err(db)?;
+            }
             let mut tx = pool.begin().await.map_err(db)?;
             sqlx::query(stmt(format!("SET LOCAL lock_timeout = {ms}")))
                 .execute(&mut *tx)
@@ -147,6 +150,11 @@ impl Cutover for PgCutover<'_> {
     fn replay(&mut self, batch: &Replayed<'_>) -> Result<u64> {
         // The lock stops writes only: the drain reads and writes on other connections.
         self.sink.replay_batch(batch)
+    }
+
+    fn read_back(&mut self, selection: &Selection, key: &[String]) -> Result<Vec<RecordBatch>> {
+        // The drain committed: any connection reads its rows (the lock is on the source).
+        self.sink.read_rows(0, selection, key)
     }
 
     fn swap(
