@@ -93,6 +93,24 @@ impl MysqlSink {
                 .execute(&mut conn)
                 .await
                 .map_err(db)?;
+            // A sentry left by a cut-over that died holding it (a live one drops it
+            // before it unlocks); the run lock keeps out any other cut-over of this
+            // pipeline, so no one holds it now.
+            let left: i64 = sqlx::query_scalar(stmt(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_COMMENT = 'rowshift cut-over sentry'"
+                    .to_string(),
+            ))
+            .bind(&self.database)
+            .bind(old)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db)?;
+            if left > 0 {
+                sqlx::raw_sql(stmt(format!("DROP TABLE {sentry}")))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db)?;
+            }
             sqlx::raw_sql(stmt(format!(
                 "CREATE TABLE {sentry} (sentry INT) ENGINE=InnoDB COMMENT 'rowshift cut-over sentry'"
             )))

@@ -204,7 +204,10 @@ impl Cutover for PgCutover<'_> {
         sink.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             for sql in capture.drop_trigger_sql() {
-                sqlx::query(stmt(sql)).execute(&mut **tx).await.map_err(db)?;
+                sqlx::query(stmt(sql))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
             }
             sqlx::query(stmt(format!(
                 "ALTER TABLE {source} RENAME TO {}",
