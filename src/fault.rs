@@ -107,7 +107,9 @@ pub fn crash_run(point: &str) {
 
 /// The statement a test has run on the target when `chunk` reaches `point`:
 /// `ROWSHIFT_FAULT_SQL=CHUNK:POINT:SQL`, standing in for another writer that changes a
-/// committed row before its read-back.
+/// committed row before its read-back. At the point `cutover-lock` (chunk 0) the cut-over
+/// runs it just before it takes its lock: a writer's statement that lands after the
+/// catch-up, so that the drain under the lock has changes to replay.
 pub fn fault_sql(chunk: usize, point: &str) -> Option<String> {
     let spec = std::env::var("ROWSHIFT_FAULT_SQL").ok()?;
     let (at, rest) = spec.split_once(':')?;

@@ -116,6 +116,16 @@ pub fn count_and_sum(batches: &[RecordBatch]) -> Result<(u64, u64)> {
 /// Compares the expected rows with those found; `Err` describes the first difference.
 pub fn compare(
     chunk: &Chunk,
+    expected: (u64, u64, &[RecordBatch]),
+    found: &[RecordBatch],
+    key: &[String],
+) -> Result<(), String> {
+    compare_what(&chunk.to_string(), expected, found, key)
+}
+
+/// [`compare`] for rows that are not one chunk's; `what` names them in the message.
+pub fn compare_what(
+    what: &str,
     (rows, sum, sent): (u64, u64, &[RecordBatch]),
     found: &[RecordBatch],
     key: &[String],
@@ -127,7 +137,7 @@ pub fn compare(
     let detail = first_difference(sent, found, key)
         .unwrap_or_else(|| "the rows differ, but no single row could be named".into());
     Err(format!(
-        "{chunk}: the target does not hold what was written: {rows} rows sent (checksum {sum:016x}), {back_rows} found (checksum {back_sum:016x}); first difference: {detail}"
+        "{what}: the target does not hold what was written: {rows} rows sent (checksum {sum:016x}), {back_rows} found (checksum {back_sum:016x}); first difference: {detail}"
     ))
 }
 

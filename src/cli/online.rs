@@ -65,10 +65,11 @@ pub fn report_text(r: &OnlineReport) -> String {
     ));
     match &r.cutover {
         Some(c) if c.swapped => out.push_str(&format!(
-            "cut-over: swapped after {} lock attempt(s); writes waited {:.1} ms, {} changes drained under the lock; the old table is {} (rowshift finalize drops it)\n",
+            "cut-over: swapped after {} lock attempt(s); writes waited {:.1} ms, {} changes drained under the lock and {} rows of their keys read back and found as written; the old table is {} (rowshift finalize drops it)\n",
             c.attempts,
             c.lock_ms,
             c.drained,
+            c.read_back,
             c.old_table.as_deref().unwrap_or("")
         )),
         Some(c) => out.push_str(&format!(

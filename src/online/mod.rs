@@ -20,6 +20,7 @@ use crate::config::Location;
 use crate::plan::Plan;
 use crate::run::RunHooks;
 use crate::sink::Sink;
+use crate::sink::replay::{Cutover, Replayed};
 use crate::source::capture::{Capture, Lag, Position};
 use crate::{Error, Result};
 
@@ -58,6 +59,9 @@ pub struct CutoverReport {
     pub attempts: u32,
     /// Changes drained under the lock.
     pub drained: u64,
+    /// Rows of the drained keys read back from the target under the lock and found
+    /// equal to what the drain wrote.
+    pub read_back: u64,
     /// The log position the target is current as of.
     pub position: Option<Position>,
 }
@@ -210,6 +214,7 @@ impl Online {
                 lock_ms: 0.0,
                 attempts: 0,
                 drained: 0,
+                read_back: 0,
                 position: self.report().position,
             };
             self.with_report(|r| r.cutover = Some(report.clone()));
@@ -225,6 +230,7 @@ impl Online {
         let old = format!("{source_table}__v1");
         let timeout = Duration::from_millis(cfg.lock_timeout_ms);
         let pool = replay::cpu_pool()?;
+        let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -242,6 +248,7 @@ impl Online {
             // The lock is held: writes to the source wait. Drain what is left.
             let mut pos = start;
             let mut drained = 0u64;
+            let mut read_back = 0u64;
             let t_drain = Instant::now();
             loop {
                 let changes = self.capture.read(pos, cfg.batch_rows)?;
@@ -259,7 +266,11 @@ impl Online {
                     continue;
                 }
                 let last = changes.last().expect("not empty").at;
-                let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| cut.replay(r))?;
+                let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| {
+                    let written = cut.replay(r)?;
+                    read_back += verify_drained(sink, cut.as_mut(), r, &key)?;
+                    Ok(written)
+                })?;
                 drained += changes.len() as u64;
                 pos = Some(last);
                 self.with_report(|r| {
@@ -294,6 +305,7 @@ impl Online {
                 lock_ms: window.as_secs_f64() * 1000.0,
                 attempts: attempt,
                 drained,
+                read_back,
                 position: pos,
             };
             self.with_report(|r| {
@@ -349,6 +361,41 @@ pub fn same_database(plan: &Plan) -> bool {
         }
         _ => false,
     }
+}
+
+/// Reads back the target rows of the keys a drained batch replayed (under the lock,
+/// before the swap) and compares them with the rows written: the last batch gets the
+/// check a chunk's commit gets. Returns the rows read back.
+fn verify_drained(
+    sink: &dyn Sink,
+    cut: &mut dyn Cutover,
+    batch: &Replayed<'_>,
+    key: &[String],
+) -> Result<u64> {
+    let sent = sink.as_read_back(batch.rows.to_vec())?;
+    let (rows, sum) = crate::check::readback::count_and_sum(&sent)?;
+    let found = cut.read_back(&batch.delete, key)?;
+    let what = format!(
+        "the cut-over's drained changes (keys {})",
+        shown_keys(batch.keys)
+    );
+    crate::check::readback::compare_what(&what, (rows, sum, &sent), &found, key).map_err(
+        |detail| {
+            Error::Check(format!(
+                "{detail}; the cut-over stopped, nothing was swapped"
+            ))
+        },
+    )?;
+    Ok(found.iter().map(|b| b.num_rows() as u64).sum())
+}
+
+/// Up to ten keys, for a message.
+fn shown_keys(keys: &[String]) -> String {
+    let mut out = keys.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    if keys.len() > 10 {
+        out.push_str(&format!(" and {} more", keys.len() - 10));
+    }
+    out
 }
 
 fn is_lock_not_had(e: &Error) -> bool {

@@ -36,6 +36,15 @@ pub trait Cutover {
     /// the database needs that).
     fn replay(&mut self, batch: &Replayed<'_>) -> crate::Result<u64>;
 
+    /// The target rows `selection` names as they stand under the lock, drained writes
+    /// included (read in the lock's transaction where the drain writes in it), decoded
+    /// as [`crate::sink::Sink::read_rows`] decodes them: the drain's read-back.
+    fn read_back(
+        &mut self,
+        selection: &Selection,
+        key: &[String],
+    ) -> crate::Result<Vec<RecordBatch>>;
+
     /// Renames the source table to `old` and the target table into the source's name,
     /// and drops the capture triggers, once `drained` says (under the lock) that no
     /// change is left to replay. Returns how long the source table was locked.

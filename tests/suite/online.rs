@@ -468,3 +468,227 @@ fn mariadb_online_move_with_a_writer_kills_and_cutover() {
 fn sqlite_online_move_with_a_writer_kills_and_cutover() {
     online_move(Kind::Lite);
 }
+
+impl Db {
+    /// The test's own schema or database, as a string literal (SQLite: none).
+    fn schema_literal(&self) -> String {
+        match self.kind {
+            Kind::Pg => format!("'{}'", self.pg.as_ref().unwrap().name),
+            Kind::My => format!("'{}'", self.my.as_ref().unwrap().name),
+            Kind::Lite => String::new(),
+        }
+    }
+
+    /// Triggers on any table of the test's schema.
+    fn triggers(&self) -> i64 {
+        let sql = match self.kind {
+            Kind::Pg => format!(
+                "SELECT count(*)::text FROM information_schema.triggers WHERE trigger_schema = {}",
+                self.schema_literal()
+            ),
+            Kind::My => format!(
+                "SELECT CAST(count(*) AS CHAR) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {}",
+                self.schema_literal()
+            ),
+            Kind::Lite => {
+                "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type = 'trigger'".into()
+            }
+        };
+        self.rows(&sql)[0][0].parse().unwrap()
+    }
+
+    /// Whether `table` exists in the test's schema.
+    fn has_table(&self, table: &str) -> bool {
+        let sql = match self.kind {
+            Kind::Pg | Kind::My => format!(
+                "SELECT {} FROM information_schema.tables WHERE table_schema = {} AND table_name = '{table}'",
+                self.text("count(*)"),
+                self.schema_literal()
+            ),
+            Kind::Lite => format!(
+                "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+            ),
+        };
+        self.rows(&sql)[0][0] == "1"
+    }
+
+    /// A trigger on the target that changes the row of id 105 after the drain wrote it,
+    /// as another writer would: the drain's read-back must catch it.
+    fn tamper(&self, on: bool) {
+        let t = self.table("items_new");
+        let sql = match (self.kind, on) {
+            (Kind::Lite, true) => format!(
+                "CREATE TRIGGER tamper AFTER INSERT ON {t} WHEN NEW.id = 105 BEGIN UPDATE {t} SET qty = qty + 1000 WHERE id = 105; END"
+            ),
+            (Kind::Lite, false) => "DROP TRIGGER tamper".into(),
+            (Kind::Pg, true) => {
+                let f = self.table("tamper");
+                format!(
+                    "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.qty := NEW.qty + 1000; RETURN NEW; END $$; \
+                     CREATE TRIGGER tamper BEFORE INSERT ON {t} FOR EACH ROW WHEN (NEW.id = 105) EXECUTE FUNCTION {f}()"
+                )
+            }
+            (Kind::Pg, false) => format!("DROP TRIGGER tamper ON {t}"),
+            (Kind::My, true) => format!(
+                "CREATE TRIGGER {} BEFORE INSERT ON {t} FOR EACH ROW BEGIN IF NEW.id = 105 THEN SET NEW.qty = NEW.qty + 1000; END IF; END",
+                self.table("tamper")
+            ),
+            (Kind::My, false) => format!("DROP TRIGGER {}", self.table("tamper")),
+        };
+        self.exec(&sql);
+    }
+}
+
+/// How the cut-over of [`cutover_case`] goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Case {
+    /// Straight through.
+    Clean,
+    /// A trigger on the target changes a drained row: the read-back stops the cut-over.
+    Mismatch,
+    /// Killed (abort) at `cutover-commit`, the last step before the swap commits.
+    Crash,
+}
+
+/// A cut-over whose lock finds 20 changes to drain (a writer's statement lands just
+/// before the lock): the drained keys are read back and compared, and the end state is
+/// the source's final rows under its name, whatever happened on the way.
+fn cutover_case(kind: Kind, case: Case) {
+    let ws = Workspace::new();
+    let db = Db::new(kind, &ws);
+    let mut model = db.seed();
+    let p = db.pipeline(&ws);
+    let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+
+    // Changes the cut-over's catch-up replays before the lock.
+    let items = db.table("items");
+    db.exec(&format!("UPDATE {items} SET qty = 500 WHERE id <= 5"));
+    db.exec(&format!("DELETE FROM {items} WHERE id = 6"));
+    db.exec(&format!(
+        "INSERT INTO {items} (id, qty, note) VALUES (30001, 1, 'new')"
+    ));
+    for id in 1..=5 {
+        model.get_mut(&id).unwrap().0 = 500;
+    }
+    model.remove(&6);
+    model.insert(30001, (1, "new".into()));
+    // The changes the drain replays under the lock: 20 rows, one statement.
+    let late =
+        format!("0:cutover-lock:UPDATE {items} SET qty = qty + 1 WHERE id BETWEEN 100 AND 119");
+    for id in 100..=119 {
+        model.get_mut(&id).unwrap().0 += 1;
+    }
+    let fault_sql = ("ROWSHIFT_FAULT_SQL", late.as_str());
+
+    match case {
+        Case::Clean => {}
+        Case::Mismatch => {
+            db.tamper(true);
+            let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[fault_sql]));
+            assert_ne!(code, 0, "{text}");
+            assert!(
+                text.contains("the cut-over's drained changes (keys 100, ")
+                    && text.contains("id=105, column qty: sent '9', the target holds '1009'")
+                    && text.contains("the cut-over stopped, nothing was swapped"),
+                "{text}"
+            );
+            assert!(!db.has_table("items__v1"), "nothing swapped");
+            assert!(db.has_table("items_new"));
+            assert!(db.triggers() > 1, "the capture triggers stay");
+            db.tamper(false);
+            // On PostgreSQL and MariaDB the drain committed the changed row: a change of
+            // the source row replays it again.
+            db.exec(&format!("UPDATE {items} SET qty = qty WHERE id = 105"));
+        }
+        Case::Crash => {
+            let (code, text) = finish(rowshift(
+                &ws,
+                &["cutover", &p],
+                &[fault_sql, ("ROWSHIFT_FAULT", "crash=cutover-commit")],
+            ));
+            assert_ne!(code, 0, "the cut-over crashed: {text}");
+            assert!(db.has_table("items_new"), "nothing swapped");
+            // MariaDB's empty sentry stays under the old table's name (it kept the
+            // waiting rename from swapping); the next cut-over drops it.
+            assert_eq!(db.has_table("items__v1"), kind == Kind::My);
+        }
+    }
+    let env: &[(&str, &str)] = if case == Case::Clean {
+        &[fault_sql]
+    } else {
+        &[]
+    };
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p, "--json"], env));
+    assert_eq!(code, 0, "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let cut = &report["cutover"];
+    assert_eq!(cut["swapped"], true, "{text}");
+    if case == Case::Clean {
+        assert_eq!(cut["drained"], 20, "{text}");
+        assert_eq!(cut["read_back"], 20, "{text}");
+    }
+
+    assert_eq!(
+        db.table_rows("items"),
+        model,
+        "the new table under the source's name"
+    );
+    assert_eq!(db.table_rows("items__v1"), model, "the old table");
+    assert!(!db.has_table("items_new"));
+    assert_eq!(db.triggers(), 0, "the capture triggers are gone");
+    let (code, text) = finish(rowshift(&ws, &["status", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("is removed (cut over)") && text.contains("capture lag: 0 changes"),
+        "{text}"
+    );
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
+    assert_eq!(code, 2, "a second cut-over has nothing to do: {text}");
+}
+
+#[test]
+fn sqlite_cutover_reads_back_the_drained_keys() {
+    cutover_case(Kind::Lite, Case::Clean);
+}
+
+#[test]
+fn postgres_cutover_reads_back_the_drained_keys() {
+    cutover_case(Kind::Pg, Case::Clean);
+}
+
+#[test]
+fn mariadb_cutover_reads_back_the_drained_keys() {
+    cutover_case(Kind::My, Case::Clean);
+}
+
+#[test]
+fn sqlite_cutover_stops_on_a_drained_row_that_reads_back_different() {
+    cutover_case(Kind::Lite, Case::Mismatch);
+}
+
+#[test]
+fn postgres_cutover_stops_on_a_drained_row_that_reads_back_different() {
+    cutover_case(Kind::Pg, Case::Mismatch);
+}
+
+#[test]
+fn mariadb_cutover_stops_on_a_drained_row_that_reads_back_different() {
+    cutover_case(Kind::My, Case::Mismatch);
+}
+
+#[test]
+fn sqlite_cutover_killed_before_its_commit_then_run_again() {
+    cutover_case(Kind::Lite, Case::Crash);
+}
+
+#[test]
+fn postgres_cutover_killed_before_its_commit_then_run_again() {
+    cutover_case(Kind::Pg, Case::Crash);
+}
+
+#[test]
+fn mariadb_cutover_killed_before_its_commit_then_run_again() {
+    cutover_case(Kind::My, Case::Crash);
+}

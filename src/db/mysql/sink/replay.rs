@@ -85,11 +85,32 @@ impl MysqlSink {
         let secs = ms.div_ceil(1000);
         let conn = self.client.io().block_on(async {
             let db = |e| db_error(&here, e);
+            if let Some(sql) = crate::fault::fault_sql(0, "cutover-lock") {
+                sqlx::raw_sql(stmt(sql)).execute(pool).await.map_err(db)?;
+            }
             let mut conn = pool.acquire().await.map_err(db)?.detach();
             sqlx::raw_sql(stmt(format!("SET SESSION lock_wait_timeout = {secs}")))
                 .execute(&mut conn)
                 .await
                 .map_err(db)?;
+            // A sentry left by a cut-over that died holding it (a live one drops it
+            // before it unlocks); the run lock keeps out any other cut-over of this
+            // pipeline, so no one holds it now.
+            let left: i64 = sqlx::query_scalar(stmt(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_COMMENT = 'rowshift cut-over sentry'"
+                    .to_string(),
+            ))
+            .bind(&self.database)
+            .bind(old)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db)?;
+            if left > 0 {
+                sqlx::raw_sql(stmt(format!("DROP TABLE {sentry}")))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db)?;
+            }
             sqlx::raw_sql(stmt(format!(
                 "CREATE TABLE {sentry} (sentry INT) ENGINE=InnoDB COMMENT 'rowshift cut-over sentry'"
             )))
@@ -184,6 +205,11 @@ impl Drop for MyCutover<'_> {
 impl Cutover for MyCutover<'_> {
     fn replay(&mut self, batch: &Replayed<'_>) -> Result<u64> {
         self.sink.replay_batch(batch)
+    }
+
+    fn read_back(&mut self, selection: &Selection, key: &[String]) -> Result<Vec<RecordBatch>> {
+        // The drain committed: any connection reads its rows (the lock is on the source).
+        self.sink.read_rows(0, selection, key)
     }
 
     fn swap(

@@ -79,6 +79,9 @@ impl PostgresSink {
         let ms = lock_timeout.as_millis().max(1) as u64;
         let tx = self.client.io().block_on(async {
             let db = |e| db_error(&here, e);
+            if let Some(sql) = crate::fault::fault_sql(0, "cutover-lock") {
+                sqlx::raw_sql(stmt(sql)).execute(pool).await.map_err(db)?;
+            }
             let mut tx = pool.begin().await.map_err(db)?;
             sqlx::query(stmt(format!("SET LOCAL lock_timeout = {ms}")))
                 .execute(&mut *tx)
@@ -95,7 +98,7 @@ impl PostgresSink {
         })?;
         Ok(Box::new(PgCutover {
             sink: self,
-            tx,
+            tx: Some(tx),
             source_table: source_table.to_string(),
             locked: Instant::now(),
             ms,
@@ -137,10 +140,24 @@ pub(crate) fn by_chunk(rejects: &[QuarantineEntry]) -> Vec<(usize, Vec<Quarantin
 
 struct PgCutover<'a> {
     sink: &'a PostgresSink,
-    tx: sqlx::Transaction<'static, Postgres>,
+    /// The lock's transaction; taken by the commit.
+    tx: Option<sqlx::Transaction<'static, Postgres>>,
     source_table: String,
     locked: Instant,
     ms: u64,
+}
+
+impl Drop for PgCutover<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // Not swapped: the lock goes with the transaction, rolled back on the
+            // runtime its connection belongs to.
+            self.sink
+                .client
+                .io()
+                .block_on(async move { drop(tx.rollback().await) });
+        }
+    }
 }
 
 impl Cutover for PgCutover<'_> {
@@ -149,27 +166,28 @@ impl Cutover for PgCutover<'_> {
         self.sink.replay_batch(batch)
     }
 
+    fn read_back(&mut self, selection: &Selection, key: &[String]) -> Result<Vec<RecordBatch>> {
+        // The drain committed: any connection reads its rows (the lock is on the source).
+        self.sink.read_rows(0, selection, key)
+    }
+
     fn swap(
-        self: Box<Self>,
+        mut self: Box<Self>,
         old: &str,
         capture: &dyn Capture,
         drained: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Duration> {
-        let PgCutover {
-            sink,
-            mut tx,
-            source_table,
-            locked,
-            ms,
-        } = *self;
+        let sink = self.sink;
+        let (source_table, ms) = (self.source_table.clone(), self.ms);
         let here = sink.here();
         let source = qualified(&sink.schema, &source_table);
         let target = sink.t();
+        let tx = self.tx.as_mut().expect("open until committed");
         sink.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             for t in [&source, &target] {
                 match sqlx::query(stmt(format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE")))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                 {
                     Ok(_) => {}
@@ -186,25 +204,32 @@ impl Cutover for PgCutover<'_> {
         sink.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             for sql in capture.drop_trigger_sql() {
-                sqlx::query(stmt(sql)).execute(&mut *tx).await.map_err(db)?;
+                sqlx::query(stmt(sql))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
             }
             sqlx::query(stmt(format!(
                 "ALTER TABLE {source} RENAME TO {}",
                 quote_ident(old)
             )))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db)?;
             sqlx::query(stmt(format!(
                 "ALTER TABLE {target} RENAME TO {}",
                 quote_ident(&source_table)
             )))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db)?;
-            crate::fault::crash_run("cutover-commit");
-            tx.commit().await.map_err(db)
+            Ok(())
         })?;
-        Ok(locked.elapsed())
+        let tx = self.tx.take().expect("open until committed");
+        sink.client.io().block_on(async {
+            crate::fault::crash_run("cutover-commit");
+            tx.commit().await.map_err(|e| db_error(&here, e))
+        })?;
+        Ok(self.locked.elapsed())
     }
 }

@@ -115,6 +115,12 @@ impl SqliteSink {
             let guard = self.write_lock.lock().await;
             self.write_ledger(pool).await?;
             let mut conn = pool.acquire().await.map_err(db)?;
+            if let Some(sql) = crate::fault::fault_sql(0, "cutover-lock") {
+                sqlx::raw_sql(stmt(sql))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            }
             sqlx::raw_sql(stmt(format!("PRAGMA busy_timeout = {ms}")))
                 .execute(&mut *conn)
                 .await
@@ -210,6 +216,13 @@ impl Cutover for SqliteCutover<'_> {
         self.sink
             .io
             .block_on(self.sink.replay_on(conn, batch, &rows))
+    }
+
+    fn read_back(&mut self, selection: &Selection, key: &[String]) -> Result<Vec<RecordBatch>> {
+        let conn = self.conn.as_mut().expect("open until swapped or dropped");
+        self.sink
+            .io
+            .block_on(self.sink.select_rows(conn, selection, key))
     }
 
     fn swap(
