@@ -226,9 +226,14 @@ impl Capture for MyCapture {
             if let Some(e) = expect
                 && c.at.b != e
             {
-                let known = seen.as_ref().is_some_and(|(g, _)| *g == e);
-                if !(known && settled) {
-                    gap = Some((e, now.clone()));
+                let known = seen.as_ref().filter(|(g, _)| *g == e);
+                if !(known.is_some() && settled) {
+                    // The time the gap was first seen stays: whatever holds its position
+                    // started before then. Taking a later time each read would wait for
+                    // transactions that started after the gap, and on a busy server never
+                    // end the wait.
+                    let since = known.map_or_else(|| now.clone(), |(_, at)| at.clone());
+                    gap = Some((e, since));
                     break;
                 }
             }
@@ -250,8 +255,13 @@ impl Capture for MyCapture {
                 .map(|n: i64| (n > 0).then_some(first))
             })?;
             if lowest.is_some() {
-                // Wait for those transactions: one of them may hold a lower position.
-                *self.gap.lock().unwrap_or_else(|p| p.into_inner()) = Some((first, now));
+                // Wait for those transactions: one of them may hold a lower position. As
+                // for a gap, the time of the first sighting stays.
+                let since = seen
+                    .as_ref()
+                    .filter(|(g, _)| *g == first)
+                    .map_or(now, |(_, at)| at.clone());
+                *self.gap.lock().unwrap_or_else(|p| p.into_inner()) = Some((first, since));
                 return Ok(Vec::new());
             }
         }
