@@ -366,6 +366,21 @@ pub async fn run<D: Dialect>(
         .map_err(|e| d.error(here, e))
 }
 
+/// [`run`] on a connection of `client`'s pool.
+pub fn run_on<D: Dialect, C: Pooled<Db = D::Db>>(
+    d: &D,
+    client: &C,
+    here: &str,
+    sql: &str,
+    binds: Vec<Value>,
+) -> crate::Result<u64> {
+    let pool = client.pool()?;
+    client.io().block_on(async {
+        let mut conn = pool.acquire().await.map_err(|e| d.error(here, e))?;
+        run(d, &mut conn, here, sql, binds).await
+    })
+}
+
 /// `stmt` as a sqlx query with its values bound.
 fn query<DB>(stmt: Stmt) -> sqlx::query::Query<'static, DB, DB::Arguments>
 where

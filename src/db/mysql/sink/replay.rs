@@ -153,18 +153,9 @@ impl MysqlSink {
 
     /// See [`Sink::drop_table`].
     pub(super) fn drop_table_of(&self, table: &str) -> Result<()> {
-        let here = self.here();
-        let pool = self.client.pool()?;
-        self.client.io().block_on(async {
-            sqlx::raw_sql(stmt(format!(
-                "DROP TABLE IF EXISTS {}",
-                qualified(&self.database, table)
-            )))
-            .execute(pool)
-            .await
-            .map_err(|e| db_error(&here, e))?;
-            Ok(())
-        })
+        let sql = format!("DROP TABLE IF EXISTS {}", qualified(&self.database, table));
+        crate::sql::dialect::run_on(&MyDialect, &*self.client, &self.here(), &sql, Vec::new())?;
+        Ok(())
     }
 }
 

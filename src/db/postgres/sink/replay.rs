@@ -107,18 +107,9 @@ impl PostgresSink {
 
     /// See [`Sink::drop_table`].
     pub(super) fn drop_table_of(&self, table: &str) -> Result<()> {
-        let here = self.here();
-        let pool = self.client.pool()?;
-        self.client.io().block_on(async {
-            sqlx::query(stmt(format!(
-                "DROP TABLE IF EXISTS {}",
-                qualified(&self.schema, table)
-            )))
-            .execute(pool)
-            .await
-            .map_err(|e| db_error(&here, e))?;
-            Ok(())
-        })
+        let sql = format!("DROP TABLE IF EXISTS {}", qualified(&self.schema, table));
+        crate::sql::dialect::run_on(&PgDialect, &*self.client, &self.here(), &sql, Vec::new())?;
+        Ok(())
     }
 }
 
