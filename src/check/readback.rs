@@ -33,11 +33,18 @@ pub struct ReadBack<'a> {
     pub key: &'a [String],
     /// Which target rows are the chunk's.
     pub selection: Selection,
-    /// Adds the nanoseconds spent reading back and comparing, for the summary.
+    /// Adds the nanoseconds spent reading back and comparing: the chunk's own counter,
+    /// which the run adds to its total.
     pub nanos: &'a AtomicU64,
 }
 
 impl ReadBack<'_> {
+    /// Seconds counted so far on [`ReadBack::nanos`]: a chunk's read-back time, when the
+    /// run gives each chunk a counter of its own.
+    pub fn seconds(&self) -> f64 {
+        self.nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
     /// Counts time spent on a read-back that a sink settled on its own (a check on the
     /// stored values that matched), for the summary.
     pub fn passed(&self, started: Instant) {

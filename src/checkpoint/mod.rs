@@ -78,6 +78,56 @@ pub struct ChunkRecord {
     pub checksum: u64,
     /// The last error, if it failed.
     pub last_error: Option<String>,
+    /// The process that holds the chunk or committed it (`host:pid`), when the store
+    /// recorded one.
+    pub worker: Option<String>,
+    /// When the last attempt claimed the chunk (milliseconds since 1970, the claiming
+    /// process's clock).
+    pub started_ms: Option<i64>,
+    /// When the chunk was marked done (milliseconds since 1970, the committing
+    /// process's clock).
+    pub finished_ms: Option<i64>,
+    /// Seconds the committed attempt spent reading its rows back.
+    pub verify_seconds: f64,
+    /// Until when the claim of a process of a shared run (`run --worker`) holds
+    /// (milliseconds since 1970, the database's clock); `None` for a run's own claim,
+    /// which its run lock guards.
+    pub lease_ms: Option<i64>,
+}
+
+/// One process of a run shared by several (`rowshift run --worker`), as the checkpoint
+/// records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerRecord {
+    /// `host:pid`.
+    pub id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// When it joined (milliseconds since 1970, the database's clock).
+    pub started_ms: i64,
+    /// Its last heartbeat (milliseconds since 1970, the database's clock).
+    pub heartbeat_ms: i64,
+    /// `running`, `finished` (it found no chunk left) or `stopped` (it ended early:
+    /// an error, Ctrl-C).
+    pub state: String,
+    /// Chunks it committed.
+    pub chunks_done: u64,
+    /// Rows those chunks read.
+    pub rows_read: u64,
+    /// Rows those chunks wrote.
+    pub rows_written: u64,
+    /// The database's clock when this was read, to tell how old the heartbeat is.
+    pub now_ms: i64,
+}
+
+impl WorkerRecord {
+    /// Whether its last heartbeat is within `lease` of when it was read, and it has not
+    /// said it ended.
+    pub fn live(&self, lease: Duration) -> bool {
+        self.state == "running" && self.now_ms - self.heartbeat_ms <= lease.as_millis() as i64
+    }
 }
 
 /// A run's recorded plan and progress.
@@ -108,6 +158,26 @@ pub struct DoneMark {
     /// the mark applies only while the chunk is still running under it, so a run whose
     /// chunk another run took over cannot commit it.
     pub claim: u64,
+    /// Seconds spent reading the rows back ([`DoneMark::verified`]).
+    pub verify_seconds: f64,
+    /// When the chunk was finished (milliseconds since 1970, [`unix_ms`]).
+    pub finished_ms: i64,
+}
+
+/// This process's clock in milliseconds since 1970, as chunk times are recorded.
+pub fn unix_ms() -> i64 {
+    (lock::unix_now() * 1000.0) as i64
+}
+
+impl DoneMark {
+    /// This mark with the read-back time the sink measured (`None`: nothing was read
+    /// back), for sinks that read back inside the commit that writes the mark.
+    pub fn verified(&self, seconds: Option<f64>) -> DoneMark {
+        DoneMark {
+            verify_seconds: seconds.unwrap_or(self.verify_seconds),
+            ..*self
+        }
+    }
 }
 
 /// A fresh token for a claim of a chunk ([`CheckpointStore::claim`]).
@@ -195,12 +265,110 @@ pub trait CheckpointStore: Send + Sync {
         Ok(())
     }
 
+    /// The processes of a shared run (`run --worker`) the store has recorded, newest
+    /// first; none for a store that cannot be shared.
+    fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        Ok(Vec::new())
+    }
+
+    /// The store as a work queue that processes on several machines can share (a
+    /// PostgreSQL or MySQL target's tables); `None` for one that only a single
+    /// process can use (SQLite, files).
+    fn queue(&self) -> Option<&dyn WorkQueue> {
+        None
+    }
+
     /// Releases the store's connections once a command is done with it. Called before
     /// [`crate::sink::Sink::finish`]: a store in a SQLite target shares its file, and the
     /// last connection to close is the one that folds the write-ahead log into the file.
     fn close(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The chunk queue of a run shared by several processes (`rowshift run --worker`), in
+/// the checkpoint tables of a database target: no coordinator, the target is the queue.
+///
+/// The contract:
+/// - A claim is a lease on the database's clock: [`WorkQueue::claim_next`] takes the
+///   first chunk that is pending, or running under a lease that has run out, and locks
+///   it for no one else (`FOR UPDATE SKIP LOCKED`), in one transaction.
+/// - [`WorkQueue::heartbeat`] extends the leases a process still holds; a lease that has
+///   run out is never extended (the chunk may be another's already), and the chunk is
+///   reported lost.
+/// - The done mark ([`CheckpointStore::finish`] or a sink's commit) applies only under
+///   the claim's token and an unexpired lease, so a process whose lease ran out (it was
+///   stopped, or cut off from the database) cannot commit: its rows roll back with the
+///   refused mark. Exactly one attempt of a chunk commits.
+pub trait WorkQueue: Send + Sync {
+    /// Records this process (`me`) as a worker of the run, running.
+    fn join(&self, me: &Worker) -> Result<()>;
+
+    /// Claims the next chunk for `me` under `token`, leased for `lease`; `None` when no
+    /// chunk is pending or held under a lease that ran out.
+    fn claim_next(&self, me: &Worker, token: u64, lease: Duration) -> Result<Option<usize>>;
+
+    /// Extends the leases of `held` (chunk, token) by `lease` and records `me`'s
+    /// heartbeat and counts; returns the chunks whose lease was gone.
+    fn heartbeat(
+        &self,
+        me: &Worker,
+        held: &[(usize, u64)],
+        lease: Duration,
+        done: &WorkerCounts,
+    ) -> Result<Vec<usize>>;
+
+    /// Records that `me` ended (`finished` or `stopped`) and gives up the leases of
+    /// `held`, so that others take those chunks at once.
+    fn leave(
+        &self,
+        me: &Worker,
+        state: &str,
+        held: &[(usize, u64)],
+        done: &WorkerCounts,
+    ) -> Result<()>;
+
+    /// Puts back to pending the chunks a run left running or failed: called by the
+    /// first worker of a run, under the run lock, when no worker is live.
+    fn reopen(&self) -> Result<u64>;
+}
+
+/// This process as a worker of a shared run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    /// `host:pid`.
+    pub id: String,
+    /// The host.
+    pub host: String,
+    /// The process id.
+    pub pid: u32,
+}
+
+impl Worker {
+    /// This process (its host name read once).
+    pub fn me() -> Worker {
+        static ME: std::sync::OnceLock<Worker> = std::sync::OnceLock::new();
+        ME.get_or_init(|| {
+            let me = lock::Me::now();
+            Worker {
+                id: format!("{}:{}", me.host, me.pid),
+                host: me.host,
+                pid: me.pid,
+            }
+        })
+        .clone()
+    }
+}
+
+/// What a worker has committed so far, for its heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerCounts {
+    /// Chunks committed.
+    pub chunks: u64,
+    /// Rows they read.
+    pub read: u64,
+    /// Rows they wrote.
+    pub written: u64,
 }
 
 /// Lines saying what differs between two pipelines' settings, in the pipeline's own

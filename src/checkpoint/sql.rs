@@ -12,20 +12,76 @@ pub(crate) use crate::sql::dialect::Marks;
 /// Claims a chunk that is not done: binds the token (hex), the pipeline and the chunk id.
 /// A running chunk is taken too: the caller holds the run lock, so its claimant is a run
 /// that died or lost the lock, and its own commit is refused by the new token.
+///
+/// Also binds the claiming process (`host:pid`) and the time (ms) after the token; the
+/// claim holds no lease (the run lock guards it).
 pub(crate) fn claim(table: &str, m: Marks) -> String {
     m.apply(&format!(
-        "UPDATE {table} SET state = 'running', attempts = attempts + 1, claim = ? \
+        "UPDATE {table} SET state = 'running', attempts = attempts + 1, claim = ?, worker = ?, \
+         started_ms = ?, finished_ms = NULL, lease_ms = NULL \
          WHERE pipeline = ? AND id = ? AND state <> 'done'"
     ))
 }
 
-/// Marks a chunk done if it is running under the writer's claim: binds rows read,
-/// written, filtered, rejected, seconds, checksum (hex), pipeline, chunk id, token (hex).
-pub(crate) fn done(table: &str, m: Marks) -> String {
+/// Marks a chunk done if it is running under the writer's claim, and under a lease that
+/// has not run out when it has one (`now` is the database's clock in ms): binds rows
+/// read, written, filtered, rejected, seconds, read-back seconds, finished (ms),
+/// checksum (hex), pipeline, chunk id, token (hex).
+pub(crate) fn done(table: &str, m: Marks, now: &str) -> String {
     m.apply(&format!(
         "UPDATE {table} SET state = 'done', rows_read = ?, rows_written = ?, rows_filtered = ?, \
-         rows_rejected = ?, seconds = ?, checksum = ?, last_error = NULL \
-         WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ?"
+         rows_rejected = ?, seconds = ?, verify_seconds = ?, finished_ms = ?, checksum = ?, \
+         last_error = NULL, lease_ms = NULL \
+         WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ? \
+         AND (lease_ms IS NULL OR lease_ms >= {now})"
+    ))
+}
+
+/// Finds the next chunk a worker of a shared run may take, locking its row: pending, or
+/// running under a lease that ran out (`now`: the database's clock in ms; `lock`: the
+/// dialect's `FOR UPDATE SKIP LOCKED`). Binds the pipeline.
+pub(crate) fn next_claimable(table: &str, m: Marks, now: &str, lock: &str) -> String {
+    m.apply(&format!(
+        "SELECT id FROM {table} WHERE pipeline = ? AND (state = 'pending' \
+         OR (state = 'running' AND lease_ms IS NOT NULL AND lease_ms < {now})) \
+         ORDER BY id LIMIT 1{lock}"
+    ))
+}
+
+/// Claims a chunk for a worker of a shared run under a lease: binds the token (hex), the
+/// worker, the time (ms), the lease (ms), the pipeline and the chunk id.
+pub(crate) fn lease(table: &str, m: Marks, now: &str) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET state = 'running', attempts = attempts + 1, claim = ?, worker = ?, \
+         started_ms = ?, finished_ms = NULL, lease_ms = {now} + ? \
+         WHERE pipeline = ? AND id = ?"
+    ))
+}
+
+/// Extends a worker's lease on a chunk, unless it ran out (the chunk may be another's):
+/// binds the lease (ms), the pipeline, the chunk id and the token (hex).
+pub(crate) fn extend(table: &str, m: Marks, now: &str) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET lease_ms = {now} + ? \
+         WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ? AND lease_ms >= {now}"
+    ))
+}
+
+/// Gives up a worker's lease on a chunk it did not finish, so that another takes it at
+/// once: binds the pipeline, the chunk id and the token (hex).
+pub(crate) fn give_up(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET lease_ms = 0 \
+         WHERE pipeline = ? AND id = ? AND state = 'running' AND claim = ? AND lease_ms IS NOT NULL"
+    ))
+}
+
+/// Puts the chunks a run left running or failed back to pending (the first worker of a
+/// shared run): binds the pipeline.
+pub(crate) fn reopen(table: &str, m: Marks) -> String {
+    m.apply(&format!(
+        "UPDATE {table} SET state = 'pending', lease_ms = NULL \
+         WHERE pipeline = ? AND state IN ('running', 'failed')"
     ))
 }
 

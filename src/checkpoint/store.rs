@@ -9,7 +9,7 @@ use sqlx::Connection;
 
 use super::lock::{self, Holder, RunLock, SessionLock, Try};
 use super::tables::{Tables, statement_writes};
-use super::{Checkpoint, CheckpointStore, DoneMark};
+use super::{Checkpoint, CheckpointStore, DoneMark, WorkQueue, Worker, WorkerCounts, WorkerRecord};
 use crate::Result;
 use crate::chunk::Chunk;
 use crate::sql::dialect::{Driver, Pooled, Stmt};
@@ -209,7 +209,7 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> CheckpointStore for SqlStore<D, C> {
     }
 
     fn claim(&self, chunk: usize, token: u64) -> Result<bool> {
-        Ok(self.exec(self.tables.claim(chunk, token))? == 1)
+        Ok(self.exec(self.tables.claim(chunk, token, super::unix_ms()))? == 1)
     }
 
     fn finish(&self, mark: &DoneMark) -> Result<()> {
@@ -223,6 +223,19 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> CheckpointStore for SqlStore<D, C> {
 
     statement_writes!();
 
+    fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        let pool = self.client.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| self.d().error(&here, e))?;
+            self.tables.load_workers(&mut *conn, &here).await
+        })
+    }
+
+    fn queue(&self) -> Option<&dyn WorkQueue> {
+        self.d().skip_locked().map(|_| self as &dyn WorkQueue)
+    }
+
     fn discard(&self) -> Result<()> {
         if self.load()?.is_none() {
             return Ok(());
@@ -231,5 +244,60 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> CheckpointStore for SqlStore<D, C> {
             self.exec(forget)?;
         }
         Ok(())
+    }
+}
+
+impl<D: SessionLock, C: Pooled<Db = D::Db>> WorkQueue for SqlStore<D, C> {
+    fn join(&self, me: &Worker) -> Result<()> {
+        for stmt in self.tables.join(me) {
+            self.exec(stmt)?;
+        }
+        Ok(())
+    }
+
+    fn claim_next(&self, me: &Worker, token: u64, lease: Duration) -> Result<Option<usize>> {
+        let pool = self.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| self.d().error(&here, e))?;
+            self.tables
+                .claim_next(&mut *conn, me, token, lease.as_millis() as i64)
+                .await
+                .map_err(|e| self.d().error(&here, e))
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        me: &Worker,
+        held: &[(usize, u64)],
+        lease: Duration,
+        done: &WorkerCounts,
+    ) -> Result<Vec<usize>> {
+        let mut lost = Vec::new();
+        for &(chunk, token) in held {
+            if self.exec(self.tables.extend(chunk, token, lease.as_millis() as i64))? == 0 {
+                lost.push(chunk);
+            }
+        }
+        self.exec(self.tables.beat(me, "running", done))?;
+        Ok(lost)
+    }
+
+    fn leave(
+        &self,
+        me: &Worker,
+        state: &str,
+        held: &[(usize, u64)],
+        done: &WorkerCounts,
+    ) -> Result<()> {
+        for &(chunk, token) in held {
+            self.exec(self.tables.give_up(chunk, token))?;
+        }
+        self.exec(self.tables.beat(me, state, done)).map(drop)
+    }
+
+    fn reopen(&self) -> Result<u64> {
+        self.exec(self.tables.reopen())
     }
 }

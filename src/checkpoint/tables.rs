@@ -12,7 +12,35 @@ use crate::{Error, Result};
 
 /// Columns added to `_rowshift_chunks` after its first release: a store opened for
 /// writing adds the ones it lacks, and one read as it is reads NULL for them.
-const ADDED_COLUMNS: &[(&str, Ddl)] = &[("checksum", Ddl::ShortText), ("claim", Ddl::ShortText)];
+const ADDED_COLUMNS: &[(&str, Ddl)] = &[
+    ("checksum", Ddl::ShortText),
+    ("claim", Ddl::ShortText),
+    ("worker", Ddl::Text),
+    ("started_ms", Ddl::BigInt),
+    ("finished_ms", Ddl::BigInt),
+    ("verify_seconds", Ddl::Double),
+    ("lease_ms", Ddl::BigInt),
+];
+
+/// The columns of `_rowshift_chunks` that [`Tables::load`] reads, in order; one that an
+/// older store lacks reads as NULL.
+const LOADED_COLUMNS: &[&str] = &[
+    "chunk",
+    "state",
+    "attempts",
+    "rows_read",
+    "rows_written",
+    "rows_filtered",
+    "rows_rejected",
+    "seconds",
+    "last_error",
+    "checksum",
+    "worker",
+    "started_ms",
+    "finished_ms",
+    "verify_seconds",
+    "lease_ms",
+];
 
 /// Chunk rows recorded per statement: three values each, far below every database's
 /// limit on bound parameters.
@@ -61,6 +89,11 @@ impl<D: Dialect> Tables<D> {
         self.d.qualified(&self.schema, "_rowshift_chunks")
     }
 
+    /// `_rowshift_workers`, qualified: the processes of shared runs.
+    pub fn workers(&self) -> String {
+        self.d.qualified(&self.schema, "_rowshift_workers")
+    }
+
     fn p(&self) -> Value {
         Value::Text(self.pipeline.clone())
     }
@@ -99,10 +132,35 @@ impl<D: Dialect> Tables<D> {
                 checksum {short},
                 last_error {text},
                 claim {short},
+                worker {text},
+                started_ms {int},
+                finished_ms {int},
+                verify_seconds {double},
+                lease_ms {int},
                 PRIMARY KEY (pipeline, id)){opts}",
             self.chunks(),
             t(Ddl::KeyText),
             t(Ddl::Double),
+            int = t(Ddl::BigInt),
+            text = t(Ddl::Text),
+            short = t(Ddl::ShortText),
+            double = t(Ddl::Double),
+        ));
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                pipeline {key} NOT NULL,
+                worker {key} NOT NULL,
+                host {text} NOT NULL,
+                pid {int} NOT NULL,
+                started_ms {int} NOT NULL,
+                heartbeat_ms {int} NOT NULL,
+                state {short} NOT NULL,
+                chunks_done {int} NOT NULL DEFAULT 0,
+                rows_read {int} NOT NULL DEFAULT 0,
+                rows_written {int} NOT NULL DEFAULT 0,
+                PRIMARY KEY (pipeline, worker)){opts}",
+            self.workers(),
+            key = t(Ddl::KeyText),
             int = t(Ddl::BigInt),
             text = t(Ddl::Text),
             short = t(Ddl::ShortText),
@@ -176,20 +234,25 @@ impl<D: Dialect> Tables<D> {
         else {
             return Ok(None);
         };
-        let checksum = match have.iter().any(|c| c == "checksum") {
-            true => "checksum",
-            false => "NULL",
-        };
+        let columns: Vec<&str> = LOADED_COLUMNS
+            .iter()
+            .map(|c| match have.iter().any(|h| h == c) {
+                true => *c,
+                false => "NULL",
+            })
+            .collect();
         let rows = self.stmt(
             self.d.params(&format!(
-                "SELECT chunk, state, attempts, rows_read, rows_written, rows_filtered, rows_rejected, seconds, last_error, {checksum} \
-                 FROM {} WHERE pipeline = ? ORDER BY id",
+                "SELECT {} FROM {} WHERE pipeline = ? ORDER BY id",
+                columns.join(", "),
                 self.chunks()
             )),
             vec![self.p()],
         );
         use Kind::{Int, Real, Text};
-        let kinds = [Text, Text, Int, Int, Int, Int, Int, Real, Text, Text];
+        let kinds = [
+            Text, Text, Int, Int, Int, Int, Int, Real, Text, Text, Text, Int, Int, Real, Int,
+        ];
         let rows = D::Db::fetch(conn, rows, &kinds).await.map_err(db)?;
         let corrupt = |what: &str| {
             Error::data(
@@ -228,6 +291,11 @@ impl<D: Dialect> Tables<D> {
                     .text()
                     .and_then(|h| u64::from_str_radix(&h, 16).ok())
                     .unwrap_or(0),
+                worker: next().text(),
+                started_ms: next().opt_int(),
+                finished_ms: next().opt_int(),
+                verify_seconds: next().real(),
+                lease_ms: next().opt_int(),
             });
         }
         let mut run = run.into_iter().map(Value::text);
@@ -298,13 +366,15 @@ impl<D: Dialect> Tables<D> {
     pub fn done(&self, mark: &DoneMark) -> Stmt {
         let c = &mark.counts;
         self.stmt(
-            sql::done(&self.chunks(), self.d.marks()),
+            sql::done(&self.chunks(), self.d.marks(), self.d.now_ms()),
             vec![
                 Value::Int(c.read as i64),
                 Value::Int(c.written as i64),
                 Value::Int(c.filtered as i64),
                 Value::Int(c.rejected as i64),
                 Value::Real(mark.seconds),
+                Value::Real(mark.verify_seconds),
+                Value::Int(mark.finished_ms),
                 Value::Text(hex(mark.checksum)),
                 self.p(),
                 Value::Int(mark.chunk as i64),
@@ -345,12 +415,192 @@ impl<D: Dialect> Tables<D> {
         }
     }
 
-    /// Claims `chunk` under `token` (see [`sql::claim`]).
-    pub fn claim(&self, chunk: usize, token: u64) -> Stmt {
+    /// Claims `chunk` under `token` at `started_ms` (see [`sql::claim`]).
+    pub fn claim(&self, chunk: usize, token: u64, started_ms: i64) -> Stmt {
         self.stmt(
             sql::claim(&self.chunks(), self.d.marks()),
-            vec![Value::Text(hex(token)), self.p(), Value::Int(chunk as i64)],
+            vec![
+                Value::Text(hex(token)),
+                Value::Text(super::Worker::me().id),
+                Value::Int(started_ms),
+                self.p(),
+                Value::Int(chunk as i64),
+            ],
         )
+    }
+
+    /// Claims the next chunk a worker of a shared run may take (see
+    /// [`super::WorkQueue::claim_next`]), in one transaction on `conn`: the chunk's row
+    /// is locked while it is found and taken, and rows other workers are taking are
+    /// passed over.
+    pub async fn claim_next(
+        &self,
+        conn: &mut Conn<D>,
+        me: &super::Worker,
+        token: u64,
+        lease_ms: i64,
+    ) -> sqlx::Result<Option<usize>> {
+        let now = self.d.now_ms();
+        let lock = self.d.skip_locked().unwrap_or("");
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        let found = self.stmt(
+            sql::next_claimable(&self.chunks(), self.d.marks(), now, lock),
+            vec![self.p()],
+        );
+        let Some(id) = D::Db::fetch(&mut *tx, found, &[Kind::Int])
+            .await?
+            .first()
+            .and_then(|r| r.first())
+            .map(Value::int)
+        else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let take = self.stmt(
+            sql::lease(&self.chunks(), self.d.marks(), now),
+            vec![
+                Value::Text(hex(token)),
+                Value::Text(me.id.clone()),
+                Value::Int(super::unix_ms()),
+                Value::Int(lease_ms),
+                self.p(),
+                Value::Int(id),
+            ],
+        );
+        D::Db::execute(&mut *tx, take).await?;
+        tx.commit().await?;
+        Ok(Some(id as usize))
+    }
+
+    /// Extends the lease on `chunk` held under `token` by `lease_ms`; changes one row,
+    /// none when the lease ran out or the chunk is another's.
+    pub fn extend(&self, chunk: usize, token: u64, lease_ms: i64) -> Stmt {
+        self.stmt(
+            sql::extend(&self.chunks(), self.d.marks(), self.d.now_ms()),
+            vec![
+                Value::Int(lease_ms),
+                self.p(),
+                Value::Int(chunk as i64),
+                Value::Text(hex(token)),
+            ],
+        )
+    }
+
+    /// Gives up the lease on `chunk` held under `token`.
+    pub fn give_up(&self, chunk: usize, token: u64) -> Stmt {
+        self.stmt(
+            sql::give_up(&self.chunks(), self.d.marks()),
+            vec![self.p(), Value::Int(chunk as i64), Value::Text(hex(token))],
+        )
+    }
+
+    /// Puts the chunks a run left running or failed back to pending.
+    pub fn reopen(&self) -> Stmt {
+        self.stmt(sql::reopen(&self.chunks(), self.d.marks()), vec![self.p()])
+    }
+
+    /// Records `me` as a running worker of the run (replacing an earlier record of the
+    /// same host and pid).
+    pub fn join(&self, me: &super::Worker) -> [Stmt; 2] {
+        let now = self.d.now_ms();
+        [
+            self.stmt(
+                self.d.params(&format!(
+                    "DELETE FROM {} WHERE pipeline = ? AND worker = ?",
+                    self.workers()
+                )),
+                vec![self.p(), Value::Text(me.id.clone())],
+            ),
+            self.stmt(
+                self.d.params(&format!(
+                    "INSERT INTO {} (pipeline, worker, host, pid, started_ms, heartbeat_ms, state) \
+                     VALUES (?, ?, ?, ?, {now}, {now}, 'running')",
+                    self.workers()
+                )),
+                vec![
+                    self.p(),
+                    Value::Text(me.id.clone()),
+                    Value::Text(me.host.clone()),
+                    Value::Int(me.pid as i64),
+                ],
+            ),
+        ]
+    }
+
+    /// Records `me`'s heartbeat, state and counts.
+    pub fn beat(&self, me: &super::Worker, state: &str, done: &super::WorkerCounts) -> Stmt {
+        self.stmt(
+            self.d.params(&format!(
+                "UPDATE {} SET heartbeat_ms = {}, state = ?, chunks_done = ?, rows_read = ?, \
+                 rows_written = ? WHERE pipeline = ? AND worker = ?",
+                self.workers(),
+                self.d.now_ms()
+            )),
+            vec![
+                state.into(),
+                Value::Int(done.chunks as i64),
+                Value::Int(done.read as i64),
+                Value::Int(done.written as i64),
+                self.p(),
+                Value::Text(me.id.clone()),
+            ],
+        )
+    }
+
+    /// The run's workers, the most recent first, read on `conn`; none when the store
+    /// has no workers table.
+    pub async fn load_workers(
+        &self,
+        conn: &mut Conn<D>,
+        here: &str,
+    ) -> Result<Vec<super::WorkerRecord>> {
+        let db = |e| self.d.error(here, e);
+        let listed = Stmt {
+            sql: self.d.params(self.d.columns_sql()),
+            binds: vec![
+                Value::from(self.schema.as_str()),
+                "_rowshift_workers".into(),
+            ],
+        };
+        if D::Db::fetch(conn, listed, &[Kind::Text])
+            .await
+            .map_err(db)?
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        let rows = self.stmt(
+            self.d.params(&format!(
+                "SELECT worker, host, pid, started_ms, heartbeat_ms, state, chunks_done, \
+                 rows_read, rows_written, {} FROM {} WHERE pipeline = ? \
+                 ORDER BY started_ms DESC, worker",
+                self.d.now_ms(),
+                self.workers()
+            )),
+            vec![self.p()],
+        );
+        use Kind::{Int, Text};
+        let kinds = [Text, Text, Int, Int, Int, Text, Int, Int, Int, Int];
+        let rows = D::Db::fetch(conn, rows, &kinds).await.map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut r = r.into_iter();
+                let mut next = || r.next().unwrap_or(Value::Null);
+                super::WorkerRecord {
+                    id: next().text().unwrap_or_default(),
+                    host: next().text().unwrap_or_default(),
+                    pid: next().int() as u32,
+                    started_ms: next().int(),
+                    heartbeat_ms: next().int(),
+                    state: next().text().unwrap_or_default(),
+                    chunks_done: next().int() as u64,
+                    rows_read: next().int() as u64,
+                    rows_written: next().int() as u64,
+                    now_ms: next().int(),
+                }
+            })
+            .collect())
     }
 
     /// Marks `chunk` failed with `error` while it runs under `token`.
@@ -414,9 +664,10 @@ impl<D: Dialect> Tables<D> {
         )
     }
 
-    /// The statements that forget the pipeline's run: its chunks, then the run.
-    pub fn discard(&self) -> [Stmt; 2] {
-        [self.chunks(), self.runs()].map(|t| {
+    /// The statements that forget the pipeline's run: its workers, its chunks, then the
+    /// run.
+    pub fn discard(&self) -> [Stmt; 3] {
+        [self.workers(), self.chunks(), self.runs()].map(|t| {
             self.stmt(
                 self.d
                     .params(&format!("DELETE FROM {t} WHERE pipeline = ?")),

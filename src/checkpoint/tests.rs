@@ -94,7 +94,7 @@ proptest! {
                     let stale = matches!(op, Op::FinishStale(..));
                     let claim = if stale { m.stale } else { m.claim };
                     let counts = ChunkCounts { read: rows, written: rows, filtered: 0, rejected: 0 };
-                    let done = store.finish(&DoneMark { chunk: c, counts, seconds: 0.5, checksum: rows * 7, claim });
+                    let done = store.finish(&DoneMark { chunk: c, counts, seconds: 0.5, checksum: rows * 7, claim, verify_seconds: 0.0, finished_ms: 0 });
                     // Only the chunk's latest claim, while it runs, marks it done.
                     if m.state == ChunkState::Running && !stale {
                         prop_assert!(done.is_ok(), "{:?}", done);
@@ -271,9 +271,26 @@ fn a_store_from_before_the_checksum_column_is_read_and_upgraded() {
             seconds: 0.1,
             checksum: 0xabc,
             claim: 7,
+            verify_seconds: 0.25,
+            finished_ms: 1_700_000_000_000,
         })
         .unwrap();
-    assert_eq!(store.load().unwrap().unwrap().chunks[0].checksum, 0xabc);
+    let loaded = store.load().unwrap().unwrap();
+    let c = &loaded.chunks[0];
+    assert_eq!(c.checksum, 0xabc);
+    // The columns added since read back what the claim and the mark wrote.
+    assert_eq!(c.verify_seconds, 0.25);
+    assert_eq!(c.finished_ms, Some(1_700_000_000_000));
+    assert_eq!(
+        c.worker.as_deref(),
+        Some(crate::checkpoint::Worker::me().id.as_str())
+    );
+    assert!(
+        c.started_ms.unwrap() > 1_700_000_000_000,
+        "{:?}",
+        c.started_ms
+    );
+    assert_eq!(c.lease_ms, None);
 }
 
 #[test]
@@ -293,6 +310,8 @@ fn a_losers_marks_never_overwrite_the_winners() {
         seconds: 0.1,
         checksum: written,
         claim,
+        verify_seconds: 0.0,
+        finished_ms: 0,
     };
     // The loser claims first; the winner takes the chunk over (it holds the run lock, so
     // a running chunk is one whose run is gone) and commits.

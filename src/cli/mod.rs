@@ -67,6 +67,15 @@ enum Command {
         /// lock; without it, such a run refuses at once, naming the one that holds it.
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         lock_timeout: u64,
+        /// Join a run shared by several processes, on this machine or others: chunks are
+        /// taken from the target's checkpoint tables under leases (PostgreSQL and
+        /// MySQL/MariaDB targets). The first worker plans; start as many as you like.
+        #[arg(long)]
+        worker: bool,
+        /// With --worker: seconds a chunk's lease lasts without a heartbeat (overrides
+        /// [chunks] lease_seconds).
+        #[arg(long, value_name = "SECONDS", requires = "worker", value_parser = clap::value_parser!(u64).range(2..))]
+        lease_seconds: Option<u64>,
     },
     /// Run the failed chunks again (or the ones named with --chunk), or with --rejects,
     /// the quarantined rows.
@@ -567,6 +576,8 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             quiet,
             restart,
             lock_timeout,
+            worker,
+            lease_seconds,
         } => {
             let opts = RunOptions {
                 parallel: parallel.map(|p| p as usize),
@@ -574,6 +585,8 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
                 fail_fast,
                 restart,
                 lock_wait: Duration::from_secs(lock_timeout),
+                worker,
+                lease: lease_seconds.map(Duration::from_secs),
                 ..RunOptions::default()
             };
             run_command(&pipeline, json, quiet, opts)

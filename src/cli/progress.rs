@@ -37,6 +37,7 @@ impl Observer for Lines {
                 fmt_duration(*elapsed)
             ),
             Event::ChunkFailed { chunk, error } => eprintln!("chunk {chunk} FAILED: {error}"),
+            Event::ChunkLost { chunk, reason } => eprintln!("{}", lost(*chunk, reason)),
             Event::WaitingForLock { holder, limit } => eprintln!("{}", waiting(holder, *limit)),
             _ => {}
         }
@@ -90,6 +91,10 @@ impl Observer for Bars {
                     bar.inc(1);
                 }
             }
+            Event::ChunkLost { chunk, reason } => match guard.as_ref() {
+                Some(bar) => bar.println(lost(*chunk, reason)),
+                None => eprintln!("{}", lost(*chunk, reason)),
+            },
             Event::WaitingForLock { holder, limit } => eprintln!("{}", waiting(holder, *limit)),
             Event::Finished(_) => {
                 if let Some(bar) = guard.take() {
@@ -99,6 +104,11 @@ impl Observer for Bars {
             _ => {}
         }
     }
+}
+
+/// What a worker of a shared run says when it gives a chunk up.
+fn lost(chunk: usize, reason: &str) -> String {
+    format!("chunk {chunk} given up: its lease ran out and another worker takes it ({reason})")
 }
 
 /// What a run waiting for the pipeline's lock says.

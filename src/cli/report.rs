@@ -68,6 +68,31 @@ pub fn status_text(r: &rowshift::run::StatusReport) -> String {
     if let rowshift::run::RunningState::Live { holder } = &r.running {
         let _ = writeln!(s, "  running  now, by {holder}");
     }
+    if !r.workers.is_empty() {
+        let _ = writeln!(s, "  workers  {}", r.workers.len());
+        for w in &r.workers {
+            let holds = match w.holds.as_slice() {
+                [] => String::new(),
+                ids => format!(
+                    ", holds chunk {}",
+                    ids.iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let _ = writeln!(
+                s,
+                "    {} {}: {} chunks, {} rows read ({:.0} rows/s), last heartbeat {:.1}s ago{holds}",
+                w.id,
+                w.state,
+                w.chunks_done,
+                w.rows_read,
+                w.rows_per_second,
+                w.heartbeat_seconds_ago
+            );
+        }
+    }
     for f in &r.failed {
         let _ = writeln!(
             s,

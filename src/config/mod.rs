@@ -489,6 +489,10 @@ pub struct ChunkConfig {
     /// How long a chunk's transient errors (a dropped connection, a lock wait, a
     /// deadlock) are retried, in seconds, before the chunk fails. Default: 60.
     pub retry_seconds: u64,
+    /// How long a process of a shared run (`run --worker`) holds a chunk without a
+    /// heartbeat, in seconds: after that another process takes it, and the first can
+    /// no longer commit it. Default: 30.
+    pub lease_seconds: u64,
 }
 
 impl Default for ChunkConfig {
@@ -498,6 +502,7 @@ impl Default for ChunkConfig {
             parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch_rows: 8192,
             retry_seconds: 60,
+            lease_seconds: 30,
         }
     }
 }

@@ -70,7 +70,8 @@ fn parses_a_full_pipeline_and_resolves_paths_against_its_folder() {
             rows: 500,
             parallel: 3,
             batch_rows: 8192,
-            retry_seconds: 60
+            retry_seconds: 60,
+            lease_seconds: 30
         }
     );
 }

@@ -1172,13 +1172,25 @@ impl<'a> Walker<'a> {
     }
 
     fn chunks(&mut self, s: &Section<'_>) -> ChunkConfig {
-        self.check_keys(s, &["rows", "parallel", "batch_rows", "retry_seconds"]);
+        self.check_keys(
+            s,
+            &[
+                "rows",
+                "parallel",
+                "batch_rows",
+                "retry_seconds",
+                "lease_seconds",
+            ],
+        );
         let d = ChunkConfig::default();
         ChunkConfig {
             rows: self.integer(s, "rows", 1, d.rows as i64) as u64,
             parallel: self.integer(s, "parallel", 1, d.parallel as i64) as usize,
             batch_rows: self.integer(s, "batch_rows", 1, d.batch_rows as i64) as usize,
             retry_seconds: self.integer(s, "retry_seconds", 0, d.retry_seconds as i64) as u64,
+            // A lease shorter than two heartbeats (a third of it each) would expire
+            // under a worker that is only a little slow.
+            lease_seconds: self.integer(s, "lease_seconds", 2, d.lease_seconds as i64) as u64,
         }
     }
 }

@@ -8,6 +8,8 @@ use super::*;
 pub(super) struct ChunkDone {
     pub(super) counts: ChunkCounts,
     pub(super) checksum: u64,
+    /// Seconds spent reading the chunk's rows back.
+    pub(super) verify_seconds: f64,
     pub(super) rejects: Vec<(String, u64, RowFailure)>,
     pub(super) warnings: Vec<(String, u64, RowFailure)>,
 }
@@ -35,15 +37,21 @@ pub(super) struct Failed {
 
 /// Runs a chunk, every statement of it (the claim, the rows, the done mark), retrying
 /// transient errors with exponential backoff and jitter for up to `[chunks]
-/// retry_seconds`.
-pub(super) fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Outcome, Failed> {
+/// retry_seconds`. `leased` is the token of a shared run's claim, taken from its queue:
+/// every attempt runs under it while the lease lasts; a run's own claim is taken anew by
+/// each attempt.
+pub(super) fn run_with_retries(
+    shared: &Shared<'_>,
+    chunk: &Chunk,
+    leased: Option<u64>,
+) -> Result<Outcome, Failed> {
     let budget = Duration::from_secs(shared.plan.pipeline.chunks.retry_seconds);
     let started = Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let claim = crate::checkpoint::new_claim();
-        let e = match attempt_chunk(shared, chunk, attempt, claim) {
+        let claim = leased.unwrap_or_else(crate::checkpoint::new_claim);
+        let e = match attempt_chunk(shared, chunk, attempt, claim, leased.is_some()) {
             Ok(outcome) => return Ok(outcome),
             Err(e) => e,
         };
@@ -53,7 +61,7 @@ pub(super) fn run_with_retries(shared: &Shared<'_>, chunk: &Chunk) -> Result<Out
         // it at once, and the next run redoes it.
         if transient
             && started.elapsed() + pause <= budget
-            && !shared.lock.lost()
+            && !shared.lost(Some(chunk.id))
             && !crate::runtime::cancel_requested()
         {
             std::thread::sleep(pause);
@@ -84,15 +92,21 @@ pub(super) fn backoff(attempt: u32) -> Duration {
     full - Duration::from_millis(jitter)
 }
 
-/// One attempt of a chunk under the claim `claim`.
+/// One attempt of a chunk under the claim `claim` (`leased`: a shared run's, already
+/// taken from its queue).
 pub(super) fn attempt_chunk(
     shared: &Shared<'_>,
     chunk: &Chunk,
     attempt: u32,
     claim: u64,
+    leased: bool,
 ) -> Result<Outcome> {
     crate::fault::inject_fault_at(chunk.id, attempt, true)?;
-    if !shared.timed(|| shared.store.claim(chunk.id, claim))? {
+    if leased {
+        if shared.lost(Some(chunk.id)) {
+            return Err(crate::checkpoint::sql::claim_lost(chunk.id));
+        }
+    } else if !shared.timed(|| shared.store.claim(chunk.id, claim))? {
         return Ok(Outcome::DoneElsewhere);
     }
     let t0 = Instant::now();
@@ -104,6 +118,8 @@ pub(super) fn attempt_chunk(
             seconds: t0.elapsed().as_secs_f64(),
             checksum: done.checksum,
             claim,
+            verify_seconds: done.verify_seconds,
+            finished_ms: crate::checkpoint::unix_ms(),
         };
         shared.timed(|| shared.store.finish(&mark))?;
     }
@@ -119,7 +135,12 @@ pub(super) fn run_chunk(
     claim: u64,
 ) -> Result<(ChunkDone, Committed)> {
     let mut claims = Claims::default();
-    let out = run_chunk_claiming(shared, chunk, attempt, claim, &mut claims);
+    // The chunk's read-back time, for its done mark; the run's total counts it too.
+    let verify_nanos = AtomicU64::new(0);
+    let out = run_chunk_claiming(shared, chunk, attempt, claim, &mut claims, &verify_nanos);
+    shared
+        .verify_nanos
+        .fetch_add(verify_nanos.load(Ordering::Relaxed), Ordering::Relaxed);
     if out.is_err() {
         shared.plan.checks.release(claims);
     }
@@ -132,6 +153,7 @@ pub(super) fn run_chunk_claiming(
     attempt: u32,
     claim: u64,
     claims: &mut Claims,
+    verify_nanos: &AtomicU64,
 ) -> Result<(ChunkDone, Committed)> {
     let wrap = |e: Error| Error::Chunk {
         chunk: chunk.id,
@@ -158,6 +180,11 @@ pub(super) fn run_chunk_claiming(
     let (batches, left_out) = read_chunk(plan, chunk).map_err(wrap)?;
     let mut seen = key_places(source, chunk);
     for batch in batches {
+        // A shared run's lease found gone: another worker takes the chunk, and nothing
+        // of this attempt may commit.
+        if shared.lost(Some(chunk.id)) {
+            return Err(wrap(crate::checkpoint::sql::claim_lost(chunk.id)));
+        }
         let batch = batch.map_err(wrap)?;
         let base = offset;
         if let Some(seen) = seen.as_mut() {
@@ -291,13 +318,16 @@ pub(super) fn run_chunk_claiming(
                     sent: &sent,
                     key: &key,
                     selection,
-                    nanos: &shared.verify_nanos,
+                    nanos: verify_nanos,
                 })
             }),
             (None, false) => Ok(None),
         };
         let result = readback.and_then(|readback| {
             crate::fault::inject_fault(chunk.id, attempt)?;
+            if shared.lost(Some(chunk.id)) {
+                return Err(crate::checkpoint::sql::claim_lost(chunk.id));
+            }
             writer.commit(
                 &DoneMark {
                     chunk: chunk.id,
@@ -305,6 +335,8 @@ pub(super) fn run_chunk_claiming(
                     seconds: t0.elapsed().as_secs_f64(),
                     checksum: sum,
                     claim,
+                    verify_seconds: 0.0,
+                    finished_ms: crate::checkpoint::unix_ms(),
                 },
                 readback.as_ref(),
             )
@@ -376,6 +408,7 @@ pub(super) fn run_chunk_claiming(
             rejects: flatten(by_reason),
             warnings: flatten(by_check),
             checksum: sum,
+            verify_seconds: verify_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         },
         committed,
     ))

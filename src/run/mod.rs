@@ -18,6 +18,7 @@ mod report;
 mod requeue;
 mod status;
 mod verify;
+mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,7 @@ pub(crate) use self::process::*;
 use self::refused::*;
 pub use self::report::*;
 pub use self::requeue::{RequeueReport, requeue_rejects};
-pub use self::status::{FailedChunk, RunningState, StatusReport, status};
+pub use self::status::{FailedChunk, RunningState, StatusReport, WorkerStatus, status};
 pub use self::verify::{ChunkDifference, VerifyReport, verify};
 use crate::check::conservation;
 use crate::check::quarantine::{QuarantineEntry, RowJsonWriter, grouped_reason};
@@ -73,6 +74,12 @@ pub struct RunOptions {
     pub lock_wait: Duration,
     /// An online move's capture and catch-up (`[online]`), joined to the run.
     pub hooks: Option<Arc<dyn RunHooks>>,
+    /// Join a run shared by several processes (`--worker`), taking chunks from the
+    /// target's checkpoint tables under leases.
+    pub worker: bool,
+    /// How long a shared run's lease lasts without a heartbeat; overrides `[chunks]
+    /// lease_seconds`.
+    pub lease: Option<Duration>,
 }
 
 /// The first pause before a chunk's transient error is retried; each retry doubles it,
@@ -101,8 +108,11 @@ struct Shared<'a> {
     plan: &'a Plan,
     sink: &'a dyn Sink,
     store: &'a dyn CheckpointStore,
-    /// The pipeline's run lock, held for the run.
-    lock: &'a RunLock,
+    /// The pipeline's run lock, held for the run; a process of a shared run holds none
+    /// while chunks run.
+    lock: Option<&'a RunLock>,
+    /// This process's leases, in a shared run (`--worker`).
+    lease: Option<&'a worker::Lease<'a>>,
     pool: rayon::ThreadPool,
     rejected_total: AtomicU64,
     /// Nanoseconds spent in checkpoint calls, to report bookkeeping's cost.
@@ -112,6 +122,13 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
+    /// Whether the run can no longer commit: its run lock is gone, or (in a shared run)
+    /// the lease on `chunk`.
+    fn lost(&self, chunk: Option<usize>) -> bool {
+        self.lock.is_some_and(|l| l.lost())
+            || matches!((self.lease, chunk), (Some(l), Some(c)) if l.is_lost(c))
+    }
+
     /// Runs a checkpoint call and counts its time.
     fn timed<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let t0 = Instant::now();
@@ -135,6 +152,9 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<Summary> {
     let store = checkpoint_store(plan, sink);
+    if opts.worker {
+        return worker::run_worker(plan, sink, observer, opts, &store);
+    }
     let lock = match take_lock(store.as_ref(), observer, opts.lock_wait) {
         Ok(lock) => lock,
         Err(e) => {
@@ -193,6 +213,31 @@ fn run_with(
     let fingerprint = plan.pipeline.fingerprint();
     let settings = plan.pipeline.settings();
     let existing = store.load()?;
+    // Workers of a shared run hold no run lock while their chunks run: a run of its own
+    // would take their chunks from under them.
+    let lease = Duration::from_secs(cfg.lease_seconds);
+    let live: Vec<String> = store
+        .workers()?
+        .into_iter()
+        .filter(|w| w.live(lease))
+        .map(|w| {
+            format!(
+                "{} (last heartbeat {} ago)",
+                w.id,
+                fmt_duration(Duration::from_millis(
+                    (w.now_ms - w.heartbeat_ms).max(0) as u64
+                ))
+            )
+        })
+        .collect();
+    if !live.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "pipeline {} is being run by {} worker(s) of a shared run: {}; join them with `rowshift run --worker`, or wait until they end",
+            plan.pipeline.name,
+            live.len(),
+            live.join(", ")
+        )));
+    }
     let mut accepted = Vec::new();
     let (records, how) = match existing {
         Some(_) if opts.restart => {
@@ -287,6 +332,63 @@ fn run_with(
         sink.scan(&mut |b| plan.checks.seed(&b))?;
     }
     let skipped = done.len();
+    execute(
+        plan,
+        sink,
+        observer,
+        opts,
+        store,
+        Work {
+            chunks: &chunks,
+            todo,
+            skipped,
+            queue: None,
+            how,
+            accepted,
+            started,
+            lock: Some(lock),
+        },
+    )
+}
+
+/// The chunks a run has to do, and how it finds them.
+struct Work<'a> {
+    /// The plan's chunks, by id.
+    chunks: &'a [Chunk],
+    /// The chunks not done when the run started (in a shared run, when it joined).
+    todo: Vec<usize>,
+    /// The chunks done then.
+    skipped: usize,
+    /// In a shared run, the queue the chunks are taken from instead of `todo`.
+    queue: Option<&'a worker::Lease<'a>>,
+    how: Prepare,
+    /// Changes to the pipeline the run accepted.
+    accepted: Vec<String>,
+    started: Instant,
+    lock: Option<&'a RunLock>,
+}
+
+/// Runs `work`'s chunks on parallel workers, then builds what comes after the load when
+/// every chunk is done, and sums up.
+fn execute(
+    plan: &Plan,
+    sink: &dyn Sink,
+    observer: &dyn Observer,
+    opts: &RunOptions,
+    store: &Arc<dyn CheckpointStore>,
+    work: Work<'_>,
+) -> Result<Summary> {
+    let Work {
+        chunks,
+        todo,
+        skipped,
+        queue,
+        how,
+        accepted,
+        started,
+        lock,
+    } = work;
+    let cfg = &plan.pipeline.chunks;
     let parallel = opts
         .parallel
         .unwrap_or(cfg.parallel)
@@ -302,6 +404,7 @@ fn run_with(
         sink,
         store: store.as_ref(),
         lock,
+        lease: queue,
         pool: rayon::ThreadPoolBuilder::new()
             .num_threads(parallel)
             .thread_name(|i| format!("rowshift-cpu-{i}"))
@@ -321,12 +424,50 @@ fn run_with(
     };
     // Set when the lock was found gone: the run starts no more chunks.
     let lock_lost = AtomicBool::new(false);
+    // Why a shared run's queue could not be read: the process takes no more chunks.
+    let queue_error: Mutex<Option<Error>> = Mutex::new(None);
+    // The next chunk and its claim's token (a shared run's claim is taken here; a
+    // run's own, by each attempt).
+    let next_chunk = || -> Option<(usize, Option<u64>)> {
+        let Some(lease) = queue else {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            return todo.get(i).map(|&id| (id, None));
+        };
+        let budget = Duration::from_secs(cfg.retry_seconds);
+        let t0 = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match lease.claim_next() {
+                Ok(found) => return found.map(|(id, token)| (id, Some(token))),
+                Err(e) if e.is_transient() && t0.elapsed() + backoff(attempt) <= budget => {
+                    std::thread::sleep(backoff(attempt));
+                }
+                Err(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    queue_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                    return None;
+                }
+            }
+        }
+    };
+    let beating = AtomicBool::new(false);
 
     std::thread::scope(|s| {
-        for w in 0..parallel {
-            let (next, stop, results, todo, chunks, shared, lock_lost) =
-                (&next, &stop, &results, &todo, &chunks, &shared, &lock_lost);
-            let cancelled = &cancelled;
+        if let Some(lease) = queue {
+            let beating = &beating;
+            std::thread::Builder::new()
+                .name("rowshift-heartbeat".into())
+                .spawn_scoped(s, move || worker::heartbeats(lease, beating))
+                .expect("spawning the heartbeat thread");
+        }
+        let workers: Vec<_> = (0..parallel).map(|w| {
+            let (stop, results, chunks, shared, lock_lost) =
+                (&stop, &results, &chunks, &shared, &lock_lost);
+            let (cancelled, next_chunk) = (&cancelled, &next_chunk);
             std::thread::Builder::new()
                 .name(format!("rowshift-chunk-{w}"))
                 .spawn_scoped(s, move || {
@@ -334,16 +475,23 @@ fn run_with(
                         if stop.load(Ordering::SeqCst) || cancelled() {
                             break;
                         }
-                        if shared.lock.lost() {
+                        if shared.lost(None) {
                             lock_lost.store(true, Ordering::SeqCst);
                             break;
                         }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(&id) = todo.get(i) else { break };
+                        let Some((id, leased)) = next_chunk() else { break };
                         let chunk = &chunks[id];
                         observer.on_event(&Event::ChunkStarted { chunk: chunk.id });
                         let t0 = Instant::now();
-                        match run_with_retries(shared, chunk) {
+                        let outcome = run_with_retries(shared, chunk, leased);
+                        if let Some(lease) = shared.lease {
+                            let counts = match &outcome {
+                                Ok(Outcome::Done(done)) => Some(done.counts),
+                                _ => None,
+                            };
+                            lease.release(chunk.id, counts.as_ref());
+                        }
+                        match outcome {
                             Ok(Outcome::Done(done)) => {
                                 observer.on_event(&Event::ChunkDone {
                                     chunk: chunk.id,
@@ -353,6 +501,19 @@ fn run_with(
                                 results.lock().unwrap_or_else(|p| p.into_inner()).add(done);
                             }
                             Ok(Outcome::DoneElsewhere) => {
+                                results
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .elsewhere += 1;
+                            }
+                            Err(failed)
+                                if shared.lease.is_some()
+                                    && crate::checkpoint::is_claim_lost(&failed.error) =>
+                            {
+                                observer.on_event(&Event::ChunkLost {
+                                    chunk: chunk.id,
+                                    reason: failed.error.to_string(),
+                                });
                                 results
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
@@ -415,11 +576,19 @@ fn run_with(
                         }
                     }
                 })
-                .expect("spawning a worker thread");
+                .expect("spawning a worker thread")
+        }).collect();
+        for w in workers {
+            let _ = w.join();
         }
+        // The leases are kept alive until every chunk thread is done with them.
+        beating.store(true, Ordering::SeqCst);
     });
 
     let totals = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = queue_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
     if lock_lost.load(Ordering::SeqCst) {
         return Err(Error::Unsupported(format!(
             "the run lost its lock on pipeline {} ({}): the server ended the session that held it, or another run took it over; it started no more chunks, and those not committed are redone by the next run",
@@ -432,19 +601,35 @@ fn run_with(
     let attempted = totals.done + failures.len() + totals.elsewhere;
     // The run's state as the checkpoint has it now, whichever process did the work.
     store.flush()?;
-    let (state, checksum) = match store.load()? {
-        Some(c) => run_state(&c),
+    let loaded = store.load()?;
+    let (state, checksum) = match &loaded {
+        Some(c) => run_state(c),
         None => (RunState::default(), 0),
     };
-    let interrupted = cancelled() && todo.len() > attempted;
+    // A shared run's chunks not yet taken are left to the other workers; those not
+    // done are what the checkpoint says is still pending or running.
+    let pending = match (queue, &loaded) {
+        (Some(_), Some(c)) => c
+            .chunks
+            .iter()
+            .filter(|r| matches!(r.state, ChunkState::Pending | ChunkState::Running))
+            .count(),
+        _ => todo.len() - attempted,
+    };
+    let interrupted = cancelled() && pending > 0;
     // The declared indexes and constraints come once every chunk is done, whichever run
     // did them: a rerun of a finished run builds what the last one could not.
     let post_load = if failures.is_empty() && !interrupted && state.chunks_done == chunks.len() {
         if let Some(h) = &opts.hooks {
-            h.after_copy(plan, sink, &chunks)?;
+            h.after_copy(plan, sink, chunks)?;
         }
-        crate::fault::crash_run("post-load");
-        sink.post_load()?
+        match queue {
+            Some(_) => worker::post_load_shared(sink, observer, store.as_ref(), opts)?,
+            None => {
+                crate::fault::crash_run("post-load");
+                sink.post_load()?
+            }
+        }
     } else {
         Vec::new()
     };
@@ -462,7 +647,7 @@ fn run_with(
         chunks_done: totals.done,
         chunks_skipped: skipped + totals.elsewhere,
         chunks_failed: failures.len(),
-        chunks_pending: todo.len() - attempted,
+        chunks_pending: pending,
         rows: totals.rows,
         rejects,
         warnings,
@@ -483,6 +668,7 @@ fn run_with(
         interrupted,
         failures,
         post_load,
+        worker: queue.is_some(),
     };
     Ok(summary)
 }

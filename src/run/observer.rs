@@ -39,6 +39,15 @@ pub enum Event {
         /// Why, redacted.
         error: String,
     },
+    /// A worker of a shared run gave up a chunk: its lease ran out (the process was
+    /// stopped, or cut off from the database), and another worker takes it or has
+    /// taken it. Nothing of this attempt was committed.
+    ChunkLost {
+        /// The chunk's id.
+        chunk: usize,
+        /// Why, as the store said it.
+        reason: String,
+    },
     /// Another run holds the pipeline's lock; this one waits for it, up to `limit`.
     WaitingForLock {
         /// Who holds it.

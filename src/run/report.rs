@@ -94,6 +94,10 @@ pub struct Summary {
     /// The declared indexes and constraints the loaded rows do not allow, each naming
     /// the rows in the way; they are not built, and the next run tries them again.
     pub post_load: Vec<String>,
+    /// Whether this process was one worker of a shared run (`--worker`): chunks still
+    /// held by the others then leave it no less finished.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub worker: bool,
 }
 
 /// Where the whole run stands, whichever process did its work.
@@ -154,7 +158,7 @@ impl Summary {
             || !self.post_load.is_empty()
         {
             1
-        } else if self.state.chunks_done < self.state.chunks_total {
+        } else if self.state.chunks_done < self.state.chunks_total && !self.worker {
             2
         } else {
             0

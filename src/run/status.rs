@@ -55,6 +55,36 @@ pub struct StatusReport {
     pub quarantine: String,
     /// Whether a live run holds the pipeline now, and which.
     pub running: RunningState,
+    /// The processes of a shared run (`run --worker`), the most recent first; empty
+    /// for a run of one process.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// One process of a shared run, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerStatus {
+    /// `host:pid`.
+    pub id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// `running`; `lost` when its heartbeat is older than a lease (killed, stopped or
+    /// cut off: its chunks go to the others); `finished` (no chunk left) or `stopped`
+    /// (it ended early).
+    pub state: String,
+    /// Chunks it committed.
+    pub chunks_done: u64,
+    /// Rows those chunks read.
+    pub rows_read: u64,
+    /// Rows those chunks wrote.
+    pub rows_written: u64,
+    /// Rows read per second, from when it joined to its last heartbeat.
+    pub rows_per_second: f64,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_seconds_ago: f64,
+    /// The chunks running under its leases now.
+    pub holds: Vec<usize>,
 }
 
 /// Whether a run of the pipeline is alive, from its run lock.
@@ -69,6 +99,11 @@ pub enum RunningState {
     /// No live run holds it, and chunks are marked running: the run that claimed them
     /// was killed. The next run redoes them.
     Interrupted,
+    /// Workers of a shared run are alive (their heartbeats are within a lease).
+    Shared {
+        /// How many.
+        workers: usize,
+    },
     /// No live run holds it, and no chunk is running.
     Idle,
 }
@@ -141,8 +176,46 @@ pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
     let mut rejects: Vec<RejectSummary> = groups.into_values().collect();
     rejects.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     let done = chunks["done"];
+    let lease = std::time::Duration::from_secs(pipeline.chunks.lease_seconds);
+    let workers: Vec<WorkerStatus> = store
+        .workers()?
+        .into_iter()
+        .map(|w| {
+            let holds = checkpoint
+                .iter()
+                .flat_map(|c| &c.chunks)
+                .filter(|r| r.state == ChunkState::Running && r.worker.as_deref() == Some(&w.id))
+                .filter(|r| r.lease_ms.is_some_and(|l| l >= w.now_ms))
+                .map(|r| r.chunk.id)
+                .collect();
+            let busy = (w.heartbeat_ms - w.started_ms) as f64 / 1000.0;
+            WorkerStatus {
+                state: match w.live(lease) {
+                    false if w.state == "running" => "lost".to_string(),
+                    _ => w.state.clone(),
+                },
+                rows_per_second: if busy > 0.0 {
+                    w.rows_read as f64 / busy
+                } else {
+                    0.0
+                },
+                heartbeat_seconds_ago: (w.now_ms - w.heartbeat_ms).max(0) as f64 / 1000.0,
+                holds,
+                id: w.id,
+                host: w.host,
+                pid: w.pid,
+                chunks_done: w.chunks_done,
+                rows_read: w.rows_read,
+                rows_written: w.rows_written,
+            }
+        })
+        .collect();
+    let live_workers = workers.iter().filter(|w| w.state == "running").count();
     let running = match store.holder()? {
         Some(holder) => RunningState::Live { holder },
+        None if live_workers > 0 => RunningState::Shared {
+            workers: live_workers,
+        },
         None if chunks["running"] > 0 => RunningState::Interrupted,
         None => RunningState::Idle,
     };
@@ -164,5 +237,6 @@ pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
         rejects,
         quarantine: sink.quarantine(),
         running,
+        workers,
     })
 }

@@ -154,6 +154,18 @@ pub trait Dialect: Clone + Send + Sync + 'static {
     fn is_create_race(&self, _e: &sqlx::Error) -> bool {
         false
     }
+
+    /// An expression for the database's clock in milliseconds since 1970 (UTC): leases
+    /// of a run shared by several processes are measured on it, so that the workers'
+    /// own clocks never need to agree.
+    fn now_ms(&self) -> &'static str;
+
+    /// What ends a `SELECT` that locks the row it finds and passes over rows other
+    /// sessions hold (`FOR UPDATE SKIP LOCKED`); `None` where the database has no row
+    /// locks to skip (SQLite, whose writers take the whole file).
+    fn skip_locked(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The locks statements take, in a database's own terms: what `rowshift plan` shows
@@ -223,6 +235,14 @@ impl Value {
         match self {
             Value::Int(i) => *i,
             _ => 0,
+        }
+    }
+
+    /// The integer, or `None` for NULL (or another kind).
+    pub fn opt_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
         }
     }
 

@@ -433,6 +433,8 @@ fn losers_marks(target: Target) {
         seconds: 0.1,
         checksum: written,
         claim,
+        verify_seconds: 0.0,
+        finished_ms: 0,
     };
     assert!(store.claim(0, 11).unwrap());
     assert!(store.claim(0, 22).unwrap());

@@ -20,6 +20,14 @@ impl Dialect for MyDialect {
         Marks::Question
     }
 
+    fn now_ms(&self) -> &'static str {
+        "CAST(ROUND(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000) AS SIGNED)"
+    }
+
+    fn skip_locked(&self) -> Option<&'static str> {
+        Some(" FOR UPDATE SKIP LOCKED")
+    }
+
     fn ddl(&self, ty: Ddl) -> &'static str {
         match ty {
             // An index holds at most 3072 bytes: 255 characters of utf8mb4 fit.

@@ -1149,7 +1149,11 @@ impl ChunkWriter for MyChunk<'_> {
                 Some(p) => {
                     // Refused when another run took the chunk over: the rows roll back.
                     Tables::new(MyDialect, &sink.database, p)
-                        .mark_done(&mut tx, &here, mark)
+                        .mark_done(
+                            &mut tx,
+                            &here,
+                            &mark.verified(verify.map(ReadBack::seconds)),
+                        )
                         .await?;
                     true
                 }

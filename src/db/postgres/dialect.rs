@@ -20,6 +20,14 @@ impl Dialect for PgDialect {
         Marks::Numbered
     }
 
+    fn now_ms(&self) -> &'static str {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    }
+
+    fn skip_locked(&self) -> Option<&'static str> {
+        Some(" FOR UPDATE SKIP LOCKED")
+    }
+
     fn ddl(&self, ty: Ddl) -> &'static str {
         match ty {
             Ddl::KeyText | Ddl::Text | Ddl::ShortText => "text",

@@ -1099,7 +1099,11 @@ impl ChunkWriter for PgChunk<'_> {
                 Some(p) => {
                     // Refused when another run took the chunk over: the rows roll back.
                     Tables::new(PgDialect, &sink.schema, p)
-                        .mark_done(&mut tx, &here, mark)
+                        .mark_done(
+                            &mut tx,
+                            &here,
+                            &mark.verified(verify.map(ReadBack::seconds)),
+                        )
                         .await?;
                     true
                 }

@@ -14,7 +14,7 @@ use crate::checkpoint::CLAIM_LOST;
 use crate::checkpoint::lock::{self, Holder, Me, RunLock, Try};
 use crate::checkpoint::sql;
 use crate::checkpoint::tables::{Tables, statement_writes};
-use crate::checkpoint::{Checkpoint, CheckpointStore, DoneMark};
+use crate::checkpoint::{Checkpoint, CheckpointStore, DoneMark, unix_ms};
 use crate::chunk::Chunk;
 use crate::config::show_path;
 use crate::db::sqlite::errors::error as db_error;
@@ -124,8 +124,9 @@ impl SqliteStore {
 /// A checkpoint write handed to a [`Ledger`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    /// A chunk was claimed under a token: it is running, one attempt more.
-    Claim(usize, u64),
+    /// A chunk was claimed under a token at a time (ms): it is running, one attempt
+    /// more.
+    Claim(usize, u64, i64),
     /// A chunk read back after its commit was found the same: it is done.
     Done(DoneMark),
 }
@@ -227,8 +228,9 @@ impl Ledger {
                 match entry {
                     // A chunk found done is not claimed; its done mark, with this
                     // claim's token, is then refused.
-                    Entry::Claim(chunk, token) => {
-                        sqlx::Sqlite::execute(&mut tx, self.tables.claim(*chunk, *token)).await?;
+                    Entry::Claim(chunk, token, at) => {
+                        sqlx::Sqlite::execute(&mut tx, self.tables.claim(*chunk, *token, *at))
+                            .await?;
                     }
                     Entry::Done(mark) => {
                         if sqlx::Sqlite::execute(&mut tx, self.tables.done(mark)).await? != 1 {
@@ -482,10 +484,10 @@ impl CheckpointStore for SqliteStore {
             // Claims never wait for the target's write lock (see `Ledger`); a chunk found
             // done when it is written has its done mark refused, which rolls back its
             // rows.
-            ledger.hand_over(Entry::Claim(chunk, token));
+            ledger.hand_over(Entry::Claim(chunk, token, unix_ms()));
             return Ok(true);
         }
-        Ok(self.exec(self.tables.claim(chunk, token))? == 1)
+        Ok(self.exec(self.tables.claim(chunk, token, unix_ms()))? == 1)
     }
 
     fn finish(&self, mark: &DoneMark) -> Result<()> {

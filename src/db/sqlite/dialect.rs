@@ -23,6 +23,10 @@ impl Dialect for SqliteDialect {
         Marks::Question
     }
 
+    fn now_ms(&self) -> &'static str {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+    }
+
     fn ddl(&self, ty: Ddl) -> &'static str {
         match ty {
             Ddl::KeyText | Ddl::Text | Ddl::ShortText => "TEXT",

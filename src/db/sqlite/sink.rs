@@ -1106,7 +1106,8 @@ impl ChunkWriter for SqliteChunk<'_> {
             }
             let marked = match (sink.pipeline.get(), after) {
                 (Some(p), None) => {
-                    sink.mark(&mut tx, p, mark).await?;
+                    sink.mark(&mut tx, p, &mark.verified(verify.map(ReadBack::seconds)))
+                        .await?;
                     true
                 }
                 // Marked done only after the read-back: the rows commit only while the
@@ -1151,7 +1152,7 @@ impl ChunkWriter for SqliteChunk<'_> {
         }
         match sink.ledger.get() {
             Some(ledger) => {
-                ledger.hand_over(Entry::Done(*mark));
+                ledger.hand_over(Entry::Done(mark.verified(verify.map(ReadBack::seconds))));
                 Ok(Committed { rows, marked: true })
             }
             None => Ok(Committed {
