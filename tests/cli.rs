@@ -1038,3 +1038,6 @@ mod rollback;
 
 #[path = "suite/online.rs"]
 mod online;
+
+#[path = "suite/workers.rs"]
+mod workers;
