@@ -308,6 +308,11 @@ pub trait WorkQueue: Send + Sync {
     /// chunk is pending or held under a lease that ran out.
     fn claim_next(&self, me: &Worker, token: u64, lease: Duration) -> Result<Option<usize>>;
 
+    /// How many chunks are pending or running, under anyone's lease: a worker that
+    /// finds none to claim waits while there are, since a lease whose process died
+    /// runs out and its chunk is then to be taken.
+    fn open_chunks(&self) -> Result<u64>;
+
     /// Extends the leases of `held` (chunk, token) by `lease` and records `me`'s
     /// heartbeat and counts; returns the chunks whose lease was gone.
     fn heartbeat(

@@ -12,7 +12,7 @@ use super::tables::{Tables, statement_writes};
 use super::{Checkpoint, CheckpointStore, DoneMark, WorkQueue, Worker, WorkerCounts, WorkerRecord};
 use crate::Result;
 use crate::chunk::Chunk;
-use crate::sql::dialect::{Driver, Pooled, Stmt};
+use crate::sql::dialect::{Driver, Kind, Pooled, Stmt};
 
 /// How many times creating the tables is tried while other sessions create the same
 /// schema or tables (see [`crate::sql::dialect::Dialect::is_create_race`]).
@@ -264,6 +264,21 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> WorkQueue for SqlStore<D, C> {
                 .claim_next(&mut *conn, me, token, lease.as_millis() as i64)
                 .await
                 .map_err(|e| self.d().error(&here, e))
+        })
+    }
+
+    fn open_chunks(&self) -> Result<u64> {
+        let pool = self.pool()?;
+        let here = self.here();
+        self.client.io().block_on(async {
+            let mut conn = pool.acquire().await.map_err(|e| self.d().error(&here, e))?;
+            let rows = D::Db::fetch(&mut *conn, self.tables.open_chunks(), &[Kind::Int])
+                .await
+                .map_err(|e| self.d().error(&here, e))?;
+            Ok(rows
+                .first()
+                .and_then(|r| r.first())
+                .map_or(0, |v| v.int() as u64))
         })
     }
 

@@ -494,6 +494,17 @@ impl<D: Dialect> Tables<D> {
         )
     }
 
+    /// Counts the chunks pending or running.
+    pub fn open_chunks(&self) -> Stmt {
+        self.stmt(
+            self.d.params(&format!(
+                "SELECT count(*) FROM {} WHERE pipeline = ? AND state IN ('pending', 'running')",
+                self.chunks()
+            )),
+            vec![self.p()],
+        )
+    }
+
     /// Puts the chunks a run left running or failed back to pending.
     pub fn reopen(&self) -> Stmt {
         self.stmt(sql::reopen(&self.chunks(), self.d.marks()), vec![self.p()])

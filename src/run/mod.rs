@@ -434,12 +434,25 @@ fn execute(
             return todo.get(i).map(|&id| (id, None));
         };
         let budget = Duration::from_secs(cfg.retry_seconds);
-        let t0 = Instant::now();
+        let mut t0 = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match lease.claim_next() {
-                Ok(found) => return found.map(|(id, token)| (id, Some(token))),
+            // No chunk to take while others hold some: wait, since a lease whose
+            // process died runs out and its chunk is then this process's to take.
+            let found = lease.claim_next().and_then(|found| match found {
+                Some(f) => Ok(Some(Some(f))),
+                None => lease.open_chunks().map(|open| (open == 0).then_some(None)),
+            });
+            match found {
+                Ok(Some(found)) => return found.map(|(id, token)| (id, Some(token))),
+                Ok(None) => {
+                    if stop.load(Ordering::SeqCst) || cancelled() {
+                        return None;
+                    }
+                    (attempt, t0) = (0, Instant::now());
+                    std::thread::sleep(lease.poll());
+                }
                 Err(e) if e.is_transient() && t0.elapsed() + backoff(attempt) <= budget => {
                     std::thread::sleep(backoff(attempt));
                 }

@@ -55,6 +55,17 @@ impl<'a> Lease<'a> {
         Ok(Some((chunk, token)))
     }
 
+    /// How long a worker that found no chunk to claim waits before it looks again,
+    /// while others hold chunks: a quarter of a lease, at most a second.
+    pub(super) fn poll(&self) -> Duration {
+        (self.length / 4).min(Duration::from_secs(1))
+    }
+
+    /// How many chunks are pending or running under anyone's lease.
+    pub(super) fn open_chunks(&self) -> Result<u64> {
+        self.queue.open_chunks()
+    }
+
     /// Whether the lease on `chunk` was found gone.
     pub(super) fn is_lost(&self, chunk: usize) -> bool {
         lock(&self.lost).contains(&chunk)

@@ -441,3 +441,213 @@ id = { type = "bigint", expr = "id" }
     );
     assert!(!ws.path("out/files").exists());
 }
+
+/// A network namespace of the test's own, joined to the host by a veth pair whose host
+/// end the test can take down: a worker run inside it reaches PostgreSQL at the same
+/// `127.0.0.1:5432` as the others, through a proxy listening inside the namespace, the
+/// link and a proxy on the host. Removed (with its link) when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = (std::process::id() % 10_000) * 10
+            + SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
+        let ns = Netns {
+            name: format!("rsw{n}"),
+            host_if: format!("rswh{n}"),
+        };
+        let inner = format!("rswn{n}");
+        // 10.77.a.b/30 from n: a network of its own per namespace.
+        let (a, b) = ((n / 64) % 256, (n % 64) * 4);
+        let host_ip = format!("10.77.{a}.{}", b + 1);
+        let ns_ip = format!("10.77.{a}.{}", b + 2);
+        for args in [
+            vec!["netns", "add", &ns.name],
+            vec![
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inner,
+            ],
+            vec!["link", "set", &inner, "netns", &ns.name],
+            vec!["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if],
+            vec!["link", "set", &ns.host_if, "up"],
+            vec![
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &inner,
+            ],
+            vec!["-n", &ns.name, "link", "set", &inner, "up"],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+        ] {
+            ip(&args);
+        }
+        // Host side: the link's address to the server.
+        let upstream = std::net::TcpListener::bind((host_ip.as_str(), 0)).unwrap();
+        let port = upstream.local_addr().unwrap().port();
+        proxy(upstream, "127.0.0.1:5432".to_string());
+        // Namespace side: 127.0.0.1:5432 to the link. The listener is made by a thread
+        // that joined the namespace; a socket keeps the namespace it was made in.
+        let path = format!("/var/run/netns/{}", ns.name);
+        let target = format!("{host_ip}:{port}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on a valid namespace file only moves this thread.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let listener = std::net::TcpListener::bind("127.0.0.1:5432").unwrap();
+            tx.send(()).unwrap();
+            // Connections to the host are made here too, inside the namespace.
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let Ok(up) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                pipe(conn, up);
+            }
+        });
+        rx.recv().unwrap();
+        ns
+    }
+
+    /// Takes the host end of the link down (`up = false`) or up again.
+    fn link(&self, up: bool) {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]);
+    }
+
+    /// `args` run inside the namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Forwards every connection `listener` accepts to `target`.
+fn proxy(listener: std::net::TcpListener, target: String) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let Ok(up) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            pipe(conn, up);
+        }
+    });
+}
+
+/// Copies bytes both ways between `a` and `b` until either side closes.
+fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
+    for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}
+
+/// A worker cut off from the database mid-chunk (its namespace's link taken down)
+/// keeps its chunk's rows uncommitted; its lease runs out and the other worker takes
+/// the chunk. When the link comes back, the cut-off worker's commit is refused: it gives
+/// the chunk up, and the target equals a run of one process.
+#[test]
+fn a_worker_cut_off_from_postgres_mid_chunk_gives_its_chunk_up() {
+    let server = Server::Postgres(PgSchema::new("rs_workers_net"));
+    let ws = Workspace::new();
+    source(&ws);
+    let single = pipeline(&ws, &server, "single");
+    let out = ws.rowshift(&["run", &single, "--quiet"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let expected = server.table("single");
+
+    let shared = pipeline(&ws, &server, "shared");
+    let ns = Netns::new();
+    let cut = ns
+        .command(env!("CARGO_BIN_EXE_rowshift"))
+        .args(["run", &shared, "--worker"])
+        .current_dir(ws.path("."))
+        .env("ROWSHIFT_FAULT", "pause=4000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c = until(
+        "the worker in the namespace holds a chunk",
+        Duration::from_secs(60),
+        || {
+            server
+                .chunks("shared")
+                .into_iter()
+                .find(|(_, state, _, worker)| state == "running" && !worker.is_empty())
+                .map(|(id, _, _, worker)| (id, worker))
+        },
+    );
+    let (chunk, cut_id) = c;
+    // Mid-chunk (it pauses 4 s before its commit): the link goes down.
+    ns.link(false);
+    let other = start_worker(&ws, &shared, 100);
+    until(
+        &format!("the other worker takes chunk {chunk}"),
+        Duration::from_secs(60),
+        || {
+            let c = server.chunks("shared");
+            (c[chunk].3 != cut_id).then_some(())
+        },
+    );
+    ns.link(true);
+    let (code, text) = wait(other);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = wait(cut);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "chunk {chunk} given up: its lease ran out and another worker takes it"
+        )),
+        "{text}"
+    );
+    assert_eq!(server.table("shared"), expected);
+    let chunks = server.chunks("shared");
+    assert!(chunks.iter().all(|c| c.1 == "done"), "{chunks:?}");
+    assert_ne!(
+        chunks[chunk].3, cut_id,
+        "the cut-off worker committed its chunk"
+    );
+    assert!(chunks[chunk].2 >= 2, "{chunks:?}");
+    let verify = ws.rowshift(&["verify", &shared]);
+    assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
