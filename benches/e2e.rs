@@ -8,7 +8,10 @@
 //! - `ROWSHIFT_BENCH_ROWS`: rows per table, default `1000000`; a comma list such as
 //!   `1000000,10000000` runs every size and compares peak memory across them.
 //! - `ROWSHIFT_BENCH_SCENARIOS`: a comma list out of
-//!   `csv_parquet,csv_rejects,sqlite_sqlite,pg_pg,sqlite_pg,mysql_pg,pg_mysql` (default: all).
+//!   `csv_parquet,csv_rejects,sqlite_sqlite,pg_pg,sqlite_pg,mysql_pg,pg_mysql,pg_workers`
+//!   (default: all). `pg_workers` times the `pg_pg` job done by three processes sharing
+//!   one run (`run --worker`, one chunk at a time each) against one process with
+//!   `parallel = 3` (target: within 10%).
 //!   `csv_rejects` times a CSV chunk with 15% of its rows rejected by a check against the
 //!   same job with none rejected (target: at most 1.5x). The DuckDB peer runs with
 //!   `csv_parquet`, `INSERT ... SELECT` with `pg_pg`, pgloader with `sqlite_pg`.
@@ -65,6 +68,11 @@ const PG_MYSQL_DB: &str = "rowshift_bench_pg_mysql";
 const MYSQL_PG_SCHEMA: &str = "rowshift_bench_mysql_pg";
 const PG_PG_SCHEMA: &str = "rowshift_bench_pg_pg";
 const PG_PEER_SCHEMA: &str = "rowshift_bench_pg_peer";
+/// `pg_workers`: the target of one process with `parallel = 3`, and of three workers.
+const PG_ONE_SCHEMA: &str = "rowshift_bench_workers_one";
+const PG_SHARED_SCHEMA: &str = "rowshift_bench_workers_shared";
+/// Target (`pg_workers`): three workers' rows/s ÷ one process's with `parallel = 3`.
+const TARGET_WORKERS_RATIO: f64 = 0.90;
 const SQLITE_PG_SCHEMA: &str = "rowshift_bench_sqlite_pg";
 const PGLOADER_SCHEMA: &str = "rowshift_bench_pgloader";
 
@@ -132,10 +140,11 @@ enum Scenario {
     SqlitePg,
     MysqlPg,
     PgMysql,
+    PgWorkers,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::CsvParquet,
         Scenario::CsvRejects,
         Scenario::SqliteSqlite,
@@ -143,6 +152,7 @@ impl Scenario {
         Scenario::SqlitePg,
         Scenario::MysqlPg,
         Scenario::PgMysql,
+        Scenario::PgWorkers,
     ];
 
     fn name(self) -> &'static str {
@@ -154,13 +164,18 @@ impl Scenario {
             Scenario::SqlitePg => "sqlite_pg",
             Scenario::MysqlPg => "mysql_pg",
             Scenario::PgMysql => "pg_mysql",
+            Scenario::PgWorkers => "pg_workers",
         }
     }
 
     fn needs_postgres(self) -> bool {
         matches!(
             self,
-            Scenario::PgPg | Scenario::SqlitePg | Scenario::MysqlPg | Scenario::PgMysql
+            Scenario::PgPg
+                | Scenario::SqlitePg
+                | Scenario::MysqlPg
+                | Scenario::PgMysql
+                | Scenario::PgWorkers
         )
     }
 }
@@ -377,6 +392,7 @@ fn run_all(config: &Config) -> Result<bool, String> {
                 (Scenario::CsvRejects, _) => bench_csv_rejects(config, rows),
                 (Scenario::SqliteSqlite, _) => bench_sqlite_sqlite(config, &data),
                 (Scenario::PgPg, Ok(pg)) => bench_pg_pg(config, pg, &data),
+                (Scenario::PgWorkers, Ok(pg)) => bench_pg_workers(config, pg, &data),
                 (Scenario::SqlitePg, Ok(pg)) => bench_sqlite_pg(config, pg, &data),
                 (Scenario::MysqlPg | Scenario::PgMysql, Ok(pg)) => {
                     match My::connect(&config.my_url) {
@@ -738,6 +754,168 @@ fn bench_sqlite_sqlite(
     report_line(&m);
     verify_cost(&file, &pipeline, &summary)?;
     Ok((vec![m], fine))
+}
+
+/// The `pg_pg` job done by three processes sharing one run (`rowshift run --worker`,
+/// `parallel = 1` each) against one process with `parallel = 3`: what coordinating
+/// through the target's checkpoint tables costs. Runs alternate, as many pairs as
+/// `ROWSHIFT_BENCH_READBACK_PAIRS`, and the medians are compared; both targets must hold
+/// the same rows.
+fn bench_pg_workers(
+    config: &Config,
+    pg: &Pg,
+    data: &Dataset,
+) -> Result<(Vec<Measurement>, bool), String> {
+    let source = ensure_pg_source(pg, data)?;
+    let dir = fresh_run_dir(&config.data_dir, &format!("pg_workers_{}", data.rows))?;
+    let pipeline = |name: &str, schema: &str, parallel: usize| {
+        format!(
+            "name = \"{name}\"\n\n[source]\nurl = {url}\nschema = {}\ntable = {}\nkey = \"id\"\n\n[target]\nurl = {url}\nschema = {}\ntable = \"users_v2\"\n\n{TRANSFORMS}\n[chunks]\nrows = {CHUNK_ROWS}\nparallel = {parallel}\n",
+            toml_string(PG_SOURCE_SCHEMA),
+            toml_string(&source),
+            toml_string(schema),
+            url = toml_string(&config.pg_url),
+        )
+    };
+    let one = dir.join("one.toml");
+    write_file(&one, &pipeline("bench_workers_one", PG_ONE_SCHEMA, 3))?;
+    let shared = dir.join("shared.toml");
+    write_file(
+        &shared,
+        &pipeline("bench_workers_shared", PG_SHARED_SCHEMA, 1),
+    )?;
+    let src = format!("{}.{}", quote(PG_SOURCE_SCHEMA), quote(&source));
+    pg.warm(&src)?;
+
+    let run_one = || -> Result<(f64, RunSummary), String> {
+        pg.fresh_schema(PG_ONE_SCHEMA)?;
+        pg.checkpoint();
+        let s = run_rowshift_on(&one, true)?;
+        Ok((s.run.wall.as_secs_f64(), s))
+    };
+    // Three processes started together; the time is from the start to the last exit.
+    let run_shared = || -> Result<(f64, Vec<serde_json::Value>), String> {
+        pg.fresh_schema(PG_SHARED_SCHEMA)?;
+        pg.checkpoint();
+        let t0 = Instant::now();
+        let children: Vec<Child> = (0..3)
+            .map(|_| {
+                Command::new(ROWSHIFT)
+                    .arg("run")
+                    .arg(&shared)
+                    .args(["--worker", "--json", "--quiet"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("cannot start {ROWSHIFT}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut summaries = Vec::new();
+        for child in children {
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "a worker exited with {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            summaries.push(
+                serde_json::from_slice(&out.stdout)
+                    .map_err(|e| format!("a worker printed no JSON summary: {e}"))?,
+            );
+        }
+        Ok((t0.elapsed().as_secs_f64(), summaries))
+    };
+    let (mut ones, mut shareds) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..readback_pairs() {
+        let (wall, summary) = run_one()?;
+        ones.push(wall);
+        let (wall, workers) = run_shared()?;
+        shareds.push(wall);
+        last = Some((summary, workers));
+    }
+    let (summary, workers) = last.expect("at least one pair");
+    let mut fine = summary.check("pg_workers (one process)", data);
+    let (rows_one, sum_one) = pg.checksum(
+        &format!("{}.{}", quote(PG_ONE_SCHEMA), quote("users_v2")),
+        PG_PG_ROW,
+    )?;
+    let (rows_shared, sum_shared) = pg.checksum(
+        &format!("{}.{}", quote(PG_SHARED_SCHEMA), quote("users_v2")),
+        PG_PG_ROW,
+    )?;
+    if rows_one != data.kept || rows_shared != rows_one || sum_shared != sum_one {
+        println!(
+            "  !!! MISMATCH: one process wrote {} rows (checksum {sum_one}), three workers {} (checksum {sum_shared}), expected {}",
+            fmt_int(rows_one),
+            fmt_int(rows_shared),
+            fmt_int(data.kept)
+        );
+        fine = false;
+    } else {
+        println!(
+            "  output: one process and three workers wrote the same {} rows (checksum {sum_one})",
+            fmt_int(rows_one)
+        );
+    }
+    let chunks: Vec<u64> = workers
+        .iter()
+        .map(|w| w["chunks_done"].as_u64().unwrap_or(0))
+        .collect();
+    let bookkeeping: f64 = workers
+        .iter()
+        .map(|w| w["checkpoint_seconds"].as_f64().unwrap_or(0.0))
+        .sum();
+    let done: u64 = chunks.iter().sum();
+    println!(
+        "  workers' chunks {chunks:?} of {done}; claims, heartbeats and marks {bookkeeping:.3}s in all, {:.1} ms a chunk",
+        1000.0 * bookkeeping / done.max(1) as f64
+    );
+    let shown = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "  one process, parallel = 3: {}  |  three workers: {}",
+        shown(&ones),
+        shown(&shareds)
+    );
+    let (one_wall, shared_wall) = (median(&mut ones), median(&mut shareds));
+    let ratio = one_wall / shared_wall;
+    println!(
+        "  medians of {} runs each: one process {one_wall:.2}s ({:.0} rows/s), three workers {shared_wall:.2}s ({:.0} rows/s) = x{ratio:.2}  (target >= {TARGET_WORKERS_RATIO:.2}: {})",
+        ones.len(),
+        data.rows as f64 / one_wall,
+        data.rows as f64 / shared_wall,
+        if ratio >= TARGET_WORKERS_RATIO {
+            "met"
+        } else {
+            "NOT MET"
+        }
+    );
+    let mut m = summary.measurement("one process, parallel 3", data.rows);
+    m.wall = one_wall;
+    report_line(&m);
+    let w = Measurement {
+        label: "three workers".into(),
+        rows: data.rows,
+        wall: shared_wall,
+        inner: None,
+        peak_rss: None,
+        cpu: None,
+        written: Some(rows_shared),
+        noise: None,
+        server_cpu: None,
+        load: None,
+        ratio_wall: Some(ratio),
+        ratio_inner: None,
+    };
+    report_line(&w);
+    Ok((vec![m, w], fine))
 }
 
 /// PostgreSQL -> PostgreSQL with the five transforms and the filter, source and target in

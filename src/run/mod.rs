@@ -440,9 +440,11 @@ fn execute(
             attempt += 1;
             // No chunk to take while others hold some: wait, since a lease whose
             // process died runs out and its chunk is then this process's to take.
-            let found = lease.claim_next().and_then(|found| match found {
-                Some(f) => Ok(Some(Some(f))),
-                None => lease.open_chunks().map(|open| (open == 0).then_some(None)),
+            let found = shared.timed(|| {
+                lease.claim_next().and_then(|found| match found {
+                    Some(f) => Ok(Some(Some(f))),
+                    None => lease.open_chunks().map(|open| (open == 0).then_some(None)),
+                })
             });
             match found {
                 Ok(Some(found)) => return found.map(|(id, token)| (id, Some(token))),
