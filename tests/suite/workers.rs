@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{MyDb, PgSchema, Workspace, my_quote, pg_quote, pg_url, sqlite_exec};
+use crate::common::{MyDb, PgSchema, Workspace, my_quote, my_url, pg_quote, pg_url, sqlite_exec};
 
 /// Rows in the source: 24 chunks of 100.
 const ROWS: usize = 2400;
@@ -443,8 +443,8 @@ id = { type = "bigint", expr = "id" }
 }
 
 /// A network namespace of the test's own, joined to the host by a veth pair whose host
-/// end the test can take down: a worker run inside it reaches PostgreSQL at the same
-/// `127.0.0.1:5432` as the others, through a proxy listening inside the namespace, the
+/// end the test can take down: a worker run inside it reaches the server at the same
+/// `127.0.0.1:<port>` as the others, through a proxy listening inside the namespace, the
 /// link and a proxy on the host. Removed (with its link) when dropped.
 struct Netns {
     name: String,
@@ -452,7 +452,7 @@ struct Netns {
 }
 
 impl Netns {
-    fn new() -> Netns {
+    fn new(port: u16) -> Netns {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = (std::process::id() % 10_000) * 10
             + SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
@@ -496,12 +496,12 @@ impl Netns {
         }
         // Host side: the link's address to the server.
         let upstream = std::net::TcpListener::bind((host_ip.as_str(), 0)).unwrap();
-        let port = upstream.local_addr().unwrap().port();
-        proxy(upstream, "127.0.0.1:5432".to_string());
-        // Namespace side: 127.0.0.1:5432 to the link. The listener is made by a thread
+        let link_port = upstream.local_addr().unwrap().port();
+        proxy(upstream, format!("127.0.0.1:{port}"));
+        // Namespace side: 127.0.0.1:<port> to the link. The listener is made by a thread
         // that joined the namespace; a socket keeps the namespace it was made in.
         let path = format!("/var/run/netns/{}", ns.name);
-        let target = format!("{host_ip}:{port}");
+        let target = format!("{host_ip}:{link_port}");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
@@ -509,7 +509,7 @@ impl Netns {
             // SAFETY: setns on a valid namespace file only moves this thread.
             let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let listener = std::net::TcpListener::bind("127.0.0.1:5432").unwrap();
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
             tx.send(()).unwrap();
             // Connections to the host are made here too, inside the namespace.
             for conn in listener.incoming() {
@@ -585,9 +585,7 @@ fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
 /// keeps its chunk's rows uncommitted; its lease runs out and the other worker takes
 /// the chunk. When the link comes back, the cut-off worker's commit is refused: it gives
 /// the chunk up, and the target equals a run of one process.
-#[test]
-fn a_worker_cut_off_from_postgres_mid_chunk_gives_its_chunk_up() {
-    let server = Server::Postgres(PgSchema::new("rs_workers_net"));
+fn a_worker_cut_off_mid_chunk_gives_its_chunk_up(server: Server, port: u16) {
     let ws = Workspace::new();
     source(&ws);
     let single = pipeline(&ws, &server, "single");
@@ -596,7 +594,7 @@ fn a_worker_cut_off_from_postgres_mid_chunk_gives_its_chunk_up() {
     let expected = server.table("single");
 
     let shared = pipeline(&ws, &server, "shared");
-    let ns = Netns::new();
+    let ns = Netns::new(port);
     let cut = ns
         .command(env!("CARGO_BIN_EXE_rowshift"))
         .args(["run", &shared, "--worker"])
@@ -606,10 +604,18 @@ fn a_worker_cut_off_from_postgres_mid_chunk_gives_its_chunk_up() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut cut = cut;
     let c = until(
         "the worker in the namespace holds a chunk",
         Duration::from_secs(60),
         || {
+            if let Ok(Some(status)) = cut.try_wait() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(cut.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!(
+                    "the worker in the namespace ended ({status}) before it held a chunk: {err}"
+                );
+            }
             server
                 .chunks("shared")
                 .into_iter()
@@ -650,4 +656,32 @@ fn a_worker_cut_off_from_postgres_mid_chunk_gives_its_chunk_up() {
     assert!(chunks[chunk].2 >= 2, "{chunks:?}");
     let verify = ws.rowshift(&["verify", &shared]);
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
+}
+
+#[test]
+fn a_worker_cut_off_from_postgres_mid_chunk_gives_its_chunk_up() {
+    a_worker_cut_off_mid_chunk_gives_its_chunk_up(
+        Server::Postgres(PgSchema::new("rs_workers_net")),
+        port_of(&pg_url()),
+    );
+}
+
+#[test]
+fn a_worker_cut_off_from_mariadb_mid_chunk_gives_its_chunk_up() {
+    a_worker_cut_off_mid_chunk_gives_its_chunk_up(
+        Server::Mysql(MyDb::new("rs_workers_net")),
+        port_of(&my_url()),
+    );
+}
+
+/// The port of a server URL on this machine: the workers in a namespace reach it at
+/// `127.0.0.1` and that port, as the others do.
+fn port_of(url: &str) -> u16 {
+    let host = url.split('@').next_back().unwrap_or(url);
+    let host = host.split('/').next().unwrap_or(host);
+    assert!(
+        host.starts_with("127.0.0.1:") || host.starts_with("localhost:"),
+        "the network test needs the server on this machine, at 127.0.0.1 with a port: {host}"
+    );
+    host.rsplit(':').next().unwrap().parse().unwrap()
 }
