@@ -155,6 +155,17 @@ impl Fixture {
         );
     }
 
+    /// Makes `up` apply one step at a time (step 3 shares no table with steps 1 and 2,
+    /// so `up` would otherwise apply it beside them): for the tests of a kill at a given
+    /// moment of the set's order. `steps.rs` kills steps applied at once.
+    fn sequential(self) -> Fixture {
+        self.write(
+            "rowshift.toml",
+            &format!("name = \"t\"\n{}parallel = 1\n", self.target_lines()),
+        );
+        self
+    }
+
     fn rowshift(&self, args: &[&str]) -> crate::common::Output {
         self.ws.rowshift(args)
     }
@@ -368,7 +379,7 @@ fn mariadb_up_down_up() {
 /// Runs `up` with `ROWSHIFT_FAULT=fault`, which aborts it; then `up` again, which must
 /// end where a clean run ends.
 fn crash_then_up(kind: &str, fault: &str, stopped: Vec<Vec<String>>) {
-    let f = Fixture::new(kind);
+    let f = Fixture::new(kind).sequential();
     let out = f.rowshift_env(&["up", "set"], &[("ROWSHIFT_FAULT", fault)]);
     assert_ne!(out.code, 0, "{fault}: {}{}", out.stdout, out.stderr);
     assert_ne!(out.code, 2, "{fault} should abort: {}", out.stderr);
@@ -417,7 +428,7 @@ fn mariadb_killed_in_ddl_then_up() {
     killed_in_ddl("my");
     // On MariaDB each statement's completion is recorded as it commits: killed after
     // statement 1's record, the history says so and up goes on from statement 2.
-    let f = Fixture::new("my");
+    let f = Fixture::new("my").sequential();
     let out = f.rowshift_env(
         &["up", "set"],
         &[("ROWSHIFT_FAULT", "step=1,crash=up-recorded:1")],
@@ -924,7 +935,8 @@ fn a_failed_statement_is_recorded_with_its_place_and_a_fixed_file_runs_without_a
 
 #[test]
 fn a_data_step_that_rejects_rows_stops_up_after_it_with_exit_1() {
-    let f = Fixture::new("sqlite");
+    // One step at a time: steps applied at once as the rows are rejected end first.
+    let f = Fixture::new("sqlite").sequential();
     // Labels longer than 4 characters do not fit: apple is rejected.
     f.write(
         "002_load_items.toml",
