@@ -382,8 +382,7 @@ fn kill_after(f: &Fixture, env: &[(&str, &str)], markers: &[&str], after: Durati
     std::thread::sleep(after);
     child.kill().unwrap();
     child.wait().unwrap();
-    let text = seen.lock().unwrap().clone();
-    text
+    seen.lock().unwrap().clone()
 }
 
 /// A kill -9 while steps 2, 3 and 4 move data at once: the history says step 1 is
