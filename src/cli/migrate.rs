@@ -318,7 +318,7 @@ pub fn up(dir: &Path, args: UpArgs) -> anyhow::Result<i32> {
     }
     if report.exit_code() == 1 {
         println!(
-            "  rows were rejected (they are in the quarantine); up stopped after that step: fix the data or the pipeline, run `rowshift retry --rejects` on it, then `rowshift up` again"
+            "  rows were rejected (they are in the quarantine); up started no step after it: fix the data or the pipeline, run `rowshift retry --rejects` on it, then `rowshift up` again"
         );
     }
     Ok(report.exit_code())

@@ -239,7 +239,7 @@ enum Command {
     /// foreign key at the same time, up to --parallel), under the target's migration
     /// lock; continues a step an interrupted run left where the history says it stopped.
     #[command(
-        after_help = "Example:\n  rowshift up pipelines/shop_v2\n  rowshift up pipelines/shop_v2 --to 3\n  rowshift up pipelines/shop_v2 --parallel 1\n\nExit codes: 0 applied, 1 a data step rejected rows (up stopped after it), 2 error (the history records where it stopped)."
+        after_help = "Example:\n  rowshift up pipelines/shop_v2\n  rowshift up pipelines/shop_v2 --to 3\n  rowshift up pipelines/shop_v2 --parallel 1\n\nExit codes: 0 applied, 1 a data step rejected rows (up started no step after it), 2 error (the history records where it stopped)."
     )]
     Up {
         /// The migration set's directory.

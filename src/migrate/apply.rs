@@ -78,7 +78,8 @@ pub struct UpReport {
     pub steps: Vec<StepOutcome>,
     /// Applied steps whose change `--allow-changed` accepted, each with what changed.
     pub accepted_changes: Vec<String>,
-    /// Steps left pending (after `--to`, or after a step whose rows were rejected).
+    /// Steps left pending (after `--to`, or not started once a step rejected rows or
+    /// failed).
     pub pending: Vec<u64>,
     /// The highest step applied now, if any.
     pub at: Option<u64>,
@@ -90,7 +91,7 @@ pub struct UpReport {
 
 impl UpReport {
     /// 0 when every step ran clean; 1 when a data step rejected rows (they are in the
-    /// quarantine, and `up` stopped after that step).
+    /// quarantine, and `up` started no step after it; those running then ended).
     pub fn exit_code(&self) -> i32 {
         match self.steps.iter().any(|s| s.record.rows_rejected > 0) {
             true => 1,
@@ -728,8 +729,21 @@ impl<'a> Session<'a> {
         crash_point(step.number, "data");
         let load = plan::load_sql(self.locks.as_ref(), &pipeline);
         let file = pipeline_file(&pipeline);
-        let plan = Plan::build(pipeline).map_err(as_step)?;
-        let sink = plan.open_sink().map_err(as_step)?;
+        // A pipeline that cannot be planned or whose target cannot be opened (a source
+        // table gone, a server down) fails the step as a failed run does: recorded.
+        let opened = Plan::build(pipeline).and_then(|plan| {
+            let sink = plan.open_sink()?;
+            Ok((plan, sink))
+        });
+        let (plan, sink) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                record.state = failed;
+                record.error = Some(redact(&e.to_string()));
+                self.save(record)?;
+                return Err(as_step(e));
+            }
+        };
         let run_opts = RunOptions {
             parallel: opts.parallel,
             lock_wait: opts.lock_wait,
@@ -1124,12 +1138,18 @@ fn apply_step(
                 let summary = session.move_data(step, &mut record, opts)?;
                 // What the source held when its rows were moved, for down to compare.
                 let pipeline = step.pipeline.as_ref().expect("a data step");
-                let figures = rollback::source_figures(pipeline, &session.io).map_err(|e| {
-                    SetError::Step {
-                        step: step.label(),
-                        source: e,
+                let figures = match rollback::source_figures(pipeline, &session.io) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        record.state = State::Failed;
+                        record.error = Some(redact(&e.to_string()));
+                        session.save(&record)?;
+                        return Err(SetError::Step {
+                            step: step.label(),
+                            source: e,
+                        });
                     }
-                })?;
+                };
                 record.source_rows = figures.as_ref().map(|f| f.rows);
                 record.source_checksum = figures.map(|f| f.checksum);
                 advance(

@@ -571,3 +571,63 @@ fn a_sql_step_it_cannot_read_is_a_barrier_and_parallel_is_checked() {
     }
     assert_eq!(f.contents(0), expected());
 }
+
+/// A step that fails beside others: those already running end and are applied, no step
+/// starts after the failure, the history says which steps are applied, failed and
+/// pending (status is "at" the last step of the applied run from the first), and the
+/// next `up`, once the cause is gone, applies the rest without taking the steps left
+/// pending below an applied one for steps inserted since.
+#[test]
+fn a_step_failing_beside_others_leaves_them_applied_and_up_finishes_the_rest() {
+    let f = Fixture::new("sqlite", 1);
+    let src = f.ws.path("src.db");
+    sqlite_exec(&src, "ALTER TABLE alpha_src RENAME TO alpha_away");
+    let dir = Fixture::dir(0);
+    let out = f.ws.rowshift(&["up", dir.as_str()]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("error: step 2 (alpha): ") && out.stderr.contains("alpha_src"),
+        "{}",
+        out.stderr
+    );
+    let states: Vec<[String; 2]> = f
+        .history(0)
+        .iter()
+        .map(|r| [r[0].clone(), r[1].clone()])
+        .collect();
+    let expect = |rows: &[(&str, &str)]| -> Vec<[String; 2]> {
+        rows.iter()
+            .map(|(a, b)| [a.to_string(), b.to_string()])
+            .collect()
+    };
+    assert_eq!(
+        states,
+        expect(&[
+            ("1", "applied"),
+            ("2", "failed"),
+            ("3", "applied"),
+            ("4", "applied")
+        ])
+    );
+    let status = f.ws.rowshift(&["status", dir.as_str()]);
+    assert!(status.stdout.contains(": at step 1\n"), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(4).collect::<Vec<_>>()
+                == ["5", "child", "data", "pending"]),
+        "{}",
+        status.stdout
+    );
+
+    sqlite_exec(&src, "ALTER TABLE alpha_away RENAME TO alpha_src");
+    let out = f.up(0, &[], &[]);
+    assert!(
+        out.stdout
+            .contains("2 steps applied now, 3 were already applied, 0 pending; at step 5"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(f.contents(0), expected());
+}
