@@ -628,9 +628,8 @@ fn mariadb_lock_race_and_takeover() {
     lock_race("my");
 }
 
-#[test]
-fn an_applied_step_edited_is_refused_then_accepted_and_recorded() {
-    let f = Fixture::new("sqlite");
+fn an_applied_step_edited_is_refused_then_accepted_and_recorded(kind: &str) {
+    let f = Fixture::new(kind);
     f.up();
     let path = f.ws.path("set/001_create.sql");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -671,11 +670,9 @@ fn an_applied_step_edited_is_refused_then_accepted_and_recorded() {
         "{}",
         out.stdout
     );
-    let Db::Sqlite(db) = &f.db else {
-        unreachable!()
-    };
-    let note = sqlite_rows(
-        db,
+    let note = f.query(
+        "SELECT allowed_change FROM rowshift.history WHERE set_name = 't' AND target = '{name}' AND step = 1",
+        "SELECT CAST(allowed_change AS CHAR) FROM {}._rowshift_history WHERE set_name = 't' AND step = 1",
         "SELECT allowed_change FROM _rowshift_history WHERE step = 1",
     );
     assert!(note[0][0].starts_with("accepted 20"), "{note:?}");
@@ -718,6 +715,21 @@ fn an_applied_step_edited_is_refused_then_accepted_and_recorded() {
         out.stderr
     );
     assert!(!out.stderr.contains("step 3"), "{}", out.stderr);
+}
+
+#[test]
+fn sqlite_an_applied_step_edited_is_refused_then_accepted_and_recorded() {
+    an_applied_step_edited_is_refused_then_accepted_and_recorded("sqlite");
+}
+
+#[test]
+fn postgres_an_applied_step_edited_is_refused_then_accepted_and_recorded() {
+    an_applied_step_edited_is_refused_then_accepted_and_recorded("pg");
+}
+
+#[test]
+fn mariadb_an_applied_step_edited_is_refused_then_accepted_and_recorded() {
+    an_applied_step_edited_is_refused_then_accepted_and_recorded("my");
 }
 
 #[test]
