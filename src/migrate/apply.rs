@@ -1036,7 +1036,25 @@ fn schedule(
                     .spawn_scoped(scope, move || {
                         // Each step reports the statements its own thread executes.
                         trace::start();
-                        let outcome = apply_step(session, step, existing, chain, opts);
+                        // A panic is reported as the step's error, so that the scheduler,
+                        // waiting for each running step's end, is never left waiting.
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                apply_step(session, step, existing, chain, opts)
+                            }))
+                            .unwrap_or_else(|p| {
+                                let why = p
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| p.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                Err(SetError::Step {
+                                    step: step.label(),
+                                    source: crate::Error::Internal(format!(
+                                        "the step's thread panicked: {why}"
+                                    )),
+                                })
+                            });
                         if let Ok(o) = &outcome {
                             session
                                 .observer
