@@ -1027,6 +1027,9 @@ mod package;
 #[path = "suite/migrate.rs"]
 mod migrate;
 
+#[path = "suite/steps.rs"]
+mod steps;
+
 #[path = "suite/ddl.rs"]
 mod ddl;
 

@@ -1,67 +1,202 @@
 //! The migration-set commands: `up`, `down`, `baseline`, and `status` and `validate` on a
 //! set's directory. Draws the library's `SetEvent`s and prints the reports.
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use rowshift::config::Pipeline;
 use rowshift::migrate::{
     self, Entry, MigrateOptions, MigrationSet, PlanOptions, SetEvent, SetObserver, StatusReport,
     StepOutcome, TestRollbackOptions,
 };
-use rowshift::run::{self, Observer, fmt_duration};
+use rowshift::run::{self, Event, Observer, fmt_duration};
 
 use super::progress;
 
-/// Step lines on stderr, with the data moves' chunk lines (unless quiet) and, with
-/// `--print-sql`, each statement as it was executed.
+/// Step lines on stderr, with the data moves' chunk progress (unless quiet) and, with
+/// `--print-sql`, each statement as it was executed. `up` applies independent steps at
+/// the same time, so each chunk line names its step; on a terminal each running step has
+/// a bar of its own.
 struct StepLines {
-    chunks: Box<dyn Observer>,
+    quiet: bool,
     print_sql: bool,
+    /// The running steps' bars, on a terminal.
+    bars: Option<Mutex<StepBars>>,
+}
+
+struct StepBars {
+    all: MultiProgress,
+    /// Each step's name, from its start, to label its bar.
+    names: HashMap<u64, String>,
+    bars: HashMap<u64, ProgressBar>,
+    /// Rows read by each step's chunks so far, and when its move started.
+    rows: HashMap<u64, (u64, Instant)>,
+}
+
+impl StepLines {
+    /// A line on stderr, above the bars when there are some.
+    fn say(&self, line: String) {
+        match &self.bars {
+            Some(b) => {
+                let b = b.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = b.all.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
 }
 
 impl SetObserver for StepLines {
     fn on_set_event(&self, event: &SetEvent) {
         match event {
-            SetEvent::WaitingForLock { holder, limit } => eprintln!(
+            SetEvent::WaitingForLock { holder, limit } => self.say(format!(
                 "another process holds this target's migration lock ({holder}); waiting up to {} for it (--lock-timeout)",
                 fmt_duration(*limit)
-            ),
+            )),
             SetEvent::StepStarted {
                 step,
                 name,
                 direction,
                 resumed,
-            } => eprintln!(
-                "step {step} ({name}): {direction}{}",
-                if *resumed {
-                    ", continuing where an earlier run stopped"
-                } else {
-                    ""
+            } => {
+                if let Some(b) = &self.bars {
+                    let mut b = b.lock().unwrap_or_else(|p| p.into_inner());
+                    b.names.insert(*step, name.clone());
                 }
-            ),
-            SetEvent::DataStarted { step, pipeline } => {
-                eprintln!("step {step}: moving data (pipeline {pipeline})")
+                self.say(format!(
+                    "step {step} ({name}): {direction}{}",
+                    if *resumed {
+                        ", continuing where an earlier run stopped"
+                    } else {
+                        ""
+                    }
+                ))
             }
-            SetEvent::StepDone(o) => eprintln!("{}", step_line(o)),
-            SetEvent::Stage(what) => eprintln!("test-rollback: {what}"),
-            SetEvent::Executed(e) if self.print_sql => eprint!("{}", entry_text(e)),
+            SetEvent::DataStarted { step, pipeline } => {
+                self.say(format!("step {step}: moving data (pipeline {pipeline})"))
+            }
+            SetEvent::StepDone(o) => self.say(step_line(o)),
+            SetEvent::Stage(what) => self.say(format!("test-rollback: {what}")),
+            SetEvent::Executed(e) if self.print_sql => {
+                let text = entry_text(e);
+                self.say(text.trim_end().to_string())
+            }
             SetEvent::Executed(_) => {}
         }
     }
 
     fn run_observer(&self) -> &dyn Observer {
-        self.chunks.as_ref()
+        &run::NoopObserver
+    }
+
+    fn on_run_event(&self, step: u64, event: &Event) {
+        if let Event::WaitingForLock { holder, limit } = event {
+            return self.say(format!(
+                "step {step}: {}",
+                progress::waiting(holder, *limit)
+            ));
+        }
+        if self.quiet {
+            return;
+        }
+        let Some(bars) = &self.bars else {
+            return chunk_line(step, event);
+        };
+        let mut b = bars.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Event::Planned { chunks, .. } => {
+                let bar = b.all.add(ProgressBar::new(*chunks as u64));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:<28} [{elapsed_precise}] {bar:30} {pos}/{len} chunks  {msg}",
+                    )
+                    .expect("valid template"),
+                );
+                let name = b.names.get(&step).cloned().unwrap_or_default();
+                bar.set_prefix(format!("step {step} ({name})"));
+                b.bars.insert(step, bar);
+                b.rows.insert(step, (0, Instant::now()));
+            }
+            Event::ChunkDone { counts, .. } => {
+                let (rows, since) = b.rows.get(&step).copied().unwrap_or((0, Instant::now()));
+                let rows = rows + counts.read;
+                b.rows.insert(step, (rows, since));
+                if let Some(bar) = b.bars.get(&step) {
+                    let rate = rows as f64 / since.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!("{rows} rows, {rate:.0} rows/s"));
+                    bar.inc(1);
+                }
+            }
+            Event::ChunkFailed { chunk, error } => {
+                let _ = b
+                    .all
+                    .println(format!("step {step}: chunk {chunk} FAILED: {error}"));
+                if let Some(bar) = b.bars.get(&step) {
+                    bar.inc(1);
+                }
+            }
+            Event::Finished(_) => {
+                if let Some(bar) = b.bars.remove(&step) {
+                    bar.finish_and_clear();
+                    b.all.remove(&bar);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A data move's chunk event as a log line naming its step.
+fn chunk_line(step: u64, event: &Event) {
+    match event {
+        Event::Planned {
+            chunks,
+            rows,
+            skipped,
+        } => {
+            let rows = rows.map(|r| format!(", {r} rows")).unwrap_or_default();
+            let resumed = match skipped {
+                0 => String::new(),
+                n => format!(" ({n} done by an earlier run)"),
+            };
+            eprintln!("step {step}: {chunks} chunks to run{rows}{resumed}");
+        }
+        Event::ChunkDone {
+            chunk,
+            counts,
+            elapsed,
+        } => eprintln!(
+            "step {step}: chunk {chunk} done: {} read, {} written, {} filtered in {}",
+            counts.read,
+            counts.written,
+            counts.filtered,
+            fmt_duration(*elapsed)
+        ),
+        Event::ChunkFailed { chunk, error } => {
+            eprintln!("step {step}: chunk {chunk} FAILED: {error}")
+        }
+        _ => {}
     }
 }
 
 fn observer(quiet: bool, print_sql: bool) -> StepLines {
+    let terminal = std::io::stderr().is_terminal();
     StepLines {
-        chunks: match quiet {
-            true => Box::new(run::NoopObserver),
-            false => Box::new(progress::Lines),
-        },
+        quiet,
         print_sql,
+        bars: (terminal && !quiet).then(|| {
+            Mutex::new(StepBars {
+                all: MultiProgress::new(),
+                names: HashMap::new(),
+                bars: HashMap::new(),
+                rows: HashMap::new(),
+            })
+        }),
     }
 }
 
@@ -128,25 +263,37 @@ fn options(to: Option<u64>, allow_changed: bool, force: bool, lock_timeout: u64)
         force,
         lock_wait: Duration::from_secs(lock_timeout),
         parallel: None,
+        parallel_steps: None,
     }
 }
 
+/// What `rowshift up DIR` was asked.
+pub struct UpArgs {
+    /// `--to N`.
+    pub to: Option<u64>,
+    /// `--allow-changed`.
+    pub allow_changed: bool,
+    /// `--lock-timeout SECONDS`.
+    pub lock_timeout: u64,
+    /// `--parallel N`: steps applied at once.
+    pub parallel: Option<usize>,
+    /// `--json`.
+    pub json: bool,
+    /// `--quiet`.
+    pub quiet: bool,
+    /// `--print-sql`.
+    pub print_sql: bool,
+}
+
 /// `rowshift up DIR`.
-pub fn up(
-    dir: &Path,
-    to: Option<u64>,
-    allow_changed: bool,
-    lock_timeout: u64,
-    json: bool,
-    quiet: bool,
-    print_sql: bool,
-) -> anyhow::Result<i32> {
+pub fn up(dir: &Path, args: UpArgs) -> anyhow::Result<i32> {
     let set = MigrationSet::load(dir)?;
-    let report = migrate::up(
-        &set,
-        &options(to, allow_changed, false, lock_timeout),
-        &observer(quiet, print_sql),
-    )?;
+    let json = args.json;
+    let opts = MigrateOptions {
+        parallel_steps: args.parallel,
+        ..options(args.to, args.allow_changed, false, args.lock_timeout)
+    };
+    let report = migrate::up(&set, &opts, &observer(args.quiet, args.print_sql))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(report.exit_code());
@@ -171,7 +318,7 @@ pub fn up(
     }
     if report.exit_code() == 1 {
         println!(
-            "  rows were rejected (they are in the quarantine); up stopped after that step: fix the data or the pipeline, run `rowshift retry --rejects` on it, then `rowshift up` again"
+            "  rows were rejected (they are in the quarantine); up started no step after it: fix the data or the pipeline, run `rowshift retry --rejects` on it, then `rowshift up` again"
         );
     }
     Ok(report.exit_code())
@@ -395,8 +542,15 @@ pub fn plan(
         plan.command, plan.set, plan.target, plan.database, plan.connected
     );
     for s in &plan.steps {
+        let after = match &s.after {
+            Some(a) if !a.is_empty() => {
+                let a: Vec<String> = a.iter().map(u64::to_string).collect();
+                format!(" (after {})", a.join(", "))
+            }
+            _ => String::new(),
+        };
         println!(
-            "--   step {:>4} {:<24} {:<8} {}",
+            "--   step {:>4} {:<24} {:<8} {}{after}",
             s.step, s.name, s.kind, s.status
         );
     }

@@ -244,10 +244,11 @@ enum Command {
         /// earlier step).
         pipeline: PathBuf,
     },
-    /// Apply a migration set's pending steps in order, under the target's migration lock;
-    /// continues a step an interrupted run left where the history says it stopped.
+    /// Apply a migration set's pending steps in order (steps that share no table or
+    /// foreign key at the same time, up to --parallel), under the target's migration
+    /// lock; continues a step an interrupted run left where the history says it stopped.
     #[command(
-        after_help = "Example:\n  rowshift up pipelines/shop_v2\n  rowshift up pipelines/shop_v2 --to 3\n\nExit codes: 0 applied, 1 a data step rejected rows (up stopped after it), 2 error (the history records where it stopped)."
+        after_help = "Example:\n  rowshift up pipelines/shop_v2\n  rowshift up pipelines/shop_v2 --to 3\n  rowshift up pipelines/shop_v2 --parallel 1\n\nExit codes: 0 applied, 1 a data step rejected rows (up started no step after it), 2 error (the history records where it stopped)."
     )]
     Up {
         /// The migration set's directory.
@@ -263,6 +264,11 @@ enum Command {
         /// migration lock; without it, refuse at once, naming the holder.
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         lock_timeout: u64,
+        /// Apply at most this many independent steps at once (steps whose tables share
+        /// no table or foreign key); 1 applies them one after the other. Default: the
+        /// set file's `parallel`, or 4.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        parallel: Option<u64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -401,17 +407,21 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             to,
             allow_changed,
             lock_timeout,
+            parallel,
             json,
             quiet,
             print_sql,
         } => migrate::up(
             &dir,
-            to,
-            allow_changed,
-            lock_timeout,
-            json,
-            quiet,
-            print_sql,
+            migrate::UpArgs {
+                to,
+                allow_changed,
+                lock_timeout,
+                parallel: parallel.map(|n| n as usize),
+                json,
+                quiet,
+                print_sql,
+            },
         ),
         Command::Down {
             dir,

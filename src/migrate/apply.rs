@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::history::{History, Phase, Record, State};
 use super::set::{MigrationSet, Step};
 use super::statements::Statement;
-use super::{SetError, SetEvent, SetObserver, crash_point, lock, plan, rollback};
+use super::{SetError, SetEvent, SetObserver, crash_point, deps, lock, plan, rollback};
 use crate::checkpoint::{ChunkState, RunLock};
 use crate::chunk::ChunkCounts;
 use crate::config::redact;
@@ -34,6 +34,9 @@ pub struct MigrateOptions {
     pub lock_wait: Duration,
     /// Chunks in flight in a data move (overrides the pipeline's `parallel`).
     pub parallel: Option<usize>,
+    /// `up`: how many independent steps are applied at once at most (overrides the set
+    /// file's `parallel`; 1 applies them one after the other).
+    pub parallel_steps: Option<usize>,
 }
 
 /// What one step did.
@@ -75,7 +78,8 @@ pub struct UpReport {
     pub steps: Vec<StepOutcome>,
     /// Applied steps whose change `--allow-changed` accepted, each with what changed.
     pub accepted_changes: Vec<String>,
-    /// Steps left pending (after `--to`, or after a step whose rows were rejected).
+    /// Steps left pending (after `--to`, or not started once a step rejected rows or
+    /// failed).
     pub pending: Vec<u64>,
     /// The highest step applied now, if any.
     pub at: Option<u64>,
@@ -87,7 +91,7 @@ pub struct UpReport {
 
 impl UpReport {
     /// 0 when every step ran clean; 1 when a data step rejected rows (they are in the
-    /// quarantine, and `up` stopped after that step).
+    /// quarantine, and `up` started no step after it; those running then ended).
     pub fn exit_code(&self) -> i32 {
         match self.steps.iter().any(|s| s.record.rows_rejected > 0) {
             true => 1,
@@ -279,7 +283,15 @@ pub(crate) fn changes(set: &MigrationSet, records: &[Record]) -> Vec<(u64, Strin
             let recorded = records
                 .iter()
                 .any(|r| r.step == s.number && r.state != State::Reverted);
-            if !recorded {
+            // A step left pending beside later ones that `up` applied at the same time
+            // was in the set when they ran: their chains cover it. One inserted since
+            // changes the chain of every live step after it.
+            let inserted = records.iter().any(|r| {
+                r.step > s.number
+                    && r.state != State::Reverted
+                    && chains.get(&r.step) != Some(&r.chain)
+            });
+            if !recorded && inserted {
                 out.push((
                     s.number,
                     format!(
@@ -314,6 +326,35 @@ struct Session<'a> {
     observer: &'a dyn SetObserver,
     lock: RunLock,
     lock_seconds: f64,
+    /// Held by a data move from the start of its run until its chunks are planned.
+    starting: Gate,
+}
+
+/// Lets one data move at a time through the start of its run: its run lock, its table's
+/// DDL, the checkpoint tables' DDL and the recording of its chunk plan. Steps applied at
+/// the same time then never create the bookkeeping tables at once (a race some servers
+/// lose), and never insert their plans at once: on MySQL and MariaDB two such inserts,
+/// each after deleting its pipeline's missing rows, take gap locks that deadlock. Their
+/// chunks, the bulk of the time, run side by side.
+#[derive(Default)]
+struct Gate {
+    busy: std::sync::Mutex<bool>,
+    free: std::sync::Condvar,
+}
+
+impl Gate {
+    fn enter(&self) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            busy = self.free.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy = true;
+    }
+
+    fn leave(&self) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.free.notify_one();
+    }
 }
 
 impl<'a> Session<'a> {
@@ -333,7 +374,9 @@ impl<'a> Session<'a> {
         })?;
         let lock_seconds = t0.elapsed().as_secs_f64();
         let locks = plan::locks_for(&set.target)?;
-        let history = History::open(&set.target, &set.name, &io)?;
+        // A connection for each step applied at once, and one for the set's own writes.
+        let connections = width(set, opts) as u32 + 1;
+        let history = History::open_with(&set.target, &set.name, &io, connections)?;
         // From here on, every statement this thread executes is reported.
         trace::start();
         let session = Session {
@@ -345,6 +388,7 @@ impl<'a> Session<'a> {
             observer,
             lock,
             lock_seconds,
+            starting: Gate::default(),
         };
         let taken = session
             .locks
@@ -685,20 +729,38 @@ impl<'a> Session<'a> {
         crash_point(step.number, "data");
         let load = plan::load_sql(self.locks.as_ref(), &pipeline);
         let file = pipeline_file(&pipeline);
-        let plan = Plan::build(pipeline).map_err(as_step)?;
-        let sink = plan.open_sink().map_err(as_step)?;
+        // A pipeline that cannot be planned or whose target cannot be opened (a source
+        // table gone, a server down) fails the step as a failed run does: recorded.
+        let opened = Plan::build(pipeline).and_then(|plan| {
+            let sink = plan.open_sink()?;
+            Ok((plan, sink))
+        });
+        let (plan, sink) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                record.state = failed;
+                record.error = Some(redact(&e.to_string()));
+                self.save(record)?;
+                return Err(as_step(e));
+            }
+        };
         let run_opts = RunOptions {
             parallel: opts.parallel,
             lock_wait: opts.lock_wait,
             cancel: None,
             ..RunOptions::default()
         };
+        self.starting.enter();
         let tap = LoadTap {
-            inner: self.observer.run_observer(),
+            set: self.observer,
+            step: step.number,
             load: &load,
             moved: std::sync::Mutex::new(None),
+            gate: &self.starting,
+            inside: std::sync::atomic::AtomicBool::new(true),
         };
         let summary = crate::run::run(&plan, sink.as_ref(), &tap, &run_opts);
+        tap.leave();
         let moved = tap.moved.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.flush_data(step.number, &load, moved);
         let summary = match summary {
@@ -782,9 +844,22 @@ impl<'a> Session<'a> {
 /// reports the load as executed where the run starts its chunks (after the table's DDL,
 /// before the post-load DDL), with the rows and chunks it plans to move.
 struct LoadTap<'a> {
-    inner: &'a dyn crate::run::Observer,
+    set: &'a dyn SetObserver,
+    step: u64,
     load: &'a str,
     moved: std::sync::Mutex<Option<String>>,
+    /// The session's gate, which this move holds until its chunks are planned.
+    gate: &'a Gate,
+    inside: std::sync::atomic::AtomicBool,
+}
+
+impl LoadTap<'_> {
+    /// Lets the next data move start (once).
+    fn leave(&self) {
+        if self.inside.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.gate.leave();
+        }
+    }
 }
 
 impl crate::run::Observer for LoadTap<'_> {
@@ -794,8 +869,9 @@ impl crate::run::Observer for LoadTap<'_> {
             trace::executed(self.load);
             *self.moved.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(plan::rows_in_chunks(*rows, *chunks));
+            self.leave();
         }
-        self.inner.on_event(event);
+        self.set.on_run_event(self.step, event);
     }
 }
 
@@ -836,29 +912,188 @@ fn up_in(session: &Session<'_>, opts: &MigrateOptions, t0: Instant) -> Result<Up
         lock_seconds: session.lock_seconds,
         seconds: 0.0,
     };
-    let mut stop = false;
+    let mut todo: Vec<&Step> = Vec::new();
     for step in &set.steps {
-        let existing = records.get(&step.number);
-        if existing.is_some_and(|r| r.state.is_applied()) {
+        if records
+            .get(&step.number)
+            .is_some_and(|r| r.state.is_applied())
+        {
             report.already_applied += 1;
-            report.at = Some(step.number);
-            continue;
-        }
-        if stop || opts.to.is_some_and(|to| step.number > to) {
+        } else if opts.to.is_some_and(|to| step.number > to) {
             report.pending.push(step.number);
-            continue;
+        } else {
+            todo.push(step);
         }
-        let outcome = apply_step(session, step, existing, &chains[&step.number], opts)?;
-        stop = outcome.record.rows_rejected > 0;
-        session
-            .observer
-            .on_set_event(&SetEvent::StepDone(Box::new(outcome.clone())));
-        report.steps.push(outcome);
-        report.at = Some(step.number);
-        crash_point(step.number, "done");
+    }
+    let width = width(set, opts);
+    let waits = match (width, todo.len()) {
+        // One at a time, or one to do: the set's order is the whole schedule.
+        (1, _) | (_, 0 | 1) => todo.iter().map(|s| (s.number, Vec::new())).collect(),
+        _ => {
+            let catalog = session.history.foreign_keys()?;
+            deps::plan_waits(set, &todo, &catalog).0
+        }
+    };
+    let outcome = schedule(session, &todo, &waits, width, &records, &chains, opts);
+    let mut outcomes = outcome.done;
+    outcomes.sort_by_key(|o| o.step);
+    report.pending.extend(outcome.not_started);
+    report.pending.sort_unstable();
+    report.steps = outcomes;
+    if let Some(e) = outcome.error {
+        return Err(e);
+    }
+    // The last step of the applied run from the set's first: a step applied beside an
+    // earlier one that is still pending does not make the target "at" it.
+    let now_applied: Vec<u64> = report.steps.iter().map(|o| o.step).collect();
+    for step in &set.steps {
+        let applied = now_applied.contains(&step.number)
+            || records
+                .get(&step.number)
+                .is_some_and(|r| r.state.is_applied());
+        match applied {
+            true => report.at = Some(step.number),
+            false => break,
+        }
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// How many steps `up` applies at once at most.
+fn width(set: &MigrationSet, opts: &MigrateOptions) -> usize {
+    opts.parallel_steps
+        .or(set.parallel)
+        .unwrap_or(super::set::DEFAULT_PARALLEL)
+        .max(1)
+}
+
+/// What [`schedule`] did.
+struct Scheduled {
+    /// The steps applied, in the order they ended.
+    done: Vec<StepOutcome>,
+    /// Steps not started (up stopped before them).
+    not_started: Vec<u64>,
+    /// The error of the first step (by number) that failed.
+    error: Option<SetError>,
+}
+
+/// Applies `todo` (in the set's order), at most `width` at once, each once every step
+/// it waits for is applied. The steps that wait for nothing pending start in the set's
+/// order, so with `width` 1 this is the sequential `up`. After a failure or a step that
+/// rejected rows no step starts; those running end first (each records itself).
+fn schedule(
+    session: &Session<'_>,
+    todo: &[&Step],
+    waits: &BTreeMap<u64, Vec<u64>>,
+    width: usize,
+    records: &BTreeMap<u64, Record>,
+    chains: &BTreeMap<u64, String>,
+    opts: &MigrateOptions,
+) -> Scheduled {
+    #[derive(Clone, Copy, PartialEq)]
+    enum At {
+        Waiting,
+        Running,
+        Applied,
+        Failed,
+    }
+    let mut at: BTreeMap<u64, At> = todo.iter().map(|s| (s.number, At::Waiting)).collect();
+    let mut out = Scheduled {
+        done: Vec::new(),
+        not_started: Vec::new(),
+        error: None,
+    };
+    let mut errors: Vec<(u64, SetError)> = Vec::new();
+    let mut stop = false;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, Result<StepOutcome, SetError>)>();
+        let mut running = 0usize;
+        loop {
+            if !stop && session.lock.lost() {
+                errors.push((
+                    0,
+                    SetError::Refused(format!(
+                        "the target's migration lock was lost (another process took it over, or the server ended its session); up started no more steps. {}",
+                        "The history records each step where it stopped; run `rowshift up` again"
+                    )),
+                ));
+                stop = true;
+            }
+            while !stop && running < width {
+                let ready = todo.iter().find(|s| {
+                    at[&s.number] == At::Waiting
+                        && waits[&s.number].iter().all(|w| at[w] == At::Applied)
+                });
+                let Some(step) = ready.copied() else { break };
+                at.insert(step.number, At::Running);
+                running += 1;
+                let tx = tx.clone();
+                let existing = records.get(&step.number);
+                let chain = &chains[&step.number];
+                std::thread::Builder::new()
+                    .name(format!("rowshift-step-{}", step.number))
+                    .spawn_scoped(scope, move || {
+                        // Each step reports the statements its own thread executes.
+                        trace::start();
+                        // A panic is reported as the step's error, so that the scheduler,
+                        // waiting for each running step's end, is never left waiting.
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                apply_step(session, step, existing, chain, opts)
+                            }))
+                            .unwrap_or_else(|p| {
+                                let why = p
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| p.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                Err(SetError::Step {
+                                    step: step.label(),
+                                    source: crate::Error::Internal(format!(
+                                        "the step's thread panicked: {why}"
+                                    )),
+                                })
+                            });
+                        if let Ok(o) = &outcome {
+                            session
+                                .observer
+                                .on_set_event(&SetEvent::StepDone(Box::new(o.clone())));
+                            crash_point(step.number, "done");
+                        }
+                        trace::stop();
+                        let _ = tx.send((step.number, outcome));
+                    })
+                    .expect("a thread for a step");
+            }
+            if running == 0 {
+                break;
+            }
+            let (n, outcome) = rx.recv().expect("a running step reports its end");
+            running -= 1;
+            match outcome {
+                Ok(o) => {
+                    at.insert(n, At::Applied);
+                    // Rows in the quarantine: up stops after this step.
+                    stop |= o.record.rows_rejected > 0;
+                    out.done.push(o);
+                }
+                Err(e) => {
+                    at.insert(n, At::Failed);
+                    errors.push((n, e));
+                    stop = true;
+                }
+            }
+        }
+    });
+    out.not_started = at
+        .iter()
+        .filter(|(_, a)| **a == At::Waiting)
+        .map(|(n, _)| *n)
+        .collect();
+    errors.sort_by_key(|(n, _)| *n);
+    out.error = errors.into_iter().next().map(|(_, e)| e);
+    out
 }
 
 fn apply_step(
@@ -921,12 +1156,18 @@ fn apply_step(
                 let summary = session.move_data(step, &mut record, opts)?;
                 // What the source held when its rows were moved, for down to compare.
                 let pipeline = step.pipeline.as_ref().expect("a data step");
-                let figures = rollback::source_figures(pipeline, &session.io).map_err(|e| {
-                    SetError::Step {
-                        step: step.label(),
-                        source: e,
+                let figures = match rollback::source_figures(pipeline, &session.io) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        record.state = State::Failed;
+                        record.error = Some(redact(&e.to_string()));
+                        session.save(&record)?;
+                        return Err(SetError::Step {
+                            step: step.label(),
+                            source: e,
+                        });
                     }
-                })?;
+                };
                 record.source_rows = figures.as_ref().map(|f| f.rows);
                 record.source_checksum = figures.map(|f| f.checksum);
                 advance(

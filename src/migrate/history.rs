@@ -425,6 +425,10 @@ pub struct History {
     table: String,
     /// The target, redacted, for messages.
     shown: String,
+    /// Held by a write of a step's row alone: steps applied at once save their rows from
+    /// several threads, and on MySQL two transactions that each delete a missing row
+    /// and insert it hold gap locks that make each other's insert wait (a deadlock).
+    saving: std::sync::Mutex<()>,
 }
 
 /// Runs `$body` with `$p` bound to the concrete pool.
@@ -456,21 +460,38 @@ macro_rules! bind_all {
 impl History {
     /// Connects to the target `location` for set `set`. Touches nothing.
     pub fn open(location: &Location, set: &str, io: &IoRuntime) -> Result<History> {
-        Self::open_as(location, set, io, false)
+        Self::open_as(location, set, io, false, 2)
+    }
+
+    /// [`History::open`] with `connections` in its pool (a server's; SQLite has one):
+    /// `up` applying several steps at once runs their SQL on it side by side.
+    pub(crate) fn open_with(
+        location: &Location,
+        set: &str,
+        io: &IoRuntime,
+        connections: u32,
+    ) -> Result<History> {
+        Self::open_as(location, set, io, false, connections.max(2))
     }
 
     /// Connects to the target `location` for set `set` in read-only sessions (a read-only
     /// SQLite connection; PostgreSQL's and MySQL's sessions refuse every write), for
     /// `rowshift plan`. A SQLite file must exist.
     pub fn open_read_only(location: &Location, set: &str, io: &IoRuntime) -> Result<History> {
-        Self::open_as(location, set, io, true)
+        Self::open_as(location, set, io, true, 1)
     }
 
-    fn open_as(location: &Location, set: &str, io: &IoRuntime, read_only: bool) -> Result<History> {
+    fn open_as(
+        location: &Location,
+        set: &str,
+        io: &IoRuntime,
+        read_only: bool,
+        connections: u32,
+    ) -> Result<History> {
         let db = crate::config::DbOptions {
-            // One connection, so that the session's read-only setting holds for every
-            // query.
-            pool_size: Some(if read_only { 1 } else { 2 }),
+            // Read-only: one connection, so that the session's read-only setting holds
+            // for every query.
+            pool_size: Some(if read_only { 1 } else { connections }),
             ..Default::default()
         };
         let sql = HistorySql::of(location)?;
@@ -491,6 +512,7 @@ impl History {
                 target: "main".into(),
                 table: quote_ident("_rowshift_history"),
                 shown: format!("sqlite://{}", path.display()),
+                saving: Default::default(),
             },
             Location::Postgres { url, schema } => History {
                 pool: Pool::Pg(crate::db::postgres::connect(io, url, &db)?),
@@ -500,6 +522,7 @@ impl History {
                 target: schema.clone(),
                 table: pg_qualified(PG_SCHEMA, "history"),
                 shown: format!("{} schema {schema}", url.shown()),
+                saving: Default::default(),
             },
             Location::Mysql { url, schema } => History {
                 pool: Pool::My(crate::db::mysql::connect(io, url, &db)?),
@@ -509,6 +532,7 @@ impl History {
                 target: schema.clone(),
                 table: crate::db::mysql::qualified(schema, "_rowshift_history"),
                 shown: format!("{} database {schema}", url.shown()),
+                saving: Default::default(),
             },
             Location::Files { .. } => {
                 return Err(Error::Unsupported(
@@ -726,7 +750,36 @@ impl History {
 
     /// Writes a step's row.
     pub fn save(&self, record: &Record) -> Result<()> {
+        let _one = self.saving.lock().unwrap_or_else(|p| p.into_inner());
         self.apply(&[], record, &mut |_| {}).map_err(|(_, e)| e)
+    }
+
+    /// The foreign keys between tables of the target schema, as (referencing table,
+    /// referenced table), lower case: which steps `up` may apply at once.
+    pub(crate) fn foreign_keys(&self) -> Result<Vec<(String, String)>> {
+        let sql = match self.pool {
+            Pool::Pg(_) => {
+                "SELECT lower(c.relname::text), lower(r.relname::text) FROM pg_constraint k \
+                 JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_class r ON r.oid = k.confrelid WHERE k.contype = 'f' AND n.nspname = $1"
+            }
+            Pool::My(_) => {
+                "SELECT CAST(lower(table_name) AS CHAR), CAST(lower(referenced_table_name) AS CHAR) \
+                 FROM information_schema.referential_constraints WHERE constraint_schema = ?"
+            }
+            Pool::Sqlite(_) => {
+                "SELECT lower(m.name), lower(f.\"table\") FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
+                 WHERE m.type = 'table' AND ? <> ''"
+            }
+        };
+        let rows = self.query_texts(sql, std::slice::from_ref(&self.target))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match r.as_slice() {
+                [Some(a), Some(b)] => Some((a.clone(), b.clone())),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Runs `statements` and then writes `record`, all in one transaction (PostgreSQL,

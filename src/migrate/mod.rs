@@ -7,6 +7,8 @@
 //! - `history.rs` is the history table, and runs a step's statements with its record.
 //! - `lock.rs` takes the target's set lock.
 //! - `apply.rs` is `up`, `down` and `baseline`; `status.rs` is `status`.
+//! - `deps.rs` says which steps depend on which: `up` applies independent steps at the
+//!   same time.
 //! - `plan.rs` is `plan`: the statements `up` or `down` would execute, with their locks.
 //! - `rollback.rs` is what `down` checks of a data step's source before it drops rows;
 //!   `test_rollback.rs` is `test-rollback`, up, down and up on a throwaway copy, compared
@@ -15,6 +17,7 @@
 //! The format is described in `docs/migrations.md`.
 
 mod apply;
+mod deps;
 mod history;
 mod lock;
 mod plan;
@@ -32,7 +35,7 @@ pub use self::apply::{
 };
 pub use self::history::{PG_SCHEMA, Phase, Record, State};
 pub use self::plan::{Entry, PipelinePlan, PlanOptions, SetPlan, StepPlan, plan, plan_pipeline};
-pub use self::set::{MigrationSet, SET_FILE, SqlFile, Step};
+pub use self::set::{DEFAULT_PARALLEL, MigrationSet, SET_FILE, SqlFile, Step};
 pub use self::statements::Statement;
 pub use self::status::{StatusReport, StepStatus, status};
 pub use self::test_rollback::{
@@ -118,11 +121,20 @@ pub enum SetEvent {
 }
 
 /// Hears a set's progress. `run_observer` hears the data moves' chunk events.
+///
+/// `up` applies independent steps at the same time: events come from several threads,
+/// in order per step.
 pub trait SetObserver: Send + Sync {
     /// One event.
     fn on_set_event(&self, event: &SetEvent);
     /// The observer for the data moves.
     fn run_observer(&self) -> &dyn Observer;
+    /// A chunk event of step `step`'s data move. By default `run_observer` hears it; an
+    /// observer that shows several steps' moves at once tells them apart here.
+    fn on_run_event(&self, step: u64, event: &crate::run::Event) {
+        let _ = step;
+        self.run_observer().on_event(event);
+    }
 }
 
 /// A [`SetObserver`] that ignores everything.

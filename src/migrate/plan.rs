@@ -15,12 +15,12 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema};
 use serde::Serialize;
 
-use super::SetError;
 use super::apply::{changes, untouched};
 use super::history::{History, HistorySql, Phase, Record, State};
 use super::lock::LOCK_NAME;
 use super::set::{MigrationSet, Step};
 use super::statements::Statement;
+use super::{SetError, deps};
 use crate::chunk::TargetKey;
 use crate::config::{Location, Pipeline};
 use crate::db::mysql::dialect::MyDialect;
@@ -63,6 +63,10 @@ pub struct StepPlan {
     /// continued from where the history says it stopped), `pending` (left for later:
     /// after `--to`), `reverted` (down: planned to be reverted), `kept` (down: stays).
     pub status: String,
+    /// `up`: the planned steps this one waits for (they share a table or a foreign key
+    /// with it, or one of them is a barrier); steps that do not wait for each other are
+    /// applied at the same time. `None` for a step not planned, and in a plan of `down`.
+    pub after: Option<Vec<u64>>,
 }
 
 /// What `up` or `down` would do.
@@ -506,10 +510,51 @@ fn plan_up(
             name: step.name.clone(),
             kind: step.kind().into(),
             status: status.into(),
+            after: None,
         });
         if matches!(status, "planned" | "continued") {
             let resumed = existing.filter(|_| status == "continued");
             plan_step(step, resumed, look, p, opts.offline)?;
+        }
+    }
+    plan_waits(set, look, p, report)
+}
+
+/// Says which planned steps wait for which, as `up` schedules them.
+fn plan_waits(
+    set: &MigrationSet,
+    look: &Look,
+    p: &mut Planner<'_>,
+    report: &mut SetPlan,
+) -> Result<(), SetError> {
+    let todo: Vec<&Step> = report
+        .steps
+        .iter()
+        .filter(|s| matches!(s.status.as_str(), "planned" | "continued"))
+        .filter_map(|s| set.step(s.step))
+        .collect();
+    let catalog = match &look.history {
+        Some(h) => h.foreign_keys()?,
+        None => Vec::new(),
+    };
+    let (waits, barriers) = deps::plan_waits(set, &todo, &catalog);
+    for s in &mut report.steps {
+        s.after = waits.get(&s.step).cloned();
+    }
+    let width = set.parallel.unwrap_or(super::set::DEFAULT_PARALLEL);
+    if todo.len() > 1 && width > 1 {
+        p.notes.push(format!(
+            "up applies up to {width} steps at once (the set's `parallel`, or up --parallel N): a step starts once every planned step it waits for (after, in the list) is applied; the statements below are in the set's order, and those of steps that do not wait for each other may run at the same time"
+        ));
+        if look.history.is_none() {
+            p.notes.push(
+                "the target's catalog was not read: foreign keys already there do not show in `after`, though up follows them".into(),
+            );
+        }
+        for (n, why) in barriers {
+            p.notes.push(format!(
+                "step {n} waits for every step before it, and every later step for it: {why}"
+            ));
         }
     }
     Ok(())
@@ -629,6 +674,7 @@ fn plan_down(
             name: step.name.clone(),
             kind: step.kind().into(),
             status: status.into(),
+            after: None,
         });
     }
     if report.refusal.is_some() {

@@ -38,7 +38,14 @@ pub struct MigrationSet {
     pub shown: String,
     /// The steps, in order of their numbers.
     pub steps: Vec<Step>,
+    /// `parallel` in the set file: how many steps `up` applies at once at most (steps
+    /// that depend on each other never overlap); `None`: [`DEFAULT_PARALLEL`].
+    pub parallel: Option<usize>,
 }
+
+/// How many independent steps `up` applies at once when neither the set file nor
+/// `up --parallel` says.
+pub const DEFAULT_PARALLEL: usize = 4;
 
 /// One step of a set.
 #[derive(Debug, Clone)]
@@ -183,7 +190,7 @@ impl MigrationSet {
                 dir,
                 number,
                 &files,
-                head.as_ref().map(|h| &h.0),
+                head.as_ref().map(|h| &h.target),
                 &mut problems,
             ) {
                 Some(step) => steps.push(step),
@@ -205,13 +212,14 @@ impl MigrationSet {
         if !problems.is_empty() {
             return Err(SetError::Invalid(problems));
         }
-        let (target, shown, name) = head.expect("no diagnostics, so the set file parsed");
+        let head = head.expect("no diagnostics, so the set file parsed");
         Ok(MigrationSet {
             dir: dir.to_path_buf(),
-            name,
-            target,
-            shown,
+            name: head.name,
+            target: head.target,
+            shown: head.shown,
             steps,
+            parallel: head.parallel,
         })
     }
 
@@ -244,14 +252,22 @@ fn step_name(stem: &str) -> Option<(u64, &str)> {
     (digits > 0 && ok).then(|| num.parse().ok().map(|n| (n, name)))?
 }
 
-/// The set file: `name`, `url` and `schema`. Returns the target, its shown URL and the
-/// set's name.
+/// What the set file says.
+struct Head {
+    target: Location,
+    /// The target URL, redacted.
+    shown: String,
+    name: String,
+    parallel: Option<usize>,
+}
+
+/// The set file: `name`, `url`, `schema` and `parallel`.
 fn parse_set_file(
     dir: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
-) -> Option<(Location, String, String)> {
+) -> Option<Head> {
     let doc = match toml_edit::Document::parse(text.to_string()) {
         Ok(doc) => doc,
         Err(e) => {
@@ -263,7 +279,7 @@ fn parse_set_file(
         }
     };
     let root = doc.as_table();
-    const KEYS: &[&str] = &["name", "url", "schema"];
+    const KEYS: &[&str] = &["name", "url", "schema", "parallel"];
     for (key, item) in root.iter() {
         if !KEYS.contains(&key) {
             let span = root
@@ -273,7 +289,7 @@ fn parse_set_file(
             let mut d = Diagnostic::at(span, format!("unknown key `{key}` in the set file"));
             d = match suggest(key, KEYS.iter().copied()) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
-                None => d.with_help("the set file knows `name`, `url` and `schema`"),
+                None => d.with_help("the set file knows `name`, `url`, `schema` and `parallel`"),
             };
             diags.push(d);
         }
@@ -311,6 +327,18 @@ fn parse_set_file(
             .unwrap_or_else(|| "set".into()),
     };
     let schema = string("schema", diags);
+    let parallel = root.get("parallel").and_then(|item| {
+        match item.as_integer() {
+            Some(n) if n >= 1 => Some(n as usize),
+            _ => {
+                diags.push(
+                    Diagnostic::at(item.span(), "`parallel` must be a whole number, 1 or more")
+                        .with_help("how many independent steps `up` applies at once; 1 applies them one after the other"),
+                );
+                None
+            }
+        }
+    });
     let Some((url, span)) = string("url", diags) else {
         if root.get("url").is_none() {
             diags.push(
@@ -354,7 +382,12 @@ fn parse_set_file(
         }
         _ => {}
     }
-    Some((location, redact(&url), name))
+    Some(Head {
+        target: location,
+        shown: redact(&url),
+        name,
+        parallel,
+    })
 }
 
 /// Reads the files of step `number` and checks them; problems go to `problems`.

@@ -40,13 +40,19 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
-    /// The number of the last applied step, if any.
+    /// The last step of the applied run from the set's first, if any: `up` applies
+    /// independent steps at once, so a later step can be applied while an earlier one is
+    /// still pending, and the target is not "at" it then. Steps in the history but not in
+    /// the set (`missing`) are passed over.
     pub fn at(&self) -> Option<u64> {
-        self.steps
-            .iter()
-            .filter(|s| s.status == "applied" || s.status == "baseline")
-            .map(|s| s.step)
-            .max()
+        let mut at = None;
+        for s in self.steps.iter().filter(|s| s.status != "missing") {
+            match s.status.as_str() {
+                "applied" | "baseline" => at = Some(s.step),
+                _ => break,
+            }
+        }
+        at
     }
 }
 

@@ -155,6 +155,17 @@ impl Fixture {
         );
     }
 
+    /// Makes `up` apply one step at a time (step 3 shares no table with steps 1 and 2,
+    /// so `up` would otherwise apply it beside them): for the tests of a kill at a given
+    /// moment of the set's order. `steps.rs` kills steps applied at once.
+    fn sequential(self) -> Fixture {
+        self.write(
+            "rowshift.toml",
+            &format!("name = \"t\"\n{}parallel = 1\n", self.target_lines()),
+        );
+        self
+    }
+
     fn rowshift(&self, args: &[&str]) -> crate::common::Output {
         self.ws.rowshift(args)
     }
@@ -368,7 +379,7 @@ fn mariadb_up_down_up() {
 /// Runs `up` with `ROWSHIFT_FAULT=fault`, which aborts it; then `up` again, which must
 /// end where a clean run ends.
 fn crash_then_up(kind: &str, fault: &str, stopped: Vec<Vec<String>>) {
-    let f = Fixture::new(kind);
+    let f = Fixture::new(kind).sequential();
     let out = f.rowshift_env(&["up", "set"], &[("ROWSHIFT_FAULT", fault)]);
     assert_ne!(out.code, 0, "{fault}: {}{}", out.stdout, out.stderr);
     assert_ne!(out.code, 2, "{fault} should abort: {}", out.stderr);
@@ -417,7 +428,7 @@ fn mariadb_killed_in_ddl_then_up() {
     killed_in_ddl("my");
     // On MariaDB each statement's completion is recorded as it commits: killed after
     // statement 1's record, the history says so and up goes on from statement 2.
-    let f = Fixture::new("my");
+    let f = Fixture::new("my").sequential();
     let out = f.rowshift_env(
         &["up", "set"],
         &[("ROWSHIFT_FAULT", "step=1,crash=up-recorded:1")],
@@ -617,9 +628,8 @@ fn mariadb_lock_race_and_takeover() {
     lock_race("my");
 }
 
-#[test]
-fn an_applied_step_edited_is_refused_then_accepted_and_recorded() {
-    let f = Fixture::new("sqlite");
+fn an_applied_step_edited_is_refused_then_accepted_and_recorded(kind: &str) {
+    let f = Fixture::new(kind);
     f.up();
     let path = f.ws.path("set/001_create.sql");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -660,11 +670,9 @@ fn an_applied_step_edited_is_refused_then_accepted_and_recorded() {
         "{}",
         out.stdout
     );
-    let Db::Sqlite(db) = &f.db else {
-        unreachable!()
-    };
-    let note = sqlite_rows(
-        db,
+    let note = f.query(
+        "SELECT allowed_change FROM rowshift.history WHERE set_name = 't' AND target = '{name}' AND step = 1",
+        "SELECT CAST(allowed_change AS CHAR) FROM {}._rowshift_history WHERE set_name = 't' AND step = 1",
         "SELECT allowed_change FROM _rowshift_history WHERE step = 1",
     );
     assert!(note[0][0].starts_with("accepted 20"), "{note:?}");
@@ -707,6 +715,21 @@ fn an_applied_step_edited_is_refused_then_accepted_and_recorded() {
         out.stderr
     );
     assert!(!out.stderr.contains("step 3"), "{}", out.stderr);
+}
+
+#[test]
+fn sqlite_an_applied_step_edited_is_refused_then_accepted_and_recorded() {
+    an_applied_step_edited_is_refused_then_accepted_and_recorded("sqlite");
+}
+
+#[test]
+fn postgres_an_applied_step_edited_is_refused_then_accepted_and_recorded() {
+    an_applied_step_edited_is_refused_then_accepted_and_recorded("pg");
+}
+
+#[test]
+fn mariadb_an_applied_step_edited_is_refused_then_accepted_and_recorded() {
+    an_applied_step_edited_is_refused_then_accepted_and_recorded("my");
 }
 
 #[test]
@@ -924,7 +947,8 @@ fn a_failed_statement_is_recorded_with_its_place_and_a_fixed_file_runs_without_a
 
 #[test]
 fn a_data_step_that_rejects_rows_stops_up_after_it_with_exit_1() {
-    let f = Fixture::new("sqlite");
+    // One step at a time: steps applied at once as the rows are rejected end first.
+    let f = Fixture::new("sqlite").sequential();
     // Labels longer than 4 characters do not fit: apple is rejected.
     f.write(
         "002_load_items.toml",

@@ -205,7 +205,11 @@ fn up(set: &MigrationSet, to: Option<u64>) -> Vec<Entry> {
         ..MigrateOptions::default()
     };
     migrate::up(set, &opts, &seen).unwrap_or_else(|e| panic!("up: {e}"));
-    seen.0.into_inner().unwrap()
+    // Steps that share no table run at the same time, and their statements interleave;
+    // the plan lists them step by step, in the set's order. Each step's own keep theirs.
+    let mut executed = seen.0.into_inner().unwrap();
+    executed.sort_by_key(|e| e.step);
+    executed
 }
 
 fn down(set: &MigrationSet, to: u64) -> Vec<Entry> {
