@@ -290,6 +290,14 @@ pub(crate) fn token() -> u64 {
 
 /// A 64-bit key for a server-side lock on `pipeline` in `schema` (a PostgreSQL advisory
 /// lock, a MySQL named lock): the same in every process.
+/// The key of the lock under which sessions create tables in `schema`: the checkpoint
+/// tables, and a sink's schema and tables, so that runs of different pipelines started
+/// at once into one schema never race on `CREATE SCHEMA` or `CREATE TABLE` (see
+/// [`crate::sql::dialect::Dialect::ddl_lock`]).
+pub(crate) fn schema_ddl_key(schema: &str) -> i64 {
+    lock_key(schema, "\0checkpoint tables")
+}
+
 pub(crate) fn lock_key(schema: &str, pipeline: &str) -> i64 {
     // The schema's length keeps ("a b", "c") apart from ("a", "b c").
     let text = format!("rowshift run lock {} {schema} {pipeline}", schema.len());

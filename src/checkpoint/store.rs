@@ -125,12 +125,25 @@ impl<D: SessionLock, C: Pooled<Db = D::Db>> CheckpointStore for SqlStore<D, C> {
     ) -> Result<()> {
         let pool = self.pool()?;
         let here = self.here();
-        self.client.io().block_on(async {
-            let mut conn = pool.acquire().await.map_err(|e| self.d().error(&here, e))?;
-            self.tables
-                .create(&mut *conn, &here, fingerprint, settings, chunks)
-                .await
-        })
+        // Recording plans of other pipelines into the same tables at the same moment can
+        // deadlock on MySQL (each transaction's delete takes gap locks the other's
+        // insert wants); the server rolls one back, and it is tried again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let created = self.client.io().block_on(async {
+                let mut conn = pool.acquire().await.map_err(|e| self.d().error(&here, e))?;
+                self.tables
+                    .create(&mut *conn, &here, fingerprint, settings, chunks)
+                    .await
+            });
+            match created {
+                Err(e) if e.is_transient() && tries < CREATE_TRIES * 2 => {
+                    std::thread::sleep(Duration::from_millis(20 << tries));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn lock(&self, wait: Duration, waiting: &mut dyn FnMut(&Holder)) -> Result<RunLock> {

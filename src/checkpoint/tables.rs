@@ -171,7 +171,7 @@ impl<D: Dialect> Tables<D> {
     /// The key of the lock that keeps two sessions from creating this schema's
     /// checkpoint tables at once (see [`Dialect::ddl_lock`]).
     pub(crate) fn ddl_key(&self) -> i64 {
-        super::lock::lock_key(&self.schema, "\0checkpoint tables")
+        super::lock::schema_ddl_key(&self.schema)
     }
 
     /// The columns `_rowshift_chunks` has (none: there is no such table).

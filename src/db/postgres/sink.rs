@@ -788,6 +788,11 @@ impl Sink for PostgresSink {
         self.client.io().block_on(async {
             let db = |e| db_error(&here, e);
             let mut tx = pool.begin().await.map_err(db)?;
+            // Runs of other pipelines into this schema, started at the same moment, create
+            // it and their tables one after another (`IF NOT EXISTS` alone lets the loser
+            // fail on a catalog index).
+            let key = crate::checkpoint::lock::schema_ddl_key(&self.schema);
+            sqlx::query(stmt(format!("SELECT pg_advisory_xact_lock({key})"))).execute(&mut *tx).await.map_err(db)?;
             sqlx::query(stmt(traced(self.create_schema_sql()))).execute(&mut *tx).await.map_err(db)?;
             if let Some(existing) = table_columns(pool, &self.schema, &self.table, &here).await? {
                 let rows: i64 = sqlx::query_scalar(stmt(format!("SELECT count(*) FROM {t}"))).fetch_one(&mut *tx).await.map_err(db)?;
