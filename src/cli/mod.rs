@@ -113,7 +113,7 @@ enum Command {
     /// triggers. Between two databases: catch up until no change waits and say the
     /// log position the target is current as of. See docs/online.md.
     #[command(
-        after_help = "Example:\n  rowshift cutover pipelines/users_v2.toml\n\nExit codes: 0 swapped (or caught up), 2 error (a lock not had changes nothing)."
+        after_help = "Example:\n  rowshift cutover pipelines/users_v2.toml\n\nExit codes: 0 swapped (or caught up), 1 swapped but a foreign key referencing the table failed its validation (left NOT VALID), 2 error (a lock not had changes nothing)."
     )]
     Cutover {
         /// The pipeline file (TOML).

@@ -23,7 +23,12 @@ pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result
     } else {
         print!("{}", report_text(&report));
     }
-    Ok(0)
+    // Swapped, but a foreign key failed its validation and stays NOT VALID.
+    let warned = report
+        .cutover
+        .as_ref()
+        .is_some_and(|c| !c.warnings.is_empty());
+    Ok(i32::from(warned))
 }
 
 /// `rowshift finalize PIPELINE`.
@@ -80,6 +85,14 @@ pub fn report_text(r: &OnlineReport) -> String {
             "capture lag: {} changes, the oldest {:.1}s old\n",
             r.lag.rows, r.lag.oldest_seconds
         )),
+    }
+    if let Some(c) = &r.cutover {
+        for m in &c.moved {
+            out.push_str(&format!("cut-over: {m}\n"));
+        }
+        for w in &c.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
     }
     out
 }

@@ -64,6 +64,11 @@ pub struct CutoverReport {
     pub read_back: u64,
     /// The log position the target is current as of.
     pub position: Option<Position>,
+    /// What moved to the new table with its name (PostgreSQL: sequences, views, foreign
+    /// keys of other tables), one line each.
+    pub moved: Vec<String>,
+    /// What went wrong after the swap committed (a foreign key that stays `NOT VALID`).
+    pub warnings: Vec<String>,
 }
 
 /// An online move of one pipeline: its capture and what it did.
@@ -216,6 +221,8 @@ impl Online {
                 drained: 0,
                 read_back: 0,
                 position: self.report().position,
+                moved: Vec::new(),
+                warnings: Vec::new(),
             };
             self.with_report(|r| r.cutover = Some(report.clone()));
             return Ok(report);
@@ -294,7 +301,16 @@ impl Online {
                 }
                 Ok(())
             };
-            let window = cut.swap(&old, capture, &mut check)?;
+            let swapped = match cut.swap(&old, capture, &mut check) {
+                Ok(s) => s,
+                // The upgrade to ACCESS EXCLUSIVE, or a referencing table's lock, was not
+                // had: nothing was swapped, and what was drained is committed.
+                Err(e) if is_lock_not_had(&e) && attempt < cfg.lock_attempts => {
+                    std::thread::sleep(Duration::from_millis((100u64 << attempt.min(5)).min(2000)));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(p) = pos {
                 // Best effort: the log goes with `finalize` anyway.
                 let _ = capture.prune(p);
@@ -302,11 +318,13 @@ impl Online {
             let report = CutoverReport {
                 swapped: true,
                 old_table: Some(old),
-                lock_ms: window.as_secs_f64() * 1000.0,
+                lock_ms: swapped.window.as_secs_f64() * 1000.0,
                 attempts: attempt,
                 drained,
                 read_back,
                 position: pos,
+                moved: swapped.moved,
+                warnings: swapped.warnings,
             };
             self.with_report(|r| {
                 r.position = pos;

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
+#[path = "online_dependents.rs"]
+mod dependents;
+
 /// Rows in the source before the copy.
 const ROWS: i64 = 20_000;
 

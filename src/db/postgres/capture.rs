@@ -122,7 +122,6 @@ impl Capture for PgCapture {
             .map(|(i, k)| format!("{} AS k{i}", quote_ident(k)))
             .collect();
         let statements = vec![
-            format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(SCHEMA)),
             format!(
                 "CREATE TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA",
                 self.log,
@@ -164,7 +163,19 @@ END $rowshift$",
             self.table.clone(),
             self.trigger.clone(),
         );
+        let schema_sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(SCHEMA));
         self.with(async |pool| {
+            // Two sessions creating the schema at once: one of them fails on the
+            // catalog's unique index (IF NOT EXISTS checks before it inserts); the
+            // schema is there either way.
+            if let Err(e) = sqlx::query(stmt(schema_sql)).execute(pool).await
+                && !e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "23505" || c == "42P06")
+            {
+                return Err(e);
+            }
             let mut tx = pool.begin().await?;
             for s in statements {
                 sqlx::query(stmt(s)).execute(&mut *tx).await?;
