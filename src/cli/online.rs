@@ -99,7 +99,7 @@ pub fn report_text(r: &OnlineReport) -> String {
 
 /// The capture's lines of `rowshift status`.
 pub fn status_text(s: &CaptureStatus) -> String {
-    format!(
+    let mut out = format!(
         "online: capture on {} is {}; replayed {} changes, up to {}\ncapture lag: {} changes, the oldest {:.1}s old\n",
         s.capture,
         if s.installed {
@@ -112,5 +112,11 @@ pub fn status_text(s: &CaptureStatus) -> String {
             .map_or("none yet".to_string(), |p| format!("log position {p}")),
         s.lag.rows,
         s.lag.oldest_seconds
-    )
+    );
+    if let Some(t) = &s.truncated {
+        out.push_str(&format!(
+            "capture: {t}; the cut-over will be refused (run with --restart to copy again)\n"
+        ));
+    }
+    out
 }

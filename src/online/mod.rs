@@ -161,6 +161,8 @@ impl Online {
         let t0 = Instant::now();
         let pool = replay::cpu_pool()?;
         let mut pos = sink.replay_position(name)?.map(|p| p.0);
+        self.refuse_truncated()?;
+        let mut truncation_checked = Instant::now();
         loop {
             if self.cancelled() {
                 break;
@@ -181,8 +183,15 @@ impl Online {
                 });
             }
             if changes.len() < batch {
+                // A TRUNCATE stops the read where it was logged (PostgreSQL), or leaves no
+                // trace in the log at all (MySQL): asked again at most once a second.
+                if truncation_checked.elapsed() > Duration::from_secs(1) {
+                    self.refuse_truncated()?;
+                    truncation_checked = Instant::now();
+                }
                 let lag = self.capture.lag(pos)?;
                 if lag.rows <= until {
+                    self.refuse_truncated()?;
                     self.with_report(|r| {
                         r.lag = lag;
                         r.position = pos;
@@ -197,6 +206,18 @@ impl Online {
         }
         self.with_report(|r| r.seconds += t0.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Stops the catch-up and the cut-over if the source table was truncated since the
+    /// capture began: the rows a `TRUNCATE` removes are named nowhere in the log.
+    fn refuse_truncated(&self) -> Result<()> {
+        match self.capture.truncated()? {
+            Some(what) => Err(Error::Check(format!(
+                "{}: {what}; the target cannot follow a TRUNCATE by key, so nothing after it was replayed and the cut-over is refused, nothing swapped; run `rowshift run --restart` to copy the table again",
+                self.capture.describe()
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn with_report(&self, f: impl FnOnce(&mut OnlineReport)) {
@@ -288,6 +309,8 @@ impl Online {
                 });
             }
             crate::fault::crash_run("drained");
+            // Under the lock, no TRUNCATE can come after this.
+            self.refuse_truncated()?;
             let capture = self.capture.as_ref();
             let mut check = || {
                 let lag = capture.lag(pos)?;
@@ -434,6 +457,9 @@ pub struct CaptureStatus {
     pub replayed: u64,
     /// What waits.
     pub lag: Lag,
+    /// A `TRUNCATE` of the source table since the capture began, which refuses the
+    /// cut-over.
+    pub truncated: Option<String>,
 }
 
 /// The capture's state for `rowshift status`.
@@ -447,6 +473,7 @@ pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
         position,
         replayed: recorded.map_or(0, |r| r.1),
         lag: online.capture.lag(position)?,
+        truncated: online.capture.truncated()?,
     })
 }
 
@@ -509,7 +536,7 @@ pub fn cutover_pipeline(
         }
         if !online.capture.installed()? {
             return Err(Error::Unsupported(format!(
-                "{}: no capture triggers on the source table (an earlier cut-over swapped it already, or the run did not install them); nothing to cut over",
+                "{}: the capture triggers are not on the source table: an earlier cut-over swapped it already, or the table was dropped and created again (changes since may be missing from the target: run with --restart); nothing to cut over",
                 online.capture.describe()
             )));
         }

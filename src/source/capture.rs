@@ -53,7 +53,8 @@ pub trait Capture: Send + Sync {
     /// The source table and its log, for messages.
     fn describe(&self) -> String;
 
-    /// Creates the change log and the triggers if they are missing. Idempotent.
+    /// Creates the change log and the triggers if they are missing, and empties the log
+    /// (a fresh copy follows, which holds every change logged so far). Idempotent.
     fn install(&self) -> Result<()>;
 
     /// Whether the triggers are in place.
@@ -61,8 +62,15 @@ pub trait Capture: Send + Sync {
 
     /// Up to `limit` changes after `after` (from the start when `None`), in log order,
     /// only as far as every change before them is committed: no change can later
-    /// appear before the last one returned.
+    /// appear before the last one returned. A logged `TRUNCATE` ends the read: nothing
+    /// after it is returned (see [`Capture::truncated`]).
     fn read(&self, after: Option<Position>, limit: usize) -> Result<Vec<Change>>;
+
+    /// A `TRUNCATE` of the source table since the capture was installed, which the log
+    /// cannot follow by key: when and how it was seen, or `None`. PostgreSQL logs it
+    /// (an `AFTER TRUNCATE` trigger); MySQL/MariaDB fire no trigger on it and detect it
+    /// after the fact; SQLite has no statement that empties a table past its triggers.
+    fn truncated(&self) -> Result<Option<String>>;
 
     /// The changes logged after `after`.
     fn lag(&self, after: Option<Position>) -> Result<Lag>;

@@ -15,6 +15,8 @@ use crate::common::*;
 
 #[path = "online_dependents.rs"]
 mod dependents;
+#[path = "online_truncate.rs"]
+mod truncate;
 
 /// Rows in the source before the copy.
 const ROWS: i64 = 20_000;
