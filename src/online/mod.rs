@@ -8,6 +8,7 @@
 //! This folder only drives them, so it names no driver.
 
 mod replay;
+pub mod throttle;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,11 @@ pub struct OnlineReport {
     pub position: Option<Position>,
     /// The changes still waiting when the catch-up stopped.
     pub lag: Lag,
+    /// Seconds the catch-up waited on `rowshift pause`.
+    pub paused_seconds: f64,
+    /// Seconds it waited on a busy source server (`[online] max_active_backends`,
+    /// `max_replica_lag_ms`, `max_threads_running`).
+    pub throttled_seconds: f64,
     /// The cut-over, when one ran.
     pub cutover: Option<CutoverReport>,
 }
@@ -157,17 +163,21 @@ impl Online {
         until: u64,
     ) -> Result<()> {
         let name = &plan.pipeline.name;
-        let batch = plan.pipeline.online.batch_rows;
+        let mut pacer = throttle::Pacer::new(plan.pipeline.online.max_rows_per_second);
+        let batch = pacer.batch(plan.pipeline.online.batch_rows);
         let t0 = Instant::now();
         let pool = replay::cpu_pool()?;
         let mut pos = sink.replay_position(name)?.map(|p| p.0);
         self.refuse_truncated()?;
         let mut truncation_checked = Instant::now();
         loop {
+            self.hold(plan)?;
             if self.cancelled() {
                 break;
             }
+            let start = pacer.wait(&|| self.cancelled());
             let changes = self.capture.read(pos, batch)?;
+            pacer.done(start, changes.len());
             if let Some(last) = changes.last().map(|c| c.at) {
                 let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| sink.replay(r))?;
                 crate::fault::crash_run("replayed");
@@ -205,6 +215,23 @@ impl Online {
             }
         }
         self.with_report(|r| r.seconds += t0.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Waits while the move is paused (`rowshift pause`) or the source server is busy,
+    /// between two batches: the position stays where the last one left it.
+    fn hold(&self, plan: &Plan) -> Result<()> {
+        const TICK: Duration = Duration::from_millis(250);
+        while !self.cancelled() {
+            if throttle::paused(&plan.pipeline.file).is_some() {
+                self.with_report(|r| r.paused_seconds += TICK.as_secs_f64());
+            } else if self.capture.busy(&plan.pipeline.online)?.is_some() {
+                self.with_report(|r| r.throttled_seconds += TICK.as_secs_f64());
+            } else {
+                break;
+            }
+            std::thread::sleep(TICK);
+        }
         Ok(())
     }
 
@@ -460,6 +487,10 @@ pub struct CaptureStatus {
     /// A `TRUNCATE` of the source table since the capture began, which refuses the
     /// cut-over.
     pub truncated: Option<String>,
+    /// The pause flag (`rowshift pause`), when set: the catch-up waits.
+    pub paused: Option<String>,
+    /// Why the source server is too busy for the catch-up now, by the `[online]` limits.
+    pub throttled: Option<String>,
 }
 
 /// The capture's state for `rowshift status`.
@@ -474,6 +505,8 @@ pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
         replayed: recorded.map_or(0, |r| r.1),
         lag: online.capture.lag(position)?,
         truncated: online.capture.truncated()?,
+        paused: throttle::paused(&plan.pipeline.file),
+        throttled: online.capture.busy(&plan.pipeline.online)?,
     })
 }
 
@@ -514,6 +547,12 @@ pub fn cutover_pipeline(
     cancel: Option<std::sync::Arc<AtomicBool>>,
 ) -> Result<OnlineReport> {
     let online = Online::open(plan, cancel)?;
+    if let Some(why) = throttle::paused(&plan.pipeline.file) {
+        return Err(Error::Unsupported(format!(
+            "pipeline {} is {why}: run `rowshift resume` before the cut-over",
+            plan.pipeline.name
+        )));
+    }
     let store = crate::run::checkpoint_store(plan, sink);
     let outcome = (|| {
         let _lock = crate::run::take_lock(store.as_ref(), &crate::run::NoopObserver, lock_wait)?;

@@ -4,6 +4,7 @@
 //! catch-up and cut-over (`crate::online`) use it without naming a driver.
 
 use crate::Result;
+use crate::config::OnlineConfig;
 
 /// A place in a change log. Changes are ordered by `(a, b)`: PostgreSQL's is (the
 /// writing transaction's id, the log's sequence), so that a change is read only once
@@ -74,6 +75,11 @@ pub trait Capture: Send + Sync {
 
     /// The changes logged after `after`.
     fn lag(&self, after: Option<Position>) -> Result<Lag>;
+
+    /// Why the source server is too busy for the catch-up to go on now, by the limits
+    /// of `limits` (`[online] max_active_backends` and `max_replica_lag_ms` on
+    /// PostgreSQL, `max_threads_running` on MySQL/MariaDB; 0 is no limit), or `None`.
+    fn busy(&self, limits: &OnlineConfig) -> Result<Option<String>>;
 
     /// Forgets the changes up to `upto`, replayed and recorded in the target.
     fn prune(&self, upto: Position) -> Result<()>;

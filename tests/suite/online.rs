@@ -15,6 +15,8 @@ use crate::common::*;
 
 #[path = "online_dependents.rs"]
 mod dependents;
+#[path = "online_throttle.rs"]
+mod throttle;
 #[path = "online_truncate.rs"]
 mod truncate;
 

@@ -22,7 +22,7 @@ use sqlx::mysql::MySqlPool;
 use super::errors::error as db_error;
 use super::{MyClient, qualified, quote};
 use crate::Result;
-use crate::config::{DbOptions, SecretUrl};
+use crate::config::{DbOptions, OnlineConfig, SecretUrl};
 use crate::runtime::IoRuntime;
 use crate::source::capture::{Capture, Change, Lag, Position, log_name, trigger_name};
 use crate::sql::stmt;
@@ -320,6 +320,26 @@ impl Capture for MyCapture {
         }
         *self.gap.lock().unwrap_or_else(|p| p.into_inner()) = gap;
         Ok(out)
+    }
+
+    fn busy(&self, limits: &OnlineConfig) -> Result<Option<String>> {
+        let most = limits.max_threads_running;
+        if most == 0 {
+            return Ok(None);
+        }
+        // As pt-online-schema-change's --max-load reads it: the server's count, which
+        // includes the thread that asks.
+        let running: u64 = self.with(async |pool| {
+            let (_, value): (String, String) = sqlx::query_as(stmt(
+                "SHOW GLOBAL STATUS LIKE 'Threads_running'".to_string(),
+            ))
+            .fetch_one(pool)
+            .await?;
+            Ok(value.trim().parse().unwrap_or(0))
+        })?;
+        Ok((running > most).then(|| {
+            format!("Threads_running is {running}, over [online] max_threads_running = {most}")
+        }))
     }
 
     fn lag(&self, after: Option<Position>) -> Result<Lag> {

@@ -19,7 +19,7 @@ use sqlx::postgres::PgPool;
 use super::errors::error as db_error;
 use super::{PgClient, qualified};
 use crate::Result;
-use crate::config::{DbOptions, SecretUrl};
+use crate::config::{DbOptions, OnlineConfig, SecretUrl};
 use crate::runtime::IoRuntime;
 use crate::source::capture::{Capture, Change, Lag, Position, trigger_name};
 use crate::sql::{quote_ident, stmt};
@@ -310,6 +310,46 @@ END $rowshift$",
                 Position { a, b }
             )
         }))
+    }
+
+    fn busy(&self, limits: &OnlineConfig) -> Result<Option<String>> {
+        let (backends, lag_ms) = (limits.max_active_backends, limits.max_replica_lag_ms);
+        if backends == 0 && lag_ms == 0 {
+            return Ok(None);
+        }
+        self.with(async |pool| {
+            if backends > 0 {
+                // Client backends running a statement, on the whole server, this
+                // check's own left out.
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                )
+                .fetch_one(pool)
+                .await?;
+                if active as u64 > backends {
+                    return Ok(Some(format!(
+                        "{active} active backends on the server, over [online] max_active_backends = {backends}"
+                    )));
+                }
+            }
+            if lag_ms > 0 {
+                // replay_lag is NULL for a replica with nothing to replay, and for a
+                // role that may not read it (pg_read_all_stats).
+                let worst: Option<(String, f64)> = sqlx::query_as(
+                    "SELECT COALESCE(application_name, client_addr::text, pid::text), EXTRACT(EPOCH FROM replay_lag)::float8 * 1000 FROM pg_stat_replication WHERE replay_lag IS NOT NULL ORDER BY replay_lag DESC LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?;
+                if let Some((replica, ms)) = worst
+                    && ms > lag_ms as f64
+                {
+                    return Ok(Some(format!(
+                        "replica {replica} replays {ms:.0} ms behind, over [online] max_replica_lag_ms = {lag_ms}"
+                    )));
+                }
+            }
+            Ok(None)
+        })
     }
 
     fn lag(&self, after: Option<Position>) -> Result<Lag> {

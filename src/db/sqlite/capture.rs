@@ -19,6 +19,7 @@ use sqlx::sqlite::SqlitePool;
 use super::errors::error as db_error;
 use super::{Access, connect};
 use crate::Result;
+use crate::config::OnlineConfig;
 use crate::runtime::IoRuntime;
 use crate::source::capture::{Capture, Change, Lag, Position, log_name, trigger_name};
 use crate::sql::{quote_ident, stmt};
@@ -207,6 +208,11 @@ impl Capture for SqliteCapture {
 
     fn truncated(&self) -> Result<Option<String>> {
         // Nothing empties a table past its triggers (see the module's notes).
+        Ok(None)
+    }
+
+    fn busy(&self, _limits: &OnlineConfig) -> Result<Option<String>> {
+        // A file has no server whose load could be read; the rate limit still holds.
         Ok(None)
     }
 
