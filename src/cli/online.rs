@@ -164,9 +164,7 @@ pub fn status_text(s: &CaptureStatus) -> String {
         ));
     }
     if let Some(t) = &s.throttled {
-        out.push_str(&format!(
-            "capture: throttled: {t}; the catch-up waits\n"
-        ));
+        out.push_str(&format!("capture: throttled: {t}; the catch-up waits\n"));
     }
     if let Some(t) = &s.truncated {
         out.push_str(&format!(

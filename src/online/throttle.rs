@@ -94,8 +94,9 @@ pub fn pause(file: &Path) -> Result<PathBuf> {
         "paused at {} by rowshift pause\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
     );
-    std::fs::write(&f, text)
-        .map_err(|e| Error::Unsupported(format!("cannot write the pause flag {}: {e}", f.display())))?;
+    std::fs::write(&f, text).map_err(|e| {
+        Error::Unsupported(format!("cannot write the pause flag {}: {e}", f.display()))
+    })?;
     Ok(f)
 }
 
@@ -137,7 +138,10 @@ mod tests {
         assert_eq!(paused(&file), None);
         pause(&file).unwrap();
         assert!(paused(&file).unwrap().starts_with("paused at "));
-        assert_eq!(resume(&file).unwrap(), Some(dir.join("users_v2.toml.paused")));
+        assert_eq!(
+            resume(&file).unwrap(),
+            Some(dir.join("users_v2.toml.paused"))
+        );
         assert_eq!(resume(&file).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -94,7 +94,10 @@ fn postgres_catch_up_keeps_under_max_rows_per_second() {
     let batches = db.written_batches();
     let total: u64 = batches.iter().map(|b| b.1).sum();
     assert_eq!(total, 1200, "{batches:?}");
-    assert!(batches.len() >= 6, "batches of at most 200 (batch_rows): {batches:?}");
+    assert!(
+        batches.len() >= 6,
+        "batches of at most 200 (batch_rows): {batches:?}"
+    );
     let t0 = batches[0].0;
     let mut before = 0;
     for (at, rows) in &batches {
@@ -163,7 +166,10 @@ fn postgres_pause_and_resume_by_command_with_a_writer_running() {
             .is_some_and(|p| p.starts_with("paused at ") && p.ends_with("online.toml.paused)")),
         "{a}"
     );
-    assert_eq!(a["replayed"], b["replayed"], "nothing replayed while paused: {a} {b}");
+    assert_eq!(
+        a["replayed"], b["replayed"],
+        "nothing replayed while paused: {a} {b}"
+    );
     assert_eq!(a["position"], b["position"]);
     assert!(
         b["lag"]["rows"].as_u64() > a["lag"]["rows"].as_u64(),
@@ -172,7 +178,8 @@ fn postgres_pause_and_resume_by_command_with_a_writer_running() {
     let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
     assert_eq!(code, 2, "{text}");
     assert!(
-        text.contains("is paused at ") && text.contains("run `rowshift resume` before the cut-over"),
+        text.contains("is paused at ")
+            && text.contains("run `rowshift resume` before the cut-over"),
         "{text}"
     );
 
@@ -181,7 +188,10 @@ fn postgres_pause_and_resume_by_command_with_a_writer_running() {
     assert!(text.contains("resumed pipeline items-v2"), "{text}");
     let t0 = Instant::now();
     while run.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "the resumed run ends");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the resumed run ends"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (code, text) = finish(run);
@@ -248,7 +258,8 @@ fn busy_server_pause(kind: Kind, limit: &str, said: &str) {
     let out = run.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(v["online"]["replayed"], 300, "{text}");
     assert!(
         v["online"]["throttled_seconds"].as_f64().unwrap() >= 1.0,
@@ -275,9 +286,5 @@ fn postgres_catch_up_waits_while_the_server_has_too_many_active_backends() {
 
 #[test]
 fn mariadb_catch_up_waits_while_threads_running_is_over_its_limit() {
-    busy_server_pause(
-        Kind::My,
-        "max_threads_running",
-        "Threads_running is ",
-    );
+    busy_server_pause(Kind::My, "max_threads_running", "Threads_running is ");
 }

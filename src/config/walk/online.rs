@@ -53,8 +53,16 @@ impl Walker<'_> {
                     "MySQL/MariaDB",
                     &["max_active_backends", "max_replica_lag_ms"],
                 ),
-                _ => (
-                    "SQLite or file",
+                Location::Sqlite { .. } => (
+                    "SQLite",
+                    &[
+                        "max_active_backends",
+                        "max_replica_lag_ms",
+                        "max_threads_running",
+                    ],
+                ),
+                Location::Files { .. } => (
+                    "a file",
                     &[
                         "max_active_backends",
                         "max_replica_lag_ms",
