@@ -75,6 +75,7 @@ fn carries_dependents(key: &str) {
     let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cut-over: swapped"), "{text}");
+    eprintln!("{text}");
     assert!(
         text.contains("cut-over: view ")
             && text.contains("item_ids reads the new table")

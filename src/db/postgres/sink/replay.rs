@@ -196,9 +196,7 @@ impl Cutover for PgCutover<'_> {
         drained()?;
         let (dependents, moved) = sink.client.io().block_on(async {
             let db = |e| db_error(&here, e);
-            let dependents = Dependents::read(&mut **tx, &source, &target)
-                .await
-                .map_err(db)?;
+            let dependents = Dependents::read(tx, &source, &target).await.map_err(db)?;
             dependents.check(&source)?;
             for sql in capture.drop_trigger_sql() {
                 sqlx::query(stmt(sql))
@@ -221,7 +219,7 @@ impl Cutover for PgCutover<'_> {
             .await
             .map_err(db)?;
             // The source's name now names the new table.
-            let moved = match dependents.apply(&mut **tx, &old_q, &source).await {
+            let moved = match dependents.apply(tx, &old_q, &source).await {
                 Ok(moved) => moved,
                 Err(r) => {
                     return Err(match r.lock_timeout() {
