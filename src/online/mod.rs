@@ -170,8 +170,9 @@ impl Online {
         let mut pos = sink.replay_position(name)?.map(|p| p.0);
         self.refuse_truncated()?;
         let mut truncation_checked = Instant::now();
+        let mut load_checked = None;
         loop {
-            self.hold(plan)?;
+            self.hold(plan, &mut load_checked)?;
             if self.cancelled() {
                 break;
             }
@@ -219,15 +220,20 @@ impl Online {
     }
 
     /// Waits while the move is paused (`rowshift pause`) or the source server is busy,
-    /// between two batches: the position stays where the last one left it.
-    fn hold(&self, plan: &Plan) -> Result<()> {
+    /// between two batches: the position stays where the last one left it. The server
+    /// is asked at most every 250 ms (`load_checked`: when it last said it was not
+    /// busy), so that a catch-up waiting for changes does not poll it in a tight loop.
+    fn hold(&self, plan: &Plan, load_checked: &mut Option<Instant>) -> Result<()> {
         const TICK: Duration = Duration::from_millis(250);
         while !self.cancelled() {
             if throttle::paused(&plan.pipeline.file).is_some() {
                 self.with_report(|r| r.paused_seconds += TICK.as_secs_f64());
+            } else if load_checked.is_some_and(|t| t.elapsed() < TICK) {
+                break;
             } else if self.capture.busy(&plan.pipeline.online)?.is_some() {
                 self.with_report(|r| r.throttled_seconds += TICK.as_secs_f64());
             } else {
+                *load_checked = Some(Instant::now());
                 break;
             }
             std::thread::sleep(TICK);
@@ -498,13 +504,19 @@ pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
     let online = Online::open(plan, None)?;
     let recorded = sink.replay_position(&plan.pipeline.name)?;
     let position = recorded.map(|r| r.0);
+    let installed = online.capture.installed()?;
     Ok(CaptureStatus {
         capture: online.capture.describe(),
-        installed: online.capture.installed()?,
+        installed,
         position,
         replayed: recorded.map_or(0, |r| r.1),
         lag: online.capture.lag(position)?,
-        truncated: online.capture.truncated()?,
+        // After a cut-over the source's name is the new table's: nothing to detect.
+        truncated: if installed {
+            online.capture.truncated()?
+        } else {
+            None
+        },
         paused: throttle::paused(&plan.pipeline.file),
         throttled: online.capture.busy(&plan.pipeline.online)?,
     })
