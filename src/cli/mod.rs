@@ -122,7 +122,7 @@ enum Command {
     /// triggers. Between two databases: catch up until no change waits and say the
     /// log position the target is current as of. See docs/online.md.
     #[command(
-        after_help = "Example:\n  rowshift cutover pipelines/users_v2.toml\n\nExit codes: 0 swapped (or caught up), 2 error (a lock not had changes nothing)."
+        after_help = "Example:\n  rowshift cutover pipelines/users_v2.toml\n\nExit codes: 0 swapped (or caught up), 1 swapped but a foreign key referencing the table failed its validation (left NOT VALID), 2 error (a lock not had changes nothing)."
     )]
     Cutover {
         /// The pipeline file (TOML).
@@ -134,6 +134,25 @@ enum Command {
         /// once).
         #[arg(long, default_value_t = 0)]
         lock_timeout: u64,
+    },
+    /// Pause an online move's catch-up between two batches, keeping its place: sets the
+    /// flag file `<pipeline file>.paused`, which the catch-up looks for before each batch
+    /// (`touch` works too). The copy of chunks is not paused. See docs/online.md.
+    #[command(
+        after_help = "Example:\n  rowshift pause pipelines/users_v2.toml\n\nExit codes: 0 paused, 2 error."
+    )]
+    Pause {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Resume a paused online move: removes the flag file `rowshift pause` set; the
+    /// catch-up goes on from the position it kept.
+    #[command(
+        after_help = "Example:\n  rowshift resume pipelines/users_v2.toml\n\nExit codes: 0 resumed (or was not paused), 2 error."
+    )]
+    Resume {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
     },
     /// Drop what an online move kept after its cut-over: the old table (`<table>__v1`)
     /// and the change log. Between two databases: the capture triggers and the log.
@@ -714,6 +733,8 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             lock_timeout,
         } => online::cutover(&pipeline, json, lock_timeout),
         Command::Finalize { pipeline } => online::finalize(&pipeline),
+        Command::Pause { pipeline } => online::pause(&pipeline),
+        Command::Resume { pipeline } => online::resume(&pipeline),
     }
 }
 

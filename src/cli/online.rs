@@ -23,7 +23,12 @@ pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result
     } else {
         print!("{}", report_text(&report));
     }
-    Ok(0)
+    // Swapped, but a foreign key failed its validation and stays NOT VALID.
+    let warned = report
+        .cutover
+        .as_ref()
+        .is_some_and(|c| !c.warnings.is_empty());
+    Ok(i32::from(warned))
 }
 
 /// `rowshift finalize PIPELINE`.
@@ -46,6 +51,45 @@ pub fn finalize(pipeline: &Path) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The pipeline in `path`, which must be an online move.
+fn online_pipeline(path: &Path) -> anyhow::Result<rowshift::config::Pipeline> {
+    let p = rowshift::config::Pipeline::load(path)?;
+    if !p.online.enabled {
+        anyhow::bail!(
+            "{}: pipeline {} is not an online move ([online] enabled = true): there is no catch-up to pause",
+            path.display(),
+            p.name
+        );
+    }
+    Ok(p)
+}
+
+/// `rowshift pause PIPELINE`.
+pub fn pause(pipeline: &Path) -> anyhow::Result<i32> {
+    let p = online_pipeline(pipeline)?;
+    let flag = online::throttle::pause(&p.file)?;
+    println!(
+        "paused pipeline {}: its catch-up stops before its next batch and keeps its place (flag file {}); `rowshift resume` goes on",
+        p.name,
+        flag.display()
+    );
+    Ok(0)
+}
+
+/// `rowshift resume PIPELINE`.
+pub fn resume(pipeline: &Path) -> anyhow::Result<i32> {
+    let p = online_pipeline(pipeline)?;
+    match online::throttle::resume(&p.file)? {
+        Some(flag) => println!(
+            "resumed pipeline {}: removed {}; its catch-up goes on from where it stopped",
+            p.name,
+            flag.display()
+        ),
+        None => println!("pipeline {} was not paused", p.name),
+    }
+    Ok(0)
+}
+
 /// What an online run's catch-up and cut-over did, as text.
 pub fn report_text(r: &OnlineReport) -> String {
     let mut out = String::new();
@@ -63,6 +107,12 @@ pub fn report_text(r: &OnlineReport) -> String {
         r.seconds,
         pos(r.position)
     ));
+    if r.paused_seconds > 0.0 || r.throttled_seconds > 0.0 {
+        out.push_str(&format!(
+            "online: the catch-up waited {:.1}s paused (rowshift pause) and {:.1}s on a busy source server\n",
+            r.paused_seconds, r.throttled_seconds
+        ));
+    }
     match &r.cutover {
         Some(c) if c.swapped => out.push_str(&format!(
             "cut-over: swapped after {} lock attempt(s); writes waited {:.1} ms, {} changes drained under the lock and {} rows of their keys read back and found as written; the old table is {} (rowshift finalize drops it)\n",
@@ -81,12 +131,20 @@ pub fn report_text(r: &OnlineReport) -> String {
             r.lag.rows, r.lag.oldest_seconds
         )),
     }
+    if let Some(c) = &r.cutover {
+        for m in &c.moved {
+            out.push_str(&format!("cut-over: {m}\n"));
+        }
+        for w in &c.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+    }
     out
 }
 
 /// The capture's lines of `rowshift status`.
 pub fn status_text(s: &CaptureStatus) -> String {
-    format!(
+    let mut out = format!(
         "online: capture on {} is {}; replayed {} changes, up to {}\ncapture lag: {} changes, the oldest {:.1}s old\n",
         s.capture,
         if s.installed {
@@ -99,5 +157,19 @@ pub fn status_text(s: &CaptureStatus) -> String {
             .map_or("none yet".to_string(), |p| format!("log position {p}")),
         s.lag.rows,
         s.lag.oldest_seconds
-    )
+    );
+    if let Some(p) = &s.paused {
+        out.push_str(&format!(
+            "capture: {p}; the catch-up waits (rowshift resume goes on)\n"
+        ));
+    }
+    if let Some(t) = &s.throttled {
+        out.push_str(&format!("capture: throttled: {t}; the catch-up waits\n"));
+    }
+    if let Some(t) = &s.truncated {
+        out.push_str(&format!(
+            "capture: {t}; the cut-over will be refused (run with --restart to copy again)\n"
+        ));
+    }
+    out
 }

@@ -84,6 +84,17 @@ pub struct OnlineConfig {
     pub lock_timeout_ms: u64,
     /// Attempts at the cut-over's lock, with a growing pause between them.
     pub lock_attempts: u32,
+    /// The most logged changes the catch-up replays per second (0: no limit).
+    pub max_rows_per_second: u64,
+    /// PostgreSQL source: the catch-up waits while more backends than this are active
+    /// on the server (0: no limit).
+    pub max_active_backends: u64,
+    /// PostgreSQL source: the catch-up waits while a replica's replay lag
+    /// (`pg_stat_replication`) is above this many milliseconds (0: no limit).
+    pub max_replica_lag_ms: u64,
+    /// MySQL/MariaDB source: the catch-up waits while `Threads_running` is above this
+    /// (0: no limit).
+    pub max_threads_running: u64,
 }
 
 impl Default for OnlineConfig {
@@ -95,6 +106,10 @@ impl Default for OnlineConfig {
             cutover: false,
             lock_timeout_ms: 2000,
             lock_attempts: 5,
+            max_rows_per_second: 0,
+            max_active_backends: 0,
+            max_replica_lag_ms: 0,
+            max_threads_running: 0,
         }
     }
 }

@@ -354,3 +354,37 @@ fn a_file_target_takes_no_table_declarations() {
         "{text}"
     );
 }
+
+#[test]
+fn the_catch_up_throttle_is_checked_against_the_source_database() {
+    let online = "[online]\nenabled = true\nmax_rows_per_second = 500\nmax_threads_running = 20\nmax_active_backends = -1\n";
+    let text = errors(&format!("{GOOD}{online}"));
+    for want in [
+        "/p/move.toml:23:1: [online] max_threads_running applies to a MySQL/MariaDB source (its Threads_running); this source is SQLite",
+        "/p/move.toml:24:23: `online.max_active_backends` must be an integer of at least 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let pg = GOOD.replace(
+        "url = \"sqlite://${DB_PATH}\"",
+        "url = \"postgres://app@db/shop\"",
+    );
+    let p = parse(&format!(
+        "{pg}[online]\nenabled = true\nmax_rows_per_second = 500\nmax_active_backends = 8\nmax_replica_lag_ms = 1500\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        (
+            p.online.max_rows_per_second,
+            p.online.max_active_backends,
+            p.online.max_replica_lag_ms,
+            p.online.max_threads_running
+        ),
+        (500, 8, 1500, 0)
+    );
+    let text = errors(&format!("{pg}[online]\nmax_threads_running = 4\n"));
+    assert!(
+        text.contains("/p/move.toml:21:1: [online] max_threads_running applies to a MySQL/MariaDB source (its Threads_running); this source is PostgreSQL"),
+        "{text}"
+    );
+}

@@ -8,6 +8,7 @@
 //! This folder only drives them, so it names no driver.
 
 mod replay;
+pub mod throttle;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,11 @@ pub struct OnlineReport {
     pub position: Option<Position>,
     /// The changes still waiting when the catch-up stopped.
     pub lag: Lag,
+    /// Seconds the catch-up waited on `rowshift pause`.
+    pub paused_seconds: f64,
+    /// Seconds it waited on a busy source server (`[online] max_active_backends`,
+    /// `max_replica_lag_ms`, `max_threads_running`).
+    pub throttled_seconds: f64,
     /// The cut-over, when one ran.
     pub cutover: Option<CutoverReport>,
 }
@@ -64,6 +70,11 @@ pub struct CutoverReport {
     pub read_back: u64,
     /// The log position the target is current as of.
     pub position: Option<Position>,
+    /// What moved to the new table with its name (PostgreSQL: sequences, views, foreign
+    /// keys of other tables), one line each.
+    pub moved: Vec<String>,
+    /// What went wrong after the swap committed (a foreign key that stays `NOT VALID`).
+    pub warnings: Vec<String>,
 }
 
 /// An online move of one pipeline: its capture and what it did.
@@ -152,15 +163,22 @@ impl Online {
         until: u64,
     ) -> Result<()> {
         let name = &plan.pipeline.name;
-        let batch = plan.pipeline.online.batch_rows;
+        let mut pacer = throttle::Pacer::new(plan.pipeline.online.max_rows_per_second);
+        let batch = pacer.batch(plan.pipeline.online.batch_rows);
         let t0 = Instant::now();
         let pool = replay::cpu_pool()?;
         let mut pos = sink.replay_position(name)?.map(|p| p.0);
+        self.refuse_truncated()?;
+        let mut truncation_checked = Instant::now();
+        let mut load_checked = None;
         loop {
+            self.hold(plan, &mut load_checked)?;
             if self.cancelled() {
                 break;
             }
+            let start = pacer.wait(&|| self.cancelled());
             let changes = self.capture.read(pos, batch)?;
+            pacer.done(start, changes.len());
             if let Some(last) = changes.last().map(|c| c.at) {
                 let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| sink.replay(r))?;
                 crate::fault::crash_run("replayed");
@@ -176,8 +194,15 @@ impl Online {
                 });
             }
             if changes.len() < batch {
+                // A TRUNCATE stops the read where it was logged (PostgreSQL), or leaves no
+                // trace in the log at all (MySQL): asked again at most once a second.
+                if truncation_checked.elapsed() > Duration::from_secs(1) {
+                    self.refuse_truncated()?;
+                    truncation_checked = Instant::now();
+                }
                 let lag = self.capture.lag(pos)?;
                 if lag.rows <= until {
+                    self.refuse_truncated()?;
                     self.with_report(|r| {
                         r.lag = lag;
                         r.position = pos;
@@ -192,6 +217,40 @@ impl Online {
         }
         self.with_report(|r| r.seconds += t0.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Waits while the move is paused (`rowshift pause`) or the source server is busy,
+    /// between two batches: the position stays where the last one left it. The server
+    /// is asked at most every 250 ms (`load_checked`: when it last said it was not
+    /// busy), so that a catch-up waiting for changes does not poll it in a tight loop.
+    fn hold(&self, plan: &Plan, load_checked: &mut Option<Instant>) -> Result<()> {
+        const TICK: Duration = Duration::from_millis(250);
+        while !self.cancelled() {
+            if throttle::paused(&plan.pipeline.file).is_some() {
+                self.with_report(|r| r.paused_seconds += TICK.as_secs_f64());
+            } else if load_checked.is_some_and(|t| t.elapsed() < TICK) {
+                break;
+            } else if self.capture.busy(&plan.pipeline.online)?.is_some() {
+                self.with_report(|r| r.throttled_seconds += TICK.as_secs_f64());
+            } else {
+                *load_checked = Some(Instant::now());
+                break;
+            }
+            std::thread::sleep(TICK);
+        }
+        Ok(())
+    }
+
+    /// Stops the catch-up and the cut-over if the source table was truncated since the
+    /// capture began: the rows a `TRUNCATE` removes are named nowhere in the log.
+    fn refuse_truncated(&self) -> Result<()> {
+        match self.capture.truncated()? {
+            Some(what) => Err(Error::Check(format!(
+                "{}: {what}; the target cannot follow a TRUNCATE by key, so nothing after it was replayed and the cut-over is refused, nothing swapped; run `rowshift run --restart` to copy the table again",
+                self.capture.describe()
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn with_report(&self, f: impl FnOnce(&mut OnlineReport)) {
@@ -216,6 +275,8 @@ impl Online {
                 drained: 0,
                 read_back: 0,
                 position: self.report().position,
+                moved: Vec::new(),
+                warnings: Vec::new(),
             };
             self.with_report(|r| r.cutover = Some(report.clone()));
             return Ok(report);
@@ -281,6 +342,8 @@ impl Online {
                 });
             }
             crate::fault::crash_run("drained");
+            // Under the lock, no TRUNCATE can come after this.
+            self.refuse_truncated()?;
             let capture = self.capture.as_ref();
             let mut check = || {
                 let lag = capture.lag(pos)?;
@@ -294,7 +357,16 @@ impl Online {
                 }
                 Ok(())
             };
-            let window = cut.swap(&old, capture, &mut check)?;
+            let swapped = match cut.swap(&old, capture, &mut check) {
+                Ok(s) => s,
+                // The upgrade to ACCESS EXCLUSIVE, or a referencing table's lock, was not
+                // had: nothing was swapped, and what was drained is committed.
+                Err(e) if is_lock_not_had(&e) && attempt < cfg.lock_attempts => {
+                    std::thread::sleep(Duration::from_millis((100u64 << attempt.min(5)).min(2000)));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(p) = pos {
                 // Best effort: the log goes with `finalize` anyway.
                 let _ = capture.prune(p);
@@ -302,11 +374,13 @@ impl Online {
             let report = CutoverReport {
                 swapped: true,
                 old_table: Some(old),
-                lock_ms: window.as_secs_f64() * 1000.0,
+                lock_ms: swapped.window.as_secs_f64() * 1000.0,
                 attempts: attempt,
                 drained,
                 read_back,
                 position: pos,
+                moved: swapped.moved,
+                warnings: swapped.warnings,
             };
             self.with_report(|r| {
                 r.position = pos;
@@ -416,6 +490,13 @@ pub struct CaptureStatus {
     pub replayed: u64,
     /// What waits.
     pub lag: Lag,
+    /// A `TRUNCATE` of the source table since the capture began, which refuses the
+    /// cut-over.
+    pub truncated: Option<String>,
+    /// The pause flag (`rowshift pause`), when set: the catch-up waits.
+    pub paused: Option<String>,
+    /// Why the source server is too busy for the catch-up now, by the `[online]` limits.
+    pub throttled: Option<String>,
 }
 
 /// The capture's state for `rowshift status`.
@@ -423,12 +504,21 @@ pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
     let online = Online::open(plan, None)?;
     let recorded = sink.replay_position(&plan.pipeline.name)?;
     let position = recorded.map(|r| r.0);
+    let installed = online.capture.installed()?;
     Ok(CaptureStatus {
         capture: online.capture.describe(),
-        installed: online.capture.installed()?,
+        installed,
         position,
         replayed: recorded.map_or(0, |r| r.1),
         lag: online.capture.lag(position)?,
+        // After a cut-over the source's name is the new table's: nothing to detect.
+        truncated: if installed {
+            online.capture.truncated()?
+        } else {
+            None
+        },
+        paused: throttle::paused(&plan.pipeline.file),
+        throttled: online.capture.busy(&plan.pipeline.online)?,
     })
 }
 
@@ -469,6 +559,12 @@ pub fn cutover_pipeline(
     cancel: Option<std::sync::Arc<AtomicBool>>,
 ) -> Result<OnlineReport> {
     let online = Online::open(plan, cancel)?;
+    if let Some(why) = throttle::paused(&plan.pipeline.file) {
+        return Err(Error::Unsupported(format!(
+            "pipeline {} is {why}: run `rowshift resume` before the cut-over",
+            plan.pipeline.name
+        )));
+    }
     let store = crate::run::checkpoint_store(plan, sink);
     let outcome = (|| {
         let _lock = crate::run::take_lock(store.as_ref(), &crate::run::NoopObserver, lock_wait)?;
@@ -491,7 +587,7 @@ pub fn cutover_pipeline(
         }
         if !online.capture.installed()? {
             return Err(Error::Unsupported(format!(
-                "{}: no capture triggers on the source table (an earlier cut-over swapped it already, or the run did not install them); nothing to cut over",
+                "{}: the capture triggers are not on the source table: an earlier cut-over swapped it already, or the table was dropped and created again (changes since may be missing from the target: run with --restart); nothing to cut over",
                 online.capture.describe()
             )));
         }

@@ -47,13 +47,27 @@ pub trait Cutover {
 
     /// Renames the source table to `old` and the target table into the source's name,
     /// and drops the capture triggers, once `drained` says (under the lock) that no
-    /// change is left to replay. Returns how long the source table was locked.
+    /// change is left to replay. Where the database ties the table's dependents to its
+    /// identity (PostgreSQL), they move to the new table in the same transaction.
     fn swap(
         self: Box<Self>,
         old: &str,
         capture: &dyn Capture,
         drained: &mut dyn FnMut() -> crate::Result<()>,
-    ) -> crate::Result<std::time::Duration>;
+    ) -> crate::Result<Swapped>;
+}
+
+/// What a swap did.
+#[derive(Debug, Clone, Default)]
+pub struct Swapped {
+    /// How long the source table was locked against writes.
+    pub window: std::time::Duration,
+    /// The dependents moved to the new table (sequences, views, foreign keys), one line
+    /// each.
+    pub moved: Vec<String>,
+    /// What did not go as it should after the commit (a foreign key that failed its
+    /// validation and stays `NOT VALID`), one line each.
+    pub warnings: Vec<String>,
 }
 
 /// A cut-over's lock that could not be had: nothing was changed.

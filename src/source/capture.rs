@@ -4,6 +4,7 @@
 //! catch-up and cut-over (`crate::online`) use it without naming a driver.
 
 use crate::Result;
+use crate::config::OnlineConfig;
 
 /// A place in a change log. Changes are ordered by `(a, b)`: PostgreSQL's is (the
 /// writing transaction's id, the log's sequence), so that a change is read only once
@@ -53,7 +54,8 @@ pub trait Capture: Send + Sync {
     /// The source table and its log, for messages.
     fn describe(&self) -> String;
 
-    /// Creates the change log and the triggers if they are missing. Idempotent.
+    /// Creates the change log and the triggers if they are missing, and empties the log
+    /// (a fresh copy follows, which holds every change logged so far). Idempotent.
     fn install(&self) -> Result<()>;
 
     /// Whether the triggers are in place.
@@ -61,11 +63,23 @@ pub trait Capture: Send + Sync {
 
     /// Up to `limit` changes after `after` (from the start when `None`), in log order,
     /// only as far as every change before them is committed: no change can later
-    /// appear before the last one returned.
+    /// appear before the last one returned. A logged `TRUNCATE` ends the read: nothing
+    /// after it is returned (see [`Capture::truncated`]).
     fn read(&self, after: Option<Position>, limit: usize) -> Result<Vec<Change>>;
+
+    /// A `TRUNCATE` of the source table since the capture was installed, which the log
+    /// cannot follow by key: when and how it was seen, or `None`. PostgreSQL logs it
+    /// (an `AFTER TRUNCATE` trigger); MySQL/MariaDB fire no trigger on it and detect it
+    /// after the fact; SQLite has no statement that empties a table past its triggers.
+    fn truncated(&self) -> Result<Option<String>>;
 
     /// The changes logged after `after`.
     fn lag(&self, after: Option<Position>) -> Result<Lag>;
+
+    /// Why the source server is too busy for the catch-up to go on now, by the limits
+    /// of `limits` (`[online] max_active_backends` and `max_replica_lag_ms` on
+    /// PostgreSQL, `max_threads_running` on MySQL/MariaDB; 0 is no limit), or `None`.
+    fn busy(&self, limits: &OnlineConfig) -> Result<Option<String>>;
 
     /// Forgets the changes up to `upto`, replayed and recorded in the target.
     fn prune(&self, upto: Position) -> Result<()>;

@@ -7,7 +7,9 @@ use crate::config::OnlineConfig;
 
 impl Walker<'_> {
     /// `[online]`: `enabled`, `max_lag_rows`, `batch_rows`, `cutover`, `lock_timeout_ms`,
-    /// `lock_attempts`.
+    /// `lock_attempts`, and the catch-up's throttle: `max_rows_per_second`,
+    /// `max_active_backends` and `max_replica_lag_ms` (PostgreSQL), `max_threads_running`
+    /// (MySQL/MariaDB).
     pub(super) fn online(
         &mut self,
         s: &Section<'_>,
@@ -22,6 +24,10 @@ impl Walker<'_> {
                 "cutover",
                 "lock_timeout_ms",
                 "lock_attempts",
+                "max_rows_per_second",
+                "max_active_backends",
+                "max_replica_lag_ms",
+                "max_threads_running",
             ],
         );
         let d = OnlineConfig::default();
@@ -33,7 +39,51 @@ impl Walker<'_> {
             cutover: self.bool(s, "cutover", false),
             lock_timeout_ms: self.integer(s, "lock_timeout_ms", 1, d.lock_timeout_ms as i64) as u64,
             lock_attempts: self.integer(s, "lock_attempts", 1, d.lock_attempts as i64) as u32,
+            max_rows_per_second: self.integer(s, "max_rows_per_second", 0, 0) as u64,
+            max_active_backends: self.integer(s, "max_active_backends", 0, 0) as u64,
+            max_replica_lag_ms: self.integer(s, "max_replica_lag_ms", 0, 0) as u64,
+            max_threads_running: self.integer(s, "max_threads_running", 0, 0) as u64,
         };
+        // A server's load is read in its own terms: a limit another database's source
+        // cannot honour is an error, not a silent no-op.
+        if let Some(src) = source {
+            let (db, keys): (&str, &[&str]) = match src.location {
+                Location::Postgres { .. } => ("PostgreSQL", &["max_threads_running"]),
+                Location::Mysql { .. } => (
+                    "MySQL/MariaDB",
+                    &["max_active_backends", "max_replica_lag_ms"],
+                ),
+                Location::Sqlite { .. } => (
+                    "SQLite",
+                    &[
+                        "max_active_backends",
+                        "max_replica_lag_ms",
+                        "max_threads_running",
+                    ],
+                ),
+                Location::Files { .. } => (
+                    "a file",
+                    &[
+                        "max_active_backends",
+                        "max_replica_lag_ms",
+                        "max_threads_running",
+                    ],
+                ),
+            };
+            for key in keys {
+                if s.table.contains_key(key) {
+                    let applies = if *key == "max_threads_running" {
+                        "a MySQL/MariaDB source (its Threads_running)"
+                    } else {
+                        "a PostgreSQL source (pg_stat_activity, pg_stat_replication)"
+                    };
+                    self.error(
+                        s.key_span(key),
+                        format!("[online] {key} applies to {applies}; this source is {db}"),
+                    );
+                }
+            }
+        }
         if enabled && let Some(src) = source {
             let span = s.table.get("enabled").and_then(Item::span);
             if matches!(src.location, Location::Files { .. }) {

@@ -22,7 +22,7 @@ use sqlx::mysql::MySqlPool;
 use super::errors::error as db_error;
 use super::{MyClient, qualified, quote};
 use crate::Result;
-use crate::config::{DbOptions, SecretUrl};
+use crate::config::{DbOptions, OnlineConfig, SecretUrl};
 use crate::runtime::IoRuntime;
 use crate::source::capture::{Capture, Change, Lag, Position, log_name, trigger_name};
 use crate::sql::stmt;
@@ -35,6 +35,7 @@ pub struct MyCapture {
     key: Vec<String>,
     log: String,
     trigger: String,
+    pipeline: String,
     /// The first gap the last read found, and the server's time (to the second) just
     /// after that read.
     gap: Mutex<Option<(i64, String)>>,
@@ -58,6 +59,7 @@ impl MyCapture {
             key: key.to_vec(),
             log: qualified(database, &log_name(pipeline)),
             trigger: trigger_name(pipeline),
+            pipeline: pipeline.to_string(),
             gap: Mutex::new(None),
         }
     }
@@ -155,12 +157,63 @@ impl Capture for MyCapture {
                 ));
             }
         }
+        // A fresh copy follows, which holds every change committed so far.
+        statements.push(format!("DELETE FROM {}", self.log));
         self.with(async |pool| {
             for s in statements {
                 sqlx::raw_sql(stmt(s)).execute(pool).await?;
             }
             Ok(())
+        })?;
+        // The table's id from now on: a TRUNCATE gives it another.
+        let id = self.table_id()?;
+        let (ids, log) = (self.ids(), log_name(&self.pipeline));
+        self.with(async |pool| {
+            sqlx::raw_sql(stmt(format!(
+                "CREATE TABLE IF NOT EXISTS {ids} (log VARCHAR(191) NOT NULL PRIMARY KEY, table_id BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
+            )))
+            .execute(pool)
+            .await?;
+            sqlx::query(stmt(format!(
+                "REPLACE INTO {ids} (log, table_id) VALUES (?, ?)"
+            )))
+            .bind(log)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())
         })
+    }
+
+    fn truncated(&self) -> Result<Option<String>> {
+        let (ids, log) = (self.ids(), log_name(&self.pipeline));
+        let recorded: Option<u64> = self.with(async |pool| {
+            match sqlx::query_scalar(stmt(format!(
+                "SELECT CAST(table_id AS UNSIGNED) FROM {ids} WHERE log = ?"
+            )))
+            .bind(log)
+            .fetch_optional(pool)
+            .await
+            {
+                Err(e)
+                    if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42S02") =>
+                {
+                    Ok(None)
+                }
+                other => other,
+            }
+        })?;
+        let Some(then) = recorded else {
+            return Ok(Some(
+                "the change log does not record the source table's InnoDB id, so a TRUNCATE (which fires no trigger) could not be detected".to_string(),
+            ));
+        };
+        let now = self.table_id()?;
+        Ok((now != then).then(|| {
+            format!(
+                "the source table's InnoDB table id changed from {then} to {now} since the capture began: it was truncated (TRUNCATE fires no trigger, so the rows it removed are not in the change log) or rebuilt (OPTIMIZE TABLE, ALTER TABLE ... FORCE), which cannot be told apart"
+            )
+        }))
     }
 
     fn installed(&self) -> Result<bool> {
@@ -269,6 +322,26 @@ impl Capture for MyCapture {
         Ok(out)
     }
 
+    fn busy(&self, limits: &OnlineConfig) -> Result<Option<String>> {
+        let most = limits.max_threads_running;
+        if most == 0 {
+            return Ok(None);
+        }
+        // As pt-online-schema-change's --max-load reads it: the server's count, which
+        // includes the thread that asks.
+        let running: u64 = self.with(async |pool| {
+            let (_, value): (String, String) = sqlx::query_as(stmt(
+                "SHOW GLOBAL STATUS LIKE 'Threads_running'".to_string(),
+            ))
+            .fetch_one(pool)
+            .await?;
+            Ok(value.trim().parse().unwrap_or(0))
+        })?;
+        Ok((running > most).then(|| {
+            format!("Threads_running is {running}, over [online] max_threads_running = {most}")
+        }))
+    }
+
     fn lag(&self, after: Option<Position>) -> Result<Lag> {
         let from = after.map_or(0, |p| p.b);
         let sql = format!(
@@ -326,16 +399,66 @@ impl Capture for MyCapture {
     fn remove(&self) -> Result<()> {
         let mut statements = self.drop_trigger_sql();
         statements.push(format!("DROP TABLE IF EXISTS {}", self.log));
+        let (ids, log) = (self.ids(), log_name(&self.pipeline));
         self.with(async |pool| {
             for s in statements {
                 sqlx::raw_sql(stmt(s)).execute(pool).await?;
             }
-            Ok(())
+            match sqlx::query(stmt(format!("DELETE FROM {ids} WHERE log = ?")))
+                .bind(log)
+                .execute(pool)
+                .await
+            {
+                Err(e)
+                    if e.as_database_error().and_then(|d| d.code()).as_deref() != Some("42S02") =>
+                {
+                    Err(e)
+                }
+                _ => Ok(()),
+            }
         })
     }
 }
 
 impl MyCapture {
+    /// The table that keeps each change log's source table id.
+    fn ids(&self) -> String {
+        qualified(&self.database, "_rowshift_capture")
+    }
+
+    /// The source table's InnoDB table id. Reading it needs the `PROCESS` privilege,
+    /// as the gap check does.
+    fn table_id(&self) -> Result<u64> {
+        let name = format!(
+            "{}/{}",
+            innodb_file_name(&self.database),
+            innodb_file_name(&self.table)
+        );
+        let here = self.here();
+        let found: Option<u64> = self.with(async |pool| {
+            let mut last = None;
+            // MariaDB's name for the table, then MySQL 8's.
+            for view in ["INNODB_SYS_TABLES", "INNODB_TABLES"] {
+                match sqlx::query_scalar::<_, u64>(stmt(format!(
+                    "SELECT CAST(TABLE_ID AS UNSIGNED) FROM information_schema.{view} WHERE NAME = ?"
+                )))
+                .bind(&name)
+                .fetch_optional(pool)
+                .await
+                {
+                    Ok(id) => return Ok(id),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.expect("tried"))
+        })?;
+        found.ok_or_else(|| {
+            crate::Error::Unsupported(format!(
+                "{here}: no InnoDB table id found for {name} in information_schema: an online move needs an InnoDB source table (its id tells a TRUNCATE, which fires no trigger) and the PROCESS privilege"
+            ))
+        })
+    }
+
     /// The names of the capture's triggers that exist.
     fn existing(&self) -> Result<Vec<String>> {
         let (db, prefix) = (
@@ -353,4 +476,20 @@ impl MyCapture {
             .await
         })
     }
+}
+
+/// A database or table name as InnoDB's data dictionary spells it: letters, digits and
+/// `_` as they are, any other ASCII character as `@` and four hex digits (MariaDB's
+/// "identifier to file name mapping"). Other characters map through tables this does
+/// not carry: such a table is not found, and the capture says so at install.
+fn innodb_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("@{:04x}", c as u32)
+            }
+        })
+        .collect()
 }

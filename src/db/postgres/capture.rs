@@ -1,7 +1,11 @@
 //! Change capture on a PostgreSQL table (docs/online.md): one `AFTER INSERT OR UPDATE
 //! OR DELETE ... FOR EACH ROW` trigger whose function logs the changed row's key (the
 //! old and the new key when an update changes it) into `rowshift.changes_<pipeline>`,
-//! with the writing transaction's id.
+//! with the writing transaction's id, and an `AFTER TRUNCATE ... FOR EACH STATEMENT`
+//! trigger that logs a `TRUNCATE` as a row with no key (`truncated`). The catch-up
+//! replays nothing past such a row and the cut-over is refused: a `TRUNCATE` names no
+//! keys, and emptying the target at its place in the log would be wrong whenever a
+//! transaction with an older id wrote rows after it (they sort before it).
 //!
 //! A sequence hands out positions in the order rows are logged, not the order their
 //! transactions commit: a change logged at 11 may become visible after one logged at
@@ -15,7 +19,7 @@ use sqlx::postgres::PgPool;
 use super::errors::error as db_error;
 use super::{PgClient, qualified};
 use crate::Result;
-use crate::config::{DbOptions, SecretUrl};
+use crate::config::{DbOptions, OnlineConfig, SecretUrl};
 use crate::runtime::IoRuntime;
 use crate::source::capture::{Capture, Change, Lag, Position, trigger_name};
 use crate::sql::{quote_ident, stmt};
@@ -99,6 +103,11 @@ impl PgCapture {
         )
     }
 
+    /// The statement-level trigger that logs a `TRUNCATE`.
+    fn truncate_trigger(&self) -> String {
+        format!("{}_truncate", self.trigger)
+    }
+
     fn tuple(&self, row: &str) -> String {
         let parts: Vec<String> = self
             .key
@@ -122,7 +131,6 @@ impl Capture for PgCapture {
             .map(|(i, k)| format!("{} AS k{i}", quote_ident(k)))
             .collect();
         let statements = vec![
-            format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(SCHEMA)),
             format!(
                 "CREATE TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA",
                 self.log,
@@ -130,7 +138,7 @@ impl Capture for PgCapture {
                 self.source()
             ),
             format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS pos bigserial, ADD COLUMN IF NOT EXISTS xid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint), ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT clock_timestamp()",
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS pos bigserial, ADD COLUMN IF NOT EXISTS xid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint), ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT clock_timestamp(), ADD COLUMN IF NOT EXISTS truncated boolean NOT NULL DEFAULT false",
                 self.log
             ),
             format!(
@@ -139,32 +147,67 @@ impl Capture for PgCapture {
                 self.log
             ),
             format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (xid, pos) WHERE truncated",
+                quote_ident(&format!("{}_truncated", self.trigger)),
+                self.log
+            ),
+            // A fresh copy follows: it holds every change committed so far. Changes of
+            // transactions still open are not visible here and stay.
+            format!("DELETE FROM {}", self.log),
+            format!(
                 "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $rowshift$
 BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    INSERT INTO {} (truncated) VALUES (true);
+    RETURN NULL;
+  END IF;
   IF TG_OP <> 'INSERT' THEN {} END IF;
   IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND {} IS DISTINCT FROM {}) THEN {} END IF;
   RETURN NULL;
 END $rowshift$",
                 self.function,
+                self.log,
                 self.log_row("OLD"),
                 self.tuple("OLD"),
                 self.tuple("NEW"),
                 self.log_row("NEW"),
             ),
         ];
-        let trigger = format!(
-            "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
-            quote_ident(&self.trigger),
-            self.source(),
-            self.function
-        );
+        let triggers = [
+            (
+                self.trigger.clone(),
+                format!(
+                    "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+                    quote_ident(&self.trigger),
+                    self.source(),
+                    self.function
+                ),
+            ),
+            (
+                self.truncate_trigger(),
+                format!(
+                    "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+                    quote_ident(&self.truncate_trigger()),
+                    self.source(),
+                    self.function
+                ),
+            ),
+        ];
         let installed = self.installed()?;
-        let (schema, table, name) = (
-            self.schema.clone(),
-            self.table.clone(),
-            self.trigger.clone(),
-        );
+        let (schema, table) = (self.schema.clone(), self.table.clone());
+        let schema_sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(SCHEMA));
         self.with(async |pool| {
+            // Two sessions creating the schema at once: one of them fails on the
+            // catalog's unique index (IF NOT EXISTS checks before it inserts); the
+            // schema is there either way.
+            if let Err(e) = sqlx::query(stmt(schema_sql)).execute(pool).await
+                && !e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "23505" || c == "42P06")
+            {
+                return Err(e);
+            }
             let mut tx = pool.begin().await?;
             for s in statements {
                 sqlx::query(stmt(s)).execute(&mut *tx).await?;
@@ -177,14 +220,16 @@ END $rowshift$",
                 )))
                 .execute(&mut *tx)
                 .await?;
-                let there: bool = sqlx::query_scalar(stmt(TRIGGER_EXISTS.to_string()))
-                    .bind(&schema)
-                    .bind(&table)
-                    .bind(&name)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if !there {
-                    sqlx::query(stmt(trigger)).execute(&mut *tx).await?;
+                for (name, create) in triggers {
+                    let there: bool = sqlx::query_scalar(stmt(TRIGGER_EXISTS.to_string()))
+                        .bind(&schema)
+                        .bind(&table)
+                        .bind(&name)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if !there {
+                        sqlx::query(stmt(create)).execute(&mut *tx).await?;
+                    }
                 }
             }
             tx.commit().await
@@ -192,18 +237,21 @@ END $rowshift$",
     }
 
     fn installed(&self) -> Result<bool> {
-        let (schema, table, name) = (
-            self.schema.clone(),
-            self.table.clone(),
-            self.trigger.clone(),
-        );
+        let (schema, table) = (self.schema.clone(), self.table.clone());
+        let names = [self.trigger.clone(), self.truncate_trigger()];
         self.with(async |pool| {
-            sqlx::query_scalar(stmt(TRIGGER_EXISTS.to_string()))
-                .bind(schema)
-                .bind(table)
-                .bind(name)
-                .fetch_one(pool)
-                .await
+            for name in names {
+                let there: bool = sqlx::query_scalar(stmt(TRIGGER_EXISTS.to_string()))
+                    .bind(&schema)
+                    .bind(&table)
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?;
+                if !there {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         })
     }
 
@@ -215,7 +263,7 @@ END $rowshift$",
             .map(|k| format!("{k}::text"))
             .collect();
         let sql = format!(
-            "SELECT xid, pos, {} FROM {} WHERE xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AND (xid, pos) > ($1, $2) ORDER BY xid, pos LIMIT $3",
+            "SELECT xid, pos, truncated, {} FROM {} WHERE xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AND (xid, pos) > ($1, $2) ORDER BY xid, pos LIMIT $3",
             keys.join(", "),
             self.log
         );
@@ -227,7 +275,13 @@ END $rowshift$",
                 .bind(limit as i64)
                 .fetch_all(pool)
                 .await?;
-            rows.iter()
+            // A TRUNCATE ends the read: `truncated` reports it.
+            let upto = rows
+                .iter()
+                .position(|r| r.try_get::<bool, _>(2).unwrap_or(true))
+                .unwrap_or(rows.len());
+            rows[..upto]
+                .iter()
                 .map(|r| {
                     Ok(Change {
                         at: Position {
@@ -235,11 +289,66 @@ END $rowshift$",
                             b: r.try_get(1)?,
                         },
                         key: (0..n)
-                            .map(|i| r.try_get::<String, _>(2 + i))
+                            .map(|i| r.try_get::<String, _>(3 + i))
                             .collect::<sqlx::Result<_>>()?,
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn truncated(&self) -> Result<Option<String>> {
+        let sql = format!(
+            "SELECT xid, pos, to_char(at, 'YYYY-MM-DD HH24:MI:SS.MS TZ') FROM {} WHERE truncated ORDER BY xid, pos LIMIT 1",
+            self.log
+        );
+        let found: Option<(i64, i64, String)> =
+            self.with(async |pool| sqlx::query_as(stmt(sql)).fetch_optional(pool).await)?;
+        Ok(found.map(|(a, b, at)| {
+            format!(
+                "the source table was truncated at {at} (change log position {})",
+                Position { a, b }
+            )
+        }))
+    }
+
+    fn busy(&self, limits: &OnlineConfig) -> Result<Option<String>> {
+        let (backends, lag_ms) = (limits.max_active_backends, limits.max_replica_lag_ms);
+        if backends == 0 && lag_ms == 0 {
+            return Ok(None);
+        }
+        self.with(async |pool| {
+            if backends > 0 {
+                // Client backends running a statement, on the whole server, this
+                // check's own left out.
+                let active: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                )
+                .fetch_one(pool)
+                .await?;
+                if active as u64 > backends {
+                    return Ok(Some(format!(
+                        "{active} active backends on the server, over [online] max_active_backends = {backends}"
+                    )));
+                }
+            }
+            if lag_ms > 0 {
+                // replay_lag is NULL for a replica with nothing to replay, and for a
+                // role that may not read it (pg_read_all_stats).
+                let worst: Option<(String, f64)> = sqlx::query_as(
+                    "SELECT COALESCE(application_name, client_addr::text, pid::text), EXTRACT(EPOCH FROM replay_lag)::float8 * 1000 FROM pg_stat_replication WHERE replay_lag IS NOT NULL ORDER BY replay_lag DESC LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?;
+                if let Some((replica, ms)) = worst
+                    && ms > lag_ms as f64
+                {
+                    return Ok(Some(format!(
+                        "replica {replica} replays {ms:.0} ms behind, over [online] max_replica_lag_ms = {lag_ms}"
+                    )));
+                }
+            }
+            Ok(None)
         })
     }
 
@@ -281,11 +390,16 @@ END $rowshift$",
     }
 
     fn drop_trigger_sql(&self) -> Vec<String> {
-        vec![format!(
-            "DROP TRIGGER IF EXISTS {} ON {}",
-            quote_ident(&self.trigger),
-            self.source()
-        )]
+        [self.trigger.clone(), self.truncate_trigger()]
+            .iter()
+            .map(|t| {
+                format!(
+                    "DROP TRIGGER IF EXISTS {} ON {}",
+                    quote_ident(t),
+                    self.source()
+                )
+            })
+            .collect()
     }
 
     fn drop_triggers(&self) -> Result<()> {

@@ -43,6 +43,7 @@ use crate::sql::{quote_ident, stmt};
 use crate::types::ColumnType;
 use crate::{Error, Result};
 
+mod dependents;
 mod replay;
 
 /// Rows per batch when reading rows back.

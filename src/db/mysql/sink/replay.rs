@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::checkpoint::replay::ReplayTable;
-use crate::sink::replay::{Cutover, Replayed, lock_not_had};
+use crate::sink::replay::{Cutover, Replayed, Swapped, lock_not_had};
 use crate::source::capture::{Capture, Position};
 
 impl MysqlSink {
@@ -208,7 +208,7 @@ impl Cutover for MyCutover<'_> {
         old: &str,
         capture: &dyn Capture,
         drained: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<Duration> {
+    ) -> Result<Swapped> {
         drained()?;
         let sink = self.sink;
         let here = sink.here();
@@ -279,6 +279,9 @@ impl Cutover for MyCutover<'_> {
         // A write that reached the old table between the unlock and the rename is in the
         // log after the drained position: said, never lost silently.
         drained()?;
-        Ok(window)
+        Ok(Swapped {
+            window,
+            ..Swapped::default()
+        })
     }
 }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::Postgres;
 
+use super::dependents::Dependents;
 use super::*;
 use crate::checkpoint::replay::ReplayTable;
-use crate::sink::replay::{Cutover, Replayed, lock_not_had};
+use crate::sink::replay::{Cutover, Replayed, Swapped, lock_not_had};
 use crate::source::capture::{Capture, Position};
 
 impl PostgresSink {
@@ -167,11 +168,12 @@ impl Cutover for PgCutover<'_> {
         old: &str,
         capture: &dyn Capture,
         drained: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<Duration> {
+    ) -> Result<Swapped> {
         let sink = self.sink;
         let (source_table, ms) = (self.source_table.clone(), self.ms);
         let here = sink.here();
         let source = qualified(&sink.schema, &source_table);
+        let old_q = qualified(&sink.schema, old);
         let target = sink.t();
         let tx = self.tx.as_mut().expect("open until committed");
         sink.client.io().block_on(async {
@@ -192,8 +194,10 @@ impl Cutover for PgCutover<'_> {
         })?;
         // Checked under the lock, on the capture's own connection: nothing is left.
         drained()?;
-        sink.client.io().block_on(async {
+        let (dependents, moved) = sink.client.io().block_on(async {
             let db = |e| db_error(&here, e);
+            let dependents = Dependents::read(tx, &source, &target).await.map_err(db)?;
+            dependents.check(&source)?;
             for sql in capture.drop_trigger_sql() {
                 sqlx::query(stmt(sql))
                     .execute(&mut **tx)
@@ -214,13 +218,31 @@ impl Cutover for PgCutover<'_> {
             .execute(&mut **tx)
             .await
             .map_err(db)?;
-            Ok(())
+            // The source's name now names the new table.
+            let moved = match dependents.apply(tx, &old_q, &source).await {
+                Ok(moved) => moved,
+                Err(r) => {
+                    return Err(match r.lock_timeout() {
+                        Some(e) => lock_not_had(&source, ms, &e.to_string()),
+                        None => r.into_error(&source),
+                    });
+                }
+            };
+            Ok((dependents, moved))
         })?;
         let tx = self.tx.take().expect("open until committed");
         sink.client.io().block_on(async {
             crate::fault::crash_run("cutover-commit");
             tx.commit().await.map_err(|e| db_error(&here, e))
         })?;
-        Ok(self.locked.elapsed())
+        let window = self.locked.elapsed();
+        // After the commit: a scan of each referencing table, with writes going on.
+        let pool = sink.client.pool()?;
+        let warnings = sink.client.io().block_on(dependents.validate(pool));
+        Ok(Swapped {
+            window,
+            moved,
+            warnings,
+        })
     }
 }

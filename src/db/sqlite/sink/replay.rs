@@ -14,7 +14,7 @@ use sqlx::sqlite::Sqlite;
 
 use super::*;
 use crate::checkpoint::replay::ReplayTable;
-use crate::sink::replay::{Cutover, Replayed, lock_not_had};
+use crate::sink::replay::{Cutover, Replayed, Swapped, lock_not_had};
 use crate::source::capture::{Capture, Position};
 
 impl SqliteSink {
@@ -230,7 +230,7 @@ impl Cutover for SqliteCutover<'_> {
         old: &str,
         capture: &dyn Capture,
         drained: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<Duration> {
+    ) -> Result<Swapped> {
         drained()?;
         let sink = self.sink;
         let here = sink.here();
@@ -275,6 +275,9 @@ impl Cutover for SqliteCutover<'_> {
         // A pooled connection goes back to its pool on the runtime.
         sink.io.block_on(async move { drop(conn) });
         done?;
-        Ok(self.locked.elapsed())
+        Ok(Swapped {
+            window: self.locked.elapsed(),
+            ..Swapped::default()
+        })
     }
 }
