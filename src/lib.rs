@@ -16,6 +16,7 @@
 //! | write one chunk, commit it atomically | [`sink`] |
 //! | per-chunk invariants | [`check`] |
 //! | the parallel executor, progress events | [`run`] |
+//! | a run's report as one HTML page | [`report`] |
 //!
 //! The `rowshift` command line is not part of the library: it lives in the binary
 //! (`src/main.rs`, `src/cli/`), built with the default feature `cli`. A program that
@@ -34,6 +35,7 @@ pub mod init;
 pub mod migrate;
 pub mod online;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod secret;

@@ -1044,3 +1044,6 @@ mod online;
 
 #[path = "suite/workers.rs"]
 mod workers;
+
+#[path = "suite/report.rs"]
+mod report;

@@ -9,6 +9,7 @@ mod migrate;
 mod online;
 mod progress;
 mod report;
+mod run_report;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,20 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a run's report as one self-contained HTML page: throughput per worker over
+    /// time, chunk durations and the slowest chunks, rejected rows by reason over time,
+    /// the read-back's cost, and retries with their errors. Works during a run too.
+    /// Reads only; the page loads nothing from the network.
+    #[command(
+        after_help = "Example:\n  rowshift report pipelines/quickstart.toml > report.html\n  rowshift report pipelines/quickstart.toml -o report.html\n\nExit codes: 0 written, 2 error (for example, no run recorded)."
+    )]
+    Report {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Write the page to this file (default: stdout).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Swap an online move's new table into the source table's place: catch up, lock
     /// the source against writes (bounded, retried), drain the last changes, rename the
@@ -735,6 +750,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
         Command::Finalize { pipeline } => online::finalize(&pipeline),
         Command::Pause { pipeline } => online::pause(&pipeline),
         Command::Resume { pipeline } => online::resume(&pipeline),
+        Command::Report { pipeline, output } => run_report::report(&pipeline, output.as_deref()),
     }
 }
 

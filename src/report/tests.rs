@@ -1,0 +1,172 @@
+//! The report's model from a made-up checkpoint: counts, the slowest chunks, retries,
+//! rejects by reason and over time, throughput per worker.
+
+use super::*;
+use crate::chunk::{Chunk, ChunkRange, KeyValue};
+
+/// Chunk `id` of a plan over keys in hundreds, in `state`, with `read` rows.
+fn record(id: usize, state: ChunkState, read: u64, seconds: f64) -> ChunkRecord {
+    ChunkRecord {
+        chunk: Chunk {
+            id,
+            range: ChunkRange::Keys {
+                lo: (id > 0).then(|| KeyValue::Int(id as i64 * 100)),
+                hi: Some(KeyValue::Int((id as i64 + 1) * 100)),
+            },
+            rows: None,
+        },
+        state,
+        attempts: 1,
+        counts: ChunkCounts {
+            read,
+            written: read.saturating_sub(2),
+            filtered: 1,
+            rejected: read.min(1),
+        },
+        seconds,
+        checksum: 0x10 + id as u64,
+        last_error: None,
+    }
+}
+
+fn inputs(checkpoint: &Checkpoint) -> Inputs<'_> {
+    Inputs {
+        pipeline: "p".into(),
+        source: "sqlite://src.db table t".into(),
+        target: "postgres://u:***@h/db table t".into(),
+        checkpoint_at: "checkpoint".into(),
+        quarantine_at: "t_rejects".into(),
+        verify: true,
+        live: false,
+        checkpoint,
+        workers: Vec::new(),
+        rejects: BTreeMap::new(),
+    }
+}
+
+fn checkpoint(chunks: Vec<ChunkRecord>) -> Checkpoint {
+    Checkpoint {
+        fingerprint: "f".into(),
+        settings: Vec::new(),
+        created_at: "2026-12-07T10:00:00Z".into(),
+        chunks,
+    }
+}
+
+#[test]
+fn counts_states_and_the_checksum_are_over_the_done_chunks() {
+    let mut failed = record(2, ChunkState::Failed, 0, 0.0);
+    failed.attempts = 3;
+    failed.last_error = Some("connect to postgres://u:secret@h/db: refused".into());
+    let c = checkpoint(vec![
+        record(0, ChunkState::Done, 100, 1.0),
+        record(1, ChunkState::Done, 50, 4.0),
+        failed,
+        record(3, ChunkState::Pending, 0, 0.0),
+        record(4, ChunkState::Running, 0, 0.0),
+    ]);
+    let r = build(inputs(&c));
+    assert_eq!(
+        r.chunks,
+        ChunkTally {
+            total: 5,
+            done: 2,
+            failed: 1,
+            pending: 1,
+            running: 1
+        }
+    );
+    assert_eq!(
+        r.rows,
+        ChunkCounts {
+            read: 150,
+            written: 146,
+            filtered: 2,
+            rejected: 2
+        }
+    );
+    assert_eq!(r.checksum, format!("{:016x}", 0x10 + 0x11));
+    assert_eq!(r.state, "interrupted");
+    assert_eq!(r.planned_at, "2026-12-07T10:00:00Z");
+    // The slowest first; only done chunks.
+    let slow: Vec<usize> = r.slowest.iter().map(|c| c.id).collect();
+    assert_eq!(slow, [1, 0]);
+    assert_eq!(r.slowest[0].range, "chunk 1 (100 < key <= 200)");
+    assert_eq!(r.durations.counts.iter().sum::<u64>(), 2);
+    // The failed chunk is listed with its error, its password hidden.
+    assert_eq!(r.retries.retried, 1);
+    assert_eq!(r.retries.extra_attempts, 2);
+    assert_eq!(r.retries.listed.len(), 1);
+    let error = r.retries.listed[0].last_error.as_deref().unwrap();
+    assert!(!error.contains("secret") && error.contains("u:***@h"), "{error}");
+    // No times recorded: nothing over time.
+    assert_eq!(r.axis, None);
+    assert!(r.throughput.is_empty());
+}
+
+#[test]
+fn a_live_run_is_running_and_a_finished_one_done() {
+    let c = checkpoint(vec![record(0, ChunkState::Done, 10, 1.0)]);
+    assert_eq!(build(inputs(&c)).state, "done");
+    let mut i = inputs(&c);
+    i.live = true;
+    assert_eq!(build(i).state, "running");
+    let c = checkpoint(vec![
+        record(0, ChunkState::Done, 10, 1.0),
+        record(1, ChunkState::Pending, 0, 0.0),
+    ]);
+    assert_eq!(build(inputs(&c)).state, "not done");
+}
+
+#[test]
+fn rejects_are_counted_by_reason_most_first() {
+    let c = checkpoint(vec![
+        record(0, ChunkState::Done, 10, 1.0),
+        record(1, ChunkState::Done, 10, 1.0),
+    ]);
+    let mut i = inputs(&c);
+    i.rejects = BTreeMap::from([
+        ((0, "column a: is null".to_string()), 2),
+        ((1, "column a: is null".to_string()), 3),
+        ((1, "column b: above the maximum 8".to_string()), 7),
+    ]);
+    let r = build(i);
+    let got: Vec<(&str, u64)> = r
+        .rejects
+        .reasons
+        .iter()
+        .map(|g| (g.reason.as_str(), g.count))
+        .collect();
+    assert_eq!(
+        got,
+        [("column b: above the maximum 8", 7), ("column a: is null", 5)]
+    );
+    assert_eq!(r.rejects.untimed, 12);
+}
+
+#[test]
+fn retries_beyond_the_listed_ones_are_counted() {
+    let chunks = (0..LISTED_RETRIES + 5)
+        .map(|id| {
+            let mut r = record(id, ChunkState::Done, 1, 0.1);
+            r.attempts = 2;
+            r
+        })
+        .collect();
+    let r = build(inputs(&checkpoint(chunks)));
+    assert_eq!(r.retries.listed.len(), LISTED_RETRIES);
+    assert_eq!(r.retries.more, 5);
+    assert_eq!(r.retries.retried, LISTED_RETRIES + 5);
+}
+
+#[test]
+fn fold_rest_keeps_the_largest_series_and_adds_up_the_others() {
+    let s = |name: &str, v: f64| Series {
+        name: name.into(),
+        values: vec![v, v],
+    };
+    let out = fold_rest(vec![s("a", 1.0), s("b", 5.0), s("c", 3.0)], 2, "rest");
+    let names: Vec<&str> = out.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["b", "c", "rest"]);
+    assert_eq!(out[2].values, vec![1.0, 1.0]);
+}
