@@ -12,10 +12,14 @@ pub const TIME_BUCKETS: i64 = 60;
 /// Most bins of a histogram.
 pub const MAX_BINS: usize = 40;
 
+/// Fewest bins a histogram aims at.
+pub const MIN_BINS: usize = 5;
+
 /// A run's time cut into buckets of one width, from the first chunk claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TimeAxis {
-    /// Where the first bucket starts (epoch milliseconds, the database's clock).
+    /// Where the first bucket starts (epoch milliseconds, the clock of the process that
+    /// claimed the first chunk).
     pub start_ms: i64,
     /// Each bucket's width in milliseconds: a round value (1, 2 or 5 × a power of ten
     /// milliseconds, or a round number of seconds, minutes, hours or days).
@@ -139,7 +143,9 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// The histogram of `values` (none negative): about √n bins, at most [`MAX_BINS`].
+    /// The histogram of `values` (none negative): about √n bins, at least
+    /// [`MIN_BINS`] (so that one chunk is a bar, not the whole plot) and at most
+    /// [`MAX_BINS`].
     pub fn of(values: &[f64]) -> Histogram {
         let max = values.iter().copied().fold(0.0, f64::max);
         if values.is_empty() {
@@ -148,13 +154,14 @@ impl Histogram {
                 counts: Vec::new(),
             };
         }
-        let wanted = ((values.len() as f64).sqrt().ceil() as usize).clamp(1, MAX_BINS);
-        // A millisecond is the finest width worth drawing.
-        let width = round_up((max / wanted as f64).max(0.001));
-        let bins = ((max / width).ceil() as usize).clamp(1, MAX_BINS);
+        let wanted = ((values.len() as f64).sqrt().ceil() as usize).clamp(MIN_BINS, MAX_BINS);
+        // A microsecond is the finest width worth drawing.
+        let width = round_up((max / wanted as f64).max(1e-6));
+        // With a tolerance: 0.0005 / 0.0001 may come out a hair above or below 5.
+        let bins = ((max / width - 1e-9).ceil() as usize).clamp(1, MAX_BINS);
         let mut counts = vec![0u64; bins];
         for v in values {
-            counts[((v / width).floor() as usize).min(bins - 1)] += 1;
+            counts[((v / width + 1e-9).floor() as usize).min(bins - 1)] += 1;
         }
         Histogram { width, counts }
     }
@@ -176,7 +183,10 @@ mod tests {
         assert_eq!((a.bucket_ms, a.buckets), (5, 40));
         for span in [1, 59, 61, 999, 7_777, 86_400_000, 400 * 86_400_000] {
             let a = TimeAxis::new(0, span);
-            assert!(a.buckets <= 60 && a.buckets as i64 * a.bucket_ms >= span, "{a:?}");
+            assert!(
+                a.buckets <= 60 && a.buckets as i64 * a.bucket_ms >= span,
+                "{a:?}"
+            );
         }
     }
 
@@ -197,8 +207,12 @@ mod tests {
     #[test]
     fn a_histogram_has_round_bins_capped_at_forty() {
         let h = Histogram::of(&[0.1, 0.25, 0.3, 1.0]);
-        assert_eq!(h.width, 0.5);
-        assert_eq!(h.counts, vec![3, 1]);
+        assert_eq!(h.width, 0.2);
+        assert_eq!(h.counts, vec![1, 2, 0, 0, 1]);
+        // Read-backs of a fraction of a millisecond still spread over bins.
+        let h = Histogram::of(&[0.0002, 0.0003, 0.0005]);
+        assert_eq!(h.width, 0.0001);
+        assert_eq!(h.counts, vec![0, 0, 1, 1, 1]);
         let many: Vec<f64> = (0..10_000).map(|i| i as f64 / 100.0).collect();
         let h = Histogram::of(&many);
         assert!(h.counts.len() <= MAX_BINS, "{}", h.counts.len());

@@ -31,7 +31,10 @@ fn fill(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
     while let Some(open) = rest.find("{{") {
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
-        match after.find("}}").and_then(|close| Some((close, value(&after[..close])?))) {
+        match after
+            .find("}}")
+            .and_then(|close| Some((close, value(&after[..close])?)))
+        {
             Some((close, v)) => {
                 out.push_str(&v);
                 rest = &after[close + 2..];
@@ -107,18 +110,28 @@ mod tests {
 
     #[test]
     fn the_page_assets_hold_nothing_that_loads_or_ends_the_script() {
-        for (name, text) in [("page.html", TEMPLATE), ("page.css", STYLE), ("page.js", SCRIPT)] {
+        for (name, text) in [
+            ("page.html", TEMPLATE),
+            ("page.css", STYLE),
+            ("page.js", SCRIPT),
+        ] {
             for bad in ["http://", "https://", "@import", "url(", "src="] {
                 assert!(!text.contains(bad), "{name} holds {bad}");
             }
         }
-        assert!(!SCRIPT.contains("</script"), "page.js would end its element");
+        assert!(
+            !SCRIPT.contains("</script"),
+            "page.js would end its element"
+        );
         assert!(!STYLE.contains("</style"), "page.css would end its element");
         // Every placeholder of the template is one `render` fills.
         let mut rest = TEMPLATE;
         while let Some(i) = rest.find("{{") {
             let name = &rest[i + 2..i + 2 + rest[i + 2..].find("}}").unwrap()];
-            assert!(["title", "style", "script", "data"].contains(&name), "{name}");
+            assert!(
+                ["title", "style", "script", "data"].contains(&name),
+                "{name}"
+            );
             rest = &rest[i + 2..];
         }
     }

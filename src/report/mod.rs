@@ -13,10 +13,11 @@ mod html;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
-pub use self::chart::{Histogram, MAX_BINS, Series, TIME_BUCKETS, TimeAxis};
+pub use self::chart::{Histogram, MAX_BINS, MIN_BINS, Series, TIME_BUCKETS, TimeAxis};
 pub use self::html::render;
 use crate::checkpoint::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState};
 use crate::chunk::ChunkCounts;
@@ -55,7 +56,8 @@ pub struct ReportData {
     pub quarantine: String,
     /// When the plan was made (UTC, RFC 3339).
     pub planned_at: String,
-    /// Where the run stands: `"running"` (a live run holds the pipeline's lock),
+    /// Where the run stands: `"running"` (a live run holds the pipeline's lock, or
+    /// workers of a shared run are alive),
     /// `"interrupted"` (no live run, chunks left running), `"not done"` (chunks pending
     /// or failed) or `"done"`.
     pub state: String,
@@ -104,7 +106,8 @@ pub struct ChunkTally {
 pub struct WorkerRow {
     /// `host:pid`.
     pub id: String,
-    /// `running`, `finished` or `failed`.
+    /// `running`; `lost` when its heartbeat is older than a lease; `finished` (it found
+    /// no chunk left) or `stopped` (it ended early).
     pub state: String,
     /// When it joined (epoch milliseconds, the database's clock).
     pub started_ms: i64,
@@ -137,9 +140,11 @@ pub struct ChunkRow {
     pub verify_seconds: f64,
     /// Rows it read.
     pub rows: u64,
-    /// When its committed attempt was claimed (epoch milliseconds), when recorded.
+    /// When its last attempt was claimed (epoch milliseconds, the claiming process's
+    /// clock), when recorded.
     pub started_ms: Option<i64>,
-    /// When it was marked done (epoch milliseconds), when recorded.
+    /// When it was marked done (epoch milliseconds, the committing process's clock),
+    /// when recorded.
     pub finished_ms: Option<i64>,
     /// Its last error (password hidden).
     pub last_error: Option<String>,
@@ -211,7 +216,7 @@ pub struct Inputs<'a> {
     pub quarantine_at: String,
     /// Whether chunks are read back.
     pub verify: bool,
-    /// Whether a live run holds the pipeline's lock.
+    /// Whether a live run holds the pipeline's lock, or live workers share it.
     pub live: bool,
     /// The recorded run.
     pub checkpoint: &'a Checkpoint,
@@ -247,7 +252,26 @@ pub fn report(pipeline: &Pipeline) -> Result<ReportData> {
             store.describe()
         )));
     };
-    let live = store.holder()?.is_some();
+    let lease = Duration::from_secs(pipeline.chunks.lease_seconds);
+    let workers: Vec<WorkerRow> = store
+        .workers()?
+        .into_iter()
+        .map(|w| WorkerRow {
+            // As `status` says it: a running worker whose heartbeat is older than a
+            // lease is lost (killed, stopped, cut off), and its chunks go to the others.
+            state: match w.live(lease) {
+                false if w.state == "running" => "lost".to_string(),
+                _ => w.state.clone(),
+            },
+            id: w.id,
+            started_ms: w.started_ms,
+            heartbeat_ms: w.heartbeat_ms,
+            chunks_done: w.chunks_done,
+            rows_read: w.rows_read,
+            rows_written: w.rows_written,
+        })
+        .collect();
+    let live = store.holder()?.is_some() || workers.iter().any(|w| w.state == "running");
     let mut rejects = BTreeMap::new();
     for e in sink.read_quarantine()? {
         *rejects.entry((e.chunk, e.grouped_reason())).or_insert(0) += 1;
@@ -265,41 +289,23 @@ pub fn report(pipeline: &Pipeline) -> Result<ReportData> {
         verify: pipeline.verify != Verify::Off,
         live,
         checkpoint: &checkpoint,
-        workers: Vec::new(),
+        workers,
         rejects,
     }))
 }
 
-/// What the checkpoint records of a chunk's committed attempt beyond its counts.
-struct Times {
-    worker: Option<String>,
-    started_ms: Option<i64>,
-    finished_ms: Option<i64>,
-    verify_seconds: f64,
-}
-
-fn times(_r: &ChunkRecord) -> Times {
-    Times {
-        worker: None,
-        started_ms: None,
-        finished_ms: None,
-        verify_seconds: 0.0,
-    }
-}
-
 fn chunk_row(r: &ChunkRecord) -> ChunkRow {
-    let t = times(r);
     ChunkRow {
         id: r.chunk.id,
         range: r.chunk.to_string(),
         state: r.state,
         attempts: r.attempts,
-        worker: t.worker,
+        worker: r.worker.clone(),
         seconds: r.seconds,
-        verify_seconds: t.verify_seconds,
+        verify_seconds: r.verify_seconds,
         rows: r.counts.read,
-        started_ms: t.started_ms,
-        finished_ms: t.finished_ms,
+        started_ms: r.started_ms,
+        finished_ms: r.finished_ms,
         last_error: r.last_error.as_deref().map(redact),
     }
 }
@@ -340,7 +346,7 @@ pub fn build(input: Inputs<'_>) -> ReportData {
         "done"
     };
 
-    let axis = time_axis(&rows, &input.workers);
+    let axis = time_axis(&rows);
     let throughput = axis.map_or_else(Vec::new, |a| throughput(&a, &done));
 
     let mut slowest = done.clone();
@@ -402,15 +408,15 @@ pub fn build(input: Inputs<'_>) -> ReportData {
     }
 }
 
-/// The axis from the first chunk claimed to the last thing recorded: a chunk done, a
-/// chunk claimed, a worker's heartbeat (a run in progress goes on to now).
-fn time_axis(rows: &[ChunkRow], workers: &[WorkerRow]) -> Option<TimeAxis> {
+/// The axis from the first chunk claimed to the last chunk claimed or done. Workers'
+/// heartbeats are left out: they are on the database's clock, chunk times on the
+/// processes'.
+fn time_axis(rows: &[ChunkRow]) -> Option<TimeAxis> {
     let start = rows.iter().filter_map(|r| r.started_ms).min()?;
     let end = rows
         .iter()
         .flat_map(|r| [r.started_ms, r.finished_ms])
         .flatten()
-        .chain(workers.iter().map(|w| w.heartbeat_ms))
         .max()
         .unwrap_or(start);
     Some(TimeAxis::new(start, end.max(start)))

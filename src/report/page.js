@@ -310,7 +310,7 @@
       p.svg("rows read per second per worker") +
       legend(labels) +
       note(
-        "From " + utc(axis.start_ms) + " (the database's clock), in buckets of " + duration(bucketSeconds) +
+        "From " + utc(axis.start_ms) + ", in buckets of " + duration(bucketSeconds) +
           ". A chunk's rows count evenly over the time from its claim to its commit; chunks not yet done are not counted.",
       );
   };
@@ -445,17 +445,18 @@
     box.innerHTML =
       note(
         grouped(rt.retried) + (rt.retried === 1 ? " chunk" : " chunks") + " claimed more than once, " +
-          grouped(rt.extra_attempts) + " attempts beyond the first in all.",
+          grouped(rt.extra_attempts) + (rt.extra_attempts === 1 ? " attempt" : " attempts") + " beyond the first in all." +
+          " The checkpoint keeps the last error of a failed chunk; a chunk's commit clears it.",
       ) +
       table(
         "retry",
-        [["chunk", ""], ["state", ""], ["attempts", "num"], ["worker", ""], ["last error", ""]],
+        [["chunk", ""], ["state", ""], ["attempts", "num"], ["worker", ""], ["last error", "error"]],
         rt.listed.map((c) => [
           chunkCell(c),
           esc(c.state),
           grouped(c.attempts),
           esc(c.worker || ""),
-          '<span class="error">' + esc(c.last_error || "") + "</span>",
+          c.last_error ? esc(c.last_error) : '<span class="note">none kept</span>',
         ]),
       ) +
       (rt.more > 0 ? note("… and " + grouped(rt.more) + " more.") : "");

@@ -26,7 +26,22 @@ fn record(id: usize, state: ChunkState, read: u64, seconds: f64) -> ChunkRecord 
         seconds,
         checksum: 0x10 + id as u64,
         last_error: None,
+        worker: None,
+        started_ms: None,
+        finished_ms: None,
+        verify_seconds: 0.0,
+        lease_ms: None,
     }
+}
+
+/// `record` done by `worker` from `from` to `to` (epoch ms), `verify` of it reading back.
+fn timed(id: usize, worker: &str, read: u64, from: i64, to: i64, verify: f64) -> ChunkRecord {
+    let mut r = record(id, ChunkState::Done, read, (to - from) as f64 / 1000.0);
+    r.worker = Some(worker.into());
+    r.started_ms = Some(from);
+    r.finished_ms = Some(to);
+    r.verify_seconds = verify;
+    r
 }
 
 fn inputs(checkpoint: &Checkpoint) -> Inputs<'_> {
@@ -98,7 +113,10 @@ fn counts_states_and_the_checksum_are_over_the_done_chunks() {
     assert_eq!(r.retries.extra_attempts, 2);
     assert_eq!(r.retries.listed.len(), 1);
     let error = r.retries.listed[0].last_error.as_deref().unwrap();
-    assert!(!error.contains("secret") && error.contains("u:***@h"), "{error}");
+    assert!(
+        !error.contains("secret") && error.contains("u:***@h"),
+        "{error}"
+    );
     // No times recorded: nothing over time.
     assert_eq!(r.axis, None);
     assert!(r.throughput.is_empty());
@@ -139,7 +157,10 @@ fn rejects_are_counted_by_reason_most_first() {
         .collect();
     assert_eq!(
         got,
-        [("column b: above the maximum 8", 7), ("column a: is null", 5)]
+        [
+            ("column b: above the maximum 8", 7),
+            ("column a: is null", 5)
+        ]
     );
     assert_eq!(r.rejects.untimed, 12);
 }
@@ -157,6 +178,75 @@ fn retries_beyond_the_listed_ones_are_counted() {
     assert_eq!(r.retries.listed.len(), LISTED_RETRIES);
     assert_eq!(r.retries.more, 5);
     assert_eq!(r.retries.retried, LISTED_RETRIES + 5);
+}
+
+#[test]
+fn throughput_is_rows_per_second_per_worker_over_round_buckets() {
+    let t0 = 1_765_000_000_000;
+    let c = checkpoint(vec![
+        // Worker a: 1000 rows over the first 10 s, then 500 over the next 10 s.
+        timed(0, "h1:10", 1000, t0, t0 + 10_000, 0.5),
+        timed(1, "h1:10", 500, t0 + 10_000, t0 + 20_000, 1.5),
+        // Worker b: 3000 rows from 30 s to 60 s.
+        timed(2, "h2:20", 3000, t0 + 30_000, t0 + 60_000, 2.0),
+    ]);
+    let r = build(inputs(&c));
+    let axis = r.axis.unwrap();
+    assert_eq!(
+        (axis.start_ms, axis.bucket_ms, axis.buckets),
+        (t0, 1000, 60)
+    );
+    let names: Vec<&str> = r.throughput.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["h1:10", "h2:20"]);
+    let a = &r.throughput[0].values;
+    assert_eq!(
+        (a[0], a[9], a[10], a[19], a[20]),
+        (100.0, 100.0, 50.0, 50.0, 0.0)
+    );
+    let b = &r.throughput[1].values;
+    assert_eq!((b[29], b[30], b[59]), (0.0, 100.0, 100.0));
+    // The slowest chunk names its worker; read-back's cost is a share of chunk time.
+    assert_eq!(r.slowest[0].id, 2);
+    assert_eq!(r.slowest[0].worker.as_deref(), Some("h2:20"));
+    assert_eq!(r.readback.seconds, 4.0);
+    assert_eq!(r.readback.chunk_seconds, 50.0);
+    assert_eq!(r.readback.share, 0.08);
+    assert_eq!(r.readback.max_seconds, 2.0);
+}
+
+#[test]
+fn rejects_over_time_count_when_their_chunk_was_done() {
+    let t0 = 1_765_000_000_000;
+    let mut c = checkpoint(vec![
+        timed(0, "h:1", 100, t0, t0 + 1_000, 0.0),
+        timed(1, "h:1", 100, t0 + 1_000, t0 + 59_000, 0.0),
+        record(2, ChunkState::Done, 100, 1.0),
+    ]);
+    c.chunks[2].worker = None;
+    let mut i = inputs(&c);
+    i.rejects = BTreeMap::from([
+        ((0, "r1".to_string()), 2),
+        ((1, "r1".to_string()), 3),
+        ((1, "r2".to_string()), 4),
+        // Chunk 2 has no times: counted in the totals, not over time.
+        ((2, "r2".to_string()), 6),
+    ]);
+    let r = build(i);
+    let axis = r.axis.unwrap();
+    assert_eq!(axis.buckets, 59);
+    let by_name: BTreeMap<&str, &Vec<f64>> = r
+        .rejects
+        .over_time
+        .iter()
+        .map(|s| (s.name.as_str(), &s.values))
+        .collect();
+    assert_eq!(by_name["r1"][1], 2.0);
+    assert_eq!(by_name["r1"][58], 3.0);
+    assert_eq!(by_name["r2"][58], 4.0);
+    assert_eq!(r.rejects.untimed, 6);
+    // Most rows first, in the totals and in the series.
+    assert_eq!(r.rejects.reasons[0].reason, "r2");
+    assert_eq!(r.rejects.over_time[0].name, "r2");
 }
 
 #[test]

@@ -80,7 +80,13 @@ fn embedded(page: &str) -> Value {
 /// script, font or image.
 fn assert_self_contained(page: &str) {
     for bad in [
-        "http://", "https://", "<link", " src=", "@import", "url(", "@font-face",
+        "http://",
+        "https://",
+        "<link",
+        " src=",
+        "@import",
+        "url(",
+        "@font-face",
     ] {
         assert!(!page.contains(bad), "the page holds {bad:?}");
     }
@@ -303,7 +309,15 @@ fn report_of_a_run_in_progress_shows_it_running() {
     assert_eq!(data["state"], "running", "{}", data["state"]);
     assert_eq!(data["chunks"]["running"], 1);
     assert_eq!(data["chunks"]["total"], 5);
-    assert_eq!(data["durations"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 4);
+    assert_eq!(
+        data["durations"]["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>(),
+        4
+    );
     let status = run.wait().unwrap();
     assert_eq!(status.code(), Some(1), "rows were rejected");
     let done = embedded(&ws.rowshift(&["report", &p]).stdout);
@@ -358,14 +372,17 @@ fn rendered_dom(page: &Path, profile: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The markup of the element whose `id` is given, up to the next drawn box.
+/// The markup of the element whose `id` is given, up to the next drawn box after it.
 fn part<'a>(dom: &'a str, id: &str) -> &'a str {
     let start = dom
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("no element {id} in the page"));
-    let rest = &dom[start + 1..];
-    let end = rest.find("data-chart=").map_or(rest.len(), |e| e);
-    &dom[start..start + 1 + end]
+    // Past the element's own tag, which may name its box.
+    let inside = start + dom[start..].find('>').unwrap();
+    let end = dom[inside..]
+        .find("data-chart=")
+        .map_or(dom.len(), |e| inside + e);
+    &dom[start..end]
 }
 
 /// Values that are not zero: the bars a chart draws.
@@ -382,7 +399,11 @@ fn nonzero(values: &Value) -> usize {
 fn report_charts_render_in_headless_chromium_without_errors() {
     let browser = chromium();
     let ws = Workspace::new();
-    let p = pipeline(&ws, "report_browser", r#"url = "sqlite://../out/browser.db""#);
+    let p = pipeline(
+        &ws,
+        "report_browser",
+        r#"url = "sqlite://../out/browser.db""#,
+    );
     let out = ws.rowshift_env(
         &["run", &p, "--quiet"],
         &[("ROWSHIFT_FAULT", "chunk=1,transient=1")],
@@ -393,13 +414,18 @@ fn report_charts_render_in_headless_chromium_without_errors() {
     let page = ws.path("report.html");
     let data = embedded(&std::fs::read_to_string(&page).unwrap());
     let dom = rendered_dom(&page, &ws.path("chromium-profile"));
-    assert!(!dom.is_empty(), "{} dumped no DOM", browser.display());
+    // What the script drew, without the scripts themselves (whose text names the same
+    // attributes).
+    let dom = match dom.find("<script") {
+        Some(end) => &dom[..end],
+        None => panic!("{} dumped no page: {dom}", browser.display()),
+    };
 
     // No script error: the box that shows them stayed empty and hidden.
     assert!(
         dom.contains(r#"<pre id="errors" class="errors" hidden=""></pre>"#),
         "the page shows script errors: {}",
-        part(&dom, "errors")
+        part(dom, "errors")
     );
     // Every box drew.
     let boxes = dom.matches("data-chart=").count();
@@ -412,7 +438,7 @@ fn report_charts_render_in_headless_chromium_without_errors() {
 
     // Throughput: one band per worker, one point pair per time bucket.
     let buckets = data["axis"]["buckets"].as_u64().unwrap();
-    let throughput = part(&dom, "chart-throughput");
+    let throughput = part(dom, "chart-throughput");
     assert_eq!(
         throughput.matches(r#"<path class="area""#).count(),
         data["throughput"].as_array().unwrap().len()
@@ -425,14 +451,16 @@ fn report_charts_render_in_headless_chromium_without_errors() {
     assert!(throughput.contains("time since the first chunk was claimed ("));
 
     // Durations: a bar per bin that holds chunks, and a row per slowest chunk.
-    let durations = part(&dom, "chart-durations");
+    let durations = part(dom, "chart-durations");
     assert_eq!(
         durations.matches(r#"<rect class="bar""#).count(),
         nonzero(&data["durations"]["counts"])
     );
     assert!(durations.contains("chunk duration (s)"));
     assert_eq!(
-        part(&dom, "table-slowest").matches(r#"<tr class="slow">"#).count(),
+        part(dom, "table-slowest")
+            .matches(r#"<tr class="slow">"#)
+            .count(),
         5
     );
 
@@ -445,20 +473,20 @@ fn report_charts_render_in_headless_chromium_without_errors() {
         .sum();
     assert!(bars >= 1);
     assert_eq!(
-        part(&dom, "chart-rejects")
+        part(dom, "chart-rejects")
             .matches(r#"<rect class="bar""#)
             .count(),
         bars
     );
     assert_eq!(
-        part(&dom, "table-reasons")
+        part(dom, "table-reasons")
             .matches(r#"<tr class="reason">"#)
             .count(),
         2
     );
 
     // Read-back: its histogram's bars, when chunks recorded its time.
-    let readback = part(&dom, "chart-readback");
+    let readback = part(dom, "chart-readback");
     assert!(readback.contains("share of chunk time"), "{readback}");
     if data["readback"]["seconds"].as_f64().unwrap() > 0.0 {
         assert_eq!(
@@ -468,7 +496,95 @@ fn report_charts_render_in_headless_chromium_without_errors() {
     }
 
     // Retries: the chunk that failed once, with its error.
-    let retries = part(&dom, "table-retries");
+    let retries = part(dom, "table-retries");
     assert_eq!(retries.matches(r#"<tr class="retry">"#).count(), 1);
     assert!(retries.contains("chunk 1 ("), "{retries}");
+}
+
+#[test]
+fn report_of_a_run_shared_by_two_workers_draws_a_band_per_worker() {
+    let ws = Workspace::new();
+    let pg = PgSchema::new("rs_report_workers");
+    let p = pipeline(
+        &ws,
+        "report_workers",
+        &format!("url = \"{}\"\nschema = {}", pg_url(), pg.toml()),
+    );
+    // Each chunk waits 400 ms before its commit, so that both workers take chunks.
+    let worker = || {
+        Command::new(env!("CARGO_BIN_EXE_rowshift"))
+            .args(["run", &p, "--worker", "--quiet"])
+            .current_dir(ws.path("."))
+            .env("ROWSHIFT_FAULT", "pause=400")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = worker();
+    std::thread::sleep(Duration::from_millis(300));
+    let second = worker();
+    for w in [first, second] {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let written = ws.rowshift(&["report", &p, "-o", "workers.html"]);
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let page = ws.path("workers.html");
+    let data = embedded(&std::fs::read_to_string(&page).unwrap());
+    assert_eq!(data["state"], "done");
+    assert_eq!(data["chunks"]["done"], 5);
+    let workers = data["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let mut ids: Vec<&str> = workers.iter().map(|w| w["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let done: u64 = workers
+        .iter()
+        .map(|w| w["chunks_done"].as_u64().unwrap())
+        .sum();
+    let read: u64 = workers
+        .iter()
+        .map(|w| w["rows_read"].as_u64().unwrap())
+        .sum();
+    assert_eq!((done, read), (5, expected(&ws).0));
+    assert!(
+        workers
+            .iter()
+            .all(|w| w["state"] == "finished" && w["chunks_done"].as_u64().unwrap() >= 1),
+        "{workers:?}"
+    );
+    // One throughput series per worker, named by it, adding up to the rows read.
+    let series = data["throughput"].as_array().unwrap();
+    let names: Vec<&str> = series.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ids);
+    let bucket_seconds = data["axis"]["bucket_ms"].as_f64().unwrap() / 1000.0;
+    let rows: f64 = series
+        .iter()
+        .flat_map(|s| s["values"].as_array().unwrap().iter())
+        .map(|v| v.as_f64().unwrap() * bucket_seconds)
+        .sum();
+    assert!(
+        (rows - read as f64).abs() < 0.5,
+        "{rows} rows drawn, {read} read"
+    );
+
+    let dom = rendered_dom(&page, &ws.path("chromium-profile"));
+    let dom = &dom[..dom.find("<script").expect("a page")];
+    assert!(dom.contains(r#"<pre id="errors" class="errors" hidden=""></pre>"#));
+    assert_eq!(
+        part(dom, "chart-throughput")
+            .matches(r#"<path class="area""#)
+            .count(),
+        2
+    );
+    let table = part(dom, "table-workers");
+    assert_eq!(table.matches(r#"<tr class="worker">"#).count(), 2);
+    for id in ids {
+        assert!(table.contains(id), "{table}");
+    }
 }
