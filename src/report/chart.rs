@@ -56,7 +56,8 @@ impl TimeAxis {
             return;
         }
         let whole = (to_ms - from_ms) as f64;
-        for i in self.index(from_ms)..=self.index(to_ms) {
+        let (first, last) = (self.index(from_ms), self.index(to_ms));
+        for (i, value) in values.iter_mut().enumerate().take(last + 1).skip(first) {
             let lo = self.start_ms + i as i64 * self.bucket_ms;
             let hi = lo + self.bucket_ms;
             // The first and last buckets also take what lies beyond the axis.
@@ -64,7 +65,7 @@ impl TimeAxis {
             let hi = if i + 1 == self.buckets { i64::MAX } else { hi };
             let overlap = to_ms.min(hi) - from_ms.max(lo);
             if overlap > 0 {
-                values[i] += amount * overlap as f64 / whole;
+                *value += amount * overlap as f64 / whole;
             }
         }
     }

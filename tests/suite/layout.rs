@@ -35,6 +35,8 @@ const RANK: &[(&str, u8)] = &[
     ("run", 14),
     // `init` reads a source the way a run does, to write a pipeline: it may use all of it.
     ("init", 14),
+    // `report` reads what a run recorded (checkpoint, workers, quarantine) into one page.
+    ("report", 15),
     // `online` captures a source's changes during a run and replays them through the
     // run's transform and checks (`run::process_batch`), so it comes after `run`.
     ("online", 15),
