@@ -260,3 +260,35 @@ fn fold_rest_keeps_the_largest_series_and_adds_up_the_others() {
     assert_eq!(names, ["b", "c", "rest"]);
     assert_eq!(out[2].values, vec![1.0, 1.0]);
 }
+
+#[test]
+fn ten_thousand_chunks_of_fourteen_workers_give_a_page_under_200_kilobytes() {
+    let t0 = 1_765_000_000_000;
+    let chunks: Vec<ChunkRecord> = (0..10_000)
+        .map(|id| {
+            let from = t0 + id as i64 * 360;
+            let mut r = timed(id, &format!("h{}:1", id % 14), 1000, from, from + 700, 0.01);
+            r.attempts = 1 + (id % 97 == 0) as u32;
+            r
+        })
+        .collect();
+    let c = checkpoint(chunks);
+    let mut i = inputs(&c);
+    i.rejects = (0..10_000)
+        .map(|id| ((id, format!("reason {}", id % 11)), 3))
+        .collect();
+    let r = build(i);
+    let axis = r.axis.unwrap();
+    assert!(axis.buckets <= TIME_BUCKETS as usize);
+    // 14 workers: the 12 with the most rows apart, the others together.
+    assert_eq!(r.throughput.len(), WORKERS_DRAWN + 1);
+    assert_eq!(r.throughput.last().unwrap().name, "other workers");
+    assert_eq!(r.rejects.over_time.len(), REASONS_DRAWN + 1);
+    assert!(r.durations.counts.len() <= MAX_BINS);
+    assert_eq!(r.durations.counts.iter().sum::<u64>(), 10_000);
+    assert_eq!(r.slowest.len(), SLOWEST);
+    assert_eq!(r.retries.retried, 104);
+    assert_eq!(r.retries.listed.len() + r.retries.more, 104);
+    let page = render(&r).unwrap();
+    assert!(page.len() < 200_000, "{} bytes", page.len());
+}
