@@ -281,11 +281,11 @@ fn report_without_a_recorded_run_is_an_error() {
 fn report_of_a_run_in_progress_shows_it_running() {
     let ws = Workspace::new();
     let p = pipeline(&ws, "report_live", r#"url = "sqlite://../out/live.db""#);
-    // Chunk 4 waits 4 s before its commit: the run holds its lock meanwhile.
+    // Chunk 4 waits 6 s before its commit: the run holds its lock meanwhile.
     let mut run = Command::new(env!("CARGO_BIN_EXE_rowshift"))
         .args(["run", &p, "--quiet"])
         .current_dir(ws.path("."))
-        .env("ROWSHIFT_FAULT", "chunk=4,pause=4000")
+        .env("ROWSHIFT_FAULT", "chunk=4,pause=6000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -299,6 +299,10 @@ fn report_of_a_run_in_progress_shows_it_running() {
             if data["chunks"]["done"] == 4 {
                 break data;
             }
+            assert_ne!(
+                data["chunks"]["done"], 5,
+                "the run ended before a report saw it in progress"
+            );
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
