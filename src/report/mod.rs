@@ -294,6 +294,7 @@ pub fn report(pipeline: &Pipeline) -> Result<ReportData> {
     }))
 }
 
+/// A chunk as the page names it, its error with any password hidden.
 fn chunk_row(r: &ChunkRecord) -> ChunkRow {
     ChunkRow {
         id: r.chunk.id,
