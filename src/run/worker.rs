@@ -18,6 +18,15 @@ use crate::checkpoint::{WorkQueue, Worker, WorkerCounts};
 /// source's key ranges, which for a large table takes a while.
 const JOIN_WAIT: Duration = Duration::from_secs(600);
 
+/// How long a worker waits for the run lock: `--lock-timeout`, or [`JOIN_WAIT`].
+fn join_wait(opts: &RunOptions) -> Duration {
+    if opts.lock_wait.is_zero() {
+        JOIN_WAIT
+    } else {
+        opts.lock_wait
+    }
+}
+
 /// This process's leases in a shared run.
 pub(super) struct Lease<'a> {
     queue: &'a dyn WorkQueue,
@@ -195,11 +204,7 @@ fn run_worker_with(
     let me = Worker::me();
     let fingerprint = plan.pipeline.fingerprint();
     let settings = plan.pipeline.settings();
-    let wait = if opts.lock_wait.is_zero() {
-        JOIN_WAIT
-    } else {
-        opts.lock_wait
-    };
+    let wait = join_wait(opts);
     // Joining happens under the run lock, so that exactly one process plans; the lock
     // is let go before any chunk runs.
     let run_lock = take_lock(store.as_ref(), observer, wait)?;
@@ -299,12 +304,7 @@ pub(super) fn post_load_shared(
     store: &dyn CheckpointStore,
     opts: &RunOptions,
 ) -> Result<Vec<String>> {
-    let wait = if opts.lock_wait.is_zero() {
-        JOIN_WAIT
-    } else {
-        opts.lock_wait
-    };
-    let _lock = take_lock(store, observer, wait)?;
+    let _lock = take_lock(store, observer, join_wait(opts))?;
     crate::fault::crash_run("post-load");
     sink.post_load()
 }
