@@ -501,6 +501,32 @@ where = "country"
     assert!(!ws.path("out/x.db").exists(), "validate writes nothing");
 }
 
+/// `rowshift run … | head` after `head` has gone: the run's work is committed, and the
+/// summary that finds its reader gone ends the process as a Unix tool does (128 +
+/// SIGPIPE), without a panic message.
+#[test]
+fn a_summary_whose_reader_is_gone_ends_quietly_after_the_work() {
+    let ws = Workspace::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rowshift"))
+        .args(["run", "pipelines/quickstart.toml", "--quiet"])
+        .current_dir(ws.path("."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The work was done: every chunk of the quickstart is committed.
+    let status = ws.rowshift(&["status", "pipelines/quickstart.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(v["chunks"]["done"], v["chunks_total"], "{v}");
+    assert!(v["chunks_total"].as_u64().unwrap() > 0, "{v}");
+}
+
 #[test]
 fn validate_accepts_a_good_pipeline() {
     let ws = Workspace::new();

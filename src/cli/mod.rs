@@ -408,6 +408,7 @@ Exit codes: 0 nothing lost, 1 a difference (named), 2 an error.")]
 
 /// Parses the arguments, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
+    quiet_on_a_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -426,6 +427,27 @@ pub fn main() -> i32 {
             2
         }
     }
+}
+
+/// What `rowshift … | head` does once `head` has gone: the exit of a Unix tool whose
+/// reader closed the pipe (128 + SIGPIPE), without a panic message. Rust ignores
+/// SIGPIPE, so that the database connections see a closed socket as an error to retry,
+/// and `println!` panics on the closed stdout instead. Output is written after the work
+/// it reports is committed, so nothing is lost by stopping there.
+fn quiet_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn execute(cli: Cli) -> anyhow::Result<i32> {
