@@ -12,6 +12,19 @@ use super::load;
 pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result<i32> {
     let plan = load(pipeline)?;
     let sink = plan.open_sink()?;
+    if !json && online::same_database(&plan) {
+        // Said before the swap, so that it can still be stopped (issue: a move without
+        // a way back says so before its cut-over).
+        let table = plan
+            .pipeline
+            .source
+            .table
+            .as_ref()
+            .map_or(String::new(), |t| t.value.clone());
+        eprintln!(
+            "note: rowshift cannot swap this cut-over back: the old table stays as {table}__v1 until `rowshift finalize`, but writes made after the cut-over do not reach it (no reverse capture yet, docs/online.md); rolling back means renaming by hand while writes are stopped"
+        );
+    }
     let report = online::cutover_pipeline(
         &plan,
         sink.as_ref(),

@@ -392,6 +392,10 @@ fn online_move(kind: Kind) {
     let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cut-over: swapped"), "{text}");
+    assert!(
+        text.contains("note: rowshift cannot swap this cut-over back: the old table stays as items__v1 until `rowshift finalize`, but writes made after the cut-over do not reach it"),
+        "{text}"
+    );
     eprintln!("{text}");
     // Writes go on into the new table for a while, then stop.
     std::thread::sleep(Duration::from_millis(500));
