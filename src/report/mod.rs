@@ -12,19 +12,16 @@ mod chart;
 mod html;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 pub use self::chart::{Histogram, MAX_BINS, MIN_BINS, Series, TIME_BUCKETS, TimeAxis};
 pub use self::html::render;
-use crate::checkpoint::{Checkpoint, CheckpointStore, ChunkRecord, ChunkState};
+use crate::checkpoint::{Checkpoint, ChunkRecord, ChunkState};
 use crate::chunk::ChunkCounts;
 use crate::config::{Pipeline, Verify, redact};
-use crate::db::sqlite::checkpoint::SqliteStore;
 use crate::runtime::IoRuntime;
-use crate::sink::Sink;
 use crate::{Error, Result};
 
 /// The slowest chunks the report names.
@@ -231,20 +228,8 @@ pub struct Inputs<'a> {
 /// recorded.
 pub fn report(pipeline: &Pipeline) -> Result<ReportData> {
     let io = IoRuntime::new()?;
-    let sink: Arc<dyn Sink> =
-        crate::plan::open_sink(&pipeline.target, pipeline.target.schema(), None, &io)?;
     // The same store `run` uses, found without opening the source (as `status` does).
-    let store: Arc<dyn CheckpointStore> =
-        sink.checkpoint_store(&pipeline.name).unwrap_or_else(|| {
-            Arc::new(SqliteStore::new(
-                &pipeline
-                    .base_dir
-                    .join(".rowshift")
-                    .join(format!("{}.checkpoint.db", pipeline.name)),
-                &pipeline.name,
-                &io,
-            ))
-        });
+    let (sink, store) = crate::run::recorded(pipeline, &io)?;
     let Some(checkpoint) = store.load()? else {
         return Err(Error::Unsupported(format!(
             "no checkpoint for pipeline {} in {}; run it before reporting",

@@ -35,7 +35,7 @@ pub(crate) use self::process::*;
 use self::refused::*;
 pub use self::report::*;
 pub use self::requeue::{RequeueReport, requeue_rejects};
-pub use self::status::{FailedChunk, RunningState, StatusReport, WorkerStatus, status};
+pub use self::status::{FailedChunk, RunningState, StatusReport, WorkerStatus, recorded, status};
 pub use self::verify::{ChunkDifference, VerifyReport, verify};
 use crate::check::conservation;
 use crate::check::quarantine::{QuarantineEntry, RowJsonWriter, grouped_reason};

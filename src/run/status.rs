@@ -108,12 +108,18 @@ pub enum RunningState {
     Idle,
 }
 
-/// Reads the checkpoint and quarantine of `pipeline`'s target. Opens neither the source
-/// nor anything for writing.
-pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
-    let io = IoRuntime::new()?;
+/// `pipeline`'s target and the checkpoint store a run of it uses (in the target, or in
+/// the state directory beside the pipeline file), found without opening the source:
+/// for the commands that read a recorded run (`status`, `report`).
+pub fn recorded(
+    pipeline: &Pipeline,
+    io: &IoRuntime,
+) -> Result<(
+    std::sync::Arc<dyn Sink>,
+    std::sync::Arc<dyn CheckpointStore>,
+)> {
     let sink: std::sync::Arc<dyn Sink> =
-        crate::plan::open_sink(&pipeline.target, pipeline.target.schema(), None, &io)?;
+        crate::plan::open_sink(&pipeline.target, pipeline.target.schema(), None, io)?;
     let store: std::sync::Arc<dyn CheckpointStore> =
         sink.checkpoint_store(&pipeline.name).unwrap_or_else(|| {
             std::sync::Arc::new(SqliteStore::new(
@@ -122,9 +128,17 @@ pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
                     .join(".rowshift")
                     .join(format!("{}.checkpoint.db", pipeline.name)),
                 &pipeline.name,
-                &io,
+                io,
             ))
         });
+    Ok((sink, store))
+}
+
+/// Reads the checkpoint and quarantine of `pipeline`'s target. Opens neither the source
+/// nor anything for writing.
+pub fn status(pipeline: &Pipeline) -> Result<StatusReport> {
+    let io = IoRuntime::new()?;
+    let (sink, store) = recorded(pipeline, &io)?;
     let checkpoint = store.load()?;
     let mut chunks: BTreeMap<String, usize> = [
         ChunkState::Pending,
