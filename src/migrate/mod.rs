@@ -17,6 +17,7 @@
 //! The format is described in `docs/migrations.md`.
 
 mod apply;
+mod changes;
 mod deps;
 mod history;
 mod lock;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema};
 use serde::Serialize;
 
-use super::apply::{changes, untouched};
+use super::changes::{changes, untouched};
 use super::history::{History, HistorySql, Phase, Record, State};
 use super::lock::LOCK_NAME;
 use super::set::{MigrationSet, Step};

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::SetError;
-use super::apply::changes;
+use super::changes::changes;
 use super::history::{History, Record, State};
 use super::set::MigrationSet;
 use crate::config::Location;

@@ -93,11 +93,16 @@ impl<'a> Lease<'a> {
         }
     }
 
+    /// The chunks held with their tokens, and what this process committed.
+    fn snapshot(&self) -> (Vec<(usize, u64)>, WorkerCounts) {
+        let held = lock(&self.held).iter().map(|(c, t)| (*c, *t)).collect();
+        (held, *lock(&self.counts))
+    }
+
     /// Extends the leases held and records the heartbeat; leases found gone stop their
     /// chunks.
     fn beat(&self) -> Result<()> {
-        let held: Vec<(usize, u64)> = lock(&self.held).iter().map(|(c, t)| (*c, *t)).collect();
-        let counts = *lock(&self.counts);
+        let (held, counts) = self.snapshot();
         let lost = self
             .queue
             .heartbeat(&self.me, &held, self.length, &counts)?;
@@ -114,8 +119,7 @@ impl<'a> Lease<'a> {
 
     /// Records that this process ended, giving up what it still holds.
     fn leave(&self, state: &str) -> Result<()> {
-        let held: Vec<(usize, u64)> = lock(&self.held).iter().map(|(c, t)| (*c, *t)).collect();
-        let counts = *lock(&self.counts);
+        let (held, counts) = self.snapshot();
         self.queue.leave(&self.me, state, &held, &counts)
     }
 }
@@ -165,7 +169,7 @@ pub(super) fn run_worker(
 }
 
 /// What a shared run refuses before it touches anything, and why.
-fn refuse(plan: &Plan, sink: &dyn Sink, opts: &RunOptions) -> Result<()> {
+fn refuse(plan: &Plan, opts: &RunOptions) -> Result<()> {
     let no = |why: String| Err(Error::Unsupported(format!("--worker: {why}")));
     if opts.restart {
         return no("--restart would remove what the other workers wrote; run it once without --worker, then start the workers".into());
@@ -182,7 +186,6 @@ fn refuse(plan: &Plan, sink: &dyn Sink, opts: &RunOptions) -> Result<()> {
             plan.pipeline.name
         ));
     }
-    let _ = sink;
     Ok(())
 }
 
@@ -200,7 +203,7 @@ fn run_worker_with(
             sink.describe()
         )));
     };
-    refuse(plan, sink, opts)?;
+    refuse(plan, opts)?;
     let cfg = &plan.pipeline.chunks;
     let length = opts.lease.unwrap_or(Duration::from_secs(cfg.lease_seconds));
     let me = Worker::me();

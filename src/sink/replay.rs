@@ -76,3 +76,40 @@ pub fn lock_not_had(table: &str, waited_ms: u64, cause: &str) -> crate::Error {
         "the cut-over could not lock table {table} within {waited_ms} ms ({cause}); nothing was renamed and capture goes on: run `rowshift cutover` again, or raise [online] lock_timeout_ms"
     ))
 }
+
+/// The [`crate::sink::Sink`] methods of an online move, for an `impl Sink` block of a
+/// database sink whose type has, beside it (in its `sink/replay.rs`),
+/// `replay_position_of`, `forget_replay_of`, `replay_batch`, `begin_cutover` and
+/// `drop_table_of`: each database writes those, and this forwards the trait to them.
+macro_rules! online_methods {
+    () => {
+        fn replay_position(
+            &self,
+            pipeline: &str,
+        ) -> $crate::Result<Option<($crate::source::capture::Position, u64)>> {
+            self.replay_position_of(pipeline)
+        }
+
+        fn forget_replay(&self, pipeline: &str) -> $crate::Result<()> {
+            self.forget_replay_of(pipeline)
+        }
+
+        fn replay(&self, batch: &$crate::sink::replay::Replayed<'_>) -> $crate::Result<u64> {
+            self.replay_batch(batch)
+        }
+
+        fn cutover(
+            &self,
+            source_table: &str,
+            old: &str,
+            lock_timeout: std::time::Duration,
+        ) -> $crate::Result<Box<dyn $crate::sink::replay::Cutover + '_>> {
+            self.begin_cutover(source_table, old, lock_timeout)
+        }
+
+        fn drop_table(&self, table: &str) -> $crate::Result<()> {
+            self.drop_table_of(table)
+        }
+    };
+}
+pub(crate) use online_methods;

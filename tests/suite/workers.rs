@@ -59,21 +59,23 @@ impl Server {
             Server::Postgres(_) => "text",
             Server::Mysql(_) => "CHAR",
         };
-        self.rows(&format!(
-            "SELECT CAST(id AS {cast}), state, CAST(attempts AS {cast}), coalesce(worker, '') \
+        let mut chunks = self
+            .rows(&format!(
+                "SELECT CAST(id AS {cast}), state, CAST(attempts AS {cast}), coalesce(worker, '') \
              FROM {{s}}._rowshift_chunks WHERE pipeline = '{pipeline}'"
-        ))
-        .into_iter()
-        .map(|r| {
-            (
-                r[0].parse().unwrap(),
-                r[1].clone(),
-                r[2].parse().unwrap(),
-                r[3].clone(),
-            )
-        })
-        .collect::<Vec<_>>()
-        .tap_sort()
+            ))
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].parse().unwrap(),
+                    r[1].clone(),
+                    r[2].parse().unwrap(),
+                    r[3].clone(),
+                )
+            })
+            .collect::<Vec<_>>();
+        chunks.sort();
+        chunks
     }
 
     /// The chunk the process `pid` holds now, if any.
@@ -84,18 +86,6 @@ impl Server {
                 state == "running" && worker.ends_with(&format!(":{pid}"))
             })
             .map(|c| c.0)
-    }
-}
-
-/// Sorting in place, as a method for the end of a chain.
-trait TapSort {
-    fn tap_sort(self) -> Self;
-}
-
-impl<T: Ord> TapSort for Vec<T> {
-    fn tap_sort(mut self) -> Self {
-        self.sort();
-        self
     }
 }
 

@@ -715,33 +715,7 @@ fn same_type(ty: ColumnType, c: &PgColumn) -> bool {
 }
 
 impl Sink for PostgresSink {
-    fn replay_position(
-        &self,
-        pipeline: &str,
-    ) -> Result<Option<(crate::source::capture::Position, u64)>> {
-        self.replay_position_of(pipeline)
-    }
-
-    fn forget_replay(&self, pipeline: &str) -> Result<()> {
-        self.forget_replay_of(pipeline)
-    }
-
-    fn replay(&self, batch: &crate::sink::replay::Replayed<'_>) -> Result<u64> {
-        self.replay_batch(batch)
-    }
-
-    fn cutover(
-        &self,
-        source_table: &str,
-        old: &str,
-        lock_timeout: std::time::Duration,
-    ) -> Result<Box<dyn crate::sink::replay::Cutover + '_>> {
-        self.begin_cutover(source_table, old, lock_timeout)
-    }
-
-    fn drop_table(&self, table: &str) -> Result<()> {
-        self.drop_table_of(table)
-    }
+    crate::sink::replay::online_methods!();
 
     fn refuses_rows(&self) -> bool {
         true
