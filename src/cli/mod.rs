@@ -150,6 +150,24 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         lock_timeout: u64,
     },
+    /// Replay every change an online move has logged so far: before the cut-over into
+    /// the new table (as a run's catch-up does), after it back into the old table
+    /// through the reverse pipeline, which keeps the old table current for `rowshift
+    /// down`. See docs/online.md.
+    #[command(
+        after_help = "Example:\n  rowshift catchup pipelines/users_v2.toml\n\nExit codes: 0 caught up, 2 error."
+    )]
+    Catchup {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for a run of the pipeline that holds its lock (0: refuse at
+        /// once).
+        #[arg(long, default_value_t = 0)]
+        lock_timeout: u64,
+    },
     /// Pause an online move's catch-up between two batches, keeping its place: sets the
     /// flag file `<pipeline file>.paused`, which the catch-up looks for before each batch
     /// (`touch` works too). The copy of chunks is not paused. See docs/online.md.
@@ -316,17 +334,23 @@ enum Command {
     },
     /// Revert a migration set's applied steps after step N, last first, by each step's
     /// down SQL. Checks every step first and changes nothing if one cannot be reverted.
+    /// Given an online pipeline's file instead, swap its cut-over back: the old table,
+    /// kept current by reverse capture, takes the source's name again, with every write
+    /// made since the cut-over (docs/online.md).
     #[command(
-        after_help = "Example:\n  rowshift down pipelines/shop_v2 --to 1\n\nExit codes: 0 reverted, 2 refused or error (the history records where it stopped)."
+        after_help = "Example:\n  rowshift down pipelines/shop_v2 --to 1\n  rowshift down pipelines/users_v2.toml\n\nExit codes: 0 reverted (swapped back), 2 refused or error (the history records where it stopped; a swap-back that is refused changes nothing)."
     )]
     Down {
-        /// The migration set's directory.
+        /// The migration set's directory, or an online pipeline's file.
         dir: PathBuf,
-        /// The step to go back to (0: revert every step).
+        /// The step to go back to (0: revert every step). Required for a set; not taken
+        /// for a pipeline.
         #[arg(long, value_name = "N")]
-        to: u64,
+        to: Option<u64>,
         /// Revert data steps even when their rows could not be had again: their tables
         /// hold rows the set did not write, or their source is gone or changed since.
+        /// For a pipeline: swap back although rows written since the cut-over stand
+        /// in the reverse pipeline's quarantine (the old table lacks them).
         #[arg(long)]
         force: bool,
         /// Accept applied steps whose files changed since they ran (recorded).
@@ -487,15 +511,40 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             lock_timeout,
             json,
             print_sql,
-        } => migrate::down(
-            &dir,
+        } if dir.is_file() => {
+            if to.is_some() || allow_changed || print_sql {
+                anyhow::bail!(
+                    "{} is a pipeline file: `rowshift down` swaps its cut-over back and takes no --to, --allow-changed or --print-sql (those are for a migration set's directory)",
+                    dir.display()
+                );
+            }
+            online::down(&dir, json, force, lock_timeout)
+        }
+        Command::Down {
+            dir,
             to,
             force,
             allow_changed,
             lock_timeout,
             json,
             print_sql,
-        ),
+        } => {
+            let Some(to) = to else {
+                anyhow::bail!(
+                    "rowshift down {}: name the step to go back to with --to N (0 reverts every step)",
+                    dir.display()
+                );
+            };
+            migrate::down(
+                &dir,
+                to,
+                force,
+                allow_changed,
+                lock_timeout,
+                json,
+                print_sql,
+            )
+        }
         Command::TestRollback {
             dir,
             sample,
@@ -770,6 +819,11 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             lock_timeout,
         } => online::cutover(&pipeline, json, lock_timeout),
         Command::Finalize { pipeline } => online::finalize(&pipeline),
+        Command::Catchup {
+            pipeline,
+            json,
+            lock_timeout,
+        } => online::catch_up(&pipeline, json, lock_timeout),
         Command::Pause { pipeline } => online::pause(&pipeline),
         Command::Resume { pipeline } => online::resume(&pipeline),
         Command::Report { pipeline, output } => run_report::report(&pipeline, output.as_deref()),

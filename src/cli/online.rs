@@ -1,5 +1,5 @@
-//! `rowshift cutover` and `rowshift finalize`, and the online lines of `run` and `status`
-//! (docs/online.md).
+//! `rowshift cutover`, `catchup`, `down PIPELINE`, `pause`, `resume` and `finalize`, and
+//! the online lines of `run` and `status` (docs/online.md).
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use super::load;
 pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result<i32> {
     let plan = load(pipeline)?;
     let sink = plan.open_sink()?;
-    if !json && online::same_database(&plan) {
+    if !json && online::same_database(&plan) && plan.pipeline.online.reverse.is_none() {
         // Said before the swap, so that it can still be stopped (issue: a move without
         // a way back says so before its cut-over).
         let table = plan
@@ -22,7 +22,8 @@ pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result
             .as_ref()
             .map_or(String::new(), |t| t.value.clone());
         eprintln!(
-            "note: rowshift cannot swap this cut-over back: the old table stays as {table}__v1 until `rowshift finalize`, but writes made after the cut-over do not reach it (no reverse capture yet, docs/online.md); rolling back means renaming by hand while writes are stopped"
+            "note: this pipeline has no reverse pipeline ([online] reverse), so `rowshift down` cannot swap its cut-over back: the old table stays as {table}{} until `rowshift finalize`, but writes made after the cut-over do not reach it; rolling back would mean renaming by hand while writes are stopped, losing those writes",
+            online::OLD_SUFFIX
         );
     }
     let report = online::cutover_pipeline(
@@ -42,6 +43,75 @@ pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result
         .as_ref()
         .is_some_and(|c| !c.warnings.is_empty());
     Ok(i32::from(warned))
+}
+
+/// `rowshift down PIPELINE`: swaps an online move's cut-over back.
+pub fn down(pipeline: &Path, json: bool, force: bool, lock_timeout: u64) -> anyhow::Result<i32> {
+    let plan = load(pipeline)?;
+    let sink = plan.open_sink()?;
+    let report = online::swap_back(
+        &plan,
+        sink.as_ref(),
+        Duration::from_secs(lock_timeout),
+        force,
+        None,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let name = |t: Option<&rowshift::config::Spanned<String>>| {
+        t.map_or(String::new(), |t| t.value.clone())
+    };
+    let (table, new) = (
+        name(plan.pipeline.source.table.as_ref()),
+        name(plan.pipeline.target.table.as_ref()),
+    );
+    println!(
+        "reverse: replayed {} changes made since the cut-over into the old table in {} transactions ({} rows written, {} quarantined) in {:.2}s",
+        report.replayed, report.batches, report.rows_written, report.rejected, report.seconds
+    );
+    if let Some(c) = &report.cutover {
+        println!(
+            "swap-back: swapped after {} lock attempt(s); writes waited {:.1} ms, {} changes drained under the lock and {} rows of their keys read back and found as written",
+            c.attempts, c.lock_ms, c.drained, c.read_back
+        );
+        for m in &c.moved {
+            println!("swap-back: {m}");
+        }
+        for w in &c.warnings {
+            println!("warning: {w}");
+        }
+    }
+    println!(
+        "swapped back: table {table} is the old table again, with every write made since the cut-over; the new table is {new} again (it takes no more writes); the capture is removed, so moving again starts with `rowshift run --restart`"
+    );
+    let warned = report
+        .cutover
+        .as_ref()
+        .is_some_and(|c| !c.warnings.is_empty());
+    Ok(i32::from(warned))
+}
+
+/// `rowshift catchup PIPELINE`.
+pub fn catch_up(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result<i32> {
+    let plan = load(pipeline)?;
+    let sink = plan.open_sink()?;
+    let done = online::catch_up_pipeline(
+        &plan,
+        sink.as_ref(),
+        Duration::from_secs(lock_timeout),
+        None,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        if done.direction == "reverse" {
+            println!("reverse: the changes made since the cut-over, replayed into the old table");
+        }
+        print!("{}", report_text(&done.report));
+    }
+    Ok(0)
 }
 
 /// `rowshift finalize PIPELINE`.
@@ -182,6 +252,19 @@ pub fn status_text(s: &CaptureStatus) -> String {
     if let Some(t) = &s.truncated {
         out.push_str(&format!(
             "capture: {t}; the cut-over will be refused (run with --restart to copy again)\n"
+        ));
+    }
+    if let Some(r) = &s.reverse {
+        out.push_str(&format!(
+            "reverse: capture on {} is {}; replayed {} changes into {}, up to {}\nreverse lag: {} changes, the oldest {:.1}s old (rowshift catchup replays them, rowshift down swaps back)\n",
+            r.capture,
+            if r.installed { "installed" } else { "removed" },
+            r.replayed,
+            r.old_table,
+            r.position
+                .map_or("none yet".to_string(), |p| format!("log position {p}")),
+            r.lag.rows,
+            r.lag.oldest_seconds
         ));
     }
     out

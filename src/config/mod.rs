@@ -95,6 +95,11 @@ pub struct OnlineConfig {
     /// MySQL/MariaDB source: the catch-up waits while `Threads_running` is above this
     /// (0: no limit).
     pub max_threads_running: u64,
+    /// The reverse pipeline (`[online] reverse`, resolved against the pipeline file's
+    /// folder): how the new table's rows go back to the old table's shape. With it, the
+    /// cut-over installs reverse capture on the new table, which keeps the old table
+    /// current and lets `rowshift down` swap back.
+    pub reverse: Option<Spanned<std::path::PathBuf>>,
 }
 
 impl Default for OnlineConfig {
@@ -110,6 +115,7 @@ impl Default for OnlineConfig {
             max_active_backends: 0,
             max_replica_lag_ms: 0,
             max_threads_running: 0,
+            reverse: None,
         }
     }
 }

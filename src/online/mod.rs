@@ -7,8 +7,16 @@
 //! replayed writes and the swap are the target's ([`Sink::replay`], [`Sink::cutover`]).
 //! This folder only drives them, so it names no driver.
 
+mod commands;
 mod replay;
+mod reverse;
 pub mod throttle;
+
+pub use commands::{
+    CaptureStatus, CatchUp, ReverseStatus, catch_up_pipeline, cutover_pipeline, finalize, status,
+    swap_back,
+};
+pub use reverse::{OLD_SUFFIX, Reverse};
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,11 +85,25 @@ pub struct CutoverReport {
     pub warnings: Vec<String>,
 }
 
+/// How a cut-over swaps the tables.
+pub struct Swap<'a> {
+    /// The name the live table gets: `<table>__v1` at the cut-over; the forward
+    /// target's own name when `rowshift down` swaps back.
+    pub old: String,
+    /// Capture installed on the new table inside the swap (the reverse move's).
+    pub reverse: Option<&'a dyn Capture>,
+    /// A further check under the lock, before anything is renamed.
+    pub guard: Option<&'a dyn Fn() -> Result<()>>,
+}
+
 /// An online move of one pipeline: its capture and what it did.
 pub struct Online {
     capture: Box<dyn Capture>,
     report: Mutex<OnlineReport>,
     cancel: Option<std::sync::Arc<AtomicBool>>,
+    /// The pipeline file whose pause flag (`rowshift pause`) holds the catch-up: the
+    /// forward pipeline's, for its reverse move too.
+    paused_by: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Online {
@@ -129,6 +151,7 @@ impl Online {
             capture,
             report: Mutex::new(OnlineReport::default()),
             cancel,
+            paused_by: p.file.clone(),
         })
     }
 
@@ -226,7 +249,7 @@ impl Online {
     fn hold(&self, plan: &Plan, load_checked: &mut Option<Instant>) -> Result<()> {
         const TICK: Duration = Duration::from_millis(250);
         while !self.cancelled() {
-            if throttle::paused(&plan.pipeline.file).is_some() {
+            if throttle::paused(&self.paused_by).is_some() {
                 self.with_report(|r| r.paused_seconds += TICK.as_secs_f64());
             } else if load_checked.is_some_and(|t| t.elapsed() < TICK) {
                 break;
@@ -258,9 +281,15 @@ impl Online {
     }
 
     /// Catches up, then swaps the new table in under a lock (source and target in one
-    /// database), or, between two databases, replays until nothing waits and reports
-    /// the position the target is current as of.
-    pub fn cutover(&self, plan: &Plan, sink: &dyn Sink, chunks: &[Chunk]) -> Result<CutoverReport> {
+    /// database), as `swap` says, or, between two databases, replays until nothing
+    /// waits and reports the position the target is current as of.
+    pub fn cutover(
+        &self,
+        plan: &Plan,
+        sink: &dyn Sink,
+        chunks: &[Chunk],
+        swap: &Swap<'_>,
+    ) -> Result<CutoverReport> {
         let cfg = &plan.pipeline.online;
         let name = &plan.pipeline.name;
         self.catch_up(plan, sink, chunks, cfg.max_lag_rows)?;
@@ -281,14 +310,8 @@ impl Online {
             self.with_report(|r| r.cutover = Some(report.clone()));
             return Ok(report);
         }
-        let source_table = plan
-            .pipeline
-            .source
-            .table
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default();
-        let old = format!("{source_table}__v1");
+        let source_table = source_table(plan);
+        let old = swap.old.clone();
         let timeout = Duration::from_millis(cfg.lock_timeout_ms);
         let pool = replay::cpu_pool()?;
         let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
@@ -346,6 +369,9 @@ impl Online {
             self.refuse_truncated()?;
             let capture = self.capture.as_ref();
             let mut check = || {
+                if let Some(guard) = swap.guard {
+                    guard()?;
+                }
                 let lag = capture.lag(pos)?;
                 if lag.rows > 0 {
                     return Err(Error::Check(format!(
@@ -357,7 +383,7 @@ impl Online {
                 }
                 Ok(())
             };
-            let swapped = match cut.swap(&old, capture, &mut check) {
+            let swapped = match cut.swap(&old, capture, swap.reverse, &mut check) {
                 Ok(s) => s,
                 // The upgrade to ACCESS EXCLUSIVE, or a referencing table's lock, was not
                 // had: nothing was swapped, and what was drained is committed.
@@ -412,7 +438,7 @@ impl RunHooks for Online {
 
     fn after_copy(&self, plan: &Plan, sink: &dyn Sink, chunks: &[Chunk]) -> Result<()> {
         if plan.pipeline.online.cutover {
-            self.cutover(plan, sink, chunks).map(|_| ())
+            cutover_with_reverse(self, plan, sink, chunks).map(|_| ())
         } else {
             self.catch_up(plan, sink, chunks, plan.pipeline.online.max_lag_rows)
         }
@@ -421,10 +447,14 @@ impl RunHooks for Online {
 
 /// Whether source and target are one database (and schema): then the cut-over renames.
 pub fn same_database(plan: &Plan) -> bool {
-    let (s, t) = (
+    same_place(
         &plan.pipeline.source.location,
         &plan.pipeline.target.location,
-    );
+    )
+}
+
+/// Whether two locations are one database (and schema).
+fn same_place(s: &Location, t: &Location) -> bool {
     match (s, t) {
         (Location::Sqlite { path: a }, Location::Sqlite { path: b }) => {
             std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
@@ -472,131 +502,49 @@ fn shown_keys(keys: &[String]) -> String {
     out
 }
 
-fn is_lock_not_had(e: &Error) -> bool {
-    e.to_string().contains("the cut-over could not lock table")
-}
-
-/// Where an online move stands: the replay position recorded in the target, the
-/// changes replayed so far, and the lag.
-#[derive(Debug, Clone, Serialize)]
-pub struct CaptureStatus {
-    /// The source table and its change log.
-    pub capture: String,
-    /// Whether the triggers are in place (not after a cut-over).
-    pub installed: bool,
-    /// The last position replayed into the target.
-    pub position: Option<Position>,
-    /// Changes replayed so far, over every run.
-    pub replayed: u64,
-    /// What waits.
-    pub lag: Lag,
-    /// A `TRUNCATE` of the source table since the capture began, which refuses the
-    /// cut-over.
-    pub truncated: Option<String>,
-    /// The pause flag (`rowshift pause`), when set: the catch-up waits.
-    pub paused: Option<String>,
-    /// Why the source server is too busy for the catch-up now, by the `[online]` limits.
-    pub throttled: Option<String>,
-}
-
-/// The capture's state for `rowshift status`.
-pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
-    let online = Online::open(plan, None)?;
-    let recorded = sink.replay_position(&plan.pipeline.name)?;
-    let position = recorded.map(|r| r.0);
-    let installed = online.capture.installed()?;
-    Ok(CaptureStatus {
-        capture: online.capture.describe(),
-        installed,
-        position,
-        replayed: recorded.map_or(0, |r| r.1),
-        lag: online.capture.lag(position)?,
-        // After a cut-over the source's name is the new table's: nothing to detect.
-        truncated: if installed {
-            online.capture.truncated()?
-        } else {
-            None
+/// The forward cut-over: the old table becomes `<table>__v1`, and the reverse move's
+/// capture, when the pipeline declares one (`[online] reverse`), is installed on the new
+/// table in the swap. The reverse pipeline is checked and compiled first, against the
+/// target table as it is before the swap: a reverse move that cannot run stops the
+/// cut-over with nothing swapped.
+fn cutover_with_reverse(
+    online: &Online,
+    plan: &Plan,
+    sink: &dyn Sink,
+    chunks: &[Chunk],
+) -> Result<CutoverReport> {
+    let reverse = if same_database(plan) {
+        Reverse::load(plan, true)?
+    } else {
+        None
+    };
+    if let Some(r) = &reverse {
+        // A position left by an earlier move would skip the new log's first changes.
+        sink.forget_replay(r.name())?;
+    }
+    let old = format!("{}{OLD_SUFFIX}", source_table(plan));
+    online.cutover(
+        plan,
+        sink,
+        chunks,
+        &Swap {
+            old,
+            reverse: reverse.as_ref().map(|r| r.capture()),
+            guard: None,
         },
-        paused: throttle::paused(&plan.pipeline.file),
-        throttled: online.capture.busy(&plan.pipeline.online)?,
-    })
+    )
 }
 
-/// `rowshift finalize`: drops the old table a cut-over kept and the change log.
-/// Refused before a cut-over (the source table is still the live one).
-pub fn finalize(plan: &Plan, sink: &dyn Sink) -> Result<String> {
-    let online = Online::open(plan, None)?;
-    let table = plan
-        .pipeline
+/// The source table's name.
+fn source_table(plan: &Plan) -> String {
+    plan.pipeline
         .source
         .table
         .as_ref()
         .map(|t| t.value.clone())
-        .unwrap_or_default();
-    if same_database(plan) && online.capture.installed()? {
-        return Err(Error::Unsupported(format!(
-            "{}: the capture triggers are still on table {table}: there was no cut-over, so there is no old table to drop; run `rowshift cutover {}` first",
-            online.capture.describe(),
-            plan.pipeline.name
-        )));
-    }
-    let old = format!("{table}__v1");
-    if same_database(plan) {
-        sink.drop_table(&old)?;
-    }
-    online.capture.remove()?;
-    sink.forget_replay(&plan.pipeline.name)?;
-    Ok(old)
+        .unwrap_or_default()
 }
 
-/// `rowshift cutover`: under the pipeline's run lock, once every chunk is done, catches
-/// up and cuts over (see [`Online::cutover`]). `lock_wait` is how long to wait for a run
-/// that holds the run lock.
-pub fn cutover_pipeline(
-    plan: &Plan,
-    sink: &dyn Sink,
-    lock_wait: Duration,
-    cancel: Option<std::sync::Arc<AtomicBool>>,
-) -> Result<OnlineReport> {
-    let online = Online::open(plan, cancel)?;
-    if let Some(why) = throttle::paused(&plan.pipeline.file) {
-        return Err(Error::Unsupported(format!(
-            "pipeline {} is {why}: run `rowshift resume` before the cut-over",
-            plan.pipeline.name
-        )));
-    }
-    let store = crate::run::checkpoint_store(plan, sink);
-    let outcome = (|| {
-        let _lock = crate::run::take_lock(store.as_ref(), &crate::run::NoopObserver, lock_wait)?;
-        let name = &plan.pipeline.name;
-        let checkpoint = store.load()?.ok_or_else(|| {
-            Error::Unsupported(format!(
-                "no checkpoint for pipeline {name} in {}: run it first (`rowshift run`), which copies the table while capturing its changes",
-                store.describe()
-            ))
-        })?;
-        let pending = checkpoint
-            .chunks
-            .iter()
-            .filter(|c| c.state != crate::checkpoint::ChunkState::Done)
-            .count();
-        if pending > 0 {
-            return Err(Error::Unsupported(format!(
-                "pipeline {name} has {pending} chunks not done; finish the copy (`rowshift run`) before the cut-over"
-            )));
-        }
-        if !online.capture.installed()? {
-            return Err(Error::Unsupported(format!(
-                "{}: the capture triggers are not on the source table: an earlier cut-over swapped it already, or the table was dropped and created again (changes since may be missing from the target: run with --restart); nothing to cut over",
-                online.capture.describe()
-            )));
-        }
-        let chunks: Vec<Chunk> = checkpoint.chunks.into_iter().map(|c| c.chunk).collect();
-        online.cutover(plan, sink, &chunks)?;
-        Ok(online.report())
-    })();
-    let closed = store.close().and_then(|()| sink.finish());
-    let report = outcome?;
-    closed?;
-    Ok(report)
+fn is_lock_not_had(e: &Error) -> bool {
+    e.to_string().contains("the cut-over could not lock table")
 }

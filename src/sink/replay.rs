@@ -49,10 +49,14 @@ pub trait Cutover {
     /// and drops the capture triggers, once `drained` says (under the lock) that no
     /// change is left to replay. Where the database ties the table's dependents to its
     /// identity (PostgreSQL), they move to the new table in the same transaction.
+    /// `reverse`, when given, is installed on the new table before any write can reach
+    /// it ([`Capture::install_sql`]): it logs what is written after the swap, for the
+    /// reverse replay that keeps `old` current and for swapping back.
     fn swap(
         self: Box<Self>,
         old: &str,
         capture: &dyn Capture,
+        reverse: Option<&dyn Capture>,
         drained: &mut dyn FnMut() -> crate::Result<()>,
     ) -> crate::Result<Swapped>;
 }

@@ -58,6 +58,16 @@ pub trait Capture: Send + Sync {
     /// (a fresh copy follows, which holds every change logged so far). Idempotent.
     fn install(&self) -> Result<()>;
 
+    /// The statements that install this capture inside a cut-over's swap, on the swap's
+    /// own connection, before any write can reach the table: the change log created if
+    /// missing and emptied, the triggers created. `on` is the table's name when they
+    /// run. PostgreSQL and SQLite run them after the renames, in the swap's transaction
+    /// (`on` is this capture's table); MySQL/MariaDB, whose DDL cannot share a
+    /// transaction, before its `RENAME TABLE`, on the new table by the name it has then
+    /// (triggers follow a renamed table). What they need to know (MySQL: the table's
+    /// InnoDB id) is read on the capture's own connection.
+    fn install_sql(&self, on: &str) -> Result<Vec<String>>;
+
     /// Whether the triggers are in place.
     fn installed(&self) -> Result<bool>;
 

@@ -16,6 +16,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `text` as a standard SQL string literal (`'` doubled). For names rowshift makes
+/// itself, which hold no backslash (MySQL reads one as an escape).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// An order-independent digest of rows as a database sends them: their count and the
 /// wrapping sum of a fixed-seed hash of each row's bytes.
 ///

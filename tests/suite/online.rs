@@ -15,6 +15,8 @@ use crate::common::*;
 
 #[path = "online_dependents.rs"]
 mod dependents;
+#[path = "online_rollback.rs"]
+mod rollback;
 #[path = "online_throttle.rs"]
 mod throttle;
 #[path = "online_truncate.rs"]
@@ -393,7 +395,7 @@ fn online_move(kind: Kind) {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cut-over: swapped"), "{text}");
     assert!(
-        text.contains("note: rowshift cannot swap this cut-over back: the old table stays as items__v1 until `rowshift finalize`, but writes made after the cut-over do not reach it"),
+        text.contains("note: this pipeline has no reverse pipeline ([online] reverse), so `rowshift down` cannot swap its cut-over back: the old table stays as items__v1 until `rowshift finalize`, but writes made after the cut-over do not reach it"),
         "{text}"
     );
     eprintln!("{text}");

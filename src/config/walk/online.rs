@@ -9,7 +9,7 @@ impl Walker<'_> {
     /// `[online]`: `enabled`, `max_lag_rows`, `batch_rows`, `cutover`, `lock_timeout_ms`,
     /// `lock_attempts`, and the catch-up's throttle: `max_rows_per_second`,
     /// `max_active_backends` and `max_replica_lag_ms` (PostgreSQL), `max_threads_running`
-    /// (MySQL/MariaDB).
+    /// (MySQL/MariaDB), and `reverse`, the reverse pipeline's file.
     pub(super) fn online(
         &mut self,
         s: &Section<'_>,
@@ -28,8 +28,25 @@ impl Walker<'_> {
                 "max_active_backends",
                 "max_replica_lag_ms",
                 "max_threads_running",
+                "reverse",
             ],
         );
+        let reverse = self.string(s, "reverse", false).map(|r| {
+            let path = self.base_dir.join(&r.value);
+            if !path.is_file() {
+                self.error(
+                    r.span.clone(),
+                    format!(
+                        "[online] reverse: no pipeline file {} (the reverse pipeline, found from this file's folder)",
+                        path.display()
+                    ),
+                );
+            }
+            Spanned {
+                value: path,
+                span: r.span,
+            }
+        });
         let d = OnlineConfig::default();
         let enabled = self.bool(s, "enabled", false);
         let out = OnlineConfig {
@@ -43,6 +60,7 @@ impl Walker<'_> {
             max_active_backends: self.integer(s, "max_active_backends", 0, 0) as u64,
             max_replica_lag_ms: self.integer(s, "max_replica_lag_ms", 0, 0) as u64,
             max_threads_running: self.integer(s, "max_threads_running", 0, 0) as u64,
+            reverse,
         };
         // A server's load is read in its own terms: a limit another database's source
         // cannot honour is an error, not a silent no-op.

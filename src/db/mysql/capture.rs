@@ -25,7 +25,7 @@ use crate::Result;
 use crate::config::{DbOptions, OnlineConfig, SecretUrl};
 use crate::runtime::IoRuntime;
 use crate::source::capture::{Capture, Change, Lag, Position, log_name, trigger_name};
-use crate::sql::stmt;
+use crate::sql::{quote_literal, stmt};
 
 /// Change capture on one MySQL/MariaDB table.
 pub struct MyCapture {
@@ -126,6 +126,44 @@ impl MyCapture {
             }
         }
     }
+
+    /// `CREATE TABLE IF NOT EXISTS` for the change log, its key columns typed like
+    /// those of `table` (qualified).
+    fn create_log(&self, table: &str) -> String {
+        let keys: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} AS k{i}", quote(k)))
+            .collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (pos BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB SELECT {} FROM {table} WHERE FALSE",
+            self.log,
+            keys.join(", "),
+        )
+    }
+
+    fn create_trigger(&self, name: &str, event: &str, table: &str) -> String {
+        format!(
+            "CREATE TRIGGER {} AFTER {event} ON {table} FOR EACH ROW {}",
+            qualified(&self.database, name),
+            self.body(event)
+        )
+    }
+
+    /// The statements that record `id` as the table's InnoDB id for this change log.
+    fn record_table_id(&self, id: u64) -> Vec<String> {
+        let ids = self.ids();
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ids} (log VARCHAR(191) NOT NULL PRIMARY KEY, table_id BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
+            ),
+            format!(
+                "REPLACE INTO {ids} (log, table_id) VALUES ({}, {id})",
+                quote_literal(&log_name(&self.pipeline))
+            ),
+        ]
+    }
 }
 
 impl Capture for MyCapture {
@@ -134,27 +172,11 @@ impl Capture for MyCapture {
     }
 
     fn install(&self) -> Result<()> {
-        let keys: Vec<String> = self
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{} AS k{i}", quote(k)))
-            .collect();
-        let mut statements = vec![format!(
-            "CREATE TABLE IF NOT EXISTS {} (pos BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB SELECT {} FROM {} WHERE FALSE",
-            self.log,
-            keys.join(", "),
-            self.source()
-        )];
         let there = self.existing()?;
+        let mut statements = vec![self.create_log(&self.source())];
         for (name, event) in self.triggers() {
             if !there.contains(&name) {
-                statements.push(format!(
-                    "CREATE TRIGGER {} AFTER {event} ON {} FOR EACH ROW {}",
-                    qualified(&self.database, &name),
-                    self.source(),
-                    self.body(event)
-                ));
+                statements.push(self.create_trigger(&name, event, &self.source()));
             }
         }
         // A fresh copy follows, which holds every change committed so far.
@@ -166,23 +188,30 @@ impl Capture for MyCapture {
             Ok(())
         })?;
         // The table's id from now on: a TRUNCATE gives it another.
-        let id = self.table_id()?;
-        let (ids, log) = (self.ids(), log_name(&self.pipeline));
+        let record = self.record_table_id(self.table_id(&self.table)?);
         self.with(async |pool| {
-            sqlx::raw_sql(stmt(format!(
-                "CREATE TABLE IF NOT EXISTS {ids} (log VARCHAR(191) NOT NULL PRIMARY KEY, table_id BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
-            )))
-            .execute(pool)
-            .await?;
-            sqlx::query(stmt(format!(
-                "REPLACE INTO {ids} (log, table_id) VALUES (?, ?)"
-            )))
-            .bind(log)
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|_| ())
+            for s in record {
+                sqlx::raw_sql(stmt(s)).execute(pool).await?;
+            }
+            Ok(())
         })
+    }
+
+    fn install_sql(&self, on: &str) -> Result<Vec<String>> {
+        // Run before the swap's RENAME, on the new table by the name it has then: its
+        // InnoDB id stays with it through the rename.
+        let table = qualified(&self.database, on);
+        let mut statements = vec![self.create_log(&table)];
+        for (name, event) in self.triggers() {
+            statements.push(format!(
+                "DROP TRIGGER IF EXISTS {}",
+                qualified(&self.database, &name)
+            ));
+            statements.push(self.create_trigger(&name, event, &table));
+        }
+        statements.push(format!("DELETE FROM {}", self.log));
+        statements.extend(self.record_table_id(self.table_id(on)?));
+        Ok(statements)
     }
 
     fn truncated(&self) -> Result<Option<String>> {
@@ -208,7 +237,7 @@ impl Capture for MyCapture {
                 "the change log does not record the source table's InnoDB id, so a TRUNCATE (which fires no trigger) could not be detected".to_string(),
             ));
         };
-        let now = self.table_id()?;
+        let now = self.table_id(&self.table)?;
         Ok((now != then).then(|| {
             format!(
                 "the source table's InnoDB table id changed from {then} to {now} since the capture began: it was truncated (TRUNCATE fires no trigger, so the rows it removed are not in the change log) or rebuilt (OPTIMIZE TABLE, ALTER TABLE ... FORCE), which cannot be told apart"
@@ -428,11 +457,11 @@ impl MyCapture {
 
     /// The source table's InnoDB table id. Reading it needs the `PROCESS` privilege,
     /// as the gap check does.
-    fn table_id(&self) -> Result<u64> {
+    fn table_id(&self, table: &str) -> Result<u64> {
         let name = format!(
             "{}/{}",
             innodb_file_name(&self.database),
-            innodb_file_name(&self.table)
+            innodb_file_name(table)
         );
         let here = self.here();
         let found: Option<u64> = self.with(async |pool| {
@@ -459,21 +488,23 @@ impl MyCapture {
         })
     }
 
-    /// The names of the capture's triggers that exist.
+    /// The names of the capture's triggers that are on its table. By exact name: a
+    /// prefix would also match the triggers of a pipeline whose name extends this one's
+    /// (`users` and `users_down`, the reverse capture after a cut-over).
     fn existing(&self) -> Result<Vec<String>> {
-        let (db, prefix) = (
-            self.database.clone(),
-            format!("{}\\_%", self.trigger.replace('_', "\\_")),
-        );
+        let (db, table) = (self.database.clone(), self.table.clone());
+        let names: Vec<String> = self.triggers().into_iter().map(|(n, _)| n).collect();
         self.with(async |pool| {
-            sqlx::query_scalar(stmt(
-                "SELECT CAST(TRIGGER_NAME AS CHAR) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND TRIGGER_NAME LIKE ?"
+            let mut q = sqlx::query_scalar(stmt(
+                "SELECT CAST(TRIGGER_NAME AS CHAR) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)"
                     .to_string(),
             ))
             .bind(db)
-            .bind(prefix)
-            .fetch_all(pool)
-            .await
+            .bind(table);
+            for n in names {
+                q = q.bind(n);
+            }
+            q.fetch_all(pool).await
         })
     }
 }

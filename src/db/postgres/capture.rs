@@ -116,14 +116,10 @@ impl PgCapture {
             .collect();
         format!("ROW({})", parts.join(", "))
     }
-}
 
-impl Capture for PgCapture {
-    fn describe(&self) -> String {
-        format!("{} (change log {})", self.here(), self.log)
-    }
-
-    fn install(&self) -> Result<()> {
+    /// What installing the capture on table `on` (qualified) runs: the change log and
+    /// the trigger function, then each trigger's name and its `CREATE TRIGGER`.
+    fn install_parts(&self, on: &str) -> (Vec<String>, Vec<(String, String)>) {
         let keys: Vec<String> = self
             .key
             .iter()
@@ -132,10 +128,9 @@ impl Capture for PgCapture {
             .collect();
         let statements = vec![
             format!(
-                "CREATE TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA",
+                "CREATE TABLE IF NOT EXISTS {} AS SELECT {} FROM {on} WITH NO DATA",
                 self.log,
                 keys.join(", "),
-                self.source()
             ),
             format!(
                 "ALTER TABLE {} ADD COLUMN IF NOT EXISTS pos bigserial, ADD COLUMN IF NOT EXISTS xid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint), ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT clock_timestamp(), ADD COLUMN IF NOT EXISTS truncated boolean NOT NULL DEFAULT false",
@@ -173,26 +168,35 @@ END $rowshift$",
                 self.log_row("NEW"),
             ),
         ];
-        let triggers = [
+        let triggers = vec![
             (
                 self.trigger.clone(),
                 format!(
-                    "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+                    "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {on} FOR EACH ROW EXECUTE FUNCTION {}()",
                     quote_ident(&self.trigger),
-                    self.source(),
                     self.function
                 ),
             ),
             (
                 self.truncate_trigger(),
                 format!(
-                    "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+                    "CREATE TRIGGER {} AFTER TRUNCATE ON {on} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
                     quote_ident(&self.truncate_trigger()),
-                    self.source(),
                     self.function
                 ),
             ),
         ];
+        (statements, triggers)
+    }
+}
+
+impl Capture for PgCapture {
+    fn describe(&self) -> String {
+        format!("{} (change log {})", self.here(), self.log)
+    }
+
+    fn install(&self) -> Result<()> {
+        let (statements, triggers) = self.install_parts(&self.source());
         let installed = self.installed()?;
         let (schema, table) = (self.schema.clone(), self.table.clone());
         let schema_sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(SCHEMA));
@@ -253,6 +257,22 @@ END $rowshift$",
             }
             Ok(true)
         })
+    }
+
+    fn install_sql(&self, on: &str) -> Result<Vec<String>> {
+        // In the swap's transaction, after the renames: `on` is this capture's table,
+        // which holds the new table's rows, and the `rowshift` schema is there (the
+        // forward capture lives in it).
+        let (mut statements, triggers) = self.install_parts(&qualified(&self.schema, on));
+        for (name, create) in triggers {
+            statements.push(format!(
+                "DROP TRIGGER IF EXISTS {} ON {}",
+                quote_ident(&name),
+                qualified(&self.schema, on)
+            ));
+            statements.push(create);
+        }
+        Ok(statements)
     }
 
     fn read(&self, after: Option<Position>, limit: usize) -> Result<Vec<Change>> {

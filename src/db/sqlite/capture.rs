@@ -110,6 +110,35 @@ impl SqliteCapture {
         }
     }
 
+    /// The change log, emptied, and the triggers on table `on`; `replace`: triggers of
+    /// the same names are dropped first (in a swap), else kept.
+    fn install_statements(&self, on: &str, replace: bool) -> Vec<String> {
+        let mut statements = vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (pos INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')), {})",
+                quote_ident(&self.log),
+                (0..self.key.len())
+                    .map(|i| format!("k{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            // A fresh copy follows, which holds every change committed so far.
+            format!("DELETE FROM {}", quote_ident(&self.log)),
+        ];
+        for (name, event) in self.triggers() {
+            if replace {
+                statements.push(format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)));
+            }
+            statements.push(format!(
+                "CREATE TRIGGER IF NOT EXISTS {} AFTER {event} ON {} FOR EACH ROW BEGIN {} END",
+                quote_ident(&name),
+                quote_ident(on),
+                self.body(event)
+            ));
+        }
+        statements
+    }
+
     /// The pool's file, closed (a SQLite file is folded from its log on the last close).
     pub fn close(&self) {
         if let Some(p) = self.pool.get() {
@@ -124,26 +153,7 @@ impl Capture for SqliteCapture {
     }
 
     fn install(&self) -> Result<()> {
-        let mut statements = vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (pos INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')), {})",
-                quote_ident(&self.log),
-                (0..self.key.len())
-                    .map(|i| format!("k{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            // A fresh copy follows, which holds every change committed so far.
-            format!("DELETE FROM {}", quote_ident(&self.log)),
-        ];
-        for (name, event) in self.triggers() {
-            statements.push(format!(
-                "CREATE TRIGGER IF NOT EXISTS {} AFTER {event} ON {} FOR EACH ROW BEGIN {} END",
-                quote_ident(&name),
-                quote_ident(&self.table),
-                self.body(event)
-            ));
-        }
+        let statements = self.install_statements(&self.table, false);
         self.with(async |pool| {
             let mut tx = pool.begin().await?;
             for s in statements {
@@ -151,6 +161,10 @@ impl Capture for SqliteCapture {
             }
             tx.commit().await
         })
+    }
+
+    fn install_sql(&self, on: &str) -> Result<Vec<String>> {
+        Ok(self.install_statements(on, true))
     }
 
     fn installed(&self) -> Result<bool> {

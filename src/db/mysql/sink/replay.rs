@@ -207,9 +207,17 @@ impl Cutover for MyCutover<'_> {
         mut self: Box<Self>,
         old: &str,
         capture: &dyn Capture,
+        reverse: Option<&dyn Capture>,
         drained: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Swapped> {
         drained()?;
+        // On the new table by its name now, before the RENAME (MySQL's DDL commits on
+        // its own): nothing but rowshift writes it until the rename, and the drain is
+        // done.
+        let reverse_sql = match reverse {
+            Some(r) => r.install_sql(&self.sink.table)?,
+            None => Vec::new(),
+        };
         let sink = self.sink;
         let here = sink.here();
         let pool = sink.client.pool()?;
@@ -226,6 +234,12 @@ impl Cutover for MyCutover<'_> {
                 .execute(&mut rename)
                 .await
                 .map_err(db)?;
+            for sql in reverse_sql {
+                sqlx::raw_sql(stmt(sql))
+                    .execute(&mut rename)
+                    .await
+                    .map_err(db)?;
+            }
             let id: u64 = sqlx::query_scalar(stmt("SELECT CONNECTION_ID()".to_string()))
                 .fetch_one(&mut rename)
                 .await
@@ -273,6 +287,13 @@ impl Cutover for MyCutover<'_> {
             Ok::<_, Error>(())
         });
         let window = self.locked.elapsed();
+        if renamed.is_err()
+            && let Some(r) = reverse
+        {
+            // Not swapped: the new table takes no writes but rowshift's, and the next
+            // attempt installs the reverse capture again. Best effort.
+            let _ = r.drop_triggers();
+        }
         renamed?;
         // The triggers moved with the old table; no write reaches it by its new name.
         capture.drop_triggers()?;

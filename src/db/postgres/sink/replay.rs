@@ -167,9 +167,14 @@ impl Cutover for PgCutover<'_> {
         mut self: Box<Self>,
         old: &str,
         capture: &dyn Capture,
+        reverse: Option<&dyn Capture>,
         drained: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Swapped> {
         let sink = self.sink;
+        let reverse_sql = match reverse {
+            Some(r) => r.install_sql(&self.source_table)?,
+            None => Vec::new(),
+        };
         let (source_table, ms) = (self.source_table.clone(), self.ms);
         let here = sink.here();
         let source = qualified(&sink.schema, &source_table);
@@ -228,6 +233,13 @@ impl Cutover for PgCutover<'_> {
                     });
                 }
             };
+            // Still under the lock: the first write after the commit is logged.
+            for sql in reverse_sql {
+                sqlx::query(stmt(sql))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
+            }
             Ok((dependents, moved))
         })?;
         let tx = self.tx.take().expect("open until committed");

@@ -229,9 +229,14 @@ impl Cutover for SqliteCutover<'_> {
         mut self: Box<Self>,
         old: &str,
         capture: &dyn Capture,
+        reverse: Option<&dyn Capture>,
         drained: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Swapped> {
         drained()?;
+        let reverse_sql = match reverse {
+            Some(r) => r.install_sql(&self.source_table)?,
+            None => Vec::new(),
+        };
         let sink = self.sink;
         let here = sink.here();
         let mut conn = self.conn.take().expect("open until swapped or dropped");
@@ -243,6 +248,8 @@ impl Cutover for SqliteCutover<'_> {
             statements.push(format!("ALTER TABLE {source} RENAME TO {}", quote_ident(old)));
             statements.push(format!("ALTER TABLE {target} RENAME TO {source}"));
             statements.push("PRAGMA legacy_alter_table = OFF".to_string());
+            // In the same transaction: the first write after the commit is logged.
+            statements.extend(reverse_sql);
             for s in statements {
                 sqlx::raw_sql(stmt(s)).execute(&mut *conn).await.map_err(db)?;
             }
