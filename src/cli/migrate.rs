@@ -11,8 +11,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use rowshift::config::Pipeline;
 use rowshift::migrate::{
-    self, Entry, MigrateOptions, MigrationSet, PlanOptions, SetEvent, SetObserver, StatusReport,
-    StepOutcome, TestRollbackOptions,
+    self, Entry, MigrateOptions, MigrationSet, OnlineOutcome, PlanOptions, SetEvent, SetObserver,
+    StatusReport, StepOutcome, TestRollbackOptions,
 };
 use rowshift::run::{self, Event, Observer, fmt_duration};
 
@@ -239,7 +239,7 @@ fn step_line(o: &StepOutcome) -> String {
         ),
     };
     format!(
-        "step {} ({}) {}: {} statements{data} in {}",
+        "step {} ({}) {}: {} statements{data}{} in {}",
         o.step,
         o.name,
         match o.direction {
@@ -247,8 +247,56 @@ fn step_line(o: &StepOutcome) -> String {
             _ => "reverted",
         },
         o.statements,
+        o.online
+            .as_ref()
+            .map(|x| online_text(o.direction, x))
+            .unwrap_or_default(),
         fmt_duration(Duration::from_secs_f64(o.seconds))
     )
+}
+
+/// What an online step's catch-up and cut-over, or its swap-back, did: appended to its
+/// step line.
+fn online_text(direction: &str, o: &OnlineOutcome) -> String {
+    let mut out = String::new();
+    if let Some(c) = &o.catch_up {
+        out.push_str(&format!(
+            "; catch-up: {} changes replayed",
+            c.replayed
+        ));
+    }
+    let swap = o.swap.as_ref().and_then(|s| s.cutover.as_ref().map(|c| (s, c)));
+    match (direction, swap) {
+        ("up", Some((s, c))) => out.push_str(&format!(
+            "; cut-over: {} changes replayed, then writes waited {:.1} ms while {} were drained and read back",
+            s.replayed - c.drained,
+            c.lock_ms,
+            c.drained
+        )),
+        ("up", None) => out.push_str("; cut-over: swapped by an earlier up"),
+        (_, Some((s, c))) => out.push_str(&format!(
+            "; swap-back: {} changes replayed into the old table, then writes waited {:.1} ms while {} were drained and read back",
+            s.replayed - c.drained,
+            c.lock_ms,
+            c.drained
+        )),
+        (_, None) => out.push_str("; swap-back: swapped back by an earlier down"),
+    }
+    match direction {
+        "up" if o.reverse => out.push_str(&format!(
+            "; table {} is the new table, the old one is kept as {} (down swaps back; `rowshift finalize` drops it)",
+            o.table, o.kept
+        )),
+        "up" => out.push_str(&format!(
+            "; table {} is the new table, the old one is kept as {} until `rowshift finalize`, but without a reverse pipeline writes from now on do not reach it, so down cannot swap back",
+            o.table, o.kept
+        )),
+        _ => out.push_str(&format!(
+            "; table {} is the old table again, with every write made since the cut-over; the new table is {} again",
+            o.table, o.kept
+        )),
+    }
+    out
 }
 
 /// Whether `path` is a migration set's directory.
@@ -419,6 +467,33 @@ pub fn baseline(dir: &Path, to: u64, lock_timeout: u64) -> anyhow::Result<i32> {
         report.target,
         steps.join(", ")
     );
+    Ok(0)
+}
+
+/// `rowshift finalize DIR`.
+pub fn finalize(dir: &Path) -> anyhow::Result<i32> {
+    let set = MigrationSet::load(dir)?;
+    let report = migrate::finalize(
+        &set,
+        &options(None, false, false, 0),
+        &observer(true, false),
+    )?;
+    println!(
+        "rowshift: set {} -> {}: {} online steps finalized now{}",
+        report.set,
+        report.target,
+        report.steps.len(),
+        match report.already.len() {
+            0 => String::new(),
+            n => format!(", {n} were already"),
+        }
+    );
+    for s in &report.steps {
+        println!(
+            "  step {} ({}): dropped the old table {}, the change logs and the reverse capture; down can no longer swap it back",
+            s.step, s.name, s.old_table
+        );
+    }
     Ok(0)
 }
 

@@ -190,10 +190,11 @@ enum Command {
     /// Drop what an online move kept after its cut-over: the old table (`<table>__v1`)
     /// and the change log. Between two databases: the capture triggers and the log.
     #[command(
-        after_help = "Example:\n  rowshift finalize pipelines/users_v2.toml\n\nExit codes: 0 dropped, 2 error."
+        after_help = "Example:\n  rowshift finalize pipelines/users_v2.toml\n  rowshift finalize migrations/shop\n\nExit codes: 0 dropped, 2 error."
     )]
     Finalize {
-        /// The pipeline file (TOML).
+        /// The pipeline file (TOML), or a migration set's directory: every applied
+        /// online step of the set is finalized.
         pipeline: PathBuf,
     },
     /// Reconcile the target with the source: re-read every done chunk's source range,
@@ -818,6 +819,9 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             json,
             lock_timeout,
         } => online::cutover(&pipeline, json, lock_timeout),
+        Command::Finalize { pipeline } if migrate::is_set(&pipeline) => {
+            migrate::finalize(&pipeline)
+        }
         Command::Finalize { pipeline } => online::finalize(&pipeline),
         Command::Catchup {
             pipeline,

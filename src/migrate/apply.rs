@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::changes::{applied_text, chains, changes, untouched};
 use super::history::{History, Phase, Record, State};
+use super::online::{self as online_step, Cut, OnlineOutcome, Tables};
 use super::set::{MigrationSet, Step};
 use super::statements::Statement;
 use super::{SetError, SetEvent, SetObserver, crash_point, deps, lock, plan, rollback};
@@ -64,6 +65,8 @@ pub struct StepOutcome {
     pub history_seconds: f64,
     /// The data move's summary, for a data step.
     pub data: Option<Summary>,
+    /// An online step's catch-up and cut-over (`up`) or swap-back (`down`).
+    pub online: Option<OnlineOutcome>,
 }
 
 /// What `up` did.
@@ -146,14 +149,15 @@ impl Who {
     }
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// An open session on the target: the set lock held, the history ready.
-struct Session<'a> {
-    set: &'a MigrationSet,
-    history: History,
+pub(super) struct Session<'a> {
+    pub(super) set: &'a MigrationSet,
+    /// Shared with an online step's run, whose catch-up records its phase.
+    pub(super) history: std::sync::Arc<History>,
     /// The target's locks, to show beside the statements reported as executed.
     locks: Box<dyn Locks>,
     io: IoRuntime,
@@ -193,7 +197,7 @@ impl Gate {
 }
 
 impl<'a> Session<'a> {
-    fn open(
+    pub(super) fn open(
         set: &'a MigrationSet,
         opts: &MigrateOptions,
         observer: &'a dyn SetObserver,
@@ -211,7 +215,12 @@ impl<'a> Session<'a> {
         let locks = plan::locks_for(&set.target)?;
         // A connection for each step applied at once, and one for the set's own writes.
         let connections = width(set, opts) as u32 + 1;
-        let history = History::open_with(&set.target, &set.name, &io, connections)?;
+        let history = std::sync::Arc::new(History::open_with(
+            &set.target,
+            &set.name,
+            &io,
+            connections,
+        )?);
         // From here on, every statement this thread executes is reported.
         trace::start();
         let session = Session {
@@ -287,20 +296,20 @@ impl<'a> Session<'a> {
     }
 
     /// Saves `record`, reporting the statements.
-    fn save(&self, record: &Record) -> Result<(), SetError> {
+    pub(super) fn save(&self, record: &Record) -> Result<(), SetError> {
         let out = self.history.save(record);
         self.flush(Some(record.step), "history");
         Ok(out?)
     }
 
     /// Ends the session: the history's connections closed, the lock released.
-    fn close(self) {
+    pub(super) fn close(self) {
         trace::stop();
         self.history.close();
         drop(self.lock);
     }
 
-    fn records(&self) -> Result<BTreeMap<u64, Record>, SetError> {
+    pub(super) fn records(&self) -> Result<BTreeMap<u64, Record>, SetError> {
         Ok(self
             .history
             .load()?
@@ -311,7 +320,7 @@ impl<'a> Session<'a> {
 
     /// Refuses when an applied step changed, unless `allow`: then returns what changed,
     /// for [`Session::accept`] to record once nothing else refuses.
-    fn check_changes(
+    pub(super) fn check_changes(
         &self,
         records: &BTreeMap<u64, Record>,
         allow: bool,
@@ -533,14 +542,15 @@ impl<'a> Session<'a> {
         step: &Step,
         record: &mut Record,
         opts: &MigrateOptions,
-    ) -> Result<Summary, SetError> {
+    ) -> Result<(Summary, Option<crate::online::OnlineReport>), SetError> {
         let pipeline = step.pipeline.clone().expect("a data step");
         self.move_rows(step, pipeline, record, opts, Direction::Up)
     }
 
     /// Moves the rows of `pipeline` (the step's data move, or with `Direction::Down` its
     /// reverse pipeline) and checks the run ended clean. Up records the counts in
-    /// `record`; a failure is recorded as the direction's failed state.
+    /// `record`; a failure is recorded as the direction's failed state. An online step's
+    /// move runs with its capture and ends with its catch-up, whose report comes back.
     pub(super) fn move_rows(
         &self,
         step: &Step,
@@ -548,7 +558,7 @@ impl<'a> Session<'a> {
         record: &mut Record,
         opts: &MigrateOptions,
         direction: Direction,
-    ) -> Result<Summary, SetError> {
+    ) -> Result<(Summary, Option<crate::online::OnlineReport>), SetError> {
         let failed = match direction {
             Direction::Up => State::Failed,
             Direction::Down => State::Reverting,
@@ -570,7 +580,15 @@ impl<'a> Session<'a> {
             let sink = plan.open_sink()?;
             Ok((plan, sink))
         });
-        let (plan, sink) = match opened {
+        let online = direction == Direction::Up && step.is_online();
+        let opened = opened.and_then(|(plan, sink)| {
+            let joined = match online {
+                true => Some(online_step::join(&self.history, &plan, sink.as_ref(), record)?),
+                false => None,
+            };
+            Ok((plan, sink, joined))
+        });
+        let (plan, sink, joined) = match opened {
             Ok(o) => o,
             Err(e) => {
                 record.state = failed;
@@ -583,6 +601,12 @@ impl<'a> Session<'a> {
             parallel: opts.parallel,
             lock_wait: opts.lock_wait,
             cancel: None,
+            // The capture is gone since the copy began: changes may be missing, so the
+            // copy is made again with a new capture.
+            restart: joined.as_ref().is_some_and(|(_, restart)| *restart),
+            hooks: joined
+                .as_ref()
+                .map(|(h, _)| h.clone() as std::sync::Arc<dyn crate::run::RunHooks>),
             ..RunOptions::default()
         };
         self.starting.enter();
@@ -598,6 +622,11 @@ impl<'a> Session<'a> {
         tap.leave();
         let moved = tap.moved.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.flush_data(step.number, &load, moved);
+        // The catch-up recorded its phase in the history from the run's hooks.
+        let caught_up = joined.map(|(h, _)| {
+            record.phase = h.phase();
+            h.report()
+        });
         let summary = match summary {
             Ok(s) => s,
             Err(e) => {
@@ -631,7 +660,7 @@ impl<'a> Session<'a> {
                 self.save(record)?;
                 return Err(as_step(crate::Error::Unsupported(why)));
             }
-            return Ok(summary);
+            return Ok((summary, None));
         }
         // The counts over every done chunk, whichever process moved it.
         let store = crate::run::checkpoint_store(&plan, sink.as_ref());
@@ -671,7 +700,7 @@ impl<'a> Session<'a> {
                 "{why}; the history records the step as failed in its data move, and the next up resumes it"
             ))));
         }
-        Ok(summary)
+        Ok((summary, caught_up))
     }
 }
 
@@ -968,8 +997,14 @@ fn apply_step(
     history_nanos += h0.elapsed().as_nanos();
     let (up, after) = step.up_statements();
     let has_data = step.pipeline.is_some();
+    let online = step.is_online();
+    // After the data move and its `after` section: an online step cuts over, the new
+    // table (indexed by then) taking the source table's name.
+    let last = if online { Phase::Cutover } else { Phase::Done };
     let mut statements = 0;
     let mut data = None;
+    let mut caught_up = None;
+    let mut swap = None;
     loop {
         match record.phase {
             Phase::Up => {
@@ -987,11 +1022,17 @@ fn apply_step(
                     &mut history_nanos,
                 )?;
             }
-            Phase::Data => {
-                let summary = session.move_data(step, &mut record, opts)?;
-                // What the source held when its rows were moved, for down to compare.
+            Phase::Data | Phase::CatchUp => {
+                let (summary, report) = session.move_data(step, &mut record, opts)?;
+                caught_up = report.or(caught_up);
+                // What the source held when its rows were moved, for down to compare. An
+                // online step's source goes on changing, and down swaps it back instead.
                 let pipeline = step.pipeline.as_ref().expect("a data step");
-                let figures = match rollback::source_figures(pipeline, &session.io) {
+                let figures = match online {
+                    true => Ok(None),
+                    false => rollback::source_figures(pipeline, &session.io),
+                };
+                let figures = match figures {
                     Ok(f) => f,
                     Err(e) => {
                         record.state = State::Failed;
@@ -1007,11 +1048,7 @@ fn apply_step(
                 record.source_checksum = figures.map(|f| f.checksum);
                 advance(
                     &mut record,
-                    if after.is_empty() {
-                        Phase::Done
-                    } else {
-                        Phase::After
-                    },
+                    if after.is_empty() { last } else { Phase::After },
                 );
                 let h0 = Instant::now();
                 session.save(&record)?;
@@ -1024,12 +1061,32 @@ fn apply_step(
                     "after",
                     after,
                     &mut record,
-                    |r| advance(r, Phase::Done),
+                    |r| advance(r, last),
                     &mut history_nanos,
                 )?;
             }
-            Phase::Done => break,
-            Phase::Down | Phase::Reverse => {
+            Phase::Cutover => {
+                // A step that is not online (any more: its files changed and were
+                // accepted) has nothing to cut over.
+                let cut = match online {
+                    true => session.cut_over(step, &mut record, opts)?,
+                    false => Cut::Swapped(None),
+                };
+                match cut {
+                    Cut::Swapped(report) => {
+                        swap = report;
+                        crash_point(step.number, "cutover");
+                        advance(&mut record, Phase::Done);
+                    }
+                    // The capture went before the swap: copied again, with a new one.
+                    Cut::Recopy => advance(&mut record, Phase::Data),
+                }
+                let h0 = Instant::now();
+                session.save(&record)?;
+                history_nanos += h0.elapsed().as_nanos();
+            }
+            Phase::Done | Phase::Finalized => break,
+            Phase::Down | Phase::Reverse | Phase::SwapBack => {
                 return Err(SetError::Refused(format!(
                     "{} is recorded mid-down; run `rowshift down` again to finish it",
                     step.label()
@@ -1048,6 +1105,16 @@ fn apply_step(
         seconds: t0.elapsed().as_secs_f64(),
         history_seconds: history_nanos as f64 / 1e9,
         data,
+        online: online.then(|| {
+            let t = Tables::of(step.pipeline.as_ref().expect("an online step moves data"));
+            OnlineOutcome {
+                catch_up: caught_up,
+                swap,
+                table: t.source,
+                kept: t.old,
+                reverse: step.reverse.is_some(),
+            }
+        }),
     })
 }
 
@@ -1137,6 +1204,9 @@ fn down_in(
             ));
         }
     }
+    // Whether an online step can be swapped back is not a matter of rows: --force
+    // does not pass over it.
+    refusals.extend(online_step::down_refusals(set, &session.history, &targets)?);
     if !opts.force {
         refusals.extend(foreign_rows(session, &records, &targets)?);
         refusals.extend(rollback::source_refusals(set, &targets, &session.io)?);
@@ -1169,9 +1239,10 @@ fn down_in(
         let mut record = r.clone();
         if !resumed {
             record.state = State::Reverting;
-            record.phase = match step.reverse {
-                Some(_) => Phase::Reverse,
-                None => Phase::Down,
+            record.phase = match (step.is_online(), &step.reverse) {
+                (true, _) => Phase::SwapBack,
+                (false, Some(_)) => Phase::Reverse,
+                (false, None) => Phase::Down,
             };
             record.statements_done = 0;
         }
@@ -1180,6 +1251,25 @@ fn down_in(
         session.save(&record)?;
         history_nanos += h0.elapsed().as_nanos();
         let mut data = None;
+        let mut online = None;
+        if record.phase == Phase::SwapBack {
+            let swap = session.swap_back(step, &mut record, opts)?;
+            crash_point(step.number, "swapback");
+            let t = Tables::of(step.pipeline.as_ref().expect("an online step moves data"));
+            online = Some(OnlineOutcome {
+                catch_up: None,
+                swap,
+                table: t.source,
+                kept: t.target,
+                reverse: true,
+            });
+            record.phase = Phase::Down;
+            record.statements_done = 0;
+            record.error = None;
+            let h0 = Instant::now();
+            session.save(&record)?;
+            history_nanos += h0.elapsed().as_nanos();
+        }
         if record.phase == Phase::Reverse
             && let Some(reverse) = &step.reverse
         {
@@ -1188,13 +1278,11 @@ fn down_in(
             if !resumed {
                 session.discard_reverse_checkpoint(step, reverse)?;
             }
-            data = Some(session.move_rows(
-                step,
-                reverse.clone(),
-                &mut record,
-                opts,
-                Direction::Down,
-            )?);
+            data = Some(
+                session
+                    .move_rows(step, reverse.clone(), &mut record, opts, Direction::Down)?
+                    .0,
+            );
             crash_point(step.number, "reverse");
             record.phase = Phase::Down;
             record.statements_done = 0;
@@ -1228,6 +1316,7 @@ fn down_in(
             seconds: t1.elapsed().as_secs_f64(),
             history_seconds: history_nanos as f64 / 1e9,
             data,
+            online,
         };
         session
             .observer
@@ -1264,9 +1353,10 @@ fn foreign_rows(
     let mut seen = Vec::new();
     for r in targets {
         // A reverse pipeline moves every row of the table back, the set's or not.
+        // An online step is swapped back, its table's rows untouched.
         let Some(table) = set
             .step(r.step)
-            .filter(|s| s.reverse.is_none())
+            .filter(|s| s.reverse.is_none() && !s.is_online())
             .and_then(|s| s.pipeline.as_ref())
             .and_then(|p| p.target.table.as_ref())
         else {

@@ -77,16 +77,26 @@ impl State {
 pub enum Phase {
     /// The `-- rowshift:up` statements.
     Up,
-    /// The data move.
+    /// The data move (an online step's: its change capture installed, then the copy).
     Data,
+    /// An online step's catch-up: the changes logged during the copy replayed into the
+    /// new table.
+    CatchUp,
     /// The `-- rowshift:after` statements.
     After,
+    /// An online step's cut-over: the new table swapped into the source table's place.
+    Cutover,
     /// Every part is done.
     Done,
+    /// An applied online step whose old table and captures `finalize` dropped: it can no
+    /// longer be swapped back.
+    Finalized,
     /// The `-- rowshift:down` statements.
     Down,
     /// `down`'s reverse data move (`NNN_name.down.toml`), before the down statements.
     Reverse,
+    /// `down`'s swap-back of an online step's cut-over, before the down statements.
+    SwapBack,
 }
 
 impl Phase {
@@ -95,10 +105,14 @@ impl Phase {
         match self {
             Phase::Up => "up",
             Phase::Data => "data",
+            Phase::CatchUp => "catchup",
             Phase::After => "after",
+            Phase::Cutover => "cutover",
             Phase::Done => "done",
+            Phase::Finalized => "finalized",
             Phase::Down => "down",
             Phase::Reverse => "reverse",
+            Phase::SwapBack => "swapback",
         }
     }
 
@@ -106,10 +120,14 @@ impl Phase {
         [
             Phase::Up,
             Phase::Data,
+            Phase::CatchUp,
             Phase::After,
+            Phase::Cutover,
             Phase::Done,
+            Phase::Finalized,
             Phase::Down,
             Phase::Reverse,
+            Phase::SwapBack,
         ]
         .into_iter()
         .find(|p| p.as_str() == s)
@@ -894,6 +912,32 @@ impl History {
         ))
         .map(|n| n > 0)
         .map_err(|e| Error::db(here, e))
+    }
+
+    /// Whether table `table` is in the target's schema (or database, or SQLite file),
+    /// read from the catalog: an online step's cut-over and swap-back are told apart by
+    /// which of its tables are there.
+    pub fn has_table(&self, table: &str) -> Result<bool> {
+        let here = self.here();
+        let sql = match self.pool {
+            Pool::Pg(_) => {
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2"
+            }
+            Pool::My(_) => {
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+            }
+            Pool::Sqlite(_) => {
+                "SELECT count(*) FROM sqlite_master WHERE ? = 'main' AND type = 'table' AND name = ?"
+            }
+        };
+        on_pool!(self, p => self.io.block_on(
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(self.target.clone())
+                .bind(table.to_string())
+                .fetch_one(p)
+        ))
+        .map(|n| n > 0)
+        .map_err(|e| Error::db(format!("{here}: looking for table {table}"), e))
     }
 
     /// Rows of table `table` in the target, or `None` when it does not exist.

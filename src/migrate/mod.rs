@@ -7,6 +7,8 @@
 //! - `history.rs` is the history table, and runs a step's statements with its record.
 //! - `lock.rs` takes the target's set lock.
 //! - `apply.rs` is `up`, `down` and `baseline`; `status.rs` is `status`.
+//! - `online.rs` is what an online step adds to them (capture, catch-up and cut-over in
+//!   `up`, the swap-back in `down`) and `finalize`.
 //! - `deps.rs` says which steps depend on which: `up` applies independent steps at the
 //!   same time.
 //! - `plan.rs` is `plan`: the statements `up` or `down` would execute, with their locks.
@@ -21,6 +23,7 @@ mod changes;
 mod deps;
 mod history;
 mod lock;
+mod online;
 mod plan;
 mod rollback;
 mod set;
@@ -35,6 +38,7 @@ pub use self::apply::{
     BaselineReport, DownReport, MigrateOptions, StepOutcome, UpReport, baseline, down, up,
 };
 pub use self::history::{PG_SCHEMA, Phase, Record, State};
+pub use self::online::{FinalizeReport, Finalized, OnlineOutcome, finalize};
 pub use self::plan::{Entry, PipelinePlan, PlanOptions, SetPlan, StepPlan, plan, plan_pipeline};
 pub use self::set::{DEFAULT_PARALLEL, MigrationSet, SET_FILE, SqlFile, Step};
 pub use self::statements::Statement;
@@ -154,7 +158,10 @@ impl SetObserver for NoopSetObserver {
 /// ran, its record is not yet committed), `SECTION-recorded:K` (statement K's record
 /// committed, MySQL), `data` (before the data move starts), `reverse` (down's reverse
 /// move is done, the record still says it runs) and `done` (the step's record is
-/// committed, the next step has not started).
+/// committed, the next step has not started). An online step adds `catchup` (the
+/// catch-up is recorded, not begun), `cutover` (the swap committed, the record still
+/// says it runs), `swapback` (down's swap-back committed, likewise) and `finalize`
+/// (the old table dropped, the step not yet recorded finalized).
 pub(crate) fn crash_point(step: u64, point: &str) {
     let Ok(spec) = std::env::var("ROWSHIFT_FAULT") else {
         return;

@@ -609,7 +609,7 @@ fn plan_step(
                 p.section(n, "after", after, from, look).map_err(as_step)?;
                 phase = Phase::Done;
             }
-            Phase::Done | Phase::Down | Phase::Reverse => break,
+            _ => break,
         }
         from = 0;
     }

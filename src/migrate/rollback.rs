@@ -89,6 +89,11 @@ pub(crate) fn source_refusals(
         let (Some(pipeline), None) = (&step.pipeline, &step.reverse) else {
             continue;
         };
+        if step.is_online() {
+            // Swapped back, not moved back: `down` refuses one without its reverse
+            // pipeline for that reason (online.rs), not for its source.
+            continue;
+        }
         let table = pipeline
             .target
             .table

@@ -105,6 +105,13 @@ impl Step {
         }
     }
 
+    /// Whether the step's data move is online (`[online] enabled = true`): `up`
+    /// captures the source table's changes during the copy, catches up and cuts over;
+    /// `down` swaps back.
+    pub fn is_online(&self) -> bool {
+        self.pipeline.as_ref().is_some_and(|p| p.online.enabled)
+    }
+
     /// The statements `down` runs, when the step has a down section.
     pub fn down_statements(&self) -> Option<&[Statement]> {
         self.sql.as_ref().and_then(|s| s.down.as_deref())
@@ -480,9 +487,32 @@ fn read_step(
             }
         }
     }
+    if let Some(p) = pipeline.as_mut().filter(|p| p.online.enabled) {
+        let text = texts
+            .iter()
+            .find(|(f, _)| f.ends_with(".toml") && !f.ends_with(".down.toml"))
+            .map(|(_, t)| Arc::from(t.as_str()))
+            .unwrap_or_else(|| Arc::from(""));
+        let reverse_file = files
+            .iter()
+            .find(|(_, f)| f.ends_with(".down.toml"))
+            .map(|(_, f)| dir.join(f));
+        let found = check_online(p, reverse_file.as_deref(), &text, target);
+        if !found.is_empty() {
+            let mut diags = Diagnostics::new(p.file.clone(), text);
+            for d in found {
+                diags.push(d);
+            }
+            problems.push(diags);
+            ok = false;
+        }
+    }
     let reverse = match reverse {
         Some((r, text)) => {
-            let found = check_reverse(&r, pipeline.as_ref(), target, number, &name);
+            let mut found = check_reverse(&r, pipeline.as_ref(), target, number, &name);
+            if let Some(p) = pipeline.as_ref().filter(|p| p.online.enabled) {
+                found.extend(check_online_reverse(&r, p, number, &name));
+            }
             if !found.is_empty() {
                 let mut diags = Diagnostics::new(r.file.clone(), text);
                 for d in found {
@@ -656,6 +686,146 @@ fn check_reverse(
         );
     }
     out
+}
+
+/// What is wrong with an online step's pipeline (`[online] enabled = true`), which a
+/// set applies by capturing, copying, catching up and cutting over in its target. Its
+/// reverse pipeline is the step's `NNN_name.down.toml`: when the pipeline names none,
+/// `[online] reverse` is set to it here.
+fn check_online(
+    p: &mut Pipeline,
+    reverse_file: Option<&Path>,
+    text: &str,
+    target: Option<&Location>,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if let Some(target) = target
+        && &p.source.location != target
+    {
+        out.push(
+            Diagnostic::at(
+                p.source.url.span.clone(),
+                format!(
+                    "an online step reads a table of the set's target, and this one reads {}: its cut-over renames the new table into the source table's place, which cannot be done between two databases",
+                    redact(&p.source.url.value)
+                ),
+            )
+            .with_help("move the table between databases with the pipeline alone (`rowshift run`, `rowshift cutover`; see docs/online.md), or give [source] the set's url (and schema)"),
+        );
+    }
+    // `cutover = false` written out says the step must not cut over, but a set applies
+    // an online step by cutting it over: refused rather than ignored.
+    if let Ok(doc) = toml_edit::Document::parse(text.to_string())
+        && let Some(item) = doc.get("online").and_then(|o| o.get("cutover"))
+        && item.as_bool() == Some(false)
+    {
+        out.push(
+            Diagnostic::at(
+                item.span(),
+                "a set applies an online step by cutting it over (its new table takes the source table's name): `cutover = false` cannot hold in a set",
+            )
+            .with_help("remove the key; to copy and catch up without cutting over, run the pipeline alone"),
+        );
+    }
+    match (&p.online.reverse, reverse_file) {
+        (None, Some(file)) => {
+            p.online.reverse = Some(crate::config::Spanned {
+                value: file.to_path_buf(),
+                span: None,
+            });
+        }
+        (Some(named), found) => {
+            let same = found.is_some_and(|f| {
+                std::fs::canonicalize(f).ok() == std::fs::canonicalize(&named.value).ok()
+            });
+            if !same {
+                let stem = p
+                    .file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.push(
+                    Diagnostic::at(
+                        named.span.clone(),
+                        format!(
+                            "[online] reverse names {}, but in a set an online step's reverse pipeline is the step's own, {stem}{REVERSE_SUFFIX}.toml{}: `down` swaps the cut-over back through it",
+                            named.value.display(),
+                            match found {
+                                Some(_) => "",
+                                None => ", which does not exist",
+                            }
+                        ),
+                    )
+                    .with_help(format!(
+                        "remove `reverse` (the step's {stem}{REVERSE_SUFFIX}.toml is used), or move the reverse pipeline to that file"
+                    )),
+                );
+            }
+        }
+        (None, None) => {}
+    }
+    let table = p.target.table.as_ref().and_then(|t| t.span.clone());
+    if let Some(key) = &p.source.key {
+        let missing: Vec<&String> = key
+            .value
+            .iter()
+            .filter(|k| !p.target.columns.iter().any(|c| c.expr.value.trim() == *k))
+            .collect();
+        if !missing.is_empty() {
+            out.push(Diagnostic::at(
+                table.or(p.target.url.span.clone()),
+                format!(
+                    "an online step's target columns hold the source key unchanged (expr = the key column), and no target column's expr is {}: a replayed change finds its row by them",
+                    missing.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// What is wrong with an online step's reverse pipeline beyond what every reverse
+/// pipeline must hold: it reads the new table by the columns that hold the forward
+/// source key, since its capture logs the new table's keys.
+fn check_online_reverse(
+    reverse: &Pipeline,
+    forward: &Pipeline,
+    number: u64,
+    name: &str,
+) -> Vec<Diagnostic> {
+    let Some(key) = &forward.source.key else {
+        return Vec::new();
+    };
+    let held: Vec<String> = key
+        .value
+        .iter()
+        .filter_map(|k| {
+            forward
+                .target
+                .columns
+                .iter()
+                .find(|c| c.expr.value.trim() == k)
+                .map(|c| c.name.value.clone())
+        })
+        .collect();
+    let has = reverse.source.key.as_ref().map(|k| k.value.clone());
+    if has.as_ref() == Some(&held) || held.len() != key.value.len() {
+        return Vec::new();
+    }
+    let span = reverse
+        .source
+        .key
+        .as_ref()
+        .and_then(|k| k.span.clone())
+        .or_else(|| reverse.source.table.as_ref().and_then(|t| t.span.clone()));
+    vec![Diagnostic::at(
+        span,
+        format!(
+            "the reverse pipeline of an online step reads the new table by the columns that hold the step's source key, {} ({number:03}_{name}.toml); its [source] key is {}",
+            held.join(", "),
+            has.map_or("not set".to_string(), |k| k.join(", "))
+        ),
+    )]
 }
 
 fn show_table(t: &Option<crate::config::Spanned<String>>) -> String {

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::SetError;
 use super::changes::changes;
-use super::history::{History, Record, State};
-use super::set::MigrationSet;
+use super::history::{History, Phase, Record, State};
+use super::set::{MigrationSet, Step};
 use crate::config::Location;
 use crate::runtime::IoRuntime;
 
@@ -91,8 +91,16 @@ pub fn status(set: &MigrationSet) -> Result<StatusReport, SetError> {
             (None, None) => continue,
             (Some(_), _) if change.is_some() && live.is_some() => ("changed", change),
             (Some(_), None) => ("pending", change),
-            (Some(_), Some(r)) => match r.state {
-                State::Applied => ("applied", r.allowed_change.clone()),
+            (Some(step), Some(r)) => match r.state {
+                State::Applied => {
+                    let notes: Vec<String> = r
+                        .allowed_change
+                        .clone()
+                        .into_iter()
+                        .chain(online_note(step, r))
+                        .collect();
+                    ("applied", (!notes.is_empty()).then(|| notes.join("; ")))
+                }
                 State::Baseline => ("baseline", None),
                 State::Failed => ("failed", r.error.clone()),
                 State::Running => (
@@ -105,6 +113,16 @@ pub fn status(set: &MigrationSet) -> Result<StatusReport, SetError> {
                         r.pid,
                         r.phase.as_str(),
                         r.statements_done
+                    )),
+                ),
+                State::Reverting if r.phase == Phase::SwapBack => (
+                    "reverting",
+                    Some(format!(
+                        "down stopped in its swap-back of the cut-over{}; the next down continues from there",
+                        r.error
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
                     )),
                 ),
                 State::Reverting => (
@@ -136,5 +154,25 @@ pub fn status(set: &MigrationSet) -> Result<StatusReport, SetError> {
         set: set.name.clone(),
         target: set.shown.clone(),
         steps,
+    })
+}
+
+/// Where an applied online step's old table stands.
+fn online_note(step: &Step, r: &Record) -> Option<String> {
+    let p = step.pipeline.as_ref().filter(|p| p.online.enabled)?;
+    let t = super::online::Tables::of(p);
+    Some(match (r.phase, &step.reverse) {
+        (Phase::Finalized, _) => format!(
+            "online: cut over, then finalized: the old table {} and the captures were dropped, so down cannot swap it back",
+            t.old
+        ),
+        (_, Some(_)) => format!(
+            "online: cut over; the old table is kept as {} until `rowshift finalize`, and the reverse capture logs the writes made since (down replays them into it and swaps it back)",
+            t.old
+        ),
+        (_, None) => format!(
+            "online: cut over; the old table is kept as {} until `rowshift finalize`, without the writes made since (no reverse pipeline: down cannot swap it back)",
+            t.old
+        ),
     })
 }
