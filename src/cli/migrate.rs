@@ -260,12 +260,12 @@ fn step_line(o: &StepOutcome) -> String {
 fn online_text(direction: &str, o: &OnlineOutcome) -> String {
     let mut out = String::new();
     if let Some(c) = &o.catch_up {
-        out.push_str(&format!(
-            "; catch-up: {} changes replayed",
-            c.replayed
-        ));
+        out.push_str(&format!("; catch-up: {} changes replayed", c.replayed));
     }
-    let swap = o.swap.as_ref().and_then(|s| s.cutover.as_ref().map(|c| (s, c)));
+    let swap = o
+        .swap
+        .as_ref()
+        .and_then(|s| s.cutover.as_ref().map(|c| (s, c)));
     match (direction, swap) {
         ("up", Some((s, c))) => out.push_str(&format!(
             "; cut-over: {} changes replayed, then writes waited {:.1} ms while {} were drained and read back",

@@ -583,7 +583,12 @@ impl<'a> Session<'a> {
         let online = direction == Direction::Up && step.is_online();
         let opened = opened.and_then(|(plan, sink)| {
             let joined = match online {
-                true => Some(online_step::join(&self.history, &plan, sink.as_ref(), record)?),
+                true => Some(online_step::join(
+                    &self.history,
+                    &plan,
+                    sink.as_ref(),
+                    record,
+                )?),
                 false => None,
             };
             Ok((plan, sink, joined))

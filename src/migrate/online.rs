@@ -117,8 +117,14 @@ impl Tables {
 /// named by what this keeps.
 fn moved_plan(pipeline: &Pipeline) -> Result<Plan> {
     let mut p = pipeline.clone();
-    let key: Vec<String> = p.source.key.as_ref().map_or(Vec::new(), |k| k.value.clone());
-    p.target.columns.retain(|c| key.contains(&c.expr.value.trim().to_string()));
+    let key: Vec<String> = p
+        .source
+        .key
+        .as_ref()
+        .map_or(Vec::new(), |k| k.value.clone());
+    p.target
+        .columns
+        .retain(|c| key.contains(&c.expr.value.trim().to_string()));
     p.target.indexes.clear();
     p.target.foreign_keys.clear();
     p.target.constraints.clear();

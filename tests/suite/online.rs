@@ -17,6 +17,8 @@ use crate::common::*;
 mod dependents;
 #[path = "online_rollback.rs"]
 mod rollback;
+#[path = "online_sets.rs"]
+mod sets;
 #[path = "online_throttle.rs"]
 mod throttle;
 #[path = "online_truncate.rs"]

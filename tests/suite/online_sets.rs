@@ -1,0 +1,362 @@
+//! Online steps inside migration sets (docs/migrations.md, "Online steps"), on
+//! PostgreSQL, MariaDB and SQLite: a set whose one step moves `items` online, with a
+//! writer inserting, updating (a key too) and deleting rows at a steady rate through
+//! the whole `up` and `down`. `up` is killed during the copy, during the catch-up, just
+//! before the cut-over commits and just after it (before the history records it), and
+//! run again; `down --to 0` is killed during its reverse catch-up and just after the
+//! swap-back commits, and run again. The history says where each kill left the step,
+//! and at the end the table under the source's name holds exactly what the writer's
+//! successful statements left, with the new table live after `up` and the old one after
+//! `down`. Then the refusals: what `validate` and `down` say, with exact texts.
+
+use super::*;
+
+/// The set's name in `rowshift.toml`.
+const SET: &str = "shop";
+
+/// The set `set/`: one online step, `001_items`, whose new table drops the old table's
+/// `legacy` column (its pipeline reads it, for `shout`: after the cut-over the pipeline
+/// no longer compiles against the live table, which `down` must not need), its reverse
+/// pipeline, and its SQL (an index on the new table after the copy; `down` drops the new
+/// table).
+fn write_set(db: &Db, ws: &Workspace, online: &str) -> String {
+    let (url, extra) = set_location(db);
+    let url = toml_str(&url);
+    std::fs::create_dir_all(ws.path("set")).unwrap();
+    ws.write(
+        "set/rowshift.toml",
+        &format!("name = \"{SET}\"\nurl = {url}\n{extra}"),
+    );
+    ws.write(
+        "set/001_items.toml",
+        &format!(
+            r#"name = "items-v2"
+[source]
+url = {url}
+{extra}table = "items"
+key = "id"
+[target]
+url = {url}
+{extra}table = "items_new"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+qty = {{ type = "bigint", expr = "qty" }}
+note = {{ type = "text", expr = "note" }}
+shout = {{ type = "text", expr = "upper(note) || legacy" }}
+[chunks]
+rows = 2000
+parallel = 2
+[online]
+enabled = true
+max_lag_rows = 100
+batch_rows = 200
+lock_timeout_ms = 3000
+{online}"#
+        ),
+    );
+    ws.write(
+        "set/001_items.down.toml",
+        &format!(
+            r#"name = "items-v2-down"
+[source]
+url = {url}
+{extra}table = "items_new"
+key = "id"
+[target]
+url = {url}
+{extra}table = "items"
+[target.columns]
+id = {{ type = "bigint", expr = "id", primary_key = true }}
+qty = {{ type = "int", expr = "qty", nullable = false }}
+note = {{ type = "varchar(40)", expr = "note", nullable = false }}
+"#
+        ),
+    );
+    ws.write(
+        "set/001_items.sql",
+        "-- rowshift:after\nCREATE INDEX items_new_qty ON items_new (qty);\n\n-- rowshift:down\nDROP TABLE items_new;\n",
+    );
+    "set".to_string()
+}
+
+/// The set's target as its files name it (the test's SQLite file seen from `set/`, or
+/// its server schema or database), and the `schema` line a server's needs.
+fn set_location(db: &Db) -> (String, String) {
+    match db.kind {
+        Kind::Pg => (
+            pg_url(),
+            format!("schema = {}\n", db.pg.as_ref().unwrap().toml()),
+        ),
+        Kind::My => (db.my.as_ref().unwrap().url(), String::new()),
+        Kind::Lite => ("sqlite://../shop.db".to_string(), String::new()),
+    }
+}
+
+/// The old table gets a column the new one drops.
+fn add_legacy(db: &Db) {
+    db.exec(&format!(
+        "ALTER TABLE {} ADD COLUMN legacy VARCHAR(10) NOT NULL DEFAULT 'x'",
+        db.table("items")
+    ));
+}
+
+/// The step's history row: (state, phase, rows_written, error).
+fn history(db: &Db) -> Vec<String> {
+    let sql = match db.kind {
+        Kind::Pg => format!(
+            "SELECT state, phase, rows_written::text, coalesce(error, '-') FROM rowshift.history WHERE set_name = '{SET}' AND target = '{}' AND step = 1",
+            db.pg.as_ref().unwrap().name
+        ),
+        Kind::My => format!(
+            "SELECT CAST(state AS CHAR), CAST(phase AS CHAR), CAST(rows_written AS CHAR), CAST(coalesce(error, '-') AS CHAR) FROM {} WHERE set_name = '{SET}' AND step = 1",
+            db.table("_rowshift_history")
+        ),
+        Kind::Lite => format!(
+            "SELECT state, phase, CAST(rows_written AS TEXT), coalesce(error, '-') FROM _rowshift_history WHERE set_name = '{SET}' AND step = 1"
+        ),
+    };
+    let rows = db.rows(&sql);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows[0].clone()
+}
+
+/// (state, phase) of the step.
+fn at(db: &Db) -> (String, String) {
+    let h = history(db);
+    (h[0].clone(), h[1].clone())
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_string(), b.to_string())
+}
+
+/// The table under `table` equals the writer's model (compared row by row, then by a
+/// count and checksum the server computes).
+fn assert_model(db: &Db, table: &str, model: &Model, when: &str) {
+    // Each time in words of its own: a server caches a statement's plan by its text, and
+    // the table under this name changes its columns' types between two looks.
+    let now: Model = db
+        .rows(&format!(
+            "SELECT {}, {}, note FROM {} /* {when} */ ORDER BY id",
+            db.text("id"),
+            db.text("qty"),
+            db.table(table)
+        ))
+        .into_iter()
+        .map(|r| (r[0].parse().unwrap(), (r[1].parse().unwrap(), r[2].clone())))
+        .collect();
+    let missing: Vec<_> = model
+        .iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = now
+        .iter()
+        .filter(|(k, _)| !model.contains_key(k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{when}: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
+        now.len(),
+        model.len()
+    );
+    let sum = db.rows(&format!(
+        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t /* {when} */",
+        db.text("n"),
+        db.text("s"),
+        db.table(table)
+    ));
+    let expected: i64 = model
+        .iter()
+        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
+        .sum();
+    assert_eq!(
+        sum,
+        vec![vec![model.len().to_string(), expected.to_string()]],
+        "{when}"
+    );
+}
+
+fn online_set(kind: Kind) {
+    let ws = Workspace::new();
+    let db = Db::new(kind, &ws);
+    let model = Arc::new(Mutex::new(db.seed()));
+    add_legacy(&db);
+    let set = write_set(&db, &ws, "");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (w, t, m, s, st) = (
+            writer_for(&db),
+            db.table("items"),
+            model.clone(),
+            seen.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || write_steadily(w, t, m, s, st))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Killed (SIGKILL) during the copy: every chunk pauses before its commit.
+    let mut child = rowshift(&ws, &["up", &set], &[("ROWSHIFT_FAULT", "pause=400")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    let (code, _) = finish(child);
+    assert_ne!(code, 0, "up was killed");
+    assert_eq!(at(&db), pair("running", "data"));
+
+    // Killed during the catch-up, after its first replayed batch commits.
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["up", &set],
+        &[("ROWSHIFT_FAULT", "crash=replayed")],
+    ));
+    assert_ne!(code, 0, "the catch-up crashed: {text}");
+    assert_eq!(at(&db), pair("running", "catchup"));
+
+    // Killed just before the cut-over's swap commits: nothing swapped.
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["up", &set],
+        &[("ROWSHIFT_FAULT", "crash=cutover-commit")],
+    ));
+    assert_ne!(code, 0, "the cut-over crashed before its commit: {text}");
+    assert_eq!(at(&db), pair("running", "cutover"));
+    assert!(db.has_table("items_new"), "nothing swapped");
+
+    // Killed just after the swap commits, before the history records it.
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["up", &set],
+        &[("ROWSHIFT_FAULT", "step=1,crash=cutover")],
+    ));
+    assert_ne!(code, 0, "up crashed after its swap: {text}");
+    assert_eq!(at(&db), pair("running", "cutover"));
+    assert!(
+        !db.has_table("items_new") && db.has_table("items__v1"),
+        "swapped"
+    );
+
+    // Run again: the swap is found made, not made twice.
+    let (code, text) = finish(rowshift(&ws, &["up", &set], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("step 1 (items) applied: 0 statements, ")
+            && text.contains("; cut-over: swapped by an earlier up; table items is the new table, the old one is kept as items__v1 (down swaps back; `rowshift finalize` drops it)"),
+        "{text}"
+    );
+    let h = history(&db);
+    assert_eq!(
+        (h[0].as_str(), h[1].as_str(), h[3].as_str()),
+        ("applied", "done", "-")
+    );
+    assert!(h[2].parse::<i64>().unwrap() >= ROWS - 200, "{h:?}");
+    let (code, text) = finish(rowshift(&ws, &["status", &set], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("online: cut over; the old table is kept as items__v1 until `rowshift finalize`, and the reverse capture logs the writes made since (down replays them into it and swaps it back)"),
+        "{text}"
+    );
+    // The new table is live, with its own shape and the `after` section's index.
+    let shout = db.rows(&format!(
+        "SELECT shout FROM {} WHERE id = (SELECT min(id) FROM {})",
+        db.table("items"),
+        db.table("items")
+    ));
+    assert_eq!(shout.len(), 1);
+    assert!(shout[0][0].ends_with('x'), "{shout:?}");
+
+    // Writes go on into the new table; then down, killed during its reverse catch-up
+    // and just after its swap-back commits.
+    std::thread::sleep(Duration::from_millis(600));
+    {
+        let m = model.lock().unwrap();
+        assert_model(&db, "items", &m, "after up");
+    }
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["down", &set, "--to", "0"],
+        &[("ROWSHIFT_FAULT", "crash=replayed")],
+    ));
+    assert_ne!(code, 0, "the reverse catch-up crashed: {text}");
+    assert_eq!(at(&db), pair("reverting", "swapback"));
+    assert!(db.has_table("items__v1"), "nothing swapped back");
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["down", &set, "--to", "0"],
+        &[("ROWSHIFT_FAULT", "step=1,crash=swapback")],
+    ));
+    assert_ne!(code, 0, "down crashed after its swap-back: {text}");
+    assert_eq!(at(&db), pair("reverting", "swapback"));
+    assert!(
+        db.has_table("items_new") && !db.has_table("items__v1"),
+        "swapped back"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, text) = finish(rowshift(&ws, &["down", &set, "--to", "0"], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("step 1 (items) reverted: 1 statements; swap-back: swapped back by an earlier down; table items is the old table again, with every write made since the cut-over; the new table is items_new again"),
+        "{text}"
+    );
+    let h = history(&db);
+    assert_eq!(
+        (h[0].as_str(), h[1].as_str(), h[3].as_str()),
+        ("reverted", "done", "-")
+    );
+    assert!(
+        !db.has_table("items_new"),
+        "the down section dropped the new table"
+    );
+    assert_eq!(db.triggers(), 0, "no capture is left");
+
+    // The writer goes on, into the old table under its own name again.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.errors.is_empty(),
+        "the writer saw errors: {:?}",
+        seen.errors
+    );
+    assert!(seen.ops > 150, "the writer ran {} statements", seen.ops);
+    let model = model.lock().unwrap();
+    assert_model(&db, "items", &model, "after down");
+    // The old table's own column is there again, as it was.
+    assert_eq!(
+        db.rows(&format!(
+            "SELECT DISTINCT legacy FROM {}",
+            db.table("items")
+        )),
+        vec![vec!["x".to_string()]]
+    );
+    eprintln!(
+        "{}: {} writer statements, the slowest {:?}",
+        match kind {
+            Kind::Pg => "postgres",
+            Kind::My => "mariadb",
+            Kind::Lite => "sqlite",
+        },
+        seen.ops,
+        seen.slowest
+    );
+    assert!(seen.slowest < Duration::from_secs(5), "{:?}", seen.slowest);
+}
+
+#[test]
+fn postgres_online_step_with_a_writer_kills_up_and_down() {
+    online_set(Kind::Pg);
+}
+
+#[test]
+fn mariadb_online_step_with_a_writer_kills_up_and_down() {
+    online_set(Kind::My);
+}
+
+#[test]
+fn sqlite_online_step_with_a_writer_kills_up_and_down() {
+    online_set(Kind::Lite);
+}
