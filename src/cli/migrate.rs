@@ -501,14 +501,31 @@ pub fn finalize(dir: &Path) -> anyhow::Result<i32> {
 pub fn validate(dir: &Path) -> anyhow::Result<i32> {
     let set = MigrationSet::load(dir)?;
     let data = set.steps.iter().filter(|s| s.pipeline.is_some()).count();
+    let online = set.steps.iter().filter(|s| s.is_online()).count();
     println!(
-        "ok: set {} in {} has {} steps ({} with a data move) for {}",
+        "ok: set {} in {} has {} steps ({} with a data move{}) for {}",
         set.name,
         dir.display(),
         set.steps.len(),
         data,
+        match online {
+            0 => String::new(),
+            n => format!(", {n} online"),
+        },
         set.shown
     );
+    for s in set
+        .steps
+        .iter()
+        .filter(|s| s.is_online() && s.reverse.is_none())
+    {
+        eprintln!(
+            "note: {} is an online step without a reverse pipeline ({:03}_{}.down.toml): after its cut-over, down cannot swap it back",
+            s.label(),
+            s.number,
+            s.name
+        );
+    }
     Ok(0)
 }
 

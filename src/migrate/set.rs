@@ -749,7 +749,11 @@ fn check_online(
                         named.span.clone(),
                         format!(
                             "[online] reverse names {}, but in a set an online step's reverse pipeline is the step's own, {stem}{REVERSE_SUFFIX}.toml{}: `down` swaps the cut-over back through it",
-                            named.value.display(),
+                            named
+                                .value
+                                .strip_prefix(&p.base_dir)
+                                .unwrap_or(&named.value)
+                                .display(),
                             match found {
                                 Some(_) => "",
                                 None => ", which does not exist",

@@ -360,3 +360,203 @@ fn mariadb_online_step_with_a_writer_kills_up_and_down() {
 fn sqlite_online_step_with_a_writer_kills_up_and_down() {
     online_set(Kind::Lite);
 }
+
+/// The triggers on `table` (SQLite).
+fn lite_triggers(db: &Db, table: &str) -> Vec<String> {
+    db.rows(&format!(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = '{table}' ORDER BY 1"
+    ))
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect()
+}
+
+/// `validate` checks an online step, every problem at its line: a source in another
+/// database, `cutover = false`, a `reverse` that is not the step's own, a target that
+/// does not hold the key unchanged, a reverse pipeline keyed otherwise.
+#[test]
+fn validate_checks_online_steps() {
+    let ws = Workspace::new();
+    let db = Db::new(Kind::Lite, &ws);
+    let set = write_set(
+        &db,
+        &ws,
+        "cutover = false\nreverse = \"../other.down.toml\"\n",
+    );
+    std::fs::copy(
+        ws.path("set/001_items.down.toml"),
+        ws.path("other.down.toml"),
+    )
+    .unwrap();
+    let forward = std::fs::read_to_string(ws.path("set/001_items.toml")).unwrap();
+    ws.write(
+        "set/001_items.toml",
+        &forward
+            .replacen(
+                "url = \"sqlite://../shop.db\"",
+                "url = \"sqlite://../v1.db\"",
+                1,
+            )
+            .replace("expr = \"id\"", "expr = \"id + 0\""),
+    );
+    let out = ws.rowshift(&["validate", &set]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let expected = [
+        "set/001_items.toml:3:7: an online step reads a table of the set's target, and this one reads sqlite://../v1.db: its cut-over renames the new table into the source table's place, which cannot be done between two databases",
+        "help: move the table between databases with the pipeline alone (`rowshift run`, `rowshift cutover`; see docs/online.md), or give [source] the set's url (and schema)",
+        "set/001_items.toml:22:11: a set applies an online step by cutting it over (its new table takes the source table's name): `cutover = false` cannot hold in a set",
+        "set/001_items.toml:23:11: [online] reverse names ../other.down.toml, but in a set an online step's reverse pipeline is the step's own, 001_items.down.toml: `down` swaps the cut-over back through it",
+        "help: remove `reverse` (the step's 001_items.down.toml is used), or move the reverse pipeline to that file",
+        "set/001_items.toml:8:9: an online step's target columns hold the source key unchanged (expr = the key column), and no target column's expr is `id`: a replayed change finds its row by them",
+    ];
+    for e in expected {
+        assert!(out.stderr.contains(e), "{e}\n---\n{}", out.stderr);
+    }
+
+    // The reverse pipeline reads the new table by the columns that hold the key.
+    let set = write_set(&db, &ws, "");
+    let down = std::fs::read_to_string(ws.path("set/001_items.down.toml")).unwrap();
+    ws.write(
+        "set/001_items.down.toml",
+        &down.replace("key = \"id\"", "key = \"qty\""),
+    );
+    let out = ws.rowshift(&["validate", &set]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("set/001_items.down.toml:5:7: the reverse pipeline of an online step reads the new table by the columns that hold the step's source key, id (001_items.toml); its [source] key is qty"),
+        "{}",
+        out.stderr
+    );
+
+    // Without a reverse pipeline the set is valid, and validate says what that means.
+    std::fs::remove_file(ws.path("set/001_items.down.toml")).unwrap();
+    let out = ws.rowshift(&["validate", &set]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout.trim(),
+        "ok: set shop in set has 1 steps (1 with a data move, 1 online) for sqlite://../shop.db"
+    );
+    assert_eq!(
+        out.stderr.trim(),
+        "note: step 1 (items) is an online step without a reverse pipeline (001_items.down.toml): after its cut-over, down cannot swap it back"
+    );
+}
+
+/// `down` refuses, changing nothing, an online step it cannot swap back: one without a
+/// reverse pipeline, one whose reverse capture is gone, one finalized; `--force` does
+/// not pass over it. `finalize DIR` drops the old table and the captures, and records
+/// the step `finalized`.
+#[test]
+fn down_refuses_an_online_step_it_cannot_swap_back_and_finalize_drops_the_old_table() {
+    let ws = Workspace::new();
+    let db = Db::new(Kind::Lite, &ws);
+    let model = db.seed();
+    add_legacy(&db);
+    let set = write_set(&db, &ws, "");
+    let down = std::fs::read_to_string(ws.path("set/001_items.down.toml")).unwrap();
+    std::fs::remove_file(ws.path("set/001_items.down.toml")).unwrap();
+
+    // No reverse pipeline: the cut-over says so, and down refuses.
+    let out = ws.rowshift(&["up", &set]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("; table items is the new table, the old one is kept as items__v1 until `rowshift finalize`, but without a reverse pipeline writes from now on do not reach it, so down cannot swap back"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lite_triggers(&db, "items"), Vec::<String>::new());
+    for args in [
+        &["down", &set, "--to", "0"][..],
+        &["down", &set, "--to", "0", "--force"],
+    ] {
+        let out = ws.rowshift(args);
+        assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.stderr.trim(),
+            "error: down changed nothing: step 1 (items) is an online step without a reverse pipeline (001_items.down.toml): writes made to table items since its cut-over are not in the old table items__v1, so swapping back would lose them"
+        );
+    }
+    assert_eq!(at(&db), pair("applied", "done"));
+    assert!(db.has_table("items__v1") && !db.has_table("items_new"));
+
+    // With its reverse pipeline (accepted as a change of the applied step), but the
+    // reverse capture is gone: there was none at this cut-over.
+    ws.write("set/001_items.down.toml", &down);
+    let out = ws.rowshift(&["down", &set, "--to", "0", "--allow-changed"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: down changed nothing: step 1 (items): the reverse capture on table items is gone (its triggers were dropped, or the table was made again), so writes made since it went may be missing from the old table items__v1: swapping back could lose them"
+    );
+    assert_eq!(at(&db), pair("applied", "done"));
+
+    // finalize drops the old table, the change logs and the captures.
+    let out = ws.rowshift(&["finalize", &set]);
+    assert_eq!(out.code, 2, "a changed step is refused: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: finalize refuses to go on: step 1 (items) was applied on "),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(ws.path("set/001_items.down.toml")).unwrap();
+    let out = ws.rowshift(&["finalize", &set]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout,
+        "rowshift: set shop -> sqlite://../shop.db: 1 online steps finalized now\n  step 1 (items): dropped the old table items__v1, the change logs and the reverse capture; down can no longer swap it back\n"
+    );
+    assert!(!db.has_table("items__v1"));
+    assert!(!db.has_table("_rowshift_changes_items_v2"));
+    assert_eq!(at(&db), pair("applied", "finalized"));
+    assert_eq!(
+        db.table_rows("items"),
+        model,
+        "the new table keeps every row"
+    );
+    let out = ws.rowshift(&["status", &set]);
+    assert!(
+        out.stdout.contains("online: cut over, then finalized: the old table items__v1 and the captures were dropped, so down cannot swap it back"),
+        "{}",
+        out.stdout
+    );
+    let out = ws.rowshift(&["finalize", &set]);
+    assert_eq!(
+        out.stdout,
+        "rowshift: set shop -> sqlite://../shop.db: 0 online steps finalized now, 1 were already\n"
+    );
+    let out = ws.rowshift(&["down", &set, "--to", "0", "--force"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: down changed nothing: step 1 (items) was finalized (`rowshift finalize`): its old table items__v1 was dropped, so there is nothing to swap back to; revert its change with a new step instead"
+    );
+}
+
+/// A cut-over with the reverse pipeline whose reverse capture was dropped by hand since:
+/// down refuses, naming why, and the new table stays live with its rows.
+#[test]
+fn down_refuses_an_online_step_whose_reverse_capture_is_gone() {
+    let ws = Workspace::new();
+    let db = Db::new(Kind::Lite, &ws);
+    let model = db.seed();
+    add_legacy(&db);
+    let set = write_set(&db, &ws, "");
+    let out = ws.rowshift(&["up", &set]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let rev: Vec<String> = ["del", "ins", "upd"]
+        .iter()
+        .map(|e| format!("_rowshift_capture_items_v2_down_{e}"))
+        .collect();
+    assert_eq!(lite_triggers(&db, "items"), rev);
+    db.exec("DROP TRIGGER _rowshift_capture_items_v2_down_upd");
+    let out = ws.rowshift(&["down", &set, "--to", "0"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: down changed nothing: step 1 (items): the reverse capture on table items is gone (its triggers were dropped, or the table was made again), so writes made since it went may be missing from the old table items__v1: swapping back could lose them"
+    );
+    assert_eq!(at(&db), pair("applied", "done"));
+    assert!(db.has_table("items__v1") && !db.has_table("items_new"));
+    assert_eq!(db.table_rows("items"), model);
+}
