@@ -11,7 +11,8 @@
 //!   `up`, the swap-back in `down`) and `finalize`.
 //! - `deps.rs` says which steps depend on which: `up` applies independent steps at the
 //!   same time.
-//! - `plan.rs` is `plan`: the statements `up` or `down` would execute, with their locks.
+//! - `plan.rs` is `plan`: the statements `up` or `down` would execute, with their locks;
+//!   `online_plan.rs` what an online step adds to them.
 //! - `rollback.rs` is what `down` checks of a data step's source before it drops rows;
 //!   `test_rollback.rs` is `test-rollback`, up, down and up on a throwaway copy, compared
 //!   by `snapshot.rs`.
@@ -24,6 +25,7 @@ mod deps;
 mod history;
 mod lock;
 mod online;
+mod online_plan;
 mod plan;
 mod rollback;
 mod set;

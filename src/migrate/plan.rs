@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::changes::{changes, untouched};
 use super::history::{History, HistorySql, Phase, Record, State};
 use super::lock::LOCK_NAME;
+use super::online_plan::{self, Planned};
 use super::set::{MigrationSet, Step};
 use super::statements::Statement;
 use super::{SetError, deps};
@@ -252,6 +253,18 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// A statement an online step adds ([`online_plan`]), with its own lock when it says one.
+    fn push_planned(&mut self, step: Option<u64>, p: Planned) {
+        let lock = p.lock.unwrap_or_else(|| self.locks.lock_of(&p.sql));
+        self.out.push(Entry {
+            step,
+            phase: p.phase.into(),
+            sql: p.sql,
+            lock,
+            estimate: p.estimate,
+        });
+    }
+
     fn push(&mut self, step: Option<u64>, phase: &str, sql: String, estimate: Option<String>) {
         let lock = self.locks.lock_of(&sql);
         self.out.push(Entry {
@@ -309,7 +322,8 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// A data move: the sink's DDL, the load, the post-load DDL.
+    /// A data move: the sink's DDL, the load, the post-load DDL; an online step's
+    /// capture before its load and catch-up after it.
     fn data(
         &mut self,
         step: Option<u64>,
@@ -317,6 +331,15 @@ impl Planner<'_> {
         look: &mut Look,
         offline: bool,
     ) -> Result<()> {
+        let online = match step.is_some() && pipeline.online.enabled {
+            true => Some(online_plan::data(
+                pipeline,
+                &load_sql(self.locks, pipeline),
+                offline,
+                &mut self.notes,
+            )),
+            false => None,
+        };
         let table = pipeline
             .target
             .table
@@ -366,8 +389,18 @@ impl Planner<'_> {
             look.follow(&sql)?;
             self.push(step, "ddl", sql, None);
         }
+        let (capture, catch_up) = match online {
+            Some((c, u)) => (c, Some(u)),
+            None => (Vec::new(), None),
+        };
+        for c in capture {
+            self.push_planned(step, c);
+        }
         let locks = self.locks;
         self.push(step, "load", load_sql(locks, pipeline), Some(estimate));
+        if let Some(u) = catch_up {
+            self.push_planned(step, u);
+        }
         let read_catalog = !offline && look.in_catalog(&table)?;
         let history = look.history.as_ref();
         let mut catalog = |stmt: Stmt| -> Result<Vec<i64>> {
@@ -570,11 +603,15 @@ fn plan_step(
 ) -> Result<(), SetError> {
     let n = step.number;
     let (up, after) = step.up_statements();
+    let last = match step.is_online() {
+        true => Phase::Cutover,
+        false => Phase::Done,
+    };
     let (mut phase, mut from) = match resumed {
         Some(r) => (r.phase, r.statements_done as usize),
         None => (Phase::Up, 0),
     };
-    if resumed.is_some_and(|r| r.phase == Phase::Data) {
+    if resumed.is_some_and(|r| matches!(r.phase, Phase::Data | Phase::CatchUp)) {
         p.notes.push(format!(
             "{}: its data move continues its checkpoint; the chunks done stay done and only the others are moved",
             step.label()
@@ -595,18 +632,29 @@ fn plan_step(
                     (false, true) => Phase::Done,
                 };
             }
-            Phase::Data => {
+            Phase::Data | Phase::CatchUp => {
                 let pipeline = step.pipeline.as_ref().expect("a data step");
                 p.data(Some(n), pipeline, look, offline).map_err(as_step)?;
                 p.save(n);
-                phase = if after.is_empty() {
-                    Phase::Done
-                } else {
-                    Phase::After
-                };
+                phase = if after.is_empty() { last } else { Phase::After };
             }
             Phase::After => {
                 p.section(n, "after", after, from, look).map_err(as_step)?;
+                phase = last;
+            }
+            Phase::Cutover => {
+                if let Some(pipeline) = step.pipeline.as_ref().filter(|_| step.is_online()) {
+                    let mut notes = Vec::new();
+                    let planned =
+                        online_plan::cutover(pipeline, step.reverse.as_ref(), offline, &mut notes);
+                    for e in planned {
+                        p.push_planned(Some(n), e);
+                    }
+                    for note in notes {
+                        p.notes.push(format!("{}: {note}", step.label()));
+                    }
+                    p.save(n);
+                }
                 phase = Phase::Done;
             }
             _ => break,
@@ -655,6 +703,9 @@ fn plan_down(
     if !opts.offline {
         let io = IoRuntime::new()?;
         let targets: Vec<Record> = reverted.iter().map(|r| (*r).clone()).collect();
+        if let Some(h) = &look.history {
+            refusals.extend(super::online::down_refusals(set, h, &targets)?);
+        }
         refusals.extend(super::rollback::source_refusals(set, &targets, &io)?);
     }
     if !refusals.is_empty() {
@@ -704,7 +755,19 @@ fn plan_reverts(
             _ => 0,
         };
         p.save(step.number);
-        if let Some(reverse) = &step.reverse
+        let swap_back =
+            step.is_online() && (r.state != State::Reverting || r.phase == Phase::SwapBack);
+        if let (true, Some(pipeline), Some(reverse)) = (swap_back, &step.pipeline, &step.reverse) {
+            let mut notes = Vec::new();
+            for e in online_plan::swap_back(pipeline, reverse, &mut notes) {
+                p.push_planned(Some(step.number), e);
+            }
+            for note in notes {
+                p.notes.push(format!("{}: {note}", step.label()));
+            }
+            p.save(step.number);
+        } else if let Some(reverse) = &step.reverse
+            && !step.is_online()
             && super::rollback::reverse_pending(r, true)
         {
             let as_step = |e: Error| SetError::Step {

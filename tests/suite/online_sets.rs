@@ -560,3 +560,205 @@ fn down_refuses_an_online_step_whose_reverse_capture_is_gone() {
     assert!(db.has_table("items__v1") && !db.has_table("items_new"));
     assert_eq!(db.table_rows("items"), model);
 }
+
+/// The phases of step 1's statements in a plan, each once in a row.
+fn plan_phases(plan: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in plan["statements"].as_array().unwrap() {
+        if s["step"] != 1 {
+            continue;
+        }
+        let phase = s["phase"].as_str().unwrap().to_string();
+        if out.last() != Some(&phase) {
+            out.push(phase);
+        }
+    }
+    out
+}
+
+/// Step 1's statements of `phase` as (sql, lock).
+fn plan_entries(plan: &serde_json::Value, phase: &str) -> Vec<(String, String)> {
+    plan["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"] == 1 && s["phase"] == phase)
+        .map(|s| {
+            (
+                s["sql"].as_str().unwrap().to_string(),
+                s["lock"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `plan` shows an online step's capture, catch-up and cut-over with their locks, and
+/// `plan --down` its swap-back before its down section.
+fn plan_online_step(kind: Kind) {
+    let ws = Workspace::new();
+    let db = Db::new(kind, &ws);
+    db.seed();
+    add_legacy(&db);
+    let set = write_set(&db, &ws, "");
+    let out = ws.rowshift(&["plan", &set, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    // PostgreSQL runs even an empty section with its search_path, in the transaction
+    // that records its end.
+    let mut phases = vec![
+        "history", "up", "history", "ddl", "capture", "load", "catch-up",
+    ];
+    if kind != Kind::Pg {
+        phases.drain(1..3);
+    }
+    phases.extend(["history", "after", "history", "cutover", "history"]);
+    assert_eq!(plan_phases(&plan), phases);
+    let catch_up = &plan_entries(&plan, "catch-up");
+    assert_eq!(catch_up.len(), 1);
+    let cut = plan_entries(&plan, "cutover");
+    let sql: Vec<&str> = cut.iter().map(|(s, _)| s.as_str()).collect();
+    let capture = plan_entries(&plan, "capture");
+    match kind {
+        Kind::Pg => {
+            let s = db.pg.as_ref().unwrap().name.clone();
+            let q = |t: &str| format!("\"{s}\".\"{t}\"");
+            assert_eq!(
+                cut[1],
+                (
+                    format!("LOCK TABLE {} IN EXCLUSIVE MODE", q("items")),
+                    "EXCLUSIVE on items: writes wait from here to the commit, reads go on; each attempt waits at most 3000 ms ([online] lock_timeout_ms), 5 attempts (lock_attempts)".to_string()
+                )
+            );
+            assert!(
+                sql.contains(
+                    &format!("ALTER TABLE {} RENAME TO \"items__v1\"", q("items")).as_str()
+                ) && sql.contains(
+                    &format!("ALTER TABLE {} RENAME TO \"items\"", q("items_new")).as_str()
+                ),
+                "{sql:?}"
+            );
+            let trigger = capture
+                .iter()
+                .find(|(s, _)| s.starts_with("CREATE TRIGGER"))
+                .unwrap();
+            assert!(
+                trigger.0.contains(&format!(
+                    "AFTER INSERT OR UPDATE OR DELETE ON {}",
+                    q("items")
+                )),
+                "{trigger:?}"
+            );
+            assert_eq!(
+                trigger.1,
+                "SHARE ROW EXCLUSIVE on items: reads go on; writes wait while the trigger is created or dropped (a moment)"
+            );
+            // The reverse capture is installed in the swap, on the new table under the
+            // source's name, before the commit.
+            let reverse = sql
+                .iter()
+                .position(|s| s.starts_with("CREATE TRIGGER \"_rowshift_capture_items_v2_down\""))
+                .unwrap();
+            assert!(
+                reverse
+                    > sql
+                        .iter()
+                        .position(|s| s.contains("RENAME TO \"items\""))
+                        .unwrap()
+            );
+            assert_eq!(sql.last(), Some(&"COMMIT"));
+        }
+        _ => {
+            assert_eq!(
+                cut[0],
+                (
+                    "BEGIN IMMEDIATE".to_string(),
+                    "the database write lock, from here to the commit: writers wait in their busy handler, readers go on (WAL)".to_string()
+                )
+            );
+            assert_eq!(
+                sql[1..],
+                [
+                    "INSERT INTO \"items_new\" (\"id\", \"qty\", \"note\", \"shout\") VALUES (?, ?, ?, ?)",
+                    "DROP TRIGGER IF EXISTS \"_rowshift_capture_items_v2_ins\"",
+                    "DROP TRIGGER IF EXISTS \"_rowshift_capture_items_v2_upd\"",
+                    "DROP TRIGGER IF EXISTS \"_rowshift_capture_items_v2_del\"",
+                    "PRAGMA legacy_alter_table = ON",
+                    "ALTER TABLE \"items\" RENAME TO \"items__v1\"",
+                    "ALTER TABLE \"items_new\" RENAME TO \"items\"",
+                    "PRAGMA legacy_alter_table = OFF",
+                    "CREATE TABLE IF NOT EXISTS \"_rowshift_changes_items_v2_down\" (pos INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')), k0)",
+                    "DELETE FROM \"_rowshift_changes_items_v2_down\"",
+                    "DROP TRIGGER IF EXISTS \"_rowshift_capture_items_v2_down_ins\"",
+                    "CREATE TRIGGER IF NOT EXISTS \"_rowshift_capture_items_v2_down_ins\" AFTER INSERT ON \"items\" FOR EACH ROW BEGIN INSERT INTO \"_rowshift_changes_items_v2_down\" (k0) SELECT NEW.\"id\"; END",
+                    "DROP TRIGGER IF EXISTS \"_rowshift_capture_items_v2_down_upd\"",
+                    "CREATE TRIGGER IF NOT EXISTS \"_rowshift_capture_items_v2_down_upd\" AFTER UPDATE ON \"items\" FOR EACH ROW BEGIN INSERT INTO \"_rowshift_changes_items_v2_down\" (k0) SELECT OLD.\"id\"; INSERT INTO \"_rowshift_changes_items_v2_down\" (k0) SELECT NEW.\"id\" WHERE OLD.\"id\" IS NOT NEW.\"id\"; END",
+                    "DROP TRIGGER IF EXISTS \"_rowshift_capture_items_v2_down_del\"",
+                    "CREATE TRIGGER IF NOT EXISTS \"_rowshift_capture_items_v2_down_del\" AFTER DELETE ON \"items\" FOR EACH ROW BEGIN INSERT INTO \"_rowshift_changes_items_v2_down\" (k0) SELECT OLD.\"id\"; END",
+                    "COMMIT",
+                ]
+            );
+        }
+    }
+
+    // Applied: plan --down swaps back, then runs the down section.
+    let out = ws.rowshift(&["up", &set]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let out = ws.rowshift(&["plan", &set, "--down", "--to", "0", "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["refusal"], serde_json::Value::Null, "{plan}");
+    assert_eq!(
+        plan_phases(&plan),
+        ["history", "swap-back", "history", "down", "history"]
+    );
+    let back = plan_entries(&plan, "swap-back");
+    let renames: Vec<&str> = back
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .filter(|s| s.starts_with("ALTER TABLE"))
+        .collect();
+    match kind {
+        Kind::Pg => {
+            let s = db.pg.as_ref().unwrap().name.clone();
+            assert_eq!(
+                renames,
+                [
+                    format!("ALTER TABLE \"{s}\".\"items\" RENAME TO \"items_new\""),
+                    format!("ALTER TABLE \"{s}\".\"items__v1\" RENAME TO \"items\""),
+                ]
+            );
+        }
+        _ => assert_eq!(
+            renames,
+            [
+                "ALTER TABLE \"items\" RENAME TO \"items_new\"",
+                "ALTER TABLE \"items__v1\" RENAME TO \"items\""
+            ]
+        ),
+    }
+    // Without its reverse capture, plan --down says down would refuse, and why.
+    db.exec(&match kind {
+        Kind::Pg => format!(
+            "DROP TRIGGER \"_rowshift_capture_items_v2_down\" ON {}",
+            db.table("items")
+        ),
+        _ => "DROP TRIGGER _rowshift_capture_items_v2_down_upd".to_string(),
+    });
+    let out = ws.rowshift(&["plan", &set, "--down", "--to", "0"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("-- refused: down would refuse, changing nothing: step 1 (items): the reverse capture on table items is gone"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn sqlite_plan_shows_an_online_step_capture_cutover_and_swap_back() {
+    plan_online_step(Kind::Lite);
+}
+
+#[test]
+fn postgres_plan_shows_an_online_step_capture_cutover_and_swap_back() {
+    plan_online_step(Kind::Pg);
+}

@@ -1,0 +1,550 @@
+//! What `rowshift plan` shows of an online step, beside its table DDL, load and
+//! post-load: the change capture installed on the source table before the copy, the
+//! catch-up after it, and the cut-over (`up`) or swap-back (`down`) with the locks each
+//! statement takes. The capture's statements are the capture's own
+//! ([`Capture::install_sql`], [`Capture::drop_trigger_sql`]); the cut-over's lock and
+//! renames are written as each database's sink runs them (`db/<db>/sink/replay.rs`),
+//! with the lock in the words of docs/online.md.
+
+use crate::config::{Location, Pipeline};
+use crate::db::{mysql, postgres};
+use crate::runtime::IoRuntime;
+use crate::source::capture::Capture;
+use crate::sql::quote_ident;
+
+/// One statement an online step adds to a plan.
+pub(super) struct Planned {
+    /// `capture`, `catch-up`, `cutover` or `swap-back`.
+    pub phase: &'static str,
+    /// The statement.
+    pub sql: String,
+    /// The lock it takes, when the target's own reading of the statement would not say
+    /// it (a trigger, a `LOCK TABLE`); `None`: as the target reads it.
+    pub lock: Option<String>,
+    /// What it moves, for a catch-up or a drain.
+    pub estimate: Option<String>,
+}
+
+/// What `BEGIN IMMEDIATE` holds through a SQLite cut-over or swap-back.
+const SQLITE_WRITE_LOCK: &str = "the database write lock, from here to the commit: writers wait in their busy handler, readers go on (WAL)";
+
+fn at(phase: &'static str, sql: String, lock: Option<String>) -> Planned {
+    Planned {
+        phase,
+        sql,
+        lock,
+        estimate: None,
+    }
+}
+
+/// The database a location is, for the statements that differ.
+#[derive(Clone, Copy, PartialEq)]
+enum Db {
+    Pg,
+    My,
+    Lite,
+}
+
+/// An online step's tables, as its target's SQL names them.
+struct Names {
+    db: Db,
+    schema: String,
+    source: String,
+    target: String,
+    old: String,
+}
+
+impl Names {
+    fn of(p: &Pipeline) -> Names {
+        let t = super::online::Tables::of(p);
+        let (db, schema) = match &p.target.location {
+            Location::Postgres { schema, .. } => (Db::Pg, schema.clone()),
+            Location::Mysql { schema, .. } => (Db::My, schema.clone()),
+            _ => (Db::Lite, String::new()),
+        };
+        Names {
+            db,
+            schema,
+            source: t.source,
+            target: t.target,
+            old: t.old,
+        }
+    }
+
+    /// `table` qualified and quoted.
+    fn q(&self, table: &str) -> String {
+        match self.db {
+            Db::Pg => postgres::qualified(&self.schema, table),
+            Db::My => mysql::qualified(&self.schema, table),
+            Db::Lite => quote_ident(table),
+        }
+    }
+
+    /// A table's name as `RENAME TO` takes it.
+    fn bare(&self, table: &str) -> String {
+        match self.db {
+            Db::My => mysql::qualified(&self.schema, table),
+            _ => quote_ident(table),
+        }
+    }
+
+    /// The lock a trigger's creation or drop takes on `table`.
+    fn trigger_lock(&self, table: &str) -> Option<String> {
+        match self.db {
+            Db::Pg => Some(format!(
+                "SHARE ROW EXCLUSIVE on {table}: reads go on; writes wait while the trigger is created or dropped (a moment)"
+            )),
+            Db::My => Some(format!(
+                "an exclusive metadata lock on {table}: reads and writes wait while the trigger is created or dropped (a moment); it commits on its own"
+            )),
+            Db::Lite => None,
+        }
+    }
+}
+
+/// The lock of a capture statement: its trigger's on `table`, the target's reading of
+/// any other.
+fn capture_lock(n: &Names, sql: &str, table: &str) -> Option<String> {
+    let upper = sql.trim_start().to_ascii_uppercase();
+    match upper.starts_with("CREATE TRIGGER") || upper.starts_with("DROP TRIGGER") {
+        true => n.trigger_lock(table),
+        false => None,
+    }
+}
+
+/// The forward capture of `p`, and the reverse one (on the source table's name, as
+/// after the cut-over) of `reverse`.
+fn captures(
+    p: &Pipeline,
+    reverse: Option<&Pipeline>,
+    io: &IoRuntime,
+) -> crate::Result<(Box<dyn Capture>, Option<Box<dyn Capture>>)> {
+    let none = || crate::Error::Internal("an online step without a database source".into());
+    let forward = crate::plan::open_capture(&p.source, &p.name, io)?.ok_or_else(none)?;
+    let reverse = match reverse {
+        Some(r) => {
+            let mut source = r.source.clone();
+            if let Some(t) = source.table.as_mut() {
+                t.value = super::online::Tables::of(p).source;
+            }
+            Some(crate::plan::open_capture(&source, &r.name, io)?.ok_or_else(none)?)
+        }
+        None => None,
+    };
+    Ok((forward, reverse))
+}
+
+/// The statements that install `capture` on `on` (its triggers' lock on `lock_on`), or
+/// a note saying why they cannot be shown: MySQL's record the table's InnoDB id, read
+/// from the server (not offline, and not before the table exists).
+fn install(
+    n: &Names,
+    capture: &dyn Capture,
+    (on, lock_on): (&str, &str),
+    phase: &'static str,
+    offline: bool,
+) -> Result<Vec<Planned>, String> {
+    if offline && n.db == Db::My {
+        return Err(format!(
+            "the change capture's statements on {on} ({}) are not shown offline: on MySQL/MariaDB they record the table's InnoDB id, read from the server",
+            capture.describe()
+        ));
+    }
+    match capture.install_sql(on) {
+        Ok(all) => Ok(all
+            .into_iter()
+            .map(|sql| {
+                let lock = capture_lock(n, &sql, lock_on);
+                at(phase, sql, lock)
+            })
+            .collect()),
+        Err(e) => Err(format!(
+            "the change capture's statements on {on} ({}) cannot be shown now: {}",
+            capture.describe(),
+            crate::config::redact(&e.to_string())
+        )),
+    }
+}
+
+/// Appends `got`'s statements to `out`, or its note to `notes`.
+fn add(got: Result<Vec<Planned>, String>, out: &mut Vec<Planned>, notes: &mut Vec<String>) {
+    match got {
+        Ok(mut all) => out.append(&mut all),
+        Err(note) => notes.push(note),
+    }
+}
+
+/// What an online step's data phase adds: the capture before the load, the catch-up
+/// after it. `load` is the load's statement, which a replayed batch repeats for its rows.
+pub(super) fn data(
+    p: &Pipeline,
+    load: &str,
+    offline: bool,
+    notes: &mut Vec<String>,
+) -> (Vec<Planned>, Planned) {
+    let n = Names::of(p);
+    let mut capture = Vec::new();
+    match IoRuntime::new().and_then(|io| captures(p, None, &io)) {
+        Ok((forward, _)) => add(
+            install(
+                &n,
+                forward.as_ref(),
+                (&n.source, &n.source),
+                "capture",
+                offline,
+            ),
+            &mut capture,
+            notes,
+        ),
+        Err(e) => notes.push(format!("the change capture cannot be shown: {e}")),
+    }
+    let o = &p.online;
+    let catch_up = Planned {
+        phase: "catch-up",
+        sql: load.to_string(),
+        lock: None,
+        estimate: Some(format!(
+            "the changes logged in the source during the copy: per transaction, up to {} of them ([online] batch_rows), their keys' rows deleted and written again as the source has them now; until fewer than {} wait (max_lag_rows)",
+            o.batch_rows, o.max_lag_rows
+        )),
+    };
+    (capture, catch_up)
+}
+
+/// The cut-over: the last catch-up, the lock, the drain of the last changes, the swap
+/// with the forward triggers dropped and the reverse ones installed.
+pub(super) fn cutover(
+    p: &Pipeline,
+    reverse: Option<&Pipeline>,
+    offline: bool,
+    notes: &mut Vec<String>,
+) -> Vec<Planned> {
+    let n = Names::of(p);
+    let mut out = Vec::new();
+    let (forward, rev) = match IoRuntime::new().and_then(|io| captures(p, reverse, &io)) {
+        Ok(c) => c,
+        Err(e) => {
+            notes.push(format!("the cut-over cannot be shown: {e}"));
+            return out;
+        }
+    };
+    let o = &p.online;
+    let (src, tgt, old) = (n.q(&n.source), n.q(&n.target), n.q(&n.old));
+    let drain = |table: &str| {
+        Planned {
+        phase: "cutover",
+        sql: crate::sql::dialect::Locks::load(
+            super::plan::locks_for(&p.target.location)
+                .expect("a database target")
+                .as_ref(),
+            &n.schema,
+            table,
+            &p.target
+                .columns
+                .iter()
+                .map(|c| c.name.value.clone())
+                .collect::<Vec<_>>(),
+        ),
+        lock: None,
+        estimate: Some(
+            "the changes logged since the last catch-up, under the lock, each batch's rows read back and compared with what was written".into(),
+        ),
+    }
+    };
+    let bounded = format!(
+        "each attempt waits at most {} ms ([online] lock_timeout_ms), {} attempts (lock_attempts)",
+        o.lock_timeout_ms, o.lock_attempts
+    );
+    match n.db {
+        Db::Pg => {
+            out.push(at(
+                "cutover",
+                format!("SET LOCAL lock_timeout = {}", o.lock_timeout_ms.max(1)),
+                None,
+            ));
+            out.push(at(
+                "cutover",
+                format!("LOCK TABLE {src} IN EXCLUSIVE MODE"),
+                Some(format!(
+                    "EXCLUSIVE on {}: writes wait from here to the commit, reads go on; {bounded}",
+                    n.source
+                )),
+            ));
+            out.push(drain(&n.target));
+            for t in [&src, &tgt] {
+                out.push(at(
+                    "cutover",
+                    format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"),
+                    Some(format!(
+                        "ACCESS EXCLUSIVE on {t}: reads wait too, until the commit (the renames)"
+                    )),
+                ));
+            }
+            for sql in forward.drop_trigger_sql() {
+                out.push(at("cutover", sql, None));
+            }
+            out.push(at(
+                "cutover",
+                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.old)),
+                None,
+            ));
+            out.push(at(
+                "cutover",
+                format!("ALTER TABLE {tgt} RENAME TO {}", n.bare(&n.source)),
+                None,
+            ));
+            notes.push(format!(
+                "the cut-over of table {} moves its sequences, views and other tables' foreign keys to the new table in the same transaction (docs/online.md)",
+                n.source
+            ));
+            if let Some(r) = &rev {
+                let got = install(&n, r.as_ref(), (&n.source, &n.source), "cutover", offline);
+                add(got, &mut out, notes);
+            }
+            out.push(at("cutover", "COMMIT".into(), None));
+        }
+        Db::My => {
+            out.push(at(
+                "cutover",
+                format!(
+                    "CREATE TABLE {old} (sentry INT) ENGINE=InnoDB COMMENT 'rowshift cut-over sentry'"
+                ),
+                None,
+            ));
+            out.push(at(
+                "cutover",
+                format!("LOCK TABLES {src} READ, {old} WRITE"),
+                Some(format!(
+                    "READ on {}: writes wait from here to the rename, reads go on; {bounded} (lock_wait_timeout, in whole seconds)",
+                    n.source
+                )),
+            ));
+            out.push(drain(&n.target));
+            if let Some(r) = &rev {
+                // Before the rename, on the new table by the name it has then.
+                let got = install(&n, r.as_ref(), (&n.target, &n.target), "cutover", offline);
+                add(got, &mut out, notes);
+            }
+            out.push(at(
+                "cutover",
+                format!("RENAME TABLE {src} TO {old}, {tgt} TO {src}"),
+                Some(format!(
+                    "an exclusive metadata lock on {} and {}: issued by a second session, it waits, and is granted before the waiting writes once the first drops the sentry and unlocks",
+                    n.source, n.target
+                )),
+            ));
+            out.push(at("cutover", format!("DROP TABLE {old}"), None));
+            out.push(at("cutover", "UNLOCK TABLES".into(), None));
+            for sql in forward.drop_trigger_sql() {
+                let lock = capture_lock(&n, &sql, &n.old);
+                out.push(at("cutover", sql, lock));
+            }
+        }
+        Db::Lite => {
+            out.push(at(
+                "cutover",
+                "BEGIN IMMEDIATE".into(),
+                Some(SQLITE_WRITE_LOCK.into()),
+            ));
+            out.push(drain(&n.target));
+            for sql in forward.drop_trigger_sql() {
+                out.push(at("cutover", sql, None));
+            }
+            out.push(at("cutover", "PRAGMA legacy_alter_table = ON".into(), None));
+            out.push(at(
+                "cutover",
+                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.old)),
+                None,
+            ));
+            out.push(at(
+                "cutover",
+                format!("ALTER TABLE {tgt} RENAME TO {src}"),
+                None,
+            ));
+            out.push(at(
+                "cutover",
+                "PRAGMA legacy_alter_table = OFF".into(),
+                None,
+            ));
+            if let Some(r) = &rev {
+                let got = install(&n, r.as_ref(), (&n.source, &n.source), "cutover", offline);
+                add(got, &mut out, notes);
+            }
+            out.push(at("cutover", "COMMIT".into(), None));
+        }
+    }
+    if reverse.is_none() {
+        notes.push(format!(
+            "table {} is cut over without a reverse pipeline: writes after the cut-over do not reach {}, so down cannot swap it back",
+            n.source, n.old
+        ));
+    }
+    out
+}
+
+/// `down`'s swap-back: the old table caught up from the reverse capture, then the
+/// cut-over's lock, drain and renames with the tables' roles exchanged.
+pub(super) fn swap_back(p: &Pipeline, reverse: &Pipeline, notes: &mut Vec<String>) -> Vec<Planned> {
+    let n = Names::of(p);
+    let mut out = Vec::new();
+    let rev = match IoRuntime::new().and_then(|io| captures(p, Some(reverse), &io)) {
+        Ok((_, Some(r))) => r,
+        Ok((_, None)) => return out,
+        Err(e) => {
+            notes.push(format!("the swap-back cannot be shown: {e}"));
+            return out;
+        }
+    };
+    let o = &p.online;
+    let (src, tgt, old) = (n.q(&n.source), n.q(&n.target), n.q(&n.old));
+    let columns: Vec<String> = reverse
+        .target
+        .columns
+        .iter()
+        .map(|c| c.name.value.clone())
+        .collect();
+    let load = crate::sql::dialect::Locks::load(
+        super::plan::locks_for(&p.target.location)
+            .expect("a database target")
+            .as_ref(),
+        &n.schema,
+        &n.old,
+        &columns,
+    );
+    out.push(Planned {
+        phase: "swap-back",
+        sql: load.clone(),
+        lock: None,
+        estimate: Some(format!(
+            "the changes the reverse capture logged since the cut-over, through {}, up to {} a transaction",
+            super::apply::pipeline_file(reverse),
+            o.batch_rows
+        )),
+    });
+    let drain = Planned {
+        phase: "swap-back",
+        sql: load,
+        lock: None,
+        estimate: Some(
+            "the changes logged since, under the lock, each batch's rows read back and compared with what was written".into(),
+        ),
+    };
+    let bounded = format!(
+        "each attempt waits at most {} ms ([online] lock_timeout_ms), {} attempts (lock_attempts)",
+        o.lock_timeout_ms, o.lock_attempts
+    );
+    match n.db {
+        Db::Pg => {
+            out.push(at(
+                "swap-back",
+                format!("SET LOCAL lock_timeout = {}", o.lock_timeout_ms.max(1)),
+                None,
+            ));
+            out.push(at(
+                "swap-back",
+                format!("LOCK TABLE {src} IN EXCLUSIVE MODE"),
+                Some(format!(
+                    "EXCLUSIVE on {}: writes wait from here to the commit, reads go on; {bounded}",
+                    n.source
+                )),
+            ));
+            out.push(drain);
+            for t in [&src, &old] {
+                out.push(at(
+                    "swap-back",
+                    format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"),
+                    Some(format!(
+                        "ACCESS EXCLUSIVE on {t}: reads wait too, until the commit (the renames)"
+                    )),
+                ));
+            }
+            for sql in rev.drop_trigger_sql() {
+                out.push(at("swap-back", sql, None));
+            }
+            out.push(at(
+                "swap-back",
+                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.target)),
+                None,
+            ));
+            out.push(at(
+                "swap-back",
+                format!("ALTER TABLE {old} RENAME TO {}", n.bare(&n.source)),
+                None,
+            ));
+            out.push(at("swap-back", "COMMIT".into(), None));
+        }
+        Db::My => {
+            out.push(at(
+                "swap-back",
+                format!(
+                    "CREATE TABLE {tgt} (sentry INT) ENGINE=InnoDB COMMENT 'rowshift cut-over sentry'"
+                ),
+                None,
+            ));
+            out.push(at(
+                "swap-back",
+                format!("LOCK TABLES {src} READ, {tgt} WRITE"),
+                Some(format!(
+                    "READ on {}: writes wait from here to the rename, reads go on; {bounded} (lock_wait_timeout, in whole seconds)",
+                    n.source
+                )),
+            ));
+            out.push(drain);
+            out.push(at(
+                "swap-back",
+                format!("RENAME TABLE {src} TO {tgt}, {old} TO {src}"),
+                Some(format!(
+                    "an exclusive metadata lock on {} and {}: issued by a second session, it waits, and is granted before the waiting writes once the first drops the sentry and unlocks",
+                    n.source, n.old
+                )),
+            ));
+            out.push(at("swap-back", format!("DROP TABLE {tgt}"), None));
+            out.push(at("swap-back", "UNLOCK TABLES".into(), None));
+            for sql in rev.drop_trigger_sql() {
+                let lock = capture_lock(&n, &sql, &n.target);
+                out.push(at("swap-back", sql, lock));
+            }
+        }
+        Db::Lite => {
+            out.push(at(
+                "swap-back",
+                "BEGIN IMMEDIATE".into(),
+                Some(SQLITE_WRITE_LOCK.into()),
+            ));
+            out.push(drain);
+            for sql in rev.drop_trigger_sql() {
+                out.push(at("swap-back", sql, None));
+            }
+            out.push(at(
+                "swap-back",
+                "PRAGMA legacy_alter_table = ON".into(),
+                None,
+            ));
+            out.push(at(
+                "swap-back",
+                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.target)),
+                None,
+            ));
+            out.push(at(
+                "swap-back",
+                format!("ALTER TABLE {old} RENAME TO {src}"),
+                None,
+            ));
+            out.push(at(
+                "swap-back",
+                "PRAGMA legacy_alter_table = OFF".into(),
+                None,
+            ));
+            out.push(at("swap-back", "COMMIT".into(), None));
+        }
+    }
+    notes.push(format!(
+        "the swap-back of table {} then removes both change captures (their triggers, logs and replay positions){}",
+        n.source,
+        match n.db {
+            Db::Pg => "; the sequences, views and foreign keys the cut-over moved move back",
+            _ => "",
+        }
+    ));
+    out
+}
