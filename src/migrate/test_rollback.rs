@@ -377,6 +377,15 @@ fn run(
             )));
         }
     }
+    // An online step's cut-over reads its reverse pipeline from the file `[online]
+    // reverse` names, which names the real target: it cannot be pointed at the copy.
+    if let Some(step) = set.steps.iter().find(|s| s.is_online()) {
+        return Err(SetError::Refused(format!(
+            "test-rollback does not run online steps, and {} is one: its cut-over reads its reverse pipeline from its file, which names the real target, not the throwaway copy; test its way back with `up` and `down --to {}` on a copy of the database",
+            step.label(),
+            step.number.saturating_sub(1)
+        )));
+    }
     stage(observer, "copying the samples");
     let target = scratch.copy_of(&set.target).map_err(lib)?;
     let mut copied: Vec<(Location, String)> = Vec::new();

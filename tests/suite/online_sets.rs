@@ -762,3 +762,20 @@ fn sqlite_plan_shows_an_online_step_capture_cutover_and_swap_back() {
 fn postgres_plan_shows_an_online_step_capture_cutover_and_swap_back() {
     plan_online_step(Kind::Pg);
 }
+
+/// test-rollback refuses a set with an online step, naming it, and touches nothing.
+#[test]
+fn test_rollback_refuses_an_online_step() {
+    let ws = Workspace::new();
+    let db = Db::new(Kind::Lite, &ws);
+    db.seed();
+    let set = write_set(&db, &ws, "");
+    let out = ws.rowshift(&["test-rollback", &set]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: test-rollback does not run online steps, and step 1 (items) is one: its cut-over reads its reverse pipeline from its file, which names the real target, not the throwaway copy; test its way back with `up` and `down --to 0` on a copy of the database"
+    );
+    assert!(db.has_table("items") && !db.has_table("items_new"));
+    assert_eq!(db.triggers(), 0);
+}
