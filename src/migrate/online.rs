@@ -186,7 +186,8 @@ impl StepHooks {
 
 /// The hooks of an online step's run, and whether the run must copy again from nothing:
 /// a checkpoint whose capture triggers are gone (dropped, or the table made again) may
-/// lack changes made since they went.
+/// lack changes made since they went, and one whose source was truncated since lacks
+/// the rows the `TRUNCATE` removed, which no key in the log names.
 pub(super) fn join(
     history: &Arc<History>,
     plan: &Plan,
@@ -197,7 +198,7 @@ pub(super) fn join(
     let store = crate::run::checkpoint_store(plan, sink);
     let checkpoint = store.load();
     let closed = store.close();
-    let restart = checkpoint?.is_some() && !online.capture().installed()?;
+    let restart = checkpoint?.is_some() && must_copy_again(&online)?;
     closed?;
     Ok((
         Arc::new(StepHooks {
@@ -209,11 +210,19 @@ pub(super) fn join(
     ))
 }
 
+/// Whether the copy must be made again before the move can go on: its capture
+/// triggers are gone, or its source was truncated since they were installed.
+fn must_copy_again(online: &Online) -> Result<bool> {
+    let capture = online.capture();
+    Ok(!capture.installed()? || capture.truncated()?.is_some())
+}
+
 /// What the cut-over phase found.
 pub(super) enum Cut {
     /// Swapped: by this process (its report), or by one killed before recording it.
     Swapped(Option<OnlineReport>),
-    /// Not swapped, and the capture triggers are gone: the copy is made again.
+    /// Not swapped, and the capture triggers are gone or the source was truncated: the
+    /// copy is made again.
     Recopy,
 }
 
@@ -236,8 +245,8 @@ impl Session<'_> {
             }
             let plan = Plan::build(pipeline.clone())?;
             let sink = plan.open_sink()?;
-            let installed = Online::open(&plan, None)?.capture().installed();
-            if !installed? {
+            let again = must_copy_again(&Online::open(&plan, None)?);
+            if again? {
                 sink.finish()?;
                 return Ok(Cut::Recopy);
             }
