@@ -1079,7 +1079,7 @@ fn apply_step(
                 };
                 match cut {
                     Cut::Swapped(report) => {
-                        swap = report;
+                        swap = report.map(|r| *r);
                         crash_point(step.number, "cutover");
                         advance(&mut record, Phase::Done);
                     }

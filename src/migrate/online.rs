@@ -220,7 +220,7 @@ fn must_copy_again(online: &Online) -> Result<bool> {
 /// What the cut-over phase found.
 pub(super) enum Cut {
     /// Swapped: by this process (its report), or by one killed before recording it.
-    Swapped(Option<OnlineReport>),
+    Swapped(Option<Box<OnlineReport>>),
     /// Not swapped, and the capture triggers are gone or the source was truncated: the
     /// copy is made again.
     Recopy,
@@ -251,7 +251,7 @@ impl Session<'_> {
                 return Ok(Cut::Recopy);
             }
             crate::online::cutover_pipeline(&plan, sink.as_ref(), opts.lock_wait, None)
-                .map(|r| Cut::Swapped(Some(r)))
+                .map(|r| Cut::Swapped(Some(Box::new(r))))
         })();
         out.or_else(|e| {
             record.state = State::Failed;

@@ -112,13 +112,12 @@ fn capture_lock(n: &Names, sql: &str, table: &str) -> Option<String> {
     }
 }
 
+/// An online step's forward capture and, when it has a reverse pipeline, its reverse one.
+type Captures = (Box<dyn Capture>, Option<Box<dyn Capture>>);
+
 /// The forward capture of `p`, and the reverse one (on the source table's name, as
 /// after the cut-over) of `reverse`.
-fn captures(
-    p: &Pipeline,
-    reverse: Option<&Pipeline>,
-    io: &IoRuntime,
-) -> crate::Result<(Box<dyn Capture>, Option<Box<dyn Capture>>)> {
+fn captures(p: &Pipeline, reverse: Option<&Pipeline>, io: &IoRuntime) -> crate::Result<Captures> {
     let none = || crate::Error::Internal("an online step without a database source".into());
     let forward = crate::plan::open_capture(&p.source, &p.name, io)?.ok_or_else(none)?;
     let reverse = match reverse {
