@@ -80,6 +80,9 @@ impl SetObserver for StepLines {
             SetEvent::DataStarted { step, pipeline } => {
                 self.say(format!("step {step}: moving data (pipeline {pipeline})"))
             }
+            SetEvent::Swapping { step, what, table } => self.say(format!(
+                "step {step}: {what} of table {table}: catching up, then the lock, the drain of the last changes and the renames"
+            )),
             SetEvent::StepDone(o) => self.say(step_line(o)),
             SetEvent::Stage(what) => self.say(format!("test-rollback: {what}")),
             SetEvent::Executed(e) if self.print_sql => {

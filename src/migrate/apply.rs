@@ -162,7 +162,7 @@ pub(super) struct Session<'a> {
     locks: Box<dyn Locks>,
     io: IoRuntime,
     who: Who,
-    observer: &'a dyn SetObserver,
+    pub(super) observer: &'a dyn SetObserver,
     lock: RunLock,
     lock_seconds: f64,
     /// Held by a data move from the start of its run until its chunks are planned.

@@ -116,6 +116,16 @@ pub enum SetEvent {
         /// The pipeline's name.
         pipeline: String,
     },
+    /// An online step starts its cut-over (`up`) or its swap-back (`down`): a last
+    /// catch-up, then the lock, the drain and the renames.
+    Swapping {
+        /// The step's number.
+        step: u64,
+        /// `cut-over` or `swap-back`.
+        what: &'static str,
+        /// The table whose name changes hands.
+        table: String,
+    },
     /// A step ended.
     StepDone(Box<StepOutcome>),
     /// test-rollback starts a stage (`first up`, `down`, `second up`).

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::apply::{MigrateOptions, Session};
 use super::history::{History, Phase, Record, State};
 use super::set::{MigrationSet, Step};
-use super::{SetError, SetObserver, crash_point};
+use super::{SetError, SetEvent, SetObserver, crash_point};
 use crate::chunk::Chunk;
 use crate::config::{Pipeline, redact};
 use crate::online::{OLD_SUFFIX, Online, OnlineReport, Reverse};
@@ -238,6 +238,11 @@ impl Session<'_> {
     ) -> Result<Cut, SetError> {
         let pipeline = step.pipeline.as_ref().expect("a data step");
         let tables = Tables::of(pipeline);
+        self.observer.on_set_event(&SetEvent::Swapping {
+            step: step.number,
+            what: "cut-over",
+            table: tables.source.clone(),
+        });
         let out = (|| {
             if tables.swapped(&self.history)? {
                 finish_swap(pipeline)?;
@@ -276,6 +281,11 @@ impl Session<'_> {
     ) -> Result<Option<OnlineReport>, SetError> {
         let pipeline = step.pipeline.as_ref().expect("a data step");
         let tables = Tables::of(pipeline);
+        self.observer.on_set_event(&SetEvent::Swapping {
+            step: step.number,
+            what: "swap-back",
+            table: tables.source.clone(),
+        });
         let out = (|| {
             let plan = moved_plan(pipeline)?;
             let sink = plan.open_sink()?;

@@ -242,6 +242,10 @@ fn online_set(kind: Kind) {
     let (code, text) = finish(rowshift(&ws, &["up", &set], &[]));
     assert_eq!(code, 0, "{text}");
     assert!(
+        text.contains("step 1: cut-over of table items: catching up, then the lock, the drain of the last changes and the renames\n"),
+        "{text}"
+    );
+    assert!(
         text.contains("step 1 (items) applied: 0 statements, ")
             && text.contains("; cut-over: swapped by an earlier up; table items is the new table, the old one is kept as items__v1 (down swaps back; `rowshift finalize` drops it)"),
         "{text}"
@@ -297,6 +301,10 @@ fn online_set(kind: Kind) {
     std::thread::sleep(Duration::from_millis(300));
     let (code, text) = finish(rowshift(&ws, &["down", &set, "--to", "0"], &[]));
     assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("step 1: swap-back of table items: catching up, then the lock, the drain of the last changes and the renames\n"),
+        "{text}"
+    );
     assert!(
         text.contains("step 1 (items) reverted: 1 statements; swap-back: swapped back by an earlier down; table items is the old table again, with every write made since the cut-over; the new table is items_new again"),
         "{text}"
@@ -544,6 +552,15 @@ fn down_refuses_an_online_step_whose_reverse_capture_is_gone() {
     let set = write_set(&db, &ws, "");
     let out = ws.rowshift(&["up", &set]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // Nothing was written meanwhile: nothing to replay or drain.
+    let line = out.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.starts_with("  step 1 (items) applied: 1 statements, 20000 rows read, 20000 written, 0 filtered, 0 rejected, checksum ")
+            && line.contains("; catch-up: 0 changes replayed; cut-over: 0 changes replayed, then writes waited ")
+            && line.contains(" ms while 0 were drained and read back; table items is the new table, the old one is kept as items__v1 (down swaps back; `rowshift finalize` drops it) in "),
+        "{}",
+        out.stdout
+    );
     let rev: Vec<String> = ["del", "ins", "upd"]
         .iter()
         .map(|e| format!("_rowshift_capture_items_v2_down_{e}"))
