@@ -28,6 +28,10 @@ pub(super) struct Planned {
 /// What `BEGIN IMMEDIATE` holds through a SQLite cut-over or swap-back.
 const SQLITE_WRITE_LOCK: &str = "the database write lock, from here to the commit: writers wait in their busy handler, readers go on (WAL)";
 
+/// What MariaDB's `UNLOCK TABLES` ends a cut-over's or swap-back's lock with.
+const UNLOCK: &str =
+    "releases the READ lock: the server grants the waiting RENAME TABLE before the waiting writes";
+
 fn at(phase: &'static str, sql: String, lock: Option<String>) -> Planned {
     Planned {
         phase,
@@ -270,12 +274,12 @@ pub(super) fn cutover(
                 )),
             ));
             out.push(drain(&n.target));
-            for t in [&src, &tgt] {
+            for (t, name) in [(&src, &n.source), (&tgt, &n.target)] {
                 out.push(at(
                     "cutover",
                     format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"),
                     Some(format!(
-                        "ACCESS EXCLUSIVE on {t}: reads wait too, until the commit (the renames)"
+                        "ACCESS EXCLUSIVE on {name}: reads wait too, until the commit (the renames)"
                     )),
                 ));
             }
@@ -333,7 +337,7 @@ pub(super) fn cutover(
                 )),
             ));
             out.push(at("cutover", format!("DROP TABLE {old}"), None));
-            out.push(at("cutover", "UNLOCK TABLES".into(), None));
+            out.push(at("cutover", "UNLOCK TABLES".into(), Some(UNLOCK.into())));
             for sql in forward.drop_trigger_sql() {
                 let lock = capture_lock(&n, &sql, &n.old);
                 out.push(at("cutover", sql, lock));
@@ -448,12 +452,12 @@ pub(super) fn swap_back(p: &Pipeline, reverse: &Pipeline, notes: &mut Vec<String
                 )),
             ));
             out.push(drain);
-            for t in [&src, &old] {
+            for (t, name) in [(&src, &n.source), (&old, &n.old)] {
                 out.push(at(
                     "swap-back",
                     format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"),
                     Some(format!(
-                        "ACCESS EXCLUSIVE on {t}: reads wait too, until the commit (the renames)"
+                        "ACCESS EXCLUSIVE on {name}: reads wait too, until the commit (the renames)"
                     )),
                 ));
             }
@@ -498,7 +502,7 @@ pub(super) fn swap_back(p: &Pipeline, reverse: &Pipeline, notes: &mut Vec<String
                 )),
             ));
             out.push(at("swap-back", format!("DROP TABLE {tgt}"), None));
-            out.push(at("swap-back", "UNLOCK TABLES".into(), None));
+            out.push(at("swap-back", "UNLOCK TABLES".into(), Some(UNLOCK.into())));
             for sql in rev.drop_trigger_sql() {
                 let lock = capture_lock(&n, &sql, &n.target);
                 out.push(at("swap-back", sql, lock));
