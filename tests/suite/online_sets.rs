@@ -768,6 +768,9 @@ fn plan_online_step(kind: Kind) {
         "{}",
         out.stdout
     );
+    // The change logs go (on PostgreSQL they are outside the test's schema).
+    let out = ws.rowshift(&["finalize", &set]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
 
 #[test]
@@ -856,6 +859,9 @@ fn copies_again(kind: Kind) {
         .collect();
     assert_model(&db, "items", &model, "after the copy made again");
     assert_eq!(at(&db), pair("applied", "done"));
+    let out = ws.rowshift(&["finalize", &set]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(at(&db), pair("applied", "finalized"));
 }
 
 #[test]
