@@ -182,11 +182,12 @@ pub fn report_text(r: &OnlineReport) -> String {
         })
     };
     out.push_str(&format!(
-        "online: replayed {} changes in {} transactions ({} rows written, {} quarantined) in {:.2}s; the target is current as of {}\n",
+        "online: replayed {} changes in {} transactions ({} rows written, {} quarantined, {} read back as written) in {:.2}s; the target is current as of {}\n",
         r.replayed,
         r.batches,
         r.rows_written,
         r.rejected,
+        r.read_back,
         r.seconds,
         pos(r.position)
     ));

@@ -52,7 +52,7 @@ rows = 2000
 parallel = 2
 [online]
 enabled = true
-max_lag_rows = 100
+max_lag_rows = 20
 batch_rows = 200
 lock_timeout_ms = 3000
 reverse = "online.down.toml"
