@@ -15,6 +15,8 @@ use crate::common::*;
 
 #[path = "online_dependents.rs"]
 mod dependents;
+#[path = "online_replica.rs"]
+mod replica;
 #[path = "online_rollback.rs"]
 mod rollback;
 #[path = "online_throttle.rs"]

@@ -7,7 +7,7 @@ use super::*;
 
 /// Appends `keys` to the `[online]` section (its last) of the pipeline [`Db::pipeline`]
 /// wrote.
-fn with_online(ws: &Workspace, keys: &str) {
+pub(super) fn with_online(ws: &Workspace, keys: &str) {
     let path = ws.path("online.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(keys);
@@ -18,7 +18,7 @@ impl Db {
     /// A trigger on the target that records, for every row written, the time its
     /// transaction began (`now()`; MySQL: the statement's start): one time per replayed
     /// batch.
-    fn record_writes(&self) {
+    pub(super) fn record_writes(&self) {
         let (t, log) = (self.table("items_new"), self.table("written"));
         match self.kind {
             Kind::Pg => {
@@ -43,7 +43,7 @@ impl Db {
     }
 
     /// The batches the recording trigger saw: (seconds since the epoch, rows), in order.
-    fn written_batches(&self) -> Vec<(f64, u64)> {
+    pub(super) fn written_batches(&self) -> Vec<(f64, u64)> {
         let sql = match self.kind {
             Kind::Pg => format!(
                 "SELECT EXTRACT(EPOCH FROM at)::text, count(*)::text FROM {} GROUP BY at ORDER BY at",
@@ -61,7 +61,7 @@ impl Db {
     }
 
     /// The server's clock, in seconds since the epoch.
-    fn clock(&self) -> f64 {
+    pub(super) fn clock(&self) -> f64 {
         let sql = match self.kind {
             Kind::Pg => "SELECT EXTRACT(EPOCH FROM clock_timestamp())::text",
             _ => "SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS CHAR)",
