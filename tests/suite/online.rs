@@ -351,6 +351,51 @@ fn finish(child: std::process::Child) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The writer saw no error and ran throughout, and table `items` holds exactly what its
+/// successful statements left: row by row, and by a count and checksum the server
+/// computes. `when` says where the test stands, for messages.
+fn assert_writer_model(db: &Db, seen: &Seen, model: &Model, when: &str) {
+    assert!(
+        seen.errors.is_empty(),
+        "the writer saw errors: {:?}",
+        seen.errors
+    );
+    // The writer ran throughout (a few seconds at one statement every few ms); on a
+    // machine shared with other builds it manages 230 to 330, so the bound is loose.
+    assert!(seen.ops > 150, "the writer ran {} statements", seen.ops);
+    let now = db.table_rows("items");
+    let missing: Vec<_> = model
+        .iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = now
+        .iter()
+        .filter(|(k, _)| !model.contains_key(k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{when}: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
+        now.len(),
+        model.len()
+    );
+    let sum = db.rows(&format!(
+        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t",
+        db.text("n"),
+        db.text("s"),
+        db.table("items")
+    ));
+    let expected: i64 = model
+        .iter()
+        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
+        .sum();
+    assert_eq!(
+        sum,
+        vec![vec![model.len().to_string(), expected.to_string()]]
+    );
+}
+
 fn online_move(kind: Kind) {
     let ws = Workspace::new();
     let db = Db::new(kind, &ws);
@@ -407,47 +452,8 @@ fn online_move(kind: Kind) {
     writer.join().unwrap();
 
     let seen = seen.lock().unwrap();
-    assert!(
-        seen.errors.is_empty(),
-        "the writer saw errors: {:?}",
-        seen.errors
-    );
-    // The writer ran throughout (a few seconds at one statement every few ms); on a
-    // machine shared with other builds it manages 230 to 330, so the bound is loose.
-    assert!(seen.ops > 150, "the writer ran {} statements", seen.ops);
     let model = model.lock().unwrap();
-    let now = db.table_rows("items");
-    let missing: Vec<_> = model
-        .iter()
-        .filter(|(k, v)| now.get(k) != Some(v))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = now
-        .iter()
-        .filter(|(k, _)| !model.contains_key(k))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "after the swap: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
-        now.len(),
-        model.len()
-    );
-    // The same as a checksum and count computed by the server.
-    let sum = db.rows(&format!(
-        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t",
-        db.text("n"),
-        db.text("s"),
-        db.table("items")
-    ));
-    let expected: i64 = model
-        .iter()
-        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
-        .sum();
-    assert_eq!(
-        sum,
-        vec![vec![model.len().to_string(), expected.to_string()]]
-    );
+    assert_writer_model(&db, &seen, &model, "after the swap");
     // The old table is kept, without triggers: the writer's later statements did not
     // reach it.
     let old = db.table_rows("items__v1");

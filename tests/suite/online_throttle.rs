@@ -81,7 +81,10 @@ fn postgres_catch_up_keeps_under_max_rows_per_second() {
     let p = db.pipeline(&ws);
     // The replica lag limit runs its query too, set so high that the replica another
     // test starts (online_replica.rs) never holds this catch-up.
-    with_online(&ws, "max_rows_per_second = 300\nmax_replica_lag_ms = 600000\n");
+    with_online(
+        &ws,
+        "max_rows_per_second = 300\nmax_replica_lag_ms = 600000\n",
+    );
     let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
     assert_eq!(code, 0, "{text}");
     db.record_writes();
