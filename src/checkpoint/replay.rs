@@ -140,31 +140,50 @@ impl<D: Dialect> ReplayTable<D> {
         })
     }
 
-    /// [`ReplayTable::forget`] on a connection of `client`'s pool.
-    pub fn forget_on<C: Pooled<Db = D::Db>>(
+    /// [`ReplayTable::rewind`] on a connection of `client`'s pool.
+    pub fn rewind_on<C: Pooled<Db = D::Db>>(
         &self,
         client: &C,
         here: &str,
         pipeline: &str,
+        to: Option<(Position, u64)>,
     ) -> Result<()> {
         let pool = client.pool()?;
         client.io().block_on(async {
             let mut conn = pool.acquire().await.map_err(|e| self.d.error(here, e))?;
-            self.forget(&mut conn, here, pipeline).await
+            self.rewind(&mut conn, here, pipeline, to).await
         })
     }
 
-    /// Forgets `pipeline`'s position (a fresh or restarted run replays the whole log).
-    pub async fn forget(&self, conn: &mut Conn<D>, here: &str, pipeline: &str) -> Result<()> {
+    /// Sets `pipeline`'s position back to `to` (position and changes replayed), or
+    /// forgets it when `None` (a fresh or restarted run replays the whole log).
+    pub async fn rewind(
+        &self,
+        conn: &mut Conn<D>,
+        here: &str,
+        pipeline: &str,
+        to: Option<(Position, u64)>,
+    ) -> Result<()> {
         self.create(conn, here).await?;
-        run(
-            &self.d,
-            conn,
-            here,
-            &format!("DELETE FROM {} WHERE pipeline = ?", self.table()),
-            vec![Value::Text(pipeline.to_string())],
-        )
-        .await?;
+        let (sql, binds) = match to {
+            None => (
+                format!("DELETE FROM {} WHERE pipeline = ?", self.table()),
+                vec![Value::Text(pipeline.to_string())],
+            ),
+            Some((at, replayed)) => (
+                format!(
+                    "UPDATE {} SET pos_a = ?, pos_b = ?, replayed = ? WHERE pipeline = ?",
+                    self.table()
+                ),
+                vec![
+                    Value::Int(at.a),
+                    Value::Int(at.b),
+                    Value::Int(replayed as i64),
+                    Value::Text(pipeline.to_string()),
+                ],
+            ),
+        };
+        run(&self.d, conn, here, &sql, binds).await?;
         Ok(())
     }
 }

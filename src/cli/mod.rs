@@ -150,7 +150,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         lock_timeout: u64,
     },
-    /// Replay every change an online move has logged so far: before the cut-over into
+    /// Replay the changes an online move has logged, until fewer than `[online]
+    /// max_lag_rows` wait: before the cut-over into
     /// the new table (as a run's catch-up does), after it back into the old table
     /// through the reverse pipeline, which keeps the old table current for `rowshift
     /// down`. See docs/online.md.

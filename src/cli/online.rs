@@ -37,12 +37,18 @@ pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result
     } else {
         print!("{}", report_text(&report));
     }
-    // Swapped, but a foreign key failed its validation and stays NOT VALID.
-    let warned = report
-        .cutover
-        .as_ref()
-        .is_some_and(|c| !c.warnings.is_empty());
-    Ok(i32::from(warned))
+    Ok(warned(&report))
+}
+
+/// Exit 1 when the swap committed but a foreign key failed its validation and stays
+/// `NOT VALID`, else 0.
+fn warned(report: &OnlineReport) -> i32 {
+    i32::from(
+        report
+            .cutover
+            .as_ref()
+            .is_some_and(|c| !c.warnings.is_empty()),
+    )
 }
 
 /// `rowshift down PIPELINE`: swaps an online move's cut-over back.
@@ -86,11 +92,7 @@ pub fn down(pipeline: &Path, json: bool, force: bool, lock_timeout: u64) -> anyh
     println!(
         "swapped back: table {table} is the old table again, with every write made since the cut-over; the new table is {new} again (it takes no more writes); the capture is removed, so moving again starts with `rowshift run --restart`"
     );
-    let warned = report
-        .cutover
-        .as_ref()
-        .is_some_and(|c| !c.warnings.is_empty());
-    Ok(i32::from(warned))
+    Ok(warned(&report))
 }
 
 /// `rowshift catchup PIPELINE`.
@@ -182,11 +184,12 @@ pub fn report_text(r: &OnlineReport) -> String {
         })
     };
     out.push_str(&format!(
-        "online: replayed {} changes in {} transactions ({} rows written, {} quarantined) in {:.2}s; the target is current as of {}\n",
+        "online: replayed {} changes in {} transactions ({} rows written, {} quarantined, {} read back as written) in {:.2}s; the target is current as of {}\n",
         r.replayed,
         r.batches,
         r.rows_written,
         r.rejected,
+        r.read_back,
         r.seconds,
         pos(r.position)
     ));

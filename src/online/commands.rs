@@ -213,7 +213,8 @@ pub struct CatchUp {
     pub report: OnlineReport,
 }
 
-/// `rowshift catchup`: replays every change logged so far. Before the cut-over that is
+/// `rowshift catchup`: replays the changes logged so far, until fewer than `[online]
+/// max_lag_rows` wait. Before the cut-over that is
 /// the forward catch-up a run ends with; after it, the reverse capture's changes into
 /// the old table, which keeps it current for `rowshift down`.
 pub fn catch_up_pipeline(
@@ -224,15 +225,18 @@ pub fn catch_up_pipeline(
 ) -> Result<CatchUp> {
     let online = Online::open(plan, cancel.clone())?;
     with_done_run(plan, sink, lock_wait, |chunks| {
+        // Until fewer than `max_lag_rows` wait, as a run's catch-up: a table that is
+        // written all the time may never show none waiting.
+        let until = plan.pipeline.online.max_lag_rows;
         if online.capture.installed()? {
-            online.catch_up(plan, sink, &chunks, 0)?;
+            online.catch_up(plan, sink, &chunks, until)?;
             return Ok(CatchUp {
                 direction: "forward",
                 report: online.report(),
             });
         }
         let (rplan, rsink, ronline) = reverse_after_swap(plan, cancel)?;
-        ronline.catch_up(&rplan, rsink.as_ref(), &[], 0)?;
+        ronline.catch_up(&rplan, rsink.as_ref(), &[], until)?;
         rsink.finish()?;
         Ok(CatchUp {
             direction: "reverse",

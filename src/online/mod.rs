@@ -46,6 +46,9 @@ pub struct OnlineReport {
     pub batches: u64,
     /// Seconds the catch-up took.
     pub seconds: f64,
+    /// Rows of the replayed keys read back from the target after each batch committed
+    /// and found as written.
+    pub read_back: u64,
     /// The log position the target is current as of.
     pub position: Option<Position>,
     /// The changes still waiting when the catch-up stopped.
@@ -190,7 +193,10 @@ impl Online {
         let batch = pacer.batch(plan.pipeline.online.batch_rows);
         let t0 = Instant::now();
         let pool = replay::cpu_pool()?;
-        let mut pos = sink.replay_position(name)?.map(|p| p.0);
+        let mut recorded = sink.replay_position(name)?;
+        let mut pos = recorded.map(|p| p.0);
+        let key = plan.target_key().map(|k| k.columns).unwrap_or_default();
+        let mut read_back = 0u64;
         self.refuse_truncated()?;
         let mut truncation_checked = Instant::now();
         let mut load_checked = None;
@@ -203,7 +209,23 @@ impl Online {
             let changes = self.capture.read(pos, batch)?;
             pacer.done(start, changes.len());
             if let Some(last) = changes.last().map(|c| c.at) {
-                let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| sink.replay(r))?;
+                let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| {
+                    let written = sink.replay(r)?;
+                    // Every replayed batch is read back, as a chunk is: only rowshift
+                    // writes the target, so what its keys hold now is what was sent.
+                    let found = sink.read_rows(0, &r.delete, &key)?;
+                    read_back += compare_replayed(
+                        sink,
+                        r,
+                        &key,
+                        found,
+                        "a replayed batch",
+                        "the catch-up stopped, and its position is set back before the batch, so that the next catch-up (and the cut-over's) replays and checks it again",
+                    )?;
+                    Ok(written)
+                })
+                .map_err(|e| rewound(sink, name, recorded, e))?;
+                recorded = Some((last, recorded.map_or(0, |r| r.1) + changes.len() as u64));
                 crate::fault::crash_run("replayed");
                 // The position is in the target now: the source may forget what it covers.
                 self.capture.prune(last)?;
@@ -214,6 +236,7 @@ impl Online {
                     r.rejected += done.rejected;
                     r.batches += 1;
                     r.position = pos;
+                    r.read_back += std::mem::take(&mut read_back);
                 });
             }
             if changes.len() < batch {
@@ -320,7 +343,8 @@ impl Online {
             attempt += 1;
             // Close behind before each attempt, so that the lock is held briefly.
             self.catch_up(plan, sink, chunks, cfg.max_lag_rows)?;
-            let start = sink.replay_position(name)?.map(|p| p.0);
+            let before = sink.replay_position(name)?;
+            let start = before.map(|p| p.0);
             let mut cut = match sink.cutover(&source_table, &old, timeout) {
                 Ok(c) => c,
                 Err(e) if is_lock_not_had(&e) && attempt < cfg.lock_attempts => {
@@ -350,11 +374,19 @@ impl Online {
                     continue;
                 }
                 let last = changes.last().expect("not empty").at;
-                let done = replay::replay(plan, &pool, chunks, &changes, &mut |r| {
+                let done = match replay::replay(plan, &pool, chunks, &changes, &mut |r| {
                     let written = cut.replay(r)?;
                     read_back += verify_drained(sink, cut.as_mut(), r, &key)?;
                     Ok(written)
-                })?;
+                }) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // The lock goes first (SQLite's writes wait for it); the drain's
+                        // committed batches are then replayed again by the next cut-over.
+                        drop(cut);
+                        return Err(rewound(sink, name, before, e));
+                    }
+                };
                 drained += changes.len() as u64;
                 pos = Some(last);
                 self.with_report(|r| {
@@ -476,21 +508,46 @@ fn verify_drained(
     batch: &Replayed<'_>,
     key: &[String],
 ) -> Result<u64> {
+    let found = cut.read_back(&batch.delete, key)?;
+    compare_replayed(
+        sink,
+        batch,
+        key,
+        found,
+        "the cut-over's drained changes",
+        "the cut-over stopped, nothing was swapped, and the replay position is set back before the drain, so that the next cut-over replays and checks those changes again",
+    )
+}
+
+/// Compares the target rows `found` for a replayed batch's keys with what the batch
+/// wrote (count and checksum, then row by row to name the first key and column that
+/// differ). Returns the rows read back.
+fn compare_replayed(
+    sink: &dyn Sink,
+    batch: &Replayed<'_>,
+    key: &[String],
+    found: Vec<arrow::record_batch::RecordBatch>,
+    what: &str,
+    then: &str,
+) -> Result<u64> {
     let sent = sink.as_read_back(batch.rows.to_vec())?;
     let (rows, sum) = crate::check::readback::count_and_sum(&sent)?;
-    let found = cut.read_back(&batch.delete, key)?;
-    let what = format!(
-        "the cut-over's drained changes (keys {})",
-        shown_keys(batch.keys)
-    );
-    crate::check::readback::compare_what(&what, (rows, sum, &sent), &found, key).map_err(
-        |detail| {
-            Error::Check(format!(
-                "{detail}; the cut-over stopped, nothing was swapped"
-            ))
-        },
-    )?;
+    let what = format!("{what} (keys {})", shown_keys(batch.keys));
+    crate::check::readback::compare_what(&what, (rows, sum, &sent), &found, key)
+        .map_err(|detail| Error::Check(format!("{detail}; {then}")))?;
     Ok(found.iter().map(|b| b.num_rows() as u64).sum())
+}
+
+/// `e`, once the replay position is set back to `to`: a batch that committed but read
+/// back different is not passed over by the next catch-up. A batch that did not commit
+/// left the position at `to` anyway.
+fn rewound(sink: &dyn Sink, pipeline: &str, to: Option<(Position, u64)>, e: Error) -> Error {
+    match sink.rewind_replay(pipeline, to) {
+        Ok(()) => e,
+        Err(again) => Error::Check(format!(
+            "{e}; setting the replay position back failed too ({again}): run `rowshift verify --repair` before the cut-over"
+        )),
+    }
 }
 
 /// Up to ten keys, for a message.

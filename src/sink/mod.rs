@@ -184,6 +184,13 @@ pub trait Sink: Send + Sync {
         Err(no_online(&self.describe()))
     }
 
+    /// Sets the replay position back to `to` (position and changes replayed; `None`
+    /// forgets it): a batch that committed but read back different is replayed again.
+    fn rewind_replay(&self, pipeline: &str, to: Option<(Position, u64)>) -> Result<()> {
+        let _ = (pipeline, to);
+        Err(no_online(&self.describe()))
+    }
+
     /// Writes replayed changes and their position in one transaction: deletes the rows
     /// of every replayed key, inserts the rows the source has now, replaces their keys'
     /// quarantined rows. Returns the rows written.

@@ -83,7 +83,7 @@ pub fn lock_not_had(table: &str, waited_ms: u64, cause: &str) -> crate::Error {
 
 /// The [`crate::sink::Sink`] methods of an online move, for an `impl Sink` block of a
 /// database sink whose type has, beside it (in its `sink/replay.rs`),
-/// `replay_position_of`, `forget_replay_of`, `replay_batch`, `begin_cutover` and
+/// `replay_position_of`, `rewind_replay_of`, `replay_batch`, `begin_cutover` and
 /// `drop_table_of`: each database writes those, and this forwards the trait to them.
 macro_rules! online_methods {
     () => {
@@ -95,7 +95,15 @@ macro_rules! online_methods {
         }
 
         fn forget_replay(&self, pipeline: &str) -> $crate::Result<()> {
-            self.forget_replay_of(pipeline)
+            self.rewind_replay_of(pipeline, None)
+        }
+
+        fn rewind_replay(
+            &self,
+            pipeline: &str,
+            to: Option<($crate::source::capture::Position, u64)>,
+        ) -> $crate::Result<()> {
+            self.rewind_replay_of(pipeline, to)
         }
 
         fn replay(&self, batch: &$crate::sink::replay::Replayed<'_>) -> $crate::Result<u64> {

@@ -15,6 +15,8 @@ use crate::common::*;
 
 #[path = "online_dependents.rs"]
 mod dependents;
+#[path = "online_replica.rs"]
+mod replica;
 #[path = "online_rollback.rs"]
 mod rollback;
 #[path = "online_sets.rs"]
@@ -351,6 +353,51 @@ fn finish(child: std::process::Child) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The writer saw no error and ran throughout, and table `items` holds exactly what its
+/// successful statements left: row by row, and by a count and checksum the server
+/// computes. `when` says where the test stands, for messages.
+fn assert_writer_model(db: &Db, seen: &Seen, model: &Model, when: &str) {
+    assert!(
+        seen.errors.is_empty(),
+        "the writer saw errors: {:?}",
+        seen.errors
+    );
+    // The writer ran throughout (a few seconds at one statement every few ms); on a
+    // machine shared with other builds it manages 230 to 330, so the bound is loose.
+    assert!(seen.ops > 150, "the writer ran {} statements", seen.ops);
+    let now = db.table_rows("items");
+    let missing: Vec<_> = model
+        .iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = now
+        .iter()
+        .filter(|(k, _)| !model.contains_key(k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{when}: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
+        now.len(),
+        model.len()
+    );
+    let sum = db.rows(&format!(
+        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t",
+        db.text("n"),
+        db.text("s"),
+        db.table("items")
+    ));
+    let expected: i64 = model
+        .iter()
+        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
+        .sum();
+    assert_eq!(
+        sum,
+        vec![vec![model.len().to_string(), expected.to_string()]]
+    );
+}
+
 fn online_move(kind: Kind) {
     let ws = Workspace::new();
     let db = Db::new(kind, &ws);
@@ -407,47 +454,8 @@ fn online_move(kind: Kind) {
     writer.join().unwrap();
 
     let seen = seen.lock().unwrap();
-    assert!(
-        seen.errors.is_empty(),
-        "the writer saw errors: {:?}",
-        seen.errors
-    );
-    // The writer ran throughout (a few seconds at one statement every few ms); on a
-    // machine shared with other builds it manages 230 to 330, so the bound is loose.
-    assert!(seen.ops > 150, "the writer ran {} statements", seen.ops);
     let model = model.lock().unwrap();
-    let now = db.table_rows("items");
-    let missing: Vec<_> = model
-        .iter()
-        .filter(|(k, v)| now.get(k) != Some(v))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = now
-        .iter()
-        .filter(|(k, _)| !model.contains_key(k))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "after the swap: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
-        now.len(),
-        model.len()
-    );
-    // The same as a checksum and count computed by the server.
-    let sum = db.rows(&format!(
-        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t",
-        db.text("n"),
-        db.text("s"),
-        db.table("items")
-    ));
-    let expected: i64 = model
-        .iter()
-        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
-        .sum();
-    assert_eq!(
-        sum,
-        vec![vec![model.len().to_string(), expected.to_string()]]
-    );
+    assert_writer_model(&db, &seen, &model, "after the swap");
     // The old table is kept, without triggers: the writer's later statements did not
     // reach it.
     let old = db.table_rows("items__v1");
@@ -696,4 +704,58 @@ fn sqlite_cutover_killed_before_its_commit_then_run_again() {
 #[test]
 fn postgres_cutover_killed_before_its_commit_then_run_again() {
     cutover_case(Kind::Pg, Case::Crash);
+}
+
+/// A replayed batch of the catch-up is read back once it commits; a row that reads back
+/// different (a trigger on the target changes it) stops the catch-up and sets its
+/// position back, so that no later catch-up or cut-over passes over it. Once the target
+/// no longer changes it, the batch is replayed again and the row is right.
+fn catch_up_reads_back(kind: Kind) {
+    let ws = Workspace::new();
+    let db = Db::new(kind, &ws);
+    db.seed();
+    let p = db.pipeline(&ws);
+    let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    let items = db.table("items");
+    db.tamper(true);
+    db.exec(&format!("UPDATE {items} SET qty = 4242 WHERE id = 105"));
+    let (code, text) = finish(rowshift(&ws, &["catchup", &p], &[]));
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("a replayed batch (keys 105)")
+            && text.contains("the catch-up stopped, and its position is set back before the batch"),
+        "{text}"
+    );
+    let (code, text) = finish(rowshift(&ws, &["status", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("replayed 0 changes, up to none yet"),
+        "{text}"
+    );
+    // The cut-over catches up first, and stops on the same batch: nothing swapped.
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("a replayed batch (keys 105)"), "{text}");
+    assert!(db.has_table("items_new"), "nothing was swapped");
+    db.tamper(false);
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        db.rows(&format!(
+            "SELECT {} FROM {items} WHERE id = 105",
+            db.text("qty")
+        )),
+        vec![vec!["4242".to_string()]]
+    );
+}
+
+#[test]
+fn sqlite_catch_up_reads_back_each_replayed_batch() {
+    catch_up_reads_back(Kind::Lite);
+}
+
+#[test]
+fn postgres_catch_up_reads_back_each_replayed_batch() {
+    catch_up_reads_back(Kind::Pg);
 }

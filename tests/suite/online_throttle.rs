@@ -7,7 +7,7 @@ use super::*;
 
 /// Appends `keys` to the `[online]` section (its last) of the pipeline [`Db::pipeline`]
 /// wrote.
-fn with_online(ws: &Workspace, keys: &str) {
+pub(super) fn with_online(ws: &Workspace, keys: &str) {
     let path = ws.path("online.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(keys);
@@ -18,7 +18,7 @@ impl Db {
     /// A trigger on the target that records, for every row written, the time its
     /// transaction began (`now()`; MySQL: the statement's start): one time per replayed
     /// batch.
-    fn record_writes(&self) {
+    pub(super) fn record_writes(&self) {
         let (t, log) = (self.table("items_new"), self.table("written"));
         match self.kind {
             Kind::Pg => {
@@ -43,7 +43,7 @@ impl Db {
     }
 
     /// The batches the recording trigger saw: (seconds since the epoch, rows), in order.
-    fn written_batches(&self) -> Vec<(f64, u64)> {
+    pub(super) fn written_batches(&self) -> Vec<(f64, u64)> {
         let sql = match self.kind {
             Kind::Pg => format!(
                 "SELECT EXTRACT(EPOCH FROM at)::text, count(*)::text FROM {} GROUP BY at ORDER BY at",
@@ -61,7 +61,7 @@ impl Db {
     }
 
     /// The server's clock, in seconds since the epoch.
-    fn clock(&self) -> f64 {
+    pub(super) fn clock(&self) -> f64 {
         let sql = match self.kind {
             Kind::Pg => "SELECT EXTRACT(EPOCH FROM clock_timestamp())::text",
             _ => "SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS CHAR)",
@@ -79,9 +79,12 @@ fn postgres_catch_up_keeps_under_max_rows_per_second() {
     let db = Db::new(Kind::Pg, &ws);
     db.seed();
     let p = db.pipeline(&ws);
-    // The replica lag limit runs its query too (the test server has no replica, so it
-    // never holds the catch-up).
-    with_online(&ws, "max_rows_per_second = 300\nmax_replica_lag_ms = 1\n");
+    // The replica lag limit runs its query too, set so high that the replica another
+    // test starts (online_replica.rs) never holds this catch-up.
+    with_online(
+        &ws,
+        "max_rows_per_second = 300\nmax_replica_lag_ms = 600000\n",
+    );
     let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
     assert_eq!(code, 0, "{text}");
     db.record_writes();

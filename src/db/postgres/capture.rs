@@ -356,7 +356,7 @@ impl Capture for PgCapture {
                 // replay_lag is NULL for a replica with nothing to replay, and for a
                 // role that may not read it (pg_read_all_stats).
                 let worst: Option<(String, f64)> = sqlx::query_as(
-                    "SELECT COALESCE(application_name, client_addr::text, pid::text), EXTRACT(EPOCH FROM replay_lag)::float8 * 1000 FROM pg_stat_replication WHERE replay_lag IS NOT NULL ORDER BY replay_lag DESC LIMIT 1",
+                    "SELECT COALESCE(NULLIF(application_name, ''), client_addr::text, pid::text), EXTRACT(EPOCH FROM replay_lag)::float8 * 1000 FROM pg_stat_replication WHERE replay_lag IS NOT NULL ORDER BY replay_lag DESC LIMIT 1",
                 )
                 .fetch_optional(pool)
                 .await?;

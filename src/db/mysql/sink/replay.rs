@@ -32,10 +32,14 @@ impl MysqlSink {
             .load_on(&*self.client, &self.here(), pipeline)
     }
 
-    /// See [`Sink::forget_replay`].
-    pub(super) fn forget_replay_of(&self, pipeline: &str) -> Result<()> {
+    /// See [`Sink::rewind_replay`].
+    pub(super) fn rewind_replay_of(
+        &self,
+        pipeline: &str,
+        to: Option<(Position, u64)>,
+    ) -> Result<()> {
         self.replay_table()
-            .forget_on(&*self.client, &self.here(), pipeline)
+            .rewind_on(&*self.client, &self.here(), pipeline, to)
     }
 
     /// See [`Sink::replay`].

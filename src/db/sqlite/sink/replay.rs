@@ -33,14 +33,20 @@ impl SqliteSink {
         })
     }
 
-    /// See [`Sink::forget_replay`].
-    pub(super) fn forget_replay_of(&self, pipeline: &str) -> Result<()> {
+    /// See [`Sink::rewind_replay`].
+    pub(super) fn rewind_replay_of(
+        &self,
+        pipeline: &str,
+        to: Option<(Position, u64)>,
+    ) -> Result<()> {
         let here = self.here();
         let pool = self.pool()?;
         self.io.block_on(async {
             let _writing = self.write_lock.lock().await;
             let mut conn = pool.acquire().await.map_err(|e| db_error(&here, e))?;
-            self.replay_table().forget(&mut conn, &here, pipeline).await
+            self.replay_table()
+                .rewind(&mut conn, &here, pipeline, to)
+                .await
         })
     }
 
