@@ -131,7 +131,8 @@ fn pair(a: &str, b: &str) -> (String, String) {
 }
 
 /// The table under `table` equals the writer's model (compared row by row, then by a
-/// count and checksum the server computes).
+/// count and checksum the server computes), while the writer may still run: the
+/// writer's own checks come at the end ([`assert_writer_model`]).
 fn assert_model(db: &Db, table: &str, model: &Model, when: &str) {
     // Each time in words of its own: a server caches a statement's plan by its text, and
     // the table under this name changes its columns' types between two looks.
@@ -325,14 +326,8 @@ fn online_set(kind: Kind) {
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     let seen = seen.lock().unwrap();
-    assert!(
-        seen.errors.is_empty(),
-        "the writer saw errors: {:?}",
-        seen.errors
-    );
-    assert!(seen.ops > 150, "the writer ran {} statements", seen.ops);
     let model = model.lock().unwrap();
-    assert_model(&db, "items", &model, "after down");
+    assert_writer_model(&db, &seen, &model, "after down");
     // The old table's own column is there again, as it was.
     assert_eq!(
         db.rows(&format!(
