@@ -795,7 +795,7 @@ fn execute(cli: Cli) -> anyhow::Result<i32> {
             let loaded = Pipeline::load(&pipeline)?;
             let report = run::status(&loaded)?;
             let capture = if loaded.online.enabled {
-                let plan = Plan::build(loaded)?;
+                let plan = rowshift::online::plan_for_commands(loaded)?;
                 let sink = plan.open_sink()?;
                 Some(rowshift::online::status(&plan, sink.as_ref())?)
             } else {

@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use rowshift::online::{self, CaptureStatus, OnlineReport};
 
-use super::load;
+/// The pipeline in `path` as the online commands need it: after a cut-over, the whole
+/// pipeline may not compile against the new table under the source's name
+/// ([`online::plan_for_commands`]).
+fn load(path: &Path) -> rowshift::Result<rowshift::plan::Plan> {
+    online::plan_for_commands(rowshift::config::Pipeline::load(path)?)
+}
 
 /// `rowshift cutover PIPELINE`.
 pub fn cutover(pipeline: &Path, json: bool, lock_timeout: u64) -> anyhow::Result<i32> {

@@ -109,30 +109,6 @@ impl Tables {
     }
 }
 
-/// The step's pipeline as the commands after its cut-over need it: its names, its key
-/// and the tables it names, with the target columns cut to those that hold the key and
-/// no filter or checks. After the cut-over the source table's name is the new table's,
-/// which may lack columns the pipeline reads; compiled against it whole, the pipeline
-/// would fail. The capture, the replay positions, the run lock and the checkpoint are
-/// named by what this keeps.
-fn moved_plan(pipeline: &Pipeline) -> Result<Plan> {
-    let mut p = pipeline.clone();
-    let key: Vec<String> = p
-        .source
-        .key
-        .as_ref()
-        .map_or(Vec::new(), |k| k.value.clone());
-    p.target
-        .columns
-        .retain(|c| key.contains(&c.expr.value.trim().to_string()));
-    p.target.indexes.clear();
-    p.target.foreign_keys.clear();
-    p.target.constraints.clear();
-    p.filter = None;
-    p.checks.clear();
-    Plan::build(p)
-}
-
 /// The online move joined to a step's run: the capture installed before the chunks are
 /// planned, and, once they are done, the history records the catch-up before it starts.
 /// The run does not cut over (the step's own phase does, after its `after` section).
@@ -287,7 +263,7 @@ impl Session<'_> {
             table: tables.source.clone(),
         });
         let out = (|| {
-            let plan = moved_plan(pipeline)?;
+            let plan = crate::online::plan_after_cutover(pipeline)?;
             let sink = plan.open_sink()?;
             if tables.swapped_back(&self.history)? {
                 remove_captures(&plan, sink.as_ref())?;
@@ -313,7 +289,7 @@ impl Session<'_> {
 /// TABLE` (they went with the old table); and no change may have been logged after the
 /// position replayed, which would be a write the new table lacks.
 fn finish_swap(pipeline: &Pipeline) -> Result<()> {
-    let plan = moved_plan(pipeline)?;
+    let plan = crate::online::plan_after_cutover(pipeline)?;
     let sink = plan.open_sink()?;
     let online = Online::open(&plan, None)?;
     let capture = online.capture();
@@ -389,7 +365,7 @@ pub(super) fn down_refusals(
             step: step.label(),
             source: e,
         };
-        let plan = moved_plan(pipeline).map_err(as_step)?;
+        let plan = crate::online::plan_after_cutover(pipeline).map_err(as_step)?;
         let installed = match Reverse::load(&plan, false).map_err(as_step)? {
             Some(rev) => rev.capture().installed().map_err(as_step)?,
             None => false,
@@ -452,7 +428,7 @@ fn finalize_in(session: &Session<'_>, opts: &MigrateOptions) -> Result<FinalizeR
             source: e,
         };
         let old = (|| {
-            let plan = moved_plan(pipeline)?;
+            let plan = crate::online::plan_after_cutover(pipeline)?;
             let sink = plan.open_sink()?;
             let old = crate::online::finalize(&plan, sink.as_ref())?;
             sink.finish()?;

@@ -13,10 +13,58 @@ use super::{
     source_table, throttle,
 };
 use crate::chunk::Chunk;
+use crate::config::Pipeline;
 use crate::plan::Plan;
 use crate::sink::{Prepare, Sink};
 use crate::source::capture::{Lag, Position};
 use crate::{Error, Result};
+
+/// The pipeline as the commands after its cut-over need it: its names, its key and the
+/// tables it names, with the target columns cut to those that hold the key and no
+/// filter or checks. After the cut-over the source table's name is the new table's,
+/// which may lack columns the pipeline reads; compiled against it whole, the pipeline
+/// would fail. The capture, the replay positions, the run lock and the checkpoint are
+/// named by what this keeps.
+pub fn plan_after_cutover(pipeline: &Pipeline) -> Result<Plan> {
+    let mut p = pipeline.clone();
+    let key: Vec<String> = p
+        .source
+        .key
+        .as_ref()
+        .map_or(Vec::new(), |k| k.value.clone());
+    p.target
+        .columns
+        .retain(|c| key.contains(&c.expr.value.trim().to_string()));
+    p.target.indexes.clear();
+    p.target.foreign_keys.clear();
+    p.target.constraints.clear();
+    p.filter = None;
+    p.checks.clear();
+    Plan::build(p)
+}
+
+/// The plan `status`, `cutover`, `catchup`, `down` and `finalize` work with: the whole
+/// pipeline while its source table is the old one, or, once a cut-over in one database
+/// has given the source's name to the new table (so that the whole pipeline no longer
+/// compiles against it: a column it reads is gone), [`plan_after_cutover`]'s. The
+/// error of the whole pipeline stands when that is not so.
+pub fn plan_for_commands(pipeline: Pipeline) -> Result<Plan> {
+    let whole = match Plan::build(pipeline.clone()) {
+        Ok(plan) => return Ok(plan),
+        Err(e) => e,
+    };
+    if !pipeline.online.enabled {
+        return Err(whole);
+    }
+    let Ok(moved) = plan_after_cutover(&pipeline) else {
+        return Err(whole);
+    };
+    let cut_over = same_database(&moved)
+        && Online::open(&moved, None)
+            .and_then(|o| o.capture().installed())
+            .is_ok_and(|installed| !installed);
+    if cut_over { Ok(moved) } else { Err(whole) }
+}
 
 /// Where an online move stands: the replay position recorded in the target, the
 /// changes replayed so far, and the lag.
@@ -132,6 +180,9 @@ pub fn finalize(plan: &Plan, sink: &dyn Sink) -> Result<String> {
             sink.forget_replay(r.name())?;
         }
         sink.drop_table(&old)?;
+        // The reverse replay's quarantine: rows the live table holds, refused only on
+        // their way back to the table now dropped.
+        sink.drop_table(&format!("{old}_rejects"))?;
     }
     online.capture.remove()?;
     sink.forget_replay(&plan.pipeline.name)?;
@@ -345,6 +396,11 @@ pub fn swap_back(
         sink.forget_replay(&rplan.pipeline.name)?;
         forward.capture().remove()?;
         sink.forget_replay(&plan.pipeline.name)?;
+        // An empty reverse quarantine goes; one that holds rows (`--force`) is the only
+        // record of them and stays.
+        if rsink.read_quarantine()?.is_empty() {
+            sink.drop_table(&format!("{}{OLD_SUFFIX}_rejects", source_table(plan)))?;
+        }
         Ok(ronline.report())
     })?;
     rsink.finish()?;

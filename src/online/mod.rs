@@ -13,8 +13,8 @@ mod reverse;
 pub mod throttle;
 
 pub use commands::{
-    CaptureStatus, CatchUp, ReverseStatus, catch_up_pipeline, cutover_pipeline, finalize, status,
-    swap_back,
+    CaptureStatus, CatchUp, ReverseStatus, catch_up_pipeline, cutover_pipeline, finalize,
+    plan_after_cutover, plan_for_commands, status, swap_back,
 };
 pub use reverse::{OLD_SUFFIX, Reverse};
 

@@ -330,3 +330,57 @@ fn a_reverse_pipeline_that_does_not_lead_back_stops_the_cutover() {
         "{text}"
     );
 }
+
+/// A new table that no longer has a column the forward pipeline reads (`note` became
+/// `label`): after the cut-over the whole pipeline does not compile against the live
+/// table, and `status`, `catchup`, `down` and `finalize` still work on it. The swap-back
+/// drops the reverse quarantine it left empty.
+#[test]
+fn commands_after_a_cutover_that_renamed_a_column() {
+    let ws = Workspace::new();
+    let db = Db::new(Kind::Lite, &ws);
+    db.seed();
+    let p = pipelines(&db, &ws);
+    let forward = std::fs::read_to_string(ws.path("online.toml")).unwrap();
+    ws.write(
+        "online.toml",
+        &forward.replace(
+            "note = { type = \"text\", expr = \"note\" }\nshout = { type = \"text\", expr = \"upper(note)\" }",
+            "label = { type = \"text\", expr = \"note\" }",
+        ),
+    );
+    let down = std::fs::read_to_string(ws.path("online.down.toml")).unwrap();
+    ws.write(
+        "online.down.toml",
+        &down.replace("expr = \"note\", nullable", "expr = \"label\", nullable"),
+    );
+    let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    db.exec("UPDATE items SET label = 'renamed' WHERE id = 9");
+    let (code, text) = finish(rowshift(&ws, &["status", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("reverse: capture on"), "{text}");
+    let (code, text) = finish(rowshift(&ws, &["catchup", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = finish(rowshift(&ws, &["cutover", &p], &[]));
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("the capture triggers are not on the source table: an earlier cut-over swapped it already"),
+        "{text}"
+    );
+    let (code, text) = finish(rowshift(&ws, &["down", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        db.rows("SELECT note FROM items WHERE id = 9"),
+        vec![vec!["renamed".to_string()]]
+    );
+    assert!(!db.has_table("items__v1_rejects"));
+    assert!(
+        db.has_table("items_new_rejects"),
+        "the forward move's quarantine stays"
+    );
+    let (code, text) = finish(rowshift(&ws, &["finalize", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+}
