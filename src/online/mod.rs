@@ -188,6 +188,20 @@ impl Online {
         chunks: &[Chunk],
         until: u64,
     ) -> Result<()> {
+        self.catch_up_to(plan, sink, chunks, until, None)
+    }
+
+    /// [`Online::catch_up`], which also stops once the replayed position reaches
+    /// `upto`: a source written all the time may never show fewer than `until` changes
+    /// waiting, but a position taken once is reached.
+    fn catch_up_to(
+        &self,
+        plan: &Plan,
+        sink: &dyn Sink,
+        chunks: &[Chunk],
+        until: u64,
+        upto: Option<Position>,
+    ) -> Result<()> {
         let name = &plan.pipeline.name;
         let mut pacer = throttle::Pacer::new(plan.pipeline.online.max_rows_per_second);
         let batch = pacer.batch(plan.pipeline.online.batch_rows);
@@ -238,6 +252,14 @@ impl Online {
                     r.position = pos;
                     r.read_back += std::mem::take(&mut read_back);
                 });
+                if let Some(u) = upto
+                    && last >= u
+                {
+                    self.refuse_truncated()?;
+                    let lag = self.capture.lag(pos)?;
+                    self.with_report(|r| r.lag = lag);
+                    break;
+                }
             }
             if changes.len() < batch {
                 // A TRUNCATE stops the read where it was logged (PostgreSQL), or leaves no
@@ -317,8 +339,11 @@ impl Online {
         let name = &plan.pipeline.name;
         self.catch_up(plan, sink, chunks, cfg.max_lag_rows)?;
         if !same_database(plan) {
-            // Writes go on in the source: "current" holds at the moment the lag is zero.
-            self.catch_up(plan, sink, chunks, 0)?;
+            // Writes go on in the source, so the lag may never be zero: the target is
+            // made current as of the log's last change when the cut-over began.
+            let replayed = sink.replay_position(name)?.map(|p| p.0);
+            let end = self.capture.lag(replayed)?.last;
+            self.catch_up_to(plan, sink, chunks, 0, end)?;
             let report = CutoverReport {
                 swapped: false,
                 old_table: None,
