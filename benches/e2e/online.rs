@@ -311,6 +311,10 @@ struct Cut {
     lock_ms: f64,
     /// The writer's slowest statement among those running while `rowshift cutover` ran.
     slowest_ms: f64,
+    /// The writer's median statement over its whole run, for comparison.
+    typical_ms: f64,
+    /// Attempts at the lock (`cutover.attempts`).
+    attempts: u64,
     /// The writer's statements a second over its whole run.
     rate: f64,
     tps_without: f64,
@@ -347,8 +351,10 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
         // Alone: VACUUM cannot run in the transaction block of a multi-statement query.
         pg.exec(&format!("VACUUM (ANALYZE) {items}"))?;
         let initial: i64 = (1..=CUT_ROWS).map(|g| g % 1000).sum();
+        // Each writer measurement starts on a quiet server: the copy before the second
+        // leaves autovacuum and the checkpointer work to do.
         pg.checkpoint();
-
+        servers_settle();
         let (without, tps_without) = pound(&config.pg_url, &items)?;
         let summary = run_rowshift_on(&file, true)?;
         if !summary.run.status.success() || summary.written != CUT_ROWS as u64 {
@@ -359,6 +365,8 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
                 summary.run.stderr.trim()
             ));
         }
+        pg.checkpoint();
+        servers_settle();
         let (with, tps_with) = pound(&config.pg_url, &items)?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -398,6 +406,16 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
             fine = false;
         }
         let lock_ms = c["lock_ms"].as_f64().unwrap_or(f64::NAN);
+        let attempts = c["attempts"].as_u64().unwrap_or(0);
+        if statements.is_empty() {
+            return Err("the writer ran no statement during the cut-over run".into());
+        }
+        let typical_ms = median(
+            &mut statements
+                .iter()
+                .map(|(_, took)| took.as_secs_f64() * 1000.0)
+                .collect::<Vec<_>>(),
+        );
         let slowest_ms = statements
             .iter()
             .filter(|(start, took)| *start < c1 && *start + *took > c0)
@@ -432,6 +450,8 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
         cuts.push(Cut {
             lock_ms,
             slowest_ms,
+            typical_ms,
+            attempts,
             rate,
             tps_without,
             tps_with,
@@ -464,9 +484,12 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
             "NOT MET"
         }
     );
+    let (_, typical) = pick(|c| c.typical_ms);
+    let attempts: Vec<String> = cuts.iter().map(|c| c.attempts.to_string()).collect();
     println!(
-        "  the writer's slowest statement while `rowshift cutover` ran: {} ms, median {slowest:.1} ms",
-        shown(&slow, 1)
+        "  the writer's slowest statement while `rowshift cutover` ran: {} ms, median {slowest:.1} ms (its median statement {typical:.2} ms); lock attempts {}",
+        shown(&slow, 1),
+        attempts.join(" ")
     );
     println!(
         "  writer, {POUND_CLIENTS} connections, one-row updates by key for {}s: without the capture {} tps, with it {} tps; medians {without:.0} and {with:.0} tps = {:.1}% fewer",
