@@ -278,9 +278,11 @@ fn spawn_writer(
 }
 
 /// Single-row updates by key on `table` from [`POUND_CLIENTS`] connections for
-/// [`POUND_FOR`]: the statements run and the transactions per second.
-fn pound(url: &str, table: &str) -> Result<(u64, f64), String> {
+/// [`POUND_FOR`]: the statements run, the transactions per second, and the share of the
+/// machine's CPU that other processes (not the server, not this one) used meanwhile.
+fn pound(url: &str, table: &str) -> Result<(u64, f64, Option<f64>), String> {
     let stop = Arc::new(AtomicBool::new(false));
+    let (machine, server, own) = (machine_cpu(), server_cpu(), own_cpu());
     let t0 = Instant::now();
     let writers: Vec<_> = (0..POUND_CLIENTS)
         .map(|i| {
@@ -303,7 +305,26 @@ fn pound(url: &str, table: &str) -> Result<(u64, f64), String> {
             .map_err(|_| "a writer thread panicked".to_string())??
             .len() as u64;
     }
-    Ok((n, n as f64 / t0.elapsed().as_secs_f64()))
+    let wall = t0.elapsed().as_secs_f64();
+    let noise = match (machine, machine_cpu(), server, server_cpu(), own, own_cpu()) {
+        (Some(m0), Some(m1), Some(s0), Some(s1), Some(o0), Some(o1)) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            Some((((m1 - m0) - (s1 - s0) - (o1 - o0)) / (wall * cores)).max(0.0))
+        }
+        _ => None,
+    };
+    Ok((n, n as f64 / wall, noise))
+}
+
+/// CPU seconds this process has used (user + system, `/proc/self/stat`). Linux only.
+fn own_cpu() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// What one cut-over run measured.
@@ -319,6 +340,8 @@ struct Cut {
     rate: f64,
     tps_without: f64,
     tps_with: f64,
+    /// Other processes' share of the CPU during the two writer measurements.
+    noise: (Option<f64>, Option<f64>),
 }
 
 /// Runs of: a fresh `items` table; the writer's transactions per second without the
@@ -355,7 +378,7 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
         // leaves autovacuum and the checkpointer work to do.
         pg.checkpoint();
         servers_settle();
-        let (without, tps_without) = pound(&config.pg_url, &items)?;
+        let (without, tps_without, noise_without) = pound(&config.pg_url, &items)?;
         let summary = run_rowshift_on(&file, true)?;
         if !summary.run.status.success() || summary.written != CUT_ROWS as u64 {
             return Err(format!(
@@ -367,7 +390,7 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
         }
         pg.checkpoint();
         servers_settle();
-        let (with, tps_with) = pound(&config.pg_url, &items)?;
+        let (with, tps_with, noise_with) = pound(&config.pg_url, &items)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let writer = spawn_writer(
@@ -455,6 +478,7 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
             rate,
             tps_without,
             tps_with,
+            noise: (noise_without, noise_with),
         });
     }
 
@@ -474,6 +498,9 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
     let (_, rate) = pick(|c| c.rate);
     let (withouts, without) = pick(|c| c.tps_without);
     let (withs, with) = pick(|c| c.tps_with);
+    // Each pair ran within seconds of each other, so the ratio of a pair is less exposed
+    // to the machine's load than either figure.
+    let (_, kept) = pick(|c| c.tps_with / c.tps_without);
     println!(
         "  cut-over of {} rows with a writer ({rate:.0} one-row updates a second): lock window {} ms, median {lock:.1} ms  (target < {TARGET_LOCK_MS:.0} ms: {})",
         fmt_int(CUT_ROWS as u64),
@@ -491,12 +518,26 @@ fn cutover_with_writer(config: &Config, pg: &Pg, dir: &Path) -> Result<bool, Str
         shown(&slow, 1),
         attempts.join(" ")
     );
+    let noise = |n: Option<f64>| n.map_or("?".into(), |n| format!("{:.0}%", 100.0 * n));
+    let noises: Vec<String> = cuts
+        .iter()
+        .map(|c| format!("{}/{}", noise(c.noise.0), noise(c.noise.1)))
+        .collect();
     println!(
-        "  writer, {POUND_CLIENTS} connections, one-row updates by key for {}s: without the capture {} tps, with it {} tps; medians {without:.0} and {with:.0} tps = {:.1}% fewer",
+        "  writer, {POUND_CLIENTS} connections, one-row updates by key for {}s: without the capture {} tps, with it {} tps (noise {}); medians {without:.0} and {with:.0} tps; median of the pairs' ratios x{kept:.2} = {:.1}% fewer with the capture",
         POUND_FOR.as_secs(),
         shown(&withouts, 0),
         shown(&withs, 0),
-        100.0 * (1.0 - with / without)
+        noises.join(" "),
+        100.0 * (1.0 - kept)
     );
+    if cuts
+        .iter()
+        .any(|c| c.noise.0.is_some_and(|n| n > 0.10) || c.noise.1.is_some_and(|n| n > 0.10))
+    {
+        println!(
+            "  WARNING: other processes used over 10% of the CPU during a writer measurement; its figures are not trustworthy"
+        );
+    }
     Ok(fine)
 }
