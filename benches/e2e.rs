@@ -8,10 +8,13 @@
 //! - `ROWSHIFT_BENCH_ROWS`: rows per table, default `1000000`; a comma list such as
 //!   `1000000,10000000` runs every size and compares peak memory across them.
 //! - `ROWSHIFT_BENCH_SCENARIOS`: a comma list out of
-//!   `csv_parquet,csv_rejects,sqlite_sqlite,pg_pg,sqlite_pg,mysql_pg,pg_mysql,pg_workers`
+//!   `csv_parquet,csv_rejects,sqlite_sqlite,pg_pg,sqlite_pg,mysql_pg,pg_mysql,pg_workers,pg_online`
 //!   (default: all). `pg_workers` times the `pg_pg` job done by three processes sharing
 //!   one run (`run --worker`, one chunk at a time each) against one process with
-//!   `parallel = 3` (target: within 10%).
+//!   `parallel = 3` (target: within 10%). `pg_online` times the `pg_pg` job with change
+//!   capture on against off (target: at most 15% slower), the cut-over's lock window with
+//!   a writer running (target: under 1 s) and the capture's cost to a writer's
+//!   transactions per second (`benches/e2e/online.rs`).
 //!   `csv_rejects` times a CSV chunk with 15% of its rows rejected by a check against the
 //!   same job with none rejected (target: at most 1.5x). The DuckDB peer runs with
 //!   `csv_parquet`, `INSERT ... SELECT` with `pg_pg`, pgloader with `sqlite_pg`.
@@ -24,6 +27,8 @@
 //! - `ROWSHIFT_BENCH_READBACK_PAIRS`: pairs of runs, read-back on and off, behind each
 //!   read-back figure (the median of the pairs' costs), default 9; the `INSERT ... SELECT`
 //!   and pgloader peers run as many times, and their median is compared with rowshift's.
+//! - `ROWSHIFT_BENCH_ONLINE_PAIRS`: `pg_online`'s pairs of copies (capture off, on) and its
+//!   cut-over runs, default 5.
 //!
 //! Data lives in `target/bench-data/` (or `$CARGO_TARGET_DIR/bench-data/`). The CSV of a
 //! given size is generated once, deterministically, and reused while its `.meta` file
@@ -37,6 +42,9 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "e2e/online.rs"]
+mod online;
 
 /// Bump when the generated data changes, so stale files are regenerated.
 const GENERATOR_VERSION: u32 = 1;
@@ -141,10 +149,11 @@ enum Scenario {
     MysqlPg,
     PgMysql,
     PgWorkers,
+    PgOnline,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Scenario::CsvParquet,
         Scenario::CsvRejects,
         Scenario::SqliteSqlite,
@@ -153,6 +162,7 @@ impl Scenario {
         Scenario::MysqlPg,
         Scenario::PgMysql,
         Scenario::PgWorkers,
+        Scenario::PgOnline,
     ];
 
     fn name(self) -> &'static str {
@@ -165,6 +175,7 @@ impl Scenario {
             Scenario::MysqlPg => "mysql_pg",
             Scenario::PgMysql => "pg_mysql",
             Scenario::PgWorkers => "pg_workers",
+            Scenario::PgOnline => "pg_online",
         }
     }
 
@@ -176,6 +187,7 @@ impl Scenario {
                 | Scenario::MysqlPg
                 | Scenario::PgMysql
                 | Scenario::PgWorkers
+                | Scenario::PgOnline
         )
     }
 }
@@ -393,6 +405,7 @@ fn run_all(config: &Config) -> Result<bool, String> {
                 (Scenario::SqliteSqlite, _) => bench_sqlite_sqlite(config, &data),
                 (Scenario::PgPg, Ok(pg)) => bench_pg_pg(config, pg, &data),
                 (Scenario::PgWorkers, Ok(pg)) => bench_pg_workers(config, pg, &data),
+                (Scenario::PgOnline, Ok(pg)) => online::bench_pg_online(config, pg, &data),
                 (Scenario::SqlitePg, Ok(pg)) => bench_sqlite_pg(config, pg, &data),
                 (Scenario::MysqlPg | Scenario::PgMysql, Ok(pg)) => {
                     match My::connect(&config.my_url) {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
+#[path = "online_crossdb.rs"]
+mod crossdb;
 #[path = "online_dependents.rs"]
 mod dependents;
 #[path = "online_replica.rs"]
