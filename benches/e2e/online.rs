@@ -198,6 +198,8 @@ fn copy_with_capture(
         shown(&offs),
         shown(&ons)
     );
+    // Taken before `median` sorts them: the pairs in the order they ran.
+    let mut pairs: Vec<f64> = ons.iter().zip(&offs).map(|(on, off)| on / off).collect();
     let (off_wall, on_wall) = (median(&mut offs), median(&mut ons));
     let ratio = on_wall / off_wall;
     println!(
@@ -212,6 +214,11 @@ fn copy_with_capture(
         } else {
             "NOT MET"
         }
+    );
+    println!(
+        "  each pair's capture on / off: {}; median x{:.2}",
+        shown(&pairs),
+        median(&mut pairs)
     );
     let mut m_off = off_summary.measurement("capture off", data.rows);
     m_off.wall = off_wall;
