@@ -214,7 +214,7 @@ pub fn report_text(r: &OnlineReport) -> String {
             c.old_table.as_deref().unwrap_or("")
         )),
         Some(c) => out.push_str(&format!(
-            "cut-over: source and target are different databases, so nothing was renamed: the target was current as of {} when the lag was zero; point the application at the target, then run rowshift finalize to drop the capture\n",
+            "cut-over: source and target are different databases, so nothing was renamed: the target holds every change up to {} (at least all logged when the cut-over began); once writes to the source stop, run the cut-over again, point the application at the target, then run rowshift finalize to drop the capture\n",
             pos(c.position)
         )),
         None => out.push_str(&format!(

@@ -304,7 +304,7 @@ fn crossdb_move(from: Kind, to: Kind) {
     assert_eq!(
         lines[1],
         format!(
-            "cut-over: source and target are different databases, so nothing was renamed: the target was current as of log position {last} when the lag was zero; point the application at the target, then run rowshift finalize to drop the capture"
+            "cut-over: source and target are different databases, so nothing was renamed: the target holds every change up to log position {last} (at least all logged when the cut-over began); once writes to the source stop, run the cut-over again, point the application at the target, then run rowshift finalize to drop the capture"
         )
     );
     assert_ne!(last, during, "the writer wrote after the first cut-over");
