@@ -232,7 +232,6 @@ pub(super) fn cutover(
         }
     };
     let o = &p.online;
-    let (src, tgt, old) = (n.q(&n.source), n.q(&n.target), n.q(&n.old));
     let drain = |table: &str| {
         Planned {
         phase: "cutover",
@@ -258,124 +257,23 @@ pub(super) fn cutover(
         "each attempt waits at most {} ms ([online] lock_timeout_ms), {} attempts (lock_attempts)",
         o.lock_timeout_ms, o.lock_attempts
     );
-    match n.db {
-        Db::Pg => {
-            out.push(at(
-                "cutover",
-                format!("SET LOCAL lock_timeout = {}", o.lock_timeout_ms.max(1)),
-                None,
-            ));
-            out.push(at(
-                "cutover",
-                format!("LOCK TABLE {src} IN EXCLUSIVE MODE"),
-                Some(format!(
-                    "EXCLUSIVE on {}: writes wait from here to the commit, reads go on; {bounded}",
-                    n.source
-                )),
-            ));
-            out.push(drain(&n.target));
-            for (t, name) in [(&src, &n.source), (&tgt, &n.target)] {
-                out.push(at(
-                    "cutover",
-                    format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"),
-                    Some(format!(
-                        "ACCESS EXCLUSIVE on {name}: reads wait too, until the commit (the renames)"
-                    )),
-                ));
-            }
-            for sql in forward.drop_trigger_sql() {
-                out.push(at("cutover", sql, None));
-            }
-            out.push(at(
-                "cutover",
-                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.old)),
-                None,
-            ));
-            out.push(at(
-                "cutover",
-                format!("ALTER TABLE {tgt} RENAME TO {}", n.bare(&n.source)),
-                None,
-            ));
-            notes.push(format!(
-                "the cut-over of table {} moves its sequences, views and other tables' foreign keys to the new table in the same transaction (docs/online.md)",
-                n.source
-            ));
-            if let Some(r) = &rev {
-                let got = install(&n, r.as_ref(), (&n.source, &n.source), "cutover", offline);
-                add(got, &mut out, notes);
-            }
-            out.push(at("cutover", "COMMIT".into(), None));
-        }
-        Db::My => {
-            out.push(at(
-                "cutover",
-                format!(
-                    "CREATE TABLE {old} (sentry INT) ENGINE=InnoDB COMMENT 'rowshift cut-over sentry'"
-                ),
-                None,
-            ));
-            out.push(at(
-                "cutover",
-                format!("LOCK TABLES {src} READ, {old} WRITE"),
-                Some(format!(
-                    "READ on {}: writes wait from here to the rename, reads go on; {bounded} (lock_wait_timeout, in whole seconds)",
-                    n.source
-                )),
-            ));
-            out.push(drain(&n.target));
-            if let Some(r) = &rev {
-                // Before the rename, on the new table by the name it has then.
-                let got = install(&n, r.as_ref(), (&n.target, &n.target), "cutover", offline);
-                add(got, &mut out, notes);
-            }
-            out.push(at(
-                "cutover",
-                format!("RENAME TABLE {src} TO {old}, {tgt} TO {src}"),
-                Some(format!(
-                    "an exclusive metadata lock on {} and {}: issued by a second session, it waits, and is granted before the waiting writes once the first drops the sentry and unlocks",
-                    n.source, n.target
-                )),
-            ));
-            out.push(at("cutover", format!("DROP TABLE {old}"), None));
-            out.push(at("cutover", "UNLOCK TABLES".into(), Some(UNLOCK.into())));
-            for sql in forward.drop_trigger_sql() {
-                let lock = capture_lock(&n, &sql, &n.old);
-                out.push(at("cutover", sql, lock));
-            }
-        }
-        Db::Lite => {
-            out.push(at(
-                "cutover",
-                "BEGIN IMMEDIATE".into(),
-                Some(SQLITE_WRITE_LOCK.into()),
-            ));
-            out.push(drain(&n.target));
-            for sql in forward.drop_trigger_sql() {
-                out.push(at("cutover", sql, None));
-            }
-            out.push(at("cutover", "PRAGMA legacy_alter_table = ON".into(), None));
-            out.push(at(
-                "cutover",
-                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.old)),
-                None,
-            ));
-            out.push(at(
-                "cutover",
-                format!("ALTER TABLE {tgt} RENAME TO {src}"),
-                None,
-            ));
-            out.push(at(
-                "cutover",
-                "PRAGMA legacy_alter_table = OFF".into(),
-                None,
-            ));
-            if let Some(r) = &rev {
-                let got = install(&n, r.as_ref(), (&n.source, &n.source), "cutover", offline);
-                add(got, &mut out, notes);
-            }
-            out.push(at("cutover", "COMMIT".into(), None));
-        }
+    if n.db == Db::Pg {
+        notes.push(format!(
+            "the cut-over of table {} moves its sequences, views and other tables' foreign keys to the new table in the same transaction (docs/online.md)",
+            n.source
+        ));
     }
+    let swap = Swap {
+        phase: "cutover",
+        other: &n.target,
+        live_to: &n.old,
+        drop: forward.drop_trigger_sql(),
+        drain: drain(&n.target),
+        bounded,
+        lock_timeout_ms: o.lock_timeout_ms,
+    };
+    let install = rev.as_ref().map(|r| (r.as_ref(), offline));
+    swap.plan(&n, install, &mut out, notes);
     if reverse.is_none() {
         notes.push(format!(
             "table {} is cut over without a reverse pipeline: writes after the cut-over do not reach {}, so down cannot swap it back",
@@ -399,7 +297,6 @@ pub(super) fn swap_back(p: &Pipeline, reverse: &Pipeline, notes: &mut Vec<String
         }
     };
     let o = &p.online;
-    let (src, tgt, old) = (n.q(&n.source), n.q(&n.target), n.q(&n.old));
     let columns: Vec<String> = reverse
         .target
         .columns
@@ -436,111 +333,16 @@ pub(super) fn swap_back(p: &Pipeline, reverse: &Pipeline, notes: &mut Vec<String
         "each attempt waits at most {} ms ([online] lock_timeout_ms), {} attempts (lock_attempts)",
         o.lock_timeout_ms, o.lock_attempts
     );
-    match n.db {
-        Db::Pg => {
-            out.push(at(
-                "swap-back",
-                format!("SET LOCAL lock_timeout = {}", o.lock_timeout_ms.max(1)),
-                None,
-            ));
-            out.push(at(
-                "swap-back",
-                format!("LOCK TABLE {src} IN EXCLUSIVE MODE"),
-                Some(format!(
-                    "EXCLUSIVE on {}: writes wait from here to the commit, reads go on; {bounded}",
-                    n.source
-                )),
-            ));
-            out.push(drain);
-            for (t, name) in [(&src, &n.source), (&old, &n.old)] {
-                out.push(at(
-                    "swap-back",
-                    format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"),
-                    Some(format!(
-                        "ACCESS EXCLUSIVE on {name}: reads wait too, until the commit (the renames)"
-                    )),
-                ));
-            }
-            for sql in rev.drop_trigger_sql() {
-                out.push(at("swap-back", sql, None));
-            }
-            out.push(at(
-                "swap-back",
-                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.target)),
-                None,
-            ));
-            out.push(at(
-                "swap-back",
-                format!("ALTER TABLE {old} RENAME TO {}", n.bare(&n.source)),
-                None,
-            ));
-            out.push(at("swap-back", "COMMIT".into(), None));
-        }
-        Db::My => {
-            out.push(at(
-                "swap-back",
-                format!(
-                    "CREATE TABLE {tgt} (sentry INT) ENGINE=InnoDB COMMENT 'rowshift cut-over sentry'"
-                ),
-                None,
-            ));
-            out.push(at(
-                "swap-back",
-                format!("LOCK TABLES {src} READ, {tgt} WRITE"),
-                Some(format!(
-                    "READ on {}: writes wait from here to the rename, reads go on; {bounded} (lock_wait_timeout, in whole seconds)",
-                    n.source
-                )),
-            ));
-            out.push(drain);
-            out.push(at(
-                "swap-back",
-                format!("RENAME TABLE {src} TO {tgt}, {old} TO {src}"),
-                Some(format!(
-                    "an exclusive metadata lock on {} and {}: issued by a second session, it waits, and is granted before the waiting writes once the first drops the sentry and unlocks",
-                    n.source, n.old
-                )),
-            ));
-            out.push(at("swap-back", format!("DROP TABLE {tgt}"), None));
-            out.push(at("swap-back", "UNLOCK TABLES".into(), Some(UNLOCK.into())));
-            for sql in rev.drop_trigger_sql() {
-                let lock = capture_lock(&n, &sql, &n.target);
-                out.push(at("swap-back", sql, lock));
-            }
-        }
-        Db::Lite => {
-            out.push(at(
-                "swap-back",
-                "BEGIN IMMEDIATE".into(),
-                Some(SQLITE_WRITE_LOCK.into()),
-            ));
-            out.push(drain);
-            for sql in rev.drop_trigger_sql() {
-                out.push(at("swap-back", sql, None));
-            }
-            out.push(at(
-                "swap-back",
-                "PRAGMA legacy_alter_table = ON".into(),
-                None,
-            ));
-            out.push(at(
-                "swap-back",
-                format!("ALTER TABLE {src} RENAME TO {}", n.bare(&n.target)),
-                None,
-            ));
-            out.push(at(
-                "swap-back",
-                format!("ALTER TABLE {old} RENAME TO {src}"),
-                None,
-            ));
-            out.push(at(
-                "swap-back",
-                "PRAGMA legacy_alter_table = OFF".into(),
-                None,
-            ));
-            out.push(at("swap-back", "COMMIT".into(), None));
-        }
-    }
+    let swap = Swap {
+        phase: "swap-back",
+        other: &n.old,
+        live_to: &n.target,
+        drop: rev.drop_trigger_sql(),
+        drain,
+        bounded,
+        lock_timeout_ms: o.lock_timeout_ms,
+    };
+    swap.plan(&n, None, &mut out, notes);
     notes.push(format!(
         "the swap-back of table {} then removes both change captures (their triggers, logs and replay positions){}",
         n.source,
@@ -550,4 +352,148 @@ pub(super) fn swap_back(p: &Pipeline, reverse: &Pipeline, notes: &mut Vec<String
         }
     ));
     out
+}
+
+/// A swap's lock, drain and renames as each database runs them: the live table (the
+/// source's name) takes the name `live_to`, and `other` takes the source's name. The
+/// cut-over's swap has the forward triggers dropped and the reverse capture installed;
+/// `down`'s swap-back the reverse triggers dropped and nothing installed.
+struct Swap<'a> {
+    phase: &'static str,
+    other: &'a str,
+    live_to: &'a str,
+    /// The triggers the swap drops.
+    drop: Vec<String>,
+    drain: Planned,
+    /// How long each lock attempt waits, for the lock's line.
+    bounded: String,
+    /// `[online] lock_timeout_ms`.
+    lock_timeout_ms: u64,
+}
+
+impl Swap<'_> {
+    /// Appends the statements to `out`; `reverse`, the capture the swap installs on
+    /// the new live table (and whether the plan is offline), after the renames
+    /// (PostgreSQL, SQLite) or before MySQL's `RENAME TABLE`, on the table by the name
+    /// it has then.
+    fn plan(
+        self,
+        n: &Names,
+        reverse: Option<(&dyn Capture, bool)>,
+        out: &mut Vec<Planned>,
+        notes: &mut Vec<String>,
+    ) {
+        let phase = self.phase;
+        let (src, other, to) = (n.q(&n.source), n.q(self.other), n.q(self.live_to));
+        let mut install_on = |table: &str, out: &mut Vec<Planned>| {
+            if let Some((capture, offline)) = reverse {
+                add(
+                    install(n, capture, (table, table), phase, offline),
+                    out,
+                    notes,
+                );
+            }
+        };
+        let bounded = &self.bounded;
+        match n.db {
+            Db::Pg => {
+                out.push(at(
+                    phase,
+                    format!("SET LOCAL lock_timeout = {}", self.lock_timeout_ms.max(1)),
+                    None,
+                ));
+                out.push(at(
+                    phase,
+                    format!("LOCK TABLE {src} IN EXCLUSIVE MODE"),
+                    Some(format!(
+                        "EXCLUSIVE on {}: writes wait from here to the commit, reads go on; {bounded}",
+                        n.source
+                    )),
+                ));
+                out.push(self.drain);
+                for (t, name) in [(&src, &n.source.as_str()), (&other, &self.other)] {
+                    out.push(at(
+                        phase,
+                        format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"),
+                        Some(format!(
+                            "ACCESS EXCLUSIVE on {name}: reads wait too, until the commit (the renames)"
+                        )),
+                    ));
+                }
+                for sql in self.drop {
+                    out.push(at(phase, sql, None));
+                }
+                out.push(at(
+                    phase,
+                    format!("ALTER TABLE {src} RENAME TO {}", n.bare(self.live_to)),
+                    None,
+                ));
+                out.push(at(
+                    phase,
+                    format!("ALTER TABLE {other} RENAME TO {}", n.bare(&n.source)),
+                    None,
+                ));
+                install_on(&n.source, out);
+                out.push(at(phase, "COMMIT".into(), None));
+            }
+            Db::My => {
+                out.push(at(
+                    phase,
+                    format!(
+                        "CREATE TABLE {to} (sentry INT) ENGINE=InnoDB COMMENT 'rowshift cut-over sentry'"
+                    ),
+                    None,
+                ));
+                out.push(at(
+                    phase,
+                    format!("LOCK TABLES {src} READ, {to} WRITE"),
+                    Some(format!(
+                        "READ on {}: writes wait from here to the rename, reads go on; {bounded} (lock_wait_timeout, in whole seconds)",
+                        n.source
+                    )),
+                ));
+                out.push(self.drain);
+                install_on(self.other, out);
+                out.push(at(
+                    phase,
+                    format!("RENAME TABLE {src} TO {to}, {other} TO {src}"),
+                    Some(format!(
+                        "an exclusive metadata lock on {} and {}: issued by a second session, it waits, and is granted before the waiting writes once the first drops the sentry and unlocks",
+                        n.source, self.other
+                    )),
+                ));
+                out.push(at(phase, format!("DROP TABLE {to}"), None));
+                out.push(at(phase, "UNLOCK TABLES".into(), Some(UNLOCK.into())));
+                for sql in self.drop {
+                    let lock = capture_lock(n, &sql, self.live_to);
+                    out.push(at(phase, sql, lock));
+                }
+            }
+            Db::Lite => {
+                out.push(at(
+                    phase,
+                    "BEGIN IMMEDIATE".into(),
+                    Some(SQLITE_WRITE_LOCK.into()),
+                ));
+                out.push(self.drain);
+                for sql in self.drop {
+                    out.push(at(phase, sql, None));
+                }
+                out.push(at(phase, "PRAGMA legacy_alter_table = ON".into(), None));
+                out.push(at(
+                    phase,
+                    format!("ALTER TABLE {src} RENAME TO {}", n.bare(self.live_to)),
+                    None,
+                ));
+                out.push(at(
+                    phase,
+                    format!("ALTER TABLE {other} RENAME TO {src}"),
+                    None,
+                ));
+                out.push(at(phase, "PRAGMA legacy_alter_table = OFF".into(), None));
+                install_on(&n.source, out);
+                out.push(at(phase, "COMMIT".into(), None));
+            }
+        }
+    }
 }
