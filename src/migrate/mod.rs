@@ -22,6 +22,7 @@
 mod apply;
 mod changes;
 mod deps;
+mod down;
 mod history;
 mod lock;
 mod online;
@@ -37,8 +38,9 @@ mod test_rollback;
 use std::time::Duration;
 
 pub use self::apply::{
-    BaselineReport, DownReport, MigrateOptions, StepOutcome, UpReport, baseline, down, up,
+    BaselineReport, DownReport, MigrateOptions, StepOutcome, UpReport, baseline, up,
 };
+pub use self::down::down;
 pub use self::history::{PG_SCHEMA, Phase, Record, State};
 pub use self::online::{FinalizeReport, Finalized, OnlineOutcome, finalize};
 pub use self::plan::{Entry, PipelinePlan, PlanOptions, SetPlan, StepPlan, plan, plan_pipeline};

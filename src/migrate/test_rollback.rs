@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::apply::{MigrateOptions, down, up};
+use super::apply::{MigrateOptions, up};
+use super::down::down;
 use super::history::{History, PG_SCHEMA};
 use super::set::MigrationSet;
 use super::snapshot::{Snapshotter, TableSnap, first_row_difference, first_schema_difference};
