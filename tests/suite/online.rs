@@ -28,6 +28,32 @@ mod throttle;
 #[path = "online_truncate.rs"]
 mod truncate;
 
+/// The `[chunks]` and `[online]` sections of the tests' online moves.
+const ONLINE: &str = "[chunks]
+rows = 2000
+parallel = 2
+[online]
+enabled = true
+max_lag_rows = 100
+batch_rows = 200
+lock_timeout_ms = 3000
+";
+
+/// A pipeline file's text: `name` moves `source` into `target` (each its section's
+/// `url`/`schema` lines and its table; the key is `id`), with the `[target.columns]`
+/// lines `columns`, and `rest` after them.
+fn pipeline_text(
+    name: &str,
+    (from, source): (&str, &str),
+    (to, target): (&str, &str),
+    columns: &str,
+    rest: &str,
+) -> String {
+    format!(
+        "name = \"{name}\"\n[source]\n{from}table = \"{source}\"\nkey = \"id\"\n[target]\n{to}table = \"{target}\"\n[target.columns]\n{columns}\n{rest}"
+    )
+}
+
 /// Rows in the source before the copy.
 const ROWS: i64 = 20_000;
 
@@ -117,40 +143,29 @@ impl Db {
             .collect()
     }
 
-    fn pipeline(&self, ws: &Workspace) -> String {
-        let (url, extra) = match self.kind {
-            Kind::Pg => (
-                pg_url(),
-                format!("schema = {}\n", self.pg.as_ref().unwrap().toml()),
+    /// The `url` (and `schema`) lines of a pipeline section that names this database.
+    fn location(&self) -> String {
+        match self.kind {
+            Kind::Pg => format!(
+                "url = {}\nschema = {}\n",
+                toml_str(&pg_url()),
+                self.pg.as_ref().unwrap().toml()
             ),
-            Kind::My => (self.my.as_ref().unwrap().url(), String::new()),
-            Kind::Lite => ("sqlite://shop.db".to_string(), String::new()),
-        };
+            Kind::My => format!("url = {}\n", toml_str(&self.my.as_ref().unwrap().url())),
+            Kind::Lite => "url = \"sqlite://shop.db\"\n".into(),
+        }
+    }
+
+    /// `online.toml`: `items` into `items_new` in this database, online.
+    fn pipeline(&self, ws: &Workspace) -> String {
         ws.write(
             "online.toml",
-            &format!(
-                r#"name = "items-v2"
-[source]
-url = {url}
-{extra}table = "items"
-key = "id"
-[target]
-url = {url}
-{extra}table = "items_new"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-qty = {{ type = "bigint", expr = "qty" }}
-note = {{ type = "text", expr = "note" }}
-[chunks]
-rows = 2000
-parallel = 2
-[online]
-enabled = true
-max_lag_rows = 100
-batch_rows = 200
-lock_timeout_ms = 3000
-"#,
-                url = toml_str(&url)
+            &pipeline_text(
+                "items-v2",
+                (&self.location(), "items"),
+                (&self.location(), "items_new"),
+                "id = { type = \"bigint\", expr = \"id\", primary_key = true }\nqty = { type = \"bigint\", expr = \"qty\" }\nnote = { type = \"text\", expr = \"note\" }",
+                ONLINE,
             ),
         )
     }

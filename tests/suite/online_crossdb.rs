@@ -17,19 +17,6 @@ struct Move {
     name: String,
 }
 
-/// The pipeline file's `url` and `schema` lines for `db`.
-fn location(db: &Db) -> String {
-    match db.kind {
-        Kind::Pg => format!(
-            "url = {}\nschema = {}\n",
-            toml_str(&pg_url()),
-            db.pg.as_ref().unwrap().toml()
-        ),
-        Kind::My => format!("url = {}\n", toml_str(&db.my.as_ref().unwrap().url())),
-        Kind::Lite => "url = \"sqlite://shop.db\"\n".into(),
-    }
-}
-
 impl Move {
     fn new(from: Kind, to: Kind) -> Move {
         let ws = Workspace::new();
@@ -61,8 +48,8 @@ max_lag_rows = 100
 batch_rows = 200
 "#,
                 name = self.name,
-                src = location(&self.src),
-                dst = location(&self.dst),
+                src = self.src.location(),
+                dst = self.dst.location(),
             ),
         )
     }

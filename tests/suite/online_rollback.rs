@@ -11,66 +11,30 @@ use super::*;
 /// The forward pipeline (the new table adds `shout`, the note in capitals) and its
 /// reverse (`online.down.toml`, which drops it again).
 fn pipelines(db: &Db, ws: &Workspace) -> String {
-    let (url, extra) = location(db);
+    let at = db.location();
     ws.write(
         "online.down.toml",
-        &format!(
-            r#"name = "items-v2-down"
-[source]
-url = {url}
-{extra}table = "items_new"
-key = "id"
-[target]
-url = {url}
-{extra}table = "items"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-qty = {{ type = "int", expr = "qty", nullable = false }}
-note = {{ type = "varchar(40)", expr = "note", nullable = false }}
-"#,
-            url = toml_str(&url)
+        &pipeline_text(
+            "items-v2-down",
+            (&at, "items_new"),
+            (&at, "items"),
+            "id = { type = \"bigint\", expr = \"id\", primary_key = true }\nqty = { type = \"int\", expr = \"qty\", nullable = false }\nnote = { type = \"varchar(40)\", expr = \"note\", nullable = false }",
+            "",
         ),
     );
     ws.write(
         "online.toml",
-        &format!(
-            r#"name = "items-v2"
-[source]
-url = {url}
-{extra}table = "items"
-key = "id"
-[target]
-url = {url}
-{extra}table = "items_new"
-[target.columns]
-id = {{ type = "bigint", expr = "id", primary_key = true }}
-qty = {{ type = "bigint", expr = "qty" }}
-note = {{ type = "text", expr = "note" }}
-shout = {{ type = "text", expr = "upper(note)" }}
-[chunks]
-rows = 2000
-parallel = 2
-[online]
-enabled = true
-max_lag_rows = 20
-batch_rows = 200
-lock_timeout_ms = 3000
-reverse = "online.down.toml"
-"#,
-            url = toml_str(&url)
+        &pipeline_text(
+            "items-v2",
+            (&at, "items"),
+            (&at, "items_new"),
+            "id = { type = \"bigint\", expr = \"id\", primary_key = true }\nqty = { type = \"bigint\", expr = \"qty\" }\nnote = { type = \"text\", expr = \"note\" }\nshout = { type = \"text\", expr = \"upper(note)\" }",
+            &format!(
+                "{}reverse = \"online.down.toml\"\n",
+                ONLINE.replace("max_lag_rows = 100", "max_lag_rows = 20")
+            ),
         ),
     )
-}
-
-fn location(db: &Db) -> (String, String) {
-    match db.kind {
-        Kind::Pg => (
-            pg_url(),
-            format!("schema = {}\n", db.pg.as_ref().unwrap().toml()),
-        ),
-        Kind::My => (db.my.as_ref().unwrap().url(), String::new()),
-        Kind::Lite => ("sqlite://shop.db".to_string(), String::new()),
-    }
 }
 
 /// The names of the triggers on `table`.
