@@ -238,10 +238,11 @@ pub fn status_text(s: &CaptureStatus) -> String {
     let mut out = format!(
         "online: capture on {} is {}; replayed {} changes, up to {}\ncapture lag: {} changes, the oldest {:.1}s old\n",
         s.capture,
-        if s.installed {
-            "installed"
-        } else {
-            "removed (cut over)"
+        match (s.installed, s.logged, s.position) {
+            (true, _, _) => "installed",
+            (false, true, _) => "removed (cut over)",
+            (false, false, None) => "not installed yet (a run installs it before its copy)",
+            (false, false, Some(_)) => "removed, with its change log",
         },
         s.replayed,
         s.position

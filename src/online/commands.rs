@@ -74,6 +74,9 @@ pub struct CaptureStatus {
     pub capture: String,
     /// Whether the triggers are in place (not after a cut-over).
     pub installed: bool,
+    /// Whether the change log exists: not yet when a run was stopped before it
+    /// installed the capture, and no longer after `finalize`.
+    pub logged: bool,
     /// The last position replayed into the target.
     pub position: Option<Position>,
     /// Changes replayed so far, over every run.
@@ -115,6 +118,7 @@ pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
     let recorded = sink.replay_position(&plan.pipeline.name)?;
     let position = recorded.map(|r| r.0);
     let installed = online.capture.installed()?;
+    let logged = installed || online.capture.log_exists()?;
     let reverse = match (installed, same_database(plan)) {
         (false, true) => Reverse::load(plan, false)?
             .map(|r| reverse_status(&r, plan, sink))
@@ -124,9 +128,14 @@ pub fn status(plan: &Plan, sink: &dyn Sink) -> Result<CaptureStatus> {
     Ok(CaptureStatus {
         capture: online.capture.describe(),
         installed,
+        logged,
         position,
         replayed: recorded.map_or(0, |r| r.1),
-        lag: online.capture.lag(position)?,
+        lag: if logged {
+            online.capture.lag(position)?
+        } else {
+            Lag::default()
+        },
         // After a cut-over the source's name is the new table's: nothing to detect.
         truncated: if installed {
             online.capture.truncated()?

@@ -480,6 +480,7 @@ impl RunHooks for Online {
         if fresh {
             // Installed before the chunks are planned: every change made while they are
             // copied is logged. A position left by an earlier run means nothing now.
+            crate::fault::crash_run("before-capture");
             self.capture.install()?;
             sink.forget_replay(&plan.pipeline.name)
         } else if !self.capture.installed()? {

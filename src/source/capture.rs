@@ -83,8 +83,13 @@ pub trait Capture: Send + Sync {
     /// after the fact; SQLite has no statement that empties a table past its triggers.
     fn truncated(&self) -> Result<Option<String>>;
 
-    /// The changes logged after `after`.
+    /// The changes logged after `after`. An error when the log does not exist.
     fn lag(&self, after: Option<Position>) -> Result<Lag>;
+
+    /// Whether the change log exists. [`Capture::install`] creates it; the cut-over keeps
+    /// it; `finalize` and `down` drop it. A run killed before it installed its capture
+    /// left none, and `status` must then say so rather than fail on the missing table.
+    fn log_exists(&self) -> Result<bool>;
 
     /// Why the source server is too busy for the catch-up to go on now, by the limits
     /// of `limits` (`[online] max_active_backends` and `max_replica_lag_ms` on

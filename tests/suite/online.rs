@@ -776,3 +776,52 @@ fn sqlite_catch_up_reads_back_each_replayed_batch() {
 fn postgres_catch_up_reads_back_each_replayed_batch() {
     catch_up_reads_back(Kind::Pg);
 }
+
+/// A run killed before it installed its capture leaves no change log: `status` says the
+/// capture is not installed yet (it used to fail on the missing log table), and the next
+/// run installs it and moves every row.
+fn killed_before_the_capture(kind: Kind) {
+    let ws = Workspace::new();
+    let db = Db::new(kind, &ws);
+    let model = db.seed();
+    let p = db.pipeline(&ws);
+    let (code, text) = finish(rowshift(
+        &ws,
+        &["run", &p],
+        &[("ROWSHIFT_FAULT", "crash=before-capture")],
+    ));
+    assert_ne!(code, 0, "the run was killed: {text}");
+    assert_eq!(db.triggers(), 0, "no capture was installed");
+    let (code, text) = finish(rowshift(&ws, &["status", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(
+            "is not installed yet (a run installs it before its copy); replayed 0 changes, up to none yet\ncapture lag: 0 changes, the oldest 0.0s old"
+        ),
+        "{text}"
+    );
+    let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(db.triggers(), 3, "the next run installed the capture");
+    let (code, text) = finish(rowshift(&ws, &["status", &p], &[]));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("is installed; replayed"), "{text}");
+    let new = db.table("items_new");
+    let rows = db.rows(&format!("SELECT {} FROM {new}", db.text("count(*)")));
+    assert_eq!(rows, vec![vec![model.len().to_string()]]);
+}
+
+#[test]
+fn sqlite_status_after_a_run_killed_before_its_capture() {
+    killed_before_the_capture(Kind::Lite);
+}
+
+#[test]
+fn postgres_status_after_a_run_killed_before_its_capture() {
+    killed_before_the_capture(Kind::Pg);
+}
+
+#[test]
+fn mariadb_status_after_a_run_killed_before_its_capture() {
+    killed_before_the_capture(Kind::My);
+}

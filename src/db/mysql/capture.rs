@@ -371,6 +371,21 @@ impl Capture for MyCapture {
         }))
     }
 
+    fn log_exists(&self) -> Result<bool> {
+        let (database, log) = (self.database.clone(), log_name(&self.pipeline));
+        self.with(async |pool| {
+            let n: i64 = sqlx::query_scalar(stmt(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?"
+                    .to_string(),
+            ))
+            .bind(database)
+            .bind(log)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
     fn lag(&self, after: Option<Position>) -> Result<Lag> {
         let from = after.map_or(0, |p| p.b);
         let sql = format!(

@@ -372,6 +372,17 @@ impl Capture for PgCapture {
         })
     }
 
+    fn log_exists(&self) -> Result<bool> {
+        // `log` is the quoted, qualified name, which `to_regclass` reads as SQL does.
+        let log = self.log.clone();
+        self.with(async |pool| {
+            sqlx::query_scalar(stmt("SELECT to_regclass($1) IS NOT NULL".to_string()))
+                .bind(log)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
     fn lag(&self, after: Option<Position>) -> Result<Lag> {
         let after = after.unwrap_or(Position { a: -1, b: -1 });
         let sql = format!(

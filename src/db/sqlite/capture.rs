@@ -230,6 +230,19 @@ impl Capture for SqliteCapture {
         Ok(None)
     }
 
+    fn log_exists(&self) -> Result<bool> {
+        let log = self.log.clone();
+        self.with(async |pool| {
+            let n: i64 = sqlx::query_scalar(stmt(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?".to_string(),
+            ))
+            .bind(log)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
     fn lag(&self, after: Option<Position>) -> Result<Lag> {
         let from = after.map_or(0, |p| p.b);
         let sql = format!(
