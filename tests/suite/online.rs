@@ -268,6 +268,18 @@ fn writer_for(db: &Db) -> Box<dyn Writer + Send> {
     }
 }
 
+/// Starts [`write_steadily`] on `db`'s `items` in a thread of its own.
+fn spawn_writer(
+    db: &Db,
+    model: &Arc<Mutex<Model>>,
+    seen: &Arc<Mutex<Seen>>,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (w, t) = (writer_for(db), db.table("items"));
+    let (m, s, st) = (model.clone(), seen.clone(), stop.clone());
+    std::thread::spawn(move || write_steadily(w, t, m, s, st))
+}
+
 /// Runs inserts, updates (one in ten changes the key) and deletes on `items` every few
 /// milliseconds until `stop`, keeping `model` as what the statements that succeeded
 /// left.
@@ -382,28 +394,31 @@ fn assert_writer_model(db: &Db, seen: &Seen, model: &Model, when: &str) {
     // The writer ran throughout (a few seconds at one statement every few ms); on a
     // machine shared with other builds it manages 230 to 330, so the bound is loose.
     assert!(seen.ops > 150, "the writer ran {} statements", seen.ops);
-    let now = db.table_rows("items");
-    let missing: Vec<_> = model
-        .iter()
-        .filter(|(k, v)| now.get(k) != Some(v))
-        .take(5)
+    assert_model(db, "items", model, when);
+}
+
+/// The table under `table` equals the writer's model (compared row by row, then by a
+/// count and checksum the server computes), while the writer may still run: the
+/// writer's own checks come at the end ([`assert_writer_model`]).
+fn assert_model(db: &Db, table: &str, model: &Model, when: &str) {
+    // Each time in words of its own: a server caches a statement's plan by its text, and
+    // the table under this name changes its columns' types between two looks.
+    let now: Model = db
+        .rows(&format!(
+            "SELECT {}, {}, note FROM {} /* {when} */ ORDER BY id",
+            db.text("id"),
+            db.text("qty"),
+            db.table(table)
+        ))
+        .into_iter()
+        .map(|r| (r[0].parse().unwrap(), (r[1].parse().unwrap(), r[2].clone())))
         .collect();
-    let extra: Vec<_> = now
-        .iter()
-        .filter(|(k, _)| !model.contains_key(k))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{when}: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
-        now.len(),
-        model.len()
-    );
+    assert_same_rows(&now, model, when);
     let sum = db.rows(&format!(
-        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t",
+        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t /* {when} */",
         db.text("n"),
         db.text("s"),
-        db.table("items")
+        db.table(table)
     ));
     let expected: i64 = model
         .iter()
@@ -411,7 +426,29 @@ fn assert_writer_model(db: &Db, seen: &Seen, model: &Model, when: &str) {
         .sum();
     assert_eq!(
         sum,
-        vec![vec![model.len().to_string(), expected.to_string()]]
+        vec![vec![model.len().to_string(), expected.to_string()]],
+        "{when}"
+    );
+}
+
+/// `now` holds exactly the rows of `expected`; the message names up to five rows that
+/// differ or should not be there.
+fn assert_same_rows(now: &Model, expected: &Model, when: &str) {
+    let differing: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = now
+        .iter()
+        .filter(|(k, _)| !expected.contains_key(k))
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty() && extra.is_empty(),
+        "{when}: {} rows, expected {}; differing {differing:?}, not expected {extra:?}",
+        now.len(),
+        expected.len()
     );
 }
 
@@ -422,16 +459,7 @@ fn online_move(kind: Kind) {
     let p = db.pipeline(&ws);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (w, t, m, s, st) = (
-            writer_for(&db),
-            db.table("items"),
-            model.clone(),
-            seen.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || write_steadily(w, t, m, s, st))
-    };
+    let writer = spawn_writer(&db, &model, &seen, &stop);
     std::thread::sleep(Duration::from_millis(300));
 
     // Killed (SIGKILL) during the copy: every chunk pauses before its commit.

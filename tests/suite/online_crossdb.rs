@@ -195,16 +195,7 @@ fn crossdb_move(from: Kind, to: Kind) {
     // A failed assertion stops the writer too, rather than leave it writing into a
     // database being dropped.
     let _stop = StopOnDrop(stop.clone());
-    let writer = {
-        let (w, t, m, s, st) = (
-            writer_for(&mv.src),
-            mv.src.table("items"),
-            model.clone(),
-            seen.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || write_steadily(w, t, m, s, st))
-    };
+    let writer = spawn_writer(&mv.src, &model, &seen, &stop);
     std::thread::sleep(Duration::from_millis(300));
 
     // Killed (SIGKILL) during the copy: every chunk pauses before its commit.
@@ -304,22 +295,7 @@ fn crossdb_move(from: Kind, to: Kind) {
         .map(|(k, (q, n))| (*k, (*q, n.to_uppercase())))
         .collect();
     let now = mv.dst.table_rows("items");
-    let differing: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| now.get(k) != Some(v))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = now
-        .iter()
-        .filter(|(k, _)| !expected.contains_key(k))
-        .take(5)
-        .collect();
-    assert!(
-        differing.is_empty() && extra.is_empty(),
-        "the target: {} rows, expected {}; differing {differing:?}, not expected {extra:?}",
-        now.len(),
-        expected.len()
-    );
+    assert_same_rows(&now, &expected, "the target");
     assert_eq!(mv.src.table_rows("items"), *model, "the source");
     // The servers agree: the source through the transform, the target as it is.
     let md5 = from != Kind::Lite && to != Kind::Lite;

@@ -62,16 +62,7 @@ fn rollback(kind: Kind) {
     let p = pipelines(&db, &ws);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (w, t, m, s, st) = (
-            writer_for(&db),
-            db.table("items"),
-            model.clone(),
-            seen.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || write_steadily(w, t, m, s, st))
-    };
+    let writer = spawn_writer(&db, &model, &seen, &stop);
     std::thread::sleep(Duration::from_millis(300));
 
     let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));

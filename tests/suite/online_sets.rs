@@ -130,55 +130,6 @@ fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
 
-/// The table under `table` equals the writer's model (compared row by row, then by a
-/// count and checksum the server computes), while the writer may still run: the
-/// writer's own checks come at the end ([`assert_writer_model`]).
-fn assert_model(db: &Db, table: &str, model: &Model, when: &str) {
-    // Each time in words of its own: a server caches a statement's plan by its text, and
-    // the table under this name changes its columns' types between two looks.
-    let now: Model = db
-        .rows(&format!(
-            "SELECT {}, {}, note FROM {} /* {when} */ ORDER BY id",
-            db.text("id"),
-            db.text("qty"),
-            db.table(table)
-        ))
-        .into_iter()
-        .map(|r| (r[0].parse().unwrap(), (r[1].parse().unwrap(), r[2].clone())))
-        .collect();
-    let missing: Vec<_> = model
-        .iter()
-        .filter(|(k, v)| now.get(k) != Some(v))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = now
-        .iter()
-        .filter(|(k, _)| !model.contains_key(k))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{when}: {} rows, expected {}; differing {missing:?}, not expected {extra:?}",
-        now.len(),
-        model.len()
-    );
-    let sum = db.rows(&format!(
-        "SELECT {}, {} FROM (SELECT count(*) AS n, sum(id * 7 + qty * 3 + length(note)) AS s FROM {}) t /* {when} */",
-        db.text("n"),
-        db.text("s"),
-        db.table(table)
-    ));
-    let expected: i64 = model
-        .iter()
-        .map(|(k, (q, n))| k * 7 + q * 3 + n.len() as i64)
-        .sum();
-    assert_eq!(
-        sum,
-        vec![vec![model.len().to_string(), expected.to_string()]],
-        "{when}"
-    );
-}
-
 fn online_set(kind: Kind) {
     let ws = Workspace::new();
     let db = Db::new(kind, &ws);
@@ -187,16 +138,7 @@ fn online_set(kind: Kind) {
     let set = write_set(&db, &ws, "");
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (w, t, m, s, st) = (
-            writer_for(&db),
-            db.table("items"),
-            model.clone(),
-            seen.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || write_steadily(w, t, m, s, st))
-    };
+    let writer = spawn_writer(&db, &model, &seen, &stop);
     std::thread::sleep(Duration::from_millis(300));
 
     // Killed (SIGKILL) during the copy: every chunk pauses before its commit.

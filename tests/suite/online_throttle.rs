@@ -136,16 +136,7 @@ fn postgres_pause_and_resume_by_command_with_a_writer_running() {
     let p = db.pipeline(&ws);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (w, t, m, s, st) = (
-            writer_for(&db),
-            db.table("items"),
-            model.clone(),
-            seen.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || write_steadily(w, t, m, s, st))
-    };
+    let writer = spawn_writer(&db, &model, &seen, &stop);
     let (code, text) = finish(rowshift(&ws, &["run", &p], &[]));
     assert_eq!(code, 0, "{text}");
 
